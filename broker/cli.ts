@@ -1,0 +1,3 @@
+// `writ`: the command line. Placeholder until the broker lands.
+console.error('writ: not built yet');
+process.exit(2);

@@ -1,0 +1,396 @@
+// The wire: every message between agents, the broker, the extension and the webview, as zod schemas.
+// Each schema says which side sends it. TypeScript types come from z.infer; nothing here does I/O.
+import { z } from 'zod';
+import { ERROR_CODES } from './errors';
+
+export const PROTOCOL_VERSION = 'writ/1';
+/** Frames above this are refused before parsing. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Shared shapes
+// ---------------------------------------------------------------------------------------------
+
+const shortText = (max: number) => z.string().min(1).max(max);
+/** A scope string; its grammar is checked by core/scopes (this only bounds its size). */
+export const ScopeString = shortText(512);
+export const ScopeList = z.array(ScopeString).min(1).max(32);
+/** Seconds. The broker clamps to its configured maximum (never above an hour). */
+export const TtlSeconds = z.number().int().min(1).max(3600);
+export const Audience = shortText(512);
+
+export const AgentInfo = z.strictObject({
+  name: shortText(100),
+  kind: shortText(50).default('script'),
+  version: z.string().max(50).optional(),
+});
+export type AgentInfo = z.infer<typeof AgentInfo>;
+
+export const GrantMode = z.enum(['task', 'session']);
+export type GrantMode = z.infer<typeof GrantMode>;
+
+/** What the broker knows of the process on the other end of a connection (kernel-derived, never declared). */
+export const PeerProcess = z.strictObject({
+  pid: z.number().int(),
+  uid: z.number().int().optional(),
+  exe: z.string().optional(),
+  startTime: z.number().optional(),
+});
+export type PeerProcess = z.infer<typeof PeerProcess>;
+
+export const AgentView = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  kind: z.string(),
+  version: z.string().optional(),
+  /** Agent ids from this agent's parent up to the root agent. */
+  parents: z.array(z.string()),
+  connected: z.boolean(),
+  revoked: z.boolean(),
+  grants: z.number().int(),
+  liveTokens: z.number().int(),
+  process: PeerProcess.optional(),
+});
+export type AgentView = z.infer<typeof AgentView>;
+
+export const GrantView = z.strictObject({
+  id: z.string(),
+  taskId: z.string(),
+  task: z.string(),
+  agentId: z.string(),
+  scopes: z.array(z.string()),
+  audience: z.string(),
+  mode: GrantMode,
+  /** Longest token lifetime this grant allows, seconds. */
+  ttl: z.number().int(),
+  /** Epoch seconds after which no token is minted from this grant. */
+  expiresAt: z.number().int(),
+});
+export type GrantView = z.infer<typeof GrantView>;
+
+export const TokenResult = z.strictObject({
+  token: z.string(),
+  jti: z.string(),
+  scopes: z.array(z.string()),
+  audience: z.string(),
+  /** Epoch seconds. */
+  expiresAt: z.number().int(),
+});
+export type TokenResult = z.infer<typeof TokenResult>;
+
+export const RevokeTarget = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('token'), jti: shortText(200) }),
+  z.strictObject({ kind: z.literal('grant'), id: shortText(200) }),
+  z.strictObject({ kind: z.literal('task'), id: shortText(200) }),
+  z.strictObject({ kind: z.literal('agent'), id: shortText(200) }),
+  z.strictObject({ kind: z.literal('all') }),
+]);
+export type RevokeTarget = z.infer<typeof RevokeTarget>;
+
+// ---------------------------------------------------------------------------------------------
+// JSON-RPC 2.0 envelope (agent ⇄ broker over the WebSocket)
+// ---------------------------------------------------------------------------------------------
+
+export const JsonRpcId = z.union([z.string().max(128), z.number().int()]);
+export const JsonRpcRequest = z.strictObject({
+  jsonrpc: z.literal('2.0'),
+  id: JsonRpcId.optional(),
+  method: z.string().max(64),
+  params: z.unknown().optional(),
+});
+export type JsonRpcRequest = z.infer<typeof JsonRpcRequest>;
+
+export const WritErrorCodeSchema = z.enum(ERROR_CODES);
+
+export const JsonRpcErrorObject = z.strictObject({
+  code: z.number().int(),
+  message: z.string(),
+  data: z
+    .strictObject({
+      code: WritErrorCodeSchema,
+      path: z.string().optional(),
+      detail: z.record(z.string(), z.unknown()).optional(),
+    })
+    .optional(),
+});
+export type JsonRpcErrorObject = z.infer<typeof JsonRpcErrorObject>;
+
+export const JsonRpcResponse = z.union([
+  z.strictObject({ jsonrpc: z.literal('2.0'), id: JsonRpcId.nullable(), result: z.unknown() }),
+  z.strictObject({ jsonrpc: z.literal('2.0'), id: JsonRpcId.nullable(), error: JsonRpcErrorObject }),
+]);
+export type JsonRpcResponse = z.infer<typeof JsonRpcResponse>;
+
+/** JSON-RPC's numeric codes; Writ's stable string code travels in `error.data.code`. */
+export const RPC = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL: -32603,
+  /** Every Writ-level refusal (denied, revoked, …). */
+  APPLICATION: -32000,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Methods an agent calls (agent → broker), each with its params and result
+// ---------------------------------------------------------------------------------------------
+
+export const Methods = {
+  /** First call on a connection: who the agent says it is, and the credential that proves continuity. */
+  hello: {
+    params: z.strictObject({
+      protocol: z.literal(PROTOCOL_VERSION),
+      agent: AgentInfo,
+      /** An agent session credential from an earlier approval (or `writ exec`): same agent, same grants. */
+      session: z.string().max(200).optional(),
+      /** The parent's session credential, for a sub-agent; its grants bound the child's. */
+      parentSession: z.string().max(200).optional(),
+    }),
+    result: z.strictObject({
+      protocol: z.literal(PROTOCOL_VERSION),
+      agentId: z.string(),
+      /** True when `session` named a live agent session. */
+      resumed: z.boolean(),
+      issuer: z.string(),
+      user: z.string(),
+    }),
+  },
+  /** Ask for credentials for a task. Blocks until the developer decides (timeout means deny). */
+  'task.request': {
+    params: z.strictObject({
+      task: shortText(500),
+      scopes: ScopeList,
+      audience: Audience,
+      ttl: TtlSeconds.optional(),
+    }),
+    result: z.strictObject({
+      grant: GrantView,
+      /** True when a live grant already covered the request: no prompt was shown. */
+      reused: z.boolean(),
+      /** The agent session credential, handed out once per agent; present it in `hello` to resume. */
+      session: z.string().optional(),
+      token: TokenResult,
+    }),
+  },
+  /** Mint another token from a live grant: same or fewer scopes, never more. */
+  'token.mint': {
+    params: z.strictObject({
+      grantId: shortText(200),
+      scopes: ScopeList.optional(),
+      ttl: TtlSeconds.optional(),
+    }),
+    result: TokenResult,
+  },
+  'grants.list': {
+    params: z.strictObject({}).optional(),
+    result: z.strictObject({ grants: z.array(GrantView) }),
+  },
+  'agents.list': {
+    params: z.strictObject({}).optional(),
+    result: z.strictObject({ agents: z.array(AgentView) }),
+  },
+  /** Revocation only ever takes away, so any local caller may ask; each is audited with who asked. */
+  revoke: {
+    params: z.strictObject({ target: RevokeTarget, reason: z.string().max(200).optional() }),
+    result: z.strictObject({ revokedTokens: z.number().int(), revokedGrants: z.number().int(), revokedAgents: z.number().int() }),
+  },
+  /** Receive `revocation` notifications on this connection (resource verifiers use it). */
+  subscribe: {
+    params: z.strictObject({ events: z.array(z.enum(['revocation'])).min(1) }),
+    result: z.strictObject({ subscribed: z.array(z.string()) }),
+  },
+  status: {
+    params: z.strictObject({}).optional(),
+    result: z.strictObject({
+      version: z.string(),
+      protocol: z.string(),
+      pid: z.number().int(),
+      issuer: z.string(),
+      user: z.string(),
+      session: z.string(),
+      approver: z.enum(['ipc', 'tty', 'none']),
+      agents: z.number().int(),
+      grants: z.number().int(),
+      pendingApprovals: z.number().int(),
+      auditRecords: z.number().int(),
+      kid: z.string(),
+    }),
+  },
+} as const;
+
+export type MethodName = keyof typeof Methods;
+export type MethodParams<M extends MethodName> = z.infer<(typeof Methods)[M]['params']>;
+export type MethodResult<M extends MethodName> = z.infer<(typeof Methods)[M]['result']>;
+
+/** Notifications the broker sends (broker → agent). */
+export const RevocationEvent = z.strictObject({
+  target: RevokeTarget,
+  /** Epoch seconds: tokens issued at or before this instant are covered (for `all`). */
+  at: z.number().int(),
+  jtis: z.array(z.string()),
+  agentIds: z.array(z.string()),
+  taskIds: z.array(z.string()),
+});
+export type RevocationEvent = z.infer<typeof RevocationEvent>;
+
+// ---------------------------------------------------------------------------------------------
+// The approval channel: the parent process's IPC pipe (extension ⇄ broker). Never on a socket.
+// ---------------------------------------------------------------------------------------------
+
+export const ApprovalRequest = z.strictObject({
+  requestId: z.string(),
+  agent: z.strictObject({
+    id: z.string(),
+    name: z.string(),
+    kind: z.string(),
+    version: z.string().optional(),
+    /** Parent agents, nearest first, by name and id. */
+    parents: z.array(z.strictObject({ id: z.string(), name: z.string() })),
+    process: PeerProcess.optional(),
+  }),
+  task: z.string(),
+  scopes: z.array(z.string()),
+  audience: z.string(),
+  /** Seconds asked (already clamped to the maximum). */
+  ttl: z.number().int(),
+  maxTtl: z.number().int(),
+  /** Epoch ms when the request is denied by timeout. */
+  deadline: z.number().int(),
+});
+export type ApprovalRequest = z.infer<typeof ApprovalRequest>;
+
+export const ApprovalDecision = z.discriminatedUnion('decision', [
+  z.strictObject({
+    requestId: z.string(),
+    decision: z.literal('approve'),
+    /** A subset of the scopes asked (narrowing); omitted means all asked. */
+    scopes: z.array(ScopeString).min(1).optional(),
+    ttl: TtlSeconds.optional(),
+    mode: GrantMode.default('task'),
+  }),
+  z.strictObject({ requestId: z.string(), decision: z.literal('deny'), reason: z.string().max(200).optional() }),
+]);
+export type ApprovalDecision = z.infer<typeof ApprovalDecision>;
+
+/** broker → parent over IPC */
+export const BrokerToParent = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('ready'),
+    pid: z.number().int(),
+    socketPath: z.string(),
+    httpUrl: z.string(),
+    wsUrl: z.string(),
+    issuer: z.string(),
+  }),
+  z.strictObject({ type: z.literal('approval.request'), request: ApprovalRequest }),
+  /** The request ended without this parent's decision (agent gone, timeout, revoked). */
+  z.strictObject({ type: z.literal('approval.closed'), requestId: z.string(), reason: WritErrorCodeSchema.or(z.literal('decided')) }),
+  z.strictObject({ type: z.literal('audit.record'), record: z.lazy(() => AuditRecord) }),
+  z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
+]);
+export type BrokerToParent = z.infer<typeof BrokerToParent>;
+
+/** parent → broker over IPC */
+export const ParentToBroker = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('approval.decision'), decision: ApprovalDecision }),
+  z.strictObject({ type: z.literal('revoke'), target: RevokeTarget, reason: z.string().max(200).optional() }),
+  z.strictObject({ type: z.literal('shutdown') }),
+]);
+export type ParentToBroker = z.infer<typeof ParentToBroker>;
+
+// ---------------------------------------------------------------------------------------------
+// Audit records (broker → disk; read back by `writ audit`, the extension and the webview)
+// ---------------------------------------------------------------------------------------------
+
+export const AUDIT_EVENTS = [
+  'broker.started',
+  'broker.stopped',
+  'agent.connected',
+  'agent.disconnected',
+  'task.requested',
+  'task.approved',
+  'task.denied',
+  'token.minted',
+  'token.exchanged',
+  'token.introspected',
+  'revoked',
+  'key.created',
+  'key.rotated',
+  'audit.recovered',
+  'checkpoint',
+] as const;
+export const AuditEvent = z.enum(AUDIT_EVENTS);
+export type AuditEvent = z.infer<typeof AuditEvent>;
+
+export const AuditAgent = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  kind: z.string(),
+  /** Parent agent ids, nearest first: the delegation chain behind this actor. */
+  parents: z.array(z.string()),
+  process: PeerProcess.optional(),
+});
+export type AuditAgent = z.infer<typeof AuditAgent>;
+
+export const AuditCheckpoint = z.strictObject({
+  /** Records before this one. */
+  count: z.number().int().nonnegative(),
+  /** SHA-256 (hex) of the record before this one: equal to `prev`. */
+  head: z.string().regex(/^[0-9a-f]{64}$/),
+  kid: z.string(),
+  /** Ed25519 signature (base64url) over `checkpointText(origin, count, head)`. */
+  sig: z.string(),
+});
+
+/** One line of the audit log. Never holds a token, key or secret: tokens appear only by `jti`. */
+export const AuditRecord = z.strictObject({
+  v: z.literal(1),
+  /** 0-based position in the log. */
+  seq: z.number().int().nonnegative(),
+  /** ISO 8601 time of the event. */
+  ts: z.string(),
+  /** The broker run that wrote it. */
+  session: z.string(),
+  event: AuditEvent,
+  /** The delegating user (`sub` of the tokens). */
+  user: z.string(),
+  agent: AuditAgent.optional(),
+  task: z.strictObject({ id: z.string(), description: z.string() }).optional(),
+  grantId: z.string().optional(),
+  scopes: z.array(z.string()).optional(),
+  audience: z.string().optional(),
+  jti: z.string().optional(),
+  /** Epoch seconds a minted token expires. */
+  exp: z.number().int().optional(),
+  outcome: z.enum(['success', 'failure']).optional(),
+  code: WritErrorCodeSchema.optional(),
+  /** Small, safe, event-specific facts (mode, ttl, counts, kid, revocation target). */
+  detail: z.record(z.string(), z.unknown()).optional(),
+  checkpoint: AuditCheckpoint.optional(),
+  /** SHA-256 (hex) of the previous line's bytes; 64 zeros for the first record. */
+  prev: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type AuditRecord = z.infer<typeof AuditRecord>;
+
+/** The fields a caller supplies; the log fills v, seq, ts, session, user and prev. */
+export type AuditEntry = Omit<AuditRecord, 'v' | 'seq' | 'ts' | 'session' | 'user' | 'prev'>;
+
+/** The discovery file (0600) in the runtime folder: where agents reach the broker. Holds no secret. */
+export const Discovery = z.strictObject({
+  protocol: z.literal(PROTOCOL_VERSION),
+  pid: z.number().int(),
+  socketPath: z.string(),
+  httpUrl: z.string(),
+  wsUrl: z.string(),
+  issuer: z.string(),
+  startedAt: z.string(),
+});
+export type Discovery = z.infer<typeof Discovery>;
+
+/** A zod failure as a field path only (never the value: it may be a secret). */
+export function issuePath(error: z.ZodError): string {
+  const first = error.issues[0];
+  if (!first) return '';
+  return first.path.map(String).join('.');
+}

@@ -1,0 +1,41 @@
+// Two bundles, as in vscode-eslint: the broker/CLI (plain Node, ESM) and the extension (CommonJS, the
+// form VS Code loads). The keyring's native binding stays external: it is loaded from node_modules.
+import * as esbuild from 'esbuild';
+
+const watch = process.argv.includes('--watch');
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  sourcemap: true,
+  logLevel: 'warning',
+  external: ['@napi-rs/keyring', 'vscode'],
+};
+
+const contexts = await Promise.all([
+  esbuild.context({
+    ...common,
+    entryPoints: { writ: 'broker/cli.ts' },
+    outdir: 'dist',
+    outExtension: { '.js': '.mjs' },
+    format: 'esm',
+    // ws (CommonJS) calls require() for optional natives; give ESM output a real require.
+    banner: {
+      js: "#!/usr/bin/env node\nimport { createRequire as __writCreateRequire } from 'node:module';\nconst require = __writCreateRequire(import.meta.url);",
+    },
+  }),
+  esbuild.context({
+    ...common,
+    entryPoints: { extension: 'extension/extension.ts' },
+    outdir: 'dist',
+    outExtension: { '.js': '.cjs' },
+    format: 'cjs',
+  }),
+]);
+
+if (watch) {
+  await Promise.all(contexts.map((c) => c.watch()));
+} else {
+  await Promise.all(contexts.map((c) => c.rebuild()));
+  await Promise.all(contexts.map((c) => c.dispose()));
+}
