@@ -1,0 +1,460 @@
+// The audit log: an append-only, SHA-256-chained JSON Lines file with signed checkpoints, written by group commit.
+// Owns durability and failing closed: a record is acknowledged only once it is on disk, and one failed write stops the log.
+import { createHash } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Clock } from '../core/clock';
+import { WritError } from '../errors';
+import { AuditRecord, issuePath, type AuditEntry } from '../protocol';
+
+export interface AuditSigner {
+  readonly kid: string;
+  /** Ed25519 over `data`, e.g. `crypto.sign(null, data, privateKey)`. */
+  sign(data: Uint8Array): Uint8Array;
+}
+
+export interface AuditLogOptions {
+  path: string;
+  session: string;
+  user: string;
+  clock: Clock;
+  signer: AuditSigner;
+  /** Names the log in checkpoint text, so a signature cannot be replayed onto another log kind. Default 'writ-audit/v1'. */
+  origin?: string;
+  /** Sign a checkpoint after this many records; 0 disables the count trigger. Default 1000. */
+  checkpointEvery?: number;
+  /** Sign a checkpoint this often while records are unsigned; 0 disables the timer. Default 10000. */
+  checkpointIntervalMs?: number;
+  /** Called with each record once it is durable, in file order. Errors it throws are ignored. */
+  onRecord?: (r: AuditRecord) => void;
+  /** fdatasync after each batch. Default true; only tests turn it off. */
+  fsync?: boolean;
+}
+
+export const ZERO_HASH = '0'.repeat(64);
+export const DEFAULT_AUDIT_ORIGIN = 'writ-audit/v1';
+
+/** The signed text of a checkpoint, modelled on C2SP tlog-checkpoint notes: origin, tree size, root hash. */
+export function checkpointText(origin: string, count: number, head: string): string {
+  return `${origin}\n${count}\n${head}\n`;
+}
+
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A record's entry fields in serialization order (after v, seq, ts, session, event, user; before prev). */
+const ENTRY_FIELDS = [
+  'agent',
+  'task',
+  'grantId',
+  'scopes',
+  'audience',
+  'jti',
+  'exp',
+  'outcome',
+  'code',
+  'detail',
+  'checkpoint',
+] as const satisfies readonly (keyof AuditEntry)[];
+const KNOWN_ENTRY_KEYS: ReadonlySet<string> = new Set<string>(['event', ...ENTRY_FIELDS]);
+
+/** No record comes near this; a longer last line means the file is not an audit log. */
+const MAX_LINE_BYTES = 1024 * 1024;
+const TAIL_CHUNK = 64 * 1024;
+
+interface Built {
+  record: AuditRecord;
+  line: string;
+  hash: string;
+}
+
+interface Pending extends Built {
+  resolve(r: AuditRecord): void;
+  reject(e: unknown): void;
+}
+
+interface Tail {
+  /** File size once a torn fragment is cut off. */
+  end: number;
+  /** Bytes of a torn final fragment (no newline: never acknowledged). */
+  torn: number;
+  /** Records in the file, the hash of the last line, and whether that line is a checkpoint. */
+  count: number;
+  head: string;
+  signed: boolean;
+}
+
+const noop = (): void => {};
+
+export class AuditLog {
+  readonly path: string;
+  readonly #fh: FileHandle;
+  readonly #session: string;
+  readonly #user: string;
+  readonly #clock: Clock;
+  readonly #signer: AuditSigner;
+  readonly #origin: string;
+  readonly #every: number;
+  readonly #onRecord: ((r: AuditRecord) => void) | undefined;
+  readonly #fsync: boolean;
+
+  // Assigned synchronously in append(): fixes file order = call order.
+  #nextSeq: number;
+  #prev: string;
+  /** Records assigned since the last checkpoint was assigned. */
+  #unsigned: number;
+  // Durable: what is on disk.
+  #count: number;
+  #head: string;
+
+  #queue: Pending[] = [];
+  #writing = false;
+  #idleWaiters: (() => void)[] = [];
+  #failure: unknown = undefined;
+  #failed = false;
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail) {
+    this.path = opts.path;
+    this.#fh = fh;
+    this.#session = opts.session;
+    this.#user = opts.user;
+    this.#clock = opts.clock;
+    this.#signer = opts.signer;
+    this.#origin = opts.origin ?? DEFAULT_AUDIT_ORIGIN;
+    this.#every = opts.checkpointEvery ?? 1000;
+    this.#onRecord = opts.onRecord;
+    this.#fsync = opts.fsync ?? true;
+    this.#nextSeq = this.#count = tail.count;
+    this.#prev = this.#head = tail.head;
+    // After a restart we do not know how many records follow the last checkpoint (that would need a scan),
+    // only whether any do: 1 makes the timer and close() sign them.
+    this.#unsigned = tail.signed ? 0 : 1;
+  }
+
+  /** Opens (creating 0600, in a 0700 folder if missing) and continues the chain of an existing file. One writer per file. */
+  static async open(opts: AuditLogOptions): Promise<AuditLog> {
+    const every = opts.checkpointEvery ?? 1000;
+    const interval = opts.checkpointIntervalMs ?? 10_000;
+    if (!Number.isInteger(every) || every < 0 || !Number.isFinite(interval) || interval < 0) {
+      throw new WritError('WRIT_INTERNAL', 'audit log: checkpointEvery and checkpointIntervalMs must be non-negative');
+    }
+    let fh: FileHandle;
+    let created = true;
+    try {
+      await mkdir(dirname(opts.path), { recursive: true, mode: 0o700 });
+      const flags = fsc.O_RDWR | fsc.O_CREAT | fsc.O_APPEND;
+      try {
+        fh = await openFile(opts.path, flags | fsc.O_EXCL, 0o600);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        created = false;
+        fh = await openFile(opts.path, flags, 0o600);
+      }
+    } catch (e) {
+      throw writeFailed(opts.path, 'cannot open the audit log', e);
+    }
+    try {
+      let tail: Tail = { end: 0, torn: 0, count: 0, head: ZERO_HASH, signed: true };
+      // Devices (tests use /dev/full) have no tail to read and no mode to tighten.
+      const st = await fh.stat();
+      if (st.isFile()) {
+        if ((st.mode & 0o077) !== 0) await fh.chmod(0o600);
+        tail = await readTail(fh, st.size, opts.path);
+        // Only now, with the last complete line known good: a torn fragment was never acknowledged to anyone.
+        if (tail.torn > 0) await fh.truncate(tail.end);
+      }
+      if (created && process.platform !== 'win32') await syncDir(dirname(opts.path));
+      const log = new AuditLog(fh, opts, tail);
+      if (tail.torn > 0) await log.append({ event: 'audit.recovered', detail: { truncatedBytes: tail.torn } });
+      if (interval > 0) log.#startTimer(interval);
+      return log;
+    } catch (e) {
+      await fh.close().catch(noop);
+      if (e instanceof WritError) throw e;
+      throw writeFailed(opts.path, 'cannot open the audit log', e);
+    }
+  }
+
+  /** Records durably in the file (including those from earlier runs). */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** SHA-256 hex of the last durable line; 64 zeros for an empty log. */
+  get head(): string {
+    return this.#head;
+  }
+
+  /** True once a write failed: the log refuses everything after that. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Resolves once the record is durable; otherwise rejects with WRIT_AUDIT_WRITE_FAILED and the record does not count. */
+  append(entry: AuditEntry): Promise<AuditRecord> {
+    const refused = this.#refusal();
+    if (refused) return Promise.reject(refused);
+    if (entry.event === 'checkpoint' || entry.checkpoint !== undefined) {
+      return Promise.reject(invalidEntry('checkpoint records are written by the log itself'));
+    }
+    let built: Built;
+    try {
+      built = this.#build(entry, this.#nextSeq, this.#prev);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // Sign in the same synchronous step so the checkpoint lands right after its N-th record.
+    let cp: Built | undefined;
+    if (this.#every > 0 && this.#unsigned + 1 >= this.#every) {
+      try {
+        cp = this.#buildCheckpoint(built.record.seq + 1, built.hash);
+      } catch (e) {
+        return Promise.reject(this.#fail(e));
+      }
+    }
+    const p = this.#enqueue(built);
+    this.#unsigned++;
+    if (cp) void this.#enqueue(cp).catch(noop); // its failure fails the log, and `p` shares its batch
+    return p;
+  }
+
+  /** Appends a signed checkpoint if records were added since the last one; null if there is nothing to sign. */
+  checkpoint(): Promise<AuditRecord | null> {
+    const refused = this.#refusal();
+    if (refused) return Promise.reject(refused);
+    return this.#checkpointNow();
+  }
+
+  /** Signs what is unsigned, waits for the disk, closes. Idempotent; rejects if the final checkpoint fails. */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    if (this.#timer) clearInterval(this.#timer);
+    let error: unknown;
+    if (!this.#failed) await this.#checkpointNow().catch((e: unknown) => (error = e));
+    await this.#whenIdle();
+    await this.#fh.close().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log close failed', e)));
+    if (error !== undefined) throw error;
+  }
+
+  #checkpointNow(): Promise<AuditRecord | null> {
+    if (this.#unsigned === 0) return Promise.resolve(null);
+    let cp: Built;
+    try {
+      cp = this.#buildCheckpoint(this.#nextSeq, this.#prev);
+    } catch (e) {
+      return Promise.reject(this.#fail(e));
+    }
+    return this.#enqueue(cp);
+  }
+
+  #startTimer(ms: number): void {
+    this.#timer = setInterval(() => {
+      // A failure here fails the log; the next append reports it.
+      if (this.#unsigned > 0 && !this.#failed && !this.#closing) this.#checkpointNow().catch(noop);
+    }, ms);
+    this.#timer.unref();
+  }
+
+  #refusal(): WritError | undefined {
+    if (this.#failed) return writeFailed(this.path, 'audit log is failed: refusing to record', this.#failure);
+    if (this.#closing) return new WritError('WRIT_AUDIT_WRITE_FAILED', 'audit log is closed');
+    return undefined;
+  }
+
+  /** Marks the log failed (for good) and returns the error to reject with. */
+  #fail(cause: unknown): WritError {
+    if (!this.#failed) {
+      this.#failed = true;
+      this.#failure = cause;
+      if (this.#timer) clearInterval(this.#timer);
+    }
+    return writeFailed(this.path, 'audit log write failed', cause);
+  }
+
+  #build(entry: AuditEntry, seq: number, prev: string): Built {
+    // Fixed key order, undefined left out: the line's bytes are what the chain hashes.
+    const rec: Record<string, unknown> = {
+      v: 1,
+      seq,
+      ts: new Date(this.#clock.now()).toISOString(),
+      session: this.#session,
+      event: entry.event,
+      user: this.#user,
+    };
+    for (const k of ENTRY_FIELDS) if (entry[k] !== undefined) rec[k] = entry[k];
+    rec.prev = prev;
+    for (const [k, value] of Object.entries(entry)) {
+      if (!KNOWN_ENTRY_KEYS.has(k) && value !== undefined) throw invalidEntry(`unknown field ${k}`);
+    }
+    // A record that fails the schema would make the log unverifiable (and unopenable if last).
+    const parsed = AuditRecord.safeParse(rec);
+    if (!parsed.success) throw invalidEntry(`invalid field ${issuePath(parsed.error) || '(root)'}`);
+    let line: string;
+    try {
+      line = JSON.stringify(rec);
+    } catch (e) {
+      throw new WritError('WRIT_AUDIT_WRITE_FAILED', 'audit entry rejected: not serializable', { cause: e });
+    }
+    return { record: rec as AuditRecord, line, hash: sha256Hex(line) };
+  }
+
+  #buildCheckpoint(count: number, head: string): Built {
+    const text = checkpointText(this.#origin, count, head);
+    const sig = Buffer.from(this.#signer.sign(Buffer.from(text, 'utf8'))).toString('base64url');
+    return this.#build({ event: 'checkpoint', checkpoint: { count, head, kid: this.#signer.kid, sig } }, count, head);
+  }
+
+  #enqueue(built: Built): Promise<AuditRecord> {
+    this.#nextSeq = built.record.seq + 1;
+    this.#prev = built.hash;
+    if (built.record.event === 'checkpoint') this.#unsigned = 0;
+    const p = new Promise<AuditRecord>((resolve, reject) => this.#queue.push({ ...built, resolve, reject }));
+    if (!this.#writing) {
+      this.#writing = true;
+      // Start on a microtask so a synchronous burst of appends shares the first batch.
+      queueMicrotask(() => void this.#drain());
+    }
+    return p;
+  }
+
+  /** The single writer: one write + one fdatasync per batch; appends made meanwhile form the next batch. */
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue;
+        this.#queue = [];
+        if (this.#failed) {
+          const err = this.#fail(this.#failure);
+          for (const p of batch) p.reject(err);
+          continue;
+        }
+        let text = '';
+        for (const p of batch) text += p.line + '\n';
+        try {
+          await writeAll(this.#fh, Buffer.from(text, 'utf8'));
+          if (this.#fsync) await this.#fh.datasync();
+        } catch (e) {
+          // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
+          const err = this.#fail(e);
+          for (const p of batch) p.reject(err);
+          for (const p of this.#queue) p.reject(err);
+          this.#queue = [];
+          continue;
+        }
+        for (const p of batch) {
+          this.#count = p.record.seq + 1;
+          this.#head = p.hash;
+          if (this.#onRecord) {
+            try {
+              this.#onRecord(p.record);
+            } catch {
+              // A listener's bug must not turn a durable record into a failed one.
+            }
+          }
+          p.resolve(p.record);
+        }
+      }
+    } finally {
+      this.#writing = false;
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #whenIdle(): Promise<void> {
+    if (!this.#writing) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+}
+
+function writeFailed(path: string, message: string, cause: unknown): WritError {
+  const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
+  return new WritError('WRIT_AUDIT_WRITE_FAILED', `${message}${typeof errno === 'string' ? ` (${errno})` : ''}: ${path}`, {
+    cause,
+  });
+}
+
+function invalidEntry(why: string): WritError {
+  return new WritError('WRIT_AUDIT_WRITE_FAILED', `audit entry rejected: ${why}`);
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  for (let off = 0; off < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, null);
+    if (bytesWritten <= 0) throw new Error('audit log: write made no progress');
+    off += bytesWritten;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await openFile(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+function corrupt(path: string, offset: number, why: string): WritError {
+  return new WritError('WRIT_AUDIT_CORRUPT', `audit log ${path}: ${why} (line at byte offset ${offset})`, {
+    data: { offset },
+  });
+}
+
+/**
+ * Index of the last '\n' before `end`, reading backwards in chunks; -1 if the file start comes first.
+ * Gives up (null) after MAX_LINE_BYTES: no record is that long.
+ */
+async function lastNewline(fh: FileHandle, end: number): Promise<number | null> {
+  const stop = Math.max(0, end - MAX_LINE_BYTES - 1);
+  const buf = Buffer.allocUnsafe(TAIL_CHUNK);
+  for (let hi = end; hi > stop; ) {
+    const lo = Math.max(stop, hi - TAIL_CHUNK);
+    const { bytesRead } = await fh.read(buf, 0, hi - lo, lo);
+    const i = buf.subarray(0, bytesRead).lastIndexOf(0x0a);
+    if (i !== -1) return lo + i;
+    hi = lo;
+  }
+  return stop === 0 ? -1 : null;
+}
+
+/** Finds the last complete line without reading the rest of the file. */
+async function readTail(fh: FileHandle, size: number, path: string): Promise<Tail> {
+  const empty: Tail = { end: 0, torn: 0, count: 0, head: ZERO_HASH, signed: true };
+  if (size === 0) return empty;
+  const nl = await lastNewline(fh, size);
+  if (nl === null) throw corrupt(path, Math.max(0, size - MAX_LINE_BYTES), 'no line end near the end of the file');
+  if (nl === -1) return { ...empty, torn: size }; // one torn line and nothing else
+  const before = await lastNewline(fh, nl);
+  if (before === null) throw corrupt(path, Math.max(0, nl - MAX_LINE_BYTES), 'last line is too long');
+  const start = before + 1;
+  const bytes = Buffer.alloc(nl - start);
+  await fh.read(bytes, 0, bytes.length, start);
+  // No `cause`: JSON.parse's message quotes the line, and the content must not leak into errors.
+  let parsed: ReturnType<typeof AuditRecord.safeParse> | undefined;
+  try {
+    parsed = AuditRecord.safeParse(JSON.parse(bytes.toString('utf8')));
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed?.success) throw corrupt(path, start, 'last line is not an audit record');
+  const record = parsed.data;
+  return {
+    end: nl + 1,
+    torn: size - (nl + 1),
+    count: record.seq + 1,
+    head: sha256Hex(bytes),
+    signed: record.event === 'checkpoint',
+  };
+}

@@ -1,0 +1,170 @@
+// Verifies an audit file (`writ audit verify`): schema, sequence, hash chain and signed checkpoints, streaming.
+// Stops at the first bad line and names it by line number, seq and reason; never echoes a line's content.
+//
+// What this can and cannot prove:
+// - The chain alone proves internal consistency only: whoever can write the file can edit a record and recompute
+//   every later `prev`. Checkpoints close that gap for the prefix they sign, because the rewriter lacks the key.
+// - A checkpoint is only as trustworthy as `publicKeys`: pass keys from the keychain, never keys found in the log
+//   (a `kid` merely names one; a log cannot vouch for itself).
+// - Records after the last checkpoint are held only by the chain: they can be edited, or cut off, without a trace
+//   here. `unsignedTail` says how many there are, so a caller can treat them as unsigned.
+// - Cutting off the final checkpoint along with everything after it leaves a shorter log that verifies cleanly:
+//   only an expected size known out of band (a saved checkpoint, the broker's `auditRecords` status, or the
+//   `broker.stopped` + checkpoint pair a clean shutdown leaves at the end) can reveal it.
+import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { AuditRecord, issuePath } from '../protocol';
+import { readAuditLines } from './lines';
+import { checkpointText, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
+
+export type VerifyReason =
+  | 'parse'
+  | 'schema'
+  | 'seq'
+  | 'chain'
+  | 'checkpoint-signature'
+  | 'checkpoint-count'
+  | 'checkpoint-head'
+  | 'unknown-kid'
+  | 'torn-tail';
+
+export interface VerifyError {
+  code: 'WRIT_AUDIT_CORRUPT';
+  /** 1-based line number of the first bad line. */
+  line: number;
+  seq: number | null;
+  reason: VerifyReason;
+  message: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Records verified (all of them when ok; those before the bad line otherwise). Checkpoints included. */
+  records: number;
+  checkpoints: number;
+  lastCheckpointSeq: number | null;
+  /** Verified records after the last checkpoint: held by the chain alone (see above). */
+  unsignedTail: number;
+  error?: VerifyError;
+}
+
+export interface VerifyOptions {
+  /** The origin the checkpoints were signed with. Default 'writ-audit/v1'. */
+  origin?: string;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Checks one line at a time, so a file of any length needs constant memory. */
+class Verifier {
+  records = 0;
+  checkpoints = 0;
+  lastCheckpointSeq: number | null = null;
+  unsignedTail = 0;
+  error: VerifyError | undefined;
+  #prev = ZERO_HASH;
+
+  constructor(
+    private readonly keys: ReadonlyMap<string, KeyObject>,
+    private readonly origin: string,
+  ) {}
+
+  /** Returns false once a line failed: stop feeding. */
+  push(bytes: Uint8Array, line: number, terminated: boolean): boolean {
+    if (!terminated) return this.#stop(line, null, 'torn-tail', 'last line has no line end: a torn write');
+    let value: unknown;
+    try {
+      value = JSON.parse(utf8.decode(bytes));
+    } catch {
+      return this.#stop(line, null, 'parse', 'not a JSON line');
+    }
+    const parsed = AuditRecord.safeParse(value);
+    if (!parsed.success) {
+      const seq = (value as { seq?: unknown } | null)?.seq;
+      const at = issuePath(parsed.error) || '(root)';
+      return this.#stop(line, Number.isInteger(seq) ? (seq as number) : null, 'schema', `invalid field ${at}`);
+    }
+    const r = parsed.data;
+    if ((r.event === 'checkpoint') !== (r.checkpoint !== undefined)) {
+      return this.#stop(line, r.seq, 'schema', 'a checkpoint field belongs to, and only to, a checkpoint event');
+    }
+    if (r.seq !== this.records) return this.#stop(line, r.seq, 'seq', `expected seq ${this.records}`);
+    if (r.prev !== this.#prev) {
+      const what = line === 1 ? 'the first record\'s prev is not zeros' : `prev is not the hash of line ${line - 1}`;
+      return this.#stop(line, r.seq, 'chain', what);
+    }
+    if (r.checkpoint) {
+      const { count, head, kid, sig } = r.checkpoint;
+      if (count !== r.seq) return this.#stop(line, r.seq, 'checkpoint-count', `checkpoint count is not ${r.seq}`);
+      if (head !== r.prev) return this.#stop(line, r.seq, 'checkpoint-head', 'checkpoint head is not the chain head');
+      const key = this.keys.get(kid);
+      if (!key) return this.#stop(line, r.seq, 'unknown-kid', 'checkpoint signed by a key not in the key set');
+      let good = false;
+      try {
+        const text = Buffer.from(checkpointText(this.origin, count, head), 'utf8');
+        good = cryptoVerify(null, text, key, Buffer.from(sig, 'base64url'));
+      } catch {
+        good = false; // a key of the wrong type is a bad signature, not a crash
+      }
+      if (!good) return this.#stop(line, r.seq, 'checkpoint-signature', 'checkpoint signature does not verify');
+      this.checkpoints++;
+      this.lastCheckpointSeq = r.seq;
+      this.unsignedTail = 0;
+    } else {
+      this.unsignedTail++;
+    }
+    this.#prev = sha256Hex(bytes);
+    this.records++;
+    return true;
+  }
+
+  #stop(line: number, seq: number | null, reason: VerifyReason, why: string): false {
+    const at = seq === null ? `line ${line}` : `line ${line} (seq ${seq})`;
+    this.error = { code: 'WRIT_AUDIT_CORRUPT', line, seq, reason, message: `audit log ${at}: ${why}` };
+    return false;
+  }
+
+  result(): VerifyResult {
+    const base = {
+      records: this.records,
+      checkpoints: this.checkpoints,
+      lastCheckpointSeq: this.lastCheckpointSeq,
+      unsignedTail: this.unsignedTail,
+    };
+    return this.error ? { ok: false, ...base, error: this.error } : { ok: true, ...base };
+  }
+}
+
+/** Streams and verifies the file. Rejects only on I/O errors (e.g. a missing file); corruption is a result. */
+export async function verifyAuditFile(
+  path: string,
+  publicKeys: ReadonlyMap<string, KeyObject>,
+  opts: VerifyOptions = {},
+): Promise<VerifyResult> {
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN);
+  for await (const l of readAuditLines(path)) {
+    if (!v.push(l.bytes, l.line, l.terminated)) break;
+  }
+  return v.result();
+}
+
+/**
+ * The same checks over lines already split (each without its newline; lines are hashed as UTF-8).
+ * `tornTail` marks the final line as unterminated, which verifyAuditFile learns from the file itself.
+ */
+export function verifyAuditLines(
+  lines: Iterable<string>,
+  publicKeys: ReadonlyMap<string, KeyObject>,
+  opts: VerifyOptions & { tornTail?: boolean } = {},
+): VerifyResult {
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN);
+  // One line of lookahead: only the final line can be torn.
+  let n = 0;
+  let pending: string | undefined;
+  for (const line of lines) {
+    if (pending !== undefined && !v.push(Buffer.from(pending, 'utf8'), n, true)) return v.result();
+    pending = line;
+    n++;
+  }
+  if (pending !== undefined) v.push(Buffer.from(pending, 'utf8'), n, opts.tornTail !== true);
+  return v.result();
+}

@@ -1,0 +1,224 @@
+import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AuditLog } from '../../broker/audit/log';
+import { verifyAuditFile, verifyAuditLines, type VerifyResult } from '../../broker/audit/verify';
+import { ManualClock } from '../../broker/core/clock';
+import type { AuditRecord } from '../../broker/protocol';
+
+const sha = (s: string): string => createHash('sha256').update(s, 'utf8').digest('hex');
+const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+const other = generateKeyPairSync('ed25519');
+const keys: ReadonlyMap<string, KeyObject> = new Map([['k1', publicKey]]);
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'writ-audit-verify-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/**
+ * 10 records with a checkpoint every 4: seq 0-3, cp 4, 5-8, cp 9, 10, 11 and, when closed, cp 12.
+ * Line n (1-based) holds seq n-1.
+ */
+async function makeLog(close = true): Promise<{ path: string; lines: string[] }> {
+  const path = join(dir, `audit-${close ? 'closed' : 'open'}.jsonl`);
+  const clock = new ManualClock();
+  const log = await AuditLog.open({
+    path,
+    session: 'ses_1',
+    user: 'alice',
+    clock,
+    signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) },
+    checkpointEvery: 4,
+    checkpointIntervalMs: 0,
+    fsync: false,
+  });
+  for (let i = 0; i < 10; i++) {
+    clock.advance(1000);
+    await log.append({ event: 'token.minted', jti: `jti_${i}`, scopes: ['repo:read'], outcome: 'success' });
+  }
+  if (close) await log.close();
+  const text = await readFile(path, 'utf8');
+  if (close) return { path, lines: text.slice(0, -1).split('\n') };
+  // A snapshot of the file as a still-running broker left it (close() would sign the tail).
+  const snapshot = `${path}.snapshot`;
+  await writeFile(snapshot, text);
+  await log.close();
+  return { path: snapshot, lines: text.slice(0, -1).split('\n') };
+}
+
+/** Edits one record's fields, keeping its key order. */
+function edit(line: string, change: (r: AuditRecord) => void): string {
+  const r = JSON.parse(line) as AuditRecord;
+  change(r);
+  return JSON.stringify(r);
+}
+
+/** What a forger with write access but no key can do: recompute every `prev` after an edit. */
+function rechain(lines: string[], from: number, fixCheckpointHead: boolean): string[] {
+  const out = lines.slice(0, from + 1);
+  for (const line of lines.slice(from + 1)) {
+    out.push(
+      edit(line, (r) => {
+        r.prev = sha(out[out.length - 1]!);
+        if (fixCheckpointHead && r.checkpoint) r.checkpoint.head = r.prev;
+      }),
+    );
+  }
+  return out;
+}
+
+function expectError(res: VerifyResult, line: number, seq: number | null, reason: string): void {
+  expect(res.ok).toBe(false);
+  expect(res.error).toMatchObject({ code: 'WRIT_AUDIT_CORRUPT', line, seq, reason });
+  expect(res.records).toBe(line - 1); // everything before the bad line verified
+}
+
+describe('verifyAuditFile', () => {
+  it('verifies a clean log with exact counts', async () => {
+    const { path, lines } = await makeLog();
+    const expected: VerifyResult = { ok: true, records: 13, checkpoints: 3, lastCheckpointSeq: 12, unsignedTail: 0 };
+    expect(await verifyAuditFile(path, keys)).toEqual(expected);
+    expect(verifyAuditLines(lines, keys)).toEqual(expected);
+    expect(verifyAuditLines([], keys)).toEqual({ ok: true, records: 0, checkpoints: 0, lastCheckpointSeq: null, unsignedTail: 0 });
+  });
+
+  it('reports records after the last checkpoint as an unsigned tail', async () => {
+    const { path, lines } = await makeLog(false);
+    expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 12, checkpoints: 2, lastCheckpointSeq: 9, unsignedTail: 2 });
+    // Cutting records off after the last checkpoint cannot be detected; it shows only as a shorter unsigned tail.
+    expect(verifyAuditLines(lines.slice(0, -1), keys)).toEqual({ ok: true, records: 11, checkpoints: 2, lastCheckpointSeq: 9, unsignedTail: 1 });
+  });
+
+  it('cannot see the final checkpoint cut off with everything after it (needs an expected size from elsewhere)', async () => {
+    const { lines } = await makeLog();
+    expect(verifyAuditLines(lines.slice(0, 10), keys)).toEqual({ ok: true, records: 10, checkpoints: 2, lastCheckpointSeq: 9, unsignedTail: 0 });
+  });
+
+  it('catches an edited field at the next record, by the chain', async () => {
+    const { path, lines } = await makeLog();
+    lines[1] = edit(lines[1]!, (r) => (r.scopes = ['repo:write']));
+    await writeFile(path, lines.join('\n') + '\n');
+    const res = await verifyAuditFile(path, keys);
+    expectError(res, 3, 2, 'chain');
+    expect(res.error!.message).toBe('audit log line 3 (seq 2): prev is not the hash of line 2');
+  });
+
+  it('catches an edit to the record a checkpoint follows, at the checkpoint', async () => {
+    const { lines } = await makeLog();
+    lines[3] = edit(lines[3]!, (r) => (r.jti = 'jti_forged'));
+    expectError(verifyAuditLines(lines, keys), 5, 4, 'chain');
+  });
+
+  it('catches an edited checkpoint by its own fields', async () => {
+    const { lines } = await makeLog();
+    const sig = (JSON.parse(lines[4]!) as AuditRecord).checkpoint!.sig;
+    const forged = [...lines];
+    forged[4] = edit(lines[4]!, (r) => (r.checkpoint!.sig = sig.slice(0, -4) + (sig.endsWith('AAAA') ? 'BBBB' : 'AAAA')));
+    expectError(verifyAuditLines(forged, keys), 5, 4, 'checkpoint-signature');
+    forged[4] = edit(lines[4]!, (r) => (r.checkpoint!.count = 3));
+    expectError(verifyAuditLines(forged, keys), 5, 4, 'checkpoint-count');
+  });
+
+  it('catches reordered lines by seq', async () => {
+    const { lines } = await makeLog();
+    [lines[1], lines[2]] = [lines[2]!, lines[1]!];
+    expectError(verifyAuditLines(lines, keys), 2, 2, 'seq');
+  });
+
+  it('catches a deleted middle line by seq', async () => {
+    const { lines } = await makeLog();
+    lines.splice(6, 1);
+    const res = verifyAuditLines(lines, keys);
+    expectError(res, 7, 7, 'seq');
+    expect(res.error!.message).toBe('audit log line 7 (seq 7): expected seq 6');
+  });
+
+  it('catches a rewritten chain at the first checkpoint after the edit', async () => {
+    const { lines } = await makeLog();
+    const edited = [...lines];
+    edited[6] = edit(lines[6]!, (r) => (r.outcome = 'failure'));
+    // Later prevs recomputed, checkpoint heads left alone: the head no longer matches.
+    expectError(verifyAuditLines(rechain(edited, 6, false), keys), 10, 9, 'checkpoint-head');
+    // Heads recomputed too: only the signature, which needs the key, gives it away.
+    expectError(verifyAuditLines(rechain(edited, 6, true), keys), 10, 9, 'checkpoint-signature');
+  });
+
+  it('rejects checkpoints from keys outside the key set, and the wrong key under a known kid', async () => {
+    const { lines } = await makeLog();
+    expectError(verifyAuditLines(lines, new Map()), 5, 4, 'unknown-kid');
+    expectError(verifyAuditLines(lines, new Map([['k2', publicKey]])), 5, 4, 'unknown-kid');
+    expectError(verifyAuditLines(lines, new Map([['k1', other.publicKey]])), 5, 4, 'checkpoint-signature');
+    // A key of the wrong type is a bad signature, not a crash.
+    expectError(verifyAuditLines(lines, new Map([['k1', generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey]])), 5, 4, 'checkpoint-signature');
+  });
+
+  it('binds checkpoints to their origin', async () => {
+    const { lines } = await makeLog();
+    expectError(verifyAuditLines(lines, keys, { origin: 'other/v1' }), 5, 4, 'checkpoint-signature');
+  });
+
+  it('names parse and schema failures without echoing content', async () => {
+    const { lines } = await makeLog();
+    const bad = [...lines];
+    bad[2] = 'secret-token-xyz';
+    let res = verifyAuditLines(bad, keys);
+    expectError(res, 3, null, 'parse');
+    expect(res.error!.message).not.toContain('secret');
+
+    bad[2] = edit(lines[2]!, (r) => ((r as { event: string }).event = 'token.stolen'));
+    res = verifyAuditLines(bad, keys);
+    expectError(res, 3, 2, 'schema');
+    expect(res.error!.message).toBe('audit log line 3 (seq 2): invalid field event');
+
+    bad[2] = edit(lines[2]!, (r) => ((r as { extra?: string }).extra = 'secret-token-xyz'));
+    res = verifyAuditLines(bad, keys);
+    expectError(res, 3, 2, 'schema');
+    expect(res.error!.message).not.toContain('secret');
+
+    // A checkpoint field on an ordinary record is not a checkpoint.
+    bad[2] = edit(lines[2]!, (r) => (r.checkpoint = { count: 2, head: r.prev, kid: 'k1', sig: '' }));
+    expectError(verifyAuditLines(bad, keys), 3, 2, 'schema');
+  });
+
+  it('reports a torn final line', async () => {
+    const { path, lines } = await makeLog();
+    await writeFile(path, lines.join('\n') + '\n{"v":1,"seq":13,"ts":"20');
+    const res = await verifyAuditFile(path, keys);
+    expectError(res, 14, null, 'torn-tail');
+    expect(res).toMatchObject({ records: 13, checkpoints: 3, lastCheckpointSeq: 12, unsignedTail: 0 });
+    // Even a complete record is torn without its newline: the writer never acknowledged it.
+    expectError(verifyAuditLines(lines, keys, { tornTail: true }), 13, null, 'torn-tail');
+  });
+
+  it('hashes exact bytes: a CR before the newline breaks the chain', async () => {
+    const { path, lines } = await makeLog();
+    lines[1] = lines[1]! + '\r'; // still valid JSON (trailing whitespace), but not the bytes that were hashed
+    await writeFile(path, lines.join('\n') + '\n');
+    expectError(await verifyAuditFile(path, keys), 3, 2, 'chain');
+  });
+
+  it('streams a large log', async () => {
+    const path = join(dir, 'big.jsonl');
+    const log = await AuditLog.open({
+      path,
+      session: 'ses_1',
+      user: 'alice',
+      clock: new ManualClock(),
+      signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) },
+      checkpointIntervalMs: 0,
+      fsync: false,
+    });
+    for (let i = 0; i < 50; i++) {
+      await Promise.all(Array.from({ length: 1000 }, (_, j) => log.append({ event: 'token.introspected', jti: `jti_${i}_${j}` })));
+    }
+    await log.close();
+    // 50,000 records, a checkpoint after each 1000 (the last one at close).
+    expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 50_050, checkpoints: 50, lastCheckpointSeq: 50_049, unsignedTail: 0 });
+  });
+});
