@@ -1,0 +1,769 @@
+// The broker's decisions: agents and their sessions, task requests and the developer's approvals, grants,
+// minting, sub-agent exchange, introspection and revocation. No sockets here: the net layer calls in.
+import { createHash } from 'node:crypto';
+import { WritError, isWritError } from '../errors';
+import type { WritErrorCode } from '../errors';
+import type {
+  AgentInfo,
+  AgentView,
+  ApprovalDecision,
+  ApprovalRequest,
+  AuditAgent,
+  AuditEntry,
+  GrantMode,
+  GrantView,
+  MethodParams,
+  MethodResult,
+  PeerProcess,
+  RevocationEvent,
+  RevokeTarget,
+  TokenResult,
+} from '../protocol';
+import type { Clock, IdSource } from './clock';
+import { seconds } from './clock';
+import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope } from './scopes';
+import type { TokenMinter, WritClaims } from './tokens';
+import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS } from './tokens';
+import type { RevocationStore } from './revocation';
+
+/** Where approvals come from: the parent's IPC pipe or the broker's own terminal. Never a socket. */
+export interface Approver {
+  readonly kind: 'ipc' | 'tty' | 'none';
+  /** Resolves with the developer's decision; the signal aborts when the request ends without one. */
+  ask(request: ApprovalRequest, signal: AbortSignal): Promise<ApprovalDecision>;
+}
+
+export interface AuditSink {
+  append(entry: AuditEntry): Promise<unknown>;
+}
+
+export interface AuthorityConfig {
+  issuer: string;
+  user: string;
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
+  approvalTimeoutMs: number;
+  /** How long a `task` grant lets its agent mint more tokens; `session` grants last while the broker runs. */
+  taskGrantSeconds: number;
+  maxPendingPerAgent: number;
+  maxPendingTotal: number;
+  maxDelegationDepth: number;
+}
+
+export const DEFAULT_AUTHORITY_CONFIG: Omit<AuthorityConfig, 'issuer' | 'user'> = {
+  defaultTtlSeconds: 300,
+  maxTtlSeconds: 3600,
+  approvalTimeoutMs: 120_000,
+  taskGrantSeconds: 3600,
+  maxPendingPerAgent: 4,
+  maxPendingTotal: 64,
+  maxDelegationDepth: 4,
+};
+
+/** `session` grants end with the broker run; expressed as a far bound so views stay numeric. */
+const SESSION_GRANT_SECONDS = 7 * 24 * 3600;
+
+interface Agent {
+  id: string;
+  info: AgentInfo;
+  /** Parent agent ids, nearest first. */
+  parents: string[];
+  sessionHash: string | undefined;
+  revoked: boolean;
+  connections: number;
+  process: PeerProcess | undefined;
+  grants: Set<string>;
+}
+
+interface Grant {
+  id: string;
+  taskId: string;
+  task: string;
+  agentId: string;
+  scopes: string[];
+  audience: string;
+  mode: GrantMode;
+  ttl: number;
+  /** Epoch seconds. */
+  expiresAt: number;
+  revoked: boolean;
+  /** jti → exp (epoch seconds), for counting and revoking what is live. */
+  tokens: Map<string, number>;
+}
+
+interface Pending {
+  requestId: string;
+  agentId: string;
+  controller: AbortController;
+}
+
+export interface Caller {
+  agentId: string;
+  /** Aborts when the caller's connection goes away: its pending approvals end with it. */
+  signal?: AbortSignal;
+}
+
+export type RevocationListener = (event: RevocationEvent) => void;
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+export class Authority {
+  private readonly agents = new Map<string, Agent>();
+  private readonly sessions = new Map<string, string>(); // sha256(session credential) → agent id
+  private readonly grants = new Map<string, Grant>();
+  private readonly pending = new Map<string, Pending>();
+  private readonly listeners = new Set<RevocationListener>();
+  private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+
+  constructor(
+    readonly config: AuthorityConfig,
+    private readonly deps: {
+      clock: Clock;
+      ids: IdSource;
+      audit: AuditSink;
+      minter: TokenMinter;
+      revocations: RevocationStore;
+      approver: Approver;
+      publicKey: (kid: string) => import('node:crypto').KeyObject | undefined;
+    },
+  ) {
+    if (config.maxTtlSeconds > MAX_TTL_CEILING_SECONDS) {
+      throw new TypeError(`maxTtlSeconds may not exceed ${MAX_TTL_CEILING_SECONDS}`);
+    }
+  }
+
+  onRevocation(listener: RevocationListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get approverKind(): Approver['kind'] {
+    return this.deps.approver.kind;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Agents
+  // -------------------------------------------------------------------------------------------
+
+  /** `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven). */
+  async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
+    if (params.session !== undefined) {
+      const id = this.sessions.get(sha256(params.session));
+      const agent = id === undefined ? undefined : this.agents.get(id);
+      if (agent?.revoked) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
+      if (agent) {
+        agent.connections++;
+        if (process) agent.process = process;
+        await this.audit('agent.connected', agent, { detail: { resumed: true } });
+        return { agentId: agent.id, resumed: true };
+      }
+    }
+    let parents: string[] = [];
+    if (params.parentSession !== undefined) {
+      const parentId = this.sessions.get(sha256(params.parentSession));
+      const parent = parentId === undefined ? undefined : this.agents.get(parentId);
+      if (!parent || parent.revoked) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+      parents = [parent.id, ...parent.parents];
+      if (parents.length > this.config.maxDelegationDepth) {
+        throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+      }
+    }
+    const agent = this.newAgent(params.agent, parents, process);
+    agent.connections = 1;
+    await this.audit('agent.connected', agent, { detail: { resumed: false } });
+    return { agentId: agent.id, resumed: false };
+  }
+
+  private newAgent(info: AgentInfo, parents: string[], process?: PeerProcess): Agent {
+    const agent: Agent = {
+      id: this.deps.ids.id('agt'),
+      info,
+      parents,
+      sessionHash: undefined,
+      revoked: false,
+      connections: 0,
+      process,
+      grants: new Set(),
+    };
+    this.agents.set(agent.id, agent);
+    return agent;
+  }
+
+  async disconnected(agentId: string): Promise<void> {
+    const agent = this.agents.get(agentId);
+    if (!agent) return;
+    agent.connections = Math.max(0, agent.connections - 1);
+    await this.audit('agent.disconnected', agent, {}).catch(() => undefined);
+  }
+
+  private agentOf(id: string): Agent {
+    const agent = this.agents.get(id);
+    if (!agent) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
+    if (agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'this agent has been revoked');
+    return agent;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Tasks, approvals, grants
+  // -------------------------------------------------------------------------------------------
+
+  async requestTask(caller: Caller, params: MethodParams<'task.request'>): Promise<MethodResult<'task.request'>> {
+    const agent = this.agentOf(caller.agentId);
+    const asked = normalizeScopes(parseScopes(params.scopes, 'params.scopes').map(formatScope));
+    const ttl = this.clampTtl(params.ttl);
+    const taskId = this.deps.ids.id('task');
+    const task = { id: taskId, description: params.task };
+    await this.audit('task.requested', agent, { task, scopes: asked, audience: params.audience, detail: { ttl } });
+
+    const reusable = this.findReusableGrant(agent, params.task, params.audience, asked);
+    if (reusable) {
+      const token = await this.mintFrom(agent, reusable, asked, Math.min(ttl, reusable.ttl), { reused: true, taskId });
+      return { grant: this.grantView(reusable), reused: true, token };
+    }
+
+    let grant: Grant;
+    if (agent.parents.length > 0) {
+      grant = await this.grantFromParent(agent, task, asked, params.audience, ttl);
+    } else {
+      const decision = await this.askDeveloper(caller, agent, params, asked, ttl, task);
+      const approved = decision.scopes
+        ? normalizeScopes(parseScopes(decision.scopes, 'decision.scopes').map(formatScope))
+        : asked;
+      const grantTtl = this.clampTtl(decision.ttl ?? ttl);
+      if (!scopesCover(parseScopes(asked), parseScopes(approved))) {
+        // The approver may only narrow. A wider answer is a bug on that side: fail closed.
+        await this.audit('task.denied', agent, { task, scopes: asked, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
+        throw new WritError('WRIT_DENIED', 'the approval was wider than the request and was refused');
+      }
+      grant = this.newGrant(agent, task, approved, params.audience, decision.mode, grantTtl);
+      await this.audit('task.approved', agent, {
+        task,
+        grantId: grant.id,
+        scopes: approved,
+        audience: params.audience,
+        outcome: 'success',
+        detail: { mode: decision.mode, ttl: grantTtl, narrowed: approved.length !== asked.length || approved.some((s: string, i: number) => s !== asked[i]) },
+      });
+    }
+    const session = agent.sessionHash === undefined ? this.issueSession(agent) : undefined;
+    const token = await this.mintFrom(agent, grant, grant.scopes, grant.ttl, { reused: false, taskId });
+    return { grant: this.grantView(grant), reused: false, ...(session === undefined ? {} : { session }), token };
+  }
+
+  private clampTtl(ttl: number | undefined): number {
+    const t = ttl ?? this.config.defaultTtlSeconds;
+    return Math.max(1, Math.min(t, this.config.maxTtlSeconds));
+  }
+
+  private findReusableGrant(agent: Agent, task: string, audience: string, asked: string[]): Grant | undefined {
+    const now = seconds(this.deps.clock.now());
+    const askedScopes = parseScopes(asked);
+    for (const id of agent.grants) {
+      const g = this.grants.get(id);
+      if (!g || g.revoked || g.expiresAt <= now || g.audience !== audience) continue;
+      if (g.mode === 'task' && g.task !== task) continue;
+      if (scopesCover(parseScopes(g.scopes), askedScopes)) return g;
+    }
+    return undefined;
+  }
+
+  /** A sub-agent gets at most what its parent holds for that audience, and never a prompt. */
+  private async grantFromParent(
+    agent: Agent,
+    task: { id: string; description: string },
+    asked: string[],
+    audience: string,
+    ttl: number,
+  ): Promise<Grant> {
+    const parent = this.agentOf(agent.parents[0]!);
+    const now = seconds(this.deps.clock.now());
+    const live = [...parent.grants]
+      .map((id) => this.grants.get(id))
+      .filter((g): g is Grant => g !== undefined && !g.revoked && g.expiresAt > now && g.audience === audience);
+    const covering = live.find((g) => scopesCover(parseScopes(g.scopes), parseScopes(asked)));
+    if (!covering) {
+      await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
+      throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only ask for scopes its parent holds for that audience', {
+        data: { uncovered: uncoveredScopes(live.flatMap((g) => parseScopes(g.scopes)), parseScopes(asked)).map(formatScope) },
+      });
+    }
+    const grant = this.newGrant(agent, task, asked, audience, 'task', Math.min(ttl, covering.ttl));
+    grant.expiresAt = Math.min(grant.expiresAt, covering.expiresAt);
+    await this.audit('task.approved', agent, {
+      task,
+      grantId: grant.id,
+      scopes: asked,
+      audience,
+      outcome: 'success',
+      detail: { mode: 'task', ttl: grant.ttl, by: 'parent-grant', parentGrantId: covering.id },
+    });
+    return grant;
+  }
+
+  private async askDeveloper(
+    caller: Caller,
+    agent: Agent,
+    params: MethodParams<'task.request'>,
+    asked: string[],
+    ttl: number,
+    task: { id: string; description: string },
+  ): Promise<Extract<ApprovalDecision, { decision: 'approve' }>> {
+    const deny = async (code: WritErrorCode, message: string): Promise<never> => {
+      await this.audit('task.denied', agent, { task, scopes: asked, audience: params.audience, outcome: 'failure', code });
+      throw new WritError(code, message);
+    };
+    if (this.deps.approver.kind === 'none') {
+      return deny('WRIT_NO_APPROVER', 'no one can approve: start the broker in a terminal or from the Writ extension');
+    }
+    const mine = [...this.pending.values()].filter((p) => p.agentId === agent.id).length;
+    if (mine >= this.config.maxPendingPerAgent) {
+      return deny('WRIT_TOO_MANY_PENDING', `at most ${this.config.maxPendingPerAgent} requests per agent may wait for approval`);
+    }
+    if (this.pending.size >= this.config.maxPendingTotal) {
+      return deny('WRIT_TOO_MANY_PENDING', 'too many requests are waiting for approval');
+    }
+    const requestId = this.deps.ids.id('req');
+    const controller = new AbortController();
+    this.pending.set(requestId, { requestId, agentId: agent.id, controller });
+    const deadline = this.deps.clock.now() + this.config.approvalTimeoutMs;
+    const timer = setTimeout(
+      () => controller.abort(new WritError('WRIT_APPROVAL_TIMEOUT', 'no decision before the approval timeout: denied')),
+      this.config.approvalTimeoutMs,
+    );
+    const onCallerGone = () => controller.abort(new WritError('WRIT_DENIED', 'the agent went away before a decision'));
+    caller.signal?.addEventListener('abort', onCallerGone, { once: true });
+    const request: ApprovalRequest = {
+      requestId,
+      agent: {
+        id: agent.id,
+        name: agent.info.name,
+        kind: agent.info.kind,
+        ...(agent.info.version === undefined ? {} : { version: agent.info.version }),
+        parents: agent.parents.map((id) => ({ id, name: this.agents.get(id)?.info.name ?? 'unknown' })),
+        ...(agent.process === undefined ? {} : { process: agent.process }),
+      },
+      task: params.task,
+      scopes: asked,
+      audience: params.audience,
+      ttl,
+      maxTtl: this.config.maxTtlSeconds,
+      deadline,
+    };
+    let decision: ApprovalDecision;
+    try {
+      const aborted = new Promise<never>((_, reject) => {
+        const fail = () => reject(controller.signal.reason);
+        if (controller.signal.aborted) fail();
+        else controller.signal.addEventListener('abort', fail, { once: true });
+      });
+      aborted.catch(() => undefined); // it settles after the race when the decision came first
+      decision = await Promise.race([this.deps.approver.ask(request, controller.signal), aborted]);
+    } catch (e) {
+      // Timeout, the agent leaving, its revocation, or a broken approval channel: each is a denial.
+      const err = isWritError(e) && e.code !== 'WRIT_INTERNAL' ? e : new WritError('WRIT_DENIED', 'the approval channel failed: denied');
+      return await deny(err.code, err.message);
+    } finally {
+      clearTimeout(timer);
+      caller.signal?.removeEventListener('abort', onCallerGone);
+      if (!controller.signal.aborted) controller.abort(new WritError('WRIT_DENIED', 'decided'));
+      this.pending.delete(requestId);
+    }
+    if (decision.decision === 'deny') return deny('WRIT_DENIED', 'the developer denied this request');
+    return decision;
+  }
+
+  private newGrant(
+    agent: Agent,
+    task: { id: string; description: string },
+    scopes: string[],
+    audience: string,
+    mode: GrantMode,
+    ttl: number,
+  ): Grant {
+    const now = seconds(this.deps.clock.now());
+    const grant: Grant = {
+      id: this.deps.ids.id('grt'),
+      taskId: task.id,
+      task: task.description,
+      agentId: agent.id,
+      scopes,
+      audience,
+      mode,
+      ttl,
+      expiresAt: now + (mode === 'session' ? SESSION_GRANT_SECONDS : this.config.taskGrantSeconds),
+      revoked: false,
+      tokens: new Map(),
+    };
+    this.grants.set(grant.id, grant);
+    agent.grants.add(grant.id);
+    return grant;
+  }
+
+  private issueSession(agent: Agent): string {
+    const secret = this.deps.ids.secret('wss');
+    agent.sessionHash = sha256(secret);
+    this.sessions.set(agent.sessionHash, agent.id);
+    return secret;
+  }
+
+  async mint(caller: Caller, params: MethodParams<'token.mint'>): Promise<TokenResult> {
+    const agent = this.agentOf(caller.agentId);
+    const grant = this.grants.get(params.grantId);
+    if (!grant || grant.agentId !== agent.id) throw new WritError('WRIT_GRANT_NOT_FOUND', 'no such grant for this agent');
+    if (grant.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'this grant has been revoked');
+    if (grant.expiresAt <= seconds(this.deps.clock.now())) throw new WritError('WRIT_GRANT_EXPIRED', 'this grant has expired');
+    let scopes = grant.scopes;
+    if (params.scopes) {
+      const asked = parseScopes(params.scopes, 'params.scopes');
+      if (!scopesCover(parseScopes(grant.scopes), asked)) {
+        throw new WritError('WRIT_SCOPE_NOT_COVERED', 'the grant does not cover these scopes', {
+          data: { uncovered: uncoveredScopes(parseScopes(grant.scopes), asked).map(formatScope) },
+        });
+      }
+      scopes = normalizeScopes(asked.map(formatScope));
+    }
+    const ttl = Math.min(grant.ttl, params.ttl ?? grant.ttl);
+    return this.mintFrom(agent, grant, scopes, ttl, { reused: true, taskId: grant.taskId });
+  }
+
+  /** Signs, then makes the mint record durable; only then does the token leave this function. */
+  private async mintFrom(
+    agent: Agent,
+    grant: Grant,
+    scopes: readonly string[],
+    ttl: number,
+    ctx: { reused: boolean; taskId: string },
+  ): Promise<TokenResult> {
+    const { token, claims } = await this.deps.minter.mint({
+      user: this.config.user,
+      chain: [agent.id, ...agent.parents],
+      audience: grant.audience,
+      scopes,
+      taskId: ctx.taskId,
+      grantId: grant.id,
+      ttlSeconds: ttl,
+    });
+    await this.audit('token.minted', agent, {
+      task: { id: ctx.taskId, description: grant.task },
+      grantId: grant.id,
+      scopes: [...scopes],
+      audience: grant.audience,
+      jti: claims.jti,
+      exp: claims.exp,
+      outcome: 'success',
+      detail: { reused: ctx.reused },
+    });
+    // A revocation may have landed while the record was being written: never hand out a revoked token.
+    if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
+    grant.tokens.set(claims.jti, claims.exp);
+    return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Tokens presented back to the broker: introspection and exchange
+  // -------------------------------------------------------------------------------------------
+
+  /** Verifies a token and that nothing revoked it. Throws the specific WritError otherwise. */
+  async check(token: string, audience?: string): Promise<WritClaims & { chain: string[] }> {
+    const claims = await verifyToken(token, {
+      issuer: this.config.issuer,
+      keys: this.deps.publicKey,
+      clock: this.deps.clock,
+      ...(audience === undefined ? {} : { audience }),
+    });
+    const chain = chainFromAct(claims.act);
+    if (this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, iat: claims.iat, chain })) {
+      throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
+    }
+    const grant = this.grants.get(claims.grant_id);
+    if (grant?.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
+    for (const id of chain) if (this.agents.get(id)?.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
+    return { ...claims, chain };
+  }
+
+  /** RFC 7662: the claims of an active token, or `{ active: false }` and nothing else. */
+  async introspect(token: string): Promise<Record<string, unknown>> {
+    try {
+      const c = await this.check(token);
+      await this.auditRaw({ event: 'token.introspected', jti: c.jti, outcome: 'success', agent: this.auditAgentById(c.client_id) });
+      return {
+        active: true,
+        iss: c.iss,
+        sub: c.sub,
+        aud: c.aud,
+        client_id: c.client_id,
+        scope: c.scope,
+        act: c.act,
+        task_id: c.task_id,
+        grant_id: c.grant_id,
+        jti: c.jti,
+        iat: c.iat,
+        nbf: c.nbf,
+        exp: c.exp,
+        token_type: 'Bearer',
+      };
+    } catch (e) {
+      if (!isWritError(e) || e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_INTERNAL') throw e;
+      await this.auditRaw({ event: 'token.introspected', outcome: 'failure', code: e.code });
+      return { active: false };
+    }
+  }
+
+  /** RFC 8693: a narrower token for a sub-agent, its chain recorded in nested `act`. Never wider, never longer. */
+  async exchange(
+    subjectToken: string,
+    req: { scopes?: string[]; audience?: string; actorName?: string },
+  ): Promise<TokenResult & { scope: string }> {
+    const subject = await this.check(subjectToken);
+    if (req.audience !== undefined && req.audience !== subject.aud) {
+      throw new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience');
+    }
+    if (subject.chain.length > this.config.maxDelegationDepth) {
+      throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+    }
+    const held = parseScopes(subject.scope.split(' '));
+    const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
+    if (!scopesCover(held, asked)) {
+      throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
+        data: { uncovered: uncoveredScopes(held, asked).map(formatScope) },
+      });
+    }
+    const parent = this.agents.get(subject.client_id);
+    const name = req.actorName ?? 'sub-agent';
+    const key = `${subject.client_id}\n${name}`;
+    let child = this.agents.get(this.subAgents.get(key) ?? '');
+    if (!child) {
+      child = this.newAgent({ name, kind: 'sub-agent' }, subject.chain);
+      this.subAgents.set(key, child.id);
+    }
+    const now = seconds(this.deps.clock.now());
+    const remaining = subject.exp - now;
+    if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
+    const scopes = normalizeScopes(asked.map(formatScope));
+    const task = { id: subject.task_id, description: parent ? this.grants.get(subject.grant_id)?.task ?? '' : '' };
+    const grant = this.newGrant(child, task, scopes, subject.aud, 'task', Math.min(remaining, this.config.maxTtlSeconds));
+    grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
+    const { token, claims } = await this.deps.minter.mint({
+      user: this.config.user,
+      chain: [child.id, ...subject.chain],
+      audience: subject.aud,
+      scopes,
+      taskId: subject.task_id,
+      grantId: grant.id,
+      ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
+    });
+    await this.audit('token.exchanged', child, {
+      task,
+      grantId: grant.id,
+      scopes,
+      audience: subject.aud,
+      jti: claims.jti,
+      exp: claims.exp,
+      outcome: 'success',
+      detail: { subjectJti: subject.jti },
+    });
+    if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
+    grant.tokens.set(claims.jti, claims.exp);
+    return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
+  }
+
+  private isRevokedChain(c: WritClaims): boolean {
+    return chainFromAct(c.act).some((id) => this.agents.get(id)?.revoked === true);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Revocation
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Durable before it returns: the revocation list is fsynced and the audit record written, then every
+   * listener (connections, verifiers) hears of it. `by` names who asked, for the audit.
+   */
+  async revoke(target: RevokeTarget, by: string, reason?: string): Promise<MethodResult<'revoke'>> {
+    const now = seconds(this.deps.clock.now());
+    const until = now + this.config.maxTtlSeconds;
+    const jtis: string[] = [];
+    const agentIds: string[] = [];
+    const grantIds: string[] = [];
+    // Whose credentials these were, for the audit record (the agent filter of an export finds it).
+    let subject: Agent | undefined = target.kind === 'agent' ? this.agents.get(target.id) : undefined;
+    const takeGrant = (g: Grant) => {
+      if (!g.revoked) {
+        g.revoked = true;
+        grantIds.push(g.id);
+      }
+      for (const [jti, exp] of g.tokens) if (exp > now) jtis.push(jti);
+      g.tokens.clear();
+    };
+    const takeAgent = (a: Agent) => {
+      if (!a.revoked) {
+        a.revoked = true;
+        agentIds.push(a.id);
+      }
+      // The session mapping stays, so a revoked agent reconnecting is refused rather than seen as new.
+      for (const id of a.grants) {
+        const g = this.grants.get(id);
+        if (g) takeGrant(g);
+      }
+      for (const p of this.pending.values()) {
+        if (p.agentId === a.id) p.controller.abort(new WritError('WRIT_TOKEN_REVOKED', 'the agent was revoked while waiting'));
+      }
+    };
+
+    switch (target.kind) {
+      case 'token': {
+        let exp = until;
+        for (const g of this.grants.values()) {
+          const e = g.tokens.get(target.jti);
+          if (e !== undefined) {
+            exp = e;
+            g.tokens.delete(target.jti);
+            subject = this.agents.get(g.agentId);
+          }
+        }
+        jtis.push(target.jti);
+        await this.deps.revocations.add('token', target.jti, exp);
+        break;
+      }
+      case 'grant':
+      case 'task': {
+        const matched = [...this.grants.values()].filter((g) => (target.kind === 'grant' ? g.id === target.id : g.taskId === target.id));
+        if (target.kind === 'grant' && matched.length === 0) {
+          await this.deps.revocations.add('grant', target.id, until);
+          grantIds.push(target.id);
+        }
+        for (const g of matched) {
+          subject ??= this.agents.get(g.agentId);
+          takeGrant(g);
+          await this.deps.revocations.add('grant', g.id, until);
+        }
+        break;
+      }
+      case 'agent': {
+        const root = this.agents.get(target.id);
+        // Unknown ids are still recorded: a token from an earlier run may name that agent.
+        const tree = root ? this.descendants(root) : [];
+        if (!root) agentIds.push(target.id);
+        for (const a of tree) takeAgent(a);
+        for (const id of root ? tree.map((a) => a.id) : [target.id]) await this.deps.revocations.add('agent', id, until);
+        break;
+      }
+      case 'all': {
+        for (const a of this.agents.values()) takeAgent(a);
+        await this.deps.revocations.add('all', '', until);
+        for (const jti of jtis) await this.deps.revocations.add('token', jti, until);
+        break;
+      }
+    }
+    await this.auditRaw({
+      event: 'revoked',
+      outcome: 'success',
+      detail: {
+        target,
+        by,
+        ...(reason === undefined ? {} : { reason }),
+        tokens: jtis.length,
+        grants: grantIds.length,
+        agents: agentIds.length,
+      },
+      ...(subject ? { agent: this.auditAgent(subject) } : {}),
+      ...(target.kind === 'token' ? { jti: target.jti } : {}),
+      ...(target.kind === 'grant' ? { grantId: target.id } : {}),
+    });
+    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: [] };
+    for (const l of this.listeners) l(event);
+    return { revokedTokens: jtis.length, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
+  }
+
+  /** The agent and every sub-agent below it (the Vault token tree). */
+  private descendants(root: Agent): Agent[] {
+    return [...this.agents.values()].filter((a) => a.id === root.id || a.parents.includes(root.id));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Views
+  // -------------------------------------------------------------------------------------------
+
+  grantView(g: Grant): GrantView {
+    return {
+      id: g.id,
+      taskId: g.taskId,
+      task: g.task,
+      agentId: g.agentId,
+      scopes: [...g.scopes],
+      audience: g.audience,
+      mode: g.mode,
+      ttl: g.ttl,
+      expiresAt: g.expiresAt,
+    };
+  }
+
+  listGrants(agentId?: string): GrantView[] {
+    const now = seconds(this.deps.clock.now());
+    return [...this.grants.values()]
+      .filter((g) => !g.revoked && g.expiresAt > now && (agentId === undefined || g.agentId === agentId))
+      .map((g) => this.grantView(g));
+  }
+
+  listAgents(): AgentView[] {
+    const now = seconds(this.deps.clock.now());
+    return [...this.agents.values()].map((a) => {
+      const grants = [...a.grants].map((id) => this.grants.get(id)).filter((g): g is Grant => !!g && !g.revoked && g.expiresAt > now);
+      return {
+        id: a.id,
+        name: a.info.name,
+        kind: a.info.kind,
+        ...(a.info.version === undefined ? {} : { version: a.info.version }),
+        parents: [...a.parents],
+        connected: a.connections > 0,
+        revoked: a.revoked,
+        grants: grants.length,
+        liveTokens: grants.reduce((n, g) => n + [...g.tokens.values()].filter((exp) => exp > now).length, 0),
+        ...(a.process === undefined ? {} : { process: a.process }),
+      };
+    });
+  }
+
+  counts(): { agents: number; grants: number; pendingApprovals: number } {
+    return { agents: this.agents.size, grants: this.listGrants().length, pendingApprovals: this.pending.size };
+  }
+
+  isAgentRevoked(id: string): boolean {
+    return this.agents.get(id)?.revoked === true;
+  }
+
+  /** Every agent id under (and including) this one: the connections to close on revocation. */
+  agentTree(id: string): string[] {
+    const a = this.agents.get(id);
+    return a ? this.descendants(a).map((x) => x.id) : [id];
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Audit helpers
+  // -------------------------------------------------------------------------------------------
+
+  private auditAgent(a: Agent): AuditAgent {
+    return {
+      id: a.id,
+      name: a.info.name,
+      kind: a.info.kind,
+      parents: [...a.parents],
+      ...(a.process === undefined ? {} : { process: a.process }),
+    };
+  }
+
+  private auditAgentById(id: string): AuditAgent | undefined {
+    const a = this.agents.get(id);
+    return a ? this.auditAgent(a) : undefined;
+  }
+
+  private audit(event: AuditEntry['event'], agent: Agent, rest: Omit<AuditEntry, 'event' | 'agent'>): Promise<unknown> {
+    return this.auditRaw({ event, agent: this.auditAgent(agent), ...rest });
+  }
+
+  private auditRaw(entry: AuditEntry): Promise<unknown> {
+    // Drop undefined members so records stay canonical.
+    const clean = Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined)) as AuditEntry;
+    return this.deps.audit.append(clean);
+  }
+}

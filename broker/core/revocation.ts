@@ -1,0 +1,135 @@
+// Revocations: what is revoked (a token, a grant, an agent and so its sub-agents, or everything issued so
+// far), checked from a token's claims alone, and persisted so a restart keeps them until what they cover expires.
+import { promises as fsp, openSync, writeSync, fsyncSync, closeSync, readFileSync, renameSync, constants } from 'node:fs';
+import { z } from 'zod';
+import { WritError } from '../errors';
+import type { Clock } from './clock';
+import { seconds } from './clock';
+
+const Entry = z.strictObject({
+  kind: z.enum(['token', 'grant', 'agent', 'all']),
+  /** jti, grant id or agent id; empty for `all`. */
+  id: z.string(),
+  /** Epoch seconds the revocation was made. */
+  at: z.number().int(),
+  /** Epoch seconds after which no token it covers can still be live: the entry may be forgotten. */
+  until: z.number().int(),
+});
+export type RevocationEntry = z.infer<typeof Entry>;
+
+export interface RevocableClaims {
+  jti: string;
+  grant_id: string;
+  iat: number;
+  /** The agent chain, current first. */
+  chain: readonly string[];
+}
+
+export class RevocationStore {
+  private readonly tokens = new Map<string, number>();
+  private readonly grants = new Map<string, number>();
+  private readonly agents = new Map<string, number>();
+  /**
+   * Tokens issued strictly before this second are revoked. Tokens of the current run that share the
+   * revocation's second are revoked one by one by the caller, so a token minted just after is not caught.
+   */
+  private allBefore = -1;
+  private allUntil = -1;
+
+  private constructor(
+    private readonly path: string,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Loads the file, drops what has expired and rewrites it compacted. A corrupt line is an error, not a reset. */
+  static async open(path: string, clock: Clock): Promise<RevocationStore> {
+    const store = new RevocationStore(path, clock);
+    let text = '';
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    const now = seconds(clock.now());
+    const lines = text.split('\n');
+    const complete = text.endsWith('\n') ? lines.slice(0, -1) : lines.slice(0, -1); // a torn last line was never acknowledged
+    complete.forEach((line, i) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        parsed = undefined;
+      }
+      const r = Entry.safeParse(parsed);
+      if (!r.success) {
+        throw new WritError('WRIT_INTERNAL', `revocation list ${path} is corrupt at line ${i + 1}; refusing to start without it`);
+      }
+      if (r.data.until > now) store.apply(r.data);
+    });
+    // Compact: write the live entries to a new file, fsync, rename over the old one.
+    const tmp = `${path}.tmp`;
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    try {
+      const live = store.entries().map((e) => JSON.stringify(e) + '\n').join('');
+      if (live) writeSync(fd, live);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    return store;
+  }
+
+  private apply(e: RevocationEntry): void {
+    switch (e.kind) {
+      case 'token':
+        this.tokens.set(e.id, Math.max(e.until, this.tokens.get(e.id) ?? 0));
+        break;
+      case 'grant':
+        this.grants.set(e.id, Math.max(e.until, this.grants.get(e.id) ?? 0));
+        break;
+      case 'agent':
+        this.agents.set(e.id, Math.max(e.until, this.agents.get(e.id) ?? 0));
+        break;
+      case 'all':
+        this.allBefore = Math.max(this.allBefore, e.at);
+        this.allUntil = Math.max(this.allUntil, e.until);
+        break;
+    }
+  }
+
+  entries(): RevocationEntry[] {
+    const out: RevocationEntry[] = [];
+    const now = seconds(this.clock.now());
+    for (const [id, until] of this.tokens) out.push({ kind: 'token', id, at: now, until });
+    for (const [id, until] of this.grants) out.push({ kind: 'grant', id, at: now, until });
+    for (const [id, until] of this.agents) out.push({ kind: 'agent', id, at: now, until });
+    if (this.allBefore >= 0) out.push({ kind: 'all', id: '', at: this.allBefore, until: this.allUntil });
+    return out;
+  }
+
+  /** Durably records a revocation (fsync) before applying it, so it is never lost to a crash after we answer. */
+  async add(kind: RevocationEntry['kind'], id: string, until: number): Promise<RevocationEntry> {
+    const e: RevocationEntry = { kind, id, at: seconds(this.clock.now()), until };
+    const fh = await fsp.open(this.path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    try {
+      await fh.write(JSON.stringify(e) + '\n');
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    this.apply(e);
+    return e;
+  }
+
+  isAgentRevoked(agentId: string): boolean {
+    return this.agents.has(agentId);
+  }
+
+  isRevoked(c: RevocableClaims): boolean {
+    if (this.tokens.has(c.jti) || this.grants.has(c.grant_id)) return true;
+    if (c.iat < this.allBefore) return true;
+    for (const a of c.chain) if (this.agents.has(a)) return true;
+    return false;
+  }
+}
