@@ -1,3 +1,439 @@
-// `writ`: the command line. Placeholder until the broker lands.
-console.error('writ: not built yet');
-process.exit(2);
+// `writ`: the command line. Tokens go to stdout and nowhere else; everything for people goes to stderr.
+// Exit codes: 0 ok, 1 refused or failed (the code is printed), 2 usage.
+import { parseArgs } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, createWriteStream, existsSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { WritError, asWritError } from './errors';
+import { systemClock } from './core/clock';
+import { resolvePaths } from './paths';
+import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDiscovery } from './sdk/client';
+import type { RevokeTarget } from './protocol';
+
+const HELP: Record<string, string> = {
+  main: `writ: scoped, delegated, auditable, revocable credentials for AI coding agents
+
+Usage: writ <command> [options]
+
+Commands:
+  serve          run the broker (approvals in this terminal when no editor is attached)
+  token          ask for a token for a task; prints the token and nothing else
+  exec -- CMD    run CMD as an agent with a token (WRIT_TOKEN) and a session in its environment
+  revoke         revoke a token, a grant, a task, an agent (and its sub-agents) or everything
+  agents         list the agents the broker knows
+  status         show the running broker's state
+  audit verify   check the audit log's hash chain and signed checkpoints
+  audit export   write the audit log as JSON Lines, CSV or OCSF
+  key rotate     add a new signing key (the old one stays in the JWKS until its tokens expire)
+
+Run \`writ <command> --help\` for a command's options.`,
+  serve: `Usage: writ serve [--port N] [--user EMAIL] [--max-ttl SECONDS] [--approval-timeout SECONDS]
+                  [--state-dir DIR] [--runtime-dir DIR]
+
+Runs the broker on a Unix socket in the runtime folder and on 127.0.0.1 (a random port unless --port).
+The signing key is read from the OS keychain (created there on first start) and nowhere else.
+Approvals come from the editor that started the broker, else from this terminal; with neither, every
+request is denied.`,
+  token: `Usage: writ token --task TEXT --scope SCOPE [--scope SCOPE …] --aud AUDIENCE [--ttl SECONDS]
+                  [--agent NAME] [--kind KIND]
+
+Asks the broker for a token and blocks until the developer decides. Prints only the token on stdout.
+Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.`,
+  exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] -- CMD [ARGS…]
+
+Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
+grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD is stopped
+(SIGTERM, then SIGKILL after 2 s).`,
+  revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
+
+Revocation takes effect before this returns: minting, exchange and introspection refuse what it covers,
+subscribed verifiers are told at once, and the revoked agent's connections are closed.`,
+  agents: `Usage: writ agents [--json]`,
+  status: `Usage: writ status [--json]`,
+  audit: `Usage: writ audit verify [--file PATH]
+       writ audit export [--format jsonl|csv|ocsf] [--out PATH] [--session ID] [--agent ID]
+                         [--since ISO-TIME] [--until ISO-TIME] [--file PATH]`,
+  key: `Usage: writ key rotate
+
+Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS until the
+last token it signed has expired. Stop the broker first.`,
+};
+
+class UsageError extends Error {}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, positionals = false) {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: positionals, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+const out = (s: string) => process.stdout.write(s + '\n');
+const err = (s: string) => process.stderr.write(s + '\n');
+
+async function cmdServe(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    port: { type: 'string' },
+    user: { type: 'string' },
+    'max-ttl': { type: 'string' },
+    'approval-timeout': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'runtime-dir': { type: 'string' },
+  });
+  if (values.help) return (err(HELP.serve!), 0);
+  const num = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number`);
+    return n;
+  };
+  const { startBroker, VERSION } = await import('./root');
+  const timeout = num(values['approval-timeout'], 'approval-timeout');
+  const broker = await startBroker({
+    ...(values.port === undefined ? {} : { port: num(values.port, 'port')! }),
+    ...(values.user === undefined ? {} : { user: values.user }),
+    ...(values['max-ttl'] === undefined ? {} : { maxTtlSeconds: num(values['max-ttl'], 'max-ttl')! }),
+    ...(timeout === undefined ? {} : { approvalTimeoutMs: timeout * 1000 }),
+    ...(values['state-dir'] === undefined ? {} : { stateDir: values['state-dir'] }),
+    ...(values['runtime-dir'] === undefined ? {} : { runtimeDir: values['runtime-dir'] }),
+  });
+  const s = broker.authority;
+  const approvals = s.approverKind === 'ipc' ? 'the editor that started this broker' : s.approverKind === 'tty' ? 'this terminal' : 'none (no terminal, no editor): every request is denied';
+  out(`Writ broker ${VERSION} for ${s.config.user} (pid ${process.pid})`);
+  out(`  socket     ${broker.listeners.socketPath}`);
+  out(`  http       ${broker.listeners.httpUrl}  (metadata: /.well-known/oauth-authorization-server)`);
+  out(`  discovery  ${broker.paths.discoveryPath}`);
+  out(`  audit log  ${broker.paths.auditPath}`);
+  out(`  approvals  ${approvals}`);
+  if (process.env.WRIT_KEYRING === 'throwaway') out('  keychain   a private, throwaway keyring: the key and the tokens it signs end with this command');
+  out(`In another terminal: npx writ token --task "fix issue 12" --scope repo:read:acme/web --aud https://api.example`);
+  await new Promise<void>((resolve) => {
+    const stop = () => void broker.stop().then(resolve);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    process.once('disconnect', stop); // the parent editor went away
+  });
+  return 0;
+}
+
+interface TokenArgs {
+  task: string;
+  scopes: string[];
+  aud: string;
+  ttl: number | undefined;
+  agent: string;
+  kind: string;
+}
+
+function tokenArgs(values: Record<string, unknown>, defaultAgent: string): TokenArgs {
+  const task = values.task as string | undefined;
+  const scopes = (values.scope as string[] | undefined) ?? [];
+  const aud = values.aud as string | undefined;
+  if (!task) throw new UsageError('--task is required: say what the credentials are for');
+  if (scopes.length === 0) throw new UsageError('at least one --scope is required');
+  if (!aud) throw new UsageError('--aud is required: the API or tool the token is for');
+  let ttl: number | undefined;
+  if (values.ttl !== undefined) {
+    ttl = Number(values.ttl);
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 3600) throw new UsageError('--ttl must be 1 to 3600 seconds');
+  }
+  return { task, scopes, aud, ttl, agent: (values.agent as string | undefined) ?? defaultAgent, kind: (values.kind as string | undefined) ?? 'cli' };
+}
+
+const TOKEN_OPTIONS = {
+  task: { type: 'string' },
+  scope: { type: 'string', multiple: true },
+  aud: { type: 'string' },
+  ttl: { type: 'string' },
+  agent: { type: 'string' },
+  kind: { type: 'string' },
+} as const;
+
+/** The CLI remembers its agent session per agent name in the private runtime folder, so a rerun reuses a live grant. */
+function sessionCachePath(agent: string): string {
+  const dir = resolvePaths().cliSessionsDir;
+  return join(dir, createHash('sha256').update(agent).digest('hex').slice(0, 32));
+}
+
+async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined }> {
+  let session = process.env[ENV_SESSION] || undefined;
+  const fromEnv = session !== undefined;
+  const cache = sessionCachePath(a.agent);
+  if (!session && existsSync(cache)) session = readFileSync(cache, 'utf8').trim() || undefined;
+  const { client } = await WritClient.asAgent({ name: a.agent, kind: a.kind, ...(session ? { session } : {}) }).catch(async (e) => {
+    // This CLI's own remembered session was revoked: start afresh as a new agent, which the developer must
+    // approve again. A session handed down in the environment (an agent's process) stays refused.
+    if (session && !fromEnv && asWritError(e).code === 'WRIT_SESSION_INVALID') return WritClient.asAgent({ name: a.agent, kind: a.kind });
+    throw e;
+  });
+  const r = await client.call('task.request', { task: a.task, scopes: a.scopes, audience: a.aud, ...(a.ttl === undefined ? {} : { ttl: a.ttl }) });
+  if (r.session) {
+    session = r.session;
+    if (!process.env[ENV_SESSION]) {
+      mkdirSync(resolvePaths().cliSessionsDir, { recursive: true, mode: 0o700 });
+      writeFileSync(cache, r.session, { mode: 0o600 });
+    }
+  }
+  return { client, token: r.token.token, session };
+}
+
+async function cmdToken(args: string[]): Promise<number> {
+  const { values } = parse(args, TOKEN_OPTIONS);
+  if (values.help) return (err(HELP.token!), 0);
+  const { client, token } = await requestToken(tokenArgs(values, 'writ-cli'));
+  await client.close();
+  out(token);
+  return 0;
+}
+
+async function cmdExec(args: string[]): Promise<number> {
+  const dash = args.indexOf('--');
+  const own = dash < 0 ? args : args.slice(0, dash);
+  const cmd = dash < 0 ? [] : args.slice(dash + 1);
+  const { values } = parse(own, TOKEN_OPTIONS);
+  if (values.help) return (err(HELP.exec!), 0);
+  if (cmd.length === 0) throw new UsageError('give the command after --, e.g. writ exec --task … -- npm test');
+  const a = tokenArgs(values, basename(cmd[0]!));
+  const address = brokerAddress();
+  const { client, token, session } = await requestToken(a);
+  const child = spawn(cmd[0]!, cmd.slice(1), {
+    stdio: 'inherit',
+    env: { ...process.env, [ENV_TOKEN]: token, [ENV_BROKER]: address, ...(session ? { [ENV_SESSION]: session } : {}) },
+  });
+  // The broker closes a revoked agent's connection with 4001: stop the agent's process with it.
+  client.onClose((code) => {
+    if (code !== 4001 || child.exitCode !== null) return;
+    err('writ: the agent was revoked; stopping it');
+    child.kill('SIGTERM');
+    setTimeout(() => child.exitCode === null && child.kill('SIGKILL'), 2000).unref();
+  });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  process.on('SIGINT', forward('SIGINT'));
+  process.on('SIGTERM', forward('SIGTERM'));
+  const code = await new Promise<number>((resolve) => {
+    child.on('error', (e) => {
+      err(`writ: cannot run ${cmd[0]}: ${e.message}`);
+      resolve(127);
+    });
+    child.on('exit', (c, sig) => resolve(c ?? 128 + (sig ? (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[sig] ?? 1 : 1)));
+  });
+  await client.close();
+  return code;
+}
+
+async function cmdRevoke(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    token: { type: 'string' },
+    grant: { type: 'string' },
+    task: { type: 'string' },
+    agent: { type: 'string' },
+    all: { type: 'boolean' },
+    reason: { type: 'string' },
+  });
+  if (values.help) return (err(HELP.revoke!), 0);
+  const targets: RevokeTarget[] = [];
+  if (values.token) targets.push({ kind: 'token', jti: values.token });
+  if (values.grant) targets.push({ kind: 'grant', id: values.grant });
+  if (values.task) targets.push({ kind: 'task', id: values.task });
+  if (values.agent) targets.push({ kind: 'agent', id: values.agent });
+  if (values.all) targets.push({ kind: 'all' });
+  if (targets.length !== 1) throw new UsageError('name exactly one of --token, --grant, --task, --agent, --all');
+  const client = await WritClient.connect();
+  try {
+    const r = await client.call('revoke', { target: targets[0]!, ...(values.reason ? { reason: values.reason } : {}) });
+    err(`revoked: ${r.revokedAgents} agent(s), ${r.revokedGrants} grant(s), ${r.revokedTokens} live token(s)`);
+  } finally {
+    await client.close();
+  }
+  return 0;
+}
+
+async function cmdAgents(args: string[]): Promise<number> {
+  const { values } = parse(args, { json: { type: 'boolean' } });
+  if (values.help) return (err(HELP.agents!), 0);
+  const client = await WritClient.connect();
+  try {
+    const { agents } = await client.call('agents.list', {});
+    if (values.json) return (out(JSON.stringify(agents, null, 2)), 0);
+    if (agents.length === 0) return (out('no agents'), 0);
+    const rows = agents.map((a) => [a.id, a.name, a.kind, a.revoked ? 'revoked' : a.connected ? 'connected' : 'idle', String(a.grants), String(a.liveTokens), a.parents[0] ?? '']);
+    const head = ['ID', 'NAME', 'KIND', 'STATE', 'GRANTS', 'TOKENS', 'PARENT'];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    for (const r of [head, ...rows]) out(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  } finally {
+    await client.close();
+  }
+  return 0;
+}
+
+async function cmdStatus(args: string[]): Promise<number> {
+  const { values } = parse(args, { json: { type: 'boolean' } });
+  if (values.help) return (err(HELP.status!), 0);
+  const d = readDiscovery();
+  const client = await WritClient.connect();
+  try {
+    const s = await client.call('status', {});
+    if (values.json) return (out(JSON.stringify({ ...s, socketPath: d.socketPath, httpUrl: d.httpUrl }, null, 2)), 0);
+    out(`Writ broker ${s.version} (pid ${s.pid}) for ${s.user}`);
+    out(`  socket ${d.socketPath}   http ${d.httpUrl}`);
+    out(`  approvals: ${s.approver}   agents: ${s.agents}   live grants: ${s.grants}   waiting approvals: ${s.pendingApprovals}`);
+    out(`  audit records: ${s.auditRecords}   signing key: ${s.kid}`);
+  } finally {
+    await client.close();
+  }
+  return 0;
+}
+
+async function publicKeys() {
+  const { loadKeySet } = await import('./core/keys');
+  const service = process.env.WRIT_KEYCHAIN_SERVICE;
+  const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
+  return keys.publicKeys();
+}
+
+async function cmdAudit(args: string[]): Promise<number> {
+  const sub = args[0];
+  if (sub === 'verify') {
+    const { values } = parse(args.slice(1), { file: { type: 'string' } });
+    if (values.help) return (err(HELP.audit!), 0);
+    const { verifyAuditFile } = await import('./audit/verify');
+    const file = values.file ?? resolvePaths().auditPath;
+    const r = await verifyAuditFile(file, await publicKeys());
+    if (!r.ok) {
+      err(`writ: audit log BROKEN at line ${r.error!.line}${r.error!.seq === null ? '' : ` (seq ${r.error!.seq})`}: ${r.error!.reason}: ${r.error!.message} (WRIT_AUDIT_CORRUPT)`);
+      return 1;
+    }
+    out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints, ${r.unsignedTail} records after the last checkpoint`);
+    return 0;
+  }
+  if (sub === 'export') {
+    const { values } = parse(args.slice(1), {
+      format: { type: 'string' },
+      out: { type: 'string' },
+      session: { type: 'string' },
+      agent: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      file: { type: 'string' },
+    });
+    if (values.help) return (err(HELP.audit!), 0);
+    const format = values.format ?? 'jsonl';
+    if (format !== 'jsonl' && format !== 'csv' && format !== 'ocsf') throw new UsageError('--format is jsonl, csv or ocsf');
+    const time = (v: string | undefined, name: string) => {
+      if (v === undefined) return undefined;
+      const t = Date.parse(v);
+      if (Number.isNaN(t)) throw new UsageError(`--${name} must be an ISO 8601 time`);
+      return t;
+    };
+    const since = time(values.since, 'since');
+    const until = time(values.until, 'until');
+    const { exportAuditFile } = await import('./audit/export');
+    const stream = values.out ? createWriteStream(values.out, { mode: 0o600 }) : process.stdout;
+    const r = await exportAuditFile(values.file ?? resolvePaths().auditPath, stream, format, {
+      ...(values.session ? { session: values.session } : {}),
+      ...(values.agent ? { agentId: values.agent } : {}),
+      ...(since === undefined ? {} : { since }),
+      ...(until === undefined ? {} : { until }),
+    });
+    if (values.out) await new Promise<void>((resolve, reject) => (stream as import('node:fs').WriteStream).end((e?: Error | null) => (e ? reject(e) : resolve())));
+    err(`exported ${r.exported} records as ${format}`);
+    return 0;
+  }
+  throw new UsageError('writ audit verify | writ audit export');
+}
+
+async function cmdKey(args: string[]): Promise<number> {
+  if (args[0] !== 'rotate') {
+    err(HELP.key!);
+    return args[0] === '--help' || args[0] === '-h' ? 0 : 2;
+  }
+  const { values } = parse(args.slice(1), {});
+  if (values.help) return (err(HELP.key!), 0);
+  try {
+    const d = readDiscovery();
+    try {
+      process.kill(d.pid, 0);
+      throw new WritError('WRIT_BROKER_RUNNING', `stop the running broker (pid ${d.pid}) before rotating its key`);
+    } catch (e) {
+      if (e instanceof WritError) throw e;
+    }
+  } catch (e) {
+    if (e instanceof WritError && e.code === 'WRIT_BROKER_RUNNING') throw e;
+  }
+  const { rotateKeySet } = await import('./core/keys');
+  const { AuditLog } = await import('./audit/log');
+  const { defaultUser } = await import('./root');
+  const { sign } = await import('node:crypto');
+  const service = process.env.WRIT_KEYCHAIN_SERVICE;
+  const { keys, previousKid } = await rotateKeySet({ ref: service ? { service } : {}, clock: systemClock });
+  const paths = resolvePaths();
+  mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
+  const log = await AuditLog.open({
+    path: paths.auditPath,
+    session: `cli_${process.pid}`,
+    user: defaultUser(process.env),
+    clock: systemClock,
+    signer: { kid: keys.active.kid, sign: (data) => sign(null, data, keys.active.privateKey) },
+  });
+  await log.append({ event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } });
+  await log.close();
+  err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS until its tokens expire`);
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await cmdServe(rest);
+      case 'token':
+        return await cmdToken(rest);
+      case 'exec':
+        return await cmdExec(rest);
+      case 'revoke':
+        return await cmdRevoke(rest);
+      case 'agents':
+        return await cmdAgents(rest);
+      case 'status':
+        return await cmdStatus(rest);
+      case 'audit':
+        return await cmdAudit(rest);
+      case 'key':
+        return await cmdKey(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        err(HELP.main!);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`writ: ${e.message}`);
+      err(`Run \`writ ${command ?? ''} --help\`.`.replace('  ', ' '));
+      return 2;
+    }
+    const w = asWritError(e);
+    err(`writ: ${w.message} (${w.code})`);
+    if (w.code === 'WRIT_INTERNAL' && process.env.WRIT_DEBUG) err(String((e as Error)?.stack ?? e));
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // `serve` has closed its servers; the other commands have nothing left. Exit promptly either way.
+    setImmediate(() => process.exit(code));
+  },
+  (e) => {
+    err(`writ: ${String(e)}`);
+    process.exit(1);
+  },
+);

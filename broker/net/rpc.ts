@@ -1,0 +1,150 @@
+// JSON-RPC 2.0 over one WebSocket: parse, validate against the protocol's schemas, dispatch to the
+// authority, answer. A bad frame gets a coded error naming the field, never an echo; the connection lives on.
+import type { WebSocket, RawData } from 'ws';
+import { WritError, asWritError } from '../errors';
+import { JsonRpcRequest, MAX_FRAME_BYTES, Methods, PROTOCOL_VERSION, RPC, issuePath } from '../protocol';
+import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent } from '../protocol';
+import type { Authority } from '../core/authority';
+
+export interface RpcServices {
+  authority: Authority;
+  status: () => import('../protocol').MethodResult<'status'>;
+  /** Kernel-derived identity of the peer, where known. */
+  peer?: () => Promise<PeerProcess | undefined>;
+}
+
+/** Methods usable before `hello`: read-only views, revocation (it only takes away) and subscriptions. */
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe']);
+
+export class RpcConnection {
+  agentId: string | undefined;
+  subscribed = false;
+  private readonly gone = new AbortController();
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly services: RpcServices,
+  ) {
+    ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
+    ws.on('close', () => {
+      this.gone.abort(new WritError('WRIT_DENIED', 'connection closed'));
+      if (this.agentId !== undefined) void services.authority.disconnected(this.agentId);
+    });
+    ws.on('error', () => ws.terminate());
+  }
+
+  get closed(): boolean {
+    return this.gone.signal.aborted;
+  }
+
+  notifyRevocation(event: RevocationEvent): void {
+    if (this.subscribed) this.send({ jsonrpc: '2.0', method: 'revocation', params: event });
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+
+  private send(msg: unknown): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private sendError(id: string | number | null, rpcCode: number, e: WritError): void {
+    const error: JsonRpcErrorObject = {
+      code: rpcCode,
+      message: e.message,
+      data: {
+        code: e.code,
+        ...(e.path === undefined ? {} : { path: e.path }),
+        ...(e.data === undefined ? {} : { detail: e.data }),
+      },
+    };
+    this.send({ jsonrpc: '2.0', id, error });
+  }
+
+  private onFrame(data: RawData, isBinary: boolean): void {
+    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+    if (size > MAX_FRAME_BYTES) {
+      return this.sendError(null, RPC.INVALID_REQUEST, new WritError('WRIT_FRAME_TOO_LARGE', `frames are limited to ${MAX_FRAME_BYTES} bytes`));
+    }
+    if (isBinary) return this.sendError(null, RPC.INVALID_REQUEST, new WritError('WRIT_BAD_REQUEST', 'frames must be text'));
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString());
+    } catch {
+      return this.sendError(null, RPC.PARSE_ERROR, new WritError('WRIT_PARSE_ERROR', 'the frame is not JSON'));
+    }
+    const envelope = JsonRpcRequest.safeParse(raw);
+    if (!envelope.success) {
+      const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
+      const safeId = typeof id === 'number' || (typeof id === 'string' && id.length <= 128) ? id : null;
+      return this.sendError(safeId, RPC.INVALID_REQUEST, new WritError('WRIT_BAD_REQUEST', 'not a JSON-RPC 2.0 request', { path: issuePath(envelope.error) }));
+    }
+    const req = envelope.data;
+    void this.dispatch(req).then(
+      (result) => {
+        if (req.id !== undefined) this.send({ jsonrpc: '2.0', id: req.id, result });
+      },
+      (e: unknown) => {
+        const err = asWritError(e);
+        if (req.id === undefined) return;
+        const rpcCode =
+          err.code === 'WRIT_METHOD_NOT_FOUND'
+            ? RPC.METHOD_NOT_FOUND
+            : err.code === 'WRIT_BAD_REQUEST'
+              ? RPC.INVALID_PARAMS
+              : err.code === 'WRIT_INTERNAL'
+                ? RPC.INTERNAL
+                : RPC.APPLICATION;
+        // Internal detail stays in-process; the wire gets the code.
+        this.sendError(req.id, rpcCode, err.code === 'WRIT_INTERNAL' ? new WritError('WRIT_INTERNAL', 'internal error') : err);
+      },
+    );
+  }
+
+  private async dispatch(req: JsonRpcRequest): Promise<unknown> {
+    if (!Object.hasOwn(Methods, req.method)) throw new WritError('WRIT_METHOD_NOT_FOUND', 'no such method');
+    const method = req.method as MethodName;
+    const parsed = Methods[method].params.safeParse(req.params);
+    if (!parsed.success) {
+      const path = issuePath(parsed.error);
+      throw new WritError('WRIT_BAD_REQUEST', `invalid params${path ? ` at ${path}` : ''}`, { path: path ? `params.${path}` : 'params' });
+    }
+    if (!OPEN_METHODS.has(method) && this.agentId === undefined) {
+      throw new WritError('WRIT_NOT_INTRODUCED', 'call hello first');
+    }
+    const a = this.services.authority;
+    const caller = () => ({ agentId: this.agentId!, signal: this.gone.signal });
+    switch (method) {
+      case 'hello': {
+        if (this.agentId !== undefined) throw new WritError('WRIT_BAD_REQUEST', 'hello was already called on this connection', { path: 'method' });
+        const p = parsed.data as import('../protocol').MethodParams<'hello'>;
+        const peer = this.services.peer ? await this.services.peer() : undefined;
+        const { agentId, resumed } = await a.introduce(p, peer);
+        if (this.closed) {
+          void a.disconnected(agentId);
+          throw new WritError('WRIT_DENIED', 'connection closed');
+        }
+        this.agentId = agentId;
+        return { protocol: PROTOCOL_VERSION, agentId, resumed, issuer: a.config.issuer, user: a.config.user };
+      }
+      case 'task.request':
+        return a.requestTask(caller(), parsed.data as import('../protocol').MethodParams<'task.request'>);
+      case 'token.mint':
+        return a.mint(caller(), parsed.data as import('../protocol').MethodParams<'token.mint'>);
+      case 'grants.list':
+        return { grants: a.listGrants(this.agentId) };
+      case 'agents.list':
+        return { agents: a.listAgents() };
+      case 'revoke': {
+        const p = parsed.data as import('../protocol').MethodParams<'revoke'>;
+        return a.revoke(p.target, this.agentId === undefined ? 'socket' : `agent:${this.agentId}`, p.reason);
+      }
+      case 'subscribe':
+        this.subscribed = true;
+        return { subscribed: ['revocation'] };
+      case 'status':
+        return this.services.status();
+    }
+  }
+}

@@ -1,0 +1,149 @@
+// Listeners: one handler on a Unix socket (0600, in a 0700 folder) and on 127.0.0.1. WebSocket upgrades are
+// checked in the HTTP server's `upgrade` event (ws's recommended place); frames are JSON-RPC 2.0 (see rpc.ts).
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { chmodSync, unlinkSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
+import { WritError } from '../errors';
+
+/** ws closes a connection whose frame exceeds this; smaller frames over MAX_FRAME_BYTES get an error reply instead. */
+export const HARD_FRAME_LIMIT = 1024 * 1024;
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+export interface ConnectionContext {
+  transport: 'unix' | 'tcp';
+  /** The client's port on loopback TCP (for finding its process), else undefined. */
+  remotePort: number | undefined;
+}
+
+/** Why a request is refused before any handler sees it, or null when it may proceed. */
+export function refuseReason(req: IncomingMessage, transport: 'unix' | 'tcp'): WritError | null {
+  // Browsers always send Origin on WebSocket upgrades and on cross-site POSTs; agents and CLIs do not.
+  if (req.headers.origin !== undefined) {
+    return new WritError('WRIT_FORBIDDEN_ORIGIN', 'requests from web pages are refused');
+  }
+  const host = (req.headers.host ?? '').toLowerCase();
+  const hostname = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
+  if (!LOOPBACK_HOSTS.has(hostname)) {
+    return new WritError('WRIT_FORBIDDEN_ORIGIN', 'the Host header must name a loopback address');
+  }
+  if (transport === 'tcp') {
+    const addr = req.socket.remoteAddress ?? '';
+    if (!(addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'))) {
+      return new WritError('WRIT_FORBIDDEN_ORIGIN', 'only loopback peers are served');
+    }
+  }
+  return null;
+}
+
+export interface Listeners {
+  socketPath: string;
+  port: number;
+  httpUrl: string;
+  wsUrl: string;
+  close(): Promise<void>;
+}
+
+export interface ListenOptions {
+  socketPath: string;
+  host?: string;
+  port?: number;
+  heartbeatMs?: number;
+  http: (req: IncomingMessage, res: import('node:http').ServerResponse) => void;
+  onConnection: (ws: WebSocket, ctx: ConnectionContext) => void;
+}
+
+export async function listen(opts: ListenOptions): Promise<Listeners> {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: HARD_FRAME_LIMIT, perMessageDeflate: false });
+  const alive = new WeakMap<WebSocket, boolean>();
+
+  const attach = (server: Server, transport: 'unix' | 'tcp') => {
+    server.on('request', (req, res) => {
+      const refused = refuseReason(req, transport);
+      if (refused) {
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'forbidden', error_description: refused.message, writ_code: refused.code }));
+        return;
+      }
+      opts.http(req, res);
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      const refused = refuseReason(req, transport);
+      if (refused || new URL(req.url ?? '/', 'http://localhost').pathname !== '/') {
+        socket.end(`HTTP/1.1 ${refused ? '403 Forbidden' : '404 Not Found'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        alive.set(ws, true);
+        ws.on('pong', () => alive.set(ws, true));
+        opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined });
+      });
+    });
+    server.on('clientError', (_err, socket) => socket.destroy());
+  };
+
+  const unixServer = createServer();
+  const tcpServer = createServer();
+  attach(unixServer, 'unix');
+  attach(tcpServer, 'tcp');
+
+  try {
+    unlinkSync(opts.socketPath);
+  } catch {
+    // absent: nothing stale to remove
+  }
+  await new Promise<void>((resolve, reject) => {
+    unixServer.once('error', reject);
+    unixServer.listen(opts.socketPath, () => resolve());
+  });
+  chmodSync(opts.socketPath, 0o600);
+  await new Promise<void>((resolve, reject) => {
+    tcpServer.once('error', reject);
+    tcpServer.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
+  });
+  const port = (tcpServer.address() as AddressInfo).port;
+
+  // Dead peers are found by ping/pong: one missed pong and the connection is ended.
+  const heartbeat = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (alive.get(ws) === false) {
+        ws.terminate();
+        continue;
+      }
+      alive.set(ws, false);
+      ws.ping();
+    }
+  }, opts.heartbeatMs ?? 15_000);
+  heartbeat.unref();
+
+  return {
+    socketPath: opts.socketPath,
+    port,
+    httpUrl: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/`,
+    async close() {
+      clearInterval(heartbeat);
+      for (const ws of wss.clients) ws.close(1001, 'broker stopping');
+      await Promise.all(
+        [unixServer, tcpServer].map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.close(() => resolve());
+              s.closeAllConnections();
+            }),
+        ),
+      );
+      wss.close();
+      try {
+        unlinkSync(opts.socketPath);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}

@@ -1,0 +1,259 @@
+// The composition root: reads the key from the keychain, opens the audit log and revocation list, builds the
+// authority, starts the listeners and the approval channel, writes the discovery file, and stops it all in order.
+import { sign as edSign } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { WritError } from './errors';
+import { Discovery, PROTOCOL_VERSION } from './protocol';
+import type { AuditEntry, BrokerToParent, MethodResult } from './protocol';
+import { resolvePaths, ensurePrivateDir } from './paths';
+import type { WritPaths } from './paths';
+import { systemClock, randomIds } from './core/clock';
+import type { Clock, IdSource } from './core/clock';
+import { loadKeySet } from './core/keys';
+import type { KeychainRef } from './core/keychain';
+import { RevocationStore } from './core/revocation';
+import { TokenMinter, DEFAULT_TTL_SECONDS, MAX_TTL_CEILING_SECONDS } from './core/tokens';
+import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
+import type { Approver } from './core/authority';
+import { AuditLog } from './audit/log';
+import { listen } from './net/server';
+import type { Listeners } from './net/server';
+import { RpcConnection } from './net/rpc';
+import { createHttpHandler } from './net/http';
+import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
+
+export const VERSION = '0.1.0';
+
+export interface BrokerOptions {
+  stateDir?: string;
+  runtimeDir?: string;
+  port?: number;
+  user?: string;
+  issuer?: string;
+  defaultTtlSeconds?: number;
+  maxTtlSeconds?: number;
+  approvalTimeoutMs?: number;
+  keychain?: Partial<KeychainRef>;
+  /** 'auto' picks the parent's IPC pipe, else the terminal, else none (every request denied). */
+  approver?: 'auto' | 'none';
+  clock?: Clock;
+  ids?: IdSource;
+  env?: NodeJS.ProcessEnv;
+  /** Where human-readable lines go (never a secret). */
+  log?: (line: string) => void;
+}
+
+export interface RunningBroker {
+  paths: WritPaths;
+  listeners: Listeners;
+  authority: Authority;
+  audit: AuditLog;
+  discovery: Discovery;
+  stop(): Promise<void>;
+}
+
+/** The developer the broker acts for: configured, else `git config user.email`, else the OS account. */
+export function defaultUser(env: NodeJS.ProcessEnv): string {
+  if (env.WRIT_USER) return env.WRIT_USER;
+  try {
+    const email = execFileSync('git', ['config', '--get', 'user.email'], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    if (email) return email;
+  } catch {
+    // no git, or no email configured
+  }
+  return userInfo().username;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Refuses to start a second broker on the same runtime folder. A stale discovery file is removed. */
+function checkNotRunning(paths: WritPaths): void {
+  let text: string;
+  try {
+    text = readFileSync(paths.discoveryPath, 'utf8');
+  } catch {
+    return;
+  }
+  const d = Discovery.safeParse((() => { try { return JSON.parse(text); } catch { return null; } })());
+  if (d.success && d.data.pid !== process.pid && pidAlive(d.data.pid)) {
+    throw new WritError('WRIT_BROKER_RUNNING', `a Writ broker is already running (pid ${d.data.pid}); stop it first or set WRIT_RUNTIME_DIR`);
+  }
+  try {
+    unlinkSync(paths.discoveryPath);
+  } catch {
+    // raced with its owner's cleanup
+  }
+}
+
+function chooseApprover(mode: 'auto' | 'none', onParentMessage: (m: unknown) => void, stop: () => void): Approver {
+  if (mode === 'none') return noApprover;
+  if (typeof process.send === 'function') {
+    const post = (msg: BrokerToParent) => process.send?.(msg);
+    const ipc = new IpcApprover(post, (msg) => onParentMessage(msg));
+    process.on('message', (m) => ipc.receive(m));
+    return ipc;
+  }
+  if (process.stdin.isTTY) return new TtyApprover(process.stdin, process.stderr, stop);
+  return noApprover;
+}
+
+export async function startBroker(options: BrokerOptions = {}): Promise<RunningBroker> {
+  const env = options.env ?? process.env;
+  const clock = options.clock ?? systemClock;
+  const ids = options.ids ?? randomIds;
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const paths = resolvePaths(env, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.runtimeDir ? { runtimeDir: options.runtimeDir } : {}) });
+  ensurePrivateDir(paths.stateDir);
+  ensurePrivateDir(paths.runtimeDir);
+  checkNotRunning(paths);
+
+  const maxTtl = options.maxTtlSeconds ?? Number(env.WRIT_MAX_TTL ?? MAX_TTL_CEILING_SECONDS);
+  if (!Number.isInteger(maxTtl) || maxTtl < 1 || maxTtl > MAX_TTL_CEILING_SECONDS) {
+    throw new WritError('WRIT_USAGE', `the maximum token lifetime must be 1 to ${MAX_TTL_CEILING_SECONDS} seconds`);
+  }
+  const user = options.user ?? defaultUser(env);
+
+  // The key first: without it there is no broker (fail closed, with the keychain's own advice).
+  const keychainRef: Partial<KeychainRef> = { ...(env.WRIT_KEYCHAIN_SERVICE ? { service: env.WRIT_KEYCHAIN_SERVICE } : {}), ...options.keychain };
+  const { keys, created } = await loadKeySet({ ref: keychainRef, clock, create: true });
+  const issuer = options.issuer ?? env.WRIT_ISSUER ?? `urn:writ:${user}`;
+  const session = ids.id('ses');
+
+  const revocations = await RevocationStore.open(paths.revocationsPath, clock);
+  let parentPost: ((msg: BrokerToParent) => void) | undefined;
+  if (typeof process.send === 'function') parentPost = (msg) => process.send?.(msg);
+  const audit = await AuditLog.open({
+    path: paths.auditPath,
+    session,
+    user,
+    clock,
+    signer: { kid: keys.active.kid, sign: (data) => edSign(null, data, keys.active.privateKey) },
+    ...(parentPost ? { onRecord: (record) => parentPost!({ type: 'audit.record', record }) } : {}),
+  });
+  const auditSink = { append: (e: AuditEntry) => audit.append(e) };
+
+  let stopping: Promise<void> | undefined;
+  const stopRef = { stop: (): Promise<void> => Promise.resolve() };
+  const approver = chooseApprover(
+    options.approver ?? 'auto',
+    (msg) => {
+      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string };
+      if (m.type === 'revoke' && m.target) void authority.revoke(m.target, 'ipc', m.reason).catch(() => undefined);
+      if (m.type === 'shutdown') void stopRef.stop();
+    },
+    () => void stopRef.stop(),
+  );
+
+  const minter = new TokenMinter(issuer, () => keys.active, clock, ids);
+  const authority = new Authority(
+    {
+      ...DEFAULT_AUTHORITY_CONFIG,
+      issuer,
+      user,
+      defaultTtlSeconds: Math.min(options.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS, maxTtl),
+      maxTtlSeconds: maxTtl,
+      approvalTimeoutMs: options.approvalTimeoutMs ?? Number(env.WRIT_APPROVAL_TIMEOUT_MS ?? DEFAULT_AUTHORITY_CONFIG.approvalTimeoutMs),
+    },
+    {
+      clock,
+      ids,
+      audit: auditSink,
+      minter,
+      revocations,
+      approver,
+      publicKey: (kid) => keys.publicKeys().get(kid),
+    },
+  );
+
+  await audit.append({ event: 'broker.started', outcome: 'success', detail: { version: VERSION, pid: process.pid, kid: keys.active.kid, approver: approver.kind } });
+  if (created) await audit.append({ event: 'key.created', outcome: 'success', detail: { kid: keys.active.kid } });
+
+  const connections = new Set<RpcConnection>();
+  const status = (): MethodResult<'status'> => ({
+    version: VERSION,
+    protocol: PROTOCOL_VERSION,
+    pid: process.pid,
+    issuer,
+    user,
+    session,
+    approver: approver.kind,
+    ...authority.counts(),
+    auditRecords: audit.count,
+    kid: keys.active.kid,
+  });
+  let listeners: Listeners | undefined;
+  const http = createHttpHandler({
+    authority,
+    clock,
+    issuer,
+    baseUrl: () => listeners?.httpUrl ?? '',
+    jwks: () => keys.jwks(clock.now(), maxTtl),
+  });
+  listeners = await listen({
+    socketPath: paths.socketPath,
+    ...(options.port === undefined ? {} : { port: options.port }),
+    http,
+    onConnection: (ws) => {
+      const conn = new RpcConnection(ws, { authority, status });
+      connections.add(conn);
+      ws.on('close', () => connections.delete(conn));
+    },
+  });
+
+  authority.onRevocation((event) => {
+    const closing = new Set<string>();
+    for (const id of event.agentIds) for (const t of authority.agentTree(id)) closing.add(t);
+    for (const conn of connections) {
+      conn.notifyRevocation(event);
+      if (conn.agentId !== undefined && closing.has(conn.agentId)) conn.close(4001, 'agent revoked');
+    }
+  });
+
+  const discovery: Discovery = {
+    protocol: PROTOCOL_VERSION,
+    pid: process.pid,
+    socketPath: listeners.socketPath,
+    httpUrl: listeners.httpUrl,
+    wsUrl: listeners.wsUrl,
+    issuer,
+    startedAt: new Date(clock.now()).toISOString(),
+  };
+  const tmp = `${paths.discoveryPath}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(discovery, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, paths.discoveryPath);
+  parentPost?.({ type: 'ready', pid: process.pid, socketPath: listeners.socketPath, httpUrl: listeners.httpUrl, wsUrl: listeners.wsUrl, issuer });
+
+  const running: RunningBroker = {
+    paths,
+    listeners,
+    authority,
+    audit,
+    discovery,
+    stop: () => {
+      stopping ??= (async () => {
+        if (approver instanceof TtyApprover) approver.close();
+        try {
+          unlinkSync(paths.discoveryPath);
+        } catch {
+          // already gone
+        }
+        await listeners!.close();
+        await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);
+        await audit.close();
+        log('writ: broker stopped');
+      })();
+      return stopping;
+    },
+  };
+  stopRef.stop = running.stop;
+  return running;
+}

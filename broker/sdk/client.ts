@@ -1,0 +1,142 @@
+// What agents, the CLI and resource verifiers import to talk to the broker: find it, connect, call typed
+// methods, hear revocations. Reaches no broker internals: only the protocol.
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+import { WritError, ERROR_CODES } from '../errors';
+import type { WritErrorCode } from '../errors';
+import { Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, RevocationEvent } from '../protocol';
+import type { AgentInfo, MethodName, MethodParams, MethodResult } from '../protocol';
+import { resolvePaths } from '../paths';
+
+/** Env var naming the broker: `unix:/path/to/writ.sock` or `ws://127.0.0.1:PORT/`. `writ exec` sets it. */
+export const ENV_BROKER = 'WRIT_BROKER';
+/** Env var holding an agent session credential (set by `writ exec`); never a token. */
+export const ENV_SESSION = 'WRIT_SESSION';
+export const ENV_TOKEN = 'WRIT_TOKEN';
+
+export function readDiscovery(env: NodeJS.ProcessEnv = process.env): Discovery {
+  const { discoveryPath } = resolvePaths(env);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(discoveryPath, 'utf8'));
+  } catch (e) {
+    throw new WritError('WRIT_BROKER_UNREACHABLE', `no Writ broker found (${discoveryPath} is missing): start one with \`writ serve\` or the Writ extension`, { cause: e });
+  }
+  const d = Discovery.safeParse(raw);
+  if (!d.success) throw new WritError('WRIT_BROKER_UNREACHABLE', `${discoveryPath} is not a Writ discovery file`);
+  return d.data;
+}
+
+/** The broker's address: WRIT_BROKER if set, else the discovery file's Unix socket. */
+export function brokerAddress(env: NodeJS.ProcessEnv = process.env): string {
+  return env[ENV_BROKER] || `unix:${readDiscovery(env).socketPath}`;
+}
+
+function wsUrlFor(address: string): string {
+  if (address.startsWith('unix:')) return `ws+unix://${address.slice('unix:'.length)}:/`;
+  if (address.startsWith('ws://')) return address;
+  throw new WritError('WRIT_USAGE', `${ENV_BROKER} must be unix:/path or ws://127.0.0.1:PORT/`);
+}
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+
+export class WritClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
+  private readonly closeListeners = new Set<(code: number, reason: string) => void>();
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data) => this.onMessage(data.toString()));
+    ws.on('close', (code, reason) => {
+      const err = new WritError(code === 4001 ? 'WRIT_TOKEN_REVOKED' : 'WRIT_BROKER_UNREACHABLE', code === 4001 ? 'this agent was revoked' : 'the broker closed the connection');
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+      for (const l of this.closeListeners) l(code, reason.toString());
+    });
+  }
+
+  static connect(address?: string, env: NodeJS.ProcessEnv = process.env): Promise<WritClient> {
+    const url = wsUrlFor(address ?? brokerAddress(env));
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false, headers: { host: 'localhost' } });
+      ws.once('open', () => resolve(new WritClient(ws)));
+      ws.once('error', (e) => reject(new WritError('WRIT_BROKER_UNREACHABLE', 'cannot reach the Writ broker: is it running?', { cause: e })));
+    });
+  }
+
+  /** Connects and introduces the agent in one step. */
+  static async asAgent(agent: AgentInfo & { session?: string; parentSession?: string }, address?: string, env?: NodeJS.ProcessEnv): Promise<{ client: WritClient; hello: MethodResult<'hello'> }> {
+    const client = await WritClient.connect(address, env);
+    const { session, parentSession, ...info } = agent;
+    const hello = await client.call('hello', {
+      protocol: PROTOCOL_VERSION,
+      agent: info,
+      ...(session ? { session } : {}),
+      ...(parentSession ? { parentSession } : {}),
+    });
+    return { client, hello };
+  }
+
+  call<M extends MethodName>(method: M, params?: MethodParams<M>): Promise<MethodResult<M>> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (v) => {
+          const r = Methods[method].result.safeParse(v);
+          if (r.success) resolve(r.data as MethodResult<M>);
+          else reject(new WritError('WRIT_BAD_REQUEST', `the broker's answer to ${method} did not match the protocol`));
+        },
+        reject,
+      });
+      this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) }));
+    });
+  }
+
+  onRevocation(listener: (e: RevocationEvent) => void): () => void {
+    this.revocationListeners.add(listener);
+    return () => this.revocationListeners.delete(listener);
+  }
+
+  onClose(listener: (code: number, reason: string) => void): void {
+    this.closeListeners.add(listener);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      this.ws.once('close', () => resolve());
+      this.ws.close(1000);
+    });
+  }
+
+  private onMessage(text: string): void {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (typeof raw === 'object' && raw !== null && (raw as { method?: unknown }).method === 'revocation') {
+      const e = RevocationEvent.safeParse((raw as { params?: unknown }).params);
+      if (e.success) for (const l of this.revocationListeners) l(e.data);
+      return;
+    }
+    const r = JsonRpcResponse.safeParse(raw);
+    if (!r.success || typeof r.data.id !== 'number') return;
+    const p = this.pending.get(r.data.id);
+    if (!p) return;
+    this.pending.delete(r.data.id);
+    if ('error' in r.data) {
+      const code: WritErrorCode = r.data.error.data?.code ?? 'WRIT_INTERNAL';
+      p.reject(
+        new WritError((ERROR_CODES as readonly string[]).includes(code) ? code : 'WRIT_INTERNAL', r.data.error.message, {
+          ...(r.data.error.data?.path === undefined ? {} : { path: r.data.error.data.path }),
+          ...(r.data.error.data?.detail === undefined ? {} : { data: r.data.error.data.detail }),
+        }),
+      );
+    } else {
+      p.resolve(r.data.result);
+    }
+  }
+}

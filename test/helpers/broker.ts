@@ -1,0 +1,150 @@
+// Test harness: the real broker process (dist/writ.mjs) on real sockets with the real keychain, spawned the
+// way the extension spawns it (an IPC pipe), so tests can play the developer at the approval channel.
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BrokerToParent, Discovery } from '../../broker/protocol';
+import type { ApprovalDecision, ApprovalRequest, AuditRecord, ParentToBroker } from '../../broker/protocol';
+import { WritClient } from '../../broker/sdk/client';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const WRIT = join(ROOT, 'dist', 'writ.mjs');
+
+export function requireKeyring(): void {
+  if (!process.env.DBUS_SESSION_BUS_ADDRESS) {
+    throw new Error('integration tests need the throwaway keyring: run them with `npm test` (bash scripts/with-keyring.sh vitest run)');
+  }
+}
+
+export interface BrokerEnv {
+  WRIT_STATE_DIR: string;
+  WRIT_RUNTIME_DIR: string;
+  WRIT_KEYCHAIN_SERVICE: string;
+  WRIT_USER: string;
+  [k: string]: string;
+}
+
+let counter = 0;
+export function freshEnv(extra: Record<string, string> = {}): BrokerEnv {
+  const base = mkdtempSync(join(tmpdir(), 'writ-it-'));
+  return {
+    WRIT_STATE_DIR: join(base, 'state'),
+    WRIT_RUNTIME_DIR: join(base, 'run'),
+    WRIT_KEYCHAIN_SERVICE: `writ-test-${process.pid}-${Date.now()}-${counter++}`,
+    WRIT_USER: 'dev@example.com',
+    ...extra,
+  };
+}
+
+export type Decider = (r: ApprovalRequest) => Omit<ApprovalDecision, 'requestId'> | Promise<Omit<ApprovalDecision, 'requestId'>> | null;
+
+/** A broker spawned with an IPC pipe: the test is the editor and answers approval requests with `decide`. */
+export class BrokerProcess {
+  readonly requests: ApprovalRequest[] = [];
+  readonly closed: { requestId: string; reason: string }[] = [];
+  readonly records: AuditRecord[] = [];
+  stdout = '';
+  stderr = '';
+  decide: Decider = () => null;
+  discovery!: Discovery;
+  private exited: Promise<number | null>;
+
+  constructor(
+    readonly child: ChildProcess,
+    readonly env: BrokerEnv,
+  ) {
+    child.stdout?.on('data', (d) => (this.stdout += d));
+    child.stderr?.on('data', (d) => (this.stderr += d));
+    child.on('message', (m) => this.onMessage(m));
+    this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  }
+
+  static async start(env: BrokerEnv = freshEnv(), args: string[] = []): Promise<BrokerProcess> {
+    const child = spawn(process.execPath, [WRIT, 'serve', ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    const b = new BrokerProcess(child, env);
+    await b.ready();
+    return b;
+  }
+
+  private readyResolve?: () => void;
+  private ready(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.readyResolve = () => resolve();
+      void this.exited.then((code) => reject(new Error(`broker exited ${code} before ready: ${this.stderr}`)));
+    }).then(async () => {
+      // `serve` prints its addresses just after it tells the parent it is ready.
+      for (let i = 0; i < 200 && !this.stdout.includes('In another terminal'); i++) await new Promise((r) => setTimeout(r, 10));
+      this.discovery = Discovery.parse(JSON.parse(readFileSync(join(this.env.WRIT_RUNTIME_DIR, 'broker.json'), 'utf8')));
+    });
+  }
+
+  private onMessage(raw: unknown): void {
+    const m = BrokerToParent.parse(raw);
+    if (m.type === 'ready') this.readyResolve?.();
+    if (m.type === 'audit.record') this.records.push(m.record);
+    if (m.type === 'approval.closed') this.closed.push({ requestId: m.requestId, reason: m.reason });
+    if (m.type === 'approval.request') {
+      this.requests.push(m.request);
+      void Promise.resolve(this.decide(m.request)).then((d) => {
+        if (d) this.send({ type: 'approval.decision', decision: { ...d, requestId: m.request.requestId } as ApprovalDecision });
+      });
+    }
+  }
+
+  send(msg: ParentToBroker): void {
+    this.child.send(msg);
+  }
+
+  get socket(): string {
+    return `unix:${this.discovery.socketPath}`;
+  }
+
+  async agent(name = 'test-agent', extra: { session?: string; parentSession?: string } = {}) {
+    return WritClient.asAgent({ name, kind: 'script', version: '1.0', ...extra }, this.socket);
+  }
+
+  /** SIGTERM and wait: the broker writes its final checkpoint and removes its discovery file. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    this.child.kill('SIGTERM');
+    return this.exited;
+  }
+
+  kill(): Promise<number | null> {
+    this.child.kill('SIGKILL');
+    return this.exited;
+  }
+
+  auditLines(): string[] {
+    const p = join(this.env.WRIT_STATE_DIR, 'audit.jsonl');
+    return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean) : [];
+  }
+}
+
+export const approveAll: Decider = () => ({ decision: 'approve', mode: 'task' });
+
+/** Runs the CLI as a separate process; resolves with its exit code and output. */
+export function writ(args: string[], env: Record<string, string>, opts: { timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [WRIT, ...args], { env: { ...process.env, ...env }, timeout: opts.timeout ?? 20_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export async function form(url: string, body: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: new URLSearchParams(body).toString(),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null };
+}

@@ -1,0 +1,137 @@
+// The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
+// exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+
+requireKeyring();
+
+describe('writ CLI against a running broker', () => {
+  let b: BrokerProcess;
+  beforeAll(async () => {
+    b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+  });
+  afterAll(async () => {
+    await b.stop();
+  });
+
+  it('token prints the token and nothing else; a rerun within the grant shows no prompt', async () => {
+    const args = ['token', '--task', 'fix issue 12', '--scope', 'repo:read:acme/web', '--aud', 'https://api.example'];
+    const first = await writ(args, b.env);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+\n$/);
+    const prompts = b.requests.length;
+    const again = await writ(args, b.env);
+    expect(again.code).toBe(0);
+    expect(again.stdout).not.toBe(first.stdout);
+    expect(b.requests.length).toBe(prompts);
+  });
+
+  it('token: usage errors exit 2, refusals exit 1 with the code on stderr and an empty stdout', async () => {
+    const usage = await writ(['token', '--scope', 'repo:read:x', '--aud', 'a'], b.env);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('--task is required');
+    b.decide = () => ({ decision: 'deny' });
+    const denied = await writ(['token', '--task', 'deny me', '--scope', 'repo:write:x', '--aud', 'a', '--agent', 'other'], b.env);
+    b.decide = approveAll;
+    expect(denied).toMatchObject({ code: 1, stdout: '' });
+    expect(denied.stderr).toContain('(WRIT_DENIED)');
+  });
+
+  it('exec runs the command with a token, passes its exit code through, and its agent can reuse the grant', async () => {
+    const script = `
+      const { execFileSync } = require('node:child_process');
+      if (!process.env.WRIT_TOKEN || !process.env.WRIT_SESSION || !process.env.WRIT_BROKER) process.exit(9);
+      const again = execFileSync(process.execPath, [${JSON.stringify(join(process.cwd(), 'dist/writ.mjs'))}, 'token', '--task', 'run tests', '--scope', 'repo:read:acme/web', '--aud', 'https://api.example', '--agent', 'tests'], { encoding: 'utf8' });
+      process.exit(again.split('.').length === 3 ? 7 : 8);`;
+    const prompts = b.requests.length;
+    const r = await writ(['exec', '--task', 'run tests', '--scope', 'repo:read:acme/*', '--aud', 'https://api.example', '--agent', 'tests', '--', process.execPath, '-e', script], b.env);
+    expect(r.code).toBe(7);
+    expect(b.requests.length).toBe(prompts + 1);
+  });
+
+  it('exec stops the agent process when the agent is revoked', async () => {
+    const marker = join(b.env.WRIT_STATE_DIR, 'exec-started');
+    const run = writ(
+      ['exec', '--task', 'long job', '--scope', 'repo:read:x', '--aud', 'a', '--agent', 'runaway', '--', process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, String(process.pid)); setInterval(() => {}, 1000)`],
+      b.env,
+    );
+    let pid = 0;
+    for (let i = 0; i < 200 && !pid; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      try {
+        pid = Number(readFileSync(marker, 'utf8'));
+      } catch {
+        // not yet
+      }
+    }
+    expect(pid).toBeGreaterThan(0);
+    const listed = await writ(['agents', '--json'], b.env);
+    const agent = JSON.parse(listed.stdout).find((a: { name: string }) => a.name === 'runaway');
+    expect(agent).toMatchObject({ connected: true, revoked: false, grants: 1, liveTokens: 1 });
+    const rev = await writ(['revoke', '--agent', agent.id], b.env);
+    expect(rev.code).toBe(0);
+    const r = await run;
+    expect(r.code).toBe(128 + 15); // SIGTERM
+    expect(r.stderr).toContain('the agent was revoked');
+    expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it('status and agents describe the running broker', async () => {
+    const s = await writ(['status', '--json'], b.env);
+    expect(s.code).toBe(0);
+    expect(JSON.parse(s.stdout)).toMatchObject({ pid: b.child.pid, user: 'dev@example.com', approver: 'ipc', protocol: 'writ/1' });
+    const a = await writ(['agents'], b.env);
+    expect(a.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+KIND\s+STATE\s+GRANTS\s+TOKENS\s+PARENT$/);
+  });
+
+  it('--help on every command, exit 0', async () => {
+    for (const cmd of ['serve', 'token', 'exec', 'revoke', 'agents', 'status']) {
+      const r = await writ([cmd, '--help'], b.env);
+      expect(r.code, cmd).toBe(0);
+      expect(r.stderr, cmd).toContain('Usage: writ');
+    }
+  });
+});
+
+describe('writ audit', () => {
+  it('verify passes on what the broker wrote, names the first bad line after tampering, and export writes each format', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client, hello } = await b.agent('auditee');
+    const r = await client.call('task.request', { task: 'audit me', scopes: ['repo:read:a'], audience: 'https://api.example' });
+    await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    await client.close();
+    await b.stop();
+
+    const ok = await writ(['audit', 'verify'], env);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^audit log intact: \d+ records, \d+ signed checkpoints, 0 records after the last checkpoint\n$/);
+    const log = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+    const text = readFileSync(log, 'utf8');
+    expect(text).not.toContain(r.token.token);
+    expect(text).not.toContain(r.session!);
+
+    const csv = await writ(['audit', 'export', '--format', 'csv', '--agent', hello.agentId], env);
+    expect(csv.code).toBe(0);
+    const rows = csv.stdout.trim().split('\r\n');
+    expect(rows[0]).toBe('seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev');
+    expect(rows.slice(1).map((row) => row.split(',')[3])).toEqual(['agent.connected', 'task.requested', 'task.approved', 'token.minted', 'revoked', 'agent.disconnected']);
+    const ocsf = await writ(['audit', 'export', '--format', 'ocsf', '--agent', hello.agentId], env);
+    const classes = ocsf.stdout.trim().split('\n').map((l) => JSON.parse(l).class_uid);
+    expect(classes).toEqual([3002, 3003, 3003, 6003, 6003, 3002]);
+
+    // Tamper with one record in the middle: verify names the record after it (its prev no longer matches).
+    const lines = text.split('\n');
+    const idx = lines.findIndex((l) => l.includes('"event":"token.minted"'));
+    lines[idx] = lines[idx]!.replace('repo:read:a', 'repo:read:b');
+    writeFileSync(log, lines.join('\n'));
+    const bad = await writ(['audit', 'verify'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`BROKEN at line ${idx + 2}`);
+    expect(bad.stderr).toContain('chain');
+  });
+});
