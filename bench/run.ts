@@ -47,7 +47,9 @@ async function mintLoad(clients: { client: WritClient; grantId: string }[]): Pro
 async function main(): Promise<void> {
   requireKeyring();
   const env = freshEnv();
-  const broker = await BrokerProcess.start(env);
+  // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
+  const profile = process.env.WRIT_BENCH_PROFILE;
+  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   void approveAll;
   const clients: { client: WritClient; grantId: string }[] = [];

@@ -1,7 +1,7 @@
 // The audit log: an append-only, SHA-256-chained JSON Lines file with signed checkpoints, written by group commit.
 // Owns durability and failing closed: a record is acknowledged only once it is on disk, and one failed write stops the log.
 import { createHash } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, fdatasync, writeSync } from 'node:fs';
 import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock } from '../core/clock';
@@ -341,8 +341,10 @@ export class AuditLog {
         let text = '';
         for (const p of batch) text += p.line + '\n';
         try {
-          await writeAll(this.#fh, Buffer.from(text, 'utf8'));
-          if (this.#fsync) await this.#fh.datasync();
+          // The write goes to the page cache at once (microseconds); only the flush waits in the thread pool.
+          // Two thread-pool hops per batch measurably cut group-commit throughput on the mint path.
+          writeAllSync(this.#fh.fd, Buffer.from(text, 'utf8'));
+          if (this.#fsync) await datasync(this.#fh.fd);
         } catch (e) {
           // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
           const err = this.#fail(e);
@@ -389,12 +391,16 @@ function invalidEntry(why: string): WritError {
   return new WritError('WRIT_AUDIT_WRITE_FAILED', `audit entry rejected: ${why}`);
 }
 
-async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+function writeAllSync(fd: number, buf: Buffer): void {
   for (let off = 0; off < buf.length; ) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off, null);
-    if (bytesWritten <= 0) throw new Error('audit log: write made no progress');
-    off += bytesWritten;
+    const written = writeSync(fd, buf, off, buf.length - off, null);
+    if (written <= 0) throw new Error('audit log: write made no progress');
+    off += written;
   }
+}
+
+function datasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -434,7 +434,7 @@ export class Authority {
     ttl: number,
     ctx: { reused: boolean; taskId: string },
   ): Promise<TokenResult> {
-    const { token, claims } = await this.deps.minter.mint({
+    const { token, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [agent.id, ...agent.parents],
       audience: grant.audience,
@@ -543,7 +543,7 @@ export class Authority {
     const task = { id: subject.task_id, description: parent ? this.grants.get(subject.grant_id)?.task ?? '' : '' };
     const grant = this.newGrant(child, task, scopes, subject.aud, 'task', Math.min(remaining, this.config.maxTtlSeconds));
     grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
-    const { token, claims } = await this.deps.minter.mint({
+    const { token, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [child.id, ...subject.chain],
       audience: subject.aud,

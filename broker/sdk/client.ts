@@ -122,21 +122,22 @@ export class WritClient {
       if (e.success) for (const l of this.revocationListeners) l(e.data);
       return;
     }
-    const r = JsonRpcResponse.safeParse(raw);
-    if (!r.success || typeof r.data.id !== 'number') return;
-    const p = this.pending.get(r.data.id);
+    // Results are checked against their method's schema in call(); only errors need the envelope schema.
+    const id = (raw as { id?: unknown }).id;
+    const p = typeof id === 'number' ? this.pending.get(id) : undefined;
     if (!p) return;
-    this.pending.delete(r.data.id);
-    if ('error' in r.data) {
-      const code: WritErrorCode = r.data.error.data?.code ?? 'WRIT_INTERNAL';
-      p.reject(
-        new WritError((ERROR_CODES as readonly string[]).includes(code) ? code : 'WRIT_INTERNAL', r.data.error.message, {
-          ...(r.data.error.data?.path === undefined ? {} : { path: r.data.error.data.path }),
-          ...(r.data.error.data?.detail === undefined ? {} : { data: r.data.error.data.detail }),
-        }),
-      );
-    } else {
-      p.resolve(r.data.result);
+    this.pending.delete(id as number);
+    if (!('error' in (raw as object))) return p.resolve((raw as { result?: unknown }).result);
+    const r = JsonRpcResponse.safeParse(raw);
+    if (!r.success || !('error' in r.data)) {
+      return p.reject(new WritError('WRIT_BAD_REQUEST', 'the broker sent an error that did not match the protocol'));
     }
+    const code: WritErrorCode = r.data.error.data?.code ?? 'WRIT_INTERNAL';
+    p.reject(
+      new WritError((ERROR_CODES as readonly string[]).includes(code) ? code : 'WRIT_INTERNAL', r.data.error.message, {
+        ...(r.data.error.data?.path === undefined ? {} : { path: r.data.error.data.path }),
+        ...(r.data.error.data?.detail === undefined ? {} : { data: r.data.error.data.detail }),
+      }),
+    );
   }
 }

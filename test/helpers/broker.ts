@@ -62,8 +62,8 @@ export class BrokerProcess {
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
   }
 
-  static async start(env: BrokerEnv = freshEnv(), args: string[] = []): Promise<BrokerProcess> {
-    const child = spawn(process.execPath, [WRIT, 'serve', ...args], {
+  static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = []): Promise<BrokerProcess> {
+    const child = spawn(process.execPath, [...nodeArgs, WRIT, 'serve', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
