@@ -3,7 +3,8 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, createWriteStream, existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { WritError, asWritError } from './errors';
@@ -29,8 +30,8 @@ Commands:
   key rotate     add a new signing key (the old one stays in the JWKS until its tokens expire)
 
 Run \`writ <command> --help\` for a command's options.`,
-  serve: `Usage: writ serve [--port N] [--user EMAIL] [--max-ttl SECONDS] [--approval-timeout SECONDS]
-                  [--state-dir DIR] [--runtime-dir DIR]
+  serve: `Usage: writ serve [--port N] [--user EMAIL] [--default-ttl SECONDS] [--max-ttl SECONDS]
+                  [--approval-timeout SECONDS] [--state-dir DIR] [--runtime-dir DIR]
 
 Runs the broker on a Unix socket in the runtime folder and on 127.0.0.1 (a random port unless --port).
 The signing key is read from the OS keychain (created there on first start) and nowhere else.
@@ -78,6 +79,7 @@ async function cmdServe(args: string[]): Promise<number> {
   const { values } = parse(args, {
     port: { type: 'string' },
     user: { type: 'string' },
+    'default-ttl': { type: 'string' },
     'max-ttl': { type: 'string' },
     'approval-timeout': { type: 'string' },
     'state-dir': { type: 'string' },
@@ -95,6 +97,7 @@ async function cmdServe(args: string[]): Promise<number> {
   const broker = await startBroker({
     ...(values.port === undefined ? {} : { port: num(values.port, 'port')! }),
     ...(values.user === undefined ? {} : { user: values.user }),
+    ...(values['default-ttl'] === undefined ? {} : { defaultTtlSeconds: num(values['default-ttl'], 'default-ttl')! }),
     ...(values['max-ttl'] === undefined ? {} : { maxTtlSeconds: num(values['max-ttl'], 'max-ttl')! }),
     ...(timeout === undefined ? {} : { approvalTimeoutMs: timeout * 1000 }),
     ...(values['state-dir'] === undefined ? {} : { stateDir: values['state-dir'] }),
@@ -287,11 +290,42 @@ async function cmdStatus(args: string[]): Promise<number> {
   return 0;
 }
 
-async function publicKeys() {
+/** The running broker's discovery, or undefined when none is running. */
+function runningBroker() {
+  try {
+    const d = readDiscovery();
+    process.kill(d.pid, 0);
+    return d;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The audit log to read: --file, else the running broker's, else the default location. */
+function auditFile(file: string | undefined): string {
+  return file ?? runningBroker()?.auditPath ?? resolvePaths().auditPath;
+}
+
+/**
+ * The keys that may have signed checkpoints: every key ever, from the keychain. Where this terminal cannot
+ * reach the keychain (another session, a throwaway demo keyring), the running broker's JWKS stands in:
+ * it holds the active key and those whose tokens may still be live, and the output says so.
+ */
+async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; source: string }> {
   const { loadKeySet } = await import('./core/keys');
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
-  const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
-  return keys.publicKeys();
+  try {
+    const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
+    return { keys: keys.publicKeys(), source: 'the keychain' };
+  } catch (e) {
+    const w = asWritError(e);
+    const broker = runningBroker();
+    if (!broker || !['WRIT_KEYCHAIN_UNAVAILABLE', 'WRIT_KEYCHAIN_LOCKED', 'WRIT_KEYCHAIN_TIMEOUT'].includes(w.code)) throw w;
+    const jwks = (await (await fetch(`${broker.httpUrl}/.well-known/jwks.json`)).json()) as { keys: import('node:crypto').JsonWebKey[] };
+    const keys = new Map<string, KeyObject>();
+    for (const jwk of jwks.keys) if (typeof jwk.kid === 'string') keys.set(jwk.kid, createPublicKey({ key: jwk, format: 'jwk' }));
+    return { keys, source: `the running broker's JWKS (the keychain is not reachable here: ${w.code})` };
+  }
 }
 
 async function cmdAudit(args: string[]): Promise<number> {
@@ -300,13 +334,15 @@ async function cmdAudit(args: string[]): Promise<number> {
     const { values } = parse(args.slice(1), { file: { type: 'string' } });
     if (values.help) return (err(HELP.audit!), 0);
     const { verifyAuditFile } = await import('./audit/verify');
-    const file = values.file ?? resolvePaths().auditPath;
-    const r = await verifyAuditFile(file, await publicKeys());
+    const file = auditFile(values.file);
+    const { keys, source } = await publicKeys();
+    const r = await verifyAuditFile(file, keys);
     if (!r.ok) {
       err(`writ: audit log BROKEN at line ${r.error!.line}${r.error!.seq === null ? '' : ` (seq ${r.error!.seq})`}: ${r.error!.reason}: ${r.error!.message} (WRIT_AUDIT_CORRUPT)`);
       return 1;
     }
     out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints, ${r.unsignedTail} records after the last checkpoint`);
+    err(`${file}: checkpoint signatures checked with keys from ${source}`);
     return 0;
   }
   if (sub === 'export') {
@@ -332,7 +368,7 @@ async function cmdAudit(args: string[]): Promise<number> {
     const until = time(values.until, 'until');
     const { exportAuditFile } = await import('./audit/export');
     const stream = values.out ? createWriteStream(values.out, { mode: 0o600 }) : process.stdout;
-    const r = await exportAuditFile(values.file ?? resolvePaths().auditPath, stream, format, {
+    const r = await exportAuditFile(auditFile(values.file), stream, format, {
       ...(values.session ? { session: values.session } : {}),
       ...(values.agent ? { agentId: values.agent } : {}),
       ...(since === undefined ? {} : { since }),

@@ -288,6 +288,14 @@ export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('approval.closed'), requestId: z.string(), reason: WritErrorCodeSchema.or(z.literal('decided')) }),
   z.strictObject({ type: z.literal('audit.record'), record: z.lazy(() => AuditRecord) }),
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
+  /** The answer to `state.request`: every agent and every live grant, for the editor's views. */
+  z.strictObject({
+    type: z.literal('state'),
+    requestId: z.string(),
+    agents: z.array(AgentView),
+    grants: z.array(GrantView),
+    pendingApprovals: z.number().int(),
+  }),
 ]);
 export type BrokerToParent = z.infer<typeof BrokerToParent>;
 
@@ -296,6 +304,8 @@ export const ParentToBroker = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('approval.decision'), decision: ApprovalDecision }),
   z.strictObject({ type: z.literal('revoke'), target: RevokeTarget, reason: z.string().max(200).optional() }),
   z.strictObject({ type: z.literal('shutdown') }),
+  /** Ask for a `state` snapshot (all agents and grants: the socket's grants.list only shows the caller's own). */
+  z.strictObject({ type: z.literal('state.request'), requestId: z.string().min(1).max(100) }),
 ]);
 export type ParentToBroker = z.infer<typeof ParentToBroker>;
 
@@ -376,6 +386,38 @@ export type AuditRecord = z.infer<typeof AuditRecord>;
 /** The fields a caller supplies; the log fills v, seq, ts, session, user and prev. */
 export type AuditEntry = Omit<AuditRecord, 'v' | 'seq' | 'ts' | 'session' | 'user' | 'prev'>;
 
+// ---------------------------------------------------------------------------------------------
+// The audit panel: extension ⇄ webview (postMessage). Both sides parse with these.
+// ---------------------------------------------------------------------------------------------
+
+export const VerifyView = z.discriminatedUnion('state', [
+  z.strictObject({ state: z.literal('running') }),
+  z.strictObject({ state: z.literal('intact'), message: z.string() }),
+  z.strictObject({ state: z.literal('broken'), message: z.string(), line: z.number().int().optional() }),
+  z.strictObject({ state: z.literal('error'), message: z.string() }),
+]);
+export type VerifyView = z.infer<typeof VerifyView>;
+
+/** webview → extension */
+export const WebviewToExtension = z.discriminatedUnion('type', [
+  /** The script is loaded and listening: only now does the extension post. */
+  z.strictObject({ type: z.literal('ready') }),
+  z.strictObject({ type: z.literal('stopAgent'), agentId: shortText(200) }),
+  z.strictObject({ type: z.literal('export') }),
+  z.strictObject({ type: z.literal('verify') }),
+]);
+export type WebviewToExtension = z.infer<typeof WebviewToExtension>;
+
+/** extension → webview */
+export const ExtensionToWebview = z.discriminatedUnion('type', [
+  /** Records in log order; `reset` replaces what the panel holds (a fresh load), else they are appended. */
+  z.strictObject({ type: z.literal('records'), reset: z.boolean(), records: z.array(AuditRecord) }),
+  z.strictObject({ type: z.literal('verify'), result: VerifyView }),
+  /** Agents that can still be stopped (known to the running broker and not revoked). */
+  z.strictObject({ type: z.literal('agents'), live: z.array(z.string()) }),
+]);
+export type ExtensionToWebview = z.infer<typeof ExtensionToWebview>;
+
 /** The discovery file (0600) in the runtime folder: where agents reach the broker. Holds no secret. */
 export const Discovery = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
@@ -385,6 +427,8 @@ export const Discovery = z.strictObject({
   wsUrl: z.string(),
   issuer: z.string(),
   startedAt: z.string(),
+  /** The audit log this broker writes, so `writ audit` in another terminal reads the right one. */
+  auditPath: z.string(),
 });
 export type Discovery = z.infer<typeof Discovery>;
 

@@ -146,9 +146,12 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   const approver = chooseApprover(
     options.approver ?? 'auto',
     (msg) => {
-      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string };
+      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string; requestId?: string };
       if (m.type === 'revoke' && m.target) void authority.revoke(m.target, 'ipc', m.reason).catch(() => undefined);
       if (m.type === 'shutdown') void stopRef.stop();
+      if (m.type === 'state.request' && m.requestId) {
+        parentPost?.({ type: 'state', requestId: m.requestId, agents: authority.listAgents(), grants: authority.listGrants(), pendingApprovals: authority.counts().pendingApprovals });
+      }
     },
     () => void stopRef.stop(),
   );
@@ -226,6 +229,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     wsUrl: listeners.wsUrl,
     issuer,
     startedAt: new Date(clock.now()).toISOString(),
+    auditPath: paths.auditPath,
   };
   const tmp = `${paths.discoveryPath}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(discovery, null, 2) + '\n', { mode: 0o600 });

@@ -136,10 +136,6 @@ for tool in gnome-keyring-daemon dbus-run-session dbus-send; do
   fi
 done
 
-if [ "$demo" -eq 1 ]; then
-  echo "writ: demo mode: this is a private, throwaway keyring that disappears when this command ends (so does the signing key, and every token it signed); for real use run \`writ serve\` in a desktop session with its own keychain." >&2
-fi
-
 ctl=""
 
 # Forward a signal to CMD. With a TTY, Ctrl-C (and a hangup) already delivered the signal to CMD (it is in
@@ -171,6 +167,14 @@ trap 'forward HUP' HUP
 trap 'if [ -n "$ctl" ]; then rm -rf "$ctl"; fi' EXIT
 # Created only after the traps, so an early signal cannot leak it (umask keeps it private).
 ctl="$(umask 077 && mktemp -d "${TMPDIR:-/tmp}/writ-keyring-ctl.XXXXXXXX")"
+
+if [ "$demo" -eq 1 ]; then
+  # The demo's audit log goes with its key: checkpoints signed by a key that is gone could never be verified.
+  if [ -z "${WRIT_STATE_DIR:-}" ]; then
+    export WRIT_STATE_DIR="$ctl/state"
+  fi
+  echo "writ: demo mode: a private, throwaway keyring and audit log ($WRIT_STATE_DIR) that disappear when this command ends, with the signing key and every token it signed. For real use run \`writ serve\` in a desktop session with its own keychain." >&2
+fi
 
 had_display=0
 if [ -n "${DISPLAY+x}" ]; then had_display=1; fi

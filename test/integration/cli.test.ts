@@ -3,7 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { execFile } from 'node:child_process';
+import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 
 requireKeyring();
 
@@ -133,5 +134,55 @@ describe('writ audit', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain(`BROKEN at line ${idx + 2}`);
     expect(bad.stderr).toContain('chain');
+  });
+});
+
+describe('writ key rotate', () => {
+  it('adds a key; the old one still verifies its live tokens and the audit log stays verifiable', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client } = await b1.agent();
+    const before = await client.call('task.request', { task: 'rotate', scopes: ['repo:read:a'], audience: 'aud' });
+    await client.close();
+    const running = await writ(['key', 'rotate'], env);
+    expect(running.code).toBe(1);
+    expect(running.stderr).toContain('(WRIT_BROKER_RUNNING)');
+    await b1.stop();
+
+    const rotated = await writ(['key', 'rotate'], env);
+    expect(rotated.code).toBe(0);
+    const b2 = await BrokerProcess.start(env);
+    const jwks = await (await fetch(`${b2.discovery.httpUrl}/.well-known/jwks.json`)).json();
+    const oldKid = JSON.parse(Buffer.from(before.token.token.split('.')[0]!, 'base64url').toString()).kid;
+    expect(jwks.keys.map((k: { kid: string }) => k.kid)).toContain(oldKid);
+    expect(jwks.keys).toHaveLength(2);
+    const intro = await fetch(`${b2.discovery.httpUrl}/oauth2/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: before.token.token }).toString(),
+    });
+    expect((await intro.json()).active).toBe(true);
+    b2.decide = approveAll;
+    const { client: c2 } = await b2.agent();
+    const after = await c2.call('task.request', { task: 'rotate', scopes: ['repo:read:a'], audience: 'aud' });
+    await c2.close();
+    const newKid = JSON.parse(Buffer.from(after.token.token.split('.')[0]!, 'base64url').toString()).kid;
+    expect(newKid).not.toBe(oldKid);
+    expect(jwks.keys.map((k: { kid: string }) => k.kid)).toContain(newKid);
+
+    // With the broker running but no keychain in reach, verify falls back to the broker's JWKS and says so.
+    const { DBUS_SESSION_BUS_ADDRESS: _bus, ...noBus } = process.env;
+    const viaJwks = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [WRIT, 'audit', 'verify'], { env: { ...noBus, ...env } }, (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+    expect(viaJwks.code).toBe(0);
+    expect(viaJwks.stderr).toContain("keys from the running broker's JWKS (the keychain is not reachable here: WRIT_KEYCHAIN_UNAVAILABLE)");
+    await b2.stop();
+    const ok = await writ(['audit', 'verify'], env);
+    expect(ok.code).toBe(0);
+    expect(readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8')).toContain('"event":"key.rotated"');
   });
 });
