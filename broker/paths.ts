@@ -24,7 +24,8 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env, overrides: { 
   return {
     stateDir,
     runtimeDir,
-    socketPath: join(runtimeDir, 'writ.sock'),
+    // Windows: a named pipe per user. Untested here (CI is Linux); its default ACL is not narrowed yet.
+    socketPath: process.platform === 'win32' ? `\\\\.\\pipe\\writ-${userInfo().username}` : join(runtimeDir, 'writ.sock'),
     discoveryPath: join(runtimeDir, 'broker.json'),
     auditPath: join(stateDir, 'audit.jsonl'),
     revocationsPath: join(stateDir, 'revocations.jsonl'),

@@ -201,8 +201,10 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     baseUrl: () => listeners?.httpUrl ?? '',
     jwks: () => keys.jwks(clock.now(), maxTtl),
   });
+  const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({
     socketPath: paths.socketPath,
+    heartbeatMs: Number.isInteger(heartbeatMs) && heartbeatMs >= 50 ? heartbeatMs : 15_000,
     ...(options.port === undefined ? {} : { port: options.port }),
     http,
     onConnection: (ws) => {

@@ -101,7 +101,7 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
     unixServer.once('error', reject);
     unixServer.listen(opts.socketPath, () => resolve());
   });
-  chmodSync(opts.socketPath, 0o600);
+  if (process.platform !== 'win32') chmodSync(opts.socketPath, 0o600);
   await new Promise<void>((resolve, reject) => {
     tcpServer.once('error', reject);
     tcpServer.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());

@@ -312,3 +312,25 @@ describe('broker: keychain', () => {
     expect(readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8').match(/"event":"key.created"/g)).toHaveLength(1);
   });
 });
+
+describe('broker: dead peers', () => {
+  it('ends a connection whose peer stops answering pings', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_HEARTBEAT_MS: '100' }));
+    const { connect } = await import('node:net');
+    // A hand-made WebSocket client that completes the upgrade and then never answers a ping.
+    const sock = connect(b.discovery.socketPath);
+    let received = '';
+    sock.on('data', (d) => (received += d.toString('latin1')));
+    sock.write(
+      'GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await new Promise<void>((resolve) => sock.on('close', () => resolve()));
+    expect(received.startsWith('HTTP/1.1 101 Switching Protocols')).toBe(true);
+    // A live client on the same broker is still served.
+    const { client } = await b.agent();
+    expect((await client.call('status', {})).pid).toBe(b.child.pid);
+    await client.close();
+    await b.stop();
+  });
+});
