@@ -23,6 +23,8 @@ export const ERROR_CODES = [
   'WRIT_TOO_MANY_PENDING',
   'WRIT_SESSION_INVALID', // an agent session credential that is unknown or revoked
   'WRIT_AGENT_NOT_FOUND',
+  'WRIT_AGENT_BLOCKED', // the developer blocked this agent identity: refused without a prompt
+  'WRIT_INVENTORY_CORRUPT',
   'WRIT_DEPTH_EXCEEDED', // sub-agent chain too deep
   // tokens
   'WRIT_TOKEN_INVALID',
