@@ -1,5 +1,5 @@
-// Two bundles, as in vscode-eslint: the broker/CLI (plain Node, ESM) and the extension (CommonJS, the
-// form VS Code loads). The keyring's native binding stays external: it is loaded from node_modules.
+// Three bundles: the broker/CLI (plain Node, ESM) and the extension (CommonJS, the form VS Code loads), as in
+// vscode-eslint, plus the verifier library `writ/verify` (ESM). The keyring's native binding stays external.
 import * as esbuild from 'esbuild';
 
 const watch = process.argv.includes('--watch');
@@ -23,6 +23,15 @@ const contexts = await Promise.all([
     banner: {
       js: "#!/usr/bin/env node\nimport { createRequire as __writCreateRequire } from 'node:module';\nconst require = __writCreateRequire(import.meta.url);",
     },
+  }),
+  // The verifier library (`writ/verify`), for resources that accept Writ tokens: ESM, no shebang.
+  esbuild.context({
+    ...common,
+    entryPoints: { verify: 'broker/sdk/verify.ts' },
+    outdir: 'dist',
+    outExtension: { '.js': '.mjs' },
+    format: 'esm',
+    banner: { js: "import { createRequire as __writCreateRequire } from 'node:module';\nconst require = __writCreateRequire(import.meta.url);" },
   }),
   esbuild.context({
     ...common,

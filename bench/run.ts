@@ -1,12 +1,15 @@
 // `npm run bench`: mint throughput and latency over the WebSocket against a live grant, durably audited, with
 // 1 and 16 concurrent clients, next to the floor measured in the same run: jose signing with the broker's key.
+// Then the verifier: `verify` on a cached token against a raw Ed25519 signature check (node:crypto).
 // Prints ratios, never asserts: speed is measured here, not in tests.
 import { performance } from 'node:perf_hooks';
+import { createPublicKey, verify as edVerify } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring } from '../test/helpers/broker';
 import { loadKeySet } from '../broker/core/keys';
 import { systemClock } from '../broker/core/clock';
 import type { WritClient } from '../broker/sdk/client';
+import { createVerifier } from '../broker/sdk/verify';
 
 const SECONDS = Number(process.env.WRIT_BENCH_SECONDS ?? 3);
 
@@ -44,6 +47,32 @@ async function mintLoad(clients: { client: WritClient; grantId: string }[]): Pro
   return { rate: lat.length / SECONDS, p50: pct(lat, 50), p99: pct(lat, 99) };
 }
 
+/** The verifier's cached path next to the raw Ed25519 signature check it saves (node:crypto, one core). */
+async function verifyFigures(broker: BrokerProcess, client: WritClient, grantId: string): Promise<{ cached: number; raw: number }> {
+  const { token } = await client.call('token.mint', { grantId });
+  const verifier = createVerifier({ broker: broker.discovery.httpUrl, audience: 'https://api.example' });
+  const ask = { scope: 'repo:read:acme/web' };
+  await verifier.verify(token, ask);
+  let end = performance.now() + SECONDS * 1000;
+  let n = 0;
+  while (performance.now() < end) {
+    for (let i = 0; i < 1000; i++, n++) await verifier.verify(token, ask);
+  }
+  const cached = n / SECONDS;
+  await verifier.close();
+  const jwks = await (await fetch(`${broker.discovery.httpUrl}/.well-known/jwks.json`)).json();
+  const key = createPublicKey({ key: jwks.keys[0], format: 'jwk' });
+  const dot = token.lastIndexOf('.');
+  const input = Buffer.from(token.slice(0, dot));
+  const sig = Buffer.from(token.slice(dot + 1), 'base64url');
+  end = performance.now() + SECONDS * 1000;
+  n = 0;
+  while (performance.now() < end) {
+    for (let i = 0; i < 100; i++, n++) if (!edVerify(null, input, key, sig)) throw new Error('the signature did not verify');
+  }
+  return { cached, raw: n / SECONDS };
+}
+
 async function main(): Promise<void> {
   requireKeyring();
   const env = freshEnv();
@@ -64,6 +93,7 @@ async function main(): Promise<void> {
   const floor = await joseFloor(env);
   const one = await mintLoad(clients.slice(0, 1));
   const sixteen = await mintLoad(clients);
+  const verified = await verifyFigures(broker, clients[0]!.client, clients[0]!.grantId);
   for (const c of clients) await c.client.close();
   await broker.stop();
 
@@ -75,6 +105,11 @@ async function main(): Promise<void> {
   console.log(`jose SignJWT, same Ed25519 key (floor)        ${f(floor)}        -        -             1.00`);
   console.log(`mint over WebSocket, 1 client, durable audit  ${f(one.rate)}   ${ms(one.p50)}   ${ms(one.p99)}   ${(one.rate / floor).toFixed(2).padStart(14)}`);
   console.log(`mint over WebSocket, 16 clients, durable audit${f(sixteen.rate)}   ${ms(sixteen.p50)}   ${ms(sixteen.p99)}   ${(sixteen.rate / floor).toFixed(2).padStart(14)}`);
+  console.log('');
+  const g = (n: number) => n.toFixed(0).padStart(9);
+  console.log('figure                                          verifications/s   ratio to raw');
+  console.log(`crypto.verify, raw Ed25519 signature (floor)          ${g(verified.raw)}           1.00`);
+  console.log(`verifier.verify, cached token, scope checked          ${g(verified.cached)}   ${(verified.cached / verified.raw).toFixed(2).padStart(12)}`);
 }
 
 main().then(

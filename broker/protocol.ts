@@ -32,9 +32,16 @@ export type GrantMode = z.infer<typeof GrantMode>;
 /** What the broker knows of the process on the other end of a connection (kernel-derived, never declared). */
 export const PeerProcess = z.strictObject({
   pid: z.number().int(),
+  /** Effective uid, from /proc/<pid>/status. */
   uid: z.number().int().optional(),
+  /** The executable's path (/proc/<pid>/exe); absent when unreadable, never guessed. */
   exe: z.string().optional(),
+  /** Clock ticks after boot (/proc/<pid>/stat field 22): with pid, names the process across PID reuse. */
   startTime: z.number().optional(),
+  /** SHA-256 (hex) of the executable; absent when unreadable or over the size bound. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /** Parent processes, nearest first, up to 8: pid and the executable's file name where readable. */
+  ppidChain: z.array(z.strictObject({ pid: z.number().int(), name: z.string().optional() })).max(8).optional(),
 });
 export type PeerProcess = z.infer<typeof PeerProcess>;
 
@@ -86,6 +93,25 @@ export const RevokeTarget = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('all') }),
 ]);
 export type RevokeTarget = z.infer<typeof RevokeTarget>;
+
+/** Everything revoked that may still cover a live token: what a verifier needs when it (re)subscribes. */
+export const RevocationSnapshot = z.strictObject({
+  jtis: z.array(z.string()),
+  grantIds: z.array(z.string()),
+  /** Revoked agents: any token whose `act` chain names one of them is revoked. */
+  agentIds: z.array(z.string()),
+  /** Epoch seconds: tokens issued strictly before it are revoked (`all`); absent if never used. */
+  allBefore: z.number().int().optional(),
+});
+export type RevocationSnapshot = z.infer<typeof RevocationSnapshot>;
+
+/** A use of a token, as a resource's verifier saw it (never the token itself). */
+export const ConcreteCall = z.strictObject({
+  resource: shortText(64),
+  action: shortText(64),
+  target: z.string().max(512),
+});
+export type ConcreteCall = z.infer<typeof ConcreteCall>;
 
 // ---------------------------------------------------------------------------------------------
 // JSON-RPC 2.0 envelope (agent ⇄ broker over the WebSocket)
@@ -198,7 +224,30 @@ export const Methods = {
   /** Receive `revocation` notifications on this connection (resource verifiers use it). */
   subscribe: {
     params: z.strictObject({ events: z.array(z.enum(['revocation'])).min(1) }),
-    result: z.strictObject({ subscribed: z.array(z.string()) }),
+    result: z.strictObject({
+      subscribed: z.array(z.string()),
+      /** What was revoked before this subscription (and while a verifier was away); events follow. */
+      revocations: RevocationSnapshot.optional(),
+    }),
+  },
+  /**
+   * A resource's verifier reports that a token was presented (allowed or refused), so the audit log shows use,
+   * not only issuance. Open before `hello`; bounded per connection (excess reports are dropped, not queued).
+   */
+  'token.used': {
+    params: z.strictObject({
+      jti: shortText(200),
+      allowed: z.boolean(),
+      /** The verifier's audience (the resource). */
+      audience: Audience.optional(),
+      /** The concrete call checked, if any. */
+      call: ConcreteCall.optional(),
+      /** The scopes asked, if checked by scope. */
+      scopes: z.array(ScopeString).max(32).optional(),
+      /** Why it was refused. */
+      code: WritErrorCodeSchema.optional(),
+    }),
+    result: z.strictObject({ recorded: z.boolean() }),
   },
   status: {
     params: z.strictObject({}).optional(),
@@ -231,6 +280,8 @@ export const RevocationEvent = z.strictObject({
   jtis: z.array(z.string()),
   agentIds: z.array(z.string()),
   taskIds: z.array(z.string()),
+  /** Grants revoked: any token carrying one of these `grant_id`s is revoked. */
+  grantIds: z.array(z.string()).optional(),
 });
 export type RevocationEvent = z.infer<typeof RevocationEvent>;
 
@@ -324,6 +375,8 @@ export const AUDIT_EVENTS = [
   'token.minted',
   'token.exchanged',
   'token.introspected',
+  /** A resource's verifier accepted or refused a token (reported over `token.used`). */
+  'token.used',
   'revoked',
   'key.created',
   'key.rotated',

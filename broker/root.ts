@@ -21,6 +21,7 @@ import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
 import { RpcConnection } from './net/rpc';
+import { PeerIdentifier } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
 
@@ -115,6 +116,9 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   ensurePrivateDir(paths.stateDir);
   ensurePrivateDir(paths.runtimeDir);
   checkNotRunning(paths);
+  // Process identity of peers; the broker's own executable is hashed now, while the keychain is read.
+  const peers = new PeerIdentifier();
+  peers.prewarm();
 
   const maxTtl = options.maxTtlSeconds ?? Number(env.WRIT_MAX_TTL ?? MAX_TTL_CEILING_SECONDS);
   if (!Number.isInteger(maxTtl) || maxTtl < 1 || maxTtl > MAX_TTL_CEILING_SECONDS) {
@@ -207,8 +211,10 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     heartbeatMs: Number.isInteger(heartbeatMs) && heartbeatMs >= 50 ? heartbeatMs : 15_000,
     ...(options.port === undefined ? {} : { port: options.port }),
     http,
-    onConnection: (ws) => {
-      const conn = new RpcConnection(ws, { authority, status });
+    onConnection: (ws, ctx) => {
+      // Who is on the other end, from the kernel: looked up once, now, and bound to this connection.
+      const peer = ctx.peer === undefined ? undefined : peers.forConnection(ctx.peer);
+      const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
     },

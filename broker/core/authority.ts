@@ -16,6 +16,7 @@ import type {
   MethodResult,
   PeerProcess,
   RevocationEvent,
+  RevocationSnapshot,
   RevokeTarget,
   TokenResult,
 } from '../protocol';
@@ -106,6 +107,8 @@ export interface Caller {
 export type RevocationListener = (event: RevocationEvent) => void;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+/** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
+const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
 
 export class Authority {
   private readonly agents = new Map<string, Agent>();
@@ -670,9 +673,63 @@ export class Authority {
       ...(target.kind === 'token' ? { jti: target.jti } : {}),
       ...(target.kind === 'grant' ? { grantId: target.id } : {}),
     });
-    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: [] };
+    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: [], grantIds };
     for (const l of this.listeners) l(event);
     return { revokedTokens: jtis.length, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
+  }
+
+  /** Every revocation that may still cover a live token, from the durable list: a new subscriber's starting point. */
+  revocationSnapshot(): RevocationSnapshot {
+    const snap: RevocationSnapshot = { jtis: [], grantIds: [], agentIds: [] };
+    for (const e of this.deps.revocations.entries()) {
+      if (e.kind === 'token') snap.jtis.push(e.id);
+      else if (e.kind === 'grant') snap.grantIds.push(e.id);
+      else if (e.kind === 'agent') snap.agentIds.push(e.id);
+      else snap.allBefore = e.at;
+    }
+    return snap;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Use, as resources report it
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * `token.used`: a resource's verifier saw a token (by jti) and allowed or refused it. Whose token it was comes
+   * from the broker's own records, not the report; who reported it is the reporting connection's identity.
+   */
+  async recordUse(report: MethodParams<'token.used'>, reporter: { agentId?: string; process?: PeerProcess }): Promise<void> {
+    const texts = [report.jti, report.audience, report.call?.resource, report.call?.action, report.call?.target, ...(report.scopes ?? [])];
+    if (texts.some((t) => t !== undefined && JWT_SHAPE.test(t))) {
+      // A report holds ids and names only; something shaped like a token is refused, never written.
+      throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
+    }
+    let grant: Grant | undefined;
+    for (const g of this.grants.values()) {
+      if (g.tokens.has(report.jti)) {
+        grant = g;
+        break;
+      }
+    }
+    const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
+    await this.auditRaw({
+      event: 'token.used',
+      jti: report.jti,
+      outcome: report.allowed ? 'success' : 'failure',
+      ...(report.allowed || report.code === undefined ? {} : { code: report.code }),
+      ...(agent ? { agent: this.auditAgent(agent) } : {}),
+      ...(grant ? { grantId: grant.id, task: { id: grant.taskId, description: grant.task } } : {}),
+      ...(report.audience === undefined ? {} : { audience: report.audience }),
+      detail: {
+        allowed: report.allowed,
+        ...(report.call === undefined ? {} : { call: report.call }),
+        ...(report.scopes === undefined ? {} : { asked: report.scopes }),
+        reporter: {
+          ...(reporter.agentId === undefined ? {} : { agentId: reporter.agentId }),
+          ...(reporter.process === undefined ? {} : { pid: reporter.process.pid, ...(reporter.process.exe === undefined ? {} : { exe: reporter.process.exe }) }),
+        },
+      },
+    });
   }
 
   /** The agent and every sub-agent below it (the Vault token tree). */

@@ -63,7 +63,14 @@ export function describeRequest(r: ApprovalRequest): string {
     `  Agent:    ${r.agent.name} (${r.agent.kind}${r.agent.version ? ` ${r.agent.version}` : ''})  ${r.agent.id}`,
   ];
   if (r.agent.parents.length > 0) lines.push(`  For:      ${r.agent.parents.map((p) => `${p.name} ${p.id}`).join(' ← ')}`);
-  if (r.agent.process) lines.push(`  Process:  pid ${r.agent.process.pid}${r.agent.process.exe ? ` ${r.agent.process.exe}` : ''}`);
+  const proc = r.agent.process;
+  if (proc) {
+    lines.push(`  Process:  pid ${proc.pid}${proc.uid === undefined ? '' : ` uid ${proc.uid}`} ${proc.exe ?? '(executable unknown)'}`);
+    if (proc.sha256) lines.push(`            sha256 ${proc.sha256}`);
+    if (proc.ppidChain?.length) lines.push(`            under ${proc.ppidChain.map((p) => `${p.name ?? '?'} (${p.pid})`).join(' ← ')}`);
+  } else {
+    lines.push('  Process:  not identified (the kernel did not say which process this is)');
+  }
   lines.push(`  Task:     ${r.task}`);
   lines.push(`  Audience: ${r.audience}`);
   r.scopes.forEach((s, i) => lines.push(`  ${i === 0 ? 'Scopes:  ' : '         '} ${i + 1}) ${s}`));

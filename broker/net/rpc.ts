@@ -11,15 +11,24 @@ export interface RpcServices {
   status: () => import('../protocol').MethodResult<'status'>;
   /** Kernel-derived identity of the peer, where known. */
   peer?: () => Promise<PeerProcess | undefined>;
+  /** Milliseconds since the epoch, for the use-report window. */
+  now?: () => number;
 }
 
-/** Methods usable before `hello`: read-only views, revocation (it only takes away) and subscriptions. */
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe']);
+/**
+ * Methods usable before `hello`: read-only views, revocation (it only takes away), subscriptions and use reports
+ * (resource verifiers are not agents; their reports are bounded below).
+ */
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used']);
+
+/** `token.used` reports audited per connection per second; the rest are dropped (a report is never worth a stall). */
+export const MAX_USE_REPORTS_PER_SECOND = 100;
 
 export class RpcConnection {
   agentId: string | undefined;
   subscribed = false;
   private readonly gone = new AbortController();
+  private useWindow = { second: -1, count: 0 };
 
   constructor(
     private readonly ws: WebSocket,
@@ -142,7 +151,19 @@ export class RpcConnection {
       }
       case 'subscribe':
         this.subscribed = true;
-        return { subscribed: ['revocation'] };
+        // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union).
+        return { subscribed: ['revocation'], revocations: a.revocationSnapshot() };
+      case 'token.used': {
+        const second = Math.floor((this.services.now ?? Date.now)() / 1000);
+        if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };
+        if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
+        const process = this.services.peer ? await this.services.peer() : undefined;
+        await a.recordUse(parsed.data as import('../protocol').MethodParams<'token.used'>, {
+          ...(this.agentId === undefined ? {} : { agentId: this.agentId }),
+          ...(process === undefined ? {} : { process }),
+        });
+        return { recorded: true };
+      }
       case 'status':
         return this.services.status();
     }

@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import { WritError } from '../errors';
+import { peerAddressOf } from './peer';
+import type { PeerAddress } from './peer';
 
 /** ws closes a connection whose frame exceeds this; smaller frames over MAX_FRAME_BYTES get an error reply instead. */
 export const HARD_FRAME_LIMIT = 1024 * 1024;
@@ -18,6 +20,8 @@ export interface ConnectionContext {
   transport: 'unix' | 'tcp';
   /** The client's port on loopback TCP (for finding its process), else undefined. */
   remotePort: number | undefined;
+  /** Taken from the raw socket at accept time: what peer.ts needs to find the process on the other end. */
+  peer?: PeerAddress;
 }
 
 /** Why a request is refused before any handler sees it, or null when it may proceed. */
@@ -78,10 +82,12 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         socket.end(`HTTP/1.1 ${refused ? '403 Forbidden' : '404 Not Found'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
         return;
       }
+      // Read now, while the socket's fd is certainly this connection's.
+      const peer = peerAddressOf(req.socket, transport);
       wss.handleUpgrade(req, socket, head, (ws) => {
         alive.set(ws, true);
         ws.on('pong', () => alive.set(ws, true));
-        opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined });
+        opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}) });
       });
     });
     server.on('clientError', (_err, socket) => socket.destroy());

@@ -93,6 +93,12 @@ export class WritClient {
     });
   }
 
+  /** A JSON-RPC notification: nothing is answered or awaited (use reports, which must never slow their caller). */
+  notify<M extends MethodName>(method: M, params?: MethodParams<M>): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify({ jsonrpc: '2.0', method, ...(params === undefined ? {} : { params }) }));
+  }
+
   onRevocation(listener: (e: RevocationEvent) => void): () => void {
     this.revocationListeners.add(listener);
     return () => this.revocationListeners.delete(listener);

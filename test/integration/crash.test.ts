@@ -11,7 +11,7 @@ requireKeyring();
 const ROUNDS = 4;
 const CLIENTS = 8;
 
-describe('crash safety', () => {
+describe('crash safety', { timeout: 120_000 }, () => {
   it(`survives ${ROUNDS} SIGKILLs during heavy minting with nothing lost`, async () => {
     const env = freshEnv();
     const received: string[] = [];

@@ -1,0 +1,493 @@
+// Which process is on the other end of a connection, learned from the kernel (never from what the caller says):
+// on Linux from /proc and iproute2's `ss`, once per connection, and re-checked against PID reuse before use.
+//
+// What is known where:
+// - Linux, loopback TCP: the client's socket row in /proc/net/tcp(6) gives its inode; the process holding an fd
+//   `socket:[inode]` under /proc/*/fd is the peer. Processes of other users are invisible unless we are root.
+// - Linux, Unix socket: /proc/net/unix has no peer column; `ss -xpnH` (sock_diag) does. Without `ss` installed
+//   the peer of a Unix connection is not identified. SO_PEERCRED is out of reach without native code.
+// - macOS (LOCAL_PEERPID, `lsof`) and Windows (GetNamedPipeClientProcessId, GetExtendedTcpTable) need native
+//   code or a tool this broker does not run: there the peer is not identified and `process` stays absent,
+//   which prompts and audit records show as "not identified", never as a guess.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, readlinkSync, promises as fsp } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Socket } from 'node:net';
+import { endianness } from 'node:os';
+import { basename } from 'node:path';
+import type { PeerProcess } from '../protocol';
+
+/** Executables larger than this are not hashed (the hash is then omitted, never guessed). */
+export const MAX_HASHED_EXECUTABLE_BYTES = 256 * 1024 * 1024;
+/** Parents recorded above the peer. */
+export const MAX_PARENT_CHAIN = 8;
+/** A lookup that takes longer than this gives up: the connection proceeds with the peer unidentified. */
+export const PEER_LOOKUP_TIMEOUT_MS = 5_000;
+const HASH_CACHE_ENTRIES = 256;
+const PID_SCAN_CONCURRENCY = 16;
+
+/**
+ * What the listener knows of a connection at accept time: enough to find the peer later, off the hot path.
+ * `acceptedAt` (performance.now()) lets connections accepted together share one kernel table read.
+ */
+export type PeerAddress =
+  | { transport: 'unix'; /** The accepted socket's own inode (from /proc/self/fd), if readable. */ inode: number | undefined; acceptedAt?: number }
+  | { transport: 'tcp'; localAddress: string; localPort: number; remoteAddress: string; remotePort: number; acceptedAt?: number };
+
+const SOCKET_LINK = /^socket:\[(\d+)\]$/;
+
+/**
+ * Captured synchronously when the connection is accepted, while its fd is certainly still this socket's.
+ * Node keeps the fd on the internal handle (`_handle.fd`, present on Node 20 for pipes and TCP).
+ */
+export function peerAddressOf(socket: Socket, transport: 'unix' | 'tcp', platform: NodeJS.Platform = process.platform): PeerAddress | undefined {
+  const acceptedAt = performance.now();
+  if (transport === 'tcp') {
+    const { localAddress, localPort, remoteAddress, remotePort } = socket;
+    if (localAddress === undefined || localPort === undefined || remoteAddress === undefined || remotePort === undefined) return undefined;
+    return { transport, localAddress, localPort, remoteAddress, remotePort, acceptedAt };
+  }
+  if (platform !== 'linux') return { transport, inode: undefined, acceptedAt };
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return { transport, inode: undefined, acceptedAt };
+  try {
+    const m = SOCKET_LINK.exec(readlinkSync(`/proc/self/fd/${fd}`));
+    return { transport, inode: m ? Number(m[1]) : undefined, acceptedAt };
+  } catch {
+    return { transport, inode: undefined, acceptedAt };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsers (pure, unit-tested with fixture lines)
+// ---------------------------------------------------------------------------------------------
+
+export interface ProcNetTcpRow {
+  local: { address: string; port: number };
+  remote: { address: string; port: number };
+  /** Kernel TCP state: 1 = ESTABLISHED. */
+  state: number;
+  uid: number;
+  inode: number;
+}
+
+/**
+ * An address as a comparable text: IPv4 dotted; IPv4-mapped IPv6 as its IPv4 (the kernel lists a v4 peer of a
+ * v6 socket that way); other IPv6 as eight lower-case groups without leading zeros. Undefined if not an address.
+ */
+export function normalizeAddress(text: string): string | undefined {
+  if (isIPv4(text)) return text;
+  if (!isIPv6(text)) return undefined;
+  const [head = '', tail] = text.split('::') as [string, string | undefined];
+  const parts = (s: string) => (s === '' ? [] : s.split(':'));
+  const expandV4 = (groups: string[]): string[] => {
+    const last = groups.at(-1);
+    if (last === undefined || !isIPv4(last)) return groups;
+    const [a, b, c, d] = last.split('.').map(Number) as [number, number, number, number];
+    return [...groups.slice(0, -1), ((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+  };
+  const left = expandV4(parts(head));
+  const right = tail === undefined ? [] : expandV4(parts(tail));
+  const groups = tail === undefined ? left : [...left, ...Array(8 - left.length - right.length).fill('0'), ...right];
+  if (groups.length !== 8) return undefined;
+  const g = groups.map((x) => parseInt(x, 16));
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
+    return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
+  }
+  return g.map((x) => x.toString(16)).join(':');
+}
+
+/** /proc/net/tcp prints each 32-bit word of the address as the host-order integer, so a little-endian host reverses bytes. */
+function decodeProcAddress(hex: string, order: 'LE' | 'BE'): string | undefined {
+  if (!/^[0-9A-Fa-f]+$/.test(hex) || (hex.length !== 8 && hex.length !== 32)) return undefined;
+  const bytes = Buffer.alloc(hex.length / 2);
+  for (let w = 0; w < hex.length / 8; w++) {
+    const word = parseInt(hex.slice(w * 8, w * 8 + 8), 16);
+    if (order === 'LE') bytes.writeUInt32LE(word, w * 4);
+    else bytes.writeUInt32BE(word, w * 4);
+  }
+  if (bytes.length === 4) return [...bytes].join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return normalizeAddress(groups.join(':'));
+}
+
+function decodeEndpoint(field: string, order: 'LE' | 'BE'): { address: string; port: number } | undefined {
+  const colon = field.indexOf(':');
+  if (colon < 0) return undefined;
+  const address = decodeProcAddress(field.slice(0, colon), order);
+  const port = parseInt(field.slice(colon + 1), 16);
+  if (address === undefined || !/^[0-9A-Fa-f]{4}$/.test(field.slice(colon + 1))) return undefined;
+  return { address, port };
+}
+
+/** One row of /proc/net/tcp or tcp6; undefined for the header or anything else. */
+export function parseProcNetTcpLine(line: string, order: 'LE' | 'BE' = endianness()): ProcNetTcpRow | undefined {
+  const f = line.trim().split(/\s+/);
+  if (f.length < 10 || !/^\d+:$/.test(f[0]!)) return undefined;
+  const local = decodeEndpoint(f[1]!, order);
+  const remote = decodeEndpoint(f[2]!, order);
+  const state = parseInt(f[3]!, 16);
+  const uid = Number(f[7]);
+  const inode = Number(f[9]);
+  if (!local || !remote || !Number.isInteger(state) || !Number.isInteger(uid) || !Number.isInteger(inode)) return undefined;
+  return { local, remote, state, uid, inode };
+}
+
+/**
+ * The inode of the client's end of a loopback TCP connection: the row whose local end is the client's address
+ * and port and whose remote end is ours. 0 is a socket with no inode (TIME_WAIT): never a match.
+ */
+export function findTcpClientInode(rows: readonly ProcNetTcpRow[], addr: Extract<PeerAddress, { transport: 'tcp' }>): number | undefined {
+  const client = normalizeAddress(addr.remoteAddress);
+  const server = normalizeAddress(addr.localAddress);
+  for (const r of rows) {
+    if (r.inode === 0) continue;
+    if (r.local.port === addr.remotePort && r.remote.port === addr.localPort && r.local.address === client && r.remote.address === server) {
+      return r.inode;
+    }
+  }
+  return undefined;
+}
+
+export interface SsUnixRow {
+  state: string;
+  localPath: string;
+  localInode: number;
+  peerPath: string;
+  peerInode: number;
+  /** Processes holding the socket, as `ss -p` lists them. */
+  users: { name: string; pid: number; fd: number }[];
+}
+
+// netid state recv-q send-q local-path local-inode peer-path peer-inode [users:((...))]. `*` is an unbound end.
+const SS_ROW = /^(\S+)\s+(\S+)\s+\d+\s+\d+\s+(.*?)\s+(\d+)\s+(.*?)\s+(\d+)(?:\s+users:\((.*)\))?\s*$/;
+const SS_USER = /\("((?:[^"\\]|\\.)*)",pid=(\d+),fd=(\d+)\)/g;
+
+/** One row of `ss -xpnH`; undefined for anything else. */
+export function parseSsUnixLine(line: string): SsUnixRow | undefined {
+  const m = SS_ROW.exec(line);
+  if (!m) return undefined;
+  const users = [...(m[7] ?? '').matchAll(SS_USER)].map((u) => ({ name: u[1]!, pid: Number(u[2]), fd: Number(u[3]) }));
+  return { state: m[2]!, localPath: m[3]!, localInode: Number(m[4]), peerPath: m[5]!, peerInode: Number(m[6]), users };
+}
+
+/** The pids holding the other end of our accepted Unix socket (the row whose local inode is our peer inode). */
+export function findUnixPeerPids(rows: readonly SsUnixRow[], ownInode: number): number[] {
+  const ours = rows.find((r) => r.localInode === ownInode);
+  if (!ours || ours.peerInode === 0) return [];
+  const theirs = rows.find((r) => r.localInode === ours.peerInode);
+  return theirs ? [...new Set(theirs.users.map((u) => u.pid))] : [];
+}
+
+/** /proc/<pid>/stat: the command name may hold spaces and parentheses, so fields are counted after the last ')'. */
+export function parseProcStat(text: string): { ppid: number; startTime: number } | undefined {
+  const close = text.lastIndexOf(')');
+  if (close < 0) return undefined;
+  // Fields from 3 (state) on: ppid is field 4, starttime field 22.
+  const f = text.slice(close + 1).trim().split(/\s+/);
+  const ppid = Number(f[1]);
+  const startTime = Number(f[19]);
+  if (!Number.isInteger(ppid) || !Number.isInteger(startTime)) return undefined;
+  return { ppid, startTime };
+}
+
+/** The effective uid from /proc/<pid>/status (`Uid: real effective saved fs`): the one SO_PEERCRED reports. */
+export function parseStatusUid(text: string): number | undefined {
+  const m = /^Uid:\s+(\d+)\s+(\d+)/m.exec(text);
+  return m ? Number(m[2]) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readers
+// ---------------------------------------------------------------------------------------------
+
+// The small per-process files are read synchronously: procfs answers from memory in microseconds, while the
+// async path would queue each read behind the audit log's fdatasync calls in libuv's thread pool.
+
+function readStat(pid: number): { ppid: number; startTime: number } | undefined {
+  try {
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function readExe(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined; // another user's process, a kernel thread, or gone: unknown, never guessed
+  }
+}
+
+function readUid(pid: number): number | undefined {
+  try {
+    return parseStatusUid(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True only when `pid` is still the same process: its start time now equals the one recorded. Re-check
+ * before acting on a pid (a prompt, a signal), since a pid of an exited process may be handed to a new one.
+ */
+export async function stillSame(peer: Pick<PeerProcess, 'pid' | 'startTime'>, platform: NodeJS.Platform = process.platform): Promise<boolean> {
+  if (platform !== 'linux' || peer.startTime === undefined) return false;
+  const now = readStat(peer.pid);
+  return now !== undefined && now.startTime === peer.startTime;
+}
+
+async function readTcpRows(): Promise<ProcNetTcpRow[]> {
+  const rows: ProcNetTcpRow[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = await fsp.readFile(file, 'utf8');
+    } catch {
+      continue; // no IPv6 in this kernel
+    }
+    for (const line of text.split('\n')) {
+      const r = parseProcNetTcpLine(line);
+      if (r) rows.push(r);
+    }
+  }
+  return rows;
+}
+
+/** Socket inode → pids holding an fd on it: one pass over /proc/*\/fd (processes we may not read are skipped). */
+async function socketOwners(): Promise<Map<number, number[]>> {
+  const owners = new Map<number, number[]>();
+  const pids = (await fsp.readdir('/proc')).filter((n) => /^\d+$/.test(n)).map(Number);
+  const scan = async (pid: number) => {
+    let fds: string[];
+    try {
+      fds = await fsp.readdir(`/proc/${pid}/fd`);
+    } catch {
+      return;
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = await fsp.readlink(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      const m = SOCKET_LINK.exec(link);
+      if (!m) continue;
+      const inode = Number(m[1]);
+      const held = owners.get(inode);
+      if (held === undefined) owners.set(inode, [pid]);
+      else if (!held.includes(pid)) held.push(pid);
+    }
+  };
+  for (let i = 0; i < pids.length; i += PID_SCAN_CONCURRENCY) {
+    await Promise.all(pids.slice(i, i + PID_SCAN_CONCURRENCY).map(scan));
+  }
+  return owners;
+}
+
+/**
+ * One kernel table read shared by every connection accepted before it started: a burst of agents connecting
+ * together costs one `ss` run (or one /proc scan), not one each. A read that started before a connection was
+ * accepted may miss it, so that connection starts a new one.
+ */
+class SharedRead<T> {
+  private latest: { startedAt: number; result: Promise<T>; done: boolean } | undefined;
+  private queued: Promise<T> | undefined;
+
+  constructor(private readonly read: () => Promise<T>) {}
+
+  since(acceptedAt: number | undefined): Promise<T> {
+    const latest = this.latest;
+    if (latest !== undefined && acceptedAt !== undefined && latest.startedAt >= acceptedAt) return latest.result;
+    if (latest !== undefined && !latest.done) {
+      // One read at a time: whoever arrives during it shares the single read that starts when it ends.
+      this.queued ??= latest.result.then(
+        () => this.next(),
+        () => this.next(),
+      );
+      return this.queued;
+    }
+    return this.start();
+  }
+
+  private next(): Promise<T> {
+    this.queued = undefined;
+    return this.start();
+  }
+
+  private start(): Promise<T> {
+    const entry = { startedAt: performance.now(), result: this.read(), done: false };
+    const settle = () => {
+      entry.done = true;
+    };
+    entry.result.then(settle, settle);
+    this.latest = entry;
+    return entry.result;
+  }
+}
+
+function runSs(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('ss', ['-xpnH'], { timeout: 3_000, maxBuffer: 32 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (error, stdout) =>
+      error ? reject(error) : resolve(stdout),
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identifier: one per broker (it owns the executable-hash cache)
+// ---------------------------------------------------------------------------------------------
+
+export class PeerIdentifier {
+  /** (path, device, inode, size, mtime) → SHA-256; the promise is shared so concurrent peers hash once. */
+  private readonly hashes = new Map<string, Promise<string | undefined>>();
+  private readonly ssRows = new SharedRead(async () =>
+    (await runSs()).split('\n').map(parseSsUnixLine).filter((r): r is SsUnixRow => r !== undefined),
+  );
+  private readonly owners = new SharedRead(socketOwners);
+
+  constructor(private readonly platform: NodeJS.Platform = process.platform) {}
+
+  /**
+   * Hashes this process's own executable now, off any connection's path: agents written in Node usually run the
+   * same binary as the broker, so their first connection finds its hash cached.
+   */
+  prewarm(): void {
+    if (this.platform === 'linux') void this.hashExecutable(process.pid);
+  }
+
+  /**
+   * Starts the lookup at once (it runs while the client's first frame travels) and returns the accessor the
+   * connection uses: the same answer every time, re-checked against PID reuse; if the pid now names another
+   * process, the holder of the socket is looked up again, once.
+   */
+  forConnection(addr: PeerAddress): () => Promise<PeerProcess | undefined> {
+    let current = this.identify(addr);
+    let rechecked = false;
+    return async () => {
+      const peer = await current;
+      if (peer === undefined || (await stillSame(peer, this.platform))) return peer;
+      if (!rechecked) {
+        rechecked = true;
+        current = this.identify({ ...addr, acceptedAt: performance.now() }); // a fresh read, not the shared one
+        const again = await current;
+        if (again !== undefined && (await stillSame(again, this.platform))) return again;
+      }
+      return undefined;
+    };
+  }
+
+  /** The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`). */
+  async identify(addr: PeerAddress): Promise<PeerProcess | undefined> {
+    if (this.platform !== 'linux') return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), PEER_LOOKUP_TIMEOUT_MS);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([this.lookup(addr).catch(() => undefined), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async lookup(addr: PeerAddress): Promise<PeerProcess | undefined> {
+    let pids: number[];
+    if (addr.transport === 'tcp') {
+      const inode = findTcpClientInode(await readTcpRows(), addr);
+      if (inode === undefined) return undefined;
+      pids = (await this.owners.since(addr.acceptedAt)).get(inode) ?? [];
+    } else {
+      if (addr.inode === undefined) return undefined;
+      pids = findUnixPeerPids(await this.ssRows.since(addr.acceptedAt), addr.inode);
+    }
+    if (pids.length === 0) return undefined;
+    // Several holders means the fd was inherited: the oldest opened it (children inherit, parents do not).
+    const stats = pids.map((pid) => ({ pid, stat: readStat(pid) }));
+    const live = stats.filter((s): s is { pid: number; stat: { ppid: number; startTime: number } } => s.stat !== undefined);
+    live.sort((a, b) => a.stat.startTime - b.stat.startTime || a.pid - b.pid);
+    const chosen = live[0];
+    return chosen ? this.describe(chosen.pid, chosen.stat) : undefined;
+  }
+
+  private async describe(pid: number, stat: { ppid: number; startTime: number }): Promise<PeerProcess> {
+    const uid = readUid(pid);
+    const exe = readExe(pid);
+    const ppidChain = this.parentChain(stat.ppid);
+    const sha256 = await this.hashExecutable(pid);
+    return {
+      pid,
+      ...(uid === undefined ? {} : { uid }),
+      ...(exe === undefined ? {} : { exe }),
+      startTime: stat.startTime,
+      ...(sha256 === undefined ? {} : { sha256 }),
+      ppidChain,
+    };
+  }
+
+  private parentChain(first: number): NonNullable<PeerProcess['ppidChain']> {
+    const chain: NonNullable<PeerProcess['ppidChain']> = [];
+    let pid = first;
+    while (pid > 0 && chain.length < MAX_PARENT_CHAIN) {
+      const stat = readStat(pid);
+      const exe = readExe(pid);
+      chain.push({ pid, ...(exe === undefined ? {} : { name: basename(exe) }) });
+      if (!stat) break;
+      pid = stat.ppid;
+    }
+    return chain;
+  }
+
+  /**
+   * SHA-256 of the executable the process runs, read through /proc/<pid>/exe (so a replaced or deleted file is
+   * still the one running). Bounded in size; cached by path, file identity, size and mtime.
+   */
+  private async hashExecutable(pid: number): Promise<string | undefined> {
+    let fh: import('node:fs/promises').FileHandle | undefined;
+    try {
+      const path = readExe(pid);
+      fh = await fsp.open(`/proc/${pid}/exe`, 'r');
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > MAX_HASHED_EXECUTABLE_BYTES) return undefined;
+      const key = `${path ?? ''}\0${st.dev}:${st.ino}\0${st.size}\0${st.mtimeMs}`;
+      let pending = this.hashes.get(key);
+      if (pending === undefined) {
+        const handle = fh;
+        fh = undefined; // the hash owns the handle now
+        pending = hashHandle(handle);
+        this.hashes.set(key, pending);
+        if (this.hashes.size > HASH_CACHE_ENTRIES) this.hashes.delete(this.hashes.keys().next().value!);
+        void pending.then((h) => {
+          if (h === undefined) this.hashes.delete(key);
+        });
+      }
+      return await pending;
+    } catch {
+      return undefined;
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  }
+}
+
+async function hashHandle(fh: import('node:fs/promises').FileHandle): Promise<string | undefined> {
+  try {
+    const hash = createHash('sha256');
+    let total = 0;
+    for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false })) {
+      total += (chunk as Buffer).length;
+      if (total > MAX_HASHED_EXECUTABLE_BYTES) return undefined;
+      hash.update(chunk as Buffer);
+    }
+    return hash.digest('hex');
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}

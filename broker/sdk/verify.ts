@@ -1,0 +1,567 @@
+// The resource side (`writ/verify`): accept a Writ token only if the broker signed it for this audience, it is
+// within its lifetime, nothing has revoked it, and its scopes cover what is asked. Keys come from the broker's
+// RFC 8414 metadata and JWKS; revocations arrive over a WebSocket subscription; each use is reported back.
+//
+// Fail closed: a token never seen before is refused while the subscription is down (its revocation cannot be
+// known). Tokens already verified keep working on expiry alone until the broker is back.
+import { createPublicKey } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { z } from 'zod';
+import { WritError, isWritError } from '../errors';
+import type { WritErrorCode } from '../errors';
+import type { ConcreteCall, RevocationEvent, RevocationSnapshot } from '../protocol';
+import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
+import type { Scope } from '../core/scopes';
+import { MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
+import type { WritClaims } from '../core/tokens';
+import { WritClient, readDiscovery } from './client';
+
+export { WritError, isWritError } from '../errors';
+export type { WritErrorCode } from '../errors';
+
+export interface VerifierOptions {
+  /** The broker's base URL, `http://127.0.0.1:PORT` (its metadata is under it). Omitted: the discovery file. */
+  broker?: string;
+  /** Where the discovery file is looked for when `broker` is omitted (WRIT_RUNTIME_DIR, XDG_RUNTIME_DIR). */
+  env?: NodeJS.ProcessEnv;
+  /** This resource: a token for another audience is refused. */
+  audience: string;
+  /** The expected `iss`; by default the issuer the broker's metadata names. */
+  issuer?: string;
+  /** Leeway for `exp` and `nbf`, seconds. Default 5. */
+  clockToleranceSeconds?: number;
+  /** Hear revocations over a WebSocket (default true). Without it, revoked tokens pass until they expire. */
+  subscribe?: boolean;
+  /** Report each use to the broker's audit log (default true). */
+  reportUse?: boolean;
+  /** Milliseconds since the epoch; injected by tests. */
+  now?: () => number;
+  /** Verified tokens kept (default 10,000); the oldest go first. */
+  maxCachedTokens?: number;
+  /** Use reports sent per second (default 100, the broker's own bound); the rest are counted and dropped. */
+  maxReportsPerSecond?: number;
+}
+
+export interface VerifyRequest {
+  /** Scopes the token must cover (`repo:read:acme/web`, globs allowed in the target). */
+  scope?: string | readonly string[];
+  /** A concrete call the token must allow: `{ resource: 'repo', action: 'read', target: 'acme/web' }`. */
+  call?: ConcreteCall;
+}
+
+export interface VerifiedToken {
+  readonly jti: string;
+  readonly issuer: string;
+  /** The user the agents act for (`sub`). */
+  readonly subject: string;
+  readonly audience: string;
+  /** The agent acting now (`client_id`). */
+  readonly agentId: string;
+  /** The delegation chain from nested `act`: the acting agent first, the root agent last. */
+  readonly actors: readonly string[];
+  readonly scopes: readonly string[];
+  readonly taskId: string;
+  readonly grantId: string;
+  /** Epoch seconds. */
+  readonly issuedAt: number;
+  readonly notBefore: number;
+  readonly expiresAt: number;
+  readonly claims: Readonly<WritClaims>;
+}
+
+export interface VerifierStatus {
+  /** The broker is reachable and (with `subscribe`) revocations are being heard. */
+  connected: boolean;
+  /** Revoked token ids, grants and agents known here (plus one for a revoke-all). */
+  revocationsKnown: number;
+  cachedTokens: number;
+  /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
+  reportsDropped: number;
+}
+
+export interface Verifier {
+  /** The verified token, or a WritError with its code (WRIT_TOKEN_INVALID, …_EXPIRED, …_REVOKED, …). */
+  verify(token: string, request?: VerifyRequest): Promise<VerifiedToken>;
+  close(): Promise<void>;
+  status(): VerifierStatus;
+  /** Settles once the first connection attempt has (true if it succeeded). */
+  ready(): Promise<boolean>;
+  /** Called after a revocation event has been applied: the next `verify` already sees it. */
+  onRevocation(listener: (event: RevocationEvent) => void): () => void;
+  /** Called whenever `status().connected` changes. */
+  onStatus(listener: (status: VerifierStatus) => void): () => void;
+}
+
+const DEFAULT_TOLERANCE_SECONDS = 5;
+const DEFAULT_MAX_CACHED = 10_000;
+const DEFAULT_MAX_REPORTS = 100;
+const HTTP_TIMEOUT_MS = 3_000;
+const SUBSCRIBE_TIMEOUT_MS = 5_000;
+/** A token signed by an unknown kid refetches the JWKS at most this often. */
+const KEY_REFETCH_INTERVAL_MS = 10_000;
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 5_000;
+const MAX_DECISIONS_PER_TOKEN = 64;
+const MAX_PARSED_SCOPES = 1_024;
+/** A revocation may be forgotten once every token it could cover has expired. */
+const REVOCATION_MEMORY_MS = (MAX_TTL_CEILING_SECONDS + 60) * 1000;
+
+const Metadata = z.object({ issuer: z.string().min(1), jwks_uri: z.string().url() });
+const Jwks = z.object({ keys: z.array(z.object({ kty: z.string(), crv: z.string().optional(), x: z.string().optional(), kid: z.string().optional() })) });
+
+function unreachable(message: string, cause?: unknown): WritError {
+  return new WritError('WRIT_BROKER_UNREACHABLE', message, cause === undefined ? {} : { cause });
+}
+
+/** What is revoked, as far as events and snapshots have told: checked from a token's claims alone. */
+class RevocationView {
+  /** Bumped on every change, so a cached token re-checks only when something new was revoked. */
+  version = 0;
+  private readonly jtis = new Map<string, number>();
+  private readonly grants = new Map<string, number>();
+  private readonly agents = new Map<string, number>();
+  private allBefore = -1;
+  private lastSweep = 0;
+
+  constructor(private readonly now: () => number) {}
+
+  get size(): number {
+    return this.jtis.size + this.grants.size + this.agents.size + (this.allBefore >= 0 ? 1 : 0);
+  }
+
+  applyEvent(e: RevocationEvent): void {
+    const forget = this.now() + REVOCATION_MEMORY_MS;
+    for (const id of e.jtis) this.jtis.set(id, forget);
+    for (const id of e.agentIds) this.agents.set(id, forget);
+    for (const id of e.grantIds ?? []) this.grants.set(id, forget);
+    if (e.target.kind === 'grant') this.grants.set(e.target.id, forget); // also from a broker without grantIds
+    if (e.target.kind === 'token') this.jtis.set(e.target.jti, forget);
+    if (e.target.kind === 'agent') this.agents.set(e.target.id, forget);
+    if (e.target.kind === 'all') this.allBefore = Math.max(this.allBefore, e.at);
+    this.changed();
+  }
+
+  applySnapshot(s: RevocationSnapshot): void {
+    const forget = this.now() + REVOCATION_MEMORY_MS;
+    for (const id of s.jtis) this.jtis.set(id, forget);
+    for (const id of s.grantIds) this.grants.set(id, forget);
+    for (const id of s.agentIds) this.agents.set(id, forget);
+    if (s.allBefore !== undefined) this.allBefore = Math.max(this.allBefore, s.allBefore);
+    this.changed();
+  }
+
+  covers(t: VerifiedToken): boolean {
+    if (this.jtis.has(t.jti) || this.grants.has(t.grantId)) return true;
+    // As the broker's own list: `all` covers tokens issued strictly before its second; that second's are named by jti.
+    if (t.issuedAt < this.allBefore) return true;
+    for (const a of t.actors) if (this.agents.has(a)) return true;
+    return false;
+  }
+
+  private changed(): void {
+    this.version++;
+    const now = this.now();
+    if (now - this.lastSweep < 60_000) return;
+    this.lastSweep = now;
+    for (const m of [this.jtis, this.grants, this.agents]) for (const [id, until] of m) if (until <= now) m.delete(id);
+  }
+}
+
+interface Entry {
+  token: string;
+  result: VerifiedToken;
+  scopes: Scope[];
+  /** RevocationView.version when last checked. */
+  checked: number;
+  revoked: boolean;
+  /** Scope and call decisions already made for this token. */
+  decisions: Map<string, boolean>;
+}
+
+interface Asked {
+  raw: string[];
+  scopes: Scope[];
+  key: string;
+}
+
+class WritVerifier implements Verifier {
+  private readonly now: () => number;
+  private readonly tolerance: number;
+  private readonly subscribe: boolean;
+  private readonly reportUse: boolean;
+  private readonly maxCached: number;
+  private readonly maxReports: number;
+  private readonly revocations: RevocationView;
+  private readonly cache = new Map<string, Entry>();
+  private readonly parsedScopes = new Map<string, Scope>();
+  private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
+  private readonly statusListeners = new Set<(s: VerifierStatus) => void>();
+  private readonly first: Promise<boolean>;
+
+  private keys = new Map<string, KeyObject>();
+  private issuer: string | undefined;
+  private client: WritClient | undefined;
+  private live = false;
+  private closed = false;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private lastKeyFetch = Number.NEGATIVE_INFINITY;
+  private reportWindow = { second: -1, count: 0 };
+  private dropped = 0;
+
+  constructor(private readonly opts: VerifierOptions) {
+    if (typeof opts.audience !== 'string' || opts.audience.length === 0) throw new TypeError('createVerifier: audience is required');
+    if (opts.broker !== undefined) {
+      const u = new URL(opts.broker); // a TypeError for a malformed URL: the caller's mistake
+      if (u.protocol !== 'http:') throw new TypeError('createVerifier: broker must be the http:// URL of the broker (its metadata base)');
+    }
+    this.now = opts.now ?? Date.now;
+    this.tolerance = opts.clockToleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS;
+    this.subscribe = opts.subscribe ?? true;
+    this.reportUse = opts.reportUse ?? true;
+    this.maxCached = opts.maxCachedTokens ?? DEFAULT_MAX_CACHED;
+    this.maxReports = opts.maxReportsPerSecond ?? DEFAULT_MAX_REPORTS;
+    this.revocations = new RevocationView(this.now);
+    this.first = this.connect().then(() => this.live);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Verification
+  // -------------------------------------------------------------------------------------------
+
+  async verify(token: string, request: VerifyRequest = {}): Promise<VerifiedToken> {
+    if (this.closed) throw unreachable('this verifier is closed');
+    const asked = this.asked(request.scope);
+    const call = request.call;
+    if (call !== undefined && (typeof call.resource !== 'string' || typeof call.action !== 'string' || typeof call.target !== 'string')) {
+      throw new TypeError('verify: call needs string resource, action and target');
+    }
+    if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
+    const hit = this.cache.get(token);
+    return hit ? this.admit(hit, asked, call) : this.verifyNew(token, asked, call);
+  }
+
+  /** A token verified before: only time, revocation and the scopes asked this time are left to check. */
+  private admit(entry: Entry, asked: Asked | undefined, call: ConcreteCall | undefined): VerifiedToken {
+    const t = entry.result;
+    if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
+      this.cache.delete(entry.token);
+      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, asked, call);
+    }
+    if (entry.checked !== this.revocations.version) {
+      entry.checked = this.revocations.version;
+      if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
+    }
+    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, asked, call);
+    if (asked !== undefined && !this.decide(entry, asked.key, () => scopesCover(entry.scopes, asked.scopes))) {
+      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, asked, call, {
+        uncovered: uncoveredScopes(entry.scopes, asked.scopes).map(formatScope),
+      });
+    }
+    if (call !== undefined) {
+      const key = `\0${call.resource}\0${call.action}\0${call.target}`;
+      if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, asked, call);
+      }
+    }
+    this.report(t.jti, true, asked, call);
+    return t;
+  }
+
+  private async verifyNew(token: string, asked: Asked | undefined, call: ConcreteCall | undefined): Promise<VerifiedToken> {
+    let kid: string | undefined;
+    try {
+      kid = decodeProtectedHeader(token).kid;
+    } catch (e) {
+      throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT', { cause: e });
+    }
+    if (typeof kid !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token names no key (kid)');
+    await this.first;
+    if (!this.keys.has(kid)) await this.refetchKeys();
+    if (this.issuer === undefined || this.keys.size === 0) throw unreachable('the broker is unreachable and no keys are known: the token cannot be checked');
+    if (!this.keys.has(kid)) throw new WritError('WRIT_TOKEN_INVALID', 'token is signed by an unknown key');
+
+    let claims: WritClaims;
+    try {
+      claims = await verifyToken(token, {
+        issuer: this.opts.issuer ?? this.issuer,
+        keys: (k) => this.keys.get(k),
+        clock: { now: this.now },
+        audience: this.opts.audience,
+        clockToleranceSeconds: this.tolerance,
+      });
+    } catch (e) {
+      // The signature was good for these two (jose checks it before the claims): the jti is the broker's.
+      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, asked, call, e.code);
+      throw e;
+    }
+    const result: VerifiedToken = Object.freeze({
+      jti: claims.jti,
+      issuer: claims.iss,
+      subject: claims.sub,
+      audience: claims.aud,
+      agentId: claims.client_id,
+      actors: Object.freeze(chainFromAct(claims.act)),
+      scopes: Object.freeze(claims.scope.split(' ').filter(Boolean)),
+      taskId: claims.task_id,
+      grantId: claims.grant_id,
+      issuedAt: claims.iat,
+      notBefore: claims.nbf,
+      expiresAt: claims.exp,
+      claims: Object.freeze({ ...claims }),
+    });
+    let scopes: Scope[];
+    try {
+      scopes = result.scopes.map((s) => this.parsed(s));
+    } catch (e) {
+      throw new WritError('WRIT_TOKEN_INVALID', 'token carries a malformed scope', { cause: e });
+    }
+    if (this.subscribe && !this.live) {
+      // Signed and in time, but whether it was revoked cannot be known now: refuse rather than guess.
+      throw unreachable('the broker is unreachable: a token not seen before cannot be checked for revocation');
+    }
+    const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(token, entry);
+    return this.admit(entry, asked, call);
+  }
+
+  private decide(entry: Entry, key: string, compute: () => boolean): boolean {
+    const known = entry.decisions.get(key);
+    if (known !== undefined) return known;
+    const answer = compute();
+    if (entry.decisions.size < MAX_DECISIONS_PER_TOKEN) entry.decisions.set(key, answer);
+    return answer;
+  }
+
+  private parsed(raw: string): Scope {
+    let s = this.parsedScopes.get(raw);
+    if (s === undefined) {
+      s = parseScope(raw);
+      if (this.parsedScopes.size >= MAX_PARSED_SCOPES) this.parsedScopes.clear();
+      this.parsedScopes.set(raw, s);
+    }
+    return s;
+  }
+
+  /** The scopes asked, parsed (WRIT_SCOPE_INVALID for a malformed one: the caller's input). */
+  private asked(scope: VerifyRequest['scope']): Asked | undefined {
+    if (scope === undefined) return undefined;
+    const raw = typeof scope === 'string' ? [scope] : [...scope];
+    if (raw.some((s) => typeof s !== 'string')) throw new TypeError('verify: scope must be a string or a list of strings');
+    return { raw, scopes: raw.map((s) => this.parsed(s)), key: raw.join(' ') };
+  }
+
+  private refuse(code: WritErrorCode, message: string, jti: string, asked: Asked | undefined, call: ConcreteCall | undefined, data?: Record<string, unknown>): WritError {
+    this.report(jti, false, asked, call, code);
+    return new WritError(code, message, data === undefined ? {} : { data });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Use reports
+  // -------------------------------------------------------------------------------------------
+
+  private report(jti: string | undefined, allowed: boolean, asked: Asked | undefined, call: ConcreteCall | undefined, code?: WritErrorCode): void {
+    if (!this.reportUse || jti === undefined) return;
+    const client = this.client;
+    if (client === undefined || !this.live) {
+      this.dropped++;
+      return;
+    }
+    const second = Math.floor(this.now() / 1000);
+    if (second !== this.reportWindow.second) this.reportWindow = { second, count: 0 };
+    if (++this.reportWindow.count > this.maxReports) {
+      this.dropped++;
+      return;
+    }
+    client.notify('token.used', {
+      jti: jti.slice(0, 200),
+      allowed,
+      audience: this.opts.audience.slice(0, 512),
+      ...(call === undefined ? {} : { call: { resource: call.resource.slice(0, 64), action: call.action.slice(0, 64), target: call.target.slice(0, 512) } }),
+      ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
+      ...(code === undefined ? {} : { code }),
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The broker: metadata and keys over HTTP, revocations over a WebSocket, reconnecting with backoff
+  // -------------------------------------------------------------------------------------------
+
+  private endpoints(): { http: string; ws: string } {
+    if (this.opts.broker !== undefined) {
+      const u = new URL(this.opts.broker);
+      return { http: u.origin, ws: `ws://${u.host}/` };
+    }
+    // Re-read each time: a restarted broker has a new port.
+    const d = readDiscovery(this.opts.env ?? process.env);
+    return { http: d.httpUrl, ws: `unix:${d.socketPath}` };
+  }
+
+  private async connect(): Promise<void> {
+    let client: WritClient | undefined;
+    try {
+      const ep = this.endpoints();
+      await this.fetchKeys(ep.http);
+      if (this.subscribe || this.reportUse) {
+        const c = await WritClient.connect(ep.ws);
+        client = c;
+        // Listeners first: an event racing the subscription's answer is applied either way (a union).
+        c.onRevocation((e) => this.onRevocationEvent(e));
+        c.onClose(() => this.lost(c));
+        if (this.subscribe) {
+          const r = await withTimeout(c.call('subscribe', { events: ['revocation'] }), SUBSCRIBE_TIMEOUT_MS);
+          if (r.revocations) this.revocations.applySnapshot(r.revocations);
+        }
+        if (this.closed) throw unreachable('closed while connecting');
+        this.client = c;
+      }
+      this.attempt = 0;
+      this.setLive(true);
+    } catch {
+      if (client !== undefined && client !== this.client) void client.close();
+      this.setLive(false);
+      this.scheduleRetry();
+    }
+  }
+
+  private lost(client: WritClient): void {
+    if (client !== this.client) return; // a half-made connection: connect() handles its failure
+    this.client = undefined;
+    this.setLive(false);
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.retryTimer !== undefined) return;
+    const base = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt++);
+    const delay = base / 2 + Math.random() * (base / 2); // jitter, so verifiers do not reconnect in step
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.connect();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private async fetchKeys(http: string): Promise<void> {
+    this.lastKeyFetch = this.now();
+    const meta = Metadata.safeParse(await getJson(`${http}/.well-known/oauth-authorization-server`));
+    if (!meta.success) throw unreachable('the broker metadata is not RFC 8414 metadata');
+    if (this.opts.issuer !== undefined && meta.data.issuer !== this.opts.issuer) {
+      throw unreachable(`the broker at ${http} is not the issuer this verifier expects`);
+    }
+    if (new URL(meta.data.jwks_uri).origin !== new URL(http).origin) throw unreachable('the broker metadata points its JWKS elsewhere');
+    const jwks = Jwks.safeParse(await getJson(meta.data.jwks_uri));
+    if (!jwks.success) throw unreachable('the broker JWKS does not parse');
+    const keys = new Map<string, KeyObject>();
+    for (const k of jwks.data.keys) {
+      if (k.kty !== 'OKP' || k.crv !== 'Ed25519' || !k.x || !k.kid) continue;
+      try {
+        keys.set(k.kid, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: k.x }, format: 'jwk' }));
+      } catch {
+        // a malformed key is skipped; tokens it would have verified are refused as signed by an unknown key
+      }
+    }
+    this.keys = keys;
+    this.issuer = meta.data.issuer;
+  }
+
+  /** An unknown kid may be a rotated key: refetch, at most every KEY_REFETCH_INTERVAL_MS. */
+  private async refetchKeys(): Promise<void> {
+    if (this.now() - this.lastKeyFetch < KEY_REFETCH_INTERVAL_MS) return;
+    let ep: { http: string };
+    try {
+      ep = this.endpoints();
+      await this.fetchKeys(ep.http);
+    } catch (e) {
+      if (this.keys.size === 0) throw isWritError(e) ? e : unreachable('the broker is unreachable', e);
+      // Keys are known but the broker is gone: the token stays signed by an unknown key.
+    }
+  }
+
+  private onRevocationEvent(e: RevocationEvent): void {
+    this.revocations.applyEvent(e);
+    for (const l of this.revocationListeners) l(e);
+  }
+
+  private setLive(live: boolean): void {
+    if (this.live === live) return;
+    this.live = live;
+    const s = this.status();
+    for (const l of this.statusListeners) l(s);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The rest of the surface
+  // -------------------------------------------------------------------------------------------
+
+  status(): VerifierStatus {
+    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped };
+  }
+
+  ready(): Promise<boolean> {
+    return this.first;
+  }
+
+  onRevocation(listener: (event: RevocationEvent) => void): () => void {
+    this.revocationListeners.add(listener);
+    return () => this.revocationListeners.delete(listener);
+  }
+
+  onStatus(listener: (status: VerifierStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const client = this.client;
+    this.client = undefined;
+    this.setLive(false);
+    this.cache.clear();
+    await client?.close();
+  }
+}
+
+function jtiOf(token: string): string | undefined {
+  try {
+    const jti = decodeJwt(token).jti;
+    return typeof jti === 'string' ? jti : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function getJson(url: string): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
+  } catch (e) {
+    throw unreachable(`cannot reach the Writ broker at ${new URL(url).origin}`, e);
+  }
+  if (!res.ok) throw unreachable(`the Writ broker answered ${res.status} for ${new URL(url).pathname}`);
+  try {
+    return await res.json();
+  } catch (e) {
+    throw unreachable('the Writ broker sent something other than JSON', e);
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(unreachable('the broker did not answer in time')), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A verifier for one audience. It starts connecting at once; `verify` waits for that first attempt before
+ * judging a token it has not seen.
+ */
+export function createVerifier(options: VerifierOptions): Verifier {
+  return new WritVerifier(options);
+}

@@ -1,0 +1,375 @@
+// The verifier library against the real broker process: signature, audience, time and scope checks with their
+// exact codes, revocation heard over the subscription (also before the verifier existed, and cascading to
+// sub-agents), fail-closed behaviour when the broker dies and recovery when it returns, and use in the audit log.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { BrokerProcess, ROOT, approveAll, form, freshEnv, requireKeyring } from '../helpers/broker';
+import { createVerifier } from '../../broker/sdk/verify';
+import type { Verifier, VerifierStatus } from '../../broker/sdk/verify';
+import { WritClient } from '../../broker/sdk/client';
+import { WritError } from '../../broker/errors';
+import type { AuditRecord, RevocationEvent } from '../../broker/protocol';
+
+requireKeyring();
+
+const AUD = 'https://api.example';
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof WritError) return e.code;
+    throw e;
+  }
+  return 'resolved';
+}
+
+const payloadOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+
+/** Resolves with the next revocation event the verifier has applied. */
+const nextRevocation = (v: Verifier) =>
+  new Promise<RevocationEvent>((resolve) => {
+    const off = v.onRevocation((e) => {
+      off();
+      resolve(e);
+    });
+  });
+
+/** Resolves once `status().connected` is `want` (at once if it already is). */
+const connectedIs = (v: Verifier, want: boolean) =>
+  new Promise<void>((resolve) => {
+    if (v.status().connected === want) return resolve();
+    const off = v.onStatus((s: VerifierStatus) => {
+      if (s.connected === want) {
+        off();
+        resolve();
+      }
+    });
+  });
+
+/** Polls a condition on what the broker has told its parent; the deadline is generous (a shared, slow machine). */
+async function until<T>(what: () => T | undefined, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = what();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('condition not met before the deadline');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('verifier', { timeout: 60_000 }, () => {
+  let b: BrokerProcess;
+  let agent: WritClient;
+  let agentId: string;
+  let v: Verifier;
+  beforeAll(async () => {
+    b = await BrokerProcess.start();
+    b.decide = approveAll;
+    const a = await b.agent('resource-test');
+    agent = a.client;
+    agentId = a.hello.agentId;
+    v = createVerifier({ broker: b.discovery.httpUrl, audience: AUD });
+    expect(await v.ready()).toBe(true);
+  });
+  afterAll(async () => {
+    await v.close();
+    await agent.close();
+    await b.stop();
+  });
+
+  it('accepts a valid token with its exact claims, by scope and by concrete call, and reports each use', async () => {
+    const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+    const p = payloadOf(r.token.token);
+    const t = await v.verify(r.token.token, { scope: 'repo:read:acme/web' });
+    expect(t).toEqual({
+      jti: r.token.jti,
+      issuer: 'urn:writ:dev@example.com',
+      subject: 'dev@example.com',
+      audience: AUD,
+      agentId,
+      actors: [agentId],
+      scopes: ['repo:read:acme/*'],
+      taskId: r.grant.taskId,
+      grantId: r.grant.id,
+      issuedAt: p.iat,
+      notBefore: p.iat,
+      expiresAt: r.token.expiresAt,
+      claims: p,
+    });
+    expect(await v.verify(r.token.token, { call: { resource: 'repo', action: 'read', target: 'acme/api' } })).toBe(t);
+    expect(await v.verify(r.token.token)).toBe(t);
+    expect(v.status()).toMatchObject({ connected: true, cachedTokens: 1 });
+
+    const allowed = await until(() => b.records.find((x) => x.event === 'token.used' && x.jti === r.token.jti && (x.detail as any)?.call));
+    expect(allowed).toMatchObject({
+      outcome: 'success',
+      agent: { id: agentId, name: 'resource-test' },
+      grantId: r.grant.id,
+      audience: AUD,
+      detail: { allowed: true, call: { resource: 'repo', action: 'read', target: 'acme/api' } },
+    });
+    expect(allowed.code).toBeUndefined();
+  });
+
+  it('refuses a token for another audience with WRIT_AUDIENCE_MISMATCH', async () => {
+    const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+    const other = createVerifier({ broker: b.discovery.httpUrl, audience: 'https://other.example', reportUse: false });
+    try {
+      expect(await codeOf(other.verify(r.token.token))).toBe('WRIT_AUDIENCE_MISMATCH');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('refuses an expired token with WRIT_TOKEN_EXPIRED, fresh or cached, with the clock injected', async () => {
+    const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+    const short = await agent.call('token.mint', { grantId: r.grant.id, ttl: 1 });
+    expect(short.expiresAt - payloadOf(short.token).iat).toBe(1);
+    let offset = 0;
+    const timed = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, now: () => Date.now() + offset });
+    try {
+      // Past exp by more than the 5 s tolerance.
+      offset = 60_000;
+      expect(await codeOf(timed.verify(short.token))).toBe('WRIT_TOKEN_EXPIRED');
+      // Verified while valid, then time passes: the cached token expires too.
+      offset = 0;
+      const token = (await agent.call('token.mint', { grantId: r.grant.id, ttl: 30 })).token;
+      await timed.verify(token);
+      offset = 40_000;
+      expect(await codeOf(timed.verify(token))).toBe('WRIT_TOKEN_EXPIRED');
+    } finally {
+      await timed.close();
+    }
+    const refused = await until(() => b.records.find((x) => x.event === 'token.used' && x.jti === short.jti));
+    expect(refused).toMatchObject({ outcome: 'failure', code: 'WRIT_TOKEN_EXPIRED', detail: { allowed: false } });
+  });
+
+  it('refuses scopes and calls the token does not cover with WRIT_SCOPE_NOT_COVERED', async () => {
+    const r = await agent.call('task.request', { task: 'narrow', scopes: ['repo:read:acme/web'], audience: AUD });
+    const token = r.token.token;
+    const wider = await v.verify(token, { scope: ['repo:read:acme/web', 'repo:write:acme/web'] }).catch((e: unknown) => e);
+    expect(wider).toBeInstanceOf(WritError);
+    expect(wider).toMatchObject({ code: 'WRIT_SCOPE_NOT_COVERED', data: { uncovered: ['repo:write:acme/web'] } });
+    expect(await codeOf(v.verify(token, { scope: 'repo:read:acme/*' }))).toBe('WRIT_SCOPE_NOT_COVERED');
+    expect(await codeOf(v.verify(token, { call: { resource: 'repo', action: 'read', target: 'acme/api' } }))).toBe('WRIT_SCOPE_NOT_COVERED');
+    expect(await codeOf(v.verify(token, { call: { resource: 'repo', action: 'write', target: 'acme/web' } }))).toBe('WRIT_SCOPE_NOT_COVERED');
+    // A glob must not be walked out of.
+    expect(await codeOf(v.verify(token, { call: { resource: 'repo', action: 'read', target: 'acme/web/../api' } }))).toBe('WRIT_SCOPE_NOT_COVERED');
+    // The same token still passes for what it does cover.
+    expect((await v.verify(token, { scope: 'repo:read:acme/web' })).jti).toBe(r.token.jti);
+    // A malformed scope asked is the caller's input error, with its own code.
+    expect(await codeOf(v.verify(token, { scope: 'Repo read' }))).toBe('WRIT_SCOPE_INVALID');
+
+    const refused = await until(() =>
+      b.records.find((x) => x.event === 'token.used' && x.jti === r.token.jti && (x.detail as any)?.call?.target === 'acme/api'),
+    );
+    expect(refused).toMatchObject({
+      outcome: 'failure',
+      code: 'WRIT_SCOPE_NOT_COVERED',
+      detail: { allowed: false, call: { resource: 'repo', action: 'read', target: 'acme/api' } },
+    });
+    const byScope = await until(() => b.records.find((x) => x.event === 'token.used' && x.jti === r.token.jti && (x.detail as any)?.asked?.length === 2));
+    expect(byScope).toMatchObject({ outcome: 'failure', detail: { allowed: false, asked: ['repo:read:acme/web', 'repo:write:acme/web'] } });
+  });
+
+  it('refuses malformed and tampered tokens with WRIT_TOKEN_INVALID', async () => {
+    const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+    const [h, p, s] = r.token.token.split('.') as [string, string, string];
+    const forged = Buffer.from(JSON.stringify({ ...payloadOf(r.token.token), scope: 'repo:admin' })).toString('base64url');
+    const flipped = (s[0] === 'A' ? 'B' : 'A') + s.slice(1);
+    for (const bad of ['not-a-token', '', 'a.b.c', `${h}.${forged}.${s}`, `${h}.${p}.${flipped}`, `${h}.${p}.`, 'x'.repeat(9000)]) {
+      expect(await codeOf(v.verify(bad)), bad.slice(0, 40)).toBe('WRIT_TOKEN_INVALID');
+    }
+    expect(await codeOf(v.verify(42 as unknown as string))).toBe('WRIT_TOKEN_INVALID');
+  });
+
+  it('a token revoked at the broker fails on the next call after the revocation event; its sibling does not', async () => {
+    const r = await agent.call('task.request', { task: 'revoke me', scopes: ['repo:read:acme/*'], audience: AUD });
+    const sibling = await agent.call('token.mint', { grantId: r.grant.id });
+    await v.verify(r.token.token);
+    await v.verify(sibling.token);
+    const heard = nextRevocation(v);
+    const before = v.status().revocationsKnown;
+    await agent.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    expect((await heard).jtis).toEqual([r.token.jti]);
+    expect(await codeOf(v.verify(r.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect((await v.verify(sibling.token)).jti).toBe(sibling.jti);
+    expect(v.status().revocationsKnown).toBe(before + 1);
+
+    // A grant: every token of it, including one this verifier has never seen.
+    const unseen = await agent.call('token.mint', { grantId: r.grant.id });
+    const heardGrant = nextRevocation(v);
+    await agent.call('revoke', { target: { kind: 'grant', id: r.grant.id } });
+    expect((await heardGrant).grantIds).toEqual([r.grant.id]);
+    expect(await codeOf(v.verify(sibling.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect(await codeOf(v.verify(unseen.token))).toBe('WRIT_TOKEN_REVOKED');
+  });
+
+  it("revoking an agent revokes its sub-agents' tokens in the verifier, nested act chains included", async () => {
+    const { client: parent, hello: ph } = await b.agent('parent');
+    const pr = await parent.call('task.request', { task: 'delegate', scopes: ['repo:read:acme/*'], audience: AUD });
+    const { client: child, hello: ch } = await b.agent('child', { parentSession: pr.session! });
+    const cr = await child.call('task.request', { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD });
+    const ex = await form(`${b.discovery.httpUrl}/oauth2/token`, {
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: cr.token.token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      actor_name: 'grandchild',
+    });
+    expect(ex.status).toBe(200);
+    const childToken = await v.verify(cr.token.token, { scope: 'repo:read:acme/web' });
+    expect(childToken.actors).toEqual([ch.agentId, ph.agentId]);
+    const grandchild = await v.verify(ex.json.access_token);
+    expect(grandchild.actors.slice(1)).toEqual([ch.agentId, ph.agentId]);
+
+    const heard = nextRevocation(v);
+    await agent.call('revoke', { target: { kind: 'agent', id: ph.agentId } });
+    expect((await heard).agentIds).toEqual(expect.arrayContaining([ph.agentId, ch.agentId]));
+    expect(await codeOf(v.verify(pr.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect(await codeOf(v.verify(cr.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect(await codeOf(v.verify(ex.json.access_token))).toBe('WRIT_TOKEN_REVOKED');
+    await parent.close();
+    await child.close();
+  });
+
+  it('knows revocations made before it existed (the subscription starts from a snapshot)', async () => {
+    const r = await agent.call('task.request', { task: 'early revoke', scopes: ['repo:read:acme/*'], audience: AUD });
+    await agent.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    const late = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });
+    try {
+      expect(await late.ready()).toBe(true);
+      expect(late.status().revocationsKnown).toBeGreaterThan(0);
+      expect(await codeOf(late.verify(r.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    } finally {
+      await late.close();
+    }
+  });
+
+  it('use reports: open without hello, bounded per connection, and never a token', async () => {
+    const raw = await WritClient.connect(b.socket);
+    try {
+      expect(await raw.call('token.used', { jti: 'tok_unknown', allowed: false, code: 'WRIT_TOKEN_INVALID' })).toEqual({ recorded: true });
+      const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+      // Something shaped like a JWT in any field is refused before the log sees it.
+      const jwtShaped = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln';
+      const e = await raw
+        .call('token.used', { jti: 'tok_x', allowed: true, call: { resource: 'repo', action: 'read', target: jwtShaped } })
+        .catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'WRIT_BAD_REQUEST', path: 'params' });
+      const start = Date.now();
+      const answers = await Promise.all(Array.from({ length: 250 }, (_, i) => raw.call('token.used', { jti: `tok_flood_${i}`, allowed: true })));
+      const windows = Math.floor(Date.now() / 1000) - Math.floor(start / 1000) + 1;
+      const recorded = answers.filter((a) => a.recorded).length;
+      expect(recorded).toBeLessThanOrEqual(100 * windows);
+      if (windows <= 2) expect(recorded).toBeLessThan(250);
+      // No token reached the log, from any test in this file.
+      expect(b.auditLines().join('\n')).not.toContain(r.token.token.split('.')[2]!);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('is the package entry point writ/verify, usable from a plain Node process that finds the broker by discovery', async () => {
+    const r = await agent.call('task.request', { task: 'read web', scopes: ['repo:read:acme/*'], audience: AUD });
+    const script = `
+      import { createVerifier } from 'writ/verify';
+      const v = createVerifier({ audience: ${JSON.stringify(AUD)} });
+      const out = {};
+      try { out.ok = (await v.verify(process.env.TOKEN, { scope: 'repo:read:acme/web' })).jti; } catch (e) { out.error = e.code; }
+      try { await v.verify(process.env.TOKEN, { scope: 'repo:write:acme/web' }); } catch (e) { out.narrow = e.code; }
+      await v.close();
+      console.log(JSON.stringify(out));`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env: { ...process.env, ...b.env, TOKEN: r.token.token }, timeout: 20_000 }, (error, stdout, stderr) =>
+        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    expect(JSON.parse(out)).toEqual({ ok: r.token.jti, narrow: 'WRIT_SCOPE_NOT_COVERED' });
+  });
+});
+
+describe('verifier when the broker goes away', { timeout: 90_000 }, () => {
+  it('keeps verified tokens working until they expire, refuses unseen ones, says so, and reconnects', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('survivor');
+    const r = await client.call('task.request', { task: 'outage', scopes: ['repo:read:acme/*'], audience: AUD });
+    const unseen = await client.call('token.mint', { grantId: r.grant.id });
+    await client.close();
+    let offset = 0;
+    // By discovery, so it finds the restarted broker on its new port.
+    const v = createVerifier({ env, audience: AUD, now: () => Date.now() + offset });
+    let b2: BrokerProcess | undefined;
+    try {
+      expect(await v.ready()).toBe(true);
+      await v.verify(r.token.token);
+
+      await b.kill();
+      await connectedIs(v, false);
+      expect(v.status().connected).toBe(false);
+      expect((await v.verify(r.token.token, { scope: 'repo:read:acme/web' })).jti).toBe(r.token.jti);
+      expect(await codeOf(v.verify(unseen.token))).toBe('WRIT_BROKER_UNREACHABLE');
+      expect(await codeOf(v.verify('not-a-token'))).toBe('WRIT_TOKEN_INVALID');
+      expect(v.status().reportsDropped).toBeGreaterThan(0);
+      offset = (r.token.expiresAt + 10) * 1000 - Date.now();
+      expect(await codeOf(v.verify(r.token.token))).toBe('WRIT_TOKEN_EXPIRED');
+      offset = 0;
+
+      // The broker comes back (same keychain entry, so the same key): the verifier reconnects by itself.
+      b2 = await BrokerProcess.start(env);
+      await connectedIs(v, true);
+      expect((await v.verify(unseen.token)).jti).toBe(unseen.jti);
+      const records: AuditRecord[] = b2.records;
+      await until(() => records.find((x) => x.event === 'token.used' && x.jti === unseen.jti));
+    } finally {
+      await v.close();
+      await b2?.stop();
+    }
+  });
+
+  it("after a restart, revoking an agent the new broker never met still revokes its sub-agent's token (by the act chain)", async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client: parent, hello: ph } = await b1.agent('parent');
+    const pr = await parent.call('task.request', { task: 'delegate', scopes: ['repo:read:acme/*'], audience: AUD });
+    const { client: child, hello: ch } = await b1.agent('child', { parentSession: pr.session! });
+    const cr = await child.call('task.request', { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD });
+    await parent.close();
+    await child.close();
+    const v = createVerifier({ env, audience: AUD, reportUse: false });
+    let b2: BrokerProcess | undefined;
+    try {
+      expect((await v.verify(cr.token.token)).actors).toEqual([ch.agentId, ph.agentId]);
+      await b1.stop();
+      await connectedIs(v, false);
+      b2 = await BrokerProcess.start(env);
+      await connectedIs(v, true);
+      expect((await v.verify(cr.token.token)).jti).toBe(cr.token.jti);
+      // This broker run knows neither agent nor token: the event names the agent and no jti.
+      const heard = nextRevocation(v);
+      const watcher = await WritClient.connect(`unix:${b2.discovery.socketPath}`);
+      await watcher.call('revoke', { target: { kind: 'agent', id: ph.agentId } });
+      await watcher.close();
+      expect(await heard).toMatchObject({ agentIds: [ph.agentId], jtis: [] });
+      expect(await codeOf(v.verify(cr.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    } finally {
+      await v.close();
+      await b2?.stop();
+    }
+  });
+
+  it('refuses every token with WRIT_BROKER_UNREACHABLE when it never reached a broker', async () => {
+    const v = createVerifier({ broker: 'http://127.0.0.1:9', audience: AUD });
+    try {
+      expect(await v.ready()).toBe(false);
+      expect(v.status()).toMatchObject({ connected: false, revocationsKnown: 0 });
+      const token = ['eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCIsImtpZCI6ImsxIn0', 'eyJzdWIiOiJ4In0', 'c2ln'].join('.');
+      expect(await codeOf(v.verify(token))).toBe('WRIT_BROKER_UNREACHABLE');
+    } finally {
+      await v.close();
+    }
+  });
+});

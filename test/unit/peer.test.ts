@@ -1,0 +1,127 @@
+// The kernel-table parsers behind process identity, on fixture lines: /proc/net/tcp(6), `ss -xpnH`, /proc/<pid>/stat
+// and status. Exact values, so a column off by one fails.
+import { describe, expect, it } from 'vitest';
+import {
+  findTcpClientInode,
+  findUnixPeerPids,
+  normalizeAddress,
+  parseProcNetTcpLine,
+  parseProcStat,
+  parseSsUnixLine,
+  parseStatusUid,
+} from '../../broker/net/peer';
+
+const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+// A client (127.0.0.1:49400) connected to a server on 127.0.0.1:37945, as a little-endian host prints it.
+const TCP_CLIENT = '   3: 0100007F:C0F8 0100007F:9439 01 00000000:00000000 00:00000000 00000000  1000        0 92078 1 0000000000000000 20 4 30 10 -1';
+// The server's accepted socket for the same connection (the other direction).
+const TCP_SERVER = '   4: 0100007F:9439 0100007F:C0F8 01 00000000:00000000 00:00000000 00000000  1000        0 92079 1 0000000000000000 20 4 30 10 -1';
+const TCP_LISTEN = '   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1059 1 00000000b6dbacac 100 0 0 10 0';
+const TCP_TIME_WAIT = '   1: 0100007F:C0F8 0100007F:9439 06 00000000:00000000 03:00000A48 00000000     0        0 0 3 000000009fb2a271';
+const TCP6_MAPPED = '   0: 0000000000000000FFFF00000100007F:C0F8 0000000000000000FFFF00000100007F:9439 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 20 4 30 10 -1';
+const TCP6_LOOPBACK = '   1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000  1000        0 778 1 0000000000000000 20 4 30 10 -1';
+
+describe('/proc/net/tcp rows', () => {
+  it('decodes a little-endian IPv4 row: addresses, ports, state, uid and inode', () => {
+    expect(parseProcNetTcpLine(TCP_CLIENT, 'LE')).toEqual({
+      local: { address: '127.0.0.1', port: 49400 },
+      remote: { address: '127.0.0.1', port: 37945 },
+      state: 1,
+      uid: 1000,
+      inode: 92078,
+    });
+    expect(parseProcNetTcpLine(TCP_LISTEN, 'LE')).toEqual({
+      local: { address: '0.0.0.0', port: 2024 },
+      remote: { address: '0.0.0.0', port: 0 },
+      state: 10,
+      uid: 0,
+      inode: 1059,
+    });
+  });
+
+  it('reads the same hex in host order on a big-endian host', () => {
+    expect(parseProcNetTcpLine('   0: 7F000001:0050 7F000001:C350 01 00000000:00000000 00:00000000 00000000   501        0 42 1 0 20 4 30 10 -1', 'BE')).toEqual({
+      local: { address: '127.0.0.1', port: 80 },
+      remote: { address: '127.0.0.1', port: 50000 },
+      state: 1,
+      uid: 501,
+      inode: 42,
+    });
+  });
+
+  it('decodes tcp6 rows: an IPv4-mapped address as IPv4, ::1 as eight groups', () => {
+    expect(parseProcNetTcpLine(TCP6_MAPPED, 'LE')).toMatchObject({ local: { address: '127.0.0.1', port: 49400 }, remote: { address: '127.0.0.1', port: 37945 }, inode: 777 });
+    expect(parseProcNetTcpLine(TCP6_LOOPBACK, 'LE')).toMatchObject({ local: { address: '0:0:0:0:0:0:0:1', port: 8080 }, remote: { address: '0:0:0:0:0:0:0:1', port: 54321 }, inode: 778 });
+  });
+
+  it('ignores the header and garbage', () => {
+    expect(parseProcNetTcpLine(TCP_HEADER, 'LE')).toBeUndefined();
+    expect(parseProcNetTcpLine('', 'LE')).toBeUndefined();
+    expect(parseProcNetTcpLine('   0: 0100007F 0100007F:9439 01 x x x 0 0 1', 'LE')).toBeUndefined();
+  });
+
+  it("finds the client's own socket by the four-tuple, never the server's end or a TIME_WAIT row", () => {
+    const rows = [TCP_HEADER, TCP_TIME_WAIT, TCP_SERVER, TCP_LISTEN, TCP_CLIENT].map((l) => parseProcNetTcpLine(l, 'LE')).filter((r) => r !== undefined);
+    const conn = { transport: 'tcp' as const, localAddress: '127.0.0.1', localPort: 37945, remoteAddress: '127.0.0.1', remotePort: 49400 };
+    expect(findTcpClientInode(rows, conn)).toBe(92078);
+    expect(findTcpClientInode(rows, { ...conn, remoteAddress: '::ffff:127.0.0.1', localAddress: '::ffff:127.0.0.1' })).toBe(92078);
+    expect(findTcpClientInode(rows, { ...conn, remotePort: 49401 })).toBeUndefined();
+  });
+
+  it('normalizes addresses the way Node and the kernel print them to one form', () => {
+    expect(normalizeAddress('127.0.0.1')).toBe('127.0.0.1');
+    expect(normalizeAddress('::ffff:127.0.0.1')).toBe('127.0.0.1');
+    expect(normalizeAddress('::1')).toBe('0:0:0:0:0:0:0:1');
+    expect(normalizeAddress('fe80::1:0:0:a')).toBe('fe80:0:0:0:1:0:0:a');
+    expect(normalizeAddress('localhost')).toBeUndefined();
+  });
+});
+
+// Lines as `ss -xpnH` prints them (captured on Debian, iproute2): a server with two clients on one path.
+const SS = [
+  'u_str ESTAB 0      0                 * 58817 * 58818 users:(("node",pid=20597,fd=28))',
+  'u_str ESTAB 0      0                 * 58810 * 58811 users:(("node",pid=20608,fd=18))',
+  'u_str ESTAB 0      0                 * 1056  * 1055                                  ',
+  'u_str ESTAB 0      0      /run/user/1000/writ/writ.sock 58811 * 58810 users:(("node",pid=20597,fd=20))',
+  'u_str ESTAB 0      0      /run/user/1000/writ/writ.sock 58821 * 58820 users:(("node",pid=20597,fd=21))',
+  'u_str ESTAB 0      0                 * 58820 * 58821 users:(("bash",pid=30001,fd=3),("sleep",pid=30002,fd=3))',
+];
+
+describe('ss -xpnH rows', () => {
+  it('parses paths, inodes and every process holding the socket', () => {
+    expect(parseSsUnixLine(SS[3]!)).toEqual({
+      state: 'ESTAB',
+      localPath: '/run/user/1000/writ/writ.sock',
+      localInode: 58811,
+      peerPath: '*',
+      peerInode: 58810,
+      users: [{ name: 'node', pid: 20597, fd: 20 }],
+    });
+    expect(parseSsUnixLine(SS[2]!)).toEqual({ state: 'ESTAB', localPath: '*', localInode: 1056, peerPath: '*', peerInode: 1055, users: [] });
+    expect(parseSsUnixLine(SS[5]!)!.users).toEqual([
+      { name: 'bash', pid: 30001, fd: 3 },
+      { name: 'sleep', pid: 30002, fd: 3 },
+    ]);
+    expect(parseSsUnixLine('garbage')).toBeUndefined();
+  });
+
+  it("finds the client's pids from the accepted socket's own inode, with several clients on one path", () => {
+    const rows = SS.map(parseSsUnixLine).filter((r) => r !== undefined);
+    expect(findUnixPeerPids(rows, 58811)).toEqual([20608]);
+    expect(findUnixPeerPids(rows, 58821)).toEqual([30001, 30002]);
+    expect(findUnixPeerPids(rows, 1)).toEqual([]);
+  });
+});
+
+describe('/proc/<pid> files', () => {
+  it('reads ppid (field 4) and start time (field 22) after the last parenthesis, whatever the command name holds', () => {
+    const stat = '4242 (evil) 1 2 (x) S 1000 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 10000000 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0';
+    expect(parseProcStat(stat)).toEqual({ ppid: 1000, startTime: 987654 });
+    expect(parseProcStat('no parens here')).toBeUndefined();
+  });
+
+  it('takes the effective uid from status', () => {
+    expect(parseStatusUid('Name:\tnode\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1002\t1003\nGid:\t1000\t1000\t1000\t1000\n')).toBe(1001);
+    expect(parseStatusUid('Name:\tnode\n')).toBeUndefined();
+  });
+});
