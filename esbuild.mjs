@@ -1,5 +1,6 @@
-// Three bundles: the broker/CLI (plain Node, ESM) and the extension (CommonJS, the form VS Code loads), as in
-// vscode-eslint, plus the verifier library `writ/verify` (ESM). The keyring's native binding stays external.
+// Four bundles: the broker/CLI (plain Node, ESM) and the extension (CommonJS, the form VS Code loads), as in
+// vscode-eslint, plus the verifier library `writ/verify` (ESM) and the audit panel's webview script (browser, IIFE). The keyring's native binding stays
+// external: it is loaded from node_modules.
 import * as esbuild from 'esbuild';
 
 const watch = process.argv.includes('--watch');
@@ -39,6 +40,17 @@ const contexts = await Promise.all([
     outdir: 'dist',
     outExtension: { '.js': '.cjs' },
     format: 'cjs',
+  }),
+  esbuild.context({
+    bundle: true,
+    platform: 'browser',
+    target: 'es2022',
+    sourcemap: true,
+    logLevel: 'warning',
+    entryPoints: { audit: 'media/audit.ts' },
+    outdir: 'dist/webview',
+    format: 'iife',
+    minify: !watch,
   }),
 ]);
 

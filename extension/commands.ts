@@ -1,0 +1,189 @@
+// The palette commands, the status bar's menu, and the tree's inline actions. Each is thin: the work is in
+// the context (ctx.ts) or in the pure modules.
+import * as vscode from 'vscode';
+import { createWriteStream } from 'node:fs';
+import type { AgentView } from '../broker/protocol';
+import { exportAuditFile } from '../broker/audit/export';
+import type { WritContext } from './ctx';
+import type { WritNode } from './tree';
+import { activeAgents, agentDescription } from './agentState';
+import { FORMAT_ITEMS, exportFileName, exportFilter, parseTimeInput } from './exportOptions';
+import type { ExportRange } from './exportOptions';
+
+export const COMMAND = {
+  showAgents: 'writ.showAgents',
+  stopAgent: 'writ.stopAgent',
+  stopAllAgents: 'writ.stopAllAgents',
+  openAuditPanel: 'writ.openAuditPanel',
+  exportAuditLog: 'writ.exportAuditLog',
+  verifyAuditLog: 'writ.verifyAuditLog',
+  restartBroker: 'writ.restartBroker',
+  showPendingApprovals: 'writ.showPendingApprovals',
+  statusBarClick: 'writ.statusBarClick',
+  revokeGrant: 'writ.revokeGrant',
+  revokeToken: 'writ.revokeToken',
+} as const;
+
+const STOP_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop this agent' };
+
+type MenuItem = vscode.QuickPickItem & { run?: () => unknown; agent?: AgentView };
+
+export function registerCommands(ctx: WritContext): void {
+  const reg = (id: string, fn: (...args: never[]) => unknown) => ctx.ext.subscriptions.push(vscode.commands.registerCommand(id, fn));
+
+  reg(COMMAND.showAgents, () => showAgents(ctx));
+  reg(COMMAND.stopAgent, async (node?: WritNode | string) => {
+    const id = typeof node === 'string' ? node : node?.kind === 'agent' ? node.agent.id : await pickAgent(ctx);
+    if (id) await ctx.stopAgent(id);
+  });
+  reg(COMMAND.stopAllAgents, async () => {
+    const n = activeAgents(ctx.agents()).length;
+    const sure = await vscode.window.showWarningMessage(`Writ: stop all agents${n ? ` (${n} active)` : ''}? Every grant and live token is revoked.`, { modal: true }, 'Stop All');
+    if (sure === 'Stop All' && (await ctx.revoke({ kind: 'all' }, 'stop all in the editor'))) ctx.output.info('stopped all agents');
+  });
+  reg(COMMAND.revokeGrant, async (node?: WritNode) => {
+    if (node?.kind === 'grant') await ctx.revoke({ kind: 'grant', id: node.grant.id }, 'revoked in the editor');
+  });
+  reg(COMMAND.revokeToken, async (node?: WritNode) => {
+    if (node?.kind === 'token') await ctx.revoke({ kind: 'token', jti: node.token.jti }, 'revoked in the editor');
+  });
+  reg(COMMAND.openAuditPanel, () => ctx.panel.open());
+  reg(COMMAND.exportAuditLog, () => exportLog(ctx));
+  reg(COMMAND.verifyAuditLog, () => verifyLog(ctx));
+  reg(COMMAND.restartBroker, () => ctx.restartBroker());
+  reg(COMMAND.showPendingApprovals, () => ctx.approvals.showPending());
+  reg(COMMAND.statusBarClick, () => {
+    const k = ctx.phase.kind;
+    if (k === 'error' || k === 'stopped') return ctx.restartBroker();
+    return ctx.config.statusBarClick === 'auditPanel' ? ctx.panel.open() : showAgents(ctx);
+  });
+}
+
+async function pickAgent(ctx: WritContext): Promise<string | undefined> {
+  const live = ctx.agents().filter((a) => !a.revoked);
+  if (live.length === 0) {
+    void vscode.window.showInformationMessage('Writ: no agents to stop.');
+    return undefined;
+  }
+  const byId = new Map(ctx.agents().map((a) => [a.id, a]));
+  const picked = await vscode.window.showQuickPick(
+    live.map((a) => ({ label: a.name, description: agentDescription(a, byId), detail: a.id, id: a.id })),
+    { title: 'Writ: stop an agent', placeHolder: 'Its grants, tokens and sub-agents are revoked' },
+  );
+  return picked?.id;
+}
+
+/** The status bar menu: live agents (each with a Stop button), then the actions. */
+function showAgents(ctx: WritContext): Promise<void> {
+  return new Promise((resolve) => {
+    const qp = vscode.window.createQuickPick<MenuItem>();
+    qp.title = 'Writ: agents';
+    qp.placeholder = 'Select an agent to stop it, or an action';
+    const build = (): MenuItem[] => {
+      const byId = new Map(ctx.agents().map((a) => [a.id, a]));
+      const live = ctx.agents().filter((a) => !a.revoked);
+      const pending = ctx.approvals.pending.length;
+      return [
+        { label: 'Agents', kind: vscode.QuickPickItemKind.Separator },
+        ...(live.length === 0 ? [{ label: '$(info) No live agents', description: ctx.notice() ?? '' }] : []),
+        ...live.map((a): MenuItem => ({ label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id, buttons: [STOP_BUTTON], agent: a })),
+        { label: 'Actions', kind: vscode.QuickPickItemKind.Separator },
+        { label: '$(debug-stop) Stop all agents', run: () => vscode.commands.executeCommand(COMMAND.stopAllAgents) },
+        { label: '$(output) Open audit panel', run: () => ctx.panel.open() },
+        { label: `$(bell) Show pending approvals`, description: pending ? `${pending} waiting` : 'none', run: () => ctx.approvals.showPending() },
+      ];
+    };
+    qp.items = build();
+    const sub = ctx.onDidChange(() => (qp.items = build()));
+    qp.onDidTriggerItemButton((e) => {
+      if (e.item.agent) void ctx.stopAgent(e.item.agent.id);
+    });
+    qp.onDidAccept(async () => {
+      const item = qp.selectedItems[0];
+      qp.hide();
+      if (item?.run) await item.run();
+      else if (item?.agent) {
+        const sure = await vscode.window.showWarningMessage(`Writ: stop ${item.agent.name}? Its grants, tokens and sub-agents are revoked and its process is ended.`, 'Stop');
+        if (sure === 'Stop') await ctx.stopAgent(item.agent.id);
+      }
+    });
+    qp.onDidHide(() => {
+      sub.dispose();
+      qp.dispose();
+      resolve();
+    });
+    qp.show();
+  });
+}
+
+async function exportLog(ctx: WritContext): Promise<void> {
+  const format = await vscode.window.showQuickPick(FORMAT_ITEMS.map((f) => ({ ...f })), { title: 'Writ: export the audit log (1/3): format' });
+  if (!format) return;
+  const ranges: (vscode.QuickPickItem & { kind2: ExportRange['kind'] })[] = [
+    ...(ctx.session ? [{ label: 'This session', description: ctx.session, kind2: 'session' as const }] : []),
+    { label: 'A time range…', kind2: 'time' },
+    { label: 'All records', detail: format.format === 'jsonl' ? 'A full JSON Lines export verifies like the log itself.' : '', kind2: 'all' },
+  ];
+  const rangePick = await vscode.window.showQuickPick(ranges, { title: 'Writ: export the audit log (2/3): records' });
+  if (!rangePick) return;
+  let range: ExportRange;
+  if (rangePick.kind2 === 'session') range = { kind: 'session', session: ctx.session! };
+  else if (rangePick.kind2 === 'all') range = { kind: 'all' };
+  else {
+    const validate = (v: string) => (parseTimeInput(v) === null ? 'An ISO 8601 time, e.g. 2026-01-31T09:00 or 2026-01-31' : undefined);
+    const since = await vscode.window.showInputBox({ title: 'From (inclusive, empty = the beginning)', placeHolder: '2026-01-31T09:00', validateInput: validate });
+    if (since === undefined) return;
+    const until = await vscode.window.showInputBox({ title: 'Until (exclusive, empty = now)', placeHolder: '2026-01-31T18:00', validateInput: validate });
+    if (until === undefined) return;
+    range = { kind: 'time', since: parseTimeInput(since) ?? undefined, until: parseTimeInput(until) ?? undefined };
+  }
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+  const name = exportFileName(format.format, new Date());
+  const target = await vscode.window.showSaveDialog({
+    title: 'Writ: export the audit log (3/3): file',
+    ...(folder ? { defaultUri: vscode.Uri.joinPath(folder, name) } : {}),
+    saveLabel: 'Export',
+  });
+  if (!target) return;
+  if (target.scheme !== 'file') {
+    void vscode.window.showErrorMessage('Writ: export to a local file.');
+    return;
+  }
+  try {
+    const out = createWriteStream(target.fsPath, { mode: 0o600 });
+    const done = new Promise<void>((resolve, reject) => {
+      out.on('error', reject);
+      out.on('finish', () => resolve());
+    });
+    const r = await exportAuditFile(ctx.auditPath, out, format.format, exportFilter(range));
+    out.end();
+    await done;
+    ctx.output.info(`exported ${r.exported} audit records as ${format.format} to ${target.fsPath}`);
+    const open = await vscode.window.showInformationMessage(`Writ: exported ${r.exported} records to ${target.fsPath}.`, 'Open');
+    if (open === 'Open') await vscode.window.showTextDocument(target);
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Writ: export failed: ${(e as Error).message}`);
+  }
+}
+
+async function verifyLog(ctx: WritContext): Promise<void> {
+  const which = await vscode.window.showQuickPick(
+    [
+      { label: 'The live audit log', description: ctx.auditPath, live: true },
+      { label: 'A file…', description: 'e.g. a JSON Lines export', live: false },
+    ],
+    { title: 'Writ: verify an audit log' },
+  );
+  if (!which) return;
+  let file = ctx.auditPath;
+  if (!which.live) {
+    const picked = await vscode.window.showOpenDialog({ canSelectMany: false, openLabel: 'Verify', filters: { 'Audit log': ['jsonl'], 'All files': ['*'] } });
+    if (!picked?.[0]) return;
+    file = picked[0].fsPath;
+  }
+  const result = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: 'Writ: verifying the audit log…' }, () => ctx.verify(file));
+  ctx.output.info(`verify ${file}: ${result.state === 'running' ? '' : result.message}`);
+  if (result.state === 'intact') void vscode.window.showInformationMessage(`Writ: ${result.message}.`);
+  else if (result.state === 'broken') void vscode.window.showErrorMessage(`Writ: ${result.message}`);
+  else if (result.state === 'error') void vscode.window.showWarningMessage(`Writ: could not verify: ${result.message}`);
+}

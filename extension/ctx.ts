@@ -1,0 +1,388 @@
+// The one object that owns the extension's glue (rust-analyzer's Ctx): the broker supervisor, approvals,
+// agent state, status bar, tree, audit panel and commands. Two lifetimes: the extension's (`context.subscriptions`,
+// until deactivate) and the broker run's (its approvals, agents, tokens, pending state requests and the terminals'
+// address), all dropped by endRun() whenever the broker stops or restarts.
+import * as vscode from 'vscode';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import type { ApprovalDecision, ApprovalRequest, AuditRecord, RevokeTarget, VerifyView } from '../broker/protocol';
+/** The variable `writ` and the SDK read the broker's address from (broker/sdk/client.ts ENV_BROKER). */
+const ENV_BROKER = 'WRIT_BROKER';
+import { ApprovalQueue } from './approvals';
+import { AgentsTree } from './tree';
+import type { TreeSource } from './tree';
+import { AuditPanel } from './auditPanel';
+import { StatusBar } from './status';
+import type { BrokerPhase } from './statusModel';
+import { BrokerSupervisor } from './supervisor';
+import type { BrokerMessage, ReadyInfo } from './supervisor';
+import { brokerDirs, workspaceKey } from './brokerDirs';
+import type { BrokerDirs } from './brokerDirs';
+import { claimSlot } from './slotLock';
+import type { ClaimedSlot } from './slotLock';
+import { DEFAULT_SETTINGS, SETTINGS_SECTION, sanitizeSettings, serveArgs } from './settings';
+import type { WritSettings } from './settings';
+import { EMPTY_SNAPSHOT, TokenLedger, activeAgents } from './agentState';
+import type { LiveToken, Snapshot } from './agentState';
+import { RULES_FILE, addRule, parseRules } from './rules';
+import type { WorkspaceRule } from './rules';
+import { verifyView } from './verifyOutput';
+import { registerCommands } from './commands';
+
+/** What activate() returns: the extension's own API (used by the in-editor tests and other extensions). */
+export interface WritApi {
+  /** Resolves when this window's broker is ready (again, after a restart). */
+  whenReady(): Promise<ReadyInfo>;
+  readonly phase: BrokerPhase;
+  pendingApprovals(): ApprovalRequest[];
+  onApprovalRequest(listener: (r: ApprovalRequest) => void): vscode.Disposable;
+  /** Decide a waiting request as the developer would; false when it is no longer waiting. */
+  decide(decision: ApprovalDecision): boolean;
+  snapshot(): Snapshot;
+  stopAgent(agentId: string): Promise<void>;
+}
+
+/** State requests slower than this are dropped (the next refresh asks again). */
+const STATE_TIMEOUT_MS = 3000;
+/** Audit records come in bursts: one state refresh per burst. */
+const REFRESH_DEBOUNCE_MS = 100;
+
+export class WritContext implements TreeSource {
+  readonly output: vscode.LogOutputChannel;
+  readonly approvals: ApprovalQueue;
+  readonly panel: AuditPanel;
+  private readonly status: StatusBar;
+  private readonly supervisor: BrokerSupervisor;
+  private readonly slot: ClaimedSlot;
+  private settings: WritSettings = DEFAULT_SETTINGS;
+  private snap: Snapshot = EMPTY_SNAPSHOT;
+  private readonly ledger = new TokenLedger();
+  private readonly stateWaiters = new Map<string, (s: Snapshot) => void>();
+  private readonly readyWaiters = new Set<(r: ReadyInfo) => void>();
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly changed = new vscode.EventEmitter<void>();
+  readonly onDidChange = this.changed.event;
+  /** The running broker's session id (from its audit records): "this session" in the export. */
+  session: string | undefined;
+
+  constructor(readonly ext: vscode.ExtensionContext) {
+    this.output = vscode.window.createOutputChannel('Writ', { log: true });
+    this.settings = this.readSettings();
+    const uid = typeof process.getuid === 'function' ? process.getuid() : userInfo().uid;
+    const workspace = workspaceKey((vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.toString()), vscode.workspace.workspaceFile?.toString());
+    this.slot = claimSlot((slot) => brokerDirs({ globalStorage: ext.globalStorageUri.fsPath, workspace, slot, tmpdir: tmpdir(), uid }), process.pid);
+    this.status = new StatusBar();
+    this.approvals = new ApprovalQueue({
+      post: (decision) => this.supervisor.send({ type: 'approval.decision', decision }),
+      log: (line) => this.output.info(line),
+      rules: () => this.workspaceRules(),
+      saveRule: (rule) => this.saveRule(rule),
+      changed: () => this.update(),
+    });
+    this.panel = new AuditPanel({
+      extensionUri: ext.extensionUri,
+      auditPath: () => this.auditPath,
+      liveAgents: () => this.snap.agents.filter((a) => !a.revoked).map((a) => a.id),
+      verify: () => this.verify(this.auditPath),
+      stopAgent: (id) => this.stopAgent(id),
+      exportLog: async () => void (await vscode.commands.executeCommand('writ.exportAuditLog')),
+      log: (line) => this.output.warn(line),
+    });
+    this.supervisor = new BrokerSupervisor({
+      execPath: process.execPath,
+      script: ext.asAbsolutePath(join('dist', 'writ.mjs')),
+      args: () => serveArgs(this.settings, this.dirs),
+      env: this.brokerEnv(),
+      log: (line) => this.output.info(line),
+      onPhase: (phase) => this.phaseChanged(phase),
+      onReady: (info) => this.ready(info),
+      onMessage: (msg) => this.brokerMessage(msg),
+    });
+    const tree = new AgentsTree(this);
+    ext.environmentVariableCollection.persistent = false;
+    ext.environmentVariableCollection.description = 'Writ: the address of this window\'s credential broker (WRIT_BROKER)';
+    ext.subscriptions.push(
+      this.output,
+      this.status,
+      this.approvals,
+      this.panel,
+      tree,
+      this.changed,
+      vscode.window.createTreeView('writ.agents', { treeDataProvider: tree, showCollapseAll: true }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (!e.affectsConfiguration(SETTINGS_SECTION)) return;
+        this.settings = this.readSettings();
+        this.update();
+        if (this.supervisor.ready) void this.offerRestart();
+      }),
+      { dispose: () => this.slot.release() },
+    );
+    registerCommands(this);
+    this.update();
+  }
+
+  get dirs(): BrokerDirs {
+    return this.slot.dirs;
+  }
+
+  get auditPath(): string {
+    return join(this.dirs.stateDir, 'audit.jsonl');
+  }
+
+  get phase(): BrokerPhase {
+    return this.supervisor.current;
+  }
+
+  get config(): WritSettings {
+    return this.settings;
+  }
+
+  /** Starts the broker in the background: activation does not wait for it. */
+  start(): void {
+    this.output.info(`broker folders: state ${this.dirs.stateDir}, runtime ${this.dirs.runtimeDir}`);
+    this.supervisor.start();
+  }
+
+  restartBroker(): Promise<void> {
+    return this.supervisor.restart();
+  }
+
+  /** deactivate(): stop the broker and wait for it (its final checkpoint is written on the way out). */
+  async stop(): Promise<void> {
+    this.endRun();
+    await this.supervisor.stop();
+  }
+
+  api(): WritApi {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const ctx = this;
+    return {
+      whenReady: () => this.whenReady(),
+      get phase() {
+        return ctx.phase;
+      },
+      pendingApprovals: () => this.approvals.pending,
+      onApprovalRequest: (l) => this.approvals.onRequest(l),
+      decide: (d) => this.approvals.decide(d),
+      snapshot: () => this.snap,
+      stopAgent: (id) => this.stopAgent(id),
+    };
+  }
+
+  whenReady(): Promise<ReadyInfo> {
+    const now = this.supervisor.ready;
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve) => this.readyWaiters.add(resolve));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // TreeSource and what the views read
+  // ---------------------------------------------------------------------------------------------
+
+  agents() {
+    return this.snap.agents;
+  }
+
+  grantsOf(agentId: string) {
+    return this.snap.grants.filter((g) => g.agentId === agentId);
+  }
+
+  tokensOf(grantId: string): LiveToken[] {
+    return this.ledger.forGrant(grantId, Math.floor(Date.now() / 1000));
+  }
+
+  notice(): string | undefined {
+    switch (this.phase.kind) {
+      case 'running':
+        return this.snap.agents.length === 0 ? 'No agents yet: run `npx writ token` or `npx writ exec` in a terminal.' : undefined;
+      case 'starting':
+        return 'The broker is starting…';
+      case 'restarting':
+        return `The broker stopped (${this.phase.error}); restarting…`;
+      case 'error':
+        return `The broker is not running: ${this.phase.error}`;
+      case 'stopped':
+        return 'The broker is stopped.';
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Actions
+  // ---------------------------------------------------------------------------------------------
+
+  /** Revokes over the IPC pipe; the broker closes the agent's connections, and `writ exec` ends its process. */
+  async revoke(target: RevokeTarget, reason: string): Promise<boolean> {
+    const sent = this.supervisor.send({ type: 'revoke', target, reason });
+    if (!sent) void vscode.window.showWarningMessage('Writ: the broker is not running.');
+    else this.scheduleRefresh(0);
+    return sent;
+  }
+
+  async stopAgent(agentId: string): Promise<void> {
+    const a = this.snap.agents.find((x) => x.id === agentId);
+    if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${a?.name ?? ''} [${agentId}]`);
+  }
+
+  /** Verifies an audit file with `writ audit verify` as a child: it reads the public keys from the keychain. */
+  verify(file: string): Promise<VerifyView> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [this.ext.asAbsolutePath(join('dist', 'writ.mjs')), 'audit', 'verify', '--file', file], { env: this.brokerEnv(), timeout: 120_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+        const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null) : 0;
+        resolve(verifyView(code, stdout, stderr));
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The broker run
+  // ---------------------------------------------------------------------------------------------
+
+  private brokerEnv(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env, ELECTRON_RUN_AS_NODE: '1' };
+    // This window's folders are passed as flags; an agent's credentials in the editor's environment are not ours.
+    for (const k of ['WRIT_BROKER', 'WRIT_SESSION', 'WRIT_TOKEN', 'WRIT_STATE_DIR', 'WRIT_RUNTIME_DIR']) delete env[k];
+    return env;
+  }
+
+  private ready(info: ReadyInfo): void {
+    const env = this.ext.environmentVariableCollection;
+    env.replace(ENV_BROKER, `unix:${info.socketPath}`);
+    // So `writ status`, `writ agents` and `writ audit verify` in this window's terminals mean this broker.
+    env.replace('WRIT_RUNTIME_DIR', this.dirs.runtimeDir);
+    env.replace('WRIT_STATE_DIR', this.dirs.stateDir);
+    this.output.info(`broker ready (pid ${info.pid}) on ${info.socketPath} and ${info.httpUrl}`);
+    for (const w of this.readyWaiters) w(info);
+    this.readyWaiters.clear();
+    this.panel.reload();
+    this.scheduleRefresh(0);
+  }
+
+  private brokerMessage(msg: BrokerMessage): void {
+    switch (msg.type) {
+      case 'approval.request':
+        void this.approvals.receive(msg.request);
+        return;
+      case 'approval.closed':
+        this.approvals.closed(msg.requestId, msg.reason);
+        return;
+      case 'audit.record':
+        this.record(msg.record);
+        return;
+      case 'state': {
+        const resolve = this.stateWaiters.get(msg.requestId);
+        this.stateWaiters.delete(msg.requestId);
+        resolve?.({ agents: msg.agents, grants: msg.grants, pendingApprovals: msg.pendingApprovals });
+        return;
+      }
+      case 'fatal':
+        this.output.error(`broker: ${msg.message} (${msg.code})`);
+        return;
+    }
+  }
+
+  private record(r: AuditRecord): void {
+    this.session = r.session;
+    this.ledger.add(r);
+    this.panel.append(r);
+    if (r.event !== 'checkpoint' && r.event !== 'token.introspected') this.scheduleRefresh(REFRESH_DEBOUNCE_MS);
+  }
+
+  private phaseChanged(phase: BrokerPhase): void {
+    if (phase.kind !== 'running') this.endRun();
+    if (phase.kind === 'error') {
+      void vscode.window.showErrorMessage(`Writ: the broker could not start: ${phase.error}`, 'Restart Broker', 'Show Output').then((c) => {
+        if (c === 'Restart Broker') void this.restartBroker();
+        if (c === 'Show Output') this.output.show();
+      });
+    }
+    this.update();
+  }
+
+  /** What belonged to the run that ended: its approvals, agents, tokens, and the terminals' address. */
+  private endRun(): void {
+    this.approvals.clear();
+    this.ledger.clear();
+    this.snap = EMPTY_SNAPSHOT;
+    this.stateWaiters.clear();
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.ext.environmentVariableCollection.clear();
+  }
+
+  private scheduleRefresh(delay: number): void {
+    if (this.refreshTimer) return;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      void this.refresh();
+    }, delay);
+  }
+
+  private async refresh(): Promise<void> {
+    const requestId = randomUUID();
+    if (!this.supervisor.send({ type: 'state.request', requestId })) return;
+    const snap = await new Promise<Snapshot | undefined>((resolve) => {
+      this.stateWaiters.set(requestId, resolve);
+      setTimeout(() => {
+        if (this.stateWaiters.delete(requestId)) resolve(undefined);
+      }, STATE_TIMEOUT_MS).unref();
+    });
+    if (!snap) return;
+    this.snap = snap;
+    this.update();
+    this.panel.agentsChanged();
+  }
+
+  private update(): void {
+    this.status.update({ phase: this.phase, activeAgents: activeAgents(this.snap.agents).length, pendingApprovals: this.approvals.pending.length });
+    this.changed.fire();
+  }
+
+  private readSettings(): WritSettings {
+    const c = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+    return sanitizeSettings((key) => c.get(key));
+  }
+
+  private async offerRestart(): Promise<void> {
+    const c = await vscode.window.showInformationMessage('Writ: the new settings apply when the broker restarts. Agents lose their grants.', 'Restart Broker');
+    if (c === 'Restart Broker') await this.restartBroker();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Workspace rules (.vscode/writ.json), applied only in a trusted workspace
+  // ---------------------------------------------------------------------------------------------
+
+  private rulesUri(): vscode.Uri | undefined {
+    const folder = vscode.workspace.workspaceFolders?.[0];
+    return folder ? vscode.Uri.joinPath(folder.uri, RULES_FILE) : undefined;
+  }
+
+  private async readRulesText(uri: vscode.Uri): Promise<string | null> {
+    try {
+      return new TextDecoder().decode(await vscode.workspace.fs.readFile(uri));
+    } catch {
+      return null;
+    }
+  }
+
+  async workspaceRules(): Promise<WorkspaceRule[]> {
+    const uri = this.rulesUri();
+    if (!uri || !vscode.workspace.isTrusted) return [];
+    const read = parseRules(await this.readRulesText(uri));
+    if (!read.ok) {
+      this.output.warn(`${read.problem}: no workspace rule applies`);
+      return [];
+    }
+    return read.rules;
+  }
+
+  private async saveRule(rule: WorkspaceRule): Promise<void> {
+    const uri = this.rulesUri();
+    if (!uri) throw new Error('open a folder first: rules are saved in the workspace');
+    if (!vscode.workspace.isTrusted) throw new Error('this workspace is not trusted: rules are neither applied nor saved');
+    const text = addRule(await this.readRulesText(uri), rule);
+    await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(text));
+    this.output.info(`saved a workspace rule for ${rule.agent} in ${RULES_FILE}`);
+  }
+}

@@ -1,0 +1,80 @@
+// Workspace approval rules (.vscode/writ.json, a file the team can commit): which requests are approved without
+// asking. Pure: parsing, matching and adding a rule; reading and writing the file is the caller's job. The
+// caller applies rules only in a trusted workspace, since the file comes with the repository.
+//
+// A rule names the agent by the name it declares, which another local process could also declare; so a rule
+// should be as narrow as the work it covers. The broker audits a rule's approval like any other.
+import { z } from 'zod';
+import { ScopeString, GrantMode, TtlSeconds } from '../broker/protocol';
+import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
+import { parseScope, scopesCover } from '../broker/core/scopes';
+
+export const RULES_FILE = '.vscode/writ.json';
+
+export const WorkspaceRule = z.strictObject({
+  agent: z.string().min(1).max(100),
+  audience: z.string().min(1).max(512),
+  scopes: z.array(ScopeString).min(1).max(32),
+  mode: GrantMode.default('task'),
+  ttl: TtlSeconds.optional(),
+});
+export type WorkspaceRule = z.infer<typeof WorkspaceRule>;
+
+export const WorkspaceRules = z.strictObject({
+  $schema: z.string().optional(),
+  rules: z.array(WorkspaceRule).max(200),
+});
+export type WorkspaceRules = z.infer<typeof WorkspaceRules>;
+
+export type RulesRead = { ok: true; rules: WorkspaceRule[] } | { ok: false; problem: string };
+
+/** The file's text (or null when absent) as rules; a bad file is reported by field path and applies no rule. */
+export function parseRules(text: string | null): RulesRead {
+  if (text === null || text.trim() === '') return { ok: true, rules: [] };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { ok: false, problem: `${RULES_FILE} is not valid JSON` };
+  }
+  const r = WorkspaceRules.safeParse(raw);
+  if (!r.success) {
+    const at = r.error.issues[0]?.path.map(String).join('.') || '(root)';
+    return { ok: false, problem: `${RULES_FILE}: invalid field ${at}` };
+  }
+  for (const rule of r.data.rules) {
+    try {
+      rule.scopes.forEach(parseScope);
+    } catch {
+      return { ok: false, problem: `${RULES_FILE}: a rule for ${rule.agent} has an invalid scope` };
+    }
+  }
+  return { ok: true, rules: r.data.rules };
+}
+
+/** The first rule covering the request: same agent name, same audience, every asked scope covered. */
+export function matchRule(rules: readonly WorkspaceRule[], r: ApprovalRequest): WorkspaceRule | undefined {
+  let asked;
+  try {
+    asked = r.scopes.map(parseScope);
+  } catch {
+    return undefined;
+  }
+  return rules.find((rule) => rule.agent === r.agent.name && rule.audience === r.audience && scopesCover(rule.scopes.map(parseScope), asked));
+}
+
+/** The decision a matching rule gives: the scopes asked (all covered), the rule's mode and TTL. */
+export function ruleDecision(rule: WorkspaceRule, r: ApprovalRequest): ApprovalDecision {
+  const ttl = rule.ttl === undefined ? undefined : Math.min(rule.ttl, r.maxTtl);
+  return { requestId: r.requestId, decision: 'approve', scopes: [...r.scopes], mode: rule.mode, ...(ttl === undefined ? {} : { ttl }) };
+}
+
+/** The file's new text with the rule added (an identical rule is not added twice). Keeps other fields. */
+export function addRule(text: string | null, rule: WorkspaceRule): string {
+  const read = parseRules(text);
+  if (!read.ok) throw new Error(read.problem);
+  const base = text && text.trim() ? (JSON.parse(text) as WorkspaceRules) : { rules: [] };
+  const same = (a: WorkspaceRule) => a.agent === rule.agent && a.audience === rule.audience && a.mode === rule.mode && a.ttl === rule.ttl && a.scopes.join(' ') === rule.scopes.join(' ');
+  const rules = read.rules.some(same) ? base.rules : [...base.rules, rule];
+  return JSON.stringify({ ...base, rules }, null, 2) + '\n';
+}

@@ -1,0 +1,57 @@
+// The status bar as a small state machine: broker phase plus counts in, what the item shows out. Pure.
+
+export type BrokerPhase =
+  | { kind: 'stopped' }
+  | { kind: 'starting' }
+  | { kind: 'running' }
+  /** Crashed; the next start is scheduled. */
+  | { kind: 'restarting'; attempt: number; error: string }
+  /** Gave up (or never started): the developer restarts it. */
+  | { kind: 'error'; error: string };
+
+export interface StatusInput {
+  phase: BrokerPhase;
+  /** Agents not revoked that are connected or hold a live grant. */
+  activeAgents: number;
+  pendingApprovals: number;
+}
+
+export interface StatusView {
+  text: string;
+  tooltip: string;
+  /** A theme colour id for the background, or none. */
+  background: 'statusBarItem.warningBackground' | 'statusBarItem.errorBackground' | undefined;
+}
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+export function statusView(s: StatusInput): StatusView {
+  switch (s.phase.kind) {
+    case 'stopped':
+      return { text: '$(circle-slash) Writ', tooltip: 'Writ: the broker is stopped. Click to restart it.', background: undefined };
+    case 'starting':
+      return { text: '$(loading~spin) Writ', tooltip: 'Writ: starting the broker…', background: undefined };
+    case 'restarting':
+      return {
+        text: '$(sync~spin) Writ: restarting',
+        tooltip: `Writ: the broker stopped unexpectedly (${s.phase.error}); restart attempt ${s.phase.attempt}.`,
+        background: 'statusBarItem.warningBackground',
+      };
+    case 'error':
+      return { text: '$(error) Writ: broker error', tooltip: `Writ: ${s.phase.error}. Click to restart the broker.`, background: 'statusBarItem.errorBackground' };
+    case 'running':
+      break;
+  }
+  const agents = plural(s.activeAgents, 'agent active', 'agents active');
+  if (s.pendingApprovals > 0) {
+    return {
+      text: `$(bell-dot) Writ: ${plural(s.pendingApprovals, 'approval', 'approvals')} waiting`,
+      tooltip: `Writ: ${plural(s.pendingApprovals, 'request waits', 'requests wait')} for your decision; ${agents}.`,
+      background: 'statusBarItem.warningBackground',
+    };
+  }
+  if (s.activeAgents > 0) {
+    return { text: `$(shield) Writ: ${plural(s.activeAgents, 'agent', 'agents')}`, tooltip: `Writ: ${agents}. Click to see or stop them.`, background: undefined };
+  }
+  return { text: '$(shield) Writ', tooltip: 'Writ: the broker is running; no agents are active.', background: undefined };
+}

@@ -1,0 +1,92 @@
+// The extension's broker supervisor against the real broker process: ready, state over IPC, restart after a
+// crash, and a clean stop (the `broker.stopped` record and final checkpoint are written).
+import { describe, it, expect, afterEach } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BrokerSupervisor } from '../../extension/supervisor';
+import type { BrokerMessage, ReadyInfo } from '../../extension/supervisor';
+import type { BrokerPhase } from '../../extension/statusModel';
+import { WRIT, freshEnv, requireKeyring } from '../helpers/broker';
+
+requireKeyring();
+
+function harness() {
+  const env = freshEnv();
+  const phases: BrokerPhase['kind'][] = [];
+  const messages: BrokerMessage[] = [];
+  const readies: ReadyInfo[] = [];
+  let onReady: (() => void) | undefined;
+  const sup = new BrokerSupervisor({
+    execPath: process.execPath,
+    script: WRIT,
+    args: () => ['serve', '--state-dir', env.WRIT_STATE_DIR, '--runtime-dir', env.WRIT_RUNTIME_DIR, '--default-ttl', '120'],
+    env: { ...process.env, ...env, ELECTRON_RUN_AS_NODE: '1' },
+    log: () => undefined,
+    onPhase: (p) => phases.push(p.kind),
+    onReady: (r) => {
+      readies.push(r);
+      onReady?.();
+    },
+    onMessage: (m) => messages.push(m),
+    backoffMs: [50],
+  });
+  const nextReady = () => new Promise<void>((r) => (onReady = r));
+  return { env, sup, phases, messages, readies, nextReady };
+}
+
+let stopMe: BrokerSupervisor | undefined;
+afterEach(async () => {
+  await stopMe?.stop();
+  stopMe = undefined;
+});
+
+describe('BrokerSupervisor', () => {
+  it('starts the broker, answers a state request, restarts it after a crash and stops it cleanly', async () => {
+    const h = harness();
+    stopMe = h.sup;
+    let ready = h.nextReady();
+    h.sup.start();
+    await ready;
+    expect(h.phases).toEqual(['starting', 'running']);
+    expect(h.readies[0]!.socketPath).toBe(join(h.env.WRIT_RUNTIME_DIR, 'writ.sock'));
+
+    expect(h.sup.send({ type: 'state.request', requestId: 'q1' })).toBe(true);
+    for (let i = 0; i < 100 && !h.messages.some((m) => m.type === 'state'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(h.messages.find((m) => m.type === 'state')).toEqual({ type: 'state', requestId: 'q1', agents: [], grants: [], pendingApprovals: 0 });
+
+    ready = h.nextReady();
+    process.kill(h.sup.pid!, 'SIGKILL');
+    await ready;
+    expect(h.phases).toEqual(['starting', 'running', 'restarting', 'starting', 'running']);
+
+    const pid = h.sup.pid!;
+    await h.sup.stop();
+    expect(h.phases.at(-1)).toBe('stopped');
+    expect(() => process.kill(pid, 0)).toThrow();
+    const lines = readFileSync(join(h.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.at(-2).event).toBe('broker.stopped');
+    expect(lines.at(-1).event).toBe('checkpoint');
+  });
+
+  it('gives up with an error phase when the broker cannot start, naming the reason', async () => {
+    const h = harness();
+    const phases: BrokerPhase[] = [];
+    const sup = new BrokerSupervisor({
+      execPath: process.execPath,
+      script: WRIT,
+      args: () => ['serve', '--max-ttl', '99999', '--state-dir', h.env.WRIT_STATE_DIR, '--runtime-dir', h.env.WRIT_RUNTIME_DIR],
+      env: { ...process.env, ...h.env },
+      log: () => undefined,
+      onPhase: (p) => phases.push(p),
+      onReady: () => undefined,
+      onMessage: () => undefined,
+      backoffMs: [10],
+      maxFailures: 2,
+    });
+    stopMe = sup;
+    sup.start();
+    for (let i = 0; i < 300 && sup.current.kind !== 'error'; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(phases.map((p) => p.kind)).toEqual(['starting', 'restarting', 'starting', 'error']);
+    expect(sup.current).toEqual({ kind: 'error', error: 'the maximum token lifetime must be 1 to 3600 seconds (WRIT_USAGE)' });
+  });
+});

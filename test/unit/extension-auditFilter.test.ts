@@ -1,0 +1,67 @@
+import { describe, it, expect } from 'vitest';
+import type { AuditRecord } from '../../broker/protocol';
+import { agentsSeen, filterIndices, rowCells, rowText, visibleWindow } from '../../extension/auditFilter';
+
+const Z = '0'.repeat(64);
+const rec = (seq: number, over: Partial<AuditRecord> = {}): AuditRecord => ({
+  v: 1,
+  seq,
+  ts: '2026-01-02T03:04:05.678Z',
+  session: 'ses_1',
+  event: 'token.minted',
+  user: 'dev@example.com',
+  prev: Z,
+  ...over,
+});
+const claude = { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] };
+const helper = { id: 'agt_2', name: 'helper', kind: 'script', parents: ['agt_1'] };
+
+const records = [
+  rec(0, { event: 'broker.started', detail: { pid: 7 } }),
+  rec(1, { event: 'task.approved', agent: claude, task: { id: 'tsk_1', description: 'fix issue 12' }, scopes: ['repo:read:acme/web'], detail: { mode: 'task' } }),
+  rec(2, { agent: claude, jti: 'jti_a', audience: 'https://api', scopes: ['repo:read:acme/web'] }),
+  rec(3, { event: 'task.denied', agent: helper, outcome: 'failure', code: 'WRIT_DENIED' }),
+];
+
+describe('audit panel filtering', () => {
+  it('renders a row as time, event, agent, task, scopes and detail', () => {
+    expect(rowCells(records[2]!)).toEqual(['03:04:05.678', 'token.minted', 'claude agt_1', '', 'repo:read:acme/web', 'aud https://api · jti jti_a']);
+    expect(rowCells(records[3]!)[5]).toBe('failed WRIT_DENIED');
+    expect(rowCells(records[0]!)[5]).toBe('pid 7');
+  });
+
+  it('filters by agent (with its sub-agents), by event and by text, case-insensitively', () => {
+    const texts = records.map(rowText);
+    expect(filterIndices(records, { agent: '', event: '', text: '' }, texts)).toEqual([0, 1, 2, 3]);
+    expect(filterIndices(records, { agent: 'agt_1', event: '', text: '' }, texts)).toEqual([1, 2, 3]);
+    expect(filterIndices(records, { agent: 'agt_2', event: '', text: '' })).toEqual([3]);
+    expect(filterIndices(records, { agent: '', event: 'token.minted', text: '' })).toEqual([2]);
+    expect(filterIndices(records, { agent: '', event: '', text: 'FIX ISSUE' })).toEqual([1]);
+    expect(filterIndices(records, { agent: 'agt_1', event: 'task.denied', text: 'writ_denied' })).toEqual([3]);
+    expect(filterIndices(records, { agent: '', event: '', text: 'nothing like this' })).toEqual([]);
+  });
+
+  it('lists the agents seen in first-seen order', () => {
+    expect([...agentsSeen(records)]).toEqual([
+      ['agt_1', 'claude'],
+      ['agt_2', 'helper'],
+    ]);
+  });
+
+  it('renders only the visible window plus overscan', () => {
+    expect(visibleWindow(0, 220, 22, 50_000)).toEqual({ start: 0, end: 20 });
+    expect(visibleWindow(22_000, 440, 22, 50_000)).toEqual({ start: 990, end: 1030 });
+    expect(visibleWindow(1_099_780, 440, 22, 50_000)).toEqual({ start: 49_980, end: 50_000 });
+    expect(visibleWindow(-5, 100, 22, 3)).toEqual({ start: 0, end: 3 });
+  });
+
+  it('filters fifty thousand rows quickly', () => {
+    const many = Array.from({ length: 50_000 }, (_, i) => rec(i, { agent: i % 2 ? claude : helper, task: { id: 't', description: `task ${i}` } }));
+    const texts = many.map(rowText);
+    const t0 = performance.now();
+    const hits = filterIndices(many, { agent: 'agt_2', event: '', text: 'task 4999' }, texts);
+    // 'task 4999' is in 4999 and 49990..49999; helper rows are the even ones.
+    expect(hits.map((i) => many[i]!.seq)).toEqual([49990, 49992, 49994, 49996, 49998]);
+    expect(performance.now() - t0).toBeLessThan(200);
+  });
+});

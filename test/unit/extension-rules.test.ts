@@ -1,0 +1,57 @@
+import { describe, it, expect } from 'vitest';
+import type { ApprovalRequest } from '../../broker/protocol';
+import { addRule, matchRule, parseRules, ruleDecision } from '../../extension/rules';
+import type { WorkspaceRule } from '../../extension/rules';
+
+const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
+  requestId: 'req_1',
+  agent: { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] },
+  task: 'fix issue 12',
+  scopes: ['repo:read:acme/web'],
+  audience: 'https://api.github.com',
+  ttl: 300,
+  maxTtl: 600,
+  deadline: 1_000_000,
+  ...over,
+});
+
+const rule: WorkspaceRule = { agent: 'claude', audience: 'https://api.github.com', scopes: ['repo:read:acme/*'], mode: 'session' };
+
+describe('workspace rules', () => {
+  it('parses a rules file and reports a bad one by field path only', () => {
+    expect(parseRules(null)).toEqual({ ok: true, rules: [] });
+    expect(parseRules('{"rules":[{"agent":"claude","audience":"a","scopes":["repo:read"]}]}')).toEqual({
+      ok: true,
+      rules: [{ agent: 'claude', audience: 'a', scopes: ['repo:read'], mode: 'task' }],
+    });
+    expect(parseRules('{oops')).toEqual({ ok: false, problem: '.vscode/writ.json is not valid JSON' });
+    expect(parseRules('{"rules":[{"agent":"claude","audience":"a","scopes":[]}]}')).toEqual({ ok: false, problem: '.vscode/writ.json: invalid field rules.0.scopes' });
+    expect(parseRules('{"rules":[{"agent":"claude","audience":"a","scopes":["Not A Scope"]}]}')).toEqual({
+      ok: false,
+      problem: '.vscode/writ.json: a rule for claude has an invalid scope',
+    });
+  });
+
+  it('matches only the same agent name and audience with every asked scope covered', () => {
+    expect(matchRule([rule], request())).toBe(rule);
+    expect(matchRule([rule], request({ scopes: ['repo:read:acme/web', 'repo:read:acme/api'] }))).toBe(rule);
+    expect(matchRule([rule], request({ scopes: ['repo:read:acme/web', 'repo:write:acme/web'] }))).toBeUndefined();
+    expect(matchRule([rule], request({ scopes: ['repo:read:acme/web/sub'] }))).toBeUndefined();
+    expect(matchRule([rule], request({ audience: 'https://evil.example' }))).toBeUndefined();
+    expect(matchRule([rule], request({ agent: { id: 'agt_2', name: 'copilot', kind: 'cli', parents: [] } }))).toBeUndefined();
+  });
+
+  it('approves what was asked, in the rule\'s mode, with its lifetime capped at the maximum', () => {
+    expect(ruleDecision(rule, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session' });
+    expect(ruleDecision({ ...rule, ttl: 3600 }, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session', ttl: 600 });
+  });
+
+  it('adds a rule once, keeping what else the file holds', () => {
+    const first = addRule(null, rule);
+    expect(JSON.parse(first)).toEqual({ rules: [rule] });
+    expect(addRule(first, rule)).toBe(first);
+    const withSchema = addRule('{"$schema":"x","rules":[]}', rule);
+    expect(JSON.parse(withSchema)).toEqual({ $schema: 'x', rules: [rule] });
+    expect(() => addRule('{oops', rule)).toThrow('.vscode/writ.json is not valid JSON');
+  });
+});
