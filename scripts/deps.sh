@@ -4,6 +4,8 @@
 #   dbus-user-session  -> dbus-run-session (and dbus-send, via dbus-bin)
 # Idempotent: a fast no-op (dpkg -s only, no network) when everything is already there.
 # (libsecret-tools, for `secret-tool` while debugging, is optional and not installed here.)
+# Then runs scripts/e2e-tools.sh (code-server, Node 24, playwright-core, chromium for the end-to-end tests in a
+# real VS Code; cached in .e2e-tools/), unless WRIT_SKIP_E2E=1.
 set -euo pipefail
 
 PACKAGES=(gnome-keyring dbus-user-session)
@@ -16,19 +18,21 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
+if [ "${#missing[@]}" -gt 0 ]; then
+  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "writ: missing packages: ${missing[*]}. Run as root:" >&2
+    echo "  sudo sh -c '$cmd'" >&2
+    exit 1
+  fi
+
+  echo "writ: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "writ: missing packages: ${missing[*]}. Run as root:" >&2
-  echo "  sudo sh -c '$cmd'" >&2
-  exit 1
+if [ "${WRIT_SKIP_E2E:-0}" != 1 ]; then
+  bash "$(dirname "$0")/e2e-tools.sh"
 fi
-
-echo "writ: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y --no-install-recommends "${missing[@]}"
