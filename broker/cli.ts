@@ -12,8 +12,11 @@ import { systemClock } from './core/clock';
 import { resolvePaths } from './paths';
 import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDiscovery } from './sdk/client';
 import type { RevokeTarget } from './protocol';
+import { SECRET_HELP } from './proxy/cli';
+import { cmdAgents, AGENTS_HELP } from './cli-agents';
 
 const HELP: Record<string, string> = {
+  secret: SECRET_HELP,
   main: `writ: scoped, delegated, auditable, revocable credentials for AI coding agents
 
 Usage: writ <command> [options]
@@ -23,11 +26,14 @@ Commands:
   token          ask for a token for a task; prints the token and nothing else
   exec -- CMD    run CMD as an agent with a token (WRIT_TOKEN) and a session in its environment
   revoke         revoke a token, a grant, a task, an agent (and its sub-agents) or everything
-  agents         list the agents the broker knows
+  agents         the agent inventory (across runs), live agents, export, block and unblock
   status         show the running broker's state
   audit verify   check the audit log's hash chain and signed checkpoints
   audit export   write the audit log as JSON Lines, CSV or OCSF
   key rotate     add a new signing key (the old one stays in the JWKS until its tokens expire)
+  secret         store an upstream secret (stdin → OS keychain) for the broker's credential-injecting proxy
+  mcp            serve MCP on stdio: agents ask for approved tokens by a tool call
+  gate -- CMD    guard an MCP server: every tools/call needs a Writ token with mcp:call:<server>/<tool>
 
 Run \`writ <command> --help\` for a command's options.`,
   serve: `Usage: writ serve [--port N] [--user EMAIL] [--default-ttl SECONDS] [--max-ttl SECONDS]
@@ -45,13 +51,14 @@ Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered s
   exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] -- CMD [ARGS…]
 
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
-grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD is stopped
-(SIGTERM, then SIGKILL after 2 s).`,
+grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD's whole process tree
+is stopped (its process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log
+records it (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.`,
   revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
 
 Revocation takes effect before this returns: minting, exchange and introspection refuse what it covers,
 subscribed verifiers are told at once, and the revoked agent's connections are closed.`,
-  agents: `Usage: writ agents [--json]`,
+  agents: AGENTS_HELP,
   status: `Usage: writ status [--json]`,
   audit: `Usage: writ audit verify [--file PATH]
        writ audit export [--format jsonl|csv|ocsf] [--out PATH] [--session ID] [--agent ID]
@@ -60,6 +67,20 @@ subscribed verifiers are told at once, and the revoked agent's connections are c
 
 Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS until the
 last token it signed has expired. Stop the broker first.`,
+  mcp: `Usage: writ mcp [--agent NAME]
+
+An MCP server on stdin/stdout for a coding agent (add it like any other MCP server). Tools:
+request_credentials {task, scopes, audience, ttl?} (waits for the developer; returns the token and its expiry),
+list_grants, revoke_grant {grantId}. Connects as agent NAME (default mcp-agent, kind mcp); honours WRIT_SESSION
+and WRIT_BROKER. Logs go to stderr.`,
+  gate: `Usage: writ gate --server NAME [--audience AUD] [--port N] [--broker URL] -- CMD [ARGS…]
+       writ gate --server NAME --upstream-url URL [--audience AUD] [--port N] [--broker URL]
+
+Serves the upstream MCP server (a stdio command, or a streamable HTTP URL) on http://127.0.0.1:PORT/mcp and
+lets a tools/call through only with a Writ token (Authorization: Bearer) for the audience (default that URL)
+whose scopes allow mcp:call:NAME/<tool>. No or a bad token: 401 with RFC 9728 metadata at
+/.well-known/oauth-protected-resource; a tool not granted: 403 insufficient_scope. Each call is audited (tool
+and outcome, never the arguments); a revoked token is refused at once. The token is never sent upstream.`,
 };
 
 class UsageError extends Error {}
@@ -161,12 +182,12 @@ function sessionCachePath(agent: string): string {
   return join(dir, createHash('sha256').update(agent).digest('hex').slice(0, 32));
 }
 
-async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined }> {
+async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
   let session = process.env[ENV_SESSION] || undefined;
   const fromEnv = session !== undefined;
   const cache = sessionCachePath(a.agent);
   if (!session && existsSync(cache)) session = readFileSync(cache, 'utf8').trim() || undefined;
-  const { client } = await WritClient.asAgent({ name: a.agent, kind: a.kind, ...(session ? { session } : {}) }).catch(async (e) => {
+  const { client, hello } = await WritClient.asAgent({ name: a.agent, kind: a.kind, ...(session ? { session } : {}) }).catch(async (e) => {
     // This CLI's own remembered session was revoked: start afresh as a new agent, which the developer must
     // approve again. A session handed down in the environment (an agent's process) stays refused.
     if (session && !fromEnv && asWritError(e).code === 'WRIT_SESSION_INVALID') return WritClient.asAgent({ name: a.agent, kind: a.kind });
@@ -180,7 +201,7 @@ async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: 
       writeFileSync(cache, r.session, { mode: 0o600 });
     }
   }
-  return { client, token: r.token.token, session };
+  return { client, token: r.token.token, session, agentId: hello.agentId };
 }
 
 async function cmdToken(args: string[]): Promise<number> {
@@ -201,28 +222,60 @@ async function cmdExec(args: string[]): Promise<number> {
   if (cmd.length === 0) throw new UsageError('give the command after --, e.g. writ exec --task … -- npm test');
   const a = tokenArgs(values, basename(cmd[0]!));
   const address = brokerAddress();
-  const { client, token, session } = await requestToken(a);
+  const { client, token, session, agentId } = await requestToken(a);
+  // Its own process group (so a revocation stops the whole tree), except on a terminal: a background group
+  // reading the TTY would be stopped by SIGTTIN. There the tree is found through /proc (process-tree.ts).
+  const group = !process.stdin.isTTY && process.platform !== 'win32';
   const child = spawn(cmd[0]!, cmd.slice(1), {
     stdio: 'inherit',
+    detached: group,
     env: { ...process.env, [ENV_TOKEN]: token, [ENV_BROKER]: address, ...(session ? { [ENV_SESSION]: session } : {}) },
   });
-  // The broker closes a revoked agent's connection with 4001: stop the agent's process with it.
+  // The broker closes a revoked agent's connection with 4001: stop the agent's process tree with it.
+  let stopping: Promise<import('./proxy/process-tree').TreeStopResult> | undefined;
   client.onClose((code) => {
-    if (code !== 4001 || child.exitCode !== null) return;
-    err('writ: the agent was revoked; stopping it');
-    child.kill('SIGTERM');
-    setTimeout(() => child.exitCode === null && child.kill('SIGKILL'), 2000).unref();
+    if (code !== 4001 || child.pid === undefined || stopping) return;
+    err('writ: the agent was revoked; stopping its process tree');
+    stopping = import('./proxy/process-tree').then(({ stopTree }) => stopTree(child.pid!, { group, graceMs: 2000 }));
   });
-  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const forward = (sig: NodeJS.Signals) => () => {
+    if (group && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, sig);
+        return;
+      } catch {
+        // the group is gone: fall through to the child
+      }
+    }
+    child.kill(sig);
+  };
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));
-  const code = await new Promise<number>((resolve) => {
+  const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null }>((resolve) => {
     child.on('error', (e) => {
       err(`writ: cannot run ${cmd[0]}: ${e.message}`);
-      resolve(127);
+      resolve({ code: 127, exitCode: null, signal: null });
     });
-    child.on('exit', (c, sig) => resolve(c ?? 128 + (sig ? (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[sig] ?? 1 : 1)));
+    child.on('exit', (c, sig) =>
+      resolve({ code: c ?? 128 + (sig ? (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[sig] ?? 1 : 1), exitCode: c, signal: sig }),
+    );
   });
+  const code = exit.code;
+  if (stopping && child.pid !== undefined) {
+    const stopped = await stopping;
+    if (!stopped.treeStopped) err('writ: some of the agent\'s processes could not be stopped');
+    // The agent's own connection is closed: report on a fresh one, so the audit log says the tree was stopped.
+    try {
+      const reporter = await WritClient.connect(address);
+      try {
+        await reporter.call('agent.stopped', { agentId, pid: child.pid, ...stopped, exitCode: exit.exitCode, exitSignal: exit.signal });
+      } finally {
+        await reporter.close();
+      }
+    } catch (e) {
+      err(`writ: could not report the stop to the broker (${asWritError(e).code})`);
+    }
+  }
   await client.close();
   return code;
 }
@@ -254,24 +307,6 @@ async function cmdRevoke(args: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdAgents(args: string[]): Promise<number> {
-  const { values } = parse(args, { json: { type: 'boolean' } });
-  if (values.help) return (err(HELP.agents!), 0);
-  const client = await WritClient.connect();
-  try {
-    const { agents } = await client.call('agents.list', {});
-    if (values.json) return (out(JSON.stringify(agents, null, 2)), 0);
-    if (agents.length === 0) return (out('no agents'), 0);
-    const rows = agents.map((a) => [a.id, a.name, a.kind, a.revoked ? 'revoked' : a.connected ? 'connected' : 'idle', String(a.grants), String(a.liveTokens), a.parents[0] ?? '']);
-    const head = ['ID', 'NAME', 'KIND', 'STATE', 'GRANTS', 'TOKENS', 'PARENT'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    for (const r of [head, ...rows]) out(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
-  } finally {
-    await client.close();
-  }
-  return 0;
-}
-
 async function cmdStatus(args: string[]): Promise<number> {
   const { values } = parse(args, { json: { type: 'boolean' } });
   if (values.help) return (err(HELP.status!), 0);
@@ -279,11 +314,19 @@ async function cmdStatus(args: string[]): Promise<number> {
   const client = await WritClient.connect();
   try {
     const s = await client.call('status', {});
-    if (values.json) return (out(JSON.stringify({ ...s, socketPath: d.socketPath, httpUrl: d.httpUrl }, null, 2)), 0);
+    if (values.json) {
+      const { findings } = await client.call('findings.list', {});
+      return (out(JSON.stringify({ ...s, socketPath: d.socketPath, httpUrl: d.httpUrl, openFindings: findings }, null, 2)), 0);
+    }
     out(`Writ broker ${s.version} (pid ${s.pid}) for ${s.user}`);
     out(`  socket ${d.socketPath}   http ${d.httpUrl}`);
     out(`  approvals: ${s.approver}   agents: ${s.agents}   live grants: ${s.grants}   waiting approvals: ${s.pendingApprovals}`);
     out(`  audit records: ${s.auditRecords}   signing key: ${s.kid}`);
+    if (s.findings > 0) {
+      const { findings } = await client.call('findings.list', {});
+      out(`  findings (${findings.length}):`);
+      for (const f of findings) out(`    ${f.id}  ${f.kind}  agent ${f.agentId} (${f.identity})  action ${f.action}  ${JSON.stringify(f.evidence)}`);
+    }
   } finally {
     await client.close();
   }
@@ -381,6 +424,53 @@ async function cmdAudit(args: string[]): Promise<number> {
   throw new UsageError('writ audit verify | writ audit export');
 }
 
+async function cmdMcp(args: string[]): Promise<number> {
+  const { values } = parse(args, { agent: { type: 'string' } });
+  if (values.help) return (err(HELP.mcp!), 0);
+  const { runMcpStdio } = await import('./mcp/server');
+  const { VERSION } = await import('./root');
+  await runMcpStdio({ agent: values.agent ?? 'mcp-agent', version: VERSION, log: err });
+  return 0;
+}
+
+async function cmdGate(args: string[]): Promise<number> {
+  const dash = args.indexOf('--');
+  const own = dash < 0 ? args : args.slice(0, dash);
+  const cmd = dash < 0 ? [] : args.slice(dash + 1);
+  const { values } = parse(own, { server: { type: 'string' }, audience: { type: 'string' }, port: { type: 'string' }, 'upstream-url': { type: 'string' }, broker: { type: 'string' } });
+  if (values.help) return (err(HELP.gate!), 0);
+  if (!values.server) throw new UsageError('--server NAME is required (scopes name it: mcp:call:NAME/<tool>)');
+  const upstreamUrl = values['upstream-url'];
+  if ((cmd.length > 0) === (upstreamUrl !== undefined)) throw new UsageError('give the upstream either as -- CMD ARGS… or as --upstream-url URL');
+  let port: number | undefined;
+  if (values.port !== undefined) {
+    port = Number(values.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0 to 65535');
+  }
+  const { runGate, SERVER_NAME_RE } = await import('./mcp/gate');
+  if (!SERVER_NAME_RE.test(values.server)) throw new UsageError('--server must be 1-64 of A-Z a-z 0-9 _ . - (it is part of the scope mcp:call:<server>/<tool>)');
+  const { VERSION } = await import('./root');
+  return runGate({
+    server: values.server,
+    upstream: upstreamUrl !== undefined ? { kind: 'http', url: upstreamUrl } : { kind: 'stdio', command: cmd[0]!, args: cmd.slice(1) },
+    ...(values.audience ? { audience: values.audience } : {}),
+    ...(port === undefined ? {} : { port }),
+    ...(values.broker ? { broker: values.broker } : {}),
+    version: VERSION,
+    log: err,
+  });
+}
+
+async function cmdSecretCli(args: string[]): Promise<number> {
+  const { cmdSecret } = await import('./proxy/cli');
+  try {
+    return await cmdSecret(args, { out, err });
+  } catch (e) {
+    if (e instanceof WritError && e.code === 'WRIT_USAGE') throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 async function cmdKey(args: string[]): Promise<number> {
   if (args[0] !== 'rotate') {
     err(HELP.key!);
@@ -433,13 +523,19 @@ export async function main(argv: string[]): Promise<number> {
       case 'revoke':
         return await cmdRevoke(rest);
       case 'agents':
-        return await cmdAgents(rest);
+        return await cmdAgents(rest, (m) => new UsageError(m));
       case 'status':
         return await cmdStatus(rest);
       case 'audit':
         return await cmdAudit(rest);
       case 'key':
         return await cmdKey(rest);
+      case 'secret':
+        return await cmdSecretCli(rest);
+      case 'mcp':
+        return await cmdMcp(rest);
+      case 'gate':
+        return await cmdGate(rest);
       case undefined:
       case 'help':
       case '--help':

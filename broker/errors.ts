@@ -46,6 +46,10 @@ export const ERROR_CODES = [
   'WRIT_BROKER_RUNNING',
   'WRIT_RUNTIME_DIR_UNSAFE',
   'WRIT_USAGE',
+  // the credential-injecting proxy
+  'WRIT_SECRET_NOT_FOUND', // no secret of that name is configured (or its keychain entry is gone)
+  'WRIT_UPSTREAM_TIMEOUT', // the upstream sent no response headers (or went quiet) within the proxy's timeout
+  'WRIT_UPSTREAM_UNREACHABLE', // the upstream refused the connection or failed mid-way
   'WRIT_INTERNAL',
 ] as const;
 

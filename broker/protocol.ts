@@ -52,6 +52,8 @@ export const AgentView = z.strictObject({
   version: z.string().optional(),
   /** Agent ids from this agent's parent up to the root agent. */
   parents: z.array(z.string()),
+  /** Inventory identity (stable across runs). */
+  identity: z.string().optional(),
   connected: z.boolean(),
   revoked: z.boolean(),
   grants: z.number().int(),
@@ -112,6 +114,47 @@ export const ConcreteCall = z.strictObject({
   target: z.string().max(512),
 });
 export type ConcreteCall = z.infer<typeof ConcreteCall>;
+
+/** One agent identity in the inventory, across broker runs (persisted in the state folder). */
+export const InventoryEntry = z.strictObject({
+  /** Stable across runs: derived from owner, name, kind and parent identity. */
+  id: z.string(),
+  name: z.string(),
+  kind: z.string(),
+  owner: z.string(),
+  firstSeen: z.string(),
+  lastSeen: z.string(),
+  /** Connections over all runs. */
+  sessions: z.number().int().nonnegative(),
+  processes: z.array(z.strictObject({ exe: z.string(), sha256: z.string().optional() })),
+  parents: z.array(z.string()),
+  subAgents: z.array(z.string()),
+  scopesGranted: z.array(z.string()),
+  /** Set when the developer blocked this identity: its requests are refused without a prompt. */
+  blocked: z.strictObject({ at: z.string(), reason: z.string().optional() }).nullable(),
+  /** The last run ended in a revocation of this agent. */
+  stopped: z.boolean(),
+});
+export type InventoryEntry = z.infer<typeof InventoryEntry>;
+
+export const InventoryView = InventoryEntry.extend({
+  status: z.enum(['active', 'idle', 'stopped', 'blocked']),
+  tokensNow: z.number().int(),
+  /** This run's agent ids for the identity (what `revoke --agent` takes). */
+  live: z.array(z.string()),
+});
+export type InventoryView = z.infer<typeof InventoryView>;
+
+export const FindingView = z.strictObject({
+  id: z.string(),
+  kind: z.string(),
+  identity: z.string(),
+  agentId: z.string(),
+  at: z.number(),
+  action: z.enum(['warn', 'block', 'stop']),
+  evidence: z.record(z.string(), z.unknown()),
+});
+export type FindingView = z.infer<typeof FindingView>;
 
 // ---------------------------------------------------------------------------------------------
 // JSON-RPC 2.0 envelope (agent ⇄ broker over the WebSocket)
@@ -221,6 +264,20 @@ export const Methods = {
     params: z.strictObject({ target: RevokeTarget, reason: z.string().max(200).optional() }),
     result: z.strictObject({ revokedTokens: z.number().int(), revokedGrants: z.number().int(), revokedAgents: z.number().int() }),
   },
+  /** Every agent identity the broker has seen, across runs, with its status now. */
+  'inventory.list': {
+    params: z.strictObject({}).optional(),
+    result: z.strictObject({ agents: z.array(InventoryView) }),
+  },
+  'findings.list': {
+    params: z.strictObject({}).optional(),
+    result: z.strictObject({ findings: z.array(FindingView) }),
+  },
+  /** Block an identity: it only takes away, so any local caller may. Unblocking is for the approval channel. */
+  'agents.block': {
+    params: z.strictObject({ identity: shortText(100), reason: z.string().max(200).optional() }),
+    result: InventoryView,
+  },
   /** Receive `revocation` notifications on this connection (resource verifiers use it). */
   subscribe: {
     params: z.strictObject({ events: z.array(z.enum(['revocation'])).min(1) }),
@@ -249,6 +306,27 @@ export const Methods = {
     }),
     result: z.strictObject({ recorded: z.boolean() }),
   },
+  /**
+   * `writ exec` reports that it stopped a revoked agent's process tree (its child's process group and every
+   * descendant it found). Open before `hello` (the agent's own connection is closed by then); the broker
+   * records it with the reporter's kernel-derived identity, as a report, beside its own `revoked` record.
+   */
+  'agent.stopped': {
+    params: z.strictObject({
+      agentId: shortText(200),
+      /** The child `writ exec` started (the process group leader). */
+      pid: z.number().int().positive(),
+      /** The last signal sent to the tree: SIGKILL when something outlived the grace period. */
+      signal: z.enum(['SIGTERM', 'SIGKILL']),
+      /** Processes signalled (the child and its descendants). */
+      processes: z.number().int().nonnegative(),
+      /** True when no process of the tree was left alive afterwards. */
+      treeStopped: z.boolean(),
+      exitCode: z.number().int().nullable(),
+      exitSignal: z.string().max(20).nullable(),
+    }),
+    result: z.strictObject({ recorded: z.boolean() }),
+  },
   status: {
     params: z.strictObject({}).optional(),
     result: z.strictObject({
@@ -263,6 +341,8 @@ export const Methods = {
       grants: z.number().int(),
       pendingApprovals: z.number().int(),
       auditRecords: z.number().int(),
+      /** Open findings of the watch (see findings.list). */
+      findings: z.number().int(),
       kid: z.string(),
     }),
   },
@@ -339,6 +419,8 @@ export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('approval.closed'), requestId: z.string(), reason: WritErrorCodeSchema.or(z.literal('decided')) }),
   z.strictObject({ type: z.literal('audit.record'), record: z.lazy(() => AuditRecord) }),
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
+  /** The watch raised a finding (already audited, and acted on per its action). */
+  z.strictObject({ type: z.literal('finding'), finding: FindingView }),
   /** The answer to `state.request`: every agent and every live grant, for the editor's views. */
   z.strictObject({
     type: z.literal('state'),
@@ -357,6 +439,9 @@ export const ParentToBroker = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('shutdown') }),
   /** Ask for a `state` snapshot (all agents and grants: the socket's grants.list only shows the caller's own). */
   z.strictObject({ type: z.literal('state.request'), requestId: z.string().min(1).max(100) }),
+  /** Giving back is for the developer only: unblocking and dismissing come over this channel, never a socket. */
+  z.strictObject({ type: z.literal('agent.unblock'), identity: z.string().min(1).max(100) }),
+  z.strictObject({ type: z.literal('finding.dismiss'), id: z.string().min(1).max(100) }),
 ]);
 export type ParentToBroker = z.infer<typeof ParentToBroker>;
 
@@ -378,10 +463,18 @@ export const AUDIT_EVENTS = [
   /** A resource's verifier accepted or refused a token (reported over `token.used`). */
   'token.used',
   'revoked',
+  /** `writ exec` stopped a revoked agent's process tree (reported over `agent.stopped`). */
+  'agent.stopped',
+  /** One call through the credential-injecting proxy (method, URL without query, status, bytes; never a header value). */
+  'proxy.call',
   'key.created',
   'key.rotated',
   'audit.recovered',
   'checkpoint',
+  'finding',
+  'finding.dismissed',
+  'agent.blocked',
+  'agent.unblocked',
 ] as const;
 export const AuditEvent = z.enum(AUDIT_EVENTS);
 export type AuditEvent = z.infer<typeof AuditEvent>;

@@ -4,6 +4,7 @@ import { sign as edSign } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import { join } from 'node:path';
 import { WritError } from './errors';
 import { Discovery, PROTOCOL_VERSION } from './protocol';
 import type { AuditEntry, BrokerToParent, MethodResult } from './protocol';
@@ -14,6 +15,10 @@ import type { Clock, IdSource } from './core/clock';
 import { loadKeySet } from './core/keys';
 import type { KeychainRef } from './core/keychain';
 import { RevocationStore } from './core/revocation';
+import { Inventory } from './core/inventory';
+import { Watch, DEFAULT_WATCH_CONFIG, FINDING_KINDS } from './core/watch';
+import type { FindingAction, FindingKind, WatchConfig } from './core/watch';
+import { Oversight } from './core/oversight';
 import { TokenMinter, DEFAULT_TTL_SECONDS, MAX_TTL_CEILING_SECONDS } from './core/tokens';
 import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
 import type { Approver } from './core/authority';
@@ -24,6 +29,7 @@ import { RpcConnection } from './net/rpc';
 import { PeerIdentifier } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
+import { createProxy, proxyTimeoutMs } from './proxy/proxy';
 
 export const VERSION = '0.1.0';
 
@@ -107,6 +113,32 @@ function chooseApprover(mode: 'auto' | 'none', onParentMessage: (m: unknown) => 
   return noApprover;
 }
 
+/**
+ * The watch's settings: defaults, with each finding kind's action overridable by WRIT_WATCH_ACTIONS
+ * (e.g. `request-burst=stop,scope-creep=block`) and thresholds by WRIT_WATCH_CONFIG (a JSON object).
+ */
+export function watchConfig(env: NodeJS.ProcessEnv): WatchConfig {
+  let config: WatchConfig = { ...DEFAULT_WATCH_CONFIG, actions: { ...DEFAULT_WATCH_CONFIG.actions } };
+  if (env.WRIT_WATCH_CONFIG) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(env.WRIT_WATCH_CONFIG);
+    } catch {
+      throw new WritError('WRIT_USAGE', 'WRIT_WATCH_CONFIG must be a JSON object of watch thresholds');
+    }
+    if (typeof raw !== 'object' || raw === null) throw new WritError('WRIT_USAGE', 'WRIT_WATCH_CONFIG must be a JSON object of watch thresholds');
+    config = { ...config, ...(raw as Partial<WatchConfig>), actions: config.actions };
+  }
+  for (const pair of (env.WRIT_WATCH_ACTIONS ?? '').split(',').filter(Boolean)) {
+    const [kind, action] = pair.split('=').map((x) => x.trim());
+    if (!(FINDING_KINDS as readonly string[]).includes(kind ?? '') || !['warn', 'block', 'stop'].includes(action ?? '')) {
+      throw new WritError('WRIT_USAGE', `WRIT_WATCH_ACTIONS: "${pair}" is not kind=warn|block|stop (kinds: ${FINDING_KINDS.join(', ')})`);
+    }
+    config.actions[kind as FindingKind] = action as FindingAction;
+  }
+  return config;
+}
+
 export async function startBroker(options: BrokerOptions = {}): Promise<RunningBroker> {
   const env = options.env ?? process.env;
   const clock = options.clock ?? systemClock;
@@ -150,15 +182,30 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   const approver = chooseApprover(
     options.approver ?? 'auto',
     (msg) => {
-      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string; requestId?: string };
+      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string; requestId?: string; identity?: string; id?: string };
       if (m.type === 'revoke' && m.target) void authority.revoke(m.target, 'ipc', m.reason).catch(() => undefined);
       if (m.type === 'shutdown') void stopRef.stop();
+      if (m.type === 'agent.unblock' && m.identity) void oversight.unblock(m.identity, 'ipc').catch(() => undefined);
+      if (m.type === 'finding.dismiss' && m.id) void oversight.dismiss(m.id, 'ipc').catch(() => undefined);
       if (m.type === 'state.request' && m.requestId) {
         parentPost?.({ type: 'state', requestId: m.requestId, agents: authority.listAgents(), grants: authority.listGrants(), pendingApprovals: authority.counts().pendingApprovals });
       }
     },
     () => void stopRef.stop(),
   );
+
+  // The inventory outlives runs; a corrupt one stops the broker rather than forgetting blocks.
+  const inventory = Inventory.load(join(paths.stateDir, 'agents.json'), clock);
+  const watch = new Watch(watchConfig(env), clock, ids);
+  const stopIdentity = { fn: async (_identity: string, _reason: string): Promise<void> => undefined };
+  const oversight = new Oversight({
+    user,
+    inventory,
+    watch,
+    audit: (e) => audit.append(e),
+    stopIdentity: (identity, reason) => stopIdentity.fn(identity, reason),
+  });
+  oversight.onFinding((f) => parentPost?.({ type: 'finding', finding: f }));
 
   const minter = new TokenMinter(issuer, () => keys.active, clock, ids);
   const authority = new Authority(
@@ -178,8 +225,10 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
       revocations,
       approver,
       publicKey: (kid) => keys.publicKeys().get(kid),
+      oversight,
     },
   );
+  stopIdentity.fn = (identity, reason) => authority.stopIdentity(identity, reason);
 
   await audit.append({ event: 'broker.started', outcome: 'success', detail: { version: VERSION, pid: process.pid, kid: keys.active.kid, approver: approver.kind } });
   if (created) await audit.append({ event: 'key.created', outcome: 'success', detail: { kid: keys.active.kid } });
@@ -195,6 +244,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     approver: approver.kind,
     ...authority.counts(),
     auditRecords: audit.count,
+    findings: oversight.findings().length,
     kid: keys.active.kid,
   });
   let listeners: Listeners | undefined;
@@ -204,6 +254,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     issuer,
     baseUrl: () => listeners?.httpUrl ?? '',
     jwks: () => keys.jwks(clock.now(), maxTtl),
+    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({

@@ -12,6 +12,7 @@ import type {
   AuditEntry,
   GrantMode,
   GrantView,
+  InventoryView,
   MethodParams,
   MethodResult,
   PeerProcess,
@@ -26,6 +27,8 @@ import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope
 import type { TokenMinter, WritClaims } from './tokens';
 import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS } from './tokens';
 import type { RevocationStore } from './revocation';
+import type { Oversight } from './oversight';
+import { statusOf } from './inventory';
 
 /** Where approvals come from: the parent's IPC pipe or the broker's own terminal. Never a socket. */
 export interface Approver {
@@ -74,6 +77,8 @@ interface Agent {
   connections: number;
   process: PeerProcess | undefined;
   grants: Set<string>;
+  /** Inventory identity (stable across runs), when oversight is on. */
+  identity: string | undefined;
 }
 
 interface Grant {
@@ -128,11 +133,17 @@ export class Authority {
       revocations: RevocationStore;
       approver: Approver;
       publicKey: (kid: string) => import('node:crypto').KeyObject | undefined;
+      /** Inventory and watch; optional so the decision logic can be tested alone. */
+      oversight?: Oversight;
     },
   ) {
     if (config.maxTtlSeconds > MAX_TTL_CEILING_SECONDS) {
       throw new TypeError(`maxTtlSeconds may not exceed ${MAX_TTL_CEILING_SECONDS}`);
     }
+  }
+
+  get oversight(): Oversight | undefined {
+    return this.deps.oversight;
   }
 
   onRevocation(listener: RevocationListener): () => void {
@@ -187,7 +198,14 @@ export class Authority {
       connections: 0,
       process,
       grants: new Set(),
+      identity: undefined,
     };
+    agent.identity = this.deps.oversight?.identify({
+      name: info.name,
+      kind: info.kind,
+      ...(parents[0] && this.agents.get(parents[0])?.identity ? { parentIdentity: this.agents.get(parents[0])!.identity! } : {}),
+      ...(process?.exe ? { process: { exe: process.exe, ...(process.sha256 ? { sha256: process.sha256 } : {}) } } : {}),
+    });
     this.agents.set(agent.id, agent);
     return agent;
   }
@@ -217,6 +235,17 @@ export class Authority {
     const taskId = this.deps.ids.id('task');
     const task = { id: taskId, description: params.task };
     await this.audit('task.requested', agent, { task, scopes: asked, audience: params.audience, detail: { ttl } });
+    const oversight = this.deps.oversight;
+    if (oversight && agent.identity) {
+      try {
+        await oversight.beforeRequest(agent.identity, this.auditAgent(agent), asked);
+      } catch (e) {
+        if (isWritError(e) && e.code !== 'WRIT_AUDIT_WRITE_FAILED') {
+          await this.audit('task.denied', agent, { task, scopes: asked, audience: params.audience, outcome: 'failure', code: e.code });
+        }
+        throw e;
+      }
+    }
 
     const reusable = this.findReusableGrant(agent, params.task, params.audience, asked);
     if (reusable) {
@@ -248,6 +277,7 @@ export class Authority {
         detail: { mode: decision.mode, ttl: grantTtl, narrowed: approved.length !== asked.length || approved.some((s: string, i: number) => s !== asked[i]) },
       });
     }
+    if (oversight && agent.identity) oversight.granted(agent.identity, grant.scopes);
     const session = agent.sessionHash === undefined ? this.issueSession(agent) : undefined;
     const token = await this.mintFrom(agent, grant, grant.scopes, grant.ttl, { reused: false, taskId });
     return { grant: this.grantView(grant), reused: false, ...(session === undefined ? {} : { session }), token };
@@ -328,6 +358,17 @@ export class Authority {
     const requestId = this.deps.ids.id('req');
     const controller = new AbortController();
     this.pending.set(requestId, { requestId, agentId: agent.id, controller });
+    if (this.deps.oversight && agent.identity) {
+      // Counted after registering, so requests arriving together see each other.
+      const waiting = [...this.pending.values()].filter((p) => p.agentId === agent.id).length;
+      try {
+        await this.deps.oversight.onPending(agent.identity, this.auditAgent(agent), waiting);
+      } catch (e) {
+        this.pending.delete(requestId);
+        if (isWritError(e) && e.code !== 'WRIT_AUDIT_WRITE_FAILED') return deny(e.code, e.message);
+        throw e;
+      }
+    }
     const deadline = this.deps.clock.now() + this.config.approvalTimeoutMs;
     const timer = setTimeout(
       () => controller.abort(new WritError('WRIT_APPROVAL_TIMEOUT', 'no decision before the approval timeout: denied')),
@@ -456,6 +497,8 @@ export class Authority {
       outcome: 'success',
       detail: { reused: ctx.reused },
     });
+    // The watch may stop the agent on a burst; the revocation then covers this token too.
+    if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
     grant.tokens.set(claims.jti, claims.exp);
@@ -475,12 +518,18 @@ export class Authority {
       ...(audience === undefined ? {} : { audience }),
     });
     const chain = chainFromAct(claims.act);
-    if (this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, iat: claims.iat, chain })) {
+    const revoked =
+      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, iat: claims.iat, chain }) ||
+      this.grants.get(claims.grant_id)?.revoked === true ||
+      chain.some((id) => this.agents.get(id)?.revoked === true);
+    if (revoked) {
+      // A revoked token presented again is worth a finding against the agent it was minted for.
+      const holder = this.agents.get(chain[0]!);
+      if (this.deps.oversight && holder?.identity) {
+        await this.deps.oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_REVOKED', claims.jti);
+      }
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
-    const grant = this.grants.get(claims.grant_id);
-    if (grant?.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
-    for (const id of chain) if (this.agents.get(id)?.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     return { ...claims, chain };
   }
 
@@ -602,6 +651,7 @@ export class Authority {
       if (!a.revoked) {
         a.revoked = true;
         agentIds.push(a.id);
+        if (a.identity) this.deps.oversight?.stopped(a.identity);
       }
       // The session mapping stays, so a revoked agent reconnecting is refused rather than seen as new.
       for (const id of a.grants) {
@@ -732,6 +782,26 @@ export class Authority {
     });
   }
 
+  /**
+   * `agent.stopped`: `writ exec` reports it stopped a revoked agent's process tree. Recorded as a report (with the
+   * reporter's kernel-derived process); only for an agent this broker knows.
+   */
+  async recordAgentStopped(report: MethodParams<'agent.stopped'>, reporter: PeerProcess | undefined): Promise<void> {
+    const agent = this.agents.get(report.agentId);
+    if (agent === undefined) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
+    const { agentId: _id, ...facts } = report;
+    await this.audit('agent.stopped', agent, {
+      outcome: report.treeStopped ? 'success' : 'failure',
+      detail: { ...facts, revoked: agent.revoked, ...(reporter === undefined ? {} : { reporter: { pid: reporter.pid, ...(reporter.exe === undefined ? {} : { exe: reporter.exe }) } }) },
+    });
+  }
+
+  /** A record written by another part of the broker (the proxy): the agent named from the broker's own records. */
+  async recordFor(agentId: string | undefined, entry: AuditEntry): Promise<void> {
+    const agent = agentId === undefined ? undefined : this.auditAgentById(agentId);
+    await this.auditRaw({ ...entry, ...(agent === undefined ? {} : { agent }) });
+  }
+
   /** The agent and every sub-agent below it (the Vault token tree). */
   private descendants(root: Agent): Agent[] {
     return [...this.agents.values()].filter((a) => a.id === root.id || a.parents.includes(root.id));
@@ -740,6 +810,29 @@ export class Authority {
   // -------------------------------------------------------------------------------------------
   // Views
   // -------------------------------------------------------------------------------------------
+
+  /** Revokes every live agent of an inventory identity (blocking, or a finding whose action is stop). */
+  async stopIdentity(identity: string, reason: string): Promise<void> {
+    for (const a of [...this.agents.values()]) {
+      if (a.identity === identity && !a.revoked) await this.revoke({ kind: 'agent', id: a.id }, 'watch', reason);
+    }
+  }
+
+  /** The inventory with each identity's status now and this run's agent ids. */
+  inventoryView(): InventoryView[] {
+    const o = this.deps.oversight;
+    if (!o) return [];
+    const now = seconds(this.deps.clock.now());
+    return o.inventory().map((e) => {
+      const live = [...this.agents.values()].filter((a) => a.identity === e.id);
+      const tokensNow = live.reduce(
+        (n, a) => n + [...a.grants].reduce((m, id) => m + [...(this.grants.get(id)?.tokens.values() ?? [])].filter((exp) => exp > now).length, 0),
+        0,
+      );
+      const connected = live.some((a) => a.connections > 0 && !a.revoked);
+      return { ...e, status: statusOf(e, { connected, tokens: tokensNow }), tokensNow, live: live.map((a) => a.id) };
+    });
+  }
 
   grantView(g: Grant): GrantView {
     return {
@@ -772,6 +865,7 @@ export class Authority {
         kind: a.info.kind,
         ...(a.info.version === undefined ? {} : { version: a.info.version }),
         parents: [...a.parents],
+        ...(a.identity === undefined ? {} : { identity: a.identity }),
         connected: a.connections > 0,
         revoked: a.revoked,
         grants: grants.length,

@@ -5,33 +5,13 @@ import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, constants } from 'node:fs';
 import { z } from 'zod';
 import { WritError } from '../errors';
+import { InventoryEntry } from '../protocol';
 import type { Clock } from './clock';
 import { normalizeScopes } from './scopes';
 
 const MAX_PROCESSES = 16;
 const MAX_SCOPES = 256;
 const MAX_FAMILY = 64;
-
-export const InventoryEntry = z.strictObject({
-  /** Stable across runs: derived from owner, name, kind and parent identity (see identityOf). */
-  id: z.string(),
-  name: z.string(),
-  kind: z.string(),
-  owner: z.string(),
-  firstSeen: z.string(),
-  lastSeen: z.string(),
-  /** Connections over all runs. */
-  sessions: z.number().int().nonnegative(),
-  processes: z.array(z.strictObject({ exe: z.string(), sha256: z.string().optional() })),
-  parents: z.array(z.string()),
-  subAgents: z.array(z.string()),
-  scopesGranted: z.array(z.string()),
-  /** Set when the developer blocked this identity: its requests are refused without a prompt. */
-  blocked: z.strictObject({ at: z.string(), reason: z.string().optional() }).nullable(),
-  /** The last run ended in a revocation of this agent. */
-  stopped: z.boolean(),
-});
-export type InventoryEntry = z.infer<typeof InventoryEntry>;
 
 const InventoryFile = z.strictObject({ v: z.literal(1), agents: z.array(InventoryEntry) });
 
@@ -106,7 +86,7 @@ export class Inventory {
   /** Records a connection of an agent; returns its entry (created on first sight). */
   seen(a: { name: string; kind: string; owner: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }): InventoryEntry {
     const id = identityOf(a.owner, a.name, a.kind, a.parentIdentity);
-    let e = this.entries.get(id);
+    let e: InventoryEntry | undefined = this.entries.get(id);
     if (!e) {
       e = {
         id,

@@ -146,7 +146,9 @@ function childEnv(ref: KeychainRef): NodeJS.ProcessEnv {
 }
 
 function runKeychainChild(op: Op, ref: KeychainRef, secret?: string): Promise<ChildAnswer> {
-  const timeoutMs = ref.timeoutMs ?? DEFAULT_KEYCHAIN_TIMEOUT_MS;
+  // WRIT_KEYCHAIN_TIMEOUT_MS lets a heavily loaded machine (a CI runner) give the child more time to start.
+  const fromEnv = Number((ref.env ?? process.env).WRIT_KEYCHAIN_TIMEOUT_MS);
+  const timeoutMs = ref.timeoutMs ?? (Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : DEFAULT_KEYCHAIN_TIMEOUT_MS);
   return new Promise<ChildAnswer>((resolve, reject) => {
     let modulePath: string;
     try {

@@ -79,15 +79,14 @@ class Series {
     this.counts[i]!++;
   }
 
-  /** Events in buckets from `since` to `now` (bucket granularity). */
+  /** Events in buckets from `since` to `now` (bucket granularity); costs the number of buckets in range. */
   countBetween(since: number, now: number): number {
-    const from = Math.floor(since / this.bucketMs);
     const to = Math.floor(now / this.bucketMs);
-    const oldest = to - this.counts.length + 1;
+    const from = Math.max(Math.floor(since / this.bucketMs), to - this.counts.length + 1);
     let n = 0;
-    for (let i = 0; i < this.counts.length; i++) {
-      const b = this.stamps[i]!;
-      if (b >= from && b <= to && b >= oldest) n += this.counts[i]!;
+    for (let b = from; b <= to; b++) {
+      const i = b % this.counts.length;
+      if (this.stamps[i] === b) n += this.counts[i]!;
     }
     return n;
   }

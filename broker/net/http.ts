@@ -16,6 +16,8 @@ export interface HttpDeps {
   /** The base URL of the loopback listener, for the metadata document. */
   baseUrl: () => string;
   jwks: () => { keys: unknown[] };
+  /** The credential-injecting proxy (broker/proxy): every request under /proxy/ goes to it. */
+  proxy?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -90,6 +92,7 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
 
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (deps.proxy && (req.url ?? '').startsWith('/proxy/')) return deps.proxy(req, res);
     const route = `${req.method} ${url.pathname}`;
     const run = async () => {
       switch (route) {

@@ -19,7 +19,11 @@ export interface RpcServices {
  * Methods usable before `hello`: read-only views, revocation (it only takes away), subscriptions and use reports
  * (resource verifiers are not agents; their reports are bounded below).
  */
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used']);
+/** Calls worked on at once per connection, and calls that may wait behind them before refusals start. */
+export const MAX_INFLIGHT = 16;
+export const MAX_QUEUED = 1024;
+
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block']);
 
 /** `token.used` reports audited per connection per second; the rest are dropped (a report is never worth a stall). */
 export const MAX_USE_REPORTS_PER_SECOND = 100;
@@ -29,6 +33,8 @@ export class RpcConnection {
   subscribed = false;
   private readonly gone = new AbortController();
   private useWindow = { second: -1, count: 0 };
+  /** `agent.stopped` reports on this connection (a few at most: one `writ exec` stops one tree). */
+  private stopReports = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -50,8 +56,29 @@ export class RpcConnection {
     if (this.subscribed) this.send({ jsonrpc: '2.0', method: 'revocation', params: event });
   }
 
+  /**
+   * Closes after the calls already in flight are answered (they fail: the agent is revoked by now), so the
+   * agent learns why (e.g. WRIT_AGENT_BLOCKED) rather than seeing a bare close. Bounded by a short timer.
+   */
   close(code: number, reason: string): void {
-    this.ws.close(code, reason);
+    if (this.inflight === 0) return this.ws.close(code, reason);
+    this.closeWhenIdle = () => this.ws.close(code, reason);
+    setTimeout(() => this.closeWhenIdle?.(), 1000).unref();
+  }
+
+  private inflight = 0;
+  private closeWhenIdle: (() => void) | undefined;
+
+  private settled(): void {
+    this.inflight--;
+    const next = this.queued.shift();
+    // The next queued call starts on a later turn, so other connections' frames get the loop in between.
+    if (next) setImmediate(() => (this.closed ? undefined : this.run(next)));
+    else if (this.inflight === 0 && this.closeWhenIdle) {
+      const close = this.closeWhenIdle;
+      this.closeWhenIdle = undefined;
+      close();
+    }
   }
 
   private send(msg: unknown): void {
@@ -90,26 +117,53 @@ export class RpcConnection {
       return this.sendError(safeId, RPC.INVALID_REQUEST, new WritError('WRIT_BAD_REQUEST', 'not a JSON-RPC 2.0 request', { path: issuePath(envelope.error) }));
     }
     const req = envelope.data;
+    // Fairness: one connection has at most MAX_INFLIGHT calls being worked on; more wait in a bounded queue,
+    // and past that they are refused at once. Without this a flood of frames on one socket held the event
+    // loop and the audit batches, and another agent's request waited for the whole flood.
+    if (this.inflight >= MAX_INFLIGHT) {
+      if (this.queued.length >= MAX_QUEUED) {
+        if (req.id !== undefined) this.answerError(req.id, new WritError('WRIT_RATE_LIMITED', `more than ${MAX_INFLIGHT + MAX_QUEUED} calls are waiting on this connection`));
+        return;
+      }
+      this.queued.push(req);
+      return;
+    }
+    this.run(req);
+  }
+
+  private readonly queued: JsonRpcRequest[] = [];
+
+  private run(req: JsonRpcRequest): void {
+    this.inflight++;
     void this.dispatch(req).then(
       (result) => {
         if (req.id !== undefined) this.send({ jsonrpc: '2.0', id: req.id, result });
+        this.settled();
       },
       (e: unknown) => {
         const err = asWritError(e);
-        if (req.id === undefined) return;
-        const rpcCode =
-          err.code === 'WRIT_METHOD_NOT_FOUND'
-            ? RPC.METHOD_NOT_FOUND
-            : err.code === 'WRIT_BAD_REQUEST'
-              ? RPC.INVALID_PARAMS
-              : err.code === 'WRIT_INTERNAL'
-                ? RPC.INTERNAL
-                : RPC.APPLICATION;
-        // Internal detail stays in-process; the wire gets the code.
-        this.sendError(req.id, rpcCode, err.code === 'WRIT_INTERNAL' ? new WritError('WRIT_INTERNAL', 'internal error') : err);
+        try {
+          if (req.id !== undefined) this.answerError(req.id, err);
+        } finally {
+          this.settled();
+        }
       },
     );
   }
+
+  private answerError(id: string | number, err: WritError): void {
+    const rpcCode =
+      err.code === 'WRIT_METHOD_NOT_FOUND'
+        ? RPC.METHOD_NOT_FOUND
+        : err.code === 'WRIT_BAD_REQUEST'
+          ? RPC.INVALID_PARAMS
+          : err.code === 'WRIT_INTERNAL'
+            ? RPC.INTERNAL
+            : RPC.APPLICATION;
+    // Internal detail stays in-process; the wire gets the code.
+    this.sendError(id, rpcCode, err.code === 'WRIT_INTERNAL' ? new WritError('WRIT_INTERNAL', 'internal error') : err);
+  }
+
 
   private async dispatch(req: JsonRpcRequest): Promise<unknown> {
     if (!Object.hasOwn(Methods, req.method)) throw new WritError('WRIT_METHOD_NOT_FOUND', 'no such method');
@@ -163,6 +217,24 @@ export class RpcConnection {
           ...(process === undefined ? {} : { process }),
         });
         return { recorded: true };
+      }
+      case 'agent.stopped': {
+        if (++this.stopReports > 4) return { recorded: false };
+        const process = this.services.peer ? await this.services.peer() : undefined;
+        await a.recordAgentStopped(parsed.data as import('../protocol').MethodParams<'agent.stopped'>, process);
+        return { recorded: true };
+      }
+      case 'inventory.list':
+        return { agents: a.inventoryView() };
+      case 'findings.list':
+        return { findings: a.oversight?.findings() ?? [] };
+      case 'agents.block': {
+        const p = parsed.data as import('../protocol').MethodParams<'agents.block'>;
+        if (!a.oversight) throw new WritError('WRIT_AGENT_NOT_FOUND', 'this broker keeps no inventory');
+        await a.oversight.block(p.identity, p.reason, this.agentId === undefined ? 'socket' : `agent:${this.agentId}`);
+        const view = a.inventoryView().find((v) => v.id === p.identity);
+        if (!view) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory');
+        return view;
       }
       case 'status':
         return this.services.status();

@@ -45,11 +45,14 @@ export class WritClient {
   private readonly pending = new Map<number, Pending>();
   private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
   private readonly closeListeners = new Set<(code: number, reason: string) => void>();
+  /** Why the connection ended: later calls fail at once with it instead of waiting forever. */
+  private closedError: WritError | undefined;
 
   private constructor(private readonly ws: WebSocket) {
     ws.on('message', (data) => this.onMessage(data.toString()));
     ws.on('close', (code, reason) => {
       const err = new WritError(code === 4001 ? 'WRIT_TOKEN_REVOKED' : 'WRIT_BROKER_UNREACHABLE', code === 4001 ? 'this agent was revoked' : 'the broker closed the connection');
+      this.closedError = err;
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
       for (const l of this.closeListeners) l(code, reason.toString());
@@ -89,7 +92,13 @@ export class WritClient {
         },
         reject,
       });
-      this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) }));
+      if (this.ws.readyState !== WebSocket.OPEN) {
+        this.pending.delete(id);
+        return reject(this.closedError ?? new WritError('WRIT_BROKER_UNREACHABLE', 'the connection to the broker is closed'));
+      }
+      this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) }), (e) => {
+        if (e && this.pending.delete(id)) reject(new WritError('WRIT_BROKER_UNREACHABLE', 'could not send to the broker', { cause: e }));
+      });
     });
   }
 

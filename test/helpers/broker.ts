@@ -35,6 +35,8 @@ export function freshEnv(extra: Record<string, string> = {}): BrokerEnv {
     WRIT_RUNTIME_DIR: join(base, 'run'),
     WRIT_KEYCHAIN_SERVICE: `writ-test-${process.pid}-${Date.now()}-${counter++}`,
     WRIT_USER: 'dev@example.com',
+    // The machine running the suite is busy: give the keychain child more than the 2 s a developer gets.
+    WRIT_KEYCHAIN_TIMEOUT_MS: '15000',
     ...extra,
   };
 }

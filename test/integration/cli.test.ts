@@ -69,7 +69,7 @@ describe('writ CLI against a running broker', () => {
       }
     }
     expect(pid).toBeGreaterThan(0);
-    const listed = await writ(['agents', '--json'], b.env);
+    const listed = await writ(['agents', '--live', '--json'], b.env);
     const agent = JSON.parse(listed.stdout).find((a: { name: string }) => a.name === 'runaway');
     expect(agent).toMatchObject({ connected: true, revoked: false, grants: 1, liveTokens: 1 });
     const rev = await writ(['revoke', '--agent', agent.id], b.env);
@@ -84,8 +84,10 @@ describe('writ CLI against a running broker', () => {
     const s = await writ(['status', '--json'], b.env);
     expect(s.code).toBe(0);
     expect(JSON.parse(s.stdout)).toMatchObject({ pid: b.child.pid, user: 'dev@example.com', approver: 'ipc', protocol: 'writ/1' });
-    const a = await writ(['agents'], b.env);
-    expect(a.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+KIND\s+STATE\s+GRANTS\s+TOKENS\s+PARENT$/);
+    const live = await writ(['agents', '--live'], b.env);
+    expect(live.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+KIND\s+STATE\s+GRANTS\s+TOKENS\s+PARENT$/);
+    const inv = await writ(['agents'], b.env);
+    expect(inv.stdout.split('\n')[0]).toMatch(/^IDENTITY\s+NAME\s+KIND\s+STATUS\s+LAST SEEN\s+TOKENS\s+LIVE$/);
   });
 
   it('--help on every command, exit 0', async () => {

@@ -1,0 +1,131 @@
+// Oversight joins the inventory and the watch to the broker's decisions: it names each agent's identity,
+// refuses blocked identities without a prompt, turns the watch's findings into audit records and actions
+// (warn, block, stop), and keeps the inventory current. The authority calls it; it never calls sockets.
+import { WritError } from '../errors';
+import type { AuditAgent, AuditEntry } from '../protocol';
+import type { Inventory } from './inventory';
+import type { InventoryEntry } from '../protocol';
+import { identityOf } from './inventory';
+import type { Finding, Watch } from './watch';
+
+export interface OversightDeps {
+  user: string;
+  inventory: Inventory;
+  watch: Watch;
+  audit: (entry: AuditEntry) => Promise<unknown>;
+  /** Revokes every live agent of an identity (set by the composition root: it needs the authority). */
+  stopIdentity: (identity: string, reason: string) => Promise<void>;
+}
+
+export type FindingListener = (f: Finding) => void;
+
+export class Oversight {
+  private readonly listeners = new Set<FindingListener>();
+
+  constructor(private readonly deps: OversightDeps) {}
+
+  onFinding(l: FindingListener): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  /** Records a connection and returns the agent's inventory identity. */
+  identify(a: { name: string; kind: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }): string {
+    const e = this.deps.inventory.seen({ ...a, owner: this.deps.user });
+    this.deps.inventory.save();
+    return e.id;
+  }
+
+  isBlocked(identity: string): boolean {
+    return this.deps.inventory.isBlocked(identity);
+  }
+
+  /**
+   * Before a request is shown to anyone: a blocked identity is refused outright, then the watch looks at it.
+   * A finding whose action is block or stop ends the request too. Throws the WritError the agent gets.
+   */
+  async beforeRequest(identity: string, agent: AuditAgent, asked: readonly string[]): Promise<void> {
+    if (this.deps.inventory.isBlocked(identity)) {
+      throw new WritError('WRIT_AGENT_BLOCKED', 'the developer blocked this agent; it is refused until unblocked');
+    }
+    const findings = this.deps.watch.onRequest(identity, agent.id, asked, this.deps.inventory.grantedBefore(identity));
+    await this.act(findings, agent);
+  }
+
+  async onPending(identity: string, agent: AuditAgent, pending: number): Promise<void> {
+    await this.act(this.deps.watch.onPending(identity, agent.id, pending), agent);
+  }
+
+  async onMint(identity: string, agent: AuditAgent): Promise<void> {
+    await this.act(this.deps.watch.onMint(identity, agent.id), agent);
+  }
+
+  async onBadToken(identity: string, agent: AuditAgent, code: string, jti: string): Promise<void> {
+    // The presenter is not always the agent (a resource introspecting); the finding records, it does not act.
+    await this.act(this.deps.watch.onBadToken(identity, agent.id, code, jti), agent, { noAction: true });
+  }
+
+  granted(identity: string, scopes: readonly string[]): void {
+    this.deps.inventory.granted(identity, scopes);
+    this.deps.inventory.save();
+  }
+
+  stopped(identity: string): void {
+    this.deps.inventory.stopped(identity);
+    this.deps.inventory.save();
+  }
+
+  /** Audits each finding, tells listeners, and carries out its action. A block or stop ends the caller's request. */
+  private async act(findings: Finding[], agent: AuditAgent, opts: { noAction?: boolean } = {}): Promise<void> {
+    let refusal: WritError | undefined;
+    for (const f of findings) {
+      await this.deps.audit({
+        event: 'finding',
+        agent,
+        outcome: 'failure',
+        detail: { id: f.id, kind: f.kind, action: opts.noAction ? 'warn' : f.action, identity: f.identity, evidence: f.evidence },
+      });
+      for (const l of this.listeners) l(f);
+      if (opts.noAction || f.action === 'warn') continue;
+      if (f.action === 'block') {
+        await this.block(f.identity, `finding ${f.id}: ${f.kind}`, 'watch');
+        refusal ??= new WritError('WRIT_AGENT_BLOCKED', `blocked after a ${f.kind} finding; the developer can unblock it`);
+      } else {
+        await this.deps.stopIdentity(f.identity, `finding ${f.id}: ${f.kind}`);
+        refusal ??= new WritError('WRIT_TOKEN_REVOKED', `stopped after a ${f.kind} finding`);
+      }
+    }
+    if (refusal) throw refusal;
+  }
+
+  /** Blocking is revocation that outlives a restart: live agents of the identity are stopped too. */
+  async block(identity: string, reason: string | undefined, by: string): Promise<InventoryEntry> {
+    const e = this.deps.inventory.block(identity, reason);
+    await this.deps.audit({ event: 'agent.blocked', outcome: 'success', detail: { identity, by, ...(reason ? { reason } : {}) } });
+    await this.deps.stopIdentity(identity, `blocked by ${by}`);
+    return e;
+  }
+
+  async unblock(identity: string, by: string): Promise<InventoryEntry> {
+    const e = this.deps.inventory.unblock(identity);
+    await this.deps.audit({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by } });
+    return e;
+  }
+
+  async dismiss(findingId: string, by: string): Promise<Finding> {
+    const f = this.deps.watch.dismiss(findingId);
+    if (!f) throw new WritError('WRIT_BAD_REQUEST', 'no open finding with that id', { path: 'id' });
+    await this.deps.audit({ event: 'finding.dismissed', outcome: 'success', detail: { id: f.id, kind: f.kind, identity: f.identity, by } });
+    return f;
+  }
+
+  findings(): Finding[] {
+    return this.deps.watch.openFindings();
+  }
+
+  inventory(): InventoryEntry[] {
+    return this.deps.inventory.list();
+  }
+}
+
+export { identityOf };

@@ -1,0 +1,339 @@
+// `writ gate`: a proxy in front of any MCP server (stdio or streamable HTTP) that lets a call through only with a
+// Writ token whose scopes cover it (`mcp:call:<server>/<tool>`). It serves MCP over streamable HTTP on loopback,
+// answers refusals the way the MCP authorization spec says (401 + RFC 9728 resource metadata, 403
+// insufficient_scope), reports every tool call to the broker's audit log through the verifier (tool name and
+// outcome, never the arguments), and sees revocations the instant the broker pushes them.
+//
+// The caller's token stops here: the upstream server is reached with the gate's own transport and never sees it.
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse, Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import { CallToolRequestSchema, CallToolResultSchema, ListToolsRequestSchema, McpError, ErrorCode } from '@modelcontextprotocol/sdk/types.js';
+import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { WritError, asWritError } from '../errors';
+import { allowsCall, parseScope } from '../core/scopes';
+import type { Scope } from '../core/scopes';
+import { createVerifier } from '../sdk/verify';
+import type { Verifier, VerifiedToken } from '../sdk/verify';
+import { readDiscovery } from '../sdk/client';
+
+export type Upstream = { kind: 'stdio'; command: string; args: string[] } | { kind: 'http'; url: string };
+
+export interface GateOptions {
+  /** The upstream server's name in scopes: `mcp:call:<server>/<tool>`. */
+  server: string;
+  upstream: Upstream;
+  /** The audience tokens must carry; default the gate's own resource URL (`http://127.0.0.1:PORT/mcp`). */
+  audience?: string;
+  /** 0 or omitted: a free port. */
+  port?: number;
+  /** The broker's http:// base URL; default the discovery file's. */
+  broker?: string;
+  env?: NodeJS.ProcessEnv;
+  version: string;
+  log?: (line: string) => void;
+}
+
+export interface Gate {
+  /** The MCP endpoint: `http://127.0.0.1:PORT/mcp`. */
+  readonly url: string;
+  readonly audience: string;
+  readonly metadataUrl: string;
+  /** Settles when the upstream went away (the gate cannot serve without it). */
+  readonly upstreamClosed: Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A server name usable in a scope target segment. */
+export const SERVER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const MAX_TOOL_NAME = 128;
+/** Env vars that carry Writ credentials: never handed to the upstream process. */
+const WRIT_SECRETS = ['WRIT_TOKEN', 'WRIT_SESSION'];
+
+const quoteParam = (s: string) => s.replace(/[\\"]/g, '\\$&').replace(/[\r\n]/g, ' ');
+
+interface JsonRpcMsg {
+  jsonrpc?: unknown;
+  id?: unknown;
+  method?: unknown;
+  params?: unknown;
+}
+
+function toolTarget(server: string, tool: string): string {
+  return `${server}/${tool}`;
+}
+
+function scopesOf(t: VerifiedToken): Scope[] {
+  const out: Scope[] = [];
+  for (const s of t.scopes) {
+    try {
+      out.push(parseScope(s));
+    } catch {
+      /* the verifier already refused tokens with malformed scopes */
+    }
+  }
+  return out;
+}
+
+async function connectUpstream(u: Upstream, env: NodeJS.ProcessEnv, version: string): Promise<Client> {
+  const client = new Client({ name: 'writ-gate', version });
+  if (u.kind === 'stdio') {
+    const childEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(env)) if (v !== undefined && !WRIT_SECRETS.includes(k)) childEnv[k] = v;
+    await client.connect(new StdioClientTransport({ command: u.command, args: u.args, env: childEnv, stderr: 'inherit' }));
+  } else {
+    await client.connect(new StreamableHTTPClientTransport(new URL(u.url)));
+  }
+  return client;
+}
+
+async function listAllTools(upstream: Client): Promise<Tool[]> {
+  const tools: Tool[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < 100; page++) {
+    const r = await upstream.listTools(cursor === undefined ? {} : { cursor });
+    tools.push(...r.tools);
+    cursor = r.nextCursor;
+    if (!cursor) break;
+  }
+  return tools;
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) over = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(over ? 'too-large' : Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+function rpcError(id: unknown, code: number, message: string, data?: Record<string, unknown>) {
+  return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: { code, message, ...(data ? { data } : {}) } };
+}
+
+export async function startGate(opts: GateOptions): Promise<Gate> {
+  if (!SERVER_NAME_RE.test(opts.server)) throw new WritError('WRIT_USAGE', 'the server name must be 1-64 of A-Z a-z 0-9 _ . - (it is part of the scope mcp:call:<server>/<tool>)');
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? (() => undefined);
+  // Without --broker the broker is found by its discovery file, re-read as needed: a restarted broker has a new port.
+  let brokerHttp = opts.broker ?? readDiscovery(env).httpUrl;
+  const currentBroker = (): string => {
+    if (opts.broker !== undefined) return opts.broker;
+    try {
+      brokerHttp = readDiscovery(env).httpUrl;
+    } catch {
+      /* keep the last known address */
+    }
+    return brokerHttp;
+  };
+
+  const upstream = await connectUpstream(opts.upstream, env, opts.version);
+  let upstreamGone!: () => void;
+  const upstreamClosed = new Promise<void>((r) => (upstreamGone = r));
+  upstream.onclose = () => upstreamGone();
+  const known = await listAllTools(upstream).catch(() => [] as Tool[]);
+
+  const http: HttpServer = createServer();
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const port = (http.address() as AddressInfo).port;
+  const origin = `http://127.0.0.1:${port}`;
+  const url = `${origin}/mcp`;
+  const audience = opts.audience ?? url;
+  const metadataUrl = `${origin}/.well-known/oauth-protected-resource`;
+  const allowedHosts = new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
+  const metadata = () => ({
+    resource: audience,
+    authorization_servers: [currentBroker()],
+    scopes_supported: known.map((t) => `mcp:call:${toolTarget(opts.server, t.name)}`),
+    bearer_methods_supported: ['header'],
+    resource_name: `${opts.server} (through writ gate)`,
+  });
+
+  const verifier: Verifier = createVerifier({ audience, env, ...(opts.broker === undefined ? {} : { broker: opts.broker }) });
+  let wasConnected: boolean | undefined;
+  const sayStatus = (connected: boolean) => {
+    if (connected === wasConnected) return;
+    wasConnected = connected;
+    log(
+      connected
+        ? 'writ gate: connected to the broker (live revocation)'
+        : 'writ gate: lost the broker: tokens not seen before are refused (503) until it is back; seen ones work until they expire',
+    );
+  };
+  void verifier.ready().then(sayStatus);
+  verifier.onStatus((s) => sayStatus(s.connected));
+
+  const challenge = (extra = '') => `Bearer resource_metadata="${metadataUrl}"${extra}`;
+
+  /** The MCP server for one request (stateless): tools come from upstream, filtered and checked by the token. */
+  function gateServer(): Server {
+    const s = new Server({ name: `writ-gate/${opts.server}`, version: opts.version }, { capabilities: { tools: {} } });
+    s.setRequestHandler(ListToolsRequestSchema, async (request, extra) => {
+      const scopes = (extra.authInfo?.extra?.scopes as Scope[] | undefined) ?? [];
+      const r = await upstream.listTools(request.params);
+      // Only the tools this token may call: an agent is not shown what it cannot use.
+      return { ...r, tools: r.tools.filter((t) => allowsCall(scopes, 'mcp', 'call', toolTarget(opts.server, t.name))) };
+    });
+    s.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+      const scopes = (extra.authInfo?.extra?.scopes as Scope[] | undefined) ?? [];
+      // Checked (and audited) before the request reached here; checked again so nothing can route around it.
+      if (!allowsCall(scopes, 'mcp', 'call', toolTarget(opts.server, request.params.name))) {
+        throw new McpError(ErrorCode.InvalidRequest, 'WRIT_SCOPE_NOT_COVERED: the token does not allow this tool');
+      }
+      return upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema);
+    });
+    return s;
+  }
+
+  async function handleMcp(req: IncomingMessage & { auth?: AuthInfo }, res: ServerResponse): Promise<void> {
+    let body: unknown;
+    let messages: JsonRpcMsg[] = [];
+    if (req.method === 'POST') {
+      const raw = await readBody(req);
+      if (raw === 'too-large') return sendJson(res, 413, rpcError(null, -32600, 'request body too large'));
+      // Parsed before the token is checked only to know which tools are called; nothing in it is acted on yet.
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        body = undefined;
+      }
+      if (body !== undefined) messages = (Array.isArray(body) ? body : [body]).filter((m): m is JsonRpcMsg => typeof m === 'object' && m !== null);
+    }
+
+    const m = /^Bearer[ ]+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(req.headers.authorization ?? '');
+    if (!m) {
+      return sendJson(res, 401, rpcError(messages[0]?.id, -32001, 'Unauthorized: a Writ token is required (Authorization: Bearer …)', { code: 'WRIT_TOKEN_INVALID' }), {
+        'www-authenticate': challenge(),
+      });
+    }
+    const token = m[1]!;
+    if (req.method === 'POST' && body === undefined) return sendJson(res, 400, rpcError(null, -32700, 'Parse error: the body is not JSON'));
+
+    const calls: { id: unknown; tool: string }[] = [];
+    for (const msg of messages) {
+      if (msg.method !== 'tools/call') continue;
+      const name = (msg.params as { name?: unknown } | undefined)?.name;
+      if (typeof name !== 'string' || name.length === 0 || name.length > MAX_TOOL_NAME) {
+        return sendJson(res, 400, rpcError(msg.id, -32602, 'Invalid params: tools/call needs a tool name'));
+      }
+      calls.push({ id: msg.id, tool: name });
+    }
+
+    let verified: VerifiedToken;
+    try {
+      if (calls.length === 0) verified = await verifier.verify(token);
+      else {
+        let v: VerifiedToken | undefined;
+        // Each call is checked and reported on its own (the verifier's use report: tool and outcome, no arguments).
+        for (const c of calls) {
+          try {
+            v = await verifier.verify(token, { call: { resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) } });
+          } catch (e) {
+            throw Object.assign(asWritError(e), { gateTool: c.tool, gateId: c.id });
+          }
+        }
+        verified = v!;
+      }
+    } catch (e) {
+      const w = asWritError(e);
+      const ctx = e as { gateTool?: string; gateId?: unknown };
+      const id = ctx.gateId ?? messages[0]?.id;
+      if (w.code === 'WRIT_SCOPE_NOT_COVERED' && ctx.gateTool !== undefined) {
+        const scope = `mcp:call:${toolTarget(opts.server, ctx.gateTool)}`;
+        log(`writ gate: refused ${opts.server}/${ctx.gateTool}: scope ${scope} not granted`);
+        return sendJson(res, 403, rpcError(id, -32003, `Forbidden: the token does not allow ${scope}`, { code: w.code, scope }), {
+          'www-authenticate': `Bearer error="insufficient_scope", scope="${quoteParam(scope)}", resource_metadata="${metadataUrl}", error_description="the token does not allow this tool"`,
+        });
+      }
+      if (w.code === 'WRIT_BROKER_UNREACHABLE') {
+        return sendJson(res, 503, rpcError(id, -32002, `Service unavailable: ${w.message}`, { code: w.code }), { 'retry-after': '1' });
+      }
+      if (w.code === 'WRIT_SCOPE_INVALID' || w.code === 'WRIT_INTERNAL') return sendJson(res, 400, rpcError(id, -32600, w.message, { code: w.code }));
+      log(`writ gate: refused a token: ${w.code}`);
+      return sendJson(res, 401, rpcError(id, -32001, `Unauthorized: ${w.message}`, { code: w.code }), {
+        'www-authenticate': challenge(`, error="invalid_token", error_description="${quoteParam(`${w.code}: ${w.message}`)}"`),
+      });
+    }
+
+    req.auth = { token, clientId: verified.agentId, scopes: [...verified.scopes], expiresAt: verified.expiresAt, extra: { scopes: scopesOf(verified), jti: verified.jti } };
+    const server = gateServer();
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => {
+      void transport.close();
+      void server.close();
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
+  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    // DNS rebinding: only loopback names, and no browser page from elsewhere.
+    const o = req.headers.origin;
+    if (!allowedHosts.has(req.headers.host ?? '') || (o !== undefined && !/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(o))) {
+      return sendJson(res, 403, { error: 'forbidden', error_description: 'loopback hosts only' });
+    }
+    if (path === '/.well-known/oauth-protected-resource' || path === '/.well-known/oauth-protected-resource/mcp') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'method_not_allowed' }, { allow: 'GET' });
+      return sendJson(res, 200, metadata(), { 'cache-control': 'max-age=60' });
+    }
+    if (path !== '/mcp') return sendJson(res, 404, { error: 'not_found' });
+    handleMcp(req, res).catch((e) => {
+      log(`writ gate: ${asWritError(e).code}: ${(e as Error)?.message ?? e}`);
+      if (!res.headersSent) sendJson(res, 500, rpcError(null, -32603, 'Internal error'));
+      else res.end();
+    });
+  });
+
+  log(`writ gate: ${known.length} tool(s) upstream: ${known.map((t) => t.name).join(', ') || '(none)'}`);
+
+  return {
+    url,
+    audience,
+    metadataUrl,
+    upstreamClosed,
+    close: async () => {
+      http.closeAllConnections();
+      await new Promise<void>((r) => http.close(() => r()));
+      await verifier.close();
+      await upstream.close().catch(() => undefined);
+    },
+  };
+}
+
+/** `writ gate` until SIGINT/SIGTERM or the upstream goes away. */
+export async function runGate(opts: GateOptions): Promise<number> {
+  const gate = await startGate(opts);
+  opts.log?.(`writ gate: serving MCP for "${opts.server}" at ${gate.url} (audience ${gate.audience}; metadata ${gate.metadataUrl})`);
+  const why = await new Promise<'signal' | 'upstream'>((resolve) => {
+    process.once('SIGINT', () => resolve('signal'));
+    process.once('SIGTERM', () => resolve('signal'));
+    void gate.upstreamClosed.then(() => resolve('upstream'));
+  });
+  if (why === 'upstream') opts.log?.('writ gate: the upstream MCP server went away; stopping');
+  await gate.close();
+  return why === 'upstream' ? 1 : 0;
+}

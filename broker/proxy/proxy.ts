@@ -1,0 +1,345 @@
+// The credential-injecting proxy on the broker's loopback listener:
+//   <method> http://127.0.0.1:PORT/proxy/NAME/<path>?<query>   with   Authorization: Bearer <Writ token>
+// is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
+// verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
+// `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
+// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call`: method, URL without the
+// query, status, bytes each way, jti; never a header value, the token or the secret.
+//
+// The secret is read from the keychain (a bounded child process) on first use and kept in memory for the
+// broker's life, keyed by the config's `rev`: `writ secret set` changes the rev, so the next call reads it again.
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders, ClientRequest } from 'node:http';
+import { WritError, isWritError } from '../errors';
+import type { WritErrorCode } from '../errors';
+import type { AuditEntry } from '../protocol';
+import type { Authority } from '../core/authority';
+import { keychainGet } from '../core/keychain';
+import { allowsCall, parseScopes } from '../core/scopes';
+import { keychainRefFor, normalizeUpstream, readSecrets } from './secrets';
+import type { SecretConfig } from './secrets';
+
+export const PROXY_PREFIX = '/proxy/';
+export const DEFAULT_PROXY_TIMEOUT_MS = 30_000;
+
+/** WRIT_PROXY_TIMEOUT_MS (100 ms to 10 min), else 30 s. */
+export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const n = Number(env.WRIT_PROXY_TIMEOUT_MS);
+  return Number.isInteger(n) && n >= 100 && n <= 600_000 ? n : DEFAULT_PROXY_TIMEOUT_MS;
+}
+
+/** RFC 7230 §6.1 hop-by-hop headers, plus what the proxy sets itself or must never pass on. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'expect']);
+
+export interface ProxyDeps {
+  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants'>;
+  stateDir: string;
+  env: NodeJS.ProcessEnv;
+  /** No response headers (or no body bytes for this long) from the upstream → 504. */
+  timeoutMs: number;
+  log?: (line: string) => void;
+}
+
+interface CallFacts {
+  secret: string;
+  method: string;
+  url?: string;
+  hasQuery?: boolean;
+  status?: number;
+  bytesUp: number;
+  bytesDown: number;
+  jti?: string;
+  agentId?: string;
+  grantId?: string;
+  audience?: string;
+  code?: WritErrorCode;
+  allowed: boolean;
+  /** The response to the agent ended before the upstream's did (client gone, upstream failed mid-body). */
+  incomplete?: boolean;
+}
+
+function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** RFC 6750 §3 errors for the agent, with Writ's stable code beside them. */
+function refuse(res: ServerResponse, status: number, e: WritError, scope?: string): void {
+  if (status === 401 || status === 403) {
+    const error = status === 401 ? 'invalid_token' : 'insufficient_scope';
+    const challenge = `Bearer realm="writ-proxy", error="${error}"${scope ? `, scope="${scope.replace(/["\\]/g, '')}"` : ''}`;
+    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge });
+    return;
+  }
+  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
+  sendJson(res, status, { error, error_description: e.message, writ_code: e.code });
+}
+
+/** The path after /proxy/NAME, refused if it could be read two ways (dot segments, encoded separators). */
+function splitTarget(rawUrl: string): { name: string; path: string; query: string } {
+  const q = rawUrl.indexOf('?');
+  const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
+  const query = q < 0 ? '' : rawUrl.slice(q);
+  const rest = rawPath.slice(PROXY_PREFIX.length);
+  const slash = rest.indexOf('/');
+  const name = slash < 0 ? rest : rest.slice(0, slash);
+  const path = slash < 0 ? '' : rest.slice(slash);
+  if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
+    throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold dot segments or encoded separators', { path: 'path' });
+  }
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) throw new WritError('WRIT_BAD_REQUEST', 'the path must be printable ASCII', { path: 'path' });
+  }
+  return { name, path, query };
+}
+
+/** The `jti` of a token whose signature the authority has already verified (never of an unverified one). */
+function signedJti(token: string): string | undefined {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { jti?: unknown };
+    return typeof payload.jti === 'string' && payload.jti.length <= 200 && !payload.jti.includes('.') ? payload.jti : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function bearer(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (typeof h !== 'string') return undefined;
+  const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(h.trim());
+  return m?.[1];
+}
+
+function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: string, host: string): OutgoingHttpHeaders {
+  const named = new Set<string>();
+  const conn = req.headers.connection;
+  if (typeof conn === 'string') for (const n of conn.split(',')) named.add(n.trim().toLowerCase());
+  const out: OutgoingHttpHeaders = {};
+  const injected = config.header.toLowerCase();
+  for (const [k, v] of Object.entries(req.headers)) {
+    const key = k.toLowerCase();
+    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || key === 'host' || key === 'authorization' || key === injected) continue;
+    out[key] = v;
+  }
+  out.host = host;
+  out[injected] = config.scheme ? `${config.scheme} ${secret}` : secret;
+  return out;
+}
+
+function responseHeaders(up: IncomingMessage): OutgoingHttpHeaders {
+  const named = new Set<string>();
+  const conn = up.headers.connection;
+  if (typeof conn === 'string') for (const n of conn.split(',')) named.add(n.trim().toLowerCase());
+  const out: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(up.headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const cache = new Map<string, { rev: string; value: string }>();
+  const log = deps.log ?? (() => undefined);
+
+  const secretFor = async (name: string, config: SecretConfig): Promise<string> => {
+    const hit = cache.get(name);
+    if (hit && hit.rev === config.rev) return hit.value;
+    const value = await keychainGet(keychainRefFor(name, deps.env));
+    if (value === null) throw new WritError('WRIT_SECRET_NOT_FOUND', `the keychain holds no secret ${name}: store it with writ secret set`);
+    cache.set(name, { rev: config.rev, value });
+    return value;
+  };
+
+  const audit = async (f: CallFacts): Promise<void> => {
+    const grant = f.grantId === undefined ? undefined : deps.authority.listGrants().find((g) => g.id === f.grantId);
+    const entry: AuditEntry = {
+      event: 'proxy.call',
+      outcome: f.allowed && f.status !== undefined && f.status < 500 && !f.incomplete ? 'success' : 'failure',
+      ...(f.code === undefined ? {} : { code: f.code }),
+      ...(f.jti === undefined ? {} : { jti: f.jti }),
+      ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
+      ...(grant ? { task: { id: grant.taskId, description: grant.task } } : {}),
+      ...(f.audience === undefined ? {} : { audience: f.audience }),
+      detail: {
+        allowed: f.allowed,
+        secret: f.secret,
+        method: f.method,
+        ...(f.url === undefined ? {} : { url: f.url }),
+        ...(f.hasQuery ? { query: true } : {}),
+        ...(f.status === undefined ? {} : { status: f.status }),
+        bytesUp: f.bytesUp,
+        bytesDown: f.bytesDown,
+        ...(f.incomplete ? { incomplete: true } : {}),
+      },
+    };
+    try {
+      await deps.authority.recordFor(f.agentId, entry);
+    } catch (e) {
+      log(`writ: proxy: could not write the audit record (${isWritError(e) ? e.code : 'WRIT_INTERNAL'})`);
+      throw e;
+    }
+  };
+
+  return (req, res) => {
+    const method = (req.method ?? 'GET').toUpperCase();
+    const facts: CallFacts = { secret: '', method, bytesUp: 0, bytesDown: 0, allowed: false };
+    let upstreamReq: ClientRequest | undefined;
+
+    const fail = async (status: number, e: WritError, scope?: string) => {
+      facts.code = e.code;
+      if (facts.status === undefined) facts.status = status;
+      // Fail closed: a refusal is only answered once it is on record.
+      try {
+        await audit(facts);
+      } catch {
+        return sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+      }
+      refuse(res, status, e, scope);
+    };
+
+    const run = async () => {
+      const { name, path, query } = splitTarget(req.url ?? '/');
+      facts.secret = name.slice(0, 64);
+      const token = bearer(req);
+      const secrets = readSecrets(deps.stateDir).secrets;
+      const config = Object.hasOwn(secrets, name) ? secrets[name] : undefined;
+      if (config === undefined) {
+        return fail(404, new WritError('WRIT_SECRET_NOT_FOUND', `no secret named ${JSON.stringify(name.slice(0, 64))} is configured (writ secret list)`));
+      }
+      // Re-checked here as well as at `secret set`: a hand-edited secrets.json must not turn the proxy into plain http.
+      const upstream = normalizeUpstream(config.upstream);
+      const target = `${upstream}${path}`;
+      facts.url = target;
+      facts.hasQuery = query.length > 1;
+      facts.audience = upstream;
+      if (token === undefined) return fail(401, new WritError('WRIT_TOKEN_INVALID', 'send a Writ token: Authorization: Bearer <token>'));
+      let claims: Awaited<ReturnType<Authority['check']>>;
+      try {
+        claims = await deps.authority.check(token, upstream);
+      } catch (e) {
+        if (!isWritError(e) || e.code === 'WRIT_INTERNAL' || e.code === 'WRIT_AUDIT_WRITE_FAILED') throw e;
+        // These are decided after the signature verified, so the token's own jti may go on record.
+        if (e.code === 'WRIT_TOKEN_REVOKED' || e.code === 'WRIT_TOKEN_EXPIRED' || e.code === 'WRIT_AUDIENCE_MISMATCH') {
+          const jtiOf = signedJti(token);
+          if (jtiOf !== undefined) facts.jti = jtiOf;
+        }
+        return fail(401, e);
+      }
+      facts.jti = claims.jti;
+      facts.agentId = claims.client_id;
+      facts.grantId = claims.grant_id;
+      const asked = `http:${method}:${target}`;
+      let scopes: ReturnType<typeof parseScopes>;
+      try {
+        scopes = parseScopes(claims.scope.split(' ').filter(Boolean));
+      } catch {
+        scopes = [];
+      }
+      if (!/^[A-Z]{1,20}$/.test(method) || !allowsCall(scopes, 'http', method, target)) {
+        return fail(403, new WritError('WRIT_SCOPE_NOT_COVERED', `the token's scopes do not cover ${method} ${target}`), asked);
+      }
+      let secret: string;
+      try {
+        secret = await secretFor(name, config);
+      } catch (e) {
+        const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
+        return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
+      }
+      facts.allowed = true;
+
+      const url = new URL(`${target}${query}`);
+      const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (incomplete: boolean) => {
+        if (settled) return;
+        settled = true;
+        if (timer) clearTimeout(timer);
+        if (incomplete) facts.incomplete = true;
+        void audit(facts).catch(() => undefined);
+      };
+      const arm = (what: 'headers' | 'body') => {
+        if (timer) clearTimeout(timer);
+        timer = setTimeout(() => {
+          const e = new WritError('WRIT_UPSTREAM_TIMEOUT', `the upstream sent no ${what === 'headers' ? 'response' : 'data'} within ${deps.timeoutMs} ms`);
+          upstreamReq?.destroy(e);
+          if (!res.headersSent) {
+            facts.status = 504;
+            facts.code = e.code;
+            refuse(res, 504, e);
+            finish(false);
+          } else {
+            facts.code = e.code;
+            res.destroy();
+            finish(true);
+          }
+        }, deps.timeoutMs);
+        timer.unref();
+      };
+
+      upstreamReq = requestFn(url, { method, headers: forwardHeaders(req, config, secret, url.host) });
+      arm('headers');
+      upstreamReq.on('response', (up) => {
+        arm('body');
+        facts.status = up.statusCode ?? 502;
+        res.writeHead(facts.status, responseHeaders(up));
+        up.on('data', (c: Buffer) => {
+          facts.bytesDown += c.length;
+          arm('body');
+        });
+        up.on('end', () => {
+          if (timer) clearTimeout(timer);
+        });
+        const broken = () => {
+          if (up.complete) return;
+          res.destroy();
+          finish(true);
+        };
+        up.on('error', broken);
+        up.on('aborted', broken);
+        up.pipe(res);
+      });
+      upstreamReq.on('error', (e) => {
+        if (settled) return;
+        if (!res.headersSent) {
+          const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
+          facts.status = 502;
+          facts.code = w.code;
+          refuse(res, 502, w);
+          finish(false);
+        } else {
+          res.destroy();
+          finish(true);
+        }
+      });
+      res.on('finish', () => finish(false));
+      res.on('close', () => {
+        if (!res.writableFinished) {
+          upstreamReq?.destroy();
+          finish(true);
+        }
+      });
+      req.on('data', (c: Buffer) => {
+        facts.bytesUp += c.length;
+        // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
+        if (!res.headersSent && !settled) arm('headers');
+      });
+      req.on('aborted', () => upstreamReq?.destroy());
+      req.pipe(upstreamReq);
+    };
+
+    run().catch((e: unknown) => {
+      const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
+      const status = w.code === 'WRIT_BAD_REQUEST' ? 400 : 500;
+      void fail(status, w.code === 'WRIT_INTERNAL' ? new WritError('WRIT_INTERNAL', 'internal error') : w).catch(() => res.destroy());
+    });
+  };
+}

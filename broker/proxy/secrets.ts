@@ -1,0 +1,107 @@
+// Upstream secrets for the credential-injecting proxy. The secret VALUE lives only in the OS keychain (service
+// `writ` or WRIT_KEYCHAIN_SERVICE, account `secret:NAME`); what is not secret (the upstream base URL and how the
+// credential is sent) lives in the state folder as secrets.json (0600). Nothing here logs or returns a value.
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { WritError } from '../errors';
+import { DEFAULT_KEYCHAIN_SERVICE } from '../core/keys';
+import type { KeychainRef } from '../core/keychain';
+
+export const SECRET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const HEADER_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/;
+const SCHEME_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}$/;
+/** Headers the proxy owns: a secret may not be injected as one of them. */
+const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'cookie']);
+
+export const SecretConfig = z.strictObject({
+  /** The upstream base URL, normalised (no trailing slash): tokens for this proxy must have it as `aud`. */
+  upstream: z.string().min(1).max(400),
+  /** Header that carries the credential (default Authorization). */
+  header: z.string().regex(HEADER_RE),
+  /** Prefix before the secret, e.g. `Bearer`; absent means the header holds the secret alone. */
+  scheme: z.string().regex(SCHEME_RE).optional(),
+  /** Changes on every `writ secret set`: a running broker then reads the keychain again instead of its cached value. */
+  rev: z.string().max(64),
+  updatedAt: z.string().max(40),
+});
+export type SecretConfig = z.infer<typeof SecretConfig>;
+
+const SecretsFile = z.strictObject({
+  v: z.literal(1),
+  secrets: z.record(z.string().regex(SECRET_NAME_RE), SecretConfig),
+});
+type SecretsFile = z.infer<typeof SecretsFile>;
+
+export function secretsPath(stateDir: string): string {
+  return join(stateDir, 'secrets.json');
+}
+
+export function keychainRefFor(name: string, env: NodeJS.ProcessEnv = process.env): KeychainRef {
+  return { service: env.WRIT_KEYCHAIN_SERVICE || DEFAULT_KEYCHAIN_SERVICE, account: `secret:${name}`, env };
+}
+
+export function checkSecretName(name: string): void {
+  if (!SECRET_NAME_RE.test(name)) throw new WritError('WRIT_USAGE', 'a secret name is 1 to 64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)');
+}
+
+export function checkHeader(header: string, scheme: string | undefined): void {
+  if (!HEADER_RE.test(header) || RESERVED_HEADERS.has(header.toLowerCase())) throw new WritError('WRIT_USAGE', `--header must be an HTTP header name other than ${[...RESERVED_HEADERS].join(', ')}`);
+  if (scheme !== undefined && !SCHEME_RE.test(scheme)) throw new WritError('WRIT_USAGE', '--scheme must be a single word, e.g. Bearer or token');
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === 'localhost' || h === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * The upstream base URL in its one canonical form (the token audience): https, or http only to a loopback host;
+ * no credentials, query or fragment; no trailing slash. Throws WRIT_USAGE otherwise.
+ */
+export function normalizeUpstream(raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new WritError('WRIT_USAGE', '--upstream must be an absolute URL, e.g. https://api.github.com');
+  }
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && isLoopbackHost(u.hostname))) {
+    throw new WritError('WRIT_USAGE', '--upstream must be https (plain http is allowed only to a loopback address)');
+  }
+  if (u.username || u.password) throw new WritError('WRIT_USAGE', '--upstream must not hold credentials');
+  if (u.search || u.hash) throw new WritError('WRIT_USAGE', '--upstream must not have a query or fragment');
+  const path = u.pathname.replace(/\/+$/, '');
+  return `${u.origin}${path}`;
+}
+
+export function readSecrets(stateDir: string): SecretsFile {
+  let text: string;
+  try {
+    text = readFileSync(secretsPath(stateDir), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { v: 1, secrets: {} };
+    throw new WritError('WRIT_INTERNAL', 'cannot read secrets.json', { cause: e });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new WritError('WRIT_BAD_REQUEST', `${secretsPath(stateDir)} is not valid JSON: fix or remove it`);
+  }
+  const parsed = SecretsFile.safeParse(json);
+  if (!parsed.success) throw new WritError('WRIT_BAD_REQUEST', `${secretsPath(stateDir)} does not match its schema: fix or remove it`);
+  return parsed.data;
+}
+
+export function writeSecrets(stateDir: string, file: SecretsFile): void {
+  const path = secretsPath(stateDir);
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(file, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export function newRev(): string {
+  return randomBytes(8).toString('hex');
+}

@@ -1,0 +1,467 @@
+// MCP both ways, with real processes: `writ mcp` driven by the official SDK's client over stdio against the real
+// broker, and `writ gate` in front of a real MCP server written with the SDK (stdio and streamable HTTP upstreams),
+// with the spec's refusals (401 + RFC 9728 metadata, 403 insufficient_scope), live revocation and the audit trail.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { request } from 'node:http';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { BrokerProcess, ROOT, WRIT, approveAll, freshEnv, requireKeyring } from '../helpers/broker';
+import { createVerifier } from '../../broker/sdk/verify';
+import type { Verifier } from '../../broker/sdk/verify';
+import { WritError } from '../../broker/errors';
+import type { WritClient } from '../../broker/sdk/client';
+
+requireKeyring();
+
+const FIXTURE = join(ROOT, 'test', 'fixtures', 'echo-mcp-server.mjs');
+const AUD = 'https://api.example';
+const SECRET = 'sk-live-4f9c2e7d1b8a6350-DO-NOT-LOG';
+
+function baseEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && k !== 'WRIT_SESSION' && k !== 'WRIT_TOKEN' && k !== 'WRIT_BROKER') env[k] = v;
+  return { ...env, ...extra };
+}
+
+async function until<T>(what: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = what();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('condition not met before the deadline');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof WritError) return e.code;
+    throw e;
+  }
+  return 'resolved';
+}
+
+const textOf = (r: Record<string, unknown>) => ((r.content as { type: string; text: string }[])[0]?.text ?? '');
+
+describe('writ mcp (stdio MCP server for agents)', { timeout: 90_000 }, () => {
+  let b: BrokerProcess;
+  let client: Client;
+  let transport: StdioClientTransport;
+  let stderr = '';
+  const clientErrors: Error[] = [];
+  let v: Verifier;
+
+  beforeAll(async () => {
+    b = await BrokerProcess.start();
+    b.decide = approveAll;
+    transport = new StdioClientTransport({ command: process.execPath, args: [WRIT, 'mcp', '--agent', 'claude-test'], env: baseEnv(b.env), stderr: 'pipe' });
+    transport.stderr?.on('data', (d) => (stderr += d));
+    client = new Client({ name: 'writ-test-agent', version: '1.0.0' });
+    client.onerror = (e) => clientErrors.push(e);
+    await client.connect(transport);
+    v = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });
+    expect(await v.ready()).toBe(true);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await v?.close();
+    await b?.stop();
+  });
+
+  let grantId = '';
+  let token = '';
+
+  it('lists its three tools', async () => {
+    const { tools } = await client.listTools();
+    expect(tools.map((t) => t.name).sort()).toEqual(['list_grants', 'request_credentials', 'revoke_grant']);
+    const rc = tools.find((t) => t.name === 'request_credentials')!;
+    expect(rc.inputSchema.required?.slice().sort()).toEqual(['audience', 'scopes', 'task']);
+  });
+
+  it('request_credentials waits for the developer and returns a token that verifies, with its expiry', async () => {
+    const before = b.requests.length;
+    const r = await client.callTool({ name: 'request_credentials', arguments: { task: 'read the web repo', scopes: ['repo:read:acme/web'], audience: AUD, ttl: 120 } });
+    expect(r.isError).toBeFalsy();
+    const out = r.structuredContent as Record<string, any>;
+    expect(JSON.parse(textOf(r))).toEqual(out);
+    expect(out).toMatchObject({ scopes: ['repo:read:acme/web'], audience: AUD, reused: false });
+    expect(out.expiresAtIso).toBe(new Date(out.expiresAt * 1000).toISOString());
+    // The developer saw the request, from this agent, as an MCP agent.
+    expect(b.requests.length).toBe(before + 1);
+    expect(b.requests.at(-1)).toMatchObject({ task: 'read the web repo', scopes: ['repo:read:acme/web'], audience: AUD, agent: { name: 'claude-test', kind: 'mcp' } });
+    const t = await v.verify(out.token, { scope: 'repo:read:acme/web' });
+    expect(t.jti).toBe(out.jti);
+    expect(t.expiresAt).toBe(out.expiresAt);
+    expect(t.grantId).toBe(out.grantId);
+    grantId = out.grantId;
+    token = out.token;
+  });
+
+  it('while the developer decides, a client that asked for progress hears it (so its timeout can be reset)', async () => {
+    const progress: { progress: number; message?: string }[] = [];
+    b.decide = async () => {
+      // Decide only once a heartbeat has gone out (every 5 s).
+      await until(() => (progress.length > 0 ? true : undefined), 60_000);
+      return { decision: 'approve', mode: 'task' };
+    };
+    try {
+      const r = await client.callTool(
+        { name: 'request_credentials', arguments: { task: 'slow decision', scopes: ['repo:read:acme/api'], audience: AUD } },
+        undefined,
+        { onprogress: (p) => progress.push(p), timeout: 60_000, resetTimeoutOnProgress: true },
+      );
+      expect(r.isError).toBeFalsy();
+      expect(progress[0]).toEqual({ progress: 1, message: 'waiting for the developer to approve or deny' });
+    } finally {
+      b.decide = approveAll;
+    }
+  });
+
+  it('a denial is an MCP tool error carrying WRIT_DENIED', async () => {
+    b.decide = () => ({ decision: 'deny', reason: 'not now' });
+    try {
+      const r = await client.callTool({ name: 'request_credentials', arguments: { task: 'push to main', scopes: ['repo:write:acme/web'], audience: AUD } });
+      expect(r.isError).toBe(true);
+      expect(textOf(r)).toMatch(/^WRIT_DENIED: /);
+      expect(r.structuredContent).toBeUndefined();
+      expect(r._meta).toEqual({ 'writ/code': 'WRIT_DENIED' });
+    } finally {
+      b.decide = approveAll;
+    }
+  });
+
+  it('bad input to a tool is refused by its schema, without a prompt', async () => {
+    const before = b.requests.length;
+    const r = await client.callTool({ name: 'request_credentials', arguments: { task: 'x', scopes: [], audience: AUD } });
+    expect(r.isError).toBe(true);
+    const bad = await client.callTool({ name: 'request_credentials', arguments: { task: 'x', scopes: ['Not A Scope'], audience: AUD } });
+    expect(bad.isError).toBe(true);
+    expect(textOf(bad)).toMatch(/^WRIT_SCOPE_INVALID: /);
+    expect(b.requests.length).toBe(before);
+  });
+
+  it("list_grants shows the agent's live grants; revoke_grant revokes only its own, and its tokens stop verifying", async () => {
+    const listed = await client.callTool({ name: 'list_grants', arguments: {} });
+    expect(listed.isError).toBeFalsy();
+    const grants = (listed.structuredContent as { grants: any[] }).grants;
+    expect(grants.map((g) => g.task).sort()).toEqual(['read the web repo', 'slow decision']);
+    expect(grants.find((g) => g.id === grantId)).toMatchObject({ task: 'read the web repo', scopes: ['repo:read:acme/web'], audience: AUD, mode: 'task' });
+
+    const notMine = await client.callTool({ name: 'revoke_grant', arguments: { grantId: 'grant_not_mine' } });
+    expect(notMine.isError).toBe(true);
+    expect(textOf(notMine)).toMatch(/^WRIT_GRANT_NOT_FOUND: /);
+
+    const revoked = await client.callTool({ name: 'revoke_grant', arguments: { grantId } });
+    expect(revoked.isError).toBeFalsy();
+    expect(revoked.structuredContent).toMatchObject({ grantId, revokedGrants: 1 });
+    expect(await codeOf(v.verify(token))).toBe('WRIT_TOKEN_REVOKED');
+    const after = await client.callTool({ name: 'list_grants', arguments: {} });
+    expect((after.structuredContent as { grants: any[] }).grants.map((g) => g.task)).toEqual(['slow decision']);
+  });
+
+  it('stdout carried nothing but MCP JSON-RPC; logs went to stderr', () => {
+    expect(clientErrors).toEqual([]);
+    expect(stderr).toContain('writ mcp: serving MCP on stdio');
+  });
+});
+
+describe('writ mcp with no broker running', { timeout: 60_000 }, () => {
+  it('answers MCP anyway, and a tool call is a tool error with WRIT_BROKER_UNREACHABLE', async () => {
+    const env = freshEnv();
+    const transport = new StdioClientTransport({ command: process.execPath, args: [WRIT, 'mcp'], env: baseEnv(env), stderr: 'pipe' });
+    const client = new Client({ name: 'writ-test-agent', version: '1.0.0' });
+    await client.connect(transport);
+    try {
+      const r = await client.callTool({ name: 'list_grants', arguments: {} });
+      expect(r.isError).toBe(true);
+      expect(textOf(r)).toMatch(/^WRIT_BROKER_UNREACHABLE: /);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+interface GateProc {
+  child: ChildProcess;
+  url: string;
+  origin: string;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+function startProc(args: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray; stderr: () => string }> {
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  return until(() => {
+    const m = err.match(ready);
+    if (m) return m;
+    if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}: ${err}`);
+    return undefined;
+  }, 30_000).then((match) => ({ child, match, stderr: () => err }));
+}
+
+async function startGate(b: BrokerProcess, extra: string[], env: Record<string, string> = {}): Promise<GateProc> {
+  const { child, match, stderr } = await startProc([WRIT, 'gate', '--server', 'echo', ...extra], baseEnv({ ...b.env, ...env }), /serving MCP for "echo" at (http:\/\/127\.0\.0\.1:\d+\/mcp)/);
+  const url = match[1]!;
+  return {
+    child,
+    url,
+    origin: new URL(url).origin,
+    stderr,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+const ACCEPT = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+const call = (url: string, token: string | undefined, name: string, args: Record<string, unknown>, id = 7) =>
+  fetch(url, {
+    method: 'POST',
+    headers: { ...ACCEPT, ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } }),
+  });
+
+async function mcpClient(url: string, token: string): Promise<Client> {
+  const c = new Client({ name: 'gate-test', version: '1.0.0' });
+  await c.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  return c;
+}
+
+describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }, () => {
+  let b: BrokerProcess;
+  let agent: WritClient;
+  let gate: GateProc;
+  beforeAll(async () => {
+    b = await BrokerProcess.start();
+    b.decide = approveAll;
+    agent = (await b.agent('gate-agent')).client;
+    // A token in the gate's own environment must not reach the upstream process either.
+    gate = await startGate(b, ['--', process.execPath, FIXTURE], { WRIT_TOKEN: 'env-token-must-not-leak', WRIT_SESSION: 'env-session-must-not-leak' });
+  });
+  afterAll(async () => {
+    await gate?.stop();
+    await agent?.close();
+    await b?.stop();
+  });
+
+  it('no token: 401 with the WWW-Authenticate challenge, and the RFC 9728 metadata it points to', async () => {
+    const res = await fetch(gate.url, {
+      method: 'POST',
+      headers: ACCEPT,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }),
+    });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toBe(`Bearer resource_metadata="${gate.origin}/.well-known/oauth-protected-resource"`);
+    expect(await res.json()).toEqual({ jsonrpc: '2.0', id: 1, error: { code: -32001, message: 'Unauthorized: a Writ token is required (Authorization: Bearer …)', data: { code: 'WRIT_TOKEN_INVALID' } } });
+
+    const meta = await fetch(`${gate.origin}/.well-known/oauth-protected-resource`);
+    expect(meta.status).toBe(200);
+    expect(meta.headers.get('content-type')).toBe('application/json');
+    expect(await meta.json()).toEqual({
+      resource: gate.url,
+      authorization_servers: [b.discovery.httpUrl],
+      scopes_supported: ['mcp:call:echo/echo', 'mcp:call:echo/delete_repo'],
+      bearer_methods_supported: ['header'],
+      resource_name: 'echo (through writ gate)',
+    });
+    // The path-suffixed location (RFC 9728 §3.1) serves the same document.
+    expect(await (await fetch(`${gate.origin}/.well-known/oauth-protected-resource/mcp`)).json()).toMatchObject({ resource: gate.url });
+  });
+
+  it('a malformed or foreign token: 401 invalid_token', async () => {
+    const res = await call(gate.url, 'not.a.token', 'echo', { text: 'hi' });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toBe(
+      `Bearer resource_metadata="${gate.origin}/.well-known/oauth-protected-resource", error="invalid_token", error_description="WRIT_TOKEN_INVALID: token is not a compact JWT"`,
+    );
+    // A real token for another audience is refused too.
+    const other = await agent.call('task.request', { task: 'elsewhere', scopes: ['mcp:call:echo/echo'], audience: AUD });
+    const res2 = await call(gate.url, other.token.token, 'echo', { text: 'hi' });
+    expect(res2.status).toBe(401);
+    expect(res2.headers.get('www-authenticate')).toContain('error="invalid_token", error_description="WRIT_AUDIENCE_MISMATCH: ');
+  });
+
+  it('with mcp:call:echo/echo: echo works through the SDK client, tools/list shows only echo, delete_repo is 403 insufficient_scope; revocation stops the next call; the audit has each call and never its arguments', async () => {
+    const r = await agent.call('task.request', { task: 'use the echo server', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const token = r.token.token;
+    const c = await mcpClient(gate.url, token);
+    try {
+      const { tools } = await c.listTools();
+      expect(tools.map((t) => t.name)).toEqual(['echo']);
+      const echoed = await c.callTool({ name: 'echo', arguments: { text: SECRET } });
+      expect(echoed.isError).toBeFalsy();
+      expect(textOf(echoed)).toBe(SECRET);
+
+      // The SDK client sees the 403 as an HTTP error.
+      const viaSdk = await c.callTool({ name: 'delete_repo', arguments: { repo: 'acme/web' } }).catch((e: unknown) => e);
+      expect(viaSdk).toBeInstanceOf(StreamableHTTPError);
+      expect((viaSdk as StreamableHTTPError).code).toBe(403);
+    } finally {
+      await c.close();
+    }
+
+    const denied = await call(gate.url, token, 'delete_repo', { repo: 'acme/web', note: SECRET }, 9);
+    expect(denied.status).toBe(403);
+    expect(denied.headers.get('www-authenticate')).toBe(
+      `Bearer error="insufficient_scope", scope="mcp:call:echo/delete_repo", resource_metadata="${gate.origin}/.well-known/oauth-protected-resource", error_description="the token does not allow this tool"`,
+    );
+    expect(await denied.json()).toEqual({
+      jsonrpc: '2.0',
+      id: 9,
+      error: { code: -32003, message: 'Forbidden: the token does not allow mcp:call:echo/delete_repo', data: { code: 'WRIT_SCOPE_NOT_COVERED', scope: 'mcp:call:echo/delete_repo' } },
+    });
+
+    // Still allowed right before the revocation…
+    const ok = await call(gate.url, token, 'echo', { text: 'before' });
+    expect(ok.status).toBe(200);
+    expect((await ok.json()).result.content[0].text).toBe('before');
+    await agent.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    // …and refused on the very next call after it.
+    const after = await call(gate.url, token, 'echo', { text: 'after' });
+    expect(after.status).toBe(401);
+    expect(after.headers.get('www-authenticate')).toBe(
+      `Bearer resource_metadata="${gate.origin}/.well-known/oauth-protected-resource", error="invalid_token", error_description="WRIT_TOKEN_REVOKED: token has been revoked"`,
+    );
+    expect((await after.json()).error.data).toEqual({ code: 'WRIT_TOKEN_REVOKED' });
+
+    const used = (target: string, outcome: 'success' | 'failure', code?: string) =>
+      until(() =>
+        b.records.find(
+          (x) => x.event === 'token.used' && x.jti === r.token.jti && x.outcome === outcome && x.code === code && (x.detail as any)?.call?.target === target,
+        ),
+      );
+    const allowed = await used('echo/echo', 'success');
+    expect(allowed).toMatchObject({ audience: gate.url, detail: { allowed: true, call: { resource: 'mcp', action: 'call', target: 'echo/echo' } } });
+    const refused = await used('echo/delete_repo', 'failure', 'WRIT_SCOPE_NOT_COVERED');
+    expect(refused).toMatchObject({ detail: { allowed: false, call: { resource: 'mcp', action: 'call', target: 'echo/delete_repo' } } });
+    await used('echo/echo', 'failure', 'WRIT_TOKEN_REVOKED');
+
+    // The log on disk: the calls are there, the arguments (and the token) are not.
+    const file = await until(() => {
+      const text = b.auditLines().join('\n');
+      return text.includes('WRIT_TOKEN_REVOKED') ? text : undefined;
+    });
+    expect(file).toContain('echo/delete_repo');
+    expect(file).not.toContain(SECRET);
+    expect(file).not.toContain('acme/web');
+    expect(file).not.toContain(token);
+    expect(file).not.toContain(token.split('.')[2]!);
+
+    // Nothing of Writ's reached the upstream server's environment.
+    expect(gate.stderr()).not.toContain('IN ENVIRONMENT');
+  });
+
+  it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403', async () => {
+    const r = await agent.call('task.request', { task: 'batch', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const res = await fetch(gate.url, {
+      method: 'POST',
+      headers: { ...ACCEPT, authorization: `Bearer ${r.token.token}` },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'a' } } },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'delete_repo', arguments: { repo: 'acme/web' } } },
+      ]),
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers.get('www-authenticate')).toContain('error="insufficient_scope", scope="mcp:call:echo/delete_repo"');
+    expect((await res.json()).id).toBe(2);
+  });
+
+  it('revoking the agent stops it at the gate at once, for every token it holds', async () => {
+    const { client: a2, hello } = await b.agent('gate-agent-2');
+    try {
+      const r = await a2.call('task.request', { task: 'echo all', scopes: ['mcp:call:echo/*'], audience: gate.url });
+      const ok = await call(gate.url, r.token.token, 'delete_repo', { repo: 'acme/tmp' });
+      expect(ok.status).toBe(200);
+      expect((await ok.json()).result.content[0].text).toBe('deleted acme/tmp');
+      await agent.call('revoke', { target: { kind: 'agent', id: hello.agentId } });
+      const after = await call(gate.url, r.token.token, 'echo', { text: 'x' });
+      expect(after.status).toBe(401);
+      expect((await after.json()).error.data).toEqual({ code: 'WRIT_TOKEN_REVOKED' });
+    } finally {
+      await a2.close();
+    }
+  });
+
+  it('bad input at the boundary: a tools/call without a tool name is 400, a body that is not JSON is 400, other paths 404, a foreign Host 403', async () => {
+    const r = await agent.call('task.request', { task: 'bad input', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const auth = { ...ACCEPT, authorization: `Bearer ${r.token.token}` };
+    const noName = await fetch(gate.url, { method: 'POST', headers: auth, body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: {} }) });
+    expect(noName.status).toBe(400);
+    expect((await noName.json()).error.code).toBe(-32602);
+    const notJson = await fetch(gate.url, { method: 'POST', headers: auth, body: '{"jsonrpc":' });
+    expect(notJson.status).toBe(400);
+    expect((await notJson.json()).error.code).toBe(-32700);
+    expect((await fetch(`${gate.origin}/other`)).status).toBe(404);
+    const rebound = await new Promise<number>((resolve, reject) => {
+      const u = new URL(gate.url);
+      const req = request({ host: '127.0.0.1', port: u.port, path: '/mcp', method: 'POST', headers: { host: 'evil.example', 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    expect(rebound).toBe(403);
+  });
+
+  it('an HTTP upstream: calls are forwarded without the caller\'s token', async () => {
+    const up = await startProc([FIXTURE, '--http', '0'], baseEnv({}), /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/);
+    const g2 = await startGate(b, ['--upstream-url', up.match[1]!, '--audience', 'urn:mcp:echo-http']);
+    try {
+      const meta = await (await fetch(`${g2.origin}/.well-known/oauth-protected-resource`)).json();
+      expect(meta).toMatchObject({ resource: 'urn:mcp:echo-http', scopes_supported: ['mcp:call:echo/echo', 'mcp:call:echo/delete_repo'] });
+      const r = await agent.call('task.request', { task: 'echo over http', scopes: ['mcp:call:echo/*'], audience: 'urn:mcp:echo-http' });
+      const c = await mcpClient(g2.url, r.token.token);
+      try {
+        expect((await c.listTools()).tools.map((t) => t.name)).toEqual(['echo', 'delete_repo']);
+        expect(textOf(await c.callTool({ name: 'delete_repo', arguments: { repo: 'acme/tmp' } }))).toBe('deleted acme/tmp');
+      } finally {
+        await c.close();
+      }
+      expect(up.stderr()).not.toContain('AUTHORIZATION HEADER SEEN');
+    } finally {
+      await g2.stop();
+      up.child.kill('SIGTERM');
+    }
+  });
+
+  // Last: it stops the broker.
+  it('fails closed when the broker is gone: a token not seen before is 503 WRIT_BROKER_UNREACHABLE, never let through', async () => {
+    const seen = await agent.call('task.request', { task: 'before the broker stops', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const unseen = await agent.call('token.mint', { grantId: seen.grant.id });
+    expect((await call(gate.url, seen.token.token, 'echo', { text: 'x' })).status).toBe(200);
+    await b.stop();
+    // The gate hears the broker go (its subscription closes) and says so; a token it has not seen is then refused.
+    await until(() => (gate.stderr().includes('writ gate: lost the broker') ? true : undefined));
+    const res = await call(gate.url, unseen.token, 'echo', { text: 'x' });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect((await res.json()).error.data).toEqual({ code: 'WRIT_BROKER_UNREACHABLE' });
+    // A token the gate verified while the broker was up keeps working until it expires (the verifier's rule).
+    expect((await call(gate.url, seen.token.token, 'echo', { text: 'y' })).status).toBe(200);
+  });
+
+  it('finds a restarted broker (a new port) by its discovery file and checks new tokens again', async () => {
+    await agent.close();
+    b = await BrokerProcess.start(b.env);
+    b.decide = approveAll;
+    agent = (await b.agent('gate-agent-after-restart')).client;
+    await until(() => (gate.stderr().split('writ gate: connected to the broker').length >= 3 ? true : undefined), 60_000);
+    const r = await agent.call('task.request', { task: 'after restart', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const res = await call(gate.url, r.token.token, 'echo', { text: 'back' });
+    expect(res.status).toBe(200);
+    expect((await res.json()).result.content[0].text).toBe('back');
+    expect((await (await fetch(`${gate.origin}/.well-known/oauth-protected-resource`)).json()).authorization_servers).toEqual([b.discovery.httpUrl]);
+  });
+});

@@ -1,0 +1,344 @@
+// The credential-injecting proxy against a real local upstream: the secret is stored with the real CLI (stdin →
+// the real keychain), agents call through the real broker with Writ tokens, and the upstream sees the injected
+// credential and never the token. Refusals never reach the upstream; large and streamed bodies stream; a hung
+// upstream ends in 504; each call is audited without the secret, the token or the query.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, request } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import type { BrokerEnv } from '../helpers/broker';
+import type { WritClient } from '../../broker/sdk/client';
+
+requireKeyring();
+
+const SECRET = `ghp_${randomBytes(18).toString('hex')}`;
+const BIG = 20 * 1024 * 1024;
+
+interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+}
+
+class Upstream {
+  server!: Server;
+  url = '';
+  seen: Seen[] = [];
+  echoed = { bytes: 0, sha256: '' };
+  /** Resolved by the test when the first streamed chunk has arrived through the proxy. */
+  releaseStream: () => void = () => undefined;
+  lastChunkSent = false;
+  private hung: ServerResponse[] = [];
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  calls(path: string): number {
+    return this.seen.filter((s) => s.url.split('?')[0] === path).length;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.seen.push({ method: req.method!, url: req.url!, headers: req.headers });
+    const path = req.url!.split('?')[0]!;
+    if (path === '/echo') {
+      const hash = createHash('sha256');
+      let bytes = 0;
+      req.on('data', (c: Buffer) => {
+        hash.update(c);
+        bytes += c.length;
+      });
+      req.on('end', () => {
+        this.echoed = { bytes, sha256: hash.digest('hex') };
+      });
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      req.pipe(res);
+      return;
+    }
+    if (path === '/stream') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first chunk\n');
+      const released = new Promise<void>((r) => (this.releaseStream = r));
+      void Promise.race([released, new Promise((r) => setTimeout(r, 15_000))]).then(() => {
+        this.lastChunkSent = true;
+        res.end('last chunk\n');
+      });
+      return;
+    }
+    if (path === '/hang') {
+      this.hung.push(res); // never answered
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json', connection: 'x-upstream-private', 'x-upstream-private': 'hop' });
+    res.end(JSON.stringify({ ok: true, path }));
+  }
+
+  async stop(): Promise<void> {
+    for (const r of this.hung) r.destroy();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+/** `writ secret set` with the secret on stdin, as a user pipes it. */
+function secretSet(env: BrokerEnv, args: string[], stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [WRIT, 'secret', 'set', ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.end(stdin);
+  });
+}
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function call(base: string, path: string, opts: { method?: string; token?: string; body?: Buffer; onChunk?: (c: Buffer) => void } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(base);
+    // host/port/path given apart: the path goes on the wire as written (a URL string would resolve %2e%2e).
+    const req = request({
+      host: u.hostname,
+      port: u.port,
+      path: `${u.pathname}${path}`,
+      method: opts.method ?? 'GET',
+      headers: {
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        ...(opts.body ? { 'content-length': String(opts.body.length), 'content-type': 'application/octet-stream' } : {}),
+        'x-agent-header': 'kept',
+      },
+    });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        opts.onChunk?.(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.end(opts.body);
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('the credential-injecting proxy', () => {
+  let b: BrokerProcess;
+  let up: Upstream;
+  let agent: WritClient;
+  let token: string;
+  let jti: string;
+  let base: string;
+
+  const proxyRecords = () =>
+    b
+      .auditLines()
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.event === 'proxy.call');
+  async function recordFor(pred: (r: any) => boolean): Promise<any> {
+    for (let i = 0; i < 400; i++) {
+      const r = proxyRecords().find(pred);
+      if (r) return r;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    throw new Error('no such proxy.call record');
+  }
+
+  beforeAll(async () => {
+    up = new Upstream();
+    await up.start();
+    const env = freshEnv({ WRIT_PROXY_TIMEOUT_MS: '3000' });
+    const set = await secretSet(env, ['gh', '--upstream', up.url], `${SECRET}\n`);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout + set.stderr).not.toContain(SECRET);
+    b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    ({ client: agent } = await b.agent('proxied-agent'));
+    const r = await agent.call('task.request', {
+      task: 'read acme/web issues through the proxy',
+      scopes: [`http:GET:${up.url}/repos/acme/web/**`, `http:POST:${up.url}/echo`, `http:GET:${up.url}/stream`, `http:GET:${up.url}/hang`],
+      audience: up.url,
+    });
+    token = r.token.token;
+    jti = r.token.jti;
+    base = `${b.discovery.httpUrl}/proxy/gh`;
+  }, 60_000);
+
+  afterAll(async () => {
+    await agent?.close();
+    await b?.stop();
+    await up?.stop();
+  });
+
+  it('secret list shows the name and the upstream, never the value; the secret is in no file of the state folder', async () => {
+    const list = await writ(['secret', 'list'], b.env);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^NAME\s+UPSTREAM\s+HEADER\s+UPDATED\n/);
+    expect(list.stdout).toContain('gh');
+    expect(list.stdout).toContain(up.url);
+    expect(list.stdout + list.stderr).not.toContain(SECRET);
+    const json = await writ(['secret', 'list', '--json'], b.env);
+    expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ name: 'gh', upstream: up.url, header: 'Authorization', scheme: 'Bearer' })]);
+    expect(readFileSync(join(b.env.WRIT_STATE_DIR, 'secrets.json'), 'utf8')).not.toContain(SECRET);
+  });
+
+  it('secret set refuses an empty secret, a secret on argv position, and plain http to a remote host', async () => {
+    expect((await secretSet(b.env, ['x', '--upstream', up.url], '')).code).toBe(2);
+    expect((await secretSet(b.env, ['x', SECRET, '--upstream', up.url], SECRET)).code).toBe(2);
+    const remote = await secretSet(b.env, ['x', '--upstream', 'http://api.example.com'], SECRET);
+    expect(remote.code).toBe(2);
+    expect(remote.stderr).toContain('https');
+  });
+
+  it('an allowed GET reaches the upstream with the injected credential and without the Writ token', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues?state=open&access_token=querysecretvalue', { token });
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body.toString())).toEqual({ ok: true, path: '/repos/acme/web/issues' });
+    expect(r.headers['x-upstream-private']).toBeUndefined(); // named in the upstream's Connection: hop-by-hop
+    const seen = up.seen[before]!;
+    expect(seen.url).toBe('/repos/acme/web/issues?state=open&access_token=querysecretvalue');
+    expect(seen.headers.authorization).toBe(`Bearer ${SECRET}`);
+    expect(seen.headers.host).toBe(new URL(up.url).host);
+    expect(seen.headers['x-agent-header']).toBe('kept');
+    expect(JSON.stringify(seen.headers)).not.toContain(token);
+    const rec = await recordFor((x) => x.detail.url === `${up.url}/repos/acme/web/issues`);
+    expect(rec).toMatchObject({ outcome: 'success', jti, audience: up.url, detail: { allowed: true, secret: 'gh', method: 'GET', status: 200, query: true, bytesUp: 0 } });
+    expect(rec.detail.bytesDown).toBe(r.body.length);
+    expect(rec.agent).toMatchObject({ name: 'proxied-agent' });
+  });
+
+  it('a token whose scopes do not cover the call: 403 insufficient_scope, and the upstream is never called', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/other/issues', { token });
+    expect(r.status).toBe(403);
+    expect(r.headers['www-authenticate']).toContain('error="insufficient_scope"');
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'insufficient_scope', writ_code: 'WRIT_SCOPE_NOT_COVERED' });
+    const post = await call(base, '/repos/acme/web/issues', { token, method: 'POST', body: Buffer.from('{}') });
+    expect(post.status).toBe(403);
+    const dots = await call(base, '/repos/acme/web/%2e%2e/%2e%2e/other', { token });
+    expect(dots.status).toBe(400);
+    expect(up.seen.length).toBe(before);
+    await recordFor((x) => x.detail.url === `${up.url}/repos/acme/other/issues` && x.outcome === 'failure' && x.code === 'WRIT_SCOPE_NOT_COVERED' && x.detail.status === 403);
+  });
+
+  it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
+    const before = up.seen.length;
+    for (const t of [undefined, 'not-a-token', `${token}x`]) {
+      const r = await call(base, '/repos/acme/web/issues', t === undefined ? {} : { token: t });
+      expect(r.status).toBe(401);
+      expect(r.headers['www-authenticate']).toContain('error="invalid_token"');
+    }
+    const other = await agent.call('task.request', { task: 'other audience', scopes: [`http:GET:${up.url}/repos/acme/web/**`], audience: 'https://api.example' });
+    const r = await call(base, '/repos/acme/web/issues', { token: other.token.token });
+    expect(r.status).toBe(401);
+    expect(JSON.parse(r.body.toString()).writ_code).toBe('WRIT_AUDIENCE_MISMATCH');
+    const unknown = await call(`${b.discovery.httpUrl}/proxy/nope`, '/x', { token });
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.body.toString()).writ_code).toBe('WRIT_SECRET_NOT_FOUND');
+    expect(up.seen.length).toBe(before);
+  });
+
+  it('a revoked token stops at the next call: 401, and the upstream is never called', async () => {
+    const own = await agent.call('token.mint', { grantId: (await agent.call('grants.list', {})).grants[0]!.id });
+    const ok = await call(base, '/repos/acme/web/pulls', { token: own.token });
+    expect(ok.status).toBe(200);
+    await agent.call('revoke', { target: { kind: 'token', jti: own.jti } });
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/pulls', { token: own.token });
+    expect(r.status).toBe(401);
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'invalid_token', writ_code: 'WRIT_TOKEN_REVOKED' });
+    expect(up.seen.length).toBe(before);
+    await recordFor((x) => x.jti === own.jti && x.code === 'WRIT_TOKEN_REVOKED' && x.detail.status === 401);
+  });
+
+  it('streams a 20 MB body up and back: exact byte counts and matching SHA-256 on both sides, and in the audit', async () => {
+    const body = randomBytes(BIG);
+    const r = await call(base, '/echo', { token, method: 'POST', body });
+    expect(r.status).toBe(200);
+    expect(up.echoed).toEqual({ bytes: BIG, sha256: sha(body) });
+    expect(r.body.length).toBe(BIG);
+    expect(sha(r.body)).toBe(sha(body));
+    const rec = await recordFor((x) => x.detail.url === `${up.url}/echo`);
+    expect(rec.detail).toMatchObject({ method: 'POST', status: 200, bytesUp: BIG, bytesDown: BIG });
+  }, 60_000);
+
+  it('a streamed response arrives in chunks: the first before the upstream sends the last', async () => {
+    let firstSeenBeforeLast: boolean | undefined;
+    const r = await call(base, '/stream', {
+      token,
+      onChunk: (c) => {
+        if (firstSeenBeforeLast === undefined && c.toString().includes('first chunk')) {
+          firstSeenBeforeLast = !up.lastChunkSent;
+          up.releaseStream();
+        }
+      },
+    });
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('first chunk\nlast chunk\n');
+    expect(firstSeenBeforeLast).toBe(true);
+  }, 30_000);
+
+  it('an upstream that hangs: 504 with WRIT_UPSTREAM_TIMEOUT, audited', async () => {
+    const r = await call(base, '/hang', { token });
+    expect(r.status).toBe(504);
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'upstream_timeout', writ_code: 'WRIT_UPSTREAM_TIMEOUT' });
+    await recordFor((x) => x.detail.url === `${up.url}/hang` && x.code === 'WRIT_UPSTREAM_TIMEOUT' && x.detail.status === 504);
+  }, 30_000);
+
+  it('the audit log holds neither the secret, nor any token, nor a query value, and still verifies', async () => {
+    const text = readFileSync(join(b.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8');
+    expect(text).toContain('"event":"proxy.call"');
+    expect(text).not.toContain(SECRET);
+    expect(text).not.toContain(token);
+    expect(text).not.toMatch(/eyJ[\w-]+\.eyJ[\w-]+\./);
+    expect(text).not.toContain('querysecretvalue');
+    const v = await writ(['audit', 'verify'], b.env);
+    expect(v.code, v.stderr).toBe(0);
+  });
+
+  it('secret set at a terminal prompts without echo; the running broker injects the new value on the next call', async () => {
+    const NEW = `ghp_${randomBytes(18).toString('hex')}`;
+    const cmd = `${process.execPath} ${WRIT} secret set gh --upstream ${up.url}`;
+    const tty = spawn('script', ['-qfec', cmd, '/dev/null'], { env: { ...process.env, ...b.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    tty.stdout.on('data', (d) => (screen += d));
+    tty.stderr.on('data', (d) => (screen += d));
+    const exited = new Promise<number | null>((r) => tty.on('close', (code) => r(code)));
+    for (let i = 0; i < 600 && !screen.includes('secret (not echoed): '); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(screen).toContain('secret (not echoed): ');
+    tty.stdin.write(`${NEW}\r`);
+    expect(await exited).toBe(0);
+    expect(screen).toContain('stored secret gh');
+    expect(screen).not.toContain(NEW);
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues', { token });
+    expect(r.status).toBe(200);
+    expect(up.seen[before]!.headers.authorization).toBe(`Bearer ${NEW}`);
+    expect(readFileSync(join(b.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8')).not.toContain(NEW);
+  }, 30_000);
+
+  it('secret rm removes it: the next proxied call is 404 and the list no longer shows it', async () => {
+    const rm = await writ(['secret', 'rm', 'gh'], b.env);
+    expect(rm.code, rm.stderr).toBe(0);
+    const r = await call(base, '/repos/acme/web/issues', { token });
+    expect(r.status).toBe(404);
+    expect((await writ(['secret', 'list'], b.env)).stdout).toBe('no secrets\n');
+    expect((await writ(['secret', 'rm', 'gh'], b.env)).code).toBe(1);
+  });
+});
