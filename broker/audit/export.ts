@@ -131,6 +131,11 @@ interface OcsfClass {
  * - API Activity (6003, Application): tokens. minted and exchanged are 1 Create, introspected 2 Read,
  *   revoked 4 Delete.
  * - Authentication (3002, Identity & Access): an agent connecting (1 Logon) and disconnecting (2 Logoff).
+ * - Uses at a resource: token.used (a verifier's report) and proxy.call (the credential-injecting proxy)
+ *   are API Activity 6003, 2 Read (the token was presented, allowed or refused).
+ * - Oversight: agent.blocked is Authorize Session 3003 2 Revoke Privileges, agent.unblocked 1 Assign
+ *   Privileges; agent.stopped (a revoked agent's process tree ended) is 6003 4 Delete; a watch finding is
+ *   Detection Finding (2004, Findings) 1 Create, and its dismissal 2004 2 Update.
  * - Not exported: broker.*, key.*, audit.recovered and checkpoint are the broker's own housekeeping, not
  *   security activity of an actor; they stay in the jsonl/csv exports and the log itself.
  */
@@ -144,6 +149,13 @@ const OCSF: Partial<Record<AuditRecord['event'], OcsfClass>> = {
   revoked: { class_uid: 6003, category_uid: 6, activity_id: 4, activity_name: 'Delete' },
   'agent.connected': { class_uid: 3002, category_uid: 3, activity_id: 1, activity_name: 'Logon' },
   'agent.disconnected': { class_uid: 3002, category_uid: 3, activity_id: 2, activity_name: 'Logoff' },
+  'token.used': { class_uid: 6003, category_uid: 6, activity_id: 2, activity_name: 'Read' },
+  'proxy.call': { class_uid: 6003, category_uid: 6, activity_id: 2, activity_name: 'Read' },
+  'agent.stopped': { class_uid: 6003, category_uid: 6, activity_id: 4, activity_name: 'Delete' },
+  'agent.blocked': { class_uid: 3003, category_uid: 3, activity_id: 2, activity_name: 'Revoke Privileges' },
+  'agent.unblocked': { class_uid: 3003, category_uid: 3, activity_id: 1, activity_name: 'Assign Privileges' },
+  finding: { class_uid: 2004, category_uid: 2, activity_id: 1, activity_name: 'Create' },
+  'finding.dismissed': { class_uid: 2004, category_uid: 2, activity_id: 2, activity_name: 'Update' },
 };
 
 export const OCSF_VERSION = '1.3.0';
@@ -182,8 +194,12 @@ export function toOcsf(r: AuditRecord): Record<string, unknown> | null {
     user: c.class_uid === 6003 ? undefined : user,
     api: c.class_uid === 6003 ? { operation: r.event } : undefined,
     privileges: c.class_uid === 3003 ? r.scopes : undefined,
+    // Detection Finding requires finding_info: the watch's finding id and kind.
+    finding_info:
+      c.class_uid === 2004 && r.detail ? compact({ uid: r.detail.id as string | undefined, title: r.detail.kind as string | undefined }) : undefined,
     unmapped: compact({
       agent_chain: chain.length > 0 ? chain : undefined,
+      detail: c.class_uid === 2004 || r.event.startsWith('agent.') || r.event === 'proxy.call' || r.event === 'token.used' ? r.detail : undefined,
       task: r.task,
       scopes: r.scopes,
       jti: r.jti,

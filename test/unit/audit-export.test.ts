@@ -232,3 +232,15 @@ describe('filters', () => {
     expect((e as Error).message).toContain('line 1');
   });
 });
+
+describe('OCSF mapping of oversight and use records', () => {
+  it('maps findings to Detection Finding 2004 and uses to API Activity 6003 Read', async () => {
+    const { toOcsf } = await import('../../broker/audit/export');
+    const base = { v: 1 as const, seq: 7, ts: '2026-11-29T10:00:00.000Z', session: 'ses_1', user: 'dev@example.com', prev: '0'.repeat(64) };
+    const finding = toOcsf({ ...base, event: 'finding', outcome: 'failure', detail: { id: 'fnd_1', kind: 'scope-creep', action: 'warn' } });
+    expect(finding).toMatchObject({ class_uid: 2004, category_uid: 2, activity_id: 1, type_uid: 200401, status_id: 2, finding_info: { uid: 'fnd_1', title: 'scope-creep' } });
+    const used = toOcsf({ ...base, event: 'token.used', jti: 'tok_1', outcome: 'success' });
+    expect(used).toMatchObject({ class_uid: 6003, activity_id: 2, type_uid: 600302, api: { operation: 'token.used' }, unmapped: { jti: 'tok_1' } });
+    expect(toOcsf({ ...base, event: 'agent.blocked', outcome: 'success', detail: { identity: 'inv_1' } })).toMatchObject({ class_uid: 3003, type_uid: 300302 });
+  });
+});
