@@ -264,6 +264,11 @@ export const Methods = {
     params: z.strictObject({ target: RevokeTarget, reason: z.string().max(200).optional() }),
     result: z.strictObject({ revokedTokens: z.number().int(), revokedGrants: z.number().int(), revokedAgents: z.number().int() }),
   },
+  /** A subscriber applied revocation event `seq` (sent as a notification, no answer). */
+  'revocation.ack': {
+    params: z.strictObject({ seq: z.number().int() }),
+    result: z.strictObject({}),
+  },
   /** Every agent identity the broker has seen, across runs, with its status now. */
   'inventory.list': {
     params: z.strictObject({}).optional(),
@@ -280,7 +285,14 @@ export const Methods = {
   },
   /** Receive `revocation` notifications on this connection (resource verifiers use it). */
   subscribe: {
-    params: z.strictObject({ events: z.array(z.enum(['revocation'])).min(1) }),
+    params: z.strictObject({
+      events: z.array(z.enum(['revocation'])).min(1),
+      /**
+       * Promise to acknowledge each revocation event (`revocation.ack`): the broker's revoke call then returns
+       * only once every acknowledging subscriber has applied it (bounded by a timeout). Verifiers set it.
+       */
+      acknowledge: z.boolean().optional(),
+    }),
     result: z.strictObject({
       subscribed: z.array(z.string()),
       /** What was revoked before this subscription (and while a verifier was away); events follow. */
@@ -362,6 +374,8 @@ export const RevocationEvent = z.strictObject({
   taskIds: z.array(z.string()),
   /** Grants revoked: any token carrying one of these `grant_id`s is revoked. */
   grantIds: z.array(z.string()).optional(),
+  /** Sequence number an acknowledging subscriber echoes in `revocation.ack`. */
+  seq: z.number().int().optional(),
 });
 export type RevocationEvent = z.infer<typeof RevocationEvent>;
 

@@ -25,7 +25,7 @@ import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
-import { RpcConnection } from './net/rpc';
+import { RpcConnection, REVOCATION_ACK_TIMEOUT_MS } from './net/rpc';
 import { PeerIdentifier } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
@@ -271,12 +271,23 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     },
   });
 
-  authority.onRevocation((event) => {
+  let revocationSeq = 0;
+  authority.onRevocation(async (event) => {
     const closing = new Set<string>();
     for (const id of event.agentIds) for (const t of authority.agentTree(id)) closing.add(t);
+    const numbered = { ...event, seq: ++revocationSeq };
+    const acks: Promise<void>[] = [];
     for (const conn of connections) {
-      conn.notifyRevocation(event);
+      const ack = conn.notifyRevocation(numbered);
+      if (ack) acks.push(ack);
       if (conn.agentId !== undefined && closing.has(conn.agentId)) conn.close(4001, 'agent revoked');
+    }
+    // Verifiers that promised to acknowledge have applied it before the revoke call returns: no token is
+    // accepted after that. A verifier that does not answer in time is not waited for.
+    if (acks.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(acks), new Promise<void>((r) => (timer = setTimeout(r, REVOCATION_ACK_TIMEOUT_MS)))]);
+      clearTimeout(timer);
     }
   });
 

@@ -109,7 +109,8 @@ export interface Caller {
   signal?: AbortSignal;
 }
 
-export type RevocationListener = (event: RevocationEvent) => void;
+/** May return a promise: the revoke call waits for it (subscribers acknowledging the event). */
+export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
@@ -724,7 +725,7 @@ export class Authority {
       ...(target.kind === 'grant' ? { grantId: target.id } : {}),
     });
     const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: [], grantIds };
-    for (const l of this.listeners) l(event);
+    await Promise.all([...this.listeners].map((l) => l(event)));
     return { revokedTokens: jtis.length, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
   }
 

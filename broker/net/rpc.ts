@@ -23,7 +23,10 @@ export interface RpcServices {
 export const MAX_INFLIGHT = 16;
 export const MAX_QUEUED = 1024;
 
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block']);
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+
+/** How long a revoke call waits for acknowledging subscribers before it returns anyway. */
+export const REVOCATION_ACK_TIMEOUT_MS = 1000;
 
 /** `token.used` reports audited per connection per second; the rest are dropped (a report is never worth a stall). */
 export const MAX_USE_REPORTS_PER_SECOND = 100;
@@ -52,9 +55,20 @@ export class RpcConnection {
     return this.gone.signal.aborted;
   }
 
-  notifyRevocation(event: RevocationEvent): void {
-    if (this.subscribed) this.send({ jsonrpc: '2.0', method: 'revocation', params: event });
+  /** Sends the event; for a subscriber that acknowledges, resolves once it has applied it (or has gone). */
+  notifyRevocation(event: RevocationEvent): Promise<void> | undefined {
+    if (!this.subscribed) return undefined;
+    this.send({ jsonrpc: '2.0', method: 'revocation', params: event });
+    if (!this.acknowledges || event.seq === undefined || this.closed) return undefined;
+    const seq = event.seq;
+    return new Promise<void>((resolve) => {
+      this.acks.set(seq, resolve);
+      this.gone.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
   }
+
+  private acknowledges = false;
+  private readonly acks = new Map<number, () => void>();
 
   /**
    * Closes after the calls already in flight are answered (they fail: the agent is revoked by now), so the
@@ -203,8 +217,15 @@ export class RpcConnection {
         const p = parsed.data as import('../protocol').MethodParams<'revoke'>;
         return a.revoke(p.target, this.agentId === undefined ? 'socket' : `agent:${this.agentId}`, p.reason);
       }
+      case 'revocation.ack': {
+        const seq = (parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq;
+        this.acks.get(seq)?.();
+        this.acks.delete(seq);
+        return {};
+      }
       case 'subscribe':
         this.subscribed = true;
+        this.acknowledges = (parsed.data as import('../protocol').MethodParams<'subscribe'>).acknowledge === true;
         // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union).
         return { subscribed: ['revocation'], revocations: a.revocationSnapshot() };
       case 'token.used': {

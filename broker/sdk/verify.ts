@@ -408,10 +408,10 @@ class WritVerifier implements Verifier {
         const c = await WritClient.connect(ep.ws);
         client = c;
         // Listeners first: an event racing the subscription's answer is applied either way (a union).
-        c.onRevocation((e) => this.onRevocationEvent(e));
+        c.onRevocation((e) => this.onRevocationEvent(e, c));
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
-          const r = await withTimeout(c.call('subscribe', { events: ['revocation'] }), SUBSCRIBE_TIMEOUT_MS);
+          const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true }), SUBSCRIBE_TIMEOUT_MS);
           if (r.revocations) this.revocations.applySnapshot(r.revocations);
         }
         if (this.closed) throw unreachable('closed while connecting');
@@ -480,8 +480,10 @@ class WritVerifier implements Verifier {
     }
   }
 
-  private onRevocationEvent(e: RevocationEvent): void {
+  private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
     this.revocations.applyEvent(e);
+    // Applied: tell the broker, whose revoke call waits for this before it returns.
+    if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
     for (const l of this.revocationListeners) l(e);
   }
 

@@ -373,3 +373,70 @@ describe('verifier when the broker goes away', { timeout: 90_000 }, () => {
     }
   });
 });
+
+describe('verifier: revocation is in force when the revoke call returns', () => {
+  it('a verifier in another process refuses the token on its very next check after the revoke call resolves', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('checked');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    // The verifier runs in a child process that reads tokens on stdin and answers each with its verdict.
+    const script = `
+      import { createVerifier } from ${JSON.stringify(`${ROOT}dist/verify.mjs`)};
+      import { createInterface } from 'node:readline';
+      const v = createVerifier({ audience: ${JSON.stringify(AUD)}, broker: ${JSON.stringify(b.discovery.httpUrl)}, reportUse: false });
+      await v.ready();
+      const rl = createInterface({ input: process.stdin });
+      for await (const line of rl) {
+        try { await v.verify(line, { scope: 'repo:read:a' }); console.log('ok'); }
+        catch (e) { console.log(e.code); }
+      }
+      await v.close();`;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const { createInterface } = await import('node:readline');
+    const ask = (token: string) =>
+      new Promise<string>((resolve) => {
+        const rl = createInterface({ input: child.stdout! });
+        rl.once('line', (l) => {
+          rl.close();
+          resolve(l);
+        });
+        child.stdin!.write(token + '\n');
+      });
+    expect(await ask(r.token.token)).toBe('ok');
+    await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    // No waiting for any event here: the broker answered only once the verifier had applied it.
+    expect(await ask(r.token.token)).toBe('WRIT_TOKEN_REVOKED');
+    child.stdin!.end();
+    await new Promise((res) => child.on('exit', res));
+    await client.close();
+    await b.stop();
+  });
+});
+
+describe('broker: acknowledged revocation', () => {
+  it('a revoke call does not return before an acknowledging subscriber has acknowledged the event', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('target');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const subscriber = await WritClient.connect(b.socket);
+    await subscriber.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const order: string[] = [];
+    subscriber.onRevocation((e) => {
+      order.push('event');
+      // Hold the acknowledgement back a little: the revoke call must wait for it.
+      setTimeout(() => {
+        order.push('ack');
+        subscriber.notify('revocation.ack', { seq: e.seq! });
+      }, 200);
+    });
+    await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    order.push('revoke returned');
+    expect(order).toEqual(['event', 'ack', 'revoke returned']);
+    await subscriber.close();
+    await client.close();
+    await b.stop();
+  });
+});
