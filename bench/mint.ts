@@ -1,0 +1,94 @@
+// Minting: over the WebSocket (token.mint against a live grant) and over HTTP (RFC 8693 token exchange at
+// POST /oauth2/token, a sub-agent token from a parent token), both audited durably before the token is returned;
+// next to the floor, jose signing the same claims with the broker's own key.
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SignJWT } from 'jose';
+import { BrokerProcess, freshEnv } from '../test/helpers/broker';
+import type { BrokerEnv } from '../test/helpers/broker';
+import { loadKeySet } from '../broker/core/keys';
+import { systemClock } from '../broker/core/clock';
+import type { WritClient } from '../broker/sdk/client';
+import { closedLoop, opsPerSecond } from './stats';
+import type { LoadFigure } from './stats';
+
+export const AUDIENCE = 'https://api.example';
+export const SCOPE = 'repo:read:acme/web';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+
+export interface MintAgent {
+  client: WritClient;
+  grantId: string;
+}
+
+export interface Bench {
+  broker: BrokerProcess;
+  agents: MintAgent[];
+  stop(): Promise<void>;
+}
+
+/** A real broker (IPC approvals, every request approved for the session) and `n` agents each holding a grant. */
+export async function startBench(n = 16, given?: BrokerEnv): Promise<Bench> {
+  const env = given ?? freshEnv();
+  // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
+  const profile = process.env.WRIT_BENCH_PROFILE;
+  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
+  broker.decide = () => ({ decision: 'approve', mode: 'session' });
+  const agents: MintAgent[] = [];
+  for (let i = 0; i < n; i++) {
+    const { client } = await broker.agent(`bench-${i}`);
+    const r = await client.call('task.request', { task: 'bench', scopes: [SCOPE], audience: AUDIENCE });
+    agents.push({ client, grantId: r.grant.id });
+  }
+  return {
+    broker,
+    agents,
+    async stop() {
+      for (const a of agents) await a.client.close();
+      await broker.stop();
+      // A folder made here (state, runtime) goes with the broker; a caller's own stays.
+      if (!given) rmSync(dirname(env.WRIT_STATE_DIR), { recursive: true, force: true });
+    },
+  };
+}
+
+/** token.mint over the WebSocket, one call in flight per client. */
+export function mintOverWs(agents: readonly MintAgent[], clients: number, seconds?: number): Promise<LoadFigure> {
+  return closedLoop(clients, (w) => agents[w]!.client.call('token.mint', { grantId: agents[w]!.grantId }), seconds);
+}
+
+/**
+ * RFC 8693 exchange over HTTP with keep-alive (Node's fetch pools connections per origin): each client presents
+ * its own parent token and gets a sub-agent token, audited (`token.exchanged`) before the answer.
+ */
+export async function mintOverHttp(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
+  const url = `${bench.broker.discovery.httpUrl}/oauth2/token`;
+  const bodies: string[] = [];
+  for (let i = 0; i < clients; i++) {
+    const a = bench.agents[i]!;
+    const { token } = await a.client.call('token.mint', { grantId: a.grantId });
+    bodies.push(new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN, actor_name: 'bench-sub' }).toString());
+  }
+  return closedLoop(clients, async (w) => {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: bodies[w] });
+    const body = (await res.json()) as { access_token?: string; error_description?: string };
+    if (res.status !== 200 || !body.access_token) throw new Error(`token exchange failed: ${res.status} ${body.error_description}`);
+  }, seconds);
+}
+
+/** The floor: jose SignJWT over claims of the same shape, with the broker's active key (read from the keychain). */
+export async function joseFloor(env: BrokerEnv): Promise<number> {
+  const { keys } = await loadKeySet({ ref: { service: env.WRIT_KEYCHAIN_SERVICE }, clock: systemClock, create: false });
+  const claims = { iss: 'urn:writ:bench', sub: 'dev@example.com', aud: AUDIENCE, client_id: 'agt_x', scope: SCOPE, act: { sub: 'agt_x' }, task_id: 't', grant_id: 'g' };
+  let n = 0;
+  return opsPerSecond(() =>
+    new SignJWT({ ...claims, jti: `j${n++}`, iat: 1, nbf: 1, exp: 2 }).setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: keys.active.kid }).sign(keys.active.privateKey),
+  );
+}
+
+/** Resident memory of a process, MB, from /proc/<pid>/status. */
+export function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}

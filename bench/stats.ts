@@ -1,0 +1,82 @@
+// The one latency helper: closed-loop load (N workers, each awaiting its call before the next) for a fixed
+// time, and the percentiles of what it recorded. Every throughput/latency figure in the benchmark comes from here.
+import { performance } from 'node:perf_hooks';
+
+export interface LoadFigure {
+  /** Completed calls per second. */
+  rate: number;
+  p50: number;
+  p99: number;
+  /** Calls completed. */
+  n: number;
+  /** Seconds measured, and every call's latency (ms): what merge() needs. */
+  elapsed: number;
+  lat: number[];
+}
+
+/** One figure from several slices of the same load (taken in rounds, interleaved with the figures it is compared to). */
+export function merge(slices: readonly LoadFigure[]): LoadFigure {
+  const lat = slices.flatMap((s) => s.lat);
+  const elapsed = slices.reduce((t, s) => t + s.elapsed, 0);
+  const { p50, p99 } = percentiles(lat);
+  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat };
+}
+
+/** Nearest-rank percentile of sorted samples (NaN when empty). */
+export function pct(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export function percentiles(samples: readonly number[]): { p50: number; p99: number; max: number } {
+  const s = [...samples].sort((a, b) => a - b);
+  return { p50: pct(s, 50), p99: pct(s, 99), max: s.length ? s[s.length - 1]! : NaN };
+}
+
+/** The benchmark's time unit: WRIT_BENCH_SECONDS (default 3) per figure. */
+export const SECONDS = Number(process.env.WRIT_BENCH_SECONDS ?? 3);
+
+/**
+ * `workers` concurrent loops calling `op(worker)` back to back for `seconds`; latency per call in ms.
+ * A short warm-up first (not recorded), so JIT and connection set-up stay out of the figure.
+ */
+export async function closedLoop(workers: number, op: (worker: number) => Promise<unknown>, seconds = SECONDS): Promise<LoadFigure> {
+  const run = async (ms: number, record: number[] | null): Promise<void> => {
+    const end = performance.now() + ms;
+    await Promise.all(
+      Array.from({ length: workers }, async (_, w) => {
+        while (performance.now() < end) {
+          const t0 = performance.now();
+          await op(w);
+          record?.push(performance.now() - t0);
+        }
+      }),
+    );
+  };
+  await run(Math.min(500, seconds * 200), null);
+  const lat: number[] = [];
+  const t0 = performance.now();
+  await run(seconds * 1000, lat);
+  const elapsed = (performance.now() - t0) / 1000;
+  const { p50, p99 } = percentiles(lat);
+  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat };
+}
+
+/** Synchronous-or-async single-threaded throughput: `batch` calls per check of the clock. */
+export async function opsPerSecond(op: () => unknown, batch = 100, seconds = SECONDS): Promise<number> {
+  let n = 0;
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  while (performance.now() < end) {
+    for (let i = 0; i < batch; i++, n++) {
+      const r = op();
+      if (r instanceof Promise) await r;
+    }
+  }
+  return n / ((performance.now() - t0) / 1000);
+}
+
+/** Wall-clock milliseconds comparable across processes on one machine (sub-ms resolution). */
+export function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
