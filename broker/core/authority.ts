@@ -441,7 +441,30 @@ export class Authority {
     };
     this.grants.set(grant.id, grant);
     agent.grants.add(grant.id);
+    if (++this.grantsSinceSweep >= 256) this.sweepGrants(now);
     return grant;
+  }
+
+  private grantsSinceSweep = 0;
+
+  /** Grants held in memory (live or not yet swept): for status and tests of the sweep. */
+  retainedGrants(): number {
+    return this.grants.size;
+  }
+
+  /**
+   * Forgets grants that can mint nothing more and whose tokens have all expired, so a long-running broker
+   * (one exchange is one grant) does not grow without bound. Revoked ones stay covered by the revocation
+   * list, which outlives them until what they covered has expired.
+   */
+  private sweepGrants(now: number): void {
+    this.grantsSinceSweep = 0;
+    for (const [id, g] of this.grants) {
+      if (g.expiresAt > now) continue;
+      if ([...g.tokens.values()].some((exp) => exp > now)) continue;
+      this.grants.delete(id);
+      this.agents.get(g.agentId)?.grants.delete(id);
+    }
   }
 
   private issueSession(agent: Agent): string {

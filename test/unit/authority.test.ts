@@ -199,3 +199,29 @@ describe('Authority', () => {
     for (const secret of [r.token.token, m.token, r.session!, r.token.token.split('.')[2]!]) expect(text).not.toContain(secret);
   });
 });
+
+describe('Authority: memory', () => {
+  it('forgets grants that have expired with all their tokens, and keeps live ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-sweep-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const ids = counterIds();
+    const log = await AuditLog.open({ path: join(dir, 'audit.jsonl'), session: 's', user: 'u', clock, signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) }, checkpointIntervalMs: 0, fsync: false });
+    const approver = new ScriptedApprover();
+    const a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      { clock, ids, audit: { append: (e) => log.append(e) }, minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids), revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock), approver, publicKey: () => publicKey },
+    );
+    const { agentId } = await a.introduce({ protocol: 'writ/1', agent: { name: 'x', kind: 'k' } });
+    const first = await a.requestTask({ agentId }, { task: 'old', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
+    // 300 exchanges later (one grant each), past the first grant's and all tokens' expiry…
+    clock.advance((DEFAULT_AUTHORITY_CONFIG.taskGrantSeconds + 61) * 1000);
+    const live = await a.requestTask({ agentId }, { task: 'new', scopes: ['repo:read:b'], audience: AUD, ttl: 3600 });
+    for (let i = 0; i < 300; i++) await a.exchange(live.token.token, { actorName: `sub${i % 3}` });
+    // The first grant and its token are past expiry: swept. The live grant and the 300 exchange grants
+    // (alive until the subject token expires) are kept: 301 held, not 302.
+    expect(a.retainedGrants()).toBe(301);
+    expect(a.listGrants(agentId).map((g) => g.id)).toEqual([live.grant.id]);
+    expect(await a.introspect(first.token.token)).toEqual({ active: false });
+    await log.close();
+  });
+});
