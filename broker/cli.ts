@@ -53,7 +53,9 @@ Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered s
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
 grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD's whole process tree
 is stopped (its process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log
-records it (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.`,
+records it (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
+Run inside an agent session (WRIT_SESSION set), it starts a sub-agent: its scopes must be covered by the
+parent's grants (no prompt), its token's act chain names both, and revoking the parent stops it too.`,
   revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
 
 Revocation takes effect before this returns: minting, exchange and introspection refuse what it covers,
@@ -182,6 +184,16 @@ function sessionCachePath(agent: string): string {
   return join(dir, createHash('sha256').update(agent).digest('hex').slice(0, 32));
 }
 
+/**
+ * As a sub-agent (`writ exec` inside an agent session): a new agent whose parent is the session in the
+ * environment, bounded by the parent's grants and never prompting; it gets its own session for its child.
+ */
+async function requestSubAgentToken(a: TokenArgs, parentSession: string): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
+  const { client, hello } = await WritClient.asAgent({ name: a.agent, kind: a.kind, parentSession });
+  const r = await client.call('task.request', { task: a.task, scopes: a.scopes, audience: a.aud, ...(a.ttl === undefined ? {} : { ttl: a.ttl }) });
+  return { client, token: r.token.token, session: r.session, agentId: hello.agentId };
+}
+
 async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
   let session = process.env[ENV_SESSION] || undefined;
   const fromEnv = session !== undefined;
@@ -222,7 +234,9 @@ async function cmdExec(args: string[]): Promise<number> {
   if (cmd.length === 0) throw new UsageError('give the command after --, e.g. writ exec --task … -- npm test');
   const a = tokenArgs(values, basename(cmd[0]!));
   const address = brokerAddress();
-  const { client, token, session, agentId } = await requestToken(a);
+  // Inside an agent session this command starts a sub-agent; `writ token` there acts as the agent itself.
+  const parentSession = process.env[ENV_SESSION];
+  const { client, token, session, agentId } = parentSession ? await requestSubAgentToken(a, parentSession) : await requestToken(a);
   // Its own process group (so a revocation stops the whole tree), except on a terminal: a background group
   // reading the TTY would be stopped by SIGTTIN. There the tree is found through /proc (process-tree.ts).
   const group = !process.stdin.isTTY && process.platform !== 'win32';

@@ -188,3 +188,36 @@ describe('writ key rotate', () => {
     expect(readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8')).toContain('"event":"key.rotated"');
   });
 });
+
+describe('writ exec inside an agent session', () => {
+  it('starts a sub-agent bounded by its parent, with the chain in act, stopped with its parent', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client: parent } = await b.agent('orchestrator');
+    const pr = await parent.call('task.request', { task: 'ship', scopes: ['repo:read:acme/*'], audience: 'aud' });
+    const env = { ...b.env, WRIT_SESSION: pr.session!, WRIT_BROKER: b.socket };
+    const show = `process.stdout.write(JSON.stringify(JSON.parse(Buffer.from(process.env.WRIT_TOKEN.split('.')[1], 'base64url'))))`;
+    const prompts = b.requests.length;
+    const child = await writ(['exec', '--task', 'read web', '--scope', 'repo:read:acme/web', '--aud', 'aud', '--agent', 'reader', '--', process.execPath, '-e', show], env);
+    expect(child.code, child.stderr).toBe(0);
+    const claims = JSON.parse(child.stdout);
+    expect(claims.scope).toBe('repo:read:acme/web');
+    expect(claims.act.act).toEqual({ sub: pr.grant.agentId });
+    expect(b.requests.length).toBe(prompts); // bounded by the parent: no prompt
+    const wider = await writ(['exec', '--task', 'push', '--scope', 'repo:write:acme/web', '--aud', 'aud', '--agent', 'pusher', '--', process.execPath, '-e', '0'], env);
+    expect(wider.code).toBe(1);
+    expect(wider.stderr).toContain('(WRIT_SCOPE_NOT_COVERED)');
+    // A long-running sub-agent ends when its parent is revoked.
+    const running = writ(['exec', '--task', 'wait', '--scope', 'repo:read:acme/api', '--aud', 'aud', '--agent', 'waiter', '--', process.execPath, '-e', 'setInterval(() => {}, 1000)'], env);
+    for (let i = 0; i < 200; i++) {
+      const { agents } = await parent.call('agents.list', {});
+      if (agents.some((a) => a.name === 'waiter' && a.connected)) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await parent.call('revoke', { target: { kind: 'agent', id: pr.grant.agentId } }).catch(() => undefined);
+    const r = await running;
+    expect(r.code).toBe(128 + 15);
+    await parent.close().catch(() => undefined);
+    await b.stop();
+  });
+});
