@@ -139,6 +139,14 @@ export function watchConfig(env: NodeJS.ProcessEnv): WatchConfig {
   return config;
 }
 
+/** How deep sub-agents may nest (WRIT_MAX_DELEGATION_DEPTH, 1 to 16; default 4). */
+function delegationDepth(env: NodeJS.ProcessEnv): number {
+  if (env.WRIT_MAX_DELEGATION_DEPTH === undefined) return DEFAULT_AUTHORITY_CONFIG.maxDelegationDepth;
+  const n = Number(env.WRIT_MAX_DELEGATION_DEPTH);
+  if (!Number.isInteger(n) || n < 1 || n > 16) throw new WritError('WRIT_USAGE', 'WRIT_MAX_DELEGATION_DEPTH must be a whole number from 1 to 16');
+  return n;
+}
+
 export async function startBroker(options: BrokerOptions = {}): Promise<RunningBroker> {
   const env = options.env ?? process.env;
   const clock = options.clock ?? systemClock;
@@ -216,6 +224,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
       defaultTtlSeconds: Math.min(options.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS, maxTtl),
       maxTtlSeconds: maxTtl,
       approvalTimeoutMs: options.approvalTimeoutMs ?? Number(env.WRIT_APPROVAL_TIMEOUT_MS ?? DEFAULT_AUTHORITY_CONFIG.approvalTimeoutMs),
+      maxDelegationDepth: delegationDepth(env),
     },
     {
       clock,

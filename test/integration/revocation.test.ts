@@ -128,3 +128,20 @@ describe('revocation survives a restart', () => {
     await b2.stop();
   });
 });
+
+describe('delegation depth', () => {
+  it('is configurable, and a chain deeper than allowed is refused at exchange with its code', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_MAX_DELEGATION_DEPTH: '1' }));
+    b.decide = approveAll;
+    const { client: parent } = await b.agent('parent');
+    const pr = await parent.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const { client: child } = await b.agent('child', { parentSession: pr.session! });
+    const cr = await child.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const deeper = await exchange(b, cr.token.token);
+    expect(deeper.status).toBe(400);
+    expect(deeper.json).toMatchObject({ error: 'invalid_grant', writ_code: 'WRIT_DEPTH_EXCEEDED' });
+    await child.close();
+    await parent.close();
+    await b.stop();
+  });
+});
