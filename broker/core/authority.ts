@@ -535,12 +535,14 @@ export class Authority {
 
   /** Verifies a token and that nothing revoked it. Throws the specific WritError otherwise. */
   async check(token: string, audience?: string): Promise<WritClaims & { chain: string[] }> {
-    const claims = await verifyToken(token, {
-      issuer: this.config.issuer,
-      keys: this.deps.publicKey,
-      clock: this.deps.clock,
-      ...(audience === undefined ? {} : { audience }),
-    });
+    const opts = { issuer: this.config.issuer, keys: this.deps.publicKey, clock: this.deps.clock, ...(audience === undefined ? {} : { audience }) };
+    let claims: WritClaims;
+    try {
+      claims = await verifyToken(token, opts);
+    } catch (e) {
+      if (isWritError(e, 'WRIT_TOKEN_EXPIRED')) await this.expiredPresented(token, opts);
+      throw e;
+    }
     const chain = chainFromAct(claims.act);
     const revoked =
       this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, iat: claims.iat, chain }) ||
@@ -555,6 +557,26 @@ export class Authority {
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
     return { ...claims, chain };
+  }
+
+  /**
+   * An expired token presented again is a finding against the agent it was minted for. Attributed only when
+   * its signature verifies (checked as of its last valid second), so nobody can pin one on another agent.
+   */
+  private async expiredPresented(token: string, opts: Parameters<typeof verifyToken>[1]): Promise<void> {
+    if (!this.deps.oversight) return;
+    let exp: unknown;
+    try {
+      exp = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')).exp;
+    } catch {
+      return;
+    }
+    if (typeof exp !== 'number') return;
+    const atExpiry = await verifyToken(token, { ...opts, clock: { now: () => (exp as number) * 1000 - 1000 } }).catch(() => undefined);
+    const holder = atExpiry ? this.agents.get(atExpiry.client_id) : undefined;
+    if (atExpiry && holder?.identity) {
+      await this.deps.oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_EXPIRED', atExpiry.jti);
+    }
   }
 
   /** RFC 7662: the claims of an active token, or `{ active: false }` and nothing else. */

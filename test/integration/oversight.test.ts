@@ -119,6 +119,20 @@ describe('oversight: the watch on a live broker', () => {
     await b.stop();
   });
 
+  it('an expired token of an agent presented again is a bad-token finding against that agent', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client, hello } = await b.agent('late');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 1 });
+    // Past the token's expiry and the 5 s clock tolerance.
+    await new Promise((res) => setTimeout(res, 7_000));
+    expect(await form(`${b.discovery.httpUrl}/oauth2/introspect`, { token: r.token.token })).toEqual({ status: 200, json: { active: false } });
+    const { findings } = await client.call('findings.list', {});
+    expect(findings.map((f) => [f.kind, f.agentId, f.evidence])).toEqual([['bad-token', hello.agentId, { code: 'WRIT_TOKEN_EXPIRED', jti: r.token.jti }]]);
+    await client.close();
+    await b.stop();
+  });
+
   it('a flood of waiting requests is flagged', async () => {
     const b = await BrokerProcess.start(freshEnv());
     b.decide = () => null; // nobody answers
