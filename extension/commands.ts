@@ -24,7 +24,7 @@ export const COMMAND = {
   revokeToken: 'writ.revokeToken',
 } as const;
 
-const STOP_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop this agent' };
+const STOP_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop' };
 
 type MenuItem = vscode.QuickPickItem & { run?: () => unknown; agent?: AgentView };
 

@@ -42,6 +42,8 @@ export interface WritApi {
   decide(decision: ApprovalDecision): boolean;
   snapshot(): Snapshot;
   stopAgent(agentId: string): Promise<void>;
+  /** Milliseconds activate() took (the broker starts after it, in the background); also in the Writ output. */
+  readonly activationMs: number | undefined;
 }
 
 /** State requests slower than this are dropped (the next refresh asks again). */
@@ -64,6 +66,8 @@ export class WritContext implements TreeSource {
   private refreshTimer: NodeJS.Timeout | undefined;
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChange = this.changed.event;
+  /** Set by activate() once it returns: how long the extension's own activation work took. */
+  activationMs: number | undefined;
   /** The running broker's session id (from its audit records): "this session" in the export. */
   session: string | undefined;
 
@@ -168,6 +172,9 @@ export class WritContext implements TreeSource {
       decide: (d) => this.approvals.decide(d),
       snapshot: () => this.snap,
       stopAgent: (id) => this.stopAgent(id),
+      get activationMs() {
+        return ctx.activationMs;
+      },
     };
   }
 

@@ -52,9 +52,16 @@ function cell(text: string, cls: string): HTMLSpanElement {
   return s;
 }
 
+/** Set when new records arrive while the view is at the bottom: the next frame scrolls to the newest. */
+let stickToBottom = false;
+
 function render(): void {
   frame = 0;
   spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
+  if (stickToBottom) {
+    stickToBottom = false;
+    viewport.scrollTop = viewport.scrollHeight;
+  }
   const { start, end } = visibleWindow(viewport.scrollTop, viewport.clientHeight, ROW_HEIGHT, shown.length);
   const rows: HTMLElement[] = [];
   for (let i = start; i < end; i++) {
@@ -62,6 +69,9 @@ function render(): void {
     const row = document.createElement('div');
     row.className = `row${r.outcome === 'failure' || r.event === 'task.denied' ? ' failure' : ''}`;
     row.setAttribute('role', 'row');
+    // Stable hooks for tests and tools: the event name and the agent's id.
+    row.dataset.event = r.event;
+    if (r.agent) row.dataset.agentId = r.agent.id;
     row.style.top = `${i * ROW_HEIGHT}px`;
     const [time, event, agent, task, scopes, detail] = rowCells(r);
     row.append(cell(time, 'time'), cell(event, 'event'), cell(agent, 'agent'), cell(task, 'task'), cell(scopes, 'scopes'), cell(detail, 'detail'));
@@ -82,9 +92,11 @@ function render(): void {
   count.textContent = shown.length === records.length ? `${records.length} records` : `${shown.length} of ${records.length} records`;
 }
 
-function updateAgents(): void {
-  const seen = agentsSeen(records);
-  if (seen.size === knownAgents.size) return;
+/** Adds the agents named by `fresh` to the filter list; only new records are scanned, so a busy log stays cheap. */
+function updateAgents(fresh: readonly AuditRecord[], rebuild: boolean): void {
+  const seen = rebuild ? new Map<string, string>() : new Map(knownAgents);
+  for (const [id, name] of agentsSeen(fresh)) if (!seen.has(id)) seen.set(id, name);
+  if (!rebuild && seen.size === knownAgents.size) return;
   knownAgents = seen;
   const current = agentSelect.value;
   agentSelect.replaceChildren(new Option('All agents', ''), ...[...seen].map(([id, name]) => new Option(`${name} ${id}`, id)));
@@ -93,6 +105,7 @@ function updateAgents(): void {
 
 function showVerify(v: VerifyView): void {
   verify.className = `verify ${v.state}`;
+  verify.dataset.state = v.state;
   verify.textContent = v.state === 'running' ? 'Verifying…' : v.state === 'intact' ? '✓ Chain verifies' : v.state === 'broken' ? '✗ Chain broken' : '? Not verified';
   verify.title = v.state === 'running' ? '' : v.message;
 }
@@ -103,7 +116,8 @@ window.addEventListener('message', (e: MessageEvent) => {
   const msg = parsed.data;
   switch (msg.type) {
     case 'records': {
-      const stick = atBottom();
+      // Rendered on the next frame: a burst of messages costs one layout, not one each.
+      if (atBottom() || msg.reset) stickToBottom = true;
       if (msg.reset) {
         records = [];
         texts = [];
@@ -115,9 +129,8 @@ window.addEventListener('message', (e: MessageEvent) => {
         texts.push(t);
         if (matchesPanelFilter(r, filter, t)) shown.push(records.length - 1);
       }
-      updateAgents();
-      render();
-      if (stick || msg.reset) viewport.scrollTop = viewport.scrollHeight;
+      updateAgents(msg.records, msg.reset);
+      schedule();
       return;
     }
     case 'agents':

@@ -49,23 +49,45 @@ export function requireTools(): void {
 // playwright-core, loaded from the tool folder. Only the few calls used here are typed, so the project
 // typechecks without the tool folder.
 // ---------------------------------------------------------------------------------------------
+export interface Box {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
 export interface Locator {
   first(): Locator;
+  last(): Locator;
   filter(o: { hasText?: string | RegExp }): Locator;
-  waitFor(o?: { state?: 'attached' | 'visible' | 'hidden'; timeout?: number }): Promise<void>;
+  locator(selector: string): Locator;
+  getByRole(role: string, o?: { name?: string | RegExp; exact?: boolean }): Locator;
+  waitFor(o?: { state?: 'attached' | 'visible' | 'hidden' | 'detached'; timeout?: number }): Promise<void>;
   textContent(o?: { timeout?: number }): Promise<string | null>;
+  innerText(o?: { timeout?: number }): Promise<string>;
+  getAttribute(name: string, o?: { timeout?: number }): Promise<string | null>;
   allTextContents(): Promise<string[]>;
   count(): Promise<number>;
-  click(o?: { timeout?: number }): Promise<void>;
+  isVisible(): Promise<boolean>;
+  boundingBox(o?: { timeout?: number }): Promise<Box | null>;
+  hover(o?: { timeout?: number; force?: boolean }): Promise<void>;
+  click(o?: { timeout?: number; force?: boolean }): Promise<void>;
+}
+export interface FrameLocator {
+  locator(selector: string): Locator;
+  frameLocator(selector: string): FrameLocator;
 }
 export interface Page {
   goto(url: string, o?: { timeout?: number; waitUntil?: 'load' | 'domcontentloaded' | 'commit' }): Promise<unknown>;
   locator(selector: string): Locator;
-  screenshot(o: { path: string; fullPage?: boolean }): Promise<unknown>;
+  frameLocator(selector: string): FrameLocator;
+  getByRole(role: string, o?: { name?: string | RegExp; exact?: boolean }): Locator;
+  screenshot(o: { path: string; fullPage?: boolean; clip?: Box }): Promise<unknown>;
   waitForTimeout(ms: number): Promise<void>;
+  evaluate<R, A>(f: (arg: A) => R, arg: A): Promise<R>;
   on(event: 'console', f: (m: { type(): string; text(): string }) => void): void;
   on(event: 'pageerror', f: (e: Error) => void): void;
   keyboard: { press(key: string): Promise<void>; type(text: string): Promise<void> };
+  mouse: { move(x: number, y: number): Promise<void> };
 }
 export interface BrowserContext {
   pages(): Page[];
@@ -349,4 +371,92 @@ export async function buildSuite(): Promise<string> {
   // The repo's package.json says "type": "module"; the extension host require()s this file as CommonJS.
   writeFileSync(join(ROOT, 'out', 'test', 'package.json'), '{ "type": "commonjs" }\n');
   return outfile;
+}
+
+/**
+ * Bundles test/e2e/agent.ts (the stand-in agent, with the SDK client inside) to out/test/agent.mjs: ESM, run by
+ * plain Node under `writ exec`. `ws` (CommonJS) calls require() for optional natives, so ESM output gets one.
+ */
+export async function buildAgent(): Promise<string> {
+  const esbuild = await import('esbuild');
+  const outfile = join(ROOT, 'out', 'test', 'agent.mjs');
+  await esbuild.build({
+    entryPoints: [join(ROOT, 'test', 'e2e', 'agent.ts')],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+    banner: { js: "import { createRequire as __writCreateRequire } from 'node:module';\nconst require = __writCreateRequire(import.meta.url);" },
+  });
+  return outfile;
+}
+
+/** The discovery file (broker.json) of the window's broker, and the runtime folder it sits in. */
+export interface WindowBroker {
+  runtimeDir: string;
+  pid: number;
+  socketPath: string;
+  httpUrl: string;
+  issuer: string;
+  auditPath: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function findDiscoveryFiles(dir: string, depth: number, out: string[]): void {
+  if (depth < 0) return;
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isFile() && e.name === 'broker.json') out.push(p);
+    else if (e.isDirectory() && !['chromium', 'node_modules', 'logs', 'CachedData', 'ext'].includes(e.name)) findDiscoveryFiles(p, depth - 1, out);
+  }
+}
+
+/**
+ * The broker the extension started for the window: found the way `writ` finds it, by the discovery file in
+ * its runtime folder. That folder is inside the extension's global storage, or under TMPDIR when the socket
+ * path would be too long (extension/brokerDirs.ts); both are inside this code-server's state folder, so a walk
+ * of it finds exactly this window's broker. Waits for a live one (the extension starts it after activation).
+ */
+export async function windowBroker(cs: CodeServer, timeoutMs = 180_000): Promise<WindowBroker> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const files: string[] = [];
+    findDiscoveryFiles(cs.stateDir, 12, files);
+    for (const f of files) {
+      try {
+        const d = JSON.parse(readFileSync(f, 'utf8')) as Omit<WindowBroker, 'runtimeDir'>;
+        if (typeof d.pid === 'number' && pidAlive(d.pid) && existsSync(d.socketPath)) return { ...d, runtimeDir: join(f, '..') };
+      } catch {
+        /* being written */
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`no live broker discovery file under ${cs.stateDir} within ${timeoutMs / 1000} s (found: ${files.join(', ') || 'none'})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Runs a palette command by its title: F1, type, wait until the focused row shows it, Enter. */
+export async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget .quick-input-box input').first();
+  await input.waitFor({ state: 'visible', timeout: 30_000 });
+  await page.keyboard.type(title);
+  await page.locator('.quick-input-list .monaco-list-row.focused').filter({ hasText: title.replace(/^[^:]+:\s*/, '') }).first().waitFor({ state: 'visible', timeout: 30_000 });
+  await page.keyboard.press('Enter');
 }

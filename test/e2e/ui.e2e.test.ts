@@ -1,18 +1,39 @@
 // The UI as a person sees it: code-server (without the smoke-test driver, so toasts show) with the VSIX
-// installed, driven by chromium. Screenshots go to test-results/screenshots/ (git-ignored).
-import { mkdirSync } from 'node:fs';
+// installed, driven by chromium, and real agent processes (`writ exec … -- node agent.mjs`) talking to the
+// window's broker. Screenshots go to test-results/screenshots/ (git-ignored); with WRIT_E2E_README_SHOTS=1 the
+// cropped ones the README shows are written to media/screenshots/ as well. Timings are printed, never asserted.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import type { Dirent } from 'node:fs';
 import { join } from 'node:path';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, onTestFailed, test } from 'vitest';
-import { launchBrowser, SCREENSHOTS, startCodeServer, waitForWorkbench, workbenchUrl } from './harness';
-import type { BrowserContext, CodeServer, Page } from './harness';
+import { buildAgent, launchBrowser, ROOT, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import type { Box, BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
+import type { AgentEvent } from './agent';
 import { PENDING, pendingTitle } from './pending';
+
+/** The status bar item's DOM id: VS Code prefixes the item id (`writ.status`) with the extension id. */
+const STATUS_ITEM = '[id="writ-dev.writ.writ.status"]';
+const README_SHOTS = process.env.WRIT_E2E_README_SHOTS === '1' ? join(ROOT, 'media', 'screenshots') : undefined;
+const AUD = 'https://api.example.test';
+/** The cropped shots the README shows (the rest are only for people looking at a run). */
+const README_NAMES = new Set(['approval-toast', 'status-menu', 'audit-panel']);
+/** Toasts and quick picks slide in: let them settle before a screenshot. */
+const SETTLE_MS = 500;
 
 let cs: CodeServer | undefined;
 let context: BrowserContext | undefined;
 let page: Page | undefined;
+let broker: WindowBroker | undefined;
+let agentScript = '';
+const agents: AgentRun[] = [];
 
 beforeAll(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
+  if (README_SHOTS) mkdirSync(README_SHOTS, { recursive: true });
+  agentScript = await buildAgent();
   cs = await startCodeServer({ name: 'ui' });
   const browser = await launchBrowser(cs.stateDir);
   context = browser.context;
@@ -21,12 +42,162 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  for (const a of agents) a.kill();
   await context?.close().catch(() => {});
   await cs?.stop();
 });
 
 function dumpServerLogOnFailure(): void {
-  onTestFailed(() => console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log() ?? ''}`));
+  onTestFailed(async ({ task }) => {
+    console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log() ?? ''}`);
+    for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
+    const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+    await page?.screenshot({ path: join(SCREENSHOTS, `failed-${name}.png`) }).catch(() => {});
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents: `writ exec` (the installed extension's own CLI) running agent.mjs, pointed at the window's broker
+// exactly as the extension points its terminals at it (WRIT_BROKER, WRIT_RUNTIME_DIR).
+// ---------------------------------------------------------------------------------------------
+interface AgentRun {
+  name: string;
+  task: string;
+  eventsFile: string;
+  startedAt: number;
+  exited: Promise<{ code: number | null; stderr: string }>;
+  events(): (AgentEvent & { t: number })[];
+  /** What `writ exec` and the agent printed so far. */
+  output(): string;
+  kill(): void;
+}
+
+function startAgent(name: string, task: string, scopes: string[]): AgentRun {
+  const b = broker!;
+  const eventsFile = join(cs!.stateDir, `agent-${name}.jsonl`);
+  const writ = join(cs!.installedExtension, 'dist', 'writ.mjs');
+  const args = [writ, 'exec', '--agent', name, '--task', task, ...scopes.flatMap((s) => ['--scope', s]), '--aud', AUD, '--', process.execPath, agentScript, eventsFile];
+  const child: ChildProcess = spawn(process.execPath, args, {
+    env: { ...cs!.env, WRIT_BROKER: `unix:${b.socketPath}`, WRIT_RUNTIME_DIR: b.runtimeDir, WRIT_E2E_AGENT_NAME: name },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stderr += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.once('exit', (code) => resolve({ code, stderr })));
+  const run: AgentRun = {
+    name,
+    task,
+    eventsFile,
+    startedAt: Date.now(),
+    exited,
+    output: () => stderr,
+    events: () =>
+      existsSync(eventsFile)
+        ? readFileSync(eventsFile, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as AgentEvent & { t: number })
+        : [],
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    },
+  };
+  agents.push(run);
+  return run;
+}
+
+async function waitUntil<T>(what: string, timeoutMs: number, probe: () => T | undefined | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The audit records of the window's broker (its log file, read back). */
+function auditRecords(): { ts: string; event: string; agent?: { id: string; name: string } }[] {
+  return readFileSync(broker!.auditPath, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { ts: string; event: string; agent?: { id: string; name: string } });
+}
+
+function requestedAt(name: string): { at: number; agentId: string } | undefined {
+  const r = auditRecords().find((x) => x.event === 'task.requested' && x.agent?.name === name);
+  return r && r.agent ? { at: Date.parse(r.ts), agentId: r.agent.id } : undefined;
+}
+
+async function verifyToken(token: string): Promise<{ scope: string; sub: string; act: unknown }> {
+  const jwks = createRemoteJWKSet(new URL(`${broker!.httpUrl.replace(/\/$/, '')}/.well-known/jwks.json`));
+  const { payload } = await jwtVerify(token, jwks, { issuer: broker!.issuer, audience: AUD });
+  return payload as unknown as { scope: string; sub: string; act: unknown };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workbench
+// ---------------------------------------------------------------------------------------------
+function toastOf(a: AgentRun): Locator {
+  return page!.locator('.notification-toast').filter({ hasText: a.name }).first();
+}
+
+/**
+ * Notes, in the page, when a toast naming the agent first appears (a MutationObserver: playwright's own polling
+ * slows to every 500 ms, too coarse to time). Call before the agent starts.
+ */
+async function watchForToast(name: string): Promise<void> {
+  await page!.evaluate((agent: string) => {
+    const w = window as unknown as { __writToastSeen?: Record<string, number> };
+    const seen = (w.__writToastSeen ??= {});
+    const check = (): void => {
+      if (seen[agent]) return;
+      document.querySelectorAll('.notification-toast').forEach((t) => {
+        if (!seen[agent] && t.textContent?.includes(agent)) seen[agent] = Date.now();
+      });
+    };
+    new MutationObserver(check).observe(document.body, { subtree: true, childList: true, characterData: true });
+  }, name);
+}
+
+/** Waits for the agent's approval toast; prints how long after the broker logged the request it showed. */
+async function waitForToast(a: AgentRun): Promise<{ toast: Locator; text: string }> {
+  const toast = toastOf(a);
+  await toast.waitFor({ state: 'visible', timeout: 180_000 });
+  const seenAt = (await page!.evaluate((agent: string) => (window as unknown as { __writToastSeen?: Record<string, number> }).__writToastSeen?.[agent], a.name)) ?? Date.now();
+  const req = requestedAt(a.name);
+  console.log(
+    `e2e timings: request → toast ${req ? `${seenAt - req.at} ms (the broker's task.requested record → the toast in the DOM)` : 'n/a'}, ${seenAt - a.startedAt} ms from starting \`writ exec\` (${a.name})`,
+  );
+  const text = (await toast.innerText()).replace(/\s+/g, ' ');
+  return { toast, text };
+}
+
+function pad(b: Box, by: number): Box {
+  const x = Math.max(0, b.x - by);
+  const y = Math.max(0, b.y - by);
+  return { x, y, width: Math.min(1400 - x, b.width + 2 * by), height: Math.min(900 - y, b.height + 2 * by) };
+}
+
+/** Full-window shot for people; a cropped copy for the README when asked (WRIT_E2E_README_SHOTS=1). */
+async function shoot(name: string, crop: Locator, maxHeight?: number): Promise<void> {
+  await page!.waitForTimeout(SETTLE_MS);
+  await page!.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+  if (!README_SHOTS || !crop || !README_NAMES.has(name)) return;
+  const box = await crop.boundingBox({ timeout: 10_000 });
+  if (!box) return;
+  const clip = pad(box, 8);
+  if (maxHeight) clip.height = Math.min(clip.height, maxHeight);
+  await page!.screenshot({ path: join(README_SHOTS, `${name}.png`), clip });
+}
+
+function statusItem(): Locator {
+  return page!.locator(STATUS_ITEM).first();
+}
+
+function auditFrame(): FrameLocator {
+  return page!.frameLocator('iframe.webview').frameLocator('#active-frame');
 }
 
 test('the workbench loads with the Writ VSIX installed', async () => {
@@ -35,37 +206,170 @@ test('the workbench loads with the Writ VSIX installed', async () => {
   await page!.goto(workbenchUrl(cs!), { timeout: 120_000 });
   await waitForWorkbench(page!);
   console.log(`e2e timings: workbench visible ${Date.now() - t0} ms after navigation`);
-  // The status bar is the last part to render; let the extension activate (onStartupFinished, ~10 s).
   await page!.locator('.statusbar').first().waitFor({ state: 'visible', timeout: 120_000 });
-  await page!.waitForTimeout(500);
+  await page!.waitForTimeout(SETTLE_MS);
   await page!.screenshot({ path: join(SCREENSHOTS, 'workbench.png') });
   expect(await page!.locator('.monaco-workbench').count()).toBeGreaterThan(0);
 }, 300_000);
 
-test.skipIf(PENDING.statusBar)(pendingTitle('statusBar', 'the status bar shows a Writ item'), async () => {
-  dumpServerLogOnFailure();
-  // Poll rather than wait once: the workbench re-lays the status bar out while it starts (a transient progress
-  // entry such as "Saving 'settings.json'" can stand in the way for a moment).
-  const deadline = Date.now() + 120_000;
-  let texts: string[] = [];
-  for (;;) {
-    texts = (await page!.locator('.statusbar-item').allTextContents()).map((t) => t.trim());
-    if (texts.some((t) => t.includes('Writ')) || Date.now() > deadline) break;
-    await page!.waitForTimeout(250);
-  }
-  await page!.waitForTimeout(500);
-  await page!.screenshot({ path: join(SCREENSHOTS, 'statusbar.png') });
-  console.log(`status bar items: ${JSON.stringify(texts)}`);
-  expect(texts.some((t) => t.includes('Writ')), `status bar items: ${JSON.stringify(texts)}`).toBe(true);
-}, 300_000);
-
-test.skipIf(PENDING.statusBar)(pendingTitle('statusBar', 'the status bar item turns to the running state (shield icon)'), async () => {
+test.skipIf(PENDING.statusBar)(pendingTitle('statusBar', 'the status bar item (id writ.status) turns to the running state'), async () => {
   dumpServerLogOnFailure();
   // statusModel: `$(loading~spin) Writ` while the broker starts, `$(shield) Writ` once it runs.
-  const running = page!.locator('.statusbar-item:has(.codicon-shield)').filter({ hasText: 'Writ' }).first();
+  const item = statusItem();
   try {
-    await running.waitFor({ state: 'visible', timeout: 120_000 });
+    await page!.locator(`${STATUS_ITEM}:has(.codicon-shield)`).first().waitFor({ state: 'visible', timeout: 180_000 });
   } finally {
     await page!.screenshot({ path: join(SCREENSHOTS, 'statusbar-running.png') });
   }
+  expect((await item.innerText()).trim()).toBe('Writ');
+  broker = await windowBroker(cs!);
+  console.log(`window broker: pid ${broker.pid}, ${broker.socketPath}, ${broker.httpUrl}`);
 }, 300_000);
+
+test('the activation time is in the Writ output channel', async () => {
+  dumpServerLogOnFailure();
+  // The extension host's log folder holds the Writ channel (a LogOutputChannel is a file).
+  const lines: string[] = [];
+  const walk = (dir: string, depth: number): void => {
+    if (depth < 0) return;
+    let entries: Dirent[] = [];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p, depth - 1);
+      else if (/Writ\.log$/.test(e.name)) lines.push(...readFileSync(p, 'utf8').split('\n'));
+    }
+  };
+  const line = await waitUntil('"activated in N ms" in the Writ output channel', 60_000, () => {
+    lines.length = 0;
+    walk(join(cs!.stateDir, 'ud', 'logs'), 8);
+    return lines.find((l) => /activated in [\d.]+ ms/.test(l));
+  });
+  console.log(`e2e timings: extension ${line.match(/activated in [\d.]+ ms/)![0]} (from the Writ output channel)`);
+}, 120_000);
+
+test('an agent asks, the developer approves, the token verifies, the audit panel and status bar show it, Stop ends it', async () => {
+  dumpServerLogOnFailure();
+  await watchForToast('e2e-approve');
+  const a = startAgent('e2e-approve', 'fix issue 12', ['repo:read:acme/web']);
+  const { toast, text } = await waitForToast(a);
+  expect(text).toContain('e2e-approve');
+  expect(text).toContain('"fix issue 12"');
+  expect(text).toContain('read repo acme/web');
+  for (const label of ['Approve', 'Review…', 'Deny']) {
+    await toast.getByRole('button', { name: label, exact: true }).waitFor({ state: 'visible', timeout: 10_000 });
+  }
+  await shoot('approval-toast', toast);
+  await toast.getByRole('button', { name: 'Approve', exact: true }).click();
+
+  // The agent got a token that verifies against the broker's JWKS, for the scope asked.
+  const tokenEvent = await waitUntil('the agent to receive its token', 120_000, () => a.events().find((e) => e.type === 'token'));
+  const claims = await verifyToken((tokenEvent as { token: string }).token);
+  expect(claims.scope).toBe('repo:read:acme/web');
+  expect(claims.sub).toBe('dev@example.com');
+  await waitUntil('the agent to mint from its grant', 120_000, () => a.events().find((e) => e.type === 'minted'));
+  const agentId = requestedAt(a.name)!.agentId;
+
+  // The status bar counts it.
+  await page!.locator(STATUS_ITEM).filter({ hasText: 'Writ: 1 agent' }).first().waitFor({ state: 'visible', timeout: 120_000 });
+  await shoot('statusbar-one-agent', statusItem());
+
+  // The audit panel streams its rows (the latest are in view), with a Stop button, and says the chain verifies.
+  await runCommand(page!, 'Writ: Open Audit Panel');
+  const frame = auditFrame();
+  const row = frame.locator(`.row[data-agent-id="${agentId}"][data-event="token.minted"]`).last();
+  await row.waitFor({ state: 'visible', timeout: 120_000 });
+  await row.getByRole('button', { name: 'Stop', exact: true }).waitFor({ state: 'visible', timeout: 60_000 });
+  await frame.locator('#verify[data-state="intact"]').waitFor({ state: 'visible', timeout: 180_000 });
+  expect(await frame.locator('#verify').innerText()).toContain('Chain verifies');
+  await shoot('audit-panel', page!.locator('iframe.webview').first(), 420);
+
+  // Stop from the status bar menu: the agent's row there has a Stop button.
+  await statusItem().click();
+  const menuRow = page!.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'e2e-approve' }).first();
+  await menuRow.waitFor({ state: 'visible', timeout: 60_000 });
+  await page!.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'Stop all agents' }).first().waitFor({ state: 'visible', timeout: 10_000 });
+  await menuRow.hover();
+  await shoot('status-menu', page!.locator('.quick-input-widget').first());
+  const stop = menuRow.getByRole('button', { name: 'Stop', exact: true });
+  // The click's time as the page saw it (playwright's own checks before clicking are not part of Stop).
+  await page!.evaluate(() => {
+    document.addEventListener('mousedown', () => ((window as unknown as { __writMouseDown?: number }).__writMouseDown = Date.now()), { capture: true, once: true });
+  }, undefined);
+  const beforeClick = Date.now();
+  await stop.click();
+  const clickedAt = (await page!.evaluate(() => (window as unknown as { __writMouseDown?: number }).__writMouseDown, undefined)) ?? beforeClick;
+
+  const refusal = await waitUntil('the agent to be refused', 60_000, () =>
+    a.events().find((e) => (e.type === 'refused' || e.type === 'closed') && e.t >= beforeClick),
+  );
+  console.log(`e2e timings: Stop click → agent refused ${refusal.t - clickedAt} ms (${JSON.stringify({ ...refusal, t: undefined })})`);
+  const { code } = await Promise.race([
+    a.exited,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('`writ exec` did not end after Stop')), 60_000)),
+  ]);
+  const events = a.events();
+  expect(events.some((e) => (e.type === 'refused' && e.code === 'WRIT_TOKEN_REVOKED') || (e.type === 'closed' && e.code === 4001)), JSON.stringify(events.slice(-5))).toBe(true);
+  // `writ exec` ended the agent's process when the broker closed the revoked agent's connection.
+  expect(events.some((e) => e.type === 'signal' && e.signal === 'SIGTERM'), JSON.stringify(events.slice(-5))).toBe(true);
+  expect(code).not.toBe(0);
+  await page!.keyboard.press('Escape');
+  await page!.locator(STATUS_ITEM).filter({ hasText: /^\s*Writ\s*$/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
+}, 600_000);
+
+test('Deny: the agent gets WRIT_DENIED and never runs', async () => {
+  dumpServerLogOnFailure();
+  await watchForToast('e2e-deny');
+  const a = startAgent('e2e-deny', 'push to main', ['repo:write:acme/web']);
+  const { toast, text } = await waitForToast(a);
+  expect(text).toContain('"push to main"');
+  await toast.getByRole('button', { name: 'Deny', exact: true }).click();
+  const { code, stderr } = await Promise.race([
+    a.exited,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('`writ exec` did not end after Deny')), 120_000)),
+  ]);
+  expect(stderr).toContain('WRIT_DENIED');
+  expect(code).not.toBe(0);
+  expect(a.events()).toEqual([]);
+}, 600_000);
+
+test('Review…: untick a scope, keep the lifetime, "This task only": the token carries only the scope kept', async () => {
+  dumpServerLogOnFailure();
+  await watchForToast('e2e-review');
+  const a = startAgent('e2e-review', 'refactor the parser', ['repo:read:acme/web', 'repo:write:acme/web']);
+  const { toast } = await waitForToast(a);
+  await toast.getByRole('button', { name: 'Review…', exact: true }).click();
+
+  // Step 1: the scopes, all ticked; untick the write scope.
+  const rows = page!.locator('.quick-input-list .monaco-list-row');
+  const write = rows.filter({ hasText: 'repo:write:acme/web' }).first();
+  await write.waitFor({ state: 'visible', timeout: 60_000 });
+  await shoot('review', page!.locator('.quick-input-widget').first());
+  await write.locator('input[type="checkbox"], .monaco-custom-toggle, .quick-input-list-checkbox').first().click();
+  await page!.waitForTimeout(SETTLE_MS);
+  await page!.screenshot({ path: join(SCREENSHOTS, 'review-unticked.png') });
+  // OK, not Enter: Enter on the focused row would tick it again.
+  await page!.locator('.quick-input-widget').first().getByRole('button', { name: 'OK', exact: true }).click();
+
+  // Step 2: the lifetime; keep the one asked (a click: the keyboard focus stayed on the OK button just removed).
+  const asked = rows.filter({ hasText: 'as asked' }).first();
+  await asked.waitFor({ state: 'visible', timeout: 60_000 });
+  await asked.click();
+
+  // Step 3: how long the approval holds.
+  const taskOnly = rows.filter({ hasText: 'This task only' }).first();
+  await taskOnly.waitFor({ state: 'visible', timeout: 60_000 });
+  await page!.waitForTimeout(SETTLE_MS);
+  await page!.screenshot({ path: join(SCREENSHOTS, 'review-mode.png') });
+  await taskOnly.click();
+
+  const tokenEvent = await waitUntil('the agent to receive its token', 120_000, () => a.events().find((e) => e.type === 'token'));
+  const claims = await verifyToken((tokenEvent as { token: string }).token);
+  expect(claims.scope).toBe('repo:read:acme/web');
+  a.kill();
+  await a.exited;
+}, 600_000);

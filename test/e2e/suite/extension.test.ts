@@ -90,6 +90,9 @@ describe('Writ in a real VS Code (code-server)', () => {
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the broker was not ready within 90 s (phase ${JSON.stringify(api.phase)})`)), 90_000)),
     ]);
     assert.deepEqual(api.phase, { kind: 'running' });
+    // Printed for people, never asserted (the machine is shared): the extension's own activation work.
+    assert.equal(typeof api.activationMs, 'number', 'the API reports no activationMs');
+    console.log(`    e2e timings: extension activation ${api.activationMs!.toFixed(1)} ms (the broker starts after it)`);
     assert.ok(existsSync(info.socketPath), `no socket at ${info.socketPath}`);
     const jwks = (await (await fetch(`${info.httpUrl.replace(/\/$/, '')}/.well-known/jwks.json`)).json()) as { keys: unknown[] };
     assert.ok(jwks.keys.length >= 1);
