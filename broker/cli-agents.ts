@@ -2,9 +2,8 @@
 // non-human-identity inventory, and block / unblock. Unblocking gives back, so over a socket it is refused:
 // it is for the editor (the approval channel), or for this command while the broker is stopped.
 import { parseArgs } from 'node:util';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { sign } from 'node:crypto';
 import { WritError } from './errors';
 import type { InventoryView } from './protocol';
 import { resolvePaths } from './paths';
@@ -139,20 +138,11 @@ async function unblockOffline(identity: string): Promise<number> {
   const inv = Inventory.load(join(paths.stateDir, 'agents.json'), systemClock);
   const e = inv.unblock(identity);
   const { loadKeySet } = await import('./core/keys');
-  const { AuditLog } = await import('./audit/log');
+  const { appendOffline } = await import('./audit/offline');
   const { defaultUser } = await import('./root');
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
   const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
-  mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
-  const log = await AuditLog.open({
-    path: paths.auditPath,
-    session: `cli_${process.pid}`,
-    user: defaultUser(process.env),
-    clock: systemClock,
-    signer: { kid: keys.active.kid, sign: (data) => sign(null, data, keys.active.privateKey) },
-  });
-  await log.append({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by: 'cli' } });
-  await log.close();
+  await appendOffline({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by: 'cli' } }, defaultUser(process.env), keys.active);
   err(`unblocked ${e.name} (${e.id})`);
   return 0;
 }

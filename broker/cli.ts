@@ -504,22 +504,11 @@ async function cmdKey(args: string[]): Promise<number> {
     if (e instanceof WritError && e.code === 'WRIT_BROKER_RUNNING') throw e;
   }
   const { rotateKeySet } = await import('./core/keys');
-  const { AuditLog } = await import('./audit/log');
+  const { appendOffline } = await import('./audit/offline');
   const { defaultUser } = await import('./root');
-  const { sign } = await import('node:crypto');
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
   const { keys, previousKid } = await rotateKeySet({ ref: service ? { service } : {}, clock: systemClock });
-  const paths = resolvePaths();
-  mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
-  const log = await AuditLog.open({
-    path: paths.auditPath,
-    session: `cli_${process.pid}`,
-    user: defaultUser(process.env),
-    clock: systemClock,
-    signer: { kid: keys.active.kid, sign: (data) => sign(null, data, keys.active.privateKey) },
-  });
-  await log.append({ event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } });
-  await log.close();
+  await appendOffline({ event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } }, defaultUser(process.env), keys.active);
   err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS until its tokens expire`);
   return 0;
 }

@@ -4,14 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring } from '../helpers/broker';
 import { WritError } from '../../broker/errors';
+import { codeOf } from '../helpers/codes';
 
 requireKeyring();
 
-const codeOf = (p: Promise<unknown>) =>
-  p.then(
-    () => 'resolved',
-    (e) => (e instanceof WritError ? e.code : `unexpected: ${String(e)}`),
-  );
 
 describe('flood', () => {
   it('thousands of mints from one agent do not hold up another agent or the developer', async () => {

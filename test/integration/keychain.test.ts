@@ -14,6 +14,7 @@ import { ManualClock } from '../../broker/core/clock';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import type { KeychainRef } from '../../broker/core/keychain';
 import { loadKeySet, rotateKeySet } from '../../broker/core/keys';
+import { codeOf } from '../helpers/codes';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const WITH_KEYRING = join(ROOT, 'scripts', 'with-keyring.sh');
@@ -32,15 +33,6 @@ function envWithout(...names: string[]): NodeJS.ProcessEnv {
   return env;
 }
 
-async function codeOf(p: Promise<unknown>): Promise<WritErrorCode | 'resolved'> {
-  try {
-    await p;
-    return 'resolved';
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-}
 
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -14,6 +14,7 @@ import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
 import type { WritClient } from '../../broker/sdk/client';
+import { codeOf } from '../helpers/codes';
 
 requireKeyring();
 
@@ -37,15 +38,6 @@ async function until<T>(what: () => T | undefined, timeoutMs = 20_000): Promise<
   }
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-  return 'resolved';
-}
 
 const textOf = (r: Record<string, unknown>) => ((r.content as { type: string; text: string }[])[0]?.text ?? '');
 

@@ -8,21 +8,13 @@ import { execFile } from 'node:child_process';
 import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { WritError } from '../../broker/errors';
 import { identityOf } from '../../broker/core/inventory';
+import { codeOf } from '../helpers/codes';
 
 requireKeyring();
 
 const AUD = 'https://api.example';
 const USER = 'dev@example.com';
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-  return 'resolved';
-}
 
 const auditEvents = (b: BrokerProcess) => b.auditLines().map((l) => JSON.parse(l));
 
@@ -171,6 +163,31 @@ describe('oversight: the inventory', () => {
     expect(parentRow[9]).toMatch(/node/); // the kernel-reported executable of the test process
     const json = JSON.parse((await writ(['agents', 'export'], env)).stdout);
     expect(json.agents.find((a: { id: string }) => a.id === childId)).toMatchObject({ parents: [parentId], scopesGranted: ['repo:read:acme/web'] });
+  });
+
+  it('block from the CLI; unblock from the CLI only while the broker is stopped, audited and verifiable', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('offline');
+    await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const identity = identityOf(USER, 'offline', 'script');
+    const blocked = await writ(['agents', 'block', identity, '--reason', 'testing'], env);
+    expect(blocked.code, blocked.stderr).toBe(0);
+    await client.close().catch(() => undefined);
+    const { client: again } = await b.agent('offline');
+    expect(await codeOf(again.call('task.request', { task: 'u', scopes: ['repo:read:a'], audience: AUD }))).toBe('WRIT_AGENT_BLOCKED');
+    await again.close();
+    await b.stop();
+    const unblocked = await writ(['agents', 'unblock', identity], env);
+    expect(unblocked.code, unblocked.stderr).toBe(0);
+    expect(JSON.parse((await writ(['agents', '--json'], env)).stdout).find((a: { id: string }) => a.id === identity).blocked).toBe(null);
+    const lines = readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((r) => r.event === 'agent.blocked' || r.event === 'agent.unblocked').map((r) => [r.event, r.detail.by])).toEqual([
+      ['agent.blocked', 'socket'],
+      ['agent.unblocked', 'cli'],
+    ]);
+    expect((await writ(['audit', 'verify'], env)).code).toBe(0);
   });
 
   it('a corrupt inventory stops the broker with a clear error instead of an empty inventory', async () => {

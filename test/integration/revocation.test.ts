@@ -4,6 +4,7 @@ import { BrokerProcess, approveAll, form, freshEnv, requireKeyring } from '../he
 import type { RevocationEvent } from '../../broker/protocol';
 import { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
+import { codeOf } from '../helpers/codes';
 
 requireKeyring();
 
@@ -17,15 +18,6 @@ const exchange = (b: BrokerProcess, subject: string, extra: Record<string, strin
     ...extra,
   });
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-  return 'resolved';
-}
 
 describe('revocation', () => {
   let b: BrokerProcess;

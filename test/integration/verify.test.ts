@@ -9,20 +9,12 @@ import type { Verifier, VerifierStatus } from '../../broker/sdk/verify';
 import { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
 import type { AuditRecord, RevocationEvent } from '../../broker/protocol';
+import { codeOf } from '../helpers/codes';
 
 requireKeyring();
 
 const AUD = 'https://api.example';
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-  return 'resolved';
-}
 
 const payloadOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
 

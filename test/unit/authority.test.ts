@@ -14,6 +14,7 @@ import { TokenMinter } from '../../broker/core/tokens';
 import { AuditLog } from '../../broker/audit/log';
 import { WritError } from '../../broker/errors';
 import type { ApprovalDecision, ApprovalRequest, AuditEntry } from '../../broker/protocol';
+import { codeOf } from '../helpers/codes';
 
 const AUD = 'https://api.example';
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -35,15 +36,6 @@ class ScriptedApprover implements Approver {
   }
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WritError) return e.code;
-    throw e;
-  }
-  return 'resolved';
-}
 
 describe('Authority', () => {
   let clock: ManualClock;

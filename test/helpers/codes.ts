@@ -1,0 +1,13 @@
+// The stable code a call ended with: the WritError's code, or 'resolved'. Anything else is a test failure.
+import { WritError } from '../../broker/errors';
+import type { WritErrorCode } from '../../broker/errors';
+
+export async function codeOf(p: Promise<unknown>): Promise<WritErrorCode | 'resolved'> {
+  try {
+    await p;
+    return 'resolved';
+  } catch (e) {
+    if (e instanceof WritError) return e.code;
+    throw e;
+  }
+}
