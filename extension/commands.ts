@@ -93,8 +93,19 @@ function showAgents(ctx: WritContext): Promise<void> {
         { label: `$(bell) Show pending approvals`, description: pending ? `${pending} waiting` : 'none', run: () => ctx.approvals.showPending() },
       ];
     };
+    // Rebuild only when what the menu shows changes: the context changes on every audit record (a busy agent
+    // mints every second), and replacing the rows under the cursor swallowed clicks on a row's Stop button.
+    // (Token counts in the descriptions may lag while the menu is open; the set of agents never does.)
+    const shown = (): string =>
+      JSON.stringify([ctx.agents().filter((a) => !a.revoked).map((a) => a.id), ctx.approvals.pending.length, ctx.notice() ?? '']);
+    let current = shown();
     qp.items = build();
-    const sub = ctx.onDidChange(() => (qp.items = build()));
+    const sub = ctx.onDidChange(() => {
+      const next = shown();
+      if (next === current) return;
+      current = next;
+      qp.items = build();
+    });
     qp.onDidTriggerItemButton((e) => {
       if (e.item.agent) void ctx.stopAgent(e.item.agent.id);
     });
