@@ -20,28 +20,9 @@ STAMP_FORMAT=1
 STAMP="format=$STAMP_FORMAT node=$NODE_VERSION playwright-core=$PLAYWRIGHT_VERSION code-server=$CODE_SERVER_VERSION"
 
 # ---------------------------------------------------------------------------------------------
-# apt packages (same check as scripts/deps.sh)
+# apt packages
 # ---------------------------------------------------------------------------------------------
-PACKAGES=(chromium python3 make g++ libkrb5-dev)
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
-    missing+=("$pkg")
-  fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "writ: the e2e tests need: ${missing[*]}. Run as root:" >&2
-    echo "  sudo sh -c '$cmd'" >&2
-    exit 1
-  fi
-  echo "writ: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # A fresh machine has no (or stale) package lists: update first, always.
-  apt-get update
-  apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+bash "$(dirname "$0")/apt-ensure.sh" "the e2e tests" chromium python3 make g++ libkrb5-dev
 
 # ---------------------------------------------------------------------------------------------
 # npm tools

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHROMIUM, TOOLS } from './harness';
+import { CHROMIUM, CHROMIUM_ARGS, TOOLS } from './harness';
 import type { BrowserContext, Page } from './harness';
 import { BrokerProcess, approveAll, form, freshEnv } from '../helpers/broker';
 
@@ -66,17 +66,8 @@ describe('a web page attacking the broker', () => {
     context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'writ-attack-')), {
       executablePath: CHROMIUM,
       headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        // DNS rebinding, simulated: a hostile name that resolves to loopback.
-        '--host-resolver-rules=MAP evil.test 127.0.0.1',
-      ],
+      // DNS rebinding, simulated: a hostile name that resolves to loopback.
+      args: [...CHROMIUM_ARGS, '--host-resolver-rules=MAP evil.test 127.0.0.1'],
     });
     page = context.pages()[0] ?? (await context.newPage());
     (page as unknown as { attackerPort: number }).attackerPort = attackerPort;

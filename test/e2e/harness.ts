@@ -98,9 +98,20 @@ export interface BrowserContext {
 interface Chromium {
   launchPersistentContext(
     userDataDir: string,
-    o: { executablePath: string; headless: boolean; args: string[]; viewport?: { width: number; height: number }; timeout?: number },
+    o: { executablePath: string; headless: boolean; args: readonly string[]; viewport?: { width: number; height: number }; timeout?: number },
   ): Promise<BrowserContext>;
 }
+
+/** Debian chromium, headless as root on a closed network (the recipe's flags). */
+export const CHROMIUM_ARGS: readonly string[] = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 export async function launchBrowser(stateDir: string): Promise<{ context: BrowserContext; page: Page }> {
   const require = createRequire(join(TOOLS, 'package.json'));
@@ -110,15 +121,7 @@ export async function launchBrowser(stateDir: string): Promise<{ context: Browse
     headless: true,
     viewport: { width: 1400, height: 900 },
     timeout: 120_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: CHROMIUM_ARGS,
   });
   const page = context.pages()[0] ?? (await context.newPage());
   return { context, page };
