@@ -31,8 +31,12 @@ let rendered = new Map<number, HTMLElement>();
 let frame = 0;
 /** Follow the newest rows: true until the user scrolls up, true again at the bottom. Kept by the scroll handler, so a message never reads layout. */
 let follow = true;
-/** The scrollTop render() set itself: its scroll event is not the user's. */
+/** The scrollTop render() set itself: its scroll event is not the user's and needs no second frame. */
 let ownScrollTop = -1;
+/** The viewport's height, kept by a ResizeObserver: reading clientHeight in render() forced a layout each frame. */
+let viewportHeight = viewport.clientHeight;
+let spacerHeight = -1;
+let shownCount = '';
 
 for (const e of AUDIT_EVENTS) eventSelect.add(new Option(e, e));
 
@@ -98,16 +102,18 @@ function buildRow(r: AuditRecord): HTMLElement {
 function render(): void {
   frame = 0;
   const total = index.shownCount;
-  spacer.style.height = `${total * ROW_HEIGHT}px`;
-  const height = viewport.clientHeight;
-  let top = viewport.scrollTop;
+  if (spacerHeight !== total * ROW_HEIGHT) spacer.style.height = `${(spacerHeight = total * ROW_HEIGHT)}px`;
+  const height = viewportHeight;
+  let top: number;
   if (follow) {
-    const bottom = Math.max(0, total * ROW_HEIGHT - height);
-    if (top !== bottom) {
-      top = bottom;
-      ownScrollTop = bottom;
-      viewport.scrollTop = bottom;
+    // Following needs no read of scrollTop: the bottom is known from the row count.
+    top = Math.max(0, total * ROW_HEIGHT - height);
+    if (top !== ownScrollTop) {
+      ownScrollTop = top;
+      viewport.scrollTop = top;
     }
+  } else {
+    top = viewport.scrollTop;
   }
   const { start, end } = visibleWindow(top, height, ROW_HEIGHT, total);
   const next = new Map<number, HTMLElement>();
@@ -124,7 +130,8 @@ function render(): void {
   for (const old of rendered.values()) old.remove();
   rendered = next;
   if (added.length) spacer.append(...added);
-  count.textContent = countText(total, index.size, index.dropped);
+  const c = countText(total, index.size, index.dropped);
+  if (c !== shownCount) count.textContent = shownCount = c;
 }
 
 /** Adds the agents named by `fresh` to the filter list; only new records are scanned, so a busy log stays cheap. */
@@ -193,17 +200,20 @@ window.addEventListener('message', (e: MessageEvent) => {
 viewport.addEventListener(
   'scroll',
   () => {
-    if (viewport.scrollTop === ownScrollTop) {
-      ownScrollTop = -1;
-    } else {
-      ownScrollTop = -1;
-      follow = viewport.scrollTop + viewport.clientHeight >= index.shownCount * ROW_HEIGHT - ROW_HEIGHT;
-    }
+    const top = viewport.scrollTop;
+    // Our own scroll to the bottom: render() already drew this window.
+    if (follow && Math.abs(top - ownScrollTop) < 1) return;
+    ownScrollTop = -1;
+    follow = top + viewportHeight >= index.shownCount * ROW_HEIGHT - ROW_HEIGHT;
     schedule();
   },
   { passive: true },
 );
-window.addEventListener('resize', schedule);
+new ResizeObserver(() => {
+  viewportHeight = viewport.clientHeight;
+  ownScrollTop = -1;
+  schedule();
+}).observe(viewport);
 spacer.addEventListener('click', (e) => {
   const data = (e.target as HTMLElement).dataset;
   if (data?.agent) post({ type: 'stopAgent', agentId: data.agent });
