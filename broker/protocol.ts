@@ -563,6 +563,8 @@ export const WebviewToExtension = z.discriminatedUnion('type', [
   /** The script is loaded and listening: only now does the extension post. */
   z.strictObject({ type: z.literal('ready') }),
   z.strictObject({ type: z.literal('stopAgent'), agentId: shortText(200) }),
+  /** The developer says a finding is expected; the extension passes it to the broker, which audits it. */
+  z.strictObject({ type: z.literal('dismissFinding'), id: shortText(100) }),
   z.strictObject({ type: z.literal('export') }),
   z.strictObject({ type: z.literal('verify') }),
 ]);
@@ -573,7 +575,7 @@ export const ExtensionToWebview = z.discriminatedUnion('type', [
   /** Records in log order; `reset` replaces what the panel holds (a fresh load), else they are appended. */
   z.strictObject({ type: z.literal('records'), reset: z.boolean(), records: z.array(AuditRecord) }),
   z.strictObject({ type: z.literal('verify'), result: VerifyView }),
-  /** Agents that can still be stopped (known to the running broker and not revoked). */
+  /** Agents that can still be stopped: not revoked, and connected or holding a live grant (agentState.activeAgents). */
   z.strictObject({ type: z.literal('agents'), live: z.array(z.string()) }),
 ]);
 export type ExtensionToWebview = z.infer<typeof ExtensionToWebview>;

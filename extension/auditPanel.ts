@@ -14,9 +14,12 @@ export interface AuditPanelDeps {
   extensionUri: vscode.Uri;
   /** The live log of this window's broker. */
   auditPath(): string;
+  /** Agents that can be stopped now (live, not revoked): only their rows offer Stop. */
   liveAgents(): string[];
   verify(): Promise<VerifyView>;
   stopAgent(agentId: string): Promise<void>;
+  /** Tells the broker a finding is expected (IPC `finding.dismiss`); it audits `finding.dismissed`. */
+  dismissFinding(id: string): void;
   exportLog(): Promise<void>;
   log(line: string): void;
 }
@@ -29,6 +32,8 @@ export class AuditPanel implements vscode.Disposable {
   private backlog: AuditRecord[] = [];
   private lastSeq = -1;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** The live agents last posted: state refreshes come every 100 ms while agents work, changes rarely. */
+  private postedLive: string | undefined;
 
   constructor(private readonly deps: AuditPanelDeps) {}
 
@@ -66,7 +71,15 @@ export class AuditPanel implements vscode.Disposable {
   }
 
   agentsChanged(): void {
-    if (this.streaming) this.post({ type: 'agents', live: this.deps.liveAgents() });
+    if (this.streaming) this.postAgents(false);
+  }
+
+  private postAgents(always: boolean): void {
+    const live = this.deps.liveAgents();
+    const key = [...live].sort().join(' ');
+    if (!always && key === this.postedLive) return;
+    this.postedLive = key;
+    this.post({ type: 'agents', live });
   }
 
   /** A new log (a broker restart may have recovered it): load it again. */
@@ -121,6 +134,9 @@ export class AuditPanel implements vscode.Disposable {
       case 'stopAgent':
         void this.deps.stopAgent(msg.agentId);
         return;
+      case 'dismissFinding':
+        this.deps.dismissFinding(msg.id);
+        return;
       case 'export':
         void this.deps.exportLog();
         return;
@@ -162,7 +178,7 @@ export class AuditPanel implements vscode.Disposable {
     this.lastSeq = lastSeq;
     this.streaming = true;
     this.flush();
-    this.post({ type: 'agents', live: this.deps.liveAgents() });
+    this.postAgents(true);
     void this.runVerify();
   }
 
@@ -191,6 +207,7 @@ export class AuditPanel implements vscode.Disposable {
     this.panel = undefined;
     this.streaming = false;
     this.backlog = [];
+    this.postedLive = undefined;
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     for (const d of this.panelDisposables.splice(0)) d.dispose();

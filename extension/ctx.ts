@@ -88,9 +88,11 @@ export class WritContext implements TreeSource {
     this.panel = new AuditPanel({
       extensionUri: ext.extensionUri,
       auditPath: () => this.auditPath,
-      liveAgents: () => this.snap.agents.filter((a) => !a.revoked).map((a) => a.id),
+      // An agent that was denied and left, or was revoked, has nothing left to stop.
+      liveAgents: () => activeAgents(this.snap.agents).map((a) => a.id),
       verify: () => this.verify(this.auditPath),
       stopAgent: (id) => this.stopAgent(id),
+      dismissFinding: (id) => this.dismissFinding(id),
       exportLog: async () => void (await vscode.commands.executeCommand('writ.exportAuditLog')),
       log: (line) => this.output.warn(line),
     });
@@ -230,6 +232,12 @@ export class WritContext implements TreeSource {
   async stopAgent(agentId: string): Promise<void> {
     const a = this.snap.agents.find((x) => x.id === agentId);
     if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${a?.name ?? ''} [${agentId}]`);
+  }
+
+  /** A finding the developer calls expected: the broker closes it and audits `finding.dismissed`. */
+  dismissFinding(id: string): void {
+    if (this.supervisor.send({ type: 'finding.dismiss', id })) this.output.info(`dismissed finding ${id}`);
+    else void vscode.window.showWarningMessage('Writ: the broker is not running.');
   }
 
   /** Verifies an audit file with `writ audit verify` as a child: it reads the public keys from the keychain. */

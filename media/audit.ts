@@ -1,10 +1,11 @@
-// The audit panel's script (bundled by esbuild into dist/webview/audit.js). Holds every record, renders only
-// the rows in view (tens of thousands stay smooth), filters by agent, event and text. Every message from the
-// extension is parsed with the protocol's schema; it posts only WebviewToExtension messages.
+// The audit panel's script (bundled by esbuild into dist/webview/audit.js). Holds the records (capped), renders
+// only the rows in view, keyed so a frame touches only rows that entered or left it, and filters new records as
+// they come instead of re-filtering all. Every message from the extension is parsed with the protocol's schema;
+// it posts only WebviewToExtension messages.
 import { AUDIT_EVENTS, ExtensionToWebview } from '../broker/protocol';
 import type { AuditRecord, VerifyView, WebviewToExtension } from '../broker/protocol';
-import { NO_FILTER, agentsSeen, filterIndices, matchesPanelFilter, rowCells, rowText, visibleWindow } from '../extension/auditFilter';
-import type { PanelFilter } from '../extension/auditFilter';
+import { NO_FILTER, agentsSeen, rowCells, visibleWindow } from '../extension/auditFilter';
+import { RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../extension/auditRows';
 
 declare function acquireVsCodeApi(): { postMessage(msg: unknown): void };
 
@@ -21,27 +22,33 @@ const textInput = $<HTMLInputElement>('text');
 const count = $<HTMLSpanElement>('count');
 const verify = $<HTMLSpanElement>('verify');
 
-let records: AuditRecord[] = [];
-let texts: string[] = [];
-let shown: number[] = [];
-let filter: PanelFilter = { ...NO_FILTER };
+const index = new RowIndex(NO_FILTER);
 let live = new Set<string>();
+const dismissed = new Set<string>();
 let knownAgents = new Map<string, string>();
+/** Rendered rows by record key; a row is built once while it stays in the window. */
+let rendered = new Map<number, HTMLElement>();
 let frame = 0;
+/** Follow the newest rows: true until the user scrolls up, true again at the bottom. Kept by the scroll handler, so a message never reads layout. */
+let follow = true;
+/** The scrollTop render() set itself: its scroll event is not the user's and needs no second frame. */
+let ownScrollTop = -1;
+/** The viewport's height, kept by a ResizeObserver: reading clientHeight in render() forced a layout each frame. */
+let viewportHeight = viewport.clientHeight;
+let spacerHeight = -1;
+let shownCount = '';
 
 for (const e of AUDIT_EVENTS) eventSelect.add(new Option(e, e));
 
-function refilter(): void {
-  shown = filterIndices(records, filter, texts);
-  schedule();
-}
-
-function atBottom(): boolean {
-  return viewport.scrollTop + viewport.clientHeight >= viewport.scrollHeight - ROW_HEIGHT;
-}
-
 function schedule(): void {
   if (!frame) frame = requestAnimationFrame(render);
+}
+
+/** Rows change content (live agents, dismissed findings, a new filter): build the visible ones again. */
+function invalidate(): void {
+  for (const row of rendered.values()) row.remove();
+  rendered = new Map();
+  schedule();
 }
 
 function cell(text: string, cls: string): HTMLSpanElement {
@@ -52,44 +59,79 @@ function cell(text: string, cls: string): HTMLSpanElement {
   return s;
 }
 
-/** Set when new records arrive while the view is at the bottom: the next frame scrolls to the newest. */
-let stickToBottom = false;
+function button(label: string, title: string, data: Record<string, string>): HTMLButtonElement {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.title = title;
+  Object.assign(b.dataset, data);
+  return b;
+}
+
+function buildRow(r: AuditRecord): HTMLElement {
+  const row = document.createElement('div');
+  const finding = findingOf(r);
+  row.className = `row${finding ? ' finding' : r.outcome === 'failure' || r.event === 'task.denied' ? ' failure' : ''}`;
+  row.setAttribute('role', 'row');
+  // Stable hooks for tests and tools: the event name, the record's position in the log and the agent's id.
+  row.dataset.event = r.event;
+  row.dataset.seq = String(r.seq);
+  if (r.agent) row.dataset.agentId = r.agent.id;
+  const [time, event, agent, task, scopes, detail] = rowCells(r);
+  const { stop, dismiss } = rowActions(r, live, dismissed);
+  if (finding) {
+    row.dataset.findingId = finding.id;
+    if (dismissed.has(finding.id)) row.classList.add('dismissed');
+    // The kind in words where the event name would be; the evidence and the action as the detail.
+    row.append(cell(time, 'time'), cell(findingKindWords(finding.kind), 'event'), cell(agent, 'agent'), cell(task, 'task'), cell(scopes, 'scopes'), cell(findingText(finding), 'detail'));
+  } else {
+    row.append(cell(time, 'time'), cell(event, 'event'), cell(agent, 'agent'), cell(task, 'task'), cell(scopes, 'scopes'), cell(detail, 'detail'));
+  }
+  const action = document.createElement('span');
+  action.className = 'action';
+  if (stop && r.agent) {
+    const label = finding ? 'Stop agent' : 'Stop';
+    action.append(button(label, `Stop ${r.agent.name}: revoke its grants, tokens and sub-agents`, { agent: r.agent.id }));
+  }
+  if (dismiss) action.append(button('Dismiss', 'Dismiss this finding (expected behaviour); the dismissal is audited', { dismiss }));
+  else if (finding && dismissed.has(finding.id)) action.append(cell('Dismissed', 'note'));
+  row.append(action);
+  return row;
+}
 
 function render(): void {
   frame = 0;
-  spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
-  if (stickToBottom) {
-    stickToBottom = false;
-    viewport.scrollTop = viewport.scrollHeight;
-  }
-  const { start, end } = visibleWindow(viewport.scrollTop, viewport.clientHeight, ROW_HEIGHT, shown.length);
-  const rows: HTMLElement[] = [];
-  for (let i = start; i < end; i++) {
-    const r = records[shown[i]!]!;
-    const row = document.createElement('div');
-    row.className = `row${r.outcome === 'failure' || r.event === 'task.denied' ? ' failure' : ''}`;
-    row.setAttribute('role', 'row');
-    // Stable hooks for tests and tools: the event name and the agent's id.
-    row.dataset.event = r.event;
-    if (r.agent) row.dataset.agentId = r.agent.id;
-    row.style.top = `${i * ROW_HEIGHT}px`;
-    const [time, event, agent, task, scopes, detail] = rowCells(r);
-    row.append(cell(time, 'time'), cell(event, 'event'), cell(agent, 'agent'), cell(task, 'task'), cell(scopes, 'scopes'), cell(detail, 'detail'));
-    const action = document.createElement('span');
-    action.className = 'action';
-    if (r.agent && live.has(r.agent.id)) {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.textContent = 'Stop';
-      b.title = `Stop ${r.agent.name}: revoke its grants, tokens and sub-agents`;
-      b.dataset.agent = r.agent.id;
-      action.append(b);
+  const total = index.shownCount;
+  if (spacerHeight !== total * ROW_HEIGHT) spacer.style.height = `${(spacerHeight = total * ROW_HEIGHT)}px`;
+  const height = viewportHeight;
+  let top: number;
+  if (follow) {
+    // Following needs no read of scrollTop: the bottom is known from the row count.
+    top = Math.max(0, total * ROW_HEIGHT - height);
+    if (top !== ownScrollTop) {
+      ownScrollTop = top;
+      viewport.scrollTop = top;
     }
-    row.append(action);
-    rows.push(row);
+  } else {
+    top = viewport.scrollTop;
   }
-  spacer.replaceChildren(...rows);
-  count.textContent = shown.length === records.length ? `${records.length} records` : `${shown.length} of ${records.length} records`;
+  const { start, end } = visibleWindow(top, height, ROW_HEIGHT, total);
+  const next = new Map<number, HTMLElement>();
+  const added: HTMLElement[] = [];
+  for (let i = start; i < end; i++) {
+    const s = index.shown(i)!;
+    let row = rendered.get(s.key);
+    if (row) rendered.delete(s.key);
+    else added.push((row = buildRow(s.record)));
+    const y = `${i * ROW_HEIGHT}px`;
+    if (row.style.top !== y) row.style.top = y;
+    next.set(s.key, row);
+  }
+  for (const old of rendered.values()) old.remove();
+  rendered = next;
+  if (added.length) spacer.append(...added);
+  const c = countText(total, index.size, index.dropped);
+  if (c !== shownCount) count.textContent = shownCount = c;
 }
 
 /** Adds the agents named by `fresh` to the filter list; only new records are scanned, so a busy log stays cheap. */
@@ -110,6 +152,11 @@ function showVerify(v: VerifyView): void {
   verify.title = v.state === 'running' ? '' : v.message;
 }
 
+function setFilter(): void {
+  index.setFilter({ agent: agentSelect.value, event: eventSelect.value, text: textInput.value });
+  invalidate();
+}
+
 window.addEventListener('message', (e: MessageEvent) => {
   const parsed = ExtensionToWebview.safeParse(e.data);
   if (!parsed.success) return;
@@ -117,41 +164,64 @@ window.addEventListener('message', (e: MessageEvent) => {
   switch (msg.type) {
     case 'records': {
       // Rendered on the next frame: a burst of messages costs one layout, not one each.
-      if (atBottom() || msg.reset) stickToBottom = true;
       if (msg.reset) {
-        records = [];
-        texts = [];
-        shown = [];
+        index.clear();
+        dismissed.clear();
+        follow = true;
+        invalidate();
       }
+      let closed = false;
       for (const r of msg.records) {
-        const t = rowText(r);
-        records.push(r);
-        texts.push(t);
-        if (matchesPanelFilter(r, filter, t)) shown.push(records.length - 1);
+        const id = dismissedFindingId(r);
+        if (id !== undefined && !dismissed.has(id)) {
+          dismissed.add(id);
+          closed = true;
+        }
       }
+      index.append(msg.records);
       updateAgents(msg.records, msg.reset);
-      schedule();
+      if (closed) invalidate();
+      else schedule();
       return;
     }
-    case 'agents':
-      live = new Set(msg.live);
-      schedule();
+    case 'agents': {
+      const next = new Set(msg.live);
+      if (next.size === live.size && [...next].every((id) => live.has(id))) return;
+      live = next;
+      invalidate();
       return;
+    }
     case 'verify':
       showVerify(msg.result);
       return;
   }
 });
 
-viewport.addEventListener('scroll', schedule, { passive: true });
-window.addEventListener('resize', schedule);
+viewport.addEventListener(
+  'scroll',
+  () => {
+    const top = viewport.scrollTop;
+    // Our own scroll to the bottom: render() already drew this window.
+    if (follow && Math.abs(top - ownScrollTop) < 1) return;
+    ownScrollTop = -1;
+    follow = top + viewportHeight >= index.shownCount * ROW_HEIGHT - ROW_HEIGHT;
+    schedule();
+  },
+  { passive: true },
+);
+new ResizeObserver(() => {
+  viewportHeight = viewport.clientHeight;
+  ownScrollTop = -1;
+  schedule();
+}).observe(viewport);
 spacer.addEventListener('click', (e) => {
-  const id = (e.target as HTMLElement).dataset?.agent;
-  if (id) post({ type: 'stopAgent', agentId: id });
+  const data = (e.target as HTMLElement).dataset;
+  if (data?.agent) post({ type: 'stopAgent', agentId: data.agent });
+  else if (data?.dismiss) post({ type: 'dismissFinding', id: data.dismiss });
 });
-agentSelect.addEventListener('change', () => ((filter = { ...filter, agent: agentSelect.value }), refilter()));
-eventSelect.addEventListener('change', () => ((filter = { ...filter, event: eventSelect.value }), refilter()));
-textInput.addEventListener('input', () => ((filter = { ...filter, text: textInput.value }), refilter()));
+agentSelect.addEventListener('change', setFilter);
+eventSelect.addEventListener('change', setFilter);
+textInput.addEventListener('input', setFilter);
 $('verifyButton').addEventListener('click', () => post({ type: 'verify' }));
 $('exportButton').addEventListener('click', () => post({ type: 'export' }));
 

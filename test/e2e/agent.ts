@@ -11,6 +11,7 @@ export type AgentEvent =
   | { type: 'token'; token: string }
   | { type: 'connected' }
   | { type: 'minted'; count: number }
+  | { type: 'done'; count: number; ms: number }
   | { type: 'refused'; code: string }
   | { type: 'closed'; code: number }
   | { type: 'signal'; signal: string };
@@ -35,7 +36,32 @@ client.onClose((code) => record({ type: 'closed', code }));
 
 let minted = 0;
 let refused = false;
-while (!refused) {
+
+// Bulk mode (WRIT_E2E_MINT_COUNT=N): mint N tokens as fast as the broker serves them, a few at a time, to fill
+// the audit log with real, chained records; then keep the connection and wait to be stopped.
+const bulk = Number(process.env.WRIT_E2E_MINT_COUNT) || 0;
+if (bulk > 0) {
+  const concurrency = Number(process.env.WRIT_E2E_MINT_CONCURRENCY) || 8;
+  const t0 = Date.now();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < bulk && !refused) {
+      next++;
+      try {
+        await client.call('token.mint', { grantId: claims.grant_id });
+        minted++;
+      } catch (e) {
+        refused = true;
+        record({ type: 'refused', code: asWritError(e).code });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  if (!refused) record({ type: 'done', count: minted, ms: Date.now() - t0 });
+  setInterval(() => {}, 1 << 30);
+}
+
+while (!refused && bulk === 0) {
   try {
     await client.call('token.mint', { grantId: claims.grant_id });
     minted++;
