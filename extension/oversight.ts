@@ -214,9 +214,12 @@ export function ago(iso: string, nowMs: number): string {
   return `${Math.floor(s / 86_400)} d ago`;
 }
 
-/** One line about an identity for the inventory view: kind, status, owner, last seen, tokens, findings. */
+/** One line about an identity for the inventory view: kind, status, owner, last seen, tokens, processes, findings. */
 export function inventoryDescription(e: InventoryView, findings: number, nowMs: number): string {
   const parts = [e.kind, e.status, e.owner, `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
+  // The executables' file names (full paths and hashes are in the hover).
+  const exes = [...new Set(e.processes.map((p) => p.exe.slice(p.exe.lastIndexOf('/') + 1)))];
+  if (exes.length > 0) parts.push(`ran as ${list(exes, 2)}`);
   if (findings > 0) parts.unshift(plural(findings, 'finding', 'findings'));
   return parts.join(' · ');
 }
@@ -230,7 +233,7 @@ export function inventoryTooltip(e: InventoryView): string {
     `first seen ${e.firstSeen}, last seen ${e.lastSeen}, ${plural(e.sessions, 'session', 'sessions')}`,
     `tokens now ${e.tokensNow}${e.live.length ? `; this run: ${e.live.join(', ')}` : ''}`,
   ];
-  if (e.processes.length > 0) lines.push(`processes: ${e.processes.map((p) => p.exe).join(', ')}`);
+  if (e.processes.length > 0) lines.push(`processes: ${e.processes.map((p) => (p.sha256 ? `${p.exe} (sha256 ${p.sha256.slice(0, 12)}…)` : p.exe)).join(', ')}`);
   if (e.scopesGranted.length > 0) lines.push(`granted before: ${list(e.scopesGranted, 8)}`);
   if (e.parents.length > 0) lines.push(`sub-agent of ${e.parents.join(', ')}`);
   return lines.join('\n');

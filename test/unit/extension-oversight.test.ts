@@ -198,19 +198,21 @@ describe('the inventory view', () => {
   });
 
   it('describes a row with kind, status, owner, last seen, tokens and open findings', () => {
-    expect(inventoryDescription(entry(), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token');
-    expect(inventoryDescription(entry({ status: 'blocked', tokensNow: 0 }), 2, now)).toBe('2 findings · script · blocked · dev@example.com · seen 5 min ago · 0 tokens');
+    expect(inventoryDescription(entry(), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node');
+    expect(inventoryDescription(entry({ status: 'blocked', tokensNow: 0, processes: [] }), 2, now)).toBe('2 findings · script · blocked · dev@example.com · seen 5 min ago · 0 tokens');
+    const many = [{ exe: '/usr/bin/node', sha256: 'a'.repeat(64) }, { exe: '/opt/node/bin/node' }, { exe: '/usr/bin/python3' }, { exe: '/bin/sh' }];
+    expect(inventoryDescription(entry({ processes: many }), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node, python3 and 1 more');
   });
 
   it('the hover holds the identity, the block, the processes and the scopes granted', () => {
-    expect(inventoryTooltip(entry({ status: 'blocked', blocked: { at: '2026-01-01T10:01:00.000Z', reason: 'scope creep' }, live: [] }))).toBe(
+    expect(inventoryTooltip(entry({ status: 'blocked', blocked: { at: '2026-01-01T10:01:00.000Z', reason: 'scope creep' }, live: [], processes: [{ exe: '/usr/bin/node', sha256: 'ab12'.repeat(16) }] }))).toBe(
       [
         'creeper (script), owner dev@example.com',
         'identity inv_a',
         'status blocked: blocked 2026-01-01T10:01:00.000Z (scope creep)',
         'first seen 2026-01-01T09:00:00.000Z, last seen 2026-01-01T10:00:00.000Z, 2 sessions',
         'tokens now 1',
-        'processes: /usr/bin/node',
+        'processes: /usr/bin/node (sha256 ab12ab12ab12…)',
         'granted before: repo:read:acme/web',
       ].join('\n'),
     );
