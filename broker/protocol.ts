@@ -418,6 +418,9 @@ export const ApprovalDecision = z.discriminatedUnion('decision', [
 ]);
 export type ApprovalDecision = z.infer<typeof ApprovalDecision>;
 
+/** Pairs an editor action (block, unblock, dismiss) with its `action.result`. */
+const ActionRequestId = z.string().min(1).max(100);
+
 /** broker → parent over IPC */
 export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({
@@ -435,13 +438,24 @@ export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
   /** The watch raised a finding (already audited, and acted on per its action). */
   z.strictObject({ type: z.literal('finding'), finding: FindingView }),
-  /** The answer to `state.request`: every agent and every live grant, for the editor's views. */
+  /**
+   * The answer to `state.request`: every agent and every live grant, the watch's open findings and the agent
+   * inventory (every identity across runs), for the editor's views.
+   */
   z.strictObject({
     type: z.literal('state'),
     requestId: z.string(),
     agents: z.array(AgentView),
     grants: z.array(GrantView),
     pendingApprovals: z.number().int(),
+    findings: z.array(FindingView),
+    inventory: z.array(InventoryView),
+  }),
+  /** The answer to an `agent.block`, `agent.unblock` or `finding.dismiss` that carried a requestId: done, or why not. */
+  z.strictObject({
+    type: z.literal('action.result'),
+    requestId: z.string(),
+    error: z.strictObject({ code: WritErrorCodeSchema, message: z.string() }).optional(),
   }),
 ]);
 export type BrokerToParent = z.infer<typeof BrokerToParent>;
@@ -453,9 +467,14 @@ export const ParentToBroker = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('shutdown') }),
   /** Ask for a `state` snapshot (all agents and grants: the socket's grants.list only shows the caller's own). */
   z.strictObject({ type: z.literal('state.request'), requestId: z.string().min(1).max(100) }),
+  /**
+   * Block an inventory identity: its live agents are revoked and its requests refused, across restarts, until
+   * unblocked. With a requestId the broker answers `action.result`.
+   */
+  z.strictObject({ type: z.literal('agent.block'), identity: z.string().min(1).max(100), reason: z.string().min(1).max(200).optional(), requestId: ActionRequestId.optional() }),
   /** Giving back is for the developer only: unblocking and dismissing come over this channel, never a socket. */
-  z.strictObject({ type: z.literal('agent.unblock'), identity: z.string().min(1).max(100) }),
-  z.strictObject({ type: z.literal('finding.dismiss'), id: z.string().min(1).max(100) }),
+  z.strictObject({ type: z.literal('agent.unblock'), identity: z.string().min(1).max(100), requestId: ActionRequestId.optional() }),
+  z.strictObject({ type: z.literal('finding.dismiss'), id: z.string().min(1).max(100), requestId: ActionRequestId.optional() }),
 ]);
 export type ParentToBroker = z.infer<typeof ParentToBroker>;
 

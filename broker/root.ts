@@ -5,9 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { WritError } from './errors';
+import { WritError, asWritError } from './errors';
 import { Discovery, PROTOCOL_VERSION } from './protocol';
-import type { AuditEntry, BrokerToParent, MethodResult } from './protocol';
+import type { AuditEntry, BrokerToParent, MethodResult, ParentToBroker } from './protocol';
 import { resolvePaths, ensurePrivateDir } from './paths';
 import type { WritPaths } from './paths';
 import { systemClock, randomIds } from './core/clock';
@@ -101,7 +101,10 @@ function checkNotRunning(paths: WritPaths): void {
   }
 }
 
-function chooseApprover(mode: 'auto' | 'none', onParentMessage: (m: unknown) => void, stop: () => void): Approver {
+/** What the parent sends besides decisions (already parsed against ParentToBroker by the IpcApprover). */
+type ParentRequest = Exclude<ParentToBroker, { type: 'approval.decision' }>;
+
+function chooseApprover(mode: 'auto' | 'none', onParentMessage: (m: ParentRequest) => void, stop: () => void): Approver {
   if (mode === 'none') return noApprover;
   if (typeof process.send === 'function') {
     const post = (msg: BrokerToParent) => process.send?.(msg);
@@ -185,18 +188,50 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   });
   const auditSink = { append: (e: AuditEntry) => audit.append(e) };
 
+  /** An editor action's outcome goes back when it asked (requestId); the wire gets the code and safe message only. */
+  const answer = (requestId: string | undefined, done: Promise<unknown>): void => {
+    void done.then(
+      () => requestId && parentPost?.({ type: 'action.result', requestId }),
+      (e: unknown) => {
+        const w = asWritError(e);
+        if (w.code === 'WRIT_INTERNAL') log(`writ: an editor action failed: ${(e as Error)?.message ?? String(e)}`);
+        if (requestId) parentPost?.({ type: 'action.result', requestId, error: { code: w.code, message: w.message } });
+      },
+    );
+  };
+
   let stopping: Promise<void> | undefined;
   const stopRef = { stop: (): Promise<void> => Promise.resolve() };
   const approver = chooseApprover(
     options.approver ?? 'auto',
-    (msg) => {
-      const m = msg as { type: string; target?: import('./protocol').RevokeTarget; reason?: string; requestId?: string; identity?: string; id?: string };
-      if (m.type === 'revoke' && m.target) void authority.revoke(m.target, 'ipc', m.reason).catch(() => undefined);
-      if (m.type === 'shutdown') void stopRef.stop();
-      if (m.type === 'agent.unblock' && m.identity) void oversight.unblock(m.identity, 'ipc').catch(() => undefined);
-      if (m.type === 'finding.dismiss' && m.id) void oversight.dismiss(m.id, 'ipc').catch(() => undefined);
-      if (m.type === 'state.request' && m.requestId) {
-        parentPost?.({ type: 'state', requestId: m.requestId, agents: authority.listAgents(), grants: authority.listGrants(), pendingApprovals: authority.counts().pendingApprovals });
+    (m) => {
+      switch (m.type) {
+        case 'revoke':
+          void authority.revoke(m.target, 'ipc', m.reason).catch(() => undefined);
+          return;
+        case 'shutdown':
+          void stopRef.stop();
+          return;
+        case 'agent.block':
+          answer(m.requestId, oversight.block(m.identity, m.reason, 'ipc'));
+          return;
+        case 'agent.unblock':
+          answer(m.requestId, oversight.unblock(m.identity, 'ipc'));
+          return;
+        case 'finding.dismiss':
+          answer(m.requestId, oversight.dismiss(m.id, 'ipc'));
+          return;
+        case 'state.request':
+          parentPost?.({
+            type: 'state',
+            requestId: m.requestId,
+            agents: authority.listAgents(),
+            grants: authority.listGrants(),
+            pendingApprovals: authority.counts().pendingApprovals,
+            findings: oversight.findings(),
+            inventory: authority.inventoryView(),
+          });
+          return;
       }
     },
     () => void stopRef.stop(),

@@ -1,7 +1,7 @@
 // What the editor knows of the running broker's agents, grants and live tokens: the broker's `state` snapshot
 // plus the tokens read from this run's audit records (the snapshot counts tokens but does not list them).
 // Pure: records and snapshots in, views out; time is passed in.
-import type { AgentView, AuditRecord, GrantView } from '../broker/protocol';
+import type { AgentView, AuditRecord, FindingView, GrantView, InventoryView } from '../broker/protocol';
 
 export interface LiveToken {
   jti: string;
@@ -15,9 +15,13 @@ export interface Snapshot {
   agents: AgentView[];
   grants: GrantView[];
   pendingApprovals: number;
+  /** The watch's open findings. */
+  findings: FindingView[];
+  /** Every agent identity the broker has seen, across runs. */
+  inventory: InventoryView[];
 }
 
-export const EMPTY_SNAPSHOT: Snapshot = { agents: [], grants: [], pendingApprovals: 0 };
+export const EMPTY_SNAPSHOT: Snapshot = { agents: [], grants: [], pendingApprovals: 0, findings: [], inventory: [] };
 
 /** Tokens minted in this broker run, forgotten when they expire or are revoked by jti. */
 export class TokenLedger {

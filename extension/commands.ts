@@ -2,11 +2,12 @@
 // the context (ctx.ts) or in the pure modules.
 import * as vscode from 'vscode';
 import { createWriteStream } from 'node:fs';
-import type { AgentView } from '../broker/protocol';
+import type { AgentView, FindingView } from '../broker/protocol';
 import { exportAuditFile } from '../broker/audit/export';
 import type { WritContext } from './ctx';
 import type { WritNode } from './tree';
 import { activeAgents, agentDescription } from './agentState';
+import { describeFinding, kindLabel, newestFirst } from './oversight';
 import { FORMAT_ITEMS, exportFileName, exportFilter, parseTimeInput } from './exportOptions';
 import type { ExportRange } from './exportOptions';
 
@@ -22,19 +23,48 @@ export const COMMAND = {
   statusBarClick: 'writ.statusBarClick',
   revokeGrant: 'writ.revokeGrant',
   revokeToken: 'writ.revokeToken',
+  blockAgent: 'writ.blockAgent',
+  unblockAgent: 'writ.unblockAgent',
+  dismissFinding: 'writ.dismissFinding',
 } as const;
 
 const STOP_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop' };
+const STOP_AGENT_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop agent' };
+const BLOCK_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('circle-slash'), tooltip: 'Block' };
+const DISMISS_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('check'), tooltip: 'Dismiss as expected' };
 
-type MenuItem = vscode.QuickPickItem & { run?: () => unknown; agent?: AgentView };
+type MenuItem = vscode.QuickPickItem & { run?: () => unknown; agent?: AgentView; finding?: FindingView };
+
+/** The identity a tree row or a command argument names: an inventory row, an agent, a finding, or the id itself. */
+function identityOf(node: WritNode | string | undefined): string | undefined {
+  if (typeof node === 'string') return node;
+  if (node?.kind === 'identity') return node.entry.id;
+  if (node?.kind === 'finding') return node.finding.identity;
+  if (node?.kind === 'agent') return node.agent.identity;
+  return undefined;
+}
 
 export function registerCommands(ctx: WritContext): void {
   const reg = (id: string, fn: (...args: never[]) => unknown) => ctx.ext.subscriptions.push(vscode.commands.registerCommand(id, fn));
 
   reg(COMMAND.showAgents, () => showAgents(ctx));
   reg(COMMAND.stopAgent, async (node?: WritNode | string) => {
+    // On a finding or an inventory row, Stop means every live agent of that identity.
+    if (typeof node === 'object' && (node.kind === 'finding' || node.kind === 'identity')) return ctx.stopIdentity(identityOf(node)!);
     const id = typeof node === 'string' ? node : node?.kind === 'agent' ? node.agent.id : await pickAgent(ctx);
     if (id) await ctx.stopAgent(id);
+  });
+  reg(COMMAND.blockAgent, async (node?: WritNode | string) => {
+    const identity = identityOf(node) ?? (await pickIdentity(ctx, false));
+    if (identity) await ctx.blockIdentity(identity, 'blocked in the editor');
+  });
+  reg(COMMAND.unblockAgent, async (node?: WritNode | string) => {
+    const identity = identityOf(node) ?? (await pickIdentity(ctx, true));
+    if (identity) await ctx.unblockIdentity(identity);
+  });
+  reg(COMMAND.dismissFinding, async (node?: WritNode | string) => {
+    const id = typeof node === 'string' ? node : node?.kind === 'finding' ? node.finding.id : await pickFinding(ctx);
+    if (id) await ctx.dismissFinding(id);
   });
   reg(COMMAND.stopAllAgents, async () => {
     const n = activeAgents(ctx.agents()).length;
@@ -73,17 +103,57 @@ async function pickAgent(ctx: WritContext): Promise<string | undefined> {
   return picked?.id;
 }
 
-/** The status bar menu: live agents (each with a Stop button), then the actions. */
+/** An inventory identity to block (not blocked yet) or to unblock (blocked). */
+async function pickIdentity(ctx: WritContext, blocked: boolean): Promise<string | undefined> {
+  const rows = ctx.inventory().filter((e) => (e.status === 'blocked') === blocked);
+  if (rows.length === 0) {
+    void vscode.window.showInformationMessage(blocked ? 'Writ: no agent is blocked.' : 'Writ: no agent to block yet.');
+    return undefined;
+  }
+  const picked = await vscode.window.showQuickPick(
+    rows.map((e) => ({ label: e.name, description: `${e.kind} · ${e.status} · ${e.owner}`, detail: e.id, id: e.id })),
+    {
+      title: blocked ? 'Writ: unblock an agent' : 'Writ: block an agent',
+      placeHolder: blocked ? 'It may ask for credentials again' : 'Its live sessions are stopped and its requests refused, across restarts, until unblocked',
+    },
+  );
+  return picked?.id;
+}
+
+async function pickFinding(ctx: WritContext): Promise<string | undefined> {
+  const open = newestFirst(ctx.findings());
+  if (open.length === 0) {
+    void vscode.window.showInformationMessage('Writ: no findings are open.');
+    return undefined;
+  }
+  const picked = await vscode.window.showQuickPick(
+    open.map((f) => ({ label: `${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`, detail: describeFinding(f), id: f.id })),
+    { title: 'Writ: dismiss a finding as expected', placeHolder: 'The dismissal is audited; the watch may raise it again later' },
+  );
+  return picked?.id;
+}
+
+/** The status bar menu: open findings (Stop agent / Block / Dismiss), live agents (each with Stop), then the actions. */
 function showAgents(ctx: WritContext): Promise<void> {
   return new Promise((resolve) => {
     const qp = vscode.window.createQuickPick<MenuItem>();
     qp.title = 'Writ: agents';
-    qp.placeholder = 'Select an agent to stop it, or an action';
+    qp.placeholder = 'Select a finding or an agent to act on it, or an action';
     const build = (): MenuItem[] => {
       const byId = new Map(ctx.agents().map((a) => [a.id, a]));
       const live = ctx.agents().filter((a) => !a.revoked);
       const pending = ctx.approvals.pending.length;
+      const findings = newestFirst(ctx.findings());
       return [
+        ...(findings.length === 0 ? [] : [{ label: 'Findings', kind: vscode.QuickPickItemKind.Separator }]),
+        ...findings.map(
+          (f): MenuItem => ({
+            label: `$(warning) ${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`,
+            detail: describeFinding(f),
+            buttons: [STOP_AGENT_BUTTON, BLOCK_BUTTON, DISMISS_BUTTON],
+            finding: f,
+          }),
+        ),
         { label: 'Agents', kind: vscode.QuickPickItemKind.Separator },
         ...(live.length === 0 ? [{ label: '$(info) No live agents', description: ctx.notice() ?? '' }] : []),
         ...live.map((a): MenuItem => ({ label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id, buttons: [STOP_BUTTON], agent: a })),
@@ -97,7 +167,7 @@ function showAgents(ctx: WritContext): Promise<void> {
     // mints every second), and replacing the rows under the cursor swallowed clicks on a row's Stop button.
     // (Token counts in the descriptions may lag while the menu is open; the set of agents never does.)
     const shown = (): string =>
-      JSON.stringify([ctx.agents().filter((a) => !a.revoked).map((a) => a.id), ctx.approvals.pending.length, ctx.notice() ?? '']);
+      JSON.stringify([ctx.agents().filter((a) => !a.revoked).map((a) => a.id), ctx.findings().map((f) => f.id), ctx.approvals.pending.length, ctx.notice() ?? '']);
     let current = shown();
     qp.items = build();
     const sub = ctx.onDidChange(() => {
@@ -107,12 +177,20 @@ function showAgents(ctx: WritContext): Promise<void> {
       qp.items = build();
     });
     qp.onDidTriggerItemButton((e) => {
+      const f = e.item.finding;
+      if (f) {
+        if (e.button === STOP_AGENT_BUTTON) void ctx.stopIdentity(f.identity);
+        else if (e.button === BLOCK_BUTTON) void ctx.blockIdentity(f.identity, `after a ${kindLabel(f.kind)} finding (${f.id})`);
+        else if (e.button === DISMISS_BUTTON) void ctx.dismissFinding(f.id);
+        return;
+      }
       if (e.item.agent) void ctx.stopAgent(e.item.agent.id);
     });
     qp.onDidAccept(async () => {
       const item = qp.selectedItems[0];
       qp.hide();
       if (item?.run) await item.run();
+      else if (item?.finding) await actOnFinding(ctx, item.finding);
       else if (item?.agent) {
         const sure = await vscode.window.showWarningMessage(`Writ: stop ${item.agent.name}? Its grants, tokens and sub-agents are revoked and its process is ended.`, 'Stop');
         if (sure === 'Stop') await ctx.stopAgent(item.agent.id);
@@ -125,6 +203,17 @@ function showAgents(ctx: WritContext): Promise<void> {
     });
     qp.show();
   });
+}
+
+/** A finding picked in the status menu: choose what to do about it. */
+async function actOnFinding(ctx: WritContext, f: FindingView): Promise<void> {
+  const choices = [
+    { label: '$(debug-stop) Stop agent', detail: 'Revoke its live sessions, grants and tokens now', run: () => ctx.stopIdentity(f.identity) },
+    { label: '$(circle-slash) Block', detail: 'Stop it and refuse its requests, across restarts, until unblocked', run: () => ctx.blockIdentity(f.identity, `after a ${kindLabel(f.kind)} finding (${f.id})`) },
+    { label: '$(check) Dismiss as expected', detail: 'Close the finding (audited); the watch may raise it again later', run: () => ctx.dismissFinding(f.id) },
+  ];
+  const picked = await vscode.window.showQuickPick(choices, { title: `Writ: ${ctx.findingLabel(f)} ${describeFinding(f)}` });
+  if (picked) await picked.run();
 }
 
 async function exportLog(ctx: WritContext): Promise<void> {

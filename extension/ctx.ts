@@ -7,15 +7,16 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import type { ApprovalDecision, ApprovalRequest, AuditRecord, RevokeTarget, VerifyView } from '../broker/protocol';
+import type { ApprovalDecision, ApprovalRequest, AuditRecord, BrokerToParent, FindingView, InventoryView, ParentToBroker, RevokeTarget, VerifyView } from '../broker/protocol';
 /** The variable `writ` and the SDK read the broker's address from (broker/sdk/client.ts ENV_BROKER). */
 const ENV_BROKER = 'WRIT_BROKER';
 import { ApprovalQueue } from './approvals';
-import { AgentsTree } from './tree';
+import { AgentsTree, InventoryTree } from './tree';
 import type { TreeSource } from './tree';
 import { AuditPanel } from './auditPanel';
 import { StatusBar } from './status';
-import type { BrokerPhase } from './statusModel';
+import { statusView } from './statusModel';
+import type { BrokerPhase, StatusInput, StatusView } from './statusModel';
 import { BrokerSupervisor } from './supervisor';
 import type { BrokerMessage, ReadyInfo } from './supervisor';
 import { brokerDirs, workspaceKey } from './brokerDirs';
@@ -29,7 +30,9 @@ import type { LiveToken, Snapshot } from './agentState';
 import { RULES_FILE, addRule, parseRules } from './rules';
 import type { WorkspaceRule } from './rules';
 import { verifyView } from './verifyOutput';
-import { registerCommands } from './commands';
+import { COMMAND, registerCommands } from './commands';
+import { FindingNotifications } from './findings';
+import { findingAgentLabel, findingLine, liveAgentIds, newestFirst } from './oversight';
 
 /** What activate() returns: the extension's own API (used by the in-editor tests and other extensions). */
 export interface WritApi {
@@ -42,10 +45,26 @@ export interface WritApi {
   decide(decision: ApprovalDecision): boolean;
   snapshot(): Snapshot;
   stopAgent(agentId: string): Promise<void>;
+  /** The watch's open findings and the agent inventory, as of the last snapshot. */
+  findings(): FindingView[];
+  inventory(): InventoryView[];
+  /** What the status bar item shows now. */
+  statusView(): StatusView;
+  /** Block / unblock an inventory identity, dismiss a finding as expected: resolves with the broker's answer. */
+  blockAgent(identity: string, reason?: string): Promise<ActionOutcome>;
+  unblockAgent(identity: string): Promise<ActionOutcome>;
+  dismissFinding(findingId: string): Promise<ActionOutcome>;
+  /** Revoke every live agent of an identity (Stop agent on a finding). */
+  stopIdentity(identity: string): Promise<void>;
   /** Milliseconds activate() took (the broker starts after it, in the background); also in the Writ output. */
   readonly activationMs: number | undefined;
 }
 
+/** The broker's answer to a block, unblock or dismissal: done, or its stable code and safe message. */
+export type ActionOutcome = { ok: true } | { ok: false; code: NonNullable<Extract<BrokerToParent, { type: 'action.result' }>['error']>['code']; message: string };
+
+/** An action the broker has not answered in this long is reported as unanswered (it may still happen). */
+const ACTION_TIMEOUT_MS = 10_000;
 /** State requests slower than this are dropped (the next refresh asks again). */
 const STATE_TIMEOUT_MS = 3000;
 /** Audit records come in bursts: one state refresh per burst. */
@@ -62,6 +81,8 @@ export class WritContext implements TreeSource {
   private snap: Snapshot = EMPTY_SNAPSHOT;
   private readonly ledger = new TokenLedger();
   private readonly stateWaiters = new Map<string, (s: Snapshot) => void>();
+  private readonly actionWaiters = new Map<string, (o: ActionOutcome) => void>();
+  private readonly findingNotes: FindingNotifications;
   private readonly readyWaiters = new Set<(r: ReadyInfo) => void>();
   private refreshTimer: NodeJS.Timeout | undefined;
   private readonly changed = new vscode.EventEmitter<void>();
@@ -106,7 +127,17 @@ export class WritContext implements TreeSource {
       onReady: (info) => this.ready(info),
       onMessage: (msg) => this.brokerMessage(msg),
     });
+    this.findingNotes = new FindingNotifications({
+      label: (f) => this.findingLabel(f),
+      isOpen: (id) => this.snap.findings.some((f) => f.id === id),
+      stop: (identity) => this.stopIdentity(identity),
+      block: (identity, reason) => this.blockIdentity(identity, reason),
+      unblock: (identity) => this.unblockIdentity(identity),
+      dismiss: (id) => this.dismissFinding(id),
+      showFindings: () => vscode.commands.executeCommand(COMMAND.showAgents),
+    });
     const tree = new AgentsTree(this);
+    const inventoryTree = new InventoryTree(this);
     ext.environmentVariableCollection.persistent = false;
     ext.environmentVariableCollection.description = 'Writ: the address of this window\'s credential broker (WRIT_BROKER)';
     ext.subscriptions.push(
@@ -115,8 +146,10 @@ export class WritContext implements TreeSource {
       this.approvals,
       this.panel,
       tree,
+      inventoryTree,
       this.changed,
       vscode.window.createTreeView('writ.agents', { treeDataProvider: tree, showCollapseAll: true }),
+      vscode.window.createTreeView('writ.inventory', { treeDataProvider: inventoryTree, showCollapseAll: true }),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (!e.affectsConfiguration(SETTINGS_SECTION)) return;
         this.settings = this.readSettings();
@@ -174,6 +207,13 @@ export class WritContext implements TreeSource {
       decide: (d) => this.approvals.decide(d),
       snapshot: () => this.snap,
       stopAgent: (id) => this.stopAgent(id),
+      findings: () => this.snap.findings,
+      inventory: () => this.snap.inventory,
+      statusView: () => statusView(this.statusInput()),
+      blockAgent: (identity, reason) => this.blockIdentity(identity, reason ?? 'blocked in the editor'),
+      unblockAgent: (identity) => this.unblockIdentity(identity),
+      dismissFinding: (id) => this.dismissFinding(id),
+      stopIdentity: (identity) => this.stopIdentity(identity),
       get activationMs() {
         return ctx.activationMs;
       },
@@ -196,6 +236,19 @@ export class WritContext implements TreeSource {
 
   grantsOf(agentId: string) {
     return this.snap.grants.filter((g) => g.agentId === agentId);
+  }
+
+  findings(): FindingView[] {
+    return this.snap.findings;
+  }
+
+  inventory(): InventoryView[] {
+    return this.snap.inventory;
+  }
+
+  /** `creeper (script)`: the agent a finding is about, by the inventory's name. */
+  findingLabel(f: FindingView): string {
+    return findingAgentLabel(f, this.snap.inventory, this.snap.agents);
   }
 
   tokensOf(grantId: string): LiveToken[] {
@@ -234,10 +287,54 @@ export class WritContext implements TreeSource {
     if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${a?.name ?? ''} [${agentId}]`);
   }
 
-  /** A finding the developer calls expected: the broker closes it and audits `finding.dismissed`. */
-  dismissFinding(id: string): void {
-    if (this.supervisor.send({ type: 'finding.dismiss', id })) this.output.info(`dismissed finding ${id}`);
-    else void vscode.window.showWarningMessage('Writ: the broker is not running.');
+  /** Stop agent for an identity: revokes each of its live agents of this run (the agent's own Stop path). */
+  async stopIdentity(identity: string): Promise<void> {
+    const ids = liveAgentIds(identity, this.snap.inventory, this.snap.agents);
+    if (ids.length === 0) {
+      void vscode.window.showInformationMessage('Writ: that agent has no live session to stop.');
+      return;
+    }
+    for (const id of ids) await this.stopAgent(id);
+  }
+
+  blockIdentity(identity: string, reason: string): Promise<ActionOutcome> {
+    return this.oversee({ type: 'agent.block', identity, reason }, `block ${this.identityName(identity)}`);
+  }
+
+  unblockIdentity(identity: string): Promise<ActionOutcome> {
+    return this.oversee({ type: 'agent.unblock', identity }, `unblock ${this.identityName(identity)}`);
+  }
+
+  dismissFinding(findingId: string): Promise<ActionOutcome> {
+    return this.oversee({ type: 'finding.dismiss', id: findingId }, 'dismiss the finding');
+  }
+
+  private identityName(identity: string): string {
+    return this.snap.inventory.find((e) => e.id === identity)?.name ?? identity;
+  }
+
+  /** Sends an oversight action with a requestId, waits for the broker's answer, and says so when it failed. */
+  private async oversee(msg: Extract<ParentToBroker, { type: 'agent.block' | 'agent.unblock' | 'finding.dismiss' }>, what: string): Promise<ActionOutcome> {
+    const requestId = randomUUID();
+    const answered = new Promise<ActionOutcome>((resolve) => {
+      this.actionWaiters.set(requestId, resolve);
+      setTimeout(() => {
+        if (this.actionWaiters.delete(requestId)) resolve({ ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: `the broker did not answer in ${ACTION_TIMEOUT_MS / 1000} s` });
+      }, ACTION_TIMEOUT_MS).unref();
+    });
+    if (!this.supervisor.send({ ...msg, requestId })) {
+      this.actionWaiters.delete(requestId);
+      void vscode.window.showWarningMessage('Writ: the broker is not running.');
+      return { ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: 'the broker is not running' };
+    }
+    const outcome = await answered;
+    if (outcome.ok) this.output.info(`${what}: done`);
+    else {
+      this.output.warn(`${what}: ${outcome.message} (${outcome.code})`);
+      void vscode.window.showWarningMessage(`Writ: could not ${what}: ${outcome.message} (${outcome.code}).`);
+    }
+    this.scheduleRefresh(0);
+    return outcome;
   }
 
   /** Verifies an audit file with `writ audit verify` as a child: it reads the public keys from the keychain. */
@@ -288,7 +385,18 @@ export class WritContext implements TreeSource {
       case 'state': {
         const resolve = this.stateWaiters.get(msg.requestId);
         this.stateWaiters.delete(msg.requestId);
-        resolve?.({ agents: msg.agents, grants: msg.grants, pendingApprovals: msg.pendingApprovals });
+        resolve?.({ agents: msg.agents, grants: msg.grants, pendingApprovals: msg.pendingApprovals, findings: msg.findings, inventory: msg.inventory });
+        return;
+      }
+      case 'finding':
+        // Told from the next snapshot, which names the agent (the inventory) and holds every open finding.
+        this.output.warn(`finding ${msg.finding.id} ${msg.finding.kind} (${msg.finding.action}): identity ${msg.finding.identity}, agent ${msg.finding.agentId}`);
+        this.scheduleRefresh(0);
+        return;
+      case 'action.result': {
+        const resolve = this.actionWaiters.get(msg.requestId);
+        this.actionWaiters.delete(msg.requestId);
+        resolve?.(msg.error ? { ok: false, code: msg.error.code, message: msg.error.message } : { ok: true });
         return;
       }
       case 'fatal':
@@ -321,6 +429,9 @@ export class WritContext implements TreeSource {
     this.ledger.clear();
     this.snap = EMPTY_SNAPSHOT;
     this.stateWaiters.clear();
+    for (const resolve of this.actionWaiters.values()) resolve({ ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: 'the broker stopped before it answered' });
+    this.actionWaiters.clear();
+    this.findingNotes.reset();
     clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     this.ext.environmentVariableCollection.clear();
@@ -347,10 +458,22 @@ export class WritContext implements TreeSource {
     this.snap = snap;
     this.update();
     this.panel.agentsChanged();
+    this.findingNotes.update(snap.findings);
+  }
+
+  private statusInput(): StatusInput {
+    const newest = newestFirst(this.snap.findings)[0];
+    return {
+      phase: this.phase,
+      activeAgents: activeAgents(this.snap.agents).length,
+      pendingApprovals: this.approvals.pending.length,
+      openFindings: this.snap.findings.length,
+      newestFinding: newest ? findingLine(newest, this.findingLabel(newest)) : undefined,
+    };
   }
 
   private update(): void {
-    this.status.update({ phase: this.phase, activeAgents: activeAgents(this.snap.agents).length, pendingApprovals: this.approvals.pending.length });
+    this.status.update(this.statusInput());
     this.changed.fire();
   }
 

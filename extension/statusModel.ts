@@ -14,6 +14,10 @@ export interface StatusInput {
   /** Agents not revoked that are connected or hold a live grant. */
   activeAgents: number;
   pendingApprovals: number;
+  /** The watch's open findings. */
+  openFindings: number;
+  /** The newest open finding in words (`creeper (script) asked for …`), when there is one. */
+  newestFinding?: string | undefined;
 }
 
 export interface StatusView {
@@ -43,10 +47,20 @@ export function statusView(s: StatusInput): StatusView {
       break;
   }
   const agents = plural(s.activeAgents, 'agent active', 'agents active');
+  const findings = plural(s.openFindings, 'finding', 'findings');
+  // Approvals first: an agent is waiting on the developer. Findings are next: something looked wrong.
   if (s.pendingApprovals > 0) {
     return {
       text: `$(bell-dot) Writ: ${plural(s.pendingApprovals, 'approval', 'approvals')} waiting`,
-      tooltip: `Writ: ${plural(s.pendingApprovals, 'request waits', 'requests wait')} for your decision; ${agents}.`,
+      tooltip: `Writ: ${plural(s.pendingApprovals, 'request waits', 'requests wait')} for your decision; ${agents}${s.openFindings > 0 ? `; ${findings} open` : ''}.`,
+      background: 'statusBarItem.warningBackground',
+    };
+  }
+  if (s.openFindings > 0) {
+    const newest = s.newestFinding ? ` Newest: ${s.newestFinding}.` : '';
+    return {
+      text: `$(warning) Writ: ${findings}`,
+      tooltip: `Writ: ${findings} open; ${agents}.${newest} Click to stop, block or dismiss.`,
       background: 'statusBarItem.warningBackground',
     };
   }

@@ -1,20 +1,26 @@
-// The "Writ" view: agents → grants → live tokens (with time left). Inline Stop / Revoke through `contextValue`
-// and the view/item/context menus in package.json.
+// The "Writ" views. Agents: this run's agents → their open findings, grants → live tokens (with time left).
+// Inventory: every agent identity the broker has seen across runs → its open findings. Inline Stop / Revoke /
+// Block / Unblock / Dismiss through `contextValue` and the view/item/context menus in package.json.
 import * as vscode from 'vscode';
-import type { AgentView, GrantView } from '../broker/protocol';
+import type { AgentView, FindingView, GrantView, InventoryView } from '../broker/protocol';
 import { agentDescription, timeLeft } from './agentState';
 import type { LiveToken } from './agentState';
+import { describeFinding, inventoryDescription, inventoryOrder, inventoryTooltip, kindLabel, newestFirst } from './oversight';
 
 export type WritNode =
   | { kind: 'agent'; agent: AgentView }
   | { kind: 'grant'; grant: GrantView }
   | { kind: 'token'; token: LiveToken }
+  | { kind: 'identity'; entry: InventoryView }
+  | { kind: 'finding'; finding: FindingView }
   | { kind: 'message'; text: string };
 
 export interface TreeSource {
   agents(): AgentView[];
   grantsOf(agentId: string): GrantView[];
   tokensOf(grantId: string): LiveToken[];
+  findings(): FindingView[];
+  inventory(): InventoryView[];
   /** Why there is nothing to show (broker not running), or undefined when running. */
   notice(): string | undefined;
   readonly onDidChange: vscode.Event<void>;
@@ -45,7 +51,12 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
         .sort((a, b) => Number(a.revoked) - Number(b.revoked) || a.parents.length - b.parents.length)
         .map((agent) => ({ kind: 'agent', agent }));
     }
-    if (node.kind === 'agent') return this.source.grantsOf(node.agent.id).map((grant) => ({ kind: 'grant', grant }));
+    if (node.kind === 'agent') {
+      return [
+        ...newestFirst(this.source.findings().filter((f) => f.agentId === node.agent.id)).map((finding): WritNode => ({ kind: 'finding', finding })),
+        ...this.source.grantsOf(node.agent.id).map((grant): WritNode => ({ kind: 'grant', grant })),
+      ];
+    }
     if (node.kind === 'grant') return this.source.tokensOf(node.grant.id).map((token) => ({ kind: 'token', token }));
     return [];
   }
@@ -58,11 +69,14 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
       case 'agent': {
         const a = node.agent;
         const byId = new Map(this.source.agents().map((x) => [x.id, x]));
-        const item = new vscode.TreeItem(a.name, a.grants > 0 ? vscode.TreeItemCollapsibleState.Expanded : none);
+        const findings = this.source.findings().filter((f) => f.agentId === a.id).length;
+        const item = new vscode.TreeItem(a.name, a.grants > 0 || findings > 0 ? vscode.TreeItemCollapsibleState.Expanded : none);
         item.id = `agent:${a.id}`;
-        item.description = agentDescription(a, byId);
-        item.tooltip = `${a.name} (${a.kind}${a.version ? ` ${a.version}` : ''})\n${a.id}`;
-        item.iconPath = new vscode.ThemeIcon(a.revoked ? 'circle-slash' : a.connected ? 'robot' : 'debug-pause');
+        item.description = `${findings > 0 ? `${findings} finding${findings === 1 ? '' : 's'} · ` : ''}${agentDescription(a, byId)}`;
+        item.tooltip = `${a.name} (${a.kind}${a.version ? ` ${a.version}` : ''})\n${a.id}${a.identity ? `\nidentity ${a.identity}` : ''}`;
+        item.iconPath = findings > 0 && !a.revoked
+          ? new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground'))
+          : new vscode.ThemeIcon(a.revoked ? 'circle-slash' : a.connected ? 'robot' : 'debug-pause');
         item.contextValue = a.revoked ? 'writ.agent.stopped' : 'writ.agent';
         return item;
       }
@@ -86,11 +100,70 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
         item.contextValue = 'writ.token';
         return item;
       }
+      case 'finding':
+        return findingItem(node.finding);
+      case 'identity':
+        return identityItem(node.entry, 0);
     }
   }
 
   dispose(): void {
     clearInterval(this.ticker);
+    this.subscription.dispose();
+    this.changed.dispose();
+  }
+}
+
+/** A finding row: its kind, what the agent did, and an inline Dismiss (contextValue `writ.finding`). */
+function findingItem(f: FindingView): vscode.TreeItem {
+  const item = new vscode.TreeItem(kindLabel(f.kind), vscode.TreeItemCollapsibleState.None);
+  item.id = `finding:${f.id}`;
+  item.description = describeFinding(f);
+  item.tooltip = `${kindLabel(f.kind)} (${f.action}) at ${new Date(f.at).toISOString()}\n${describeFinding(f)}\n${f.id}`;
+  item.iconPath = new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground'));
+  item.contextValue = 'writ.finding';
+  return item;
+}
+
+/** An inventory row; `writ.identity` offers Block, `writ.identity.blocked` Unblock. */
+function identityItem(e: InventoryView, findings: number): vscode.TreeItem {
+  const item = new vscode.TreeItem(e.name, findings > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+  item.id = `identity:${e.id}`;
+  item.description = inventoryDescription(e, findings, Date.now());
+  item.tooltip = inventoryTooltip(e);
+  const icon = { active: 'robot', idle: 'debug-pause', stopped: 'circle-slash', blocked: 'error' }[e.status];
+  item.iconPath = findings > 0 && e.status !== 'blocked' ? new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground')) : new vscode.ThemeIcon(icon);
+  item.contextValue = e.status === 'blocked' ? 'writ.identity.blocked' : 'writ.identity';
+  return item;
+}
+
+/** The "Inventory" view: every identity across runs (blocked first), each with its open findings. */
+export class InventoryTree implements vscode.TreeDataProvider<WritNode>, vscode.Disposable {
+  private readonly changed = new vscode.EventEmitter<WritNode | undefined>();
+  readonly onDidChangeTreeData = this.changed.event;
+  private readonly subscription: vscode.Disposable;
+
+  constructor(private readonly source: TreeSource) {
+    this.subscription = source.onDidChange(() => this.changed.fire(undefined));
+  }
+
+  getChildren(node?: WritNode): WritNode[] {
+    if (!node) {
+      const notice = this.source.notice();
+      if (notice && this.source.inventory().length === 0) return [{ kind: 'message', text: notice }];
+      return inventoryOrder(this.source.inventory()).map((entry) => ({ kind: 'identity', entry }));
+    }
+    if (node.kind === 'identity') return newestFirst(this.source.findings().filter((f) => f.identity === node.entry.id)).map((finding) => ({ kind: 'finding', finding }));
+    return [];
+  }
+
+  getTreeItem(node: WritNode): vscode.TreeItem {
+    if (node.kind === 'identity') return identityItem(node.entry, this.source.findings().filter((f) => f.identity === node.entry.id).length);
+    if (node.kind === 'finding') return findingItem(node.finding);
+    return new vscode.TreeItem(node.kind === 'message' ? node.text : '', vscode.TreeItemCollapsibleState.None);
+  }
+
+  dispose(): void {
     this.subscription.dispose();
     this.changed.dispose();
   }

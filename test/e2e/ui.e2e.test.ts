@@ -373,3 +373,72 @@ test('Review…: untick a scope, keep the lifetime, "This task only": the token 
   a.kill();
   await a.exited;
 }, 600_000);
+
+/** `writ token` from the installed extension, as the named agent, pointed at the window's broker like an agent's terminal. */
+function writToken(name: string, task: string, scope: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const b = broker!;
+  const child = spawn(process.execPath, [join(cs!.installedExtension, 'dist', 'writ.mjs'), 'token', '--agent', name, '--task', task, '--scope', scope, '--aud', AUD], {
+    env: { ...cs!.env, WRIT_BROKER: `unix:${b.socketPath}`, WRIT_RUNTIME_DIR: b.runtimeDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const io = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d) => (io.stdout += d));
+  child.stderr!.on('data', (d) => (io.stderr += d));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
+}
+
+test('a finding: the toast says what the agent did with Stop agent / Block / Dismiss, the status bar warns; Block refuses it; the Inventory view unblocks it and dismisses the finding', async () => {
+  dumpServerLogOnFailure();
+  const name = 'e2e-creep';
+  await watchForToast(name);
+  const a = startAgent(name, 'read the web repo', ['repo:read:acme/web']);
+  await (await waitForToast(a)).toast.getByRole('button', { name: 'Approve', exact: true }).click();
+  await waitUntil('the agent to mint from its grant', 120_000, () => a.events().find((e) => e.type === 'minted'));
+
+  // The same agent (its CLI session) asks for a scope it was never granted: a finding, and a prompt.
+  const creep = writToken(name, 'push a fix', 'repo:write:acme/web');
+  const findingToast = page!.locator('.notification-toast').filter({ hasText: 'never granted' }).first();
+  await findingToast.waitFor({ state: 'visible', timeout: 120_000 });
+  expect((await findingToast.innerText()).replace(/\s+/g, ' ')).toContain(`Writ: ${name} (cli) asked for a scope it was never granted: repo:write:acme/web.`);
+  for (const label of ['Stop agent', 'Block', 'Dismiss']) await findingToast.getByRole('button', { name: label, exact: true }).waitFor({ state: 'visible', timeout: 10_000 });
+  await shoot('finding-toast', findingToast);
+  const approval = page!.locator('.notification-toast').filter({ hasText: '"push a fix"' }).first();
+  await approval.getByRole('button', { name: 'Deny', exact: true }).click();
+  expect((await creep).stderr).toContain('(WRIT_DENIED)');
+
+  // No approval waits: the status bar is a warning, and its accessible label names the finding.
+  const warning = page!.locator(STATUS_ITEM).filter({ hasText: /Writ: \d+ findings?/ }).first();
+  await warning.waitFor({ state: 'visible', timeout: 60_000 });
+  expect(await page!.locator(`${STATUS_ITEM}:has(.codicon-warning)`).count()).toBe(1);
+  const label = (await page!.locator(`${STATUS_ITEM} [aria-label], ${STATUS_ITEM}[aria-label]`).first().getAttribute('aria-label')) ?? '';
+  expect(label).toContain(`Newest: ${name} (cli) asked for a scope it was never granted: repo:write:acme/web.`);
+  await shoot('statusbar-finding', statusItem());
+
+  // Block, one click on the toast: the agent's process is stopped and its next request refused without a prompt.
+  await findingToast.getByRole('button', { name: 'Block', exact: true }).click();
+  const { code } = await Promise.race([a.exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('`writ exec` did not end after Block')), 60_000))]);
+  expect(code).not.toBe(0);
+  const refused = await writToken(name, 'after block', 'repo:read:acme/web');
+  expect(refused.code).toBe(1);
+  expect(refused.stderr).toContain('(WRIT_AGENT_BLOCKED)');
+
+  // The Inventory view: the identity shows blocked, with its finding beneath; inline Unblock, inline Dismiss.
+  await runCommand(page!, 'Focus on Inventory View');
+  // Rows of the Inventory pane only (the Agents pane above lists this run's e2e-creep agents too).
+  const rows = page!.locator('.pane:has(.pane-header:has-text("Inventory")) .monaco-list-row');
+  const row = rows.filter({ hasText: name }).filter({ hasText: 'blocked' }).first();
+  await row.waitFor({ state: 'visible', timeout: 60_000 });
+  await shoot('inventory-view', row);
+  await row.hover();
+  await row.getByRole('button', { name: 'Unblock Agent…', exact: true }).click();
+  await rows.filter({ hasText: name }).filter({ hasText: /· (idle|stopped|active) ·/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
+  expect(auditRecords().filter((r) => r.event === 'agent.unblocked').length).toBe(1);
+
+  const findingRow = rows.filter({ hasText: 'scope creep' }).first();
+  await findingRow.waitFor({ state: 'visible', timeout: 60_000 });
+  await findingRow.hover();
+  await findingRow.getByRole('button', { name: 'Dismiss Finding as Expected…', exact: true }).click();
+  await findingRow.waitFor({ state: 'detached', timeout: 60_000 });
+  await page!.locator(`${STATUS_ITEM}:has(.codicon-shield)`).first().waitFor({ state: 'visible', timeout: 60_000 });
+  expect(auditRecords().filter((r) => r.event === 'finding.dismissed').length).toBe(1);
+}, 600_000);

@@ -48,6 +48,8 @@ export class BrokerProcess {
   readonly requests: ApprovalRequest[] = [];
   readonly closed: { requestId: string; reason: string }[] = [];
   readonly records: AuditRecord[] = [];
+  /** Every message from the broker, in order (the editor's view of the pipe). */
+  readonly messages: BrokerToParent[] = [];
   stdout = '';
   stderr = '';
   decide: Decider = () => null;
@@ -88,6 +90,7 @@ export class BrokerProcess {
 
   private onMessage(raw: unknown): void {
     const m = BrokerToParent.parse(raw);
+    this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
     if (m.type === 'audit.record') this.records.push(m.record);
     if (m.type === 'approval.closed') this.closed.push({ requestId: m.requestId, reason: m.reason });

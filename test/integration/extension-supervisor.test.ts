@@ -52,7 +52,7 @@ describe('BrokerSupervisor', () => {
 
     expect(h.sup.send({ type: 'state.request', requestId: 'q1' })).toBe(true);
     for (let i = 0; i < 100 && !h.messages.some((m) => m.type === 'state'); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(h.messages.find((m) => m.type === 'state')).toEqual({ type: 'state', requestId: 'q1', agents: [], grants: [], pendingApprovals: 0 });
+    expect(h.messages.find((m) => m.type === 'state')).toEqual({ type: 'state', requestId: 'q1', agents: [], grants: [], pendingApprovals: 0, findings: [], inventory: [] });
 
     ready = h.nextReady();
     process.kill(h.sup.pid!, 'SIGKILL');

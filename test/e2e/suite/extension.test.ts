@@ -178,7 +178,7 @@ describe('Writ in a real VS Code (code-server)', () => {
     console.log(`    terminal WRIT_BROKER=${value}`);
   });
 
-  describe("approvals and Stop through the extension's API", () => {
+  describe("agents through the extension's API: approvals, Stop, findings, Block", () => {
     let api: WritApi;
     let info: ReadyInfo;
     const scratch = mkdtempSync(join(tmpdir(), 'writ-e2e-agent-'));
@@ -256,6 +256,65 @@ describe('Writ in a real VS Code (code-server)', () => {
       } finally {
         if (run.child.exitCode === null) run.child.kill('SIGKILL');
       }
+    });
+
+    it("a scope-creep finding shows in the API and the status bar; Block refuses the agent, Unblock gives it back, Dismiss closes it", async () => {
+      const agent = 'e2e-creeper';
+      const token = (scope: string) => writ(['token', '--task', 'e2e creep', '--scope', scope, '--aud', 'https://api.example', '--agent', agent], agent);
+      const settle = async (run: ReturnType<typeof writ>, decision: 'approve' | 'deny') => {
+        const req = await nextRequest(agent);
+        assert.equal(api.decide(decision === 'approve' ? { requestId: req.requestId, decision, mode: 'task' } : { requestId: req.requestId, decision }), true);
+        return { req, code: await run.exited };
+      };
+
+      // A grant, then a scope it was never granted: the watch raises scope creep (a warning) before the prompt.
+      const first = await settle(token('repo:read:acme/web'), 'approve');
+      assert.equal(first.code, 0);
+      const creep = token('repo:write:acme/web');
+      const finding = await waitFor('the scope-creep finding in the API', 60_000, () => api.findings().find((f) => f.kind === 'scope-creep' && f.agentId === first.req.agent.id));
+      assert.equal(finding.action, 'warn');
+      assert.deepEqual(finding.evidence, { newScopes: ['repo:write:acme/web'], grantedBefore: 1 });
+      const entry = api.inventory().find((e) => e.id === finding.identity);
+      assert.deepEqual(entry && [entry.name, entry.kind, entry.owner], [agent, 'cli', 'dev@example.com']);
+      const denied = await settle(creep, 'deny');
+      assert.equal(denied.code, 1);
+
+      // No approval waits now: the status bar is a warning naming the newest finding.
+      await waitFor('the status bar warning', 30_000, () => api.pendingApprovals().length === 0 && api.statusView().text.startsWith('$(warning)'));
+      const open = api.findings().length;
+      assert.deepEqual(api.statusView(), {
+        text: `$(warning) Writ: ${open} finding${open === 1 ? '' : 's'}`,
+        tooltip: api.statusView().tooltip,
+        background: 'statusBarItem.warningBackground',
+      });
+      assert.ok(
+        api.statusView().tooltip.includes(`Newest: ${agent} (cli) asked for a scope it was never granted: repo:write:acme/web.`),
+        api.statusView().tooltip,
+      );
+
+      // Block by identity: the broker answers, the inventory says blocked, and the agent's next request is
+      // refused with WRIT_AGENT_BLOCKED without a prompt.
+      assert.deepEqual(await api.blockAgent('inv_00000000000000000000'), { ok: false, code: 'WRIT_AGENT_NOT_FOUND', message: 'no agent with that identity in the inventory' });
+      assert.deepEqual(await api.blockAgent(finding.identity, 'e2e: scope creep'), { ok: true });
+      await waitFor('the inventory to show the agent blocked', 30_000, () => api.inventory().find((e) => e.id === finding.identity && e.status === 'blocked'));
+      const blocked = token('repo:read:acme/web');
+      const blockedCode = await blocked.exited;
+      assert.equal(blockedCode, 1, blocked.io.stderr);
+      assert.match(blocked.io.stderr, /\(WRIT_AGENT_BLOCKED\)/);
+      assert.equal(api.pendingApprovals().filter((r) => r.agent.name === agent).length, 0);
+
+      // Unblock: the same identity asks again and is approved.
+      assert.deepEqual(await api.unblockAgent(finding.identity), { ok: true });
+      await waitFor('the inventory to show the agent unblocked', 30_000, () => api.inventory().find((e) => e.id === finding.identity && e.status !== 'blocked'));
+      const again = token('repo:read:acme/web');
+      const back = await settle(again, 'approve');
+      assert.equal(back.code, 0, again.io.stderr);
+      assert.match(again.io.stdout.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/);
+
+      // Dismiss as expected: the finding closes and the status bar leaves the warning (when it was the only one).
+      assert.deepEqual(await api.dismissFinding(finding.id), { ok: true });
+      await waitFor('the finding to close', 30_000, () => !api.findings().some((f) => f.id === finding.id) || undefined);
+      if (api.findings().length === 0) assert.ok(!api.statusView().text.startsWith('$(warning)'), api.statusView().text);
     });
   });
 });

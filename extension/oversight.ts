@@ -1,0 +1,245 @@
+// What the developer reads about the watch's findings and the agent inventory: a finding in plain words with
+// its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
+// it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
+import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
+
+export const STOP_AGENT = 'Stop agent';
+export const BLOCK = 'Block';
+export const UNBLOCK = 'Unblock';
+export const DISMISS = 'Dismiss';
+export const SHOW_FINDINGS = 'Show Findings';
+
+export type FindingButton = typeof STOP_AGENT | typeof BLOCK | typeof UNBLOCK | typeof DISMISS;
+
+/** Evidence comes from the broker as a free-form record: read each fact only when it has the expected type. */
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+const strs = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
+const proc = (v: unknown): { pid: number; exe?: string } | undefined => {
+  if (!v || typeof v !== 'object') return undefined;
+  const pid = num((v as { pid?: unknown }).pid);
+  const exe = str((v as { exe?: unknown }).exe);
+  return pid === undefined ? undefined : { pid, ...(exe ? { exe } : {}) };
+};
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** `10 s`, `90 s`, `10 min`: a watch window in words. */
+export function describeWindow(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`;
+}
+
+/** `a, b, c and 2 more`. */
+function list(items: readonly string[], max = 3): string {
+  const shown = items.slice(0, max).join(', ');
+  return items.length > max ? `${shown} and ${items.length - max} more` : shown;
+}
+
+/** `40×`, `6.5×`: how far over its own baseline an identity went. */
+function factor(count: number, baseline: number | undefined): string | undefined {
+  if (baseline === undefined || baseline <= 0) return undefined;
+  const f = count / baseline;
+  return `${f >= 10 ? Math.round(f) : Math.round(f * 10) / 10}×`;
+}
+
+const KIND_LABEL: Record<string, string> = {
+  'scope-creep': 'scope creep',
+  'scope-burst': 'scope burst',
+  'request-burst': 'request burst',
+  'mint-burst': 'token burst',
+  'bad-token': 'bad token',
+  'process-mismatch': 'process mismatch',
+  'pending-flood': 'approval flood',
+};
+
+/** The finding's kind in words (`scope creep`); an unknown kind as it came. */
+export function kindLabel(kind: string): string {
+  return KIND_LABEL[kind] ?? kind;
+}
+
+/** What the agent did, as the end of a sentence that starts with its name. */
+export function describeFinding(f: Pick<FindingView, 'kind' | 'evidence'>): string {
+  const e = f.evidence;
+  switch (f.kind) {
+    case 'scope-creep': {
+      const scopes = strs(e.newScopes);
+      if (!scopes || scopes.length === 0) return 'asked for scopes it was never granted';
+      return scopes.length === 1 ? `asked for a scope it was never granted: ${scopes[0]}` : `asked for ${scopes.length} scopes it was never granted: ${list(scopes)}`;
+    }
+    case 'scope-burst': {
+      const n = num(e.newScopes);
+      const w = num(e.windowMs);
+      if (n === undefined) return 'asked for many scopes it was never granted in a short time';
+      return `asked for ${plural(n, 'scope', 'scopes')} it was never granted${w === undefined ? '' : ` within ${describeWindow(w)}`}`;
+    }
+    case 'request-burst':
+    case 'mint-burst': {
+      const mint = f.kind === 'mint-burst';
+      const n = num(mint ? e.mints : e.requests);
+      const w = num(e.windowMs);
+      if (n === undefined) return mint ? 'minted tokens far faster than usual' : 'made requests far faster than usual';
+      const what = mint ? `minted ${plural(n, 'token', 'tokens')}` : `made ${plural(n, 'request', 'requests')}`;
+      const x = factor(n, num(e.baselinePerWindow));
+      return `${what}${w === undefined ? '' : ` in ${describeWindow(w)}`}${x ? `, ${x} its usual rate` : ''}`;
+    }
+    case 'bad-token': {
+      const code = str(e.code);
+      const jti = str(e.jti);
+      const which = jti ? ` (${jti})` : '';
+      if (code === 'WRIT_TOKEN_REVOKED') return `presented a revoked token${which}`;
+      if (code === 'WRIT_TOKEN_EXPIRED') return `presented an expired token${which}`;
+      return `presented a token the broker refused${code ? ` (${code})` : ''}`;
+    }
+    case 'process-mismatch': {
+      const want = proc(e.expected);
+      const got = proc(e.actual);
+      const p = (x: { pid: number; exe?: string }) => `pid ${x.pid}${x.exe ? ` (${x.exe})` : ''}`;
+      if (!want || !got) return 'used its token from a process other than the one it was minted for';
+      return `used its token from ${p(got)}; it was minted for ${p(want)}`;
+    }
+    case 'pending-flood': {
+      const n = num(e.pending);
+      return n === undefined ? 'has many requests waiting for your approval at once' : `has ${n} requests waiting for your approval at once`;
+    }
+    default:
+      return `raised a "${f.kind}" finding`;
+  }
+}
+
+/** What the broker already did about it, as a sentence (empty for a warning). */
+export function describeAction(action: FindingView['action']): string {
+  if (action === 'block') return ' Writ blocked it: its requests are refused until you unblock it.';
+  if (action === 'stop') return ' Writ stopped it.';
+  return '';
+}
+
+/** Who did it: the inventory's name and kind for the identity, else the live agent's, else the bare identity. */
+export function findingAgentLabel(f: Pick<FindingView, 'identity' | 'agentId'>, inventory: readonly InventoryView[], agents: readonly AgentView[]): string {
+  const e = inventory.find((x) => x.id === f.identity);
+  if (e) return `${e.name} (${e.kind})`;
+  const a = agents.find((x) => x.id === f.agentId);
+  if (a) return `${a.name} (${a.kind})`;
+  return f.identity;
+}
+
+/** The notification for one finding (VS Code shows one paragraph). */
+export function findingMessage(f: FindingView, agent: string): string {
+  return `Writ: ${agent} ${describeFinding(f)}.${describeAction(f.action)}`;
+}
+
+/** One line for the status bar's tooltip, the output channel and lists. */
+export function findingLine(f: FindingView, agent: string): string {
+  return `${agent} ${describeFinding(f)}`;
+}
+
+/** The notification's buttons: Stop and Block unless the broker already did that; Dismiss always. */
+export function findingButtons(f: Pick<FindingView, 'action'>): FindingButton[] {
+  if (f.action === 'block') return [UNBLOCK, DISMISS];
+  if (f.action === 'stop') return [BLOCK, DISMISS];
+  return [STOP_AGENT, BLOCK, DISMISS];
+}
+
+/** The notification for findings past the limit: how many, and whose. */
+export function summaryMessage(findings: readonly FindingView[], label: (f: FindingView) => string): string {
+  const whose = findings.map((f) => `${label(f)}: ${kindLabel(f.kind)}`);
+  return `Writ: ${plural(findings.length, 'more finding', 'more findings')} (${list(whose)}).`;
+}
+
+/** Newest first. */
+export function newestFirst(findings: readonly FindingView[]): FindingView[] {
+  return findings.slice().sort((a, b) => b.at - a.at || a.id.localeCompare(b.id));
+}
+
+/** This run's agent ids of an identity that Stop would revoke: the inventory's live ids not yet revoked. */
+export function liveAgentIds(identity: string, inventory: readonly InventoryView[], agents: readonly AgentView[]): string[] {
+  const live = inventory.find((e) => e.id === identity)?.live ?? [];
+  const revoked = new Set(agents.filter((a) => a.revoked).map((a) => a.id));
+  return live.filter((id) => !revoked.has(id));
+}
+
+export type FindingAlert = { kind: 'one'; finding: FindingView } | { kind: 'many'; findings: FindingView[] };
+
+/**
+ * Which findings to notify. The broker keeps one open finding per identity and kind, and this tells each at
+ * most once while it is open (a snapshot repeats them); a dismissed one raised again is told again. At most
+ * `maxToasts` finding notifications are up at once; past that, one summary with the count, and while that is
+ * up the rest are only counted in the status bar.
+ */
+export class FindingAlerts {
+  /** identity + kind → the id of the finding told for it. */
+  private readonly told = new Map<string, string>();
+  private showing = 0;
+  private summaryUp = false;
+
+  constructor(private readonly maxToasts = 2) {}
+
+  /** Feed every snapshot's open findings; returns the notifications to show now, oldest first. */
+  update(open: readonly FindingView[]): FindingAlert[] {
+    const key = (f: FindingView) => `${f.identity}\n${f.kind}`;
+    const openIds = new Set(open.map((f) => f.id));
+    for (const [k, id] of this.told) if (!openIds.has(id)) this.told.delete(k);
+    const fresh = open.filter((f) => this.told.get(key(f)) !== f.id).sort((a, b) => a.at - b.at || a.id.localeCompare(b.id));
+    for (const f of fresh) this.told.set(key(f), f.id);
+    const slots = Math.max(0, this.maxToasts - this.showing);
+    const alerts: FindingAlert[] = fresh.slice(0, slots).map((finding) => ({ kind: 'one', finding }));
+    this.showing += alerts.length;
+    const rest = fresh.slice(slots);
+    if (rest.length > 0 && !this.summaryUp) {
+      this.summaryUp = true;
+      alerts.push({ kind: 'many', findings: rest });
+    }
+    return alerts;
+  }
+
+  /** A notification was answered or closed. */
+  closed(alert: FindingAlert): void {
+    if (alert.kind === 'one') this.showing = Math.max(0, this.showing - 1);
+    else this.summaryUp = false;
+  }
+
+  /** A new broker run: its findings died with the old one. Notifications still up are closed by their owner. */
+  reset(): void {
+    this.told.clear();
+  }
+}
+
+/** `just now`, `4 min ago`, `3 h ago`, `2 d ago`: when the inventory last saw an identity. */
+export function ago(iso: string, nowMs: number): string {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const s = Math.max(0, Math.floor((nowMs - t) / 1000));
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86_400)} d ago`;
+}
+
+/** One line about an identity for the inventory view: kind, status, owner, last seen, tokens, processes, findings. */
+export function inventoryDescription(e: InventoryView, findings: number, nowMs: number): string {
+  const parts = [e.kind, e.status, e.owner, `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
+  // The executables' file names (full paths and hashes are in the hover).
+  const exes = [...new Set(e.processes.map((p) => p.exe.slice(p.exe.lastIndexOf('/') + 1)))];
+  if (exes.length > 0) parts.push(`ran as ${list(exes, 2)}`);
+  if (findings > 0) parts.unshift(plural(findings, 'finding', 'findings'));
+  return parts.join(' · ');
+}
+
+/** The inventory row's hover: everything the inventory holds about the identity, one fact a line. */
+export function inventoryTooltip(e: InventoryView): string {
+  const lines = [
+    `${e.name} (${e.kind}), owner ${e.owner}`,
+    `identity ${e.id}`,
+    `status ${e.status}${e.blocked ? `: blocked ${e.blocked.at}${e.blocked.reason ? ` (${e.blocked.reason})` : ''}` : ''}`,
+    `first seen ${e.firstSeen}, last seen ${e.lastSeen}, ${plural(e.sessions, 'session', 'sessions')}`,
+    `tokens now ${e.tokensNow}${e.live.length ? `; this run: ${e.live.join(', ')}` : ''}`,
+  ];
+  if (e.processes.length > 0) lines.push(`processes: ${e.processes.map((p) => (p.sha256 ? `${p.exe} (sha256 ${p.sha256.slice(0, 12)}…)` : p.exe)).join(', ')}`);
+  if (e.scopesGranted.length > 0) lines.push(`granted before: ${list(e.scopesGranted, 8)}`);
+  if (e.parents.length > 0) lines.push(`sub-agent of ${e.parents.join(', ')}`);
+  return lines.join('\n');
+}
+
+/** The inventory in the view's order: blocked first (they need a decision), then by last seen, newest first. */
+export function inventoryOrder(entries: readonly InventoryView[]): InventoryView[] {
+  return entries.slice().sort((a, b) => Number(b.status === 'blocked') - Number(a.status === 'blocked') || (a.lastSeen < b.lastSeen ? 1 : a.lastSeen > b.lastSeen ? -1 : a.id.localeCompare(b.id)));
+}

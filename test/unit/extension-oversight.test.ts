@@ -1,0 +1,229 @@
+// The watch's findings and the inventory as the developer reads them in the editor: exact wording with the
+// evidence, the buttons, which findings get a notification (never a flood), and the inventory's rows.
+import { describe, it, expect } from 'vitest';
+import type { AgentView, FindingView, InventoryView } from '../../broker/protocol';
+import {
+  FindingAlerts,
+  ago,
+  describeFinding,
+  findingAgentLabel,
+  findingButtons,
+  findingMessage,
+  inventoryDescription,
+  inventoryOrder,
+  inventoryTooltip,
+  liveAgentIds,
+  newestFirst,
+  summaryMessage,
+} from '../../extension/oversight';
+
+const finding = (over: Partial<FindingView> = {}): FindingView => ({
+  id: 'fnd_1',
+  kind: 'scope-creep',
+  identity: 'inv_a',
+  agentId: 'agt_1',
+  at: 1_000,
+  action: 'warn',
+  evidence: { newScopes: ['repo:write:acme/web'], grantedBefore: 1 },
+  ...over,
+});
+
+const entry = (over: Partial<InventoryView> = {}): InventoryView => ({
+  id: 'inv_a',
+  name: 'creeper',
+  kind: 'script',
+  owner: 'dev@example.com',
+  firstSeen: '2026-01-01T09:00:00.000Z',
+  lastSeen: '2026-01-01T10:00:00.000Z',
+  sessions: 2,
+  processes: [{ exe: '/usr/bin/node' }],
+  parents: [],
+  subAgents: [],
+  scopesGranted: ['repo:read:acme/web'],
+  blocked: null,
+  stopped: false,
+  status: 'active',
+  tokensNow: 1,
+  live: ['agt_1'],
+  ...over,
+});
+
+const agent = (over: Partial<AgentView> = {}): AgentView => ({
+  id: 'agt_1',
+  name: 'creeper',
+  kind: 'script',
+  parents: [],
+  connected: true,
+  revoked: false,
+  grants: 1,
+  liveTokens: 1,
+  ...over,
+});
+
+describe('a finding in plain words', () => {
+  it('names each kind with its evidence', () => {
+    expect(describeFinding(finding())).toBe('asked for a scope it was never granted: repo:write:acme/web');
+    expect(describeFinding(finding({ evidence: { newScopes: ['a:b:1', 'a:b:2', 'a:b:3', 'a:b:4', 'a:b:5'], grantedBefore: 2 } }))).toBe(
+      'asked for 5 scopes it was never granted: a:b:1, a:b:2, a:b:3 and 2 more',
+    );
+    expect(describeFinding(finding({ kind: 'scope-burst', evidence: { newScopes: 6, windowMs: 60_000 } }))).toBe('asked for 6 scopes it was never granted within 60 s');
+    expect(describeFinding(finding({ kind: 'mint-burst', evidence: { mints: 812, windowMs: 10_000, baselinePerWindow: 20.3 } }))).toBe(
+      'minted 812 tokens in 10 s, 40× its usual rate',
+    );
+    expect(describeFinding(finding({ kind: 'request-burst', evidence: { requests: 31, windowMs: 10_000, baselinePerWindow: 3 } }))).toBe(
+      'made 31 requests in 10 s, 10× its usual rate',
+    );
+    expect(describeFinding(finding({ kind: 'request-burst', evidence: { requests: 13, windowMs: 600_000, baselinePerWindow: 2 } }))).toBe(
+      'made 13 requests in 10 min, 6.5× its usual rate',
+    );
+    expect(describeFinding(finding({ kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_REVOKED', jti: 'jti_9' } }))).toBe('presented a revoked token (jti_9)');
+    expect(describeFinding(finding({ kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_EXPIRED' } }))).toBe('presented an expired token');
+    expect(describeFinding(finding({ kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_INVALID' } }))).toBe('presented a token the broker refused (WRIT_TOKEN_INVALID)');
+    expect(
+      describeFinding(finding({ kind: 'process-mismatch', evidence: { expected: { pid: 123, exe: '/usr/bin/node' }, actual: { pid: 456, exe: '/usr/bin/curl' } } })),
+    ).toBe('used its token from pid 456 (/usr/bin/curl); it was minted for pid 123 (/usr/bin/node)');
+    expect(describeFinding(finding({ kind: 'pending-flood', evidence: { pending: 3 } }))).toBe('has 3 requests waiting for your approval at once');
+  });
+
+  it('falls back to words without numbers when the evidence is missing or of the wrong type, and names an unknown kind', () => {
+    expect(describeFinding(finding({ evidence: {} }))).toBe('asked for scopes it was never granted');
+    expect(describeFinding(finding({ kind: 'mint-burst', evidence: { mints: '812' } }))).toBe('minted tokens far faster than usual');
+    expect(describeFinding(finding({ kind: 'request-burst', evidence: { requests: 40, windowMs: 10_000 } }))).toBe('made 40 requests in 10 s');
+    expect(describeFinding(finding({ kind: 'process-mismatch', evidence: { expected: 'x' } }))).toBe('used its token from a process other than the one it was minted for');
+    expect(describeFinding(finding({ kind: 'moon-phase', evidence: {} }))).toBe('raised a "moon-phase" finding');
+  });
+
+  it('the notification names the agent, what it did, and what the broker already did; the buttons follow', () => {
+    expect(findingMessage(finding(), 'creeper (script)')).toBe('Writ: creeper (script) asked for a scope it was never granted: repo:write:acme/web.');
+    expect(findingMessage(finding({ kind: 'request-burst', action: 'block', evidence: { requests: 31, windowMs: 10_000, baselinePerWindow: 3 } }), 'runaway (script)')).toBe(
+      'Writ: runaway (script) made 31 requests in 10 s, 10× its usual rate. Writ blocked it: its requests are refused until you unblock it.',
+    );
+    expect(findingMessage(finding({ kind: 'pending-flood', action: 'stop', evidence: { pending: 4 } }), 'x (y)')).toBe(
+      'Writ: x (y) has 4 requests waiting for your approval at once. Writ stopped it.',
+    );
+    expect(findingButtons({ action: 'warn' })).toEqual(['Stop agent', 'Block', 'Dismiss']);
+    expect(findingButtons({ action: 'block' })).toEqual(['Unblock', 'Dismiss']);
+    expect(findingButtons({ action: 'stop' })).toEqual(['Block', 'Dismiss']);
+  });
+
+  it('names the agent from the inventory, else the live agent, else the identity', () => {
+    expect(findingAgentLabel(finding(), [entry({ name: 'claude-code', kind: 'cli' })], [])).toBe('claude-code (cli)');
+    expect(findingAgentLabel(finding(), [], [agent({ name: 'helper', kind: 'mcp' })])).toBe('helper (mcp)');
+    expect(findingAgentLabel(finding(), [], [])).toBe('inv_a');
+  });
+
+  it('the summary counts the findings past the limit and says whose', () => {
+    const fs = [finding(), finding({ id: 'fnd_2', kind: 'mint-burst', identity: 'inv_b' }), finding({ id: 'fnd_3', kind: 'bad-token' }), finding({ id: 'fnd_4', kind: 'x' })];
+    expect(summaryMessage(fs, (f) => (f.identity === 'inv_a' ? 'creeper' : 'minter'))).toBe(
+      'Writ: 4 more findings (creeper: scope creep, minter: token burst, creeper: bad token and 1 more).',
+    );
+    expect(summaryMessage([finding()], () => 'creeper')).toBe('Writ: 1 more finding (creeper: scope creep).');
+  });
+
+  it('Stop takes the identity\'s live agents of this run that are not revoked yet', () => {
+    const inv = [entry({ live: ['agt_1', 'agt_2', 'agt_3'] })];
+    expect(liveAgentIds('inv_a', inv, [agent({ id: 'agt_2', revoked: true })])).toEqual(['agt_1', 'agt_3']);
+    expect(liveAgentIds('inv_zz', inv, [])).toEqual([]);
+  });
+
+  it('orders findings newest first', () => {
+    expect(newestFirst([finding({ id: 'a', at: 1 }), finding({ id: 'b', at: 3 }), finding({ id: 'c', at: 2 })]).map((f) => f.id)).toEqual(['b', 'c', 'a']);
+  });
+});
+
+describe('which findings get a notification', () => {
+  it('tells each open finding once, however many snapshots repeat it', () => {
+    const alerts = new FindingAlerts(2);
+    const f = finding();
+    expect(alerts.update([f])).toEqual([{ kind: 'one', finding: f }]);
+    expect(alerts.update([f])).toEqual([]);
+    expect(alerts.update([f])).toEqual([]);
+  });
+
+  it('tells a finding raised again after it was dismissed', () => {
+    const alerts = new FindingAlerts(2);
+    const f = finding();
+    alerts.closed(alerts.update([f])[0]!);
+    expect(alerts.update([])).toEqual([]);
+    const again = finding({ id: 'fnd_2', at: 2_000 });
+    expect(alerts.update([again])).toEqual([{ kind: 'one', finding: again }]);
+  });
+
+  it('tells a new id for the same identity and kind even when the dismissal fell between two snapshots', () => {
+    const alerts = new FindingAlerts(2);
+    alerts.closed(alerts.update([finding()])[0]!);
+    const again = finding({ id: 'fnd_2' });
+    expect(alerts.update([again])).toEqual([{ kind: 'one', finding: again }]);
+  });
+
+  it('shows at most the limit at once, folds the rest into one summary, and only counts more while that is up', () => {
+    const alerts = new FindingAlerts(2);
+    const fs = [1, 2, 3, 4].map((i) => finding({ id: `fnd_${i}`, identity: `inv_${i}`, at: i }));
+    const first = alerts.update(fs.slice().reverse());
+    expect(first).toEqual([
+      { kind: 'one', finding: fs[0] },
+      { kind: 'one', finding: fs[1] },
+      { kind: 'many', findings: [fs[2], fs[3]] },
+    ]);
+    const f5 = finding({ id: 'fnd_5', identity: 'inv_5', at: 5 });
+    expect(alerts.update([...fs, f5])).toEqual([]);
+    // One finding notification closes: the next new one is shown on its own.
+    alerts.closed(first[0]!);
+    const f6 = finding({ id: 'fnd_6', identity: 'inv_6', at: 6 });
+    expect(alerts.update([...fs, f5, f6])).toEqual([{ kind: 'one', finding: f6 }]);
+    // The summary closes: the next overflow gets a summary again.
+    alerts.closed(first[2]!);
+    const f7 = finding({ id: 'fnd_7', identity: 'inv_7', at: 7 });
+    expect(alerts.update([...fs, f5, f6, f7])).toEqual([{ kind: 'many', findings: [f7] }]);
+  });
+
+  it('a new broker run forgets what was told', () => {
+    const alerts = new FindingAlerts(5);
+    const f = finding();
+    alerts.update([f]);
+    alerts.reset();
+    expect(alerts.update([f])).toEqual([{ kind: 'one', finding: f }]);
+  });
+});
+
+describe('the inventory view', () => {
+  const now = Date.parse('2026-01-01T10:05:30.000Z');
+
+  it('says when an identity was last seen', () => {
+    expect(ago('2026-01-01T10:05:00.000Z', now)).toBe('just now');
+    expect(ago('2026-01-01T10:00:00.000Z', now)).toBe('5 min ago');
+    expect(ago('2026-01-01T07:00:00.000Z', now)).toBe('3 h ago');
+    expect(ago('2025-12-30T10:00:00.000Z', now)).toBe('2 d ago');
+    expect(ago('not a time', now)).toBe('not a time');
+  });
+
+  it('describes a row with kind, status, owner, last seen, tokens and open findings', () => {
+    expect(inventoryDescription(entry(), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node');
+    expect(inventoryDescription(entry({ status: 'blocked', tokensNow: 0, processes: [] }), 2, now)).toBe('2 findings · script · blocked · dev@example.com · seen 5 min ago · 0 tokens');
+    const many = [{ exe: '/usr/bin/node', sha256: 'a'.repeat(64) }, { exe: '/opt/node/bin/node' }, { exe: '/usr/bin/python3' }, { exe: '/bin/sh' }];
+    expect(inventoryDescription(entry({ processes: many }), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node, python3 and 1 more');
+  });
+
+  it('the hover holds the identity, the block, the processes and the scopes granted', () => {
+    expect(inventoryTooltip(entry({ status: 'blocked', blocked: { at: '2026-01-01T10:01:00.000Z', reason: 'scope creep' }, live: [], processes: [{ exe: '/usr/bin/node', sha256: 'ab12'.repeat(16) }] }))).toBe(
+      [
+        'creeper (script), owner dev@example.com',
+        'identity inv_a',
+        'status blocked: blocked 2026-01-01T10:01:00.000Z (scope creep)',
+        'first seen 2026-01-01T09:00:00.000Z, last seen 2026-01-01T10:00:00.000Z, 2 sessions',
+        'tokens now 1',
+        'processes: /usr/bin/node (sha256 ab12ab12ab12…)',
+        'granted before: repo:read:acme/web',
+      ].join('\n'),
+    );
+  });
+
+  it('lists blocked identities first, then the most recently seen', () => {
+    const rows = [
+      entry({ id: 'old', lastSeen: '2026-01-01T08:00:00.000Z' }),
+      entry({ id: 'new', lastSeen: '2026-01-01T10:00:00.000Z' }),
+      entry({ id: 'blocked', status: 'blocked', lastSeen: '2026-01-01T07:00:00.000Z' }),
+    ];
+    expect(inventoryOrder(rows).map((r) => r.id)).toEqual(['blocked', 'new', 'old']);
+  });
+});
