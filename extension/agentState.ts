@@ -25,30 +25,64 @@ export const EMPTY_SNAPSHOT: Snapshot = { agents: [], grants: [], pendingApprova
 
 /** Tokens minted in this broker run, forgotten when they expire or are revoked by jti. */
 export class TokenLedger {
-  private readonly tokens = new Map<string, LiveToken>();
+  /** Live tokens by grant, then by jti: a grant's rows cost its own tokens, not every token of the run. */
+  private readonly byGrant = new Map<string, Map<string, LiveToken>>();
+  private readonly grantOf = new Map<string, string>();
+  /** Size after the last sweep of expired tokens: sweeping when it doubles keeps memory bounded by live tokens. */
+  private swept = 1024;
+
+  constructor(private readonly nowSeconds: () => number = () => Math.floor(Date.now() / 1000)) {}
 
   /** Feed every audit record of the run. Returns true when the record changed the ledger. */
   add(r: AuditRecord): boolean {
     if ((r.event === 'token.minted' || r.event === 'token.exchanged') && r.outcome === 'success' && r.jti && r.grantId && r.exp !== undefined) {
-      this.tokens.set(r.jti, { jti: r.jti, grantId: r.grantId, expiresAt: r.exp, scopes: r.scopes ?? [] });
+      let g = this.byGrant.get(r.grantId);
+      if (!g) this.byGrant.set(r.grantId, (g = new Map()));
+      g.set(r.jti, { jti: r.jti, grantId: r.grantId, expiresAt: r.exp, scopes: r.scopes ?? [] });
+      this.grantOf.set(r.jti, r.grantId);
+      if (this.grantOf.size >= 2 * this.swept) this.sweep(this.nowSeconds());
       return true;
     }
-    if (r.event === 'revoked' && r.jti) return this.tokens.delete(r.jti);
+    if (r.event === 'revoked' && r.jti) {
+      const grantId = this.grantOf.get(r.jti);
+      if (grantId === undefined) return false;
+      this.drop(grantId, r.jti);
+      return true;
+    }
     return false;
   }
 
   clear(): void {
-    this.tokens.clear();
+    this.byGrant.clear();
+    this.grantOf.clear();
+  }
+
+  /** How many unexpired tokens it holds (after dropping the expired ones). */
+  size(nowSeconds: number): number {
+    this.sweep(nowSeconds);
+    return this.grantOf.size;
   }
 
   /** Live tokens of a grant still live in the snapshot (a revoked grant's tokens are gone with it). */
   forGrant(grantId: string, nowSeconds: number): LiveToken[] {
     const out: LiveToken[] = [];
-    for (const t of this.tokens.values()) {
-      if (t.expiresAt <= nowSeconds) this.tokens.delete(t.jti);
-      else if (t.grantId === grantId) out.push(t);
+    for (const t of this.byGrant.get(grantId)?.values() ?? []) {
+      if (t.expiresAt <= nowSeconds) this.drop(grantId, t.jti);
+      else out.push(t);
     }
     return out.sort((a, b) => a.expiresAt - b.expiresAt);
+  }
+
+  private drop(grantId: string, jti: string): void {
+    this.grantOf.delete(jti);
+    const g = this.byGrant.get(grantId);
+    g?.delete(jti);
+    if (g?.size === 0) this.byGrant.delete(grantId);
+  }
+
+  private sweep(nowSeconds: number): void {
+    for (const [grantId, g] of this.byGrant) for (const t of g.values()) if (t.expiresAt <= nowSeconds) this.drop(grantId, t.jti);
+    this.swept = Math.max(1024, this.grantOf.size);
   }
 }
 

@@ -118,6 +118,21 @@ describe('agent state', () => {
     expect(l.forGrant('g2', 100)).toEqual([{ jti: 'j3', grantId: 'g2', expiresAt: 300, scopes: [] }]);
   });
 
+  it('keeps memory to the live tokens: expired ones are swept as minting goes on, none of the live ones lost', () => {
+    let now = 1000;
+    const l = new TokenLedger(() => now);
+    // An agent minting for a long time: each token lives 60 s, one per second of the fake clock.
+    for (let i = 0; i < 20_000; i++) {
+      now = 1000 + i;
+      l.add(rec({ jti: `j${i}`, grantId: i % 2 ? 'g1' : 'g2', exp: now + 60, outcome: 'success' }));
+    }
+    expect(l.size(now)).toBe(60);
+    expect(l.forGrant('g1', now).map((t) => t.jti)).toEqual(Array.from({ length: 30 }, (_, k) => `j${19_941 + 2 * k}`));
+    expect(l.add(rec({ event: 'revoked', jti: 'j19999' }))).toBe(true);
+    expect(l.add(rec({ event: 'revoked', jti: 'j5' }))).toBe(false);
+    expect(l.size(now)).toBe(59);
+  });
+
   it('counts active agents and describes them', () => {
     const a = (over: Partial<AgentView>): AgentView => ({ id: 'a', name: 'n', kind: 'cli', parents: [], connected: false, revoked: false, grants: 0, liveTokens: 0, ...over });
     const agents = [a({ id: 'a1', connected: true }), a({ id: 'a2', grants: 1 }), a({ id: 'a3' }), a({ id: 'a4', connected: true, revoked: true })];
