@@ -69,6 +69,7 @@ const ACTION_TIMEOUT_MS = 10_000;
 const STATE_TIMEOUT_MS = 3000;
 /** Audit records come in bursts: one state refresh per burst. */
 const REFRESH_DEBOUNCE_MS = 100;
+const COUNTS_REFRESH_MS = 1000;
 
 export class WritContext implements TreeSource {
   readonly output: vscode.LogOutputChannel;
@@ -85,6 +86,9 @@ export class WritContext implements TreeSource {
   private readonly findingNotes: FindingNotifications;
   private readonly readyWaiters = new Set<(r: ReadyInfo) => void>();
   private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshDue = 0;
+  /** The last snapshot as JSON: a refresh that changes nothing repaints nothing. */
+  private snapText = '';
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChange = this.changed.event;
   /** Set by activate() once it returns: how long the extension's own activation work took. */
@@ -409,7 +413,9 @@ export class WritContext implements TreeSource {
     this.session = r.session;
     this.ledger.add(r);
     this.panel.append(r);
-    if (r.event !== 'checkpoint' && r.event !== 'token.introspected') this.scheduleRefresh(REFRESH_DEBOUNCE_MS);
+    // A minting agent changes only token counts: the views catch up once a second instead of redrawing per token.
+    if (r.event === 'token.minted' || r.event === 'token.exchanged' || r.event === 'token.used' || r.event === 'proxy.call') this.scheduleRefresh(COUNTS_REFRESH_MS);
+    else if (r.event !== 'checkpoint' && r.event !== 'token.introspected') this.scheduleRefresh(REFRESH_DEBOUNCE_MS);
   }
 
   private phaseChanged(phase: BrokerPhase): void {
@@ -428,6 +434,7 @@ export class WritContext implements TreeSource {
     this.approvals.clear();
     this.ledger.clear();
     this.snap = EMPTY_SNAPSHOT;
+    this.snapText = '';
     this.stateWaiters.clear();
     for (const resolve of this.actionWaiters.values()) resolve({ ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: 'the broker stopped before it answered' });
     this.actionWaiters.clear();
@@ -437,8 +444,14 @@ export class WritContext implements TreeSource {
     this.ext.environmentVariableCollection.clear();
   }
 
+  /** One state request per window of `delay`; an earlier due time (a Stop, a finding) pulls a pending one forward. */
   private scheduleRefresh(delay: number): void {
-    if (this.refreshTimer) return;
+    const due = Date.now() + delay;
+    if (this.refreshTimer) {
+      if (due >= this.refreshDue) return;
+      clearTimeout(this.refreshTimer);
+    }
+    this.refreshDue = due;
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = undefined;
       void this.refresh();
@@ -455,6 +468,10 @@ export class WritContext implements TreeSource {
       }, STATE_TIMEOUT_MS).unref();
     });
     if (!snap) return;
+    // Unchanged state redraws nothing: the tree, the status bar and the panel repaint only on a real change.
+    const text = JSON.stringify(snap);
+    if (text === this.snapText) return;
+    this.snapText = text;
     this.snap = snap;
     this.update();
     this.panel.agentsChanged();
