@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import { BrokerProcess, ROOT, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { WritClient } from '../../broker/sdk/client';
@@ -239,6 +241,10 @@ async function run(c) {
       return form('/oauth2/token', { grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: c.token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', ...(c.actor ? { actor_name: c.actor } : {}) });
     case 'introspect':
       return form('/oauth2/introspect', { token: c.token });
+    case 'proxy': {
+      const r = await fetch(httpUrl + '/proxy/' + c.path, { headers: { authorization: 'Bearer ' + c.token } });
+      return { status: r.status, json: await r.json() };
+    }
     case 'child':
       return new Promise((res) => {
         const ch = spawn(process.execPath, [__filename, socketUrl, httpUrl, JSON.stringify(c.commands)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -416,6 +422,51 @@ describe.skipIf(process.platform !== 'linux')('oversight: whose token is this (s
     expect(findingRecords(b)).toEqual([]);
     await parent.stop();
     await b.stop();
+  });
+
+  it('through the proxy: another agent\'s process is refused before the upstream (401, WRIT_TOKEN_NOT_YOURS); the owner gets through', async () => {
+    const seen: string[] = [];
+    const upstream = createServer((req, res) => {
+      seen.push(req.url!);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const upUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const set = await new Promise<number | null>((resolve) => {
+      const c = spawn(process.execPath, [WRIT, 'secret', 'set', 'api', '--upstream', upUrl], { env: { ...process.env, ...b.env }, stdio: ['pipe', 'ignore', 'inherit'] });
+      c.on('close', resolve);
+      c.stdin!.end('not-a-real-secret\n');
+    });
+    expect(set).toBe(0);
+    const owner = ScriptedAgent.start(script, b);
+    const ownerId = (await owner.do({ op: 'hello', name: 'owner' })).result.agentId;
+    const token = (await owner.do({ op: 'task', task: 'read', scopes: [`http:GET:${upUrl}/**`], audience: upUrl })).result.token;
+    const thief = ScriptedAgent.start(script, b);
+    const thiefId = (await thief.do({ op: 'hello', name: 'thief' })).result.agentId;
+    expect(await thief.do({ op: 'proxy', path: 'api/data', token: token.token })).toEqual({
+      status: 401,
+      json: { error: 'invalid_token', error_description: 'this token was minted for another agent', writ_code: 'WRIT_TOKEN_NOT_YOURS' },
+    });
+    expect(seen).toEqual([]);
+    expect(await owner.do({ op: 'proxy', path: 'api/data', token: token.token })).toEqual({ status: 200, json: { ok: true } });
+    expect(seen).toEqual(['/data']);
+    expect((await findings(b)).map((f) => [f.kind, f.agentId, f.evidence])).toEqual([
+      ['bad-token', ownerId, { code: 'WRIT_TOKEN_NOT_YOURS', jti: token.jti, via: 'proxy', presenter: { agentIds: [thiefId], pid: thief.pid, exe } }],
+      ['process-mismatch', ownerId, { expected: { pid: owner.pid, exe }, actual: { pid: thief.pid, exe }, jti: token.jti, via: 'proxy' }],
+    ]);
+    const calls = auditEvents(b).filter((e) => e.event === 'proxy.call');
+    expect(calls.map((e) => [e.outcome, e.code, e.jti])).toEqual([
+      ['failure', 'WRIT_TOKEN_NOT_YOURS', token.jti],
+      ['success', undefined, token.jti],
+    ]);
+    await thief.stop();
+    await owner.stop();
+    await b.stop();
+    upstream.closeAllConnections();
+    await new Promise<void>((r) => upstream.close(() => r()));
   });
 
   it('process-mismatch=stop revokes the agent whose token left its process, and refuses the use', async () => {
