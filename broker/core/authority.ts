@@ -618,9 +618,9 @@ export class Authority {
 
   /**
    * The two "whose token is this" rules, for a token that verified. The presenter counts as every agent that said
-   * hello from its process or one of its ancestors (a tool an agent runs is that agent); if there are some and none
-   * may hold the token, it is refused. Either rule is a finding against the token's own agent (its token leaked),
-   * naming the presenter.
+   * hello from its process or one of its ancestors (a tool an agent runs is that agent; for introspection, only its
+   * own process); if there are some and none may hold the token, it is refused. Either rule is a finding against
+   * the token's own agent (its token leaked), naming the presenter.
    */
   private async checkHolder(claims: WritClaims, chain: string[], presenter: Presenter): Promise<void> {
     const table = this.deps.processes;
@@ -629,7 +629,9 @@ export class Authority {
     if (proc?.startTime === undefined) return;
     const line = table.lineage(proc.pid);
     if (line[0]?.startTime !== proc.startTime) return;
-    const inLine = (r: ProcessRef) => line.some((p) => p.pid === r.pid && p.startTime === r.startTime);
+    // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
+    const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;
+    const inLine = (r: ProcessRef) => counted.some((p) => p.pid === r.pid && p.startTime === r.startTime);
     const presenters = [...this.agents.values()].filter((a) => a.seenFrom.some(inLine));
     const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
     const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
