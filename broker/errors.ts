@@ -30,6 +30,7 @@ export const ERROR_CODES = [
   'WRIT_TOKEN_INVALID',
   'WRIT_TOKEN_EXPIRED',
   'WRIT_TOKEN_REVOKED',
+  'WRIT_TOKEN_NOT_YOURS', // presented by an agent that is neither the token's agent nor its ancestor or descendant
   'WRIT_AUDIENCE_MISMATCH',
   'WRIT_TTL_INVALID',
   // keychain

@@ -26,7 +26,7 @@ import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
 import { RpcConnection, REVOCATION_ACK_TIMEOUT_MS } from './net/rpc';
-import { PeerIdentifier } from './net/peer';
+import { PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
 import { createProxy, proxyTimeoutMs } from './proxy/proxy';
@@ -270,6 +270,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
       approver,
       publicKey: (kid) => keys.publicKeys().get(kid),
       oversight,
+      processes: procTable,
     },
   );
   stopIdentity.fn = (identity, reason) => authority.stopIdentity(identity, reason);
@@ -298,7 +299,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     issuer,
     baseUrl: () => listeners?.httpUrl ?? '',
     jwks: () => keys.jwks(clock.now(), maxTtl),
-    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log }),
+    peer: (socket) => peers.forSocket(socket),
+    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket) }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({

@@ -29,6 +29,8 @@ import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS } from './tokens';
 import type { RevocationStore } from './revocation';
 import type { Oversight } from './oversight';
 import { statusOf } from './inventory';
+import { BindingStore, bindingFor, checkPresenter, mayHold } from './binding';
+import type { ProcessBinding, ProcessRef, ProcessTable } from './binding';
 
 /** Where approvals come from: the parent's IPC pipe or the broker's own terminal. Never a socket. */
 export interface Approver {
@@ -76,6 +78,8 @@ interface Agent {
   revoked: boolean;
   connections: number;
   process: PeerProcess | undefined;
+  /** Every process this agent said hello from (pid + start time), newest last, a few at most: who it is on HTTP. */
+  seenFrom: ProcessRef[];
   grants: Set<string>;
   /** Inventory identity (stable across runs), when oversight is on. */
   identity: string | undefined;
@@ -107,7 +111,23 @@ export interface Caller {
   agentId: string;
   /** Aborts when the caller's connection goes away: its pending approvals end with it. */
   signal?: AbortSignal;
+  /** The calling connection's process (kernel-derived): the process the tokens it gets are minted for. */
+  process?: PeerProcess;
 }
+
+/**
+ * A token presented back to the broker by a connection: how (for the evidence) and its process, looked up on
+ * demand. `introspect` is how resources ask too, so only an agent introspecting another's token counts there.
+ */
+export interface Presenter {
+  via: 'exchange' | 'proxy' | 'introspect';
+  process: () => Promise<PeerProcess | undefined>;
+}
+
+/** Processes an agent is remembered to have said hello from. */
+const SEEN_FROM = 4;
+/** Process bindings kept ready per (pid, start time), so a burst of mints reads /proc once. */
+const BINDING_CACHE = 256;
 
 /** May return a promise: the revoke call waits for it (subscribers acknowledging the event). */
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
@@ -123,6 +143,8 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  private readonly bindings = new BindingStore();
+  private readonly bindingCache = new Map<string, ProcessBinding>();
 
   constructor(
     readonly config: AuthorityConfig,
@@ -136,6 +158,8 @@ export class Authority {
       publicKey: (kid: string) => import('node:crypto').KeyObject | undefined;
       /** Inventory and watch; optional so the decision logic can be tested alone. */
       oversight?: Oversight;
+      /** The process table (/proc), for binding tokens to the process they were minted for; absent: no binding. */
+      processes?: ProcessTable;
     },
   ) {
     if (config.maxTtlSeconds > MAX_TTL_CEILING_SECONDS) {
@@ -168,7 +192,10 @@ export class Authority {
       if (agent?.revoked) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
       if (agent) {
         agent.connections++;
-        if (process) agent.process = process;
+        if (process) {
+          agent.process = process;
+          this.rememberProcess(agent, process);
+        }
         await this.audit('agent.connected', agent, { detail: { resumed: true } });
         return { agentId: agent.id, resumed: true };
       }
@@ -198,9 +225,11 @@ export class Authority {
       revoked: false,
       connections: 0,
       process,
+      seenFrom: [],
       grants: new Set(),
       identity: undefined,
     };
+    if (process) this.rememberProcess(agent, process);
     agent.identity = this.deps.oversight?.identify({
       name: info.name,
       kind: info.kind,
@@ -209,6 +238,12 @@ export class Authority {
     });
     this.agents.set(agent.id, agent);
     return agent;
+  }
+
+  private rememberProcess(agent: Agent, p: PeerProcess): void {
+    if (p.startTime === undefined) return;
+    const ref = { pid: p.pid, startTime: p.startTime };
+    agent.seenFrom = [...agent.seenFrom.filter((r) => r.pid !== ref.pid || r.startTime !== ref.startTime), ref].slice(-SEEN_FROM);
   }
 
   async disconnected(agentId: string): Promise<void> {
@@ -250,7 +285,7 @@ export class Authority {
 
     const reusable = this.findReusableGrant(agent, params.task, params.audience, asked);
     if (reusable) {
-      const token = await this.mintFrom(agent, reusable, asked, Math.min(ttl, reusable.ttl), { reused: true, taskId });
+      const token = await this.mintFrom(agent, reusable, asked, Math.min(ttl, reusable.ttl), { reused: true, taskId, minter: caller.process });
       return { grant: this.grantView(reusable), reused: true, token };
     }
 
@@ -280,7 +315,7 @@ export class Authority {
     }
     if (oversight && agent.identity) oversight.granted(agent.identity, grant.scopes);
     const session = agent.sessionHash === undefined ? this.issueSession(agent) : undefined;
-    const token = await this.mintFrom(agent, grant, grant.scopes, grant.ttl, { reused: false, taskId });
+    const token = await this.mintFrom(agent, grant, grant.scopes, grant.ttl, { reused: false, taskId, minter: caller.process });
     return { grant: this.grantView(grant), reused: false, ...(session === undefined ? {} : { session }), token };
   }
 
@@ -491,7 +526,7 @@ export class Authority {
       scopes = normalizeScopes(asked.map(formatScope));
     }
     const ttl = Math.min(grant.ttl, params.ttl ?? grant.ttl);
-    return this.mintFrom(agent, grant, scopes, ttl, { reused: true, taskId: grant.taskId });
+    return this.mintFrom(agent, grant, scopes, ttl, { reused: true, taskId: grant.taskId, minter: caller.process });
   }
 
   /** Signs, then makes the mint record durable; only then does the token leave this function. */
@@ -500,7 +535,7 @@ export class Authority {
     grant: Grant,
     scopes: readonly string[],
     ttl: number,
-    ctx: { reused: boolean; taskId: string },
+    ctx: { reused: boolean; taskId: string; minter: PeerProcess | undefined },
   ): Promise<TokenResult> {
     const { token, claims } = this.deps.minter.mint({
       user: this.config.user,
@@ -526,15 +561,36 @@ export class Authority {
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
     grant.tokens.set(claims.jti, claims.exp);
+    // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
+    if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
+  }
+
+  /** Records the process a token was minted for (where the kernel said which), for the process-mismatch rule. */
+  private bind(jti: string, exp: number, minter: PeerProcess | undefined): void {
+    const table = this.deps.processes;
+    if (!table || minter?.startTime === undefined) return;
+    const key = `${minter.pid}:${minter.startTime}`;
+    let b = this.bindingCache.get(key);
+    if (b === undefined) {
+      b = bindingFor(minter, table);
+      if (b === undefined) return;
+      this.bindingCache.set(key, b);
+      if (this.bindingCache.size > BINDING_CACHE) this.bindingCache.delete(this.bindingCache.keys().next().value!);
+    }
+    this.bindings.set(jti, b, exp, seconds(this.deps.clock.now()));
   }
 
   // -------------------------------------------------------------------------------------------
   // Tokens presented back to the broker: introspection and exchange
   // -------------------------------------------------------------------------------------------
 
-  /** Verifies a token and that nothing revoked it. Throws the specific WritError otherwise. */
-  async check(token: string, audience?: string): Promise<WritClaims & { chain: string[] }> {
+  /**
+   * Verifies a token and that nothing revoked it. Throws the specific WritError otherwise. With a presenter, also
+   * whose hands it is in: an agent holding another agent's token is refused (WRIT_TOKEN_NOT_YOURS), and a
+   * process other than the one it was minted for is a process-mismatch finding.
+   */
+  async check(token: string, audience?: string, presenter?: Presenter): Promise<WritClaims & { chain: string[] }> {
     const opts = { issuer: this.config.issuer, keys: this.deps.publicKey, clock: this.deps.clock, ...(audience === undefined ? {} : { audience }) };
     let claims: WritClaims;
     try {
@@ -556,7 +612,50 @@ export class Authority {
       }
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
+    if (presenter) await this.checkHolder(claims, chain, presenter);
     return { ...claims, chain };
+  }
+
+  /**
+   * The two "whose token is this" rules, for a token that verified. The presenter counts as every agent that said
+   * hello from its process or one of its ancestors (a tool an agent runs is that agent; for introspection, only its
+   * own process); if there are some and none may hold the token, it is refused. Either rule is a finding against
+   * the token's own agent (its token leaked), naming the presenter.
+   */
+  private async checkHolder(claims: WritClaims, chain: string[], presenter: Presenter): Promise<void> {
+    const table = this.deps.processes;
+    if (!table) return;
+    const proc = await presenter.process();
+    if (proc?.startTime === undefined) return;
+    const line = table.lineage(proc.pid);
+    if (line[0]?.startTime !== proc.startTime) return;
+    // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
+    const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;
+    const inLine = (r: ProcessRef) => counted.some((p) => p.pid === r.pid && p.startTime === r.startTime);
+    const presenters = [...this.agents.values()].filter((a) => a.seenFrom.some(inLine));
+    const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
+    const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
+    const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table);
+
+    const holder = this.agents.get(chain[0]!);
+    const oversight = this.deps.oversight;
+    const actual = { pid: proc.pid, ...(proc.exe === undefined ? {} : { exe: proc.exe }) };
+    if (notYours && oversight && holder?.identity) {
+      await oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_NOT_YOURS', claims.jti, {
+        via: presenter.via,
+        presenter: { agentIds: presenters.map((a) => a.id), ...actual },
+      });
+    }
+    let refusal: unknown;
+    if (verdict?.verdict === 'mismatch' && oversight && holder?.identity) {
+      try {
+        await oversight.onProcessMismatch(holder.identity, this.auditAgent(holder), verdict.expected, verdict.actual, { jti: claims.jti, via: presenter.via });
+      } catch (e) {
+        refusal = e;
+      }
+    }
+    if (notYours) throw new WritError('WRIT_TOKEN_NOT_YOURS', 'this token was minted for another agent');
+    if (refusal !== undefined) throw refusal;
   }
 
   /**
@@ -580,9 +679,9 @@ export class Authority {
   }
 
   /** RFC 7662: the claims of an active token, or `{ active: false }` and nothing else. */
-  async introspect(token: string): Promise<Record<string, unknown>> {
+  async introspect(token: string, presenter?: Omit<Presenter, 'via'>): Promise<Record<string, unknown>> {
     try {
-      const c = await this.check(token);
+      const c = await this.check(token, undefined, presenter && { ...presenter, via: 'introspect' });
       await this.auditRaw({ event: 'token.introspected', jti: c.jti, outcome: 'success', agent: this.auditAgentById(c.client_id) });
       return {
         active: true,
@@ -611,8 +710,9 @@ export class Authority {
   async exchange(
     subjectToken: string,
     req: { scopes?: string[]; audience?: string; actorName?: string },
+    presenter?: Omit<Presenter, 'via'>,
   ): Promise<TokenResult & { scope: string }> {
-    const subject = await this.check(subjectToken);
+    const subject = await this.check(subjectToken, undefined, presenter && { ...presenter, via: 'exchange' });
     if (req.audience !== undefined && req.audience !== subject.aud) {
       throw new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience');
     }
@@ -662,6 +762,8 @@ export class Authority {
     });
     if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     grant.tokens.set(claims.jti, claims.exp);
+    // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
+    if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
   }
 

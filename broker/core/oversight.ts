@@ -60,9 +60,24 @@ export class Oversight {
     await this.act(this.deps.watch.onMint(identity, agent.id), agent);
   }
 
-  async onBadToken(identity: string, agent: AuditAgent, code: string, jti: string): Promise<void> {
-    // The presenter is not always the agent (a resource introspecting); the finding records, it does not act.
-    await this.act(this.deps.watch.onBadToken(identity, agent.id, code, jti), agent, { noAction: true });
+  async onBadToken(identity: string, agent: AuditAgent, code: string, jti: string, more: Record<string, unknown> = {}): Promise<void> {
+    // The presenter is not always the agent (a resource introspecting, a thief); the finding records, it does not
+    // act. The request itself is refused by its code.
+    await this.act(this.deps.watch.onBadToken(identity, agent.id, code, jti, more), agent, { noAction: true });
+  }
+
+  /**
+   * A token used from a process it was not minted for. Acts as configured (warn by default): block or stop end
+   * the presenting request too, and the token's agent is blocked or stopped (its token left its process).
+   */
+  async onProcessMismatch(
+    identity: string,
+    agent: AuditAgent,
+    expected: { pid: number; exe?: string },
+    actual: { pid: number; exe?: string },
+    more: Record<string, unknown>,
+  ): Promise<void> {
+    await this.act(this.deps.watch.onProcessMismatch(identity, agent.id, expected, actual, more), agent);
   }
 
   granted(identity: string, scopes: readonly string[]): void {

@@ -116,8 +116,9 @@ export class Watch {
     private readonly ids: IdSource,
   ) {}
 
-  private raise(kind: FindingKind, identity: string, agentId: string, evidence: Record<string, unknown>): Finding[] {
-    const key = `${identity}\n${kind}`;
+  /** `variant` splits one kind into separately open findings (a leaked token is not hidden by an open expired one). */
+  private raise(kind: FindingKind, identity: string, agentId: string, evidence: Record<string, unknown>, variant = ''): Finding[] {
+    const key = `${identity}\n${kind}\n${variant}`;
     if (this.open.has(key)) return [];
     const f: Finding = { id: this.ids.id('fnd'), kind, identity, agentId, at: this.clock.now(), action: this.config.actions[kind], evidence };
     this.open.set(key, f);
@@ -174,13 +175,23 @@ export class Watch {
     return b ? this.raise('mint-burst', identity, agentId, { mints: b.count, windowMs: this.config.mintBurst.windowMs, baselinePerWindow: b.baselinePerWindow }) : [];
   }
 
-  /** A revoked or expired token, or one minted for another agent, presented back to the broker. */
-  onBadToken(identity: string, agentId: string, code: string, jti?: string): Finding[] {
-    return this.raise('bad-token', identity, agentId, { code, ...(jti ? { jti } : {}) });
+  /**
+   * A revoked or expired token, or one minted for another agent, presented back to the broker. `identity` and
+   * `agentId` are the agent the token was minted for; `more` names the presenter where that is the point.
+   */
+  onBadToken(identity: string, agentId: string, code: string, jti?: string, more: Record<string, unknown> = {}): Finding[] {
+    return this.raise('bad-token', identity, agentId, { code, ...(jti ? { jti } : {}), ...more }, code);
   }
 
-  onProcessMismatch(identity: string, agentId: string, expected: { pid: number; exe?: string }, actual: { pid: number; exe?: string }): Finding[] {
-    return this.raise('process-mismatch', identity, agentId, { expected, actual });
+  /** A token presented by a process that is neither the one it was minted for nor one of that process's descendants. */
+  onProcessMismatch(
+    identity: string,
+    agentId: string,
+    expected: { pid: number; exe?: string },
+    actual: { pid: number; exe?: string },
+    more: Record<string, unknown> = {},
+  ): Finding[] {
+    return this.raise('process-mismatch', identity, agentId, { expected, actual, ...more });
   }
 
   onPending(identity: string, agentId: string, pending: number): Finding[] {

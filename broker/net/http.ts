@@ -1,7 +1,9 @@
 // The loopback HTTP surface: RFC 8414 metadata, the JWKS, RFC 7662 introspection, RFC 7009 revocation and
 // RFC 8693 token exchange. Requests from browsers (an Origin) or for a non-loopback Host never get this far.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { WritError, isWritError } from '../errors';
+import type { PeerProcess } from '../protocol';
 import type { Authority } from '../core/authority';
 import type { Clock } from '../core/clock';
 
@@ -16,6 +18,8 @@ export interface HttpDeps {
   /** The base URL of the loopback listener, for the metadata document. */
   baseUrl: () => string;
   jwks: () => { keys: unknown[] };
+  /** The process on the other end of a request's socket (kernel-derived, looked up on first use), where known. */
+  peer?: (socket: Socket) => () => Promise<PeerProcess | undefined>;
   /** The credential-injecting proxy (broker/proxy): every request under /proxy/ goes to it. */
   proxy?: (req: IncomingMessage, res: ServerResponse) => void;
 }
@@ -61,6 +65,8 @@ function oauthCodeFor(e: WritError): [number, string] {
     case 'WRIT_TOKEN_INVALID':
     case 'WRIT_TOKEN_EXPIRED':
     case 'WRIT_TOKEN_REVOKED':
+    case 'WRIT_TOKEN_NOT_YOURS':
+    case 'WRIT_AGENT_BLOCKED':
     case 'WRIT_DEPTH_EXCEEDED':
       return [400, 'invalid_grant'];
     case 'WRIT_FRAME_TOO_LARGE':
@@ -94,6 +100,7 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (deps.proxy && (req.url ?? '').startsWith('/proxy/')) return deps.proxy(req, res);
     const route = `${req.method} ${url.pathname}`;
+    const presenter = deps.peer ? { process: deps.peer(req.socket) } : undefined;
     const run = async () => {
       switch (route) {
         case 'GET /.well-known/oauth-authorization-server':
@@ -104,7 +111,7 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
           const form = await readForm(req);
           const token = form.get('token');
           if (!token) throw new WritError('WRIT_BAD_REQUEST', 'token is required', { path: 'token' });
-          return send(res, 200, await deps.authority.introspect(token));
+          return send(res, 200, await deps.authority.introspect(token, presenter));
         }
         case 'POST /oauth2/revoke': {
           // RFC 7009: 200 whatever the token was, so the endpoint is no oracle. Holding a token is the right to revoke it.
@@ -150,7 +157,7 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
             ...(scope ? { scopes: scope.split(' ').filter(Boolean) } : {}),
             ...(audience === undefined ? {} : { audience }),
             ...(actor === undefined ? {} : { actorName: actor }),
-          });
+          }, presenter);
           return send(res, 200, {
             access_token: out.token,
             issued_token_type: ACCESS_TOKEN_TYPE,

@@ -17,6 +17,7 @@ import type { Socket } from 'node:net';
 import { endianness } from 'node:os';
 import { basename } from 'node:path';
 import type { PeerProcess } from '../protocol';
+import type { ProcessRef, ProcessTable } from '../core/binding';
 
 /** Executables larger than this are not hashed (the hash is then omitted, never guessed). */
 export const MAX_HASHED_EXECUTABLE_BYTES = 256 * 1024 * 1024;
@@ -240,6 +241,29 @@ export async function stillSame(peer: Pick<PeerProcess, 'pid' | 'startTime'>, pl
   return now !== undefined && now.startTime === peer.startTime;
 }
 
+/** How far up a lineage is read: past any real tree, short of a loop if /proc changes underfoot. */
+export const MAX_LINEAGE = 64;
+
+/**
+ * The process and its ancestors (by /proc/<pid>/stat ppid), nearest first, each with its start time, read now.
+ * Empty off Linux or when the pid is gone: the process is then not identified.
+ */
+export function procLineage(pid: number, platform: NodeJS.Platform = process.platform): ProcessRef[] {
+  if (platform !== 'linux') return [];
+  const out: ProcessRef[] = [];
+  let at = pid;
+  while (at > 0 && out.length < MAX_LINEAGE) {
+    const stat = readStat(at);
+    if (!stat) break;
+    out.push({ pid: at, startTime: stat.startTime });
+    at = stat.ppid;
+  }
+  return out;
+}
+
+/** The broker's process table: /proc on Linux; elsewhere nothing is identified and the process rules stay quiet. */
+export const procTable: ProcessTable = { lineage: (pid) => procLineage(pid) };
+
 async function readTcpRows(): Promise<ProcNetTcpRow[]> {
   const rows: ProcNetTcpRow[] = [];
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
@@ -379,6 +403,27 @@ export class PeerIdentifier {
       }
       return undefined;
     };
+  }
+
+  private readonly bySocket = new WeakMap<Socket, () => Promise<PeerProcess | undefined>>();
+
+  /**
+   * The peer of an HTTP request's socket (loopback TCP or the Unix socket), looked up on first use only and then
+   * kept for the socket's life: a keep-alive client costs one lookup, and requests that present no token none.
+   */
+  forSocket(socket: Socket): () => Promise<PeerProcess | undefined> {
+    let accessor = this.bySocket.get(socket);
+    if (accessor === undefined) {
+      let started: (() => Promise<PeerProcess | undefined>) | undefined;
+      const addr = peerAddressOf(socket, socket.remotePort === undefined ? 'unix' : 'tcp', this.platform);
+      accessor = () => {
+        if (addr === undefined) return Promise.resolve(undefined);
+        started ??= this.forConnection(addr);
+        return started();
+      };
+      this.bySocket.set(socket, accessor);
+    }
+    return accessor;
   }
 
   /** The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`). */

@@ -33,6 +33,8 @@ export const MAX_USE_REPORTS_PER_SECOND = 100;
 
 export class RpcConnection {
   agentId: string | undefined;
+  /** The peer process as of `hello`: what the tokens minted on this connection are bound to. */
+  private process: PeerProcess | undefined;
   subscribed = false;
   private readonly gone = new AbortController();
   private useWindow = { second: -1, count: 0 };
@@ -191,7 +193,7 @@ export class RpcConnection {
       throw new WritError('WRIT_NOT_INTRODUCED', 'call hello first');
     }
     const a = this.services.authority;
-    const caller = () => ({ agentId: this.agentId!, signal: this.gone.signal });
+    const caller = () => ({ agentId: this.agentId!, signal: this.gone.signal, ...(this.process === undefined ? {} : { process: this.process }) });
     switch (method) {
       case 'hello': {
         if (this.agentId !== undefined) throw new WritError('WRIT_BAD_REQUEST', 'hello was already called on this connection', { path: 'method' });
@@ -203,6 +205,7 @@ export class RpcConnection {
           throw new WritError('WRIT_DENIED', 'connection closed');
         }
         this.agentId = agentId;
+        this.process = peer;
         return { protocol: PROTOCOL_VERSION, agentId, resumed, issuer: a.config.issuer, user: a.config.user };
       }
       case 'task.request':

@@ -13,7 +13,8 @@ import { request as httpsRequest } from 'node:https';
 import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders, ClientRequest } from 'node:http';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
-import type { AuditEntry } from '../protocol';
+import type { AuditEntry, PeerProcess } from '../protocol';
+import type { Socket } from 'node:net';
 import type { Authority } from '../core/authority';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
@@ -39,6 +40,8 @@ export interface ProxyDeps {
   /** No response headers (or no body bytes for this long) from the upstream → 504. */
   timeoutMs: number;
   log?: (line: string) => void;
+  /** The agent's process (kernel-derived, on first use): a token used from a process it was not minted for is a finding. */
+  peer?: (socket: Socket) => () => Promise<PeerProcess | undefined>;
 }
 
 interface CallFacts {
@@ -223,11 +226,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       if (token === undefined) return fail(401, new WritError('WRIT_TOKEN_INVALID', 'send a Writ token: Authorization: Bearer <token>'));
       let claims: Awaited<ReturnType<Authority['check']>>;
       try {
-        claims = await deps.authority.check(token, upstream);
+        claims = await deps.authority.check(token, upstream, deps.peer ? { via: 'proxy', process: deps.peer(req.socket) } : undefined);
       } catch (e) {
         if (!isWritError(e) || e.code === 'WRIT_INTERNAL' || e.code === 'WRIT_AUDIT_WRITE_FAILED') throw e;
         // These are decided after the signature verified, so the token's own jti may go on record.
-        if (e.code === 'WRIT_TOKEN_REVOKED' || e.code === 'WRIT_TOKEN_EXPIRED' || e.code === 'WRIT_AUDIENCE_MISMATCH') {
+        if (e.code === 'WRIT_TOKEN_REVOKED' || e.code === 'WRIT_TOKEN_EXPIRED' || e.code === 'WRIT_AUDIENCE_MISMATCH' || e.code === 'WRIT_TOKEN_NOT_YOURS') {
           const jtiOf = signedJti(token);
           if (jtiOf !== undefined) facts.jti = jtiOf;
         }

@@ -2,10 +2,15 @@
 // client over the real socket), an ordinary workload raises nothing, blocks and the inventory survive a
 // restart, and a corrupt inventory stops the broker with a clear error.
 import { describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { BrokerProcess, ROOT, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
 import { identityOf } from '../../broker/core/inventory';
 import { codeOf } from '../helpers/codes';
@@ -201,5 +206,278 @@ describe('oversight: the inventory', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('(WRIT_INVENTORY_CORRUPT)');
     expect(readFileSync(join(env.WRIT_STATE_DIR, 'agents.json'), 'utf8')).toBe('{"v":1,"agents":[{"id":');
+  });
+});
+
+// A scriptable agent in its own process (no SDK: ws and fetch), so its pid is its own. Commands come one JSON line
+// at a time on stdin (or all at once as argv[4]); each answer is one JSON line on stdout. `child` runs commands in a
+// child process of this one (a sub-agent spawned the ordinary way) and answers with the child's pid and answers.
+const SCRIPTED_AGENT = String.raw`
+const WebSocket = require('ws');
+const { spawn } = require('node:child_process');
+const [socketUrl, httpUrl, batch] = process.argv.slice(2);
+let ws;
+let nextId = 1;
+const pending = new Map();
+const call = (method, params) => new Promise((res) => {
+  const id = nextId++;
+  pending.set(id, res);
+  ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+});
+const form = async (path, body) => {
+  const r = await fetch(httpUrl + path, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body).toString() });
+  return { status: r.status, json: await r.json() };
+};
+async function run(c) {
+  switch (c.op) {
+    case 'hello':
+      ws = new WebSocket(socketUrl, { headers: { host: 'localhost' }, perMessageDeflate: false });
+      ws.on('message', (d) => { const m = JSON.parse(d.toString()); pending.get(m.id)?.(m); pending.delete(m.id); });
+      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+      return call('hello', { protocol: 'writ/1', agent: { name: c.name, kind: 'script' }, ...(c.parentSession ? { parentSession: c.parentSession } : {}) });
+    case 'task':
+      return call('task.request', { task: c.task, scopes: c.scopes, audience: c.audience });
+    case 'exchange':
+      return form('/oauth2/token', { grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: c.token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', ...(c.actor ? { actor_name: c.actor } : {}) });
+    case 'introspect':
+      return form('/oauth2/introspect', { token: c.token });
+    case 'proxy': {
+      const r = await fetch(httpUrl + '/proxy/' + c.path, { headers: { authorization: 'Bearer ' + c.token } });
+      return { status: r.status, json: await r.json() };
+    }
+    case 'child':
+      return new Promise((res) => {
+        const ch = spawn(process.execPath, [__filename, socketUrl, httpUrl, JSON.stringify(c.commands)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        ch.stdout.on('data', (d) => (out += d));
+        ch.on('exit', () => res({ pid: ch.pid, answers: out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) }));
+      });
+  }
+}
+const answer = (c) => run(c).then((r) => process.stdout.write(JSON.stringify(r) + '\n'));
+if (batch) {
+  (async () => { for (const c of JSON.parse(batch)) await answer(c); process.exit(0); })();
+} else {
+  let buf = '';
+  let chain = Promise.resolve();
+  process.stdin.on('data', (d) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const c = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      chain = chain.then(() => answer(c));
+    }
+  });
+  process.stdin.on('end', () => process.exit(0));
+}
+`;
+
+// The script lives in a temporary folder: it finds `ws` through NODE_PATH (its children inherit it).
+const AGENT_SPAWN = (stdio: ['pipe' | 'ignore', 'pipe', 'inherit']) => ({ cwd: ROOT, stdio, env: { ...process.env, NODE_PATH: join(ROOT, 'node_modules') } });
+
+class ScriptedAgent {
+  private buf = '';
+  private readonly waiters: ((m: any) => void)[] = [];
+  readonly exited: Promise<unknown>;
+
+  private constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d) => {
+      this.buf += d;
+      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
+        const m = JSON.parse(this.buf.slice(0, i));
+        this.buf = this.buf.slice(i + 1);
+        this.waiters.shift()?.(m);
+      }
+    });
+    // An agent that dies answers everything still waiting, so a broken script fails the test instead of hanging it.
+    this.exited = new Promise((r) => child.on('exit', r)).then(() => {
+      for (const w of this.waiters.splice(0)) w({ exited: true });
+    });
+  }
+
+  static script(): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'writ-agent-')), 'agent.cjs');
+    writeFileSync(file, SCRIPTED_AGENT);
+    return file;
+  }
+
+  /** Long-lived: commands one at a time. */
+  static start(script: string, b: BrokerProcess): ScriptedAgent {
+    return new ScriptedAgent(spawn(process.execPath, [script, `ws+unix://${b.discovery.socketPath}:/`, b.discovery.httpUrl], AGENT_SPAWN(['pipe', 'pipe', 'inherit'])));
+  }
+
+  /** One-shot: runs the commands and exits; resolves with its pid and its answers. */
+  static async once(script: string, b: BrokerProcess, commands: unknown[]): Promise<{ pid: number; answers: any[] }> {
+    const child = spawn(process.execPath, [script, `ws+unix://${b.discovery.socketPath}:/`, b.discovery.httpUrl, JSON.stringify(commands)], AGENT_SPAWN(['ignore', 'pipe', 'inherit']));
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    await new Promise((r) => child.on('exit', r));
+    return { pid: child.pid!, answers: out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  do(command: Record<string, unknown>): Promise<any> {
+    return new Promise((r) => {
+      this.waiters.push(r);
+      this.child.stdin!.write(JSON.stringify(command) + '\n');
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.child.stdin!.end();
+    await this.exited;
+  }
+}
+
+describe.skipIf(process.platform !== 'linux')('oversight: whose token is this (separate agent processes)', () => {
+  const script = ScriptedAgent.script();
+  const exe = realpathSync(process.execPath);
+  // Findings are read on a connection that never says hello: the test process must not count as an agent, since
+  // every agent process here is its child (an agent counts for the tools it runs).
+  const findings = async (b: BrokerProcess) => {
+    const c = await WritClient.connect(b.socket);
+    const r = (await c.call('findings.list', {})).findings;
+    await c.close();
+    return r;
+  };
+  const findingRecords = (b: BrokerProcess) => auditEvents(b).filter((e) => e.event === 'finding');
+  const victimWithToken = async (b: BrokerProcess) => {
+    const victim = ScriptedAgent.start(script, b);
+    const hello = await victim.do({ op: 'hello', name: 'victim' });
+    const task = await victim.do({ op: 'task', task: 'read', scopes: ['repo:read:acme/web'], audience: AUD });
+    expect(task.result.token.token).toMatch(/^eyJ/);
+    return { victim, agentId: hello.result.agentId as string, token: task.result.token as { token: string; jti: string }, session: task.result.session as string };
+  };
+
+  it('a token used from a process it was not minted for is a process-mismatch finding (warn): both processes named, the request goes through', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { victim, agentId, token } = await victimWithToken(b);
+    // Another process, not an agent, not a descendant of the victim, exchanges the victim's token.
+    const thief = await ScriptedAgent.once(script, b, [{ op: 'exchange', token: token.token, actor: 'stolen' }]);
+    expect(thief.answers[0].status).toBe(200);
+    const evidence = { expected: { pid: victim.pid, exe }, actual: { pid: thief.pid, exe }, jti: token.jti, via: 'exchange' };
+    expect((await findings(b)).map((f) => [f.kind, f.action, f.agentId, f.identity, f.evidence])).toEqual([
+      ['process-mismatch', 'warn', agentId, identityOf(USER, 'victim', 'script'), evidence],
+    ]);
+    expect(findingRecords(b).map((r) => [r.agent.id, r.detail.kind, r.detail.action, r.detail.evidence])).toEqual([[agentId, 'process-mismatch', 'warn', evidence]]);
+    await victim.stop();
+    await b.stop();
+  });
+
+  it('an agent presenting another agent\'s token is refused with WRIT_TOKEN_NOT_YOURS: a bad-token finding against the token\'s agent names the presenter', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { victim, agentId, token } = await victimWithToken(b);
+    const thief = ScriptedAgent.start(script, b);
+    const thiefId = (await thief.do({ op: 'hello', name: 'thief' })).result.agentId;
+    const exchanged = await thief.do({ op: 'exchange', token: token.token });
+    expect(exchanged).toEqual({ status: 400, json: { error: 'invalid_grant', error_description: 'this token was minted for another agent', writ_code: 'WRIT_TOKEN_NOT_YOURS' } });
+    // Introspection by an agent is holding it too: RFC 7662 says only that it is not active.
+    expect(await thief.do({ op: 'introspect', token: token.token })).toEqual({ status: 200, json: { active: false } });
+    const notYours = { code: 'WRIT_TOKEN_NOT_YOURS', jti: token.jti, via: 'exchange', presenter: { agentIds: [thiefId], pid: thief.pid, exe } };
+    const mismatch = { expected: { pid: victim.pid, exe }, actual: { pid: thief.pid, exe }, jti: token.jti, via: 'exchange' };
+    expect((await findings(b)).map((f) => [f.kind, f.agentId, f.evidence])).toEqual([
+      ['bad-token', agentId, notYours],
+      ['process-mismatch', agentId, mismatch],
+    ]);
+    expect(findingRecords(b).map((r) => [r.agent.id, r.detail.kind, r.detail.evidence])).toEqual([
+      [agentId, 'bad-token', notYours],
+      [agentId, 'process-mismatch', mismatch],
+    ]);
+    expect(auditEvents(b).filter((e) => e.event === 'token.introspected').map((e) => [e.outcome, e.code])).toEqual([['failure', 'WRIT_TOKEN_NOT_YOURS']]);
+    // The victim itself still may: the refusal is about the holder, not the token.
+    expect((await victim.do({ op: 'exchange', token: token.token })).status).toBe(200);
+    await thief.stop();
+    await victim.stop();
+    await b.stop();
+  });
+
+  it('an agent using its own token and sub-agents spawned as its children exchanging its token raise nothing', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { victim: parent, token, session } = await victimWithToken(b);
+    expect((await parent.do({ op: 'exchange', token: token.token, actor: 'own' })).status).toBe(200);
+    expect((await parent.do({ op: 'introspect', token: token.token })).json.active).toBe(true);
+    // A child process that is not an agent of its own, and one that says hello as a sub-agent, each exchange the
+    // parent's token and use what they got.
+    const plain = await parent.do({ op: 'child', commands: [{ op: 'exchange', token: token.token, actor: 'plain-child' }] });
+    expect(plain.answers[0].status).toBe(200);
+    const sub = await parent.do({
+      op: 'child',
+      commands: [
+        { op: 'hello', name: 'sub', parentSession: session },
+        { op: 'exchange', token: token.token, actor: 'sub-child' },
+        { op: 'introspect', token: token.token },
+      ],
+    });
+    expect(sub.answers.map((a: any) => a.status ?? 'hello')).toEqual(['hello', 200, 200]);
+    expect(sub.answers[2].json.active).toBe(true);
+    const own = sub.answers[1].json.access_token;
+    expect((await parent.do({ op: 'child', commands: [{ op: 'exchange', token: own, actor: 'grandchild' }] })).answers[0].status).toBe(200);
+    expect(await findings(b)).toEqual([]);
+    expect(findingRecords(b)).toEqual([]);
+    await parent.stop();
+    await b.stop();
+  });
+
+  it('through the proxy: another agent\'s process is refused before the upstream (401, WRIT_TOKEN_NOT_YOURS); the owner gets through', async () => {
+    const seen: string[] = [];
+    const upstream = createServer((req, res) => {
+      seen.push(req.url!);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const upUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const set = await new Promise<number | null>((resolve) => {
+      const c = spawn(process.execPath, [WRIT, 'secret', 'set', 'api', '--upstream', upUrl], { env: { ...process.env, ...b.env }, stdio: ['pipe', 'ignore', 'inherit'] });
+      c.on('close', resolve);
+      c.stdin!.end('not-a-real-secret\n');
+    });
+    expect(set).toBe(0);
+    const owner = ScriptedAgent.start(script, b);
+    const ownerId = (await owner.do({ op: 'hello', name: 'owner' })).result.agentId;
+    const token = (await owner.do({ op: 'task', task: 'read', scopes: [`http:GET:${upUrl}/**`], audience: upUrl })).result.token;
+    const thief = ScriptedAgent.start(script, b);
+    const thiefId = (await thief.do({ op: 'hello', name: 'thief' })).result.agentId;
+    expect(await thief.do({ op: 'proxy', path: 'api/data', token: token.token })).toEqual({
+      status: 401,
+      json: { error: 'invalid_token', error_description: 'this token was minted for another agent', writ_code: 'WRIT_TOKEN_NOT_YOURS' },
+    });
+    expect(seen).toEqual([]);
+    expect(await owner.do({ op: 'proxy', path: 'api/data', token: token.token })).toEqual({ status: 200, json: { ok: true } });
+    expect(seen).toEqual(['/data']);
+    expect((await findings(b)).map((f) => [f.kind, f.agentId, f.evidence])).toEqual([
+      ['bad-token', ownerId, { code: 'WRIT_TOKEN_NOT_YOURS', jti: token.jti, via: 'proxy', presenter: { agentIds: [thiefId], pid: thief.pid, exe } }],
+      ['process-mismatch', ownerId, { expected: { pid: owner.pid, exe }, actual: { pid: thief.pid, exe }, jti: token.jti, via: 'proxy' }],
+    ]);
+    const calls = auditEvents(b).filter((e) => e.event === 'proxy.call');
+    expect(calls.map((e) => [e.outcome, e.code, e.jti])).toEqual([
+      ['failure', 'WRIT_TOKEN_NOT_YOURS', token.jti],
+      ['success', undefined, token.jti],
+    ]);
+    await thief.stop();
+    await owner.stop();
+    await b.stop();
+    upstream.closeAllConnections();
+    await new Promise<void>((r) => upstream.close(() => r()));
+  });
+
+  it('process-mismatch=stop revokes the agent whose token left its process, and refuses the use', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_WATCH_ACTIONS: 'process-mismatch=stop' }));
+    b.decide = approveAll;
+    const { victim, agentId, token } = await victimWithToken(b);
+    const thief = await ScriptedAgent.once(script, b, [{ op: 'exchange', token: token.token }]);
+    expect(thief.answers[0]).toMatchObject({ status: 400, json: { error: 'invalid_grant', writ_code: 'WRIT_TOKEN_REVOKED' } });
+    expect(findingRecords(b).map((r) => [r.detail.kind, r.detail.action])).toEqual([['process-mismatch', 'stop']]);
+    expect(auditEvents(b).some((e) => e.event === 'revoked' && e.detail.target.kind === 'agent' && e.detail.target.id === agentId)).toBe(true);
+    await victim.stop();
+    await b.stop();
   });
 });

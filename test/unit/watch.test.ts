@@ -101,3 +101,27 @@ describe('Watch', () => {
     ]);
   });
 });
+
+describe('Watch: whose token is this', () => {
+  it('bad-token findings stay apart per code: a leaked token is not hidden behind an open expired-token finding', () => {
+    const w = new Watch(DEFAULT_WATCH_CONFIG, new ManualClock(), ids());
+    expect(w.onBadToken(ID, AGENT, 'WRIT_TOKEN_EXPIRED', 'jti_1').map((f) => f.evidence)).toEqual([{ code: 'WRIT_TOKEN_EXPIRED', jti: 'jti_1' }]);
+    expect(w.onBadToken(ID, AGENT, 'WRIT_TOKEN_EXPIRED', 'jti_2')).toEqual([]);
+    const presenter = { agentIds: ['agt_9'], pid: 4242, exe: '/usr/bin/node' };
+    expect(w.onBadToken(ID, AGENT, 'WRIT_TOKEN_NOT_YOURS', 'jti_3', { via: 'exchange', presenter }).map((f) => [f.kind, f.action, f.evidence])).toEqual([
+      ['bad-token', 'warn', { code: 'WRIT_TOKEN_NOT_YOURS', jti: 'jti_3', via: 'exchange', presenter }],
+    ]);
+    expect(w.openFindings()).toHaveLength(2);
+  });
+
+  it('process-mismatch: expected and actual process with the jti, warn by default, once per identity until dismissed', () => {
+    const w = new Watch(DEFAULT_WATCH_CONFIG, new ManualClock(), ids());
+    const f = w.onProcessMismatch(ID, AGENT, { pid: 10, exe: '/a' }, { pid: 20 }, { jti: 'jti_1', via: 'proxy' });
+    expect(f.map((x) => [x.kind, x.action, x.identity, x.agentId, x.evidence])).toEqual([
+      ['process-mismatch', 'warn', ID, AGENT, { expected: { pid: 10, exe: '/a' }, actual: { pid: 20 }, jti: 'jti_1', via: 'proxy' }],
+    ]);
+    expect(w.onProcessMismatch(ID, AGENT, { pid: 10 }, { pid: 30 }, { jti: 'jti_2', via: 'proxy' })).toEqual([]);
+    w.dismiss(f[0]!.id);
+    expect(w.onProcessMismatch(ID, AGENT, { pid: 10 }, { pid: 30 }, { jti: 'jti_2', via: 'proxy' })).toHaveLength(1);
+  });
+});
