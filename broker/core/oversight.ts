@@ -94,14 +94,16 @@ export class Oversight {
   private async act(findings: Finding[], agent: AuditAgent, opts: { noAction?: boolean } = {}): Promise<void> {
     let refusal: WritError | undefined;
     for (const f of findings) {
+      // A finding that records only says so everywhere it is shown (audit, findings.list, the editor's toast).
+      if (opts.noAction) f.action = 'warn';
       await this.deps.audit({
         event: 'finding',
         agent,
         outcome: 'failure',
-        detail: { id: f.id, kind: f.kind, action: opts.noAction ? 'warn' : f.action, identity: f.identity, evidence: f.evidence },
+        detail: { id: f.id, kind: f.kind, action: f.action, identity: f.identity, evidence: f.evidence },
       });
       for (const l of this.listeners) l(f);
-      if (opts.noAction || f.action === 'warn') continue;
+      if (f.action === 'warn') continue;
       if (f.action === 'block') {
         await this.block(f.identity, `finding ${f.id}: ${f.kind}`, 'watch');
         refusal ??= new WritError('WRIT_AGENT_BLOCKED', `blocked after a ${f.kind} finding; the developer can unblock it`);

@@ -116,6 +116,23 @@ describe('oversight: the watch on a live broker', () => {
     await b.stop();
   });
 
+  it('a bad-token finding only records, whatever its configured action: a presenter may not be the agent', async () => {
+    // Anyone holding a copy can present a revoked token; blocking its agent for that would let them block it.
+    const b = await BrokerProcess.start(freshEnv({ WRIT_WATCH_ACTIONS: 'bad-token=block' }));
+    b.decide = approveAll;
+    const { client, hello } = await b.agent('holder');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    expect(await form(`${b.discovery.httpUrl}/oauth2/introspect`, { token: r.token.token })).toEqual({ status: 200, json: { active: false } });
+    const { findings } = await client.call('findings.list', {});
+    expect(findings.map((f) => [f.kind, f.action, f.agentId])).toEqual([['bad-token', 'warn', hello.agentId]]);
+    expect(auditEvents(b).filter((e) => e.event === 'finding').map((e) => [e.detail.kind, e.detail.action])).toEqual([['bad-token', 'warn']]);
+    expect(auditEvents(b).some((e) => e.event === 'agent.blocked')).toBe(false);
+    expect(await codeOf(client.call('task.request', { task: 'next', scopes: ['repo:read:a'], audience: AUD }))).toBe('resolved');
+    await client.close();
+    await b.stop();
+  });
+
   it('an expired token of an agent presented again is a bad-token finding against that agent', async () => {
     const b = await BrokerProcess.start(freshEnv());
     b.decide = approveAll;
