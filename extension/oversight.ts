@@ -88,14 +88,19 @@ export function describeFinding(f: Pick<FindingView, 'kind' | 'evidence'>): stri
       const which = jti ? ` (${jti})` : '';
       if (code === 'WRIT_TOKEN_REVOKED') return `presented a revoked token${which}`;
       if (code === 'WRIT_TOKEN_EXPIRED') return `presented an expired token${which}`;
+      if (code === 'WRIT_TOKEN_NOT_YOURS') {
+        // The finding is against the agent whose token leaked; the evidence names who presented it.
+        const by = e.presenter && typeof e.presenter === 'object' ? proc(e.presenter) : undefined;
+        return `had its token${which} presented by another agent${by ? ` (pid ${by.pid}${by.exe ? `, ${by.exe}` : ''})` : ''}; Writ refused it`;
+      }
       return `presented a token the broker refused${code ? ` (${code})` : ''}`;
     }
     case 'process-mismatch': {
       const want = proc(e.expected);
       const got = proc(e.actual);
       const p = (x: { pid: number; exe?: string }) => `pid ${x.pid}${x.exe ? ` (${x.exe})` : ''}`;
-      if (!want || !got) return 'used its token from a process other than the one it was minted for';
-      return `used its token from ${p(got)}; it was minted for ${p(want)}`;
+      if (!want || !got) return 'had its token used from a process other than the one it was minted for';
+      return `had its token used from ${p(got)}; it was minted for ${p(want)}`;
     }
     case 'pending-flood': {
       const n = num(e.pending);

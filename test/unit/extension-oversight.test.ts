@@ -81,7 +81,10 @@ describe('a finding in plain words', () => {
     expect(describeFinding(finding({ kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_INVALID' } }))).toBe('presented a token the broker refused (WRIT_TOKEN_INVALID)');
     expect(
       describeFinding(finding({ kind: 'process-mismatch', evidence: { expected: { pid: 123, exe: '/usr/bin/node' }, actual: { pid: 456, exe: '/usr/bin/curl' } } })),
-    ).toBe('used its token from pid 456 (/usr/bin/curl); it was minted for pid 123 (/usr/bin/node)');
+    ).toBe('had its token used from pid 456 (/usr/bin/curl); it was minted for pid 123 (/usr/bin/node)');
+    expect(
+      describeFinding(finding({ kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_NOT_YOURS', jti: 'jti_3', via: 'exchange', presenter: { agentIds: ['agt_9'], pid: 77, exe: '/usr/bin/node' } } })),
+    ).toBe('had its token (jti_3) presented by another agent (pid 77, /usr/bin/node); Writ refused it');
     expect(describeFinding(finding({ kind: 'pending-flood', evidence: { pending: 3 } }))).toBe('has 3 requests waiting for your approval at once');
   });
 
@@ -89,7 +92,7 @@ describe('a finding in plain words', () => {
     expect(describeFinding(finding({ evidence: {} }))).toBe('asked for scopes it was never granted');
     expect(describeFinding(finding({ kind: 'mint-burst', evidence: { mints: '812' } }))).toBe('minted tokens far faster than usual');
     expect(describeFinding(finding({ kind: 'request-burst', evidence: { requests: 40, windowMs: 10_000 } }))).toBe('made 40 requests in 10 s');
-    expect(describeFinding(finding({ kind: 'process-mismatch', evidence: { expected: 'x' } }))).toBe('used its token from a process other than the one it was minted for');
+    expect(describeFinding(finding({ kind: 'process-mismatch', evidence: { expected: 'x' } }))).toBe('had its token used from a process other than the one it was minted for');
     expect(describeFinding(finding({ kind: 'moon-phase', evidence: {} }))).toBe('raised a "moon-phase" finding');
   });
 
