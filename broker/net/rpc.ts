@@ -26,6 +26,13 @@ export const MAX_QUEUED = 1024;
 
 const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 
+/**
+ * Answers waiting in the broker for a peer that does not read them, past which the connection is ended: a
+ * client that sends calls and never reads the answers would otherwise grow the broker's memory until the
+ * heartbeat noticed (the kernel's socket buffers come on top of this).
+ */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
 /** How long a revoke call waits for acknowledging subscribers before it returns anyway. */
 export const REVOCATION_ACK_TIMEOUT_MS = 1000;
 
@@ -85,7 +92,7 @@ export class RpcConnection {
    */
   pushRevocation(frame: string, seq?: number): Promise<void> | undefined {
     if (!this.subscribed) return undefined;
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(frame);
+    this.sendFrame(frame);
     if (seq === undefined || !this.acknowledging) return undefined;
     return new Promise<void>((resolve) => {
       const signal = this.gone.signal;
@@ -130,7 +137,16 @@ export class RpcConnection {
   }
 
   private send(msg: unknown): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+    this.sendFrame(JSON.stringify(msg));
+  }
+
+  private sendFrame(frame: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.ws.terminate(); // the peer is not reading: drop the connection and what waits for it
+      return;
+    }
+    this.ws.send(frame);
   }
 
   private sendError(id: string | number | null, rpcCode: number, e: WritError): void {
