@@ -251,6 +251,11 @@ async function hostileWave(b: BrokerProcess, wave: number): Promise<void> {
       }),
     );
   }
+  // Use reports past the per-connection rate bound (the rest are dropped, the window is per connection).
+  for (let i = 0; i < 4; i++) {
+    const reports = Array.from({ length: 150 }, (_, k) => JSON.stringify({ jsonrpc: '2.0', id: k, method: 'token.used', params: { jti: `jti-${i}-${k}-${'j'.repeat(150)}`, allowed: false, code: 'WRIT_TOKEN_INVALID' } }));
+    tasks.push(wsSession(wsUrl, (ws) => exchange(ws, reports, reports.length)));
+  }
   // Churn: connections that ask once and drop without a close frame (per-connection state must go with them).
   for (let i = 0; i < 96; i++) {
     tasks.push(
@@ -324,7 +329,7 @@ describe('memory under hostile input', () => {
     await b.stop();
   });
 
-  it(`stays bounded over ${WAVES} waves of huge frames, deep JSON, random bytes, unread floods, slow writers and half-open connections: live heap +${HEAP_GROWTH_BOUND_MB} MB, RSS +${RSS_GROWTH_BOUND_MB} MB at most`, async () => {
+  it(`stays bounded over ${WAVES} waves of huge frames, deep JSON, random bytes, unread floods, use reports, churn, slow writers and half-open connections: live heap +${HEAP_GROWTH_BOUND_MB} MB, RSS +${RSS_GROWTH_BOUND_MB} MB at most`, async () => {
     await hostileWave(b, 0); // warm-up: code compiled, pools and buffers at their working size
     await settle(1_000);
     const heap0 = await liveHeapMb(inspector);
