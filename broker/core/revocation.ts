@@ -129,7 +129,8 @@ export class RevocationStore {
   /**
    * Applies a revocation, tells the record listeners, and resolves once it is durable (written and fdatasync-ed),
    * so it is never lost to a crash after the caller is answered. Applied first: from this moment the broker and
-   * anyone told refuse what it covers; a crash before the fsync forgets only a revocation nobody was told is done.
+   * anyone told refuse what it covers. A crash before the fsync loses only a revocation whose caller was never
+   * answered; verifiers told early keep refusing (the safe side).
    */
   async add(kind: RevocationEntry['kind'], id: string, until: number): Promise<RevocationEntry> {
     if (this.fd < 0) throw new WritError('WRIT_INTERNAL', 'the revocation list is closed');
