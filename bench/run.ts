@@ -125,7 +125,7 @@ async function main(): Promise<void> {
       ],
       notes: [
         `Tokens accepted after the revoke call returned: ${revoked.acceptedAfterReturn} (must be 0)${revoked.acceptedAfterReturn ? `, the latest ${ms(revoked.lateMs)} ms after the return` : ''}; over ${revoked.kills} kills × ${revoked.verifiers} verifiers checking every millisecond, plus a check by each right after the return.`,
-        'The broker pushes the revocation to subscribers once it is durable, then answers the caller; it does not wait for verifiers to confirm, so a verifier that has not yet read the event can still accept.',
+        'The broker pushes each revocation to the verifiers as it applies it, before the fsync and the audit record; the revoke call returns once it is durable and every verifier has acknowledged it (1 s timeout each), so none accepts the token after the return.',
       ],
     },
     {

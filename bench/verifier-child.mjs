@@ -5,9 +5,11 @@
 //   parent → {type:'probe', k}         check it now (sent right after the revoke call returned)
 //   child  → {type:'held', k} | {type:'refused', k, at, lastAcceptAt} | {type:'probe', k, accepted, at}
 import { performance } from 'node:perf_hooks';
-import { createVerifier } from '../dist/verify.mjs';
+import { pathToFileURL } from 'node:url';
 
-const [broker, audience, scope] = process.argv.slice(2);
+// The optional fourth argument is another build's verify.mjs (bench/revocation.ts's before/after run).
+const [broker, audience, scope, verifyModule] = process.argv.slice(2);
+const { createVerifier } = await import(verifyModule ? pathToFileURL(verifyModule).href : '../dist/verify.mjs');
 const wall = () => performance.timeOrigin + performance.now();
 // Use reports off: the figure is the revocation path alone, not the broker auditing 16 000 uses a second.
 const verifier = createVerifier({ broker, audience, reportUse: false });

@@ -290,6 +290,8 @@ export const Methods = {
       /**
        * Promise to acknowledge each revocation event (`revocation.ack`): the broker's revoke call then returns
        * only once every acknowledging subscriber has applied it (bounded by a timeout). Verifiers set it.
+       * An acknowledging subscriber is sent one event per entry of the revocation list (a token, grant, agent
+       * of the tree, or `all`) as soon as the broker applies it, before it is durable, instead of one per call.
        */
       acknowledge: z.boolean().optional(),
     }),

@@ -25,7 +25,7 @@ import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
-import { RpcConnection, REVOCATION_ACK_TIMEOUT_MS } from './net/rpc';
+import { RpcConnection, eventOfEntry, revocationFrame } from './net/rpc';
 import { PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
@@ -317,24 +317,35 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     },
   });
 
+  // Acknowledging subscribers (verifiers) are sent each entry of the revocation list, numbered, the moment it is
+  // applied: before its fsync and the audit record, so they refuse while those are under way. The revoke call
+  // returns once it is durable and each of them has acknowledged (or timed out): no token they check is accepted
+  // after that. Other subscribers get one event per revoke call, once it is durable.
   let revocationSeq = 0;
+  const unacknowledged = new Set<Promise<void>>();
+  revocations.onRecord((entry) => {
+    const seq = ++revocationSeq;
+    const frame = revocationFrame({ ...eventOfEntry(entry), seq });
+    for (const conn of connections) {
+      if (!conn.acknowledging) continue;
+      const ack = conn.pushRevocation(frame, seq);
+      if (!ack) continue;
+      unacknowledged.add(ack);
+      void ack.then(() => unacknowledged.delete(ack));
+    }
+  });
   authority.onRevocation(async (event) => {
+    // Every entry of this revocation was pushed before this point: waiting for all outstanding acks covers them
+    // (and perhaps a concurrent revocation's too, which only waits longer).
+    const waiting = [...unacknowledged];
     const closing = new Set<string>();
     for (const id of event.agentIds) for (const t of authority.agentTree(id)) closing.add(t);
-    const numbered = { ...event, seq: ++revocationSeq };
-    const acks: Promise<void>[] = [];
+    const frame = revocationFrame(event);
     for (const conn of connections) {
-      const ack = conn.notifyRevocation(numbered);
-      if (ack) acks.push(ack);
+      if (!conn.acknowledging) conn.pushRevocation(frame);
       if (conn.agentId !== undefined && closing.has(conn.agentId)) conn.close(4001, 'agent revoked');
     }
-    // Verifiers that promised to acknowledge have applied it before the revoke call returns: no token is
-    // accepted after that. A verifier that does not answer in time is not waited for.
-    if (acks.length > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.all(acks), new Promise<void>((r) => (timer = setTimeout(r, REVOCATION_ACK_TIMEOUT_MS)))]);
-      clearTimeout(timer);
-    }
+    await Promise.all(waiting);
   });
 
   const discovery: Discovery = {
@@ -369,6 +380,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
         await listeners!.close();
         await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);
         await audit.close();
+        revocations.close();
         log('writ: broker stopped');
       })();
       return stopping;

@@ -4,6 +4,7 @@ import type { WebSocket, RawData } from 'ws';
 import { WritError, asWritError } from '../errors';
 import { JsonRpcRequest, MAX_FRAME_BYTES, Methods, PROTOCOL_VERSION, RPC, issuePath } from '../protocol';
 import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent } from '../protocol';
+import type { RevocationEntry } from '../core/revocation';
 import type { Authority } from '../core/authority';
 
 export interface RpcServices {
@@ -25,11 +26,35 @@ export const MAX_QUEUED = 1024;
 
 const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 
+/**
+ * Answers waiting in the broker for a peer that does not read them, past which the connection is ended: a
+ * client that sends calls and never reads the answers would otherwise grow the broker's memory until the
+ * heartbeat noticed (the kernel's socket buffers come on top of this).
+ */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
 /** How long a revoke call waits for acknowledging subscribers before it returns anyway. */
 export const REVOCATION_ACK_TIMEOUT_MS = 1000;
 
 /** `token.used` reports audited per connection per second; the rest are dropped (a report is never worth a stall). */
 export const MAX_USE_REPORTS_PER_SECOND = 100;
+
+/** The `revocation` notification, serialised once for all subscribers. */
+export function revocationFrame(event: RevocationEvent): string {
+  return JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: event });
+}
+
+/** One entry of the revocation list as an event: what a verifier needs to refuse every token it covers. */
+export function eventOfEntry(e: RevocationEntry): RevocationEvent {
+  return {
+    target: e.kind === 'token' ? { kind: 'token', jti: e.id } : e.kind === 'all' ? { kind: 'all' } : { kind: e.kind, id: e.id },
+    at: e.at,
+    jtis: e.kind === 'token' ? [e.id] : [],
+    agentIds: e.kind === 'agent' ? [e.id] : [],
+    taskIds: [],
+    grantIds: e.kind === 'grant' ? [e.id] : [],
+  };
+}
 
 export class RpcConnection {
   agentId: string | undefined;
@@ -57,15 +82,31 @@ export class RpcConnection {
     return this.gone.signal.aborted;
   }
 
-  /** Sends the event; for a subscriber that acknowledges, resolves once it has applied it (or has gone). */
-  notifyRevocation(event: RevocationEvent): Promise<void> | undefined {
+  /** A subscriber that promised to acknowledge each revocation it applies (a verifier). */
+  get acknowledging(): boolean {
+    return this.subscribed && this.acknowledges && !this.closed;
+  }
+
+  /**
+   * Sends a `revocation` notification, serialised once by the caller for every subscriber. With `seq` (sent only
+   * to acknowledging subscribers), resolves once this one has applied it, has gone, or REVOCATION_ACK_TIMEOUT_MS
+   * has passed; nothing of the wait is kept after that.
+   */
+  pushRevocation(frame: string, seq?: number): Promise<void> | undefined {
     if (!this.subscribed) return undefined;
-    this.send({ jsonrpc: '2.0', method: 'revocation', params: event });
-    if (!this.acknowledges || event.seq === undefined || this.closed) return undefined;
-    const seq = event.seq;
+    this.sendFrame(frame);
+    if (seq === undefined || !this.acknowledging) return undefined;
     return new Promise<void>((resolve) => {
-      this.acks.set(seq, resolve);
-      this.gone.signal.addEventListener('abort', () => resolve(), { once: true });
+      const signal = this.gone.signal;
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.acks.delete(seq);
+        resolve();
+      };
+      const timer = setTimeout(done, REVOCATION_ACK_TIMEOUT_MS);
+      this.acks.set(seq, done);
+      signal.addEventListener('abort', done, { once: true });
     });
   }
 
@@ -98,7 +139,16 @@ export class RpcConnection {
   }
 
   private send(msg: unknown): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+    this.sendFrame(JSON.stringify(msg));
+  }
+
+  private sendFrame(frame: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.ws.terminate(); // the peer is not reading: drop the connection and what waits for it
+      return;
+    }
+    this.ws.send(frame);
   }
 
   private sendError(id: string | number | null, rpcCode: number, e: WritError): void {
@@ -223,7 +273,6 @@ export class RpcConnection {
       case 'revocation.ack': {
         const seq = (parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq;
         this.acks.get(seq)?.();
-        this.acks.delete(seq);
         return {};
       }
       case 'subscribe':

@@ -44,6 +44,10 @@ export function refuseReason(req: IncomingMessage, transport: 'unix' | 'tcp'): W
   return null;
 }
 
+function refusalBody(refused: WritError): string {
+  return JSON.stringify({ error: 'forbidden', error_description: refused.message, writ_code: refused.code });
+}
+
 export interface Listeners {
   socketPath: string;
   port: number;
@@ -70,7 +74,7 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
       const refused = refuseReason(req, transport);
       if (refused) {
         res.writeHead(403, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'forbidden', error_description: refused.message, writ_code: refused.code }));
+        res.end(refusalBody(refused));
         return;
       }
       opts.http(req, res);
@@ -78,8 +82,14 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
       const refused = refuseReason(req, transport);
-      if (refused || new URL(req.url ?? '/', 'http://localhost').pathname !== '/') {
-        socket.end(`HTTP/1.1 ${refused ? '403 Forbidden' : '404 Not Found'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      if (refused) {
+        // The same coded body as a refused plain request, so a client learns why its upgrade failed.
+        const body = refusalBody(refused);
+        socket.end(`HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        return;
+      }
+      if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/') {
+        socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
       // Read now, while the socket's fd is certainly this connection's.

@@ -66,8 +66,9 @@ export class BrokerProcess {
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
   }
 
-  static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = []): Promise<BrokerProcess> {
-    const child = spawn(process.execPath, [...nodeArgs, WRIT, 'serve', ...args], {
+  /** `script` is another build of the CLI (the revocation bench's before/after run); by default this checkout's. */
+  static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = [], script = WRIT): Promise<BrokerProcess> {
+    const child = spawn(process.execPath, [...nodeArgs, script, 'serve', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });

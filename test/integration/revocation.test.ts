@@ -94,6 +94,33 @@ describe('revocation', () => {
     await parent.close();
   });
 
+  it('an acknowledging subscriber hears each revoked agent of a tree, numbered, before the revoke call returns; others hear one event', async () => {
+    const { client: parent } = await b.agent('ack-parent');
+    const pr = await parent.call('task.request', { task: 'ack', scopes: ['repo:read:a'], audience: AUD });
+    const { client: child, hello: ch } = await b.agent('ack-child', { parentSession: pr.session! });
+    const verifier = await WritClient.connect(b.socket);
+    await verifier.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const heard: RevocationEvent[] = [];
+    verifier.onRevocation((e) => {
+      heard.push(e);
+      verifier.notify('revocation.ack', { seq: e.seq! });
+    });
+    const n = events.length;
+    const res = await watcher.call('revoke', { target: { kind: 'agent', id: pr.grant.agentId } });
+    expect(res.revokedAgents).toBe(2);
+    // Already applied by the acknowledging subscriber when the call returned: one event per agent, each numbered.
+    expect(heard.map((e) => e.agentIds)).toEqual([[pr.grant.agentId], [ch.agentId]]);
+    expect(heard.map((e) => e.target)).toEqual([{ kind: 'agent', id: pr.grant.agentId }, { kind: 'agent', id: ch.agentId }]);
+    expect(new Set(heard.map((e) => e.seq)).size).toBe(2);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(heard).toHaveLength(2);
+    // A subscriber that does not acknowledge gets the call's one event, once it is durable.
+    expect(events.slice(n).map((e) => [e.target, [...e.agentIds].sort()])).toEqual([[{ kind: 'agent', id: pr.grant.agentId }, [pr.grant.agentId, ch.agentId].sort()]]);
+    await verifier.close();
+    await child.close();
+    await parent.close();
+  });
+
   it('revoking everything ends every agent', async () => {
     const { client } = await b.agent('last');
     const r = await client.call('task.request', { task: 't4', scopes: ['repo:read:a'], audience: AUD });
