@@ -29,11 +29,11 @@ export interface Bench {
 }
 
 /** A real broker (IPC approvals, every request approved for the session) and `n` agents each holding a grant. */
-export async function startBench(n = 16, given?: BrokerEnv): Promise<Bench> {
+export async function startBench(n = 16, given?: BrokerEnv, script?: string): Promise<Bench> {
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
-  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
+  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   const agents: MintAgent[] = [];
   for (let i = 0; i < n; i++) {

@@ -64,8 +64,9 @@ export class BrokerProcess {
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
   }
 
-  static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = []): Promise<BrokerProcess> {
-    const child = spawn(process.execPath, [...nodeArgs, WRIT, 'serve', ...args], {
+  /** `script` is the bundle to run: dist/writ.mjs unless a benchmark compares another build with it. */
+  static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = [], script = WRIT): Promise<BrokerProcess> {
+    const child = spawn(process.execPath, [...nodeArgs, script, 'serve', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
