@@ -161,8 +161,14 @@ function numericDate(p: Record<string, unknown>, name: 'iat' | 'nbf' | 'exp'): n
  * Ed25519 verification itself on every token the broker is shown (exchange, introspection, the verifier SDK).
  * As there, the signature is checked before any claim, so an expired token is only called expired if it is genuine.
  */
-export async function verifyToken(token: string, opts: VerifyOptions): Promise<WritClaims> {
+export async function verifyToken(token: string, opts: VerifyOptions, seen?: VerifiedTokens): Promise<WritClaims> {
   if (typeof token !== 'string' || token.length > 8192) throw invalid('token is not a compact JWT');
+  const known = seen?.get(token, opts.keys);
+  return checkClaims(known ?? verifySignature(token, opts, seen), opts);
+}
+
+/** The signature, header and claims-set form of a compact JWT; its claims as an object once all three are good. */
+function verifySignature(token: string, opts: VerifyOptions, seen: VerifiedTokens | undefined): Record<string, unknown> {
   const parts = token.split('.');
   if (parts.length !== 3 || !parts.every((s) => B64URL.test(s))) throw invalid('token is not a compact JWT');
   const [h, p, s] = parts as [string, string, string];
@@ -188,6 +194,12 @@ export async function verifyToken(token: string, opts: VerifyOptions): Promise<W
   if (typeof header.typ !== 'string' || normalizeTyp(header.typ) !== TOKEN_TYPE) throw invalid('token is not an access token (typ)');
   const payload = jsonSegment(p);
   if (payload === undefined) throw invalid('token claims are not a JSON object');
+  seen?.set(token, kid as string, key, payload);
+  return payload;
+}
+
+/** Everything about a token that depends on the time, the audience asked for, or the claims themselves. */
+function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): WritClaims {
   for (const name of REQUIRED_CLAIMS) {
     if (!Object.hasOwn(payload, name)) throw invalid(`token claim ${name} is missing`);
   }
@@ -208,6 +220,46 @@ export async function verifyToken(token: string, opts: VerifyOptions): Promise<W
   const chain = chainFromAct(payload.act);
   if (chain[0] !== payload.client_id) throw invalid('token client_id is not its current actor');
   return payload as unknown as WritClaims;
+}
+
+/**
+ * Tokens whose signature has been checked, so a token shown again (a parent exchanging for each of its
+ * sub-agents, a resource introspecting the token it holds) skips the Ed25519 verification, the costliest step.
+ * Only that is skipped: every claim (time, audience, issuer, chain) is checked on every call, and an entry
+ * counts only while its kid still resolves to the very key that verified it. Bounded; oldest out first.
+ */
+export class VerifiedTokens {
+  readonly #entries = new Map<string, { kid: string; key: KeyObject; payload: Record<string, unknown> }>();
+
+  constructor(private readonly max = 1024) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(token: string, keys: (kid: string) => KeyObject | undefined): Record<string, unknown> | undefined {
+    const e = this.#entries.get(token);
+    if (e === undefined) return undefined;
+    if (keys(e.kid) !== e.key) {
+      this.#entries.delete(token);
+      return undefined;
+    }
+    return e.payload;
+  }
+
+  set(token: string, kid: string, key: KeyObject, payload: Record<string, unknown>): void {
+    if (this.#entries.size >= this.max) this.#entries.delete(this.#entries.keys().next().value!);
+    // Callers get this object on every hit: frozen, so none can change what the next one reads.
+    this.#entries.set(token, { kid, key, payload: deepFreeze(payload) });
+  }
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
 }
 
 /** RFC 8725 §3.11 media type compare, as jose does it: case-insensitive, `application/` optional. */

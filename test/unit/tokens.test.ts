@@ -5,7 +5,7 @@ import type { KeyObject } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, randomIds } from '../../broker/core/clock';
-import { TokenMinter, verifyToken } from '../../broker/core/tokens';
+import { TokenMinter, VerifiedTokens, verifyToken } from '../../broker/core/tokens';
 import type { VerifyOptions } from '../../broker/core/tokens';
 import { codeOf } from '../helpers/codes';
 
@@ -138,5 +138,36 @@ describe('verifyToken', () => {
       variants.push(rest);
     }
     for (const v of variants) expect(await codeOf(verifyToken(await joseToken(v), opts())), JSON.stringify(v)).toBe('WRIT_TOKEN_INVALID');
+  });
+
+  it('skips only the signature for a token seen before: time, audience and the key are checked on every call', async () => {
+    const seen = new VerifiedTokens();
+    const token = await joseToken();
+    expect(await verifyToken(token, opts(), seen)).toEqual(CLAIMS);
+    expect(seen.size).toBe(1);
+    expect(await verifyToken(token, opts(), seen)).toEqual(CLAIMS);
+    expect(await codeOf(verifyToken(token, opts({ audience: 'https://elsewhere.example' }), seen))).toBe('WRIT_AUDIENCE_MISMATCH');
+    expect(await codeOf(verifyToken(token, { ...opts(), clock: { now: () => (iat + 305) * 1000 } }, seen))).toBe('WRIT_TOKEN_EXPIRED');
+    expect(await codeOf(verifyToken(token, opts({ issuer: 'urn:other' }), seen))).toBe('WRIT_TOKEN_INVALID');
+    // The kid now names another key (a key set reloaded or replaced): verified afresh, and it fails.
+    expect(await codeOf(verifyToken(token, { ...opts(), keys: () => other.publicKey }, seen))).toBe('WRIT_TOKEN_INVALID');
+    expect(await codeOf(verifyToken(token, { ...opts(), keys: () => undefined }, seen))).toBe('WRIT_TOKEN_INVALID');
+    expect(seen.size).toBe(0);
+    // A forged token is never remembered; the claims handed out cannot be changed for the next caller.
+    expect(await codeOf(verifyToken(await joseToken(CLAIMS, {}, other.privateKey), opts(), seen))).toBe('WRIT_TOKEN_INVALID');
+    expect(seen.size).toBe(0);
+    const first = await verifyToken(token, opts(), seen);
+    expect(() => ((first as { scope: string }).scope = 'repo:write:acme/web')).toThrow(TypeError);
+    expect(() => ((first.act as { sub: string }).sub = 'agt_x')).toThrow(TypeError);
+    expect((await verifyToken(token, opts(), seen)).scope).toBe('repo:read:acme/web');
+  });
+
+  it('holds at most its bound of tokens, dropping the oldest', async () => {
+    const seen = new VerifiedTokens(2);
+    const tokens = await Promise.all([1, 2, 3].map((i) => joseToken({ ...CLAIMS, jti: `tok_${i}` })));
+    for (const t of tokens) await verifyToken(t, opts(), seen);
+    expect(seen.size).toBe(2);
+    expect(seen.get(tokens[0]!, opts().keys)).toBeUndefined();
+    expect(seen.get(tokens[2]!, opts().keys)).toMatchObject({ jti: 'tok_3' });
   });
 });
