@@ -91,6 +91,9 @@ interface Tail {
 
 const noop = (): void => {};
 
+/** Batches whose flush may overlap: the second is written and flushing while the first still is. */
+const SYNCS_IN_FLIGHT = 2;
+
 export class AuditLog {
   readonly path: string;
   readonly #fh: FileHandle;
@@ -118,7 +121,12 @@ export class AuditLog {
   #head: string;
 
   #queue: Pending[] = [];
-  #writing = false;
+  /** A batch is being taken and written (its flush not yet started). */
+  #pumping = false;
+  /** Batches written whose flush and acknowledgement are pending. */
+  #inFlight = 0;
+  /** Settles once every batch written so far is acknowledged or rejected; never rejects. */
+  #settled: Promise<void> = Promise.resolve();
   #idleWaiters: (() => void)[] = [];
   #failure: unknown = undefined;
   #failed = false;
@@ -362,74 +370,129 @@ export class AuditLog {
     this.#prev = built.hash;
     if (built.record.event === 'checkpoint') this.#unsigned = 0;
     const p = new Promise<AuditRecord>((resolve, reject) => this.#queue.push({ ...built, resolve, reject }));
-    if (!this.#writing) {
-      this.#writing = true;
-      // Start on a microtask so a synchronous burst of appends shares the first batch.
-      queueMicrotask(() => void this.#drain());
-    }
+    this.#kick();
     return p;
   }
 
-  /** The single writer: one write + one fdatasync per batch; appends made meanwhile form the next batch. */
-  async #drain(): Promise<void> {
+  /** Starts the next batch if there is room for one more in flight; on a microtask, so a synchronous burst shares it. */
+  #kick(): void {
+    if (this.#pumping || this.#inFlight >= SYNCS_IN_FLIGHT || this.#queue.length === 0) return;
+    this.#pumping = true;
+    queueMicrotask(() => void this.#pump());
+  }
+
+  /**
+   * The single writer: one write and one fdatasync per batch; appends made meanwhile form the next batch.
+   * Two batches may be syncing at once (a second sync of overwritten blocks nearly doubles what the disk completes
+   * here), and batches are acknowledged strictly in file order: none before every earlier one is durable.
+   */
+  async #pump(): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue;
+      const batch = this.#queue;
+      this.#queue = [];
+      if (batch.length === 0) return;
+      if (this.#failed) {
+        const err = this.#fail(this.#failure);
+        for (const p of batch) p.reject(err);
+        return;
+      }
+      let synced: Promise<void>;
+      try {
+        ({ synced } = await this.#write(batch));
+      } catch (e) {
+        // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
+        const err = this.#fail(e);
+        for (const p of batch) p.reject(err);
+        for (const p of this.#queue) p.reject(err);
         this.#queue = [];
-        if (this.#failed) {
-          const err = this.#fail(this.#failure);
-          for (const p of batch) p.reject(err);
-          continue;
-        }
-        let text = '';
-        for (const p of batch) text += p.line + '\n';
+        return;
+      }
+      // Handled now: it may fail while an earlier batch is still syncing, before the chain below reaches it.
+      synced.catch(noop);
+      this.#inFlight++;
+      this.#settled = this.#settled
+        .then(() => synced)
+        .then(
+          () => this.#acknowledge(batch),
+          (e: unknown) => {
+            const err = this.#fail(e);
+            for (const p of batch) p.reject(err);
+          },
+        )
+        .finally(() => {
+          this.#inFlight--;
+          this.#kick();
+          this.#notifyIdle();
+        });
+    } finally {
+      this.#pumping = false;
+      this.#kick();
+      this.#notifyIdle();
+    }
+  }
+
+  /**
+   * Writes the batch (the write-ahead file first, then the log: page cache, microseconds) and starts its flush,
+   * returned unawaited (in an object: an async function would otherwise wait for it).
+   */
+  async #write(batch: readonly Pending[]): Promise<{ synced: Promise<void> }> {
+    let text = '';
+    for (const p of batch) text += p.line + '\n';
+    const bytes = Buffer.from(text, 'utf8');
+    const wal = this.#wal;
+    if (wal && AuditWal.holds(bytes.length)) {
+      if (!wal.fits(bytes.length)) {
+        // A new generation starts on the log as every earlier batch left it.
+        await this.#settled;
+        if (this.#failed) throw this.#failure;
+        await this.#rebase(this.#count, this.#head);
+      }
+      // The write-ahead file first: whatever reaches the log is then also there to restore from.
+      wal.write(bytes);
+      writeAllSync(this.#fh.fd, bytes);
+      this.#end += bytes.length;
+      return { synced: wal.sync() };
+    }
+    if (wal) {
+      await this.#settled;
+      if (this.#failed) throw this.#failure;
+    }
+    writeAllSync(this.#fh.fd, bytes);
+    this.#end += bytes.length;
+    if (!this.#fsync) return { synced: Promise.resolve() };
+    if (!wal) return { synced: datasync(this.#fh.fd) };
+    // A batch too big for the write-ahead file is made durable in the log itself; the next generation starts after it.
+    const last = batch[batch.length - 1]!;
+    await this.#rebase(last.record.seq + 1, last.hash);
+    return { synced: Promise.resolve() };
+  }
+
+  #acknowledge(batch: readonly Pending[]): void {
+    // A later sync can succeed after an earlier one failed (the error is reported once): the log stops at the first.
+    if (this.#failed) {
+      const err = this.#fail(this.#failure);
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    for (const p of batch) {
+      this.#count = p.record.seq + 1;
+      this.#head = p.hash;
+      if (this.#onRecord) {
         try {
-          // The writes go to the page cache at once (microseconds); only the flush waits in the thread pool.
-          // Two thread-pool hops per batch measurably cut group-commit throughput on the mint path.
-          const bytes = Buffer.from(text, 'utf8');
-          const wal = this.#wal;
-          if (wal && AuditWal.holds(bytes.length)) {
-            if (!wal.fits(bytes.length)) await this.#rebase(this.#count, this.#head);
-            // The write-ahead file first: whatever reaches the log is then also there to restore from.
-            wal.write(bytes);
-            writeAllSync(this.#fh.fd, bytes);
-            this.#end += bytes.length;
-            await wal.sync();
-          } else {
-            writeAllSync(this.#fh.fd, bytes);
-            this.#end += bytes.length;
-            if (this.#fsync) await datasync(this.#fh.fd);
-            // A batch too big for the write-ahead file is durable in the log itself: the next generation starts after it.
-            const last = batch[batch.length - 1]!;
-            if (wal) await this.#rebase(last.record.seq + 1, last.hash);
-          }
-        } catch (e) {
-          // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
-          const err = this.#fail(e);
-          for (const p of batch) p.reject(err);
-          for (const p of this.#queue) p.reject(err);
-          this.#queue = [];
-          continue;
-        }
-        for (const p of batch) {
-          this.#count = p.record.seq + 1;
-          this.#head = p.hash;
-          if (this.#onRecord) {
-            try {
-              this.#onRecord(p.record);
-            } catch {
-              // A listener's bug must not turn a durable record into a failed one.
-            }
-          }
-          p.resolve(p.record);
+          this.#onRecord(p.record);
+        } catch {
+          // A listener's bug must not turn a durable record into a failed one.
         }
       }
-    } finally {
-      this.#writing = false;
-      const waiters = this.#idleWaiters;
-      this.#idleWaiters = [];
-      for (const w of waiters) w();
+      p.resolve(p.record);
     }
+  }
+
+  #notifyIdle(): void {
+    if (this.#pumping || this.#inFlight > 0 || this.#queue.length > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Makes the log durable as it stands, then starts the write-ahead file afresh on it. */
@@ -439,7 +502,7 @@ export class AuditLog {
   }
 
   #whenIdle(): Promise<void> {
-    if (!this.#writing) return Promise.resolve();
+    if (!this.#pumping && this.#inFlight === 0 && this.#queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 }

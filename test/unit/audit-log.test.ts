@@ -106,6 +106,27 @@ describe('AuditLog chain', () => {
     expect((await fileLines()).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(all.map((r) => r.jti));
   });
 
+  it('acknowledges batches strictly in file order while two are syncing at once, and close waits for both', async () => {
+    const seen: number[] = [];
+    const log = await open({ onRecord: (r) => seen.push(r.seq) });
+    const resolved: number[] = [];
+    const all: Promise<AuditRecord>[] = [];
+    for (let wave = 0; wave < 20; wave++) {
+      // Each wave lands while the previous one's flush may still be running.
+      for (let i = 0; i < 5; i++) all.push(log.append(minted(wave * 5 + i)).then((r) => (resolved.push(r.seq), r)));
+      await new Promise((r) => setImmediate(r));
+    }
+    const closing = log.close();
+    await Promise.all(all);
+    await closing;
+    const order = Array.from({ length: 100 }, (_, i) => i);
+    expect(resolved).toEqual(order);
+    expect(seen).toEqual([...order, 100]);
+    const lines = await fileLines();
+    expect(lines.map((l) => (JSON.parse(l) as AuditRecord).seq)).toEqual([...order, 100]);
+    expect(JSON.parse(lines[100]!)).toMatchObject({ event: 'checkpoint', checkpoint: { count: 100, head: sha(lines[99]!) } });
+  });
+
   it('continues seq and chain when reopened', async () => {
     const a = await open();
     await a.append(minted(0));
