@@ -123,8 +123,9 @@ export class AuditLog {
   #queue: Pending[] = [];
   /** A batch is being taken and written (its flush not yet started). */
   #pumping = false;
-  /** Batches written whose flush and acknowledgement are pending. */
+  /** Batches written whose flush and acknowledgement are pending, and the size of the latest. */
   #inFlight = 0;
+  #lastBatch = 0;
   /** Settles once every batch written so far is acknowledged or rejected; never rejects. */
   #settled: Promise<void> = Promise.resolve();
   #idleWaiters: (() => void)[] = [];
@@ -374,9 +375,14 @@ export class AuditLog {
     return p;
   }
 
-  /** Starts the next batch if there is room for one more in flight; on a microtask, so a synchronous burst shares it. */
+  /**
+   * Starts the next batch on a microtask (so a synchronous burst shares it) when nothing is syncing, or when one
+   * batch is and the queue has grown as large as it: a flush costs CPU too, and a trickle of one-record batches
+   * behind a big one would spend more of it than the overlap saves.
+   */
   #kick(): void {
     if (this.#pumping || this.#inFlight >= SYNCS_IN_FLIGHT || this.#queue.length === 0) return;
+    if (this.#inFlight > 0 && this.#queue.length < this.#lastBatch) return;
     this.#pumping = true;
     queueMicrotask(() => void this.#pump());
   }
@@ -410,6 +416,7 @@ export class AuditLog {
       // Handled now: it may fail while an earlier batch is still syncing, before the chain below reaches it.
       synced.catch(noop);
       this.#inFlight++;
+      this.#lastBatch = batch.length;
       this.#settled = this.#settled
         .then(() => synced)
         .then(
