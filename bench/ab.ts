@@ -1,6 +1,10 @@
-// A/B of two broker builds in one run (`WRIT_AB_BASE=path/to/writ.mjs tsx bench/ab.ts`): the mint figures a change
-// is meant to move, from a baseline bundle and from dist/writ.mjs side by side, interleaved with oidc-provider,
-// so the ratios hold on a shared, noisy machine where absolute figures swing. Prints ratios, never asserts.
+// A/B of two broker builds in one run: the mint figures a change is meant to move, from a baseline bundle and from
+// dist/writ.mjs side by side, interleaved with oidc-provider, so the ratios hold on a shared, noisy machine where
+// absolute figures swing. Prints ratios, never asserts. Build the base first (dist/ is ignored by git):
+//   git stash; node esbuild.mjs; mkdir -p dist/base; cp dist/writ.mjs dist/base/; git stash pop; node esbuild.mjs
+//   WRIT_AB_BASE=dist/base/writ.mjs WRIT_BENCH_SECONDS=8 bash scripts/with-keyring.sh npx tsx bench/ab.ts
+// An A/A run (the same bundle twice) moved 1.03-1.26x here: trust a ratio only when it repeats, and the server
+// CPU per call more than throughput.
 import { readFileSync } from 'node:fs';
 import { requireKeyring, WRIT } from '../test/helpers/broker';
 import { SECONDS, merge } from './stats';

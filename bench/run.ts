@@ -6,6 +6,8 @@
 //   revocation.ts  16 subscribed verifiers in separate processes: kill to refusal
 //   growth.ts      connected agents and a 1 M-record audit log: mint, memory, export and verify
 //   stats.ts       the one load generator and percentile helper; report.ts the tables and BENCHMARKS.md
+//   httpc.ts       the HTTP client both token endpoints are measured through
+//   ab.ts          (not run here) two broker builds side by side, for judging a change on a noisy machine
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { requireKeyring } from '../test/helpers/broker';
