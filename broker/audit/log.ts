@@ -107,7 +107,7 @@ export class AuditLog {
   readonly #fsync: boolean;
   /** The write-ahead file, when the log is a regular file written durably; else each batch syncs the log itself. */
   readonly #wal: AuditWal | undefined;
-  readonly #ino: number;
+  readonly #ino: string;
   /** Bytes in the log file. */
   #end: number;
 
@@ -135,7 +135,7 @@ export class AuditLog {
   #closed: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail, wal: AuditWal | undefined, ino: number) {
+  private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail, wal: AuditWal | undefined, ino: string) {
     this.path = opts.path;
     this.#fh = fh;
     this.#wal = wal;
@@ -181,11 +181,11 @@ export class AuditLog {
     let wal: AuditWal | undefined;
     try {
       let tail: Tail = { end: 0, torn: 0, count: 0, head: ZERO_HASH, signed: true };
-      let ino = 0;
+      let ino = '';
       // Devices (tests use /dev/full) have no tail to read, no mode to tighten and no write-ahead file.
       const st = await fh.stat();
       if (st.isFile()) {
-        ino = st.ino;
+        ino = String((await fh.stat({ bigint: true })).ino);
         if ((st.mode & 0o077) !== 0) await fh.chmod(0o600);
         let fromWal: Tail | undefined;
         let walCreated = false;

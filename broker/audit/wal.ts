@@ -28,7 +28,8 @@ export interface WalBase {
 }
 
 interface WalHeader extends WalBase {
-  ino: number;
+  /** The log's inode number, in decimal: exact however large (a bigint stat). */
+  ino: string;
 }
 
 /** Records found in the write-ahead file that chain on from its base. */
@@ -83,7 +84,7 @@ export class AuditWal {
   }
 
   /** The records of the last generation that chain on from its base, if the header names the log with inode `ino`. */
-  recover(ino: number, hash: (line: Uint8Array) => string): WalRecords | undefined {
+  recover(ino: string, hash: (line: Uint8Array) => string): WalRecords | undefined {
     const size = Math.min(this.#allocated, WAL_MAX_BYTES);
     if (size < WAL_HEADER_BYTES) return undefined;
     const buf = Buffer.alloc(size);
@@ -122,7 +123,7 @@ export class AuditWal {
   }
 
   /** Starts a generation on the log's durable prefix `base`: the header is on disk before any record follows it. */
-  begin(ino: number, base: WalBase): Promise<void> {
+  begin(ino: string, base: WalBase): Promise<void> {
     const text = `${JSON.stringify({ wal: 1, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
     const block = Buffer.alloc(WAL_HEADER_BYTES);
     block.write(text, 'utf8');
@@ -169,7 +170,7 @@ function parseHeader(block: Buffer): WalHeader | undefined {
   try {
     const h = JSON.parse(block.subarray(0, nl).toString('utf8')) as Record<string, unknown>;
     const int = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-    if (h.wal !== 1 || !int(h.ino) || !int(h.offset) || !int(h.count)) return undefined;
+    if (h.wal !== 1 || typeof h.ino !== 'string' || !/^\d{1,20}$/.test(h.ino) || !int(h.offset) || !int(h.count)) return undefined;
     if (typeof h.head !== 'string' || !/^[0-9a-f]{64}$/.test(h.head)) return undefined;
     return { ino: h.ino, offset: h.offset, count: h.count, head: h.head };
   } catch {

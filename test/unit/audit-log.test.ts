@@ -458,6 +458,19 @@ describe('AuditLog write-ahead file', () => {
     expect((await fileLines()).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(['jti_100']);
   });
 
+  it('restores nothing into a log that is another file than the one the write-ahead file names', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    // The same first five records, but in a file put in the log's place (another inode).
+    const copy = Buffer.from(lines.slice(0, 5).join('\n') + '\n');
+    await unlink(path);
+    await writeFile(path, copy);
+    const b = await open();
+    expect(b.count).toBe(5);
+    expect(await readFile(path)).toEqual(copy);
+  });
+
   it('restores across wraps of the write-ahead file and after a batch too big for it', async () => {
     const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
     const a = await abandoned();
