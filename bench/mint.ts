@@ -9,6 +9,7 @@ import type { BrokerEnv } from '../test/helpers/broker';
 import { loadKeySet } from '../broker/core/keys';
 import { systemClock } from '../broker/core/clock';
 import type { WritClient } from '../broker/sdk/client';
+import { postForm } from './httpc';
 import { closedLoop, opsPerSecond } from './stats';
 import type { LoadFigure } from './stats';
 
@@ -29,11 +30,11 @@ export interface Bench {
 }
 
 /** A real broker (IPC approvals, every request approved for the session) and `n` agents each holding a grant. */
-export async function startBench(n = 16, given?: BrokerEnv): Promise<Bench> {
+export async function startBench(n = 16, given?: BrokerEnv, script?: string): Promise<Bench> {
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
-  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
+  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   const agents: MintAgent[] = [];
   for (let i = 0; i < n; i++) {
@@ -59,7 +60,7 @@ export function mintOverWs(agents: readonly MintAgent[], clients: number, second
 }
 
 /**
- * RFC 8693 exchange over HTTP with keep-alive (Node's fetch pools connections per origin): each client presents
+ * RFC 8693 exchange over HTTP with keep-alive (bench/httpc.ts, as for oidc-provider): each client presents
  * its own parent token and gets a sub-agent token, audited (`token.exchanged`) before the answer.
  */
 export async function mintOverHttp(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
@@ -71,8 +72,8 @@ export async function mintOverHttp(bench: Bench, clients: number, seconds?: numb
     bodies.push(new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN, actor_name: 'bench-sub' }).toString());
   }
   return closedLoop(clients, async (w) => {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: bodies[w] });
-    const body = (await res.json()) as { access_token?: string; error_description?: string };
+    const res = await postForm(url, bodies[w]!);
+    const body = JSON.parse(res.body) as { access_token?: string; error_description?: string };
     if (res.status !== 200 || !body.access_token) throw new Error(`token exchange failed: ${res.status} ${body.error_description}`);
   }, seconds);
 }

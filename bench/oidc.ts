@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { decodeProtectedHeader } from 'jose';
+import { postForm } from './httpc';
 import { closedLoop } from './stats';
 import type { LoadFigure } from './stats';
 
@@ -44,12 +45,8 @@ export async function startOidcProvider(): Promise<OidcPeer> {
 }
 
 async function issue(url: string): Promise<string> {
-  const res = await fetch(`${url}/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC },
-    body: 'grant_type=client_credentials&scope=repo%3Aread&resource=https%3A%2F%2Fapi.example',
-  });
-  const body = (await res.json()) as { access_token?: string; error?: string; error_description?: string };
+  const res = await postForm(`${url}/token`, 'grant_type=client_credentials&scope=repo%3Aread&resource=https%3A%2F%2Fapi.example', { authorization: BASIC });
+  const body = JSON.parse(res.body) as { access_token?: string; error?: string; error_description?: string };
   if (res.status !== 200 || !body.access_token) throw new Error(`oidc-provider refused: ${res.status} ${body.error} ${body.error_description}`);
   return body.access_token;
 }

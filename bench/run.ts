@@ -6,6 +6,8 @@
 //   revocation.ts  16 subscribed verifiers in separate processes: kill to refusal
 //   growth.ts      connected agents and a 1 M-record audit log: mint, memory, export and verify
 //   stats.ts       the one load generator and percentile helper; report.ts the tables and BENCHMARKS.md
+//   httpc.ts       the HTTP client both token endpoints are measured through
+//   ab.ts          (not run here) two broker builds side by side, for judging a change on a noisy machine
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { requireKeyring } from '../test/helpers/broker';
@@ -158,9 +160,9 @@ async function main(): Promise<void> {
   writeMarkdown(OUT, m, SECONDS, headline, tables, [
     `Load: closed loop (bench/stats.ts): each client awaits its call before the next, for ${SECONDS} s after a short warm-up; p50/p99 are nearest-rank over every call. The six mint figures (Writ WebSocket, Writ HTTP, oidc-provider; 1 and 16 clients) are each taken in ${ROUNDS} slices of ${(SECONDS / ROUNDS).toFixed(1)} s, interleaved, so load drifting on a shared machine falls on all alike.`,
     'The broker is the real one (dist/writ.mjs serve) with its keychain key in a throwaway keyring, approvals answered over its IPC channel; each agent holds a session-mode grant.',
-    'WebSocket: `token.mint` over the Unix socket. HTTP: POST /oauth2/token, RFC 8693 token exchange from the agent\'s own token to a sub-agent token (the broker has no other HTTP mint), Node fetch with keep-alive.',
+    'WebSocket: `token.mint` over the Unix socket. HTTP: POST /oauth2/token, RFC 8693 token exchange from the agent\'s own token to a sub-agent token (the broker has no other HTTP mint), node:http with a keep-alive agent (bench/httpc.ts; Node\'s fetch cost the benchmark process more CPU per call than either server).',
     'Floor: jose `SignJWT` with the broker\'s active key and claims of the same shape, in the benchmark process.',
-    'oidc-provider: its own process (bench/oidc-server.mjs), NODE_ENV=production, client_credentials with client_secret_basic and a resource indicator, `accessTokenFormat: \'jwt\'`, EdDSA (Ed25519) key; same fetch client and load as Writ over HTTP; in-memory adapter; no audit.',
+    'oidc-provider: its own process (bench/oidc-server.mjs), NODE_ENV=production, client_credentials with client_secret_basic and a resource indicator, `accessTokenFormat: \'jwt\'`, EdDSA (Ed25519) key; same HTTP client and load as Writ over HTTP; in-memory adapter; no audit.',
     'Verification: `createVerifier` from broker/sdk/verify.ts with use reports on; first sight cycles 512 distinct tokens through a verifier that caches one; raw is `crypto.verify` over pre-decoded input.',
     'Revocation: 16 child processes each run bench/verifier-child.mjs on dist/verify.mjs (subscribed, use reports off), hold a verified token and check it every millisecond and on each revocation event; the benchmark revokes the token by jti over the WebSocket. Times are wall clock shared across processes (performance.timeOrigin + performance.now()); "received by the caller" adds the IPC hop back.',
     'Growth: five brokers side by side, the 16-client WebSocket mint figure taken from each in interleaved slices; RSS is VmRSS from /proc/<pid>/status after the mint figures. The big log is written with the AuditLog class (fsync off) from a real mint record of this run, signed by the broker\'s key; the broker then starts on it (it reads only the tail).',

@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
 import { AuditRecord, issuePath, type AuditEntry } from '../protocol';
+import { AuditWal, walPath, type WalRecords } from './wal';
 
 export interface AuditSigner {
   readonly kid: string;
@@ -28,7 +29,7 @@ export interface AuditLogOptions {
   checkpointIntervalMs?: number;
   /** Called with each record once it is durable, in file order. Errors it throws are ignored. */
   onRecord?: (r: AuditRecord) => void;
-  /** fdatasync after each batch. Default true; only tests turn it off. */
+  /** Durable batches (through the write-ahead file, audit/wal.ts). Default true; only tests turn it off. */
   fsync?: boolean;
 }
 
@@ -78,8 +79,10 @@ interface Pending extends Built {
 interface Tail {
   /** File size once a torn fragment is cut off. */
   end: number;
-  /** Bytes of a torn final fragment (no newline: never acknowledged). */
+  /** Bytes of a torn final fragment (no newline: never acknowledged), or cut to replay the write-ahead file. */
   torn: number;
+  /** Records restored from the write-ahead file. */
+  replayed?: number;
   /** Records in the file, the hash of the last line, and whether that line is a checkpoint. */
   count: number;
   head: string;
@@ -87,6 +90,9 @@ interface Tail {
 }
 
 const noop = (): void => {};
+
+/** Batches whose flush may overlap: the second is written and flushing while the first still is. */
+const SYNCS_IN_FLIGHT = 2;
 
 export class AuditLog {
   readonly path: string;
@@ -99,6 +105,11 @@ export class AuditLog {
   readonly #every: number;
   readonly #onRecord: ((r: AuditRecord) => void) | undefined;
   readonly #fsync: boolean;
+  /** The write-ahead file, when the log is a regular file written durably; else each batch syncs the log itself. */
+  readonly #wal: AuditWal | undefined;
+  readonly #ino: string;
+  /** Bytes in the log file. */
+  #end: number;
 
   // Assigned synchronously in append(): fixes file order = call order.
   #nextSeq: number;
@@ -110,7 +121,13 @@ export class AuditLog {
   #head: string;
 
   #queue: Pending[] = [];
-  #writing = false;
+  /** A batch is being taken and written (its flush not yet started). */
+  #pumping = false;
+  /** Batches written whose flush and acknowledgement are pending, and the size of the latest. */
+  #inFlight = 0;
+  #lastBatch = 0;
+  /** Settles once every batch written so far is acknowledged or rejected; never rejects. */
+  #settled: Promise<void> = Promise.resolve();
   #idleWaiters: (() => void)[] = [];
   #failure: unknown = undefined;
   #failed = false;
@@ -118,9 +135,12 @@ export class AuditLog {
   #closed: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail) {
+  private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail, wal: AuditWal | undefined, ino: string) {
     this.path = opts.path;
     this.#fh = fh;
+    this.#wal = wal;
+    this.#ino = ino;
+    this.#end = tail.end;
     this.#session = opts.session;
     this.#user = opts.user;
     this.#clock = opts.clock;
@@ -158,22 +178,49 @@ export class AuditLog {
     } catch (e) {
       throw writeFailed(opts.path, 'cannot open the audit log', e);
     }
+    let wal: AuditWal | undefined;
     try {
       let tail: Tail = { end: 0, torn: 0, count: 0, head: ZERO_HASH, signed: true };
-      // Devices (tests use /dev/full) have no tail to read and no mode to tighten.
+      let ino = '';
+      // Devices (tests use /dev/full) have no tail to read, no mode to tighten and no write-ahead file.
       const st = await fh.stat();
       if (st.isFile()) {
+        ino = String((await fh.stat({ bigint: true })).ino);
         if ((st.mode & 0o077) !== 0) await fh.chmod(0o600);
-        tail = await readTail(fh, st.size, opts.path);
-        // Only now, with the last complete line known good: a torn fragment was never acknowledged to anyone.
-        if (tail.torn > 0) await fh.truncate(tail.end);
+        let fromWal: Tail | undefined;
+        let walCreated = false;
+        if (opts.fsync ?? true) {
+          const opened = AuditWal.open(walPath(opts.path));
+          wal = opened.wal;
+          walCreated = opened.created;
+          // A new log has nothing to restore; a left-over write-ahead file belongs to one that is gone.
+          const found = created || walCreated ? undefined : wal.recover(ino, sha256Hex);
+          if (found && found.ends.length > 0) fromWal = await replay(fh, st.size, found, opts.path);
+        }
+        if (fromWal) {
+          tail = fromWal;
+        } else {
+          tail = await readTail(fh, st.size, opts.path);
+          // Only now, with the last complete line known good: a torn fragment was never acknowledged to anyone.
+          if (tail.torn > 0) await fh.truncate(tail.end);
+        }
+        if (wal) {
+          // The generation's base must be on disk before the write-ahead file stops holding what follows it.
+          await datasync(fh.fd);
+          await wal.begin(ino, { offset: tail.end, count: tail.count, head: tail.head });
+          if (walCreated) created = true; // its name, too, must survive a power cut
+        }
       }
       if (created && process.platform !== 'win32') await syncDir(dirname(opts.path));
-      const log = new AuditLog(fh, opts, tail);
-      if (tail.torn > 0) await log.append({ event: 'audit.recovered', detail: { truncatedBytes: tail.torn } });
+      const log = new AuditLog(fh, opts, tail, wal, ino);
+      if (tail.torn > 0 || (tail.replayed ?? 0) > 0) {
+        const detail = tail.replayed ? { truncatedBytes: tail.torn, replayedRecords: tail.replayed } : { truncatedBytes: tail.torn };
+        await log.append({ event: 'audit.recovered', detail });
+      }
       if (interval > 0) log.#startTimer(interval);
       return log;
     } catch (e) {
+      wal?.close();
       await fh.close().catch(noop);
       if (e instanceof WritError) throw e;
       throw writeFailed(opts.path, 'cannot open the audit log', e);
@@ -242,6 +289,11 @@ export class AuditLog {
     let error: unknown;
     if (!this.#failed) await this.#checkpointNow().catch((e: unknown) => (error = e));
     await this.#whenIdle();
+    if (this.#wal) {
+      // The log file alone then holds every record, for readers that come before the next open.
+      if (!this.#failed) await datasync(this.#fh.fd).catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
+      this.#wal.close();
+    }
     await this.#fh.close().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log close failed', e)));
     if (error !== undefined) throw error;
   }
@@ -319,63 +371,145 @@ export class AuditLog {
     this.#prev = built.hash;
     if (built.record.event === 'checkpoint') this.#unsigned = 0;
     const p = new Promise<AuditRecord>((resolve, reject) => this.#queue.push({ ...built, resolve, reject }));
-    if (!this.#writing) {
-      this.#writing = true;
-      // Start on a microtask so a synchronous burst of appends shares the first batch.
-      queueMicrotask(() => void this.#drain());
-    }
+    this.#kick();
     return p;
   }
 
-  /** The single writer: one write + one fdatasync per batch; appends made meanwhile form the next batch. */
-  async #drain(): Promise<void> {
+  /**
+   * Starts the next batch on a microtask (so a synchronous burst shares it) when nothing is syncing, or when one
+   * batch is and the queue has grown as large as it: a flush costs CPU too, and a trickle of one-record batches
+   * behind a big one would spend more of it than the overlap saves.
+   */
+  #kick(): void {
+    if (this.#pumping || this.#inFlight >= SYNCS_IN_FLIGHT || this.#queue.length === 0) return;
+    if (this.#inFlight > 0 && this.#queue.length < this.#lastBatch) return;
+    this.#pumping = true;
+    queueMicrotask(() => void this.#pump());
+  }
+
+  /**
+   * The single writer: one write and one fdatasync per batch; appends made meanwhile form the next batch.
+   * Two batches may be syncing at once (a second sync of overwritten blocks nearly doubles what the disk completes
+   * here), and batches are acknowledged strictly in file order: none before every earlier one is durable.
+   */
+  async #pump(): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue;
-        this.#queue = [];
-        if (this.#failed) {
-          const err = this.#fail(this.#failure);
-          for (const p of batch) p.reject(err);
-          continue;
-        }
-        let text = '';
-        for (const p of batch) text += p.line + '\n';
-        try {
-          // The write goes to the page cache at once (microseconds); only the flush waits in the thread pool.
-          // Two thread-pool hops per batch measurably cut group-commit throughput on the mint path.
-          writeAllSync(this.#fh.fd, Buffer.from(text, 'utf8'));
-          if (this.#fsync) await datasync(this.#fh.fd);
-        } catch (e) {
-          // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
-          const err = this.#fail(e);
-          for (const p of batch) p.reject(err);
-          for (const p of this.#queue) p.reject(err);
-          this.#queue = [];
-          continue;
-        }
-        for (const p of batch) {
-          this.#count = p.record.seq + 1;
-          this.#head = p.hash;
-          if (this.#onRecord) {
-            try {
-              this.#onRecord(p.record);
-            } catch {
-              // A listener's bug must not turn a durable record into a failed one.
-            }
-          }
-          p.resolve(p.record);
-        }
+      const batch = this.#queue;
+      this.#queue = [];
+      if (batch.length === 0) return;
+      if (this.#failed) {
+        const err = this.#fail(this.#failure);
+        for (const p of batch) p.reject(err);
+        return;
       }
+      let synced: Promise<void>;
+      try {
+        ({ synced } = await this.#write(batch));
+      } catch (e) {
+        // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
+        const err = this.#fail(e);
+        for (const p of batch) p.reject(err);
+        for (const p of this.#queue) p.reject(err);
+        this.#queue = [];
+        return;
+      }
+      // Handled now: it may fail while an earlier batch is still syncing, before the chain below reaches it.
+      synced.catch(noop);
+      this.#inFlight++;
+      this.#lastBatch = batch.length;
+      this.#settled = this.#settled
+        .then(() => synced)
+        .then(
+          () => this.#acknowledge(batch),
+          (e: unknown) => {
+            const err = this.#fail(e);
+            for (const p of batch) p.reject(err);
+          },
+        )
+        .finally(() => {
+          this.#inFlight--;
+          this.#kick();
+          this.#notifyIdle();
+        });
     } finally {
-      this.#writing = false;
-      const waiters = this.#idleWaiters;
-      this.#idleWaiters = [];
-      for (const w of waiters) w();
+      this.#pumping = false;
+      this.#kick();
+      this.#notifyIdle();
     }
   }
 
+  /**
+   * Writes the batch (the write-ahead file first, then the log: page cache, microseconds) and starts its flush,
+   * returned unawaited (in an object: an async function would otherwise wait for it).
+   */
+  async #write(batch: readonly Pending[]): Promise<{ synced: Promise<void> }> {
+    let text = '';
+    for (const p of batch) text += p.line + '\n';
+    const bytes = Buffer.from(text, 'utf8');
+    const wal = this.#wal;
+    if (wal && AuditWal.holds(bytes.length)) {
+      if (!wal.fits(bytes.length)) {
+        // A new generation starts on the log as every earlier batch left it.
+        await this.#settled;
+        if (this.#failed) throw this.#failure;
+        await this.#rebase(this.#count, this.#head);
+      }
+      // The write-ahead file first: whatever reaches the log is then also there to restore from.
+      wal.write(bytes);
+      writeAllSync(this.#fh.fd, bytes);
+      this.#end += bytes.length;
+      return { synced: wal.sync() };
+    }
+    if (wal) {
+      await this.#settled;
+      if (this.#failed) throw this.#failure;
+    }
+    writeAllSync(this.#fh.fd, bytes);
+    this.#end += bytes.length;
+    if (!this.#fsync) return { synced: Promise.resolve() };
+    if (!wal) return { synced: datasync(this.#fh.fd) };
+    // A batch too big for the write-ahead file is made durable in the log itself; the next generation starts after it.
+    const last = batch[batch.length - 1]!;
+    await this.#rebase(last.record.seq + 1, last.hash);
+    return { synced: Promise.resolve() };
+  }
+
+  #acknowledge(batch: readonly Pending[]): void {
+    // A later sync can succeed after an earlier one failed (the error is reported once): the log stops at the first.
+    if (this.#failed) {
+      const err = this.#fail(this.#failure);
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    for (const p of batch) {
+      this.#count = p.record.seq + 1;
+      this.#head = p.hash;
+      if (this.#onRecord) {
+        try {
+          this.#onRecord(p.record);
+        } catch {
+          // A listener's bug must not turn a durable record into a failed one.
+        }
+      }
+      p.resolve(p.record);
+    }
+  }
+
+  #notifyIdle(): void {
+    if (this.#pumping || this.#inFlight > 0 || this.#queue.length > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Makes the log durable as it stands, then starts the write-ahead file afresh on it. */
+  async #rebase(count: number, head: string): Promise<void> {
+    await datasync(this.#fh.fd);
+    await this.#wal!.begin(this.#ino, { offset: this.#end, count, head });
+  }
+
   #whenIdle(): Promise<void> {
-    if (!this.#writing) return Promise.resolve();
+    if (!this.#pumping && this.#inFlight === 0 && this.#queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 }
@@ -462,5 +596,61 @@ async function readTail(fh: FileHandle, size: number, path: string): Promise<Tai
     count: record.seq + 1,
     head: sha256Hex(bytes),
     signed: record.event === 'checkpoint',
+  };
+}
+
+/**
+ * Restores what the write-ahead file holds and the log lost (a power cut before the log reached the disk):
+ * keeps the log up to where it stops matching the write-ahead records, writes the rest of them after it.
+ * Undefined when the log already holds them all, or when the file's base is not this log's prefix, or when
+ * the log holds a record beyond that point the write-ahead file does not: then nothing is cut on a guess.
+ */
+async function replay(fh: FileHandle, size: number, wal: WalRecords, path: string): Promise<Tail | undefined> {
+  const { base } = wal;
+  if (base.offset > size) return undefined;
+  if (base.offset === 0) {
+    if (base.count !== 0 || base.head !== ZERO_HASH) return undefined;
+  } else {
+    const prefix = await readTail(fh, base.offset, path).catch(() => undefined);
+    if (!prefix || prefix.torn !== 0 || prefix.count !== base.count || prefix.head !== base.head) return undefined;
+  }
+  const rest = Buffer.alloc(size - base.offset);
+  for (let off = 0; off < rest.length; ) {
+    const { bytesRead } = await fh.read(rest, off, rest.length - off, base.offset + off);
+    if (bytesRead <= 0) break;
+    off += bytesRead;
+  }
+  // Whole write-ahead lines the log holds byte for byte.
+  let kept = 0;
+  for (const end of wal.ends) {
+    if (end > rest.length || rest.compare(wal.bytes, kept, end, kept, end) !== 0) break;
+    kept = end;
+  }
+  if (kept === wal.bytes.length) return undefined; // nothing lost: the ordinary tail check handles the rest
+  // What follows in the log may be zeros, a torn line or the same records again; a record of its own is not ours to cut.
+  const known = new Set(wal.ends.map((end, i) => wal.bytes.toString('latin1', i === 0 ? 0 : wal.ends[i - 1], end - 1)));
+  const after = rest.subarray(kept);
+  for (let start = 0, nl = after.indexOf(0x0a); nl !== -1; start = nl + 1, nl = after.indexOf(0x0a, start)) {
+    const line = after.subarray(start, nl);
+    if (line.includes(0) || known.has(line.toString('latin1'))) continue;
+    let foreign = false;
+    try {
+      foreign = AuditRecord.safeParse(JSON.parse(line.toString('utf8'))).success;
+    } catch {
+      foreign = false;
+    }
+    if (foreign) return undefined;
+  }
+  await fh.truncate(base.offset + kept);
+  const missing = wal.bytes.subarray(kept);
+  writeAllSync(fh.fd, missing);
+  await datasync(fh.fd);
+  return {
+    end: base.offset + wal.bytes.length,
+    torn: size - (base.offset + kept),
+    replayed: wal.ends.filter((end) => end > kept).length,
+    count: wal.count,
+    head: wal.head,
+    signed: wal.signed,
   };
 }

@@ -25,7 +25,7 @@ import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
 import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope } from './scopes';
 import type { TokenMinter, WritClaims } from './tokens';
-import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS } from './tokens';
+import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS, VerifiedTokens } from './tokens';
 import type { RevocationStore } from './revocation';
 import type { Oversight } from './oversight';
 import { statusOf } from './inventory';
@@ -145,6 +145,7 @@ export class Authority {
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
   private readonly bindings = new BindingStore();
   private readonly bindingCache = new Map<string, ProcessBinding>();
+  private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
 
   constructor(
     readonly config: AuthorityConfig,
@@ -594,7 +595,7 @@ export class Authority {
     const opts = { issuer: this.config.issuer, keys: this.deps.publicKey, clock: this.deps.clock, ...(audience === undefined ? {} : { audience }) };
     let claims: WritClaims;
     try {
-      claims = await verifyToken(token, opts);
+      claims = await verifyToken(token, opts, this.verified);
     } catch (e) {
       if (isWritError(e, 'WRIT_TOKEN_EXPIRED')) await this.expiredPresented(token, opts);
       throw e;

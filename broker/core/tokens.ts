@@ -1,8 +1,7 @@
 // Access tokens: RFC 9068 JWTs (`typ: at+jwt`), EdDSA, naming the user (`sub`) and the acting agent chain
 // (`act`, nested per RFC 8693). Minting and checking live here; who may mint what is decided elsewhere.
-import { sign as edSign } from 'node:crypto';
+import { sign as edSign, verify as edVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { jwtVerify, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { WritError } from '../errors';
 import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
@@ -129,45 +128,146 @@ export interface VerifyOptions {
   clockToleranceSeconds?: number;
 }
 
+const B64URL = /^[A-Za-z0-9_-]+$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'scope', 'act'] as const;
+const STRING_CLAIMS = ['sub', 'aud', 'client_id', 'scope', 'jti', 'task_id', 'grant_id'] as const;
+
+const invalid = (why: string, cause?: unknown): WritError =>
+  new WritError('WRIT_TOKEN_INVALID', why, cause === undefined ? undefined : { cause });
+
+/** A base64url segment as JSON, or undefined; strict UTF-8, so no two encodings decode alike. */
+function jsonSegment(segment: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(utf8.decode(Buffer.from(segment, 'base64url')));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function numericDate(p: Record<string, unknown>, name: 'iat' | 'nbf' | 'exp'): number | undefined {
+  const v = p[name];
+  if (v !== undefined && typeof v !== 'number') throw invalid(`token claim ${name} must be a number`);
+  return v as number | undefined;
+}
+
 /**
  * Checks signature, `typ`, issuer, time and the claims Writ relies on. Revocation is the caller's job
  * (it needs the broker's state). Each failure is a WritError with its own code.
+ *
+ * The checks are jose's jwtVerify (alg EdDSA, typ at+jwt, RFC 7519 time claims with the tolerance), done with
+ * node:crypto in one synchronous step: jose goes through WebCrypto, whose promise round trip cost more than the
+ * Ed25519 verification itself on every token the broker is shown (exchange, introspection, the verifier SDK).
+ * As there, the signature is checked before any claim, so an expired token is only called expired if it is genuine.
  */
-export async function verifyToken(token: string, opts: VerifyOptions): Promise<WritClaims> {
-  if (typeof token !== 'string' || token.length > 8192) {
-    throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
+export async function verifyToken(token: string, opts: VerifyOptions, seen?: VerifiedTokens): Promise<WritClaims> {
+  if (typeof token !== 'string' || token.length > 8192) throw invalid('token is not a compact JWT');
+  const known = seen?.get(token, opts.keys);
+  return checkClaims(known ?? verifySignature(token, opts, seen), opts);
+}
+
+/** The signature, header and claims-set form of a compact JWT; its claims as an object once all three are good. */
+function verifySignature(token: string, opts: VerifyOptions, seen: VerifiedTokens | undefined): Record<string, unknown> {
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts.every((s) => B64URL.test(s))) throw invalid('token is not a compact JWT');
+  const [h, p, s] = parts as [string, string, string];
+  const header = jsonSegment(h);
+  if (header === undefined) throw invalid('token is not a compact JWT');
+  const kid = header.kid;
+  const key = typeof kid === 'string' ? opts.keys(kid) : undefined;
+  if (key === undefined) throw invalid('token is signed by an unknown key');
+  // No extensions are understood (RFC 7515 §4.1.11), and only EdDSA keys sign Writ tokens.
+  if (header.alg !== 'EdDSA' || header.crit !== undefined || header.b64 !== undefined || key.asymmetricKeyType !== 'ed25519') {
+    throw invalid('token failed verification');
   }
-  let kid: string | undefined;
+  const sig = Buffer.from(s, 'base64url');
+  // Canonical only: a token string has one spelling, as the signature has one value.
+  if (sig.length !== 64 || sig.toString('base64url') !== s) throw invalid('token failed verification');
+  let good: boolean;
   try {
-    kid = decodeProtectedHeader(token).kid;
+    good = edVerify(null, Buffer.from(`${h}.${p}`, 'ascii'), key, sig);
   } catch (e) {
-    throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT', { cause: e });
+    throw invalid('token failed verification', e);
   }
-  const key = kid === undefined ? undefined : opts.keys(kid);
-  if (key === undefined) throw new WritError('WRIT_TOKEN_INVALID', 'token is signed by an unknown key');
-  try {
-    const { payload } = await jwtVerify(token, key, {
-      algorithms: ['EdDSA'],
-      typ: TOKEN_TYPE,
-      issuer: opts.issuer,
-      ...(opts.audience === undefined ? {} : { audience: opts.audience }),
-      currentDate: new Date(opts.clock.now()),
-      clockTolerance: opts.clockToleranceSeconds ?? 5,
-      requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'scope', 'act'],
-    });
-    const p = payload as Record<string, unknown>;
-    for (const name of ['sub', 'aud', 'client_id', 'scope', 'jti', 'task_id', 'grant_id'] as const) {
-      if (typeof p[name] !== 'string') throw new WritError('WRIT_TOKEN_INVALID', `token claim ${name} is missing or not a string`);
-    }
-    const chain = chainFromAct(p.act);
-    if (chain[0] !== p.client_id) throw new WritError('WRIT_TOKEN_INVALID', 'token client_id is not its current actor');
-    return payload as unknown as WritClaims;
-  } catch (e) {
-    if (e instanceof WritError) throw e;
-    if (e instanceof joseErrors.JWTExpired) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired', { cause: e });
-    if (e instanceof joseErrors.JWTClaimValidationFailed && e.claim === 'aud') {
-      throw new WritError('WRIT_AUDIENCE_MISMATCH', 'token is for another audience', { cause: e });
-    }
-    throw new WritError('WRIT_TOKEN_INVALID', 'token failed verification', { cause: e });
+  if (!good) throw invalid('token failed verification');
+  if (typeof header.typ !== 'string' || normalizeTyp(header.typ) !== TOKEN_TYPE) throw invalid('token is not an access token (typ)');
+  const payload = jsonSegment(p);
+  if (payload === undefined) throw invalid('token claims are not a JSON object');
+  seen?.set(token, kid as string, key, payload);
+  return payload;
+}
+
+/** Everything about a token that depends on the time, the audience asked for, or the claims themselves. */
+function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): WritClaims {
+  for (const name of REQUIRED_CLAIMS) {
+    if (!Object.hasOwn(payload, name)) throw invalid(`token claim ${name} is missing`);
   }
+  if (payload.iss !== opts.issuer) throw invalid('token is from another issuer');
+  if (opts.audience !== undefined && !audienceHas(payload.aud, opts.audience)) {
+    throw new WritError('WRIT_AUDIENCE_MISMATCH', 'token is for another audience');
+  }
+  const tolerance = opts.clockToleranceSeconds ?? 5;
+  const now = seconds(opts.clock.now());
+  numericDate(payload, 'iat');
+  const nbf = numericDate(payload, 'nbf');
+  if (nbf !== undefined && nbf > now + tolerance) throw invalid('token is not valid yet (nbf)');
+  const exp = numericDate(payload, 'exp');
+  if (exp !== undefined && exp <= now - tolerance) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
+  for (const name of STRING_CLAIMS) {
+    if (typeof payload[name] !== 'string') throw invalid(`token claim ${name} is missing or not a string`);
+  }
+  const chain = chainFromAct(payload.act);
+  if (chain[0] !== payload.client_id) throw invalid('token client_id is not its current actor');
+  return payload as unknown as WritClaims;
+}
+
+/**
+ * Tokens whose signature has been checked, so a token shown again (a parent exchanging for each of its
+ * sub-agents, a resource introspecting the token it holds) skips the Ed25519 verification, the costliest step.
+ * Only that is skipped: every claim (time, audience, issuer, chain) is checked on every call, and an entry
+ * counts only while its kid still resolves to the very key that verified it. Bounded; oldest out first.
+ */
+export class VerifiedTokens {
+  readonly #entries = new Map<string, { kid: string; key: KeyObject; payload: Record<string, unknown> }>();
+
+  constructor(private readonly max = 1024) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(token: string, keys: (kid: string) => KeyObject | undefined): Record<string, unknown> | undefined {
+    const e = this.#entries.get(token);
+    if (e === undefined) return undefined;
+    if (keys(e.kid) !== e.key) {
+      this.#entries.delete(token);
+      return undefined;
+    }
+    return e.payload;
+  }
+
+  set(token: string, kid: string, key: KeyObject, payload: Record<string, unknown>): void {
+    if (this.#entries.size >= this.max) this.#entries.delete(this.#entries.keys().next().value!);
+    // Callers get this object on every hit: frozen, so none can change what the next one reads.
+    this.#entries.set(token, { kid, key, payload: deepFreeze(payload) });
+  }
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
+/** RFC 8725 §3.11 media type compare, as jose does it: case-insensitive, `application/` optional. */
+function normalizeTyp(typ: string): string {
+  const t = typ.toLowerCase();
+  return t.startsWith('application/') ? t.slice('application/'.length) : t;
+}
+
+function audienceHas(aud: unknown, want: string): boolean {
+  return typeof aud === 'string' ? aud === want : Array.isArray(aud) && aud.includes(want);
 }

@@ -66,7 +66,7 @@ export class BrokerProcess {
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
   }
 
-  /** `script` is another build of the CLI (the revocation bench's before/after run); by default this checkout's. */
+  /** `script` is the bundle to run: dist/writ.mjs unless a benchmark compares another build with it. */
   static async start(env: BrokerEnv = freshEnv(), args: string[] = [], nodeArgs: string[] = [], script = WRIT): Promise<BrokerProcess> {
     const child = spawn(process.execPath, [...nodeArgs, script, 'serve', ...args], {
       env: { ...process.env, ...env },

@@ -1,10 +1,15 @@
+import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, checkpointText, type AuditLogOptions } from '../../broker/audit/log';
+import { exportAuditFile } from '../../broker/audit/export';
+import { verifyAuditFile } from '../../broker/audit/verify';
+import { WAL_MAX_BYTES, walPath } from '../../broker/audit/wal';
 import { ManualClock } from '../../broker/core/clock';
 import { isWritError } from '../../broker/errors';
 import type { AuditEntry, AuditRecord } from '../../broker/protocol';
@@ -99,6 +104,27 @@ describe('AuditLog chain', () => {
     const all = await Promise.all([first, ...rest]);
     expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 51 }, (_, i) => i));
     expect((await fileLines()).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(all.map((r) => r.jti));
+  });
+
+  it('acknowledges batches strictly in file order while two are syncing at once, and close waits for both', async () => {
+    const seen: number[] = [];
+    const log = await open({ onRecord: (r) => seen.push(r.seq) });
+    const resolved: number[] = [];
+    const all: Promise<AuditRecord>[] = [];
+    for (let wave = 0; wave < 20; wave++) {
+      // Each wave lands while the previous one's flush may still be running.
+      for (let i = 0; i < 5; i++) all.push(log.append(minted(wave * 5 + i)).then((r) => (resolved.push(r.seq), r)));
+      await new Promise((r) => setImmediate(r));
+    }
+    const closing = log.close();
+    await Promise.all(all);
+    await closing;
+    const order = Array.from({ length: 100 }, (_, i) => i);
+    expect(resolved).toEqual(order);
+    expect(seen).toEqual([...order, 100]);
+    const lines = await fileLines();
+    expect(lines.map((l) => (JSON.parse(l) as AuditRecord).seq)).toEqual([...order, 100]);
+    expect(JSON.parse(lines[100]!)).toMatchObject({ event: 'checkpoint', checkpoint: { count: 100, head: sha(lines[99]!) } });
   });
 
   it('continues seq and chain when reopened', async () => {
@@ -307,5 +333,165 @@ describe('AuditLog checkpoints', () => {
     await log.close();
     const recs = (await fileLines()).map((l) => JSON.parse(l) as AuditRecord);
     expect(recs.map((r) => r.event)).toEqual(['token.minted', 'checkpoint']);
+  });
+});
+
+describe('AuditLog write-ahead file', () => {
+  const keys = new Map([['k1', publicKey]]);
+
+  /** A log whose process is gone without closing it: nothing more is written, nothing is synced at close. */
+  async function abandoned(extra: Partial<AuditLogOptions> = {}): Promise<AuditLog> {
+    return AuditLog.open({ path, session: 'ses_1', user: 'alice', clock, signer, checkpointIntervalMs: 0, ...extra });
+  }
+
+  /** The log as a power cut may leave it: only its first `keep` bytes reached the disk, then zeros. */
+  async function powerCut(keep: number, zeros = 0): Promise<number> {
+    const bytes = await readFile(path);
+    await writeFile(path, Buffer.concat([bytes.subarray(0, keep), Buffer.alloc(zeros)]));
+    return keep + zeros;
+  }
+
+  const lineStart = (lines: string[], i: number): number => lines.slice(0, i).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+
+  async function exported(): Promise<string[]> {
+    const chunks: Buffer[] = [];
+    const out = new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) });
+    await exportAuditFile(path, out, 'jsonl', {});
+    return Buffer.concat(chunks).toString('utf8').split('\n').filter(Boolean);
+  }
+
+  it('keeps the log plain JSON Lines that grows with each batch, so `tail -f` follows it', async () => {
+    const log = await open();
+    await log.append(minted(0));
+    const tail = spawn('tail', ['-n', '+1', '-f', path], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let seen = '';
+    tail.stdout.on('data', (d: Buffer) => (seen += d.toString('utf8')));
+    try {
+      for (let i = 1; i < 5; i++) await log.append(minted(i));
+      const deadline = Date.now() + 20_000;
+      while (seen.split('\n').length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      tail.kill();
+    }
+    const text = await readFile(path, 'utf8');
+    expect(text).not.toContain('\0');
+    expect(seen).toBe(text);
+    expect(text.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(['jti_0', 'jti_1', 'jti_2', 'jti_3', 'jti_4']);
+    expect((await stat(walPath(path))).mode & 0o777).toBe(0o600);
+  });
+
+  it('restores acknowledged records a power cut took from the log: it opens, verifies and exports exactly them', async () => {
+    const a = await abandoned();
+    const acked = await Promise.all(Array.from({ length: 20 }, (_, i) => a.append(minted(i))));
+    for (let i = 20; i < 40; i++) acked.push(await a.append(minted(i)));
+    const lines = await fileLines();
+    expect(lines).toHaveLength(40);
+    // Record 25 reached the disk half written, 26 onwards not at all; the filesystem shows zeros after it.
+    const cut = lineStart(lines, 25) + 30;
+    const size = await powerCut(cut, 4096);
+
+    const b = await open();
+    expect(b.count).toBe(41);
+    const after = await fileLines();
+    expect(after.slice(0, 40)).toEqual(lines);
+    const rec = JSON.parse(after[40]!) as AuditRecord;
+    expect(rec).toMatchObject({ seq: 40, event: 'audit.recovered', detail: { truncatedBytes: size - lineStart(lines, 25), replayedRecords: 15 } });
+    expect(rec.prev).toBe(sha(lines[39]!));
+    await b.close();
+
+    expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 42, checkpoints: 1, lastCheckpointSeq: 41, unsignedTail: 0 });
+    const out = await exported();
+    expect(out.slice(0, 40)).toEqual(lines);
+    expect(out.slice(0, 40).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(acked.map((r) => r.jti));
+    expect(out.slice(40).map((l) => (JSON.parse(l) as AuditRecord).event)).toEqual(['audit.recovered', 'checkpoint']);
+  });
+
+  it('stops restoring at a torn batch in the write-ahead file: only whole records that chain come back', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 15; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    // The batch holding record 12 never finished reaching the write-ahead file: zeros from its middle on.
+    const wal = await readFile(walPath(path));
+    const at = wal.indexOf('"jti":"jti_12"');
+    expect(at).toBeGreaterThan(0);
+    await writeFile(walPath(path), Buffer.concat([wal.subarray(0, at), Buffer.alloc(wal.length - at)]));
+    await powerCut(lineStart(lines, 5));
+
+    const b = await open();
+    expect(b.count).toBe(13);
+    const after = await fileLines();
+    expect(after.slice(0, 12)).toEqual(lines.slice(0, 12));
+    expect(JSON.parse(after[12]!)).toMatchObject({ seq: 12, event: 'audit.recovered', detail: { truncatedBytes: 0, replayedRecords: 7 } });
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 14 });
+  });
+
+  it('changes nothing after a process kill: the log already holds every record', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const before = await readFile(path);
+    const b = await open();
+    expect(b.count).toBe(10);
+    expect(await readFile(path)).toEqual(before);
+  });
+
+  it('never cuts a record of the log that the write-ahead file does not hold', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    // Record 6 on disk differs from the one in the write-ahead file (another writer, or an edit): no guessing.
+    const other = JSON.stringify({ ...(JSON.parse(lines[6]!) as AuditRecord), jti: 'jti_other' });
+    await writeFile(path, [...lines.slice(0, 6), other].join('\n') + '\n');
+    const before = await readFile(path);
+    const b = await open();
+    expect(b.count).toBe(7);
+    expect(await readFile(path)).toEqual(before);
+  });
+
+  it('ignores a write-ahead file left by a log that was removed', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 5; i++) await a.append(minted(i));
+    await unlink(path);
+    const b = await open();
+    expect(b.count).toBe(0);
+    await b.append(minted(100));
+    expect((await fileLines()).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(['jti_100']);
+  });
+
+  it('restores nothing into a log that is another file than the one the write-ahead file names', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    // The same first five records, but in a file put in the log's place (another inode).
+    const copy = Buffer.from(lines.slice(0, 5).join('\n') + '\n');
+    await unlink(path);
+    await writeFile(path, copy);
+    const b = await open();
+    expect(b.count).toBe(5);
+    expect(await readFile(path)).toEqual(copy);
+  });
+
+  it('restores across wraps of the write-ahead file and after a batch too big for it', async () => {
+    const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
+    const a = await abandoned();
+    // About 40 of these fill the write-ahead file: 60 one by one wrap it once.
+    for (let i = 0; i < 60; i++) await a.append(big(i));
+    let lines = await fileLines();
+    await powerCut(lineStart(lines, 50) + 10);
+    const b = await abandoned();
+    expect(b.count).toBe(61);
+    lines = await fileLines();
+    expect(lines.slice(0, 60).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(Array.from({ length: 60 }, (_, i) => `jti_${i}`));
+
+    // One batch of more than the write-ahead file holds goes to the log alone, synced there; later ones chain on.
+    const burst = Array.from({ length: Math.ceil(WAL_MAX_BYTES / 100_000) + 5 }, (_, i) => b.append(big(1000 + i)));
+    await Promise.all(burst);
+    for (let i = 0; i < 3; i++) await b.append(minted(2000 + i));
+    lines = await fileLines();
+    await powerCut(lineStart(lines, lines.length - 3));
+    const c = await open();
+    expect(c.count).toBe(lines.length + 1);
+    await c.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: lines.length + 2 });
   });
 });
