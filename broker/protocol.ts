@@ -423,6 +423,9 @@ export type ApprovalDecision = z.infer<typeof ApprovalDecision>;
 /** Pairs an editor action (block, unblock, dismiss) with its `action.result`. */
 const ActionRequestId = z.string().min(1).max(100);
 
+/** Most audit records one `audit.records` IPC message carries. */
+export const AUDIT_RECORDS_PER_MESSAGE = 512;
+
 /** broker → parent over IPC */
 export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({
@@ -436,7 +439,8 @@ export const BrokerToParent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('approval.request'), request: ApprovalRequest }),
   /** The request ended without this parent's decision (agent gone, timeout, revoked). */
   z.strictObject({ type: z.literal('approval.closed'), requestId: z.string(), reason: WritErrorCodeSchema.or(z.literal('decided')) }),
-  z.strictObject({ type: z.literal('audit.record'), record: z.lazy(() => AuditRecord) }),
+  /** Audit records as they become durable, in log order: one message per flush, not per record (a minting agent's IPC). */
+  z.strictObject({ type: z.literal('audit.records'), records: z.array(z.lazy(() => AuditRecord)).min(1).max(AUDIT_RECORDS_PER_MESSAGE) }),
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
   /** The watch raised a finding (already audited, and acted on per its action). */
   z.strictObject({ type: z.literal('finding'), finding: FindingView }),

@@ -383,8 +383,8 @@ export class WritContext implements TreeSource {
       case 'approval.closed':
         this.approvals.closed(msg.requestId, msg.reason);
         return;
-      case 'audit.record':
-        this.record(msg.record);
+      case 'audit.records':
+        for (const r of msg.records) this.record(r);
         return;
       case 'state': {
         const resolve = this.stateWaiters.get(msg.requestId);

@@ -93,7 +93,7 @@ export class BrokerProcess {
     const m = BrokerToParent.parse(raw);
     this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
-    if (m.type === 'audit.record') this.records.push(m.record);
+    if (m.type === 'audit.records') this.records.push(...m.records);
     if (m.type === 'approval.closed') this.closed.push({ requestId: m.requestId, reason: m.reason });
     if (m.type === 'approval.request') {
       this.requests.push(m.request);

@@ -34,6 +34,25 @@ async function act(b: BrokerProcess, msg: ParentToBroker & { requestId: string }
   return waitForMessage(b, (m): m is ResultMsg => m.type === 'action.result' && m.requestId === msg.requestId);
 }
 
+describe('the editor over IPC: the audit stream', () => {
+  it('gets every durable record once, in log order, batched per flush rather than one message each', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('minter');
+    const r = await client.call('task.request', { task: 'mint', scopes: ['repo:read:a'], audience: AUD });
+    await Promise.all(Array.from({ length: 64 }, () => client.call('token.mint', { grantId: r.grant.id })));
+    const onDisk = b.auditLines().map((l) => JSON.parse(l) as { seq: number; event: string });
+    // The last record the client saw is on disk; the editor's copy catches up within the same flush.
+    for (let i = 0; i < 250 && b.records.length < onDisk.length; i++) await new Promise((res) => setTimeout(res, 20));
+    expect(b.records.map((x) => [x.seq, x.event])).toEqual(onDisk.map((x) => [x.seq, x.event]));
+    expect(onDisk.filter((x) => x.event === 'token.minted')).toHaveLength(65);
+    const messages = b.messages.filter((m) => m.type === 'audit.records').length;
+    expect(messages).toBeLessThan(onDisk.length);
+    await client.close();
+    await b.stop();
+  });
+});
+
 describe('the editor over IPC: findings, inventory, block, unblock, dismiss', () => {
   it('state lists the open finding and the identity; block refuses and stops the agent; unblock gives it back', async () => {
     const b = await BrokerProcess.start(freshEnv());
