@@ -636,7 +636,7 @@ export class Authority {
     const presenters = [...this.agents.values()].filter((a) => a.seenFrom.some(inLine));
     const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
     const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
-    const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table);
+    const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);
 
     const holder = this.agents.get(chain[0]!);
     const oversight = this.deps.oversight;

@@ -61,9 +61,14 @@ export type PresenterVerdict =
  * Is the presenting process the one the token was minted for, or a descendant of it (a child process is a
  * sub-agent, which is normal)? `unknown` when either side is not identified well enough to say.
  */
-export function checkPresenter(b: ProcessBinding, presenter: PeerProcess | undefined, table: ProcessTable): PresenterVerdict {
-  if (presenter === undefined || presenter.startTime === undefined) return { verdict: 'unknown' };
-  const line = table.lineage(presenter.pid);
+export function checkPresenter(
+  b: ProcessBinding,
+  presenter: PeerProcess | undefined,
+  table: ProcessTable,
+  /** The presenter's lineage when the caller has just read it. */
+  line: ProcessRef[] | undefined = presenter === undefined ? undefined : table.lineage(presenter.pid),
+): PresenterVerdict {
+  if (presenter === undefined || presenter.startTime === undefined || line === undefined) return { verdict: 'unknown' };
   if (line.length === 0 || line[0]!.startTime !== presenter.startTime) return { verdict: 'unknown' };
   const root = boundRoot(b, table);
   if (root === undefined) return { verdict: 'unknown' };

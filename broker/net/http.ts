@@ -100,7 +100,8 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (deps.proxy && (req.url ?? '').startsWith('/proxy/')) return deps.proxy(req, res);
     const route = `${req.method} ${url.pathname}`;
-    const presenter = deps.peer ? { process: deps.peer(req.socket) } : undefined;
+    // One look at the calling process per request, however many checks ask (the holder rules, the new token's binding).
+    const presenter = deps.peer ? { process: once(deps.peer(req.socket)) } : undefined;
     const run = async () => {
       switch (route) {
         case 'GET /.well-known/oauth-authorization-server':
@@ -177,4 +178,10 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
       oauthError(res, status, code, err.code === 'WRIT_INTERNAL' ? new WritError('WRIT_INTERNAL', 'internal error') : err);
     });
   };
+}
+
+/** The first call's promise, shared by the later ones. */
+function once<T>(f: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => (p ??= f());
 }

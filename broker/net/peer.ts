@@ -245,15 +245,42 @@ export async function stillSame(peer: Pick<PeerProcess, 'pid' | 'startTime'>, pl
 export const MAX_LINEAGE = 64;
 
 /**
- * The process and its ancestors (by /proc/<pid>/stat ppid), nearest first, each with its start time, read now.
- * Empty off Linux or when the pid is gone: the process is then not identified.
+ * How long an ancestor's /proc/<pid>/stat is reused. Every token check walks the presenter's lineage, and the same
+ * few shells and editors are its ancestors each time: reading them all per request cost the HTTP exchange 4x its
+ * CPU. The process itself is always read fresh (its start time guards against pid reuse); an ancestor's parent
+ * link can only be as much as this much out of date.
+ */
+export const ANCESTOR_STAT_TTL_MS = 1000;
+const ANCESTOR_CACHE_MAX = 4096;
+const ancestorStats = new Map<number, { ppid: number; startTime: number; at: number }>();
+
+function ancestorStat(pid: number, now: number): { ppid: number; startTime: number } | undefined {
+  const hit = ancestorStats.get(pid);
+  if (hit !== undefined && now - hit.at < ANCESTOR_STAT_TTL_MS) return hit;
+  const stat = readStat(pid);
+  if (stat === undefined) {
+    ancestorStats.delete(pid);
+    return undefined;
+  }
+  if (ancestorStats.size >= ANCESTOR_CACHE_MAX) ancestorStats.clear();
+  ancestorStats.set(pid, { ...stat, at: now });
+  return stat;
+}
+
+/**
+ * The process and its ancestors (by /proc/<pid>/stat ppid), nearest first, each with its start time: the process
+ * read now, its ancestors at most ANCESTOR_STAT_TTL_MS old. Empty off Linux or when the pid is gone: the process
+ * is then not identified.
  */
 export function procLineage(pid: number, platform: NodeJS.Platform = process.platform): ProcessRef[] {
   if (platform !== 'linux') return [];
-  const out: ProcessRef[] = [];
-  let at = pid;
+  const head = readStat(pid);
+  if (!head) return [];
+  const out: ProcessRef[] = [{ pid, startTime: head.startTime }];
+  const now = performance.now();
+  let at = head.ppid;
   while (at > 0 && out.length < MAX_LINEAGE) {
-    const stat = readStat(at);
+    const stat = ancestorStat(at, now);
     if (!stat) break;
     out.push({ pid: at, startTime: stat.startTime });
     at = stat.ppid;
