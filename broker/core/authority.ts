@@ -83,6 +83,8 @@ interface Agent {
   grants: Set<string>;
   /** Inventory identity (stable across runs), when oversight is on. */
   identity: string | undefined;
+  /** Its key in `subAgents` when an exchange made it, so forgetting it forgets the key. */
+  subAgentKey: string | undefined;
 }
 
 interface Grant {
@@ -97,8 +99,10 @@ interface Grant {
   /** Epoch seconds. */
   expiresAt: number;
   revoked: boolean;
-  /** jti → exp (epoch seconds), for counting and revoking what is live. */
+  /** jti → exp (epoch seconds), for counting and revoking what is live; expired entries are swept as it grows. */
   tokens: Map<string, number>;
+  /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
+  tokensAfterSweep: number;
 }
 
 interface Pending {
@@ -128,6 +132,10 @@ export interface Presenter {
 const SEEN_FROM = 4;
 /** Process bindings kept ready per (pid, start time), so a burst of mints reads /proc once. */
 const BINDING_CACHE = 256;
+/** A grant's token map is swept of expired tokens once it reaches twice its size after the last sweep, and this. */
+const TOKEN_SWEEP_FLOOR = 64;
+/** New grants, and new agents, between sweeps of what can no longer matter. */
+const SWEEP_EVERY = 256;
 
 /** May return a promise: the revoke call waits for it (subscribers acknowledging the event). */
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
@@ -139,6 +147,12 @@ const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
 export class Authority {
   private readonly agents = new Map<string, Agent>();
   private readonly sessions = new Map<string, string>(); // sha256(session credential) → agent id
+  /** sha256 of the sessions of revoked agents since forgotten: still refused, never seen as new. */
+  private readonly revokedSessions = new Set<string>();
+  /** jti → its grant, for every token a grant still holds: revoke by jti and use reports look up here. */
+  private readonly tokenGrants = new Map<string, Grant>();
+  /** Inventory identity → agents held in memory with it: the inventory never forgets an identity in use. */
+  private readonly identityAgents = new Map<string, number>();
   private readonly grants = new Map<string, Grant>();
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
@@ -188,9 +202,10 @@ export class Authority {
   /** `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven). */
   async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
     if (params.session !== undefined) {
-      const id = this.sessions.get(sha256(params.session));
+      const hash = sha256(params.session);
+      const id = this.sessions.get(hash);
       const agent = id === undefined ? undefined : this.agents.get(id);
-      if (agent?.revoked) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
+      if (agent?.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
       if (agent) {
         agent.connections++;
         if (process) {
@@ -203,9 +218,10 @@ export class Authority {
     }
     let parents: string[] = [];
     if (params.parentSession !== undefined) {
-      const parentId = this.sessions.get(sha256(params.parentSession));
+      const hash = sha256(params.parentSession);
+      const parentId = this.sessions.get(hash);
       const parent = parentId === undefined ? undefined : this.agents.get(parentId);
-      if (!parent || parent.revoked) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+      if (!parent || parent.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
       parents = [parent.id, ...parent.parents];
       if (parents.length > this.config.maxDelegationDepth) {
         throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
@@ -229,15 +245,22 @@ export class Authority {
       seenFrom: [],
       grants: new Set(),
       identity: undefined,
+      subAgentKey: undefined,
     };
     if (process) this.rememberProcess(agent, process);
-    agent.identity = this.deps.oversight?.identify({
-      name: info.name,
-      kind: info.kind,
-      ...(parents[0] && this.agents.get(parents[0])?.identity ? { parentIdentity: this.agents.get(parents[0])!.identity! } : {}),
-      ...(process?.exe ? { process: { exe: process.exe, ...(process.sha256 ? { sha256: process.sha256 } : {}) } } : {}),
-    });
+    agent.identity = this.deps.oversight?.identify(
+      {
+        name: info.name,
+        kind: info.kind,
+        ...(parents[0] && this.agents.get(parents[0])?.identity ? { parentIdentity: this.agents.get(parents[0])!.identity! } : {}),
+        ...(process?.exe ? { process: { exe: process.exe, ...(process.sha256 ? { sha256: process.sha256 } : {}) } } : {}),
+      },
+      (identity) => this.identityAgents.has(identity),
+    );
+    if (agent.identity !== undefined) this.identityAgents.set(agent.identity, (this.identityAgents.get(agent.identity) ?? 0) + 1);
     this.agents.set(agent.id, agent);
+    // The new agent has no connection or grant yet: the sweep keeps it (and its ancestors) by name.
+    if (++this.agentsSinceSweep >= SWEEP_EVERY) this.sweep(seconds(this.deps.clock.now()), agent);
     return agent;
   }
 
@@ -474,18 +497,35 @@ export class Authority {
       expiresAt: now + (mode === 'session' ? SESSION_GRANT_SECONDS : this.config.taskGrantSeconds),
       revoked: false,
       tokens: new Map(),
+      tokensAfterSweep: 0,
     };
     this.grants.set(grant.id, grant);
     agent.grants.add(grant.id);
-    if (++this.grantsSinceSweep >= 256) this.sweepGrants(now);
+    if (++this.grantsSinceSweep >= SWEEP_EVERY) this.sweep(now);
     return grant;
   }
 
   private grantsSinceSweep = 0;
+  private agentsSinceSweep = 0;
 
   /** Grants held in memory (live or not yet swept): for status and tests of the sweep. */
   retainedGrants(): number {
     return this.grants.size;
+  }
+
+  /** Tokens the grants hold (jti → exp), live or not yet swept. */
+  retainedTokens(): number {
+    return this.tokenGrants.size;
+  }
+
+  /** Agents held in memory, and the tombstones of forgotten revoked sessions. */
+  retainedAgents(): { agents: number; sessions: number; revokedSessions: number } {
+    return { agents: this.agents.size, sessions: this.sessions.size, revokedSessions: this.revokedSessions.size };
+  }
+
+  private sweep(now: number, newest?: Agent): void {
+    this.sweepGrants(now);
+    this.sweepAgents(newest);
   }
 
   /**
@@ -498,9 +538,55 @@ export class Authority {
     for (const [id, g] of this.grants) {
       if (g.expiresAt > now) continue;
       if ([...g.tokens.values()].some((exp) => exp > now)) continue;
+      for (const jti of g.tokens.keys()) this.tokenGrants.delete(jti);
       this.grants.delete(id);
       this.agents.get(g.agentId)?.grants.delete(id);
     }
+  }
+
+  /**
+   * Forgets agents that can no longer matter: not connected, no grant held, nothing waiting, and no descendant
+   * held (ancestors stay: chains, cascades and sub-agent grants refer to them). Tokens already issued stay
+   * covered by the revocation list, which names agents by id. A revoked agent's session leaves a tombstone.
+   */
+  private sweepAgents(newest?: Agent): void {
+    this.agentsSinceSweep = 0;
+    const keep = new Set<string>(newest ? [newest.id, ...newest.parents] : []);
+    for (const p of this.pending.values()) keep.add(p.agentId);
+    for (const a of this.agents.values()) {
+      if (a.connections > 0 || a.grants.size > 0 || keep.has(a.id)) {
+        keep.add(a.id);
+        for (const id of a.parents) keep.add(id);
+      }
+    }
+    for (const [id, a] of this.agents) {
+      if (keep.has(id)) continue;
+      this.agents.delete(id);
+      if (a.sessionHash !== undefined && this.sessions.get(a.sessionHash) === id) {
+        this.sessions.delete(a.sessionHash);
+        if (a.revoked) this.revokedSessions.add(a.sessionHash);
+      }
+      if (a.subAgentKey !== undefined && this.subAgents.get(a.subAgentKey) === id) this.subAgents.delete(a.subAgentKey);
+      if (a.identity !== undefined) {
+        const n = (this.identityAgents.get(a.identity) ?? 1) - 1;
+        if (n > 0) this.identityAgents.set(a.identity, n);
+        else this.identityAgents.delete(a.identity);
+      }
+    }
+  }
+
+  /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
+  private holdToken(grant: Grant, jti: string, exp: number): void {
+    grant.tokens.set(jti, exp);
+    this.tokenGrants.set(jti, grant);
+    if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
+    const now = seconds(this.deps.clock.now());
+    for (const [id, e] of grant.tokens) {
+      if (e > now) continue;
+      grant.tokens.delete(id);
+      this.tokenGrants.delete(id);
+    }
+    grant.tokensAfterSweep = grant.tokens.size;
   }
 
   private issueSession(agent: Agent): string {
@@ -561,7 +647,7 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    grant.tokens.set(claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -733,6 +819,7 @@ export class Authority {
     let child = this.agents.get(this.subAgents.get(key) ?? '');
     if (!child) {
       child = this.newAgent({ name, kind: 'sub-agent' }, subject.chain);
+      child.subAgentKey = key;
       this.subAgents.set(key, child.id);
     }
     const now = seconds(this.deps.clock.now());
@@ -762,7 +849,7 @@ export class Authority {
       detail: { subjectJti: subject.jti },
     });
     if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
-    grant.tokens.set(claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -792,8 +879,13 @@ export class Authority {
       if (!g.revoked) {
         g.revoked = true;
         grantIds.push(g.id);
+        // Kept (a mint on it answers WRIT_TOKEN_REVOKED) until everything it issued has expired, then swept.
+        g.expiresAt = Math.min(g.expiresAt, until);
       }
-      for (const [jti, exp] of g.tokens) if (exp > now) jtis.push(jti);
+      for (const [jti, exp] of g.tokens) {
+        if (exp > now) jtis.push(jti);
+        this.tokenGrants.delete(jti);
+      }
       g.tokens.clear();
     };
     const takeAgent = (a: Agent) => {
@@ -802,7 +894,8 @@ export class Authority {
         agentIds.push(a.id);
         if (a.identity) this.deps.oversight?.stopped(a.identity);
       }
-      // The session mapping stays, so a revoked agent reconnecting is refused rather than seen as new.
+      // The session mapping stays (a tombstone once the agent is swept), so a revoked agent reconnecting is
+      // refused rather than seen as new.
       for (const id of a.grants) {
         const g = this.grants.get(id);
         if (g) takeGrant(g);
@@ -815,13 +908,13 @@ export class Authority {
     switch (target.kind) {
       case 'token': {
         let exp = until;
-        for (const g of this.grants.values()) {
-          const e = g.tokens.get(target.jti);
-          if (e !== undefined) {
-            exp = e;
-            g.tokens.delete(target.jti);
-            subject = this.agents.get(g.agentId);
-          }
+        const g = this.tokenGrants.get(target.jti);
+        const e = g?.tokens.get(target.jti);
+        if (g && e !== undefined) {
+          exp = e;
+          g.tokens.delete(target.jti);
+          this.tokenGrants.delete(target.jti);
+          subject = this.agents.get(g.agentId);
         }
         jtis.push(target.jti);
         await this.deps.revocations.add('token', target.jti, exp);
@@ -903,13 +996,7 @@ export class Authority {
       // A report holds ids and names only; something shaped like a token is refused, never written.
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
-    let grant: Grant | undefined;
-    for (const g of this.grants.values()) {
-      if (g.tokens.has(report.jti)) {
-        grant = g;
-        break;
-      }
-    }
+    const grant = this.tokenGrants.get(report.jti);
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
     await this.auditRaw({
       event: 'token.used',
@@ -972,8 +1059,15 @@ export class Authority {
     const o = this.deps.oversight;
     if (!o) return [];
     const now = seconds(this.deps.clock.now());
+    const byIdentity = new Map<string, Agent[]>();
+    for (const a of this.agents.values()) {
+      if (a.identity === undefined) continue;
+      const list = byIdentity.get(a.identity);
+      if (list) list.push(a);
+      else byIdentity.set(a.identity, [a]);
+    }
     return o.inventory().map((e) => {
-      const live = [...this.agents.values()].filter((a) => a.identity === e.id);
+      const live = byIdentity.get(e.id) ?? [];
       const tokensNow = live.reduce(
         (n, a) => n + [...a.grants].reduce((m, id) => m + [...(this.grants.get(id)?.tokens.values() ?? [])].filter((exp) => exp > now).length, 0),
         0,

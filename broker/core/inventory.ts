@@ -1,6 +1,7 @@
 // The agent inventory: every agent identity the broker has seen, across runs, with its owner, processes,
 // family, the scopes it has ever been granted, and whether the developer blocked it. Persisted atomically;
-// a corrupt file is an error, never an empty inventory.
+// a corrupt file is an error, never an empty inventory. Bounded: past MAX_IDENTITIES the least recently seen
+// identity that is neither blocked nor in use is forgotten.
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, constants } from 'node:fs';
 import { z } from 'zod';
@@ -12,6 +13,8 @@ import { normalizeScopes } from './scopes';
 const MAX_PROCESSES = 16;
 const MAX_SCOPES = 256;
 const MAX_FAMILY = 64;
+/** Identities kept. Agents name themselves, so a script saying hello with random names would grow it forever. */
+export const MAX_IDENTITIES = 10_000;
 
 const InventoryFile = z.strictObject({ v: z.literal(1), agents: z.array(InventoryEntry) });
 
@@ -33,7 +36,9 @@ const pushBounded = <T>(list: T[], item: T, max: number, same: (a: T) => boolean
 };
 
 export class Inventory {
+  /** Least recently seen first: every update of `lastSeen` moves its entry to the end. */
   private readonly entries = new Map<string, InventoryEntry>();
+  private readonly forgetListeners = new Set<(id: string) => void>();
 
   private constructor(
     readonly path: string,
@@ -62,8 +67,40 @@ export class Inventory {
         `the agent inventory ${path} is corrupt; refusing to start with an empty one (move it aside to start afresh; blocks in it would be lost)`,
       );
     }
-    for (const e of parsed.data.agents) inv.entries.set(e.id, e);
+    const oldestFirst = [...parsed.data.agents].sort((a, b) => (a.lastSeen < b.lastSeen ? -1 : a.lastSeen > b.lastSeen ? 1 : 0));
+    for (const e of oldestFirst) inv.entries.set(e.id, e);
+    inv.trim(undefined, () => false);
     return inv;
+  }
+
+  /** Called with each identity the cap forgets (the watch forgets its state for it). */
+  onForget(listener: (id: string) => void): () => void {
+    this.forgetListeners.add(listener);
+    return () => this.forgetListeners.delete(listener);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private touch(e: InventoryEntry): void {
+    e.lastSeen = this.now();
+    this.entries.delete(e.id);
+    this.entries.set(e.id, e);
+  }
+
+  /**
+   * Past the cap, forgets the least recently seen identities that are not blocked (a block is never lost),
+   * not in use (an agent of this run has it) and not `newest`. Blocked ones alone may exceed the cap.
+   */
+  private trim(newest: string | undefined, inUse: (id: string) => boolean): void {
+    if (this.entries.size <= MAX_IDENTITIES) return;
+    for (const [id, e] of this.entries) {
+      if (this.entries.size <= MAX_IDENTITIES) break;
+      if (e.blocked !== null || id === newest || inUse(id)) continue;
+      this.entries.delete(id);
+      for (const l of this.forgetListeners) l(id);
+    }
   }
 
   /** Writes the whole inventory to a temporary file, fsyncs it and renames it over the old one. */
@@ -83,8 +120,14 @@ export class Inventory {
     return new Date(this.clock.now()).toISOString();
   }
 
-  /** Records a connection of an agent; returns its entry (created on first sight). */
-  seen(a: { name: string; kind: string; owner: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }): InventoryEntry {
+  /**
+   * Records a connection of an agent; returns its entry (created on first sight, which may forget the least
+   * recently seen identity past the cap; `inUse` names identities that must stay).
+   */
+  seen(
+    a: { name: string; kind: string; owner: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } },
+    inUse: (id: string) => boolean = () => false,
+  ): InventoryEntry {
     const id = identityOf(a.owner, a.name, a.kind, a.parentIdentity);
     let e: InventoryEntry | undefined = this.entries.get(id);
     if (!e) {
@@ -106,7 +149,7 @@ export class Inventory {
       this.entries.set(id, e);
     }
     e.sessions++;
-    e.lastSeen = this.now();
+    this.touch(e);
     e.stopped = false;
     if (a.process?.exe) {
       const p = { exe: a.process.exe, ...(a.process.sha256 ? { sha256: a.process.sha256 } : {}) };
@@ -117,6 +160,7 @@ export class Inventory {
       const parent = this.entries.get(a.parentIdentity);
       if (parent) pushBounded(parent.subAgents, id, MAX_FAMILY, (x) => x === id);
     }
+    this.trim(id, (x) => x === a.parentIdentity || inUse(x));
     return e;
   }
 
@@ -134,7 +178,7 @@ export class Inventory {
     if (!e) return;
     const merged = normalizeScopes([...e.scopesGranted, ...scopes]);
     e.scopesGranted = merged.slice(-MAX_SCOPES);
-    e.lastSeen = this.now();
+    this.touch(e);
   }
 
   stopped(id: string): void {

@@ -22,16 +22,19 @@ export type FindingListener = (f: Finding) => void;
 export class Oversight {
   private readonly listeners = new Set<FindingListener>();
 
-  constructor(private readonly deps: OversightDeps) {}
+  constructor(private readonly deps: OversightDeps) {
+    // An identity the inventory's cap forgets takes its watch state with it.
+    deps.inventory.onForget((id) => deps.watch.forget(id));
+  }
 
   onFinding(l: FindingListener): () => void {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
   }
 
-  /** Records a connection and returns the agent's inventory identity. */
-  identify(a: { name: string; kind: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }): string {
-    const e = this.deps.inventory.seen({ ...a, owner: this.deps.user });
+  /** Records a connection and returns the agent's inventory identity; `inUse` names identities of live agents. */
+  identify(a: { name: string; kind: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }, inUse?: (id: string) => boolean): string {
+    const e = this.deps.inventory.seen({ ...a, owner: this.deps.user }, inUse);
     this.deps.inventory.save();
     return e.id;
   }

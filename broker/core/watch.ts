@@ -59,6 +59,8 @@ export const DEFAULT_WATCH_CONFIG: WatchConfig = {
 class Series {
   private readonly counts: number[];
   private readonly stamps: number[];
+  /** The newest bucket written; -1 when none. */
+  private last = -1;
 
   constructor(
     private readonly keepMs: number,
@@ -77,6 +79,12 @@ class Series {
       this.counts[i] = 0;
     }
     this.counts[i]!++;
+    this.last = Math.max(this.last, b);
+  }
+
+  /** Every event has left the window: the series counts nothing and may be dropped. */
+  idle(now: number): boolean {
+    return this.last < Math.floor(now / this.bucketMs) - this.counts.length + 1;
   }
 
   /** Events in buckets from `since` to `now` (bucket granularity); costs the number of buckets in range. */
@@ -103,12 +111,17 @@ class Series {
   }
 }
 
+/** New series between drops of idle ones. */
+const SERIES_SWEEP_EVERY = 256;
+
 export class Watch {
   private readonly requests = new Map<string, Series>();
   private readonly mints = new Map<string, Series>();
   private readonly newScopes = new Map<string, Series>();
   /** One open finding per (identity, kind): repeats add nothing until it is dismissed. */
   private readonly open = new Map<string, Finding>();
+  /** Series created since idle ones were last dropped. */
+  private created = 0;
 
   constructor(
     readonly config: WatchConfig,
@@ -127,8 +140,33 @@ export class Watch {
 
   private series(map: Map<string, Series>, identity: string, keepMs: number): Series {
     let s = map.get(identity);
-    if (!s) map.set(identity, (s = new Series(keepMs)));
+    if (!s) {
+      // Each series is a few KB; identities that went quiet hold nothing, so they are dropped (amortised).
+      if (++this.created >= SERIES_SWEEP_EVERY) this.dropIdle();
+      map.set(identity, (s = new Series(keepMs)));
+    }
     return s;
+  }
+
+  private dropIdle(): void {
+    this.created = 0;
+    const now = this.clock.now();
+    for (const map of [this.requests, this.mints, this.newScopes]) {
+      for (const [id, s] of map) if (s.idle(now)) map.delete(id);
+    }
+  }
+
+  /** The inventory forgot this identity: its rate history and open findings go with it. */
+  forget(identity: string): void {
+    this.requests.delete(identity);
+    this.mints.delete(identity);
+    this.newScopes.delete(identity);
+    for (const [key, f] of this.open) if (f.identity === identity) this.open.delete(key);
+  }
+
+  /** Per-identity series held (requests, mints, new scopes): for tests of the bounds. */
+  trackedSeries(): number {
+    return this.requests.size + this.mints.size + this.newScopes.size;
   }
 
   private burst(map: Map<string, Series>, identity: string, rule: WatchConfig['requestBurst']): { count: number; baselinePerWindow: number } | null {

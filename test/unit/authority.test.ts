@@ -217,3 +217,127 @@ describe('Authority: memory', () => {
     await log.close();
   });
 });
+
+describe('Authority: bounded memory in a long session', () => {
+  /** An authority on a manual clock whose audit sink keeps only the records these tests read. */
+  async function longSession() {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-long-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const ids = counterIds();
+    const kept: AuditEntry[] = [];
+    const approver = new ScriptedApprover();
+    const revocations = await RevocationStore.open(join(dir, 'r.jsonl'), clock);
+    const a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      {
+        clock,
+        ids,
+        audit: { append: async (e) => void (e.event === 'revoked' || e.event === 'token.used' ? kept.push(e) : undefined) },
+        minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+        revocations,
+        approver,
+        publicKey: () => publicKey,
+      },
+    );
+    const hello = (name: string, extra: { session?: string; parentSession?: string } = {}) =>
+      a.introduce({ protocol: 'writ/1', agent: { name, kind: 'script' }, ...extra });
+    return { a, clock, approver, kept, revocations, hello };
+  }
+
+  it('a session grant minting 100,000 tokens over hours holds only about its live ones, and revoking it revokes exactly those', async () => {
+    const { a, clock, approver, kept, revocations, hello } = await longSession();
+    approver.answer = () => ({ decision: 'approve', mode: 'session' });
+    const { agentId } = await hello('steady');
+    const first = await a.requestTask({ agentId }, { task: 'work', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
+    expect(first.grant.mode).toBe('session');
+    const minted: { jti: string; exp: number }[] = [{ jti: first.token.jti, exp: first.token.expiresAt }];
+    let most = 0;
+    // One token every 100 ms, each for 60 s: 100,000 tokens over 2.8 simulated hours, about 600 live at a time.
+    for (let i = 1; i < 100_000; i++) {
+      clock.advance(100);
+      const t = await a.mint({ agentId }, { grantId: first.grant.id });
+      minted.push({ jti: t.jti, exp: t.expiresAt });
+      most = Math.max(most, a.retainedTokens());
+    }
+    const now = Math.floor(clock.now() / 1000);
+    const live = minted.filter((t) => t.exp > now);
+    expect(live.length).toBeGreaterThanOrEqual(590);
+    expect(live.length).toBeLessThanOrEqual(610);
+    // Swept as it doubles: never more than twice the live tokens (plus the floor), not the 100,000 minted.
+    expect(most).toBeLessThanOrEqual(2 * 610 + 64);
+    expect(a.retainedTokens()).toBeGreaterThanOrEqual(live.length);
+    expect(a.listAgents()[0]).toMatchObject({ id: agentId, grants: 1, liveTokens: live.length });
+
+    // A use report of a live token still names its grant and agent, found by jti.
+    const used = live[100]!;
+    await a.recordUse({ jti: used.jti, allowed: true }, {});
+    expect(kept.at(-1)).toMatchObject({ event: 'token.used', jti: used.jti, grantId: first.grant.id, agent: { id: agentId } });
+
+    // Revoking one live token by jti finds its grant (the agent in the record) and its exp (how long it is listed).
+    const one = live[0]!;
+    expect(await a.revoke({ kind: 'token', jti: one.jti }, 'test')).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    expect(kept.at(-1)).toMatchObject({ event: 'revoked', jti: one.jti, agent: { id: agentId } });
+    expect(revocations.entries().find((e) => e.kind === 'token' && e.id === one.jti)?.until).toBe(one.exp);
+
+    // Revoking the grant pushes exactly the other live jtis to verifiers: none expired, none missing.
+    const pushed: string[][] = [];
+    a.onRevocation((e) => void pushed.push(e.jtis));
+    const r = await a.revoke({ kind: 'grant', id: first.grant.id }, 'test');
+    const expected = live.slice(1).map((t) => t.jti).sort();
+    expect(r).toEqual({ revokedTokens: expected.length, revokedGrants: 1, revokedAgents: 0 });
+    expect([...pushed[0]!].sort()).toEqual(expected);
+    expect(a.retainedTokens()).toBe(0);
+    expect(await codeOf(a.mint({ agentId }, { grantId: first.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
+  }, 300_000);
+
+  it('10,000 agents that say hello and leave are forgotten; a revoked session stays refused and a held child keeps its parent', async () => {
+    const { a, clock, approver, hello } = await longSession();
+    // An agent revoked while it held a grant: its session must never become a fresh agent.
+    const gone = await hello('revoked');
+    const goneTask = await a.requestTask({ agentId: gone.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 3600 });
+    await a.revoke({ kind: 'agent', id: gone.agentId }, 'test');
+    await a.disconnected(gone.agentId);
+    // A parent that leaves while its sub-agent is still connected.
+    const parent = await hello('parent');
+    const pt = await a.requestTask({ agentId: parent.agentId }, { task: 't', scopes: ['repo:read:*'], audience: AUD });
+    const child = await hello('child', { parentSession: pt.session! });
+    await a.requestTask({ agentId: child.agentId }, { task: 'sub', scopes: ['repo:read:x'], audience: AUD });
+    await a.disconnected(parent.agentId);
+    expect(approver.asked).toHaveLength(2);
+
+    // Half an hour on, the revoked agent's token is still unexpired; then 10,000 short-lived agents come and go.
+    clock.advance(1800 * 1000);
+    for (let i = 0; i < 10_000; i++) {
+      const { agentId } = await hello(`run-${i % 50}`);
+      await a.disconnected(agentId);
+    }
+    const held = a.retainedAgents();
+    expect(held.agents).toBeLessThanOrEqual(256 + 3);
+    expect(a.listAgents().length).toBe(held.agents);
+    // Its unexpired token names it in its chain: refused, from the record or from the revocation list.
+    expect(await codeOf(a.check(goneTask.token.token))).toBe('WRIT_TOKEN_REVOKED');
+
+    // Past every grant's end (and the revoked one's tokens), another round forgets the revoked agent.
+    clock.advance((DEFAULT_AUTHORITY_CONFIG.taskGrantSeconds + DEFAULT_AUTHORITY_CONFIG.maxTtlSeconds) * 1000);
+    for (let i = 0; i < 300; i++) await a.disconnected((await hello(`again-${i}`)).agentId);
+    const ids = a.listAgents().map((x) => x.id);
+    expect(ids).not.toContain(gone.agentId);
+    expect(a.retainedAgents().revokedSessions).toBe(1);
+    expect(await codeOf(hello('revoked', { session: goneTask.session! }))).toBe('WRIT_SESSION_INVALID');
+    expect(await codeOf(hello('its-child', { parentSession: goneTask.session! }))).toBe('WRIT_SESSION_INVALID');
+    // The child is still connected, so its parent is held (chains and cascades name it) though it holds nothing.
+    expect(ids).toContain(child.agentId);
+    expect(ids).toContain(parent.agentId);
+    expect(a.agentTree(parent.agentId)).toEqual([parent.agentId, child.agentId]);
+
+    // Once the child leaves too, both go; the parent's session is then unknown and starts a new agent.
+    await a.disconnected(child.agentId);
+    for (let i = 0; i < 300; i++) await a.disconnected((await hello(`late-${i}`)).agentId);
+    expect(a.listAgents().map((x) => x.id)).not.toContain(parent.agentId);
+    expect(a.listAgents().map((x) => x.id)).not.toContain(child.agentId);
+    const back = await hello('parent', { session: pt.session! });
+    expect(back.resumed).toBe(false);
+    expect(back.agentId).not.toBe(parent.agentId);
+    expect(a.retainedAgents().revokedSessions).toBe(1);
+  }, 300_000);
+});

@@ -1,10 +1,13 @@
-// The inventory persists across restarts, keeps blocks, refuses a corrupt file, and exports for a team.
+// The inventory persists across restarts, keeps blocks, refuses a corrupt file, exports for a team, and stays
+// bounded: past its cap it forgets the least recently seen identity that is neither blocked nor in use.
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../broker/core/clock';
-import { Inventory, identityOf, inventoryCsv, statusOf } from '../../broker/core/inventory';
+import { Inventory, MAX_IDENTITIES, identityOf, inventoryCsv, statusOf } from '../../broker/core/inventory';
+import { Oversight } from '../../broker/core/oversight';
+import { DEFAULT_WATCH_CONFIG, Watch } from '../../broker/core/watch';
 import { WritError } from '../../broker/errors';
 
 const file = () => join(mkdtempSync(join(tmpdir(), 'writ-inv-')), 'agents.json');
@@ -78,5 +81,88 @@ describe('Inventory', () => {
     expect(statusOf(a, { connected: true, tokens: 0 })).toBe('active');
     inv.block(a.id);
     expect(statusOf(inv.get(a.id)!, { connected: true, tokens: 3 })).toBe('blocked');
+  });
+});
+
+describe('Inventory: bounded', () => {
+  it(`past ${MAX_IDENTITIES} identities it forgets the least recently seen, never a blocked one or one in use`, () => {
+    const path = file();
+    const clock = new ManualClock(Date.UTC(2026, 10, 29));
+    const inv = Inventory.load(path, clock);
+    const forgotten: string[] = [];
+    inv.onForget((id) => forgotten.push(id));
+    const seen = (name: string, inUse?: (id: string) => boolean) => {
+      clock.advance(1000);
+      return inv.seen({ name, kind: 'script', owner: 'dev' }, inUse).id;
+    };
+    const blocked = seen('blocked-early');
+    inv.block(blocked, 'runaway');
+    const live = seen('live-early');
+    const touched = seen('touched-early');
+    const oldest = Array.from({ length: 10 }, (_, i) => seen(`old-${i}`));
+    const inUse = (id: string) => id === live;
+    const rest = Array.from({ length: MAX_IDENTITIES }, (_, i) => {
+      if (i === MAX_IDENTITIES / 2) seen('touched-early', inUse); // seen again: recent now
+      return seen(`random-${i}`, inUse);
+    });
+    expect(inv.size).toBe(MAX_IDENTITIES);
+    expect(inv.get(blocked)?.blocked).toMatchObject({ reason: 'runaway' });
+    expect(inv.get(live)).toBeDefined();
+    expect(inv.get(touched)).toBeDefined();
+    // The ten oldest went first, then the earliest random names, in the order they were last seen.
+    expect(forgotten.slice(0, 10)).toEqual(oldest);
+    expect(forgotten).toHaveLength(13);
+    expect(forgotten.slice(10)).toEqual(rest.slice(0, 3));
+    for (const id of rest.slice(3)) expect(inv.get(id)).toBeDefined();
+
+    // Saved and loaded again, it is as bounded, and the next new identity forgets the next least recently seen.
+    inv.save();
+    const again = Inventory.load(path, clock);
+    expect(again.size).toBe(MAX_IDENTITIES);
+    // Nothing is in use after a restart: the early live one is the least recently seen and goes first.
+    clock.advance(1000);
+    again.seen({ name: 'after-restart', kind: 'script', owner: 'dev' });
+    expect(again.get(live)).toBeUndefined();
+    expect(again.get(rest[3]!)).toBeDefined();
+    clock.advance(1000);
+    again.seen({ name: 'after-restart-2', kind: 'script', owner: 'dev' });
+    expect(again.get(rest[3]!)).toBeUndefined();
+    expect(again.get(touched)).toBeDefined();
+    expect(again.get(blocked)?.blocked).toMatchObject({ reason: 'runaway' });
+  });
+
+  it('blocked identities alone may exceed the cap: a block is never forgotten', () => {
+    const clock = new ManualClock();
+    const inv = Inventory.load(file(), clock);
+    const ids: string[] = [];
+    for (let i = 0; i <= MAX_IDENTITIES; i++) {
+      const e = inv.seen({ name: `b-${i}`, kind: 'script', owner: 'dev' });
+      e.blocked = { at: '2026-01-01T00:00:00.000Z' };
+      ids.push(e.id);
+    }
+    inv.seen({ name: 'one-more', kind: 'script', owner: 'dev' });
+    expect(inv.size).toBe(MAX_IDENTITIES + 2);
+    for (const id of ids) expect(inv.isBlocked(id)).toBe(true);
+  });
+
+  it('oversight: an identity the cap forgets takes its watch findings with it; one in use is kept', async () => {
+    const clock = new ManualClock();
+    const inventory = Inventory.load(file(), clock);
+    let n = 0;
+    const watch = new Watch(DEFAULT_WATCH_CONFIG, clock, { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_${++n}` });
+    const oversight = new Oversight({ user: 'dev', inventory, watch, audit: async () => undefined, stopIdentity: async () => undefined });
+    const first = oversight.identify({ name: 'first', kind: 'script' });
+    const held = oversight.identify({ name: 'held', kind: 'script' });
+    watch.onBadToken(first, 'agt_1', 'WRIT_TOKEN_EXPIRED', 'jti_1');
+    watch.onBadToken(held, 'agt_2', 'WRIT_TOKEN_EXPIRED', 'jti_2');
+    for (let i = 0; i < MAX_IDENTITIES - 2; i++) {
+      clock.advance(1);
+      inventory.seen({ name: `n-${i}`, kind: 'script', owner: 'dev' });
+    }
+    clock.advance(1);
+    oversight.identify({ name: 'over', kind: 'script' }, (id) => id === held);
+    expect(inventory.get(first)).toBeUndefined();
+    expect(inventory.get(held)).toBeDefined();
+    expect(oversight.findings().map((f) => f.identity)).toEqual([held]);
   });
 });

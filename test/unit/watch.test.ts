@@ -125,3 +125,40 @@ describe('Watch: whose token is this', () => {
     expect(w.onProcessMismatch(ID, AGENT, { pid: 10 }, { pid: 30 }, { jti: 'jti_2', via: 'proxy' })).toHaveLength(1);
   });
 });
+
+describe('Watch: bounded state', () => {
+  it('drops the rate history of identities gone quiet past the baseline window; a quiet one that returns starts afresh', () => {
+    const clock = new ManualClock();
+    const w = new Watch(DEFAULT_WATCH_CONFIG, clock, ids());
+    const seen: number[] = [];
+    // 3,000 identities, one request and one mint each, one a second: about 600 fall within the 10-minute window.
+    for (let i = 0; i < 3000; i++) {
+      clock.advance(1000);
+      w.onRequest(`inv_${i}`, AGENT, ['repo:read:a'], []);
+      w.onMint(`inv_${i}`, AGENT);
+      seen.push(w.trackedSeries());
+    }
+    expect(Math.max(...seen)).toBeLessThanOrEqual(2 * (601 + 256));
+    expect(seen.at(-1)).toBeGreaterThanOrEqual(2 * 600);
+    // The first identity's history was dropped; it is judged as a new identity: 31 requests in 3 s are a burst.
+    const out: Finding[] = [];
+    for (let i = 0; i < 31; i++) {
+      clock.advance(100);
+      out.push(...w.onRequest('inv_0', AGENT, ['repo:read:a'], []));
+    }
+    expect(out.map((f) => [f.kind, f.evidence])).toEqual([['request-burst', { requests: 31, windowMs: 10_000, baselinePerWindow: 3 }]]);
+  });
+
+  it('forget drops an identity\'s series and open findings, and leaves the others', () => {
+    const w = new Watch(DEFAULT_WATCH_CONFIG, new ManualClock(), ids());
+    w.onRequest('inv_a', AGENT, ['repo:read:a'], []);
+    w.onRequest('inv_b', AGENT, ['repo:read:a'], []);
+    w.onBadToken('inv_a', AGENT, 'WRIT_TOKEN_EXPIRED', 'jti_1');
+    w.onBadToken('inv_b', AGENT, 'WRIT_TOKEN_EXPIRED', 'jti_2');
+    w.forget('inv_a');
+    expect(w.trackedSeries()).toBe(1);
+    expect(w.openFindings().map((f) => f.identity)).toEqual(['inv_b']);
+    // Forgotten, so the same bad token raises a finding again.
+    expect(w.onBadToken('inv_a', AGENT, 'WRIT_TOKEN_EXPIRED', 'jti_1')).toHaveLength(1);
+  });
+});
