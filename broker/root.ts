@@ -299,8 +299,9 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     issuer,
     baseUrl: () => listeners?.httpUrl ?? '',
     jwks: () => keys.jwks(clock.now(), maxTtl),
-    peer: (socket) => peers.forSocket(socket),
-    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket) }),
+    // Both only hand the caller to the token checks, which read its start time again from /proc themselves.
+    peer: (socket) => peers.forSocket(socket, { recheck: false }),
+    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({

@@ -70,6 +70,8 @@ export function checkPresenter(
 ): PresenterVerdict {
   if (presenter === undefined || presenter.startTime === undefined || line === undefined) return { verdict: 'unknown' };
   if (line.length === 0 || line[0]!.startTime !== presenter.startTime) return { verdict: 'unknown' };
+  // The usual case, the minting process itself or a child of it presenting: no need to ask whether it still runs.
+  if (line.some((p) => same(p, b.process))) return { verdict: 'same' };
   const root = boundRoot(b, table);
   if (root === undefined) return { verdict: 'unknown' };
   if (line.some((p) => same(p, root))) return { verdict: 'same' };

@@ -432,25 +432,34 @@ export class PeerIdentifier {
     };
   }
 
-  private readonly bySocket = new WeakMap<Socket, () => Promise<PeerProcess | undefined>>();
+  private readonly bySocket = new WeakMap<Socket, { checked: () => Promise<PeerProcess | undefined>; unchecked: () => Promise<PeerProcess | undefined> }>();
 
   /**
    * The peer of an HTTP request's socket (loopback TCP or the Unix socket), looked up on first use only and then
    * kept for the socket's life: a keep-alive client costs one lookup, and requests that present no token none.
    */
-  forSocket(socket: Socket): () => Promise<PeerProcess | undefined> {
-    let accessor = this.bySocket.get(socket);
-    if (accessor === undefined) {
+  forSocket(socket: Socket, opts: { recheck?: boolean } = {}): () => Promise<PeerProcess | undefined> {
+    let entry = this.bySocket.get(socket);
+    if (entry === undefined) {
       let started: (() => Promise<PeerProcess | undefined>) | undefined;
+      let first: Promise<PeerProcess | undefined> | undefined;
       const addr = peerAddressOf(socket, socket.remotePort === undefined ? 'unix' : 'tcp', this.platform);
-      accessor = () => {
-        if (addr === undefined) return Promise.resolve(undefined);
-        started ??= this.forConnection(addr);
-        return started();
+      entry = {
+        checked: () => {
+          if (addr === undefined) return Promise.resolve(undefined);
+          started ??= this.forConnection(addr);
+          return started();
+        },
+        // The process as identified when first asked, without the per-use pid-reuse re-read: for callers that
+        // read its start time again themselves (the token checks walk its lineage from a fresh read).
+        unchecked: () => {
+          if (addr === undefined) return Promise.resolve(undefined);
+          return (first ??= this.identify(addr));
+        },
       };
-      this.bySocket.set(socket, accessor);
+      this.bySocket.set(socket, entry);
     }
-    return accessor;
+    return opts.recheck === false ? entry.unchecked : entry.checked;
   }
 
   /** The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`). */
