@@ -19,7 +19,7 @@ const STATUS_ITEM = '[id="writ-dev.writ.writ.status"]';
 const README_SHOTS = process.env.WRIT_E2E_README_SHOTS === '1' ? join(ROOT, 'media', 'screenshots') : undefined;
 const AUD = 'https://api.example.test';
 /** The cropped shots the README shows (the rest are only for people looking at a run). */
-const README_NAMES = new Set(['approval-toast', 'status-menu', 'audit-panel']);
+const README_NAMES = new Set(['approval-toast', 'status-menu', 'audit-panel', 'finding-toast', 'inventory-view']);
 /** Toasts and quick picks slide in: let them settle before a screenshot. */
 const SETTLE_MS = 500;
 
@@ -428,7 +428,7 @@ test('a finding: the toast says what the agent did with Stop agent / Block / Dis
   const rows = page!.locator('.pane:has(.pane-header:has-text("Inventory")) .monaco-list-row');
   const row = rows.filter({ hasText: name }).filter({ hasText: 'blocked' }).first();
   await row.waitFor({ state: 'visible', timeout: 60_000 });
-  await shoot('inventory-view', row);
+  await shoot('inventory-view', page!.locator('.pane:has(.pane-header:has-text("Inventory"))').first(), 300);
   await row.hover();
   await row.getByRole('button', { name: 'Unblock Agent…', exact: true }).click();
   await rows.filter({ hasText: name }).filter({ hasText: /· (idle|stopped|active) ·/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
