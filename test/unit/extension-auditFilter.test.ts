@@ -1,20 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import type { AuditRecord } from '../../broker/protocol';
 import { agentsSeen, filterIndices, rowCells, rowText, visibleWindow } from '../../extension/auditFilter';
-
-const Z = '0'.repeat(64);
-const rec = (seq: number, over: Partial<AuditRecord> = {}): AuditRecord => ({
-  v: 1,
-  seq,
-  ts: '2026-01-02T03:04:05.678Z',
-  session: 'ses_1',
-  event: 'token.minted',
-  user: 'dev@example.com',
-  prev: Z,
-  ...over,
-});
-const claude = { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] };
-const helper = { id: 'agt_2', name: 'helper', kind: 'script', parents: ['agt_1'] };
+import { claude, helper, rec } from '../helpers/records';
 
 const records = [
   rec(0, { event: 'broker.started', detail: { pid: 7 } }),

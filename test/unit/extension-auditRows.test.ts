@@ -4,19 +4,7 @@ import { NO_FILTER, filterIndices } from '../../extension/auditFilter';
 import { RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../../extension/auditRows';
 import { activeAgents } from '../../extension/agentState';
 
-const Z = '0'.repeat(64);
-const rec = (seq: number, over: Partial<AuditRecord> = {}): AuditRecord => ({
-  v: 1,
-  seq,
-  ts: '2026-01-02T03:04:05.678Z',
-  session: 'ses_1',
-  event: 'token.minted',
-  user: 'dev@example.com',
-  prev: Z,
-  ...over,
-});
-const claude = { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] };
-const helper = { id: 'agt_2', name: 'helper', kind: 'script', parents: ['agt_1'] };
+import { claude, helper, rec } from '../helpers/records';
 const finding = (seq: number, id: string, over: Record<string, unknown> = {}): AuditRecord =>
   rec(seq, {
     event: 'finding',
