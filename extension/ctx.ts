@@ -23,7 +23,7 @@ import { brokerDirs, workspaceKey } from './brokerDirs';
 import type { BrokerDirs } from './brokerDirs';
 import { claimSlot } from './slotLock';
 import type { ClaimedSlot } from './slotLock';
-import { DEFAULT_SETTINGS, SETTINGS_SECTION, sanitizeSettings, serveArgs } from './settings';
+import { DEFAULT_SETTINGS, SETTINGS_SECTION, brokerSettingsEnv, sanitizeSettings, serveArgs } from './settings';
 import type { WritSettings } from './settings';
 import { EMPTY_SNAPSHOT, TokenLedger, activeAgents } from './agentState';
 import type { LiveToken, Snapshot } from './agentState';
@@ -125,7 +125,7 @@ export class WritContext implements TreeSource {
       execPath: process.execPath,
       script: ext.asAbsolutePath(join('dist', 'writ.mjs')),
       args: () => serveArgs(this.settings, this.dirs),
-      env: this.brokerEnv(),
+      env: () => ({ ...this.brokerEnv(), ...brokerSettingsEnv(this.settings) }),
       log: (line) => this.output.info(line),
       onPhase: (phase) => this.phaseChanged(phase),
       onReady: (info) => this.ready(info),

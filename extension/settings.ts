@@ -1,4 +1,6 @@
 // The extension's settings: every key in one place, with the defaults package.json declares. Pure (no vscode).
+import { DEFAULT_WATCH_CONFIG, FINDING_KINDS } from '../broker/core/watch';
+import type { FindingAction, FindingKind } from '../broker/core/watch';
 
 export const SETTINGS_SECTION = 'writ';
 
@@ -7,6 +9,7 @@ export const SETTING = {
   maxTtlSeconds: 'maxTtlSeconds',
   approvalTimeoutSeconds: 'approvalTimeoutSeconds',
   statusBarClick: 'statusBarClick',
+  watchActions: 'watch.actions',
 } as const;
 
 export type StatusBarClick = 'agents' | 'auditPanel';
@@ -16,6 +19,8 @@ export interface WritSettings {
   maxTtlSeconds: number;
   approvalTimeoutSeconds: number;
   statusBarClick: StatusBarClick;
+  /** What the broker does on a finding of each kind: warn, block the agent, or stop it. */
+  watchActions: Record<FindingKind, FindingAction>;
 }
 
 export const DEFAULT_SETTINGS: WritSettings = {
@@ -23,6 +28,7 @@ export const DEFAULT_SETTINGS: WritSettings = {
   maxTtlSeconds: 3600,
   approvalTimeoutSeconds: 120,
   statusBarClick: 'agents',
+  watchActions: { ...DEFAULT_WATCH_CONFIG.actions },
 };
 
 const MAX_TTL_CEILING = 3600;
@@ -41,7 +47,26 @@ export function sanitizeSettings(read: (key: string) => unknown): WritSettings {
     maxTtlSeconds: maxTtl,
     approvalTimeoutSeconds: whole(read(SETTING.approvalTimeoutSeconds), 5, 3600, DEFAULT_SETTINGS.approvalTimeoutSeconds),
     statusBarClick: click === 'auditPanel' ? 'auditPanel' : 'agents',
+    watchActions: watchActions(read(SETTING.watchActions)),
   };
+}
+
+const ACTIONS: readonly string[] = ['warn', 'block', 'stop'];
+
+/** Each finding kind's action as set, or its default where the value is missing or not one of the three. */
+function watchActions(v: unknown): Record<FindingKind, FindingAction> {
+  const set = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
+  const out = { ...DEFAULT_WATCH_CONFIG.actions };
+  for (const kind of FINDING_KINDS) {
+    const a = set[kind];
+    if (typeof a === 'string' && ACTIONS.includes(a)) out[kind] = a as FindingAction;
+  }
+  return out;
+}
+
+/** The broker's environment for these settings: the watch's actions as `WRIT_WATCH_ACTIONS` (kind=action,…). */
+export function brokerSettingsEnv(s: WritSettings): Record<string, string> {
+  return { WRIT_WATCH_ACTIONS: FINDING_KINDS.map((k) => `${k}=${s.watchActions[k]}`).join(',') };
 }
 
 /** The `writ serve` flags these settings become. */

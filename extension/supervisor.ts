@@ -18,7 +18,8 @@ export interface SupervisorOptions {
   script: string;
   /** Arguments after the script; read at every start, so setting changes apply on restart. */
   args: () => string[];
-  env: NodeJS.ProcessEnv;
+  /** Read at each start, so a restart after a settings change gets the new values. */
+  env: () => NodeJS.ProcessEnv;
   /** Human-readable lines (the broker's stderr and stdout, and the supervisor's own). Never a secret. */
   log: (line: string) => void;
   onPhase: (phase: BrokerPhase) => void;
@@ -133,7 +134,7 @@ export class BrokerSupervisor {
     let child: ChildProcess;
     try {
       child = spawn(this.o.execPath, [this.o.script, ...this.o.args()], {
-        env: this.o.env,
+        env: this.o.env(),
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         windowsHide: true,
       });

@@ -20,7 +20,7 @@ function harness() {
     execPath: process.execPath,
     script: WRIT,
     args: () => ['serve', '--state-dir', env.WRIT_STATE_DIR, '--runtime-dir', env.WRIT_RUNTIME_DIR, '--default-ttl', '120'],
-    env: { ...process.env, ...env, ELECTRON_RUN_AS_NODE: '1' },
+    env: () => ({ ...process.env, ...env, ELECTRON_RUN_AS_NODE: '1' }),
     log: () => undefined,
     onPhase: (p) => phases.push(p.kind),
     onReady: (r) => {
@@ -75,7 +75,7 @@ describe('BrokerSupervisor', () => {
       execPath: process.execPath,
       script: WRIT,
       args: () => ['serve', '--max-ttl', '99999', '--state-dir', h.env.WRIT_STATE_DIR, '--runtime-dir', h.env.WRIT_RUNTIME_DIR],
-      env: { ...process.env, ...h.env },
+      env: () => ({ ...process.env, ...h.env }),
       log: () => undefined,
       onPhase: (p) => phases.push(p),
       onReady: () => undefined,

@@ -4,7 +4,7 @@ import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentView, AuditRecord } from '../../broker/protocol';
-import { DEFAULT_SETTINGS, sanitizeSettings, serveArgs } from '../../extension/settings';
+import { DEFAULT_SETTINGS, brokerSettingsEnv, sanitizeSettings, serveArgs } from '../../extension/settings';
 import { exportFileName, exportFilter, parseTimeInput } from '../../extension/exportOptions';
 import { MAX_SOCKET_PATH_BYTES, brokerDirs, workspaceKey } from '../../extension/brokerDirs';
 import { claimSlot } from '../../extension/slotLock';
@@ -15,8 +15,19 @@ describe('settings', () => {
   it('falls back to safe defaults and keeps the default lifetime under the maximum', () => {
     expect(sanitizeSettings(() => undefined)).toEqual(DEFAULT_SETTINGS);
     const s = sanitizeSettings((k) => ({ defaultTtlSeconds: 900, maxTtlSeconds: 600, approvalTimeoutSeconds: 2, statusBarClick: 'auditPanel' })[k]);
-    expect(s).toEqual({ defaultTtlSeconds: 600, maxTtlSeconds: 600, approvalTimeoutSeconds: 120, statusBarClick: 'auditPanel' });
+    expect(s).toEqual({ defaultTtlSeconds: 600, maxTtlSeconds: 600, approvalTimeoutSeconds: 120, statusBarClick: 'auditPanel', watchActions: DEFAULT_SETTINGS.watchActions });
     expect(sanitizeSettings((k) => (k === 'maxTtlSeconds' ? 7200 : k === 'statusBarClick' ? 'x' : undefined))).toEqual(DEFAULT_SETTINGS);
+  });
+
+  it('sets the action of each finding kind, keeping the default where a value is missing or unknown, and declares the same defaults', () => {
+    const s = sanitizeSettings((k) => (k === 'watch.actions' ? { 'scope-creep': 'block', 'mint-burst': 'stop', 'bad-token': 'explode', 'no-such-kind': 'stop' } : undefined));
+    expect(brokerSettingsEnv(s)).toEqual({
+      WRIT_WATCH_ACTIONS: 'scope-creep=block,scope-burst=warn,request-burst=block,mint-burst=stop,bad-token=warn,process-mismatch=warn,pending-flood=warn',
+    });
+    // What package.json shows in the Settings UI is what the extension applies when nothing is set.
+    const declared = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).contributes.configuration.properties['writ.watch.actions'];
+    expect(declared.default).toEqual(DEFAULT_SETTINGS.watchActions);
+    expect(Object.keys(declared.properties)).toEqual(Object.keys(DEFAULT_SETTINGS.watchActions));
   });
 
   it('becomes `writ serve` flags', () => {

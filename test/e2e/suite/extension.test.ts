@@ -316,5 +316,34 @@ describe('Writ in a real VS Code (code-server)', () => {
       await waitFor('the finding to close', 30_000, () => !api.findings().some((f) => f.id === finding.id) || undefined);
       if (api.findings().length === 0) assert.ok(!api.statusView().text.startsWith('$(warning)'), api.statusView().text);
     });
+
+    it('the writ.watch.actions setting reaches the broker: scope creep set to block refuses the agent without a prompt', async () => {
+      const config = vscode.workspace.getConfiguration('writ');
+      await config.update('watch.actions', { 'scope-creep': 'block' }, vscode.ConfigurationTarget.Global);
+      try {
+        await vscode.commands.executeCommand('writ.restartBroker');
+        info = await api.whenReady();
+        const agent = 'e2e-strict';
+        const token = (scope: string) => writ(['token', '--task', 'e2e strict', '--scope', scope, '--aud', 'https://api.example', '--agent', agent], agent);
+        const requested = nextRequest(agent);
+        const first = token('repo:read:acme/web');
+        const req = await requested;
+        assert.equal(api.decide({ requestId: req.requestId, decision: 'approve', mode: 'task' }), true);
+        assert.equal(await first.exited, 0, first.io.stderr);
+        // A scope it was never granted: the finding's action is now block, so the request ends there, unasked.
+        const creep = token('repo:write:acme/web');
+        const code = await creep.exited;
+        assert.equal(code, 1, creep.io.stderr);
+        assert.match(creep.io.stderr, /\(WRIT_AGENT_BLOCKED\)/);
+        assert.equal(api.pendingApprovals().filter((r) => r.agent.name === agent).length, 0);
+        const finding = await waitFor('the blocking finding in the API', 30_000, () => api.findings().find((f) => f.kind === 'scope-creep' && f.agentId === req.agent.id));
+        assert.equal(finding.action, 'block');
+        await waitFor('the inventory to show the agent blocked', 30_000, () => api.inventory().find((e) => e.id === finding.identity && e.status === 'blocked'));
+      } finally {
+        await config.update('watch.actions', undefined, vscode.ConfigurationTarget.Global);
+        await vscode.commands.executeCommand('writ.restartBroker');
+        info = await api.whenReady();
+      }
+    });
   });
 });
