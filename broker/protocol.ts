@@ -597,8 +597,11 @@ export type WebviewToExtension = z.infer<typeof WebviewToExtension>;
 
 /** extension → webview */
 export const ExtensionToWebview = z.discriminatedUnion('type', [
-  /** Records in log order; `reset` replaces what the panel holds (a fresh load), else they are appended. */
-  z.strictObject({ type: z.literal('records'), reset: z.boolean(), records: z.array(AuditRecord) }),
+  /**
+   * Records in log order; `reset` replaces what the panel holds (a fresh load), else they are appended. A reset
+   * may say how many older records the log holds before these (`older`): the panel loads only the newest.
+   */
+  z.strictObject({ type: z.literal('records'), reset: z.boolean(), records: z.array(AuditRecord), older: z.number().int().nonnegative().optional() }),
   z.strictObject({ type: z.literal('verify'), result: VerifyView }),
   /** Agents that can still be stopped: not revoked, and connected or holding a live grant (agentState.activeAgents). */
   z.strictObject({ type: z.literal('agents'), live: z.array(z.string()) }),

@@ -5,7 +5,8 @@ import * as vscode from 'vscode';
 import { randomBytes } from 'node:crypto';
 import { AuditRecord, WebviewToExtension } from '../broker/protocol';
 import type { ExtensionToWebview, VerifyView } from '../broker/protocol';
-import { readAuditLines } from '../broker/audit/lines';
+import { readAuditLines, tailStart } from '../broker/audit/lines';
+import { MAX_PANEL_RECORDS } from './auditRows';
 
 /** Records posted per message while loading the file: keeps each postMessage small. */
 const LOAD_CHUNK = 5000;
@@ -153,7 +154,10 @@ export class AuditPanel implements vscode.Disposable {
     let reset = true;
     let lastSeq = -1;
     try {
-      for await (const l of readAuditLines(this.deps.auditPath())) {
+      // Only what the panel holds: a log of millions of records is read from its tail, not parsed whole.
+      const path = this.deps.auditPath();
+      const start = await tailStart(path, MAX_PANEL_RECORDS);
+      for await (const l of readAuditLines(path, { start })) {
         if (!l.terminated) break;
         let value: unknown;
         try {
@@ -166,7 +170,9 @@ export class AuditPanel implements vscode.Disposable {
         records.push(r.data);
         lastSeq = r.data.seq;
         if (records.length >= LOAD_CHUNK) {
-          this.post({ type: 'records', reset, records: records.splice(0) });
+          // A record's seq is its position in the log: the first one loaded says how many come before it.
+          const older = reset ? records[0]!.seq : undefined;
+          this.post({ type: 'records', reset, records: records.splice(0), ...(older === undefined ? {} : { older }) });
           reset = false;
         }
       }
@@ -174,7 +180,7 @@ export class AuditPanel implements vscode.Disposable {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
     }
     if (!this.panel) return;
-    this.post({ type: 'records', reset, records });
+    this.post({ type: 'records', reset, records, ...(reset && records[0] ? { older: records[0].seq } : {}) });
     this.lastSeq = lastSeq;
     this.streaming = true;
     this.flush();

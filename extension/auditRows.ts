@@ -48,11 +48,12 @@ export class RowIndex {
     return this.shownAt.length;
   }
 
-  clear(): void {
+  /** Empties it; `older` records the log holds before the next ones appended (not loaded) count as dropped. */
+  clear(older = 0): void {
     this.records = [];
     this.texts = [];
     this.shownAt = [];
-    this.base = 0;
+    this.base = older;
   }
 
   /** Appends in log order; only the new records are matched against the filter. */

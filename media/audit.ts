@@ -165,7 +165,7 @@ window.addEventListener('message', (e: MessageEvent) => {
     case 'records': {
       // Rendered on the next frame: a burst of messages costs one layout, not one each.
       if (msg.reset) {
-        index.clear();
+        index.clear(msg.older ?? 0);
         dismissed.clear();
         follow = true;
         invalidate();

@@ -15,6 +15,18 @@ const finding = (seq: number, id: string, over: Record<string, unknown> = {}): A
 
 const keys = (ix: RowIndex) => Array.from({ length: ix.shownCount }, (_, i) => ix.shown(i)!.record.seq);
 
+describe('the panel loads the tail of a long log', () => {
+  it('counts the records before the loaded ones as older, keeping keys equal to their position in the log', () => {
+    const index = new RowIndex(NO_FILTER, 10);
+    index.clear(990);
+    index.append(Array.from({ length: 10 }, (_, i) => rec(990 + i)));
+    expect([index.size, index.dropped, index.shownCount]).toEqual([10, 990, 10]);
+    expect(index.shown(0)).toEqual({ key: 990, record: rec(990) });
+    expect(countText(index.shownCount, index.size, index.dropped)).toBe(countText(10, 10, 990));
+    expect(countText(10, 10, 990)).toContain('990 older not shown: open the log or export it');
+  });
+});
+
 describe('audit panel row index', () => {
   const many = Array.from({ length: 1000 }, (_, i) => rec(i, { agent: i % 3 ? claude : helper, event: i % 5 ? 'token.minted' : 'token.used' }));
 
