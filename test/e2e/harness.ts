@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { onTestFailed } from 'vitest';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const TOOLS = process.env.WRIT_E2E_TOOLS || join(ROOT, '.e2e-tools');
@@ -415,19 +416,43 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function findDiscoveryFiles(dir: string, depth: number, out: string[]): void {
-  if (depth < 0) return;
-  let entries;
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isFile() && e.name === 'broker.json') out.push(p);
-    else if (e.isDirectory() && !['chromium', 'node_modules', 'logs', 'CachedData', 'ext'].includes(e.name)) findDiscoveryFiles(p, depth - 1, out);
-  }
+/** Files under `dir` (at most `depth` folders down) whose name `match`es, skipping folders named in `skip`. */
+export function filesUnder(dir: string, depth: number, match: (name: string) => boolean, skip: readonly string[] = []): string[] {
+  const out: string[] = [];
+  const walk = (at: string, left: number): void => {
+    if (left < 0) return;
+    let entries;
+    try {
+      entries = readdirSync(at, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(at, e.name);
+      if (e.isFile() && match(e.name)) out.push(p);
+      else if (e.isDirectory() && !skip.includes(e.name)) walk(p, left - 1);
+    }
+  };
+  walk(dir, depth);
+  return out;
+}
+
+/**
+ * Registers, for the running test, what to print when it fails: the code-server log (its last `logChars`), each
+ * agent's output, and a screenshot of the window named after the test.
+ */
+export function reportOnFailure(
+  prefix: string,
+  state: () => { cs?: CodeServer; agents: readonly { name: string; output(): string }[]; page?: Pick<Page, 'screenshot'> },
+  logChars = Infinity,
+): void {
+  onTestFailed(async ({ task }) => {
+    const { cs, agents, page } = state();
+    console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log().slice(-logChars) ?? ''}`);
+    for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
+    const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+    await page?.screenshot({ path: join(SCREENSHOTS, `${prefix}${name}.png`) }).catch(() => {});
+  });
 }
 
 /**
@@ -439,8 +464,7 @@ function findDiscoveryFiles(dir: string, depth: number, out: string[]): void {
 export async function windowBroker(cs: CodeServer, timeoutMs = 180_000): Promise<WindowBroker> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const files: string[] = [];
-    findDiscoveryFiles(cs.stateDir, 12, files);
+    const files = filesUnder(cs.stateDir, 12, (n) => n === 'broker.json', ['chromium', 'node_modules', 'logs', 'CachedData', 'ext']);
     for (const f of files) {
       try {
         const d = JSON.parse(readFileSync(f, 'utf8')) as Omit<WindowBroker, 'runtimeDir'>;

@@ -9,8 +9,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, onTestFailed, test } from 'vitest';
-import { buildAgent, launchBrowser, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { buildAgent, launchBrowser, reportOnFailure, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
 import type { BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import type { AuditRecord } from '../../broker/protocol';
@@ -70,12 +70,7 @@ afterAll(async () => {
 });
 
 function dumpOnFailure(): void {
-  onTestFailed(async ({ task }) => {
-    console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log().slice(-5000) ?? ''}`);
-    for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
-    const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-    await page?.screenshot({ path: join(SCREENSHOTS, `failed-panel-${name}.png`) }).catch(() => {});
-  });
+  reportOnFailure('failed-panel-', () => ({ cs, agents, page }), 5000);
 }
 
 interface AgentRun {

@@ -4,12 +4,11 @@
 // cropped ones the README shows are written to media/screenshots/ as well. Timings are printed, never asserted.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import type { Dirent } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
-import { afterAll, beforeAll, expect, onTestFailed, test } from 'vitest';
-import { buildAgent, launchBrowser, ROOT, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
 import type { Box, BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import { PENDING, pendingTitle } from './pending';
@@ -48,12 +47,7 @@ afterAll(async () => {
 });
 
 function dumpServerLogOnFailure(): void {
-  onTestFailed(async ({ task }) => {
-    console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log() ?? ''}`);
-    for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
-    const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-    await page?.screenshot({ path: join(SCREENSHOTS, `failed-${name}.png`) }).catch(() => {});
-  });
+  reportOnFailure('failed-', () => ({ cs, agents, page }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,26 +223,11 @@ test.skipIf(PENDING.statusBar)(pendingTitle('statusBar', 'the status bar item (i
 test('the activation time is in the Writ output channel', async () => {
   dumpServerLogOnFailure();
   // The extension host's log folder holds the Writ channel (a LogOutputChannel is a file).
-  const lines: string[] = [];
-  const walk = (dir: string, depth: number): void => {
-    if (depth < 0) return;
-    let entries: Dirent[] = [];
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p, depth - 1);
-      else if (/Writ\.log$/.test(e.name)) lines.push(...readFileSync(p, 'utf8').split('\n'));
-    }
-  };
-  const line = await waitUntil('"activated in N ms" in the Writ output channel', 60_000, () => {
-    lines.length = 0;
-    walk(join(cs!.stateDir, 'ud', 'logs'), 8);
-    return lines.find((l) => /activated in [\d.]+ ms/.test(l));
-  });
+  const line = await waitUntil('"activated in N ms" in the Writ output channel', 60_000, () =>
+    filesUnder(join(cs!.stateDir, 'ud', 'logs'), 8, (n) => /Writ\.log$/.test(n))
+      .flatMap((f) => readFileSync(f, 'utf8').split('\n'))
+      .find((l) => /activated in [\d.]+ ms/.test(l)),
+  );
   console.log(`e2e timings: extension ${line.match(/activated in [\d.]+ ms/)![0]} (from the Writ output channel)`);
 }, 120_000);
 
