@@ -41,13 +41,13 @@ async function main(): Promise<void> {
   const cpu = Object.fromEntries(figures.map((f) => [f, [] as number[]])) as Record<(typeof figures)[number], number[]>;
   const pid = (k: 'base' | 'new') => builds[k].broker.child.pid!;
   try {
-    for (const b of Object.values(builds)) await mintOverWs(b.agents, 16, 0.5); // warm both
+    for (const b of Object.values(builds)) await mintOverWs(b, 16, 0.5); // warm both
     const slice = SECONDS / ROUNDS;
     for (let r = 0; r < ROUNDS; r++) {
       // Alternate which build goes first, so neither always follows the oidc figure.
       const order = r % 2 === 0 ? (['base', 'new'] as const) : (['new', 'base'] as const);
-      for (const k of order) slices[`${k} ws16`].push(await withCpu(pid(k), cpu[`${k} ws16`], () => mintOverWs(builds[k].agents, 16, slice)));
-      slices.oidc16.push(await withCpu(peer.child.pid!, cpu.oidc16, () => oidcLoad(peer, 16, slice)));
+      for (const k of order) slices[`${k} ws16`].push(await withCpu(pid(k), cpu[`${k} ws16`], () => mintOverWs(builds[k], 16, slice)));
+      slices.oidc16.push(await withCpu(peer.child.pid!, cpu.oidc16, () => oidcLoad(peer, builds.new.load, 16, slice)));
       for (const k of order) slices[`${k} http16`].push(await withCpu(pid(k), cpu[`${k} http16`], () => mintOverHttp(builds[k], 16, slice)));
     }
   } finally {

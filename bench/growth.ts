@@ -123,7 +123,7 @@ export async function growthFigures(template: AuditEntry, rounds: number, record
     await add('fresh broker, 16 agents', 0);
     for (const n of [10, 100, 1000]) await add(`${n.toLocaleString('en')} more agents connected`, n);
     await add(`audit log of ${records.toLocaleString('en')} records`, 0, gen.env);
-    for (let r = 0; r < rounds; r++) for (const c of conditions) c.slices.push(await mintOverWs(c.bench.agents, 16, SECONDS / rounds));
+    for (let r = 0; r < rounds; r++) for (const c of conditions) c.slices.push(await mintOverWs(c.bench, 16, SECONDS / rounds));
     const rows = conditions.map((c) => ({ label: c.label, mint: merge(c.slices), rssMb: rssMb(c.bench.broker.child.pid!) }));
     await stopAll();
     const out = join(dirname(gen.env.WRIT_STATE_DIR), 'export');

@@ -9,14 +9,12 @@ import type { BrokerEnv } from '../test/helpers/broker';
 import { loadKeySet } from '../broker/core/keys';
 import { systemClock } from '../broker/core/clock';
 import type { WritClient } from '../broker/sdk/client';
-import { postForm } from './httpc';
-import { closedLoop, opsPerSecond } from './stats';
+import { LoadWorker } from './load';
+import { opsPerSecond } from './stats';
 import type { LoadFigure } from './stats';
 
 export const AUDIENCE = 'https://api.example';
 export const SCOPE = 'repo:read:acme/web';
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 
 export interface MintAgent {
   client: WritClient;
@@ -25,27 +23,41 @@ export interface MintAgent {
 
 export interface Bench {
   broker: BrokerProcess;
+  /** The agents, connected from this thread (for set-up and the figures that are not load). */
   agents: MintAgent[];
+  /** The same agents, each resumed on a connection of its own in a worker thread: where the load comes from. */
+  load: LoadWorker;
   stop(): Promise<void>;
 }
 
-/** A real broker (IPC approvals, every request approved for the session) and `n` agents each holding a grant. */
+/**
+ * A real broker (IPC approvals, every request approved for the session; this thread is its editor) and `n` agents
+ * each holding a grant, connected here and again from the load worker (bench/load-worker.ts).
+ */
 export async function startBench(n = 16, given?: BrokerEnv, script?: string): Promise<Bench> {
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
   const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
+  broker.retain = false;
   const agents: MintAgent[] = [];
+  const sessions: { name: string; session: string; grantId: string }[] = [];
   for (let i = 0; i < n; i++) {
     const { client } = await broker.agent(`bench-${i}`);
     const r = await client.call('task.request', { task: 'bench', scopes: [SCOPE], audience: AUDIENCE });
     agents.push({ client, grantId: r.grant.id });
+    if (!r.session) throw new Error('the broker handed out no agent session');
+    sessions.push({ name: `bench-${i}`, session: r.session, grantId: r.grant.id });
   }
+  const load = LoadWorker.start();
+  await load.request({ op: 'connect', address: broker.socket, agents: sessions });
   return {
     broker,
     agents,
+    load,
     async stop() {
+      await load.stop();
       for (const a of agents) await a.client.close();
       await broker.stop();
       // A folder made here (state, runtime) goes with the broker; a caller's own stays.
@@ -54,28 +66,17 @@ export async function startBench(n = 16, given?: BrokerEnv, script?: string): Pr
   };
 }
 
-/** token.mint over the WebSocket, one call in flight per client. */
-export function mintOverWs(agents: readonly MintAgent[], clients: number, seconds?: number): Promise<LoadFigure> {
-  return closedLoop(clients, (w) => agents[w]!.client.call('token.mint', { grantId: agents[w]!.grantId }), seconds);
+/** token.mint over the WebSocket, one call in flight per client (from the load worker). */
+export function mintOverWs(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
+  return bench.load.request({ op: 'ws', clients, seconds });
 }
 
 /**
  * RFC 8693 exchange over HTTP with keep-alive (bench/httpc.ts, as for oidc-provider): each client presents
  * its own parent token and gets a sub-agent token, audited (`token.exchanged`) before the answer.
  */
-export async function mintOverHttp(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
-  const url = `${bench.broker.discovery.httpUrl}/oauth2/token`;
-  const bodies: string[] = [];
-  for (let i = 0; i < clients; i++) {
-    const a = bench.agents[i]!;
-    const { token } = await a.client.call('token.mint', { grantId: a.grantId });
-    bodies.push(new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN, actor_name: 'bench-sub' }).toString());
-  }
-  return closedLoop(clients, async (w) => {
-    const res = await postForm(url, bodies[w]!);
-    const body = JSON.parse(res.body) as { access_token?: string; error_description?: string };
-    if (res.status !== 200 || !body.access_token) throw new Error(`token exchange failed: ${res.status} ${body.error_description}`);
-  }, seconds);
+export function mintOverHttp(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
+  return bench.load.request({ op: 'exchange', url: `${bench.broker.discovery.httpUrl}/oauth2/token`, clients, seconds });
 }
 
 /** The floor: jose SignJWT over claims of the same shape, with the broker's active key (read from the keychain). */

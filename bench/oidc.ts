@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { decodeProtectedHeader } from 'jose';
 import { postForm } from './httpc';
-import { closedLoop } from './stats';
+import type { LoadWorker } from './load';
 import type { LoadFigure } from './stats';
 
 const SERVER = fileURLToPath(new URL('./oidc-server.mjs', import.meta.url));
@@ -44,16 +44,18 @@ export async function startOidcProvider(): Promise<OidcPeer> {
   };
 }
 
+const FORM = 'grant_type=client_credentials&scope=repo%3Aread&resource=https%3A%2F%2Fapi.example';
+
 async function issue(url: string): Promise<string> {
-  const res = await postForm(`${url}/token`, 'grant_type=client_credentials&scope=repo%3Aread&resource=https%3A%2F%2Fapi.example', { authorization: BASIC });
+  const res = await postForm(`${url}/token`, FORM, { authorization: BASIC });
   const body = JSON.parse(res.body) as { access_token?: string; error?: string; error_description?: string };
   if (res.status !== 200 || !body.access_token) throw new Error(`oidc-provider refused: ${res.status} ${body.error} ${body.error_description}`);
   return body.access_token;
 }
 
-/** Checks once that the peer really issues EdDSA at+jwt tokens, then measures it. */
-export async function oidcLoad(peer: OidcPeer, clients: number, seconds?: number): Promise<LoadFigure> {
+/** Checks once that the peer really issues EdDSA at+jwt tokens, then measures it from `load` (as Writ's figures are). */
+export async function oidcLoad(peer: OidcPeer, load: LoadWorker, clients: number, seconds?: number): Promise<LoadFigure> {
   const h = decodeProtectedHeader(await issue(peer.url));
   if (h.alg !== 'EdDSA' || h.typ !== 'at+jwt') throw new Error(`oidc-provider issued ${h.alg} ${h.typ}, not EdDSA at+jwt`);
-  return closedLoop(clients, () => issue(peer.url), seconds);
+  return load.request({ op: 'post', url: `${peer.url}/token`, body: FORM, headers: { authorization: BASIC }, clients, seconds });
 }

@@ -38,17 +38,17 @@ async function main(): Promise<void> {
   let template;
   let floor, ws1, ws16, http1, http16, oidc1, oidc16, baseRss, oidcRss, verified, revoked;
   try {
-    await mintOverWs(bench.agents, 1); // warm the broker's paths
+    await mintOverWs(bench, 1); // warm the broker's paths
     floor = await joseFloor(bench.broker.env);
     // The six figures in ROUNDS interleaved slices, so drifting load on a shared machine falls on all of them alike.
     const slices: Record<'ws1' | 'ws16' | 'http1' | 'http16' | 'oidc1' | 'oidc16', LoadFigure[]> = { ws1: [], ws16: [], http1: [], http16: [], oidc1: [], oidc16: [] };
     const slice = SECONDS / ROUNDS;
     for (let r = 0; r < ROUNDS; r++) {
-      slices.ws1.push(await mintOverWs(bench.agents, 1, slice));
-      slices.oidc1.push(await oidcLoad(peer, 1, slice));
+      slices.ws1.push(await mintOverWs(bench, 1, slice));
+      slices.oidc1.push(await oidcLoad(peer, bench.load, 1, slice));
       slices.http1.push(await mintOverHttp(bench, 1, slice));
-      slices.ws16.push(await mintOverWs(bench.agents, 16, slice));
-      slices.oidc16.push(await oidcLoad(peer, 16, slice));
+      slices.ws16.push(await mintOverWs(bench, 16, slice));
+      slices.oidc16.push(await oidcLoad(peer, bench.load, 16, slice));
       slices.http16.push(await mintOverHttp(bench, 16, slice));
     }
     ws1 = merge(slices.ws1);

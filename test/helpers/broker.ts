@@ -53,6 +53,12 @@ export class BrokerProcess {
   stdout = '';
   stderr = '';
   decide: Decider = () => null;
+  /**
+   * Keep every audit record and message (tests read them). A benchmark turns it off: it still receives and parses
+   * the audit stream as the editor does, but a few million retained records would make this process's garbage
+   * collector compete for the two cores with the broker it measures.
+   */
+  retain = true;
   discovery!: Discovery;
   private exited: Promise<number | null>;
 
@@ -91,6 +97,7 @@ export class BrokerProcess {
 
   private onMessage(raw: unknown): void {
     const m = BrokerToParent.parse(raw);
+    if (m.type === 'audit.records' && !this.retain) return;
     this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
     if (m.type === 'audit.records') this.records.push(...m.records);

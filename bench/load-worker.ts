@@ -1,0 +1,60 @@
+// The agents' side of every load figure, in a worker thread of its own (bench/load.ts starts it): each agent
+// resumes its session over its own WebSocket, as a reconnecting agent does, and the HTTP clients run here too.
+// In use, agents and the editor are separate processes; sharing one event loop and heap with the bench's editor
+// (which receives every audit record over the IPC pipe) made the editor's garbage collection pause all 16 agents.
+import { parentPort } from 'node:worker_threads';
+import { WritClient } from '../broker/sdk/client';
+import { postForm } from './httpc';
+import { closedLoop } from './stats';
+import type { LoadFigure } from './stats';
+import type { LoadRequest } from './load';
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+
+let agents: { client: WritClient; grantId: string }[] = [];
+
+async function run(req: LoadRequest): Promise<LoadFigure | null> {
+  switch (req.op) {
+    case 'connect':
+      agents = await Promise.all(
+        req.agents.map(async (a) => {
+          const { client } = await WritClient.asAgent({ name: a.name, kind: 'script', version: '1.0', session: a.session }, req.address);
+          return { client, grantId: a.grantId };
+        }),
+      );
+      return null;
+    case 'ws':
+      return closedLoop(req.clients, (w) => agents[w]!.client.call('token.mint', { grantId: agents[w]!.grantId }), req.seconds);
+    case 'exchange': {
+      // Each client presents its own parent token and gets a sub-agent token, audited before the answer.
+      const bodies: string[] = [];
+      for (let i = 0; i < req.clients; i++) {
+        const { token } = await agents[i]!.client.call('token.mint', { grantId: agents[i]!.grantId });
+        bodies.push(new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN, actor_name: 'bench-sub' }).toString());
+      }
+      return closedLoop(req.clients, async (w) => {
+        const res = await postForm(req.url, bodies[w]!);
+        const body = JSON.parse(res.body) as { access_token?: string; error_description?: string };
+        if (res.status !== 200 || !body.access_token) throw new Error(`token exchange failed: ${res.status} ${body.error_description}`);
+      }, req.seconds);
+    }
+    case 'post':
+      return closedLoop(req.clients, async () => {
+        const res = await postForm(req.url, req.body, req.headers);
+        const body = JSON.parse(res.body) as { access_token?: string; error?: string; error_description?: string };
+        if (res.status !== 200 || !body.access_token) throw new Error(`${req.url} refused: ${res.status} ${body.error} ${body.error_description}`);
+      }, req.seconds);
+    case 'close':
+      await Promise.all(agents.map((a) => a.client.close()));
+      agents = [];
+      return null;
+  }
+}
+
+parentPort!.on('message', (req: LoadRequest & { id: number }) => {
+  run(req).then(
+    (figure) => parentPort!.postMessage({ id: req.id, figure }),
+    (e: unknown) => parentPort!.postMessage({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
+  );
+});
