@@ -15,18 +15,23 @@ import { ms, num, ratio } from './report';
 
 const ROUNDS = Number(process.env.WRIT_AB_ROUNDS ?? 4);
 
-/** CPU seconds a process has used (user + system), from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+/** CPU seconds (user + system) a process has used, or its main thread alone, from /proc. */
+function cpuSeconds(pid: number, mainThread = false): number {
+  const f = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-/** The figure, and the server's CPU per call: steadier than throughput when other work shares the cores. */
-async function withCpu(pid: number, cpu: number[], run: () => Promise<LoadFigure>): Promise<LoadFigure> {
+/**
+ * The figure, and the server's CPU per call, whole process and event loop (main thread) alone: steadier than
+ * throughput when other work shares the cores, and the event loop is what a single-threaded server runs out of.
+ */
+async function withCpu(pid: number, cpu: { all: number[]; loop: number[] }, run: () => Promise<LoadFigure>): Promise<LoadFigure> {
   const c0 = cpuSeconds(pid);
+  const l0 = cpuSeconds(pid, true);
   const f = await run();
   // The warm-up's calls are not counted in f.n, its CPU is: the same small bias for every figure.
-  cpu.push((cpuSeconds(pid) - c0) / f.n);
+  cpu.all.push((cpuSeconds(pid) - c0) / f.n);
+  cpu.loop.push((cpuSeconds(pid, true) - l0) / f.n);
   return f;
 }
 
@@ -38,7 +43,7 @@ async function main(): Promise<void> {
   const peer = await startOidcProvider();
   const figures = ['base ws16', 'new ws16', 'base http16', 'new http16', 'oidc16'] as const;
   const slices = Object.fromEntries(figures.map((f) => [f, [] as LoadFigure[]])) as Record<(typeof figures)[number], LoadFigure[]>;
-  const cpu = Object.fromEntries(figures.map((f) => [f, [] as number[]])) as Record<(typeof figures)[number], number[]>;
+  const cpu = Object.fromEntries(figures.map((f) => [f, { all: [] as number[], loop: [] as number[] }])) as Record<(typeof figures)[number], { all: number[]; loop: number[] }>;
   const pid = (k: 'base' | 'new') => builds[k].broker.child.pid!;
   try {
     for (const b of Object.values(builds)) await mintOverWs(b, 16, 0.5); // warm both
@@ -56,12 +61,14 @@ async function main(): Promise<void> {
   }
   const f = Object.fromEntries(figures.map((k) => [k, merge(slices[k])])) as Record<(typeof figures)[number], LoadFigure>;
   // Median CPU per call over the slices: one slice starved by another process does not move it.
-  const us = (k: (typeof figures)[number]) => 1e6 * [...cpu[k]].sort((a, b) => a - b)[Math.floor(cpu[k].length / 2)]!;
+  const median = (xs: number[]) => 1e6 * [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const us = (k: (typeof figures)[number]) => median(cpu[k].all);
+  const loop = (k: (typeof figures)[number]) => median(cpu[k].loop);
   for (const k of figures) {
-    console.log(`${k.padEnd(12)} ${num(f[k].rate).padStart(7)} /s  p50 ${ms(f[k].p50)} ms  p99 ${ms(f[k].p99)} ms  server CPU ${num(us(k))} µs/call`);
+    console.log(`${k.padEnd(12)} ${num(f[k].rate).padStart(7)} /s  p50 ${ms(f[k].p50)} ms  p99 ${ms(f[k].p99)} ms  server CPU ${num(us(k))} µs/call, event loop ${num(loop(k))}`);
   }
-  console.log(`ws16   new/base ${ratio(f['new ws16'].rate, f['base ws16'].rate)} (server CPU per call ${ratio(us('new ws16'), us('base ws16'))})`);
-  console.log(`http16 new/base ${ratio(f['new http16'].rate, f['base http16'].rate)} (server CPU per call ${ratio(us('new http16'), us('base http16'))}); /oidc: base ${ratio(f['base http16'].rate, f.oidc16.rate)}, new ${ratio(f['new http16'].rate, f.oidc16.rate)}; oidc CPU per call / new ${ratio(us('oidc16'), us('new http16'))}`);
+  console.log(`ws16   new/base ${ratio(f['new ws16'].rate, f['base ws16'].rate)} (server CPU per call ${ratio(us('new ws16'), us('base ws16'))}, event loop ${ratio(loop('new ws16'), loop('base ws16'))})`);
+  console.log(`http16 new/base ${ratio(f['new http16'].rate, f['base http16'].rate)} (server CPU per call ${ratio(us('new http16'), us('base http16'))}, event loop ${ratio(loop('new http16'), loop('base http16'))}); /oidc: base ${ratio(f['base http16'].rate, f.oidc16.rate)}, new ${ratio(f['new http16'].rate, f.oidc16.rate)}; oidc CPU per call / new ${ratio(us('oidc16'), us('new http16'))}`);
 }
 
 main().then(

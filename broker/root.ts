@@ -20,6 +20,7 @@ import { Watch, DEFAULT_WATCH_CONFIG, FINDING_KINDS } from './core/watch';
 import type { FindingAction, FindingKind, WatchConfig } from './core/watch';
 import { Oversight } from './core/oversight';
 import { TokenMinter, DEFAULT_TTL_SECONDS, MAX_TTL_CEILING_SECONDS } from './core/tokens';
+import { ThreadSigner } from './core/signer';
 import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
 import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
@@ -250,7 +251,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   });
   oversight.onFinding((f) => parentPost?.({ type: 'finding', finding: f }));
 
-  const minter = new TokenMinter(issuer, () => keys.active, clock, ids);
+  const signer = new ThreadSigner();
+  const minter = new TokenMinter(issuer, () => keys.active, clock, ids, signer);
   const authority = new Authority(
     {
       ...DEFAULT_AUTHORITY_CONFIG,
@@ -382,6 +384,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
         await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);
         await audit.close();
         revocations.close();
+        await signer.close();
         log('writ: broker stopped');
       })();
       return stopping;

@@ -616,7 +616,7 @@ export class Authority {
     return this.mintFrom(agent, grant, scopes, ttl, { reused: true, taskId: grant.taskId, minter: caller.process });
   }
 
-  /** Signs, then makes the mint record durable; only then does the token leave this function. */
+  /** Signs and makes the mint record durable; only once both are done does the token leave this function. */
   private async mintFrom(
     agent: Agent,
     grant: Grant,
@@ -624,7 +624,7 @@ export class Authority {
     ttl: number,
     ctx: { reused: boolean; taskId: string; minter: PeerProcess | undefined },
   ): Promise<TokenResult> {
-    const { token, claims } = this.deps.minter.mint({
+    const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [agent.id, ...agent.parents],
       audience: grant.audience,
@@ -633,16 +633,20 @@ export class Authority {
       grantId: grant.id,
       ttlSeconds: ttl,
     });
-    await this.audit('token.minted', agent, {
-      task: { id: ctx.taskId, description: grant.task },
-      grantId: grant.id,
-      scopes: [...scopes],
-      audience: grant.audience,
-      jti: claims.jti,
-      exp: claims.exp,
-      outcome: 'success',
-      detail: { reused: ctx.reused },
-    });
+    // The signature is made while the record is synced; the token leaves only once both are done.
+    const [token] = await Promise.all([
+      signed,
+      this.audit('token.minted', agent, {
+        task: { id: ctx.taskId, description: grant.task },
+        grantId: grant.id,
+        scopes: [...scopes],
+        audience: grant.audience,
+        jti: claims.jti,
+        exp: claims.exp,
+        outcome: 'success',
+        detail: { reused: ctx.reused },
+      }),
+    ]);
     // The watch may stop the agent on a burst; the revocation then covers this token too.
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
@@ -829,7 +833,7 @@ export class Authority {
     const task = { id: subject.task_id, description: parent ? this.grants.get(subject.grant_id)?.task ?? '' : '' };
     const grant = this.newGrant(child, task, scopes, subject.aud, 'task', Math.min(remaining, this.config.maxTtlSeconds));
     grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
-    const { token, claims } = this.deps.minter.mint({
+    const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [child.id, ...subject.chain],
       audience: subject.aud,
@@ -838,16 +842,19 @@ export class Authority {
       grantId: grant.id,
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
-    await this.audit('token.exchanged', child, {
-      task,
-      grantId: grant.id,
-      scopes,
-      audience: subject.aud,
-      jti: claims.jti,
-      exp: claims.exp,
-      outcome: 'success',
-      detail: { subjectJti: subject.jti },
-    });
+    const [token] = await Promise.all([
+      signed,
+      this.audit('token.exchanged', child, {
+        task,
+        grantId: grant.id,
+        scopes,
+        audience: subject.aud,
+        jti: claims.jti,
+        exp: claims.exp,
+        outcome: 'success',
+        detail: { subjectJti: subject.jti },
+      }),
+    ]);
     if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     this.holdToken(grant, claims.jti, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).

@@ -1,10 +1,12 @@
 // Access tokens: RFC 9068 JWTs (`typ: at+jwt`), EdDSA, naming the user (`sub`) and the acting agent chain
 // (`act`, nested per RFC 8693). Minting and checking live here; who may mint what is decided elsewhere.
-import { sign as edSign, verify as edVerify } from 'node:crypto';
+import { verify as edVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { WritError } from '../errors';
 import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
+import { inlineSigner } from './signer';
+import type { Signer } from './signer';
 
 export const TOKEN_TYPE = 'at+jwt';
 export const DEFAULT_TTL_SECONDS = 300;
@@ -75,7 +77,8 @@ export interface SigningKeyLike {
 }
 
 export interface Minted {
-  token: string;
+  /** Settles once signed: the claims (and the jti to audit) are known at once, the signature may come later. */
+  token: Promise<string>;
   claims: WritClaims;
 }
 
@@ -89,6 +92,8 @@ export class TokenMinter {
     private readonly key: () => SigningKeyLike,
     private readonly clock: Clock,
     private readonly ids: IdSource,
+    /** Where signatures are made: the broker uses a ThreadSigner, so signing overlaps the audit record's sync. */
+    private readonly signer: Signer = inlineSigner,
   ) {}
 
   mint(req: MintRequest): Minted {
@@ -114,7 +119,7 @@ export class TokenMinter {
       this.header = { kid: key.kid, b64: b64json({ alg: 'EdDSA', typ: TOKEN_TYPE, kid: key.kid }) };
     }
     const input = `${this.header.b64}.${b64json(claims)}`;
-    const token = `${input}.${edSign(null, Buffer.from(input), key.privateKey).toString('base64url')}`;
+    const token = this.signer.sign(key.kid, key.privateKey, input).then((sig) => `${input}.${sig}`);
     return { token, claims };
   }
 }

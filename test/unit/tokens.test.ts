@@ -6,6 +6,7 @@ import { SignJWT, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, randomIds } from '../../broker/core/clock';
 import { TokenMinter, VerifiedTokens, verifyToken } from '../../broker/core/tokens';
+import { ThreadSigner, inlineSigner } from '../../broker/core/signer';
 import type { VerifyOptions } from '../../broker/core/tokens';
 import { codeOf } from '../helpers/codes';
 
@@ -53,9 +54,13 @@ function rawToken(header: Record<string, unknown>, claims: Record<string, unknow
 }
 
 describe('verifyToken', () => {
-  it('accepts what TokenMinter signs, and jose agrees on the same token', async () => {
-    const minter = new TokenMinter(ISS, () => ({ kid: KID, privateKey }), clock, randomIds);
-    const { token, claims } = minter.mint({
+  it.each([
+    ['on the calling thread', () => inlineSigner],
+    ['on the signing thread', () => new ThreadSigner()],
+  ])('accepts what TokenMinter signs %s, and jose agrees on the same token', async (_where, signer) => {
+    const s = signer();
+    const minter = new TokenMinter(ISS, () => ({ kid: KID, privateKey }), clock, randomIds, s);
+    const { token: signed, claims } = minter.mint({
       user: 'dev@example.com',
       chain: ['agt_child', 'agt_parent'],
       audience: AUD,
@@ -64,6 +69,8 @@ describe('verifyToken', () => {
       grantId: 'grt_1',
       ttlSeconds: 300,
     });
+    const token = await signed;
+    await s.close();
     expect(await verifyToken(token, opts({ audience: AUD }))).toEqual(claims);
     const { payload, protectedHeader } = await jwtVerify(token, publicKey, { typ: 'at+jwt', issuer: ISS, audience: AUD, currentDate: new Date(T0) });
     expect(payload).toEqual(claims);
