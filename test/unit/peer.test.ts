@@ -1,5 +1,7 @@
 // The kernel-table parsers behind process identity, on fixture lines: /proc/net/tcp(6), `ss -xpnH`, /proc/<pid>/stat
 // and status. Exact values, so a column off by one fails.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   findTcpClientInode,
@@ -9,6 +11,7 @@ import {
   parseProcStat,
   parseSsUnixLine,
   parseStatusUid,
+  procLineage,
 } from '../../broker/net/peer';
 
 const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
@@ -123,5 +126,20 @@ describe('/proc/<pid> files', () => {
   it('takes the effective uid from status', () => {
     expect(parseStatusUid('Name:\tnode\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1002\t1003\nGid:\t1000\t1000\t1000\t1000\n')).toBe(1001);
     expect(parseStatusUid('Name:\tnode\n')).toBeUndefined();
+  });
+
+  it.skipIf(process.platform !== 'linux')('reads a live lineage again and again, and none once the process has exited', async () => {
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const startTime = parseProcStat(readFileSync(`/proc/${child.pid}/stat`, 'utf8'))!.startTime;
+    const first = procLineage(child.pid!);
+    expect(first[0]).toEqual({ pid: child.pid, startTime });
+    expect(first[1]).toEqual({ pid: process.pid, startTime: parseProcStat(readFileSync(`/proc/${process.pid}/stat`, 'utf8'))!.startTime });
+    // Read again through the file kept open: the same answer.
+    expect(procLineage(child.pid!)).toEqual(first);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // The open file names the process that is gone: not read as live, whatever now holds its pid.
+    expect(procLineage(child.pid!).filter((p) => p.startTime === startTime)).toEqual([]);
   });
 });
