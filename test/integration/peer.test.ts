@@ -106,6 +106,9 @@ describe.skipIf(!linux)('process identity (Linux)', () => {
       expect(request.agent.process).toMatchObject(expected);
       const connected = b.records.find((r) => r.event === 'agent.connected' && r.agent?.id === agentId)!;
       expect(connected.agent!.process).toMatchObject(expected);
+      // A token's own record names that process by reference: pid, start time and executable, the rest is above.
+      const minted = b.records.find((r) => r.event === 'token.minted' && r.agent?.id === agentId)!;
+      expect(minted.agent!.process).toEqual({ pid, startTime: expected.startTime, exe });
 
       // Bound to pid and start time: the same process while it lives, and no longer once it has exited.
       expect(await stillSame(proc)).toBe(true);
