@@ -208,10 +208,12 @@ export function parseStatusUid(text: string): number | undefined {
 // async path would queue each read behind the audit log's fdatasync calls in libuv's thread pool.
 
 /**
- * /proc/<pid>/stat files kept open, by pid: a read at offset 0 of an open one is one syscall (~5 µs here) where
- * readFileSync is four (~15 µs), and every token check reads its presenter's. The file keeps naming the process
- * it was opened for: once that exits, a read fails (ESRCH) even if the pid has been handed to another, and the
- * pid is then opened afresh. Bounded; the oldest is closed first.
+ * /proc/<pid>/task/<pid>/stat files kept open, by pid: a read at offset 0 of an open one is one syscall (~4 µs
+ * here) where readFileSync is four (~15 µs), and every token check reads its presenter's. The main thread's file
+ * has the process's ppid and start time, and unlike /proc/<pid>/stat the kernel does not sum every thread's CPU
+ * times to write it (an agent runtime has dozens of threads). The file keeps naming the process it was opened
+ * for: once that exits, a read fails (ESRCH) even if the pid has been handed to another, and the pid is then
+ * opened afresh. Bounded; the oldest is closed first.
  */
 const statFds = new Map<number, number>();
 const STAT_FDS_MAX = 64;
@@ -226,7 +228,7 @@ function readStat(pid: number): { ppid: number; startTime: number } | undefined 
   }
   let fd: number;
   try {
-    fd = openSync(`/proc/${pid}/stat`, 'r');
+    fd = openSync(`/proc/${pid}/task/${pid}/stat`, 'r');
   } catch {
     return undefined;
   }
