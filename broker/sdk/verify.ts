@@ -78,6 +78,8 @@ export interface VerifierStatus {
   cachedTokens: number;
   /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
   reportsDropped: number;
+  /** Revocation events that did not match the protocol: ignored whole, none applied in part. */
+  revocationsMalformed: number;
 }
 
 export interface Verifier {
@@ -209,6 +211,7 @@ class WritVerifier implements Verifier {
   private lastKeyFetch = Number.NEGATIVE_INFINITY;
   private reportWindow = { second: -1, count: 0 };
   private dropped = 0;
+  private malformed = 0;
 
   constructor(private readonly opts: VerifierOptions) {
     if (typeof opts.audience !== 'string' || opts.audience.length === 0) throw new TypeError('createVerifier: audience is required');
@@ -408,7 +411,10 @@ class WritVerifier implements Verifier {
         const c = await WritClient.connect(ep.ws);
         client = c;
         // Listeners first: an event racing the subscription's answer is applied either way (a union).
-        c.onRevocation((e) => this.onRevocationEvent(e, c));
+        c.onRevocation(
+          (e) => this.onRevocationEvent(e, c),
+          () => this.malformed++,
+        );
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
           const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true }), SUBSCRIBE_TIMEOUT_MS);
@@ -499,7 +505,7 @@ class WritVerifier implements Verifier {
   // -------------------------------------------------------------------------------------------
 
   status(): VerifierStatus {
-    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped };
+    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed };
   }
 
   ready(): Promise<boolean> {
