@@ -434,4 +434,53 @@ describe('broker: acknowledged revocation', () => {
     await client.close();
     await b.stop();
   });
+
+  it('waits for every acknowledging subscriber: a second ack from one of them does not stand in for another', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('target');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const eager = await WritClient.connect(b.socket);
+    const slow = await WritClient.connect(b.socket);
+    for (const s of [eager, slow]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const order: string[] = [];
+    eager.onRevocation((e) => {
+      eager.notify('revocation.ack', { seq: e.seq! });
+      eager.notify('revocation.ack', { seq: e.seq! });
+    });
+    slow.onRevocation((e) => {
+      setTimeout(() => {
+        order.push('slow ack');
+        slow.notify('revocation.ack', { seq: e.seq! });
+      }, 300);
+    });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    order.push('revoke returned');
+    expect(order).toEqual(['slow ack', 'revoke returned']);
+    for (const c of [eager, slow, client]) await c.close();
+    await b.stop();
+  });
+
+  it('a subscriber that never acknowledges, or one that leaves, does not hold the revoke call for ever (1 s bound)', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('target');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const mute = await WritClient.connect(b.socket);
+    const leaving = await WritClient.connect(b.socket);
+    for (const s of [mute, leaving]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const heard: string[] = [];
+    mute.onRevocation((e) => heard.push(`mute ${e.seq}`));
+    leaving.onRevocation((e) => {
+      heard.push(`leaving ${e.seq}`);
+      void leaving.close();
+    });
+    const first = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: first.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    // Each event was pushed to whoever was subscribed when it was applied.
+    expect(heard.sort()).toEqual(['leaving 1', 'mute 1', 'mute 2']);
+    for (const c of [mute, client]) await c.close();
+    await b.stop();
+  });
 });
