@@ -89,7 +89,11 @@ export interface Verifier {
   status(): VerifierStatus;
   /** Settles once the first connection attempt has (true if it succeeded). */
   ready(): Promise<boolean>;
-  /** Called after a revocation event has been applied: the next `verify` already sees it. */
+  /**
+   * Called after a revocation event has been applied (the next `verify` already sees it) and before it is
+   * acknowledged: a revoke call returns only once every acknowledging verifier's listeners have run, so a
+   * resource may end what the token opened here. Keep listeners short: the broker waits at most 1 s.
+   */
   onRevocation(listener: (event: RevocationEvent) => void): () => void;
   /** Called whenever `status().connected` changes. */
   onStatus(listener: (status: VerifierStatus) => void): () => void;
@@ -488,9 +492,12 @@ class WritVerifier implements Verifier {
 
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
     this.revocations.applyEvent(e);
-    // Applied: tell the broker, whose revoke call waits for this before it returns.
-    if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
-    for (const l of this.revocationListeners) l(e);
+    try {
+      for (const l of this.revocationListeners) l(e);
+    } finally {
+      // Applied and heard: tell the broker, whose revoke call waits for this before it returns.
+      if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
+    }
   }
 
   private setLive(live: boolean): void {
