@@ -75,6 +75,20 @@ export function eventOfEntry(e: RevocationEntry): RevocationEvent {
   };
 }
 
+/**
+ * The `seq` of a `revocation.ack` notification in exactly the shape JsonRpcRequest and the method's params accept
+ * (`{"jsonrpc":"2.0","method":"revocation.ack","params":{"seq":N}}`, no id, no other key); undefined for anything else.
+ */
+export function revocationAckSeq(raw: unknown): number | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const m = raw as Record<string, unknown>;
+  if (m.method !== 'revocation.ack' || m.jsonrpc !== '2.0' || Object.keys(m).length !== 3) return undefined;
+  const p = m.params;
+  if (typeof p !== 'object' || p === null || Array.isArray(p) || Object.keys(p).length !== 1) return undefined;
+  const seq = (p as Record<string, unknown>).seq;
+  return Number.isSafeInteger(seq) ? (seq as number) : undefined;
+}
+
 export class RpcConnection {
   agentId: string | undefined;
   /** The peer process as of `hello`: what the tokens minted on this connection are bound to. */
@@ -134,6 +148,13 @@ export class RpcConnection {
 
   private acknowledges = false;
   private readonly acks = new Map<number, () => void>();
+
+  private acknowledge(seq: number): void {
+    const done = this.acks.get(seq);
+    if (done === undefined) return;
+    this.acks.delete(seq); // a second ack for the same event counts for nothing
+    done();
+  }
 
   /**
    * Closes after the calls already in flight are answered (they fail: the agent is revoked by now), so the
@@ -200,6 +221,10 @@ export class RpcConnection {
     } catch {
       return this.sendError(null, RPC.PARSE_ERROR, new WritError('WRIT_PARSE_ERROR', 'the frame is not JSON'));
     }
+    // Every verifier's ack arrives while others are still being told of the revocation: taken here, without the
+    // schema walk and the call machinery, when it is exactly the notification the schemas accept. Else, below.
+    const seq = revocationAckSeq(raw);
+    if (seq !== undefined) return this.acknowledge(seq);
     const envelope = JsonRpcRequest.safeParse(raw);
     if (!envelope.success) {
       const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
@@ -294,15 +319,9 @@ export class RpcConnection {
         const p = parsed.data as import('../protocol').MethodParams<'revoke'>;
         return a.revoke(p.target, this.agentId === undefined ? 'socket' : `agent:${this.agentId}`, p.reason);
       }
-      case 'revocation.ack': {
-        const seq = (parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq;
-        const done = this.acks.get(seq);
-        if (done) {
-          this.acks.delete(seq); // a second ack for the same event counts for nothing
-          done();
-        }
+      case 'revocation.ack':
+        this.acknowledge((parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq);
         return {};
-      }
       case 'subscribe':
         this.subscribed = true;
         this.acknowledges = (parsed.data as import('../protocol').MethodParams<'subscribe'>).acknowledge === true;
