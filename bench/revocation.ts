@@ -16,9 +16,10 @@
 // this, and with a git revision also that revision's broker and verifier (built into a temporary folder), kills
 // alternating between the two in one run so the load of a shared machine falls on both alike: before and after.
 // WRIT_BENCH_VERIFIERS (default 16) and WRIT_BENCH_VERIFIER_POLL_MS (default 0) are for finding where the time goes.
-// Where it went (stamps in every process, 16 verifiers): the verifiers run one after another on the two cores,
-// each ~0.5 ms from its frame to its refusal (a cold path: zod on the event, the ack's write, the refusal), and
-// the broker's loop writing the 16 frames was itself preempted by the verifiers each write woke.
+// Where it goes (stamps in every process on CLOCK_MONOTONIC; this machine shared and loaded): call start → broker
+// has the revoke ~0.5 ms, → first frame written ~0.05 ms; then each verifier spends ~0.75 ms of CPU per revocation
+// (schedstat of its main thread: waking, ws receive, parse, apply, listener, the ack's write), so sixteen of them
+// queue on two cores, and each frame the broker writes wakes one that may preempt the broker's loop itself.
 import { execFileSync, fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
