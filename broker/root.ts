@@ -26,7 +26,7 @@ import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
-import { RpcConnection, eventOfEntry, revocationFrame } from './net/rpc';
+import { RpcConnection, acknowledged, eventOfEntry, revocationFrame } from './net/rpc';
 import { PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
@@ -329,13 +329,15 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   revocations.onRecord((entry) => {
     const seq = ++revocationSeq;
     const frame = revocationFrame({ ...eventOfEntry(entry), seq });
-    for (const conn of connections) {
-      if (!conn.acknowledging) continue;
-      const ack = conn.pushRevocation(frame, seq);
-      if (!ack) continue;
-      unacknowledged.add(ack);
-      void ack.then(() => unacknowledged.delete(ack));
-    }
+    // Every frame is written before anything else is done (the waits, the fsync, the audit record): each write
+    // wakes a verifier, and on a busy machine the work in between would hold back the frames still to go.
+    const told: RpcConnection[] = [];
+    for (const conn of connections) if (conn.acknowledging && conn.pushRevocation(frame)) told.push(conn);
+    if (told.length === 0) return;
+    // No ack can arrive before this turn of the event loop ends, so waiting from here misses none.
+    const ack = acknowledged(told, seq);
+    unacknowledged.add(ack);
+    void ack.then(() => unacknowledged.delete(ack));
   });
   authority.onRevocation(async (event) => {
     // Every entry of this revocation was pushed before this point: waiting for all outstanding acks covers them

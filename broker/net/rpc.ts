@@ -39,9 +39,28 @@ export const REVOCATION_ACK_TIMEOUT_MS = 1000;
 /** `token.used` reports audited per connection per second; the rest are dropped (a report is never worth a stall). */
 export const MAX_USE_REPORTS_PER_SECOND = 100;
 
-/** The `revocation` notification, serialised once for all subscribers. */
-export function revocationFrame(event: RevocationEvent): string {
-  return JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: event });
+/** The `revocation` notification, serialised and encoded once: the same bytes go to every subscriber. */
+export function revocationFrame(event: RevocationEvent): Buffer {
+  return Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: event }));
+}
+
+/**
+ * Resolves once every one of `subscribers` has acknowledged revocation `seq` or has gone, or after `timeoutMs`:
+ * one timer for them all, and nothing of the wait kept after it.
+ */
+export function acknowledged(subscribers: readonly RpcConnection[], seq: number, timeoutMs = REVOCATION_ACK_TIMEOUT_MS): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let left = subscribers.length;
+    const forget: (() => void)[] = [];
+    const finish = () => {
+      clearTimeout(timer);
+      for (const f of forget) f();
+      resolve();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    for (const s of subscribers) forget.push(s.onAck(seq, () => --left === 0 && finish()));
+    if (left === 0) finish();
+  });
 }
 
 /** One entry of the revocation list as an event: what a verifier needs to refuse every token it covers. */
@@ -54,6 +73,20 @@ export function eventOfEntry(e: RevocationEntry): RevocationEvent {
     taskIds: [],
     grantIds: e.kind === 'grant' ? [e.id] : [],
   };
+}
+
+/**
+ * The `seq` of a `revocation.ack` notification in exactly the shape JsonRpcRequest and the method's params accept
+ * (`{"jsonrpc":"2.0","method":"revocation.ack","params":{"seq":N}}`, no id, no other key); undefined for anything else.
+ */
+export function revocationAckSeq(raw: unknown): number | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const m = raw as Record<string, unknown>;
+  if (m.method !== 'revocation.ack' || m.jsonrpc !== '2.0' || Object.keys(m).length !== 3) return undefined;
+  const p = m.params;
+  if (typeof p !== 'object' || p === null || Array.isArray(p) || Object.keys(p).length !== 1) return undefined;
+  const seq = (p as Record<string, unknown>).seq;
+  return Number.isSafeInteger(seq) ? (seq as number) : undefined;
 }
 
 export class RpcConnection {
@@ -73,6 +106,10 @@ export class RpcConnection {
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('close', () => {
       this.gone.abort(new WritError('WRIT_DENIED', 'connection closed'));
+      // A subscriber that has gone is waited for no longer.
+      const waiting = [...this.acks.values()];
+      this.acks.clear();
+      for (const done of waiting) done();
       if (this.agentId !== undefined) void services.authority.disconnected(this.agentId);
     });
     ws.on('error', () => ws.terminate());
@@ -88,30 +125,36 @@ export class RpcConnection {
   }
 
   /**
-   * Sends a `revocation` notification, serialised once by the caller for every subscriber. With `seq` (sent only
-   * to acknowledging subscribers), resolves once this one has applied it, has gone, or REVOCATION_ACK_TIMEOUT_MS
-   * has passed; nothing of the wait is kept after that.
+   * Sends a `revocation` notification, its bytes encoded once by the caller for every subscriber. Nothing else
+   * happens here: the caller writes every subscriber's frame before it sets up any wait (`acknowledged`).
+   * False if this connection is not subscribed or could not be written to.
    */
-  pushRevocation(frame: string, seq?: number): Promise<void> | undefined {
-    if (!this.subscribed) return undefined;
-    this.sendFrame(frame);
-    if (seq === undefined || !this.acknowledging) return undefined;
-    return new Promise<void>((resolve) => {
-      const signal = this.gone.signal;
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        this.acks.delete(seq);
-        resolve();
-      };
-      const timer = setTimeout(done, REVOCATION_ACK_TIMEOUT_MS);
-      this.acks.set(seq, done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+  pushRevocation(frame: Buffer): boolean {
+    return this.subscribed && this.sendFrame(frame);
+  }
+
+  /**
+   * Calls `done` once, when this subscriber acknowledges revocation `seq` or goes (at once if it has gone).
+   * The function returned forgets the wait.
+   */
+  onAck(seq: number, done: () => void): () => void {
+    if (this.closed) {
+      done();
+      return () => undefined;
+    }
+    this.acks.set(seq, done);
+    return () => this.acks.delete(seq);
   }
 
   private acknowledges = false;
   private readonly acks = new Map<number, () => void>();
+
+  private acknowledge(seq: number): void {
+    const done = this.acks.get(seq);
+    if (done === undefined) return;
+    this.acks.delete(seq); // a second ack for the same event counts for nothing
+    done();
+  }
 
   /**
    * Closes after the calls already in flight are answered (they fail: the agent is revoked by now), so the
@@ -142,13 +185,15 @@ export class RpcConnection {
     this.sendFrame(JSON.stringify(msg));
   }
 
-  private sendFrame(frame: string): void {
-    if (this.ws.readyState !== this.ws.OPEN) return;
+  /** A Buffer is sent as a text frame too: every frame of this protocol is JSON text. */
+  private sendFrame(frame: string | Buffer): boolean {
+    if (this.ws.readyState !== this.ws.OPEN) return false;
     if (this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
       this.ws.terminate(); // the peer is not reading: drop the connection and what waits for it
-      return;
+      return false;
     }
-    this.ws.send(frame);
+    this.ws.send(frame, { binary: false });
+    return true;
   }
 
   private sendError(id: string | number | null, rpcCode: number, e: WritError): void {
@@ -176,6 +221,10 @@ export class RpcConnection {
     } catch {
       return this.sendError(null, RPC.PARSE_ERROR, new WritError('WRIT_PARSE_ERROR', 'the frame is not JSON'));
     }
+    // Every verifier's ack arrives while others are still being told of the revocation: taken here, without the
+    // schema walk and the call machinery, when it is exactly the notification the schemas accept. Else, below.
+    const seq = revocationAckSeq(raw);
+    if (seq !== undefined) return this.acknowledge(seq);
     const envelope = JsonRpcRequest.safeParse(raw);
     if (!envelope.success) {
       const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
@@ -270,11 +319,9 @@ export class RpcConnection {
         const p = parsed.data as import('../protocol').MethodParams<'revoke'>;
         return a.revoke(p.target, this.agentId === undefined ? 'socket' : `agent:${this.agentId}`, p.reason);
       }
-      case 'revocation.ack': {
-        const seq = (parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq;
-        this.acks.get(seq)?.();
+      case 'revocation.ack':
+        this.acknowledge((parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq);
         return {};
-      }
       case 'subscribe':
         this.subscribed = true;
         this.acknowledges = (parsed.data as import('../protocol').MethodParams<'subscribe'>).acknowledge === true;

@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { WritError, ERROR_CODES } from '../errors';
 import type { WritErrorCode } from '../errors';
-import { Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, RevocationEvent } from '../protocol';
-import type { AgentInfo, MethodName, MethodParams, MethodResult } from '../protocol';
+import { Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, parseRevocationEvent } from '../protocol';
+import type { AgentInfo, MethodName, MethodParams, MethodResult, RevocationEvent } from '../protocol';
 import { resolvePaths } from '../paths';
 
 /** Env var naming the broker: `unix:/path/to/writ.sock` or `ws://127.0.0.1:PORT/`. `writ exec` sets it. */
@@ -44,6 +44,7 @@ export class WritClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
+  private readonly malformedListeners = new Set<() => void>();
   private readonly closeListeners = new Set<(code: number, reason: string) => void>();
   /** Why the connection ended: later calls fail at once with it instead of waiting forever. */
   private closedError: WritError | undefined;
@@ -108,9 +109,17 @@ export class WritClient {
     this.ws.send(JSON.stringify({ jsonrpc: '2.0', method, ...(params === undefined ? {} : { params }) }));
   }
 
-  onRevocation(listener: (e: RevocationEvent) => void): () => void {
+  /**
+   * Called for each `revocation` notification, synchronously in the socket's message handler (no hop in between).
+   * One whose params do not match RevocationEvent is not delivered; `malformed` hears of it instead.
+   */
+  onRevocation(listener: (e: RevocationEvent) => void, malformed?: () => void): () => void {
     this.revocationListeners.add(listener);
-    return () => this.revocationListeners.delete(listener);
+    if (malformed) this.malformedListeners.add(malformed);
+    return () => {
+      this.revocationListeners.delete(listener);
+      if (malformed) this.malformedListeners.delete(malformed);
+    };
   }
 
   onClose(listener: (code: number, reason: string) => void): void {
@@ -133,8 +142,9 @@ export class WritClient {
       return;
     }
     if (typeof raw === 'object' && raw !== null && (raw as { method?: unknown }).method === 'revocation') {
-      const e = RevocationEvent.safeParse((raw as { params?: unknown }).params);
-      if (e.success) for (const l of this.revocationListeners) l(e.data);
+      const e = parseRevocationEvent((raw as { params?: unknown }).params);
+      if (e === undefined) for (const l of this.malformedListeners) l();
+      else for (const l of this.revocationListeners) l(e);
       return;
     }
     // Results are checked against their method's schema in call(); only errors need the envelope schema.

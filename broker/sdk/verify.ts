@@ -78,6 +78,8 @@ export interface VerifierStatus {
   cachedTokens: number;
   /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
   reportsDropped: number;
+  /** Revocation events that did not match the protocol: ignored whole, none applied in part. */
+  revocationsMalformed: number;
 }
 
 export interface Verifier {
@@ -87,7 +89,11 @@ export interface Verifier {
   status(): VerifierStatus;
   /** Settles once the first connection attempt has (true if it succeeded). */
   ready(): Promise<boolean>;
-  /** Called after a revocation event has been applied: the next `verify` already sees it. */
+  /**
+   * Called after a revocation event has been applied (the next `verify` already sees it) and before it is
+   * acknowledged: a revoke call returns only once every acknowledging verifier's listeners have run, so a
+   * resource may end what the token opened here. Keep listeners short: the broker waits at most 1 s.
+   */
   onRevocation(listener: (event: RevocationEvent) => void): () => void;
   /** Called whenever `status().connected` changes. */
   onStatus(listener: (status: VerifierStatus) => void): () => void;
@@ -209,6 +215,7 @@ class WritVerifier implements Verifier {
   private lastKeyFetch = Number.NEGATIVE_INFINITY;
   private reportWindow = { second: -1, count: 0 };
   private dropped = 0;
+  private malformed = 0;
 
   constructor(private readonly opts: VerifierOptions) {
     if (typeof opts.audience !== 'string' || opts.audience.length === 0) throw new TypeError('createVerifier: audience is required');
@@ -408,7 +415,10 @@ class WritVerifier implements Verifier {
         const c = await WritClient.connect(ep.ws);
         client = c;
         // Listeners first: an event racing the subscription's answer is applied either way (a union).
-        c.onRevocation((e) => this.onRevocationEvent(e, c));
+        c.onRevocation(
+          (e) => this.onRevocationEvent(e, c),
+          () => this.malformed++,
+        );
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
           const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true }), SUBSCRIBE_TIMEOUT_MS);
@@ -482,9 +492,12 @@ class WritVerifier implements Verifier {
 
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
     this.revocations.applyEvent(e);
-    // Applied: tell the broker, whose revoke call waits for this before it returns.
-    if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
-    for (const l of this.revocationListeners) l(e);
+    try {
+      for (const l of this.revocationListeners) l(e);
+    } finally {
+      // Applied and heard: tell the broker, whose revoke call waits for this before it returns.
+      if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
+    }
   }
 
   private setLive(live: boolean): void {
@@ -499,7 +512,7 @@ class WritVerifier implements Verifier {
   // -------------------------------------------------------------------------------------------
 
   status(): VerifierStatus {
-    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped };
+    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed };
   }
 
   ready(): Promise<boolean> {

@@ -410,6 +410,41 @@ describe('verifier: revocation is in force when the revoke call returns', () => 
   });
 });
 
+describe('verifier: its revocation listeners have run when the revoke call returns', () => {
+  it('a listener in another process that takes its time has finished before the revoke call resolves', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('listened');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const marks = join(mkdtempSync(join(tmpdir(), 'writ-listener-')), 'marks');
+    // The listener spins for 300 ms, then writes what it heard to a file, synchronously: the write is done
+    // before the listener returns, and so before the acknowledgement if listeners run first.
+    const script = `
+      import { createVerifier } from ${JSON.stringify(`${ROOT}dist/verify.mjs`)};
+      import { appendFileSync } from 'node:fs';
+      const v = createVerifier({ audience: ${JSON.stringify(AUD)}, broker: ${JSON.stringify(b.discovery.httpUrl)}, reportUse: false });
+      v.onRevocation((e) => {
+        for (const end = Date.now() + 300; Date.now() < end; );
+        appendFileSync(${JSON.stringify(marks)}, e.target.jti + '\\n');
+      });
+      await v.ready();
+      console.log('ready');
+      process.stdin.once('data', () => v.close());`;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+    await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+    expect(readFileSync(marks, 'utf8')).toBe(`${r.token.jti}\n`);
+    child.stdin!.end('x');
+    await new Promise((res) => child.on('exit', res));
+    await client.close();
+    await b.stop();
+  });
+});
+
 describe('broker: acknowledged revocation', () => {
   it('a revoke call does not return before an acknowledging subscriber has acknowledged the event', async () => {
     const b = await BrokerProcess.start(freshEnv());
@@ -432,6 +467,55 @@ describe('broker: acknowledged revocation', () => {
     expect(order).toEqual(['event', 'ack', 'revoke returned']);
     await subscriber.close();
     await client.close();
+    await b.stop();
+  });
+
+  it('waits for every acknowledging subscriber: a second ack from one of them does not stand in for another', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('target');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const eager = await WritClient.connect(b.socket);
+    const slow = await WritClient.connect(b.socket);
+    for (const s of [eager, slow]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const order: string[] = [];
+    eager.onRevocation((e) => {
+      eager.notify('revocation.ack', { seq: e.seq! });
+      eager.notify('revocation.ack', { seq: e.seq! });
+    });
+    slow.onRevocation((e) => {
+      setTimeout(() => {
+        order.push('slow ack');
+        slow.notify('revocation.ack', { seq: e.seq! });
+      }, 300);
+    });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    order.push('revoke returned');
+    expect(order).toEqual(['slow ack', 'revoke returned']);
+    for (const c of [eager, slow, client]) await c.close();
+    await b.stop();
+  });
+
+  it('a subscriber that never acknowledges, or one that leaves, does not hold the revoke call for ever (1 s bound)', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    const { client } = await b.agent('target');
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const mute = await WritClient.connect(b.socket);
+    const leaving = await WritClient.connect(b.socket);
+    for (const s of [mute, leaving]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const heard: string[] = [];
+    mute.onRevocation((e) => heard.push(`mute ${e.seq}`));
+    leaving.onRevocation((e) => {
+      heard.push(`leaving ${e.seq}`);
+      void leaving.close();
+    });
+    const first = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: first.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    expect(await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    // Each event was pushed to whoever was subscribed when it was applied.
+    expect(heard.sort()).toEqual(['leaving 1', 'mute 1', 'mute 2']);
+    for (const c of [mute, client]) await c.close();
     await b.stop();
   });
 });

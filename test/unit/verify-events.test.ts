@@ -1,0 +1,102 @@
+// The verifier's handling of `revocation` frames: a malformed event is counted and not applied, not even the part
+// of it that would parse; a good one is applied before the listener runs and acknowledged with its seq. The real
+// broker never sends a malformed frame, so a small stand-in serves the metadata, the JWKS and the subscription here
+// (real HTTP and WebSocket on port 0); the token is signed by the broker's own TokenMinter.
+import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
+import { randomIds, systemClock } from '../../broker/core/clock';
+import { TokenMinter } from '../../broker/core/tokens';
+import { createVerifier } from '../../broker/sdk/verify';
+import type { Verifier } from '../../broker/sdk/verify';
+import { codeOf } from '../helpers/codes';
+
+const AUD = 'https://api.example';
+const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+const KID = 'k1';
+
+async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  for (const end = Date.now() + timeoutMs; !ok(); await new Promise((r) => setTimeout(r, 5))) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+  }
+}
+
+describe('verifier: revocation frames', () => {
+  const http = createServer();
+  const wss = new WebSocketServer({ server: http });
+  let base = '';
+  let subscriber: WebSocket | undefined;
+  const acks: unknown[] = [];
+  let verifier: Verifier;
+  let minter: TokenMinter;
+
+  beforeAll(async () => {
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    const x = publicKey.export({ format: 'jwk' }).x;
+    http.on('request', (req, res) => {
+      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x, kid: KID }] } : undefined;
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+    });
+    wss.on('connection', (ws) => {
+      ws.on('message', (data) => {
+        const m = JSON.parse(data.toString());
+        if (m.method === 'subscribe') {
+          subscriber = ws;
+          ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+        } else if (m.method === 'revocation.ack') acks.push(m.params);
+      });
+    });
+    minter = new TokenMinter(base, () => ({ kid: KID, privateKey }), systemClock, randomIds);
+    verifier = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    expect(await verifier.ready()).toBe(true);
+  });
+
+  afterAll(async () => {
+    await verifier.close();
+    wss.close();
+    await new Promise((r) => http.close(r));
+  });
+
+  const mint = (grantId: string) =>
+    minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
+  const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
+
+  it('ignores and counts a malformed event whole, then applies and acknowledges a good one before its listener runs', async () => {
+    const { token, claims } = mint('grt_1');
+    expect((await verifier.verify(token)).jti).toBe(claims.jti);
+    const heard: string[] = [];
+    const off = verifier.onRevocation((e) => {
+      // Applied before the listener is called: the very next verify refuses.
+      heard.push(e.target.kind);
+      void codeOf(verifier.verify(token)).then((c) => heard.push(c));
+    });
+    try {
+      const event = { target: { kind: 'token', jti: claims.jti }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], grantIds: ['grt_1'] };
+      push({ ...event, seq: 1, extra: true }); // an unknown key
+      push({ ...event, seq: 2, target: { kind: 'token', jti: '' } }); // an empty jti, though jtis and grantIds name the token
+      push({ ...event, seq: 3.5 }); // a seq that is not an integer
+      push({ ...event, seq: 4 });
+      await until('the ack of event 4', () => acks.length > 0);
+      await until('the listener', () => heard.length === 2);
+      expect(acks).toEqual([{ seq: 4 }]);
+      expect(heard).toEqual(['token', 'WRIT_TOKEN_REVOKED']);
+      expect(verifier.status()).toMatchObject({ connected: true, revocationsMalformed: 3, revocationsKnown: 2 });
+    } finally {
+      off();
+    }
+  });
+
+  it('a malformed event leaves a token it names working', async () => {
+    const { token, claims } = mint('grt_2');
+    expect((await verifier.verify(token)).grantId).toBe('grt_2');
+    const before = verifier.status().revocationsMalformed;
+    push({ target: { kind: 'grant', id: 'grt_2' }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], seq: 5, grantIds: 'grt_2' });
+    await until('the malformed count', () => verifier.status().revocationsMalformed === before + 1);
+    expect((await verifier.verify(token)).jti).toBe(claims.jti);
+    expect(acks).toEqual([{ seq: 4 }]);
+  });
+});
