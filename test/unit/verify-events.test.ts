@@ -61,12 +61,14 @@ describe('verifier: revocation frames', () => {
     await new Promise((r) => http.close(r));
   });
 
-  const mint = (grantId: string) =>
-    minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
+  const mint = async (grantId: string) => {
+    const { token, claims } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
+    return { token: await token, claims };
+  };
   const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
 
   it('ignores and counts a malformed event whole, then applies and acknowledges a good one before its listener runs', async () => {
-    const { token, claims } = mint('grt_1');
+    const { token, claims } = await mint('grt_1');
     expect((await verifier.verify(token)).jti).toBe(claims.jti);
     const heard: string[] = [];
     const off = verifier.onRevocation((e) => {
@@ -91,7 +93,7 @@ describe('verifier: revocation frames', () => {
   });
 
   it('a malformed event leaves a token it names working', async () => {
-    const { token, claims } = mint('grt_2');
+    const { token, claims } = await mint('grt_2');
     expect((await verifier.verify(token)).grantId).toBe('grt_2');
     const before = verifier.status().revocationsMalformed;
     push({ target: { kind: 'grant', id: 'grt_2' }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], seq: 5, grantIds: 'grt_2' });
