@@ -6,7 +6,8 @@ import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
-import { AuditRecord, issuePath, type AuditEntry } from '../protocol';
+import { AuditRecord, type AuditEntry } from '../protocol';
+import { auditRecordProblem } from './check';
 import { AuditWal, walPath, type WalRecords } from './wal';
 
 export interface AuditSigner {
@@ -353,9 +354,10 @@ export class AuditLog {
     for (const [k, value] of Object.entries(entry)) {
       if (!KNOWN_ENTRY_KEYS.has(k) && value !== undefined) throw invalidEntry(`unknown field ${k}`);
     }
-    // A record that fails the schema would make the log unverifiable (and unopenable if last).
-    const parsed = AuditRecord.safeParse(rec);
-    if (!parsed.success) throw invalidEntry(`invalid field ${issuePath(parsed.error) || '(root)'}`);
+    // A record that fails the schema would make the log unverifiable (and unopenable if last). The schema's
+    // verdict, without zod's copy of the record (audit/check.ts).
+    const problem = auditRecordProblem(rec);
+    if (problem !== undefined) throw invalidEntry(`invalid field ${problem || '(root)'}`);
     let line: string;
     try {
       line = JSON.stringify(rec);
