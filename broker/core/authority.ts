@@ -720,7 +720,8 @@ export class Authority {
     if (!table) return;
     const proc = await presenter.process();
     if (proc?.startTime === undefined) return;
-    const line = table.lineage(proc.pid);
+    const ref = { pid: proc.pid, startTime: proc.startTime };
+    const line = table.connectedLineage?.(ref) ?? table.lineage(proc.pid);
     if (line[0]?.startTime !== proc.startTime) return;
     // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
     const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;

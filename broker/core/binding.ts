@@ -13,6 +13,11 @@ export interface ProcessRef {
 export interface ProcessTable {
   /** The process and its ancestors, nearest first, each with its start time; [] when the pid is gone or unreadable. */
   lineage(pid: number): ProcessRef[];
+  /**
+   * The same for a process just seen on an open connection, which may be briefly cached (never for a different
+   * start time). Absent: `lineage`.
+   */
+  connectedLineage?(p: ProcessRef): ProcessRef[];
 }
 
 /** The process a token was minted for: the minting connection's peer, and its ancestors at that moment. */

@@ -338,8 +338,29 @@ export function procLineage(pid: number, platform: NodeJS.Platform = process.pla
   return out;
 }
 
+const connectedLines = new Map<number, { startTime: number; line: ProcessRef[]; at: number }>();
+
+/**
+ * The lineage of a process on the other end of an open connection, as identified there (pid and start time), at
+ * most ANCESTOR_STAT_TTL_MS old. Every token a keep-alive client presents is checked against its lineage, and a
+ * fresh read of a busy process's stat costs ~10 µs here. The connection already names its process for its whole
+ * life (net/peer.ts `forSocket`); this adds nothing a pid could be reused into, because a hit needs the same
+ * start time. Whether a process still runs (boundRoot) is always read fresh through `lineage`.
+ */
+export function connectedLineage(p: ProcessRef): ProcessRef[] {
+  const now = performance.now();
+  const hit = connectedLines.get(p.pid);
+  if (hit !== undefined && hit.startTime === p.startTime && now - hit.at < ANCESTOR_STAT_TTL_MS) return hit.line;
+  const line = procLineage(p.pid);
+  if (line[0]?.startTime === p.startTime) {
+    if (connectedLines.size >= ANCESTOR_CACHE_MAX) connectedLines.clear();
+    connectedLines.set(p.pid, { startTime: p.startTime, line, at: now });
+  }
+  return line;
+}
+
 /** The broker's process table: /proc on Linux; elsewhere nothing is identified and the process rules stay quiet. */
-export const procTable: ProcessTable = { lineage: (pid) => procLineage(pid) };
+export const procTable: ProcessTable = { lineage: (pid) => procLineage(pid), connectedLineage };
 
 async function readTcpRows(): Promise<ProcNetTcpRow[]> {
   const rows: ProcNetTcpRow[] = [];
@@ -501,7 +522,7 @@ export class PeerIdentifier {
           return started();
         },
         // The process as identified when first asked, without the per-use pid-reuse re-read: for callers that
-        // read its start time again themselves (the token checks walk its lineage from a fresh read).
+        // check its start time themselves (the token checks walk its lineage, keyed by pid and start time).
         unchecked: () => {
           if (addr === undefined) return Promise.resolve(undefined);
           return (first ??= this.identify(addr));

@@ -10,6 +10,7 @@ import {
   parseProcNetTcpLine,
   parseProcStat,
   parseSsUnixLine,
+  connectedLineage,
   parseStatusUid,
   procLineage,
 } from '../../broker/net/peer';
@@ -140,6 +141,22 @@ describe('/proc/<pid> files', () => {
     child.kill('SIGKILL');
     await exited;
     // The open file names the process that is gone: not read as live, whatever now holds its pid.
+    expect(procLineage(child.pid!).filter((p) => p.startTime === startTime)).toEqual([]);
+  });
+
+  it.skipIf(process.platform !== 'linux')('keeps a connected process lineage briefly, only for the start time it was read with', async () => {
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const startTime = parseProcStat(readFileSync(`/proc/${child.pid}/stat`, 'utf8'))!.startTime;
+    // A start time the process does not have is read fresh and not kept: the answer names the real one.
+    expect(connectedLineage({ pid: child.pid!, startTime: startTime + 1 })[0]).toEqual({ pid: child.pid, startTime });
+    const line = connectedLineage({ pid: child.pid!, startTime });
+    expect(line.slice(0, 2)).toEqual(procLineage(child.pid!).slice(0, 2));
+    // Asked again at once: the same line, not another read.
+    expect(connectedLineage({ pid: child.pid!, startTime })).toBe(line);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // Whether it still runs is always read fresh.
     expect(procLineage(child.pid!).filter((p) => p.startTime === startTime)).toEqual([]);
   });
 });
