@@ -351,8 +351,8 @@ export class AuditLog {
     };
     for (const k of ENTRY_FIELDS) if (entry[k] !== undefined) rec[k] = entry[k];
     rec.prev = prev;
-    for (const [k, value] of Object.entries(entry)) {
-      if (!KNOWN_ENTRY_KEYS.has(k) && value !== undefined) throw invalidEntry(`unknown field ${k}`);
+    for (const k in entry) {
+      if (!KNOWN_ENTRY_KEYS.has(k) && Object.hasOwn(entry, k) && (entry as Record<string, unknown>)[k] !== undefined) throw invalidEntry(`unknown field ${k}`);
     }
     // A record that fails the schema would make the log unverifiable (and unopenable if last). The schema's
     // verdict, without zod's copy of the record (audit/check.ts).

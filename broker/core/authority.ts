@@ -1180,8 +1180,7 @@ export class Authority {
   }
 
   private auditRaw(entry: AuditEntry): Promise<unknown> {
-    // Drop undefined members so records stay canonical.
-    const clean = Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined)) as AuditEntry;
-    return this.deps.audit.append(clean);
+    // Members left undefined are left out of the record by the log itself (AuditLog #build): records stay canonical.
+    return this.deps.audit.append(entry);
   }
 }

@@ -257,6 +257,17 @@ describe('broker: bad input', () => {
     expect(wrongType.status).toBe(400);
     expect((await wrongType.json()).writ_code).toBe('WRIT_BAD_REQUEST');
   });
+
+  it('drops an HTTP request whose body passes 16 KiB without reading the rest, and keeps serving', async () => {
+    const body = `token=${'a'.repeat(64 * 1024)}`;
+    const dropped = await fetch(`${b.discovery.httpUrl}/oauth2/introspect`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body }).then(
+      (r) => `answered ${r.status}`,
+      (e: Error) => `dropped: ${e.message}`,
+    );
+    expect(dropped).toBe('dropped: fetch failed');
+    const intro = await form(`${b.discovery.httpUrl}/oauth2/introspect`, { token: 'eyJhbGciOiJub25lIn0.e30.' });
+    expect(intro).toEqual({ status: 200, json: { active: false } });
+  });
 });
 
 describe('broker: no approver', () => {
