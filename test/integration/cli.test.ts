@@ -1,7 +1,7 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
@@ -207,13 +207,15 @@ describe('writ exec inside an agent session', () => {
     const wider = await writ(['exec', '--task', 'push', '--scope', 'repo:write:acme/web', '--aud', 'aud', '--agent', 'pusher', '--', process.execPath, '-e', '0'], env);
     expect(wider.code).toBe(1);
     expect(wider.stderr).toContain('(WRIT_SCOPE_NOT_COVERED)');
-    // A long-running sub-agent ends when its parent is revoked.
-    const running = writ(['exec', '--task', 'wait', '--scope', 'repo:read:acme/api', '--aud', 'aud', '--agent', 'waiter', '--', process.execPath, '-e', 'setInterval(() => {}, 1000)'], env);
-    for (let i = 0; i < 200; i++) {
-      const { agents } = await parent.call('agents.list', {});
-      if (agents.some((a) => a.name === 'waiter' && a.connected)) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    // A long-running sub-agent ends when its parent is revoked. Revoked once its command runs (it says so with a
+    // file): revoked earlier, between its hello and its token, `writ exec` has nothing to stop and exits 1.
+    const mark = join(b.env.WRIT_STATE_DIR, 'waiter-running');
+    const running = writ(
+      ['exec', '--task', 'wait', '--scope', 'repo:read:acme/api', '--aud', 'aud', '--agent', 'waiter', '--', process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(mark)}, ''); setInterval(() => {}, 1000)`],
+      env,
+    );
+    for (let i = 0; i < 400 && !existsSync(mark); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(existsSync(mark)).toBe(true);
     await parent.call('revoke', { target: { kind: 'agent', id: pr.grant.agentId } }).catch(() => undefined);
     const r = await running;
     expect(r.code).toBe(128 + 15);
