@@ -136,7 +136,7 @@ export async function cmdAgents(args: string[], usage: (message: string) => Erro
 async function unblockOffline(identity: string): Promise<number> {
   const paths = resolvePaths();
   const inv = Inventory.load(join(paths.stateDir, 'agents.json'), systemClock);
-  const e = inv.unblock(identity);
+  const e = await inv.unblock(identity);
   const { loadKeySet } = await import('./core/keys');
   const { appendOffline } = await import('./audit/offline');
   const { defaultUser } = await import('./root');

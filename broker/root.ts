@@ -15,7 +15,7 @@ import type { Clock, IdSource } from './core/clock';
 import { loadKeySet } from './core/keys';
 import type { KeychainRef } from './core/keychain';
 import { RevocationStore } from './core/revocation';
-import { Inventory } from './core/inventory';
+import { Inventory, saveFailure } from './core/inventory';
 import { Watch, DEFAULT_WATCH_CONFIG, FINDING_KINDS } from './core/watch';
 import type { FindingAction, FindingKind, WatchConfig } from './core/watch';
 import { Oversight } from './core/oversight';
@@ -239,7 +239,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   );
 
   // The inventory outlives runs; a corrupt one stops the broker rather than forgetting blocks.
-  const inventory = Inventory.load(join(paths.stateDir, 'agents.json'), clock);
+  // Its saves are coalesced off the hot path (blocks excepted: they are on disk before they are answered).
+  const inventory = Inventory.load(join(paths.stateDir, 'agents.json'), clock, { log });
   const watch = new Watch(watchConfig(env), clock, ids);
   const stopIdentity = { fn: async (_identity: string, _reason: string): Promise<void> => undefined };
   const oversight = new Oversight({
@@ -383,6 +384,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
           // already gone
         }
         await listeners!.close();
+        // No client is left to change it: the last coalesced changes (last-seen times, grants) go to disk now.
+        await inventory.close().catch((e: unknown) => log(`writ: could not save the agent inventory as the broker stopped: ${saveFailure(e)}`));
         await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);
         await audit.close();
         parent?.flush(); // the last records reach the editor before the process exits

@@ -2,8 +2,16 @@
 // family, the scopes it has ever been granted, and whether the developer blocked it. Persisted atomically;
 // a corrupt file is an error, never an empty inventory. Bounded: past MAX_IDENTITIES the least recently seen
 // identity that is neither blocked nor in use is forgotten.
+//
+// Saving is off the hot path: every hello changes the inventory, and at the cap the file is ~5 MB, so changes
+// are coalesced into one write at most every `coalesceMs`, written with async fs calls a slice of entries at a
+// time (the event loop serves other clients between slices), one write in flight. A block or unblock does not
+// wait for the window: it resolves once a write that includes it is on disk. So a crash loses at most the last
+// window's last-seen times, session counts, new identities and granted scopes, never a block or an unblock.
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, constants } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { z } from 'zod';
 import { WritError } from '../errors';
 import { InventoryEntry } from '../protocol';
@@ -15,6 +23,10 @@ const MAX_SCOPES = 256;
 const MAX_FAMILY = 64;
 /** Identities kept. Agents name themselves, so a script saying hello with random names would grow it forever. */
 export const MAX_IDENTITIES = 10_000;
+/** How long ordinary changes (hello, grant, stop) wait to be written with the ones after them. */
+export const SAVE_COALESCE_MS = 1000;
+/** Entries serialized per write call: ~0.5 ms of the event loop each at the cap, on this machine. */
+const ENTRIES_PER_SLICE = 256;
 
 const InventoryFile = z.strictObject({ v: z.literal(1), agents: z.array(InventoryEntry) });
 
@@ -35,18 +47,64 @@ const pushBounded = <T>(list: T[], item: T, max: number, same: (a: T) => boolean
   if (list.length > max) list.shift();
 };
 
+/**
+ * Writes `slices` to a temporary file beside `path` (mode 0600), fsyncs it, renames it over `path` and fsyncs the
+ * folder, so a reader sees the old file or the new one, never a torn one, and the rename outlives a power cut.
+ * Each slice is produced just before it is written: the caller's work between writes yields the event loop.
+ */
+export async function writeFileAtomic(path: string, slices: Iterable<string>): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    for (const slice of slices) await fh.write(slice);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dir = await open(dirname(path), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+export interface InventoryOptions {
+  /** How long ordinary changes wait to be written together; SAVE_COALESCE_MS unless a test says otherwise. */
+  coalesceMs?: number;
+  /** Where a failed background save is reported (never with an entry's contents). */
+  log?: (line: string) => void;
+  /** The file writer; tests wrap writeFileAtomic to count or fail writes. */
+  write?: (path: string, slices: Iterable<string>) => Promise<void>;
+}
+
 export class Inventory {
   /** Least recently seen first: every update of `lastSeen` moves its entry to the end. */
   private readonly entries = new Map<string, InventoryEntry>();
   private readonly forgetListeners = new Set<(id: string) => void>();
+  /** Changes made so far, and how many of them a finished write holds: the file is current when they are equal. */
+  private changes = 0;
+  private saved = 0;
+  /** The write in flight (at most one), and the timer that starts the next coalesced one. */
+  private writing: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly coalesceMs: number;
+  private readonly log: (line: string) => void;
+  private readonly write: (path: string, slices: Iterable<string>) => Promise<void>;
 
   private constructor(
     readonly path: string,
     private readonly clock: Clock,
-  ) {}
+    options: InventoryOptions,
+  ) {
+    this.coalesceMs = options.coalesceMs ?? SAVE_COALESCE_MS;
+    this.log = options.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.write = options.write ?? writeFileAtomic;
+  }
 
-  static load(path: string, clock: Clock): Inventory {
-    const inv = new Inventory(path, clock);
+  static load(path: string, clock: Clock, options: InventoryOptions = {}): Inventory {
+    const inv = new Inventory(path, clock, options);
     let text: string;
     try {
       text = readFileSync(path, 'utf8');
@@ -103,17 +161,63 @@ export class Inventory {
     }
   }
 
-  /** Writes the whole inventory to a temporary file, fsyncs it and renames it over the old one. */
-  save(): void {
-    const tmp = `${this.path}.tmp`;
-    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
-    try {
-      writeSync(fd, JSON.stringify({ v: 1, agents: [...this.entries.values()] }, null, 1) + '\n');
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+  /** Whether changes are waiting to be written (or their write failed and waits for the next change). */
+  get pending(): boolean {
+    return this.saved < this.changes;
+  }
+
+  /** An ordinary change: written within `coalesceMs`, together with every other change made by then. */
+  private changed(): void {
+    this.changes++;
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      // A failure is logged and left pending: the next change starts another write, and so does close().
+      this.flush().catch((e: unknown) => this.log(`writ: could not save the agent inventory ${this.path}: ${saveFailure(e)}; retrying with the next change`));
+    }, this.coalesceMs);
+    // Pending changes alone keep no process alive: the broker flushes them when it stops.
+    this.timer.unref();
+  }
+
+  /**
+   * Resolves once every change made before the call is on disk: after the write in flight, if it started too
+   * early to hold them all, one more. Rejects if that write fails (the changes stay pending).
+   */
+  async flush(): Promise<void> {
+    const target = this.changes;
+    while (this.saved < target) {
+      if (this.writing) {
+        await this.writing;
+        continue;
+      }
+      await this.startWrite();
     }
-    renameSync(tmp, this.path);
+  }
+
+  /** Flushes what is pending and stops the coalescing timer (the broker calls it as it stops). */
+  async close(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+
+  private startWrite(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    const upTo = this.changes;
+    // The entries as they are now; each is serialized whole when its slice is written, so a change made while
+    // the write runs may or may not be in it, and is written again by the next write either way.
+    const agents = [...this.entries.values()];
+    const done = this.write(this.path, slicesOf(agents)).then(() => {
+      this.saved = Math.max(this.saved, upTo);
+    });
+    // What flush() waits on: settles when the write does, never rejects (the failure is `done`'s to report).
+    this.writing = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    void this.writing.then(() => (this.writing = undefined));
+    return done;
   }
 
   private now(): string {
@@ -161,6 +265,7 @@ export class Inventory {
       if (parent) pushBounded(parent.subAgents, id, MAX_FAMILY, (x) => x === id);
     }
     this.trim(id, (x) => x === a.parentIdentity || inUse(x));
+    this.changed();
     return e;
   }
 
@@ -179,26 +284,43 @@ export class Inventory {
     const merged = normalizeScopes([...e.scopesGranted, ...scopes]);
     e.scopesGranted = merged.slice(-MAX_SCOPES);
     this.touch(e);
+    this.changed();
   }
 
   stopped(id: string): void {
     const e = this.entries.get(id);
-    if (e) e.stopped = true;
+    if (!e) return;
+    e.stopped = true;
+    this.changed();
   }
 
-  block(id: string, reason?: string): InventoryEntry {
+  /**
+   * Blocks the identity at once (isBlocked is true when this returns) and resolves once the block is on disk, so
+   * whoever is told it is blocked can rely on it after a crash. If the write fails the block still holds in this
+   * run and the promise rejects; the next change or close() tries again.
+   */
+  block(id: string, reason?: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
-    if (!e) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory');
+    if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
     e.blocked = { at: this.now(), ...(reason ? { reason } : {}) };
-    this.save();
-    return e;
+    return this.durably(e);
   }
 
-  unblock(id: string): InventoryEntry {
+  /** Unblocks at once and resolves once that is on disk (a crash must not bring a block back unannounced). */
+  unblock(id: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
-    if (!e) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory');
+    if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
     e.blocked = null;
-    this.save();
+    return this.durably(e);
+  }
+
+  private async durably(e: InventoryEntry): Promise<InventoryEntry> {
+    this.changes++;
+    try {
+      await this.flush();
+    } catch (cause) {
+      throw new WritError('WRIT_INVENTORY_WRITE_FAILED', `could not save the agent inventory ${this.path}: ${saveFailure(cause)}`, { cause });
+    }
     return e;
   }
 
@@ -209,6 +331,22 @@ export class Inventory {
   list(): InventoryEntry[] {
     return [...this.entries.values()].sort((a, b) => (a.lastSeen < b.lastSeen ? 1 : a.lastSeen > b.lastSeen ? -1 : a.id.localeCompare(b.id)));
   }
+}
+
+/** The file, an entry per line, produced a slice at a time as the writer asks for it. */
+function* slicesOf(agents: readonly InventoryEntry[]): Generator<string> {
+  yield '{"v":1,"agents":[\n';
+  for (let i = 0; i < agents.length; i += ENTRIES_PER_SLICE) {
+    const slice = agents.slice(i, i + ENTRIES_PER_SLICE).map((e) => JSON.stringify(e));
+    yield slice.join(',\n') + (i + ENTRIES_PER_SLICE < agents.length ? ',\n' : '\n');
+  }
+  yield ']}\n';
+}
+
+/** An fs error's code (ENOSPC, EACCES, ...) for a log line: never the entries it was writing. */
+export function saveFailure(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : 'write failed';
 }
 
 export function statusOf(e: InventoryEntry, live: { connected: boolean; tokens: number }): AgentStatus {

@@ -34,9 +34,8 @@ export class Oversight {
 
   /** Records a connection and returns the agent's inventory identity; `inUse` names identities of live agents. */
   identify(a: { name: string; kind: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } }, inUse?: (id: string) => boolean): string {
-    const e = this.deps.inventory.seen({ ...a, owner: this.deps.user }, inUse);
-    this.deps.inventory.save();
-    return e.id;
+    // Written with the changes after it (see Inventory): a hello never waits for the disk.
+    return this.deps.inventory.seen({ ...a, owner: this.deps.user }, inUse).id;
   }
 
   isBlocked(identity: string): boolean {
@@ -85,12 +84,10 @@ export class Oversight {
 
   granted(identity: string, scopes: readonly string[]): void {
     this.deps.inventory.granted(identity, scopes);
-    this.deps.inventory.save();
   }
 
   stopped(identity: string): void {
     this.deps.inventory.stopped(identity);
-    this.deps.inventory.save();
   }
 
   /** Audits each finding, tells listeners, and carries out its action. A block or stop ends the caller's request. */
@@ -118,16 +115,26 @@ export class Oversight {
     if (refusal) throw refusal;
   }
 
-  /** Blocking is revocation that outlives a restart: live agents of the identity are stopped too. */
+  /**
+   * Blocking is revocation that outlives a restart: live agents of the identity are stopped too. The block is on
+   * disk before it is audited or answered; if it cannot be saved it still holds for this run (and the identity's
+   * live agents are stopped), but the caller gets WRIT_INVENTORY_WRITE_FAILED rather than an acknowledgement.
+   */
   async block(identity: string, reason: string | undefined, by: string): Promise<InventoryEntry> {
-    const e = this.deps.inventory.block(identity, reason);
+    let e: InventoryEntry;
+    try {
+      e = await this.deps.inventory.block(identity, reason);
+    } catch (err) {
+      if (this.deps.inventory.isBlocked(identity)) await this.deps.stopIdentity(identity, `blocked by ${by}`);
+      throw err;
+    }
     await this.deps.audit({ event: 'agent.blocked', outcome: 'success', detail: { identity, by, ...(reason ? { reason } : {}) } });
     await this.deps.stopIdentity(identity, `blocked by ${by}`);
     return e;
   }
 
   async unblock(identity: string, by: string): Promise<InventoryEntry> {
-    const e = this.deps.inventory.unblock(identity);
+    const e = await this.deps.inventory.unblock(identity);
     await this.deps.audit({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by } });
     return e;
   }

@@ -1,6 +1,8 @@
 // What the editor sees and does over the broker's IPC pipe (the approval channel): the `state` answer carries
 // the watch's open findings and the agent inventory; block, unblock and dismiss each answer `action.result`
 // when asked with a requestId, and take effect on a real agent over the real socket.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring } from '../helpers/broker';
 import type { BrokerToParent, ParentToBroker } from '../../broker/protocol';
@@ -27,6 +29,12 @@ async function waitForMessage<T extends BrokerToParent>(b: BrokerProcess, match:
 async function state(b: BrokerProcess, requestId: string): Promise<StateMsg> {
   b.send({ type: 'state.request', requestId });
   return waitForMessage(b, (m): m is StateMsg => m.type === 'state' && m.requestId === requestId);
+}
+
+/** The identity's block as the inventory file holds it, read by the test the moment it is called. */
+function blockOnDisk(b: BrokerProcess, identity: string): unknown {
+  const file = JSON.parse(readFileSync(join(b.env.WRIT_STATE_DIR, 'agents.json'), 'utf8')) as { agents: { id: string; blocked: unknown }[] };
+  return file.agents.find((a) => a.id === identity)?.blocked;
 }
 
 async function act(b: BrokerProcess, msg: ParentToBroker & { requestId: string }): Promise<ResultMsg> {
@@ -76,6 +84,8 @@ describe('the editor over IPC: findings, inventory, block, unblock, dismiss', ()
 
     // Block: answered, audited as by the editor's pipe, the live agent revoked, the next request refused.
     expect(await act(b, { type: 'agent.block', identity, reason: 'scope creep', requestId: 'b1' })).toEqual({ type: 'action.result', requestId: 'b1' });
+    // Answered only once it is on disk: a crash now would not lose it.
+    expect(blockOnDisk(b, identity)).toMatchObject({ reason: 'scope creep' });
     expect(b.records.find((r) => r.event === 'agent.blocked')?.detail).toEqual({ identity, by: 'ipc', reason: 'scope creep' });
     const s2 = await state(b, 's2');
     expect(s2.inventory.map((e) => [e.status, e.tokensNow, e.blocked?.reason])).toEqual([['blocked', 0, 'scope creep']]);
@@ -86,6 +96,7 @@ describe('the editor over IPC: findings, inventory, block, unblock, dismiss', ()
 
     // Unblock: answered, and the same identity is asked for again (and approved).
     expect(await act(b, { type: 'agent.unblock', identity, requestId: 'u1' })).toEqual({ type: 'action.result', requestId: 'u1' });
+    expect(blockOnDisk(b, identity)).toBe(null);
     const asked = b.requests.length;
     expect(await codeOf(again.call('task.request', { task: 'after unblock', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('resolved');
     expect(b.requests.length).toBe(asked + 1);

@@ -196,6 +196,9 @@ describe('oversight: the inventory', () => {
     const identity = identityOf(USER, 'offline', 'script');
     const blocked = await writ(['agents', 'block', identity, '--reason', 'testing'], env);
     expect(blocked.code, blocked.stderr).toBe(0);
+    // The RPC answer came once the block was on disk.
+    const onDisk = JSON.parse(readFileSync(join(env.WRIT_STATE_DIR, 'agents.json'), 'utf8')).agents.find((a: { id: string }) => a.id === identity);
+    expect(onDisk.blocked).toMatchObject({ reason: 'testing' });
     await client.close().catch(() => undefined);
     const { client: again } = await b.agent('offline');
     expect(await codeOf(again.call('task.request', { task: 'u', scopes: ['repo:read:a'], audience: AUD }))).toBe('WRIT_AGENT_BLOCKED');

@@ -1,11 +1,11 @@
 // The inventory persists across restarts, keeps blocks, refuses a corrupt file, exports for a team, and stays
 // bounded: past its cap it forgets the least recently seen identity that is neither blocked nor in use.
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../broker/core/clock';
-import { Inventory, MAX_IDENTITIES, identityOf, inventoryCsv, statusOf } from '../../broker/core/inventory';
+import { Inventory, MAX_IDENTITIES, identityOf, inventoryCsv, statusOf, writeFileAtomic } from '../../broker/core/inventory';
 import { Oversight } from '../../broker/core/oversight';
 import { DEFAULT_WATCH_CONFIG, Watch } from '../../broker/core/watch';
 import { WritError } from '../../broker/errors';
@@ -13,14 +13,14 @@ import { WritError } from '../../broker/errors';
 const file = () => join(mkdtempSync(join(tmpdir(), 'writ-inv-')), 'agents.json');
 
 describe('Inventory', () => {
-  it('records an agent once per identity across runs, with its family, processes and scopes', () => {
+  it('records an agent once per identity across runs, with its family, processes and scopes', async () => {
     const path = file();
     const clock = new ManualClock(Date.UTC(2026, 10, 29, 9));
     const inv = Inventory.load(path, clock);
     const parent = inv.seen({ name: 'claude-code', kind: 'cli', owner: 'dev@example.com', process: { exe: '/usr/bin/node', sha256: 'ab'.repeat(32) } });
     const child = inv.seen({ name: 'sub', kind: 'sub-agent', owner: 'dev@example.com', parentIdentity: parent.id });
     inv.granted(parent.id, ['repo:read:acme/web', 'repo:read:acme/*']);
-    inv.save();
+    await inv.flush();
     clock.advance(3_600_000);
     const again = Inventory.load(path, clock);
     const p2 = again.seen({ name: 'claude-code', kind: 'cli', owner: 'dev@example.com' });
@@ -39,15 +39,15 @@ describe('Inventory', () => {
     expect(statSync(path).mode & 0o777).toBe(0o600);
   });
 
-  it('a block survives a restart, and so does an unblock', () => {
+  it('a block survives a restart, and so does an unblock', async () => {
     const path = file();
     const clock = new ManualClock();
     const inv = Inventory.load(path, clock);
     const a = inv.seen({ name: 'runaway', kind: 'script', owner: 'dev' });
-    inv.block(a.id, 'looping');
+    await inv.block(a.id, 'looping');
     expect(Inventory.load(path, clock).isBlocked(a.id)).toBe(true);
     expect(Inventory.load(path, clock).get(a.id)?.blocked).toEqual({ at: '2026-01-01T00:00:00.000Z', reason: 'looping' });
-    Inventory.load(path, clock).unblock(a.id);
+    await Inventory.load(path, clock).unblock(a.id);
     expect(Inventory.load(path, clock).isBlocked(a.id)).toBe(false);
   });
 
@@ -68,7 +68,7 @@ describe('Inventory', () => {
     }
   });
 
-  it('exports CSV with a status per agent and guards formula cells', () => {
+  it('exports CSV with a status per agent and guards formula cells', async () => {
     const clock = new ManualClock();
     const inv = Inventory.load(file(), clock);
     const a = inv.seen({ name: '=cmd', kind: 'script', owner: 'dev@example.com', process: { exe: '/bin/sh' } });
@@ -79,13 +79,13 @@ describe('Inventory', () => {
         `${a.id},'=cmd,script,dev@example.com,idle,2026-01-01T00:00:00.000Z,2026-01-01T00:00:00.000Z,1,0,/bin/sh,,,repo:read:x,\r\n`,
     );
     expect(statusOf(a, { connected: true, tokens: 0 })).toBe('active');
-    inv.block(a.id);
+    await inv.block(a.id);
     expect(statusOf(inv.get(a.id)!, { connected: true, tokens: 3 })).toBe('blocked');
   });
 });
 
 describe('Inventory: bounded', () => {
-  it(`past ${MAX_IDENTITIES} identities it forgets the least recently seen, never a blocked one or one in use`, () => {
+  it(`past ${MAX_IDENTITIES} identities it forgets the least recently seen, never a blocked one or one in use`, async () => {
     const path = file();
     const clock = new ManualClock(Date.UTC(2026, 10, 29));
     const inv = Inventory.load(path, clock);
@@ -96,7 +96,7 @@ describe('Inventory: bounded', () => {
       return inv.seen({ name, kind: 'script', owner: 'dev' }, inUse).id;
     };
     const blocked = seen('blocked-early');
-    inv.block(blocked, 'runaway');
+    await inv.block(blocked, 'runaway');
     const live = seen('live-early');
     const touched = seen('touched-early');
     const oldest = Array.from({ length: 10 }, (_, i) => seen(`old-${i}`));
@@ -116,7 +116,7 @@ describe('Inventory: bounded', () => {
     for (const id of rest.slice(3)) expect(inv.get(id)).toBeDefined();
 
     // Saved and loaded again, it is as bounded, and the next new identity forgets the next least recently seen.
-    inv.save();
+    await inv.flush();
     const again = Inventory.load(path, clock);
     expect(again.size).toBe(MAX_IDENTITIES);
     // Nothing is in use after a restart: the early live one is the least recently seen and goes first.
@@ -164,5 +164,177 @@ describe('Inventory: bounded', () => {
     expect(inventory.get(first)).toBeUndefined();
     expect(inventory.get(held)).toBeDefined();
     expect(oversight.findings().map((f) => f.identity)).toEqual([held]);
+  });
+});
+
+/** The file as a reader finds it now: ids and what the test checks of each entry, in file order. */
+const onDisk = (path: string) =>
+  (JSON.parse(readFileSync(path, 'utf8')) as { v: 1; agents: { name: string; sessions: number; blocked: unknown; scopesGranted: string[] }[] }).agents;
+
+/** A writer over the real one that holds each write until the test lets it go, and counts them. */
+function gatedWriter() {
+  const gates: (() => void)[] = [];
+  let inFlight = 0;
+  const w = {
+    writes: 0,
+    maxInFlight: 0,
+    /** Resolves once a write is waiting at the gate. */
+    waiting: async (): Promise<void> => {
+      while (gates.length === 0) await new Promise((r) => setTimeout(r, 1));
+    },
+    release: (): void => gates.shift()!(),
+    write: async (path: string, slices: Iterable<string>): Promise<void> => {
+      w.writes++;
+      w.maxInFlight = Math.max(w.maxInFlight, ++inFlight);
+      await new Promise<void>((r) => gates.push(r));
+      try {
+        await writeFileAtomic(path, slices);
+      } finally {
+        inFlight--;
+      }
+    },
+  };
+  return w;
+}
+
+describe('Inventory: saving off the hot path', () => {
+  it('coalesces: 500 hellos while a write is in flight cost one more write, which holds all 500', async () => {
+    const path = file();
+    const clock = new ManualClock(Date.UTC(2026, 10, 29));
+    const w = gatedWriter();
+    const inv = Inventory.load(path, clock, { coalesceMs: 0, write: w.write });
+    inv.seen({ name: 'agent-0', kind: 'script', owner: 'dev' });
+    await w.waiting(); // the first write has started with agent-0 alone
+    for (let i = 1; i < 500; i++) {
+      clock.advance(1);
+      inv.seen({ name: `agent-${i}`, kind: 'script', owner: 'dev' });
+    }
+    expect(existsSync(path)).toBe(false); // nothing is written while the hellos are served
+    w.release();
+    await w.waiting(); // the second write waited for the first: one in flight at a time
+    expect(onDisk(path).map((a) => a.name)).toEqual(['agent-0']);
+    w.release();
+    await inv.flush();
+    expect(w.writes).toBe(2);
+    expect(w.maxInFlight).toBe(1);
+    expect(inv.pending).toBe(false);
+    const agents = onDisk(path);
+    expect(agents.map((a) => a.name)).toEqual(Array.from({ length: 500 }, (_, i) => `agent-${i}`));
+    expect(agents.every((a) => a.sessions === 1 && a.blocked === null)).toBe(true);
+    expect(Inventory.load(path, clock).get(identityOf('dev', 'agent-499', 'script'))?.lastSeen).toBe('2026-11-29T00:00:00.499Z');
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(existsSync(`${path}.tmp`)).toBe(false);
+  });
+
+  it('without a write in flight, changes wait for the coalescing window and go in one write', async () => {
+    const path = file();
+    let writes = 0;
+    const inv = Inventory.load(path, new ManualClock(), { coalesceMs: 20, write: (p, s) => (writes++, writeFileAtomic(p, s)) });
+    const a = inv.seen({ name: 'a', kind: 'script', owner: 'dev' });
+    for (let i = 0; i < 499; i++) inv.seen({ name: 'a', kind: 'script', owner: 'dev' });
+    inv.granted(a.id, ['repo:read:x']);
+    inv.stopped(a.id);
+    expect(inv.pending).toBe(true);
+    while (inv.pending) await new Promise((r) => setTimeout(r, 5));
+    expect(writes).toBe(1);
+    expect(onDisk(path)).toEqual([expect.objectContaining({ name: 'a', sessions: 500, scopesGranted: ['repo:read:x'], stopped: true })]);
+  });
+
+  it('a block is on disk when its promise resolves, even one made while an older write is in flight', async () => {
+    const path = file();
+    const w = gatedWriter();
+    const inv = Inventory.load(path, new ManualClock(), { coalesceMs: 0, write: w.write });
+    const a = inv.seen({ name: 'runaway', kind: 'script', owner: 'dev' });
+    await w.waiting(); // a write of the hello, made before the block, is in flight
+    let done = false;
+    const blocked = inv.block(a.id, 'looping').then((e) => {
+      done = true;
+      // Read at the moment it resolves: the block is in the file.
+      expect(onDisk(path)[0]!.blocked).toEqual({ at: '2026-01-01T00:00:00.000Z', reason: 'looping' });
+      return e;
+    });
+    expect(inv.isBlocked(a.id)).toBe(true); // refused at once in this run
+    w.release();
+    await w.waiting();
+    // The write in flight began before the block: whether or not its entry had been serialized yet, it is not
+    // counted as the block's write.
+    expect(done).toBe(false);
+    w.release();
+    expect((await blocked).blocked).toEqual({ at: '2026-01-01T00:00:00.000Z', reason: 'looping' });
+    expect(w.writes).toBe(2);
+
+    // Unblocking is as durable, and does not wait for the coalescing window.
+    const slow = Inventory.load(path, new ManualClock(), { coalesceMs: 3_600_000 });
+    await slow.unblock(a.id);
+    expect(onDisk(path)[0]!.blocked).toBe(null);
+    await expect(slow.block('inv_missing')).rejects.toMatchObject({ code: 'WRIT_AGENT_NOT_FOUND' });
+  });
+
+  it('close() writes the last coalesced change', async () => {
+    const path = file();
+    const inv = Inventory.load(path, new ManualClock(), { coalesceMs: 3_600_000 });
+    const a = inv.seen({ name: 'last', kind: 'script', owner: 'dev' });
+    inv.granted(a.id, ['repo:write:acme/web']);
+    expect(existsSync(path)).toBe(false);
+    await inv.close();
+    expect(inv.pending).toBe(false);
+    expect(onDisk(path)).toEqual([expect.objectContaining({ name: 'last', sessions: 1, scopesGranted: ['repo:write:acme/web'] })]);
+  });
+
+  it('a failed save is logged without the entries, kept pending and retried by the next change; a block that fails is not acknowledged', async () => {
+    const path = file();
+    const lines: string[] = [];
+    let failNext = 2;
+    const inv = Inventory.load(path, new ManualClock(), {
+      coalesceMs: 0,
+      log: (l) => lines.push(l),
+      write: async (p, s) => {
+        if (failNext-- > 0) throw Object.assign(new Error(`ENOSPC: no space left, write '${p}.tmp'`), { code: 'ENOSPC' });
+        await writeFileAtomic(p, s);
+      },
+    });
+    const a = inv.seen({ name: 'secret-project-agent', kind: 'script', owner: 'dev' });
+    while (lines.length === 0) await new Promise((r) => setTimeout(r, 1));
+    expect(lines).toEqual([`writ: could not save the agent inventory ${path}: ENOSPC; retrying with the next change`]);
+    expect(inv.pending).toBe(true);
+    expect(existsSync(path)).toBe(false);
+
+    const err = await inv.block(a.id, 'looping').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WritError);
+    expect((err as WritError).code).toBe('WRIT_INVENTORY_WRITE_FAILED');
+    expect((err as WritError).message).toBe(`could not save the agent inventory ${path}: ENOSPC`);
+    expect(inv.isBlocked(a.id)).toBe(true); // it holds in this run all the same: fail closed
+
+    inv.seen({ name: 'next', kind: 'script', owner: 'dev' });
+    await inv.flush();
+    expect(onDisk(path).map((e) => [e.name, e.blocked])).toEqual([
+      ['secret-project-agent', { at: '2026-01-01T00:00:00.000Z', reason: 'looping' }],
+      ['next', null],
+    ]);
+    expect(lines).toHaveLength(1);
+    expect(lines.join('\n')).not.toContain('secret-project-agent');
+  });
+
+  it('oversight: a block that cannot be saved still stops the identity, and answers WRIT_INVENTORY_WRITE_FAILED', async () => {
+    const clock = new ManualClock();
+    const inventory = Inventory.load(file(), clock, {
+      log: () => undefined,
+      write: async () => {
+        throw Object.assign(new Error('read-only file system'), { code: 'EROFS' });
+      },
+    });
+    const stopped: string[] = [];
+    const audited: string[] = [];
+    let n = 0;
+    const watch = new Watch(DEFAULT_WATCH_CONFIG, clock, { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_${++n}` });
+    const oversight = new Oversight({ user: 'dev', inventory, watch, audit: async (e) => void audited.push(e.event), stopIdentity: async (id) => void stopped.push(id) });
+    const id = oversight.identify({ name: 'runaway', kind: 'script' });
+    await expect(oversight.block(id, 'looping', 'ipc')).rejects.toMatchObject({ code: 'WRIT_INVENTORY_WRITE_FAILED' });
+    expect(stopped).toEqual([id]);
+    expect(audited).toEqual([]);
+    expect(oversight.isBlocked(id)).toBe(true);
   });
 });
