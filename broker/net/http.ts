@@ -74,7 +74,8 @@ function readForm(req: IncomingMessage): Promise<URLSearchParams> {
       resolve(new URLSearchParams((chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString('utf8')));
     });
     req.on('error', fail);
-    req.on('close', () => fail(new WritError('WRIT_BAD_REQUEST', 'the request ended before its body')));
+    // Every request closes; only one that closes before its end is refused (and only then is the error built).
+    req.on('close', () => done || fail(new WritError('WRIT_BAD_REQUEST', 'the request ended before its body')));
   });
 }
 
