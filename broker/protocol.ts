@@ -421,7 +421,8 @@ function parseRevokeTarget(v: unknown): RevokeTarget | undefined {
   }
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+/** A non-null, non-array object (zod's own test for an object). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 

@@ -3,7 +3,7 @@
 // property test, test/unit/audit-check.test.ts, holds it to that on records fast-check makes) without zod's copy
 // of every record, which at thousands of records a second was a tenth of the event loop's time per mint.
 import { ERROR_CODES } from '../errors';
-import { AUDIT_EVENTS } from '../protocol';
+import { AUDIT_EVENTS, isRecord } from '../protocol';
 
 const EVENTS: ReadonlySet<unknown> = new Set(AUDIT_EVENTS);
 const CODES: ReadonlySet<unknown> = new Set(ERROR_CODES);
@@ -12,7 +12,6 @@ const OUTCOMES: ReadonlySet<unknown> = new Set(['success', 'failure']);
 
 type Fields = Record<string, (v: unknown, path: string) => string | undefined>;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown, path: string) => (typeof v === 'string' ? undefined : path);
 const int = (v: unknown, path: string) => (Number.isSafeInteger(v) ? undefined : path);
 const nonNegInt = (v: unknown, path: string) => (Number.isSafeInteger(v) && (v as number) >= 0 ? undefined : path);
@@ -29,7 +28,7 @@ function strings(v: unknown, path: string): string | undefined {
 /** A strict object: every required field present and good, optional ones good when present, nothing else. */
 function object(required: Fields, optional: Fields = {}) {
   return (v: unknown, path: string): string | undefined => {
-    if (!isObject(v)) return path;
+    if (!isRecord(v)) return path;
     const at = (k: string) => (path === '' ? k : `${path}.${k}`);
     for (const k in required) {
       if (!Object.hasOwn(v, k)) return at(k);
@@ -65,7 +64,7 @@ const checkpoint = object({ count: nonNegInt, head: hex64, kid: str, sig: str })
 
 /** `Record<string, unknown>` as zod has it: a plain object (its prototype Object's or none), no symbol keys. */
 function detail(v: unknown, path: string): string | undefined {
-  if (!isObject(v)) return path;
+  if (!isRecord(v)) return path;
   const proto = Object.getPrototypeOf(v);
   if (proto !== Object.prototype && proto !== null) return path;
   return Object.getOwnPropertySymbols(v).length > 0 ? path : undefined;
