@@ -446,13 +446,27 @@ describe('verifier: its revocation listeners have run when the revoke call retur
 });
 
 describe('broker: acknowledged revocation', () => {
-  it('a revoke call does not return before an acknowledging subscriber has acknowledged the event', async () => {
+  /** A broker, an agent holding a token to revoke, and one subscriber that acknowledges revocations per name. */
+  async function revocationRig<N extends string>(...names: N[]) {
     const b = await BrokerProcess.start(freshEnv());
     b.decide = approveAll;
     const { client } = await b.agent('target');
     const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
-    const subscriber = await WritClient.connect(b.socket);
-    await subscriber.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const subscribers = {} as Record<N, WritClient>;
+    for (const name of names) {
+      subscribers[name] = await WritClient.connect(b.socket);
+      await subscribers[name].call('subscribe', { events: ['revocation'], acknowledge: true });
+    }
+    return { b, client, r, subscribers };
+  }
+
+  it('a revoke call does not return before an acknowledging subscriber has acknowledged the event', async () => {
+    const {
+      b,
+      client,
+      r,
+      subscribers: { subscriber },
+    } = await revocationRig('subscriber');
     const order: string[] = [];
     subscriber.onRevocation((e) => {
       order.push('event');
@@ -471,13 +485,12 @@ describe('broker: acknowledged revocation', () => {
   });
 
   it('waits for every acknowledging subscriber: a second ack from one of them does not stand in for another', async () => {
-    const b = await BrokerProcess.start(freshEnv());
-    b.decide = approveAll;
-    const { client } = await b.agent('target');
-    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
-    const eager = await WritClient.connect(b.socket);
-    const slow = await WritClient.connect(b.socket);
-    for (const s of [eager, slow]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const {
+      b,
+      client,
+      r,
+      subscribers: { eager, slow },
+    } = await revocationRig('eager', 'slow');
     const order: string[] = [];
     eager.onRevocation((e) => {
       eager.notify('revocation.ack', { seq: e.seq! });
@@ -497,13 +510,12 @@ describe('broker: acknowledged revocation', () => {
   });
 
   it('a subscriber that never acknowledges, or one that leaves, does not hold the revoke call for ever (1 s bound)', async () => {
-    const b = await BrokerProcess.start(freshEnv());
-    b.decide = approveAll;
-    const { client } = await b.agent('target');
-    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:a'], audience: AUD });
-    const mute = await WritClient.connect(b.socket);
-    const leaving = await WritClient.connect(b.socket);
-    for (const s of [mute, leaving]) await s.call('subscribe', { events: ['revocation'], acknowledge: true });
+    const {
+      b,
+      client,
+      r,
+      subscribers: { mute, leaving },
+    } = await revocationRig('mute', 'leaving');
     const heard: string[] = [];
     mute.onRevocation((e) => heard.push(`mute ${e.seq}`));
     leaving.onRevocation((e) => {
