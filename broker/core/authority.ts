@@ -650,7 +650,7 @@ export class Authority {
       }),
     ]);
     // The watch may stop the agent on a burst; the revocation then covers this token too.
-    if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, this.auditAgent(agent));
+    if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
     this.holdToken(grant, claims.jti, claims.exp);

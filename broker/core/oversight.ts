@@ -58,8 +58,10 @@ export class Oversight {
     await this.act(this.deps.watch.onPending(identity, agent.id, pending), agent);
   }
 
-  async onMint(identity: string, agent: AuditAgent): Promise<void> {
-    await this.act(this.deps.watch.onMint(identity, agent.id), agent);
+  /** Every mint passes here: the agent's audit view is built only when a finding needs it. */
+  async onMint(identity: string, agentId: string, agent: () => AuditAgent): Promise<void> {
+    const findings = this.deps.watch.onMint(identity, agentId);
+    if (findings.length > 0) await this.act(findings, agent());
   }
 
   async onBadToken(identity: string, agent: AuditAgent, code: string, jti: string, more: Record<string, unknown> = {}): Promise<void> {
