@@ -20,12 +20,21 @@
 // has the revoke ~0.5 ms, → first frame written ~0.05 ms; then each verifier spends ~0.75 ms of CPU per revocation
 // (schedstat of its main thread: waking, ws receive, parse, apply, listener, the ack's write), so sixteen of them
 // queue on two cores, and each frame the broker writes wakes one that may preempt the broker's loop itself.
+// The floor, measured beside it in the same run (FloorRig, bench/fanout-child.mjs): a bare `ws` frame to 16 bare
+// `ws` clients in their own Node processes, no Writ code. Those clients alone spend ~450-650 µs of CPU per frame
+// here (schedstat), and with raw TCP and newline-delimited JSON instead of `ws` still ~350-450 µs: this machine is a
+// paravirtualized guest where each context switch is costly (perf: pvm_irq_enable ~20% of a client's samples).
+// So 16 woken processes on two cores take ~3.5-5 ms at p50 before any verifier does anything, and their p99 swings
+// with the host (20-40 ms seen); Writ's figure is printed with the floor's and their ratio.
 import { execFileSync, fork } from 'node:child_process';
+import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import { percentiles, sharedMs } from './stats';
 import { AUDIENCE, SCOPE } from './mint';
 import type { Bench } from './mint';
@@ -33,6 +42,7 @@ import { BrokerProcess, ROOT, freshEnv, requireKeyring } from '../test/helpers/b
 import type { WritClient } from '../broker/sdk/client';
 
 const CHILD = fileURLToPath(new URL('./verifier-child.mjs', import.meta.url));
+const FANOUT_CHILD = fileURLToPath(new URL('./fanout-child.mjs', import.meta.url));
 
 type Probe = { type: 'probe'; k: number; accepted: boolean; at: number; refusedAt: number; lastAcceptAt: number };
 type Msg = { type: 'ready' } | { type: 'held'; k: number } | { type: 'refused'; k: number; at: number } | Probe;
@@ -50,7 +60,14 @@ export interface RevocationFigures {
   acceptedAfterReturn: number;
   /** The latest of those, ms after the return (0 when none). */
   lateMs: number;
+  /**
+   * The floor, measured in the same run, kills interleaved with Writ's: one bare WebSocket frame to as many Node
+   * processes (bench/fanout-child.mjs, no Writ code), each receiving, parsing and acknowledging it.
+   */
+  floor: { allReceive: Pct; firstReceive: Pct };
 }
+
+type Pct = { p50: number; p99: number; max: number };
 
 /** Messages from all children, awaited by predicate. */
 class Children {
@@ -162,7 +179,67 @@ class Rig {
   }
 }
 
-function figures(verifiers: number, samples: readonly KillSample[]): RevocationFigures {
+/**
+ * The least any push of a revocation to N processes costs on this machine: a bare `ws` server in this process writes
+ * one frame of a revocation's size to N bare `ws` clients, each in its own Node process, which stamp its arrival,
+ * parse it and acknowledge it. No Writ code on either side. Per round: from the first write until the last (and the
+ * first) client has the frame, on the shared clock; the stamps are collected after every ack is in.
+ */
+class FloorRig {
+  private readonly sockets: WebSocket[] = [];
+  private readonly procs: ChildProcess[] = [];
+  private seq = 0;
+  private constructor(private readonly wss: WebSocketServer) {}
+
+  static async start(n: number): Promise<FloorRig> {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+    await once(wss, 'listening');
+    const rig = new FloorRig(wss);
+    wss.on('connection', (ws) => rig.sockets.push(ws));
+    const { port } = wss.address() as { port: number };
+    const ready: Promise<unknown>[] = [];
+    for (let i = 0; i < n; i++) {
+      const c = fork(FANOUT_CHILD, [`ws://127.0.0.1:${port}`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      rig.procs.push(c);
+      ready.push(once(c, 'message'));
+    }
+    await Promise.all(ready);
+    while (rig.sockets.length < n) await new Promise((r) => setTimeout(r, 5));
+    return rig;
+  }
+
+  async round(): Promise<{ all: number; first: number }> {
+    const seq = this.seq++;
+    const frame = JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: { seq, kind: 'token', jti: randomJti(), exp: Math.floor(Date.now() / 1000) + 300 } });
+    const acked = Promise.all(this.sockets.map((ws) => once(ws, 'message')));
+    await new Promise((r) => setTimeout(r, 5)); // as for Writ's kills: every client idle
+    const start = sharedMs();
+    for (const ws of this.sockets) ws.send(frame);
+    await acked;
+    const stamps = await Promise.all(
+      this.procs.map(async (c) => {
+        const answer = once(c, 'message');
+        c.send({ type: 'stamps' });
+        const [m] = (await answer) as [{ stamps: Record<number, number> }];
+        const at = m.stamps[seq];
+        if (at === undefined) throw new Error('a floor client did not stamp the frame');
+        return at;
+      }),
+    );
+    return { all: Math.max(...stamps) - start, first: Math.min(...stamps) - start };
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.procs.map((c) => (c.exitCode !== null ? undefined : (c.send({ type: 'exit' }), once(c, 'exit')))));
+    await new Promise((r) => this.wss.close(r));
+  }
+}
+
+function randomJti(): string {
+  return Buffer.from(Array.from({ length: 16 }, () => Math.floor(Math.random() * 256))).toString('base64url');
+}
+
+function figures(verifiers: number, samples: readonly KillSample[], floor: readonly { all: number; first: number }[]): RevocationFigures {
   const late = samples.flatMap((s) => s.late);
   return {
     verifiers,
@@ -172,20 +249,33 @@ function figures(verifiers: number, samples: readonly KillSample[]): RevocationF
     call: percentiles(samples.map((s) => s.call)),
     acceptedAfterReturn: late.length,
     lateMs: Math.max(0, ...late),
+    floor: floorFigures(floor),
   };
+}
+
+function floorFigures(rounds: readonly { all: number; first: number }[]): RevocationFigures['floor'] {
+  return { allReceive: percentiles(rounds.map((f) => f.all)), firstReceive: percentiles(rounds.map((f) => f.first)) };
 }
 
 export async function revocationFigures(bench: Bench, verifiers = 16, kills = 20): Promise<RevocationFigures> {
   const { client, grantId } = bench.agents[0]!;
   const rig = new Rig(client, grantId, bench.broker.discovery.httpUrl, verifiers);
+  let floorRig: FloorRig | undefined;
   const samples: KillSample[] = [];
+  const floor: { all: number; first: number }[] = [];
   try {
     await rig.ready();
-    for (let k = 0; k < kills; k++) samples.push(await rig.kill());
+    floorRig = await FloorRig.start(verifiers);
+    // Interleaved, so the load of a shared machine falls on both alike.
+    for (let k = 0; k < kills; k++) {
+      samples.push(await rig.kill());
+      floor.push(await floorRig.round());
+    }
   } finally {
     await rig.stop();
+    await floorRig?.stop();
   }
-  return figures(verifiers, samples);
+  return figures(verifiers, samples, floor);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,27 +308,39 @@ async function main(): Promise<void> {
   const verifiers = Number(process.env.WRIT_BENCH_VERIFIERS ?? 16);
   const baseDir = baseline ? buildRevision(baseline) : undefined;
   const sides: Awaited<ReturnType<typeof startRig>>[] = [];
+  let floorRig: FloorRig | undefined;
+  const floor: { all: number; first: number }[] = [];
   try {
     if (baseDir) sides.push(await startRig(`before (${baseline})`, join(baseDir, 'dist'), verifiers));
     sides.push(await startRig('after (this checkout)', join(ROOT, 'dist'), verifiers));
-    for (let k = 0; k < kills; k++) for (const s of sides) s.samples.push(await s.rig.kill());
+    floorRig = await FloorRig.start(verifiers);
+    for (let k = 0; k < kills; k++) {
+      for (const s of sides) s.samples.push(await s.rig.kill());
+      floor.push(await floorRig.round());
+    }
   } finally {
     for (const s of sides) {
       await s.rig.stop();
       await s.broker.stop();
     }
+    await floorRig?.stop();
     if (baseDir) rmSync(baseDir, { recursive: true, force: true });
   }
   const row = (name: string, f: { p50: number; p99: number; max: number }) => `  ${name.padEnd(44)} ${f.p50.toFixed(2).padStart(9)} ${f.p99.toFixed(2).padStart(9)} ${f.max.toFixed(2).padStart(9)}`;
   for (const s of sides) {
-    const f = figures(verifiers, s.samples);
+    const f = figures(verifiers, s.samples, floor);
     console.log(`${s.label}: ${f.verifiers} verifiers, ${f.kills} kills (interleaved)`);
     console.log(`  ${'ms'.padEnd(44)} ${'p50'.padStart(9)} ${'p99'.padStart(9)} ${'max'.padStart(9)}`);
     console.log(row('revoke call (durable)', f.call));
     console.log(row('call start → first verifier refuses', f.firstRefuse));
     console.log(row(`call start → all ${f.verifiers} refuse`, f.allRefuse));
     console.log(`  tokens accepted after the call returned: ${f.acceptedAfterReturn} (must be 0)`);
+    console.log(`  all ${f.verifiers} refuse / floor (bare ws frame, all receive): p50 ${(f.allRefuse.p50 / f.floor.allReceive.p50).toFixed(2)}x, p99 ${(f.allRefuse.p99 / f.floor.allReceive.p99).toFixed(2)}x`);
   }
+  const fl = floorFigures(floor);
+  console.log(`floor: a bare WebSocket frame to ${verifiers} Node processes (bench/fanout-child.mjs), ${floor.length} rounds`);
+  console.log(row('first write → first process has it', fl.firstReceive));
+  console.log(row(`first write → all ${verifiers} have it`, fl.allReceive));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

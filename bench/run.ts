@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     `Writ mint over WebSocket, durable audit: 16 clients ${num(ws16.rate)} tokens/s, p99 ${ms(ws16.p99)} ms; 1 client p50 ${ms(ws1.p50)} ms (issue 2 asks for ≥ 6,000/s with p99 ≤ 5 ms, and p50 ≤ 1 ms; printed, not asserted)`,
     `Writ mint over WebSocket, 16 clients, durable audit / oidc-provider, 16 clients, no audit: ${ratio(ws16.rate, oidc16.rate)} (issue 5 asks for ≥ 1.60×; printed, not asserted)`,
     `Writ mint over HTTP (RFC 8693 exchange), 16 clients, durable audit / oidc-provider, 16 clients: ${ratio(http16.rate, oidc16.rate)}`,
-    `Revocation: all ${revoked.verifiers} verifier processes refuse ${ms(revoked.allRefuse.p50)} ms (p50) / ${ms(revoked.allRefuse.p99)} ms (p99) after the revoke call starts; tokens accepted after the revoke call returned: ${revoked.acceptedAfterReturn} (must be 0)`,
+    `Revocation: all ${revoked.verifiers} verifier processes refuse ${ms(revoked.allRefuse.p50)} ms (p50) / ${ms(revoked.allRefuse.p99)} ms (p99) after the revoke call starts (issue 5's prototype: p99 ≤ 3 ms idle; the floor in this run, a bare WebSocket frame reaching ${revoked.verifiers} Node processes: p50 ${ms(revoked.floor.allReceive.p50)} / p99 ${ms(revoked.floor.allReceive.p99)} ms); tokens accepted after the revoke call returned: ${revoked.acceptedAfterReturn} (must be 0)`,
   ];
   const tables: Table[] = [
     {
@@ -125,10 +125,13 @@ async function main(): Promise<void> {
         ['revoke call (durable: list fsync-ed and audited)', ms(revoked.call.p50), ms(revoked.call.p99), ms(revoked.call.max)],
         ['call start → first verifier refuses (its clock)', ms(revoked.firstRefuse.p50), ms(revoked.firstRefuse.p99), ms(revoked.firstRefuse.max)],
         [`call start → all ${revoked.verifiers} refuse (verifiers' clocks)`, ms(revoked.allRefuse.p50), ms(revoked.allRefuse.p99), ms(revoked.allRefuse.max)],
+        [`floor: bare ws frame written → first of ${revoked.verifiers} Node processes has it`, ms(revoked.floor.firstReceive.p50), ms(revoked.floor.firstReceive.p99), ms(revoked.floor.firstReceive.max)],
+        [`floor: bare ws frame written → all ${revoked.verifiers} have it`, ms(revoked.floor.allReceive.p50), ms(revoked.floor.allReceive.p99), ms(revoked.floor.allReceive.max)],
       ],
       notes: [
         `Tokens accepted after the revoke call returned: ${revoked.acceptedAfterReturn} (must be 0)${revoked.acceptedAfterReturn ? `, the latest ${ms(revoked.lateMs)} ms after the return` : ''}; over ${revoked.kills} kills × ${revoked.verifiers} verifiers, each checking the token when told of the revocation and again right after the return; a verifier told only after the return counts as accepting.`,
         'The broker pushes each revocation to the verifiers as it applies it, before the fsync and the audit record; the revoke call returns once it is durable and every verifier has acknowledged it (1 s timeout each), so none accepts the token after the return.',
+        `All ${revoked.verifiers} refuse / floor: p50 ${ratio(revoked.allRefuse.p50, revoked.floor.allReceive.p50)}, p99 ${ratio(revoked.allRefuse.p99, revoked.floor.allReceive.p99)}. The floor is the least any push to ${revoked.verifiers} processes costs here: a bare \`ws\` server in the benchmark writes one revocation-sized frame to ${revoked.verifiers} bare \`ws\` clients, each its own Node process (bench/fanout-child.mjs, no Writ code), which stamp its arrival, parse and acknowledge it; its rounds are interleaved with the kills. Every process woken costs its CPU time on two cores, so the last of ${revoked.verifiers} is served after the other fifteen.`,
       ],
     },
     {
@@ -166,7 +169,7 @@ async function main(): Promise<void> {
     'Floor: jose `SignJWT` with the broker\'s active key and claims of the same shape, in the benchmark process.',
     'oidc-provider: its own process (bench/oidc-server.mjs), NODE_ENV=production, client_credentials with client_secret_basic and a resource indicator, `accessTokenFormat: \'jwt\'`, EdDSA (Ed25519) key; same HTTP client and load as Writ over HTTP; in-memory adapter; no audit.',
     'Verification: `createVerifier` from broker/sdk/verify.ts with use reports on; first sight cycles 512 distinct tokens through a verifier that caches one; raw is `crypto.verify` over pre-decoded input.',
-    'Revocation: 16 child processes each run bench/verifier-child.mjs on dist/verify.mjs (subscribed, use reports off), hold a verified token and check it in the library\'s onRevocation listener (called once the event is applied, before it is acknowledged), stamping that moment, and again right after the return; the benchmark revokes the token by jti over the WebSocket. Times are CLOCK_MONOTONIC (process.hrtime), one clock for all processes; the stamps reach the benchmark after the return, so no IPC runs while verifiers refuse. No polling (WRIT_BENCH_VERIFIER_POLL_MS=1 adds a check every millisecond in each).',
+    'Revocation: 16 child processes each run bench/verifier-child.mjs on dist/verify.mjs (subscribed, use reports off), hold a verified token and check it in the library\'s onRevocation listener (called once the event is applied, before it is acknowledged), stamping that moment, and again right after the return; the benchmark revokes the token by jti over the WebSocket. Times are CLOCK_MONOTONIC (process.hrtime), one clock for all processes; the stamps reach the benchmark after the return, so no IPC runs while verifiers refuse. No polling (WRIT_BENCH_VERIFIER_POLL_MS=1 adds a check every millisecond in each). Its floor: 16 child processes run bench/fanout-child.mjs (a bare `ws` client), a bare `ws` server in the benchmark writes each a revocation-sized JSON-RPC frame, one round after each kill; stamped on the same clock.',
     'Growth: five brokers side by side, the 16-client WebSocket mint figure taken from each in interleaved slices; RSS is VmRSS from /proc/<pid>/status after the mint figures. The big log is written with the AuditLog class (fsync off) from a real mint record of this run, signed by the broker\'s key; the broker then starts on it (it reads only the tail).',
   ]);
 }
