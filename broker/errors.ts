@@ -26,6 +26,7 @@ export const ERROR_CODES = [
   'WRIT_AGENT_BLOCKED', // the developer blocked this agent identity: refused without a prompt
   'WRIT_INVENTORY_CORRUPT',
   'WRIT_INVENTORY_WRITE_FAILED', // a block or unblock holds in this run but could not be saved: not acknowledged
+  'WRIT_INVENTORY_FULL', // a new agent identity, and every remembered one is blocked or connected: refused
   'WRIT_DEPTH_EXCEEDED', // sub-agent chain too deep
   // tokens
   'WRIT_TOKEN_INVALID',

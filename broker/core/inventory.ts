@@ -1,7 +1,8 @@
 // The agent inventory: every agent identity the broker has seen, across runs, with its owner, processes,
 // family, the scopes it has ever been granted, and whether the developer blocked it. Persisted atomically;
 // a corrupt file is an error, never an empty inventory. Bounded: past MAX_IDENTITIES the least recently seen
-// identity that is neither blocked nor in use is forgotten.
+// identity that is neither blocked nor in use is forgotten; when there is none, the new identity is refused
+// (WRIT_INVENTORY_FULL) rather than let blocks grow the file without end.
 //
 // Saving is off the hot path: every hello changes the inventory, and at the cap the file is ~5 MB, so changes
 // are coalesced into one write at most every `coalesceMs`, written with async fs calls a slice of entries at a
@@ -149,7 +150,8 @@ export class Inventory {
 
   /**
    * Past the cap, forgets the least recently seen identities that are not blocked (a block is never lost),
-   * not in use (an agent of this run has it) and not `newest`. Blocked ones alone may exceed the cap.
+   * not in use (an agent of this run has it) and not `newest`. Only a file loaded with more blocked identities
+   * than the cap stays over it; `seen` refuses a new identity that nothing can make room for.
    */
   private trim(newest: string | undefined, inUse: (id: string) => boolean): void {
     if (this.entries.size <= MAX_IDENTITIES) return;
@@ -226,7 +228,10 @@ export class Inventory {
 
   /**
    * Records a connection of an agent; returns its entry (created on first sight, which may forget the least
-   * recently seen identity past the cap; `inUse` names identities that must stay).
+   * recently seen identity past the cap; `inUse` names identities that must stay). A new identity for which no
+   * identity can be forgotten (every other one is blocked or in use) is refused with WRIT_INVENTORY_FULL: blocks
+   * are never dropped to make room, and an agent that could mint identities and get each blocked (by a watch rule
+   * or over the socket) must not grow the inventory, and the file written every second, without bound.
    */
   seen(
     a: { name: string; kind: string; owner: string; parentIdentity?: string; process?: { exe?: string; sha256?: string } },
@@ -234,6 +239,13 @@ export class Inventory {
   ): InventoryEntry {
     const id = identityOf(a.owner, a.name, a.kind, a.parentIdentity);
     let e: InventoryEntry | undefined = this.entries.get(id);
+    const keep = (x: string) => x === a.parentIdentity || inUse(x);
+    if (!e && this.entries.size >= MAX_IDENTITIES && !this.canForget(keep)) {
+      throw new WritError(
+        'WRIT_INVENTORY_FULL',
+        `the agent inventory holds ${this.entries.size} identities, each blocked or connected, and forgets no block to make room: unblock identities you no longer need (in the editor, or writ agents unblock IDENTITY) or stop connected agents`,
+      );
+    }
     if (!e) {
       e = {
         id,
@@ -264,9 +276,15 @@ export class Inventory {
       const parent = this.entries.get(a.parentIdentity);
       if (parent) pushBounded(parent.subAgents, id, MAX_FAMILY, (x) => x === id);
     }
-    this.trim(id, (x) => x === a.parentIdentity || inUse(x));
+    this.trim(id, keep);
     this.changed();
     return e;
+  }
+
+  /** Whether `trim` would find an identity to forget: one neither blocked nor kept. */
+  private canForget(keep: (id: string) => boolean): boolean {
+    for (const [id, e] of this.entries) if (e.blocked === null && !keep(id)) return true;
+    return false;
   }
 
   get(id: string): InventoryEntry | undefined {

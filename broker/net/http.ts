@@ -96,6 +96,8 @@ function oauthCodeFor(e: WritError): [number, string] {
     case 'WRIT_FRAME_TOO_LARGE':
     case 'WRIT_BAD_REQUEST':
       return [400, 'invalid_request'];
+    case 'WRIT_INVENTORY_FULL': // no room for the sub-agent's identity until the developer unblocks some
+      return [503, 'temporarily_unavailable'];
     default:
       return [500, 'server_error'];
   }

@@ -12,7 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { BrokerProcess, ROOT, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
-import { identityOf } from '../../broker/core/inventory';
+import { MAX_IDENTITIES, identityOf } from '../../broker/core/inventory';
 import { codeOf } from '../helpers/codes';
 
 requireKeyring();
@@ -214,6 +214,61 @@ describe('oversight: the inventory', () => {
     ]);
     expect((await writ(['audit', 'verify'], env)).code).toBe(0);
   });
+
+  it('an inventory full of blocked identities refuses new ones (hello and exchange) and keeps serving the rest', async () => {
+    const env = freshEnv();
+    const b0 = await BrokerProcess.start(env);
+    await b0.stop();
+    // Every identity but one blocked, as a run of watch blocks or `agents.block` calls would leave it.
+    const at = '2026-11-01T00:00:00.000Z';
+    const agents = Array.from({ length: MAX_IDENTITIES - 1 }, (_, i) => ({
+      id: identityOf(USER, `blocked-${i}`, 'script'),
+      name: `blocked-${i}`,
+      kind: 'script',
+      owner: USER,
+      firstSeen: at,
+      lastSeen: at,
+      sessions: 1,
+      processes: [],
+      parents: [],
+      subAgents: [],
+      scopesGranted: [],
+      blocked: { at, reason: 'runaway' },
+      stopped: false,
+    }));
+    writeFileSync(join(env.WRIT_STATE_DIR, 'agents.json'), JSON.stringify({ v: 1, agents }));
+
+    const b = await BrokerProcess.start(env);
+    b.decide = () => ({ decision: 'approve', mode: 'session' });
+    const { client } = await b.agent('last-room'); // the last free place
+    const r = await client.call('task.request', { task: 'work', scopes: ['repo:read:a'], audience: AUD });
+    const { token } = await client.call('token.mint', { grantId: r.grant.id });
+
+    expect(await codeOf(b.agent('newcomer'))).toBe('WRIT_INVENTORY_FULL');
+    // A sub-agent is a new identity too: the exchange says so in OAuth terms, and mints nothing.
+    const ex = await form(`${b.discovery.httpUrl}/oauth2/token`, {
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      actor_name: 'helper',
+    });
+    expect(ex.status).toBe(503);
+    expect(ex.json).toMatchObject({ error: 'temporarily_unavailable' });
+    expect(ex.json.error_description).toContain('writ agents unblock IDENTITY');
+    // A blocked identity still says hello, and is refused by its block; the agent already in keeps minting.
+    const { client: blocked } = await b.agent('blocked-7');
+    expect(await codeOf(blocked.call('task.request', { task: 'again', scopes: ['repo:read:a'], audience: AUD }))).toBe('WRIT_AGENT_BLOCKED');
+    expect((await client.call('token.mint', { grantId: r.grant.id })).jti).toMatch(/\S/);
+    const events = auditEvents(b);
+    expect(events.filter((e) => e.event === 'token.exchanged')).toEqual([]);
+    expect(events.filter((e) => e.event === 'agent.connected').map((e) => e.agent.name)).toEqual(['last-room', 'blocked-7']);
+    await Promise.all([client.close(), blocked.close()]);
+    await b.stop();
+    // Nothing was forgotten to make room.
+    const onDisk = JSON.parse(readFileSync(join(env.WRIT_STATE_DIR, 'agents.json'), 'utf8')).agents as { name: string; blocked: unknown }[];
+    expect(onDisk).toHaveLength(MAX_IDENTITIES);
+    expect(onDisk.filter((a) => a.blocked !== null)).toHaveLength(MAX_IDENTITIES - 1);
+  }, 60_000);
 
   it('a corrupt inventory stops the broker with a clear error instead of an empty inventory', async () => {
     const env = freshEnv();

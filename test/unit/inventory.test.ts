@@ -131,18 +131,54 @@ describe('Inventory: bounded', () => {
     expect(again.get(blocked)?.blocked).toMatchObject({ reason: 'runaway' });
   });
 
-  it('blocked identities alone may exceed the cap: a block is never forgotten', () => {
+  it('full of blocked and connected identities, a new one is refused with WRIT_INVENTORY_FULL and no block is forgotten', async () => {
     const clock = new ManualClock();
-    const inv = Inventory.load(file(), clock);
-    const ids: string[] = [];
-    for (let i = 0; i <= MAX_IDENTITIES; i++) {
-      const e = inv.seen({ name: `b-${i}`, kind: 'script', owner: 'dev' });
-      e.blocked = { at: '2026-01-01T00:00:00.000Z' };
-      ids.push(e.id);
+    const path = file();
+    const inv = Inventory.load(path, clock);
+    const forgotten: string[] = [];
+    inv.onForget((id) => forgotten.push(id));
+    const connected = inv.seen({ name: 'connected', kind: 'script', owner: 'dev' }).id;
+    const inUse = (id: string) => id === connected;
+    const blocked: string[] = [];
+    for (let i = 1; i < MAX_IDENTITIES; i++) {
+      clock.advance(1);
+      const e = inv.seen({ name: `b-${i}`, kind: 'script', owner: 'dev' }, inUse);
+      e.blocked = { at: '2026-01-01T00:00:00.000Z' }; // as block() leaves it, without a write per identity
+      blocked.push(e.id);
     }
-    inv.seen({ name: 'one-more', kind: 'script', owner: 'dev' });
-    expect(inv.size).toBe(MAX_IDENTITIES + 2);
-    for (const id of ids) expect(inv.isBlocked(id)).toBe(true);
+    expect(inv.size).toBe(MAX_IDENTITIES);
+
+    const refusal = (() => {
+      try {
+        inv.seen({ name: 'one-more', kind: 'script', owner: 'dev' }, inUse);
+      } catch (e) {
+        return e as WritError;
+      }
+    })();
+    expect(refusal?.code).toBe('WRIT_INVENTORY_FULL');
+    expect(refusal?.message).toContain('writ agents unblock IDENTITY');
+    expect(inv.size).toBe(MAX_IDENTITIES);
+    expect(inv.get(identityOf('dev', 'one-more', 'script'))).toBeUndefined();
+    expect(forgotten).toEqual([]);
+    for (const id of blocked) expect(inv.isBlocked(id)).toBe(true);
+    // Known identities still connect: a blocked one is seen (and then refused by the block, not by the cap).
+    expect(inv.seen({ name: 'b-1', kind: 'script', owner: 'dev' }, inUse).id).toBe(blocked[0]);
+    expect(inv.seen({ name: 'connected', kind: 'script', owner: 'dev' }, inUse).id).toBe(connected);
+
+    // Once the connected agent is gone its identity makes room, and stays the only one forgotten.
+    const after = inv.seen({ name: 'one-more', kind: 'script', owner: 'dev' }, () => false);
+    expect(after.id).toBe(identityOf('dev', 'one-more', 'script'));
+    expect(forgotten).toEqual([connected]);
+    expect(inv.size).toBe(MAX_IDENTITIES);
+
+    // The next new one finds only blocks again: refused, until the developer unblocks one.
+    expect(() => inv.seen({ name: 'two-more', kind: 'script', owner: 'dev' }, (id) => id === after.id)).toThrow(
+      expect.objectContaining({ code: 'WRIT_INVENTORY_FULL' }),
+    );
+    await inv.unblock(blocked[5]!);
+    inv.seen({ name: 'two-more', kind: 'script', owner: 'dev' }, (id) => id === after.id);
+    expect(forgotten).toEqual([connected, blocked[5]]);
+    expect(inv.size).toBe(MAX_IDENTITIES);
   });
 
   it('oversight: an identity the cap forgets takes its watch findings with it; one in use is kept', async () => {
