@@ -103,6 +103,12 @@ interface Grant {
   tokens: Map<string, number>;
   /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
   tokensAfterSweep: number;
+  /** An exchange grant: the grant of the parent token it was exchanged from, whose revocation takes this one too. */
+  parentGrantId: string | undefined;
+  /** Exchange grants made from tokens of this grant, while held. */
+  children: Set<string> | undefined;
+  /** An exchange grant's key in `exchangeGrants`, so forgetting the grant forgets the key. */
+  exchangeKey: string | undefined;
 }
 
 interface Pending {
@@ -159,6 +165,11 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  /**
+   * `${sub-agent}\n${parent grant}\n${scope}` → the grant its exchanges share while it is live: one grant per
+   * delegation rather than per exchange, as a WebSocket grant holds all its mints.
+   */
+  private readonly exchangeGrants = new Map<string, Grant>();
   private readonly bindings = new BindingStore();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
@@ -500,6 +511,9 @@ export class Authority {
       revoked: false,
       tokens: new Map(),
       tokensAfterSweep: 0,
+      parentGrantId: undefined,
+      children: undefined,
+      exchangeKey: undefined,
     };
     this.grants.set(grant.id, grant);
     agent.grants.add(grant.id);
@@ -532,8 +546,8 @@ export class Authority {
 
   /**
    * Forgets grants that can mint nothing more and whose tokens have all expired, so a long-running broker
-   * (one exchange is one grant) does not grow without bound. Revoked ones stay covered by the revocation
-   * list, which outlives them until what they covered has expired.
+   * does not grow without bound. Revoked ones stay covered by the revocation list, which outlives them until
+   * what they covered has expired.
    */
   private sweepGrants(now: number): void {
     this.grantsSinceSweep = 0;
@@ -543,6 +557,8 @@ export class Authority {
       for (const jti of g.tokens.keys()) this.tokenGrants.delete(jti);
       this.grants.delete(id);
       this.agents.get(g.agentId)?.grants.delete(id);
+      if (g.exchangeKey !== undefined && this.exchangeGrants.get(g.exchangeKey) === g) this.exchangeGrants.delete(g.exchangeKey);
+      if (g.parentGrantId !== undefined) this.grants.get(g.parentGrantId)?.children?.delete(id);
     }
   }
 
@@ -833,9 +849,8 @@ export class Authority {
     const remaining = subject.exp - now;
     if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
     const scopes = normalizeScopes(asked.map(formatScope));
-    const task = { id: subject.task_id, description: parent ? this.grants.get(subject.grant_id)?.task ?? '' : '' };
-    const grant = this.newGrant(child, task, scopes, subject.aud, 'task', Math.min(remaining, this.config.maxTtlSeconds));
-    grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
+    const grant = this.exchangeGrant(child, subject, scopes, now, parent !== undefined);
+    const task = { id: grant.taskId, description: grant.task };
     const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [child.id, ...subject.chain],
@@ -858,11 +873,42 @@ export class Authority {
         detail: { subjectJti: subject.jti },
       }),
     ]);
-    if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
+    // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
+    if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     this.holdToken(grant, claims.jti, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
+  }
+
+  /**
+   * The grant a sub-agent's exchanged tokens belong to: one per (sub-agent, parent grant, scopes), shared while
+   * live and kept as long as the latest parent token exchanged on it. Revoking one exchanged token (by jti) leaves
+   * its siblings; revoking this grant, the parent's grant or the sub-agent ends them all. A revoked or expired one
+   * is replaced by a fresh grant, as each exchange had one of its own before.
+   */
+  private exchangeGrant(child: Agent, subject: WritClaims, scopes: string[], now: number, parentKnown: boolean): Grant {
+    const key = `${child.id}\n${subject.grant_id}\n${scopes.join(' ')}`;
+    const ttl = Math.min(subject.exp - now, this.config.maxTtlSeconds);
+    const until = Math.min(now + this.config.taskGrantSeconds, subject.exp);
+    let grant = this.exchangeGrants.get(key);
+    if (grant !== undefined && !grant.revoked && grant.expiresAt > now) {
+      if (until > grant.expiresAt) grant.expiresAt = until;
+      if (ttl > grant.ttl) grant.ttl = ttl;
+      return grant;
+    }
+    // Linked to the parent's grant while it is held (a token of an earlier run names a grant no longer in memory:
+    // the revocation list still covers that grant's id, and the chain covers the agents).
+    const held = this.grants.get(subject.grant_id);
+    grant = this.newGrant(child, { id: subject.task_id, description: parentKnown ? held?.task ?? '' : '' }, scopes, subject.aud, 'task', ttl);
+    grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
+    grant.exchangeKey = key;
+    this.exchangeGrants.set(key, grant);
+    if (held !== undefined) {
+      grant.parentGrantId = held.id;
+      (held.children ??= new Set()).add(grant.id);
+    }
+    return grant;
   }
 
   private isRevokedChain(c: WritClaims): boolean {
@@ -932,7 +978,20 @@ export class Authority {
       }
       case 'grant':
       case 'task': {
-        const matched = [...this.grants.values()].filter((g) => (target.kind === 'grant' ? g.id === target.id : g.taskId === target.id));
+        const matched = target.kind === 'grant'
+          ? [this.grants.get(target.id)].filter((g): g is Grant => g !== undefined)
+          : [...this.grants.values()].filter((g) => g.taskId === target.id);
+        // The exchange grants made from tokens of these (and from theirs), as revoking an agent takes its sub-agents.
+        const seen = new Set(matched);
+        for (let i = 0; i < matched.length; i++) {
+          for (const id of matched[i]!.children ?? []) {
+            const child = this.grants.get(id);
+            if (child && !seen.has(child)) {
+              seen.add(child);
+              matched.push(child);
+            }
+          }
+        }
         if (target.kind === 'grant' && matched.length === 0) {
           await this.deps.revocations.add('grant', target.id, until);
           grantIds.push(target.id);
