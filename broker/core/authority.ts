@@ -80,6 +80,8 @@ interface Agent {
   process: PeerProcess | undefined;
   /** Every process this agent said hello from (pid + start time), newest last, a few at most: who it is on HTTP. */
   seenFrom: ProcessRef[];
+  /** When it was made, relative to the others: the order presenters are named in. */
+  order: number;
   grants: Set<string>;
   /** Inventory identity (stable across runs), when oversight is on. */
   identity: string | undefined;
@@ -149,6 +151,7 @@ const SWEEP_EVERY = 256;
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
 
@@ -165,6 +168,9 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  /** `${pid}:${startTime}` → the agents that said hello from that process (their `seenFrom`), for the holder rules. */
+  private readonly agentsByProcess = new Map<string, Set<Agent>>();
+  private agentsMade = 0;
   /**
    * `${sub-agent}\n${parent grant}\n${scope}` → the grant its exchanges share while it is live: one grant per
    * delegation rather than per exchange, as a WebSocket grant holds all its mints.
@@ -256,6 +262,7 @@ export class Authority {
       connections: 0,
       process,
       seenFrom: [],
+      order: this.agentsMade++,
       grants: new Set(),
       identity: undefined,
       subAgentKey: undefined,
@@ -280,7 +287,19 @@ export class Authority {
   private rememberProcess(agent: Agent, p: PeerProcess): void {
     if (p.startTime === undefined) return;
     const ref = { pid: p.pid, startTime: p.startTime };
-    agent.seenFrom = [...agent.seenFrom.filter((r) => r.pid !== ref.pid || r.startTime !== ref.startTime), ref].slice(-SEEN_FROM);
+    const seen = [...agent.seenFrom.filter((r) => r.pid !== ref.pid || r.startTime !== ref.startTime), ref];
+    for (const gone of seen.slice(0, -SEEN_FROM)) this.forgetProcess(agent, gone);
+    agent.seenFrom = seen.slice(-SEEN_FROM);
+    const key = processKey(ref);
+    const set = this.agentsByProcess.get(key);
+    if (set) set.add(agent);
+    else this.agentsByProcess.set(key, new Set([agent]));
+  }
+
+  private forgetProcess(agent: Agent, ref: ProcessRef): void {
+    const key = processKey(ref);
+    const set = this.agentsByProcess.get(key);
+    if (set?.delete(agent) && set.size === 0) this.agentsByProcess.delete(key);
   }
 
   async disconnected(agentId: string): Promise<void> {
@@ -580,6 +599,7 @@ export class Authority {
     for (const [id, a] of this.agents) {
       if (keep.has(id)) continue;
       this.agents.delete(id);
+      for (const ref of a.seenFrom) this.forgetProcess(a, ref);
       if (a.sessionHash !== undefined && this.sessions.get(a.sessionHash) === id) {
         this.sessions.delete(a.sessionHash);
         if (a.revoked) this.revokedSessions.add(a.sessionHash);
@@ -741,8 +761,12 @@ export class Authority {
     if (line[0]?.startTime !== proc.startTime) return;
     // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
     const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;
-    const inLine = (r: ProcessRef) => counted.some((p) => p.pid === r.pid && p.startTime === r.startTime);
-    const presenters = [...this.agents.values()].filter((a) => a.seenFrom.some(inLine));
+    // Looked up by process, not by walking every agent: this runs on every exchange.
+    const presenters: Agent[] = [];
+    for (const p of counted) {
+      for (const a of this.agentsByProcess.get(processKey(p)) ?? []) if (!presenters.includes(a)) presenters.push(a);
+    }
+    if (presenters.length > 1) presenters.sort((a, b) => a.order - b.order);
     const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
     const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
     const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);

@@ -281,6 +281,44 @@ describe('Authority', () => {
   });
 });
 
+describe('Authority: whose token is this (holder rules on exchange)', () => {
+  it('refuses a token presented from another agent\'s process, and forgets a process the agent has not said hello from lately', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-holder-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const ids = counterIds();
+    // Each process a child of pid 1 (start time = pid), none gone.
+    const processes = { lineage: (pid: number) => [{ pid, startTime: pid }, { pid: 1, startTime: 1 }] };
+    const a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      {
+        clock,
+        ids,
+        audit: { append: async () => undefined },
+        minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+        revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock),
+        approver: new ScriptedApprover(),
+        publicKey: () => publicKey,
+        processes,
+      },
+    );
+    const proc = (pid: number) => ({ pid, startTime: pid, uid: 0 });
+    const from = (pid: number) => ({ process: async () => proc(pid) });
+    const owner = await a.introduce({ protocol: 'writ/1', agent: { name: 'owner', kind: 'k' } }, proc(10));
+    const other = await a.introduce({ protocol: 'writ/1', agent: { name: 'other', kind: 'k' } }, proc(20));
+    const r = await a.requestTask({ agentId: owner.agentId, process: proc(10) }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const theirs = await a.requestTask({ agentId: other.agentId, process: proc(20) }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    expect(await codeOf(a.exchange(r.token.token, {}, from(20)))).toBe('WRIT_TOKEN_NOT_YOURS');
+    expect(await codeOf(a.exchange(r.token.token, {}, from(10)))).toBe('resolved');
+    // The other agent resumes from four more processes: it is remembered in the last four, so no longer in 20.
+    for (const pid of [21, 22, 23, 24]) await a.introduce({ protocol: 'writ/1', agent: { name: 'other', kind: 'k' }, session: theirs.session! }, proc(pid));
+    expect(await codeOf(a.exchange(r.token.token, {}, from(24)))).toBe('WRIT_TOKEN_NOT_YOURS');
+    expect(await codeOf(a.exchange(r.token.token, {}, from(20)))).toBe('resolved');
+    // A process both said hello from counts as both: the owner's token may be held there.
+    await a.introduce({ protocol: 'writ/1', agent: { name: 'owner', kind: 'k' }, session: r.session! }, proc(24));
+    expect(await codeOf(a.exchange(r.token.token, {}, from(24)))).toBe('resolved');
+  });
+});
+
 describe('Authority: memory', () => {
   it('forgets grants that have expired with all their tokens, and keeps live ones', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-sweep-'));
