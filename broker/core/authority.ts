@@ -761,13 +761,20 @@ export class Authority {
     if (line[0]?.startTime !== proc.startTime) return;
     // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
     const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;
-    // Looked up by process, not by walking every agent: this runs on every exchange.
-    const presenters: Agent[] = [];
-    for (const p of counted) {
-      for (const a of this.agentsByProcess.get(processKey(p)) ?? []) if (!presenters.includes(a)) presenters.push(a);
+    // Looked up by process, not by walking every agent: this runs on every exchange. Any presenter that may hold
+    // the token settles it; the presenters are listed (for the finding) only when none may.
+    let presented = false;
+    let mayAnyHold = false;
+    for (let i = 0; i < counted.length && !mayAnyHold; i++) {
+      for (const a of this.agentsByProcess.get(processKey(counted[i]!)) ?? []) {
+        presented = true;
+        if (mayHold(a, chain)) {
+          mayAnyHold = true;
+          break;
+        }
+      }
     }
-    if (presenters.length > 1) presenters.sort((a, b) => a.order - b.order);
-    const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
+    const notYours = presented && !mayAnyHold;
     const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
     const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);
 
@@ -777,7 +784,7 @@ export class Authority {
     if (notYours && oversight && holder?.identity) {
       await oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_NOT_YOURS', claims.jti, {
         via: presenter.via,
-        presenter: { agentIds: presenters.map((a) => a.id), ...actual },
+        presenter: { agentIds: this.agentsIn(counted).map((a) => a.id), ...actual },
       });
     }
     let refusal: unknown;
@@ -790,6 +797,13 @@ export class Authority {
     }
     if (notYours) throw new WritError('WRIT_TOKEN_NOT_YOURS', 'this token was minted for another agent');
     if (refusal !== undefined) throw refusal;
+  }
+
+  /** The agents that said hello from any of these processes, in the order they were made. */
+  private agentsIn(processes: readonly ProcessRef[]): Agent[] {
+    const found = new Set<Agent>();
+    for (const p of processes) for (const a of this.agentsByProcess.get(processKey(p)) ?? []) found.add(a);
+    return [...found].sort((a, b) => a.order - b.order);
   }
 
   /**
