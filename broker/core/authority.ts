@@ -24,6 +24,7 @@ import type {
 import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
 import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope } from './scopes';
+import type { Scope } from './scopes';
 import type { TokenMinter, WritClaims } from './tokens';
 import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS, VerifiedTokens } from './tokens';
 import type { RevocationStore } from './revocation';
@@ -144,6 +145,8 @@ const TOKEN_EVENTS: ReadonlySet<AuditEntry['event']> = new Set(['token.minted', 
 const BINDING_CACHE = 256;
 /** A grant's token map is swept of expired tokens once it reaches twice its size after the last sweep, and this. */
 const TOKEN_SWEEP_FLOOR = 64;
+/** Distinct parent-token scope strings whose parsed forms are kept for exchange; past it, the memo starts over. */
+const SCOPE_FORMS = 256;
 /** New grants, and new agents, between sweeps of what can no longer matter. */
 const SWEEP_EVERY = 256;
 
@@ -170,6 +173,8 @@ export class Authority {
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
   /** `${pid}:${startTime}` → the agents that said hello from that process (their `seenFrom`), for the holder rules. */
   private readonly agentsByProcess = new Map<string, Set<Agent>>();
+  /** A parent token's `scope` claim → its scopes parsed and normalized (heldScopes); bounded by SCOPE_FORMS. */
+  private readonly scopeForms = new Map<string, { held: Scope[]; normalized: string[] }>();
   private agentsMade = 0;
   /**
    * `${sub-agent}\n${parent grant}\n${scope}` → the grant its exchanges share while it is live: one grant per
@@ -867,9 +872,9 @@ export class Authority {
     if (subject.chain.length > this.config.maxDelegationDepth) {
       throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
     }
-    const held = parseScopes(subject.scope.split(' '));
+    const { held, normalized } = this.heldScopes(subject.scope);
     const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
-    if (!scopesCover(held, asked)) {
+    if (req.scopes && !scopesCover(held, asked)) {
       throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
         data: { uncovered: uncoveredScopes(held, asked).map(formatScope) },
       });
@@ -886,7 +891,7 @@ export class Authority {
     const now = seconds(this.deps.clock.now());
     const remaining = subject.exp - now;
     if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
-    const scopes = normalizeScopes(asked.map(formatScope));
+    const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
     const grant = this.exchangeGrant(child, subject, scopes, now, parent !== undefined);
     const task = { id: grant.taskId, description: grant.task };
     const { token: signed, claims } = this.deps.minter.mint({
@@ -917,6 +922,22 @@ export class Authority {
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
+  }
+
+  /**
+   * A parent token's scopes, parsed and in canonical form: the same few scope strings come with every exchange,
+   * and parsing, covering and normalizing them again each time cost more than the rest of the scope logic.
+   */
+  private heldScopes(scope: string): { held: Scope[]; normalized: string[] } {
+    let e = this.scopeForms.get(scope);
+    if (e === undefined) {
+      const held = parseScopes(scope.split(' '));
+      // Frozen: the arrays are shared by every exchange of that scope (grant, record, answer), never changed.
+      e = { held, normalized: Object.freeze(normalizeScopes(held.map(formatScope))) as string[] };
+      if (this.scopeForms.size >= SCOPE_FORMS) this.scopeForms.clear();
+      this.scopeForms.set(scope, e);
+    }
+    return e;
   }
 
   /**
