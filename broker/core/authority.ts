@@ -24,6 +24,7 @@ import type {
 import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
 import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope } from './scopes';
+import type { Scope } from './scopes';
 import type { TokenMinter, WritClaims } from './tokens';
 import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS, VerifiedTokens } from './tokens';
 import type { RevocationStore } from './revocation';
@@ -80,6 +81,8 @@ interface Agent {
   process: PeerProcess | undefined;
   /** Every process this agent said hello from (pid + start time), newest last, a few at most: who it is on HTTP. */
   seenFrom: ProcessRef[];
+  /** When it was made, relative to the others: the order presenters are named in. */
+  order: number;
   grants: Set<string>;
   /** Inventory identity (stable across runs), when oversight is on. */
   identity: string | undefined;
@@ -103,6 +106,12 @@ interface Grant {
   tokens: Map<string, number>;
   /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
   tokensAfterSweep: number;
+  /** An exchange grant: the grant of the parent token it was exchanged from, whose revocation takes this one too. */
+  parentGrantId: string | undefined;
+  /** Exchange grants made from tokens of this grant, while held. */
+  children: Set<string> | undefined;
+  /** An exchange grant's key in `exchangeGrants`, so forgetting the grant forgets the key. */
+  exchangeKey: string | undefined;
 }
 
 interface Pending {
@@ -136,6 +145,8 @@ const TOKEN_EVENTS: ReadonlySet<AuditEntry['event']> = new Set(['token.minted', 
 const BINDING_CACHE = 256;
 /** A grant's token map is swept of expired tokens once it reaches twice its size after the last sweep, and this. */
 const TOKEN_SWEEP_FLOOR = 64;
+/** Distinct parent-token scope strings whose parsed forms are kept for exchange; past it, the memo starts over. */
+const SCOPE_FORMS = 256;
 /** New grants, and new agents, between sweeps of what can no longer matter. */
 const SWEEP_EVERY = 256;
 
@@ -143,6 +154,7 @@ const SWEEP_EVERY = 256;
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
 
@@ -159,6 +171,16 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  /** `${pid}:${startTime}` → the agents that said hello from that process (their `seenFrom`), for the holder rules. */
+  private readonly agentsByProcess = new Map<string, Set<Agent>>();
+  /** A parent token's `scope` claim → its scopes parsed and normalized (heldScopes); bounded by SCOPE_FORMS. */
+  private readonly scopeForms = new Map<string, { held: Scope[]; normalized: string[] }>();
+  private agentsMade = 0;
+  /**
+   * `${sub-agent}\n${parent grant}\n${scope}` → the grant its exchanges share while it is live: one grant per
+   * delegation rather than per exchange, as a WebSocket grant holds all its mints.
+   */
+  private readonly exchangeGrants = new Map<string, Grant>();
   private readonly bindings = new BindingStore();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
@@ -245,6 +267,7 @@ export class Authority {
       connections: 0,
       process,
       seenFrom: [],
+      order: this.agentsMade++,
       grants: new Set(),
       identity: undefined,
       subAgentKey: undefined,
@@ -269,7 +292,19 @@ export class Authority {
   private rememberProcess(agent: Agent, p: PeerProcess): void {
     if (p.startTime === undefined) return;
     const ref = { pid: p.pid, startTime: p.startTime };
-    agent.seenFrom = [...agent.seenFrom.filter((r) => r.pid !== ref.pid || r.startTime !== ref.startTime), ref].slice(-SEEN_FROM);
+    const seen = [...agent.seenFrom.filter((r) => r.pid !== ref.pid || r.startTime !== ref.startTime), ref];
+    for (const gone of seen.slice(0, -SEEN_FROM)) this.forgetProcess(agent, gone);
+    agent.seenFrom = seen.slice(-SEEN_FROM);
+    const key = processKey(ref);
+    const set = this.agentsByProcess.get(key);
+    if (set) set.add(agent);
+    else this.agentsByProcess.set(key, new Set([agent]));
+  }
+
+  private forgetProcess(agent: Agent, ref: ProcessRef): void {
+    const key = processKey(ref);
+    const set = this.agentsByProcess.get(key);
+    if (set?.delete(agent) && set.size === 0) this.agentsByProcess.delete(key);
   }
 
   async disconnected(agentId: string): Promise<void> {
@@ -500,6 +535,9 @@ export class Authority {
       revoked: false,
       tokens: new Map(),
       tokensAfterSweep: 0,
+      parentGrantId: undefined,
+      children: undefined,
+      exchangeKey: undefined,
     };
     this.grants.set(grant.id, grant);
     agent.grants.add(grant.id);
@@ -532,8 +570,8 @@ export class Authority {
 
   /**
    * Forgets grants that can mint nothing more and whose tokens have all expired, so a long-running broker
-   * (one exchange is one grant) does not grow without bound. Revoked ones stay covered by the revocation
-   * list, which outlives them until what they covered has expired.
+   * does not grow without bound. Revoked ones stay covered by the revocation list, which outlives them until
+   * what they covered has expired.
    */
   private sweepGrants(now: number): void {
     this.grantsSinceSweep = 0;
@@ -543,6 +581,8 @@ export class Authority {
       for (const jti of g.tokens.keys()) this.tokenGrants.delete(jti);
       this.grants.delete(id);
       this.agents.get(g.agentId)?.grants.delete(id);
+      if (g.exchangeKey !== undefined && this.exchangeGrants.get(g.exchangeKey) === g) this.exchangeGrants.delete(g.exchangeKey);
+      if (g.parentGrantId !== undefined) this.grants.get(g.parentGrantId)?.children?.delete(id);
     }
   }
 
@@ -564,6 +604,7 @@ export class Authority {
     for (const [id, a] of this.agents) {
       if (keep.has(id)) continue;
       this.agents.delete(id);
+      for (const ref of a.seenFrom) this.forgetProcess(a, ref);
       if (a.sessionHash !== undefined && this.sessions.get(a.sessionHash) === id) {
         this.sessions.delete(a.sessionHash);
         if (a.revoked) this.revokedSessions.add(a.sessionHash);
@@ -725,9 +766,20 @@ export class Authority {
     if (line[0]?.startTime !== proc.startTime) return;
     // Introspection is how resources ask too, and an agent may run a resource: there only the process itself counts.
     const counted = presenter.via === 'introspect' ? line.slice(0, 1) : line;
-    const inLine = (r: ProcessRef) => counted.some((p) => p.pid === r.pid && p.startTime === r.startTime);
-    const presenters = [...this.agents.values()].filter((a) => a.seenFrom.some(inLine));
-    const notYours = presenters.length > 0 && !presenters.some((a) => mayHold(a, chain));
+    // Looked up by process, not by walking every agent: this runs on every exchange. Any presenter that may hold
+    // the token settles it; the presenters are listed (for the finding) only when none may.
+    let presented = false;
+    let mayAnyHold = false;
+    for (let i = 0; i < counted.length && !mayAnyHold; i++) {
+      for (const a of this.agentsByProcess.get(processKey(counted[i]!)) ?? []) {
+        presented = true;
+        if (mayHold(a, chain)) {
+          mayAnyHold = true;
+          break;
+        }
+      }
+    }
+    const notYours = presented && !mayAnyHold;
     const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
     const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);
 
@@ -737,7 +789,7 @@ export class Authority {
     if (notYours && oversight && holder?.identity) {
       await oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_NOT_YOURS', claims.jti, {
         via: presenter.via,
-        presenter: { agentIds: presenters.map((a) => a.id), ...actual },
+        presenter: { agentIds: this.agentsIn(counted).map((a) => a.id), ...actual },
       });
     }
     let refusal: unknown;
@@ -750,6 +802,13 @@ export class Authority {
     }
     if (notYours) throw new WritError('WRIT_TOKEN_NOT_YOURS', 'this token was minted for another agent');
     if (refusal !== undefined) throw refusal;
+  }
+
+  /** The agents that said hello from any of these processes, in the order they were made. */
+  private agentsIn(processes: readonly ProcessRef[]): Agent[] {
+    const found = new Set<Agent>();
+    for (const p of processes) for (const a of this.agentsByProcess.get(processKey(p)) ?? []) found.add(a);
+    return [...found].sort((a, b) => a.order - b.order);
   }
 
   /**
@@ -813,9 +872,9 @@ export class Authority {
     if (subject.chain.length > this.config.maxDelegationDepth) {
       throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
     }
-    const held = parseScopes(subject.scope.split(' '));
+    const { held, normalized } = this.heldScopes(subject.scope);
     const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
-    if (!scopesCover(held, asked)) {
+    if (req.scopes && !scopesCover(held, asked)) {
       throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
         data: { uncovered: uncoveredScopes(held, asked).map(formatScope) },
       });
@@ -832,10 +891,9 @@ export class Authority {
     const now = seconds(this.deps.clock.now());
     const remaining = subject.exp - now;
     if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
-    const scopes = normalizeScopes(asked.map(formatScope));
-    const task = { id: subject.task_id, description: parent ? this.grants.get(subject.grant_id)?.task ?? '' : '' };
-    const grant = this.newGrant(child, task, scopes, subject.aud, 'task', Math.min(remaining, this.config.maxTtlSeconds));
-    grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
+    const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
+    const grant = this.exchangeGrant(child, subject, scopes, now, parent !== undefined);
+    const task = { id: grant.taskId, description: grant.task };
     const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [child.id, ...subject.chain],
@@ -858,11 +916,58 @@ export class Authority {
         detail: { subjectJti: subject.jti },
       }),
     ]);
-    if (this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
+    // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
+    if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     this.holdToken(grant, claims.jti, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
+  }
+
+  /**
+   * A parent token's scopes, parsed and in canonical form: the same few scope strings come with every exchange,
+   * and parsing, covering and normalizing them again each time cost more than the rest of the scope logic.
+   */
+  private heldScopes(scope: string): { held: Scope[]; normalized: string[] } {
+    let e = this.scopeForms.get(scope);
+    if (e === undefined) {
+      const held = parseScopes(scope.split(' '));
+      // Frozen: the arrays are shared by every exchange of that scope (grant, record, answer), never changed.
+      e = { held, normalized: Object.freeze(normalizeScopes(held.map(formatScope))) as string[] };
+      if (this.scopeForms.size >= SCOPE_FORMS) this.scopeForms.clear();
+      this.scopeForms.set(scope, e);
+    }
+    return e;
+  }
+
+  /**
+   * The grant a sub-agent's exchanged tokens belong to: one per (sub-agent, parent grant, scopes), shared while
+   * live and kept as long as the latest parent token exchanged on it. Revoking one exchanged token (by jti) leaves
+   * its siblings; revoking this grant, the parent's grant or the sub-agent ends them all. A revoked or expired one
+   * is replaced by a fresh grant, as each exchange had one of its own before.
+   */
+  private exchangeGrant(child: Agent, subject: WritClaims, scopes: string[], now: number, parentKnown: boolean): Grant {
+    const key = `${child.id}\n${subject.grant_id}\n${scopes.join(' ')}`;
+    const ttl = Math.min(subject.exp - now, this.config.maxTtlSeconds);
+    const until = Math.min(now + this.config.taskGrantSeconds, subject.exp);
+    let grant = this.exchangeGrants.get(key);
+    if (grant !== undefined && !grant.revoked && grant.expiresAt > now) {
+      if (until > grant.expiresAt) grant.expiresAt = until;
+      if (ttl > grant.ttl) grant.ttl = ttl;
+      return grant;
+    }
+    // Linked to the parent's grant while it is held (a token of an earlier run names a grant no longer in memory:
+    // the revocation list still covers that grant's id, and the chain covers the agents).
+    const held = this.grants.get(subject.grant_id);
+    grant = this.newGrant(child, { id: subject.task_id, description: parentKnown ? held?.task ?? '' : '' }, scopes, subject.aud, 'task', ttl);
+    grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
+    grant.exchangeKey = key;
+    this.exchangeGrants.set(key, grant);
+    if (held !== undefined) {
+      grant.parentGrantId = held.id;
+      (held.children ??= new Set()).add(grant.id);
+    }
+    return grant;
   }
 
   private isRevokedChain(c: WritClaims): boolean {
@@ -932,7 +1037,20 @@ export class Authority {
       }
       case 'grant':
       case 'task': {
-        const matched = [...this.grants.values()].filter((g) => (target.kind === 'grant' ? g.id === target.id : g.taskId === target.id));
+        const matched = target.kind === 'grant'
+          ? [this.grants.get(target.id)].filter((g): g is Grant => g !== undefined)
+          : [...this.grants.values()].filter((g) => g.taskId === target.id);
+        // The exchange grants made from tokens of these (and from theirs), as revoking an agent takes its sub-agents.
+        const seen = new Set(matched);
+        for (let i = 0; i < matched.length; i++) {
+          for (const id of matched[i]!.children ?? []) {
+            const child = this.grants.get(id);
+            if (child && !seen.has(child)) {
+              seen.add(child);
+              matched.push(child);
+            }
+          }
+        }
         if (target.kind === 'grant' && matched.length === 0) {
           await this.deps.revocations.add('grant', target.id, until);
           grantIds.push(target.id);

@@ -24,13 +24,17 @@ export interface HttpDeps {
   proxy?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/**
+ * A JSON answer with its length: without one Node frames the body as chunked, and the head, chunk, body and
+ * terminator leave in a writev of four buffers; with it, head and body go out as one string in one write.
+ */
+function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
-    ...headers,
   });
   res.end(text);
 }

@@ -62,6 +62,35 @@ describe('revocation', () => {
     await client.close();
   });
 
+  it('revoking a grant revokes the tokens exchanged from its tokens; revoking one exchanged token leaves its sibling', async () => {
+    const { client } = await b.agent('exchanging-parent');
+    const r = await client.call('task.request', { task: 't-ex', scopes: ['repo:read:acme/*'], audience: AUD });
+    const later = await client.call('token.mint', { grantId: r.grant.id });
+    const one = await exchange(b, r.token.token, { actor_name: 'helper' });
+    const two = await exchange(b, later.token, { actor_name: 'helper' });
+    expect([one.status, two.status]).toEqual([200, 200]);
+    const claimsOf = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString());
+    // One delegation, one grant: both exchanged tokens name the helper's grant, not the parent's.
+    expect(claimsOf(two.json.access_token).grant_id).toBe(claimsOf(one.json.access_token).grant_id);
+    expect(claimsOf(one.json.access_token).grant_id).not.toBe(r.grant.id);
+
+    const byJti = await client.call('revoke', { target: { kind: 'token', jti: claimsOf(one.json.access_token).jti } });
+    expect(byJti).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    expect(await introspect(b, one.json.access_token)).toEqual({ active: false });
+    expect((await introspect(b, two.json.access_token)).active).toBe(true);
+
+    const n = events.length;
+    const res = await client.call('revoke', { target: { kind: 'grant', id: r.grant.id } });
+    // The parent's grant and the helper's below it; the parent's two tokens and the exchanged one still live.
+    expect(res).toEqual({ revokedTokens: 3, revokedGrants: 2, revokedAgents: 0 });
+    for (const t of [r.token.token, later.token, two.json.access_token]) expect(await introspect(b, t)).toEqual({ active: false });
+    const again = await exchange(b, later.token, { actor_name: 'helper' });
+    expect(again).toEqual({ status: 400, json: { error: 'invalid_grant', error_description: 'token has been revoked', writ_code: 'WRIT_TOKEN_REVOKED' } });
+    await new Promise((r) => setTimeout(r, 30));
+    expect(events.slice(n).map((e) => e.grantIds)).toEqual([[r.grant.id, claimsOf(two.json.access_token).grant_id]]);
+    await client.close();
+  });
+
   it('revoking an agent cascades to its sub-agents, their tokens and connections', async () => {
     const { client: parent } = await b.agent('parent');
     const pr = await parent.call('task.request', { task: 't3', scopes: ['repo:read:acme/*', 'repo:write:acme/web'], audience: AUD });

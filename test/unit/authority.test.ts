@@ -161,6 +161,95 @@ describe('Authority', () => {
     expect(await codeOf(authority.exchange(cr.token.token, {}))).toBe('WRIT_DEPTH_EXCEEDED');
   });
 
+  describe('RFC 8693 exchange: the sub-agent\'s grant', () => {
+    /** A parent agent holding a grant, and a way to exchange one of its tokens for a named sub-agent. */
+    async function parentWithGrant(scopes = ['repo:read:acme/*']) {
+      const p = await hello('parent');
+      const pr = await authority.requestTask({ agentId: p.agentId }, { task: 'delegate', scopes, audience: AUD });
+      return { agentId: p.agentId, grantId: pr.grant.id, token: pr.token };
+    }
+    const grantOf = async (token: string) => (await authority.check(token)).grant_id;
+
+    it('exchanges for one sub-agent from one parent grant share a grant; revoking one token leaves its siblings active', async () => {
+      const p = await parentWithGrant();
+      const later = await authority.mint({ agentId: p.agentId }, { grantId: p.grantId });
+      const a = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const b = await authority.exchange(later.token, { actorName: 'sub' });
+      expect(await grantOf(b.token)).toBe(await grantOf(a.token));
+      expect(await grantOf(a.token)).not.toBe(p.grantId);
+      expect(await authority.revoke({ kind: 'token', jti: a.jti }, 'test')).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+      expect(await codeOf(authority.check(a.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await authority.check(b.token)).jti).toBe(b.jti);
+      expect((await authority.check(p.token.token)).jti).toBe(p.token.jti);
+    });
+
+    it('another sub-agent name, or narrower scopes, is another grant', async () => {
+      const p = await parentWithGrant(['repo:read:acme/*', 'repo:write:acme/web']);
+      const whole = await grantOf((await authority.exchange(p.token.token, { actorName: 'sub' })).token);
+      const narrow = await grantOf((await authority.exchange(p.token.token, { actorName: 'sub', scopes: ['repo:read:acme/web'] })).token);
+      const other = await grantOf((await authority.exchange(p.token.token, { actorName: 'other' })).token);
+      expect(new Set([whole, narrow, other]).size).toBe(3);
+      expect(await grantOf((await authority.exchange(p.token.token, { actorName: 'sub', scopes: ['repo:read:acme/web'] })).token)).toBe(narrow);
+    });
+
+    it('revoking the parent grant revokes every token exchanged from it, and exchange from its tokens is refused', async () => {
+      const p = await parentWithGrant();
+      const a = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const b = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const c = await authority.exchange(p.token.token, { actorName: 'other' });
+      const below = [await grantOf(a.token), await grantOf(c.token)];
+      const heard: string[][] = [];
+      authority.onRevocation((e) => void heard.push(e.grantIds ?? []));
+      const res = await authority.revoke({ kind: 'grant', id: p.grantId }, 'test');
+      // The parent grant and the two sub-agent grants below it; the parent's token and the three exchanged ones.
+      expect(res).toEqual({ revokedTokens: 4, revokedGrants: 3, revokedAgents: 0 });
+      // Verifiers hear every grant id, so they refuse the exchanged tokens (whose grant_id is the sub-agent's grant).
+      expect(heard).toEqual([[p.grantId, ...below]]);
+      for (const t of [p.token.token, a.token, b.token, c.token]) expect(await codeOf(authority.check(t))).toBe('WRIT_TOKEN_REVOKED');
+      expect(await codeOf(authority.exchange(p.token.token, { actorName: 'sub' }))).toBe('WRIT_TOKEN_REVOKED');
+    });
+
+    it("revoking a sub-agent's grant ends the tokens exchanged on it, not its parent's; the next exchange gets a new grant", async () => {
+      const p = await parentWithGrant();
+      const a = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const b = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const first = await grantOf(a.token);
+      expect(await authority.revoke({ kind: 'grant', id: first }, 'test')).toEqual({ revokedTokens: 2, revokedGrants: 1, revokedAgents: 0 });
+      expect(await codeOf(authority.check(a.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect(await codeOf(authority.check(b.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await authority.check(p.token.token)).jti).toBe(p.token.jti);
+      const c = await authority.exchange(p.token.token, { actorName: 'sub' });
+      expect(await grantOf(c.token)).not.toBe(first);
+      expect((await authority.check(c.token)).jti).toBe(c.jti);
+    });
+
+    it('revoking the sub-agent revokes its exchanged tokens and leaves the parent active', async () => {
+      const p = await parentWithGrant();
+      const a = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const sub = (await authority.check(a.token)).client_id;
+      expect(await authority.revoke({ kind: 'agent', id: sub }, 'test')).toEqual({ revokedTokens: 1, revokedGrants: 1, revokedAgents: 1 });
+      expect(await codeOf(authority.check(a.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect(await codeOf(authority.exchange(p.token.token, { actorName: 'sub' }))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await authority.check(p.token.token)).jti).toBe(p.token.jti);
+    });
+
+    it('a shared grant lives as long as the latest parent token exchanged on it', async () => {
+      const p = await parentWithGrant();
+      clock.advance(200_000);
+      const later = await authority.mint({ agentId: p.agentId }, { grantId: p.grantId });
+      const a = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const b = await authority.exchange(later.token, { actorName: 'sub' });
+      expect(b.expiresAt).toBe(later.expiresAt);
+      expect(a.expiresAt).toBe(p.token.expiresAt);
+      const g = await grantOf(b.token);
+      // Past the first parent token's expiry, the grant and the later token are still live.
+      clock.advance(150_000);
+      expect(await codeOf(authority.check(a.token))).toBe('WRIT_TOKEN_EXPIRED');
+      expect((await authority.check(b.token)).grant_id).toBe(g);
+      expect(authority.listGrants(undefined).map((x) => x.id)).toContain(g);
+    });
+  });
+
   it('fails closed: when the audit write fails, no token is returned', async () => {
     let fail = false;
     await log.close();
@@ -192,6 +281,44 @@ describe('Authority', () => {
   });
 });
 
+describe('Authority: whose token is this (holder rules on exchange)', () => {
+  it('refuses a token presented from another agent\'s process, and forgets a process the agent has not said hello from lately', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-holder-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const ids = counterIds();
+    // Each process a child of pid 1 (start time = pid), none gone.
+    const processes = { lineage: (pid: number) => [{ pid, startTime: pid }, { pid: 1, startTime: 1 }] };
+    const a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      {
+        clock,
+        ids,
+        audit: { append: async () => undefined },
+        minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+        revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock),
+        approver: new ScriptedApprover(),
+        publicKey: () => publicKey,
+        processes,
+      },
+    );
+    const proc = (pid: number) => ({ pid, startTime: pid, uid: 0 });
+    const from = (pid: number) => ({ process: async () => proc(pid) });
+    const owner = await a.introduce({ protocol: 'writ/1', agent: { name: 'owner', kind: 'k' } }, proc(10));
+    const other = await a.introduce({ protocol: 'writ/1', agent: { name: 'other', kind: 'k' } }, proc(20));
+    const r = await a.requestTask({ agentId: owner.agentId, process: proc(10) }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const theirs = await a.requestTask({ agentId: other.agentId, process: proc(20) }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    expect(await codeOf(a.exchange(r.token.token, {}, from(20)))).toBe('WRIT_TOKEN_NOT_YOURS');
+    expect(await codeOf(a.exchange(r.token.token, {}, from(10)))).toBe('resolved');
+    // The other agent resumes from four more processes: it is remembered in the last four, so no longer in 20.
+    for (const pid of [21, 22, 23, 24]) await a.introduce({ protocol: 'writ/1', agent: { name: 'other', kind: 'k' }, session: theirs.session! }, proc(pid));
+    expect(await codeOf(a.exchange(r.token.token, {}, from(24)))).toBe('WRIT_TOKEN_NOT_YOURS');
+    expect(await codeOf(a.exchange(r.token.token, {}, from(20)))).toBe('resolved');
+    // A process both said hello from counts as both: the owner's token may be held there.
+    await a.introduce({ protocol: 'writ/1', agent: { name: 'owner', kind: 'k' }, session: r.session! }, proc(24));
+    expect(await codeOf(a.exchange(r.token.token, {}, from(24)))).toBe('resolved');
+  });
+});
+
 describe('Authority: memory', () => {
   it('forgets grants that have expired with all their tokens, and keeps live ones', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-sweep-'));
@@ -205,13 +332,18 @@ describe('Authority: memory', () => {
     );
     const { agentId } = await a.introduce({ protocol: 'writ/1', agent: { name: 'x', kind: 'k' } });
     const first = await a.requestTask({ agentId }, { task: 'old', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
-    // 300 exchanges later (one grant each), past the first grant's and all tokens' expiry…
+    // 300 exchanges later, each for a sub-agent of its own (so each a grant of its own), past the first grant's
+    // and all tokens' expiry…
     clock.advance((DEFAULT_AUTHORITY_CONFIG.taskGrantSeconds + 61) * 1000);
     const live = await a.requestTask({ agentId }, { task: 'new', scopes: ['repo:read:b'], audience: AUD, ttl: 3600 });
-    for (let i = 0; i < 300; i++) await a.exchange(live.token.token, { actorName: `sub${i % 3}` });
+    for (let i = 0; i < 300; i++) await a.exchange(live.token.token, { actorName: `sub${i}` });
     // The first grant and its token are past expiry: swept. The live grant and the 300 exchange grants
     // (alive until the subject token expires) are kept: 301 held, not 302.
     expect(a.retainedGrants()).toBe(301);
+    // Exchanging again for those sub-agents reuses their grants: nothing more is held but the tokens.
+    for (let i = 0; i < 300; i++) await a.exchange(live.token.token, { actorName: `sub${i % 3}` });
+    expect(a.retainedGrants()).toBe(301);
+    expect(a.retainedTokens()).toBe(601);
     expect(a.listGrants(agentId).map((g) => g.id)).toEqual([live.grant.id]);
     expect(await a.introspect(first.token.token)).toEqual({ active: false });
     await log.close();
