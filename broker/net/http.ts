@@ -25,8 +25,8 @@ export interface HttpDeps {
 }
 
 /**
- * A JSON answer with its length: without one Node frames the body as chunked, and the head, chunk, body and
- * terminator leave in a writev of four buffers; with it, head and body go out as one string in one write.
+ * A JSON answer with its length: without one Node frames the body as chunked, and the head, chunk size, body and
+ * terminator leave in a writev of four buffers; with it, no chunk framing, and head and body leave together.
  */
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
