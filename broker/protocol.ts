@@ -317,6 +317,19 @@ export const Methods = {
       scopes: z.array(ScopeString).max(32).optional(),
       /** Why it was refused. */
       code: WritErrorCodeSchema.optional(),
+      /**
+       * The connection the token arrived on, as the resource's socket sees it (its addresses and ports): the broker
+       * finds the presenting process from the kernel, names it in the record and holds it to the token's process
+       * rules. Never taken on trust: a connection the kernel does not show is recorded as not found.
+       */
+      connection: z
+        .strictObject({
+          localAddress: shortText(64),
+          localPort: z.number().int().min(1).max(65535),
+          remoteAddress: shortText(64),
+          remotePort: z.number().int().min(1).max(65535),
+        })
+        .optional(),
     }),
     result: z.strictObject({ recorded: z.boolean() }),
   },

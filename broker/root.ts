@@ -27,7 +27,7 @@ import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
 import { RpcConnection, acknowledged, eventOfEntry, revocationFrame } from './net/rpc';
-import { PeerIdentifier, procTable } from './net/peer';
+import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
 import { createProxy, proxyTimeoutMs } from './proxy/proxy';
@@ -162,6 +162,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   // Process identity of peers; the broker's own executable is hashed now, while the keychain is read.
   const peers = new PeerIdentifier();
   peers.prewarm();
+  // The processes that presented tokens at resources, from the connections the resources' use reports name.
+  const presenters = new ConnectionLookup((addr) => peers.identify(addr));
 
   const maxTtl = options.maxTtlSeconds ?? Number(env.WRIT_MAX_TTL ?? MAX_TTL_CEILING_SECONDS);
   if (!Number.isInteger(maxTtl) || maxTtl < 1 || maxTtl > MAX_TTL_CEILING_SECONDS) {
@@ -315,7 +317,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     onConnection: (ws, ctx) => {
       // Who is on the other end, from the kernel: looked up once, now, and bound to this connection.
       const peer = ctx.peer === undefined ? undefined : peers.forConnection(ctx.peer);
-      const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), ...(peer === undefined ? {} : { peer }) });
+      const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
     },

@@ -133,7 +133,8 @@ export interface Caller {
  * demand. `introspect` is how resources ask too, so only an agent introspecting another's token counts there.
  */
 export interface Presenter {
-  via: 'exchange' | 'proxy' | 'introspect';
+  /** `use`: a resource's verifier reported the token used, and the connection it came on (`token.used`). */
+  via: 'exchange' | 'proxy' | 'introspect' | 'use';
   process: () => Promise<PeerProcess | undefined>;
 }
 
@@ -746,7 +747,7 @@ export class Authority {
       }
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
-    if (presenter) await this.checkHolder(claims, chain, presenter);
+    if (presenter) await this.checkHolder(claims.jti, chain, presenter);
     return { ...claims, chain };
   }
 
@@ -756,7 +757,7 @@ export class Authority {
    * own process); if there are some and none may hold the token, it is refused. Either rule is a finding against
    * the token's own agent (its token leaked), naming the presenter.
    */
-  private async checkHolder(claims: WritClaims, chain: string[], presenter: Presenter): Promise<void> {
+  private async checkHolder(jti: string, chain: string[], presenter: Presenter): Promise<void> {
     const table = this.deps.processes;
     if (!table) return;
     const proc = await presenter.process();
@@ -780,14 +781,14 @@ export class Authority {
       }
     }
     const notYours = presented && !mayAnyHold;
-    const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(claims.jti);
+    const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(jti);
     const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);
 
     const holder = this.agents.get(chain[0]!);
     const oversight = this.deps.oversight;
     const actual = { pid: proc.pid, ...(proc.exe === undefined ? {} : { exe: proc.exe }) };
     if (notYours && oversight && holder?.identity) {
-      await oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_NOT_YOURS', claims.jti, {
+      await oversight.onBadToken(holder.identity, this.auditAgent(holder), 'WRIT_TOKEN_NOT_YOURS', jti, {
         via: presenter.via,
         presenter: { agentIds: this.agentsIn(counted).map((a) => a.id), ...actual },
       });
@@ -795,7 +796,7 @@ export class Authority {
     let refusal: unknown;
     if (verdict?.verdict === 'mismatch' && oversight && holder?.identity) {
       try {
-        await oversight.onProcessMismatch(holder.identity, this.auditAgent(holder), verdict.expected, verdict.actual, { jti: claims.jti, via: presenter.via });
+        await oversight.onProcessMismatch(holder.identity, this.auditAgent(holder), verdict.expected, verdict.actual, { jti, via: presenter.via });
       } catch (e) {
         refusal = e;
       }
@@ -1118,7 +1119,17 @@ export class Authority {
    * `token.used`: a resource's verifier saw a token (by jti) and allowed or refused it. Whose token it was comes
    * from the broker's own records, not the report; who reported it is the reporting connection's identity.
    */
-  async recordUse(report: MethodParams<'token.used'>, reporter: { agentId?: string; process?: PeerProcess }): Promise<void> {
+  /**
+   * `token.used`. With the connection the token came on, `presented` is what the kernel says is on its other end:
+   * the process is named in the record and held to the token's process rules (another agent's process: a
+   * bad-token finding; not the process it was minted for: a process-mismatch finding), each acting as configured.
+   * The use itself already happened at the resource: nothing is refused here, a finding's block or stop ends the rest.
+   */
+  async recordUse(
+    report: MethodParams<'token.used'>,
+    reporter: { agentId?: string; process?: PeerProcess },
+    presented?: { process: PeerProcess } | { notFound: string },
+  ): Promise<void> {
     const texts = [report.jti, report.audience, report.call?.resource, report.call?.action, report.call?.target, ...(report.scopes ?? [])];
     if (texts.some((t) => t !== undefined && JWT_SHAPE.test(t))) {
       // A report holds ids and names only; something shaped like a token is refused, never written.
@@ -1142,8 +1153,16 @@ export class Authority {
           ...(reporter.agentId === undefined ? {} : { agentId: reporter.agentId }),
           ...(reporter.process === undefined ? {} : { pid: reporter.process.pid, ...(reporter.process.exe === undefined ? {} : { exe: reporter.process.exe }) }),
         },
+        ...(presented === undefined ? {} : { presenter: presenterView(presented) }),
       },
     });
+    if (presented === undefined || !('process' in presented) || agent === undefined) return;
+    try {
+      await this.checkHolder(report.jti, [agent.id, ...agent.parents], { via: 'use', process: async () => presented.process });
+    } catch (e) {
+      // The finding is recorded and its action taken; the refusal itself has no one to go to.
+      if (!isWritError(e) || e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_INTERNAL') throw e;
+    }
   }
 
   /**
@@ -1301,4 +1320,11 @@ export class Authority {
     // Members left undefined are left out of the record by the log itself (AuditLog #build): records stay canonical.
     return this.deps.audit.append(entry);
   }
+}
+
+/** The presenting process in a `token.used` record: by reference, as the token's own agent is, or why it is unknown. */
+function presenterView(p: { process: PeerProcess } | { notFound: string }): Record<string, unknown> {
+  if (!('process' in p)) return { found: false, reason: p.notFound };
+  const { pid, startTime, exe } = p.process;
+  return { pid, ...(startTime === undefined ? {} : { startTime }), ...(exe === undefined ? {} : { exe }) };
 }

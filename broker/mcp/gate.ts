@@ -244,13 +244,15 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
 
     let verified: VerifiedToken;
     try {
-      if (calls.length === 0) verified = await verifier.verify(token);
+      // The use reports name this connection, so the broker can name the process that presented the token.
+      const connection = req.socket;
+      if (calls.length === 0) verified = await verifier.verify(token, { connection });
       else {
         let v: VerifiedToken | undefined;
         // Each call is checked and reported on its own (the verifier's use report: tool and outcome, no arguments).
         for (const c of calls) {
           try {
-            v = await verifier.verify(token, { call: { resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) } });
+            v = await verifier.verify(token, { call: { resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) }, connection });
           } catch (e) {
             throw Object.assign(asWritError(e), { gateTool: c.tool, gateId: c.id });
           }

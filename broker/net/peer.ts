@@ -643,3 +643,61 @@ async function hashHandle(fh: import('node:fs/promises').FileHandle): Promise<st
     await fh.close().catch(() => undefined);
   }
 }
+
+/** Fresh lookups of a use report's connection made per second (each may scan /proc); the rest are not looked up. */
+export const CONNECTION_LOOKUPS_PER_SECOND = 20;
+/** A connection's answer is reused this long: a resource reports every call made on a kept-alive connection. */
+const CONNECTION_TTL_MS = 1000;
+const CONNECTION_CACHE_MAX = 256;
+
+/** The connection a resource saw a token arrive on (`token.used`'s `connection`). */
+export interface ReportedConnection {
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+/** A normalized address (normalizeAddress) in 127.0.0.0/8 or ::1. */
+export function isLoopbackAddress(a: string): boolean {
+  return a.startsWith('127.') || a === '0:0:0:0:0:0:0:1';
+}
+
+/**
+ * Which process is on the client end of a connection a resource reports a token came on: the kernel's answer
+ * (the same lookup as for the broker's own connections), for loopback TCP only. Bounded: answers are kept a
+ * second per connection, and fresh lookups are budgeted per second, since any local process may send reports.
+ */
+export class ConnectionLookup {
+  private readonly cache = new Map<string, { at: number; result: Promise<PeerProcess | undefined> }>();
+  private window = { second: -1, count: 0 };
+
+  constructor(
+    private readonly identify: (addr: PeerAddress) => Promise<PeerProcess | undefined>,
+    private readonly now: () => number = () => performance.now(),
+    private readonly perSecond = CONNECTION_LOOKUPS_PER_SECOND,
+  ) {}
+
+  async find(c: ReportedConnection): Promise<{ process: PeerProcess } | { notFound: string }> {
+    const local = normalizeAddress(c.localAddress);
+    const remote = normalizeAddress(c.remoteAddress);
+    if (local === undefined || remote === undefined || !isLoopbackAddress(local) || !isLoopbackAddress(remote)) {
+      return { notFound: 'not a loopback connection' };
+    }
+    const key = `${local} ${c.localPort} ${remote} ${c.remotePort}`;
+    const t = this.now();
+    let entry = this.cache.get(key);
+    if (entry === undefined || t - entry.at >= CONNECTION_TTL_MS) {
+      const second = Math.floor(t / 1000);
+      if (second !== this.window.second) this.window = { second, count: 0 };
+      if (++this.window.count > this.perSecond) return { notFound: 'lookups over budget' };
+      const result = this.identify({ transport: 'tcp', localAddress: local, localPort: c.localPort, remoteAddress: remote, remotePort: c.remotePort, acceptedAt: t });
+      entry = { at: t, result };
+      this.cache.delete(key);
+      if (this.cache.size >= CONNECTION_CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(key, entry);
+    }
+    const found = await entry.result.catch(() => undefined);
+    return found === undefined ? { notFound: 'no process found on that connection' } : { process: found };
+  }
+}

@@ -12,6 +12,8 @@ export interface RpcServices {
   status: () => import('../protocol').MethodResult<'status'>;
   /** Kernel-derived identity of the peer, where known. */
   peer?: () => Promise<PeerProcess | undefined>;
+  /** The client process of a connection a resource reports a token came on (`token.used`), from the kernel. */
+  presenter?: (c: NonNullable<import('../protocol').MethodParams<'token.used'>['connection']>) => Promise<{ process: PeerProcess } | { notFound: string }>;
   /** Milliseconds since the epoch, for the use-report window. */
   now?: () => number;
 }
@@ -331,11 +333,17 @@ export class RpcConnection {
         const second = Math.floor((this.services.now ?? Date.now)() / 1000);
         if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };
         if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
+        const report = parsed.data as import('../protocol').MethodParams<'token.used'>;
         const process = this.services.peer ? await this.services.peer() : undefined;
-        await a.recordUse(parsed.data as import('../protocol').MethodParams<'token.used'>, {
-          ...(this.agentId === undefined ? {} : { agentId: this.agentId }),
-          ...(process === undefined ? {} : { process }),
-        });
+        const presented = report.connection === undefined ? undefined : this.services.presenter ? await this.services.presenter(report.connection) : { notFound: 'not looked up on this platform' };
+        await a.recordUse(
+          report,
+          {
+            ...(this.agentId === undefined ? {} : { agentId: this.agentId }),
+            ...(process === undefined ? {} : { process }),
+          },
+          presented,
+        );
         return { recorded: true };
       }
       case 'agent.stopped': {

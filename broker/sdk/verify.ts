@@ -10,7 +10,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
-import type { ConcreteCall, RevocationEvent, RevocationSnapshot } from '../protocol';
+import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
@@ -48,6 +48,20 @@ export interface VerifyRequest {
   scope?: string | readonly string[];
   /** A concrete call the token must allow: `{ resource: 'repo', action: 'read', target: 'acme/web' }`. */
   call?: ConcreteCall;
+  /**
+   * The connection the token arrived on, e.g. an HTTP request's `req.socket`: its addresses and ports go with the
+   * use report, and the broker finds the presenting process from the kernel (loopback TCP on Linux), names it in
+   * the audit record and holds it to the token's process rules. Nothing is taken on trust from these fields.
+   */
+  connection?: UseConnection;
+}
+
+/** What a socket says of itself (a `net.Socket` is one). */
+export interface UseConnection {
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
 }
 
 export interface VerifiedToken {
@@ -191,6 +205,14 @@ interface Asked {
   key: string;
 }
 
+/** One verify call: what it asked, and what its use report says. */
+interface Use {
+  asked: Asked | undefined;
+  call: ConcreteCall | undefined;
+  /** The connection's four fields, when all are there (the report's `connection`). */
+  connection: MethodParams<'token.used'>['connection'];
+}
+
 class WritVerifier implements Verifier {
   private readonly now: () => number;
   private readonly tolerance: number;
@@ -245,38 +267,40 @@ class WritVerifier implements Verifier {
       throw new TypeError('verify: call needs string resource, action and target');
     }
     if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
+    const use: Use = { asked, call, connection: connectionOf(request.connection) };
     const hit = this.cache.get(token);
-    return hit ? this.admit(hit, asked, call) : this.verifyNew(token, asked, call);
+    return hit ? this.admit(hit, use) : this.verifyNew(token, use);
   }
 
   /** A token verified before: only time, revocation and the scopes asked this time are left to check. */
-  private admit(entry: Entry, asked: Asked | undefined, call: ConcreteCall | undefined): VerifiedToken {
+  private admit(entry: Entry, use: Use): VerifiedToken {
+    const { asked, call } = use;
     const t = entry.result;
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
       this.cache.delete(entry.token);
-      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, asked, call);
+      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, use);
     }
     if (entry.checked !== this.revocations.version) {
       entry.checked = this.revocations.version;
       if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
     }
-    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, asked, call);
+    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, use);
     if (asked !== undefined && !this.decide(entry, asked.key, () => scopesCover(entry.scopes, asked.scopes))) {
-      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, asked, call, {
+      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, use, {
         uncovered: uncoveredScopes(entry.scopes, asked.scopes).map(formatScope),
       });
     }
     if (call !== undefined) {
       const key = `\0${call.resource}\0${call.action}\0${call.target}`;
       if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
-        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, asked, call);
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, use);
       }
     }
-    this.report(t.jti, true, asked, call);
+    this.report(t.jti, true, use);
     return t;
   }
 
-  private async verifyNew(token: string, asked: Asked | undefined, call: ConcreteCall | undefined): Promise<VerifiedToken> {
+  private async verifyNew(token: string, use: Use): Promise<VerifiedToken> {
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -300,7 +324,7 @@ class WritVerifier implements Verifier {
       });
     } catch (e) {
       // The signature was good for these two (jose checks it before the claims): the jti is the broker's.
-      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, asked, call, e.code);
+      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, use, e.code);
       throw e;
     }
     const result: VerifiedToken = Object.freeze({
@@ -331,7 +355,7 @@ class WritVerifier implements Verifier {
     const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
-    return this.admit(entry, asked, call);
+    return this.admit(entry, use);
   }
 
   private decide(entry: Entry, key: string, compute: () => boolean): boolean {
@@ -360,8 +384,8 @@ class WritVerifier implements Verifier {
     return { raw, scopes: raw.map((s) => this.parsed(s)), key: raw.join(' ') };
   }
 
-  private refuse(code: WritErrorCode, message: string, jti: string, asked: Asked | undefined, call: ConcreteCall | undefined, data?: Record<string, unknown>): WritError {
-    this.report(jti, false, asked, call, code);
+  private refuse(code: WritErrorCode, message: string, jti: string, use: Use, data?: Record<string, unknown>): WritError {
+    this.report(jti, false, use, code);
     return new WritError(code, message, data === undefined ? {} : { data });
   }
 
@@ -369,7 +393,7 @@ class WritVerifier implements Verifier {
   // Use reports
   // -------------------------------------------------------------------------------------------
 
-  private report(jti: string | undefined, allowed: boolean, asked: Asked | undefined, call: ConcreteCall | undefined, code?: WritErrorCode): void {
+  private report(jti: string | undefined, allowed: boolean, { asked, call, connection }: Use, code?: WritErrorCode): void {
     if (!this.reportUse || jti === undefined) return;
     const client = this.client;
     if (client === undefined || !this.live) {
@@ -389,6 +413,7 @@ class WritVerifier implements Verifier {
       ...(call === undefined ? {} : { call: { resource: call.resource.slice(0, 64), action: call.action.slice(0, 64), target: call.target.slice(0, 512) } }),
       ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
       ...(code === undefined ? {} : { code }),
+      ...(connection === undefined ? {} : { connection }),
     });
   }
 
@@ -579,4 +604,14 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  */
 export function createVerifier(options: VerifierOptions): Verifier {
   return new WritVerifier(options);
+}
+
+/** A socket's four address fields for a use report, when it has them all (a closed socket may not). */
+function connectionOf(c: UseConnection | undefined): Use['connection'] {
+  if (c === undefined) return undefined;
+  const { localAddress, localPort, remoteAddress, remotePort } = c;
+  const port = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 1 && (p as number) <= 65535;
+  const address = (a: unknown): a is string => typeof a === 'string' && a.length > 0 && a.length <= 64;
+  if (!address(localAddress) || !address(remoteAddress) || !port(localPort) || !port(remotePort)) return undefined;
+  return { localAddress, localPort, remoteAddress, remotePort };
 }

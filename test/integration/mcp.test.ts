@@ -334,7 +334,8 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
         ),
       );
     const allowed = await used('echo/echo', 'success');
-    expect(allowed).toMatchObject({ audience: gate.url, detail: { allowed: true, call: { resource: 'mcp', action: 'call', target: 'echo/echo' } } });
+    // The gate names each request's connection: the broker found this test process on the other end of it.
+    expect(allowed).toMatchObject({ audience: gate.url, detail: { allowed: true, call: { resource: 'mcp', action: 'call', target: 'echo/echo' }, presenter: { pid: process.pid } } });
     const refused = await used('echo/delete_repo', 'failure', 'WRIT_SCOPE_NOT_COVERED');
     expect(refused).toMatchObject({ detail: { allowed: false, call: { resource: 'mcp', action: 'call', target: 'echo/delete_repo' } } });
     await used('echo/echo', 'failure', 'WRIT_TOKEN_REVOKED');

@@ -11,8 +11,10 @@ import type { AddressInfo } from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import { BrokerProcess, ROOT, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { WritClient } from '../../broker/sdk/client';
+import { createVerifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
 import { MAX_IDENTITIES, identityOf } from '../../broker/core/inventory';
+import { parseProcStat } from '../../broker/net/peer';
 import { codeOf } from '../helpers/codes';
 
 requireKeyring();
@@ -320,6 +322,10 @@ async function run(c) {
       const r = await fetch(httpUrl + '/proxy/' + c.path, { headers: { authorization: 'Bearer ' + c.token } });
       return { status: r.status, json: await r.json() };
     }
+    case 'get': {
+      const r = await fetch(c.url, { headers: { authorization: 'Bearer ' + c.token } });
+      return { status: r.status, json: await r.json() };
+    }
     case 'child':
       return new Promise((res) => {
         const ch = spawn(process.execPath, [__filename, socketUrl, httpUrl, JSON.stringify(c.commands)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -542,6 +548,45 @@ describe.skipIf(process.platform !== 'linux')('oversight: whose token is this (s
     await b.stop();
     upstream.closeAllConnections();
     await new Promise<void>((r) => upstream.close(() => r()));
+  });
+
+  it('at a resource: each use is recorded with the process that presented the token; another process is a process-mismatch finding (via use)', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    b.decide = approveAll;
+    // A resource in this process, on the verifier library, naming each request's connection in its use reports.
+    const verifier = createVerifier({ broker: b.discovery.httpUrl, audience: AUD });
+    expect(await verifier.ready()).toBe(true);
+    const resource = createServer((req, res) => {
+      const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+      verifier.verify(token, { scope: 'repo:read:acme/web', connection: req.socket }).then(
+        () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'),
+        (e: WritError) => res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ code: e.code })),
+      );
+    });
+    await new Promise<void>((r) => resource.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(resource.address() as AddressInfo).port}/repo`;
+    const { victim, agentId, token } = await victimWithToken(b);
+    expect(await victim.do({ op: 'get', url, token: token.token })).toEqual({ status: 200, json: { ok: true } });
+    // Another process, not an agent and not the victim's, uses the victim's token: the resource accepts it (the
+    // token is good), the broker names the process and raises the finding against the token's agent.
+    // (Alive until the end: the broker looks the connection up after the report, as a resource's client is.)
+    const thief = ScriptedAgent.start(script, b);
+    expect(await thief.do({ op: 'get', url, token: token.token })).toEqual({ status: 200, json: { ok: true } });
+    const used = () => auditEvents(b).filter((e) => e.event === 'token.used');
+    for (let i = 0; i < 250 && (used().length < 2 || findingRecords(b).length < 1); i++) await new Promise((r) => setTimeout(r, 20));
+    const startTime = (pid: number) => parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))!.startTime;
+    expect(used().map((e) => [e.jti, e.outcome, e.agent.id, e.detail.presenter])).toEqual([
+      [token.jti, 'success', agentId, { pid: victim.pid, startTime: startTime(victim.pid), exe }],
+      [token.jti, 'success', agentId, { pid: thief.pid, startTime: startTime(thief.pid), exe }],
+    ]);
+    const evidence = { expected: { pid: victim.pid, exe }, actual: { pid: thief.pid, exe }, jti: token.jti, via: 'use' };
+    expect(findingRecords(b).map((r) => [r.agent.id, r.detail.kind, r.detail.action, r.detail.evidence])).toEqual([[agentId, 'process-mismatch', 'warn', evidence]]);
+    await thief.stop();
+    await victim.stop();
+    await verifier.close();
+    resource.closeAllConnections();
+    await new Promise<void>((r) => resource.close(() => r()));
+    await b.stop();
   });
 
   it('process-mismatch=stop revokes the agent whose token left its process, and refuses the use', async () => {

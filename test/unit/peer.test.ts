@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
+  ConnectionLookup,
   findTcpClientInode,
   findUnixPeerPids,
   normalizeAddress,
@@ -14,6 +15,8 @@ import {
   parseStatusUid,
   procLineage,
 } from '../../broker/net/peer';
+import type { PeerAddress } from '../../broker/net/peer';
+import type { PeerProcess } from '../../broker/protocol';
 
 const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
 // A client (127.0.0.1:49400) connected to a server on 127.0.0.1:37945, as a little-endian host prints it.
@@ -158,5 +161,52 @@ describe('/proc/<pid> files', () => {
     await exited;
     // Whether it still runs is always read fresh.
     expect(procLineage(child.pid!).filter((p) => p.startTime === startTime)).toEqual([]);
+  });
+});
+
+describe('ConnectionLookup: the process on a connection a resource reports', () => {
+  const conn = (remotePort: number, remoteAddress = '127.0.0.1', localAddress = '127.0.0.1') => ({ localAddress, localPort: 8443, remoteAddress, remotePort });
+  const rig = (perSecond = 3) => {
+    let now = 10_000;
+    const asked: PeerAddress[] = [];
+    const known = new Map<number, PeerProcess>([[50001, { pid: 4242, startTime: 777, exe: '/usr/bin/curl' }]]);
+    const lookup = new ConnectionLookup(
+      async (addr) => {
+        asked.push(addr);
+        return addr.transport === 'tcp' ? known.get(addr.remotePort) : undefined;
+      },
+      () => now,
+      perSecond,
+    );
+    return { lookup, asked, advance: (ms: number) => (now += ms) };
+  };
+
+  it('asks the kernel about loopback connections only, in normalized form', async () => {
+    const { lookup, asked } = rig();
+    expect(await lookup.find(conn(50001))).toEqual({ process: { pid: 4242, startTime: 777, exe: '/usr/bin/curl' } });
+    expect(await lookup.find(conn(50001, '::ffff:127.0.0.1', '::ffff:127.0.0.1'))).toEqual({ process: { pid: 4242, startTime: 777, exe: '/usr/bin/curl' } });
+    expect(await lookup.find(conn(50001, '10.0.0.5'))).toEqual({ notFound: 'not a loopback connection' });
+    expect(await lookup.find(conn(50001, 'not-an-address'))).toEqual({ notFound: 'not a loopback connection' });
+    expect(await lookup.find(conn(50002, '::1', '::1'))).toEqual({ notFound: 'no process found on that connection' });
+    // The mapped address is the same connection as the plain one: answered from the first lookup.
+    expect(asked).toEqual([
+      { transport: 'tcp', localAddress: '127.0.0.1', localPort: 8443, remoteAddress: '127.0.0.1', remotePort: 50001, acceptedAt: 10_000 },
+      { transport: 'tcp', localAddress: '0:0:0:0:0:0:0:1', localPort: 8443, remoteAddress: '0:0:0:0:0:0:0:1', remotePort: 50002, acceptedAt: 10_000 },
+    ]);
+  });
+
+  it('keeps an answer a second per connection, and budgets fresh lookups per second', async () => {
+    const { lookup, asked, advance } = rig(3);
+    for (let i = 0; i < 5; i++) await lookup.find(conn(50001)); // a kept-alive connection: one lookup
+    expect(asked).toHaveLength(1);
+    await lookup.find(conn(50003));
+    await lookup.find(conn(50004));
+    expect(await lookup.find(conn(50005))).toEqual({ notFound: 'lookups over budget' });
+    expect(asked.map((a) => (a.transport === 'tcp' ? a.remotePort : 0))).toEqual([50001, 50003, 50004]);
+    advance(1000);
+    // A new second: the budget is back, and the first connection's answer is looked up afresh.
+    expect(await lookup.find(conn(50005))).toEqual({ notFound: 'no process found on that connection' });
+    expect(await lookup.find(conn(50001))).toEqual({ process: { pid: 4242, startTime: 777, exe: '/usr/bin/curl' } });
+    expect(asked.map((a) => (a.transport === 'tcp' ? a.remotePort : 0))).toEqual([50001, 50003, 50004, 50005, 50001]);
   });
 });
