@@ -304,7 +304,7 @@ async function startRig(label: string, dist: string, verifiers: number): Promise
 async function main(): Promise<void> {
   requireKeyring();
   const baseline = process.argv[2];
-  const kills = Number(process.env.WRIT_BENCH_KILLS ?? 30);
+  const kills = Number(process.env.WRIT_BENCH_KILLS ?? 100);
   const verifiers = Number(process.env.WRIT_BENCH_VERIFIERS ?? 16);
   const baseDir = baseline ? buildRevision(baseline) : undefined;
   const sides: Awaited<ReturnType<typeof startRig>>[] = [];
