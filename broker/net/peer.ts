@@ -644,10 +644,18 @@ async function hashHandle(fh: import('node:fs/promises').FileHandle): Promise<st
   }
 }
 
-/** Fresh lookups of a use report's connection made per second (each may scan /proc); the rest are not looked up. */
-export const CONNECTION_LOOKUPS_PER_SECOND = 20;
-/** A connection's answer is reused this long: a resource reports every call made on a kept-alive connection. */
-const CONNECTION_TTL_MS = 1000;
+/**
+ * Fresh lookups of a use report's connection made per second; the rest are recorded without their presenter.
+ * Each may scan every process's open files (/proc/<pid>/fd, shared by lookups that arrive together), which on a
+ * desktop with tens of thousands of them costs the broker tens of milliseconds.
+ */
+export const CONNECTION_LOOKUPS_PER_SECOND = 5;
+/**
+ * A connection's answer is reused this long: a resource reports every call made on a kept-alive connection. Its
+ * four-part address names one live connection; once closed, the client's side waits in TIME_WAIT (60 s on Linux)
+ * before the pair can be reused, and the holder rules check the process's start time besides.
+ */
+const CONNECTION_TTL_MS = 10_000;
 const CONNECTION_CACHE_MAX = 256;
 
 /** The connection a resource saw a token arrive on (`token.used`'s `connection`). */
@@ -665,8 +673,8 @@ export function isLoopbackAddress(a: string): boolean {
 
 /**
  * Which process is on the client end of a connection a resource reports a token came on: the kernel's answer
- * (the same lookup as for the broker's own connections), for loopback TCP only. Bounded: answers are kept a
- * second per connection, and fresh lookups are budgeted per second, since any local process may send reports.
+ * (the same lookup as for the broker's own connections), for loopback TCP only. Bounded: answers are kept ten
+ * seconds per connection, and fresh lookups are budgeted per second, since any local process may send reports.
  */
 export class ConnectionLookup {
   private readonly cache = new Map<string, { at: number; result: Promise<PeerProcess | undefined> }>();
