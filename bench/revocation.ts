@@ -27,6 +27,7 @@
 // So 16 woken processes on two cores take ~3.5-5 ms at p50 before any verifier does anything, and their p99 swings
 // with the host (20-40 ms seen); Writ's figure is printed with the floor's and their ratio.
 import { execFileSync, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
@@ -45,7 +46,7 @@ const CHILD = fileURLToPath(new URL('./verifier-child.mjs', import.meta.url));
 const FANOUT_CHILD = fileURLToPath(new URL('./fanout-child.mjs', import.meta.url));
 
 type Probe = { type: 'probe'; k: number; accepted: boolean; at: number; refusedAt: number; lastAcceptAt: number };
-type Msg = { type: 'ready' } | { type: 'held'; k: number } | { type: 'refused'; k: number; at: number } | Probe;
+type Msg = { type: 'ready' } | { type: 'held'; k: number } | { type: 'refused'; k: number; at: number } | Probe | { type: 'stamps'; stamps: Record<number, number> };
 
 export interface RevocationFigures {
   verifiers: number;
@@ -74,12 +75,13 @@ class Children {
   readonly procs: ChildProcess[] = [];
   private waiters: { want: (m: Msg, i: number) => boolean; left: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   private stopping = false;
-  constructor(n: number, args: string[]) {
+  /** `file`: a verifier (bench/verifier-child.mjs) or the floor's bare client (bench/fanout-child.mjs). */
+  constructor(n: number, args: string[], file = CHILD) {
     for (let i = 0; i < n; i++) {
-      const c = fork(CHILD, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const c = fork(file, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       c.on('message', (m) => this.deliver(m as Msg, i));
       c.on('exit', (code) => {
-        if (code !== 0 && !this.stopping) for (const w of this.waiters.splice(0)) w.reject(new Error(`verifier child ${i} exited ${code}`));
+        if (code !== 0 && !this.stopping) for (const w of this.waiters.splice(0)) w.reject(new Error(`child ${i} (${file}) exited ${code}`));
       });
       this.procs.push(c);
     }
@@ -145,7 +147,7 @@ class Rig {
     const laterRefusals = new Map<number, number>(); // from verifiers whose probe accepted the token
     let heard: (() => void) | undefined;
     children.onMessage = (m, i) => {
-      if (m.type === 'ready' || m.k !== k) return;
+      if (m.type === 'ready' || m.type === 'stamps' || m.k !== k) return;
       if (m.type === 'probe') probes.set(i, m);
       if (m.type === 'refused') laterRefusals.set(i, m.at);
       heard?.();
@@ -186,57 +188,50 @@ class Rig {
  * first) client has the frame, on the shared clock; the stamps are collected after every ack is in.
  */
 class FloorRig {
-  private readonly sockets: WebSocket[] = [];
-  private readonly procs: ChildProcess[] = [];
   private seq = 0;
-  private constructor(private readonly wss: WebSocketServer) {}
+  private constructor(
+    private readonly wss: WebSocketServer,
+    private readonly children: Children,
+    /** The server's side of each client's connection, as they arrive. */
+    private readonly sockets: WebSocket[],
+  ) {}
 
   static async start(n: number): Promise<FloorRig> {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
     await once(wss, 'listening');
-    const rig = new FloorRig(wss);
-    wss.on('connection', (ws) => rig.sockets.push(ws));
-    const { port } = wss.address() as { port: number };
-    const ready: Promise<unknown>[] = [];
-    for (let i = 0; i < n; i++) {
-      const c = fork(FANOUT_CHILD, [`ws://127.0.0.1:${port}`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      rig.procs.push(c);
-      ready.push(once(c, 'message'));
-    }
-    await Promise.all(ready);
-    while (rig.sockets.length < n) await new Promise((r) => setTimeout(r, 5));
-    return rig;
+    const sockets: WebSocket[] = [];
+    wss.on('connection', (ws) => sockets.push(ws));
+    const children = new Children(n, [`ws://127.0.0.1:${(wss.address() as { port: number }).port}`], FANOUT_CHILD);
+    await children.expect(n, (m) => m.type === 'ready', 120_000);
+    while (sockets.length < n) await new Promise((r) => setTimeout(r, 5));
+    return new FloorRig(wss, children, sockets);
   }
 
   async round(): Promise<{ all: number; first: number }> {
     const seq = this.seq++;
-    const frame = JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: { seq, kind: 'token', jti: randomJti(), exp: Math.floor(Date.now() / 1000) + 300 } });
+    const frame = JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: { seq, kind: 'token', jti: randomBytes(16).toString('base64url'), exp: Math.floor(Date.now() / 1000) + 300 } });
     const acked = Promise.all(this.sockets.map((ws) => once(ws, 'message')));
     await new Promise((r) => setTimeout(r, 5)); // as for Writ's kills: every client idle
     const start = sharedMs();
     for (const ws of this.sockets) ws.send(frame);
     await acked;
-    const stamps = await Promise.all(
-      this.procs.map(async (c) => {
-        const answer = once(c, 'message');
-        c.send({ type: 'stamps' });
-        const [m] = (await answer) as [{ stamps: Record<number, number> }];
-        const at = m.stamps[seq];
-        if (at === undefined) throw new Error('a floor client did not stamp the frame');
-        return at;
-      }),
-    );
+    // The stamps, collected once every ack is in (no IPC while frames are in flight).
+    const stamps: number[] = [];
+    this.children.onMessage = (m) => {
+      if (m.type === 'stamps' && m.stamps[seq] !== undefined) stamps.push(m.stamps[seq]);
+    };
+    const told = this.children.expect(this.sockets.length, (m) => m.type === 'stamps');
+    this.children.send({ type: 'stamps' });
+    await told;
+    this.children.onMessage = undefined;
+    if (stamps.length !== this.sockets.length) throw new Error('a floor client did not stamp the frame');
     return { all: Math.max(...stamps) - start, first: Math.min(...stamps) - start };
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.procs.map((c) => (c.exitCode !== null ? undefined : (c.send({ type: 'exit' }), once(c, 'exit')))));
+    await this.children.stop();
     await new Promise((r) => this.wss.close(r));
   }
-}
-
-function randomJti(): string {
-  return Buffer.from(Array.from({ length: 16 }, () => Math.floor(Math.random() * 256))).toString('base64url');
 }
 
 function figures(verifiers: number, samples: readonly KillSample[], floor: readonly { all: number; first: number }[]): RevocationFigures {
