@@ -205,13 +205,9 @@ interface Asked {
   key: string;
 }
 
-/** One verify call: what it asked, and what its use report says. */
-interface Use {
-  asked: Asked | undefined;
-  call: ConcreteCall | undefined;
-  /** The connection's four fields, when all are there (the report's `connection`). */
-  connection: MethodParams<'token.used'>['connection'];
-}
+
+/** `verify(token)` without a request: one shared empty request rather than a fresh one per call. */
+const NO_REQUEST: VerifyRequest = Object.freeze({});
 
 class WritVerifier implements Verifier {
   private readonly now: () => number;
@@ -259,7 +255,7 @@ class WritVerifier implements Verifier {
   // Verification
   // -------------------------------------------------------------------------------------------
 
-  async verify(token: string, request: VerifyRequest = {}): Promise<VerifiedToken> {
+  async verify(token: string, request: VerifyRequest = NO_REQUEST): Promise<VerifiedToken> {
     if (this.closed) throw unreachable('this verifier is closed');
     const asked = this.asked(request.scope);
     const call = request.call;
@@ -267,40 +263,40 @@ class WritVerifier implements Verifier {
       throw new TypeError('verify: call needs string resource, action and target');
     }
     if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
-    const use: Use = { asked, call, connection: connectionOf(request.connection) };
+    // The request itself travels with the scopes parsed from it: nothing more is made per call on the cached path.
     const hit = this.cache.get(token);
-    return hit ? this.admit(hit, use) : this.verifyNew(token, use);
+    return hit ? this.admit(hit, asked, request) : this.verifyNew(token, asked, request);
   }
 
   /** A token verified before: only time, revocation and the scopes asked this time are left to check. */
-  private admit(entry: Entry, use: Use): VerifiedToken {
-    const { asked, call } = use;
+  private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest): VerifiedToken {
+    const call = use.call;
     const t = entry.result;
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
       this.cache.delete(entry.token);
-      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, use);
+      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, asked, use);
     }
     if (entry.checked !== this.revocations.version) {
       entry.checked = this.revocations.version;
       if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
     }
-    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, use);
+    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, asked, use);
     if (asked !== undefined && !this.decide(entry, asked.key, () => scopesCover(entry.scopes, asked.scopes))) {
-      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, use, {
+      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, asked, use, {
         uncovered: uncoveredScopes(entry.scopes, asked.scopes).map(formatScope),
       });
     }
     if (call !== undefined) {
       const key = `\0${call.resource}\0${call.action}\0${call.target}`;
       if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
-        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, use);
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, asked, use);
       }
     }
-    this.report(t.jti, true, use);
+    this.report(t.jti, true, asked, use);
     return t;
   }
 
-  private async verifyNew(token: string, use: Use): Promise<VerifiedToken> {
+  private async verifyNew(token: string, asked: Asked | undefined, use: VerifyRequest): Promise<VerifiedToken> {
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -324,7 +320,7 @@ class WritVerifier implements Verifier {
       });
     } catch (e) {
       // The signature was good for these two (jose checks it before the claims): the jti is the broker's.
-      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, use, e.code);
+      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, asked, use, e.code);
       throw e;
     }
     const result: VerifiedToken = Object.freeze({
@@ -355,7 +351,7 @@ class WritVerifier implements Verifier {
     const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
-    return this.admit(entry, use);
+    return this.admit(entry, asked, use);
   }
 
   private decide(entry: Entry, key: string, compute: () => boolean): boolean {
@@ -384,8 +380,8 @@ class WritVerifier implements Verifier {
     return { raw, scopes: raw.map((s) => this.parsed(s)), key: raw.join(' ') };
   }
 
-  private refuse(code: WritErrorCode, message: string, jti: string, use: Use, data?: Record<string, unknown>): WritError {
-    this.report(jti, false, use, code);
+  private refuse(code: WritErrorCode, message: string, jti: string, asked: Asked | undefined, use: VerifyRequest, data?: Record<string, unknown>): WritError {
+    this.report(jti, false, asked, use, code);
     return new WritError(code, message, data === undefined ? {} : { data });
   }
 
@@ -393,7 +389,7 @@ class WritVerifier implements Verifier {
   // Use reports
   // -------------------------------------------------------------------------------------------
 
-  private report(jti: string | undefined, allowed: boolean, { asked, call, connection }: Use, code?: WritErrorCode): void {
+  private report(jti: string | undefined, allowed: boolean, asked: Asked | undefined, { call, connection: socket }: VerifyRequest, code?: WritErrorCode): void {
     if (!this.reportUse || jti === undefined) return;
     const client = this.client;
     if (client === undefined || !this.live) {
@@ -413,7 +409,7 @@ class WritVerifier implements Verifier {
       ...(call === undefined ? {} : { call: { resource: call.resource.slice(0, 64), action: call.action.slice(0, 64), target: call.target.slice(0, 512) } }),
       ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
       ...(code === undefined ? {} : { code }),
-      ...(connection === undefined ? {} : { connection }),
+      ...(connectionOf(socket) ?? {}),
     });
   }
 
@@ -606,12 +602,12 @@ export function createVerifier(options: VerifierOptions): Verifier {
   return new WritVerifier(options);
 }
 
-/** A socket's four address fields for a use report, when it has them all (a closed socket may not). */
-function connectionOf(c: UseConnection | undefined): Use['connection'] {
+/** A use report's `connection`: a socket's four address fields, when it has them all (a closed socket may not). */
+function connectionOf(c: UseConnection | undefined): { connection: NonNullable<MethodParams<'token.used'>['connection']> } | undefined {
   if (c === undefined) return undefined;
   const { localAddress, localPort, remoteAddress, remotePort } = c;
   const port = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 1 && (p as number) <= 65535;
   const address = (a: unknown): a is string => typeof a === 'string' && a.length > 0 && a.length <= 64;
   if (!address(localAddress) || !address(remoteAddress) || !port(localPort) || !port(remotePort)) return undefined;
-  return { localAddress, localPort, remoteAddress, remotePort };
+  return { connection: { localAddress, localPort, remoteAddress, remotePort } };
 }
