@@ -1118,23 +1118,23 @@ export class Authority {
   /**
    * `token.used`: a resource's verifier saw a token (by jti) and allowed or refused it. Whose token it was comes
    * from the broker's own records, not the report; who reported it is the reporting connection's identity.
-   */
-  /**
-   * `token.used`. With the connection the token came on, `presented` is what the kernel says is on its other end:
-   * the process is named in the record and held to the token's process rules (another agent's process: a
-   * bad-token finding; not the process it was minted for: a process-mismatch finding), each acting as configured.
-   * The use itself already happened at the resource: nothing is refused here, a finding's block or stop ends the rest.
+   * With the connection the token came on, `presenter` asks the kernel what is on its other end (only for a
+   * report that is well formed): the process is named in the record and held to the token's process rules
+   * (another agent's process: a bad-token finding; not the process it was minted for: a process-mismatch
+   * finding), each acting as configured. The use already happened at the resource: nothing is refused here, a
+   * finding's block or stop ends the rest.
    */
   async recordUse(
     report: MethodParams<'token.used'>,
     reporter: { agentId?: string; process?: PeerProcess },
-    presented?: { process: PeerProcess } | { notFound: string },
+    presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
   ): Promise<void> {
     const texts = [report.jti, report.audience, report.call?.resource, report.call?.action, report.call?.target, ...(report.scopes ?? [])];
     if (texts.some((t) => t !== undefined && JWT_SHAPE.test(t))) {
       // A report holds ids and names only; something shaped like a token is refused, never written.
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
+    const presented = presenter === undefined ? undefined : await presenter();
     const grant = this.tokenGrants.get(report.jti);
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
     await this.auditRaw({

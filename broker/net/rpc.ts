@@ -335,14 +335,17 @@ export class RpcConnection {
         if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
         const report = parsed.data as import('../protocol').MethodParams<'token.used'>;
         const process = this.services.peer ? await this.services.peer() : undefined;
-        const presented = report.connection === undefined ? undefined : this.services.presenter ? await this.services.presenter(report.connection) : { notFound: 'not looked up on this platform' };
+        const { connection } = report;
+        const lookup = this.services.presenter;
+        const presenter =
+          connection === undefined ? undefined : lookup ? () => lookup(connection) : async () => ({ notFound: 'not looked up on this platform' });
         await a.recordUse(
           report,
           {
             ...(this.agentId === undefined ? {} : { agentId: this.agentId }),
             ...(process === undefined ? {} : { process }),
           },
-          presented,
+          presenter,
         );
         return { recorded: true };
       }
