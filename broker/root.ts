@@ -20,7 +20,7 @@ import { Watch, DEFAULT_WATCH_CONFIG, FINDING_KINDS } from './core/watch';
 import type { FindingAction, FindingKind, WatchConfig } from './core/watch';
 import { Oversight } from './core/oversight';
 import { TokenMinter, DEFAULT_TTL_SECONDS, MAX_TTL_CEILING_SECONDS } from './core/tokens';
-import { ThreadSigner } from './core/signer';
+import { TurnSigner } from './core/signer';
 import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
 import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
@@ -254,7 +254,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
   });
   oversight.onFinding((f) => parentPost?.({ type: 'finding', finding: f }));
 
-  const signer = new ThreadSigner();
+  const signer = new TurnSigner();
   const minter = new TokenMinter(issuer, () => keys.active, clock, ids, signer);
   const authority = new Authority(
     {
@@ -392,7 +392,6 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
         await audit.close();
         parent?.flush(); // the last records reach the editor before the process exits
         revocations.close();
-        await signer.close();
         log('writ: broker stopped');
       })();
       return stopping;

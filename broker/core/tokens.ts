@@ -92,7 +92,7 @@ export class TokenMinter {
     private readonly key: () => SigningKeyLike,
     private readonly clock: Clock,
     private readonly ids: IdSource,
-    /** Where signatures are made: the broker uses a ThreadSigner, so signing overlaps the audit record's sync. */
+    /** Where signatures are made: the broker uses a TurnSigner, so signing overlaps the audit record's sync. */
     private readonly signer: Signer = inlineSigner,
   ) {}
 
@@ -119,7 +119,7 @@ export class TokenMinter {
       this.header = { kid: key.kid, b64: b64json({ alg: 'EdDSA', typ: TOKEN_TYPE, kid: key.kid }) };
     }
     const input = `${this.header.b64}.${b64json(claims)}`;
-    const token = this.signer.sign(key.kid, key.privateKey, input).then((sig) => `${input}.${sig}`);
+    const token = this.signer.sign(key.privateKey, input).then((sig) => `${input}.${sig}`);
     return { token, claims };
   }
 }

@@ -6,7 +6,7 @@ import { SignJWT, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ManualClock, randomIds } from '../../broker/core/clock';
 import { TokenMinter, VerifiedTokens, verifyToken } from '../../broker/core/tokens';
-import { ThreadSigner, inlineSigner } from '../../broker/core/signer';
+import { TurnSigner, inlineSigner } from '../../broker/core/signer';
 import type { VerifyOptions } from '../../broker/core/tokens';
 import { codeOf } from '../helpers/codes';
 
@@ -56,7 +56,7 @@ function rawToken(header: Record<string, unknown>, claims: Record<string, unknow
 describe('verifyToken', () => {
   it.each([
     ['on the calling thread', () => inlineSigner],
-    ['on the signing thread', () => new ThreadSigner()],
+    ['in the check phase (the broker\'s)', () => new TurnSigner()],
   ])('accepts what TokenMinter signs %s, and jose agrees on the same token', async (_where, signer) => {
     const s = signer();
     const minter = new TokenMinter(ISS, () => ({ kid: KID, privateKey }), clock, randomIds, s);
@@ -70,7 +70,6 @@ describe('verifyToken', () => {
       ttlSeconds: 300,
     });
     const token = await signed;
-    await s.close();
     expect(await verifyToken(token, opts({ audience: AUD }))).toEqual(claims);
     const { payload, protectedHeader } = await jwtVerify(token, publicKey, { typ: 'at+jwt', issuer: ISS, audience: AUD, currentDate: new Date(T0) });
     expect(payload).toEqual(claims);
