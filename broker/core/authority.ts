@@ -736,7 +736,7 @@ export class Authority {
     }
     const chain = chainFromAct(claims.act);
     const revoked =
-      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, iat: claims.iat, chain }) ||
+      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain }) ||
       this.grants.get(claims.grant_id)?.revoked === true ||
       chain.some((id) => this.agents.get(id)?.revoked === true);
     if (revoked) {
@@ -847,6 +847,7 @@ export class Authority {
         act: c.act,
         task_id: c.task_id,
         grant_id: c.grant_id,
+        ...(c.parent_grant_ids ? { parent_grant_ids: c.parent_grant_ids } : {}),
         jti: c.jti,
         iat: c.iat,
         nbf: c.nbf,
@@ -902,6 +903,8 @@ export class Authority {
       scopes,
       taskId: subject.task_id,
       grantId: grant.id,
+      // Revoking the parent's grant (or any above it) revokes this token too, by its claims alone.
+      parentGrantIds: [subject.grant_id, ...(subject.parent_grant_ids ?? [])],
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
     const [token] = await Promise.all([
@@ -914,7 +917,7 @@ export class Authority {
         jti: claims.jti,
         exp: claims.exp,
         outcome: 'success',
-        detail: { subjectJti: subject.jti },
+        detail: { subjectJti: subject.jti, parentGrantId: subject.grant_id },
       }),
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.

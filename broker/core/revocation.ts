@@ -20,6 +20,8 @@ export type RevocationEntry = z.infer<typeof Entry>;
 export interface RevocableClaims {
   jti: string;
   grant_id: string;
+  /** The grants above `grant_id` (an exchanged token's `parent_grant_ids`). */
+  parent_grant_ids?: readonly string[];
   iat: number;
   /** The agent chain, current first. */
   chain: readonly string[];
@@ -156,6 +158,7 @@ export class RevocationStore {
 
   isRevoked(c: RevocableClaims): boolean {
     if (this.tokens.has(c.jti) || this.grants.has(c.grant_id)) return true;
+    if (c.parent_grant_ids) for (const g of c.parent_grant_ids) if (this.grants.has(g)) return true;
     if (c.iat < this.allBefore) return true;
     for (const a of c.chain) if (this.agents.has(a)) return true;
     return false;

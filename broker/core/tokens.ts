@@ -28,6 +28,11 @@ export interface WritClaims {
   act: ActClaim;
   task_id: string;
   grant_id: string;
+  /**
+   * On a sub-agent's exchanged token: the grants above `grant_id`, nearest first (the parent token's grant, its
+   * parent's, ...). Revoking any of them revokes this token, wherever it is checked and after a broker restart.
+   */
+  parent_grant_ids?: string[];
   jti: string;
   iat: number;
   nbf: number;
@@ -68,6 +73,8 @@ export interface MintRequest {
   scopes: readonly string[];
   taskId: string;
   grantId: string;
+  /** For an exchanged token: the grants above `grantId`, nearest first (becomes `parent_grant_ids`). */
+  parentGrantIds?: readonly string[];
   ttlSeconds: number;
 }
 
@@ -107,6 +114,7 @@ export class TokenMinter {
       act: actFromChain(req.chain),
       task_id: req.taskId,
       grant_id: req.grantId,
+      ...(req.parentGrantIds?.length ? { parent_grant_ids: [...req.parentGrantIds] } : {}),
       jti: this.ids.id('tok'),
       iat,
       nbf: iat,
@@ -224,6 +232,11 @@ function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): Wri
   }
   const chain = chainFromAct(payload.act);
   if (chain[0] !== payload.client_id) throw invalid('token client_id is not its current actor');
+  // Never more grants above it than agents above it (each exchange adds one of each).
+  const parents = payload.parent_grant_ids;
+  if (parents !== undefined && !(Array.isArray(parents) && parents.length >= 1 && parents.length < chain.length && parents.every(isGrantId))) {
+    throw invalid('token claim parent_grant_ids is malformed');
+  }
   return payload as unknown as WritClaims;
 }
 
@@ -272,6 +285,8 @@ function normalizeTyp(typ: string): string {
   const t = typ.toLowerCase();
   return t.startsWith('application/') ? t.slice('application/'.length) : t;
 }
+
+const isGrantId = (v: unknown): boolean => typeof v === 'string' && v.length > 0 && v.length <= 128;
 
 function audienceHas(aud: unknown, want: string): boolean {
   return typeof aud === 'string' ? aud === want : Array.isArray(aud) && aud.includes(want);

@@ -77,6 +77,8 @@ export interface VerifiedToken {
   readonly scopes: readonly string[];
   readonly taskId: string;
   readonly grantId: string;
+  /** For a sub-agent's exchanged token: the grants above `grantId`, nearest first; empty otherwise. */
+  readonly parentGrantIds: readonly string[];
   /** Epoch seconds. */
   readonly issuedAt: number;
   readonly notBefore: number;
@@ -173,6 +175,7 @@ class RevocationView {
 
   covers(t: VerifiedToken): boolean {
     if (this.jtis.has(t.jti) || this.grants.has(t.grantId)) return true;
+    for (const g of t.parentGrantIds) if (this.grants.has(g)) return true;
     // As the broker's own list: `all` covers tokens issued strictly before its second; that second's are named by jti.
     if (t.issuedAt < this.allBefore) return true;
     for (const a of t.actors) if (this.agents.has(a)) return true;
@@ -333,6 +336,7 @@ class WritVerifier implements Verifier {
       scopes: Object.freeze(claims.scope.split(' ').filter(Boolean)),
       taskId: claims.task_id,
       grantId: claims.grant_id,
+      parentGrantIds: Object.freeze([...(claims.parent_grant_ids ?? [])]),
       issuedAt: claims.iat,
       notBefore: claims.nbf,
       expiresAt: claims.exp,

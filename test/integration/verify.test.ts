@@ -84,6 +84,7 @@ describe('verifier', { timeout: 60_000 }, () => {
       scopes: ['repo:read:acme/*'],
       taskId: r.grant.taskId,
       grantId: r.grant.id,
+      parentGrantIds: [],
       issuedAt: p.iat,
       notBefore: p.iat,
       expiresAt: r.token.expiresAt,
@@ -350,6 +351,56 @@ describe('verifier when the broker goes away', { timeout: 90_000 }, () => {
       await watcher.close();
       expect(await heard).toMatchObject({ agentIds: [ph.agentId], jtis: [] });
       expect(await codeOf(v.verify(cr.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    } finally {
+      await v.close();
+      await b2?.stop();
+    }
+  });
+
+  it("after a restart, revoking a grant the new broker never held revokes the sub-agents' exchanged tokens (by parent_grant_ids)", async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client } = await b1.agent('parent');
+    const r = await client.call('task.request', { task: 'delegate', scopes: ['repo:read:acme/*'], audience: AUD });
+    const other = await client.call('task.request', { task: 'unrelated', scopes: ['repo:read:acme/docs'], audience: AUD });
+    await client.close();
+    const exchange = async (subject: string, actor: string): Promise<string> => {
+      const res = await form(`${b1.discovery.httpUrl}/oauth2/token`, {
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: subject,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        actor_name: actor,
+      });
+      expect(res.status).toBe(200);
+      return res.json.access_token as string;
+    };
+    const child = await exchange(r.token.token, 'helper');
+    const grandchild = await exchange(child, 'helper-of-helper');
+    const unrelated = await exchange(other.token.token, 'helper');
+    const v = createVerifier({ env, audience: AUD, reportUse: false });
+    let b2: BrokerProcess | undefined;
+    try {
+      const g = await v.verify(grandchild);
+      expect(g.parentGrantIds).toEqual([payloadOf(child).grant_id, r.grant.id]);
+      expect((await v.verify(child)).parentGrantIds).toEqual([r.grant.id]);
+      expect((await v.verify(r.token.token)).parentGrantIds).toEqual([]);
+      await b1.kill();
+      await connectedIs(v, false);
+      b2 = await BrokerProcess.start(env);
+      await connectedIs(v, true);
+      // This run holds no grant and knows no exchange: the event names the parent's grant alone.
+      const heard = nextRevocation(v);
+      const revoker = await WritClient.connect(`unix:${b2.discovery.socketPath}`);
+      await revoker.call('revoke', { target: { kind: 'grant', id: r.grant.id } });
+      await revoker.close();
+      expect((await heard).grantIds).toEqual([r.grant.id]);
+      for (const t of [r.token.token, child, grandchild]) {
+        expect(await codeOf(v.verify(t))).toBe('WRIT_TOKEN_REVOKED');
+        expect((await form(`${b2.discovery.httpUrl}/oauth2/introspect`, { token: t })).json).toEqual({ active: false });
+      }
+      expect((await v.verify(unrelated)).jti).toBe(payloadOf(unrelated).jti);
+      expect((await form(`${b2.discovery.httpUrl}/oauth2/introspect`, { token: unrelated })).json.active).toBe(true);
     } finally {
       await v.close();
       await b2?.stop();

@@ -48,7 +48,6 @@ describe('Authority', () => {
   async function build(overrides: Partial<typeof DEFAULT_AUTHORITY_CONFIG> = {}, sink?: AuditSink) {
     dir = mkdtempSync(join(tmpdir(), 'writ-auth-'));
     clock = new ManualClock(Date.UTC(2026, 10, 29, 12, 0, 0));
-    const ids = counterIds();
     approver = new ScriptedApprover();
     log = await AuditLog.open({
       path: join(dir, 'audit.jsonl'),
@@ -59,7 +58,12 @@ describe('Authority', () => {
       checkpointIntervalMs: 0,
     });
     audit = sink ?? { append: (e: AuditEntry) => log.append(e) };
-    authority = new Authority(
+    authority = await authorityOn(overrides);
+  }
+
+  /** An Authority on this test's audit, revocation list and key; a second one is the broker's next run. */
+  async function authorityOn(overrides: Partial<typeof DEFAULT_AUTHORITY_CONFIG> = {}, ids = counterIds()): Promise<Authority> {
+    return new Authority(
       { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'dev@example.com', ...overrides },
       {
         clock,
@@ -207,6 +211,43 @@ describe('Authority', () => {
       expect(heard).toEqual([[p.grantId, ...below]]);
       for (const t of [p.token.token, a.token, b.token, c.token]) expect(await codeOf(authority.check(t))).toBe('WRIT_TOKEN_REVOKED');
       expect(await codeOf(authority.exchange(p.token.token, { actorName: 'sub' }))).toBe('WRIT_TOKEN_REVOKED');
+    });
+
+    it('an exchanged token names the grants above its own, nearest first, and the exchange record names the parent grant', async () => {
+      const p = await parentWithGrant();
+      const child = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const grandchild = await authority.exchange(child.token, { actorName: 'subsub' });
+      const c = await authority.check(child.token);
+      const g = await authority.check(grandchild.token);
+      expect(c.parent_grant_ids).toEqual([p.grantId]);
+      expect(g.parent_grant_ids).toEqual([c.grant_id, p.grantId]);
+      expect((await authority.check(p.token.token)).parent_grant_ids).toBeUndefined();
+      const records = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const exchanged = records.filter((r) => r.event === 'token.exchanged');
+      expect(exchanged.map((r) => [r.jti, r.grantId, r.detail.parentGrantId])).toEqual([
+        [child.jti, c.grant_id, p.grantId],
+        [grandchild.jti, g.grant_id, c.grant_id],
+      ]);
+    });
+
+    it('after a restart (no grant in memory), revoking a grant revokes the tokens exchanged below it, by their claims', async () => {
+      const p = await parentWithGrant();
+      const child = await authority.exchange(p.token.token, { actorName: 'sub' });
+      const grandchild = await authority.exchange(child.token, { actorName: 'subsub' });
+      const other = await parentWithGrant();
+      const unrelated = await authority.exchange(other.token.token, { actorName: 'sub' });
+      const childGrant = (await authority.check(child.token)).grant_id;
+      // A second Authority on the same revocation list and key, knowing no agent, grant or token: the next run.
+      const next = await authorityOn();
+      expect((await next.check(grandchild.token)).jti).toBe(grandchild.jti);
+      // Revoking the child's grant there ends the grandchild's token and leaves the parent's.
+      await next.revoke({ kind: 'grant', id: childGrant }, 'test');
+      expect(await codeOf(next.check(grandchild.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await next.check(p.token.token)).jti).toBe(p.token.jti);
+      await next.revoke({ kind: 'grant', id: p.grantId }, 'test');
+      for (const t of [p.token.token, child.token]) expect(await codeOf(next.check(t))).toBe('WRIT_TOKEN_REVOKED');
+      expect(await codeOf(next.exchange(p.token.token, { actorName: 'sub' }))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await next.check(unrelated.token)).jti).toBe(unrelated.jti);
     });
 
     it("revoking a sub-agent's grant ends the tokens exchanged on it, not its parent's; the next exchange gets a new grant", async () => {

@@ -138,6 +138,13 @@ describe('verifyToken', () => {
       { ...CLAIMS, act: { sub: 'agt_someone_else' } },
       { ...CLAIMS, act: { sub: 42 } },
       { ...CLAIMS, scope: ['repo:read:acme/web'] },
+      // The grants above an exchanged token's: a non-empty list of ids, fewer than the agents in its chain.
+      { ...CLAIMS, parent_grant_ids: 'grt_0' },
+      { ...CLAIMS, parent_grant_ids: [] },
+      { ...CLAIMS, parent_grant_ids: [42] },
+      { ...CLAIMS, parent_grant_ids: [''] },
+      { ...CLAIMS, parent_grant_ids: ['x'.repeat(129)] },
+      { ...CLAIMS, parent_grant_ids: ['grt_0', 'grt_00'] },
     ];
     for (const name of ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'scope', 'act', 'task_id', 'grant_id']) {
       const { [name]: _, ...rest } = CLAIMS as Record<string, unknown>;
