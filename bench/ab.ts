@@ -5,21 +5,14 @@
 //   WRIT_AB_BASE=dist/base/writ.mjs WRIT_BENCH_SECONDS=8 bash scripts/with-keyring.sh npx tsx bench/ab.ts
 // An A/A run (the same bundle twice) moved 1.03-1.26x here: trust a ratio only when it repeats, and the server
 // CPU per call more than throughput.
-import { readFileSync } from 'node:fs';
 import { requireKeyring, WRIT } from '../test/helpers/broker';
-import { SECONDS, merge } from './stats';
+import { SECONDS, cpuSeconds, merge } from './stats';
 import type { LoadFigure } from './stats';
 import { mintOverHttp, mintOverWs, startBench } from './mint';
 import { oidcLoad, startOidcProvider } from './oidc';
 import { ms, num, ratio } from './report';
 
 const ROUNDS = Number(process.env.WRIT_AB_ROUNDS ?? 4);
-
-/** CPU seconds (user + system) a process has used, or its main thread alone, from /proc. */
-function cpuSeconds(pid: number, mainThread = false): number {
-  const f = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
 
 /**
  * The figure, and the server's CPU per call, whole process and event loop (main thread) alone: steadier than
@@ -29,9 +22,9 @@ async function withCpu(pid: number, cpu: { all: number[]; loop: number[] }, run:
   const c0 = cpuSeconds(pid);
   const l0 = cpuSeconds(pid, true);
   const f = await run();
-  // The warm-up's calls are not counted in f.n, its CPU is: the same small bias for every figure.
-  cpu.all.push((cpuSeconds(pid) - c0) / f.n);
-  cpu.loop.push((cpuSeconds(pid, true) - l0) / f.n);
+  // The CPU read covers the warm-up's calls too.
+  cpu.all.push((cpuSeconds(pid) - c0) / (f.n + f.warm));
+  cpu.loop.push((cpuSeconds(pid, true) - l0) / (f.n + f.warm));
   return f;
 }
 

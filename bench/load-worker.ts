@@ -3,6 +3,7 @@
 // In use, agents and the editor are separate processes; sharing one event loop and heap with the bench's editor
 // (which receives every audit record over the IPC pipe) made the editor's garbage collection pause all 16 agents.
 import { parentPort } from 'node:worker_threads';
+import WebSocket from 'ws';
 import { WritClient } from '../broker/sdk/client';
 import { postForm } from './httpc';
 import { closedLoop } from './stats';
@@ -45,6 +46,34 @@ async function run(req: LoadRequest): Promise<LoadFigure | null> {
         const body = JSON.parse(res.body) as { access_token?: string; error?: string; error_description?: string };
         if (res.status !== 200 || !body.access_token) throw new Error(`${req.url} refused: ${res.status} ${body.error} ${body.error_description}`);
       }, req.seconds);
+    case 'floor': {
+      // Bare clients: no SDK, no schema; each frame answered by id.
+      const conns = await Promise.all(
+        Array.from({ length: req.clients }, async () => {
+          const ws = new WebSocket(`ws+unix:${req.socket}:/`, { perMessageDeflate: false });
+          await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+          const waiting = new Map<number, () => void>();
+          ws.on('message', (data) => {
+            const { id } = JSON.parse(data.toString()) as { id: number };
+            waiting.get(id)?.();
+            waiting.delete(id);
+          });
+          return { ws, waiting, next: 0 };
+        }),
+      );
+      try {
+        return await closedLoop(req.clients, (w) => {
+          const c = conns[w]!;
+          const id = c.next++;
+          return new Promise<void>((resolve) => {
+            c.waiting.set(id, resolve);
+            c.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'token.mint', params: { grantId: 'grt_floor' } }));
+          });
+        }, req.seconds);
+      } finally {
+        for (const c of conns) c.ws.close();
+      }
+    }
     case 'close':
       await Promise.all(agents.map((a) => a.client.close()));
       agents = [];

@@ -11,6 +11,8 @@ export type LoadRequest =
   | { op: 'exchange'; url: string; clients: number; seconds?: number }
   /** A form POST that answers an access token (oidc-provider's token endpoint). */
   | { op: 'post'; url: string; body: string; headers: Record<string, string>; clients: number; seconds?: number }
+  /** The floor (bench/mint-floor.mjs): the same token.mint frame over bare `ws` clients on the floor's socket. */
+  | { op: 'floor'; socket: string; clients: number; seconds?: number }
   | { op: 'close' };
 
 const WORKER = new URL('./load-worker.ts', import.meta.url).href;
@@ -38,7 +40,7 @@ export class LoadWorker {
     return new LoadWorker(new Worker(boot, { eval: true }));
   }
 
-  request(req: Extract<LoadRequest, { op: 'ws' | 'exchange' | 'post' }>): Promise<LoadFigure>;
+  request(req: Extract<LoadRequest, { op: 'ws' | 'exchange' | 'post' | 'floor' }>): Promise<LoadFigure>;
   request(req: Extract<LoadRequest, { op: 'connect' | 'close' }>): Promise<null>;
   request(req: LoadRequest): Promise<LoadFigure | null> {
     const id = this.#next++;

@@ -1,8 +1,12 @@
 // Minting: over the WebSocket (token.mint against a live grant) and over HTTP (RFC 8693 token exchange at
 // POST /oauth2/token, a sub-agent token from a parent token), both audited durably before the token is returned;
 // next to the floor, jose signing the same claims with the broker's own key.
-import { readFileSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { BrokerProcess, freshEnv } from '../test/helpers/broker';
 import type { BrokerEnv } from '../test/helpers/broker';
@@ -93,4 +97,40 @@ export async function joseFloor(env: BrokerEnv): Promise<number> {
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const MINT_FLOOR = fileURLToPath(new URL('./mint-floor.mjs', import.meta.url));
+
+/** bench/mint-floor.mjs running: the least a durable token server does per call here, with no Writ code. */
+export interface MintFloor {
+  socket: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function startMintFloor(): Promise<MintFloor> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-mint-floor-'));
+  const socket = join(dir, 'floor.sock');
+  const child = spawn(process.execPath, [MINT_FLOOR, socket, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`bench/mint-floor.mjs exited ${code}`)));
+  });
+  return {
+    socket,
+    child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve();
+        });
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** The same token.mint frame, one call in flight per bare `ws` client (no SDK), against the floor server. */
+export function mintOverFloor(bench: Bench, floor: MintFloor, clients: number, seconds?: number): Promise<LoadFigure> {
+  return bench.load.request({ op: 'floor', socket: floor.socket, clients, seconds });
 }

@@ -1,5 +1,6 @@
 // The one latency helper: closed-loop load (N workers, each awaiting its call before the next) for a fixed
 // time, and the percentiles of what it recorded. Every throughput/latency figure in the benchmark comes from here.
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 export interface LoadFigure {
@@ -12,6 +13,8 @@ export interface LoadFigure {
   /** Seconds measured, and every call's latency (ms): what merge() needs. */
   elapsed: number;
   lat: number[];
+  /** Calls made in the warm-up before the measured time (CPU read around a figure covers them too). */
+  warm: number;
 }
 
 /** One figure from several slices of the same load (taken in rounds, interleaved with the figures it is compared to). */
@@ -19,7 +22,7 @@ export function merge(slices: readonly LoadFigure[]): LoadFigure {
   const lat = slices.flatMap((s) => s.lat);
   const elapsed = slices.reduce((t, s) => t + s.elapsed, 0);
   const { p50, p99 } = percentiles(lat);
-  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat };
+  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat, warm: slices.reduce((t, s) => t + s.warm, 0) };
 }
 
 /** Nearest-rank percentile of sorted samples (NaN when empty). */
@@ -41,6 +44,7 @@ export const SECONDS = Number(process.env.WRIT_BENCH_SECONDS ?? 3);
  * A short warm-up first (not recorded), so JIT and connection set-up stay out of the figure.
  */
 export async function closedLoop(workers: number, op: (worker: number) => Promise<unknown>, seconds = SECONDS): Promise<LoadFigure> {
+  let warm = 0;
   const run = async (ms: number, record: number[] | null): Promise<void> => {
     const end = performance.now() + ms;
     await Promise.all(
@@ -48,7 +52,8 @@ export async function closedLoop(workers: number, op: (worker: number) => Promis
         while (performance.now() < end) {
           const t0 = performance.now();
           await op(w);
-          record?.push(performance.now() - t0);
+          if (record) record.push(performance.now() - t0);
+          else warm++;
         }
       }),
     );
@@ -59,7 +64,7 @@ export async function closedLoop(workers: number, op: (worker: number) => Promis
   await run(seconds * 1000, lat);
   const elapsed = (performance.now() - t0) / 1000;
   const { p50, p99 } = percentiles(lat);
-  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat };
+  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat, warm };
 }
 
 /** Synchronous-or-async single-threaded throughput: `batch` calls per check of the clock. */
@@ -83,4 +88,10 @@ export async function opsPerSecond(op: () => unknown, batch = 100, seconds = SEC
  */
 export function sharedMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/** CPU seconds (user + system) a process has used, or its main thread alone, from /proc. */
+export function cpuSeconds(pid: number, mainThread = false): number {
+  const f = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
