@@ -40,6 +40,20 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 /** RFC 6749 §5.2 error bodies, with Writ's stable code beside the OAuth one. */
+/**
+ * The request target as a URL, or undefined when it is not a path (RFC 9112 §3.2.1 origin-form). Parsed against
+ * a fixed origin, never as a URL of its own: `//`, `//@` or `//:99999` are paths here, and `new URL('//', base)`
+ * throws. Everything on the listeners that reads the target goes through this.
+ */
+export function requestUrl(target: string | undefined): URL | undefined {
+  if (target === undefined || !target.startsWith('/')) return undefined;
+  try {
+    return new URL(`http://localhost${target}`);
+  } catch {
+    return undefined;
+  }
+}
+
 function oauthError(res: ServerResponse, status: number, error: string, e: WritError): void {
   send(res, status, { error, error_description: e.message, writ_code: e.code });
 }
@@ -127,7 +141,8 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
   };
 
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = requestUrl(req.url);
+    if (url === undefined) return oauthError(res, 400, 'invalid_request', new WritError('WRIT_BAD_REQUEST', 'the request target must be a path'));
     if (deps.proxy && (req.url ?? '').startsWith('/proxy/')) return deps.proxy(req, res);
     const route = `${req.method} ${url.pathname}`;
     // One look at the calling process per request, however many checks ask (the holder rules, the new token's binding).

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import { WritError } from '../errors';
+import { requestUrl } from './http';
 import { peerAddressOf } from './peer';
 import type { PeerAddress } from './peer';
 
@@ -88,7 +89,7 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         socket.end(`HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
         return;
       }
-      if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/') {
+      if (requestUrl(req.url)?.pathname !== '/') {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }

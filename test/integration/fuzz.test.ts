@@ -130,6 +130,38 @@ describe('hostile input', () => {
     );
   });
 
+  it('answers request targets that are not plain paths (//, //@, //:99999, absolute URLs) and goes on serving', async () => {
+    /** One raw HTTP/1.1 request on a fresh connection; resolves with the status code and body of the answer. */
+    const raw = (target: string, where: 'tcp' | 'unix', upgrade = false) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const s = where === 'tcp' ? connect(Number(new URL(b.discovery.httpUrl).port), '127.0.0.1') : connect(b.discovery.socketPath);
+        let text = '';
+        s.on('data', (d) => (text += d));
+        s.on('error', reject);
+        s.on('close', () => {
+          const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+          resolve({ status, body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+        });
+        const headers = upgrade
+          ? 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n'
+          : 'Connection: close\r\n';
+        s.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}\r\n`);
+      });
+    for (const where of ['tcp', 'unix'] as const) {
+      // Paths, odd ones: not found, as any unknown route.
+      for (const target of ['//', '///', '//@', '//:99999', '//evil.example/x']) {
+        const r = await raw(target, where);
+        expect([target, where, r.status, JSON.parse(r.body).writ_code]).toEqual([target, where, 404, 'WRIT_METHOD_NOT_FOUND']);
+        expect([target, (await raw(target, where, true)).status]).toEqual([target, 404]);
+      }
+      // Not a path at all (absolute-form): refused as a bad request.
+      const abs = await raw('http://evil.example/oauth2/token', where);
+      expect([abs.status, JSON.parse(abs.body).writ_code]).toEqual([400, 'WRIT_BAD_REQUEST']);
+    }
+    expect(b.child.exitCode).toBeNull();
+    expect((await fetch(`${b.discovery.httpUrl}/.well-known/jwks.json`)).status).toBe(200);
+  });
+
   it('slow writers do not hold up other clients', async () => {
     const sockets = Array.from({ length: 20 }, () => {
       const s = connect(b.discovery.socketPath);
