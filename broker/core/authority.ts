@@ -106,9 +106,14 @@ interface Grant {
   tokens: Map<string, number>;
   /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
   tokensAfterSweep: number;
-  /** An exchange grant: the grant of the parent token it was exchanged from, whose revocation takes this one too. */
+  /**
+   * A sub-agent's grant (by exchange, or asked for by a sub-agent and covered by its parent's): the grant it comes
+   * from, whose revocation takes this one too, while that one is held.
+   */
   parentGrantId: string | undefined;
-  /** Exchange grants made from tokens of this grant, while held. */
+  /** The grants above this one, nearest first; its tokens carry them as `parent_grant_ids`. */
+  ancestors: readonly string[];
+  /** Sub-agents' grants made from this one, while held. */
   children: Set<string> | undefined;
   /** An exchange grant's key in `exchangeGrants`, so forgetting the grant forgets the key. */
   exchangeKey: string | undefined;
@@ -420,6 +425,9 @@ export class Authority {
     }
     const grant = this.newGrant(agent, task, asked, audience, 'task', Math.min(ttl, covering.ttl));
     grant.expiresAt = Math.min(grant.expiresAt, covering.expiresAt);
+    // Revoking the parent's grant (or its task) revokes this one, and its tokens name the parent's grant.
+    grant.ancestors = [covering.id, ...covering.ancestors];
+    this.linkGrant(grant, covering);
     await this.audit('task.approved', agent, {
       task,
       grantId: grant.id,
@@ -537,6 +545,7 @@ export class Authority {
       tokens: new Map(),
       tokensAfterSweep: 0,
       parentGrantId: undefined,
+      ancestors: [],
       children: undefined,
       exchangeKey: undefined,
     };
@@ -675,6 +684,7 @@ export class Authority {
       scopes,
       taskId: ctx.taskId,
       grantId: grant.id,
+      parentGrantIds: grant.ancestors,
       ttlSeconds: ttl,
     });
     // The signature is made while the record is synced; the token leaves only once both are done.
@@ -904,7 +914,7 @@ export class Authority {
       taskId: subject.task_id,
       grantId: grant.id,
       // Revoking the parent's grant (or any above it) revokes this token too, by its claims alone.
-      parentGrantIds: [subject.grant_id, ...(subject.parent_grant_ids ?? [])],
+      parentGrantIds: grant.ancestors,
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
     const [token] = await Promise.all([
@@ -967,11 +977,14 @@ export class Authority {
     grant.expiresAt = Math.min(grant.expiresAt, subject.exp);
     grant.exchangeKey = key;
     this.exchangeGrants.set(key, grant);
-    if (held !== undefined) {
-      grant.parentGrantId = held.id;
-      (held.children ??= new Set()).add(grant.id);
-    }
+    grant.ancestors = [subject.grant_id, ...(subject.parent_grant_ids ?? [])];
+    if (held !== undefined) this.linkGrant(grant, held);
     return grant;
+  }
+
+  private linkGrant(child: Grant, parent: Grant): void {
+    child.parentGrantId = parent.id;
+    (parent.children ??= new Set()).add(child.id);
   }
 
   private isRevokedChain(c: WritClaims): boolean {

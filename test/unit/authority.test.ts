@@ -155,6 +155,35 @@ describe('Authority', () => {
     expect(approver.asked).toHaveLength(1);
   });
 
+  it("revoking the parent's grant or task revokes a sub-agent's grant covered by it, now and after a restart", async () => {
+    const p = await hello('parent');
+    const pr = await authority.requestTask({ agentId: p.agentId }, { task: 'delegate', scopes: ['repo:write:acme/*'], audience: AUD });
+    const c = await hello('child', { parentSession: pr.session! });
+    const cr = await authority.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:write:acme/web'], audience: AUD });
+    const g = await hello('grandchild', { parentSession: cr.session! });
+    const gr = await authority.requestTask({ agentId: g.agentId }, { task: 'subsub', scopes: ['repo:write:acme/web'], audience: AUD });
+    // The tokens name the grants above theirs, so the link holds where the broker's memory does not.
+    expect((await authority.check(cr.token.token)).parent_grant_ids).toEqual([pr.grant.id]);
+    expect((await authority.check(gr.token.token)).parent_grant_ids).toEqual([cr.grant.id, pr.grant.id]);
+    const later = await authority.mint({ agentId: c.agentId }, { grantId: cr.grant.id });
+
+    // In this run: the child's grant and the grandchild's go with the parent's task, their tokens and minting too.
+    expect(await authority.revoke({ kind: 'task', id: pr.grant.taskId }, 'test')).toEqual({ revokedTokens: 4, revokedGrants: 3, revokedAgents: 0 });
+    for (const t of [pr.token.token, cr.token.token, later.token, gr.token.token]) expect(await codeOf(authority.check(t))).toBe('WRIT_TOKEN_REVOKED');
+    expect(await codeOf(authority.mint({ agentId: c.agentId }, { grantId: cr.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
+    expect(await codeOf(authority.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:write:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+
+    // Another parent grant, then a restart: revoking it by id there takes the sub-agent's token by its claims.
+    const pr2 = await authority.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
+    const c2 = await hello('child-2', { parentSession: pr.session! }); // the parent's session, handed out once
+    const cr2 = await authority.requestTask({ agentId: c2.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD });
+    expect((await authority.check(cr2.token.token)).parent_grant_ids).toEqual([pr2.grant.id]);
+    const next = await authorityOn();
+    expect((await next.check(cr2.token.token)).jti).toBe(cr2.token.jti);
+    await next.revoke({ kind: 'grant', id: pr2.grant.id }, 'test');
+    expect(await codeOf(next.check(cr2.token.token))).toBe('WRIT_TOKEN_REVOKED');
+  });
+
   it('limits delegation depth', async () => {
     await log.close();
     await build({ maxDelegationDepth: 1 });
