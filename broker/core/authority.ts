@@ -21,6 +21,7 @@ import type {
   RevokeTarget,
   TokenResult,
 } from '../protocol';
+import { ScopeList } from '../protocol';
 import type { Clock, IdSource } from './clock';
 import { seconds } from './clock';
 import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope } from './scopes';
@@ -885,6 +886,10 @@ export class Authority {
       throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
     }
     const { held, normalized } = this.heldScopes(subject.scope);
+    // As many as a task request may ask for: covering and normalizing are quadratic in the count.
+    if (req.scopes !== undefined && !ScopeList.safeParse(req.scopes).success) {
+      throw new WritError('WRIT_BAD_REQUEST', 'scope must name 1 to 32 scopes of at most 512 characters each', { path: 'scope' });
+    }
     const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
     if (req.scopes && !scopesCover(held, asked)) {
       throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
@@ -900,6 +905,8 @@ export class Authority {
       child.subAgentKey = key;
       this.subAgents.set(key, child.id);
     }
+    // Before any grant, token or record: a revoked sub-agent gets nothing under its name again.
+    if (child.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'the sub-agent has been revoked');
     const now = seconds(this.deps.clock.now());
     const remaining = subject.exp - now;
     if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');

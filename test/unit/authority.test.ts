@@ -301,6 +301,20 @@ describe('Authority', () => {
       expect(await codeOf(authority.check(a.token))).toBe('WRIT_TOKEN_REVOKED');
       expect(await codeOf(authority.exchange(p.token.token, { actorName: 'sub' }))).toBe('WRIT_TOKEN_REVOKED');
       expect((await authority.check(p.token.token)).jti).toBe(p.token.jti);
+      // Refused before anything was made: no new grant for the revoked sub-agent, no second exchange on record.
+      expect(authority.listAgents().find((x) => x.id === sub)).toMatchObject({ revoked: true, grants: 0, liveTokens: 0 });
+      const exchanged = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.event === 'token.exchanged');
+      expect(exchanged.map((r) => r.jti)).toEqual([a.jti]);
+    });
+
+    it('refuses an exchange asking for more scopes than a task request may (32), before any scope work', async () => {
+      const p = await parentWithGrant(['repo:read:acme/**']);
+      const many = Array.from({ length: 33 }, (_, i) => `repo:read:acme/**/x${i}`);
+      const e = await authority.exchange(p.token.token, { actorName: 'sub', scopes: many }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(WritError);
+      expect([(e as WritError).code, (e as WritError).path]).toEqual(['WRIT_BAD_REQUEST', 'scope']);
+      expect(await codeOf(authority.exchange(p.token.token, { actorName: 'sub', scopes: [] }))).toBe('WRIT_BAD_REQUEST');
+      expect((await authority.exchange(p.token.token, { actorName: 'sub', scopes: many.slice(0, 32) })).scopes).toHaveLength(32);
     });
 
     it('a shared grant lives as long as the latest parent token exchanged on it', async () => {
