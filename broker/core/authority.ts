@@ -172,6 +172,11 @@ export class Authority {
   private readonly revokedSessions = new Set<string>();
   /** jti → its grant, for every token a grant still holds: revoke by jti and use reports look up here. */
   private readonly tokenGrants = new Map<string, Grant>();
+  /**
+   * The jtis of tokens issued in the last two seconds, by their `iat`: revoking everything covers the tokens
+   * issued before its second by one entry; those of its own second are listed one by one, and only they.
+   */
+  private readonly recentlyIssued = new Map<number, string[]>();
   /** Inventory identity → agents held in memory with it: the inventory never forgets an identity in use. */
   private readonly identityAgents = new Map<string, number>();
   private readonly grants = new Map<string, Grant>();
@@ -630,9 +635,15 @@ export class Authority {
   }
 
   /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
-  private holdToken(grant: Grant, jti: string, exp: number): void {
+  private holdToken(grant: Grant, jti: string, iat: number, exp: number): void {
     grant.tokens.set(jti, exp);
     this.tokenGrants.set(jti, grant);
+    const recent = this.recentlyIssued.get(iat);
+    if (recent) recent.push(jti);
+    else {
+      this.recentlyIssued.set(iat, [jti]);
+      for (const s of this.recentlyIssued.keys()) if (s < iat - 1) this.recentlyIssued.delete(s);
+    }
     if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
     const now = seconds(this.deps.clock.now());
     for (const [id, e] of grant.tokens) {
@@ -706,7 +717,7 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    this.holdToken(grant, claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.iat, claims.exp);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -939,7 +950,7 @@ export class Authority {
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
     if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
-    this.holdToken(grant, claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.iat, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -1097,8 +1108,9 @@ export class Authority {
       }
       case 'all': {
         for (const a of this.agents.values()) takeAgent(a);
-        await this.deps.revocations.add('all', '', until);
-        for (const jti of jtis) await this.deps.revocations.add('token', jti, until);
+        const all = await this.deps.revocations.add('all', '', until);
+        // The entry covers tokens issued before its second; those of that second are named (one fsync each).
+        for (const jti of this.recentlyIssued.get(all.at) ?? []) await this.deps.revocations.add('token', jti, until);
         break;
       }
     }

@@ -184,6 +184,21 @@ describe('Authority', () => {
     expect(await codeOf(next.check(cr2.token.token))).toBe('WRIT_TOKEN_REVOKED');
   });
 
+  it('revoking everything writes one entry for what came before its second and names only that second\'s tokens', async () => {
+    const { agentId } = await hello();
+    const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
+    const earlier = [r.token];
+    for (let i = 0; i < 20; i++) earlier.push(await authority.mint({ agentId }, { grantId: r.grant.id }));
+    clock.advance(2_000);
+    const sameSecond = await authority.mint({ agentId }, { grantId: r.grant.id });
+    expect(await authority.revoke({ kind: 'all' }, 'test')).toEqual({ revokedTokens: 22, revokedGrants: 1, revokedAgents: 1 });
+    const entries = readFileSync(join(dir, 'revocations.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(entries.map((e) => [e.kind, e.id])).toEqual([['all', ''], ['token', sameSecond.jti]]);
+    // In a later run, from the list alone: every one of them is refused.
+    const next = await authorityOn();
+    for (const t of [...earlier.map((x) => x.token), sameSecond.token]) expect(await codeOf(next.check(t))).toBe('WRIT_TOKEN_REVOKED');
+  });
+
   it('limits delegation depth', async () => {
     await log.close();
     await build({ maxDelegationDepth: 1 });
