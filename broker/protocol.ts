@@ -102,6 +102,8 @@ export const RevocationSnapshot = z.strictObject({
   grantIds: z.array(z.string()),
   /** Revoked agents: any token whose `act` chain names one of them is revoked. */
   agentIds: z.array(z.string()),
+  /** Revoked tasks: any token whose `task_id` is one of them is revoked (absent from an older broker). */
+  taskIds: z.array(z.string()).optional(),
   /** Epoch seconds: tokens issued strictly before it are revoked (`all`); absent if never used. */
   allBefore: z.number().int().optional(),
 });

@@ -758,7 +758,7 @@ export class Authority {
     }
     const chain = chainFromAct(claims.act);
     const revoked =
-      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain }) ||
+      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain }) ||
       this.grants.get(claims.grant_id)?.revoked === true ||
       chain.some((id) => this.agents.get(id)?.revoked === true);
     if (revoked) {
@@ -1090,6 +1090,9 @@ export class Authority {
           await this.deps.revocations.add('grant', target.id, until);
           grantIds.push(target.id);
         }
+        // Every token issued for the task, by its task_id: also those of a grant another task made and this one
+        // reused, those exchanged from them, and those of an earlier run this broker holds nothing of.
+        if (target.kind === 'task') await this.deps.revocations.add('task', target.id, until);
         for (const g of matched) {
           subject ??= this.agents.get(g.agentId);
           takeGrant(g);
@@ -1129,17 +1132,18 @@ export class Authority {
       ...(target.kind === 'token' ? { jti: target.jti } : {}),
       ...(target.kind === 'grant' ? { grantId: target.id } : {}),
     });
-    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: [], grantIds };
+    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: target.kind === 'task' ? [target.id] : [], grantIds };
     await Promise.all([...this.listeners].map((l) => l(event)));
     return { revokedTokens: jtis.length, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
   }
 
   /** Every revocation that may still cover a live token, from the durable list: a new subscriber's starting point. */
   revocationSnapshot(): RevocationSnapshot {
-    const snap: RevocationSnapshot = { jtis: [], grantIds: [], agentIds: [] };
+    const snap: RevocationSnapshot = { jtis: [], grantIds: [], agentIds: [], taskIds: [] };
     for (const e of this.deps.revocations.entries()) {
       if (e.kind === 'token') snap.jtis.push(e.id);
       else if (e.kind === 'grant') snap.grantIds.push(e.id);
+      else if (e.kind === 'task') snap.taskIds!.push(e.id);
       else if (e.kind === 'agent') snap.agentIds.push(e.id);
       else snap.allBefore = e.at;
     }

@@ -1,4 +1,4 @@
-// Revocations: what is revoked (a token, a grant, an agent and so its sub-agents, or everything issued so
+// Revocations: what is revoked (a token, a grant, a task, an agent and so its sub-agents, or everything issued so
 // far), checked from a token's claims alone, and persisted so a restart keeps them until what they cover expires.
 import { fdatasync, openSync, writeSync, fsyncSync, closeSync, readFileSync, renameSync, constants } from 'node:fs';
 import { z } from 'zod';
@@ -7,8 +7,8 @@ import type { Clock } from './clock';
 import { seconds } from './clock';
 
 const Entry = z.strictObject({
-  kind: z.enum(['token', 'grant', 'agent', 'all']),
-  /** jti, grant id or agent id; empty for `all`. */
+  kind: z.enum(['token', 'grant', 'task', 'agent', 'all']),
+  /** jti, grant id, task id or agent id; empty for `all`. */
   id: z.string(),
   /** Epoch seconds the revocation was made. */
   at: z.number().int(),
@@ -20,6 +20,8 @@ export type RevocationEntry = z.infer<typeof Entry>;
 export interface RevocableClaims {
   jti: string;
   grant_id: string;
+  /** The task the token was issued for (`task_id`; an exchanged token keeps its parent token's). */
+  task_id: string;
   /** The grants above `grant_id` (an exchanged token's `parent_grant_ids`). */
   parent_grant_ids?: readonly string[];
   iat: number;
@@ -30,6 +32,7 @@ export interface RevocableClaims {
 export class RevocationStore {
   private readonly tokens = new Map<string, number>();
   private readonly grants = new Map<string, number>();
+  private readonly tasks = new Map<string, number>();
   private readonly agents = new Map<string, number>();
   /**
    * Tokens issued strictly before this second are revoked. Tokens of the current run that share the
@@ -108,6 +111,9 @@ export class RevocationStore {
       case 'grant':
         this.grants.set(e.id, Math.max(e.until, this.grants.get(e.id) ?? 0));
         break;
+      case 'task':
+        this.tasks.set(e.id, Math.max(e.until, this.tasks.get(e.id) ?? 0));
+        break;
       case 'agent':
         this.agents.set(e.id, Math.max(e.until, this.agents.get(e.id) ?? 0));
         break;
@@ -123,6 +129,7 @@ export class RevocationStore {
     const now = seconds(this.clock.now());
     for (const [id, until] of this.tokens) out.push({ kind: 'token', id, at: now, until });
     for (const [id, until] of this.grants) out.push({ kind: 'grant', id, at: now, until });
+    for (const [id, until] of this.tasks) out.push({ kind: 'task', id, at: now, until });
     for (const [id, until] of this.agents) out.push({ kind: 'agent', id, at: now, until });
     if (this.allBefore >= 0) out.push({ kind: 'all', id: '', at: this.allBefore, until: this.allUntil });
     return out;
@@ -157,7 +164,7 @@ export class RevocationStore {
   }
 
   isRevoked(c: RevocableClaims): boolean {
-    if (this.tokens.has(c.jti) || this.grants.has(c.grant_id)) return true;
+    if (this.tokens.has(c.jti) || this.grants.has(c.grant_id) || this.tasks.has(c.task_id)) return true;
     if (c.parent_grant_ids) for (const g of c.parent_grant_ids) if (this.grants.has(g)) return true;
     if (c.iat < this.allBefore) return true;
     for (const a of c.chain) if (this.agents.has(a)) return true;

@@ -72,7 +72,7 @@ export function eventOfEntry(e: RevocationEntry): RevocationEvent {
     at: e.at,
     jtis: e.kind === 'token' ? [e.id] : [],
     agentIds: e.kind === 'agent' ? [e.id] : [],
-    taskIds: [],
+    taskIds: e.kind === 'task' ? [e.id] : [],
     grantIds: e.kind === 'grant' ? [e.id] : [],
   };
 }

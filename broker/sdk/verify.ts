@@ -142,6 +142,7 @@ class RevocationView {
   version = 0;
   private readonly jtis = new Map<string, number>();
   private readonly grants = new Map<string, number>();
+  private readonly tasks = new Map<string, number>();
   private readonly agents = new Map<string, number>();
   private allBefore = -1;
   private lastSweep = 0;
@@ -149,7 +150,7 @@ class RevocationView {
   constructor(private readonly now: () => number) {}
 
   get size(): number {
-    return this.jtis.size + this.grants.size + this.agents.size + (this.allBefore >= 0 ? 1 : 0);
+    return this.jtis.size + this.grants.size + this.tasks.size + this.agents.size + (this.allBefore >= 0 ? 1 : 0);
   }
 
   applyEvent(e: RevocationEvent): void {
@@ -157,6 +158,7 @@ class RevocationView {
     for (const id of e.jtis) this.jtis.set(id, forget);
     for (const id of e.agentIds) this.agents.set(id, forget);
     for (const id of e.grantIds ?? []) this.grants.set(id, forget);
+    for (const id of e.taskIds) this.tasks.set(id, forget);
     if (e.target.kind === 'grant') this.grants.set(e.target.id, forget); // also from a broker without grantIds
     if (e.target.kind === 'token') this.jtis.set(e.target.jti, forget);
     if (e.target.kind === 'agent') this.agents.set(e.target.id, forget);
@@ -168,13 +170,14 @@ class RevocationView {
     const forget = this.now() + REVOCATION_MEMORY_MS;
     for (const id of s.jtis) this.jtis.set(id, forget);
     for (const id of s.grantIds) this.grants.set(id, forget);
+    for (const id of s.taskIds ?? []) this.tasks.set(id, forget);
     for (const id of s.agentIds) this.agents.set(id, forget);
     if (s.allBefore !== undefined) this.allBefore = Math.max(this.allBefore, s.allBefore);
     this.changed();
   }
 
   covers(t: VerifiedToken): boolean {
-    if (this.jtis.has(t.jti) || this.grants.has(t.grantId)) return true;
+    if (this.jtis.has(t.jti) || this.grants.has(t.grantId) || this.tasks.has(t.taskId)) return true;
     for (const g of t.parentGrantIds) if (this.grants.has(g)) return true;
     // As the broker's own list: `all` covers tokens issued strictly before its second; that second's are named by jti.
     if (t.issuedAt < this.allBefore) return true;
@@ -187,7 +190,7 @@ class RevocationView {
     const now = this.now();
     if (now - this.lastSweep < 60_000) return;
     this.lastSweep = now;
-    for (const m of [this.jtis, this.grants, this.agents]) for (const [id, until] of m) if (until <= now) m.delete(id);
+    for (const m of [this.jtis, this.grants, this.tasks, this.agents]) for (const [id, until] of m) if (until <= now) m.delete(id);
   }
 }
 

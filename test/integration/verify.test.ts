@@ -199,6 +199,31 @@ describe('verifier', { timeout: 60_000 }, () => {
     expect(await codeOf(v.verify(unseen.token))).toBe('WRIT_TOKEN_REVOKED');
   });
 
+  it('a revoked task reaches the verifier by its id: its tokens fail, cached or not, here and in a verifier started after', async () => {
+    // A session grant, reused by a second task: revoking that task revokes no grant, only its tokens by task_id.
+    b.decide = () => ({ decision: 'approve', mode: 'session' });
+    const first = await agent.call('task.request', { task: 'first task', scopes: ['repo:read:acme/docs'], audience: AUD });
+    const second = await agent.call('task.request', { task: 'second task', scopes: ['repo:read:acme/docs'], audience: AUD });
+    b.decide = approveAll;
+    expect([second.reused, second.grant.id]).toEqual([true, first.grant.id]);
+    const taskId = (await v.verify(second.token.token)).taskId;
+    expect(taskId).not.toBe(first.grant.taskId);
+    const heard = nextRevocation(v);
+    await agent.call('revoke', { target: { kind: 'task', id: taskId } });
+    expect(await heard).toMatchObject({ taskIds: [taskId], grantIds: [] });
+    expect(await codeOf(v.verify(second.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect((await v.verify(first.token.token)).jti).toBe(first.token.jti);
+    // From the snapshot a new subscriber starts with.
+    const late = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });
+    try {
+      expect(await late.ready()).toBe(true);
+      expect(await codeOf(late.verify(second.token.token))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await late.verify(first.token.token)).jti).toBe(first.token.jti);
+    } finally {
+      await late.close();
+    }
+  });
+
   it("revoking an agent revokes its sub-agents' tokens in the verifier, nested act chains included", async () => {
     const { client: parent, hello: ph } = await b.agent('parent');
     const pr = await parent.call('task.request', { task: 'delegate', scopes: ['repo:read:acme/*'], audience: AUD });

@@ -199,6 +199,29 @@ describe('Authority', () => {
     for (const t of [...earlier.map((x) => x.token), sameSecond.token]) expect(await codeOf(next.check(t))).toBe('WRIT_TOKEN_REVOKED');
   });
 
+  it("revoking a task takes every token issued for it by task_id: on a grant another task made, exchanged, and in a later run", async () => {
+    approver.answer = () => ({ decision: 'approve', mode: 'session' });
+    const { agentId } = await hello();
+    const a = await authority.requestTask({ agentId }, { task: 'task A', scopes: ['repo:read:acme/web'], audience: AUD });
+    const b = await authority.requestTask({ agentId }, { task: 'task B', scopes: ['repo:read:acme/web'], audience: AUD });
+    // B reused A's session grant without a prompt; its token names task B.
+    expect([b.reused, b.grant.id, approver.asked.length]).toEqual([true, a.grant.id, 1]);
+    const taskB = (await authority.check(b.token.token)).task_id;
+    expect(taskB).not.toBe(a.grant.taskId);
+    const exchangedB = await authority.exchange(b.token.token, { actorName: 'helper' });
+    await authority.revoke({ kind: 'task', id: taskB }, 'test');
+    for (const t of [b.token.token, exchangedB.token]) expect(await codeOf(authority.check(t))).toBe('WRIT_TOKEN_REVOKED');
+    // Task A, and the grant B had reused, are not B's: they stay.
+    expect((await authority.check(a.token.token)).jti).toBe(a.token.jti);
+    expect((await authority.mint({ agentId }, { grantId: a.grant.id })).scopes).toEqual(['repo:read:acme/web']);
+    // A later run holds no grant of task A, and still finds its tokens by task_id once it is revoked there.
+    const next = await authorityOn();
+    expect((await next.check(a.token.token)).jti).toBe(a.token.jti);
+    await next.revoke({ kind: 'task', id: a.grant.taskId }, 'test');
+    expect(await codeOf(next.check(a.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect(next.revocationSnapshot().taskIds).toEqual([taskB, a.grant.taskId]);
+  });
+
   it('limits delegation depth', async () => {
     await log.close();
     await build({ maxDelegationDepth: 1 });
