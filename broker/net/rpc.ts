@@ -93,6 +93,8 @@ export function revocationAckSeq(raw: unknown): number | undefined {
 
 export class RpcConnection {
   agentId: string | undefined;
+  /** A `hello` is being answered on this connection. */
+  private introducing = false;
   /** The peer process as of `hello`: what the tokens minted on this connection are bound to. */
   private process: PeerProcess | undefined;
   subscribed = false;
@@ -297,10 +299,21 @@ export class RpcConnection {
     const caller = () => ({ agentId: this.agentId!, signal: this.gone.signal, ...(this.process === undefined ? {} : { process: this.process }) });
     switch (method) {
       case 'hello': {
-        if (this.agentId !== undefined) throw new WritError('WRIT_BAD_REQUEST', 'hello was already called on this connection', { path: 'method' });
+        // Set before the first await: a second hello sent before the first is answered is refused too (it left
+        // the first agent counted as connected for good).
+        if (this.agentId !== undefined || this.introducing) throw new WritError('WRIT_BAD_REQUEST', 'hello was already called on this connection', { path: 'method' });
+        this.introducing = true;
         const p = parsed.data as import('../protocol').MethodParams<'hello'>;
-        const peer = this.services.peer ? await this.services.peer() : undefined;
-        const { agentId, resumed } = await a.introduce(p, peer);
+        let introduced: Awaited<ReturnType<typeof a.introduce>>;
+        let peer: Awaited<ReturnType<NonNullable<typeof this.services.peer>>> | undefined;
+        try {
+          peer = this.services.peer ? await this.services.peer() : undefined;
+          introduced = await a.introduce(p, peer);
+        } catch (e) {
+          this.introducing = false;
+          throw e;
+        }
+        const { agentId, resumed } = introduced;
         if (this.closed) {
           void a.disconnected(agentId);
           throw new WritError('WRIT_DENIED', 'connection closed');

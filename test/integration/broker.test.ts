@@ -7,6 +7,7 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import WebSocket from 'ws';
 import { BrokerProcess, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { WritError } from '../../broker/errors';
+import { WritClient } from '../../broker/sdk/client';
 
 requireKeyring();
 
@@ -242,6 +243,30 @@ describe('broker: bad input', () => {
     expect((await client.call('status', {})).pid).toBe(b.child.pid);
     await client.close();
     ws.close();
+  });
+
+  it('answers a second hello on one connection with WRIT_BAD_REQUEST, also one sent before the first is answered', async () => {
+    const { ws, next } = await raw();
+    const hello = (id: number, name: string) => JSON.stringify({ jsonrpc: '2.0', id, method: 'hello', params: { protocol: 'writ/1', agent: { name, kind: 'script' } } });
+    ws.send(hello(1, 'twice-a'));
+    ws.send(hello(2, 'twice-b'));
+    const answers = [await next(), await next()].sort((x, y) => x.id - y.id);
+    expect(answers[0].result.protocol).toBe('writ/1');
+    expect(answers[1]).toMatchObject({ id: 2, error: { data: { code: 'WRIT_BAD_REQUEST', path: 'method' } } });
+    ws.send(hello(3, 'twice-c'));
+    expect(await next()).toMatchObject({ id: 3, error: { data: { code: 'WRIT_BAD_REQUEST', path: 'method' } } });
+    const agentId = answers[0].result.agentId;
+    ws.close();
+    // Only the first became an agent, and closing the connection leaves it disconnected (not counted for good).
+    const watcher = await WritClient.connect(b.socket);
+    for (let i = 0; i < 100; i++) {
+      const agents = (await watcher.call('agents.list', {})).agents;
+      expect(agents.some((a) => a.name === 'twice-b' || a.name === 'twice-c')).toBe(false);
+      if (agents.find((a) => a.id === agentId)?.connected === false) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await watcher.call('agents.list', {})).agents.find((a) => a.id === agentId)).toMatchObject({ name: 'twice-a', connected: false });
+    await watcher.close();
   });
 
   it('RFC 7009 revocation answers 200 for an unknown token, and introspection says only active:false', async () => {
