@@ -84,6 +84,9 @@ function refuse(res: ServerResponse, status: number, e: WritError, scope?: strin
   sendJson(res, status, { error, error_description: e.message, writ_code: e.code });
 }
 
+/** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
+const PATH_CHARS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
+
 /** The path after /proxy/NAME, refused if it could be read two ways (dot segments, encoded separators). */
 function splitTarget(rawUrl: string): { name: string; path: string; query: string } {
   const q = rawUrl.indexOf('?');
@@ -100,6 +103,10 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
     const c = path.charCodeAt(i);
     if (c <= 0x20 || c >= 0x7f) throw new WritError('WRIT_BAD_REQUEST', 'the path must be printable ASCII', { path: 'path' });
   }
+  // Only what RFC 3986 allows in a path: a '#' (or '[', '"', '{', ...) would be read one way by the scope check
+  // and another by the URL sent upstream ('#' starts a fragment, which is never sent).
+  if (!PATH_CHARS.test(path)) throw new WritError('WRIT_BAD_REQUEST', 'the path may hold only the characters RFC 3986 allows in a path', { path: 'path' });
+  if (query.includes('#')) throw new WritError('WRIT_BAD_REQUEST', 'the query must not hold a fragment', { path: 'query' });
   return { name, path, query };
 }
 
@@ -259,6 +266,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       facts.allowed = true;
 
       const url = new URL(`${target}${query}`);
+      // What is sent is what was checked: the URL parser must not have read the path any other way.
+      const sent = `${url.origin}${url.pathname}`;
+      if (sent !== target && !(path === '' && sent === `${target}/`)) {
+        return fail(400, new WritError('WRIT_BAD_REQUEST', 'the path reads differently as a URL than as checked', { path: 'path' }));
+      }
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
       let settled = false;
       let timer: NodeJS.Timeout | undefined;

@@ -237,6 +237,23 @@ describe('the credential-injecting proxy', () => {
     await recordFor((x) => x.detail.url === `${up.url}/repos/acme/other/issues` && x.outcome === 'failure' && x.code === 'WRIT_SCOPE_NOT_COVERED' && x.detail.status === 403);
   });
 
+  it('a path the scope check and the upstream URL could read two ways (#, [, {, ") is refused before the upstream', async () => {
+    // A scope with a glob before a fixed tail: '#' would let /repos/acme#/readme match it while the URL sent
+    // upstream ends at /repos/acme (the fragment is never sent).
+    const r = await agent.call('task.request', { task: 'read readmes', scopes: [`http:GET:${up.url}/repos/*/readme`], audience: up.url });
+    const before = up.seen.length;
+    for (const path of ['/repos/acme#/readme', '/repos/acme[/readme', '/repos/{acme}/readme', '/repos/"acme"/readme']) {
+      const res = await call(base, path, { token: r.token.token });
+      expect([path, res.status, JSON.parse(res.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
+    }
+    const query = await call(base, '/repos/acme/readme?ref=main#x', { token: r.token.token });
+    expect([query.status, JSON.parse(query.body.toString()).writ_code]).toEqual([400, 'WRIT_BAD_REQUEST']);
+    expect(up.seen.length).toBe(before);
+    // The plain path is served, and only the path checked reaches the upstream.
+    expect((await call(base, '/repos/acme/readme', { token: r.token.token })).status).toBe(200);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual(['/repos/acme/readme']);
+  });
+
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
     const before = up.seen.length;
     for (const t of [undefined, 'not-a-token', `${token}x`]) {
