@@ -1,5 +1,6 @@
 // What the developer reads when an agent asks for credentials: the notification text, scopes in plain words,
 // and the choices of the review steps. Pure (no vscode), so the exact wording is unit-tested.
+import { inert } from './inert';
 import type { ApprovalRequest } from '../broker/protocol';
 
 /** `repo:read:acme/web` → `read repo acme/web`; globs and a missing target in words. */
@@ -33,7 +34,7 @@ export function describeTtl(seconds: number): string {
 export function approvalMessage(r: ApprovalRequest, waiting: number): string {
   const scopes = r.scopes.map(describeScope).join('; ');
   const more = waiting > 0 ? ` (${waiting} more waiting)` : '';
-  return `Writ: ${describeAgent(r.agent)} asks to "${r.task}": ${scopes}, for ${r.audience}, tokens of ${describeTtl(r.ttl)}.${more}`;
+  return inert(`Writ: ${describeAgent(r.agent)} asks to "${r.task}": ${scopes}, for ${r.audience}, tokens of ${describeTtl(r.ttl)}.${more}`);
 }
 
 export const APPROVE = 'Approve';

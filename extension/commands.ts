@@ -1,5 +1,6 @@
 // The palette commands, the status bar's menu, and the tree's inline actions. Each is thin: the work is in
 // the context (ctx.ts) or in the pure modules.
+import { inert } from './inert';
 import * as vscode from 'vscode';
 import { createWriteStream } from 'node:fs';
 import type { AgentView, FindingView } from '../broker/protocol';
@@ -26,6 +27,7 @@ export const COMMAND = {
   blockAgent: 'writ.blockAgent',
   unblockAgent: 'writ.unblockAgent',
   dismissFinding: 'writ.dismissFinding',
+  trustWorkspaceRules: 'writ.trustWorkspaceRules',
 } as const;
 
 const STOP_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('debug-stop'), tooltip: 'Stop' };
@@ -48,6 +50,13 @@ export function registerCommands(ctx: WritContext): void {
   const reg = (id: string, fn: (...args: never[]) => unknown) => ctx.ext.subscriptions.push(vscode.commands.registerCommand(id, fn));
 
   reg(COMMAND.showAgents, () => showAgents(ctx));
+  reg(COMMAND.trustWorkspaceRules, async () => {
+    try {
+      if (await ctx.trustWorkspaceRules()) void vscode.window.showInformationMessage('Writ: the workspace rules apply.');
+    } catch (e) {
+      void vscode.window.showErrorMessage(`Writ: ${(e as Error).message}`);
+    }
+  });
   reg(COMMAND.stopAgent, async (node?: WritNode | string) => {
     // On a finding or an inventory row, Stop means every live agent of that identity.
     if (typeof node === 'object' && (node.kind === 'finding' || node.kind === 'identity')) return ctx.stopIdentity(identityOf(node)!);
@@ -192,7 +201,7 @@ function showAgents(ctx: WritContext): Promise<void> {
       if (item?.run) await item.run();
       else if (item?.finding) await actOnFinding(ctx, item.finding);
       else if (item?.agent) {
-        const sure = await vscode.window.showWarningMessage(`Writ: stop ${item.agent.name}? Its grants, tokens and sub-agents are revoked and its process is ended.`, 'Stop');
+        const sure = await vscode.window.showWarningMessage(inert(`Writ: stop ${item.agent.name}? Its grants, tokens and sub-agents are revoked, and its process is ended where Writ started it (writ exec).`), 'Stop');
         if (sure === 'Stop') await ctx.stopAgent(item.agent.id);
       }
     });

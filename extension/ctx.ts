@@ -2,6 +2,7 @@
 // agent state, status bar, tree, audit panel and commands. Two lifetimes: the extension's (`context.subscriptions`,
 // until deactivate) and the broker run's (its approvals, agents, tokens, pending state requests and the terminals'
 // address), all dropped by endRun() whenever the broker stops or restarts.
+import { inert } from './inert';
 import * as vscode from 'vscode';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -27,8 +28,11 @@ import { DEFAULT_SETTINGS, SETTINGS_SECTION, brokerSettingsEnv, sanitizeSettings
 import type { WritSettings } from './settings';
 import { EMPTY_SNAPSHOT, TokenLedger, activeAgents } from './agentState';
 import type { LiveToken, Snapshot } from './agentState';
-import { RULES_FILE, addRule, parseRules } from './rules';
+import { RULES_FILE, addRule, applicableRules, describeRules, parseRules, rulesDigest } from './rules';
 import type { WorkspaceRule } from './rules';
+
+/** Workspace-state key: the SHA-256 of the rules file text the developer trusted. */
+const TRUSTED_RULES_KEY = 'writ.trustedRulesDigest';
 import { verifyView } from './verifyOutput';
 import { COMMAND, registerCommands } from './commands';
 import { FindingNotifications } from './findings';
@@ -93,6 +97,8 @@ export class WritContext implements TreeSource {
   readonly onDidChange = this.changed.event;
   /** Set by activate() once it returns: how long the extension's own activation work took. */
   activationMs: number | undefined;
+  /** The untrusted version of the rules file last warned about (one warning per version). */
+  private warnedRulesDigest: string | undefined;
   /** The running broker's session id (from its audit records): "this session" in the export. */
   session: string | undefined;
 
@@ -335,7 +341,7 @@ export class WritContext implements TreeSource {
     if (outcome.ok) this.output.info(`${what}: done`);
     else {
       this.output.warn(`${what}: ${outcome.message} (${outcome.code})`);
-      void vscode.window.showWarningMessage(`Writ: could not ${what}: ${outcome.message} (${outcome.code}).`);
+      void vscode.window.showWarningMessage(inert(`Writ: could not ${what}: ${outcome.message} (${outcome.code}).`));
     }
     this.scheduleRefresh(0);
     return outcome;
@@ -521,23 +527,61 @@ export class WritContext implements TreeSource {
     }
   }
 
+  /** The digest of the rules file's text the developer last trusted in this workspace (workspace state, not the file). */
+  private get trustedRulesDigest(): string | undefined {
+    return this.ext.workspaceState.get<string>(TRUSTED_RULES_KEY);
+  }
+
   async workspaceRules(): Promise<WorkspaceRule[]> {
     const uri = this.rulesUri();
     if (!uri || !vscode.workspace.isTrusted) return [];
-    const read = parseRules(await this.readRulesText(uri));
-    if (!read.ok) {
-      this.output.warn(`${read.problem}: no workspace rule applies`);
-      return [];
+    const read = applicableRules(await this.readRulesText(uri), this.trustedRulesDigest);
+    if ('problem' in read) this.output.warn(`${read.problem}: no workspace rule applies`);
+    else if ('untrusted' in read && this.warnedRulesDigest !== read.untrusted.digest) {
+      // Once per version of the file: the request is asked as if there were no rule.
+      this.warnedRulesDigest = read.untrusted.digest;
+      this.output.warn(`${RULES_FILE} holds ${read.untrusted.count} rule(s) you have not trusted in this form: none applies until you trust them`);
+      void vscode.window
+        .showWarningMessage(`Writ: ${RULES_FILE} changed since you last trusted it (or was never trusted here): its rules do not apply until you review and trust them.`, 'Review Rules…')
+        .then((c) => (c ? vscode.commands.executeCommand('writ.trustWorkspaceRules') : undefined));
     }
     return read.rules;
+  }
+
+  /**
+   * Shows every rule of the file as it is now and, if the developer trusts them, remembers the file's digest in
+   * this workspace's state. True when the file's rules (if any) are trusted afterwards.
+   */
+  async trustWorkspaceRules(): Promise<boolean> {
+    const uri = this.rulesUri();
+    if (!uri) throw new Error('open a folder first: rules live in the workspace');
+    if (!vscode.workspace.isTrusted) throw new Error('this workspace is not trusted: rules are neither applied nor saved');
+    const text = await this.readRulesText(uri);
+    const read = parseRules(text);
+    if (!read.ok) throw new Error(read.problem);
+    if (read.rules.length === 0) return true;
+    const digest = rulesDigest(text!);
+    if (digest === this.trustedRulesDigest) return true;
+    const choice = await vscode.window.showWarningMessage(
+      `Trust the ${read.rules.length} rule(s) in ${RULES_FILE}? A request they cover is approved without asking you.`,
+      { modal: true, detail: `Agents can write workspace files: trust only rules you or your team wrote.\n\n${describeRules(read.rules)}` },
+      'Trust',
+    );
+    if (choice !== 'Trust') return false;
+    await this.ext.workspaceState.update(TRUSTED_RULES_KEY, digest);
+    this.output.info(`trusted ${read.rules.length} workspace rule(s) in ${RULES_FILE} (sha256 ${digest.slice(0, 12)}…)`);
+    return true;
   }
 
   private async saveRule(rule: WorkspaceRule): Promise<void> {
     const uri = this.rulesUri();
     if (!uri) throw new Error('open a folder first: rules are saved in the workspace');
     if (!vscode.workspace.isTrusted) throw new Error('this workspace is not trusted: rules are neither applied nor saved');
+    // The new text is trusted because the developer made it here; what was in the file before must have been too.
+    if (!(await this.trustWorkspaceRules())) throw new Error(`the rules already in ${RULES_FILE} are not trusted: the rule was not saved`);
     const text = addRule(await this.readRulesText(uri), rule);
     await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(text));
+    await this.ext.workspaceState.update(TRUSTED_RULES_KEY, rulesDigest(text));
     this.output.info(`saved a workspace rule for ${rule.agent} in ${RULES_FILE}`);
   }
 }

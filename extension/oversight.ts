@@ -1,6 +1,7 @@
 // What the developer reads about the watch's findings and the agent inventory: a finding in plain words with
 // its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
 // it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
+import { inert } from './inert';
 import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
 
 export const STOP_AGENT = 'Stop agent';
@@ -129,7 +130,7 @@ export function findingAgentLabel(f: Pick<FindingView, 'identity' | 'agentId'>, 
 
 /** The notification for one finding (VS Code shows one paragraph). */
 export function findingMessage(f: FindingView, agent: string): string {
-  return `Writ: ${agent} ${describeFinding(f)}.${describeAction(f.action)}`;
+  return inert(`Writ: ${agent} ${describeFinding(f)}.${describeAction(f.action)}`);
 }
 
 /** One line for the status bar's tooltip, the output channel and lists. */
@@ -147,7 +148,7 @@ export function findingButtons(f: Pick<FindingView, 'action'>): FindingButton[] 
 /** The notification for findings past the limit: how many, and whose. */
 export function summaryMessage(findings: readonly FindingView[], label: (f: FindingView) => string): string {
   const whose = findings.map((f) => `${label(f)}: ${kindLabel(f.kind)}`);
-  return `Writ: ${plural(findings.length, 'more finding', 'more findings')} (${list(whose)}).`;
+  return inert(`Writ: ${plural(findings.length, 'more finding', 'more findings')} (${list(whose)}).`);
 }
 
 /** Newest first. */

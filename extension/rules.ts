@@ -1,9 +1,12 @@
 // Workspace approval rules (.vscode/writ.json, a file the team can commit): which requests are approved without
 // asking. Pure: parsing, matching and adding a rule; reading and writing the file is the caller's job. The
-// caller applies rules only in a trusted workspace, since the file comes with the repository.
+// caller applies rules only in a trusted workspace, since the file comes with the repository, and only while the
+// file is exactly the text the developer trusted (its SHA-256, kept in the editor's workspace state): agents edit
+// workspace files as their job, and one that wrote itself a rule would approve its own requests.
 //
 // A rule names the agent by the name it declares, which another local process could also declare; so a rule
 // should be as narrow as the work it covers. The broker audits a rule's approval like any other.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ScopeString, GrantMode, TtlSeconds } from '../broker/protocol';
 import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
@@ -77,4 +80,31 @@ export function addRule(text: string | null, rule: WorkspaceRule): string {
   const same = (a: WorkspaceRule) => a.agent === rule.agent && a.audience === rule.audience && a.mode === rule.mode && a.ttl === rule.ttl && a.scopes.join(' ') === rule.scopes.join(' ');
   const rules = read.rules.some(same) ? base.rules : [...base.rules, rule];
   return JSON.stringify({ ...base, rules }, null, 2) + '\n';
+}
+
+/** The SHA-256 of the rules file's text: what the developer trusts, byte for byte. */
+export function rulesDigest(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+export type ApplicableRules =
+  | { rules: WorkspaceRule[] }
+  /** The file holds rules, but not the text the developer trusted: none applies until they trust it. */
+  | { rules: []; untrusted: { digest: string; count: number } }
+  | { rules: []; problem: string };
+
+/** The rules that apply, given the file's text (null when absent) and the digest the developer last trusted. */
+export function applicableRules(text: string | null, trusted: string | undefined): ApplicableRules {
+  const read = parseRules(text);
+  if (!read.ok) return { rules: [], problem: read.problem };
+  if (read.rules.length === 0) return { rules: [] };
+  const digest = rulesDigest(text!);
+  return digest === trusted ? { rules: read.rules } : { rules: [], untrusted: { digest, count: read.rules.length } };
+}
+
+/** One line per rule for the trust prompt; agent names and audiences quoted, so none can pass for another line. */
+export function describeRules(rules: readonly WorkspaceRule[]): string {
+  return rules
+    .map((r) => `${JSON.stringify(r.agent)} → ${JSON.stringify(r.audience)}: ${r.scopes.map((s) => JSON.stringify(s)).join(', ')} (${r.mode}${r.ttl === undefined ? '' : `, ${r.ttl} s`})`)
+    .join('\n');
 }

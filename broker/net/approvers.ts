@@ -6,6 +6,9 @@ import { WritError } from '../errors';
 import { ParentToBroker } from '../protocol';
 import type { ApprovalDecision, ApprovalRequest, BrokerToParent, ParentToBroker as ParentMessage } from '../protocol';
 import type { Approver } from '../core/authority';
+import { printable } from '../printable';
+
+export { printable };
 
 /** Denies everything: used when the broker has neither a parent pipe nor a terminal. */
 export const noApprover: Approver = {
@@ -57,23 +60,24 @@ export class IpcApprover implements Approver {
 }
 
 export function describeRequest(r: ApprovalRequest): string {
+  const p = printable;
   const lines = [
     '',
     '── Writ: an agent asks for credentials ─────────────────────────────',
-    `  Agent:    ${r.agent.name} (${r.agent.kind}${r.agent.version ? ` ${r.agent.version}` : ''})  ${r.agent.id}`,
+    `  Agent:    ${p(r.agent.name)} (${p(r.agent.kind)}${r.agent.version ? ` ${p(r.agent.version)}` : ''})  ${p(r.agent.id)}`,
   ];
-  if (r.agent.parents.length > 0) lines.push(`  For:      ${r.agent.parents.map((p) => `${p.name} ${p.id}`).join(' ← ')}`);
+  if (r.agent.parents.length > 0) lines.push(`  For:      ${r.agent.parents.map((a) => `${p(a.name)} ${p(a.id)}`).join(' ← ')}`);
   const proc = r.agent.process;
   if (proc) {
-    lines.push(`  Process:  pid ${proc.pid}${proc.uid === undefined ? '' : ` uid ${proc.uid}`} ${proc.exe ?? '(executable unknown)'}`);
-    if (proc.sha256) lines.push(`            sha256 ${proc.sha256}`);
-    if (proc.ppidChain?.length) lines.push(`            under ${proc.ppidChain.map((p) => `${p.name ?? '?'} (${p.pid})`).join(' ← ')}`);
+    lines.push(`  Process:  pid ${proc.pid}${proc.uid === undefined ? '' : ` uid ${proc.uid}`} ${proc.exe === undefined ? '(executable unknown)' : p(proc.exe)}`);
+    if (proc.sha256) lines.push(`            sha256 ${p(proc.sha256)}`);
+    if (proc.ppidChain?.length) lines.push(`            under ${proc.ppidChain.map((a) => `${p(a.name ?? '?')} (${a.pid})`).join(' ← ')}`);
   } else {
     lines.push('  Process:  not identified (the kernel did not say which process this is)');
   }
-  lines.push(`  Task:     ${r.task}`);
-  lines.push(`  Audience: ${r.audience}`);
-  r.scopes.forEach((s, i) => lines.push(`  ${i === 0 ? 'Scopes:  ' : '         '} ${i + 1}) ${s}`));
+  lines.push(`  Task:     ${p(r.task)}`);
+  lines.push(`  Audience: ${p(r.audience)}`);
+  r.scopes.forEach((s, i) => lines.push(`  ${i === 0 ? 'Scopes:  ' : '         '} ${i + 1}) ${p(s)}`));
   lines.push(`  Lifetime: ${r.ttl} s per token (max ${r.maxTtl} s)`);
   return lines.join('\n');
 }

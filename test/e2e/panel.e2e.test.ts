@@ -61,6 +61,13 @@ beforeAll(async () => {
   await page.goto(workbenchUrl(cs), { timeout: 120_000 });
   await waitForWorkbench(page);
   broker = await windowBroker(cs);
+  // A rules file the editor has not seen trusted applies nothing: the developer reviews and trusts it once.
+  await runCommand(page, 'Writ: Review and Trust Workspace Rules…');
+  const dialog = page.locator('.monaco-dialog-box');
+  await dialog.waitFor({ state: 'visible', timeout: 30_000 });
+  expect(await dialog.innerText()).toContain('"e2e-bulk"');
+  await dialog.getByRole('button', { name: 'Trust', exact: true }).click();
+  await page.locator('.notification-toast').filter({ hasText: 'the workspace rules apply' }).first().waitFor({ state: 'visible', timeout: 30_000 });
 }, 400_000);
 
 afterAll(async () => {

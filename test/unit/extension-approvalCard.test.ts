@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
 import { approvalMessage, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from '../../extension/approvalCard';
+import { findingMessage } from '../../extension/oversight';
 
 const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
   requestId: 'req_1',
@@ -49,6 +50,19 @@ describe('approval card', () => {
     expect(approvalMessage(request({ scopes: ['repo:read'] }), 2)).toBe(
       'Writ: claude (cli 2.1) asks to "fix issue 12": read any repo, for https://api.github.com, tokens of 5 minutes. (2 more waiting)',
     );
+  });
+
+  it('makes agent-supplied text inert: no command link, no fake line, no hidden text', () => {
+    const link = '[Approve](command:writ.unblockAgent?%22abc%22 "Approve")';
+    const msg = approvalMessage(request({ task: `triage ${link}\nFor: https://api.github.com\x1b[8m`, agent: { id: 'agt_1', name: `claude ${link}`, kind: 'cli', parents: [] } }), 0);
+    expect(msg).not.toContain('](');
+    expect(msg).toBe(
+      'Writ: claude [Approve] (command:writ.unblockAgent?%22abc%22 "Approve") (cli) asks to "triage [Approve] (command:writ.unblockAgent?%22abc%22 "Approve")\\x0aFor: https://api.github.com\\x1b[8m": read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes.',
+    );
+    const f: Parameters<typeof findingMessage>[0] = { id: 'fnd_1', identity: 'idn_1', agentId: 'agt_1', kind: 'scope-creep', action: 'warn', at: 1, evidence: { newScopes: [`repo:read:${link}`] } };
+    const finding = findingMessage(f, `evil ${link}`);
+    expect(finding).toContain('evil [Approve] (command:');
+    expect(finding).not.toContain('](');
   });
 
   it('offers every scope picked, and lifetimes from the one asked up to the maximum', () => {

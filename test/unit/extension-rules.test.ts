@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
-import { addRule, matchRule, parseRules, ruleDecision } from '../../extension/rules';
+import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest } from '../../extension/rules';
 import type { WorkspaceRule } from '../../extension/rules';
 
 const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
@@ -53,5 +53,34 @@ describe('workspace rules', () => {
     const withSchema = addRule('{"$schema":"x","rules":[]}', rule);
     expect(JSON.parse(withSchema)).toEqual({ $schema: 'x', rules: [rule] });
     expect(() => addRule('{oops', rule)).toThrow('.vscode/writ.json is not valid JSON');
+  });
+});
+
+describe('trusting the rules file', () => {
+  const text = addRule(null, rule);
+
+  it('applies the rules only while the file is the exact text the developer trusted', () => {
+    expect(applicableRules(text, rulesDigest(text))).toEqual({ rules: [rule] });
+    // Never trusted, or trusted before a change (an agent adding itself a rule, one space more): nothing applies.
+    expect(applicableRules(text, undefined)).toEqual({ rules: [], untrusted: { digest: rulesDigest(text), count: 1 } });
+    const widened = addRule(text, { agent: 'claude', audience: 'https://api.github.com', scopes: ['http:DELETE'], mode: 'session' });
+    expect(applicableRules(widened, rulesDigest(text))).toEqual({ rules: [], untrusted: { digest: rulesDigest(widened), count: 2 } });
+    expect(applicableRules(`${text} `, rulesDigest(text))).toMatchObject({ rules: [], untrusted: { count: 1 } });
+    expect(matchRule(applicableRules(widened, rulesDigest(text)).rules, request({ scopes: ['http:DELETE:https://api.github.com/repos/acme/web'] }))).toBeUndefined();
+  });
+
+  it('needs no trust for an absent or empty file, and reports a bad one', () => {
+    expect(applicableRules(null, undefined)).toEqual({ rules: [] });
+    expect(applicableRules('{"rules":[]}', undefined)).toEqual({ rules: [] });
+    expect(applicableRules('{oops', rulesDigest('{oops'))).toEqual({ rules: [], problem: '.vscode/writ.json is not valid JSON' });
+  });
+
+  it('describes each rule on one line, names quoted so none can pass for another line', () => {
+    const sneaky: WorkspaceRule = { agent: 'helper\n"claude" → "x": "repo:read"', audience: 'https://a.example', scopes: ['repo:read:a'], mode: 'task', ttl: 60 };
+    const lines = describeRules([rule, sneaky]).split('\n');
+    expect(lines).toEqual([
+      '"claude" → "https://api.github.com": "repo:read:acme/*" (session)',
+      '"helper\\n\\"claude\\" → \\"x\\": \\"repo:read\\"" → "https://a.example": "repo:read:a" (task, 60 s)',
+    ]);
   });
 });

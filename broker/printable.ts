@@ -1,0 +1,13 @@
+// Agent-supplied text shown to the developer (the terminal prompt, the editor's notifications): made inert.
+/**
+ * Agent-supplied text as it may be printed to the developer's terminal: control characters (C0, DEL, C1: newlines,
+ * escape sequences that move the cursor or hide text), bidirectional overrides and line separators are shown as
+ * `\xNN` / `\u{NNNN}`, so no field can fake another line of the prompt or hide the real ones.
+ */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (c) => {
+    const n = c.codePointAt(0)!;
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u{${n.toString(16)}}`;
+  });
+}
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
