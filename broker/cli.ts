@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, createWriteStream, existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
 import { WritError, asWritError } from './errors';
 import { systemClock } from './core/clock';
@@ -263,7 +264,9 @@ async function cmdExec(args: string[]): Promise<number> {
     }
     child.kill(sig);
   };
-  process.on('SIGINT', forward('SIGINT'));
+  // On a terminal the child is in this process group, so the terminal's own Ctrl-C already reached it: sending it
+  // again made a program that quits on a second Ctrl-C (an agent's REPL) quit on one. Only kept from killing writ.
+  process.on('SIGINT', group ? forward('SIGINT') : () => undefined);
   process.on('SIGTERM', forward('SIGTERM'));
   const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null }>((resolve) => {
     child.on('error', (e) => {
@@ -271,7 +274,8 @@ async function cmdExec(args: string[]): Promise<number> {
       resolve({ code: 127, exitCode: null, signal: null });
     });
     child.on('exit', (c, sig) =>
-      resolve({ code: c ?? 128 + (sig ? (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[sig] ?? 1 : 1), exitCode: c, signal: sig }),
+      // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGABRT 134, SIGPIPE 141, ...).
+      resolve({ code: c ?? 128 + (sig ? (osConstants.signals[sig] ?? 1) : 1), exitCode: c, signal: sig }),
     );
   });
   const code = exit.code;

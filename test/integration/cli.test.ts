@@ -53,6 +53,14 @@ describe('writ CLI against a running broker', () => {
     expect(b.requests.length).toBe(prompts + 1);
   });
 
+  it('exec exits as a shell does when the command dies of a signal: 128 + its number', async () => {
+    const scope = ['--task', 'run tests', '--scope', 'repo:read:acme/*', '--aud', 'https://api.example', '--agent', 'tests', '--', process.execPath, '-e'];
+    for (const [sig, code] of [['SIGSEGV', 139], ['SIGABRT', 134], ['SIGTERM', 143]] as const) {
+      const r = await writ(['exec', ...scope, `process.kill(process.pid, '${sig}')`], b.env);
+      expect([sig, r.code]).toEqual([sig, code]);
+    }
+  });
+
   it('exec stops the agent process when the agent is revoked', async () => {
     const marker = join(b.env.WRIT_STATE_DIR, 'exec-started');
     const run = writ(
