@@ -25,7 +25,7 @@ export interface VerifierOptions {
   broker?: string;
   /**
    * Where the discovery file is looked for when `broker` is omitted (WRIT_RUNTIME_DIR, XDG_RUNTIME_DIR). It is
-   * trusted only in a folder of this user's, 0700: otherwise every token is refused with WRIT_RUNTIME_DIR_UNSAFE.
+   * trusted only in a folder of this user's, 0700: otherwise no broker is reached (WRIT_RUNTIME_DIR_UNSAFE).
    */
   env?: NodeJS.ProcessEnv;
   /** This resource: a token for another audience is refused. */
