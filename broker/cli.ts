@@ -5,12 +5,12 @@ import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, createWriteStream, existsSync } from 'node:fs';
+import { writeFileSync, renameSync, createWriteStream } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
 import { WritError, asWritError } from './errors';
 import { systemClock } from './core/clock';
-import { resolvePaths } from './paths';
+import { resolvePaths, readRuntimeFile, ensurePrivateDir } from './paths';
 import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDiscovery } from './sdk/client';
 import type { RevokeTarget } from './protocol';
 import { SECRET_HELP } from './proxy/cli';
@@ -179,10 +179,16 @@ const TOKEN_OPTIONS = {
   kind: { type: 'string' },
 } as const;
 
-/** The CLI remembers its agent session per agent name in the private runtime folder, so a rerun reuses a live grant. */
-function sessionCachePath(agent: string): string {
-  const dir = resolvePaths().cliSessionsDir;
-  return join(dir, createHash('sha256').update(agent).digest('hex').slice(0, 32));
+/**
+ * The CLI remembers its agent session per agent name in the private runtime folder, so a rerun reuses a live
+ * grant. The folders are made or checked first (ours, no symlink, 0700): a session is never read from or
+ * written into a folder another user made in /tmp.
+ */
+function sessionCache(agent: string): { dir: string; path: string } {
+  const { runtimeDir, cliSessionsDir } = resolvePaths();
+  ensurePrivateDir(runtimeDir);
+  ensurePrivateDir(cliSessionsDir);
+  return { dir: cliSessionsDir, path: join(cliSessionsDir, createHash('sha256').update(agent).digest('hex').slice(0, 32)) };
 }
 
 /**
@@ -198,8 +204,8 @@ async function requestSubAgentToken(a: TokenArgs, parentSession: string): Promis
 async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
   let session = process.env[ENV_SESSION] || undefined;
   const fromEnv = session !== undefined;
-  const cache = sessionCachePath(a.agent);
-  if (!session && existsSync(cache)) session = readFileSync(cache, 'utf8').trim() || undefined;
+  const cache = fromEnv ? undefined : sessionCache(a.agent);
+  if (cache) session = readRuntimeFile(cache.dir, cache.path)?.trim() || undefined;
   const { client, hello } = await WritClient.asAgent({ name: a.agent, kind: a.kind, ...(session ? { session } : {}) }).catch(async (e) => {
     // This CLI's own remembered session was revoked: start afresh as a new agent, which the developer must
     // approve again. A session handed down in the environment (an agent's process) stays refused.
@@ -209,9 +215,11 @@ async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: 
   const r = await client.call('task.request', { task: a.task, scopes: a.scopes, audience: a.aud, ...(a.ttl === undefined ? {} : { ttl: a.ttl }) });
   if (r.session) {
     session = r.session;
-    if (!process.env[ENV_SESSION]) {
-      mkdirSync(resolvePaths().cliSessionsDir, { recursive: true, mode: 0o700 });
-      writeFileSync(cache, r.session, { mode: 0o600 });
+    if (cache) {
+      // A new file renamed over the old: a symlink left in its place is replaced, never followed.
+      const tmp = `${cache.path}.${process.pid}.tmp`;
+      writeFileSync(tmp, r.session, { mode: 0o600, flag: 'wx' });
+      renameSync(tmp, cache.path);
     }
   }
   return { client, token: r.token.token, session, agentId: hello.agentId };
@@ -357,7 +365,9 @@ function runningBroker() {
     const d = readDiscovery();
     process.kill(d.pid, 0);
     return d;
-  } catch {
+  } catch (e) {
+    // A discovery file in a folder that may be another user's is said, not taken as "no broker".
+    if (asWritError(e).code === 'WRIT_RUNTIME_DIR_UNSAFE') throw e;
     return undefined;
   }
 }

@@ -1,12 +1,11 @@
 // What agents, the CLI and resource verifiers import to talk to the broker: find it, connect, call typed
 // methods, hear revocations. Reaches no broker internals: only the protocol.
-import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { WritError, ERROR_CODES } from '../errors';
 import type { WritErrorCode } from '../errors';
 import { Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, parseRevocationEvent } from '../protocol';
 import type { AgentInfo, MethodName, MethodParams, MethodResult, RevocationEvent } from '../protocol';
-import { resolvePaths } from '../paths';
+import { resolvePaths, readRuntimeFile } from '../paths';
 
 /** Env var naming the broker: `unix:/path/to/writ.sock` or `ws://127.0.0.1:PORT/`. `writ exec` sets it. */
 export const ENV_BROKER = 'WRIT_BROKER';
@@ -14,13 +13,27 @@ export const ENV_BROKER = 'WRIT_BROKER';
 export const ENV_SESSION = 'WRIT_SESSION';
 export const ENV_TOKEN = 'WRIT_TOKEN';
 
+/**
+ * The running broker's discovery file. Only from a runtime folder owned by this user and closed to others
+ * (`readRuntimeFile`): otherwise WRIT_RUNTIME_DIR_UNSAFE, never a fall back to what the file says.
+ */
 export function readDiscovery(env: NodeJS.ProcessEnv = process.env): Discovery {
-  const { discoveryPath } = resolvePaths(env);
+  const { runtimeDir, discoveryPath } = resolvePaths(env);
+  let text: string | undefined;
+  try {
+    text = readRuntimeFile(runtimeDir, discoveryPath);
+  } catch (e) {
+    if (e instanceof WritError) throw e;
+    throw new WritError('WRIT_BROKER_UNREACHABLE', `cannot read ${discoveryPath}`, { cause: e });
+  }
+  if (text === undefined) {
+    throw new WritError('WRIT_BROKER_UNREACHABLE', `no Writ broker found (${discoveryPath} is missing): start one with \`writ serve\` or the Writ extension`);
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(discoveryPath, 'utf8'));
-  } catch (e) {
-    throw new WritError('WRIT_BROKER_UNREACHABLE', `no Writ broker found (${discoveryPath} is missing): start one with \`writ serve\` or the Writ extension`, { cause: e });
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
   }
   const d = Discovery.safeParse(raw);
   if (!d.success) throw new WritError('WRIT_BROKER_UNREACHABLE', `${discoveryPath} is not a Writ discovery file`);

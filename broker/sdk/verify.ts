@@ -23,7 +23,10 @@ export type { WritErrorCode } from '../errors';
 export interface VerifierOptions {
   /** The broker's base URL, `http://127.0.0.1:PORT` (its metadata is under it). Omitted: the discovery file. */
   broker?: string;
-  /** Where the discovery file is looked for when `broker` is omitted (WRIT_RUNTIME_DIR, XDG_RUNTIME_DIR). */
+  /**
+   * Where the discovery file is looked for when `broker` is omitted (WRIT_RUNTIME_DIR, XDG_RUNTIME_DIR). It is
+   * trusted only in a folder of this user's, 0700: otherwise no broker is reached (WRIT_RUNTIME_DIR_UNSAFE).
+   */
   env?: NodeJS.ProcessEnv;
   /** This resource: a token for another audience is refused. */
   audience: string;
