@@ -2,13 +2,13 @@
 // Owns durability and failing closed: a record is acknowledged only once it is on disk, and one failed write stops the log.
 import { createHash } from 'node:crypto';
 import { constants as fsc, fdatasync, writeSync } from 'node:fs';
-import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open as openFile, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
 import { AuditRecord, type AuditEntry } from '../protocol';
 import { auditRecordProblem } from './check';
-import { AuditWal, walPath, type WalRecords } from './wal';
+import { AuditWal, walPath, walSetAsidePath, type WalRecords } from './wal';
 
 export interface AuditSigner {
   readonly kid: string;
@@ -77,6 +77,12 @@ interface Pending extends Built {
   reject(e: unknown): void;
 }
 
+/** Where a batch's bytes begin in the write-ahead file and the log, set just before each is written. */
+interface BatchStart {
+  wal?: number;
+  log?: number;
+}
+
 interface Tail {
   /** File size once a torn fragment is cut off. */
   end: number;
@@ -135,6 +141,8 @@ export class AuditLog {
   /** Settles once every batch written so far is acknowledged or rejected; never rejects. */
   #settled: Promise<void> = Promise.resolve();
   #idleWaiters: (() => void)[] = [];
+  /** Takes back rejected batches one at a time (audit/wal.ts `cut`, then the log). */
+  #unwound: Promise<void> = Promise.resolve();
   #failure: unknown = undefined;
   #failed = false;
   #closing = false;
@@ -196,6 +204,7 @@ export class AuditLog {
         let fromWal: Tail | undefined;
         let walCreated = false;
         if (opts.fsync ?? true) {
+          await refuseSetAside(opts.path);
           const opened = AuditWal.open(walPath(opts.path));
           wal = opened.wal;
           walCreated = opened.created;
@@ -410,11 +419,13 @@ export class AuditLog {
         return;
       }
       let synced: Promise<void>;
+      const at: BatchStart = {};
       try {
-        ({ synced } = await this.#write(batch));
+        ({ synced } = await this.#write(batch, at));
       } catch (e) {
-        // Some of this batch may be on disk, even a torn line: none is acknowledged, and open() cuts a torn tail.
+        // Some of this batch may be in the write-ahead file or the log, even whole lines: taken back before anyone hears of it.
         const err = this.#fail(e);
+        await this.#unwind(at);
         for (const p of batch) p.reject(err);
         for (const p of this.#queue) p.reject(err);
         this.#queue = [];
@@ -427,9 +438,10 @@ export class AuditLog {
       this.#settled = this.#settled
         .then(() => synced)
         .then(
-          () => this.#acknowledge(batch),
-          (e: unknown) => {
+          () => this.#acknowledge(batch, at),
+          async (e: unknown) => {
             const err = this.#fail(e);
+            await this.#unwind(at);
             for (const p of batch) p.reject(err);
           },
         )
@@ -449,7 +461,7 @@ export class AuditLog {
    * Writes the batch (the write-ahead file first, then the log: page cache, microseconds) and starts its flush,
    * returned unawaited (in an object: an async function would otherwise wait for it).
    */
-  async #write(batch: readonly Pending[]): Promise<{ synced: Promise<void> }> {
+  async #write(batch: readonly Pending[], at: BatchStart): Promise<{ synced: Promise<void> }> {
     let text = '';
     for (const p of batch) text += p.line + '\n';
     const bytes = Buffer.from(text, 'utf8');
@@ -462,17 +474,20 @@ export class AuditLog {
         await this.#rebase(this.#count, this.#head);
       }
       // The write-ahead file first: whatever reaches the log is then also there to restore from.
+      at.wal = wal.position;
+      at.log = this.#end;
       wal.write(bytes);
+      this.#end += bytes.length; // first: a write that fails half way is then cut back by #unwind
       writeAllSync(this.#fh.fd, bytes);
-      this.#end += bytes.length;
       return { synced: wal.sync() };
     }
     if (wal) {
       await this.#settled;
       if (this.#failed) throw this.#failure;
     }
-    writeAllSync(this.#fh.fd, bytes);
+    at.log = this.#end;
     this.#end += bytes.length;
+    writeAllSync(this.#fh.fd, bytes);
     if (!this.#fsync) return { synced: Promise.resolve() };
     if (!wal) return { synced: datasync(this.#fh.fd) };
     // A batch too big for the write-ahead file is made durable in the log itself; the next generation starts after it.
@@ -481,12 +496,13 @@ export class AuditLog {
     return { synced: Promise.resolve() };
   }
 
-  #acknowledge(batch: readonly Pending[]): void {
+  #acknowledge(batch: readonly Pending[], at: BatchStart): Promise<void> | undefined {
     // A later sync can succeed after an earlier one failed (the error is reported once): the log stops at the first.
     if (this.#failed) {
       const err = this.#fail(this.#failure);
-      for (const p of batch) p.reject(err);
-      return;
+      return this.#unwind(at).then(() => {
+        for (const p of batch) p.reject(err);
+      });
     }
     for (const p of batch) {
       this.#count = p.record.seq + 1;
@@ -507,6 +523,44 @@ export class AuditLog {
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const w of waiters) w();
+  }
+
+  /**
+   * Takes a batch that is about to be rejected, and any written after it, back out of the write-ahead file (zeroed
+   * and synced: the next open cannot restore it) and then out of the log (cut to where the batch began). If the
+   * write-ahead file cannot be cut it is set aside, and the next open refuses to start until someone looks.
+   * Never rejects: the batch is rejected either way.
+   */
+  #unwind(at: BatchStart): Promise<void> {
+    this.#unwound = this.#unwound.then(async () => {
+      const wal = this.#wal;
+      if (wal && at.wal !== undefined && at.wal < wal.position) {
+        try {
+          await wal.cut(at.wal);
+        } catch {
+          await this.#setAside();
+        }
+      }
+      if (this.#ino !== '' && at.log !== undefined && at.log < this.#end) {
+        try {
+          await this.#fh.truncate(at.log);
+          this.#end = at.log;
+          await datasync(this.#fh.fd);
+        } catch {
+          // Nothing more to try: the log is failed, and its tail is checked at the next open.
+        }
+      }
+    });
+    return this.#unwound;
+  }
+
+  async #setAside(): Promise<void> {
+    try {
+      await rename(walPath(this.path), walSetAsidePath(this.path));
+      await syncDir(dirname(this.path));
+    } catch {
+      // The rename alone already keeps the next open from replaying; nothing more can be done without the disk.
+    }
   }
 
   /** Makes the log durable as it stands, then starts the write-ahead file afresh on it. */
@@ -551,6 +605,21 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await d.close();
   }
+}
+
+/** A write-ahead file set aside by #setAside may hold rejected records: never replayed, never dropped unseen. */
+async function refuseSetAside(path: string): Promise<void> {
+  const aside = walSetAsidePath(path);
+  const there = await access(aside).then(
+    () => true,
+    () => false,
+  );
+  if (!there) return;
+  throw new WritError(
+    'WRIT_AUDIT_CORRUPT',
+    `audit log ${path}: a batch reported as failed could not be cut from the write-ahead file, set aside as ${aside}; ` +
+      'it may also hold acknowledged records the log lost. Compare it with the log, then remove it to open the log',
+  );
 }
 
 function corrupt(path: string, offset: number, why: string): WritError {

@@ -49,6 +49,14 @@ export function walPath(logPath: string): string {
   return `${logPath}.wal`;
 }
 
+/**
+ * Where the write-ahead file goes when a rejected batch could not be cut from it: it may hold records reported as
+ * failed, so the log refuses to open while it is there rather than replay them (or lose the acknowledged ones).
+ */
+export function walSetAsidePath(logPath: string): string {
+  return `${logPath}.wal.rejected`;
+}
+
 export class AuditWal {
   /** Where the next batch goes. */
   #pos = WAL_HEADER_BYTES;
@@ -143,6 +151,11 @@ export class AuditWal {
     return WAL_HEADER_BYTES + length <= WAL_MAX_BYTES;
   }
 
+  /** Where the next batch goes: `cut(position)` takes back every batch written from here on. */
+  get position(): number {
+    return this.#pos;
+  }
+
   /** Writes a batch after the last; zeroes ahead first when the file must grow (that sync then commits its size). */
   write(batch: Buffer): void {
     const end = this.#pos + batch.length;
@@ -151,8 +164,20 @@ export class AuditWal {
       writeAt(this.fd, Buffer.alloc(target - this.#allocated), this.#allocated);
       this.#allocated = target;
     }
-    writeAt(this.fd, batch, this.#pos);
+    // Moved first: a write that fails half way still leaves its bytes inside what `cut` zeroes.
+    const start = this.#pos;
     this.#pos = end;
+    writeAt(this.fd, batch, start);
+  }
+
+  /**
+   * Zeroes what was written from `from` on (batches that were not acknowledged) and syncs it: recovery stops at a
+   * line with zeros, so none of them can be restored. Only on a failure path; rejects if the write or sync fails.
+   */
+  cut(from: number): Promise<void> {
+    if (from < this.#pos) writeAt(this.fd, Buffer.alloc(this.#pos - from), from);
+    this.#pos = Math.min(from, this.#pos);
+    return datasync(this.fd);
   }
 
   sync(): Promise<void> {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import fs, { existsSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -493,5 +494,127 @@ describe('AuditLog write-ahead file', () => {
     expect(c.count).toBe(lines.length + 1);
     await c.close();
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: lines.length + 2 });
+  });
+});
+
+describe('AuditLog takes back a batch it rejects', () => {
+  const keys = new Map([['k1', publicKey]]);
+  const jtis = (lines: string[]): (string | undefined)[] => lines.map((l) => (JSON.parse(l) as AuditRecord).jti);
+  const originalWriteSync = fs.writeSync;
+  const originalFdatasync = fs.fdatasync;
+
+  /** Fault injection on the real files: the log and the write-ahead file see these instead of node:fs's own. */
+  function inject(writeSync: typeof fs.writeSync | undefined, fdatasync?: typeof fs.fdatasync): void {
+    Object.assign(fs, { writeSync: writeSync ?? originalWriteSync, fdatasync: fdatasync ?? originalFdatasync });
+    syncBuiltinESMExports();
+  }
+  const restore = (): void => inject(undefined);
+  afterEach(restore);
+
+  const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: injected`), { code });
+  /** Appends to the log (position null, O_APPEND) fail; the write-ahead file, rewritten in place, still takes its writes. */
+  const logFull = ((fd: number, buf: Uint8Array, off?: number, len?: number, pos?: number | null) => {
+    if (pos === null) throw errno('ENOSPC');
+    return originalWriteSync(fd, buf, off, len, pos);
+  }) as typeof fs.writeSync;
+
+  async function ackedFive(): Promise<{ log: AuditLog; before: Buffer }> {
+    const log = await open();
+    for (let i = 0; i < 5; i++) await log.append(minted(i));
+    return { log, before: await readFile(path) };
+  }
+
+  async function expectRejected(results: PromiseSettledResult<AuditRecord>[], cause: string): Promise<void> {
+    expect(results.map((r) => r.status)).toEqual(results.map(() => 'rejected'));
+    for (const r of results) {
+      const err = (r as PromiseRejectedResult).reason as Error;
+      expect(isWritError(err, 'WRIT_AUDIT_WRITE_FAILED')).toBe(true);
+      expect((err.cause as NodeJS.ErrnoException).code).toBe(cause);
+    }
+  }
+
+  /** Reopened after the failure (space freed, broker restarted): only the acknowledged records, and it verifies. */
+  async function expectOnlyAcked(): Promise<void> {
+    const b = await open({ session: 'ses_2' });
+    expect(b.count).toBe(5);
+    await b.close();
+    const lines = await fileLines();
+    expect(jtis(lines)).toEqual(['jti_0', 'jti_1', 'jti_2', 'jti_3', 'jti_4', undefined]);
+    expect((JSON.parse(lines[5]!) as AuditRecord).event).toBe('checkpoint');
+    expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 6, checkpoints: 1, lastCheckpointSeq: 5, unsignedTail: 0 });
+  }
+
+  it('cuts a batch whose log append failed from the write-ahead file, so the next open does not restore it', async () => {
+    const { log, before } = await ackedFive();
+    inject(logFull);
+    const results = await Promise.allSettled([log.append(minted(5)), log.append(minted(6))]);
+    restore();
+    await expectRejected(results, 'ENOSPC');
+    expect(log.count).toBe(5);
+    expect(await readFile(path)).toEqual(before);
+    // The batch reached the write-ahead file; it is zeroed there before the appends were rejected.
+    expect((await readFile(walPath(path))).includes('"jti":"jti_5"')).toBe(false);
+    await log.close();
+    await expectOnlyAcked();
+  });
+
+  it('cuts the whole lines a half-failed append left in the log', async () => {
+    const { log, before } = await ackedFive();
+    let calls = 0;
+    // The first append call takes one whole record and part of the next, then the disk is full.
+    inject(((fd: number, buf: Uint8Array, off?: number, len?: number, pos?: number | null) => {
+      if (pos !== null) return originalWriteSync(fd, buf, off, len, pos);
+      if (calls++ > 0) throw errno('ENOSPC');
+      const first = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).indexOf(0x0a, off) + 20;
+      return originalWriteSync(fd, buf, off, first - (off ?? 0), null);
+    }) as typeof fs.writeSync);
+    const results = await Promise.allSettled([log.append(minted(5)), log.append(minted(6)), log.append(minted(7))]);
+    restore();
+    await expectRejected(results, 'ENOSPC');
+    expect(calls).toBe(2);
+    expect(await readFile(path)).toEqual(before);
+    await log.close();
+    await expectOnlyAcked();
+  });
+
+  it('cuts a batch whose sync failed from the log and the write-ahead file', async () => {
+    const { log, before } = await ackedFive();
+    const failing = ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+      inject(undefined); // once: the error is reported a single time, as Linux does
+      process.nextTick(cb, errno('EIO'));
+    }) as typeof fs.fdatasync;
+    inject(undefined, failing);
+    const results = await Promise.allSettled([log.append(minted(5)), log.append(minted(6))]);
+    restore();
+    await expectRejected(results, 'EIO');
+    expect(await readFile(path)).toEqual(before);
+    expect((await readFile(walPath(path))).includes('"jti":"jti_5"')).toBe(false);
+    await log.close();
+    await expectOnlyAcked();
+  });
+
+  it('sets the write-ahead file aside when it cannot be cut either, and the next open refuses until it is removed', async () => {
+    const { log } = await ackedFive();
+    let positioned = 0;
+    // The batch reaches the write-ahead file, the log's append fails, and so does every write after that.
+    inject(((fd: number, buf: Uint8Array, off?: number, len?: number, pos?: number | null) => {
+      if (pos === null || positioned++ > 0) throw errno('EIO');
+      return originalWriteSync(fd, buf, off, len, pos);
+    }) as typeof fs.writeSync);
+    const results = await Promise.allSettled([log.append(minted(5))]);
+    restore();
+    await expectRejected(results, 'EIO');
+    expect(positioned).toBe(2);
+    const aside = `${walPath(path)}.rejected`;
+    expect(existsSync(walPath(path))).toBe(false);
+    expect((await readFile(aside)).includes('"jti":"jti_5"')).toBe(true);
+    await log.close();
+
+    const e = await expectCode(open({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
+    expect(e.message).toContain(aside);
+    expect(e.message).not.toContain('jti_');
+    expect(existsSync(walPath(path))).toBe(false);
+    await unlink(aside);
+    await expectOnlyAcked();
   });
 });
