@@ -303,7 +303,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
     clock,
     issuer,
     baseUrl: () => listeners?.httpUrl ?? '',
-    jwks: () => keys.jwks(clock.now(), maxTtl),
+    jwks: () => keys.jwks(clock.now()),
     // Both only hand the caller to the token checks, which read its start time again from /proc themselves.
     peer: (socket) => peers.forSocket(socket, { recheck: false }),
     proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),

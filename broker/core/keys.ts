@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { WritError } from '../errors';
 import type { Clock } from './clock';
 import { keychainGet, keychainSet } from './keychain';
+import { MAX_TTL_CEILING_SECONDS } from './tokens';
 import type { KeychainRef } from './keychain';
 
 export const DEFAULT_KEYCHAIN_SERVICE = 'writ';
@@ -45,9 +46,13 @@ export class KeySet {
     readonly retired: readonly RetiredKey[],
   ) {}
 
-  /** The active key, plus retired keys whose tokens may still be live: retiredAt + maxTtl > now. */
-  jwks(nowMs: number, maxTtlSeconds: number): { keys: JWK[] } {
-    const live = this.retired.filter((r) => r.retiredAt + maxTtlSeconds * 1000 > nowMs);
+  /**
+   * The active key, plus retired keys whose tokens may still be live: retiredAt + an hour > now. An hour, the
+   * ceiling of any token's lifetime, not this run's maximum: a run that lowered it still has tokens of an earlier
+   * run, signed under a higher one, to verify.
+   */
+  jwks(nowMs: number): { keys: JWK[] } {
+    const live = this.retired.filter((r) => r.retiredAt + MAX_TTL_CEILING_SECONDS * 1000 > nowMs);
     return { keys: [{ ...this.active.publicJwk }, ...live.map((r) => ({ ...r.publicJwk }))] };
   }
 

@@ -180,10 +180,12 @@ describe('keys: in the real keychain', () => {
     expect(loaded.active.kid).toBe(keys.active.kid);
     expect(loaded.retired.map((r) => [r.kid, r.retiredAt])).toEqual([[previousKid, rotatedAt]]);
 
-    const kids = (now: number): string[] => loaded.jwks(now, maxTtl).keys.map((k) => k.kid!);
+    // Published for an hour, the ceiling of a token's lifetime, not this run's maximum (tokens of earlier runs).
+    const kids = (now: number): string[] => loaded.jwks(now).keys.map((k) => k.kid!);
     expect(kids(rotatedAt)).toEqual([keys.active.kid, previousKid]);
-    expect(kids(rotatedAt + maxTtl * 1000 - 1)).toEqual([keys.active.kid, previousKid]);
-    expect(kids(rotatedAt + maxTtl * 1000)).toEqual([keys.active.kid]);
+    expect(kids(rotatedAt + maxTtl * 1000)).toEqual([keys.active.kid, previousKid]);
+    expect(kids(rotatedAt + 3600 * 1000 - 1)).toEqual([keys.active.kid, previousKid]);
+    expect(kids(rotatedAt + 3600 * 1000)).toEqual([keys.active.kid]);
     // Audit checkpoints signed by the old key stay verifiable.
     expect([...loaded.publicKeys().keys()].sort()).toEqual([keys.active.kid, previousKid].sort());
     await keychainDelete({ service, account: 'signing-keys' });
