@@ -50,6 +50,8 @@ class AgentLink {
   private connecting: Promise<WritClient> | undefined;
   private session: string | undefined;
   private readonly fromEnv: boolean;
+  /** The developer stopped this agent (the broker closed its connection with 4001): it does not come back. */
+  private stopped = false;
 
   constructor(private readonly opts: McpServerOptions) {
     this.session = (opts.env ?? process.env)[ENV_SESSION] || undefined;
@@ -57,6 +59,9 @@ class AgentLink {
   }
 
   get(): Promise<WritClient> {
+    // Reconnecting would be a new agent under the same name, asking again (or let in by a rule): a stop is final
+    // for this process, as it is for `writ exec`.
+    if (this.stopped) return Promise.reject(new WritError('WRIT_TOKEN_REVOKED', 'the developer stopped this agent; start writ mcp again to ask anew'));
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= this.open().finally(() => (this.connecting = undefined));
     return this.connecting;
@@ -78,6 +83,7 @@ class AgentLink {
     this.opts.log?.(`writ mcp: connected to the broker as agent ${hello.agentId} (${this.opts.agent})${hello.resumed ? ', resumed' : ''}`);
     client.onClose((code) => {
       if (this.client === client) this.client = undefined;
+      if (code === 4001) this.stopped = true;
       this.opts.log?.(code === 4001 ? 'writ mcp: this agent was revoked by the developer' : 'writ mcp: the broker closed the connection');
     });
     this.client = client;

@@ -13,7 +13,7 @@ import { BrokerProcess, ROOT, WRIT, approveAll, freshEnv, requireKeyring } from 
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
-import type { WritClient } from '../../broker/sdk/client';
+import { WritClient } from '../../broker/sdk/client';
 import { codeOf } from '../helpers/codes';
 
 requireKeyring();
@@ -155,6 +155,22 @@ describe('writ mcp (stdio MCP server for agents)', { timeout: 90_000 }, () => {
     expect(await codeOf(v.verify(token))).toBe('WRIT_TOKEN_REVOKED');
     const after = await client.callTool({ name: 'list_grants', arguments: {} });
     expect((after.structuredContent as { grants: any[] }).grants.map((g) => g.task)).toEqual(['slow decision']);
+  });
+
+  it('once the developer stops the agent, its tools refuse with WRIT_TOKEN_REVOKED and nothing asks again', async () => {
+    const watcher = await WritClient.connect(b.socket);
+    const { agents } = await watcher.call('agents.list', {});
+    const me = agents.find((a) => a.name === 'claude-test' && !a.revoked)!;
+    await watcher.call('revoke', { target: { kind: 'agent', id: me.id } });
+    await until(() => (stderr.includes('this agent was revoked by the developer') ? true : undefined), 15_000);
+    const prompts = b.requests.length;
+    const r = await client.callTool({ name: 'request_credentials', arguments: { task: 'again', scopes: ['repo:read:acme/web'], audience: AUD } });
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^WRIT_TOKEN_REVOKED: /);
+    expect(b.requests.length).toBe(prompts);
+    // No second agent of that name was introduced.
+    expect((await watcher.call('agents.list', {})).agents.filter((a) => a.name === 'claude-test').map((a) => a.id)).toEqual([me.id]);
+    await watcher.close();
   });
 
   it('stdout carried nothing but MCP JSON-RPC; logs went to stderr', () => {
