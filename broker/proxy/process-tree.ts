@@ -11,6 +11,8 @@ interface Stat {
   state: string;
   ppid: number;
   pgrp: number;
+  /** Start time in clock ticks since boot (field 22): with the pid, names one process, not a recycled pid. */
+  start: number;
 }
 
 function readStat(pid: number): Stat | undefined {
@@ -18,7 +20,7 @@ function readStat(pid: number): Stat | undefined {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm is in parentheses and may hold spaces or ')': the fields after the LAST ')' are fixed.
     const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { pid, state: rest[0]!, ppid: Number(rest[1]), pgrp: Number(rest[2]) };
+    return { pid, state: rest[0]!, ppid: Number(rest[1]), pgrp: Number(rest[2]), start: Number(rest[19]) };
   } catch {
     return undefined;
   }
@@ -47,6 +49,21 @@ export function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Alive, not a zombie, and still the process first seen under that pid (same start time): a pid freed and reused
+ * by an unrelated process during the grace period is never signalled. `start` undefined (no /proc) checks liveness only.
+ */
+export function isSameAlive(pid: number, start: number | undefined): boolean {
+  if (start === undefined || process.platform !== 'linux') return isAlive(pid);
+  const s = readStat(pid);
+  return s !== undefined && s.state !== 'Z' && s.state !== 'X' && s.start === start;
+}
+
+/** The start time of `pid` (Linux), or undefined. */
+export function startOf(pid: number): number | undefined {
+  return process.platform === 'linux' ? readStat(pid)?.start : undefined;
 }
 
 /** The root, its descendants by parent link, and (if `group`) every member of the process group `root`. */
@@ -93,14 +110,19 @@ export interface TreeStopResult {
 
 export async function stopTree(root: number, opts: { group: boolean; graceMs?: number }): Promise<TreeStopResult> {
   const grace = opts.graceMs ?? 2000;
-  const targets = new Set(treeOf(root, opts.group));
+  // pid → its start time when first seen: signals go only to that process, never to one that reused its pid.
+  const targets = new Map<number, number | undefined>();
+  const find = () => {
+    for (const p of treeOf(root, opts.group)) if (!targets.has(p)) targets.set(p, startOf(p));
+  };
+  find();
   const collect = () => {
     // Keep finding: a process forked during the grace period joins the tree.
-    for (const p of treeOf(root, opts.group)) targets.add(p);
-    return [...targets].filter(isAlive);
+    find();
+    return [...targets].filter(([p, start]) => isSameAlive(p, start)).map(([p]) => p);
   };
   if (opts.group) signal(-root, 'SIGTERM');
-  for (const p of targets) signal(p, 'SIGTERM');
+  for (const p of targets.keys()) signal(p, 'SIGTERM');
   let last: 'SIGTERM' | 'SIGKILL' = 'SIGTERM';
   const deadline = Date.now() + grace;
   let alive = collect();
