@@ -173,7 +173,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
 
   // The key first: without it there is no broker (fail closed, with the keychain's own advice).
   const keychainRef: Partial<KeychainRef> = { ...(env.WRIT_KEYCHAIN_SERVICE ? { service: env.WRIT_KEYCHAIN_SERVICE } : {}), ...options.keychain };
-  const { keys, created } = await loadKeySet({ ref: keychainRef, clock, create: true });
+  const settleMs = env.WRIT_KEY_SETTLE_MS === undefined ? undefined : Number(env.WRIT_KEY_SETTLE_MS);
+  const { keys, created } = await loadKeySet({ ref: keychainRef, clock, create: true, ...(settleMs === undefined || !Number.isFinite(settleMs) ? {} : { settleMs }) });
   const issuer = options.issuer ?? env.WRIT_ISSUER ?? `urn:writ:${user}`;
   const session = ids.id('ses');
 

@@ -235,14 +235,27 @@ function noKey(ref: KeychainRef): WritError {
   });
 }
 
-export async function loadKeySet(opts: { ref?: Partial<KeychainRef>; clock: Clock; create: boolean }): Promise<{ keys: KeySet; created: boolean }> {
+/** How long a new key waits before it is used, for another process creating one at the same moment (first start). */
+export const KEY_SETTLE_MS = 1000;
+
+export async function loadKeySet(opts: { ref?: Partial<KeychainRef>; clock: Clock; create: boolean; settleMs?: number }): Promise<{ keys: KeySet; created: boolean }> {
   const ref = resolveRef(opts.ref);
   // Throws on every failure (locked, unavailable, timeout...): only a definite "no entry" comes back null.
   const text = await keychainGet(ref);
   if (text !== null) return { keys: await parseKeySet(text), created: false };
   if (!opts.create) throw noKey(ref);
   const fresh = new KeySet(await newSigningKey(opts.clock.now()), []);
-  return { keys: await storeAndConfirm(ref, fresh), created: true };
+  const mine = await storeAndConfirm(ref, fresh);
+  // Two brokers starting at once on a fresh machine (an editor restoring several windows) both find no key and
+  // both create one; the later write wins in the keychain. Each waits longer than another's read-then-write
+  // takes and reads again before signing anything: all end on the key the keychain holds.
+  const settle = opts.settleMs ?? KEY_SETTLE_MS;
+  if (settle <= 0) return { keys: mine, created: true };
+  await new Promise((r) => setTimeout(r, settle));
+  const now = await keychainGet(ref);
+  if (now === null) throw new WritError('WRIT_KEYCHAIN_ERROR', `the signing keys just written to the keychain (${where(ref)}) are gone: start Writ again`);
+  if (now === serializeKeySet(fresh)) return { keys: mine, created: true };
+  return { keys: await parseKeySet(now), created: false };
 }
 
 export async function rotateKeySet(opts: { ref?: Partial<KeychainRef>; clock: Clock }): Promise<{ keys: KeySet; previousKid: string }> {

@@ -37,6 +37,8 @@ export function freshEnv(extra: Record<string, string> = {}): BrokerEnv {
     WRIT_USER: 'dev@example.com',
     // The machine running the suite is busy: give the keychain child more than the 2 s a developer gets.
     WRIT_KEYCHAIN_TIMEOUT_MS: '15000',
+    // Each test broker has a keychain service of its own: no other process creates its key at the same time.
+    WRIT_KEY_SETTLE_MS: '0',
     ...extra,
   };
 }

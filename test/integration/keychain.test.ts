@@ -13,7 +13,7 @@ import type { WritErrorCode } from '../../broker/errors';
 import { ManualClock } from '../../broker/core/clock';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import type { KeychainRef } from '../../broker/core/keychain';
-import { loadKeySet, rotateKeySet } from '../../broker/core/keys';
+import { KeySet, loadKeySet, newSigningKey, rotateKeySet, serializeKeySet } from '../../broker/core/keys';
 import { codeOf } from '../helpers/codes';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -189,6 +189,31 @@ describe('keys: in the real keychain', () => {
     // Audit checkpoints signed by the old key stay verifiable.
     expect([...loaded.publicKeys().keys()].sort()).toEqual([keys.active.kid, previousKid].sort());
     await keychainDelete({ service, account: 'signing-keys' });
+  });
+
+  it('two processes creating the first key at once both end on the key the keychain holds, before signing', async () => {
+    const r = ref();
+    const clock = new ManualClock();
+    // A finds no key, creates and stores its own, then waits before using it; meanwhile B (which also found none)
+    // stores another, as a second broker starting at the same moment would.
+    const a = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 3000 });
+    let first: string | null = null;
+    for (let i = 0; i < 200 && first === null; i++) {
+      first = await keychainGet(r);
+      if (first === null) await new Promise((res) => setTimeout(res, 20));
+    }
+    expect(first).not.toBeNull();
+    const b = new KeySet(await newSigningKey(clock.now()), []);
+    await keychainSet(r, serializeKeySet(b));
+    const { keys, created } = await a;
+    expect([keys.active.kid, created]).toEqual([b.active.kid, false]);
+    // Nobody changes it: the creator keeps its own key, and says it created it.
+    const r2 = ref();
+    const alone = await loadKeySet({ ref: { service: r2.service }, clock, create: true, settleMs: 200 });
+    expect(alone.created).toBe(true);
+    expect((await loadKeySet({ ref: { service: r2.service }, clock, create: false })).keys.active.kid).toBe(alone.keys.active.kid);
+    await keychainDelete({ service: r.service, account: 'signing-keys' });
+    await keychainDelete({ service: r2.service, account: 'signing-keys' });
   });
 
   it('a corrupt entry is WRIT_KEYCHAIN_CORRUPT and is left exactly as it was', async () => {
