@@ -1,6 +1,7 @@
 // `writ agents`: the inventory of agent identities (across runs), this run's live agents, export for a team's
 // non-human-identity inventory, and block / unblock. Unblocking gives back, so over a socket it is refused:
 // it is for the editor (the approval channel), or for this command while the broker is stopped.
+import { printable } from './printable';
 import { parseArgs } from 'node:util';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +26,9 @@ the broker is stopped.`;
 const out = (s: string) => process.stdout.write(s + '\n');
 const err = (s: string) => process.stderr.write(s + '\n');
 
-function table(head: string[], rows: string[][]): void {
+/** A table for a terminal; its cells hold agent-supplied names, shown with control characters escaped. */
+function table(head: string[], cells: string[][]): void {
+  const rows = cells.map((r) => r.map(printable));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) out(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
 }
@@ -118,7 +121,7 @@ export async function cmdAgents(args: string[], usage: (message: string) => Erro
       const client = await WritClient.connect();
       try {
         const v = await client.call('agents.block', { identity, ...(values.reason ? { reason: values.reason } : {}) });
-        err(`blocked ${v.name} (${v.id}): its requests are refused until it is unblocked`);
+        err(`blocked ${printable(v.name)} (${v.id}): its requests are refused until it is unblocked`);
       } finally {
         await client.close();
       }
@@ -143,6 +146,6 @@ async function unblockOffline(identity: string): Promise<number> {
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
   const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
   await appendOffline({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by: 'cli' } }, defaultUser(process.env), keys.active);
-  err(`unblocked ${e.name} (${e.id})`);
+  err(`unblocked ${printable(e.name)} (${e.id})`);
   return 0;
 }

@@ -98,6 +98,14 @@ describe('writ CLI against a running broker', () => {
     expect(inv.stdout.split('\n')[0]).toMatch(/^IDENTITY\s+NAME\s+KIND\s+STATUS\s+LAST SEEN\s+TOKENS\s+LIVE$/);
   });
 
+  it('agents shows a name with control characters escaped, so it cannot rewrite the terminal', async () => {
+    const { client } = await b.agent('evil\x1b[2J\nID  fake-row');
+    const live = await writ(['agents', '--live'], b.env);
+    expect(live.stdout).not.toContain('\x1b');
+    expect(live.stdout.split('\n').filter((l) => l.includes('fake-row'))).toEqual([expect.stringContaining('evil\\x1b[2J\\x0aID  fake-row')]);
+    await client.close();
+  });
+
   it('--help on every command, exit 0', async () => {
     for (const cmd of ['serve', 'token', 'exec', 'revoke', 'agents', 'status']) {
       const r = await writ([cmd, '--help'], b.env);
