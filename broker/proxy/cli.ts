@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { WritError } from '../errors';
 import { resolvePaths } from '../paths';
 import { keychainDelete, keychainSet } from '../core/keychain';
-import { checkHeader, checkSecretName, keychainRefFor, newRev, normalizeUpstream, readSecrets, writeSecrets } from './secrets';
+import { checkHeader, checkSecretName, keychainRefFor, newRev, normalizeUpstream, readSecrets, sharedUpstream, writeSecrets } from './secrets';
 
 export const SECRET_HELP = `Usage: writ secret set NAME --upstream URL [--header NAME] [--scheme WORD]   (the secret on stdin)
        writ secret list [--json]
@@ -95,6 +95,11 @@ export async function cmdSecret(args: string[], io: { out: (s: string) => void; 
     const secret = await readSecretFromStdin();
     if (secret.length === 0) throw new WritError('WRIT_USAGE', 'the secret is empty: pipe it on stdin, e.g. writ secret set gh --upstream https://api.github.com < token.txt');
     if (/[\r\n\0]/.test(secret)) throw new WritError('WRIT_USAGE', 'the secret must be one line (it is sent as a header value)');
+    const existing = readSecrets(paths.stateDir);
+    const other = sharedUpstream(existing, name, upstream);
+    if (other !== undefined) {
+      throw new WritError('WRIT_SECRET_AMBIGUOUS', `secret ${other} already serves ${upstream}: one secret per upstream, since a token names the upstream (its audience), not the secret. Give this one a narrower upstream (e.g. ${upstream}/repos/acme) or remove ${other}`);
+    }
     await keychainSet(keychainRefFor(name), secret);
     mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
     const file = readSecrets(paths.stateDir);

@@ -18,7 +18,7 @@ import type { Socket } from 'node:net';
 import type { Authority } from '../core/authority';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
-import { keychainRefFor, normalizeUpstream, readSecrets } from './secrets';
+import { keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
 import type { SecretConfig } from './secrets';
 
 export const PROXY_PREFIX = '/proxy/';
@@ -226,6 +226,10 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       }
       // Re-checked here as well as at `secret set`: a hand-edited secrets.json must not turn the proxy into plain http.
       const upstream = normalizeUpstream(config.upstream);
+      const other = sharedUpstream({ v: 1, secrets }, name, upstream);
+      if (other !== undefined) {
+        return fail(500, new WritError('WRIT_SECRET_AMBIGUOUS', `secrets ${JSON.stringify(name.slice(0, 64))} and ${JSON.stringify(other.slice(0, 64))} serve the same upstream: a token cannot say which; remove one (writ secret rm)`));
+      }
       const target = `${upstream}${path}`;
       facts.url = target;
       facts.hasQuery = query.length > 1;

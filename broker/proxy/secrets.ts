@@ -105,3 +105,22 @@ export function writeSecrets(stateDir: string, file: SecretsFile): void {
 export function newRev(): string {
   return randomBytes(8).toString('hex');
 }
+
+/**
+ * Another secret configured for the same upstream, if any. A token's audience is the upstream, so with two
+ * secrets for it a token approved for one could be sent through the other (a read-only and an admin credential
+ * for one API): refused when set, and at the proxy for a hand-edited file.
+ */
+export function sharedUpstream(file: SecretsFile, name: string, upstream: string): string | undefined {
+  for (const [other, c] of Object.entries(file.secrets)) {
+    if (other === name) continue;
+    let theirs: string;
+    try {
+      theirs = normalizeUpstream(c.upstream);
+    } catch {
+      continue;
+    }
+    if (theirs === upstream) return other;
+  }
+  return undefined;
+}

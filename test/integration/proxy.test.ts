@@ -205,6 +205,19 @@ describe('the credential-injecting proxy', () => {
     expect(remote.stderr).toContain('https');
   });
 
+  it('secret set refuses a second secret for an upstream one already serves (a token names the upstream, not the secret)', async () => {
+    const second = await secretSet(b.env, ['gh-admin', '--upstream', `${up.url}/`], 'another-credential');
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain('WRIT_SECRET_AMBIGUOUS');
+    expect(second.stderr).toContain('secret gh already serves');
+    const list = await writ(['secret', 'list', '--json'], b.env);
+    expect(JSON.parse(list.stdout).map((r: { name: string }) => r.name)).toEqual(['gh']);
+    // A narrower upstream is another audience: allowed.
+    const narrow = await secretSet(b.env, ['gh-echo', '--upstream', `${up.url}/echo-only`], 'narrow-credential');
+    expect(narrow.code, narrow.stderr).toBe(0);
+    expect((await writ(['secret', 'rm', 'gh-echo'], b.env)).code).toBe(0);
+  });
+
   it('an allowed GET reaches the upstream with the injected credential and without the Writ token', async () => {
     const before = up.seen.length;
     const r = await call(base, '/repos/acme/web/issues?state=open&access_token=querysecretvalue', { token });
