@@ -135,17 +135,23 @@ export async function cmdAgents(args: string[], usage: (message: string) => Erro
   throw usage(`unknown agents command ${JSON.stringify(sub)}`);
 }
 
-/** With the broker stopped: unblock in the inventory file and record it in the audit log, signed like any record. */
+/**
+ * With the broker stopped: unblock in the inventory file and record it in the audit log, signed like any record,
+ * holding the state folder's lock throughout (a broker on another runtime folder would otherwise rewrite the file).
+ */
 async function unblockOffline(identity: string): Promise<number> {
   const paths = resolvePaths();
-  const inv = Inventory.load(join(paths.stateDir, 'agents.json'), systemClock);
-  const e = await inv.unblock(identity);
-  const { loadKeySet } = await import('./core/keys');
-  const { appendOffline } = await import('./audit/offline');
-  const { defaultUser } = await import('./root');
-  const service = process.env.WRIT_KEYCHAIN_SERVICE;
-  const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
-  await appendOffline({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by: 'cli' } }, defaultUser(process.env), keys.active);
-  err(`unblocked ${printable(e.name)} (${e.id})`);
-  return 0;
+  const { withStateLock } = await import('./statelock');
+  return withStateLock(paths.stateDir, 'agents unblock', async (lock) => {
+    const inv = Inventory.load(join(paths.stateDir, 'agents.json'), systemClock);
+    const e = await inv.unblock(identity);
+    const { loadKeySet } = await import('./core/keys');
+    const { appendOffline } = await import('./audit/offline');
+    const { defaultUser } = await import('./root');
+    const service = process.env.WRIT_KEYCHAIN_SERVICE;
+    const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
+    await appendOffline(lock, { event: 'agent.unblocked', outcome: 'success', detail: { identity, by: 'cli' } }, defaultUser(process.env), keys.active);
+    err(`unblocked ${printable(e.name)} (${e.id})`);
+    return 0;
+  });
 }

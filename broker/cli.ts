@@ -520,11 +520,16 @@ async function cmdKey(args: string[]): Promise<number> {
   const { rotateKeySet } = await import('./core/keys');
   const { appendOffline } = await import('./audit/offline');
   const { defaultUser } = await import('./root');
+  const { withStateLock } = await import('./statelock');
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
-  const { keys, previousKid } = await rotateKeySet({ ref: service ? { service } : {}, clock: systemClock });
-  await appendOffline({ event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } }, defaultUser(process.env), keys.active);
-  err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS until its tokens expire`);
-  return 0;
+  // The lock before the keychain: a broker on this state folder (found through another runtime folder, or none)
+  // refuses the rotation before the key changes, not after with its record missing from the log.
+  return withStateLock(resolvePaths().stateDir, 'key rotate', async (lock) => {
+    const { keys, previousKid } = await rotateKeySet({ ref: service ? { service } : {}, clock: systemClock });
+    await appendOffline(lock, { event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } }, defaultUser(process.env), keys.active);
+    err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS until its tokens expire`);
+    return 0;
+  });
 }
 
 export async function main(argv: string[]): Promise<number> {

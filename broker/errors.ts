@@ -47,6 +47,7 @@ export const ERROR_CODES = [
   // broker and CLI
   'WRIT_BROKER_UNREACHABLE',
   'WRIT_BROKER_RUNNING',
+  'WRIT_STATE_LOCKED', // another broker, or an offline CLI command, is writing the same state folder
   'WRIT_RUNTIME_DIR_UNSAFE',
   'WRIT_USAGE',
   // the credential-injecting proxy

@@ -10,6 +10,8 @@ import { AUDIT_RECORDS_PER_MESSAGE, Discovery, PROTOCOL_VERSION } from './protoc
 import type { AuditEntry, AuditRecord, BrokerToParent, MethodResult, ParentToBroker } from './protocol';
 import { resolvePaths, ensurePrivateDir } from './paths';
 import type { WritPaths } from './paths';
+import { acquireStateLock } from './statelock';
+import type { StateLock } from './statelock';
 import { systemClock, randomIds } from './core/clock';
 import type { Clock, IdSource } from './core/clock';
 import { loadKeySet } from './core/keys';
@@ -93,7 +95,7 @@ function checkNotRunning(paths: WritPaths): void {
   }
   const d = Discovery.safeParse((() => { try { return JSON.parse(text); } catch { return null; } })());
   if (d.success && d.data.pid !== process.pid && pidAlive(d.data.pid)) {
-    throw new WritError('WRIT_BROKER_RUNNING', `a Writ broker is already running (pid ${d.data.pid}); stop it first or set WRIT_RUNTIME_DIR`);
+    throw new WritError('WRIT_BROKER_RUNNING', `a Writ broker is already running (pid ${d.data.pid}): stop it first`);
   }
   try {
     unlinkSync(paths.discoveryPath);
@@ -152,11 +154,24 @@ function delegationDepth(env: NodeJS.ProcessEnv): number {
 
 export async function startBroker(options: BrokerOptions = {}): Promise<RunningBroker> {
   const env = options.env ?? process.env;
+  const paths = resolvePaths(env, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.runtimeDir ? { runtimeDir: options.runtimeDir } : {}) });
+  ensurePrivateDir(paths.stateDir);
+  // Before anything in the state folder is opened, and held until stop(): one writer per state folder, whatever
+  // runtime folder each broker was given.
+  const stateLock = acquireStateLock(paths.stateDir, 'broker');
+  try {
+    return await openBroker(options, paths, stateLock);
+  } catch (e) {
+    stateLock.release();
+    throw e;
+  }
+}
+
+async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: StateLock): Promise<RunningBroker> {
+  const env = options.env ?? process.env;
   const clock = options.clock ?? systemClock;
   const ids = options.ids ?? randomIds;
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  const paths = resolvePaths(env, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.runtimeDir ? { runtimeDir: options.runtimeDir } : {}) });
-  ensurePrivateDir(paths.stateDir);
   ensurePrivateDir(paths.runtimeDir);
   checkNotRunning(paths);
   // Process identity of peers; the broker's own executable is hashed now, while the keychain is read.
@@ -393,6 +408,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
         await audit.close();
         parent?.flush(); // the last records reach the editor before the process exits
         revocations.close();
+        stateLock.release(); // last: every file in the state folder is closed
         log('writ: broker stopped');
       })();
       return stopping;

@@ -1,16 +1,19 @@
 // One audit record written by a CLI command while the broker is stopped (key rotation, unblocking): the log
-// has one writer at a time, and the record is chained and signed like any other.
+// has one writer at a time (the state folder's lock), and the record is chained and signed like any other.
 import { sign } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import type { AuditEntry } from '../protocol';
 import { resolvePaths } from '../paths';
+import type { StateLock } from '../statelock';
 import { systemClock } from '../core/clock';
 import { AuditLog } from './log';
 
-export async function appendOffline(entry: AuditEntry, user: string, key: { kid: string; privateKey: KeyObject }): Promise<void> {
-  const paths = resolvePaths();
-  mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
+/**
+ * Appends `entry` to the state folder's audit log. The caller holds that folder's lock (`withStateLock`) for the
+ * whole operation, so no broker, and no other CLI command, writes the log or the files beside it meanwhile.
+ */
+export async function appendOffline(lock: StateLock, entry: AuditEntry, user: string, key: { kid: string; privateKey: KeyObject }): Promise<void> {
+  const paths = resolvePaths({}, { stateDir: lock.stateDir });
   const log = await AuditLog.open({
     path: paths.auditPath,
     session: `cli_${process.pid}`,

@@ -1,0 +1,242 @@
+// One writer per state folder. The audit log, its write-ahead file, the revocation list and agents.json have a
+// single writer each: a broker for its whole life, or a CLI command that writes them with no broker running
+// (key rotation, unblocking) for the length of the operation. Two brokers with different runtime folders
+// (XDG_RUNTIME_DIR set in one terminal and not under ssh) would otherwise share one state folder: their audit
+// records interleave and break the chain, and each rewrites agents.json from memory, erasing the other's blocks.
+//
+// The lock is a file, `lock`, made whole by link(2) (atomic, fails if it exists) from a private temporary file, so
+// a reader never sees it half written. It names the holder's pid, the kernel's start time of that pid and the boot:
+// a holder that is gone, or a pid now used by another process, leaves a stale lock the next writer takes over.
+// flock(2) would need a native module; this needs none. Takeover renames the stale file aside and checks that what
+// moved is what was judged stale before deleting it, so two writers taking over at once cannot both win (a third
+// arriving in the same instant can still slip in; that window is a few system calls wide).
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { WritError } from './errors';
+
+export const LOCK_FILE = 'lock';
+
+const LockRecord = z.object({
+  pid: z.number().int().positive(),
+  /** /proc/PID/stat field 22 (clock ticks after boot), or null where there is no /proc. */
+  start: z.string().nullable(),
+  /** /proc/sys/kernel/random/boot_id, or null: a lock from before a reboot is stale whatever its pid. */
+  boot: z.string().nullable(),
+  /** Who holds it: `broker`, or the CLI command writing offline. */
+  holder: z.string().max(64),
+  /** Tells this taking of the lock from any other by the same process. */
+  nonce: z.string(),
+});
+type LockRecord = z.infer<typeof LockRecord>;
+
+export interface StateLock {
+  readonly stateDir: string;
+  readonly path: string;
+  /** Deletes the lock if it is still this one. Idempotent. */
+  release(): void;
+}
+
+/** Fields 3 onwards of /proc/PID/stat (field N at index N - 3), or undefined if the process is gone or there is no /proc. */
+function procStat(pid: number): string[] | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces or ')': count from the last ')'.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The start time of a process (field 22 of /proc/PID/stat), or undefined if it is gone or there is no /proc. */
+export function processStartTime(pid: number): string | undefined {
+  return procStat(pid)?.[22 - 3];
+}
+
+function bootId(): string | null {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Whether the process a lock names still runs: same boot, pid alive and not a zombie (a SIGKILLed broker whose
+ * parent has not reaped it yet), and (with /proc) the same start time, so a reused pid is not mistaken for it.
+ */
+export function holderAlive(r: LockRecord): boolean {
+  const boot = bootId();
+  if (r.boot !== null && boot !== null && r.boot !== boot) return false;
+  if (!pidExists(r.pid)) return false;
+  const haveProc = procStat(process.pid) !== undefined;
+  if (!haveProc) return true;
+  const stat = procStat(r.pid);
+  if (stat === undefined || stat[0] === 'Z' || stat[0] === 'X') return false;
+  return r.start === null || stat[22 - 3] === r.start;
+}
+
+/** The lock file's text, or undefined if there is none. */
+function readLock(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+function parseLock(text: string): LockRecord | undefined {
+  try {
+    const r = LockRecord.safeParse(JSON.parse(text));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function lockedError(stateDir: string, r: LockRecord, holder: string): WritError {
+  const who = r.holder === 'broker' ? 'a Writ broker' : `\`writ ${r.holder}\``;
+  const advice =
+    holder === 'broker'
+      ? 'only one broker may use a state folder: stop that one first (brokers with different runtime folders still share this state folder)'
+      : r.holder === 'broker'
+        ? 'do it through that broker (the Writ view in the editor), or stop the broker and run this again'
+        : 'wait for it to finish and run this again';
+  return new WritError('WRIT_STATE_LOCKED', `the state folder ${stateDir} is in use by ${who} (pid ${r.pid}): ${advice}`, {
+    data: { pid: r.pid, stateDir, holder: r.holder },
+  });
+}
+
+/**
+ * Takes the state folder's lock for `holder` (`broker`, or the CLI command's name), or throws WRIT_STATE_LOCKED
+ * naming the pid that holds it. A stale lock (its process gone, or its pid reused) is taken over. The folder must
+ * exist. Synchronous: nothing else in the process runs between the check and the taking.
+ */
+export function acquireStateLock(stateDir: string, holder: string): StateLock {
+  const path = join(stateDir, LOCK_FILE);
+  const mine: LockRecord = {
+    pid: process.pid,
+    start: processStartTime(process.pid) ?? null,
+    boot: bootId(),
+    holder,
+    nonce: randomBytes(12).toString('hex'),
+  };
+  const text = JSON.stringify(mine) + '\n';
+  const tmp = `${path}.${process.pid}.${mine.nonce}.tmp`;
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      try {
+        linkSync(tmp, path);
+        return held(stateDir, path, text);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const seen = readLock(path);
+      if (seen === undefined) continue; // released between our link and our read
+      const other = parseLock(seen);
+      // A lock that does not parse was never written by this code (link makes it whole): treat it as stale.
+      if (other !== undefined && holderAlive(other)) throw lockedError(stateDir, other, holder);
+      takeOver(path, seen);
+    }
+    throw new WritError('WRIT_STATE_LOCKED', `the state folder ${stateDir} is being locked and unlocked by other Writ processes: run this again`, {
+      data: { stateDir },
+    });
+  } finally {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Removes a stale lock, only if it is still the one judged stale (another writer may have taken over meanwhile). */
+function takeOver(path: string, stale: string): void {
+  const aside = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
+  try {
+    renameSync(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  const moved = readLock(aside);
+  if (moved !== stale) {
+    // Someone else took over first and this moved their live lock: put it back (fails only if a third got in).
+    try {
+      linkSync(aside, path);
+    } catch {
+      // the next attempt sees whoever holds it now
+    }
+  }
+  try {
+    unlinkSync(aside);
+  } catch {
+    // already gone
+  }
+}
+
+const heldLocks = new Set<StateLock>();
+let exitHookInstalled = false;
+
+function held(stateDir: string, path: string, text: string): StateLock {
+  let released = false;
+  const lock: StateLock = {
+    stateDir,
+    path,
+    release() {
+      if (released) return;
+      released = true;
+      heldLocks.delete(lock);
+      // Only our own: after a takeover by someone who judged us dead, the file is theirs.
+      if (readLock(path) !== text) return;
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    },
+  };
+  heldLocks.add(lock);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    // A process that exits without stopping cleanly (an uncaught error) still leaves no lock behind; SIGKILL does,
+    // and the next writer takes that one over.
+    process.on('exit', () => {
+      for (const l of [...heldLocks]) l.release();
+    });
+  }
+  return lock;
+}
+
+/**
+ * Runs `fn` holding the state folder's lock for an offline CLI command (made first if there is no folder yet),
+ * releasing it however `fn` ends.
+ */
+export async function withStateLock<T>(stateDir: string, holder: string, fn: (lock: StateLock) => Promise<T>): Promise<T> {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const lock = acquireStateLock(stateDir, holder);
+  try {
+    return await fn(lock);
+  } finally {
+    lock.release();
+  }
+}
