@@ -1,5 +1,6 @@
 // The composition root: reads the key from the keychain, opens the audit log and revocation list, builds the
 // authority, starts the listeners and the approval channel, writes the discovery file, and stops it all in order.
+import { isAlive } from './procfs';
 import { sign as edSign } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
@@ -76,15 +77,6 @@ export function defaultUser(env: NodeJS.ProcessEnv): string {
   return userInfo().username;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Refuses to start a second broker on the same runtime folder. A stale discovery file is removed. */
 function checkNotRunning(paths: WritPaths): void {
   let text: string;
@@ -94,7 +86,7 @@ function checkNotRunning(paths: WritPaths): void {
     return;
   }
   const d = Discovery.safeParse((() => { try { return JSON.parse(text); } catch { return null; } })());
-  if (d.success && d.data.pid !== process.pid && pidAlive(d.data.pid)) {
+  if (d.success && d.data.pid !== process.pid && isAlive(d.data.pid)) {
     throw new WritError('WRIT_BROKER_RUNNING', `a Writ broker is already running (pid ${d.data.pid}): stop it first`);
   }
   try {

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { WritError } from './errors';
+import { isAlive, startOf } from './procfs';
 
 export const LOCK_FILE = 'lock';
 
@@ -38,37 +39,11 @@ export interface StateLock {
   release(): void;
 }
 
-/** Fields 3 onwards of /proc/PID/stat (field N at index N - 3), or undefined if the process is gone or there is no /proc. */
-function procStat(pid: number): string[] | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) is in parentheses and may hold spaces or ')': count from the last ')'.
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-
-/** The start time of a process (field 22 of /proc/PID/stat), or undefined if it is gone or there is no /proc. */
-export function processStartTime(pid: number): string | undefined {
-  return procStat(pid)?.[22 - 3];
-}
-
 function bootId(): string | null {
   try {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
   } catch {
     return null;
-  }
-}
-
-function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -79,12 +54,11 @@ function pidExists(pid: number): boolean {
 export function holderAlive(r: LockRecord): boolean {
   const boot = bootId();
   if (r.boot !== null && boot !== null && r.boot !== boot) return false;
-  if (!pidExists(r.pid)) return false;
-  const haveProc = procStat(process.pid) !== undefined;
-  if (!haveProc) return true;
-  const stat = procStat(r.pid);
-  if (stat === undefined || stat[0] === 'Z' || stat[0] === 'X') return false;
-  return r.start === null || stat[22 - 3] === r.start;
+  // Alive and not a zombie (a SIGKILLed broker whose parent has not reaped it yet); with /proc, the same start time.
+  if (!isAlive(r.pid)) return false;
+  if (r.start === null) return true;
+  const start = startOf(r.pid);
+  return start === undefined ? process.platform !== 'linux' : String(start) === r.start;
 }
 
 /** The lock file's text, or undefined if there is none. */
@@ -128,7 +102,7 @@ export function acquireStateLock(stateDir: string, holder: string): StateLock {
   const path = join(stateDir, LOCK_FILE);
   const mine: LockRecord = {
     pid: process.pid,
-    start: processStartTime(process.pid) ?? null,
+    start: startOf(process.pid)?.toString() ?? null,
     boot: bootId(),
     holder,
     nonce: randomBytes(12).toString('hex'),

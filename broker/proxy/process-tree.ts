@@ -4,66 +4,21 @@
 // grandchild that left the group is still found while its parent lives. SIGTERM to all, then SIGKILL to
 // whatever outlived the grace period. Not covered: a descendant that both left the group (setsid) and was
 // orphaned before the kill (it is reparented away from the tree and /proc no longer links it).
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
+import { isAlive, isSameAlive, readStat, startOf } from '../procfs';
+import type { ProcStat } from '../procfs';
 
-interface Stat {
-  pid: number;
-  state: string;
-  ppid: number;
-  pgrp: number;
-  /** Start time in clock ticks since boot (field 22): with the pid, names one process, not a recycled pid. */
-  start: number;
-}
+export { isAlive };
 
-function readStat(pid: number): Stat | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // comm is in parentheses and may hold spaces or ')': the fields after the LAST ')' are fixed.
-    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { pid, state: rest[0]!, ppid: Number(rest[1]), pgrp: Number(rest[2]), start: Number(rest[19]) };
-  } catch {
-    return undefined;
-  }
-}
-
-function allStats(): Stat[] {
+function allStats(): ProcStat[] {
   if (process.platform !== 'linux') return [];
-  const out: Stat[] = [];
+  const out: ProcStat[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const s = readStat(Number(name));
     if (s) out.push(s);
   }
   return out;
-}
-
-/** Alive and not a zombie (a zombie has exited: it only waits for its parent to reap it). */
-export function isAlive(pid: number): boolean {
-  if (process.platform === 'linux') {
-    const s = readStat(pid);
-    return s !== undefined && s.state !== 'Z' && s.state !== 'X';
-  }
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Alive, not a zombie, and still the process first seen under that pid (same start time): a pid freed and reused
- * by an unrelated process during the grace period is never signalled. `start` undefined (no /proc) checks liveness only.
- */
-export function isSameAlive(pid: number, start: number | undefined): boolean {
-  if (start === undefined || process.platform !== 'linux') return isAlive(pid);
-  const s = readStat(pid);
-  return s !== undefined && s.state !== 'Z' && s.state !== 'X' && s.start === start;
-}
-
-/** The start time of `pid` (Linux), or undefined. */
-export function startOf(pid: number): number | undefined {
-  return process.platform === 'linux' ? readStat(pid)?.start : undefined;
 }
 
 /** The root, its descendants by parent link, and (if `group`) every member of the process group `root`. */

@@ -2,7 +2,7 @@
 // process during the grace period (same number, another start time) is not that process.
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { isSameAlive, startOf } from '../../broker/proxy/process-tree';
+import { isSameAlive, startOf } from '../../broker/procfs';
 
 describe.runIf(process.platform === 'linux')('process identity for stopTree', () => {
   it('is a pid and its start time: the same process matches, another start time at that pid does not', () => {
