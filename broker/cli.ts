@@ -31,7 +31,7 @@ Commands:
   status         show the running broker's state
   audit verify   check the audit log's hash chain and signed checkpoints
   audit export   write the audit log as JSON Lines, CSV or OCSF
-  key rotate     add a new signing key (the old one stays in the JWKS until its tokens expire)
+  key rotate     add a new signing key (the old one stays in the JWKS for an hour, its tokens' longest life)
   secret         store an upstream secret (stdin → OS keychain) for the broker's credential-injecting proxy
   mcp            serve MCP on stdio: agents ask for approved tokens by a tool call
   gate -- CMD    guard an MCP server: every tools/call needs a Writ token with mcp:call:<server>/<tool>
@@ -68,8 +68,8 @@ subscribed verifiers are told at once, and the revoked agent's connections are c
                          [--since ISO-TIME] [--until ISO-TIME] [--file PATH]`,
   key: `Usage: writ key rotate
 
-Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS until the
-last token it signed has expired. Stop the broker first.`,
+Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS for an hour,
+the longest any token it signed can live. Stop the broker first.`,
   mcp: `Usage: writ mcp [--agent NAME]
 
 An MCP server on stdin/stdout for a coding agent (add it like any other MCP server). Tools:
@@ -527,7 +527,7 @@ async function cmdKey(args: string[]): Promise<number> {
   return withStateLock(resolvePaths().stateDir, 'key rotate', async (lock) => {
     const { keys, previousKid } = await rotateKeySet({ ref: service ? { service } : {}, clock: systemClock });
     await appendOffline(lock, { event: 'key.rotated', outcome: 'success', detail: { kid: keys.active.kid, previousKid } }, defaultUser(process.env), keys.active);
-    err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS until its tokens expire`);
+    err(`rotated: new signing key ${keys.active.kid}; ${previousKid} stays in the JWKS for an hour, the longest its tokens can live`);
     return 0;
   });
 }
