@@ -3,18 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import { describeRequest, printable } from '../../broker/net/approvers';
 import type { ApprovalRequest } from '../../broker/protocol';
+import { approvalRequest } from '../helpers/requests';
 
-const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
-  requestId: 'req_1',
-  agent: { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] },
-  task: 'fix issue 12',
-  scopes: ['http:DELETE:https://api.github.com/**'],
-  audience: 'https://api.github.com',
-  ttl: 300,
-  maxTtl: 600,
-  deadline: 1_000_000,
-  ...over,
-});
+const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest =>
+  approvalRequest({ scopes: ['http:DELETE:https://api.github.com/**'], ...over });
 
 describe('the terminal approval prompt', () => {
   it('shows control characters, bidi overrides and line separators as escapes', () => {

@@ -1,19 +1,16 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
+import { approvalRequest } from '../helpers/requests';
 import { approvalMessage, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from '../../extension/approvalCard';
 import { findingMessage } from '../../extension/oversight';
 
-const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
-  requestId: 'req_1',
-  agent: { id: 'agt_1', name: 'claude', kind: 'cli', version: '2.1', parents: [] },
-  task: 'fix issue 12',
-  scopes: ['repo:read:acme/web', 'http:GET:https://api.github.com/repos/acme/web/**'],
-  audience: 'https://api.github.com',
-  ttl: 300,
-  maxTtl: 3600,
-  deadline: 1_000_000,
-  ...over,
-});
+const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest =>
+  approvalRequest({
+    agent: { id: 'agt_1', name: 'claude', kind: 'cli', version: '2.1', parents: [] },
+    scopes: ['repo:read:acme/web', 'http:GET:https://api.github.com/repos/acme/web/**'],
+    maxTtl: 3600,
+    ...over,
+  });
 
 describe('approval card', () => {
   it('puts scopes in plain words', () => {

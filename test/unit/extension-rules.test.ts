@@ -1,19 +1,9 @@
 import { describe, it, expect } from 'vitest';
-import type { ApprovalRequest } from '../../broker/protocol';
+import { approvalRequest } from '../helpers/requests';
 import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest } from '../../extension/rules';
 import type { WorkspaceRule } from '../../extension/rules';
 
-const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
-  requestId: 'req_1',
-  agent: { id: 'agt_1', name: 'claude', kind: 'cli', parents: [] },
-  task: 'fix issue 12',
-  scopes: ['repo:read:acme/web'],
-  audience: 'https://api.github.com',
-  ttl: 300,
-  maxTtl: 600,
-  deadline: 1_000_000,
-  ...over,
-});
+const request = approvalRequest;
 
 const rule: WorkspaceRule = { agent: 'claude', audience: 'https://api.github.com', scopes: ['repo:read:acme/*'], mode: 'session' };
 
