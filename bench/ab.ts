@@ -3,6 +3,7 @@
 // absolute figures swing. Prints ratios, never asserts. Build the base first (dist/ is ignored by git):
 //   git stash; node esbuild.mjs; mkdir -p dist/base; cp dist/writ.mjs dist/base/; git stash pop; node esbuild.mjs
 //   WRIT_AB_BASE=dist/base/writ.mjs WRIT_BENCH_SECONDS=8 bash scripts/with-keyring.sh npx tsx bench/ab.ts
+// WRIT_AB_NEW=PATH puts another bundle in place of dist/writ.mjs (e.g. an ablation build).
 // An A/A run (the same bundle twice) moved 1.03-1.26x here: trust a ratio only when it repeats, and the server
 // CPU per call more than throughput.
 import { requireKeyring, WRIT } from '../test/helpers/broker';
@@ -32,7 +33,7 @@ async function main(): Promise<void> {
   requireKeyring();
   const base = process.env.WRIT_AB_BASE;
   if (!base) throw new Error('set WRIT_AB_BASE to the baseline bundle (a copy of dist/writ.mjs built from the base commit)');
-  const builds = { base: await startBench(16, undefined, base), new: await startBench(16, undefined, WRIT) };
+  const builds = { base: await startBench(16, undefined, base), new: await startBench(16, undefined, process.env.WRIT_AB_NEW ?? WRIT) };
   const peer = await startOidcProvider();
   const figures = ['base ws16', 'new ws16', 'base http16', 'new http16', 'oidc16'] as const;
   const slices = Object.fromEntries(figures.map((f) => [f, [] as LoadFigure[]])) as Record<(typeof figures)[number], LoadFigure[]>;
