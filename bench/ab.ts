@@ -1,7 +1,9 @@
 // A/B of two broker builds in one run: the mint figures a change is meant to move, from a baseline bundle and from
 // dist/writ.mjs side by side, interleaved with oidc-provider, so the ratios hold on a shared, noisy machine where
-// absolute figures swing. Prints ratios, never asserts. Build the base first (dist/ is ignored by git):
-//   git stash; node esbuild.mjs; mkdir -p dist/base; cp dist/writ.mjs dist/base/; git stash pop; node esbuild.mjs
+// absolute figures swing. Prints ratios, never asserts. Build the base first, from a commit (dist/ is ignored by
+// git; no `git stash`, which every worktree of the repository shares):
+//   d=$(mktemp -d); git archive REV | tar -x -C $d; ln -s $PWD/node_modules $d/; (cd $d && node esbuild.mjs)
+//   mkdir -p dist/base; cp $d/dist/writ.mjs dist/base/; node esbuild.mjs
 //   WRIT_AB_BASE=dist/base/writ.mjs WRIT_BENCH_SECONDS=8 bash scripts/with-keyring.sh npx tsx bench/ab.ts
 // WRIT_AB_NEW=PATH puts another bundle in place of dist/writ.mjs (e.g. an ablation build).
 // An A/A run (the same bundle twice) moved 1.03-1.26x here: trust a ratio only when it repeats, and the server
