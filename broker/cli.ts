@@ -1,5 +1,6 @@
 // `writ`: the command line. Tokens go to stdout and nowhere else; everything for people goes to stderr.
-// Exit codes: 0 ok, 1 refused or failed (the code is printed), 2 usage.
+// Exit codes: 0 ok, 1 refused or failed (the code is printed), 2 usage, 3 `audit verify` found nothing broken but
+// could not check every checkpoint (the keys at hand are only the broker's JWKS).
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
@@ -65,7 +66,16 @@ subscribed verifiers are told at once, and the revoked agent's connections are c
   status: `Usage: writ status [--json]`,
   audit: `Usage: writ audit verify [--file PATH]
        writ audit export [--format jsonl|csv|ocsf] [--out PATH] [--session ID] [--agent ID]
-                         [--since ISO-TIME] [--until ISO-TIME] [--file PATH]`,
+                         [--since ISO-TIME] [--until ISO-TIME] [--file PATH]
+
+verify checks the hash chain and the signed checkpoints of the running broker's log, the default one, or
+--file. The public keys come from the keychain (every key ever held). Where the keychain is not reachable,
+a running broker's JWKS stands in; it holds a retired key for an hour only, so a checkpoint signed by a key
+it lacks cannot be checked: that is "unverifiable", not "broken" (and fine when a later checkpoint that
+verifies covers it: its signed head commits to every line before). The chain is still checked to the end,
+and a real break wins.
+Exit codes: 0 intact, 1 broken (WRIT_AUDIT_CORRUPT, the first bad line named) or an error,
+3 unverifiable (WRIT_AUDIT_UNVERIFIABLE, the first unchecked checkpoint named).`,
   key: `Usage: writ key rotate
 
 Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS for an hour,
@@ -380,14 +390,15 @@ function auditFile(file: string | undefined): string {
 /**
  * The keys that may have signed checkpoints: every key ever, from the keychain. Where this terminal cannot
  * reach the keychain (another session, a throwaway demo keyring), the running broker's JWKS stands in:
- * it holds the active key and those whose tokens may still be live, and the output says so.
+ * it holds the active key and those whose tokens may still be live, so it is a partial set (a key retired over an
+ * hour ago is missing), and the output says so.
  */
-async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; source: string }> {
+async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; keySet: 'complete' | 'partial'; source: string }> {
   const { loadKeySet } = await import('./core/keys');
   const service = process.env.WRIT_KEYCHAIN_SERVICE;
   try {
     const { keys } = await loadKeySet({ ref: service ? { service } : {}, clock: systemClock, create: false });
-    return { keys: keys.publicKeys(), source: 'the keychain' };
+    return { keys: keys.publicKeys(), keySet: 'complete', source: 'the keychain' };
   } catch (e) {
     const w = asWritError(e);
     const broker = runningBroker();
@@ -395,7 +406,7 @@ async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; source: str
     const jwks = (await (await fetch(`${broker.httpUrl}/.well-known/jwks.json`)).json()) as { keys: import('node:crypto').JsonWebKey[] };
     const keys = new Map<string, KeyObject>();
     for (const jwk of jwks.keys) if (typeof jwk.kid === 'string') keys.set(jwk.kid, createPublicKey({ key: jwk, format: 'jwk' }));
-    return { keys, source: `the running broker's JWKS (the keychain is not reachable here: ${w.code})` };
+    return { keys, keySet: 'partial', source: `the running broker's JWKS (the keychain is not reachable here: ${w.code})` };
   }
 }
 
@@ -404,16 +415,29 @@ async function cmdAudit(args: string[]): Promise<number> {
   if (sub === 'verify') {
     const { values } = parse(args.slice(1), { file: { type: 'string' } });
     if (values.help) return (err(HELP.audit!), 0);
-    const { verifyAuditFile } = await import('./audit/verify');
+    const { verifyAuditFile, verdict } = await import('./audit/verify');
     const file = auditFile(values.file);
-    const { keys, source } = await publicKeys();
-    const r = await verifyAuditFile(file, keys);
-    if (!r.ok) {
+    const { keys, keySet, source } = await publicKeys();
+    const r = await verifyAuditFile(file, keys, { keySet });
+    const v = verdict(r);
+    if (v === 'broken') {
       err(`writ: audit log BROKEN at line ${r.error!.line}${r.error!.seq === null ? '' : ` (seq ${r.error!.seq})`}: ${r.error!.reason}: ${r.error!.message} (WRIT_AUDIT_CORRUPT)`);
       return 1;
     }
-    out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints, ${r.unsignedTail} records after the last checkpoint`);
     err(`${file}: checkpoint signatures checked with keys from ${source}`);
+    if (r.skippedCheckpoints && v === 'intact') {
+      err(`${r.skippedCheckpoints} checkpoint(s) name keys not among them, each covered by a later checkpoint that verifies`);
+    }
+    if (v === 'unverifiable') {
+      const u = r.unverifiable!;
+      // Not "broken": the chain holds to the end, but the records after the last verified checkpoint rest on it alone.
+      err(
+        `writ: audit log UNVERIFIABLE from line ${u.line} (seq ${u.seq}): ${u.message}; no break found: the hash chain holds for all ${r.records} records, ` +
+          `but the ${r.unsignedTail} after the last verified checkpoint rest on the chain alone; run it where the keychain is reachable to check them (WRIT_AUDIT_UNVERIFIABLE)`,
+      );
+      return 3;
+    }
+    out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints, ${r.unsignedTail} records after the last checkpoint`);
     return 0;
   }
   if (sub === 'export') {

@@ -44,6 +44,7 @@ export const ERROR_CODES = [
   // audit
   'WRIT_AUDIT_WRITE_FAILED', // fail closed: no record, no answer
   'WRIT_AUDIT_CORRUPT',
+  'WRIT_AUDIT_UNVERIFIABLE', // nothing found broken, but checkpoints name keys a partial key set (a broker's JWKS) lacks
   // broker and CLI
   'WRIT_BROKER_UNREACHABLE',
   'WRIT_BROKER_RUNNING',

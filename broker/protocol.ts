@@ -659,6 +659,8 @@ export const VerifyView = z.discriminatedUnion('state', [
   z.strictObject({ state: z.literal('running') }),
   z.strictObject({ state: z.literal('intact'), message: z.string() }),
   z.strictObject({ state: z.literal('broken'), message: z.string(), line: z.number().int().optional() }),
+  /** Nothing broken, but some checkpoints name keys the verifier lacked (the keychain out of reach): not proven. */
+  z.strictObject({ state: z.literal('unverifiable'), message: z.string(), line: z.number().int().optional() }),
   z.strictObject({ state: z.literal('error'), message: z.string() }),
 ]);
 export type VerifyView = z.infer<typeof VerifyView>;

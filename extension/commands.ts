@@ -294,5 +294,6 @@ async function verifyLog(ctx: WritContext): Promise<void> {
   ctx.output.info(`verify ${file}: ${result.state === 'running' ? '' : result.message}`);
   if (result.state === 'intact') void vscode.window.showInformationMessage(`Writ: ${result.message}.`);
   else if (result.state === 'broken') void vscode.window.showErrorMessage(`Writ: ${result.message}`);
+  else if (result.state === 'unverifiable') void vscode.window.showWarningMessage(`Writ: ${result.message}`);
   else if (result.state === 'error') void vscode.window.showWarningMessage(`Writ: could not verify: ${result.message}`);
 }

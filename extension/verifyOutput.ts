@@ -1,5 +1,5 @@
-// `writ audit verify` run as a child (it reads the public keys from the keychain): its exit code and output as a
-// result the editor shows. Pure.
+// `writ audit verify` run as a child (it reads the public keys from the keychain, else a running broker's JWKS):
+// its exit code and output as a result the editor shows. Pure.
 import type { VerifyView } from '../broker/protocol';
 
 export function verifyView(code: number | null, stdout: string, stderr: string): VerifyView {
@@ -8,5 +8,8 @@ export function verifyView(code: number | null, stdout: string, stderr: string):
   if (code === 0) return { state: 'intact', message: out ? out.charAt(0).toUpperCase() + out.slice(1) : 'Audit log intact' };
   const broken = /^audit log BROKEN at line (\d+)/.exec(err);
   if (broken) return { state: 'broken', message: err.charAt(0).toUpperCase() + err.slice(1), line: Number(broken[1]) };
+  // Exit 3: the keychain was out of reach and the broker's JWKS lacked a key; not a break, not a pass either.
+  const unverifiable = /^audit log UNVERIFIABLE from line (\d+)/.exec(err);
+  if (unverifiable) return { state: 'unverifiable', message: err.charAt(0).toUpperCase() + err.slice(1), line: Number(unverifiable[1]) };
   return { state: 'error', message: err || `verification failed (exit ${code})` };
 }

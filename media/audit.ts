@@ -145,10 +145,18 @@ function updateAgents(fresh: readonly AuditRecord[], rebuild: boolean): void {
   agentSelect.value = current;
 }
 
+const VERIFY_LABEL: Record<VerifyView['state'], string> = {
+  running: 'Verifying…',
+  intact: '✓ Chain verifies',
+  broken: '✗ Chain broken',
+  unverifiable: '⚠ Chain holds; checkpoints not all checkable here',
+  error: '? Not verified',
+};
+
 function showVerify(v: VerifyView): void {
   verify.className = `verify ${v.state}`;
   verify.dataset.state = v.state;
-  verify.textContent = v.state === 'running' ? 'Verifying…' : v.state === 'intact' ? '✓ Chain verifies' : v.state === 'broken' ? '✗ Chain broken' : '? Not verified';
+  verify.textContent = VERIFY_LABEL[v.state];
   verify.title = v.state === 'running' ? '' : v.message;
 }
 

@@ -6,6 +6,9 @@
 //   every later `prev`. Checkpoints close that gap for the prefix they sign, because the rewriter lacks the key.
 // - A checkpoint is only as trustworthy as `publicKeys`: pass keys from the keychain, never keys found in the log
 //   (a `kid` merely names one; a log cannot vouch for itself).
+// - A key set may be partial (a broker's JWKS keeps a retired key for an hour only). Then a checkpoint naming a kid
+//   it lacks proves nothing either way: it is unverifiable, not broken, and the chain is checked on to the end. A
+//   later checkpoint that verifies covers it, since its signed head commits to every line before it.
 // - Records after the last checkpoint are held only by the chain: they can be edited, or cut off, without a trace
 //   here. `unsignedTail` says how many there are, so a caller can treat them as unsigned.
 // - Cutting off the final checkpoint along with everything after it leaves a shorter log that verifies cleanly:
@@ -13,6 +16,7 @@
 //   `broker.stopped` + checkpoint pair a clean shutdown leaves at the end) can reveal it.
 import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { AuditRecord, issuePath } from '../protocol';
+import { printable } from '../printable';
 import { readAuditLines } from './lines';
 import { checkpointText, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
 
@@ -36,7 +40,24 @@ export interface VerifyError {
   message: string;
 }
 
+/**
+ * Checkpoints a partial key set could not check, after the last checkpoint that verifies: nothing found broken,
+ * but nothing proves these records unedited either. The first of them is named.
+ */
+export interface Unverifiable {
+  code: 'WRIT_AUDIT_UNVERIFIABLE';
+  /** 1-based line number of the first such checkpoint. */
+  line: number;
+  seq: number;
+  /** The kid it names (public: a key thumbprint, or whatever the file says). */
+  kid: string;
+  /** How many such checkpoints follow the last verified one, the first included. */
+  checkpoints: number;
+  message: string;
+}
+
 export interface VerifyResult {
+  /** True only when nothing is broken and nothing is left unverifiable. */
   ok: boolean;
   /** Records verified (all of them when ok; those before the bad line otherwise). Checkpoints included. */
   records: number;
@@ -44,12 +65,33 @@ export interface VerifyResult {
   lastCheckpointSeq: number | null;
   /** Verified records after the last checkpoint: held by the chain alone (see above). */
   unsignedTail: number;
+  /**
+   * Partial key set only, when any: checkpoints whose kid it lacks, covered or not. Not in `checkpoints`; until a
+   * checkpoint that verifies follows, their records count in `unsignedTail`.
+   */
+  skippedCheckpoints?: number;
+  /** Partial key set only: skipped checkpoints no verified one covers. Without `error`, the verdict is "unverifiable". */
+  unverifiable?: Unverifiable;
+  /** The first break. It wins over `unverifiable`: the log is broken whatever the missing keys would say. */
   error?: VerifyError;
+}
+
+/** What `verdict` makes of a result: a break wins, then anything left unverifiable. */
+export type VerifyVerdict = 'intact' | 'unverifiable' | 'broken';
+
+export function verdict(r: VerifyResult): VerifyVerdict {
+  return r.error ? 'broken' : r.unverifiable ? 'unverifiable' : 'intact';
 }
 
 export interface VerifyOptions {
   /** The origin the checkpoints were signed with. Default 'writ-audit/v1'. */
   origin?: string;
+  /**
+   * 'complete' (default): `publicKeys` holds every key that ever signed a checkpoint (the keychain's), so a kid
+   * outside it is a forgery, reason 'unknown-kid'. 'partial': keys may be missing (a broker's JWKS), so such a
+   * checkpoint is unverifiable instead: its count and head are still checked, and the chain after it.
+   */
+  keySet?: 'complete' | 'partial';
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -61,11 +103,15 @@ class Verifier {
   lastCheckpointSeq: number | null = null;
   unsignedTail = 0;
   error: VerifyError | undefined;
+  skipped = 0;
+  /** The first skipped checkpoint since the last verified one, and how many since. */
+  uncovered: { line: number; seq: number; kid: string; checkpoints: number } | undefined;
   #prev = ZERO_HASH;
 
   constructor(
     private readonly keys: ReadonlyMap<string, KeyObject>,
     private readonly origin: string,
+    private readonly partial: boolean,
   ) {}
 
   /** Returns false once a line failed: stop feeding. */
@@ -97,18 +143,28 @@ class Verifier {
       if (count !== r.seq) return this.#stop(line, r.seq, 'checkpoint-count', `checkpoint count is not ${r.seq}`);
       if (head !== r.prev) return this.#stop(line, r.seq, 'checkpoint-head', 'checkpoint head is not the chain head');
       const key = this.keys.get(kid);
-      if (!key) return this.#stop(line, r.seq, 'unknown-kid', 'checkpoint signed by a key not in the key set');
-      let good = false;
-      try {
-        const text = Buffer.from(checkpointText(this.origin, count, head), 'utf8');
-        good = cryptoVerify(null, text, key, Buffer.from(sig, 'base64url'));
-      } catch {
-        good = false; // a key of the wrong type is a bad signature, not a crash
+      if (key) {
+        let good = false;
+        try {
+          const text = Buffer.from(checkpointText(this.origin, count, head), 'utf8');
+          good = cryptoVerify(null, text, key, Buffer.from(sig, 'base64url'));
+        } catch {
+          good = false; // a key of the wrong type is a bad signature, not a crash
+        }
+        if (!good) return this.#stop(line, r.seq, 'checkpoint-signature', 'checkpoint signature does not verify');
+        this.checkpoints++;
+        this.lastCheckpointSeq = r.seq;
+        this.unsignedTail = 0;
+        this.uncovered = undefined;
+      } else if (this.partial) {
+        // Not checked, so not counted as signed: its records stay in the unsigned tail until a checkpoint verifies.
+        this.skipped++;
+        if (this.uncovered) this.uncovered.checkpoints++;
+        else this.uncovered = { line, seq: r.seq, kid, checkpoints: 1 };
+        this.unsignedTail++;
+      } else {
+        return this.#stop(line, r.seq, 'unknown-kid', 'checkpoint signed by a key not in the key set');
       }
-      if (!good) return this.#stop(line, r.seq, 'checkpoint-signature', 'checkpoint signature does not verify');
-      this.checkpoints++;
-      this.lastCheckpointSeq = r.seq;
-      this.unsignedTail = 0;
     } else {
       this.unsignedTail++;
     }
@@ -129,8 +185,21 @@ class Verifier {
       checkpoints: this.checkpoints,
       lastCheckpointSeq: this.lastCheckpointSeq,
       unsignedTail: this.unsignedTail,
+      ...(this.skipped > 0 ? { skippedCheckpoints: this.skipped } : {}),
+      ...(this.uncovered ? { unverifiable: this.#unverifiable(this.uncovered) } : {}),
     };
-    return this.error ? { ok: false, ...base, error: this.error } : { ok: true, ...base };
+    return this.error ? { ok: false, ...base, error: this.error } : { ok: base.unverifiable === undefined, ...base };
+  }
+
+  #unverifiable(u: NonNullable<Verifier['uncovered']>): Unverifiable {
+    // The kid comes from the file: shown inert and short, so it cannot write to a terminal or flood it.
+    const shown = printable(u.kid.length > 64 ? `${u.kid.slice(0, 64)}…` : u.kid);
+    const more = u.checkpoints === 1 ? '' : ` (and ${u.checkpoints - 1} later checkpoint${u.checkpoints === 2 ? '' : 's'})`;
+    return {
+      code: 'WRIT_AUDIT_UNVERIFIABLE',
+      ...u,
+      message: `audit log line ${u.line} (seq ${u.seq}): checkpoint signed by key ${shown}, which the key set lacks${more}: not checked`,
+    };
   }
 }
 
@@ -140,7 +209,7 @@ export async function verifyAuditFile(
   publicKeys: ReadonlyMap<string, KeyObject>,
   opts: VerifyOptions = {},
 ): Promise<VerifyResult> {
-  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN);
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial');
   for await (const l of readAuditLines(path)) {
     if (!v.push(l.bytes, l.line, l.terminated)) break;
   }
@@ -156,7 +225,7 @@ export function verifyAuditLines(
   publicKeys: ReadonlyMap<string, KeyObject>,
   opts: VerifyOptions & { tornTail?: boolean } = {},
 ): VerifyResult {
-  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN);
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial');
   // One line of lookahead: only the final line can be torn.
   let n = 0;
   let pending: string | undefined;

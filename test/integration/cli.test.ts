@@ -1,10 +1,12 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
+import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
 
 requireKeyring();
 
@@ -203,6 +205,95 @@ describe('writ key rotate', () => {
     expect(ok.code).toBe(0);
     expect(readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8')).toContain('"event":"key.rotated"');
   });
+});
+
+/** `writ` run where the keychain is out of reach (no D-Bus session), as from another login session. */
+function writWithoutKeychain(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { DBUS_SESSION_BUS_ADDRESS: _bus, ...noBus } = process.env;
+  return new Promise((resolve) =>
+    execFile(process.execPath, [WRIT, ...args], { env: { ...noBus, ...env }, timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+describe('writ audit verify with only the broker\'s JWKS', () => {
+  it('calls checkpoints of a key retired over an hour ago unverifiable (exit 3), not broken; a later checkpoint covers them; a real break still wins', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client } = await b1.agent('before-rotation');
+    await client.call('task.request', { task: 'before rotation', scopes: ['repo:read:a'], audience: 'aud' });
+    await client.close();
+    await b1.stop();
+    const log = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+    const before = join(env.WRIT_STATE_DIR, 'before-rotation.jsonl');
+    copyFileSync(log, before);
+    const lines = readFileSync(before, 'utf8').slice(0, -1).split('\n');
+    const checkpointLines = lines.flatMap((l, i) => (JSON.parse(l).event === 'checkpoint' ? [i + 1] : []));
+    expect(checkpointLines.length).toBeGreaterThan(0);
+    const oldKid: string = JSON.parse(lines[checkpointLines[0]! - 1]!).checkpoint.kid;
+
+    expect((await writ(['key', 'rotate'], env)).code).toBe(0);
+    // Two hours on: the old key has left the JWKS. The clock cannot move, so the keychain entry is aged instead.
+    const ref = { service: env.WRIT_KEYCHAIN_SERVICE, account: 'signing-keys', timeoutMs: 15_000 };
+    const stored = JSON.parse((await keychainGet(ref))!) as { retired: { kid: string; createdAt: number; retiredAt: number }[] };
+    expect(stored.retired.map((r) => r.kid)).toEqual([oldKid]);
+    stored.retired = stored.retired.map((r) => ({ ...r, createdAt: Date.now() - 3 * 3600_000, retiredAt: Date.now() - 2 * 3600_000 }));
+    await keychainSet(ref, JSON.stringify(stored));
+
+    const b2 = await BrokerProcess.start(env);
+    try {
+      const jwks = (await (await fetch(`${b2.discovery.httpUrl}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+      expect(jwks.keys).toHaveLength(1);
+      expect(jwks.keys[0]!.kid).not.toBe(oldKid);
+
+      // The log as it was before the rotation: every checkpoint names the old key, which the JWKS lacks.
+      const first = checkpointLines[0]!;
+      const unverifiable = await writWithoutKeychain(['audit', 'verify', '--file', before], env);
+      expect(unverifiable.code).toBe(3);
+      expect(unverifiable.stdout).toBe('');
+      expect(unverifiable.stderr).toContain(`${before}: checkpoint signatures checked with keys from the running broker's JWKS (the keychain is not reachable here: WRIT_KEYCHAIN_UNAVAILABLE)`);
+      expect(unverifiable.stderr).toContain(
+        `writ: audit log UNVERIFIABLE from line ${first} (seq ${first - 1}): audit log line ${first} (seq ${first - 1}): checkpoint signed by key ${oldKid}, which the key set lacks`,
+      );
+      expect(unverifiable.stderr).toContain(`no break found: the hash chain holds for all ${lines.length} records`);
+      expect(unverifiable.stderr.trimEnd().endsWith('(WRIT_AUDIT_UNVERIFIABLE)')).toBe(true);
+      expect(unverifiable.stderr).not.toContain('BROKEN');
+
+      // The live log goes on past the rotation, whose record the new key signed at once: that checkpoint covers the old ones.
+      const live = await writWithoutKeychain(['audit', 'verify'], env);
+      expect(live.code).toBe(0);
+      expect(live.stdout).toMatch(/^audit log intact: \d+ records, \d+ signed checkpoints, \d+ records after the last checkpoint\n$/);
+      expect(live.stderr).toContain(`${checkpointLines.length} checkpoint(s) name keys not among them, each covered by a later checkpoint that verifies`);
+
+      // An edit is a break whatever keys are missing.
+      const idx = lines.findIndex((l) => l.includes('"event":"token.minted"'));
+      const tampered = join(env.WRIT_STATE_DIR, 'tampered.jsonl');
+      writeFileSync(tampered, lines.map((l, i) => (i === idx ? l.replace('repo:read:a', 'repo:read:b') : l)).join('\n') + '\n');
+      const bad = await writWithoutKeychain(['audit', 'verify', '--file', tampered], env);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain(`writ: audit log BROKEN at line ${idx + 2} (seq ${idx + 1}): chain:`);
+      expect(bad.stderr).not.toContain('UNVERIFIABLE');
+    } finally {
+      await b2.stop();
+    }
+
+    // The keychain holds every key ever: the old file verifies in full.
+    const full = await writ(['audit', 'verify', '--file', before], env);
+    expect(full.code).toBe(0);
+    expect(full.stdout).toBe(`audit log intact: ${lines.length} records, ${checkpointLines.length} signed checkpoints, 0 records after the last checkpoint\n`);
+    // A complete key set without the old key (another keychain entry): an unknown kid stays a break.
+    const stranger = { ...ref, service: `${ref.service}-stranger` };
+    await keychainSet(stranger, serializeKeySet(new KeySet(await newSigningKey(Date.now()), [])));
+    try {
+      const broken = await writ(['audit', 'verify', '--file', before], { ...env, WRIT_KEYCHAIN_SERVICE: stranger.service });
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toContain(`writ: audit log BROKEN at line ${checkpointLines[0]!} (seq ${checkpointLines[0]! - 1}): unknown-kid:`);
+    } finally {
+      await keychainDelete(stranger);
+    }
+  }, 120_000);
 });
 
 describe('writ exec inside an agent session', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../broker/audit/log';
-import { verifyAuditFile, verifyAuditLines, type VerifyResult } from '../../broker/audit/verify';
+import { verdict, verifyAuditFile, verifyAuditLines, type VerifyResult } from '../../broker/audit/verify';
 import { ManualClock } from '../../broker/core/clock';
 import type { AuditRecord } from '../../broker/protocol';
 
@@ -158,6 +158,16 @@ describe('verifyAuditFile', () => {
     expectError(verifyAuditLines(lines, new Map([['k1', generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey]])), 5, 4, 'checkpoint-signature');
   });
 
+  it('with the complete key set (the keychain), an unknown kid is a break even where a partial set would only skip it', async () => {
+    const { lines } = await makeLog();
+    const complete = verifyAuditLines(lines, new Map([['k2', other.publicKey]]));
+    expectError(complete, 5, 4, 'unknown-kid');
+    expect(complete.unverifiable).toBeUndefined();
+    expect(verdict(complete)).toBe('broken');
+    // 'complete' is the default: saying so changes nothing.
+    expect(verifyAuditLines(lines, new Map([['k2', other.publicKey]]), { keySet: 'complete' })).toEqual(complete);
+  });
+
   it('binds checkpoints to their origin', async () => {
     const { lines } = await makeLog();
     expectError(verifyAuditLines(lines, keys, { origin: 'other/v1' }), 5, 4, 'checkpoint-signature');
@@ -220,5 +230,110 @@ describe('verifyAuditFile', () => {
     await log.close();
     // 50,000 records, a checkpoint after each 1000 (the last one at close).
     expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 50_050, checkpoints: 50, lastCheckpointSeq: 50_049, unsignedTail: 0 });
+  });
+});
+
+/**
+ * A log written over two broker runs, the key rotated between them: run 1 signs with k1 (seq 0-3, cp 4, 5, cp 6 at
+ * close), run 2 with k2 (seq 7-10, cp 11, 12, cp 13 at close). Line n holds seq n-1.
+ */
+async function makeRotatedLog(): Promise<string[]> {
+  const path = join(dir, 'audit-rotated.jsonl');
+  const clock = new ManualClock();
+  for (const [kid, key, n] of [['k1', privateKey, 5], ['k2', other.privateKey, 5]] as const) {
+    const log = await AuditLog.open({ path, session: `ses_${kid}`, user: 'alice', clock, signer: { kid, sign: (d) => sign(null, d, key) }, checkpointEvery: 4, checkpointIntervalMs: 0, fsync: false });
+    for (let i = 0; i < n; i++) {
+      clock.advance(1000);
+      await log.append({ event: 'token.minted', jti: `jti_${kid}_${i}`, scopes: ['repo:read'], outcome: 'success' });
+    }
+    await log.close();
+  }
+  return (await readFile(path, 'utf8')).slice(0, -1).split('\n');
+}
+
+describe('verify with a partial key set (a broker\'s JWKS)', () => {
+  const partial = { keySet: 'partial' } as const;
+
+  it('calls a log whose checkpoints all name a missing key unverifiable, not broken, after checking the chain to the end', async () => {
+    const { path, lines } = await makeLog();
+    const res = verifyAuditLines(lines, new Map([['k2', other.publicKey]]), partial);
+    expect(res).toEqual({
+      ok: false,
+      records: 13,
+      checkpoints: 0,
+      lastCheckpointSeq: null,
+      unsignedTail: 13,
+      skippedCheckpoints: 3,
+      unverifiable: {
+        code: 'WRIT_AUDIT_UNVERIFIABLE',
+        line: 5,
+        seq: 4,
+        kid: 'k1',
+        checkpoints: 3,
+        message: 'audit log line 5 (seq 4): checkpoint signed by key k1, which the key set lacks (and 2 later checkpoints): not checked',
+      },
+    });
+    expect(verdict(res)).toBe('unverifiable');
+    expect(await verifyAuditFile(path, new Map(), partial)).toEqual({ ...res });
+  });
+
+  it('still catches an edit after an unverifiable checkpoint: the break wins', async () => {
+    const { lines } = await makeLog();
+    lines[6] = edit(lines[6]!, (r) => (r.scopes = ['repo:write']));
+    const res = verifyAuditLines(lines, new Map(), partial);
+    expectError(res, 8, 7, 'chain');
+    expect(verdict(res)).toBe('broken');
+    // What was skipped before the break is still said.
+    expect(res.unverifiable).toMatchObject({ line: 5, seq: 4, checkpoints: 1 });
+  });
+
+  it('still checks an unverifiable checkpoint\'s count and head against the chain', async () => {
+    const { lines } = await makeLog();
+    const forged = [...lines];
+    forged[4] = edit(lines[4]!, (r) => (r.checkpoint!.count = 3));
+    expectError(verifyAuditLines(forged, new Map(), partial), 5, 4, 'checkpoint-count');
+    // An edit before it, chain recomputed and head fixed: only the signature could tell, and it is not checked,
+    // but the next checkpoint (a known key) signs the original head.
+    const edited = [...lines];
+    edited[1] = edit(lines[1]!, (r) => (r.jti = 'jti_forged'));
+    const rewritten = rechain(edited, 1, true);
+    expect(verdict(verifyAuditLines(rewritten, new Map(), partial))).toBe('unverifiable');
+    expectError(verifyAuditLines(rewritten, keys, partial), 5, 4, 'checkpoint-signature');
+  });
+
+  it('a known kid with a bad signature stays broken', async () => {
+    const { lines } = await makeLog();
+    expectError(verifyAuditLines(lines, new Map([['k1', other.publicKey]]), partial), 5, 4, 'checkpoint-signature');
+  });
+
+  it('a later checkpoint that verifies covers the skipped ones: the log is intact', async () => {
+    const lines = await makeRotatedLog();
+    expect(lines).toHaveLength(14);
+    // The JWKS after the old key's hour: k2 only. k2's checkpoint at seq 11 signs a head that commits to seq 0-10.
+    const res = verifyAuditLines(lines, new Map([['k2', other.publicKey]]), partial);
+    expect(res).toEqual({ ok: true, records: 14, checkpoints: 2, lastCheckpointSeq: 13, unsignedTail: 0, skippedCheckpoints: 2 });
+    expect(verdict(res)).toBe('intact');
+    // The full key set verifies every checkpoint and skips none.
+    expect(verifyAuditLines(lines, new Map([['k1', publicKey], ['k2', other.publicKey]]))).toEqual({ ok: true, records: 14, checkpoints: 4, lastCheckpointSeq: 13, unsignedTail: 0 });
+  });
+
+  it('checkpoints after the last verified one are unverifiable, and their records count as the unsigned tail', async () => {
+    const lines = await makeRotatedLog();
+    const res = verifyAuditLines(lines, keys, partial); // k1 only: run 2's checkpoints cannot be checked
+    expect(res).toMatchObject({ ok: false, records: 14, checkpoints: 2, lastCheckpointSeq: 6, unsignedTail: 7, skippedCheckpoints: 2 });
+    expect(res.unverifiable).toMatchObject({ line: 12, seq: 11, kid: 'k2', checkpoints: 2 });
+    expect(res.error).toBeUndefined();
+    // The same file and keys as a complete set: the first k2 checkpoint is a break.
+    expectError(verifyAuditLines(lines, keys), 12, 11, 'unknown-kid');
+  });
+
+  it('names a kid from the file inert and short', async () => {
+    const { lines } = await makeLog();
+    const evil = '\x1b[2J' + 'x'.repeat(100);
+    const forged = lines.map((l) => (l.includes('"checkpoint":{') ? edit(l, (r) => (r.checkpoint!.kid = evil)) : l));
+    const res = verifyAuditLines(rechain(forged, 4, true), new Map(), partial);
+    expect(res.error).toBeUndefined();
+    expect(res.unverifiable!.kid).toBe(evil);
+    expect(res.unverifiable!.message).toBe(`audit log line 5 (seq 4): checkpoint signed by key \\x1b[2J${'x'.repeat(60)}…, which the key set lacks (and 2 later checkpoints): not checked`);
   });
 });

@@ -109,6 +109,15 @@ describe('verify output', () => {
       line: 7,
     });
     expect(verifyView(1, '', 'writ: the OS keychain is locked (WRIT_KEYCHAIN_LOCKED)\n')).toEqual({ state: 'error', message: 'the OS keychain is locked (WRIT_KEYCHAIN_LOCKED)' });
+    // Exit 3: the broker's JWKS lacked a checkpoint's key. Neither a pass nor a break.
+    const stderr =
+      '/s/audit.jsonl: checkpoint signatures checked with keys from the running broker\'s JWKS (the keychain is not reachable here: WRIT_KEYCHAIN_UNAVAILABLE)\n' +
+      'writ: audit log UNVERIFIABLE from line 5 (seq 4): audit log line 5 (seq 4): checkpoint signed by key k1, which the key set lacks: not checked; no break found (WRIT_AUDIT_UNVERIFIABLE)\n';
+    expect(verifyView(3, '', stderr)).toEqual({
+      state: 'unverifiable',
+      message: 'Audit log UNVERIFIABLE from line 5 (seq 4): audit log line 5 (seq 4): checkpoint signed by key k1, which the key set lacks: not checked; no break found (WRIT_AUDIT_UNVERIFIABLE)',
+      line: 5,
+    });
   });
 });
 
