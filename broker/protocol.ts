@@ -294,6 +294,7 @@ export const Methods = {
        * only once every acknowledging subscriber has applied it (bounded by a timeout). Verifiers set it.
        * An acknowledging subscriber is sent one event per entry of the revocation list (a token, grant, agent
        * of the tree, or `all`) as soon as the broker applies it, before it is durable, instead of one per call.
+       * Others get one event per call once it is durable, split into several if it would pass MAX_FRAME_BYTES.
        */
       acknowledge: z.boolean().optional(),
     }),
@@ -381,11 +382,22 @@ export type MethodName = keyof typeof Methods;
 export type MethodParams<M extends MethodName> = z.infer<(typeof Methods)[M]['params']>;
 export type MethodResult<M extends MethodName> = z.infer<(typeof Methods)[M]['result']>;
 
-/** Notifications the broker sends (broker → agent). */
+/**
+ * Notifications the broker sends (broker → agent). A `revocation` frame is at most MAX_FRAME_BYTES: a revocation
+ * with more ids than fit comes as several events with the same target and `at`, each applied as it arrives; their
+ * union is the revocation (none covers anything it does not). An acknowledging subscriber gets one event per
+ * entry of the revocation list, each with its own `seq`, so a split never needs acknowledging as one.
+ */
 export const RevocationEvent = z.strictObject({
   target: RevokeTarget,
-  /** Epoch seconds: tokens issued at or before this instant are covered (for `all`). */
+  /** Epoch seconds: tokens issued strictly before this second are covered (for `all`; that second's are in `jtis`). */
   at: z.number().int(),
+  /**
+   * Tokens revoked one by one: a `token` target's, and the tokens of an `all` revocation's own second. A grant,
+   * task or agent revocation names none (a broker before this one listed every live token here): each token it
+   * takes carries one of `grantIds` as `grant_id` (or in `parent_grant_ids`), `taskIds` as `task_id`, or an
+   * agent of `agentIds` in its `act` chain.
+   */
   jtis: z.array(z.string()),
   agentIds: z.array(z.string()),
   taskIds: z.array(z.string()),

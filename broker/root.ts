@@ -29,7 +29,7 @@ import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
 import { listen } from './net/server';
 import type { Listeners } from './net/server';
-import { RpcConnection, acknowledged, eventOfEntry, revocationFrame } from './net/rpc';
+import { RpcConnection, acknowledged, eventOfEntry, revocationFrame, revocationFrames } from './net/rpc';
 import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
@@ -334,7 +334,8 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   // Acknowledging subscribers (verifiers) are sent each entry of the revocation list, numbered, the moment it is
   // applied: before its fsync and the audit record, so they refuse while those are under way. The revoke call
   // returns once it is durable and each of them has acknowledged (or timed out): no token they check is accepted
-  // after that. Other subscribers get one event per revoke call, once it is durable.
+  // after that. Other subscribers get one event per revoke call, once it is durable, in frames of at most
+  // MAX_FRAME_BYTES (revocationFrames), serialised only if one of them is connected.
   let revocationSeq = 0;
   const unacknowledged = new Set<Promise<void>>();
   revocations.onRecord((entry) => {
@@ -356,9 +357,9 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     const waiting = [...unacknowledged];
     const closing = new Set<string>();
     for (const id of event.agentIds) for (const t of authority.agentTree(id)) closing.add(t);
-    const frame = revocationFrame(event);
+    let frames: Buffer[] | undefined;
     for (const conn of connections) {
-      if (!conn.acknowledging) conn.pushRevocation(frame);
+      if (conn.subscribed && !conn.acknowledging) for (const f of (frames ??= revocationFrames(event))) if (!conn.pushRevocation(f)) break;
       if (conn.agentId !== undefined && closing.has(conn.agentId)) conn.close(4001, 'agent revoked');
     }
     await Promise.all(waiting);

@@ -1016,11 +1016,21 @@ export class Authority {
   /**
    * Durable before it returns: the revocation list is fsynced and the audit record written, then every
    * listener (connections, verifiers) hears of it. `by` names who asked, for the audit.
+   *
+   * The event names only what a verifier cannot find from a token's claims: a grant, task or agent revocation
+   * names its grants, task and agents (every token it takes carries one of them as `grant_id`, `task_id` or in
+   * its `act` chain) and no jti, however many live tokens it ends; a token revocation names its jti; `all`
+   * names the tokens of its own second, as the revocation list does. So its size follows the grants and agents
+   * taken, never their tokens.
    */
   async revoke(target: RevokeTarget, by: string, reason?: string): Promise<MethodResult<'revoke'>> {
     const now = seconds(this.deps.clock.now());
     const until = now + this.config.maxTtlSeconds;
+    /** Live tokens ended, counted: each is held by a grant the event names (its `grant_id`). */
+    let tokens = 0;
+    /** The tokens the event names one by one (a `token` target, and `all`'s own second). */
     const jtis: string[] = [];
+    let at = now;
     const agentIds: string[] = [];
     const grantIds: string[] = [];
     // Whose credentials these were, for the audit record (the agent filter of an export finds it).
@@ -1033,7 +1043,7 @@ export class Authority {
         g.expiresAt = Math.min(g.expiresAt, until);
       }
       for (const [jti, exp] of g.tokens) {
-        if (exp > now) jtis.push(jti);
+        if (exp > now) tokens++;
         this.tokenGrants.delete(jti);
       }
       g.tokens.clear();
@@ -1066,6 +1076,7 @@ export class Authority {
           this.tokenGrants.delete(target.jti);
           subject = this.agents.get(g.agentId);
         }
+        tokens = 1;
         jtis.push(target.jti);
         await this.deps.revocations.add('token', target.jti, exp);
         break;
@@ -1112,8 +1123,13 @@ export class Authority {
       case 'all': {
         for (const a of this.agents.values()) takeAgent(a);
         const all = await this.deps.revocations.add('all', '', until);
-        // The entry covers tokens issued before its second; those of that second are named (one fsync each).
-        for (const jti of this.recentlyIssued.get(all.at) ?? []) await this.deps.revocations.add('token', jti, until);
+        // The entry covers tokens issued before its second; those of that second are named (one fsync each), and
+        // the event says the same: its `at` is the entry's (a second later than `now` if the clock turned since).
+        at = all.at;
+        for (const jti of this.recentlyIssued.get(all.at) ?? []) {
+          jtis.push(jti);
+          await this.deps.revocations.add('token', jti, until);
+        }
         break;
       }
     }
@@ -1124,7 +1140,7 @@ export class Authority {
         target,
         by,
         ...(reason === undefined ? {} : { reason }),
-        tokens: jtis.length,
+        tokens,
         grants: grantIds.length,
         agents: agentIds.length,
       },
@@ -1132,9 +1148,9 @@ export class Authority {
       ...(target.kind === 'token' ? { jti: target.jti } : {}),
       ...(target.kind === 'grant' ? { grantId: target.id } : {}),
     });
-    const event: RevocationEvent = { target, at: now, jtis, agentIds, taskIds: target.kind === 'task' ? [target.id] : [], grantIds };
+    const event: RevocationEvent = { target, at, jtis, agentIds, taskIds: target.kind === 'task' ? [target.id] : [], grantIds };
     await Promise.all([...this.listeners].map((l) => l(event)));
-    return { revokedTokens: jtis.length, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
+    return { revokedTokens: tokens, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
   }
 
   /** Every revocation that may still cover a live token, from the durable list: a new subscriber's starting point. */

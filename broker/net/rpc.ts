@@ -46,6 +46,52 @@ export function revocationFrame(event: RevocationEvent): Buffer {
   return Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: event }));
 }
 
+const EVENT_LISTS = ['jtis', 'agentIds', 'taskIds', 'grantIds'] as const;
+
+/**
+ * A revocation as `revocation` notifications of at most `maxBytes` each, for subscribers that do not acknowledge:
+ * one frame when it fits (a grant, task or agent revocation names no jtis, so nearly always), else several with
+ * the event's target and `at`, whose lists together are exactly the event's, in order. A subscriber applies each
+ * as it comes, so a frame limit of its own (or the 4 MiB this side buffers) no longer cuts it off mid-revocation.
+ * An event with a `seq` is one entry of the revocation list, acknowledged as one: it is never split.
+ */
+export function revocationFrames(event: RevocationEvent, maxBytes = MAX_FRAME_BYTES): Buffer[] {
+  if (event.seq !== undefined) throw new TypeError('revocationFrames: an acknowledged event (seq) is never split');
+  const whole = revocationFrame(event);
+  if (whole.byteLength <= maxBytes) return [whole];
+  const empty = (): RevocationEvent => ({
+    target: event.target,
+    at: event.at,
+    jtis: [],
+    agentIds: [],
+    taskIds: [],
+    ...(event.grantIds === undefined ? {} : { grantIds: [] }),
+  });
+  const base = revocationFrame(empty()).byteLength;
+  const frames: Buffer[] = [];
+  let part = empty();
+  let bytes = base;
+  let ids = 0;
+  for (const list of EVENT_LISTS) {
+    for (const id of event[list] ?? []) {
+      // The id as JSON, and a comma: an upper bound on what it adds (the first of a list has no comma).
+      const cost = Buffer.byteLength(JSON.stringify(id)) + 1;
+      if (ids > 0 && bytes + cost > maxBytes) {
+        frames.push(revocationFrame(part));
+        part = empty();
+        bytes = base;
+        ids = 0;
+      }
+      // Never dropped, even if alone it would pass the bound (ids are at most 200 code points: it cannot).
+      part[list]!.push(id);
+      bytes += cost;
+      ids++;
+    }
+  }
+  if (ids > 0) frames.push(revocationFrame(part));
+  return frames;
+}
+
 /**
  * Resolves once every one of `subscribers` has acknowledged revocation `seq` or has gone, or after `timeoutMs`:
  * one timer for them all, and nothing of the wait kept after it.

@@ -13,7 +13,7 @@ import { RevocationStore } from '../../broker/core/revocation';
 import { TokenMinter } from '../../broker/core/tokens';
 import { AuditLog } from '../../broker/audit/log';
 import { WritError } from '../../broker/errors';
-import type { ApprovalDecision, ApprovalRequest, AuditEntry } from '../../broker/protocol';
+import type { ApprovalDecision, ApprovalRequest, AuditEntry, RevocationEvent } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
 
 const AUD = 'https://api.example';
@@ -533,13 +533,14 @@ describe('Authority: bounded memory in a long session', () => {
     expect(kept.at(-1)).toMatchObject({ event: 'revoked', jti: one.jti, agent: { id: agentId } });
     expect(revocations.entries().find((e) => e.kind === 'token' && e.id === one.jti)?.until).toBe(one.exp);
 
-    // Revoking the grant pushes exactly the other live jtis to verifiers: none expired, none missing.
-    const pushed: string[][] = [];
-    a.onRevocation((e) => void pushed.push(e.jtis));
+    // Revoking the grant counts exactly the other live tokens (none expired, none missing) and pushes the grant to
+    // verifiers, not its tokens: each carries the grant's id.
+    const pushed: RevocationEvent[] = [];
+    a.onRevocation((e) => void pushed.push(e));
     const r = await a.revoke({ kind: 'grant', id: first.grant.id }, 'test');
-    const expected = live.slice(1).map((t) => t.jti).sort();
-    expect(r).toEqual({ revokedTokens: expected.length, revokedGrants: 1, revokedAgents: 0 });
-    expect([...pushed[0]!].sort()).toEqual(expected);
+    expect(r).toEqual({ revokedTokens: live.length - 1, revokedGrants: 1, revokedAgents: 0 });
+    expect(kept.at(-1)).toMatchObject({ event: 'revoked', grantId: first.grant.id, detail: { tokens: live.length - 1 } });
+    expect(pushed).toMatchObject([{ target: { kind: 'grant', id: first.grant.id }, jtis: [], grantIds: [first.grant.id] }]);
     expect(a.retainedTokens()).toBe(0);
     expect(await codeOf(a.mint({ agentId }, { grantId: first.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
   }, 300_000);

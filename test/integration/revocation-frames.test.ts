@@ -1,0 +1,105 @@
+// A grant revocation covering thousands of live tokens, against the real broker: it reaches a real verifier, which
+// then refuses those tokens (seen before or not), and a subscriber that does not acknowledge and takes frames of at
+// most 64 KiB (the bound the broker holds its own inbound frames to) gets it in one small frame and stays connected.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { BrokerProcess, approveAll, requireKeyring } from '../helpers/broker';
+import { createVerifier } from '../../broker/sdk/verify';
+import type { Verifier } from '../../broker/sdk/verify';
+import type { WritClient } from '../../broker/sdk/client';
+import { MAX_FRAME_BYTES } from '../../broker/protocol';
+import { codeOf } from '../helpers/codes';
+
+requireKeyring();
+
+const AUD = 'https://api.example';
+/** Enough that the jtis alone (about 23 bytes each as JSON) would be nearly twice the subscriber's frame limit. */
+const TOKENS = 5_000;
+
+/** Polls a condition; the deadline is generous (a shared, slow machine). */
+async function until<T>(what: () => T | undefined, timeoutMs = 30_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = what();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('condition not met before the deadline');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A bare WebSocket subscriber as a resource without the SDK might write one: no acknowledgement, a frame limit. */
+function limitedSubscriber(url: string): Promise<{ ws: WebSocket; frames: Buffer[]; closed: { code?: number } }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, headers: { host: 'localhost' } });
+    const frames: Buffer[] = [];
+    const closed: { code?: number } = {};
+    ws.on('close', (code) => (closed.code = code));
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.method === 'revocation') frames.push(d as Buffer);
+      else if (m.id === 1) m.result?.subscribed?.[0] === 'revocation' ? resolve({ ws, frames, closed }) : reject(new Error('not subscribed'));
+    });
+    ws.once('open', () => ws.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'subscribe', params: { events: ['revocation'] } })));
+    ws.once('error', reject);
+  });
+}
+
+describe('a grant revocation covering thousands of tokens', { timeout: 180_000 }, () => {
+  let b: BrokerProcess;
+  let agent: WritClient;
+  let v: Verifier;
+  beforeAll(async () => {
+    b = await BrokerProcess.start();
+    b.decide = approveAll;
+    b.retain = false; // thousands of mint records: none is read here
+    agent = (await b.agent('bulk-minter')).client;
+    v = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });
+    expect(await v.ready()).toBe(true);
+  });
+  afterAll(async () => {
+    await v.close();
+    await agent.close();
+    await b.stop();
+  });
+
+  it('reaches the verifier, which refuses each of those tokens, and every subscriber stays connected', async () => {
+    const sub = await limitedSubscriber(b.discovery.wsUrl);
+    const r = await agent.call('task.request', { task: 'bulk', scopes: ['repo:read:acme/*'], audience: AUD, ttl: 3600 });
+    const tokens = [r.token.token];
+    while (tokens.length < TOKENS) {
+      const batch = Math.min(200, TOKENS - tokens.length);
+      const minted = await Promise.all(Array.from({ length: batch }, () => agent.call('token.mint', { grantId: r.grant.id })));
+      tokens.push(...minted.map((t) => t.token));
+    }
+    const other = await agent.call('task.request', { task: 'other', scopes: ['repo:read:acme/web'], audience: AUD, ttl: 3600 });
+    const seen = [tokens[0]!, tokens[TOKENS / 2]!, tokens[TOKENS - 1]!];
+    for (const t of seen) expect((await v.verify(t)).grantId).toBe(r.grant.id);
+
+    const res = await agent.call('revoke', { target: { kind: 'grant', id: r.grant.id } });
+    expect(res).toEqual({ revokedTokens: TOKENS, revokedGrants: 1, revokedAgents: 0 });
+    // The verifier acknowledged before the call returned: tokens it had accepted, and ones it never saw, are refused.
+    for (const t of [...seen, tokens[1]!, tokens[1234]!, tokens[TOKENS - 2]!]) expect(await codeOf(v.verify(t))).toBe('WRIT_TOKEN_REVOKED');
+    expect(v.status()).toMatchObject({ connected: true, revocationsMalformed: 0 });
+
+    // The subscriber without acknowledgement: one frame naming the grant, no jti, far under its limit.
+    const [frame] = await until(() => {
+      if (sub.closed.code !== undefined) throw new Error(`the subscriber was cut off (close code ${sub.closed.code})`);
+      return sub.frames.length > 0 ? sub.frames : undefined;
+    });
+    expect(sub.frames).toHaveLength(1);
+    expect(frame!.byteLength).toBeLessThan(300);
+    const params = JSON.parse(frame!.toString()).params;
+    expect(params).toEqual({ target: { kind: 'grant', id: r.grant.id }, at: expect.any(Number), jtis: [], agentIds: [], taskIds: [], grantIds: [r.grant.id] });
+    expect(sub.ws.readyState).toBe(WebSocket.OPEN);
+    expect(sub.closed.code).toBeUndefined();
+
+    // Both still hear revocations: the other grant's token is accepted, then refused once revoked by jti.
+    expect((await v.verify(other.token.token)).grantId).toBe(other.grant.id);
+    expect(await agent.call('revoke', { target: { kind: 'token', jti: other.token.jti } })).toEqual({ revokedTokens: 1, revokedGrants: 0, revokedAgents: 0 });
+    expect(await codeOf(v.verify(other.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    await until(() => (sub.frames.length === 2 ? true : undefined));
+    expect(JSON.parse(sub.frames[1]!.toString()).params).toMatchObject({ target: { kind: 'token', jti: other.token.jti }, jtis: [other.token.jti] });
+    expect(sub.closed.code).toBeUndefined();
+    sub.ws.close();
+  });
+});
