@@ -390,10 +390,13 @@ export type MethodResult<M extends MethodName> = z.infer<(typeof Methods)[M]['re
  */
 export const RevocationEvent = z.strictObject({
   target: RevokeTarget,
-  /** Epoch seconds: tokens issued strictly before this second are covered (for `all`; that second's are in `jtis`). */
+  /**
+   * Epoch seconds. For `all`: tokens issued strictly before this second are covered. A broker since this one puts
+   * it a second after the revocation and mints nothing until then; one before named the tokens of its own second in `jtis`.
+   */
   at: z.number().int(),
   /**
-   * Tokens revoked one by one: a `token` target's, and the tokens of an `all` revocation's own second. A grant,
+   * Tokens revoked one by one: a `token` target's (an `all` revocation of an older broker named its own second's). A grant,
    * task or agent revocation names none (a broker before this one listed every live token here): each token it
    * takes carries one of `grantIds` as `grant_id` (or in `parent_grant_ids`), `taskIds` as `task_id`, or an
    * agent of `agentIds` in its `act` chain.

@@ -172,11 +172,6 @@ export class Authority {
   private readonly revokedSessions = new Set<string>();
   /** jti → its grant, for every token a grant still holds: revoke by jti and use reports look up here. */
   private readonly tokenGrants = new Map<string, Grant>();
-  /**
-   * The jtis of tokens issued in the last two seconds, by their `iat`: revoking everything covers the tokens
-   * issued before its second by one entry; those of its own second are listed one by one, and only they.
-   */
-  private readonly recentlyIssued = new Map<number, string[]>();
   /** Inventory identity → agents held in memory with it: the inventory never forgets an identity in use. */
   private readonly identityAgents = new Map<string, number>();
   private readonly grants = new Map<string, Grant>();
@@ -211,6 +206,8 @@ export class Authority {
       oversight?: Oversight;
       /** The process table (/proc), for binding tokens to the process they were minted for; absent: no binding. */
       processes?: ProcessTable;
+      /** Waits `ms` of the clock's time (tests with a manual clock move it); default setTimeout. */
+      sleep?: (ms: number) => Promise<void>;
     },
   ) {
     if (config.maxTtlSeconds > MAX_TTL_CEILING_SECONDS) {
@@ -634,16 +631,25 @@ export class Authority {
     }
   }
 
+  /**
+   * Waits out the rest of a second that a revocation of everything covers (its entry refuses every `iat` before the
+   * next second), so a token minted meanwhile, for a grant made after it, is not born revoked. At most a second,
+   * and only right after a revoke-all.
+   */
+  private async notInRevokedSecond(): Promise<void> {
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+    for (let i = 0; i < 3; i++) {
+      const ms = this.deps.revocations.allBefore * 1000 - this.deps.clock.now();
+      if (ms <= 0) return;
+      await sleep(ms + 1);
+    }
+    throw new WritError('WRIT_INTERNAL', 'the clock did not pass the second of a revocation of everything');
+  }
+
   /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
-  private holdToken(grant: Grant, jti: string, iat: number, exp: number): void {
+  private holdToken(grant: Grant, jti: string, exp: number): void {
     grant.tokens.set(jti, exp);
     this.tokenGrants.set(jti, grant);
-    const recent = this.recentlyIssued.get(iat);
-    if (recent) recent.push(jti);
-    else {
-      this.recentlyIssued.set(iat, [jti]);
-      for (const s of this.recentlyIssued.keys()) if (s < iat - 1) this.recentlyIssued.delete(s);
-    }
     if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
     const now = seconds(this.deps.clock.now());
     for (const [id, e] of grant.tokens) {
@@ -689,6 +695,7 @@ export class Authority {
     ttl: number,
     ctx: { reused: boolean; taskId: string; minter: PeerProcess | undefined },
   ): Promise<TokenResult> {
+    if (this.deps.revocations.allBefore * 1000 > this.deps.clock.now()) await this.notInRevokedSecond();
     const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [agent.id, ...agent.parents],
@@ -717,7 +724,7 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    this.holdToken(grant, claims.jti, claims.iat, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -924,6 +931,7 @@ export class Authority {
     const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
     const grant = this.exchangeGrant(child, subject, scopes, now, parent !== undefined);
     const task = { id: grant.taskId, description: grant.task };
+    if (this.deps.revocations.allBefore * 1000 > this.deps.clock.now()) await this.notInRevokedSecond();
     const { token: signed, claims } = this.deps.minter.mint({
       user: this.config.user,
       chain: [child.id, ...subject.chain],
@@ -950,7 +958,7 @@ export class Authority {
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
     if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
-    this.holdToken(grant, claims.jti, claims.iat, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -1019,16 +1027,16 @@ export class Authority {
    *
    * The event names only what a verifier cannot find from a token's claims: a grant, task or agent revocation
    * names its grants, task and agents (every token it takes carries one of them as `grant_id`, `task_id` or in
-   * its `act` chain) and no jti, however many live tokens it ends; a token revocation names its jti; `all`
-   * names the tokens of its own second, as the revocation list does. So its size follows the grants and agents
-   * taken, never their tokens.
+   * its `act` chain) and no jti, however many live tokens it ends; a token revocation names its jti; `all` names
+   * none (its `at` is the second after it, and nothing is minted before that second). So its size follows the
+   * grants and agents taken, never their tokens.
    */
   async revoke(target: RevokeTarget, by: string, reason?: string): Promise<MethodResult<'revoke'>> {
     const now = seconds(this.deps.clock.now());
     const until = now + this.config.maxTtlSeconds;
     /** Live tokens ended, counted: each is held by a grant the event names (its `grant_id`). */
     let tokens = 0;
-    /** The tokens the event names one by one (a `token` target, and `all`'s own second). */
+    /** The tokens the event names one by one (a `token` target's). */
     const jtis: string[] = [];
     let at = now;
     const agentIds: string[] = [];
@@ -1122,14 +1130,11 @@ export class Authority {
       }
       case 'all': {
         for (const a of this.agents.values()) takeAgent(a);
-        const all = await this.deps.revocations.add('all', '', until);
-        // The entry covers tokens issued before its second; those of that second are named (one fsync each), and
-        // the event says the same: its `at` is the entry's (a second later than `now` if the clock turned since).
+        // One entry for every token issued up to the end of this second (`iat` is in whole seconds): no token is
+        // named, however many were minted this second. Tokens minted later this second wait for the next one
+        // (notInRevokedSecond), so the entry never covers a token issued after it.
+        const all = await this.deps.revocations.add('all', '', until, seconds(this.deps.clock.now()) + 1);
         at = all.at;
-        for (const jti of this.recentlyIssued.get(all.at) ?? []) {
-          jtis.push(jti);
-          await this.deps.revocations.add('token', jti, until);
-        }
         break;
       }
     }

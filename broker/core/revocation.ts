@@ -38,7 +38,7 @@ export class RevocationStore {
    * Tokens issued strictly before this second are revoked. Tokens of the current run that share the
    * revocation's second are revoked one by one by the caller, so a token minted just after is not caught.
    */
-  private allBefore = -1;
+  private everythingBefore = -1;
   private allUntil = -1;
   private readonly recordListeners = new Set<(e: RevocationEntry) => void>();
   /** The list, held open for appending from the end of `open` (one write and one fdatasync per revocation). */
@@ -118,7 +118,7 @@ export class RevocationStore {
         this.agents.set(e.id, Math.max(e.until, this.agents.get(e.id) ?? 0));
         break;
       case 'all':
-        this.allBefore = Math.max(this.allBefore, e.at);
+        this.everythingBefore = Math.max(this.everythingBefore, e.at);
         this.allUntil = Math.max(this.allUntil, e.until);
         break;
     }
@@ -131,7 +131,7 @@ export class RevocationStore {
     for (const [id, until] of this.grants) out.push({ kind: 'grant', id, at: now, until });
     for (const [id, until] of this.tasks) out.push({ kind: 'task', id, at: now, until });
     for (const [id, until] of this.agents) out.push({ kind: 'agent', id, at: now, until });
-    if (this.allBefore >= 0) out.push({ kind: 'all', id: '', at: this.allBefore, until: this.allUntil });
+    if (this.everythingBefore >= 0) out.push({ kind: 'all', id: '', at: this.everythingBefore, until: this.allUntil });
     return out;
   }
 
@@ -141,9 +141,9 @@ export class RevocationStore {
    * anyone told refuse what it covers. A crash before the fsync loses only a revocation whose caller was never
    * answered; verifiers told early keep refusing (the safe side).
    */
-  async add(kind: RevocationEntry['kind'], id: string, until: number): Promise<RevocationEntry> {
+  async add(kind: RevocationEntry['kind'], id: string, until: number, at: number = seconds(this.clock.now())): Promise<RevocationEntry> {
     if (this.fd < 0) throw new WritError('WRIT_INTERNAL', 'the revocation list is closed');
-    const e: RevocationEntry = { kind, id, at: seconds(this.clock.now()), until };
+    const e: RevocationEntry = { kind, id, at, until };
     this.apply(e);
     for (const l of this.recordListeners) {
       try {
@@ -159,6 +159,11 @@ export class RevocationStore {
     return e;
   }
 
+  /** Epoch seconds: every token issued before this second is revoked (an `all` entry); -1 when there is none. */
+  get allBefore(): number {
+    return this.everythingBefore;
+  }
+
   isAgentRevoked(agentId: string): boolean {
     return this.agents.has(agentId);
   }
@@ -166,7 +171,7 @@ export class RevocationStore {
   isRevoked(c: RevocableClaims): boolean {
     if (this.tokens.has(c.jti) || this.grants.has(c.grant_id) || this.tasks.has(c.task_id)) return true;
     if (c.parent_grant_ids) for (const g of c.parent_grant_ids) if (this.grants.has(g)) return true;
-    if (c.iat < this.allBefore) return true;
+    if (c.iat < this.everythingBefore) return true;
     for (const a of c.chain) if (this.agents.has(a)) return true;
     return false;
   }

@@ -182,7 +182,7 @@ class RevocationView {
   covers(t: VerifiedToken): boolean {
     if (this.jtis.has(t.jti) || this.grants.has(t.grantId) || this.tasks.has(t.taskId)) return true;
     for (const g of t.parentGrantIds) if (this.grants.has(g)) return true;
-    // As the broker's own list: `all` covers tokens issued strictly before its second; that second's are named by jti.
+    // As the broker's own list: `all` covers tokens issued strictly before its `at` (an older broker named that second's by jti).
     if (t.issuedAt < this.allBefore) return true;
     for (const a of t.actors) if (this.agents.has(a)) return true;
     return false;

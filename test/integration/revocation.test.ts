@@ -155,6 +155,11 @@ describe('revocation', () => {
     const r = await client.call('task.request', { task: 't4', scopes: ['repo:read:a'], audience: AUD });
     await watcher.call('revoke', { target: { kind: 'all' } });
     expect(await introspect(b, r.token.token)).toEqual({ active: false });
+    // An agent approved right after is served a live token (issued after the second the revocation covers).
+    const { client: next } = await b.agent('after-stop');
+    const n = await next.call('task.request', { task: 't5', scopes: ['repo:read:a'], audience: AUD });
+    expect(await introspect(b, n.token.token)).toMatchObject({ active: true, jti: n.token.jti });
+    await next.close();
     await client.close();
   });
 });
