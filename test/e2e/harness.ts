@@ -59,7 +59,7 @@ export interface Box {
 export interface Locator {
   first(): Locator;
   last(): Locator;
-  filter(o: { hasText?: string | RegExp }): Locator;
+  filter(o: { hasText?: string | RegExp; has?: Locator }): Locator;
   locator(selector: string): Locator;
   getByRole(role: string, o?: { name?: string | RegExp; exact?: boolean }): Locator;
   waitFor(o?: { state?: 'attached' | 'visible' | 'hidden' | 'detached'; timeout?: number }): Promise<void>;
@@ -438,8 +438,8 @@ export function filesUnder(dir: string, depth: number, match: (name: string) => 
 }
 
 /**
- * Registers, for the running test, what to print when it fails: the code-server log (its last `logChars`), each
- * agent's output, and a screenshot of the window named after the test.
+ * Registers, for the running test, what to print when it fails: the code-server log (its last `logChars`), the
+ * Writ output channel, each agent's output, and a screenshot of the window named after the test.
  */
 export function reportOnFailure(
   prefix: string,
@@ -449,6 +449,10 @@ export function reportOnFailure(
   onTestFailed(async ({ task }) => {
     const { cs, agents, page } = state();
     console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log().slice(-logChars) ?? ''}`);
+    // The extension's own account (what it decided, stopped, warned about): the Writ output channel's file.
+    for (const f of cs ? filesUnder(join(cs.stateDir, 'ud', 'logs'), 8, (n) => /Writ\.log$/.test(n)) : []) {
+      console.log(`--- Writ output channel (${f}) ---\n${readFileSync(f, 'utf8').slice(-4000)}`);
+    }
     for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
     const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
     await page?.screenshot({ path: join(SCREENSHOTS, `${prefix}${name}.png`) }).catch(() => {});
