@@ -449,10 +449,7 @@ export function reportOnFailure(
   onTestFailed(async ({ task }) => {
     const { cs, agents, page } = state();
     console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log().slice(-logChars) ?? ''}`);
-    // The extension's own account (what it decided, stopped, warned about): the Writ output channel's file.
-    for (const f of cs ? filesUnder(join(cs.stateDir, 'ud', 'logs'), 8, (n) => /Writ\.log$/.test(n)) : []) {
-      console.log(`--- Writ output channel (${f}) ---\n${readFileSync(f, 'utf8').slice(-4000)}`);
-    }
+    if (cs) console.log(`--- Writ output channel ---\n${writLog(cs).slice(-4000)}`);
     for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
     const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
     await page?.screenshot({ path: join(SCREENSHOTS, `${prefix}${name}.png`) }).catch(() => {});
@@ -490,4 +487,23 @@ export async function runCommand(page: Page, title: string): Promise<void> {
   await page.keyboard.type(title);
   await page.locator('.quick-input-list .monaco-list-row.focused').filter({ hasText: title.replace(/^[^:]+:\s*/, '') }).first().waitFor({ state: 'visible', timeout: 30_000 });
   await page.keyboard.press('Enter');
+}
+
+/** The Writ output channel as written so far: the extension's own account of what it decided, stopped, warned about. */
+export function writLog(cs: CodeServer): string {
+  return filesUnder(join(cs.stateDir, 'ud', 'logs'), 8, (n) => /Writ\.log$/.test(n))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('');
+}
+
+/** The installed extension's own `writ` CLI, pointed at the window's broker the way an agent's terminal is. */
+export function runWrit(cs: CodeServer, broker: WindowBroker, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(cs.installedExtension, 'dist', 'writ.mjs'), ...args], {
+    env: { ...cs.env, WRIT_BROKER: `unix:${broker.socketPath}`, WRIT_RUNTIME_DIR: broker.runtimeDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const io = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d) => (io.stdout += d));
+  child.stderr!.on('data', (d) => (io.stderr += d));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
 }

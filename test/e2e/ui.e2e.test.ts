@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
 import type { Box, BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import { PENDING, pendingTitle } from './pending';
@@ -395,15 +395,7 @@ test('Review…: untick a scope, keep the lifetime, "This task only": the token 
 
 /** `writ token` from the installed extension, as the named agent, pointed at the window's broker like an agent's terminal. */
 function writToken(name: string, task: string, scope: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const b = broker!;
-  const child = spawn(process.execPath, [join(cs!.installedExtension, 'dist', 'writ.mjs'), 'token', '--agent', name, '--task', task, '--scope', scope, '--aud', AUD], {
-    env: { ...cs!.env, WRIT_BROKER: `unix:${b.socketPath}`, WRIT_RUNTIME_DIR: b.runtimeDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const io = { stdout: '', stderr: '' };
-  child.stdout!.on('data', (d) => (io.stdout += d));
-  child.stderr!.on('data', (d) => (io.stderr += d));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
+  return runWrit(cs!, broker!, ['token', '--agent', name, '--task', task, '--scope', scope, '--aud', AUD]);
 }
 
 test('a finding: the toast says what the agent did with Stop agent / Block / Dismiss, the status bar warns; Block refuses it; the Inventory view unblocks it and dismisses the finding', async () => {
