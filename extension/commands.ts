@@ -11,6 +11,8 @@ import { activeAgents, agentDescription } from './agentState';
 import { describeFinding, kindLabel, newestFirst } from './oversight';
 import { FORMAT_ITEMS, exportFileName, exportFilter, parseTimeInput } from './exportOptions';
 import type { ExportRange } from './exportOptions';
+import { keepPlaces, menuRows, rowsSignature } from './statusMenu';
+import type { MenuRow } from './statusMenu';
 
 export const COMMAND = {
   showAgents: 'writ.showAgents',
@@ -35,7 +37,8 @@ const STOP_AGENT_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeI
 const BLOCK_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('circle-slash'), tooltip: 'Block' };
 const DISMISS_BUTTON: vscode.QuickInputButton = { iconPath: new vscode.ThemeIcon('check'), tooltip: 'Dismiss as expected' };
 
-type MenuItem = vscode.QuickPickItem & { run?: () => unknown; agent?: AgentView; finding?: FindingView };
+/** A status menu item; `key` names the row (statusMenu.ts) across rebuilds. */
+type MenuItem = vscode.QuickPickItem & { key: string; run?: () => unknown; agent?: AgentView; finding?: FindingView };
 
 /** The identity a tree row or a command argument names: an inventory row, an agent, a finding, or the id itself. */
 function identityOf(node: WritNode | string | undefined): string | undefined {
@@ -148,42 +151,62 @@ function showAgents(ctx: WritContext): Promise<void> {
     const qp = vscode.window.createQuickPick<MenuItem>();
     qp.title = 'Writ: agents';
     qp.placeholder = 'Select a finding or an agent to act on it, or an action';
-    const build = (): MenuItem[] => {
-      const byId = new Map(ctx.agents().map((a) => [a.id, a]));
-      const live = ctx.agents().filter((a) => !a.revoked);
-      const pending = ctx.approvals.pending.length;
-      const findings = newestFirst(ctx.findings());
-      return [
-        ...(findings.length === 0 ? [] : [{ label: 'Findings', kind: vscode.QuickPickItemKind.Separator }]),
-        ...findings.map(
-          (f): MenuItem => ({
-            label: `$(warning) ${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`,
-            detail: describeFinding(f),
-            buttons: [STOP_AGENT_BUTTON, BLOCK_BUTTON, DISMISS_BUTTON],
-            finding: f,
-          }),
-        ),
-        { label: 'Agents', kind: vscode.QuickPickItemKind.Separator },
-        ...(live.length === 0 ? [{ label: '$(info) No live agents', description: ctx.notice() ?? '' }] : []),
-        ...live.map((a): MenuItem => ({ label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id, buttons: [STOP_BUTTON], agent: a })),
-        { label: 'Actions', kind: vscode.QuickPickItemKind.Separator },
-        { label: '$(debug-stop) Stop all agents', run: () => vscode.commands.executeCommand(COMMAND.stopAllAgents) },
-        { label: '$(output) Open audit panel', run: () => ctx.panel.open() },
-        { label: `$(bell) Show pending approvals`, description: pending ? `${pending} waiting` : 'none', run: () => ctx.approvals.showPending() },
-      ];
+    // A rebuild keeps the scroll position and the active row (VS Code would go back to the top and the first row).
+    qp.keepScrollPosition = true;
+    const fresh = (): MenuRow[] => menuRows(newestFirst(ctx.findings()), ctx.agents().filter((a) => !a.revoked));
+    const item = (r: MenuRow, byId: ReadonlyMap<string, AgentView>): MenuItem => {
+      switch (r.kind) {
+        case 'separator':
+          return { key: r.key, label: r.label, kind: vscode.QuickPickItemKind.Separator };
+        case 'finding': {
+          const f = r.finding;
+          const label = `${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`;
+          if (r.ended) return { key: r.key, label: `$(pass) ${label}`, description: 'closed', detail: describeFinding(f) };
+          return { key: r.key, label: `$(warning) ${label}`, detail: describeFinding(f), buttons: [STOP_AGENT_BUTTON, BLOCK_BUTTON, DISMISS_BUTTON], finding: f };
+        }
+        case 'agent': {
+          const a = r.agent;
+          // Ended: revoked (stopped), or forgotten by the broker (it left with nothing granted).
+          if (r.ended) return { key: r.key, label: `$(debug-stop) ${a.name}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: a.id };
+          return { key: r.key, label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id, buttons: [STOP_BUTTON], agent: a };
+        }
+        case 'no-agents':
+          return r.ended
+            ? { key: r.key, label: '$(info) No live agents when this menu opened', description: 'the agents started since are listed below' }
+            : { key: r.key, label: '$(info) No live agents', description: ctx.notice() ?? '' };
+        case 'action':
+          if (r.action === 'stop-all') return { key: r.key, label: '$(debug-stop) Stop all agents', run: () => vscode.commands.executeCommand(COMMAND.stopAllAgents) };
+          if (r.action === 'audit-panel') return { key: r.key, label: '$(output) Open audit panel', run: () => ctx.panel.open() };
+          return { key: r.key, label: '$(bell) Show pending approvals', description: pendingText(), run: () => ctx.approvals.showPending() };
+      }
     };
+    const pendingText = (): string => (ctx.approvals.pending.length ? `${ctx.approvals.pending.length} waiting` : 'none');
     // Rebuild only when what the menu shows changes: the context changes on every audit record (a busy agent
-    // mints every second), and replacing the rows under the cursor swallowed clicks on a row's Stop button.
+    // mints every second), and every rebuild replaces the rows in the window, under the cursor too.
     // (Token counts in the descriptions may lag while the menu is open; the set of agents never does.)
-    const shown = (): string =>
-      JSON.stringify([ctx.agents().filter((a) => !a.revoked).map((a) => a.id), ctx.findings().map((f) => f.id), ctx.approvals.pending.length, ctx.notice() ?? '']);
-    let current = shown();
-    qp.items = build();
+    const signature = (rows: readonly MenuRow[]): string => JSON.stringify([rowsSignature(rows), pendingText(), ctx.notice() ?? '']);
+    let rows = fresh();
+    let current = signature(rows);
+    const render = (previous: readonly MenuItem[]): MenuItem[] => {
+      const byId = new Map(ctx.agents().map((a) => [a.id, a]));
+      const before = new Map(previous.map((i) => [i.key, i]));
+      // An item that shows the same as before stays the same object, so the active row is still one of the items.
+      return rows.map((r) => {
+        const next = item(r, byId);
+        const old = before.get(r.key);
+        return old && sameItem(old, next) ? old : next;
+      });
+    };
+    qp.items = render([]);
     const sub = ctx.onDidChange(() => {
-      const next = shown();
-      if (next === current) return;
-      current = next;
-      qp.items = build();
+      const next = keepPlaces(rows, fresh());
+      const sig = signature(next);
+      if (sig === current) return;
+      rows = next;
+      current = sig;
+      const active = new Set(qp.activeItems.map((i) => i.key));
+      qp.items = render(qp.items);
+      qp.activeItems = qp.items.filter((i) => active.has(i.key));
     });
     qp.onDidTriggerItemButton((e) => {
       const f = e.item.finding;
@@ -212,6 +235,21 @@ function showAgents(ctx: WritContext): Promise<void> {
     });
     qp.show();
   });
+}
+
+/** Two items that show the same thing (label, texts, buttons) and act on the same finding or agent. */
+function sameItem(a: MenuItem, b: MenuItem): boolean {
+  const buttons = (i: MenuItem) => i.buttons ?? [];
+  return (
+    a.label === b.label &&
+    a.kind === b.kind &&
+    a.description === b.description &&
+    a.detail === b.detail &&
+    a.finding?.id === b.finding?.id &&
+    a.agent?.id === b.agent?.id &&
+    buttons(a).length === buttons(b).length &&
+    buttons(a).every((x, i) => x === buttons(b)[i])
+  );
 }
 
 /** A finding picked in the status menu: choose what to do about it. */

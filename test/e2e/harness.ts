@@ -59,7 +59,7 @@ export interface Box {
 export interface Locator {
   first(): Locator;
   last(): Locator;
-  filter(o: { hasText?: string | RegExp }): Locator;
+  filter(o: { hasText?: string | RegExp; has?: Locator }): Locator;
   locator(selector: string): Locator;
   getByRole(role: string, o?: { name?: string | RegExp; exact?: boolean }): Locator;
   waitFor(o?: { state?: 'attached' | 'visible' | 'hidden' | 'detached'; timeout?: number }): Promise<void>;
@@ -438,8 +438,8 @@ export function filesUnder(dir: string, depth: number, match: (name: string) => 
 }
 
 /**
- * Registers, for the running test, what to print when it fails: the code-server log (its last `logChars`), each
- * agent's output, and a screenshot of the window named after the test.
+ * Registers, for the running test, what to print when it fails: the code-server log (its last `logChars`), the
+ * Writ output channel, each agent's output, and a screenshot of the window named after the test.
  */
 export function reportOnFailure(
   prefix: string,
@@ -449,6 +449,7 @@ export function reportOnFailure(
   onTestFailed(async ({ task }) => {
     const { cs, agents, page } = state();
     console.log(`--- code-server (${cs?.stateDir}) ---\n${cs?.log().slice(-logChars) ?? ''}`);
+    if (cs) console.log(`--- Writ output channel ---\n${writLog(cs).slice(-4000)}`);
     for (const a of agents) console.log(`--- agent ${a.name}: ${a.output().slice(-2000)}`);
     const name = task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
     await page?.screenshot({ path: join(SCREENSHOTS, `${prefix}${name}.png`) }).catch(() => {});
@@ -486,4 +487,23 @@ export async function runCommand(page: Page, title: string): Promise<void> {
   await page.keyboard.type(title);
   await page.locator('.quick-input-list .monaco-list-row.focused').filter({ hasText: title.replace(/^[^:]+:\s*/, '') }).first().waitFor({ state: 'visible', timeout: 30_000 });
   await page.keyboard.press('Enter');
+}
+
+/** The Writ output channel as written so far: the extension's own account of what it decided, stopped, warned about. */
+export function writLog(cs: CodeServer): string {
+  return filesUnder(join(cs.stateDir, 'ud', 'logs'), 8, (n) => /Writ\.log$/.test(n))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('');
+}
+
+/** The installed extension's own `writ` CLI, pointed at the window's broker the way an agent's terminal is. */
+export function runWrit(cs: CodeServer, broker: WindowBroker, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(cs.installedExtension, 'dist', 'writ.mjs'), ...args], {
+    env: { ...cs.env, WRIT_BROKER: `unix:${broker.socketPath}`, WRIT_RUNTIME_DIR: broker.runtimeDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const io = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d) => (io.stdout += d));
+  child.stderr!.on('data', (d) => (io.stderr += d));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
 }

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
 import type { Box, BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import { PENDING, pendingTitle } from './pending';
@@ -133,7 +133,7 @@ async function verifyToken(token: string): Promise<{ scope: string; sub: string;
 // ---------------------------------------------------------------------------------------------
 // The workbench
 // ---------------------------------------------------------------------------------------------
-function toastOf(a: AgentRun): Locator {
+function toastOf(a: Pick<AgentRun, 'name'>): Locator {
   return page!.locator('.notification-toast').filter({ hasText: a.name }).first();
 }
 
@@ -269,11 +269,37 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
 
   // Stop from the status bar menu: the agent's row there has a Stop button.
   await statusItem().click();
-  const menuRow = page!.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'e2e-approve' }).first();
+  const menuRows = page!.locator('.quick-input-list .monaco-list-row');
+  const menuRow = menuRows.filter({ hasText: 'e2e-approve' }).first();
   await menuRow.waitFor({ state: 'visible', timeout: 60_000 });
-  await page!.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'Stop all agents' }).first().waitFor({ state: 'visible', timeout: 10_000 });
-  await menuRow.hover();
-  await shoot('status-menu', page!.locator('.quick-input-widget').first());
+  await menuRows.filter({ hasText: 'Stop all agents' }).first().waitFor({ state: 'visible', timeout: 10_000 });
+  // Every time the extension rebuilds the menu the window renders its rows again: counted in the page, as it happens.
+  await page!.evaluate(() => {
+    const w = window as unknown as { __writMenuRenders?: number };
+    w.__writMenuRenders = 0;
+    const list = document.querySelector('.quick-input-widget .quick-input-list');
+    if (list) new MutationObserver(() => (w.__writMenuRenders! += 1)).observe(list, { childList: true, subtree: true });
+  }, undefined);
+  const renders = (): Promise<number | undefined> => page!.evaluate(() => (window as unknown as { __writMenuRenders?: number }).__writMenuRenders, undefined);
+
+  // Another agent asks while the menu is open: the menu is rebuilt (a new agent, an approval waiting), and the
+  // e2e-approve row must stay the row its Stop button acts on.
+  const waiting = writToken('e2e-waiting', 'wait in line', 'repo:read:acme/web');
+  await menuRows.filter({ hasText: 'e2e-waiting' }).first().waitFor({ state: 'visible', timeout: 120_000 });
+  await menuRows.filter({ hasText: 'Show pending approvals' }).filter({ hasText: '1 waiting' }).first().waitFor({ state: 'visible', timeout: 120_000 });
+  expect(await renders()).toBeGreaterThan(0);
+  expect(await page!.locator('.quick-input-widget').first().innerText()).toContain('Since this menu opened');
+  // A stable menu before the click: its rows were not rendered again while the test hovered the row and took the
+  // shot (a rebuild under the cursor can swallow a click).
+  for (let tries = 1; ; tries++) {
+    const before = await renders();
+    await menuRow.hover();
+    await shoot('status-menu', page!.locator('.quick-input-widget').first());
+    const after = await renders();
+    if (after === before) break;
+    if (tries === 20) throw new Error(`the status menu's rows kept being rendered again (${after} times) while the test hovered them`);
+  }
+  expect(await menuRows.filter({ has: page!.locator('.codicon-robot') }).count()).toBe(2);
   const stop = menuRow.getByRole('button', { name: 'Stop', exact: true });
   // The click's time as the page saw it (playwright's own checks before clicking are not part of Stop).
   await page!.evaluate(() => {
@@ -283,6 +309,18 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   await stop.click();
   const clickedAt = (await page!.evaluate(() => (window as unknown as { __writMouseDown?: number }).__writMouseDown, undefined)) ?? beforeClick;
 
+  // The menu answers in place: the row stays where it was, marked stopped, without its Stop button. A click that
+  // missed the button and selected the row instead asks "stop …?" in a notification.
+  const stoppedRow = menuRows.filter({ hasText: 'e2e-approve' }).filter({ hasText: 'stopped' }).first();
+  const asked = page!.locator('.notification-toast').filter({ hasText: 'Writ: stop e2e-approve?' }).first();
+  const answer = await Promise.race([
+    stoppedRow.waitFor({ state: 'visible', timeout: 60_000 }).then(() => 'row marked stopped', () => 'nothing within 60 s'),
+    asked.waitFor({ state: 'visible', timeout: 60_000 }).then(() => 'the row was selected, not its Stop button', () => 'nothing within 60 s'),
+  ]);
+  expect(answer).toBe('row marked stopped');
+  expect(await stoppedRow.getByRole('button', { name: 'Stop', exact: true }).count()).toBe(0);
+  // The other agent was not touched: still live in the menu.
+  expect(await menuRows.filter({ hasText: 'e2e-waiting' }).filter({ has: page!.locator('.codicon-robot') }).count()).toBe(1);
   const refusal = await waitUntil('the agent to be refused', 60_000, () =>
     a.events().find((e) => (e.type === 'refused' || e.type === 'closed') && e.t >= beforeClick),
   );
@@ -297,6 +335,8 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   expect(events.some((e) => e.type === 'signal' && e.signal === 'SIGTERM'), JSON.stringify(events.slice(-5))).toBe(true);
   expect(code).not.toBe(0);
   await page!.keyboard.press('Escape');
+  await toastOf({ name: 'e2e-waiting' }).getByRole('button', { name: 'Deny', exact: true }).click();
+  expect((await waiting).stderr).toContain('(WRIT_DENIED)');
   await page!.locator(STATUS_ITEM).filter({ hasText: /^\s*Writ\s*$/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
 }, 600_000);
 
@@ -355,15 +395,7 @@ test('Review…: untick a scope, keep the lifetime, "This task only": the token 
 
 /** `writ token` from the installed extension, as the named agent, pointed at the window's broker like an agent's terminal. */
 function writToken(name: string, task: string, scope: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const b = broker!;
-  const child = spawn(process.execPath, [join(cs!.installedExtension, 'dist', 'writ.mjs'), 'token', '--agent', name, '--task', task, '--scope', scope, '--aud', AUD], {
-    env: { ...cs!.env, WRIT_BROKER: `unix:${b.socketPath}`, WRIT_RUNTIME_DIR: b.runtimeDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const io = { stdout: '', stderr: '' };
-  child.stdout!.on('data', (d) => (io.stdout += d));
-  child.stderr!.on('data', (d) => (io.stderr += d));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
+  return runWrit(cs!, broker!, ['token', '--agent', name, '--task', task, '--scope', scope, '--aud', AUD]);
 }
 
 test('a finding: the toast says what the agent did with Stop agent / Block / Dismiss, the status bar warns; Block refuses it; the Inventory view unblocks it and dismisses the finding', async () => {

@@ -1,0 +1,64 @@
+// The status bar menu's rows while it is open: which rows, in what order, and where each one stays. VS Code
+// names the row a click landed on by its index in the items the window was last sent (an item's handle is its
+// position in the array), so a rebuild that moved rows would turn a late click on one agent's Stop into a click
+// on whatever took that place. While the menu is open a row therefore keeps its index: a row whose agent or
+// finding ended stays where it was, marked ended and without buttons; rows that are new go at the end.
+// Pure (no vscode): commands.ts turns rows into quick pick items.
+import type { AgentView, FindingView } from '../broker/protocol';
+
+export type MenuAction = 'stop-all' | 'audit-panel' | 'pending';
+
+export type MenuRow =
+  | { key: string; kind: 'separator'; label: string }
+  | { key: string; kind: 'finding'; finding: FindingView; ended: boolean }
+  | { key: string; kind: 'agent'; agent: AgentView; ended: boolean }
+  /** Stands where the agents would be. Ended: agents started since the menu opened (they are listed at the end). */
+  | { key: string; kind: 'no-agents'; ended: boolean }
+  | { key: string; kind: 'action'; action: MenuAction };
+
+/** The separator over rows that appeared while the menu was open. */
+export const SINCE_OPENED = 'Since this menu opened';
+
+const separator = (key: string, label: string): MenuRow => ({ key: `separator:${key}`, kind: 'separator', label });
+
+/** The rows for the state now, in the order a menu opened now shows them: findings, agents, actions. */
+export function menuRows(findings: readonly FindingView[], live: readonly AgentView[]): MenuRow[] {
+  return [
+    ...(findings.length === 0 ? [] : [separator('findings', 'Findings')]),
+    ...findings.map((f): MenuRow => ({ key: `finding:${f.id}`, kind: 'finding', finding: f, ended: false })),
+    separator('agents', 'Agents'),
+    ...(live.length === 0 ? [{ key: 'no-agents', kind: 'no-agents', ended: false } as const] : []),
+    ...live.map((a): MenuRow => ({ key: `agent:${a.id}`, kind: 'agent', agent: a, ended: false })),
+    separator('actions', 'Actions'),
+    { key: 'action:stop-all', kind: 'action', action: 'stop-all' },
+    { key: 'action:audit-panel', kind: 'action', action: 'audit-panel' },
+    { key: 'action:pending', kind: 'action', action: 'pending' },
+  ];
+}
+
+/**
+ * `next` (from menuRows) laid over the rows on screen: every row shown keeps its index, updated when it is still
+ * in `next` and marked ended when it is not; rows new in `next` are appended under one "since opened" separator
+ * (their own section separators are left out: they would head the wrong rows down there).
+ */
+export function keepPlaces(shown: readonly MenuRow[], next: readonly MenuRow[]): MenuRow[] {
+  const now = new Map(next.map((r) => [r.key, r]));
+  const out = shown.map((r): MenuRow => now.get(r.key) ?? ended(r));
+  const known = new Set(shown.map((r) => r.key));
+  const added = next.filter((r) => !known.has(r.key) && r.kind !== 'separator');
+  if (added.length > 0) {
+    const since = separator('since-opened', SINCE_OPENED);
+    if (!known.has(since.key)) out.push(since);
+    out.push(...added);
+  }
+  return out;
+}
+
+function ended(r: MenuRow): MenuRow {
+  return r.kind === 'finding' || r.kind === 'agent' || r.kind === 'no-agents' ? { ...r, ended: true } : r;
+}
+
+/** Which rows there are and which ended, as one string: the menu is rebuilt only when this (or its counts) change. */
+export function rowsSignature(rows: readonly MenuRow[]): string {
+  return rows.map((r) => ('ended' in r && r.ended ? `${r.key}~` : r.key)).join('\n');
+}
