@@ -510,6 +510,8 @@ export const ApprovalDecision = z.discriminatedUnion('decision', [
     scopes: z.array(ScopeString).min(1).optional(),
     ttl: TtlSeconds.optional(),
     mode: GrantMode.default('task'),
+    /** Who decided: the developer (the default), or a workspace rule the developer trusted. Recorded in `task.approved`. */
+    by: z.enum(['developer', 'workspace-rule']).optional(),
   }),
   z.strictObject({ requestId: z.string(), decision: z.literal('deny'), reason: z.string().max(200).optional() }),
 ]);

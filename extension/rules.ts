@@ -69,7 +69,7 @@ export function matchRule(rules: readonly WorkspaceRule[], r: ApprovalRequest): 
 /** The decision a matching rule gives: the scopes asked (all covered), the rule's mode and TTL. */
 export function ruleDecision(rule: WorkspaceRule, r: ApprovalRequest): ApprovalDecision {
   const ttl = rule.ttl === undefined ? undefined : Math.min(rule.ttl, r.maxTtl);
-  return { requestId: r.requestId, decision: 'approve', scopes: [...r.scopes], mode: rule.mode, ...(ttl === undefined ? {} : { ttl }) };
+  return { requestId: r.requestId, decision: 'approve', scopes: [...r.scopes], mode: rule.mode, ...(ttl === undefined ? {} : { ttl }), by: 'workspace-rule' };
 }
 
 /** The file's new text with the rule added (an identical rule is not added twice). Keeps other fields. */

@@ -380,7 +380,7 @@ export class Authority {
         scopes: approved,
         audience: params.audience,
         outcome: 'success',
-        detail: { mode: decision.mode, ttl: grantTtl, narrowed: approved.length !== asked.length || approved.some((s: string, i: number) => s !== asked[i]) },
+        detail: { mode: decision.mode, ttl: grantTtl, by: decision.by ?? 'developer', narrowed: approved.length !== asked.length || approved.some((s: string, i: number) => s !== asked[i]) },
       });
     }
     if (oversight && agent.identity) oversight.granted(agent.identity, grant.scopes);

@@ -108,6 +108,16 @@ describe('Authority', () => {
     expect(r.token.expiresAt - Math.floor(clock.now() / 1000)).toBe(300);
   });
 
+  it('records who approved: the developer, or a workspace rule the developer trusted', async () => {
+    const { agentId } = await hello();
+    await authority.requestTask({ agentId }, { task: 'by hand', scopes: ['repo:read:a'], audience: AUD });
+    approver.answer = () => ({ decision: 'approve', mode: 'task', by: 'workspace-rule' });
+    await authority.requestTask({ agentId }, { task: 'by rule', scopes: ['repo:read:b'], audience: AUD });
+    await log.close();
+    const approved = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.event === 'task.approved');
+    expect(approved.map((r) => [r.task.description, r.detail.by])).toEqual([['by hand', 'developer'], ['by rule', 'workspace-rule']]);
+  });
+
   it('a task grant stops minting when it expires; reuse then prompts again', async () => {
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });

@@ -32,8 +32,8 @@ describe('workspace rules', () => {
   });
 
   it('approves what was asked, in the rule\'s mode, with its lifetime capped at the maximum', () => {
-    expect(ruleDecision(rule, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session' });
-    expect(ruleDecision({ ...rule, ttl: 3600 }, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session', ttl: 600 });
+    expect(ruleDecision(rule, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session', by: 'workspace-rule' });
+    expect(ruleDecision({ ...rule, ttl: 3600 }, request())).toEqual({ requestId: 'req_1', decision: 'approve', scopes: ['repo:read:acme/web'], mode: 'session', ttl: 600, by: 'workspace-rule' });
   });
 
   it('adds a rule once, keeping what else the file holds', () => {
