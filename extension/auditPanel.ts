@@ -40,6 +40,9 @@ export class AuditPanel implements vscode.Disposable {
   private lastSeq = -1;
   /** The latest follow(true): a load waits for it. */
   private following: Promise<void> = Promise.resolve();
+  /** The webview said `ready` (it can be loaded), and how many loads were started: only the latest may post. */
+  private webviewReady = false;
+  private loads = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   /** The live agents last posted: state refreshes come every 100 ms while agents work, changes rarely. */
   private postedLive: string | undefined;
@@ -97,7 +100,7 @@ export class AuditPanel implements vscode.Disposable {
   reload(): void {
     if (!this.panel) return;
     this.following = this.deps.follow(true);
-    if (this.streaming) void this.load();
+    if (this.webviewReady) void this.load();
   }
 
   private html(webview: vscode.Webview, script: vscode.Uri, style: vscode.Uri): string {
@@ -142,6 +145,7 @@ export class AuditPanel implements vscode.Disposable {
     const msg = parsed.data;
     switch (msg.type) {
       case 'ready':
+        this.webviewReady = true;
         void this.load();
         return;
       case 'stopAgent':
@@ -159,14 +163,19 @@ export class AuditPanel implements vscode.Disposable {
     }
   }
 
-  /** Sends the whole file, then whatever arrived meanwhile, then streams. */
+  /**
+   * Once the broker follows: sends the whole file, then whatever arrived meanwhile, then streams. A later load (a
+   * new broker) supersedes one still running, which stops posting.
+   */
   private async load(): Promise<void> {
+    const load = ++this.loads;
+    const current = (): boolean => this.panel !== undefined && load === this.loads;
     this.streaming = false;
     const records: AuditRecord[] = [];
     let reset = true;
     let lastSeq = -1;
     await this.following.catch(() => undefined);
-    if (!this.panel) return;
+    if (!current()) return;
     try {
       // Only what the panel holds: a log of millions of records is read from its tail, not parsed whole.
       const path = this.deps.auditPath();
@@ -184,6 +193,7 @@ export class AuditPanel implements vscode.Disposable {
         records.push(r.data);
         lastSeq = r.data.seq;
         if (records.length >= LOAD_CHUNK) {
+          if (!current()) return;
           // A record's seq is its position in the log: the first one loaded says how many come before it.
           const older = reset ? records[0]!.seq : undefined;
           this.post({ type: 'records', reset, records: records.splice(0), ...(older === undefined ? {} : { older }) });
@@ -193,7 +203,7 @@ export class AuditPanel implements vscode.Disposable {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
     }
-    if (!this.panel) return;
+    if (!current()) return;
     this.post({ type: 'records', reset, records, ...(reset && records[0] ? { older: records[0].seq } : {}) });
     this.lastSeq = lastSeq;
     this.streaming = true;
@@ -227,6 +237,7 @@ export class AuditPanel implements vscode.Disposable {
     if (this.panel) void this.deps.follow(false).catch(() => undefined);
     this.panel = undefined;
     this.streaming = false;
+    this.webviewReady = false;
     this.backlog = [];
     this.postedLive = undefined;
     clearTimeout(this.flushTimer);

@@ -87,7 +87,7 @@ export class WritContext implements TreeSource {
   private settings: WritSettings = DEFAULT_SETTINGS;
   private snap: Snapshot = EMPTY_SNAPSHOT;
   private readonly tokenRequests = new TokenRequests(STATE_TIMEOUT_MS, randomUUID);
-  private readonly stateWaiters = new Map<string, (s: Snapshot) => void>();
+  private readonly stateWaiters = new Map<string, (s: Snapshot | undefined) => void>();
   private readonly actionWaiters = new Map<string, (o: ActionOutcome) => void>();
   private readonly findingNotes: FindingNotifications;
   private readonly readyWaiters = new Set<(r: ReadyInfo) => void>();
@@ -455,6 +455,8 @@ export class WritContext implements TreeSource {
     this.tokenRequests.clear();
     this.snap = EMPTY_SNAPSHOT;
     this.snapText = '';
+    // Unanswered: whoever waits (a refresh, the panel about to load) goes on now, not after a broker that is gone.
+    for (const resolve of this.stateWaiters.values()) resolve(undefined);
     this.stateWaiters.clear();
     for (const resolve of this.actionWaiters.values()) resolve({ ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: 'the broker stopped before it answered' });
     this.actionWaiters.clear();
