@@ -264,6 +264,9 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   const tokenRow = page!.locator('.pane:has(.pane-header:has-text("Agents")) .monaco-list-row').filter({ hasText: firstJti }).first();
   await tokenRow.waitFor({ state: 'visible', timeout: 120_000 });
   expect(await tokenRow.innerText()).toContain('left · repo:read:acme/web');
+  // Closed again, as it was: a tree drawn before an item has children keeps it collapsed once they come (VS Code
+  // keeps the first state of an id), and the finding test below opens the Inventory on a fresh identity.
+  await runCommand(page!, 'View: Close Primary Side Bar');
 
   // The audit panel streams its rows (the latest are in view), with a Stop button, and says the chain verifies.
   await runCommand(page!, 'Writ: Open Audit Panel');
