@@ -102,7 +102,7 @@ export class BrokerProcess {
   }
 
   private onMessage(raw: unknown): void {
-    const m = BrokerToParent.parse(raw);
+    const m = BrokerToParent.parse(baselineReady(raw));
     if ((m.type === 'audit.records' || m.type === 'audit.activity') && !this.retain) return;
     this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
@@ -160,6 +160,15 @@ export class BrokerProcess {
     const p = join(this.env.WRIT_STATE_DIR, 'audit.jsonl');
     return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean) : [];
   }
+}
+
+/**
+ * A benchmark's baseline bundle may predate `ready`'s session (bench/ab.ts compares builds): its `ready` is
+ * taken with an empty one. Anything else is parsed as it came.
+ */
+function baselineReady(raw: unknown): unknown {
+  if (typeof raw === 'object' && raw !== null && (raw as { type?: unknown }).type === 'ready' && !('session' in raw)) return { ...raw, session: '' };
+  return raw;
 }
 
 export const approveAll: Decider = () => ({ decision: 'approve', mode: 'task' });
