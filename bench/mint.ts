@@ -34,17 +34,26 @@ export interface Bench {
   stop(): Promise<void>;
 }
 
+export interface BenchOptions {
+  /**
+   * Follow the audit stream, as the editor does while its audit panel is open. Off by default: the editor with
+   * the panel closed, which gets only the coalesced `audit.activity` and asks for nothing else.
+   */
+  follow?: boolean;
+}
+
 /**
  * A real broker (IPC approvals, every request approved for the session; this thread is its editor) and `n` agents
  * each holding a grant, connected here and again from the load worker (bench/load-worker.ts).
  */
-export async function startBench(n = 16, given?: BrokerEnv, script?: string): Promise<Bench> {
+export async function startBench(n = 16, given?: BrokerEnv, script?: string, options: BenchOptions = {}): Promise<Bench> {
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
   const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   broker.retain = false;
+  if (options.follow) await broker.follow(true);
   const agents: MintAgent[] = [];
   const sessions: { name: string; session: string; grantId: string }[] = [];
   for (let i = 0; i < n; i++) {

@@ -77,6 +77,15 @@ export const GrantView = z.strictObject({
 });
 export type GrantView = z.infer<typeof GrantView>;
 
+/** A live token of a grant as the editor lists it: its id, expiry and scopes, never the token itself. */
+export const TokenView = z.strictObject({
+  jti: z.string(),
+  /** Epoch seconds. */
+  expiresAt: z.number().int(),
+  scopes: z.array(z.string()),
+});
+export type TokenView = z.infer<typeof TokenView>;
+
 export const TokenResult = z.strictObject({
   token: z.string(),
   jti: z.string(),
@@ -522,6 +531,13 @@ const ActionRequestId = z.string().min(1).max(100);
 
 /** Most audit records one `audit.records` IPC message carries. */
 export const AUDIT_RECORDS_PER_MESSAGE = 512;
+/**
+ * Token activity alone (minted, exchanged, used, proxy calls) changes only counts: the broker says so at most once
+ * in this many milliseconds (`audit.activity`), and the editor's views catch up as often.
+ */
+export const COUNTS_ACTIVITY_MS = 1000;
+/** Most live tokens one `tokens` answer lists; `more` says how many it left out. */
+export const TOKENS_PER_ANSWER = 100;
 
 /** broker → parent over IPC */
 export const BrokerToParent = z.discriminatedUnion('type', [
@@ -532,12 +548,29 @@ export const BrokerToParent = z.discriminatedUnion('type', [
     httpUrl: z.string(),
     wsUrl: z.string(),
     issuer: z.string(),
+    /** This run's id, as every audit record it writes names it (`session`): "this session" in an export. */
+    session: z.string(),
   }),
   z.strictObject({ type: z.literal('approval.request'), request: ApprovalRequest }),
   /** The request ended without this parent's decision (agent gone, timeout, revoked). */
   z.strictObject({ type: z.literal('approval.closed'), requestId: z.string(), reason: WritErrorCodeSchema.or(z.literal('decided')) }),
-  /** Audit records as they become durable, in log order: one message per flush, not per record (a minting agent's IPC). */
+  /**
+   * Audit records as they become durable, in log order, only while the parent follows (`audit.follow`): one message
+   * per flush, not per record (a minting agent's IPC).
+   */
   z.strictObject({ type: z.literal('audit.records'), records: z.array(z.lazy(() => AuditRecord)).min(1).max(AUDIT_RECORDS_PER_MESSAGE) }),
+  /**
+   * Records were written (`records` of them since the last such message; checkpoints and introspections alone say
+   * nothing), followed or not: the editor's cue to refresh its views. `changes` when any was more than token
+   * activity (minted, exchanged, used, proxy.call). Coalesced: at most one per 5 ms, and token activity alone at
+   * most one per COUNTS_ACTIVITY_MS.
+   */
+  z.strictObject({ type: z.literal('audit.activity'), records: z.number().int().positive(), changes: z.boolean() }),
+  /**
+   * The answer to `tokens.request`: the grant's live tokens, newest first, at most TOKENS_PER_ANSWER; `more` live
+   * ones were left out. Empty for a grant that is unknown, revoked, or has none.
+   */
+  z.strictObject({ type: z.literal('tokens'), requestId: z.string(), tokens: z.array(TokenView).max(TOKENS_PER_ANSWER), more: z.number().int().nonnegative() }),
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
   /** The watch raised a finding (already audited, and acted on per its action). */
   z.strictObject({ type: z.literal('finding'), finding: FindingView }),
@@ -578,6 +611,13 @@ export const ParentToBroker = z.discriminatedUnion('type', [
   /** Giving back is for the developer only: unblocking and dismissing come over this channel, never a socket. */
   z.strictObject({ type: z.literal('agent.unblock'), identity: z.string().min(1).max(100), requestId: ActionRequestId.optional() }),
   z.strictObject({ type: z.literal('finding.dismiss'), id: z.string().min(1).max(100), requestId: ActionRequestId.optional() }),
+  /**
+   * Send `audit.records` (on) or stop (off). A broker starts not following: the editor follows while its audit
+   * panel is open, and turns it on before the panel reads the file (the panel drops records it already holds).
+   */
+  z.strictObject({ type: z.literal('audit.follow'), on: z.boolean() }),
+  /** Ask for a grant's live tokens (answered by `tokens`): the editor lists them when the grant is expanded. */
+  z.strictObject({ type: z.literal('tokens.request'), requestId: z.string().min(1).max(100), grantId: z.string().min(1).max(100) }),
 ]);
 export type ParentToBroker = z.infer<typeof ParentToBroker>;
 

@@ -7,8 +7,8 @@ import { readFileSync, writeFileSync, renameSync, unlinkSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { WritError, asWritError } from './errors';
-import { AUDIT_RECORDS_PER_MESSAGE, Discovery, PROTOCOL_VERSION } from './protocol';
-import type { AuditEntry, AuditRecord, BrokerToParent, MethodResult, ParentToBroker } from './protocol';
+import { Discovery, PROTOCOL_VERSION, TOKENS_PER_ANSWER } from './protocol';
+import type { AuditEntry, MethodResult, ParentToBroker } from './protocol';
 import { resolvePaths, ensurePrivateDir } from './paths';
 import type { WritPaths } from './paths';
 import { acquireStateLock } from './statelock';
@@ -34,6 +34,8 @@ import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
 import { createProxy, proxyTimeoutMs } from './proxy/proxy';
+import { parentChannel } from './net/parent';
+import type { ParentChannel } from './net/parent';
 
 export const VERSION = '0.1.0';
 
@@ -243,6 +245,12 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
             inventory: authority.inventoryView(),
           });
           return;
+        case 'audit.follow':
+          parent?.follow(m.on);
+          return;
+        case 'tokens.request':
+          parentPost?.({ type: 'tokens', requestId: m.requestId, ...authority.liveTokens(m.grantId, TOKENS_PER_ANSWER) });
+          return;
       }
     },
     () => void stopRef.stop(),
@@ -378,7 +386,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   const tmp = `${paths.discoveryPath}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(discovery, null, 2) + '\n', { mode: 0o600 });
   renameSync(tmp, paths.discoveryPath);
-  parentPost?.({ type: 'ready', pid: process.pid, socketPath: listeners.socketPath, httpUrl: listeners.httpUrl, wsUrl: listeners.wsUrl, issuer });
+  parentPost?.({ type: 'ready', pid: process.pid, socketPath: listeners.socketPath, httpUrl: listeners.httpUrl, wsUrl: listeners.wsUrl, issuer, session });
 
   const running: RunningBroker = {
     paths,
@@ -399,7 +407,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
         await inventory.close().catch((e: unknown) => log(`writ: could not save the agent inventory as the broker stopped: ${saveFailure(e)}`));
         await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);
         await audit.close();
-        parent?.flush(); // the last records reach the editor before the process exits
+        parent?.flush(); // the last records (or the news of them) reach the editor before the process exits
         revocations.close();
         stateLock.release(); // last: every file in the state folder is closed
         log('writ: broker stopped');
@@ -409,47 +417,4 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   };
   stopRef.stop = running.stop;
   return running;
-}
-
-/** How long a durable audit record may wait to go to the editor with the ones after it. */
-export const RECORDS_TO_PARENT_MS = 5;
-
-interface ParentChannel {
-  /** Any message; audit records still waiting go first, so the editor sees everything in the order it happened. */
-  post(msg: BrokerToParent): void;
-  /** A durable audit record, sent with others within RECORDS_TO_PARENT_MS (or sooner, AUDIT_RECORDS_PER_MESSAGE at once). */
-  record(r: AuditRecord): void;
-  flush(): void;
-}
-
-/**
- * The IPC pipe to the editor. Audit records go in batches: each message wakes the editor's process and costs a
- * write here (~10 µs on this machine's pipes), and a flush of the audit log is only 4-6 records at 5,000 a second,
- * so records wait up to a few milliseconds for the ones after them. Nothing else waits.
- */
-function parentChannel(send: (msg: BrokerToParent) => void): ParentChannel {
-  let batch: AuditRecord[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  const flush = (): void => {
-    if (timer !== undefined) {
-      clearTimeout(timer);
-      timer = undefined;
-    }
-    if (batch.length === 0) return;
-    const records = batch;
-    batch = [];
-    send({ type: 'audit.records', records });
-  };
-  return {
-    post(msg) {
-      flush();
-      send(msg);
-    },
-    record(r) {
-      batch.push(r);
-      if (batch.length >= AUDIT_RECORDS_PER_MESSAGE) flush();
-      else if (timer === undefined) timer = setTimeout(flush, RECORDS_TO_PARENT_MS);
-    },
-    flush,
-  };
 }

@@ -1,15 +1,7 @@
-// What the editor knows of the running broker's agents, grants and live tokens: the broker's `state` snapshot
-// plus the tokens read from this run's audit records (the snapshot counts tokens but does not list them).
-// Pure: records and snapshots in, views out; time is passed in.
-import type { AgentView, AuditRecord, FindingView, GrantView, InventoryView } from '../broker/protocol';
-
-export interface LiveToken {
-  jti: string;
-  grantId: string;
-  /** Epoch seconds. */
-  expiresAt: number;
-  scopes: string[];
-}
+// What the editor knows of the running broker's agents, grants and live tokens: the broker's `state` snapshot,
+// and a grant's tokens asked for when the tree shows it (the snapshot counts tokens but does not list them).
+// Pure: snapshots and answers in, views out; time is passed in.
+import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
 
 export interface Snapshot {
   agents: AgentView[];
@@ -23,67 +15,71 @@ export interface Snapshot {
 
 export const EMPTY_SNAPSHOT: Snapshot = { agents: [], grants: [], pendingApprovals: 0, findings: [], inventory: [] };
 
-/** Tokens minted in this broker run, forgotten when they expire or are revoked by jti. */
-export class TokenLedger {
-  /** Live tokens by grant, then by jti: a grant's rows cost its own tokens, not every token of the run. */
-  private readonly byGrant = new Map<string, Map<string, LiveToken>>();
-  private readonly grantOf = new Map<string, string>();
-  /** Size after the last sweep of expired tokens: sweeping when it doubles keeps memory bounded by live tokens. */
-  private swept = 1024;
+/** One answer to `tokens.request`: a grant's live tokens, newest first, and how many live ones it left out. */
+export interface TokenPage {
+  tokens: TokenView[];
+  more: number;
+}
 
-  constructor(private readonly nowSeconds: () => number = () => Math.floor(Date.now() / 1000)) {}
+/**
+ * The editor's `tokens.request`s waiting for their answer, by request id. Each resolves once: with the answer, or
+ * with undefined when the broker did not answer in time, was not there to ask, or its run ended (a tree node
+ * waiting on it must not spin for ever).
+ */
+export class TokenRequests {
+  private readonly waiting = new Map<string, { resolve: (page: TokenPage | undefined) => void; timer?: ReturnType<typeof setTimeout> }>();
 
-  /** Feed every audit record of the run. Returns true when the record changed the ledger. */
-  add(r: AuditRecord): boolean {
-    if ((r.event === 'token.minted' || r.event === 'token.exchanged') && r.outcome === 'success' && r.jti && r.grantId && r.exp !== undefined) {
-      let g = this.byGrant.get(r.grantId);
-      if (!g) this.byGrant.set(r.grantId, (g = new Map()));
-      g.set(r.jti, { jti: r.jti, grantId: r.grantId, expiresAt: r.exp, scopes: r.scopes ?? [] });
-      this.grantOf.set(r.jti, r.grantId);
-      if (this.grantOf.size >= 2 * this.swept) this.sweep(this.nowSeconds());
-      return true;
-    }
-    if (r.event === 'revoked' && r.jti) {
-      const grantId = this.grantOf.get(r.jti);
-      if (grantId === undefined) return false;
-      this.drop(grantId, r.jti);
-      return true;
-    }
-    return false;
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly newId: () => string,
+  ) {}
+
+  /** `send` posts the request with this id; false when there is no broker to post it to. */
+  ask(send: (requestId: string) => boolean): Promise<TokenPage | undefined> {
+    const requestId = this.newId();
+    return new Promise((resolve) => {
+      const entry: { resolve: (page: TokenPage | undefined) => void; timer?: ReturnType<typeof setTimeout> } = { resolve };
+      this.waiting.set(requestId, entry);
+      if (!send(requestId)) {
+        this.settle(requestId, undefined);
+        return;
+      }
+      entry.timer = setTimeout(() => this.settle(requestId, undefined), this.timeoutMs);
+    });
   }
 
+  /** The broker's answer; false when nothing waits for it (late, or unknown). */
+  answer(requestId: string, page: TokenPage): boolean {
+    return this.settle(requestId, page);
+  }
+
+  /** The run ended: everything waiting resolves with undefined. */
   clear(): void {
-    this.byGrant.clear();
-    this.grantOf.clear();
+    for (const id of [...this.waiting.keys()]) this.settle(id, undefined);
   }
 
-  /** How many unexpired tokens it holds (after dropping the expired ones). */
-  size(nowSeconds: number): number {
-    this.sweep(nowSeconds);
-    return this.grantOf.size;
+  get pending(): number {
+    return this.waiting.size;
   }
 
-  /** Live tokens of a grant still live in the snapshot (a revoked grant's tokens are gone with it). */
-  forGrant(grantId: string, nowSeconds: number): LiveToken[] {
-    const out: LiveToken[] = [];
-    for (const t of this.byGrant.get(grantId)?.values() ?? []) {
-      if (t.expiresAt <= nowSeconds) this.drop(grantId, t.jti);
-      else out.push(t);
-    }
-    return out.sort((a, b) => a.expiresAt - b.expiresAt);
+  private settle(requestId: string, page: TokenPage | undefined): boolean {
+    const entry = this.waiting.get(requestId);
+    if (!entry) return false;
+    this.waiting.delete(requestId);
+    clearTimeout(entry.timer);
+    entry.resolve(page);
+    return true;
   }
+}
 
-  private drop(grantId: string, jti: string): void {
-    this.grantOf.delete(jti);
-    const g = this.byGrant.get(grantId);
-    g?.delete(jti);
-    if (g?.size === 0) this.byGrant.delete(grantId);
-  }
+/** What a grant lists under it: its live tokens, then a line for those left out, or why it cannot say. */
+export type GrantChild = { kind: 'token'; token: TokenView } | { kind: 'message'; text: string };
 
-  private sweep(nowSeconds: number): void {
-    for (const [grantId, g] of this.byGrant) for (const t of g.values()) if (t.expiresAt <= nowSeconds) this.drop(grantId, t.jti);
-    this.swept = Math.max(1024, this.grantOf.size);
-  }
+export function grantChildren(page: TokenPage | undefined): GrantChild[] {
+  if (!page) return [{ kind: 'message', text: 'The broker did not answer: the tokens show at the next refresh.' }];
+  const rows: GrantChild[] = page.tokens.map((token) => ({ kind: 'token', token }));
+  if (page.more > 0) rows.push({ kind: 'message', text: `…and ${page.more} older live token${page.more === 1 ? '' : 's'}` });
+  return rows;
 }
 
 /** Agents that count as active: not revoked, and connected or holding a live grant. */

@@ -1,6 +1,7 @@
-// The audit panel: a webview that streams audit records as the broker writes them, over a strict CSP with a
-// nonce, with a `ready` handshake before anything is posted. Every message from the webview is parsed with
-// the protocol's schema; every message to it is typed by it.
+// The audit panel: a webview that shows the log and then the records the broker writes, which it follows only
+// while open (the editor pays for the stream only then), over a strict CSP with a nonce, with a `ready` handshake
+// before anything is posted. Every message from the webview is parsed with the protocol's schema; every message
+// to it is typed by it.
 import * as vscode from 'vscode';
 import { randomBytes } from 'node:crypto';
 import { AuditRecord, WebviewToExtension } from '../broker/protocol';
@@ -15,6 +16,11 @@ export interface AuditPanelDeps {
   extensionUri: vscode.Uri;
   /** The live log of this window's broker. */
   auditPath(): string;
+  /**
+   * Follow the broker's audit records (on) or stop (off). Resolves once the broker follows, or at once when there
+   * is none: the file is read only after, so no record falls between the file and the stream.
+   */
+  follow(on: boolean): Promise<void>;
   /** Agents that can be stopped now (live, not revoked): only their rows offer Stop. */
   liveAgents(): string[];
   verify(): Promise<VerifyView>;
@@ -32,6 +38,11 @@ export class AuditPanel implements vscode.Disposable {
   private streaming = false;
   private backlog: AuditRecord[] = [];
   private lastSeq = -1;
+  /** The latest follow(true): a load waits for it. */
+  private following: Promise<void> = Promise.resolve();
+  /** The webview said `ready` (it can be loaded), and how many loads were started: only the latest may post. */
+  private webviewReady = false;
+  private loads = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   /** The live agents last posted: state refreshes come every 100 ms while agents work, changes rarely. */
   private postedLive: string | undefined;
@@ -56,6 +67,8 @@ export class AuditPanel implements vscode.Disposable {
       localResourceRoots: [media, script],
     });
     this.panel = panel;
+    // Before the webview is ready to load the file: records written from here on come in (and duplicates go).
+    this.following = this.deps.follow(true);
     panel.iconPath = vscode.Uri.joinPath(media, 'writ.svg');
     panel.webview.html = this.html(panel.webview, vscode.Uri.joinPath(script, 'audit.js'), vscode.Uri.joinPath(media, 'audit.css'));
     this.panelDisposables.push(
@@ -83,9 +96,11 @@ export class AuditPanel implements vscode.Disposable {
     this.post({ type: 'agents', live });
   }
 
-  /** A new log (a broker restart may have recovered it): load it again. */
+  /** A new broker (which follows nothing yet), and a new log (a restart may have recovered it): follow, load again. */
   reload(): void {
-    if (this.panel && this.streaming) void this.load();
+    if (!this.panel) return;
+    this.following = this.deps.follow(true);
+    if (this.webviewReady) void this.load();
   }
 
   private html(webview: vscode.Webview, script: vscode.Uri, style: vscode.Uri): string {
@@ -130,6 +145,7 @@ export class AuditPanel implements vscode.Disposable {
     const msg = parsed.data;
     switch (msg.type) {
       case 'ready':
+        this.webviewReady = true;
         void this.load();
         return;
       case 'stopAgent':
@@ -147,12 +163,19 @@ export class AuditPanel implements vscode.Disposable {
     }
   }
 
-  /** Sends the whole file, then whatever arrived meanwhile, then streams. */
+  /**
+   * Once the broker follows: sends the whole file, then whatever arrived meanwhile, then streams. A later load (a
+   * new broker) supersedes one still running, which stops posting.
+   */
   private async load(): Promise<void> {
+    const load = ++this.loads;
+    const current = (): boolean => this.panel !== undefined && load === this.loads;
     this.streaming = false;
     const records: AuditRecord[] = [];
     let reset = true;
     let lastSeq = -1;
+    await this.following.catch(() => undefined);
+    if (!current()) return;
     try {
       // Only what the panel holds: a log of millions of records is read from its tail, not parsed whole.
       const path = this.deps.auditPath();
@@ -170,6 +193,7 @@ export class AuditPanel implements vscode.Disposable {
         records.push(r.data);
         lastSeq = r.data.seq;
         if (records.length >= LOAD_CHUNK) {
+          if (!current()) return;
           // A record's seq is its position in the log: the first one loaded says how many come before it.
           const older = reset ? records[0]!.seq : undefined;
           this.post({ type: 'records', reset, records: records.splice(0), ...(older === undefined ? {} : { older }) });
@@ -179,7 +203,7 @@ export class AuditPanel implements vscode.Disposable {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
     }
-    if (!this.panel) return;
+    if (!current()) return;
     this.post({ type: 'records', reset, records, ...(reset && records[0] ? { older: records[0].seq } : {}) });
     this.lastSeq = lastSeq;
     this.streaming = true;
@@ -210,8 +234,10 @@ export class AuditPanel implements vscode.Disposable {
   }
 
   private closed(): void {
+    if (this.panel) void this.deps.follow(false).catch(() => undefined);
     this.panel = undefined;
     this.streaming = false;
+    this.webviewReady = false;
     this.backlog = [];
     this.postedLive = undefined;
     clearTimeout(this.flushTimer);

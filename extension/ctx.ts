@@ -1,14 +1,15 @@
 // The one object that owns the extension's glue (rust-analyzer's Ctx): the broker supervisor, approvals,
 // agent state, status bar, tree, audit panel and commands. Two lifetimes: the extension's (`context.subscriptions`,
-// until deactivate) and the broker run's (its approvals, agents, tokens, pending state requests and the terminals'
-// address), all dropped by endRun() whenever the broker stops or restarts.
+// until deactivate) and the broker run's (its approvals, agents, pending state and token requests and the
+// terminals' address), all dropped by endRun() whenever the broker stops or restarts.
 import { inert } from './inert';
 import * as vscode from 'vscode';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import type { ApprovalDecision, ApprovalRequest, AuditRecord, BrokerToParent, FindingView, InventoryView, ParentToBroker, RevokeTarget, VerifyView } from '../broker/protocol';
+import { COUNTS_ACTIVITY_MS } from '../broker/protocol';
+import type { ApprovalDecision, ApprovalRequest, BrokerToParent, FindingView, InventoryView, ParentToBroker, RevokeTarget, VerifyView } from '../broker/protocol';
 /** The variable `writ` and the SDK read the broker's address from (broker/sdk/client.ts ENV_BROKER). */
 const ENV_BROKER = 'WRIT_BROKER';
 import { ApprovalQueue } from './approvals';
@@ -26,8 +27,8 @@ import { claimSlot } from './slotLock';
 import type { ClaimedSlot } from './slotLock';
 import { DEFAULT_SETTINGS, SETTINGS_SECTION, brokerSettingsEnv, sanitizeSettings, serveArgs } from './settings';
 import type { WritSettings } from './settings';
-import { EMPTY_SNAPSHOT, TokenLedger, activeAgents } from './agentState';
-import type { LiveToken, Snapshot } from './agentState';
+import { EMPTY_SNAPSHOT, TokenRequests, activeAgents } from './agentState';
+import type { Snapshot, TokenPage } from './agentState';
 import { RULES_FILE, addRule, applicableRules, describeRules, parseRules, rulesDigest } from './rules';
 import type { WorkspaceRule } from './rules';
 
@@ -69,11 +70,12 @@ export type ActionOutcome = { ok: true } | { ok: false; code: NonNullable<Extrac
 
 /** An action the broker has not answered in this long is reported as unanswered (it may still happen). */
 const ACTION_TIMEOUT_MS = 10_000;
-/** State requests slower than this are dropped (the next refresh asks again). */
+/** State (and token) requests slower than this are dropped (the next refresh asks again). */
 const STATE_TIMEOUT_MS = 3000;
 /** Audit records come in bursts: one state refresh per burst. */
 const REFRESH_DEBOUNCE_MS = 100;
-const COUNTS_REFRESH_MS = 1000;
+/** Token activity alone refreshes the counts once a second (the broker tells of it as often). */
+const COUNTS_REFRESH_MS = COUNTS_ACTIVITY_MS;
 
 export class WritContext implements TreeSource {
   readonly output: vscode.LogOutputChannel;
@@ -84,8 +86,8 @@ export class WritContext implements TreeSource {
   private readonly slot: ClaimedSlot;
   private settings: WritSettings = DEFAULT_SETTINGS;
   private snap: Snapshot = EMPTY_SNAPSHOT;
-  private readonly ledger = new TokenLedger();
-  private readonly stateWaiters = new Map<string, (s: Snapshot) => void>();
+  private readonly tokenRequests = new TokenRequests(STATE_TIMEOUT_MS, randomUUID);
+  private readonly stateWaiters = new Map<string, (s: Snapshot | undefined) => void>();
   private readonly actionWaiters = new Map<string, (o: ActionOutcome) => void>();
   private readonly findingNotes: FindingNotifications;
   private readonly readyWaiters = new Set<(r: ReadyInfo) => void>();
@@ -99,7 +101,7 @@ export class WritContext implements TreeSource {
   activationMs: number | undefined;
   /** The untrusted version of the rules file last warned about (one warning per version). */
   private warnedRulesDigest: string | undefined;
-  /** The running broker's session id (from its audit records): "this session" in the export. */
+  /** The running (or last) broker's session id, from its `ready`: "this session" in the export. */
   session: string | undefined;
 
   constructor(readonly ext: vscode.ExtensionContext) {
@@ -119,6 +121,7 @@ export class WritContext implements TreeSource {
     this.panel = new AuditPanel({
       extensionUri: ext.extensionUri,
       auditPath: () => this.auditPath,
+      follow: (on) => this.follow(on),
       // An agent that was denied and left, or was revoked, has nothing left to stop.
       liveAgents: () => activeAgents(this.snap.agents).map((a) => a.id),
       verify: () => this.verify(this.auditPath),
@@ -261,8 +264,8 @@ export class WritContext implements TreeSource {
     return findingAgentLabel(f, this.snap.inventory, this.snap.agents);
   }
 
-  tokensOf(grantId: string): LiveToken[] {
-    return this.ledger.forGrant(grantId, Math.floor(Date.now() / 1000));
+  tokensOf(grantId: string): Promise<TokenPage | undefined> {
+    return this.tokenRequests.ask((requestId) => this.supervisor.send({ type: 'tokens.request', requestId, grantId }));
   }
 
   notice(): string | undefined {
@@ -369,6 +372,7 @@ export class WritContext implements TreeSource {
   }
 
   private ready(info: ReadyInfo): void {
+    this.session = info.session;
     const env = this.ext.environmentVariableCollection;
     env.replace(ENV_BROKER, `unix:${info.socketPath}`);
     // So `writ status`, `writ agents` and `writ audit verify` in this window's terminals mean this broker.
@@ -377,8 +381,19 @@ export class WritContext implements TreeSource {
     this.output.info(`broker ready (pid ${info.pid}) on ${info.socketPath} and ${info.httpUrl}`);
     for (const w of this.readyWaiters) w(info);
     this.readyWaiters.clear();
+    // A new broker does not follow the audit stream: the panel, if open, turns it on again and reloads the log.
     this.panel.reload();
     this.scheduleRefresh(0);
+  }
+
+  /**
+   * The audit panel follows the broker's records while it is open. Resolves once the broker has taken `on` (a
+   * state answer asked after it comes after it), so the panel reads the file only then and misses nothing; at once
+   * when there is no broker (the next one is followed from its `ready`).
+   */
+  private async follow(on: boolean): Promise<void> {
+    if (!this.supervisor.send({ type: 'audit.follow', on }) || !on) return;
+    await this.refresh();
   }
 
   private brokerMessage(msg: BrokerMessage): void {
@@ -390,7 +405,15 @@ export class WritContext implements TreeSource {
         this.approvals.closed(msg.requestId, msg.reason);
         return;
       case 'audit.records':
-        for (const r of msg.records) this.record(r);
+        // Only while the panel is open and following.
+        for (const r of msg.records) this.panel.append(r);
+        return;
+      case 'audit.activity':
+        // A minting agent changes only token counts: the views catch up once a second instead of redrawing per token.
+        this.scheduleRefresh(msg.changes ? REFRESH_DEBOUNCE_MS : COUNTS_REFRESH_MS);
+        return;
+      case 'tokens':
+        this.tokenRequests.answer(msg.requestId, { tokens: msg.tokens, more: msg.more });
         return;
       case 'state': {
         const resolve = this.stateWaiters.get(msg.requestId);
@@ -415,15 +438,6 @@ export class WritContext implements TreeSource {
     }
   }
 
-  private record(r: AuditRecord): void {
-    this.session = r.session;
-    this.ledger.add(r);
-    this.panel.append(r);
-    // A minting agent changes only token counts: the views catch up once a second instead of redrawing per token.
-    if (r.event === 'token.minted' || r.event === 'token.exchanged' || r.event === 'token.used' || r.event === 'proxy.call') this.scheduleRefresh(COUNTS_REFRESH_MS);
-    else if (r.event !== 'checkpoint' && r.event !== 'token.introspected') this.scheduleRefresh(REFRESH_DEBOUNCE_MS);
-  }
-
   private phaseChanged(phase: BrokerPhase): void {
     if (phase.kind !== 'running') this.endRun();
     if (phase.kind === 'error') {
@@ -438,9 +452,11 @@ export class WritContext implements TreeSource {
   /** What belonged to the run that ended: its approvals, agents, tokens, and the terminals' address. */
   private endRun(): void {
     this.approvals.clear();
-    this.ledger.clear();
+    this.tokenRequests.clear();
     this.snap = EMPTY_SNAPSHOT;
     this.snapText = '';
+    // Unanswered: whoever waits (a refresh, the panel about to load) goes on now, not after a broker that is gone.
+    for (const resolve of this.stateWaiters.values()) resolve(undefined);
     this.stateWaiters.clear();
     for (const resolve of this.actionWaiters.values()) resolve({ ok: false, code: 'WRIT_BROKER_UNREACHABLE', message: 'the broker stopped before it answered' });
     this.actionWaiters.clear();

@@ -1,16 +1,17 @@
-// The "Writ" views. Agents: this run's agents → their open findings, grants → live tokens (with time left).
+// The "Writ" views. Agents: this run's agents → their open findings, grants → live tokens (with time left), asked
+// of the broker when a grant is shown expanded.
 // Inventory: every agent identity the broker has seen across runs → its open findings. Inline Stop / Revoke /
 // Block / Unblock / Dismiss through `contextValue` and the view/item/context menus in package.json.
 import * as vscode from 'vscode';
-import type { AgentView, FindingView, GrantView, InventoryView } from '../broker/protocol';
-import { agentDescription, timeLeft } from './agentState';
-import type { LiveToken } from './agentState';
+import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
+import { agentDescription, grantChildren, timeLeft } from './agentState';
+import type { TokenPage } from './agentState';
 import { describeFinding, inventoryDescription, inventoryOrder, inventoryTooltip, kindLabel, newestFirst } from './oversight';
 
 export type WritNode =
   | { kind: 'agent'; agent: AgentView }
   | { kind: 'grant'; grant: GrantView }
-  | { kind: 'token'; token: LiveToken }
+  | { kind: 'token'; token: TokenView }
   | { kind: 'identity'; entry: InventoryView }
   | { kind: 'finding'; finding: FindingView }
   | { kind: 'message'; text: string };
@@ -18,7 +19,8 @@ export type WritNode =
 export interface TreeSource {
   agents(): AgentView[];
   grantsOf(agentId: string): GrantView[];
-  tokensOf(grantId: string): LiveToken[];
+  /** A grant's live tokens, newest first (capped), from the broker; undefined when it did not answer. */
+  tokensOf(grantId: string): Promise<TokenPage | undefined>;
   findings(): FindingView[];
   inventory(): InventoryView[];
   /** Why there is nothing to show (broker not running), or undefined when running. */
@@ -40,7 +42,7 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
     }, 5000);
   }
 
-  getChildren(node?: WritNode): WritNode[] {
+  getChildren(node?: WritNode): WritNode[] | Promise<WritNode[]> {
     if (!node) {
       const notice = this.source.notice();
       if (notice) return [{ kind: 'message', text: notice }];
@@ -57,7 +59,8 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
         ...this.source.grantsOf(node.agent.id).map((grant): WritNode => ({ kind: 'grant', grant })),
       ];
     }
-    if (node.kind === 'grant') return this.source.tokensOf(node.grant.id).map((token) => ({ kind: 'token', token }));
+    // Asked only for a grant shown expanded: VS Code calls this when it draws the grant's children.
+    if (node.kind === 'grant') return this.source.tokensOf(node.grant.id).then(grantChildren);
     return [];
   }
 

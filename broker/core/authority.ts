@@ -20,6 +20,7 @@ import type {
   RevocationSnapshot,
   RevokeTarget,
   TokenResult,
+  TokenView,
 } from '../protocol';
 import { ScopeList } from '../protocol';
 import type { Clock, IdSource } from './clock';
@@ -107,6 +108,13 @@ interface Grant {
   tokens: Map<string, number>;
   /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
   tokensAfterSweep: number;
+  /**
+   * The scopes of tokens minted with fewer than the grant's, by jti (the rest carry `scopes`); the entries go with
+   * theirs in `tokens`. Tokens asked with the same narrower scopes share one array.
+   */
+  narrowed: Map<string, readonly string[]> | undefined;
+  /** The narrower scopes last held: the set usually asked again, whose array the next such token shares. */
+  lastNarrowed: readonly string[] | undefined;
   /**
    * A sub-agent's grant (by exchange, or asked for by a sub-agent and covered by its parent's): the grant it comes
    * from, whose revocation takes this one too, while that one is held.
@@ -547,6 +555,8 @@ export class Authority {
       revoked: false,
       tokens: new Map(),
       tokensAfterSweep: 0,
+      narrowed: undefined,
+      lastNarrowed: undefined,
       parentGrantId: undefined,
       ancestors: [],
       children: undefined,
@@ -647,17 +657,48 @@ export class Authority {
   }
 
   /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
-  private holdToken(grant: Grant, jti: string, exp: number): void {
+  private holdToken(grant: Grant, jti: string, exp: number, scopes: readonly string[]): void {
     grant.tokens.set(jti, exp);
+    if (scopes !== grant.scopes && !sameScopes(scopes, grant.scopes)) {
+      grant.narrowed ??= new Map();
+      if (grant.lastNarrowed === undefined || !sameScopes(scopes, grant.lastNarrowed)) grant.lastNarrowed = scopes;
+      grant.narrowed.set(jti, grant.lastNarrowed);
+    }
     this.tokenGrants.set(jti, grant);
     if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
     const now = seconds(this.deps.clock.now());
     for (const [id, e] of grant.tokens) {
       if (e > now) continue;
       grant.tokens.delete(id);
+      grant.narrowed?.delete(id);
       this.tokenGrants.delete(id);
     }
     grant.tokensAfterSweep = grant.tokens.size;
+  }
+
+  /**
+   * A grant's live tokens for the editor, newest first: at most `limit`, and how many live ones were left out.
+   * Empty for a grant that is unknown (or swept), revoked, or holds none. One pass over the grant's map, which
+   * holds about its live tokens; only `limit` of them are kept while it runs.
+   */
+  liveTokens(grantId: string, limit: number): { tokens: TokenView[]; more: number } {
+    const g = this.grants.get(grantId);
+    if (g === undefined || g.revoked || limit < 1) return { tokens: [], more: 0 };
+    const now = seconds(this.deps.clock.now());
+    // The map is in minting order: the last `limit` live entries are the newest, kept in a ring.
+    const ring: [string, number][] = [];
+    let live = 0;
+    for (const entry of g.tokens) {
+      if (entry[1] <= now) continue;
+      ring[live % limit] = entry;
+      live++;
+    }
+    const tokens: TokenView[] = [];
+    for (let i = live - 1; i >= Math.max(0, live - limit); i--) {
+      const [jti, exp] = ring[i % limit]!;
+      tokens.push({ jti, expiresAt: exp, scopes: (g.narrowed?.get(jti) ?? g.scopes) as string[] });
+    }
+    return { tokens, more: live - tokens.length };
   }
 
   private issueSession(agent: Agent): string {
@@ -724,7 +765,7 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    this.holdToken(grant, claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp, scopes);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -958,7 +999,7 @@ export class Authority {
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
     if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
-    this.holdToken(grant, claims.jti, claims.exp);
+    this.holdToken(grant, claims.jti, claims.exp, scopes);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -1055,6 +1096,7 @@ export class Authority {
         this.tokenGrants.delete(jti);
       }
       g.tokens.clear();
+      g.narrowed = undefined;
     };
     const takeAgent = (a: Agent) => {
       if (!a.revoked) {
@@ -1081,6 +1123,7 @@ export class Authority {
         if (g && e !== undefined) {
           exp = e;
           g.tokens.delete(target.jti);
+          g.narrowed?.delete(target.jti);
           this.tokenGrants.delete(target.jti);
           subject = this.agents.get(g.agentId);
         }
@@ -1383,6 +1426,11 @@ export class Authority {
 }
 
 /** The presenting process in a `token.used` record: by reference, as the token's own agent is, or why it is unknown. */
+/** Same scopes in the same order (both normalized: sorted and without duplicates). */
+function sameScopes(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 function presenterView(p: { process: PeerProcess } | { notFound: string }): Record<string, unknown> {
   if (!('process' in p)) return { found: false, reason: p.notFound };
   const { pid, startTime, exe } = p.process;

@@ -257,6 +257,17 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   await page!.locator(STATUS_ITEM).filter({ hasText: 'Writ: 1 agent' }).first().waitFor({ state: 'visible', timeout: 120_000 });
   await shoot('statusbar-one-agent', statusItem());
 
+  // The Agents view lists the grant's live tokens, asked of the broker as it draws the grant: the agent's first
+  // token is there by its jti (the extension no longer reads the audit records for them).
+  const firstJti = (JSON.parse(Buffer.from((tokenEvent as { token: string }).token.split('.')[1]!, 'base64url').toString('utf8')) as { jti: string }).jti;
+  await runCommand(page!, 'Focus on Agents View');
+  const tokenRow = page!.locator('.pane:has(.pane-header:has-text("Agents")) .monaco-list-row').filter({ hasText: firstJti }).first();
+  await tokenRow.waitFor({ state: 'visible', timeout: 120_000 });
+  expect(await tokenRow.innerText()).toContain('left · repo:read:acme/web');
+  // Closed again, as it was: a tree drawn before an item has children keeps it collapsed once they come (VS Code
+  // keeps the first state of an id), and the finding test below opens the Inventory on a fresh identity.
+  await runCommand(page!, 'View: Close Primary Side Bar');
+
   // The audit panel streams its rows (the latest are in view), with a Stop button, and says the chain verifies.
   await runCommand(page!, 'Writ: Open Audit Panel');
   const frame = auditFrame();

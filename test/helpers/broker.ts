@@ -45,7 +45,11 @@ export function freshEnv(extra: Record<string, string> = {}): BrokerEnv {
 
 export type Decider = (r: ApprovalRequest) => Omit<ApprovalDecision, 'requestId'> | Promise<Omit<ApprovalDecision, 'requestId'>> | null;
 
-/** A broker spawned with an IPC pipe: the test is the editor and answers approval requests with `decide`. */
+/**
+ * A broker spawned with an IPC pipe: the test is the editor and answers approval requests with `decide`. Like the
+ * extension with its audit panel closed, it does not follow the audit stream until `follow(true)`: `records` stays
+ * empty, and `audit.activity` messages say that records were written.
+ */
 export class BrokerProcess {
   readonly requests: ApprovalRequest[] = [];
   readonly closed: { requestId: string; reason: string }[] = [];
@@ -57,8 +61,8 @@ export class BrokerProcess {
   decide: Decider = () => null;
   /**
    * Keep every audit record and message (tests read them). A benchmark turns it off: it still receives and parses
-   * the audit stream as the editor does, but a few million retained records would make this process's garbage
-   * collector compete for the two cores with the broker it measures.
+   * what the editor would (the audit stream too, while following), but a few million retained records would make
+   * this process's garbage collector compete for the two cores with the broker it measures.
    */
   retain = true;
   discovery!: Discovery;
@@ -98,8 +102,8 @@ export class BrokerProcess {
   }
 
   private onMessage(raw: unknown): void {
-    const m = BrokerToParent.parse(raw);
-    if (m.type === 'audit.records' && !this.retain) return;
+    const m = BrokerToParent.parse(baselineReady(raw));
+    if ((m.type === 'audit.records' || m.type === 'audit.activity') && !this.retain) return;
     this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
     if (m.type === 'audit.records') this.records.push(...m.records);
@@ -114,6 +118,22 @@ export class BrokerProcess {
 
   send(msg: ParentToBroker): void {
     this.child.send(msg);
+  }
+
+  private followRound = 0;
+  /**
+   * `audit.follow`, as the extension sends it when its audit panel opens (on) or closes (off). Resolves once the
+   * broker has taken it: the pipe keeps order, so a `state` answer asked after it comes after it was applied.
+   */
+  async follow(on: boolean): Promise<void> {
+    this.send({ type: 'audit.follow', on });
+    const requestId = `follow-${++this.followRound}`;
+    this.send({ type: 'state.request', requestId });
+    for (let i = 0; i < 1500; i++) {
+      if (this.messages.some((m) => m.type === 'state' && m.requestId === requestId)) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error('the broker did not answer a state request within 30 s');
   }
 
   get socket(): string {
@@ -140,6 +160,15 @@ export class BrokerProcess {
     const p = join(this.env.WRIT_STATE_DIR, 'audit.jsonl');
     return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean) : [];
   }
+}
+
+/**
+ * A benchmark's baseline bundle may predate `ready`'s session (bench/ab.ts compares builds): its `ready` is
+ * taken with an empty one. Anything else is parsed as it came.
+ */
+function baselineReady(raw: unknown): unknown {
+  if (typeof raw === 'object' && raw !== null && (raw as { type?: unknown }).type === 'ready' && !('session' in raw)) return { ...raw, session: '' };
+  return raw;
 }
 
 export const approveAll: Decider = () => ({ decision: 'approve', mode: 'task' });

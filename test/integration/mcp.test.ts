@@ -252,6 +252,7 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
   let gate: GateProc;
   beforeAll(async () => {
     b = await BrokerProcess.start();
+    await b.follow(true); // the use reports' records are read from the stream
     b.decide = approveAll;
     agent = (await b.agent('gate-agent')).client;
     // A token in the gate's own environment must not reach the upstream process either.

@@ -67,6 +67,7 @@ describe.skipIf(!linux)('process identity (Linux)', () => {
   const exeHash = createHash('sha256').update(readFileSync(exe)).digest('hex');
   beforeAll(async () => {
     b = await BrokerProcess.start();
+    await b.follow(true); // the audit records naming the process are read from the stream
     b.decide = approveAll;
   });
   afterAll(async () => {

@@ -57,6 +57,7 @@ describe('verifier', { timeout: 60_000 }, () => {
   let v: Verifier;
   beforeAll(async () => {
     b = await BrokerProcess.start();
+    await b.follow(true); // the use reports' records are read from the stream
     b.decide = approveAll;
     const a = await b.agent('resource-test');
     agent = a.client;
@@ -340,6 +341,7 @@ describe('verifier when the broker goes away', { timeout: 90_000 }, () => {
 
       // The broker comes back (same keychain entry, so the same key): the verifier reconnects by itself.
       b2 = await BrokerProcess.start(env);
+      await b2.follow(true); // the use report's record is read from the stream
       await connectedIs(v, true);
       expect((await v.verify(unseen.token)).jti).toBe(unseen.jti);
       const records: AuditRecord[] = b2.records;

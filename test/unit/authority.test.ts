@@ -577,6 +577,33 @@ describe('Authority: bounded memory in a long session', () => {
     expect(await codeOf(a.mint({ agentId }, { grantId: first.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
   }, 300_000);
 
+  it('lists a grant\'s live tokens for the editor: newest first, with the scopes each was minted with, capped, expired and revoked ones left out', async () => {
+    const { a, clock, approver, hello } = await longSession();
+    approver.answer = () => ({ decision: 'approve', mode: 'session' });
+    const { agentId } = await hello('lister');
+    const first = await a.requestTask({ agentId }, { task: 'work', scopes: ['repo:read:a', 'repo:write:a'], audience: AUD, ttl: 60 });
+    const grantId = first.grant.id;
+    const minted = [first.token];
+    // Every other token with fewer scopes than the grant's; 20 s apart, each for 60 s.
+    for (let i = 0; i < 4; i++) {
+      clock.advance(20_000);
+      minted.push(await a.mint({ agentId }, { grantId, ...(i % 2 === 1 ? { scopes: ['repo:read:a'] } : {}) }));
+    }
+    const view = (t: { jti: string; expiresAt: number; scopes: string[] }) => ({ jti: t.jti, expiresAt: t.expiresAt, scopes: t.scopes });
+    // Minted at 0, 20, 40, 60, 80 s: at 80 s the first two have expired (exp 60 and 80).
+    const listed = a.liveTokens(grantId, 10);
+    expect(listed).toEqual({ tokens: minted.slice(2).reverse().map(view), more: 0 });
+    expect(listed.tokens.map((t) => t.scopes)).toEqual([['repo:read:a'], ['repo:read:a', 'repo:write:a'], ['repo:read:a']]);
+    // Tokens asked with the same narrower scopes hold one array between them, not one each.
+    expect(listed.tokens[0]!.scopes).toBe(listed.tokens[2]!.scopes);
+    expect(a.liveTokens(grantId, 2)).toEqual({ tokens: minted.slice(3).reverse().map(view), more: 1 });
+    expect(a.liveTokens('grt_none', 10)).toEqual({ tokens: [], more: 0 });
+    await a.revoke({ kind: 'token', jti: minted[4]!.jti }, 'test');
+    expect(a.liveTokens(grantId, 10).tokens.map((t) => t.jti)).toEqual([minted[3]!.jti, minted[2]!.jti]);
+    await a.revoke({ kind: 'grant', id: grantId }, 'test');
+    expect(a.liveTokens(grantId, 10)).toEqual({ tokens: [], more: 0 });
+  });
+
   it('10,000 agents that say hello and leave are forgotten; a revoked session stays refused and a held child keeps its parent', async () => {
     const { a, clock, approver, hello } = await longSession();
     // An agent revoked while it held a grant: its session must never become a fresh agent.

@@ -1,15 +1,16 @@
-// Settings, export options, broker folders and slots, verify output, and the live-token ledger.
-import { describe, it, expect } from 'vitest';
+// Settings, export options, broker folders and slots, verify output, and a grant's live tokens asked of the broker.
+import { afterEach, beforeEach, describe, it, expect, vi } from 'vitest';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentView, AuditRecord } from '../../broker/protocol';
+import type { AgentView } from '../../broker/protocol';
 import { DEFAULT_SETTINGS, brokerSettingsEnv, sanitizeSettings, serveArgs } from '../../extension/settings';
 import { exportFileName, exportFilter, parseTimeInput } from '../../extension/exportOptions';
 import { MAX_SOCKET_PATH_BYTES, brokerDirs, workspaceKey } from '../../extension/brokerDirs';
 import { claimSlot } from '../../extension/slotLock';
 import { verifyView } from '../../extension/verifyOutput';
-import { TokenLedger, activeAgents, agentDescription, timeLeft } from '../../extension/agentState';
+import { TokenRequests, activeAgents, agentDescription, grantChildren, timeLeft } from '../../extension/agentState';
+import type { TokenPage } from '../../extension/agentState';
 
 describe('settings', () => {
   it('falls back to safe defaults and keeps the default lifetime under the maximum', () => {
@@ -122,35 +123,58 @@ describe('verify output', () => {
 });
 
 describe('agent state', () => {
-  const Z = '0'.repeat(64);
-  const rec = (over: Partial<AuditRecord>): AuditRecord => ({ v: 1, seq: 0, ts: 't', session: 's', event: 'token.minted', user: 'u', prev: Z, ...over });
-
-  it('tracks live tokens per grant from the audit records, dropping expired and revoked ones', () => {
-    const l = new TokenLedger();
-    expect(l.add(rec({ jti: 'j1', grantId: 'g1', exp: 200, scopes: ['a:b'], outcome: 'success' }))).toBe(true);
-    l.add(rec({ event: 'token.exchanged', jti: 'j2', grantId: 'g1', exp: 150, outcome: 'success' }));
-    l.add(rec({ jti: 'j3', grantId: 'g2', exp: 300, outcome: 'success' }));
-    expect(l.add(rec({ event: 'task.approved', grantId: 'g1' }))).toBe(false);
-    expect(l.forGrant('g1', 100).map((t) => t.jti)).toEqual(['j2', 'j1']);
-    expect(l.forGrant('g1', 160).map((t) => t.jti)).toEqual(['j1']);
-    expect(l.add(rec({ event: 'revoked', jti: 'j1' }))).toBe(true);
-    expect(l.forGrant('g1', 100)).toEqual([]);
-    expect(l.forGrant('g2', 100)).toEqual([{ jti: 'j3', grantId: 'g2', expiresAt: 300, scopes: [] }]);
+  const page = (n: number, more = 0): TokenPage => ({
+    tokens: Array.from({ length: n }, (_, i) => ({ jti: `j${n - i}`, expiresAt: 2000 - i, scopes: ['repo:read:a'] })),
+    more,
   });
 
-  it('keeps memory to the live tokens: expired ones are swept as minting goes on, none of the live ones lost', () => {
-    let now = 1000;
-    const l = new TokenLedger(() => now);
-    // An agent minting for a long time: each token lives 60 s, one per second of the fake clock.
-    for (let i = 0; i < 20_000; i++) {
-      now = 1000 + i;
-      l.add(rec({ jti: `j${i}`, grantId: i % 2 ? 'g1' : 'g2', exp: now + 60, outcome: 'success' }));
-    }
-    expect(l.size(now)).toBe(60);
-    expect(l.forGrant('g1', now).map((t) => t.jti)).toEqual(Array.from({ length: 30 }, (_, k) => `j${19_941 + 2 * k}`));
-    expect(l.add(rec({ event: 'revoked', jti: 'j19999' }))).toBe(true);
-    expect(l.add(rec({ event: 'revoked', jti: 'j5' }))).toBe(false);
-    expect(l.size(now)).toBe(59);
+  describe('a grant\'s tokens, asked of the broker', () => {
+    beforeEach(() => void vi.useFakeTimers());
+    afterEach(() => void vi.useRealTimers());
+
+    it('pairs each answer with its request by id; a late or unknown answer is dropped', async () => {
+      let n = 0;
+      const sent: string[] = [];
+      const q = new TokenRequests(3000, () => `r${++n}`);
+      const a = q.ask((id) => (sent.push(id), true));
+      const b = q.ask((id) => (sent.push(id), true));
+      expect(sent).toEqual(['r1', 'r2']);
+      expect(q.answer('r2', page(1))).toBe(true);
+      expect(q.answer('r1', page(2, 7))).toBe(true);
+      expect(await a).toEqual(page(2, 7));
+      expect(await b).toEqual(page(1));
+      expect(q.answer('r1', page(3))).toBe(false);
+      expect(q.answer('nope', page(3))).toBe(false);
+      expect(q.pending).toBe(0);
+    });
+
+    it('resolves with undefined, never hangs: no broker to ask, no answer in time, or the run ended', async () => {
+      let n = 0;
+      const q = new TokenRequests(3000, () => `r${++n}`);
+      expect(await q.ask(() => false)).toBeUndefined();
+      const slow = q.ask(() => true);
+      vi.advanceTimersByTime(2999);
+      expect(q.pending).toBe(1);
+      vi.advanceTimersByTime(1);
+      expect(await slow).toBeUndefined();
+      expect(q.answer('r2', page(1))).toBe(false); // too late
+      const waiting = [q.ask(() => true), q.ask(() => true)];
+      q.clear();
+      expect(await Promise.all(waiting)).toEqual([undefined, undefined]);
+      expect(q.pending).toBe(0);
+    });
+  });
+
+  it('lists a grant\'s tokens as the broker sent them, then how many older ones it left out, or that it did not answer', () => {
+    expect(grantChildren(page(2))).toEqual([
+      { kind: 'token', token: { jti: 'j2', expiresAt: 2000, scopes: ['repo:read:a'] } },
+      { kind: 'token', token: { jti: 'j1', expiresAt: 1999, scopes: ['repo:read:a'] } },
+    ]);
+    expect(grantChildren(page(100, 1)).at(-1)).toEqual({ kind: 'message', text: '…and 1 older live token' });
+    expect(grantChildren(page(100, 250)).map((c) => c.kind)).toEqual([...Array<string>(100).fill('token'), 'message']);
+    expect(grantChildren(page(100, 250)).at(-1)).toEqual({ kind: 'message', text: '…and 250 older live tokens' });
+    expect(grantChildren(page(0))).toEqual([]);
+    expect(grantChildren(undefined)).toEqual([{ kind: 'message', text: 'The broker did not answer: the tokens show at the next refresh.' }]);
   });
 
   it('counts active agents and describes them', () => {
