@@ -50,7 +50,7 @@ export async function startBench(n = 16, given?: BrokerEnv, script?: string, opt
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
-  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [], script);
+  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   broker.retain = false;
   if (options.follow) await broker.follow(true);
