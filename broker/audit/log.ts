@@ -386,7 +386,8 @@ export class AuditLog {
     this.#nextSeq = built.record.seq + 1;
     this.#prev = built.hash;
     if (built.record.event === 'checkpoint') this.#unsigned = 0;
-    const p = new Promise<AuditRecord>((resolve, reject) => this.#queue.push({ ...built, resolve, reject }));
+    // Fields named, not spread: one object shape for every queued record (a spread here cost ~2% of a mint's CPU).
+    const p = new Promise<AuditRecord>((resolve, reject) => this.#queue.push({ record: built.record, line: built.line, hash: built.hash, resolve, reject }));
     this.#kick();
     return p;
   }
