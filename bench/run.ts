@@ -26,7 +26,7 @@ import type { Table } from './report';
 
 /** Each mint figure is taken in this many slices, interleaved with the others. */
 const ROUNDS = 3;
-const MINT_KEYS = ['ws1', 'ws16', 'http1', 'http16', 'oidc1', 'oidc16', 'dur1', 'dur16'] as const;
+const MINT_KEYS = ['ws1', 'ws16', 'ws16open', 'http1', 'http16', 'oidc1', 'oidc16', 'dur1', 'dur16'] as const;
 type MintKey = (typeof MINT_KEYS)[number];
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
@@ -39,17 +39,20 @@ async function main(): Promise<void> {
 
   log('minting (WebSocket, HTTP), oidc-provider and the jose floor');
   const bench = await startBench(16);
+  // The same, with the editor following every audit record: the extension while its audit panel is open.
+  const open = await startBench(16, undefined, undefined, { follow: true });
   const peer = await startOidcProvider();
   const durable = await startMintFloor();
   let template;
-  let floor, disk, ws1, ws16, http1, http16, oidc1, oidc16, dur1, dur16, baseRss, oidcRss, verified, revoked;
+  let floor, disk, ws1, ws16, ws16open, http1, http16, oidc1, oidc16, dur1, dur16, baseRss, oidcRss, verified, revoked;
   const cpuUs: Partial<Record<MintKey, number>> = {};
   try {
     await mintOverWs(bench, 1); // warm the broker's paths
+    await mintOverWs(open, 16, 0.5);
     await mintOverFloor(bench, durable, 16, 0.5);
     floor = await joseFloor(bench.broker.env);
     disk = await diskSyncFloor(bench.broker.env.WRIT_STATE_DIR, SECONDS);
-    // The eight figures in ROUNDS interleaved slices, so drifting load on a shared machine falls on all of them
+    // The nine figures in ROUNDS interleaved slices, so drifting load on a shared machine falls on all of them
     // alike; each with its server's CPU (all its threads) per call, read from /proc around the slice.
     const slices = Object.fromEntries(MINT_KEYS.map((k) => [k, [] as LoadFigure[]])) as Record<MintKey, LoadFigure[]>;
     const cpu = Object.fromEntries(MINT_KEYS.map((k) => [k, { s: 0, calls: 0 }])) as Record<MintKey, { s: number; calls: number }>;
@@ -68,6 +71,7 @@ async function main(): Promise<void> {
       await take('http1', writ, () => mintOverHttp(bench, 1, slice));
       await take('dur1', durable.child.pid!, () => mintOverFloor(bench, durable, 1, slice));
       await take('ws16', writ, () => mintOverWs(bench, 16, slice));
+      await take('ws16open', open.broker.child.pid!, () => mintOverWs(open, 16, slice));
       await take('oidc16', peer.child.pid!, () => oidcLoad(peer, bench.load, 16, slice));
       await take('http16', writ, () => mintOverHttp(bench, 16, slice));
       await take('dur16', durable.child.pid!, () => mintOverFloor(bench, durable, 16, slice));
@@ -75,6 +79,7 @@ async function main(): Promise<void> {
     for (const k of MINT_KEYS) cpuUs[k] = (1e6 * cpu[k].s) / cpu[k].calls;
     ws1 = merge(slices.ws1);
     ws16 = merge(slices.ws16);
+    ws16open = merge(slices.ws16open);
     http1 = merge(slices.http1);
     http16 = merge(slices.http16);
     oidc1 = merge(slices.oidc1);
@@ -85,6 +90,7 @@ async function main(): Promise<void> {
     oidcRss = rssMb(peer.child.pid!);
     await peer.stop();
     await durable.stop();
+    await open.stop();
     log('verification');
     verified = await verifyFigures(bench);
     log('revocation');
@@ -94,6 +100,7 @@ async function main(): Promise<void> {
   } finally {
     if (peer.child.exitCode === null && peer.child.signalCode === null) await peer.stop();
     if (durable.child.exitCode === null && durable.child.signalCode === null) await durable.stop();
+    if (open.broker.child.exitCode === null && open.broker.child.signalCode === null) await open.stop();
     await bench.stop();
   }
 
@@ -125,6 +132,7 @@ async function main(): Promise<void> {
         ['jose SignJWT, same Ed25519 key (floor)', '1', num(floor), '-', '-', '-', 'none', ratio(floor, floor)],
         mintRow('Writ mint over WebSocket (token.mint)', 1, ws1, 'durable', 'ws1'),
         mintRow('Writ mint over WebSocket (token.mint)', 16, ws16, 'durable', 'ws16'),
+        mintRow('… the same, audit panel open (the editor gets every record)', 16, ws16open, 'durable', 'ws16open'),
         mintRow('Writ mint over HTTP: RFC 8693 exchange', 1, http1, 'durable', 'http1'),
         mintRow('Writ mint over HTTP: RFC 8693 exchange', 16, http16, 'durable', 'http16'),
         mintRow(`oidc-provider ${peer.version}, client_credentials`, 1, oidc1, 'none', 'oidc1'),
@@ -134,6 +142,7 @@ async function main(): Promise<void> {
       ],
       notes: [
         `Writ WebSocket 16 / oidc-provider 16: ${ratio(ws16.rate, oidc16.rate)}; Writ HTTP 16 / oidc-provider 16: ${ratio(http16.rate, oidc16.rate)}.`,
+        `Audit panel open: a second broker, whose editor (this process) follows the audit stream as the extension does while its audit panel shows, receiving and schema-checking every record (batched per 5 ms); its 16-client figure is taken in the same interleaved slices: ${ratio(ws16open.rate, ws16.rate)} the throughput of the panel-closed broker, ${ratio(cpuUs.ws16open!, cpuUs.ws16!)} its server CPU per call. The other Writ figures are with the panel closed (the editor then gets about one \`audit.activity\` message a second).`,
         'durable: each token is returned only after its audit record is written and fdatasync-ed (group commit).',
         `The disk alone (bench/disk.ts), nothing else running: a 16-record block written in place in a 4 MB write-ahead file and fdatasync-ed, back to back: ${num(disk.syncsPerSecond)} syncs/s, p50 ${ms(disk.p50)} ms, p99 ${ms(disk.p99)} ms, max ${ms(disk.max)} ms. A durable mint waits for at least one such sync (and for the one in flight when its record arrived), so its p99 sits above this one.`,
         'oidc-provider keeps no audit at all; its tokens are EdDSA at+jwt with a resource indicator, as Writ\'s.',
@@ -195,7 +204,7 @@ async function main(): Promise<void> {
   console.log(`\n(${num(total)} s in all; written to BENCHMARKS.md)`);
 
   writeMarkdown(OUT, m, SECONDS, headline, tables, [
-    `Load: closed loop (bench/stats.ts): each client awaits its call before the next, for ${SECONDS} s after a short warm-up; p50/p99 are nearest-rank over every call. The eight mint figures (Writ WebSocket, Writ HTTP, oidc-provider, the durable floor; 1 and 16 clients) are each taken in ${ROUNDS} slices of ${(SECONDS / ROUNDS).toFixed(1)} s, interleaved, so load drifting on a shared machine falls on all alike.`,
+    `Load: closed loop (bench/stats.ts): each client awaits its call before the next, for ${SECONDS} s after a short warm-up; p50/p99 are nearest-rank over every call. The nine mint figures (Writ WebSocket, Writ HTTP, oidc-provider, the durable floor, 1 and 16 clients; Writ WebSocket 16 with the audit panel open) are each taken in ${ROUNDS} slices of ${(SECONDS / ROUNDS).toFixed(1)} s, interleaved, so load drifting on a shared machine falls on all alike.`,
     'The broker is the real one (dist/writ.mjs serve) with its keychain key in a throwaway keyring, approvals answered over its IPC channel; each agent holds a session-mode grant.',
     'The load (the agents\' WebSockets, each resuming its agent session, and the HTTP clients for both servers) runs in a worker thread of the benchmark process (bench/load.ts), apart from the thread that plays the editor: that one answers approvals and receives and validates what the extension would with its audit panel closed (a coalesced `audit.activity` about once a second under load, no audit records; `startBench(…, { follow: true })` is the panel open, the whole stream), but keeps none of it.',
     'WebSocket: `token.mint` over the Unix socket. HTTP: POST /oauth2/token, RFC 8693 token exchange from the agent\'s own token to a sub-agent token (the broker has no other HTTP mint), node:http with a keep-alive agent (bench/httpc.ts; Node\'s fetch cost the benchmark process more CPU per call than either server).',
