@@ -62,14 +62,14 @@ export function parentChannel(send: (msg: BrokerToParent) => void): ParentChanne
     }
     if (pending === 0) return;
     send({ type: 'audit.activity', records: pending, changes });
-    lastSent = Date.now();
+    lastSent = performance.now();
     if (!changes) lastCountsOnly = lastSent;
     pending = 0;
     changes = false;
   };
   const noteActivity = (event: AuditEvent): void => {
     if (QUIET_EVENTS.has(event)) return;
-    const now = Date.now();
+    const now = performance.now();
     if (pending === 0) since = now;
     pending++;
     if (!COUNT_EVENTS.has(event)) changes = true;

@@ -16,7 +16,7 @@ function channel() {
 }
 
 describe('parentChannel', () => {
-  beforeEach(() => void vi.useFakeTimers({ now: 1_000_000 }));
+  beforeEach(() => void vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] }));
   afterEach(() => void vi.useRealTimers());
 
   it('sends no record until followed; while followed, a flush\'s records in one message, before any later message', () => {
@@ -79,5 +79,23 @@ describe('parentChannel', () => {
     vi.advanceTimersByTime(2 * COUNTS_ACTIVITY_MS);
     ch.flush();
     expect(sent).toEqual([]);
+  });
+});
+
+describe('parentChannel after the wall clock steps back', () => {
+  beforeEach(() => void vi.useFakeTimers({ now: 1_000_000_000, toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] }));
+  afterEach(() => void vi.useRealTimers());
+
+  it('still tells of a change within the 5 ms window', () => {
+    const sent: BrokerToParent[] = [];
+    const ch = parentChannel((m) => sent.push(m));
+    ch.record(rec(0, { event: 'token.minted' }));
+    vi.advanceTimersByTime(10);
+    expect(sent).toHaveLength(1);
+    // NTP / the developer sets the clock back one hour (timers keep running: they are monotonic).
+    vi.setSystemTime(Date.now() - 3_600_000);
+    ch.record(rec(1, { event: 'task.approved' })); // a new grant: the Agents view should show it within ~100 ms
+    vi.advanceTimersByTime(1000);
+    expect(sent.filter((m) => m.type === 'audit.activity')).toHaveLength(2);
   });
 });
