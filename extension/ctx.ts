@@ -389,11 +389,13 @@ export class WritContext implements TreeSource {
   /**
    * The audit panel follows the broker's records while it is open. Resolves once the broker has taken `on` (a
    * state answer asked after it comes after it), so the panel reads the file only then and misses nothing; at once
-   * when there is no broker (the next one is followed from its `ready`).
+   * when there is no broker (the next one is followed from its `ready`). No timeout: a broker that is slow to take
+   * it must not have the panel read the file first (records written in between would be in neither); one that
+   * goes settles every waiter (endRun).
    */
   private async follow(on: boolean): Promise<void> {
     if (!this.supervisor.send({ type: 'audit.follow', on }) || !on) return;
-    await this.refresh();
+    await this.refresh(Infinity);
   }
 
   private brokerMessage(msg: BrokerMessage): void {
@@ -480,14 +482,16 @@ export class WritContext implements TreeSource {
     }, delay);
   }
 
-  private async refresh(): Promise<void> {
+  /** Asks for a state snapshot and applies it; gives up after `waitMs` (Infinity: only when the broker goes). */
+  private async refresh(waitMs = STATE_TIMEOUT_MS): Promise<void> {
     const requestId = randomUUID();
     if (!this.supervisor.send({ type: 'state.request', requestId })) return;
     const snap = await new Promise<Snapshot | undefined>((resolve) => {
       this.stateWaiters.set(requestId, resolve);
+      if (waitMs === Infinity) return;
       setTimeout(() => {
         if (this.stateWaiters.delete(requestId)) resolve(undefined);
-      }, STATE_TIMEOUT_MS).unref();
+      }, waitMs).unref();
     });
     if (!snap) return;
     // Unchanged state redraws nothing: the tree, the status bar and the panel repaint only on a real change.
