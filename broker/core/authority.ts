@@ -180,6 +180,8 @@ export class Authority {
   private readonly revokedSessions = new Set<string>();
   /** jti → its grant, for every token a grant still holds: revoke by jti and use reports look up here. */
   private readonly tokenGrants = new Map<string, Grant>();
+  /** The latest `iat` this run has issued: a revocation of everything covers it even if the clock went back since. */
+  private latestIat = 0;
   /** Inventory identity → agents held in memory with it: the inventory never forgets an identity in use. */
   private readonly identityAgents = new Map<string, number>();
   private readonly grants = new Map<string, Grant>();
@@ -651,6 +653,11 @@ export class Authority {
     for (let i = 0; i < 3; i++) {
       const ms = this.deps.revocations.allBefore * 1000 - this.deps.clock.now();
       if (ms <= 0) return;
+      // More than the rest of a second: the clock went back after the revocation (or the list is from a clock
+      // ahead of this one). A token now would be born revoked; say so rather than wait out the gap.
+      if (ms > 1000) {
+        throw new WritError('WRIT_TOKEN_REVOKED', `every token issued before ${new Date(this.deps.revocations.allBefore * 1000).toISOString()} is revoked and this clock is behind that: minting resumes once it passes it`);
+      }
       await sleep(ms + 1);
     }
     throw new WritError('WRIT_INTERNAL', 'the clock did not pass the second of a revocation of everything');
@@ -766,6 +773,7 @@ export class Authority {
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
     this.holdToken(grant, claims.jti, claims.exp, scopes);
+    if (claims.iat > this.latestIat) this.latestIat = claims.iat;
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -998,8 +1006,13 @@ export class Authority {
       }),
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
-    if (grant.revoked || this.isRevokedChain(claims)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
+    // So is the subject token itself (by jti, or by a revocation of everything, which names no agent a restarted
+    // broker may not hold): checked before the awaits above, it must still hold after them.
+    if (grant.revoked || this.isRevokedChain(claims) || this.deps.revocations.isRevoked(subject)) {
+      throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
+    }
     this.holdToken(grant, claims.jti, claims.exp, scopes);
+    if (claims.iat > this.latestIat) this.latestIat = claims.iat;
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -1074,7 +1087,8 @@ export class Authority {
    */
   async revoke(target: RevokeTarget, by: string, reason?: string): Promise<MethodResult<'revoke'>> {
     const now = seconds(this.deps.clock.now());
-    const until = now + this.config.maxTtlSeconds;
+    // Kept until every token it may cover has expired: also those issued while the clock was ahead of now.
+    const until = Math.max(now, this.latestIat) + this.config.maxTtlSeconds;
     /** Live tokens ended, counted: each is held by a grant the event names (its `grant_id`). */
     let tokens = 0;
     /** The tokens the event names one by one (a `token` target's). */
@@ -1176,7 +1190,7 @@ export class Authority {
         // One entry for every token issued up to the end of this second (`iat` is in whole seconds): no token is
         // named, however many were minted this second. Tokens minted later this second wait for the next one
         // (notInRevokedSecond), so the entry never covers a token issued after it.
-        const all = await this.deps.revocations.add('all', '', until, seconds(this.deps.clock.now()) + 1);
+        const all = await this.deps.revocations.add('all', '', until, Math.max(seconds(this.deps.clock.now()), this.latestIat) + 1);
         at = all.at;
         break;
       }

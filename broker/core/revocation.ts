@@ -35,8 +35,9 @@ export class RevocationStore {
   private readonly tasks = new Map<string, number>();
   private readonly agents = new Map<string, number>();
   /**
-   * Tokens issued strictly before this second are revoked. Tokens of the current run that share the
-   * revocation's second are revoked one by one by the caller, so a token minted just after is not caught.
+   * Tokens issued strictly before this second are revoked. The broker dates a revocation of everything a second
+   * after the latest token it issued (and mints nothing until then); entries of older brokers are dated in their
+   * own second, whose tokens they named one by one.
    */
   private everythingBefore = -1;
   private allUntil = -1;
