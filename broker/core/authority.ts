@@ -59,6 +59,9 @@ export interface AuthorityConfig {
   maxDelegationDepth: number;
 }
 
+/** How many of a grant's latest tokens the editor can list (`tokens.request`). */
+export const RECENT_TOKENS = 100;
+
 export const DEFAULT_AUTHORITY_CONFIG: Omit<AuthorityConfig, 'issuer' | 'user'> = {
   defaultTtlSeconds: 300,
   maxTtlSeconds: 3600,
@@ -115,6 +118,9 @@ interface Grant {
   narrowed: Map<string, readonly string[]> | undefined;
   /** The narrower scopes last held: the set usually asked again, whose array the next such token shares. */
   lastNarrowed: readonly string[] | undefined;
+  /** The jtis of the latest RECENT_TOKENS tokens, a ring written at `recentNext`: the editor's list, without a pass over `tokens`. */
+  recent: string[];
+  recentNext: number;
   /**
    * A sub-agent's grant (by exchange, or asked for by a sub-agent and covered by its parent's): the grant it comes
    * from, whose revocation takes this one too, while that one is held.
@@ -559,6 +565,8 @@ export class Authority {
       tokensAfterSweep: 0,
       narrowed: undefined,
       lastNarrowed: undefined,
+      recent: [],
+      recentNext: 0,
       parentGrantId: undefined,
       ancestors: [],
       children: undefined,
@@ -602,7 +610,7 @@ export class Authority {
     this.grantsSinceSweep = 0;
     for (const [id, g] of this.grants) {
       if (g.expiresAt > now) continue;
-      if ([...g.tokens.values()].some((exp) => exp > now)) continue;
+      if (this.liveCount(g, now) > 0) continue;
       for (const jti of g.tokens.keys()) this.tokenGrants.delete(jti);
       this.grants.delete(id);
       this.agents.get(g.agentId)?.grants.delete(id);
@@ -666,6 +674,11 @@ export class Authority {
   /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
   private holdToken(grant: Grant, jti: string, exp: number, scopes: readonly string[]): void {
     grant.tokens.set(jti, exp);
+    if (grant.recent.length < RECENT_TOKENS) grant.recent.push(jti);
+    else {
+      grant.recent[grant.recentNext] = jti;
+      grant.recentNext = (grant.recentNext + 1) % RECENT_TOKENS;
+    }
     if (scopes !== grant.scopes && !sameScopes(scopes, grant.scopes)) {
       grant.narrowed ??= new Map();
       if (grant.lastNarrowed === undefined || !sameScopes(scopes, grant.lastNarrowed)) grant.lastNarrowed = scopes;
@@ -692,21 +705,35 @@ export class Authority {
     const g = this.grants.get(grantId);
     if (g === undefined || g.revoked || limit < 1) return { tokens: [], more: 0 };
     const now = seconds(this.deps.clock.now());
-    // The map is in minting order: the last `limit` live entries are the newest, kept in a ring.
-    const ring: [string, number][] = [];
-    let live = 0;
-    for (const entry of g.tokens) {
-      if (entry[1] <= now) continue;
-      ring[live % limit] = entry;
-      live++;
-    }
+    const live = this.liveCount(g, now);
     const tokens: TokenView[] = [];
-    for (let i = live - 1; i >= Math.max(0, live - limit); i--) {
-      const [jti, exp] = ring[i % limit]!;
+    // Newest first, from the ring of the latest: those since revoked by jti or expired are no longer in `tokens`.
+    const ring = g.recent;
+    for (let i = 1; i <= ring.length && tokens.length < limit; i++) {
+      const jti = ring[(g.recentNext - i + ring.length) % ring.length]!;
+      const exp = g.tokens.get(jti);
+      if (exp === undefined || exp <= now) continue;
       tokens.push({ jti, expiresAt: exp, scopes: (g.narrowed?.get(jti) ?? g.scopes) as string[] });
     }
-    return { tokens, more: live - tokens.length };
+    return { tokens, more: Math.max(0, live - tokens.length) };
   }
+
+  /**
+   * A grant's live tokens, counted: the expired ones at the front of its map (minting order) are dropped first,
+   * each once, so a count costs what expired since the last one, not a pass over every live token. Exact when
+   * tokens expire in the order they were minted (one TTL); otherwise it may count a token that expired behind a
+   * longer-lived one until the grant's next sweep.
+   */
+  private liveCount(g: Grant, now: number): number {
+    for (const [jti, exp] of g.tokens) {
+      if (exp > now) break;
+      g.tokens.delete(jti);
+      g.narrowed?.delete(jti);
+      this.tokenGrants.delete(jti);
+    }
+    return g.tokens.size;
+  }
+
 
   private issueSession(agent: Agent): string {
     const secret = this.deps.ids.secret('wss');
@@ -1333,7 +1360,10 @@ export class Authority {
     return o.inventory().map((e) => {
       const live = byIdentity.get(e.id) ?? [];
       const tokensNow = live.reduce(
-        (n, a) => n + [...a.grants].reduce((m, id) => m + [...(this.grants.get(id)?.tokens.values() ?? [])].filter((exp) => exp > now).length, 0),
+        (n, a) => n + [...a.grants].reduce((m, id) => {
+          const g = this.grants.get(id);
+          return m + (g ? this.liveCount(g, now) : 0);
+        }, 0),
         0,
       );
       const connected = live.some((a) => a.connections > 0 && !a.revoked);
@@ -1376,7 +1406,7 @@ export class Authority {
         connected: a.connections > 0,
         revoked: a.revoked,
         grants: grants.length,
-        liveTokens: grants.reduce((n, g) => n + [...g.tokens.values()].filter((exp) => exp > now).length, 0),
+        liveTokens: grants.reduce((n, g) => n + this.liveCount(g, now), 0),
         ...(a.process === undefined ? {} : { process: a.process }),
       };
     });

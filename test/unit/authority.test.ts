@@ -5,7 +5,7 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Authority, DEFAULT_AUTHORITY_CONFIG } from '../../broker/core/authority';
+import { Authority, DEFAULT_AUTHORITY_CONFIG, RECENT_TOKENS } from '../../broker/core/authority';
 import type { Approver, AuditSink } from '../../broker/core/authority';
 import { ManualClock } from '../../broker/core/clock';
 import type { IdSource } from '../../broker/core/clock';
@@ -602,6 +602,32 @@ describe('Authority: bounded memory in a long session', () => {
     expect(a.liveTokens(grantId, 10).tokens.map((t) => t.jti)).toEqual([minted[3]!.jti, minted[2]!.jti]);
     await a.revoke({ kind: 'grant', id: grantId }, 'test');
     expect(a.liveTokens(grantId, 10)).toEqual({ tokens: [], more: 0 });
+  });
+
+  it('lists the newest of a grant with more live tokens than it keeps a ring for, and counting drops the expired ones once', async () => {
+    const { a, clock, approver, hello } = await longSession();
+    approver.answer = () => ({ decision: 'approve', mode: 'session' });
+    const { agentId } = await hello('many');
+    const first = await a.requestTask({ agentId }, { task: 'work', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
+    const minted = [first.token];
+    // 150 tokens, 0.2 s apart, 60 s each: the first 50 minted in the first 10 s.
+    for (let i = 1; i < 150; i++) {
+      clock.advance(200);
+      minted.push(await a.mint({ agentId }, { grantId: first.grant.id }));
+    }
+    const listed = a.liveTokens(first.grant.id, RECENT_TOKENS);
+    expect(listed.tokens.map((t) => t.jti)).toEqual(minted.slice(50).reverse().map((t) => t.jti));
+    expect(listed.more).toBe(50);
+    expect(a.retainedTokens()).toBe(150);
+    // About 60 s after the 50th token: the first ~50 have expired; the count says so and lets them go.
+    clock.advance(60_000 - 99 * 200);
+    const live = minted.filter((t) => t.expiresAt > Math.floor(clock.now() / 1000)).length;
+    expect(live).toBeGreaterThan(90);
+    expect(live).toBeLessThan(100);
+    expect(a.listAgents().find((x) => x.id === agentId)?.liveTokens).toBe(live);
+    expect(a.retainedTokens()).toBe(live);
+    expect(a.liveTokens(first.grant.id, RECENT_TOKENS)).toEqual({ tokens: expect.any(Array), more: 0 });
+    expect(a.liveTokens(first.grant.id, RECENT_TOKENS).tokens).toHaveLength(live);
   });
 
   it('10,000 agents that say hello and leave are forgotten; a revoked session stays refused and a held child keeps its parent', async () => {
