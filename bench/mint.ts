@@ -53,6 +53,7 @@ export async function startBench(n = 16, given?: BrokerEnv, script?: string, opt
   const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${profile}`] : [], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   broker.retain = false;
+  broker.refreshOnActivity = true;
   if (options.follow) await broker.follow(true);
   const agents: MintAgent[] = [];
   const sessions: { name: string; session: string; grantId: string }[] = [];

@@ -50,6 +50,9 @@ export type Decider = (r: ApprovalRequest) => Omit<ApprovalDecision, 'requestId'
  * extension with its audit panel closed, it does not follow the audit stream until `follow(true)`: `records` stays
  * empty, and `audit.activity` messages say that records were written.
  */
+/** The requestId of the snapshots `refreshOnActivity` asks for. */
+const REFRESH = 'refresh-on-activity';
+
 export class BrokerProcess {
   readonly requests: ApprovalRequest[] = [];
   readonly closed: { requestId: string; reason: string }[] = [];
@@ -103,6 +106,9 @@ export class BrokerProcess {
 
   private onMessage(raw: unknown): void {
     const m = BrokerToParent.parse(baselineReady(raw));
+    // As the extension's views do: each word of activity asks for a fresh snapshot (its answer is not kept).
+    if (m.type === 'audit.activity' && this.refreshOnActivity) this.send({ type: 'state.request', requestId: REFRESH });
+    if (m.type === 'state' && m.requestId === REFRESH) return;
     if ((m.type === 'audit.records' || m.type === 'audit.activity') && !this.retain) return;
     this.messages.push(m);
     if (m.type === 'ready') this.readyResolve?.();
@@ -119,6 +125,9 @@ export class BrokerProcess {
   send(msg: ParentToBroker): void {
     this.child.send(msg);
   }
+
+  /** Ask for a state snapshot on every `audit.activity`, as the extension does to refresh its views (the benchmark's editor). */
+  refreshOnActivity = false;
 
   private followRound = 0;
   /**

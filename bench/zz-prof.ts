@@ -1,0 +1,11 @@
+import { writeFileSync } from 'node:fs';
+import { requireKeyring } from '../test/helpers/broker';
+import { mintOverHttp, mintOverWs, startBench } from './mint';
+requireKeyring();
+const b = await startBench(16, undefined, process.env.WRIT_NEW);
+const run = process.env.HTTP ? mintOverHttp : mintOverWs;
+await run(b, 16, 1);
+const f = await run(b, 16, Number(process.env.S ?? 10));
+writeFileSync('/tmp/lat.json', JSON.stringify(f.lat));
+console.log(f.rate.toFixed(0), f.p50.toFixed(2), f.p99.toFixed(2));
+await b.stop();
