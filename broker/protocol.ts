@@ -537,7 +537,7 @@ export const AUDIT_RECORDS_PER_MESSAGE = 512;
  */
 export const COUNTS_ACTIVITY_MS = 1000;
 /** Most live tokens one `tokens` answer lists; `more` says how many it left out. */
-export const TOKENS_PER_ANSWER = 100; // at most RECENT_TOKENS (broker/core/authority.ts): the ring it is read from
+export const TOKENS_PER_ANSWER = 100; // below RECENT_TOKENS (broker/core/authority.ts): the ring it is read from
 
 /** broker → parent over IPC */
 export const BrokerToParent = z.discriminatedUnion('type', [

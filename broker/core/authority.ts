@@ -59,8 +59,11 @@ export interface AuthorityConfig {
   maxDelegationDepth: number;
 }
 
-/** How many of a grant's latest tokens the editor can list (`tokens.request`). */
-export const RECENT_TOKENS = 100;
+/**
+ * How many of a grant's latest tokens it keeps a ring of, for the editor's list (`tokens.request`, at most
+ * TOKENS_PER_ANSWER): a few more than that, so tokens revoked one by one do not leave the list short.
+ */
+export const RECENT_TOKENS = 128;
 
 export const DEFAULT_AUTHORITY_CONFIG: Omit<AuthorityConfig, 'issuer' | 'user'> = {
   defaultTtlSeconds: 300,
