@@ -1192,18 +1192,21 @@ export class Authority {
             }
           }
         }
+        const entries: { kind: 'grant' | 'task'; id: string }[] = [];
         if (target.kind === 'grant' && matched.length === 0) {
-          await this.deps.revocations.add('grant', target.id, until);
+          entries.push({ kind: 'grant', id: target.id });
           grantIds.push(target.id);
         }
         // Every token issued for the task, by its task_id: also those of a grant another task made and this one
         // reused, those exchanged from them, and those of an earlier run this broker holds nothing of.
-        if (target.kind === 'task') await this.deps.revocations.add('task', target.id, until);
+        if (target.kind === 'task') entries.push({ kind: 'task', id: target.id });
+        // All of them taken and applied before anything waits: no grant of the set mints while another's entry syncs.
         for (const g of matched) {
           subject ??= this.agents.get(g.agentId);
           takeGrant(g);
-          await this.deps.revocations.add('grant', g.id, until);
+          entries.push({ kind: 'grant', id: g.id });
         }
+        await this.deps.revocations.addMany(entries, until);
         break;
       }
       case 'agent': {
@@ -1212,7 +1215,7 @@ export class Authority {
         const tree = root ? this.descendants(root) : [];
         if (!root) agentIds.push(target.id);
         for (const a of tree) takeAgent(a);
-        for (const id of root ? tree.map((a) => a.id) : [target.id]) await this.deps.revocations.add('agent', id, until);
+        await this.deps.revocations.addMany((root ? tree.map((a) => a.id) : [target.id]).map((id) => ({ kind: 'agent' as const, id })), until);
         break;
       }
       case 'all': {

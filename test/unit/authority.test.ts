@@ -108,6 +108,25 @@ describe('Authority', () => {
     expect(r.token.expiresAt - Math.floor(clock.now() / 1000)).toBe(300);
   });
 
+  it('revoking a task takes all its grants before it waits for the disk, and writes their entries at once', async () => {
+    const p = await hello('parent');
+    const pr = await authority.requestTask({ agentId: p.agentId }, { task: 'main', scopes: ['repo:read:acme/*'], audience: AUD });
+    const kids = [];
+    for (const name of ['child-1', 'child-2']) {
+      const c = await hello(name, { parentSession: pr.session! });
+      kids.push(await authority.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }));
+    }
+    const ids = [pr.grant.id, ...kids.map((k) => k.grant.id)];
+    expect(authority.listGrants().filter((g) => ids.includes(g.id))).toHaveLength(3);
+    const revoking = authority.revoke({ kind: 'task', id: pr.grant.taskId }, 'test');
+    // Before the call has waited for anything: none of the three can mint.
+    expect(authority.listGrants().filter((g) => ids.includes(g.id))).toEqual([]);
+    expect(await revoking).toMatchObject({ revokedGrants: 3 });
+    const entries = readFileSync(join(dir, 'revocations.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(entries.map((e) => [e.kind, e.id])).toEqual([['task', pr.grant.taskId], ...ids.map((id) => ['grant', id])]);
+    expect(new Set(entries.map((e) => e.at)).size).toBe(1);
+  });
+
   it('records who approved: the developer, or a workspace rule the developer trusted', async () => {
     const { agentId } = await hello();
     await authority.requestTask({ agentId }, { task: 'by hand', scopes: ['repo:read:a'], audience: AUD });
