@@ -507,3 +507,19 @@ export function runWrit(cs: CodeServer, broker: WindowBroker, args: readonly str
   child.stderr!.on('data', (d) => (io.stderr += d));
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, ...io })));
 }
+
+/** Polls `probe` (every `everyMs`) until it gives a value other than undefined or false; fails naming `what` after `timeoutMs`. */
+export async function waitUntil<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildAgent, launchBrowser, reportOnFailure, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { buildAgent, launchBrowser, reportOnFailure, runCommand, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, waitUntil, workbenchUrl } from './harness';
 import type { BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import type { AuditRecord } from '../../broker/protocol';
@@ -121,15 +121,6 @@ function startAgent(name: string, env: Record<string, string>): AgentRun {
   return run;
 }
 
-async function waitUntil<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The window broker's audit log, read back (complete lines only: the broker may be writing). */
 function auditRecords(): AuditRecord[] {

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { launchBrowser, reportOnFailure, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl, writLog } from './harness';
+import { launchBrowser, reportOnFailure, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, waitUntil, workbenchUrl, writLog } from './harness';
 import type { BrowserContext, CodeServer, Locator, Page, WindowBroker } from './harness';
 
 const AUD = 'https://api.example.test';
@@ -61,15 +61,6 @@ function approvalToast(task: string): Locator {
   return page!.locator('.notification-toast').filter({ hasText: `"${task}"` }).first();
 }
 
-async function waitUntil<T>(what: string, timeoutMs: number, probe: () => T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Lines of the Writ output channel that contain `text`. */
 const logLines = (text: string): string[] => writLog(cs!).split('\n').filter((l) => l.includes(text));

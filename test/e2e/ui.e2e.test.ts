@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, workbenchUrl } from './harness';
+import { buildAgent, filesUnder, launchBrowser, reportOnFailure, ROOT, runCommand, runWrit, SCREENSHOTS, startCodeServer, waitForWorkbench, windowBroker, waitUntil, workbenchUrl } from './harness';
 import type { Box, BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBroker } from './harness';
 import type { AgentEvent } from './agent';
 import { PENDING, pendingTitle } from './pending';
@@ -101,15 +101,6 @@ function startAgent(name: string, task: string, scopes: string[]): AgentRun {
   return run;
 }
 
-async function waitUntil<T>(what: string, timeoutMs: number, probe: () => T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The audit records of the window's broker (its log file, read back). */
 function auditRecords(): { ts: string; event: string; agent?: { id: string; name: string } }[] {
