@@ -3,7 +3,7 @@
 // agents can write it, so a rule applies only once the developer trusted that exact text with "Writ: Review and
 // Trust Workspace Rules…": before that the request waits for the developer, after it the rule decides, and after
 // any edit the developer is asked again.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -117,6 +117,13 @@ test('trusted with "Writ: Review and Trust Workspace Rules…", the rule decides
   const { payload } = await jwtVerify(stdout.trim(), jwks, { issuer: broker!.issuer, audience: AUD });
   expect(payload.scope).toBe(SCOPE);
   expect(payload.exp! - payload.iat!).toBe(RULE_TTL);
+  // And the tamper-evident log says so: the approval is the rule's, not the developer's (durable before the token).
+  const approved = readFileSync(broker!.auditPath, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('"task.approved"'))
+    .map((l) => JSON.parse(l) as { task?: { description?: string }; detail?: { by?: string; ttl?: number } })
+    .filter((r) => r.task?.description === task);
+  expect(approved.map((r) => r.detail)).toMatchObject([{ by: 'workspace-rule', ttl: RULE_TTL }]);
   await waitUntil('the rule decision in the Writ output channel', 60_000, () => logLines(`approved by a workspace rule: ${AGENT}`).find((l) => l.includes(`"${task}"`)));
   // Decided before any prompt was made: none names the task.
   expect(await approvalToast(task).count()).toBe(0);
