@@ -9,7 +9,7 @@ import type { KeyObject } from 'node:crypto';
 import { writeFileSync, renameSync, createWriteStream } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
-import { WritError, asWritError } from './errors';
+import { WritError, asWritError, isWritError } from './errors';
 import { systemClock } from './core/clock';
 import { resolvePaths, readRuntimeFile, ensurePrivateDir } from './paths';
 import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDiscovery } from './sdk/client';
@@ -387,6 +387,42 @@ function auditFile(file: string | undefined): string {
   return file ?? runningBroker()?.auditPath ?? resolvePaths().auditPath;
 }
 
+/** How long `audit verify` waits for a running broker's JWKS. */
+const JWKS_TIMEOUT_MS = 5000;
+
+/**
+ * The public keys a running broker publishes, each an Ed25519 JWK with a kid. A broker that does not answer in
+ * time, or answers with anything else, is WRIT_BROKER_UNREACHABLE: never a crash, never keys taken on trust.
+ */
+async function brokerJwks(httpUrl: string): Promise<Map<string, KeyObject>> {
+  const url = `${httpUrl}/.well-known/jwks.json`;
+  const unreachable = (why: string, cause?: unknown) =>
+    new WritError('WRIT_BROKER_UNREACHABLE', `could not read the running broker's keys at ${url} (${why}); run this where the keychain is reachable`, { cause });
+  let body: unknown;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(JWKS_TIMEOUT_MS) });
+    if (!res.ok) throw unreachable(`HTTP ${res.status}`);
+    body = await res.json();
+  } catch (e) {
+    if (isWritError(e)) throw e;
+    throw unreachable((e as Error).name === 'TimeoutError' ? `no answer within ${JWKS_TIMEOUT_MS / 1000} s` : 'no JSON answer', e);
+  }
+  const keys = new Map<string, KeyObject>();
+  const list = (body as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(list)) throw unreachable('no key list');
+  for (const jwk of list as Record<string, unknown>[]) {
+    if (typeof jwk !== 'object' || jwk === null || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string' || typeof jwk.kid !== 'string') {
+      throw unreachable('a key that is not an Ed25519 JWK with a kid');
+    }
+    try {
+      keys.set(jwk.kid, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, format: 'jwk' }));
+    } catch (e) {
+      throw unreachable('a key that is not an Ed25519 JWK with a kid', e);
+    }
+  }
+  return keys;
+}
+
 /**
  * The keys that may have signed checkpoints: every key ever, from the keychain. Where this terminal cannot
  * reach the keychain (another session, a throwaway demo keyring), the running broker's JWKS stands in:
@@ -403,10 +439,7 @@ async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; keySet: 'co
     const w = asWritError(e);
     const broker = runningBroker();
     if (!broker || !['WRIT_KEYCHAIN_UNAVAILABLE', 'WRIT_KEYCHAIN_LOCKED', 'WRIT_KEYCHAIN_TIMEOUT'].includes(w.code)) throw w;
-    const jwks = (await (await fetch(`${broker.httpUrl}/.well-known/jwks.json`)).json()) as { keys: import('node:crypto').JsonWebKey[] };
-    const keys = new Map<string, KeyObject>();
-    for (const jwk of jwks.keys) if (typeof jwk.kid === 'string') keys.set(jwk.kid, createPublicKey({ key: jwk, format: 'jwk' }));
-    return { keys, keySet: 'partial', source: `the running broker's JWKS (the keychain is not reachable here: ${w.code})` };
+    return { keys: await brokerJwks(broker.httpUrl), keySet: 'partial', source: `the running broker's JWKS (the keychain is not reachable here: ${w.code})` };
   }
 }
 

@@ -1,7 +1,11 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
@@ -216,6 +220,42 @@ function writWithoutKeychain(args: string[], env: Record<string, string>): Promi
     ),
   );
 }
+
+describe('writ audit verify with only a broker that does not give its keys', () => {
+  // A discovery file naming a live process (this one) whose HTTP listener hangs, errs or answers junk.
+  async function withFakeBroker(handler: (req: IncomingMessage, res: ServerResponse) => void, run: (env: ReturnType<typeof freshEnv>) => Promise<void>): Promise<void> {
+    const env = freshEnv();
+    const server = createServer(handler);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    mkdirSync(env.WRIT_RUNTIME_DIR, { recursive: true, mode: 0o700 });
+    const log = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+    const discovery = { protocol: PROTOCOL_VERSION, pid: process.pid, socketPath: join(env.WRIT_RUNTIME_DIR, 'broker.sock'), httpUrl: url, wsUrl: url.replace('http', 'ws'), issuer: 'urn:writ:fake', startedAt: new Date().toISOString(), auditPath: log };
+    writeFileSync(join(env.WRIT_RUNTIME_DIR, 'broker.json'), JSON.stringify(discovery), { mode: 0o600 });
+    try {
+      await run(env);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+  const cases: [string, (req: IncomingMessage, res: ServerResponse) => void, string][] = [
+    ['never answers', () => undefined, 'no answer within 5 s'],
+    ['answers 500', (_q, res) => res.writeHead(500).end(), 'HTTP 500'],
+    ['answers junk', (_q, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"keys":[{"kid":"k","kty":"RSA"}]}'), 'a key that is not an Ed25519 JWK with a kid'],
+  ];
+  for (const [what, handler, why] of cases) {
+    it(`refuses with WRIT_BROKER_UNREACHABLE when the broker ${what}`, async () => {
+      await withFakeBroker(handler, async (env) => {
+        const r = await writWithoutKeychain(['audit', 'verify', '--file', join(env.WRIT_STATE_DIR, 'audit.jsonl')], env);
+        expect(r.code).toBe(1);
+        expect(r.stdout).toBe('');
+        expect(r.stderr).toContain(`could not read the running broker's keys at http://127.0.0.1:`);
+        expect(r.stderr).toContain(`(${why}); run this where the keychain is reachable (WRIT_BROKER_UNREACHABLE)`);
+      });
+    }, 30_000);
+  }
+});
 
 describe('writ audit verify with only the broker\'s JWKS', () => {
   it('calls checkpoints of a key retired over an hour ago unverifiable (exit 3), not broken; a later checkpoint covers them; a real break still wins', async () => {
