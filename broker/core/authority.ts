@@ -675,7 +675,9 @@ export class Authority {
   }
 
   /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
-  private holdToken(grant: Grant, jti: string, exp: number, scopes: readonly string[]): void {
+  private holdToken(grant: Grant, claims: { jti: string; iat: number; exp: number }, scopes: readonly string[]): void {
+    const { jti, exp } = claims;
+    if (claims.iat > this.latestIat) this.latestIat = claims.iat;
     grant.tokens.set(jti, exp);
     if (grant.recent.length < RECENT_TOKENS) grant.recent.push(jti);
     else {
@@ -690,19 +692,21 @@ export class Authority {
     this.tokenGrants.set(jti, grant);
     if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
     const now = seconds(this.deps.clock.now());
-    for (const [id, e] of grant.tokens) {
-      if (e > now) continue;
-      grant.tokens.delete(id);
-      grant.narrowed?.delete(id);
-      this.tokenGrants.delete(id);
-    }
+    for (const [id, e] of grant.tokens) if (e <= now) this.forgetToken(grant, id);
     grant.tokensAfterSweep = grant.tokens.size;
+  }
+
+  /** Lets go of a token a grant held (expired, or revoked by jti): its expiry, its narrower scopes, its grant link. */
+  private forgetToken(g: Grant, jti: string): void {
+    g.tokens.delete(jti);
+    g.narrowed?.delete(jti);
+    this.tokenGrants.delete(jti);
   }
 
   /**
    * A grant's live tokens for the editor, newest first: at most `limit`, and how many live ones were left out.
-   * Empty for a grant that is unknown (or swept), revoked, or holds none. One pass over the grant's map, which
-   * holds about its live tokens; only `limit` of them are kept while it runs.
+   * Empty for a grant that is unknown (or swept), revoked, or holds none. Read from the grant's ring of its latest
+   * RECENT_TOKENS tokens, so it costs `limit`, not a pass over every token the grant holds.
    */
   liveTokens(grantId: string, limit: number): { tokens: TokenView[]; more: number } {
     const g = this.grants.get(grantId);
@@ -730,13 +734,10 @@ export class Authority {
   private liveCount(g: Grant, now: number): number {
     for (const [jti, exp] of g.tokens) {
       if (exp > now) break;
-      g.tokens.delete(jti);
-      g.narrowed?.delete(jti);
-      this.tokenGrants.delete(jti);
+      this.forgetToken(g, jti);
     }
     return g.tokens.size;
   }
-
 
   private issueSession(agent: Agent): string {
     const secret = this.deps.ids.secret('wss');
@@ -802,8 +803,7 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    this.holdToken(grant, claims.jti, claims.exp, scopes);
-    if (claims.iat > this.latestIat) this.latestIat = claims.iat;
+    this.holdToken(grant, claims, scopes);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -1041,8 +1041,7 @@ export class Authority {
     if (grant.revoked || this.isRevokedChain(claims) || this.deps.revocations.isRevoked(subject)) {
       throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     }
-    this.holdToken(grant, claims.jti, claims.exp, scopes);
-    if (claims.iat > this.latestIat) this.latestIat = claims.iat;
+    this.holdToken(grant, claims, scopes);
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
     if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
@@ -1166,9 +1165,7 @@ export class Authority {
         const e = g?.tokens.get(target.jti);
         if (g && e !== undefined) {
           exp = e;
-          g.tokens.delete(target.jti);
-          g.narrowed?.delete(target.jti);
-          this.tokenGrants.delete(target.jti);
+          this.forgetToken(g, target.jti);
           subject = this.agents.get(g.agentId);
         }
         tokens = 1;
@@ -1475,12 +1472,12 @@ export class Authority {
   }
 }
 
-/** The presenting process in a `token.used` record: by reference, as the token's own agent is, or why it is unknown. */
 /** Same scopes in the same order (both normalized: sorted and without duplicates). */
 function sameScopes(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** The presenting process in a `token.used` record: by reference, as the token's own agent is, or why it is unknown. */
 function presenterView(p: { process: PeerProcess } | { notFound: string }): Record<string, unknown> {
   if (!('process' in p)) return { found: false, reason: p.notFound };
   const { pid, startTime, exe } = p.process;
