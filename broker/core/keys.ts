@@ -245,17 +245,21 @@ export async function loadKeySet(opts: { ref?: Partial<KeychainRef>; clock: Cloc
   if (text !== null) return { keys: await parseKeySet(text), created: false };
   if (!opts.create) throw noKey(ref);
   const fresh = new KeySet(await newSigningKey(opts.clock.now()), []);
-  const mine = await storeAndConfirm(ref, fresh);
+  const settle = opts.settleMs ?? KEY_SETTLE_MS;
+  if (settle <= 0) return { keys: await storeAndConfirm(ref, fresh), created: true };
   // Two brokers starting at once on a fresh machine (an editor restoring several windows) both find no key and
   // both create one; the later write wins in the keychain. Each waits longer than another's read-then-write
-  // takes and reads again before signing anything: all end on the key the keychain holds.
-  const settle = opts.settleMs ?? KEY_SETTLE_MS;
-  if (settle <= 0) return { keys: mine, created: true };
+  // takes and only then reads back, before signing anything: all end on the key the keychain holds. (Reading
+  // back at once would fail a broker whose write the other's overtook a moment later.)
+  const written = serializeKeySet(fresh);
+  await keychainSet(ref, written);
   await new Promise((r) => setTimeout(r, settle));
   const now = await keychainGet(ref);
-  if (now === null) throw new WritError('WRIT_KEYCHAIN_ERROR', `the signing keys just written to the keychain (${where(ref)}) are gone: start Writ again`);
-  if (now === serializeKeySet(fresh)) return { keys: mine, created: true };
-  return { keys: await parseKeySet(now), created: false };
+  if (now === null) {
+    throw new WritError('WRIT_KEYCHAIN_ERROR', `the keychain accepted the signing keys (${where(ref)}) but did not return them on reading back: check your Secret Service, then start Writ again`);
+  }
+  // Ours or the other broker's, the key is parsed from what the keychain returned, never from memory.
+  return { keys: await parseKeySet(now), created: now === written };
 }
 
 export async function rotateKeySet(opts: { ref?: Partial<KeychainRef>; clock: Clock }): Promise<{ keys: KeySet; previousKid: string }> {

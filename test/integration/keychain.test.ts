@@ -216,6 +216,19 @@ describe('keys: in the real keychain', () => {
     await keychainDelete({ service: r2.service, account: 'signing-keys' });
   });
 
+  it('five brokers starting at once on a fresh keychain all start, on one key, and only its writer says it created it', async () => {
+    const r = ref();
+    const clock = new ManualClock();
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 1500 })));
+    // None fails for another's write overtaking its own (a broker that did would not start: "start Writ again").
+    expect(results.map((x) => x.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    const loaded = results.map((x) => (x as PromiseFulfilledResult<Awaited<ReturnType<typeof loadKeySet>>>).value);
+    const held = (await loadKeySet({ ref: { service: r.service }, clock, create: false })).keys.active.kid;
+    expect(loaded.map((x) => x.keys.active.kid)).toEqual([held, held, held, held, held]);
+    expect(loaded.filter((x) => x.created).length).toBe(1);
+    await keychainDelete({ service: r.service, account: 'signing-keys' });
+  });
+
   it('a corrupt entry is WRIT_KEYCHAIN_CORRUPT and is left exactly as it was', async () => {
     for (const junk of ['not json at all', '{"v":1,"active":{"kid":"x"},"retired":[]}', '']) {
       const r = ref();
