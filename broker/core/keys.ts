@@ -242,10 +242,20 @@ export async function loadKeySet(opts: { ref?: Partial<KeychainRef>; clock: Cloc
   const ref = resolveRef(opts.ref);
   // Throws on every failure (locked, unavailable, timeout...): only a definite "no entry" comes back null.
   const text = await keychainGet(ref);
-  if (text !== null) return { keys: await parseKeySet(text), created: false };
+  const settle = opts.settleMs ?? KEY_SETTLE_MS;
+  if (text !== null) {
+    const found = await parseKeySet(text);
+    // A first key created moments ago by a broker starting beside this one may yet be overwritten by a third that
+    // found none either (below): a broker that will sign with it waits until all such writes are in, and reads again.
+    const fresh = found.retired.length === 0 ? found.active.createdAt + 2 * settle - opts.clock.now() : 0;
+    if (!opts.create || settle <= 0 || fresh <= 0) return { keys: found, created: false };
+    await new Promise((r) => setTimeout(r, Math.min(fresh, 2 * settle)));
+    const now = await keychainGet(ref);
+    if (now === null) throw new WritError('WRIT_KEYCHAIN_ERROR', `the signing keys in the keychain (${where(ref)}) are gone: start Writ again`);
+    return { keys: now === text ? found : await parseKeySet(now), created: false };
+  }
   if (!opts.create) throw noKey(ref);
   const fresh = new KeySet(await newSigningKey(opts.clock.now()), []);
-  const settle = opts.settleMs ?? KEY_SETTLE_MS;
   if (settle <= 0) return { keys: await storeAndConfirm(ref, fresh), created: true };
   // Two brokers starting at once on a fresh machine (an editor restoring several windows) both find no key and
   // both create one; the later write wins in the keychain. Each waits longer than another's read-then-write

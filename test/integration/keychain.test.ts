@@ -229,6 +229,27 @@ describe('keys: in the real keychain', () => {
     await keychainDelete({ service: r.service, account: 'signing-keys' });
   });
 
+  it('a broker that finds a first key made moments ago reads again before signing, and ends on the key a late creator wrote', async () => {
+    const r = ref();
+    const clock = new ManualClock();
+    // A creates the first key; B starts once it is there and finds it; then C, which (started with A) had found
+    // none, writes its own, as the third of several brokers restored at once would.
+    const a = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 1500 });
+    let first: string | null = null;
+    for (let i = 0; i < 200 && first === null; i++) {
+      first = await keychainGet(r);
+      if (first === null) await new Promise((res) => setTimeout(res, 20));
+    }
+    expect(first).not.toBeNull();
+    const b = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 1500 });
+    await new Promise((res) => setTimeout(res, 300));
+    const c = new KeySet(await newSigningKey(clock.now()), []);
+    await keychainSet(r, serializeKeySet(c));
+    const [ra, rb] = await Promise.all([a, b]);
+    expect([ra.keys.active.kid, ra.created, rb.keys.active.kid, rb.created]).toEqual([c.active.kid, false, c.active.kid, false]);
+    await keychainDelete({ service: r.service, account: 'signing-keys' });
+  });
+
   it('a corrupt entry is WRIT_KEYCHAIN_CORRUPT and is left exactly as it was', async () => {
     for (const junk of ['not json at all', '{"v":1,"active":{"kid":"x"},"retired":[]}', '']) {
       const r = ref();
