@@ -32,8 +32,9 @@ import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS, VerifiedTokens } fr
 import type { RevocationStore } from './revocation';
 import type { Oversight } from './oversight';
 import { statusOf } from './inventory';
-import { BindingStore, bindingFor, checkPresenter, mayHold } from './binding';
+import { bindingFor, checkPresenter, mayHold } from './binding';
 import type { ProcessBinding, ProcessRef, ProcessTable } from './binding';
+import { TokenLedger } from './ledger';
 
 /** Where approvals come from: the parent's IPC pipe or the broker's own terminal. Never a socket. */
 export interface Approver {
@@ -110,19 +111,14 @@ interface Grant {
   /** Epoch seconds. */
   expiresAt: number;
   revoked: boolean;
-  /** jti → exp (epoch seconds), for counting and revoking what is live; expired entries are swept as it grows. */
-  tokens: Map<string, number>;
-  /** Size of `tokens` after its last sweep: the next one runs when it has doubled. */
-  tokensAfterSweep: number;
-  /**
-   * The scopes of tokens minted with fewer than the grant's, by jti (the rest carry `scopes`); the entries go with
-   * theirs in `tokens`. Tokens asked with the same narrower scopes share one array.
-   */
-  narrowed: Map<string, readonly string[]> | undefined;
   /** The narrower scopes last held: the set usually asked again, whose array the next such token shares. */
   lastNarrowed: readonly string[] | undefined;
-  /** The jtis of the latest RECENT_TOKENS tokens, a ring written at `recentNext`: the editor's list, without a pass over `tokens`. */
+  /**
+   * The jtis of the latest RECENT_TOKENS tokens and their expiry, a ring written at `recentNext`: the editor's
+   * list, without a pass over every token the grant holds (those are in the ledger, by second of expiry).
+   */
   recent: string[];
+  recentExp: number[];
   recentNext: number;
   /**
    * A sub-agent's grant (by exchange, or asked for by a sub-agent and covered by its parent's): the grant it comes
@@ -167,8 +163,6 @@ const SEEN_FROM = 4;
 const TOKEN_EVENTS: ReadonlySet<AuditEntry['event']> = new Set(['token.minted', 'token.exchanged', 'token.introspected', 'token.used']);
 /** Process bindings kept ready per (pid, start time), so a burst of mints reads /proc once. */
 const BINDING_CACHE = 256;
-/** A grant's token map is swept of expired tokens once it reaches twice its size after the last sweep, and this. */
-const TOKEN_SWEEP_FLOOR = 64;
 /** Distinct parent-token scope strings whose parsed forms are kept for exchange; past it, the memo starts over. */
 const SCOPE_FORMS = 256;
 /** New grants, and new agents, between sweeps of what can no longer matter. */
@@ -187,8 +181,8 @@ export class Authority {
   private readonly sessions = new Map<string, string>(); // sha256(session credential) → agent id
   /** sha256 of the sessions of revoked agents since forgotten: still refused, never seen as new. */
   private readonly revokedSessions = new Set<string>();
-  /** jti → its grant, for every token a grant still holds: revoke by jti and use reports look up here. */
-  private readonly tokenGrants = new Map<string, Grant>();
+  /** Every live token issued: its grant, narrower scopes and binding (revoke by jti, use reports, counts, lists). */
+  private readonly ledger = new TokenLedger<Grant>();
   /** The latest `iat` this run has issued: a revocation of everything covers it even if the clock went back since. */
   private latestIat = 0;
   /** Inventory identity → agents held in memory with it: the inventory never forgets an identity in use. */
@@ -207,7 +201,6 @@ export class Authority {
    * delegation rather than per exchange, as a WebSocket grant holds all its mints.
    */
   private readonly exchangeGrants = new Map<string, Grant>();
-  private readonly bindings = new BindingStore();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
 
@@ -564,11 +557,9 @@ export class Authority {
       ttl,
       expiresAt: now + (mode === 'session' ? SESSION_GRANT_SECONDS : this.config.taskGrantSeconds),
       revoked: false,
-      tokens: new Map(),
-      tokensAfterSweep: 0,
-      narrowed: undefined,
       lastNarrowed: undefined,
       recent: [],
+      recentExp: [],
       recentNext: 0,
       parentGrantId: undefined,
       ancestors: [],
@@ -589,9 +580,9 @@ export class Authority {
     return this.grants.size;
   }
 
-  /** Tokens the grants hold (jti → exp), live or not yet swept. */
+  /** Live tokens held (each until it expires, or is revoked by jti). */
   retainedTokens(): number {
-    return this.tokenGrants.size;
+    return this.ledger.size(seconds(this.deps.clock.now()));
   }
 
   /** Agents held in memory, and the tombstones of forgotten revoked sessions. */
@@ -613,8 +604,8 @@ export class Authority {
     this.grantsSinceSweep = 0;
     for (const [id, g] of this.grants) {
       if (g.expiresAt > now) continue;
-      if (this.liveCount(g, now) > 0) continue;
-      for (const jti of g.tokens.keys()) this.tokenGrants.delete(jti);
+      // Revoked grants too: kept while the ledger holds tokens of theirs.
+      if (this.ledger.count(g, now) > 0) continue;
       this.grants.delete(id);
       this.agents.get(g.agentId)?.grants.delete(id);
       if (g.exchangeKey !== undefined && this.exchangeGrants.get(g.exchangeKey) === g) this.exchangeGrants.delete(g.exchangeKey);
@@ -674,33 +665,24 @@ export class Authority {
     throw new WritError('WRIT_INTERNAL', 'the clock did not pass the second of a revocation of everything');
   }
 
-  /** Records a token a grant issued; sweeps the grant's expired ones when the map has doubled (amortised O(1)). */
-  private holdToken(grant: Grant, claims: { jti: string; iat: number; exp: number }, scopes: readonly string[]): void {
+  /** Records a token a grant issued, with the process it was minted for, until it expires (the ledger). */
+  private holdToken(grant: Grant, claims: { jti: string; iat: number; exp: number }, scopes: readonly string[], binding: ProcessBinding | undefined): void {
     const { jti, exp } = claims;
     if (claims.iat > this.latestIat) this.latestIat = claims.iat;
-    grant.tokens.set(jti, exp);
-    if (grant.recent.length < RECENT_TOKENS) grant.recent.push(jti);
-    else {
+    if (grant.recent.length < RECENT_TOKENS) {
+      grant.recent.push(jti);
+      grant.recentExp.push(exp);
+    } else {
       grant.recent[grant.recentNext] = jti;
+      grant.recentExp[grant.recentNext] = exp;
       grant.recentNext = (grant.recentNext + 1) % RECENT_TOKENS;
     }
+    let narrowed: readonly string[] | undefined;
     if (scopes !== grant.scopes && !sameScopes(scopes, grant.scopes)) {
-      grant.narrowed ??= new Map();
       if (grant.lastNarrowed === undefined || !sameScopes(scopes, grant.lastNarrowed)) grant.lastNarrowed = scopes;
-      grant.narrowed.set(jti, grant.lastNarrowed);
+      narrowed = grant.lastNarrowed;
     }
-    this.tokenGrants.set(jti, grant);
-    if (grant.tokens.size < Math.max(TOKEN_SWEEP_FLOOR, 2 * grant.tokensAfterSweep)) return;
-    const now = seconds(this.deps.clock.now());
-    for (const [id, e] of grant.tokens) if (e <= now) this.forgetToken(grant, id);
-    grant.tokensAfterSweep = grant.tokens.size;
-  }
-
-  /** Lets go of a token a grant held (expired, or revoked by jti): its expiry, its narrower scopes, its grant link. */
-  private forgetToken(g: Grant, jti: string): void {
-    g.tokens.delete(jti);
-    g.narrowed?.delete(jti);
-    this.tokenGrants.delete(jti);
+    this.ledger.add(jti, { grant, exp, scopes: narrowed, binding }, seconds(this.deps.clock.now()));
   }
 
   /**
@@ -714,29 +696,21 @@ export class Authority {
     const now = seconds(this.deps.clock.now());
     const live = this.liveCount(g, now);
     const tokens: TokenView[] = [];
-    // Newest first, from the ring of the latest: those since revoked by jti or expired are no longer in `tokens`.
+    // Newest first, from the ring of the latest: those since revoked by jti or expired are no longer in the ledger.
     const ring = g.recent;
     for (let i = 1; i <= ring.length && tokens.length < limit; i++) {
-      const jti = ring[(g.recentNext - i + ring.length) % ring.length]!;
-      const exp = g.tokens.get(jti);
-      if (exp === undefined || exp <= now) continue;
-      tokens.push({ jti, expiresAt: exp, scopes: (g.narrowed?.get(jti) ?? g.scopes) as string[] });
+      const at = (g.recentNext - i + ring.length) % ring.length;
+      const jti = ring[at]!;
+      const held = this.ledger.get(jti, g.recentExp[at]!, now);
+      if (held === undefined) continue;
+      tokens.push({ jti, expiresAt: held.exp, scopes: (held.scopes ?? g.scopes) as string[] });
     }
     return { tokens, more: Math.max(0, live - tokens.length) };
   }
 
-  /**
-   * A grant's live tokens, counted: the expired ones at the front of its map (minting order) are dropped first,
-   * each once, so a count costs what expired since the last one, not a pass over every live token. Exact when
-   * tokens expire in the order they were minted (one TTL); otherwise it may count a token that expired behind a
-   * longer-lived one until the grant's next sweep.
-   */
+  /** A grant's live tokens, exactly, whatever their lifetimes (none once it is revoked): O(1). */
   private liveCount(g: Grant, now: number): number {
-    for (const [jti, exp] of g.tokens) {
-      if (exp > now) break;
-      this.forgetToken(g, jti);
-    }
-    return g.tokens.size;
+    return g.revoked ? 0 : this.ledger.count(g, now);
   }
 
   private issueSession(agent: Agent): string {
@@ -803,25 +777,27 @@ export class Authority {
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
     // A revocation may have landed while the record was being written: never hand out a revoked token.
     if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
-    this.holdToken(grant, claims, scopes);
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
-    if (agent.info.kind !== 'mcp') this.bind(claims.jti, claims.exp, ctx.minter);
+    this.holdToken(grant, claims, scopes, agent.info.kind === 'mcp' ? undefined : this.bindingOf(ctx.minter));
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
   }
 
-  /** Records the process a token was minted for (where the kernel said which), for the process-mismatch rule. */
-  private bind(jti: string, exp: number, minter: PeerProcess | undefined): void {
+  /**
+   * The process a token is minted for (where the kernel said which), kept with the token for the process-mismatch
+   * rule; one object per process, shared by its tokens.
+   */
+  private bindingOf(minter: PeerProcess | undefined): ProcessBinding | undefined {
     const table = this.deps.processes;
-    if (!table || minter?.startTime === undefined) return;
+    if (!table || minter?.startTime === undefined) return undefined;
     const key = `${minter.pid}:${minter.startTime}`;
     let b = this.bindingCache.get(key);
     if (b === undefined) {
       b = bindingFor(minter, table);
-      if (b === undefined) return;
+      if (b === undefined) return undefined;
       this.bindingCache.set(key, b);
       if (this.bindingCache.size > BINDING_CACHE) this.bindingCache.delete(this.bindingCache.keys().next().value!);
     }
-    this.bindings.set(jti, b, exp, seconds(this.deps.clock.now()));
+    return b;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -855,7 +831,7 @@ export class Authority {
       }
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
-    if (presenter) await this.checkHolder(claims.jti, chain, presenter);
+    if (presenter) await this.checkHolder(claims.jti, claims.exp, chain, presenter);
     return { ...claims, chain };
   }
 
@@ -865,7 +841,7 @@ export class Authority {
    * own process); if there are some and none may hold the token, it is refused. Either rule is a finding against
    * the token's own agent (its token leaked), naming the presenter.
    */
-  private async checkHolder(jti: string, chain: string[], presenter: Presenter): Promise<void> {
+  private async checkHolder(jti: string, exp: number | undefined, chain: string[], presenter: Presenter): Promise<void> {
     const table = this.deps.processes;
     if (!table) return;
     const proc = await presenter.process();
@@ -889,7 +865,7 @@ export class Authority {
       }
     }
     const notYours = presented && !mayAnyHold;
-    const binding = presenter.via === 'introspect' ? undefined : this.bindings.get(jti);
+    const binding = presenter.via === 'introspect' || exp === undefined ? undefined : this.ledger.get(jti, exp, seconds(this.deps.clock.now()))?.binding;
     const verdict = binding === undefined ? undefined : checkPresenter(binding, proc, table, line);
 
     const holder = this.agents.get(chain[0]!);
@@ -1022,7 +998,8 @@ export class Authority {
       parentGrantIds: grant.ancestors,
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
-    const [token] = await Promise.all([
+    // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
+    const [token, , minter] = await Promise.all([
       signed,
       this.audit('token.exchanged', child, {
         task,
@@ -1034,6 +1011,7 @@ export class Authority {
         outcome: 'success',
         detail: { subjectJti: subject.jti, parentGrantId: subject.grant_id },
       }),
+      presenter?.process(),
     ]);
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
     // So is the subject token itself (by jti, or by a revocation of everything, which names no agent a restarted
@@ -1041,9 +1019,7 @@ export class Authority {
     if (grant.revoked || this.isRevokedChain(claims) || this.deps.revocations.isRevoked(subject)) {
       throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     }
-    this.holdToken(grant, claims, scopes);
-    // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
-    if (presenter) this.bind(claims.jti, claims.exp, await presenter.process());
+    this.holdToken(grant, claims, scopes, this.bindingOf(minter));
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
   }
 
@@ -1129,17 +1105,14 @@ export class Authority {
     let subject: Agent | undefined = target.kind === 'agent' ? this.agents.get(target.id) : undefined;
     const takeGrant = (g: Grant) => {
       if (!g.revoked) {
+        // Its live tokens, counted before it is marked (a revoked grant counts none). The ledger keeps them, with
+        // their bindings, until they expire; the grant stays until then too, then is swept.
+        tokens += this.liveCount(g, now);
         g.revoked = true;
         grantIds.push(g.id);
         // Kept (a mint on it answers WRIT_TOKEN_REVOKED) until everything it issued has expired, then swept.
         g.expiresAt = Math.min(g.expiresAt, until);
       }
-      for (const [jti, exp] of g.tokens) {
-        if (exp > now) tokens++;
-        this.tokenGrants.delete(jti);
-      }
-      g.tokens.clear();
-      g.narrowed = undefined;
     };
     const takeAgent = (a: Agent) => {
       if (!a.revoked) {
@@ -1161,12 +1134,11 @@ export class Authority {
     switch (target.kind) {
       case 'token': {
         let exp = until;
-        const g = this.tokenGrants.get(target.jti);
-        const e = g?.tokens.get(target.jti);
-        if (g && e !== undefined) {
-          exp = e;
-          this.forgetToken(g, target.jti);
-          subject = this.agents.get(g.agentId);
+        const held = this.ledger.find(target.jti, now);
+        if (held !== undefined) {
+          exp = held.exp;
+          this.ledger.delete(target.jti, held);
+          subject = this.agents.get(held.grant.agentId);
         }
         tokens = 1;
         jtis.push(target.jti);
@@ -1282,7 +1254,8 @@ export class Authority {
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
     const presented = presenter === undefined ? undefined : await presenter();
-    const grant = this.tokenGrants.get(report.jti);
+    const held = this.ledger.find(report.jti, seconds(this.deps.clock.now()));
+    const grant = held?.grant;
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
     await this.auditRaw({
       event: 'token.used',
@@ -1305,7 +1278,7 @@ export class Authority {
     });
     if (presented === undefined || !('process' in presented) || agent === undefined) return;
     try {
-      await this.checkHolder(report.jti, [agent.id, ...agent.parents], { via: 'use', process: async () => presented.process });
+      await this.checkHolder(report.jti, held?.exp, [agent.id, ...agent.parents], { via: 'use', process: async () => presented.process });
     } catch (e) {
       // The finding is recorded and its action taken; the refusal itself has no one to go to.
       if (!isWritError(e) || e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_INTERNAL') throw e;

@@ -97,33 +97,3 @@ export function mayHold(x: { id: string; parents: readonly string[] }, chain: re
   if (holder === undefined) return false;
   return chain.includes(x.id) || x.parents.includes(holder);
 }
-
-/**
- * jti → the binding of the process it was minted for, with the token's expiry. Bounded: past `max` entries the
- * expired go first, then the oldest down to nine tenths (losing a binding only loses the process check for that token).
- */
-export class BindingStore {
-  private readonly byJti = new Map<string, { binding: ProcessBinding; exp: number }>();
-
-  constructor(private readonly max = 50_000) {}
-
-  set(jti: string, binding: ProcessBinding, exp: number, now: number): void {
-    this.byJti.set(jti, { binding, exp });
-    if (this.byJti.size <= this.max) return;
-    // Down to nine tenths at once, so a full store costs one pass per max/10 tokens, not one per token.
-    const keep = Math.floor(this.max * 0.9);
-    for (const [k, v] of this.byJti) if (v.exp <= now) this.byJti.delete(k);
-    for (const k of this.byJti.keys()) {
-      if (this.byJti.size <= keep) break;
-      this.byJti.delete(k);
-    }
-  }
-
-  get(jti: string): ProcessBinding | undefined {
-    return this.byJti.get(jti)?.binding;
-  }
-
-  get size(): number {
-    return this.byJti.size;
-  }
-}

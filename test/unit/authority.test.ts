@@ -568,9 +568,9 @@ describe('Authority: bounded memory in a long session', () => {
     const live = minted.filter((t) => t.exp > now);
     expect(live.length).toBeGreaterThanOrEqual(590);
     expect(live.length).toBeLessThanOrEqual(610);
-    // Swept as it doubles: never more than twice the live tokens (plus the floor), not the 100,000 minted.
-    expect(most).toBeLessThanOrEqual(2 * 610 + 64);
-    expect(a.retainedTokens()).toBeGreaterThanOrEqual(live.length);
+    // Each let go the second it expires: never more than the live tokens, not the 100,000 minted.
+    expect(most).toBeLessThanOrEqual(610);
+    expect(a.retainedTokens()).toBe(live.length);
     expect(a.listAgents()[0]).toMatchObject({ id: agentId, grants: 1, liveTokens: live.length });
 
     // A use report of a live token still names its grant and agent, found by jti.
@@ -592,8 +592,13 @@ describe('Authority: bounded memory in a long session', () => {
     expect(r).toEqual({ revokedTokens: live.length - 1, revokedGrants: 1, revokedAgents: 0 });
     expect(kept.at(-1)).toMatchObject({ event: 'revoked', grantId: first.grant.id, detail: { tokens: live.length - 1 } });
     expect(pushed).toMatchObject([{ target: { kind: 'grant', id: first.grant.id }, jtis: [], grantIds: [first.grant.id] }]);
-    expect(a.retainedTokens()).toBe(0);
+    expect(a.listAgents()[0]).toMatchObject({ id: agentId, liveTokens: 0 });
     expect(await codeOf(a.mint({ agentId }, { grantId: first.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
+    // Its tokens (and the processes they were bound to) are kept until they expire, refused meanwhile; then
+    // nothing of them is held, and the grant is swept with the next sweep.
+    expect(a.retainedTokens()).toBe(live.length - 1);
+    clock.advance(61_000);
+    expect(a.retainedTokens()).toBe(0);
   }, 300_000);
 
   it('lists a grant\'s live tokens for the editor: newest first, with the scopes each was minted with, capped, expired and revoked ones left out', async () => {
@@ -648,6 +653,22 @@ describe('Authority: bounded memory in a long session', () => {
     expect(a.retainedTokens()).toBe(live);
     expect(a.liveTokens(first.grant.id, RECENT_TOKENS)).toEqual({ tokens: expect.any(Array), more: 0 });
     expect(a.liveTokens(first.grant.id, RECENT_TOKENS).tokens).toHaveLength(live);
+  });
+
+  it('counts a grant\'s live tokens exactly with mixed lifetimes: a short one minted after a long one stops counting when it expires', async () => {
+    const { a, clock, approver, hello } = await longSession();
+    approver.answer = () => ({ decision: 'approve', mode: 'session' });
+    const { agentId } = await hello('mixed');
+    const first = await a.requestTask({ agentId }, { task: 'work', scopes: ['repo:read:a'], audience: AUD, ttl: 600 });
+    const short = await a.mint({ agentId }, { grantId: first.grant.id, ttl: 10 });
+    const long = await a.mint({ agentId }, { grantId: first.grant.id, ttl: 600 });
+    expect(a.listAgents()[0]).toMatchObject({ liveTokens: 3 });
+    clock.advance(10_000);
+    // Before, the short token counted until a sweep, being behind the longer-lived first one.
+    expect(a.listAgents()[0]).toMatchObject({ liveTokens: 2 });
+    expect(a.liveTokens(first.grant.id, 10).tokens.map((t) => t.jti)).toEqual([long.jti, first.token.jti]);
+    expect(a.liveTokens(first.grant.id, 10).tokens.map((t) => t.jti)).not.toContain(short.jti);
+    expect(a.retainedTokens()).toBe(2);
   });
 
   it('10,000 agents that say hello and leave are forgotten; a revoked session stays refused and a held child keeps its parent', async () => {

@@ -3,7 +3,7 @@
 // nearest live ancestor takes over; PID reuse never passes as the same process; an agent may hold its own,
 // its ancestors' and its descendants' tokens, never a sibling's or a stranger's.
 import { describe, expect, it } from 'vitest';
-import { BindingStore, bindingFor, boundRoot, checkPresenter, mayHold } from '../../broker/core/binding';
+import { bindingFor, boundRoot, checkPresenter, mayHold } from '../../broker/core/binding';
 import type { ProcessRef, ProcessTable } from '../../broker/core/binding';
 import type { PeerProcess } from '../../broker/protocol';
 
@@ -115,23 +115,5 @@ describe('mayHold', () => {
     expect(mayHold({ id: 'agt_sibling', parents: ['agt_parent', 'agt_root'] }, chain)).toBe(false);
     expect(mayHold({ id: 'agt_stranger', parents: [] }, chain)).toBe(false);
     expect(mayHold({ id: 'agt_child', parents: [] }, [])).toBe(false);
-  });
-});
-
-describe('BindingStore', () => {
-  it('is bounded: expired bindings go first, then the oldest, down to nine tenths', () => {
-    const s = new BindingStore(10);
-    const b = bindingFor(peer(20, 200), table(TREE))!;
-    for (let i = 0; i < 10; i++) s.set(`jti_${i}`, b, i < 3 ? 50 : 1000, 0);
-    expect(s.size).toBe(10);
-    s.set('jti_new', b, 1000, 100); // now = 100: the three that expired at 50 go, which is enough
-    expect(s.size).toBe(8);
-    expect(s.get('jti_0')).toBeUndefined();
-    expect(s.get('jti_3')).toBe(b);
-    for (let i = 0; i < 3; i++) s.set(`more_${i}`, b, 1000, 100);
-    expect(s.size).toBe(9); // 11 → nine tenths of 10, oldest first
-    expect(s.get('jti_3')).toBeUndefined();
-    expect(s.get('jti_4')).toBeUndefined();
-    expect(s.get('more_2')).toBe(b);
   });
 });
