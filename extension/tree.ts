@@ -73,8 +73,11 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
         const a = node.agent;
         const byId = new Map(this.source.agents().map((x) => [x.id, x]));
         const findings = this.source.findings().filter((f) => f.agentId === a.id).length;
-        const item = new vscode.TreeItem(a.name, a.grants > 0 || findings > 0 ? vscode.TreeItemCollapsibleState.Expanded : none);
-        item.id = `agent:${a.id}`;
+        const parent = a.grants > 0 || findings > 0;
+        const item = new vscode.TreeItem(a.name, parent ? vscode.TreeItemCollapsibleState.Expanded : none);
+        // VS Code keeps the collapsible state it first drew for an id: an agent drawn before its first grant would
+        // stay closed once the grant came. A leaf has an id of its own, so the agent with children is a new item.
+        item.id = parent ? `agent:${a.id}` : `agent:${a.id}:leaf`;
         item.description = `${findings > 0 ? `${findings} finding${findings === 1 ? '' : 's'} · ` : ''}${agentDescription(a, byId)}`;
         item.tooltip = `${a.name} (${a.kind}${a.version ? ` ${a.version}` : ''})\n${a.id}${a.identity ? `\nidentity ${a.identity}` : ''}`;
         item.iconPath = findings > 0 && !a.revoked

@@ -225,8 +225,12 @@ test('the activation time is in the Writ output channel', async () => {
 test('an agent asks, the developer approves, the token verifies, the audit panel and status bar show it, Stop ends it', async () => {
   dumpServerLogOnFailure();
   await watchForToast('e2e-approve');
+  // The Agents view is open before the agent asks: it draws the agent with nothing under it yet.
+  await runCommand(page!, 'Focus on Agents View');
+  const agentsPane = page!.locator('.pane:has(.pane-header:has-text("Agents"))');
   const a = startAgent('e2e-approve', 'fix issue 12', ['repo:read:acme/web']);
   const { toast, text } = await waitForToast(a);
+  await agentsPane.locator('.monaco-list-row').filter({ hasText: 'e2e-approve' }).first().waitFor({ state: 'visible', timeout: 60_000 });
   expect(text).toContain('e2e-approve');
   expect(text).toContain('"fix issue 12"');
   expect(text).toContain('read repo acme/web');
@@ -248,15 +252,15 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   await page!.locator(STATUS_ITEM).filter({ hasText: 'Writ: 1 agent' }).first().waitFor({ state: 'visible', timeout: 120_000 });
   await shoot('statusbar-one-agent', statusItem());
 
-  // The Agents view lists the grant's live tokens, asked of the broker as it draws the grant: the agent's first
-  // token is there by its jti (the extension no longer reads the audit records for them).
+  // The Agents view, drawn before the grant, now shows it open under the agent with nobody clicking (VS Code keeps
+  // the state it first drew for an id; the agent without children had another), and lists the grant's live
+  // tokens, asked of the broker as it draws the grant: the agent's first token is there by its jti.
   const firstJti = (JSON.parse(Buffer.from((tokenEvent as { token: string }).token.split('.')[1]!, 'base64url').toString('utf8')) as { jti: string }).jti;
-  await runCommand(page!, 'Focus on Agents View');
-  const tokenRow = page!.locator('.pane:has(.pane-header:has-text("Agents")) .monaco-list-row').filter({ hasText: firstJti }).first();
+  await agentsPane.locator('.monaco-list-row').filter({ hasText: 'fix issue 12' }).first().waitFor({ state: 'visible', timeout: 120_000 });
+  const tokenRow = agentsPane.locator('.monaco-list-row').filter({ hasText: firstJti }).first();
   await tokenRow.waitFor({ state: 'visible', timeout: 120_000 });
   expect(await tokenRow.innerText()).toContain('left · repo:read:acme/web');
-  // Closed again, as it was: a tree drawn before an item has children keeps it collapsed once they come (VS Code
-  // keeps the first state of an id), and the finding test below opens the Inventory on a fresh identity.
+  // Closed again, as it was: the finding test below opens the Inventory on a fresh identity.
   await runCommand(page!, 'View: Close Primary Side Bar');
 
   // The audit panel streams its rows (the latest are in view), with a Stop button, and says the chain verifies.
