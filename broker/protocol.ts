@@ -572,6 +572,8 @@ export const BrokerToParent = z.discriminatedUnion('type', [
    */
   z.strictObject({ type: z.literal('tokens'), requestId: z.string(), tokens: z.array(TokenView).max(TOKENS_PER_ANSWER), more: z.number().int().nonnegative() }),
   z.strictObject({ type: z.literal('fatal'), code: WritErrorCodeSchema, message: z.string() }),
+  /** The answer to `ping`, from the broker's event loop: it is alive and serving. */
+  z.strictObject({ type: z.literal('pong'), id: z.string() }),
   /** The watch raised a finding (already audited, and acted on per its action). */
   z.strictObject({ type: z.literal('finding'), finding: FindingView }),
   /**
@@ -616,6 +618,8 @@ export const ParentToBroker = z.discriminatedUnion('type', [
    * panel is open, and turns it on before the panel reads the file (the panel drops records it already holds).
    */
   z.strictObject({ type: z.literal('audit.follow'), on: z.boolean() }),
+  /** Is the broker serving? Answered by `pong` from its event loop (the editor's liveness check). */
+  z.strictObject({ type: z.literal('ping'), id: z.string().min(1).max(100) }),
   /** Ask for a grant's live tokens (answered by `tokens`): the editor lists them when the grant is expanded. */
   z.strictObject({ type: z.literal('tokens.request'), requestId: z.string().min(1).max(100), grantId: z.string().min(1).max(100) }),
 ]);

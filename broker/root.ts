@@ -251,6 +251,9 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
         case 'tokens.request':
           parentPost?.({ type: 'tokens', requestId: m.requestId, ...authority.liveTokens(m.grantId, TOKENS_PER_ANSWER) });
           return;
+        case 'ping':
+          parentPost?.({ type: 'pong', id: m.id });
+          return;
       }
     },
     () => void stopRef.stop(),

@@ -96,7 +96,7 @@ export function registerCommands(ctx: WritContext): void {
   reg(COMMAND.showPendingApprovals, () => ctx.approvals.showPending());
   reg(COMMAND.statusBarClick, () => {
     const k = ctx.phase.kind;
-    if (k === 'error' || k === 'stopped') return ctx.restartBroker();
+    if (k === 'error' || k === 'stopped' || k === 'unresponsive') return ctx.restartBroker();
     return ctx.config.statusBarClick === 'auditPanel' ? ctx.panel.open() : showAgents(ctx);
   });
 }

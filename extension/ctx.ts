@@ -278,6 +278,8 @@ export class WritContext implements TreeSource {
         return `The broker stopped (${this.phase.error}); restarting…`;
       case 'error':
         return `The broker is not running: ${this.phase.error}`;
+      case 'unresponsive':
+        return `The broker has not answered for ${this.phase.silentSeconds} s. Restart it from the status bar if it stays silent.`;
       case 'stopped':
         return 'The broker is stopped.';
     }
@@ -441,7 +443,8 @@ export class WritContext implements TreeSource {
   }
 
   private phaseChanged(phase: BrokerPhase): void {
-    if (phase.kind !== 'running') this.endRun();
+    // A silent broker may yet answer: its run (approvals, agents) is kept until it stops or restarts.
+    if (phase.kind !== 'running' && phase.kind !== 'unresponsive') this.endRun();
     if (phase.kind === 'error') {
       void vscode.window.showErrorMessage(`Writ: the broker could not start: ${phase.error}`, 'Restart Broker', 'Show Output').then((c) => {
         if (c === 'Restart Broker') void this.restartBroker();

@@ -4,6 +4,8 @@ export type BrokerPhase =
   | { kind: 'stopped' }
   | { kind: 'starting' }
   | { kind: 'running' }
+  /** Started, but it has not answered the editor's pings for `silentSeconds`: busy, stopped (SIGSTOP) or hung. */
+  | { kind: 'unresponsive'; silentSeconds: number }
   /** Crashed; the next start is scheduled. */
   | { kind: 'restarting'; attempt: number; error: string }
   /** Gave up (or never started): the developer restarts it. */
@@ -43,6 +45,12 @@ export function statusView(s: StatusInput): StatusView {
       };
     case 'error':
       return { text: '$(error) Writ: broker error', tooltip: `Writ: ${s.phase.error}. Click to restart the broker.`, background: 'statusBarItem.errorBackground' };
+    case 'unresponsive':
+      return {
+        text: '$(warning) Writ: broker not responding',
+        tooltip: `Writ: the broker has not answered for ${s.phase.silentSeconds} s: it may be very busy, or hung. Click to restart it (its agents then ask again for their tasks).`,
+        background: 'statusBarItem.errorBackground',
+      };
     case 'running':
       break;
   }

@@ -2,6 +2,7 @@
 // backoff when it dies, stops it on request. No vscode import: the editor glue passes in what it needs, and the
 // integration test drives it against the real broker.
 import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { BrokerToParent } from '../broker/protocol';
@@ -33,6 +34,10 @@ export interface SupervisorOptions {
   readyTimeoutMs?: number;
   /** A run this long resets the failure count. Default 60 s. */
   stableMs?: number;
+  /** How often a running broker is pinged over IPC. Default 5 s. */
+  pingMs?: number;
+  /** Silence (no answer to a ping) after which a running broker is `unresponsive`. Default 15 s. */
+  unresponsiveMs?: number;
 }
 
 const DEFAULT_BACKOFF = [1000, 2000, 4000, 8000, 16000];
@@ -48,6 +53,11 @@ export class BrokerSupervisor {
   private lastError = '';
   private startedAt = 0;
   private readyInfo: ReadyInfo | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  /** The ping awaiting its pong, and when it was sent (monotonic ms): one at a time. */
+  private outstanding: { id: string; sentAt: number } | undefined;
+  private lastPingAt = 0;
+  private pings = 0;
 
   constructor(private readonly o: SupervisorOptions) {}
 
@@ -164,6 +174,16 @@ export class BrokerSupervisor {
         this.readyInfo = msg;
         this.setPhase({ kind: 'running' });
         this.o.onReady(msg);
+        this.watchLiveness(child);
+        return;
+      }
+      if (msg.type === 'pong') {
+        if (msg.id !== this.outstanding?.id) return;
+        this.outstanding = undefined;
+        if (this.phase.kind === 'unresponsive') {
+          this.o.log('writ: the broker answers again');
+          this.setPhase({ kind: 'running' });
+        }
         return;
       }
       if (msg.type === 'fatal') this.lastError = `${msg.message} (${msg.code})`;
@@ -181,9 +201,43 @@ export class BrokerSupervisor {
     this.readyTimer.unref();
   }
 
+  /**
+   * Pings the running broker over IPC and says when it stops answering: a broker stopped (SIGSTOP), stuck in a
+   * native call or starved looks alive to `exit` events. Monotonic time, so a wall clock set back changes nothing.
+   */
+  private watchLiveness(child: ChildProcess): void {
+    clearInterval(this.pingTimer);
+    this.outstanding = undefined;
+    const every = this.o.pingMs ?? 5000;
+    const silentAfter = this.o.unresponsiveMs ?? 15_000;
+    this.pingTimer = setInterval(() => {
+      if (this.child !== child || !this.readyInfo || !child.connected || this.stopping) return;
+      const now = performance.now();
+      if (this.outstanding === undefined) {
+        if (now - this.lastPingAt < every) return;
+        this.lastPingAt = now;
+        this.outstanding = { id: `ping-${++this.pings}`, sentAt: now };
+        try {
+          child.send({ type: 'ping', id: this.outstanding.id } satisfies ParentToBroker);
+        } catch {
+          // the pipe closed: the exit that follows says why
+        }
+        return;
+      }
+      const silent = now - this.outstanding.sentAt;
+      if (silent < silentAfter) return;
+      const silentSeconds = Math.floor(silent / 1000);
+      if (this.phase.kind !== 'unresponsive') this.o.log(`writ: the broker has not answered for ${silentSeconds} s`);
+      this.setPhase({ kind: 'unresponsive', silentSeconds });
+    }, Math.min(every, 1000));
+    this.pingTimer.unref();
+  }
+
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.child !== child) return;
     clearTimeout(this.readyTimer);
+    clearInterval(this.pingTimer);
+    this.outstanding = undefined;
     this.child = undefined;
     const wasReady = this.readyInfo !== undefined;
     this.readyInfo = undefined;

@@ -4,13 +4,13 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BrokerSupervisor } from '../../extension/supervisor';
-import type { BrokerMessage, ReadyInfo } from '../../extension/supervisor';
+import type { BrokerMessage, ReadyInfo, SupervisorOptions } from '../../extension/supervisor';
 import type { BrokerPhase } from '../../extension/statusModel';
 import { WRIT, freshEnv, requireKeyring } from '../helpers/broker';
 
 requireKeyring();
 
-function harness() {
+function harness(extra: Partial<SupervisorOptions> = {}) {
   const env = freshEnv();
   const phases: BrokerPhase['kind'][] = [];
   const messages: BrokerMessage[] = [];
@@ -29,6 +29,7 @@ function harness() {
     },
     onMessage: (m) => messages.push(m),
     backoffMs: [50],
+    ...extra,
   });
   const nextReady = () => new Promise<void>((r) => (onReady = r));
   return { env, sup, phases, messages, readies, nextReady };
@@ -66,6 +67,39 @@ describe('BrokerSupervisor', () => {
     const lines = readFileSync(join(h.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.at(-2).event).toBe('broker.stopped');
     expect(lines.at(-1).event).toBe('checkpoint');
+  });
+
+  it('says when a running broker stops answering (SIGSTOP), keeps it, and says so again when it answers', async () => {
+    const h = harness({ pingMs: 100, unresponsiveMs: 3000 });
+    stopMe = h.sup;
+    const ready = h.nextReady();
+    h.sup.start();
+    await ready;
+    const pid = h.sup.pid!;
+    const until = async (what: string, ok: () => boolean) => {
+      for (let i = 0; i < 1500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+      if (!ok()) throw new Error(`timed out waiting for ${what}; phases ${h.phases.join(' ')}`);
+    };
+    // Answering pings: a dozen go by and it stays running.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(h.phases).toEqual(['starting', 'running']);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await until('unresponsive', () => h.sup.current.kind === 'unresponsive');
+      const silent = h.sup.current as Extract<BrokerPhase, { kind: 'unresponsive' }>;
+      expect(silent.silentSeconds).toBeGreaterThanOrEqual(3);
+      // Not restarted, not killed: the same process, still there.
+      expect(h.sup.pid).toBe(pid);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await until('running again', () => h.sup.current.kind === 'running');
+    expect(h.phases.filter((p) => p !== 'unresponsive')).toEqual(['starting', 'running', 'running']);
+    expect(h.sup.pid).toBe(pid);
+    // Pongs are the supervisor's own: none reaches the editor.
+    expect(h.messages.some((m) => (m as { type: string }).type === 'pong')).toBe(false);
+    expect(h.sup.send({ type: 'state.request', requestId: 'after' })).toBe(true);
+    await until('a state answer', () => h.messages.some((m) => m.type === 'state' && m.requestId === 'after'));
   });
 
   it('gives up with an error phase when the broker cannot start, naming the reason', async () => {

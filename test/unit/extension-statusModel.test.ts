@@ -21,6 +21,12 @@ describe('status bar state machine', () => {
       tooltip: 'Writ: no keychain (WRIT_KEYCHAIN_UNAVAILABLE). Click to restart the broker.',
       background: 'statusBarItem.errorBackground',
     });
+    // Silent: said before anything it counted (the counts are as stale as the broker).
+    expect(statusView({ phase: { kind: 'unresponsive', silentSeconds: 17 }, activeAgents: 2, pendingApprovals: 1, openFindings: 1 })).toEqual({
+      text: '$(warning) Writ: broker not responding',
+      tooltip: 'Writ: the broker has not answered for 17 s: it may be very busy, or hung. Click to restart it (its agents then ask again for their tasks).',
+      background: 'statusBarItem.errorBackground',
+    });
   });
 
   it('counts agents while running, and approvals waiting take precedence with a warning colour', () => {
