@@ -42,6 +42,8 @@ export class TokenLedger<G> {
     if (s === undefined) {
       s = { tokens: new Map(), perGrant: new Map() };
       this.seconds.set(token.exp, s);
+      // A clock set back issues tokens expiring below the floor: the walk must start at their second again.
+      if (token.exp < this.floor) this.floor = token.exp;
     }
     if (s.tokens.has(jti)) return;
     s.tokens.set(jti, token);
