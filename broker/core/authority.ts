@@ -775,8 +775,9 @@ export class Authority {
     ]);
     // The watch may stop the agent on a burst; the revocation then covers this token too.
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
-    // A revocation may have landed while the record was being written: never hand out a revoked token.
-    if (grant.revoked || agent.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
+    // A revocation may have landed while the record was being written: never hand out a revoked token. Its jti
+    // too: the mint record (with the jti) is in the audit stream before the token leaves.
+    if (grant.revoked || agent.revoked || this.deps.revocations.hasToken(claims.jti)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     this.holdToken(grant, claims, scopes, agent.info.kind === 'mcp' ? undefined : this.bindingOf(ctx.minter));
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -1016,7 +1017,7 @@ export class Authority {
     // The grant is revoked with the parent's grant (or its own, or a token of it by jti) while the record was written.
     // So is the subject token itself (by jti, or by a revocation of everything, which names no agent a restarted
     // broker may not hold): checked before the awaits above, it must still hold after them.
-    if (grant.revoked || this.isRevokedChain(claims) || this.deps.revocations.isRevoked(subject)) {
+    if (grant.revoked || this.isRevokedChain(claims) || this.deps.revocations.isRevoked(subject) || this.deps.revocations.hasToken(claims.jti)) {
       throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while exchanging');
     }
     this.holdToken(grant, claims, scopes, this.bindingOf(minter));

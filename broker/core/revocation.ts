@@ -183,6 +183,11 @@ export class RevocationStore {
     return this.agents.has(agentId);
   }
 
+  /** Whether this jti was revoked by itself (a `token` entry). */
+  hasToken(jti: string): boolean {
+    return this.tokens.has(jti);
+  }
+
   isRevoked(c: RevocableClaims): boolean {
     if (this.tokens.has(c.jti) || this.grants.has(c.grant_id) || this.tasks.has(c.task_id)) return true;
     if (c.parent_grant_ids) for (const g of c.parent_grant_ids) if (this.grants.has(g)) return true;

@@ -94,6 +94,47 @@ describe('an exchange and a revocation of its subject token landing while it run
   });
 });
 
+describe('a token revoked by its jti while it is being minted', () => {
+  it('is never handed out, and the grant does not count it', async () => {
+    const clock = noon();
+    let a: Authority | undefined;
+    let revokeNext = false;
+    let revoked: string | undefined;
+    a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      {
+        clock,
+        ids,
+        // The mint record names the jti before the token leaves (the editor's audit stream shows it): the
+        // developer revokes it from there while the record is being written.
+        audit: {
+          append: async (e) => {
+            if (revokeNext && e.event === 'token.minted' && e.jti) {
+              revokeNext = false;
+              revoked = e.jti;
+              await a!.revoke({ kind: 'token', jti: e.jti }, 'test');
+            }
+          },
+        },
+        minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+        revocations: await RevocationStore.open(join(folder(), 'r.jsonl'), clock),
+        approver: { kind: 'ipc', ask: async (r: ApprovalRequest) => ({ decision: 'approve', mode: 'session', requestId: r.requestId }) as ApprovalDecision },
+        publicKey: () => publicKey,
+      },
+    );
+    const { agentId } = await a.introduce({ protocol: 'writ/1', agent: { name: 'a', kind: 'k' } });
+    const r = await a.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 600 });
+    revokeNext = true;
+    expect(await codeOf(a.mint({ agentId }, { grantId: r.grant.id }))).toBe('WRIT_TOKEN_REVOKED');
+    expect(revoked).toMatch(/^tok_/);
+    // Only the first token is live; the revoked one is neither counted nor listed.
+    expect(a.listAgents()[0]).toMatchObject({ id: agentId, liveTokens: 1 });
+    expect(a.liveTokens(r.grant.id, 10).tokens.map((t) => t.jti)).toEqual([r.token.jti]);
+    // The grant goes on minting.
+    expect((await a.mint({ agentId }, { grantId: r.grant.id })).jti).not.toBe(revoked);
+  });
+});
+
 describe('revoking everything, and a wall clock that moves', () => {
   it('after the clock went back past a Stop, minting is refused with the reason at once, never a wait of the gap', async () => {
     const clock = noon();
