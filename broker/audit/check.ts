@@ -10,50 +10,57 @@ const CODES: ReadonlySet<unknown> = new Set(ERROR_CODES);
 const HEX64 = /^[0-9a-f]{64}$/;
 const OUTCOMES: ReadonlySet<unknown> = new Set(['success', 'failure']);
 
-type Fields = Record<string, (v: unknown, path: string) => string | undefined>;
+/**
+ * A field check: undefined when good, else the path of what is wrong below the value ('' for the value itself).
+ * Paths are built only on failure: a record that passes (every one the broker writes) allocates nothing here.
+ */
+type Check = (v: unknown) => string | undefined;
+type Fields = Record<string, Check>;
 
-const str = (v: unknown, path: string) => (typeof v === 'string' ? undefined : path);
-const int = (v: unknown, path: string) => (Number.isSafeInteger(v) ? undefined : path);
-const nonNegInt = (v: unknown, path: string) => (Number.isSafeInteger(v) && (v as number) >= 0 ? undefined : path);
-const finite = (v: unknown, path: string) => (typeof v === 'number' && Number.isFinite(v) ? undefined : path);
-const hex64 = (v: unknown, path: string) => (typeof v === 'string' && HEX64.test(v) ? undefined : path);
-const oneOf = (set: ReadonlySet<unknown>) => (v: unknown, path: string) => (set.has(v) ? undefined : path);
+const str: Check = (v) => (typeof v === 'string' ? undefined : '');
+const int: Check = (v) => (Number.isSafeInteger(v) ? undefined : '');
+const nonNegInt: Check = (v) => (Number.isSafeInteger(v) && (v as number) >= 0 ? undefined : '');
+const finite: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : '');
+const hex64: Check = (v) => (typeof v === 'string' && HEX64.test(v) ? undefined : '');
+const oneOf = (set: ReadonlySet<unknown>): Check => (v) => (set.has(v) ? undefined : '');
+/** `key` then what is wrong below it. */
+const under = (key: string | number, bad: string): string => (bad === '' ? String(key) : `${key}.${bad}`);
 
-function strings(v: unknown, path: string): string | undefined {
-  if (!Array.isArray(v)) return path;
-  for (let i = 0; i < v.length; i++) if (typeof v[i] !== 'string') return `${path}.${i}`;
+const strings: Check = (v) => {
+  if (!Array.isArray(v)) return '';
+  for (let i = 0; i < v.length; i++) if (typeof v[i] !== 'string') return String(i);
   return undefined;
-}
+};
 
 /** A strict object: every required field present and good, optional ones good when present, nothing else. */
-function object(required: Fields, optional: Fields = {}) {
-  return (v: unknown, path: string): string | undefined => {
-    if (!isRecord(v)) return path;
-    const at = (k: string) => (path === '' ? k : `${path}.${k}`);
-    for (const k in required) {
-      if (!Object.hasOwn(v, k)) return at(k);
-      const bad = required[k]!(v[k], at(k));
-      if (bad !== undefined) return bad;
+function object(required: Fields, optional: Fields = {}): Check {
+  const requiredKeys = Object.keys(required);
+  return (v) => {
+    if (!isRecord(v)) return '';
+    for (const k of requiredKeys) {
+      if (!Object.hasOwn(v, k)) return k;
+      const bad = required[k]!(v[k]);
+      if (bad !== undefined) return under(k, bad);
     }
-    for (const k of Object.keys(v)) {
-      if (Object.hasOwn(required, k)) continue;
+    for (const k in v) {
+      if (!Object.hasOwn(v, k) || Object.hasOwn(required, k)) continue;
       const check = Object.hasOwn(optional, k) ? optional[k] : undefined;
-      if (check === undefined) return at(k);
+      if (check === undefined) return k;
       // An optional field may be present and undefined (JSON leaves it out).
       if (v[k] === undefined) continue;
-      const bad = check(v[k], at(k));
-      if (bad !== undefined) return bad;
+      const bad = check(v[k]);
+      if (bad !== undefined) return under(k, bad);
     }
     return undefined;
   };
 }
 
 const ppidEntry = object({ pid: int }, { name: str });
-const ppidChain = (v: unknown, path: string): string | undefined => {
-  if (!Array.isArray(v) || v.length > 8) return path;
+const ppidChain: Check = (v) => {
+  if (!Array.isArray(v) || v.length > 8) return '';
   for (let i = 0; i < v.length; i++) {
-    const bad = ppidEntry(v[i], `${path}.${i}`);
-    if (bad !== undefined) return bad;
+    const bad = ppidEntry(v[i]);
+    if (bad !== undefined) return under(i, bad);
   }
   return undefined;
 };
@@ -63,15 +70,15 @@ const task = object({ id: str, description: str });
 const checkpoint = object({ count: nonNegInt, head: hex64, kid: str, sig: str });
 
 /** `Record<string, unknown>` as zod has it: a plain object (its prototype Object's or none), no symbol keys. */
-function detail(v: unknown, path: string): string | undefined {
-  if (!isRecord(v)) return path;
+const detail: Check = (v) => {
+  if (!isRecord(v)) return '';
   const proto = Object.getPrototypeOf(v);
-  if (proto !== Object.prototype && proto !== null) return path;
-  return Object.getOwnPropertySymbols(v).length > 0 ? path : undefined;
-}
+  if (proto !== Object.prototype && proto !== null) return '';
+  return Object.getOwnPropertySymbols(v).length > 0 ? '' : undefined;
+};
 
 const record = object(
-  { v: (x, p) => (x === 1 ? undefined : p), seq: nonNegInt, ts: str, session: str, event: oneOf(EVENTS), user: str, prev: hex64 },
+  { v: (x) => (x === 1 ? undefined : ''), seq: nonNegInt, ts: str, session: str, event: oneOf(EVENTS), user: str, prev: hex64 },
   {
     agent,
     task,
@@ -89,5 +96,5 @@ const record = object(
 
 /** The dotted path of the first field that keeps `r` from being an AuditRecord ('' for the record itself), or undefined. */
 export function auditRecordProblem(r: unknown): string | undefined {
-  return record(r, '');
+  return record(r);
 }
