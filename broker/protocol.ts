@@ -320,6 +320,8 @@ export const Methods = {
   'token.used': {
     params: z.strictObject({
       jti: shortText(200),
+      /** The token's `exp` claim, when the verifier read it: the broker finds the token by jti and expiry at once. */
+      exp: z.number().int().optional(),
       allowed: z.boolean(),
       /** The verifier's audience (the resource). */
       audience: Audience.optional(),

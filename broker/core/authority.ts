@@ -1255,7 +1255,9 @@ export class Authority {
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
     const presented = presenter === undefined ? undefined : await presenter();
-    const held = this.ledger.find(report.jti, seconds(this.deps.clock.now()));
+    // By jti and expiry when the verifier says it (one lookup), else by jti across every second held.
+    const now = seconds(this.deps.clock.now());
+    const held = report.exp === undefined ? this.ledger.find(report.jti, now) : this.ledger.get(report.jti, report.exp, now);
     const grant = held?.grant;
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
     await this.auditRaw({

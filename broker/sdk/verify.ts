@@ -283,25 +283,25 @@ class WritVerifier implements Verifier {
     const t = entry.result;
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
       this.cache.delete(entry.token);
-      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t.jti, asked, use);
+      throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t, asked, use);
     }
     if (entry.checked !== this.revocations.version) {
       entry.checked = this.revocations.version;
       if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
     }
-    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t.jti, asked, use);
+    if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t, asked, use);
     if (asked !== undefined && !this.decide(entry, asked.key, () => scopesCover(entry.scopes, asked.scopes))) {
-      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t.jti, asked, use, {
+      throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t, asked, use, {
         uncovered: uncoveredScopes(entry.scopes, asked.scopes).map(formatScope),
       });
     }
     if (call !== undefined) {
       const key = `\0${call.resource}\0${call.action}\0${call.target}`;
       if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
-        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t.jti, asked, use);
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t, asked, use);
       }
     }
-    this.report(t.jti, true, asked, use);
+    this.report(t, true, asked, use);
     return t;
   }
 
@@ -329,7 +329,7 @@ class WritVerifier implements Verifier {
       });
     } catch (e) {
       // The signature was good for these two (jose checks it before the claims): the jti is the broker's.
-      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(jtiOf(token), false, asked, use, e.code);
+      if (isWritError(e, 'WRIT_TOKEN_EXPIRED') || isWritError(e, 'WRIT_AUDIENCE_MISMATCH')) this.report(idOf(token), false, asked, use, e.code);
       throw e;
     }
     const result: VerifiedToken = Object.freeze({
@@ -390,8 +390,8 @@ class WritVerifier implements Verifier {
     return { raw, scopes: raw.map((s) => this.parsed(s)), key: raw.join(' ') };
   }
 
-  private refuse(code: WritErrorCode, message: string, jti: string, asked: Asked | undefined, use: VerifyRequest, data?: Record<string, unknown>): WritError {
-    this.report(jti, false, asked, use, code);
+  private refuse(code: WritErrorCode, message: string, t: TokenId, asked: Asked | undefined, use: VerifyRequest, data?: Record<string, unknown>): WritError {
+    this.report(t, false, asked, use, code);
     return new WritError(code, message, data === undefined ? {} : { data });
   }
 
@@ -399,8 +399,8 @@ class WritVerifier implements Verifier {
   // Use reports
   // -------------------------------------------------------------------------------------------
 
-  private report(jti: string | undefined, allowed: boolean, asked: Asked | undefined, { call, connection: socket }: VerifyRequest, code?: WritErrorCode): void {
-    if (!this.reportUse || jti === undefined) return;
+  private report(t: TokenId | undefined, allowed: boolean, asked: Asked | undefined, { call, connection: socket }: VerifyRequest, code?: WritErrorCode): void {
+    if (!this.reportUse || t === undefined) return;
     const client = this.client;
     if (client === undefined || !this.live) {
       this.dropped++;
@@ -413,7 +413,8 @@ class WritVerifier implements Verifier {
       return;
     }
     client.notify('token.used', {
-      jti: jti.slice(0, 200),
+      jti: t.jti.slice(0, 200),
+      ...(Number.isSafeInteger(t.expiresAt) ? { exp: t.expiresAt } : {}),
       allowed,
       audience: this.opts.audience.slice(0, 512),
       ...(call === undefined ? {} : { call: { resource: call.resource.slice(0, 64), action: call.action.slice(0, 64), target: call.target.slice(0, 512) } }),
@@ -572,10 +573,15 @@ class WritVerifier implements Verifier {
   }
 }
 
-function jtiOf(token: string): string | undefined {
+/** A token as a use report names it: its jti, and its expiry when known (the broker's lookup key). */
+type TokenId = { jti: string; expiresAt?: number };
+
+/** The jti and exp of a token whose signature verified but whose claims were refused. */
+function idOf(token: string): TokenId | undefined {
   try {
-    const jti = decodeJwt(token).jti;
-    return typeof jti === 'string' ? jti : undefined;
+    const { jti, exp } = decodeJwt(token);
+    if (typeof jti !== 'string') return undefined;
+    return typeof exp === 'number' ? { jti, expiresAt: exp } : { jti };
   } catch {
     return undefined;
   }

@@ -573,10 +573,17 @@ describe('Authority: bounded memory in a long session', () => {
     expect(a.retainedTokens()).toBe(live.length);
     expect(a.listAgents()[0]).toMatchObject({ id: agentId, grants: 1, liveTokens: live.length });
 
-    // A use report of a live token still names its grant and agent, found by jti.
+    // A use report of a live token still names its grant and agent, found by jti alone, or by jti and the exp
+    // the verifier read (one lookup); an exp that is not the token's finds nothing, and names no one.
     const used = live[100]!;
     await a.recordUse({ jti: used.jti, allowed: true }, {});
     expect(kept.at(-1)).toMatchObject({ event: 'token.used', jti: used.jti, grantId: first.grant.id, agent: { id: agentId } });
+    await a.recordUse({ jti: used.jti, exp: used.exp, allowed: true }, {});
+    expect(kept.at(-1)).toMatchObject({ event: 'token.used', jti: used.jti, grantId: first.grant.id, agent: { id: agentId } });
+    await a.recordUse({ jti: used.jti, exp: used.exp + 1, allowed: true }, {});
+    expect(kept.at(-1)).toMatchObject({ event: 'token.used', jti: used.jti });
+    expect(kept.at(-1)).not.toHaveProperty('grantId');
+    expect(kept.at(-1)).not.toHaveProperty('agent');
 
     // Revoking one live token by jti finds its grant (the agent in the record) and its exp (how long it is listed).
     const one = live[0]!;
