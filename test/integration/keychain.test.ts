@@ -191,18 +191,23 @@ describe('keys: in the real keychain', () => {
     await keychainDelete({ service, account: 'signing-keys' });
   });
 
+  /** Waits (4 s at most) for a creating broker's first write to show in the keychain; its text, or null. */
+  async function firstKeyWritten(r: KeychainRef): Promise<string | null> {
+    let first: string | null = null;
+    for (let i = 0; i < 200 && first === null; i++) {
+      first = await keychainGet(r);
+      if (first === null) await new Promise((res) => setTimeout(res, 20));
+    }
+    return first;
+  }
+
   it('two processes creating the first key at once both end on the key the keychain holds, before signing', async () => {
     const r = ref();
     const clock = new ManualClock();
     // A finds no key, creates and stores its own, then waits before using it; meanwhile B (which also found none)
     // stores another, as a second broker starting at the same moment would.
     const a = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 3000 });
-    let first: string | null = null;
-    for (let i = 0; i < 200 && first === null; i++) {
-      first = await keychainGet(r);
-      if (first === null) await new Promise((res) => setTimeout(res, 20));
-    }
-    expect(first).not.toBeNull();
+    expect(await firstKeyWritten(r)).not.toBeNull();
     const b = new KeySet(await newSigningKey(clock.now()), []);
     await keychainSet(r, serializeKeySet(b));
     const { keys, created } = await a;
@@ -235,12 +240,7 @@ describe('keys: in the real keychain', () => {
     // A creates the first key; B starts once it is there and finds it; then C, which (started with A) had found
     // none, writes its own, as the third of several brokers restored at once would.
     const a = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 1500 });
-    let first: string | null = null;
-    for (let i = 0; i < 200 && first === null; i++) {
-      first = await keychainGet(r);
-      if (first === null) await new Promise((res) => setTimeout(res, 20));
-    }
-    expect(first).not.toBeNull();
+    expect(await firstKeyWritten(r)).not.toBeNull();
     const b = loadKeySet({ ref: { service: r.service }, clock, create: true, settleMs: 1500 });
     await new Promise((res) => setTimeout(res, 300));
     const c = new KeySet(await newSigningKey(clock.now()), []);
