@@ -115,6 +115,11 @@ export const RevocationSnapshot = z.strictObject({
   taskIds: z.array(z.string()).optional(),
   /** Epoch seconds: tokens issued strictly before it are revoked (`all`); absent if never used. */
   allBefore: z.number().int().optional(),
+  /**
+   * True when the jtis did not all fit in one frame of MAX_FRAME_BYTES: the rest come from `revocations.page`,
+   * asked with `after` = the jtis received so far, until an answer without `more`. A verifier goes live after.
+   */
+  more: z.literal(true).optional(),
 });
 export type RevocationSnapshot = z.infer<typeof RevocationSnapshot>;
 
@@ -274,6 +279,11 @@ export const Methods = {
   revoke: {
     params: z.strictObject({ target: RevokeTarget, reason: z.string().max(200).optional() }),
     result: z.strictObject({ revokedTokens: z.number().int(), revokedGrants: z.number().int(), revokedAgents: z.number().int() }),
+  },
+  /** The rest of this connection's `subscribe` snapshot (its jtis from `after` on), when it said `more`. */
+  'revocations.page': {
+    params: z.strictObject({ after: z.number().int().nonnegative() }),
+    result: z.strictObject({ jtis: z.array(z.string()), more: z.literal(true).optional() }),
   },
   /** A subscriber applied revocation event `seq` (sent as a notification, no answer). */
   'revocation.ack': {

@@ -3,7 +3,7 @@
 import type { WebSocket, RawData } from 'ws';
 import { WritError, asWritError } from '../errors';
 import { JsonRpcRequest, MAX_FRAME_BYTES, Methods, PROTOCOL_VERSION, RPC, issuePath } from '../protocol';
-import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent } from '../protocol';
+import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent, RevocationSnapshot } from '../protocol';
 import type { RevocationEntry } from '../core/revocation';
 import type { Authority } from '../core/authority';
 
@@ -26,7 +26,34 @@ export interface RpcServices {
 export const MAX_INFLIGHT = 16;
 export const MAX_QUEUED = 1024;
 
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+/** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
+const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
+
+/** How many of `ids` from `from` on fit in `budget` bytes as a JSON array (at least one, so paging always moves). */
+function fitting(ids: readonly string[], from: number, budget: number): number {
+  let bytes = 2;
+  let i = from;
+  for (; i < ids.length; i++) {
+    const cost = Buffer.byteLength(JSON.stringify(ids[i])) + 1;
+    if (i > from && bytes + cost > budget) break;
+    bytes += cost;
+  }
+  return i - from;
+}
+
+/**
+ * The `subscribe` answer within one frame: every grant, task and agent id and `allBefore` (few), and as many jtis
+ * as fit; `more` if some are left for `revocations.page`. A broker that revoked thousands of tokens by jti within
+ * their lifetime would otherwise answer past the frame limit it holds subscribers to.
+ */
+export function firstPage(snap: RevocationSnapshot): { snapshot: RevocationSnapshot; rest: readonly string[] | undefined } {
+  const whole = Buffer.byteLength(JSON.stringify(snap));
+  if (whole <= PAGE_BYTES) return { snapshot: snap, rest: undefined };
+  const others = Buffer.byteLength(JSON.stringify({ ...snap, jtis: [] }));
+  const n = fitting(snap.jtis, 0, Math.max(PAGE_BYTES - others, 1024));
+  return { snapshot: { ...snap, jtis: snap.jtis.slice(0, n), more: true }, rest: snap.jtis };
+}
 
 /**
  * Answers waiting in the broker for a peer that does not read them, past which the connection is ended: a
@@ -144,6 +171,8 @@ export class RpcConnection {
   /** The peer process as of `hello`: what the tokens minted on this connection are bound to. */
   private process: PeerProcess | undefined;
   subscribed = false;
+  /** This connection's `subscribe` snapshot jtis, while it pages through them (`revocations.page`). */
+  private snapshotJtis: readonly string[] | undefined;
   private readonly gone = new AbortController();
   private useWindow = { second: -1, count: 0 };
   /** `agent.stopped` reports on this connection (a few at most: one `writ exec` stops one tree). */
@@ -383,11 +412,25 @@ export class RpcConnection {
       case 'revocation.ack':
         this.acknowledge((parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq);
         return {};
-      case 'subscribe':
+      case 'subscribe': {
         this.subscribed = true;
         this.acknowledges = (parsed.data as import('../protocol').MethodParams<'subscribe'>).acknowledge === true;
         // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union).
-        return { subscribed: ['revocation'], revocations: a.revocationSnapshot() };
+        const { snapshot, rest } = firstPage(a.revocationSnapshot());
+        this.snapshotJtis = rest;
+        return { subscribed: ['revocation'], revocations: snapshot };
+      }
+      case 'revocations.page': {
+        const { after } = parsed.data as import('../protocol').MethodParams<'revocations.page'>;
+        const all = this.snapshotJtis;
+        if (all === undefined) throw new WritError('WRIT_BAD_REQUEST', 'no snapshot is being paged on this connection: subscribe first', { path: 'after' });
+        if (after > all.length) throw new WritError('WRIT_BAD_REQUEST', `after is past the snapshot's ${all.length} jtis`, { path: 'after' });
+        const n = fitting(all, after, PAGE_BYTES);
+        const end = after + n;
+        // Kept until the last page is asked; a subscriber that stops early leaves it until it subscribes again or goes.
+        if (end >= all.length) this.snapshotJtis = undefined;
+        return end >= all.length ? { jtis: all.slice(after) } : { jtis: all.slice(after, end), more: true };
+      }
       case 'token.used': {
         const second = Math.floor((this.services.now ?? Date.now)() / 1000);
         if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };

@@ -454,7 +454,17 @@ class WritVerifier implements Verifier {
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
           const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true }), SUBSCRIBE_TIMEOUT_MS);
-          if (r.revocations) this.revocations.applySnapshot(r.revocations);
+          if (r.revocations) {
+            this.revocations.applySnapshot(r.revocations);
+            // A snapshot past one frame comes in pages: all of it is applied before this verifier says it is live.
+            let got = r.revocations.jtis.length;
+            for (let more = r.revocations.more === true; more; ) {
+              const page = await withTimeout(c.call('revocations.page', { after: got }), SUBSCRIBE_TIMEOUT_MS);
+              this.revocations.applySnapshot({ jtis: page.jtis, grantIds: [], agentIds: [] });
+              got += page.jtis.length;
+              more = page.more === true && page.jtis.length > 0;
+            }
+          }
         }
         if (this.closed) throw unreachable('closed while connecting');
         this.client = c;

@@ -1,6 +1,7 @@
 // A grant revocation covering thousands of live tokens, against the real broker: it reaches a real verifier, which
 // then refuses those tokens (seen before or not), and a subscriber that does not acknowledge and takes frames of at
 // most 64 KiB (the bound the broker holds its own inbound frames to) gets it in one small frame and stays connected.
+// And thousands of tokens revoked one by one: a later subscription's snapshot comes within that bound, paged.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { BrokerProcess, approveAll, requireKeyring } from '../helpers/broker';
@@ -101,5 +102,82 @@ describe('a grant revocation covering thousands of tokens', { timeout: 180_000 }
     expect(JSON.parse(sub.frames[1]!.toString()).params).toMatchObject({ target: { kind: 'token', jti: other.token.jti }, jtis: [other.token.jti] });
     expect(sub.closed.code).toBeUndefined();
     sub.ws.close();
+  });
+});
+
+describe('a subscription after thousands of tokens were revoked one by one', { timeout: 300_000 }, () => {
+  /** Enough jtis (about 23 bytes each as JSON) that the snapshot alone is past a 64 KiB frame. */
+  const REVOKED = 3_200;
+
+  it('answers within the frame limit and pages the rest; a new verifier has all of it before it is live', async () => {
+    const b = await BrokerProcess.start();
+    b.decide = approveAll;
+    b.retain = false;
+    const agent = (await b.agent('one-by-one')).client;
+    try {
+      const r = await agent.call('task.request', { task: 'many', scopes: ['repo:read:acme/*'], audience: AUD, ttl: 3600 });
+      const minted: { jti: string; token: string }[] = [];
+      while (minted.length < REVOKED) {
+        const batch = await Promise.all(Array.from({ length: 200 }, () => agent.call('token.mint', { grantId: r.grant.id })));
+        minted.push(...batch.map((t) => ({ jti: t.jti, token: t.token })));
+        await Promise.all(batch.map((t) => agent.call('revoke', { target: { kind: 'token', jti: t.jti } })));
+      }
+      const live = await agent.call('token.mint', { grantId: r.grant.id });
+
+      // A bare subscriber with a 64 KiB frame limit: the answer fits, says `more`, and the pages bring the rest.
+      const ws = new WebSocket(b.discovery.wsUrl, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, headers: { host: 'localhost' } });
+      const answers = new Map<number, { result?: any; error?: any }>();
+      const sizes: number[] = [];
+      let closed: number | undefined;
+      ws.on('close', (code) => (closed = code));
+      ws.on('message', (d) => {
+        const m = JSON.parse(d.toString());
+        if (m.id !== undefined) {
+          sizes.push((d as Buffer).byteLength);
+          answers.set(m.id, m);
+        }
+      });
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      const call = async (id: number, method: string, params: object) => {
+        ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+        return until(() => {
+          if (closed !== undefined) throw new Error(`the subscriber was cut off (close code ${closed})`);
+          return answers.get(id);
+        });
+      };
+      const first = await call(1, 'subscribe', { events: ['revocation'] });
+      const snap = first.result.revocations;
+      expect(snap.more).toBe(true);
+      expect(snap.grantIds).toEqual([]);
+      const jtis: string[] = [...snap.jtis];
+      for (let id = 2, more = true; more; id++) {
+        const page = await call(id, 'revocations.page', { after: jtis.length });
+        jtis.push(...page.result.jtis);
+        more = page.result.more === true;
+      }
+      expect(jtis.length).toBe(REVOKED);
+      expect(new Set(jtis)).toEqual(new Set(minted.map((t) => t.jti)));
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+      expect(sizes.length).toBeGreaterThanOrEqual(2); // the answer, then at least one page
+      // Paged to the end: asking again is refused with its code, and the connection stays.
+      expect((await call(99, 'revocations.page', { after: 0 })).error.data.code).toBe('WRIT_BAD_REQUEST');
+      expect(closed).toBeUndefined();
+      ws.close();
+
+      // A verifier started now: the tokens revoked on the last page are refused from its first answer on.
+      const v = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });
+      try {
+        expect(await v.ready()).toBe(true);
+        const last = minted.find((t) => t.jti === jtis.at(-1))!;
+        expect(await codeOf(v.verify(last.token))).toBe('WRIT_TOKEN_REVOKED');
+        expect(await codeOf(v.verify(minted[0]!.token))).toBe('WRIT_TOKEN_REVOKED');
+        expect((await v.verify(live.token)).grantId).toBe(r.grant.id);
+      } finally {
+        await v.close();
+      }
+    } finally {
+      await agent.close();
+      await b.stop();
+    }
   });
 });
