@@ -116,8 +116,9 @@ export const RevocationSnapshot = z.strictObject({
   /** Epoch seconds: tokens issued strictly before it are revoked (`all`); absent if never used. */
   allBefore: z.number().int().optional(),
   /**
-   * True when the jtis did not all fit in one frame of MAX_FRAME_BYTES: the rest come from `revocations.page`,
-   * asked with `after` = the jtis received so far, until an answer without `more`. A verifier goes live after.
+   * Only to a subscriber that asked for `paged`: true when the ids did not all fit in one frame of MAX_FRAME_BYTES.
+   * The rest come from `revocations.page`, asked with `after` = the ids received so far (all four lists counted),
+   * until an answer without `more`. A verifier goes live only after.
    */
   more: z.literal(true).optional(),
 });
@@ -280,10 +281,19 @@ export const Methods = {
     params: z.strictObject({ target: RevokeTarget, reason: z.string().max(200).optional() }),
     result: z.strictObject({ revokedTokens: z.number().int(), revokedGrants: z.number().int(), revokedAgents: z.number().int() }),
   },
-  /** The rest of this connection's `subscribe` snapshot (its jtis from `after` on), when it said `more`. */
+  /**
+   * The rest of this connection's paged `subscribe` snapshot, when it said `more`: its ids from `after` on (counted
+   * across the lists in the order grantIds, taskIds, agentIds, jtis), as many as fit in one frame.
+   */
   'revocations.page': {
     params: z.strictObject({ after: z.number().int().nonnegative() }),
-    result: z.strictObject({ jtis: z.array(z.string()), more: z.literal(true).optional() }),
+    result: z.strictObject({
+      grantIds: z.array(z.string()),
+      taskIds: z.array(z.string()),
+      agentIds: z.array(z.string()),
+      jtis: z.array(z.string()),
+      more: z.literal(true).optional(),
+    }),
   },
   /** A subscriber applied revocation event `seq` (sent as a notification, no answer). */
   'revocation.ack': {
@@ -316,6 +326,11 @@ export const Methods = {
        * Others get one event per call once it is durable, split into several if it would pass MAX_FRAME_BYTES.
        */
       acknowledge: z.boolean().optional(),
+      /**
+       * Take the snapshot in frames of at most MAX_FRAME_BYTES: the answer holds what fits and says `more`, and
+       * `revocations.page` gives the rest. Without it the snapshot comes whole in the answer, however large.
+       */
+      paged: z.boolean().optional(),
     }),
     result: z.strictObject({
       subscribed: z.array(z.string()),

@@ -30,29 +30,48 @@ const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'rev
 /** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
 
-/** How many of `ids` from `from` on fit in `budget` bytes as a JSON array (at least one, so paging always moves). */
-function fitting(ids: readonly string[], from: number, budget: number): number {
-  let bytes = 2;
+/** A snapshot's ids in paging order: every list, the ones that cover most first. */
+type SnapshotId = { list: 'grantIds' | 'taskIds' | 'agentIds' | 'jtis'; id: string };
+const SNAPSHOT_LISTS = ['grantIds', 'taskIds', 'agentIds', 'jtis'] as const;
+type SnapshotPage = { grantIds: string[]; taskIds: string[]; agentIds: string[]; jtis: string[] };
+
+function snapshotIds(snap: RevocationSnapshot): SnapshotId[] {
+  return SNAPSHOT_LISTS.flatMap((list) => (snap[list] ?? []).map((id) => ({ list, id })));
+}
+
+/** The ids from `from` on that fit in `budget` bytes of lists (at least one, so paging always moves), and where it ended. */
+function page(ids: readonly SnapshotId[], from: number, budget: number): { lists: SnapshotPage; end: number } {
+  const lists: SnapshotPage = { grantIds: [], taskIds: [], agentIds: [], jtis: [] };
+  let bytes = 0;
   let i = from;
   for (; i < ids.length; i++) {
-    const cost = Buffer.byteLength(JSON.stringify(ids[i])) + 1;
+    // The id as JSON and a comma: an upper bound on what it adds to its list.
+    const cost = Buffer.byteLength(JSON.stringify(ids[i]!.id)) + 1;
     if (i > from && bytes + cost > budget) break;
     bytes += cost;
+    lists[ids[i]!.list].push(ids[i]!.id);
   }
-  return i - from;
+  return { lists, end: i };
 }
 
 /**
- * The `subscribe` answer within one frame: every grant, task and agent id and `allBefore` (few), and as many jtis
- * as fit; `more` if some are left for `revocations.page`. A broker that revoked thousands of tokens by jti within
- * their lifetime would otherwise answer past the frame limit it holds subscribers to.
+ * The `subscribe` answer for a subscriber that pages: as many ids as fit in one frame, every list counted, and
+ * `more` if some are left for `revocations.page`. A broker that revoked thousands of tokens (or grants, or agents)
+ * one by one within their lifetime would otherwise answer past the frame limit it holds subscribers to.
  */
-export function firstPage(snap: RevocationSnapshot): { snapshot: RevocationSnapshot; rest: readonly string[] | undefined } {
-  const whole = Buffer.byteLength(JSON.stringify(snap));
-  if (whole <= PAGE_BYTES) return { snapshot: snap, rest: undefined };
-  const others = Buffer.byteLength(JSON.stringify({ ...snap, jtis: [] }));
-  const n = fitting(snap.jtis, 0, Math.max(PAGE_BYTES - others, 1024));
-  return { snapshot: { ...snap, jtis: snap.jtis.slice(0, n), more: true }, rest: snap.jtis };
+export function firstPage(snap: RevocationSnapshot): { snapshot: RevocationSnapshot; rest: readonly SnapshotId[] | undefined } {
+  if (Buffer.byteLength(JSON.stringify(snap)) <= PAGE_BYTES) return { snapshot: snap, rest: undefined };
+  const ids = snapshotIds(snap);
+  const { lists, end } = page(ids, 0, PAGE_BYTES);
+  const snapshot: RevocationSnapshot = { ...lists, ...(snap.allBefore === undefined ? {} : { allBefore: snap.allBefore }) };
+  if (end < ids.length) snapshot.more = true;
+  return { snapshot, rest: end < ids.length ? ids : undefined };
+}
+
+/** Page `after` of a snapshot whose answer said `more`: the next ids that fit in one frame. */
+export function nextPage(ids: readonly SnapshotId[], after: number): SnapshotPage & { more?: true } {
+  const { lists, end } = page(ids, after, PAGE_BYTES);
+  return end < ids.length ? { ...lists, more: true } : lists;
 }
 
 /**
@@ -171,8 +190,8 @@ export class RpcConnection {
   /** The peer process as of `hello`: what the tokens minted on this connection are bound to. */
   private process: PeerProcess | undefined;
   subscribed = false;
-  /** This connection's `subscribe` snapshot jtis, while it pages through them (`revocations.page`). */
-  private snapshotJtis: readonly string[] | undefined;
+  /** This connection's `subscribe` snapshot, while it pages through it (`revocations.page`). */
+  private snapshotIds: readonly SnapshotId[] | undefined;
   private readonly gone = new AbortController();
   private useWindow = { second: -1, count: 0 };
   /** `agent.stopped` reports on this connection (a few at most: one `writ exec` stops one tree). */
@@ -413,23 +432,25 @@ export class RpcConnection {
         this.acknowledge((parsed.data as import('../protocol').MethodParams<'revocation.ack'>).seq);
         return {};
       case 'subscribe': {
+        const p = parsed.data as import('../protocol').MethodParams<'subscribe'>;
         this.subscribed = true;
-        this.acknowledges = (parsed.data as import('../protocol').MethodParams<'subscribe'>).acknowledge === true;
+        this.acknowledges = p.acknowledge === true;
         // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union).
-        const { snapshot, rest } = firstPage(a.revocationSnapshot());
-        this.snapshotJtis = rest;
+        const whole = a.revocationSnapshot();
+        if (p.paged !== true) return { subscribed: ['revocation'], revocations: whole };
+        const { snapshot, rest } = firstPage(whole);
+        this.snapshotIds = rest;
         return { subscribed: ['revocation'], revocations: snapshot };
       }
       case 'revocations.page': {
         const { after } = parsed.data as import('../protocol').MethodParams<'revocations.page'>;
-        const all = this.snapshotJtis;
-        if (all === undefined) throw new WritError('WRIT_BAD_REQUEST', 'no snapshot is being paged on this connection: subscribe first', { path: 'after' });
-        if (after > all.length) throw new WritError('WRIT_BAD_REQUEST', `after is past the snapshot's ${all.length} jtis`, { path: 'after' });
-        const n = fitting(all, after, PAGE_BYTES);
-        const end = after + n;
-        // Kept until the last page is asked; a subscriber that stops early leaves it until it subscribes again or goes.
-        if (end >= all.length) this.snapshotJtis = undefined;
-        return end >= all.length ? { jtis: all.slice(after) } : { jtis: all.slice(after, end), more: true };
+        const ids = this.snapshotIds;
+        if (ids === undefined) throw new WritError('WRIT_BAD_REQUEST', 'no snapshot is being paged on this connection: subscribe with paged first', { path: 'after' });
+        if (after >= ids.length) throw new WritError('WRIT_BAD_REQUEST', `after must be below the snapshot's ${ids.length} ids`, { path: 'after' });
+        const answer = nextPage(ids, after);
+        // Kept until the last page is given; a subscriber that stops early leaves it until it subscribes again or goes.
+        if (answer.more === undefined) this.snapshotIds = undefined;
+        return answer;
       }
       case 'token.used': {
         const second = Math.floor((this.services.now ?? Date.now)() / 1000);

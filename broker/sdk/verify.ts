@@ -453,16 +453,20 @@ class WritVerifier implements Verifier {
         );
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
-          const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true }), SUBSCRIBE_TIMEOUT_MS);
+          const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true, paged: true }), SUBSCRIBE_TIMEOUT_MS);
           if (r.revocations) {
             this.revocations.applySnapshot(r.revocations);
             // A snapshot past one frame comes in pages: all of it is applied before this verifier says it is live.
-            let got = r.revocations.jtis.length;
+            const count = (s: { grantIds: string[]; taskIds?: string[]; agentIds: string[]; jtis: string[] }) => s.grantIds.length + (s.taskIds?.length ?? 0) + s.agentIds.length + s.jtis.length;
+            let got = count(r.revocations);
             for (let more = r.revocations.more === true; more; ) {
               const page = await withTimeout(c.call('revocations.page', { after: got }), SUBSCRIBE_TIMEOUT_MS);
-              this.revocations.applySnapshot({ jtis: page.jtis, grantIds: [], agentIds: [] });
-              got += page.jtis.length;
-              more = page.more === true && page.jtis.length > 0;
+              const n = count(page);
+              // A page that brings nothing yet says more would never end: not live on a partial snapshot, try again.
+              if (n === 0) throw unreachable('the broker paged its revocations without progress');
+              this.revocations.applySnapshot(page);
+              got += n;
+              more = page.more === true;
             }
           }
         }

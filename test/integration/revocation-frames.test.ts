@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 import { BrokerProcess, approveAll, requireKeyring } from '../helpers/broker';
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
-import type { WritClient } from '../../broker/sdk/client';
+import { WritClient } from '../../broker/sdk/client';
 import { MAX_FRAME_BYTES } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
 
@@ -145,13 +145,14 @@ describe('a subscription after thousands of tokens were revoked one by one', { t
           return answers.get(id);
         });
       };
-      const first = await call(1, 'subscribe', { events: ['revocation'] });
+      const first = await call(1, 'subscribe', { events: ['revocation'], paged: true });
       const snap = first.result.revocations;
       expect(snap.more).toBe(true);
       expect(snap.grantIds).toEqual([]);
       const jtis: string[] = [...snap.jtis];
       for (let id = 2, more = true; more; id++) {
         const page = await call(id, 'revocations.page', { after: jtis.length });
+        expect([page.result.grantIds, page.result.taskIds, page.result.agentIds]).toEqual([[], [], []]);
         jtis.push(...page.result.jtis);
         more = page.result.more === true;
       }
@@ -163,6 +164,16 @@ describe('a subscription after thousands of tokens were revoked one by one', { t
       expect((await call(99, 'revocations.page', { after: 0 })).error.data.code).toBe('WRIT_BAD_REQUEST');
       expect(closed).toBeUndefined();
       ws.close();
+
+      // A subscriber that does not page (an older one) still gets the snapshot whole, as before.
+      const old = await WritClient.connect(b.discovery.wsUrl);
+      try {
+        const whole = await old.call('subscribe', { events: ['revocation'] });
+        expect(whole.revocations?.more).toBeUndefined();
+        expect(new Set(whole.revocations?.jtis)).toEqual(new Set(jtis));
+      } finally {
+        await old.close();
+      }
 
       // A verifier started now: the tokens revoked on the last page are refused from its first answer on.
       const v = createVerifier({ broker: b.discovery.httpUrl, audience: AUD, reportUse: false });

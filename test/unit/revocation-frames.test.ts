@@ -13,7 +13,7 @@ import type { IdSource } from '../../broker/core/clock';
 import { RevocationStore } from '../../broker/core/revocation';
 import type { RevocationEntry } from '../../broker/core/revocation';
 import { TokenMinter } from '../../broker/core/tokens';
-import { eventOfEntry, revocationFrame, revocationFrames } from '../../broker/net/rpc';
+import { eventOfEntry, firstPage, nextPage, revocationFrame, revocationFrames } from '../../broker/net/rpc';
 import { MAX_FRAME_BYTES, parseRevocationEvent } from '../../broker/protocol';
 import type { ApprovalDecision, ApprovalRequest, AuditEntry, RevocationEvent } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
@@ -178,5 +178,35 @@ describe('revocationFrames', () => {
 
   it('never splits an acknowledged event (one entry, one seq)', () => {
     expect(() => revocationFrames({ ...big, seq: 3 })).toThrow(TypeError);
+  });
+});
+
+describe('a paged subscribe snapshot', () => {
+  const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}_${String(i).padStart(22, '0')}`);
+  /** The answer as the broker sends it, with an id as long as a request may give. */
+  const answerBytes = (revocations: unknown) =>
+    Buffer.byteLength(JSON.stringify({ jsonrpc: '2.0', id: 'x'.repeat(128), result: { subscribed: ['revocation'], revocations } }));
+
+  it('keeps every answer and page within one frame whichever lists are long, and the pages together are the snapshot', () => {
+    const snap = { grantIds: ids('grt', 2_500), taskIds: ids('tsk', 300), agentIds: ids('agt', 900), jtis: ids('tok', 4_000), allBefore: 1_800_000_000 };
+    const { snapshot, rest } = firstPage(snap);
+    expect(snapshot.more).toBe(true);
+    expect(snapshot.allBefore).toBe(1_800_000_000);
+    expect(answerBytes(snapshot)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    const got = { grantIds: [...snapshot.grantIds], taskIds: [...(snapshot.taskIds ?? [])], agentIds: [...snapshot.agentIds], jtis: [...snapshot.jtis] };
+    let after = got.grantIds.length + got.taskIds.length + got.agentIds.length + got.jtis.length;
+    for (let more = true; more; ) {
+      const p = nextPage(rest!, after);
+      expect(Buffer.byteLength(JSON.stringify({ jsonrpc: '2.0', id: 'x'.repeat(128), result: p }))).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+      for (const k of ['grantIds', 'taskIds', 'agentIds', 'jtis'] as const) got[k].push(...p[k]);
+      after += p.grantIds.length + p.taskIds.length + p.agentIds.length + p.jtis.length;
+      more = p.more === true;
+    }
+    expect(got).toEqual({ grantIds: snap.grantIds, taskIds: snap.taskIds, agentIds: snap.agentIds, jtis: snap.jtis });
+  });
+
+  it('answers a small snapshot whole, with nothing to page', () => {
+    const snap = { grantIds: ids('grt', 3), taskIds: [], agentIds: [], jtis: ids('tok', 10) };
+    expect(firstPage(snap)).toEqual({ snapshot: snap, rest: undefined });
   });
 });
