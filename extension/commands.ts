@@ -96,7 +96,8 @@ export function registerCommands(ctx: WritContext): void {
   reg(COMMAND.showPendingApprovals, () => ctx.approvals.showPending());
   reg(COMMAND.statusBarClick, () => {
     const k = ctx.phase.kind;
-    if (k === 'error' || k === 'stopped' || k === 'unresponsive') return ctx.restartBroker();
+    if (k === 'error' || k === 'stopped') return ctx.restartBroker();
+    if (k === 'unresponsive') return ctx.offerRestartSilent();
     return ctx.config.statusBarClick === 'auditPanel' ? ctx.panel.open() : showAgents(ctx);
   });
 }

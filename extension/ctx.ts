@@ -528,6 +528,20 @@ export class WritContext implements TreeSource {
     return sanitizeSettings((key) => c.get(key));
   }
 
+  /** The status bar clicked while the broker is silent: a restart ends its run, so the developer says so first. */
+  async offerRestartSilent(): Promise<void> {
+    const phase = this.phase;
+    if (phase.kind !== 'unresponsive') return;
+    const c = await vscode.window.showWarningMessage(
+      `Writ: the broker has not answered for ${phase.silentSeconds} s. Restart it? Its agents lose their grants and ask again.`,
+      { modal: true },
+      'Restart Broker',
+      'Show Output',
+    );
+    if (c === 'Restart Broker') await this.restartBroker();
+    if (c === 'Show Output') this.output.show();
+  }
+
   private async offerRestart(): Promise<void> {
     const c = await vscode.window.showInformationMessage('Writ: the new settings apply when the broker restarts. Agents lose their grants.', 'Restart Broker');
     if (c === 'Restart Broker') await this.restartBroker();

@@ -48,7 +48,7 @@ export function statusView(s: StatusInput): StatusView {
     case 'unresponsive':
       return {
         text: '$(warning) Writ: broker not responding',
-        tooltip: `Writ: the broker has not answered for ${s.phase.silentSeconds} s: it may be very busy, or hung. Click to restart it (its agents then ask again for their tasks).`,
+        tooltip: `Writ: the broker has not answered for ${s.phase.silentSeconds} s: it may be very busy, or hung.${s.pendingApprovals > 0 ? ` ${plural(s.pendingApprovals, 'approval was', 'approvals were')} waiting.` : ''} Click to restart it (you are asked first: its agents then ask again for their tasks).`,
         background: 'statusBarItem.errorBackground',
       };
     case 'running':

@@ -102,6 +102,31 @@ describe('BrokerSupervisor', () => {
     await until('a state answer', () => h.messages.some((m) => m.type === 'state' && m.requestId === 'after'));
   });
 
+  it('does not call a broker silent when the editor side was the one blocked (its answer waiting in the pipe)', async () => {
+    const h = harness({ pingMs: 100, unresponsiveMs: 1000 });
+    stopMe = h.sup;
+    const ready = h.nextReady();
+    h.sup.start();
+    await ready;
+    // Right after a ping goes out, this process (the extension host) is blocked longer than the silence allowed.
+    const child = (h.sup as unknown as { child: { send: (m: { type: string }) => boolean } }).child;
+    const send = child.send.bind(child);
+    let blocked = 0;
+    child.send = (m) => {
+      const sent = send(m);
+      if (m.type === 'ping' && blocked++ < 2) {
+        setImmediate(() => {
+          const end = Date.now() + 1500;
+          while (Date.now() < end);
+        });
+      }
+      return sent;
+    };
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(blocked).toBeGreaterThanOrEqual(2);
+    expect(h.phases).toEqual(['starting', 'running']);
+  });
+
   it('gives up with an error phase when the broker cannot start, naming the reason', async () => {
     const h = harness();
     const phases: BrokerPhase[] = [];

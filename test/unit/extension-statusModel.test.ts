@@ -24,7 +24,7 @@ describe('status bar state machine', () => {
     // Silent: said before anything it counted (the counts are as stale as the broker).
     expect(statusView({ phase: { kind: 'unresponsive', silentSeconds: 17 }, activeAgents: 2, pendingApprovals: 1, openFindings: 1 })).toEqual({
       text: '$(warning) Writ: broker not responding',
-      tooltip: 'Writ: the broker has not answered for 17 s: it may be very busy, or hung. Click to restart it (its agents then ask again for their tasks).',
+      tooltip: 'Writ: the broker has not answered for 17 s: it may be very busy, or hung. 1 approval was waiting. Click to restart it (you are asked first: its agents then ask again for their tasks).',
       background: 'statusBarItem.errorBackground',
     });
   });
