@@ -36,6 +36,16 @@ function harness(extra: Partial<SupervisorOptions> = {}) {
 }
 
 let stopMe: BrokerSupervisor | undefined;
+
+/** A harness whose broker has started (stopped after the test). */
+async function running(extra: Partial<SupervisorOptions>): Promise<ReturnType<typeof harness>> {
+  const h = harness(extra);
+  stopMe = h.sup;
+  const ready = h.nextReady();
+  h.sup.start();
+  await ready;
+  return h;
+}
 afterEach(async () => {
   await stopMe?.stop();
   stopMe = undefined;
@@ -70,11 +80,7 @@ describe('BrokerSupervisor', () => {
   });
 
   it('says when a running broker stops answering (SIGSTOP), keeps it, and says so again when it answers', async () => {
-    const h = harness({ pingMs: 100, unresponsiveMs: 3000 });
-    stopMe = h.sup;
-    const ready = h.nextReady();
-    h.sup.start();
-    await ready;
+    const h = await running({ pingMs: 100, unresponsiveMs: 3000 });
     const pid = h.sup.pid!;
     const until = async (what: string, ok: () => boolean) => {
       for (let i = 0; i < 1500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
@@ -103,11 +109,7 @@ describe('BrokerSupervisor', () => {
   });
 
   it('does not call a broker silent when the editor side was the one blocked (its answer waiting in the pipe)', async () => {
-    const h = harness({ pingMs: 100, unresponsiveMs: 1000 });
-    stopMe = h.sup;
-    const ready = h.nextReady();
-    h.sup.start();
-    await ready;
+    const h = await running({ pingMs: 100, unresponsiveMs: 1000 });
     // Right after a ping goes out, this process (the extension host) is blocked longer than the silence allowed.
     const child = (h.sup as unknown as { child: { send: (m: { type: string }) => boolean } }).child;
     const send = child.send.bind(child);
