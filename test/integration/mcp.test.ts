@@ -15,6 +15,7 @@ import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
 import { WritClient } from '../../broker/sdk/client';
 import { codeOf } from '../helpers/codes';
+import { until } from '../helpers/until';
 
 requireKeyring();
 
@@ -27,17 +28,6 @@ function baseEnv(extra: Record<string, string>): Record<string, string> {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && k !== 'WRIT_SESSION' && k !== 'WRIT_TOKEN' && k !== 'WRIT_BROKER') env[k] = v;
   return { ...env, ...extra };
 }
-
-async function until<T>(what: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = what();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('condition not met before the deadline');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 
 const textOf = (r: Record<string, unknown>) => ((r.content as { type: string; text: string }[])[0]?.text ?? '');
 

@@ -10,23 +10,13 @@ import type { Verifier } from '../../broker/sdk/verify';
 import { WritClient } from '../../broker/sdk/client';
 import { MAX_FRAME_BYTES } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
+import { until } from '../helpers/until';
 
 requireKeyring();
 
 const AUD = 'https://api.example';
 /** Enough that the jtis alone (about 23 bytes each as JSON) would be nearly twice the subscriber's frame limit. */
 const TOKENS = 5_000;
-
-/** Polls a condition; the deadline is generous (a shared, slow machine). */
-async function until<T>(what: () => T | undefined, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = what();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('condition not met before the deadline');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** A bare WebSocket subscriber as a resource without the SDK might write one: no acknowledgement, a frame limit. */
 function limitedSubscriber(url: string): Promise<{ ws: WebSocket; frames: Buffer[]; closed: { code?: number } }> {

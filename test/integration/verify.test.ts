@@ -10,6 +10,7 @@ import { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
 import type { AuditRecord, RevocationEvent } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
+import { until } from '../helpers/until';
 
 requireKeyring();
 
@@ -38,17 +39,6 @@ const connectedIs = (v: Verifier, want: boolean) =>
       }
     });
   });
-
-/** Polls a condition on what the broker has told its parent; the deadline is generous (a shared, slow machine). */
-async function until<T>(what: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = what();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('condition not met before the deadline');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('verifier', { timeout: 60_000 }, () => {
   let b: BrokerProcess;
