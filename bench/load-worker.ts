@@ -5,8 +5,8 @@
 import { parentPort } from 'node:worker_threads';
 import WebSocket from 'ws';
 import { WritClient } from '../broker/sdk/client';
-import { postForm } from './httpc';
-import { closedLoop } from './stats';
+import { formLoad } from './httpc';
+import { SECONDS, closedLoop } from './stats';
 import type { LoadFigure } from './stats';
 import type { LoadRequest } from './load';
 
@@ -34,18 +34,10 @@ async function run(req: LoadRequest): Promise<LoadFigure | null> {
         const { token } = await agents[i]!.client.call('token.mint', { grantId: agents[i]!.grantId });
         bodies.push(new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN, actor_name: 'bench-sub' }).toString());
       }
-      return closedLoop(req.clients, async (w) => {
-        const res = await postForm(req.url, bodies[w]!);
-        const body = JSON.parse(res.body) as { access_token?: string; error_description?: string };
-        if (res.status !== 200 || !body.access_token) throw new Error(`token exchange failed: ${res.status} ${body.error_description}`);
-      }, req.seconds);
+      return formLoad({ url: req.url, bodies, clients: req.clients, seconds: req.seconds ?? SECONDS });
     }
     case 'post':
-      return closedLoop(req.clients, async () => {
-        const res = await postForm(req.url, req.body, req.headers);
-        const body = JSON.parse(res.body) as { access_token?: string; error?: string; error_description?: string };
-        if (res.status !== 200 || !body.access_token) throw new Error(`${req.url} refused: ${res.status} ${body.error} ${body.error_description}`);
-      }, req.seconds);
+      return formLoad({ url: req.url, bodies: [req.body], headers: req.headers, clients: req.clients, seconds: req.seconds ?? SECONDS });
     case 'floor': {
       // Bare clients: no SDK, no schema; each frame answered by id.
       const conns = await Promise.all(

@@ -86,8 +86,8 @@ export function mintOverWs(bench: Bench, clients: number, seconds?: number): Pro
 }
 
 /**
- * RFC 8693 exchange over HTTP with keep-alive (bench/httpc.ts, as for oidc-provider): each client presents
- * its own parent token and gets a sub-agent token, audited (`token.exchanged`) before the answer.
+ * RFC 8693 exchange over HTTP, one keep-alive connection per client (bench/httpc.ts, as for oidc-provider): each
+ * client presents its own parent token and gets a sub-agent token, audited (`token.exchanged`) before the answer.
  */
 export function mintOverHttp(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
   return bench.load.request({ op: 'exchange', url: `${bench.broker.discovery.httpUrl}/oauth2/token`, clients, seconds });

@@ -1,5 +1,6 @@
 // The one latency helper: closed-loop load (N workers, each awaiting its call before the next) for a fixed
-// time, and the percentiles of what it recorded. Every throughput/latency figure in the benchmark comes from here.
+// time, and the percentiles of what it recorded. Every throughput/latency figure in the benchmark comes from here,
+// but the HTTP ones: autocannon runs those closed loops (bench/httpc.ts), and its latencies go through percentiles().
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
