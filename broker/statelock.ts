@@ -7,9 +7,12 @@
 // The lock is a file, `lock`, made whole by link(2) (atomic, fails if it exists) from a private temporary file, so
 // a reader never sees it half written. It names the holder's pid, the kernel's start time of that pid and the boot:
 // a holder that is gone, or a pid now used by another process, leaves a stale lock the next writer takes over.
-// flock(2) would need a native module; this needs none. Takeover renames the stale file aside and checks that what
-// moved is what was judged stale before deleting it, so two writers taking over at once cannot both win (a third
-// arriving in the same instant can still slip in; that window is a few system calls wide).
+// flock(2) would need a native module; this needs none. Only the writer holding `lock.takeover` (made the same way)
+// may delete a `lock` that is not its own, and it deletes it only if it is still the one judged stale: so a live lock
+// is never moved or deleted, however many writers take over at once. A takeover file is held for a few system calls;
+// one left by a process that died in them is itself stale, and is cleared by renaming it aside and checking that what
+// moved is what was judged stale (a third writer in that same instant could still slip in: it needs a crash in the
+// middle of a takeover as well).
 import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -129,7 +132,7 @@ export function acquireStateLock(stateDir: string, holder: string): StateLock {
       const other = parseLock(seen);
       // A lock that does not parse was never written by this code (link makes it whole): treat it as stale.
       if (other !== undefined && holderAlive(other)) throw lockedError(stateDir, other, holder);
-      takeOver(path, seen);
+      if (!removeStale(path, tmp, text, seen)) pause(attempt);
     }
     throw new WritError('WRIT_STATE_LOCKED', `the state folder ${stateDir} is being locked and unlocked by other Writ processes: run this again`, {
       data: { stateDir },
@@ -143,8 +146,43 @@ export function acquireStateLock(stateDir: string, holder: string): StateLock {
   }
 }
 
-/** Removes a stale lock, only if it is still the one judged stale (another writer may have taken over meanwhile). */
-function takeOver(path: string, stale: string): void {
+/**
+ * Deletes `lock` if it is still `stale`, holding the takeover file while it looks and deletes, so no other writer
+ * can delete a lock in between. False when another writer holds the takeover file (it may be taking over this very
+ * lock): the caller looks again. `tmp` holds this writer's record (`text`), linked in as the takeover file.
+ */
+function removeStale(path: string, tmp: string, text: string, stale: string): boolean {
+  const takeover = `${path}.takeover`;
+  try {
+    linkSync(tmp, takeover);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const seen = readLock(takeover);
+    const other = seen === undefined ? undefined : parseLock(seen);
+    // Its writer died in the middle of a takeover: the file is stale too.
+    if (seen !== undefined && (other === undefined || !holderAlive(other))) renameAsideIfStill(takeover, seen);
+    return false;
+  }
+  try {
+    // Only a takeover deletes a lock not its own, and this writer holds the one takeover: a lock that still reads
+    // as the stale one is the stale one. One that changed was released, or taken by a writer after a takeover.
+    if (readLock(path) === stale) unlinkSync(path);
+    return true;
+  } finally {
+    if (readLock(takeover) === text) unlinkSync(takeover);
+  }
+}
+
+/** Waits a little without giving up the thread (nothing else in the process may run between look and take). */
+function pause(attempt: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(2 ** attempt, 50));
+}
+
+/**
+ * Removes a stale takeover file, only if it is still the one judged stale: renamed aside, then checked (another
+ * writer may have cleared it and taken its own meanwhile, which is put back).
+ */
+function renameAsideIfStill(path: string, stale: string): void {
   const aside = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
   try {
     renameSync(path, aside);
@@ -154,7 +192,7 @@ function takeOver(path: string, stale: string): void {
   }
   const moved = readLock(aside);
   if (moved !== stale) {
-    // Someone else took over first and this moved their live lock: put it back (fails only if a third got in).
+    // Someone else took over first and this moved their live takeover file: put it back (fails only if a third got in).
     try {
       linkSync(aside, path);
     } catch {
