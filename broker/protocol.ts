@@ -775,6 +775,11 @@ export const ExtensionToWebview = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('verify'), result: VerifyView }),
   /** Agents that can still be stopped: not revoked, and connected or holding a live grant (agentState.activeAgents). */
   z.strictObject({ type: z.literal('agents'), live: z.array(z.string()) }),
+  /**
+   * Whether the broker answers: false while it has not taken the panel's follow in time or the editor calls it
+   * unresponsive (the panel then shows the log on disk and says so); true again once live records flow.
+   */
+  z.strictObject({ type: z.literal('broker'), answering: z.boolean() }),
 ]);
 export type ExtensionToWebview = z.infer<typeof ExtensionToWebview>;
 

@@ -1,53 +1,30 @@
-// The audit panel: a webview that shows the log and then the records the broker writes, which it follows only
-// while open (the editor pays for the stream only then), over a strict CSP with a nonce, with a `ready` handshake
-// before anything is posted. Every message from the webview is parsed with the protocol's schema; every message
-// to it is typed by it.
+// The audit panel: a webview over a strict CSP with a nonce, with a `ready` handshake before anything is posted.
+// Every message from the webview is parsed with the protocol's schema; every message to it is typed by it. What it
+// shows and when (the log, then the live records, and whether the broker answers) is auditFeed.ts, which tests
+// drive without an editor.
 import * as vscode from 'vscode';
 import { randomBytes } from 'node:crypto';
-import { AuditRecord, WebviewToExtension } from '../broker/protocol';
-import type { ExtensionToWebview, VerifyView } from '../broker/protocol';
-import { readAuditLines, tailStart } from '../broker/audit/lines';
-import { MAX_PANEL_RECORDS } from './auditRows';
+import { WebviewToExtension } from '../broker/protocol';
+import type { AuditRecord, ExtensionToWebview } from '../broker/protocol';
+import { AuditFeed } from './auditFeed';
+import type { AuditFeedDeps } from './auditFeed';
 
-/** Records posted per message while loading the file: keeps each postMessage small. */
-const LOAD_CHUNK = 5000;
-
-export interface AuditPanelDeps {
+export interface AuditPanelDeps extends Omit<AuditFeedDeps, 'post'> {
   extensionUri: vscode.Uri;
-  /** The live log of this window's broker. */
-  auditPath(): string;
-  /**
-   * Follow the broker's audit records (on) or stop (off). Resolves once the broker follows, or at once when there
-   * is none: the file is read only after, so no record falls between the file and the stream.
-   */
-  follow(on: boolean): Promise<void>;
-  /** Agents that can be stopped now (live, not revoked): only their rows offer Stop. */
-  liveAgents(): string[];
-  verify(): Promise<VerifyView>;
   stopAgent(agentId: string): Promise<void>;
   /** Tells the broker a finding is expected (IPC `finding.dismiss`); it audits `finding.dismissed`. */
   dismissFinding(id: string): void;
   exportLog(): Promise<void>;
-  log(line: string): void;
 }
 
 export class AuditPanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
   private readonly panelDisposables: vscode.Disposable[] = [];
-  /** False until the webview said `ready`, and while the file is being loaded: live records wait in `backlog`. */
-  private streaming = false;
-  private backlog: AuditRecord[] = [];
-  private lastSeq = -1;
-  /** The latest follow(true): a load waits for it. */
-  private following: Promise<void> = Promise.resolve();
-  /** The webview said `ready` (it can be loaded), and how many loads were started: only the latest may post. */
-  private webviewReady = false;
-  private loads = 0;
-  private flushTimer: NodeJS.Timeout | undefined;
-  /** The live agents last posted: state refreshes come every 100 ms while agents work, changes rarely. */
-  private postedLive: string | undefined;
+  private readonly feed: AuditFeed;
 
-  constructor(private readonly deps: AuditPanelDeps) {}
+  constructor(private readonly deps: AuditPanelDeps) {
+    this.feed = new AuditFeed({ ...deps, post: (msg) => this.post(msg) });
+  }
 
   get isOpen(): boolean {
     return this.panel !== undefined;
@@ -68,7 +45,7 @@ export class AuditPanel implements vscode.Disposable {
     });
     this.panel = panel;
     // Before the webview is ready to load the file: records written from here on come in (and duplicates go).
-    this.following = this.deps.follow(true);
+    this.feed.open();
     panel.iconPath = vscode.Uri.joinPath(media, 'writ.svg');
     panel.webview.html = this.html(panel.webview, vscode.Uri.joinPath(script, 'audit.js'), vscode.Uri.joinPath(media, 'audit.css'));
     this.panelDisposables.push(
@@ -79,28 +56,21 @@ export class AuditPanel implements vscode.Disposable {
 
   /** A record the broker just wrote. */
   append(r: AuditRecord): void {
-    if (!this.panel) return;
-    this.backlog.push(r);
-    if (this.streaming) this.scheduleFlush();
+    this.feed.append(r);
   }
 
   agentsChanged(): void {
-    if (this.streaming) this.postAgents(false);
-  }
-
-  private postAgents(always: boolean): void {
-    const live = this.deps.liveAgents();
-    const key = [...live].sort().join(' ');
-    if (!always && key === this.postedLive) return;
-    this.postedLive = key;
-    this.post({ type: 'agents', live });
+    this.feed.agentsChanged();
   }
 
   /** A new broker (which follows nothing yet), and a new log (a restart may have recovered it): follow, load again. */
   reload(): void {
-    if (!this.panel) return;
-    this.following = this.deps.follow(true);
-    if (this.webviewReady) void this.load();
+    this.feed.reload();
+  }
+
+  /** The supervisor's phase: `unresponsive` (true) or not; the panel says so while it lasts. */
+  brokerSilent(silent: boolean): void {
+    this.feed.brokerSilent(silent);
   }
 
   private html(webview: vscode.Webview, script: vscode.Uri, style: vscode.Uri): string {
@@ -125,6 +95,7 @@ export class AuditPanel implements vscode.Disposable {
   <button id="verifyButton" type="button">Verify</button>
   <button id="exportButton" type="button">Export…</button>
 </header>
+<div id="note" class="note-bar" role="status" hidden></div>
 <div class="head row" aria-hidden="true"><span>time</span><span>event</span><span>agent</span><span>task</span><span>scopes</span><span>detail</span><span></span></div>
 <div id="viewport" class="viewport" role="table" aria-label="Audit records"><div id="spacer" class="spacer"></div></div>
 <script nonce="${nonce}" src="${webview.asWebviewUri(script).toString()}"></script>
@@ -145,8 +116,7 @@ export class AuditPanel implements vscode.Disposable {
     const msg = parsed.data;
     switch (msg.type) {
       case 'ready':
-        this.webviewReady = true;
-        void this.load();
+        this.feed.ready();
         return;
       case 'stopAgent':
         void this.deps.stopAgent(msg.agentId);
@@ -158,90 +128,14 @@ export class AuditPanel implements vscode.Disposable {
         void this.deps.exportLog();
         return;
       case 'verify':
-        void this.runVerify();
+        void this.feed.verify();
         return;
     }
   }
 
-  /**
-   * Once the broker follows: sends the whole file, then whatever arrived meanwhile, then streams. A later load (a
-   * new broker) supersedes one still running, which stops posting.
-   */
-  private async load(): Promise<void> {
-    const load = ++this.loads;
-    const current = (): boolean => this.panel !== undefined && load === this.loads;
-    this.streaming = false;
-    const records: AuditRecord[] = [];
-    let reset = true;
-    let lastSeq = -1;
-    await this.following.catch(() => undefined);
-    if (!current()) return;
-    try {
-      // Only what the panel holds: a log of millions of records is read from its tail, not parsed whole.
-      const path = this.deps.auditPath();
-      const start = await tailStart(path, MAX_PANEL_RECORDS);
-      for await (const l of readAuditLines(path, { start })) {
-        if (!l.terminated) break;
-        let value: unknown;
-        try {
-          value = JSON.parse(l.bytes.toString('utf8'));
-        } catch {
-          continue; // verification reports a bad line; the panel shows what it can
-        }
-        const r = AuditRecord.safeParse(value);
-        if (!r.success) continue;
-        records.push(r.data);
-        lastSeq = r.data.seq;
-        if (records.length >= LOAD_CHUNK) {
-          if (!current()) return;
-          // A record's seq is its position in the log: the first one loaded says how many come before it.
-          const older = reset ? records[0]!.seq : undefined;
-          this.post({ type: 'records', reset, records: records.splice(0), ...(older === undefined ? {} : { older }) });
-          reset = false;
-        }
-      }
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
-    }
-    if (!current()) return;
-    this.post({ type: 'records', reset, records, ...(reset && records[0] ? { older: records[0].seq } : {}) });
-    this.lastSeq = lastSeq;
-    this.streaming = true;
-    this.flush();
-    this.postAgents(true);
-    void this.runVerify();
-  }
-
-  private scheduleFlush(): void {
-    // One post per burst, well inside the 100 ms from the broker's write to the row.
-    this.flushTimer ??= setTimeout(() => this.flush(), 15);
-  }
-
-  private flush(): void {
-    clearTimeout(this.flushTimer);
-    this.flushTimer = undefined;
-    const fresh = this.backlog.filter((r) => r.seq > this.lastSeq);
-    this.backlog = [];
-    if (fresh.length === 0) return;
-    this.lastSeq = fresh[fresh.length - 1]!.seq;
-    this.post({ type: 'records', reset: false, records: fresh });
-  }
-
-  private async runVerify(): Promise<void> {
-    this.post({ type: 'verify', result: { state: 'running' } });
-    const result = await this.deps.verify();
-    this.post({ type: 'verify', result });
-  }
-
   private closed(): void {
-    if (this.panel) void this.deps.follow(false).catch(() => undefined);
+    if (this.panel) this.feed.close();
     this.panel = undefined;
-    this.streaming = false;
-    this.webviewReady = false;
-    this.backlog = [];
-    this.postedLive = undefined;
-    clearTimeout(this.flushTimer);
-    this.flushTimer = undefined;
     for (const d of this.panelDisposables.splice(0)) d.dispose();
   }
 

@@ -104,6 +104,9 @@ export function countText(shown: number, held: number, dropped: number): string 
   return dropped > 0 ? `${main} (${dropped} older not shown: open the log or export it)` : main;
 }
 
+/** What the panel says while the broker does not answer: its rows are the log on disk, and live ones will follow. */
+export const BROKER_SILENT_NOTE = 'The broker is not answering: these are the records on disk. Live records follow when it answers again; restart it from the status bar if it stays silent.';
+
 // ---------------------------------------------------------------------------------------------
 // Findings (the watch's `finding` records)
 // ---------------------------------------------------------------------------------------------

@@ -390,10 +390,10 @@ export class WritContext implements TreeSource {
 
   /**
    * The audit panel follows the broker's records while it is open. Resolves once the broker has taken `on` (a
-   * state answer asked after it comes after it), so the panel reads the file only then and misses nothing; at once
-   * when there is no broker (the next one is followed from its `ready`). No timeout: a broker that is slow to take
-   * it must not have the panel read the file first (records written in between would be in neither); one that
-   * goes settles every waiter (endRun).
+   * state answer asked after it comes after it), so the panel's second read of the file, made only then, holds
+   * every record the stream does not; at once when there is no broker (the next one is followed from its
+   * `ready`). No timeout: the panel shows the file meanwhile and says the broker is silent (auditFeed.ts); a
+   * broker that goes settles every waiter (endRun).
    */
   private async follow(on: boolean): Promise<void> {
     if (!this.supervisor.send({ type: 'audit.follow', on }) || !on) return;
@@ -445,6 +445,7 @@ export class WritContext implements TreeSource {
   private phaseChanged(phase: BrokerPhase): void {
     // A silent broker may yet answer: its run (approvals, agents) is kept until it stops or restarts.
     if (phase.kind !== 'running' && phase.kind !== 'unresponsive') this.endRun();
+    this.panel.brokerSilent(phase.kind === 'unresponsive');
     if (phase.kind === 'error') {
       void vscode.window.showErrorMessage(`Writ: the broker could not start: ${phase.error}`, 'Restart Broker', 'Show Output').then((c) => {
         if (c === 'Restart Broker') void this.restartBroker();

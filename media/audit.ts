@@ -5,7 +5,7 @@
 import { AUDIT_EVENTS, ExtensionToWebview } from '../broker/protocol';
 import type { AuditRecord, VerifyView, WebviewToExtension } from '../broker/protocol';
 import { NO_FILTER, agentsSeen, rowCells, visibleWindow } from '../extension/auditFilter';
-import { RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../extension/auditRows';
+import { BROKER_SILENT_NOTE, RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../extension/auditRows';
 
 declare function acquireVsCodeApi(): { postMessage(msg: unknown): void };
 
@@ -21,6 +21,7 @@ const eventSelect = $<HTMLSelectElement>('event');
 const textInput = $<HTMLInputElement>('text');
 const count = $<HTMLSpanElement>('count');
 const verify = $<HTMLSpanElement>('verify');
+const note = $<HTMLDivElement>('note');
 
 const index = new RowIndex(NO_FILTER);
 let live = new Set<string>();
@@ -201,6 +202,11 @@ window.addEventListener('message', (e: MessageEvent) => {
     }
     case 'verify':
       showVerify(msg.result);
+      return;
+    case 'broker':
+      // Above the rows, not in them: the rows stay the log's own.
+      note.textContent = msg.answering ? '' : BROKER_SILENT_NOTE;
+      note.hidden = msg.answering;
       return;
   }
 });

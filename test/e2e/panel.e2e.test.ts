@@ -2,7 +2,8 @@
 // agent (`writ exec … -- node agent.mjs`, approved by a workspace rule) mints 30,000 tokens through the window's
 // broker, so the log is real and its chain verifies; then the panel opens on it. Asserted: a bounded number of row
 // elements, the last record's exact content at the end, exact filter counts, the chain status, findings with Stop
-// agent and Dismiss, Stop only for live agents, and a record written after opening showing up as a row.
+// agent and Dismiss, Stop only for live agents, a record written after opening showing up as a row, and the panel
+// opened on a broker stopped with SIGSTOP: the log on disk and the not-answering note, then live records again.
 // Printed, never asserted: write → row latency, and the webview's long tasks and CPU while a 20 ms agent runs.
 // WRIT_E2E_PANEL_RECORDS changes the number of tokens minted (default 30,000).
 import { spawn } from 'node:child_process';
@@ -15,6 +16,7 @@ import type { BrowserContext, CodeServer, FrameLocator, Locator, Page, WindowBro
 import type { AgentEvent } from './agent';
 import type { AuditRecord } from '../../broker/protocol';
 import { rowCells } from '../../extension/auditFilter';
+import { BROKER_SILENT_NOTE } from '../../extension/auditRows';
 
 const AUD = 'https://api.example.test';
 const SCOPE = 'repo:read:acme/web';
@@ -52,7 +54,7 @@ beforeAll(async () => {
   mkdirSync(join(cs.workspace, '.vscode'), { recursive: true });
   writeFileSync(
     join(cs.workspace, '.vscode', 'writ.json'),
-    JSON.stringify({ rules: ['e2e-bulk', 'e2e-busy'].map((agent) => ({ agent, audience: AUD, scopes: [SCOPE], mode: 'task' })) }, null, 2),
+    JSON.stringify({ rules: ['e2e-bulk', 'e2e-busy', 'e2e-late'].map((agent) => ({ agent, audience: AUD, scopes: [SCOPE], mode: 'task' })) }, null, 2),
   );
   const browser = await launchBrowser(cs.stateDir);
   context = browser.context;
@@ -460,4 +462,41 @@ test('a record written after opening appears as a row; the webview under a 20 ms
   await measure('panel hidden');
   busy.kill();
   expect(await domRows()).toBeLessThanOrEqual(MAX_DOM_ROWS);
+}, 600_000);
+
+test('opened on a broker that does not answer (SIGSTOP): the log on disk and a note at once; after SIGCONT live records, each once', async () => {
+  dumpOnFailure();
+  // A panel opened afresh (the tests above left one open): it asks the stopped broker to follow, which it cannot.
+  await runCommand(page!, 'View: Close All Editors');
+  await page!.locator('.tab').filter({ hasText: 'Writ Audit' }).first().waitFor({ state: 'detached', timeout: 30_000 });
+  const pid = broker!.pid;
+  process.kill(pid, 'SIGSTOP');
+  try {
+    const onDisk = auditRecords().length;
+    await runCommand(page!, 'Writ: Open Audit Panel');
+    const note = auditFrame().locator('#note');
+    await note.waitFor({ state: 'visible', timeout: 60_000 });
+    expect(await note.innerText()).toBe(BROKER_SILENT_NOTE);
+    await waitForCount('the log on disk while the broker is stopped', () => undefined);
+    expect(auditRecords().length).toBe(onDisk);
+    await page!.screenshot({ path: join(SCREENSHOTS, 'panel-broker-silent.png') });
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  await auditFrame().locator('#note').waitFor({ state: 'hidden', timeout: 60_000 });
+  // Records written from now on come live: a new agent's, and the log's count says each came once.
+  const late = startAgent('e2e-late', { WRIT_E2E_MINT_COUNT: '5' });
+  await waitUntil('the late agent to mint 5 tokens', 120_000, () => {
+    const ev = late.events();
+    const refused = ev.find((e) => e.type === 'refused');
+    if (refused) throw new Error(`the late agent was refused: ${JSON.stringify(refused)}\n${late.output()}`);
+    return ev.find((e) => e.type === 'done');
+  });
+  await waitForCount('every record of the log, once, after SIGCONT', () => undefined);
+  const lastMint = auditRecords().filter((r) => r.event === 'token.minted' && r.agent?.name === 'e2e-late').at(-1)!;
+  await setFilter('', '', lastMint.jti!);
+  await waitForCount('the late agent\'s last token', () => 1);
+  expect(await auditFrame().locator('#spacer .row').first().getAttribute('data-seq')).toBe(String(lastMint.seq));
+  await setFilter('', '', '');
+  late.kill();
 }, 600_000);

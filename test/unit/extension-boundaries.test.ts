@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const PURE = ['agentState', 'approvalCard', 'auditFilter', 'brokerDirs', 'exportOptions', 'oversight', 'rules', 'settings', 'slotLock', 'statusMenu', 'statusModel', 'supervisor', 'verifyOutput'];
+const PURE = ['agentState', 'approvalCard', 'auditFeed', 'auditFilter', 'auditRows', 'brokerDirs', 'exportOptions', 'oversight', 'rules', 'settings', 'slotLock', 'statusMenu', 'statusModel', 'supervisor', 'verifyOutput'];
 const importsVscode = (file: string) => /from ['"]vscode['"]|require\(['"]vscode['"]\)/.test(readFileSync(file, 'utf8'));
 
 function tsFiles(dir: string): string[] {
