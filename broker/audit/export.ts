@@ -79,12 +79,17 @@ function agentChain(r: AuditRecord): string[] {
   return r.agent ? [...r.agent.parents].reverse().concat(r.agent.id) : [];
 }
 
-/** RFC 4180 quoting, plus the OWASP CSV-injection guard: a cell a spreadsheet would run as a formula gets a `'`. */
+/**
+ * RFC 4180 quoting, plus the OWASP CSV-injection guard. A cell a spreadsheet could run as a formula (its first
+ * character other than a space `=`, `+`, `-` or `@`, or a leading tab or line break) gets a `'`. Every cell but a
+ * plain one (letters, digits, `_ . : / > + -`: ids, times, hashes, URLs without a query) is quoted: a spreadsheet
+ * whose locale separates on `;` splits an unquoted cell there, and the part after `;` could start a formula.
+ */
 function csvCell(value: string | number | undefined): string {
   if (value === undefined) return '';
   let s = String(value);
-  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  if (/^[ ]*[=+\-@]|^[\t\r\n]/.test(s)) s = `'${s}`;
+  return /^[A-Za-z0-9_.:\/>+-]*$/.test(s) ? s : `"${s.replaceAll('"', '""')}"`;
 }
 
 function csvRow(r: AuditRecord): string {

@@ -90,12 +90,24 @@ describe('CSV export', () => {
       [
         'seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev',
         `0,2026-01-01T00:00:00.000Z,ses_1,broker.started,alice,,,,,,,,,,,,,${p[0]}`,
-        `1,2026-01-01T00:00:01.000Z,ses_1,task.approved,alice,agt_root,claude,agt_root,tsk_1,"fix ""auth"", then deploy",grt_1,repo:read repo:write,https://api.github.com,,,success,,${p[1]}`,
+        `1,2026-01-01T00:00:01.000Z,ses_1,task.approved,alice,agt_root,claude,agt_root,tsk_1,"fix ""auth"", then deploy",grt_1,"repo:read repo:write",https://api.github.com,,,success,,${p[1]}`,
         `2,2026-01-01T00:00:02.000Z,ses_1,token.minted,alice,agt_child,"'@sub,agent",agt_root>agt_mid>agt_child,tsk_1,"'=HYPERLINK(""http://x"")",grt_1,repo:read,https://api.github.com,jti_1,1767225900,success,,${p[2]}`,
         `3,2026-01-01T00:00:03.000Z,ses_1,task.denied,alice,agt_root,claude,agt_root,tsk_2,"'-rm\r\nline",,admin,x,,,failure,WRIT_DENIED,${p[3]}`,
         '',
       ].join('\r\n'),
     );
+  });
+
+  it('quotes every cell that is not plain, so a `;` separator cannot split out a formula, and guards blank-led formulas', async () => {
+    await run('ses_1', T0, [
+      { event: 'task.requested', agent: { ...root, name: ' =1+1' }, task: { id: 'tsk_9', description: "fix;=cmd|' /C calc'!A0" }, scopes: ['repo:read'] },
+      { event: 'task.requested', agent: { ...root, name: '\n=1+1' }, task: { id: 'tsk_9', description: 'a\tb' }, scopes: ['repo:read'] },
+    ]);
+    const { text } = await exportText('csv', { events: ['task.requested'] });
+    const rows = text.split('\r\n');
+    // agent_name, agent_chain, task_id, task: a quoted cell is one cell whatever the separator.
+    expect(rows[1]!.split(',').slice(6, 10)).toEqual([`"' =1+1"`, 'agt_root', 'tsk_9', `"fix;=cmd|' /C calc'!A0"`]);
+    expect(rows[2]).toContain(`,"'\n=1+1",agt_root,tsk_9,"a\tb",`);
   });
 
   it('includes checkpoint rows in an unfiltered export', async () => {
