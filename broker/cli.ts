@@ -6,7 +6,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { writeFileSync, renameSync, createWriteStream } from 'node:fs';
+import { writeFileSync, renameSync, createWriteStream, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
 import { WritError, asWritError, isWritError } from './errors';
@@ -387,6 +387,45 @@ function auditFile(file: string | undefined): string {
   return file ?? runningBroker()?.auditPath ?? resolvePaths().auditPath;
 }
 
+/**
+ * When `file` is the live log of a running broker: what that broker has made durable there (count and head), to
+ * vouch for records after the last signed checkpoint. Undefined otherwise, or when it does not answer in time
+ * (then those records are unsigned: said, not guessed).
+ */
+async function liveLogVouch(file: string): Promise<import('./audit/verify').BrokerVouch | undefined> {
+  const broker = runningBroker();
+  if (!broker || !sameFile(broker.auditPath, file)) return undefined;
+  let client: WritClient | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), JWKS_TIMEOUT_MS);
+  });
+  try {
+    const answer = (async () => {
+      client = await WritClient.connect();
+      return client.call('status', {});
+    })();
+    const s = await Promise.race([answer, timeout]);
+    if (!s || s.auditHead === undefined || s.auditRecords === 0) return undefined;
+    return { pid: s.pid, count: s.auditRecords, head: s.auditHead };
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+    void client?.close();
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
 /** How long `audit verify` waits for a running broker's JWKS. */
 const JWKS_TIMEOUT_MS = 5000;
 
@@ -448,21 +487,23 @@ async function cmdAudit(args: string[]): Promise<number> {
   if (sub === 'verify') {
     const { values } = parse(args.slice(1), { file: { type: 'string' } });
     if (values.help) return (err(HELP.audit!), 0);
-    const { verifyAuditFile, verdict } = await import('./audit/verify');
+    const { verifyAuditFile, judge } = await import('./audit/verify');
     const file = auditFile(values.file);
     const { keys, keySet, source } = await publicKeys();
-    const r = await verifyAuditFile(file, keys, { keySet });
-    const v = verdict(r);
-    if (v === 'broken') {
-      err(`writ: audit log BROKEN at line ${r.error!.line}${r.error!.seq === null ? '' : ` (seq ${r.error!.seq})`}: ${r.error!.reason}: ${r.error!.message} (WRIT_AUDIT_CORRUPT)`);
+    // Asked before the file is read: every record it counts is then in the file.
+    const vouch = await liveLogVouch(file);
+    const r = await verifyAuditFile(file, keys, { keySet, ...(vouch ? { headOf: vouch.count - 1 } : {}) });
+    const j = judge(r, vouch);
+    if (j.verdict === 'broken') {
+      err(`writ: audit log BROKEN at line ${j.error.line}${j.error.seq === null ? '' : ` (seq ${j.error.seq})`}: ${j.error.reason}: ${j.error.message} (WRIT_AUDIT_CORRUPT)`);
       return 1;
     }
     err(`${file}: checkpoint signatures checked with keys from ${source}`);
-    if (r.skippedCheckpoints && v === 'intact') {
+    if (r.skippedCheckpoints && j.verdict === 'intact') {
       err(`${r.skippedCheckpoints} checkpoint(s) name keys not among them, each covered by a later checkpoint that verifies`);
     }
-    if (v === 'unverifiable') {
-      const u = r.unverifiable!;
+    if (j.verdict === 'unverifiable') {
+      const u = j.unverifiable;
       // Not "broken": the chain holds to the end, but the records after the last verified checkpoint rest on it alone.
       err(
         `writ: audit log UNVERIFIABLE from line ${u.line} (seq ${u.seq}): ${u.message}; no break found: the hash chain holds for all ${r.records} records, ` +
@@ -470,7 +511,13 @@ async function cmdAudit(args: string[]): Promise<number> {
       );
       return 3;
     }
-    out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints, ${r.unsignedTail} records after the last checkpoint`);
+    if (j.verdict === 'unsigned') {
+      // Not "broken" either: nothing contradicts the chain, but nothing the key signed, nor the broker, vouches for these.
+      err(`writ: audit log UNSIGNED from line ${j.line} (seq ${j.seq}): ${j.message} (WRIT_AUDIT_UNSIGNED)`);
+      return 4;
+    }
+    const tail = j.vouched > 0 ? `, ${j.vouched} after it vouched for by the running broker (pid ${vouch!.pid})` : '';
+    out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints${tail}`);
     return 0;
   }
   if (sub === 'export') {

@@ -45,6 +45,7 @@ export const ERROR_CODES = [
   'WRIT_AUDIT_WRITE_FAILED', // fail closed: no record, no answer
   'WRIT_AUDIT_CORRUPT',
   'WRIT_AUDIT_UNVERIFIABLE', // nothing found broken, but checkpoints name keys a partial key set (a broker's JWKS) lacks
+  'WRIT_AUDIT_UNSIGNED', // nothing found broken, but records no signed checkpoint covers and no running broker vouches for
   // broker and CLI
   'WRIT_BROKER_UNREACHABLE',
   'WRIT_BROKER_RUNNING',

@@ -407,6 +407,12 @@ export const Methods = {
       grants: z.number().int(),
       pendingApprovals: z.number().int(),
       auditRecords: z.number().int(),
+      /**
+       * The SHA-256 hex of the last durable record (of `auditRecords`): `writ audit verify` compares it with the file
+       * (the discovery file names it), so records after the last signed checkpoint are vouched for by the broker
+       * that wrote them. Optional: older brokers do not send it.
+       */
+      auditHead: z.string().regex(/^[0-9a-f]{64}$/).optional(),
       /** Open findings of the watch (see findings.list). */
       findings: z.number().int(),
       kid: z.string(),

@@ -198,6 +198,10 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     signer: { kid: keys.active.kid, sign: (data) => edSign(null, data, keys.active.privateKey) },
     ...(parent ? { onRecord: parent.record } : {}),
   });
+  // What a crash of the last run left unsigned (never more than CHECKPOINT_EVERY records: a longer unsigned tail
+  // is refused by open) is signed now, not in ten seconds: a crash in this run's first seconds would otherwise add
+  // its own unsigned records to them.
+  await audit.checkpoint();
   const auditSink = { append: (e: AuditEntry) => audit.append(e) };
 
   /** An editor action's outcome goes back when it asked (requestId); the wire gets the code and safe message only. */
@@ -313,6 +317,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     approver: approver.kind,
     ...authority.counts(),
     auditRecords: audit.count,
+    auditHead: audit.head,
     findings: oversight.findings().length,
     kid: keys.active.kid,
   });

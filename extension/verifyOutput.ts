@@ -11,5 +11,8 @@ export function verifyView(code: number | null, stdout: string, stderr: string):
   // Exit 3: the keychain was out of reach and the broker's JWKS lacked a key; not a break, not a pass either.
   const unverifiable = /^audit log UNVERIFIABLE from line (\d+)/.exec(err);
   if (unverifiable) return { state: 'unverifiable', message: err.charAt(0).toUpperCase() + err.slice(1), line: Number(unverifiable[1]) };
+  // Exit 4: records no checkpoint signs and no running broker vouches for; not a break found, not a pass either.
+  const unsigned = /^audit log UNSIGNED from line (\d+)/.exec(err);
+  if (unsigned) return { state: 'unverifiable', message: err.charAt(0).toUpperCase() + err.slice(1), line: Number(unsigned[1]) };
   return { state: 'error', message: err || `verification failed (exit ${code})` };
 }

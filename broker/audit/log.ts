@@ -24,7 +24,7 @@ export interface AuditLogOptions {
   signer: AuditSigner;
   /** Names the log in checkpoint text, so a signature cannot be replayed onto another log kind. Default 'writ-audit/v1'. */
   origin?: string;
-  /** Sign a checkpoint after this many records; 0 disables the count trigger. Default 1000. */
+  /** Sign a checkpoint after this many records; 0 disables the count trigger. Default 1000 (CHECKPOINT_EVERY). */
   checkpointEvery?: number;
   /** Sign a checkpoint this often while records are unsigned; 0 disables the timer. Default 10000. */
   checkpointIntervalMs?: number;
@@ -36,6 +36,12 @@ export interface AuditLogOptions {
 
 export const ZERO_HASH = '0'.repeat(64);
 export const DEFAULT_AUDIT_ORIGIN = 'writ-audit/v1';
+
+/**
+ * A broker signs a checkpoint after every this many records, in the same write as the last of them, and at start over
+ * what a crash left unsigned: so no log a broker wrote ends in more unsigned records than this.
+ */
+export const CHECKPOINT_EVERY = 1000;
 
 /** The signed text of a checkpoint, modelled on C2SP tlog-checkpoint notes: origin, tree size, root hash. */
 export function checkpointText(origin: string, count: number, head: string): string {
@@ -164,7 +170,7 @@ export class AuditLog {
     this.#clock = opts.clock;
     this.#signer = opts.signer;
     this.#origin = opts.origin ?? DEFAULT_AUDIT_ORIGIN;
-    this.#every = opts.checkpointEvery ?? 1000;
+    this.#every = opts.checkpointEvery ?? CHECKPOINT_EVERY;
     this.#onRecord = opts.onRecord;
     this.#fsync = opts.fsync ?? true;
     this.#nextSeq = this.#count = tail.count;
@@ -176,7 +182,7 @@ export class AuditLog {
 
   /** Opens (creating 0600, in a 0700 folder if missing) and continues the chain of an existing file. One writer per file. */
   static async open(opts: AuditLogOptions): Promise<AuditLog> {
-    const every = opts.checkpointEvery ?? 1000;
+    const every = opts.checkpointEvery ?? CHECKPOINT_EVERY;
     const interval = opts.checkpointIntervalMs ?? 10_000;
     if (!Number.isInteger(every) || every < 0 || !Number.isFinite(interval) || interval < 0) {
       throw new WritError('WRIT_INTERNAL', 'audit log: checkpointEvery and checkpointIntervalMs must be non-negative');
@@ -231,6 +237,19 @@ export class AuditLog {
         }
       }
       if (created && process.platform !== 'win32') await syncDir(dirname(opts.path));
+      // What a crash left unsigned is at most `every` records (the count trigger signs in the same write as the
+      // last of them): a longer unsigned tail was not left by a broker. Signing over it would vouch for a log
+      // rewritten without its checkpoints, so the log is refused, untouched.
+      if (!tail.signed && tail.count > 0 && every > 0 && st.isFile()) {
+        const unsigned = await unsignedRecords(fh, tail.end, every, opts.path);
+        if (unsigned > every) {
+          throw new WritError(
+            'WRIT_AUDIT_CORRUPT',
+            `audit log ${opts.path}: it ends in more than ${every} records no signed checkpoint covers, which a broker never leaves: ` +
+              'it was rewritten, or written by something else. Run `writ audit verify` on it, then move it aside (keep it as evidence) to start a new log',
+          );
+        }
+      }
       const log = new AuditLog(fh, opts, tail, wal, ino);
       if (tail.torn > 0 || (tail.replayed ?? 0) > 0) {
         const detail = tail.replayed ? { truncatedBytes: tail.torn, replayedRecords: tail.replayed } : { truncatedBytes: tail.torn };
@@ -648,6 +667,43 @@ async function lastNewline(fh: FileHandle, end: number): Promise<number | null> 
     hi = lo;
   }
   return stop === 0 ? -1 : null;
+}
+
+/**
+ * Records after the last checkpoint, counted back from `end` (just after the last line's newline) through whole
+ * lines: at most `limit + 1`, where it stops looking. A line that does not parse counts as unsigned.
+ */
+async function unsignedRecords(fh: FileHandle, end: number, limit: number, path: string): Promise<number> {
+  let n = 0;
+  let carry = Buffer.alloc(0); // the first, partial line of what was read last: it starts in an earlier chunk
+  for (let hi = end; hi > 0; ) {
+    const lo = Math.max(0, hi - 4 * TAIL_CHUNK);
+    const chunk = Buffer.allocUnsafe(hi - lo);
+    for (let off = 0; off < chunk.length; ) {
+      const { bytesRead } = await fh.read(chunk, off, chunk.length - off, lo + off);
+      if (bytesRead <= 0) throw corrupt(path, lo + off, 'the file ended while reading it');
+      off += bytesRead;
+    }
+    const data = carry.length > 0 ? Buffer.concat([chunk, carry]) : chunk;
+    let stop = data.length; // data[stop - 1] ends the line being looked at
+    for (;;) {
+      const nl = stop >= 2 ? data.lastIndexOf(0x0a, stop - 2) : -1;
+      if (nl === -1 && lo > 0) break;
+      let event: unknown;
+      try {
+        event = (JSON.parse(data.toString('utf8', nl + 1, stop - 1)) as { event?: unknown } | null)?.event;
+      } catch {
+        event = undefined;
+      }
+      if (event === 'checkpoint') return n;
+      if (++n > limit || nl === -1) return n;
+      stop = nl + 1;
+    }
+    carry = data.subarray(0, stop);
+    if (carry.length > MAX_LINE_BYTES) throw corrupt(path, lo, 'a line is too long');
+    hi = lo;
+  }
+  return n;
 }
 
 /** Finds the last complete line without reading the rest of the file. */

@@ -10,7 +10,9 @@
 //   it lacks proves nothing either way: it is unverifiable, not broken, and the chain is checked on to the end. A
 //   later checkpoint that verifies covers it, since its signed head commits to every line before it.
 // - Records after the last checkpoint are held only by the chain: they can be edited, or cut off, without a trace
-//   here. `unsignedTail` says how many there are, so a caller can treat them as unsigned.
+//   here. `unsignedTail` says how many there are, and `judge` below decides what they mean: a running broker
+//   writing this very file can vouch for them (its durable count and head), a broker never leaves more than
+//   CHECKPOINT_EVERY of them, and a log with any and no broker to vouch is unsigned, not intact.
 // - Cutting off the final checkpoint along with everything after it leaves a shorter log that verifies cleanly:
 //   only an expected size known out of band (a saved checkpoint, the broker's `auditRecords` status, or the
 //   `broker.stopped` + checkpoint pair a clean shutdown leaves at the end) can reveal it.
@@ -18,7 +20,7 @@ import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { AuditRecord, issuePath } from '../protocol';
 import { printable } from '../printable';
 import { readAuditLines } from './lines';
-import { checkpointText, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
+import { CHECKPOINT_EVERY, checkpointText, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
 
 export type VerifyReason =
   | 'parse'
@@ -29,7 +31,9 @@ export type VerifyReason =
   | 'checkpoint-count'
   | 'checkpoint-head'
   | 'unknown-kid'
-  | 'torn-tail';
+  | 'torn-tail'
+  /** Fewer records than the running broker writing the file has made durable. */
+  | 'cut';
 
 export interface VerifyError {
   code: 'WRIT_AUDIT_CORRUPT';
@@ -74,6 +78,8 @@ export interface VerifyResult {
   unverifiable?: Unverifiable;
   /** The first break. It wins over `unverifiable`: the log is broken whatever the missing keys would say. */
   error?: VerifyError;
+  /** With `headOf`: the SHA-256 hex of the record with that seq, when the file holds it (and it verified). */
+  headAt?: string;
 }
 
 /** What `verdict` makes of a result: a break wins, then anything left unverifiable. */
@@ -92,6 +98,8 @@ export interface VerifyOptions {
    * checkpoint is unverifiable instead: its count and head are still checked, and the chain after it.
    */
   keySet?: 'complete' | 'partial';
+  /** Also return the hash of the record with this seq (`headAt`): to compare with a running broker's head. */
+  headOf?: number;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -106,12 +114,14 @@ class Verifier {
   skipped = 0;
   /** The first skipped checkpoint since the last verified one, and how many since. */
   uncovered: { line: number; seq: number; kid: string; checkpoints: number } | undefined;
+  headAt: string | undefined;
   #prev = ZERO_HASH;
 
   constructor(
     private readonly keys: ReadonlyMap<string, KeyObject>,
     private readonly origin: string,
     private readonly partial: boolean,
+    private readonly headOf: number | undefined,
   ) {}
 
   /** Returns false once a line failed: stop feeding. */
@@ -169,6 +179,7 @@ class Verifier {
       this.unsignedTail++;
     }
     this.#prev = sha256Hex(bytes);
+    if (r.seq === this.headOf) this.headAt = this.#prev;
     this.records++;
     return true;
   }
@@ -187,6 +198,7 @@ class Verifier {
       unsignedTail: this.unsignedTail,
       ...(this.skipped > 0 ? { skippedCheckpoints: this.skipped } : {}),
       ...(this.uncovered ? { unverifiable: this.#unverifiable(this.uncovered) } : {}),
+      ...(this.headAt === undefined ? {} : { headAt: this.headAt }),
     };
     return this.error ? { ok: false, ...base, error: this.error } : { ok: base.unverifiable === undefined, ...base };
   }
@@ -209,7 +221,7 @@ export async function verifyAuditFile(
   publicKeys: ReadonlyMap<string, KeyObject>,
   opts: VerifyOptions = {},
 ): Promise<VerifyResult> {
-  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial');
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial', opts.headOf);
   for await (const l of readAuditLines(path)) {
     if (!v.push(l.bytes, l.line, l.terminated)) break;
   }
@@ -225,7 +237,7 @@ export function verifyAuditLines(
   publicKeys: ReadonlyMap<string, KeyObject>,
   opts: VerifyOptions & { tornTail?: boolean } = {},
 ): VerifyResult {
-  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial');
+  const v = new Verifier(publicKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN, opts.keySet === 'partial', opts.headOf);
   // One line of lookahead: only the final line can be torn.
   let n = 0;
   let pending: string | undefined;
@@ -236,4 +248,57 @@ export function verifyAuditLines(
   }
   if (pending !== undefined) v.push(Buffer.from(pending, 'utf8'), n, opts.tornTail !== true);
   return v.result();
+}
+
+/** What the broker writing this very file says it has made durable (`status`: auditRecords, auditHead). */
+export interface BrokerVouch {
+  pid: number;
+  count: number;
+  head: string;
+}
+
+export type AuditJudgement =
+  | { verdict: 'intact'; vouched: number }
+  | { verdict: 'unverifiable'; unverifiable: Unverifiable }
+  | { verdict: 'broken'; error: VerifyError }
+  | { verdict: 'unsigned'; code: 'WRIT_AUDIT_UNSIGNED'; line: number; seq: number; records: number; message: string };
+
+/**
+ * The verdict `writ audit verify` gives a file it verified (`vouch`: verified with `headOf: vouch.count - 1`, and
+ * only when the file is that broker's own live log). Records after the last signed checkpoint are intact only when
+ * the running broker's durable count and head match them (`vouched` says how many it covered); otherwise they are
+ * unsigned: whoever can write the file could have written them, or rewritten the whole log without its checkpoints.
+ * A broker that stops cleanly leaves a checkpoint last, and one that starts after a crash signs what the crash left.
+ */
+export function judge(r: VerifyResult, vouch?: BrokerVouch): AuditJudgement {
+  if (r.error) return { verdict: 'broken', error: r.error };
+  if (r.unverifiable) return { verdict: 'unverifiable', unverifiable: r.unverifiable };
+  if (vouch) {
+    const line = vouch.count;
+    if (r.records < vouch.count) {
+      return { verdict: 'broken', error: { code: 'WRIT_AUDIT_CORRUPT', line: r.records + 1, seq: null, reason: 'cut', message: `audit log: the running broker (pid ${vouch.pid}) has written ${vouch.count} records here, the file holds ${r.records}: it was cut` } };
+    }
+    if (r.headAt !== vouch.head) {
+      return { verdict: 'broken', error: { code: 'WRIT_AUDIT_CORRUPT', line, seq: vouch.count - 1, reason: 'chain', message: `audit log line ${line} (seq ${vouch.count - 1}): not the record the running broker (pid ${vouch.pid}) wrote` } };
+    }
+    // Records after the vouched head were written while this ran: a few at most, held by the chain alone.
+    return { verdict: 'intact', vouched: Math.min(r.unsignedTail, Math.max(0, vouch.count - (r.records - r.unsignedTail))) };
+  }
+  if (r.records === 0) {
+    return { verdict: 'unsigned', code: 'WRIT_AUDIT_UNSIGNED', line: 1, seq: 0, records: 0, message: 'audit log: no records, and a broker writes its start record first: it was emptied' };
+  }
+  if (r.unsignedTail === 0) return { verdict: 'intact', vouched: 0 };
+  const seq = r.records - r.unsignedTail;
+  const why =
+    r.unsignedTail > CHECKPOINT_EVERY
+      ? `more than the ${CHECKPOINT_EVERY} a broker ever leaves unsigned: they were written, or the log rewritten, by something else`
+      : 'and no running broker vouches for them: a broker that stopped cleanly leaves a checkpoint last, and one that crashed signs them when it starts again; else they were written, or changed, by something else';
+  return {
+    verdict: 'unsigned',
+    code: 'WRIT_AUDIT_UNSIGNED',
+    line: seq + 1,
+    seq,
+    records: r.unsignedTail,
+    message: `audit log line ${seq + 1} (seq ${seq}) on: ${r.unsignedTail} record${r.unsignedTail === 1 ? '' : 's'} no signed checkpoint covers, ${why}`,
+  };
 }

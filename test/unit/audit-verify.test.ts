@@ -1,10 +1,10 @@
 import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../broker/audit/log';
-import { verdict, verifyAuditFile, verifyAuditLines, type VerifyResult } from '../../broker/audit/verify';
+import { judge, verdict, verifyAuditFile, verifyAuditLines, type VerifyResult } from '../../broker/audit/verify';
 import { ManualClock } from '../../broker/core/clock';
 import type { AuditRecord } from '../../broker/protocol';
 
@@ -335,5 +335,127 @@ describe('verify with a partial key set (a broker\'s JWKS)', () => {
     expect(res.error).toBeUndefined();
     expect(res.unverifiable!.kid).toBe(evil);
     expect(res.unverifiable!.message).toBe(`audit log line 5 (seq 4): checkpoint signed by key \\x1b[2J${'x'.repeat(60)}…, which the key set lacks (and 2 later checkpoints): not checked`);
+  });
+});
+
+describe('judge: what `writ audit verify` makes of a verified file', () => {
+  it('calls a log intact only when a signed checkpoint ends it, or the broker writing it vouches for what follows', async () => {
+    const closed = await makeLog();
+    expect(judge(await verifyAuditFile(closed.path, keys))).toEqual({ verdict: 'intact', vouched: 0 });
+
+    // The snapshot of a running broker's log: seq 10 and 11 follow the checkpoint at seq 9.
+    const open = await makeLog(false);
+    expect(judge(await verifyAuditFile(open.path, keys))).toEqual({
+      verdict: 'unsigned',
+      code: 'WRIT_AUDIT_UNSIGNED',
+      line: 11,
+      seq: 10,
+      records: 2,
+      message:
+        'audit log line 11 (seq 10) on: 2 records no signed checkpoint covers, and no running broker vouches for them: a broker that stopped cleanly leaves a checkpoint last, and one that crashed signs them when it starts again; else they were written, or changed, by something else',
+    });
+    // The broker that wrote it has made 12 records durable, the last hashing to the file's last line.
+    const head = sha(open.lines[11]!);
+    const r = await verifyAuditFile(open.path, keys, { headOf: 11 });
+    expect(r.headAt).toBe(head);
+    expect(judge(r, { pid: 4242, count: 12, head })).toEqual({ verdict: 'intact', vouched: 2 });
+    // It has made only 11 durable when asked (the 12th came while the file was read): it vouches for one.
+    const r11 = await verifyAuditFile(open.path, keys, { headOf: 10 });
+    expect(judge(r11, { pid: 4242, count: 11, head: sha(open.lines[10]!) })).toEqual({ verdict: 'intact', vouched: 1 });
+  });
+
+  it('is broken when the file is shorter than, or differs from, what the running broker wrote to it', async () => {
+    const { path, lines } = await makeLog(false);
+    const head = sha(lines[11]!);
+    // An unsigned record rewritten and the chain recomputed: the chain holds, the broker's head does not.
+    const forged = rechain(lines.map((l, i) => (i === 10 ? edit(l, (r) => (r.scopes = ['repo:admin'])) : l)), 10, false);
+    await writeFile(path, forged.join('\n') + '\n');
+    const r = await verifyAuditFile(path, keys, { headOf: 11 });
+    expect(r).toMatchObject({ ok: true, unsignedTail: 2 });
+    expect(judge(r, { pid: 4242, count: 12, head })).toEqual({
+      verdict: 'broken',
+      error: { code: 'WRIT_AUDIT_CORRUPT', line: 12, seq: 11, reason: 'chain', message: 'audit log line 12 (seq 11): not the record the running broker (pid 4242) wrote' },
+    });
+    // The last record cut off.
+    await writeFile(path, lines.slice(0, 11).join('\n') + '\n');
+    expect(judge(await verifyAuditFile(path, keys, { headOf: 11 }), { pid: 4242, count: 12, head })).toEqual({
+      verdict: 'broken',
+      error: { code: 'WRIT_AUDIT_CORRUPT', line: 12, seq: null, reason: 'cut', message: 'audit log: the running broker (pid 4242) has written 12 records here, the file holds 11: it was cut' },
+    });
+  });
+
+  it('calls a log rewritten without its checkpoints unsigned, and an empty one too', async () => {
+    const { path, lines } = await makeLog();
+    // A forger without the key drops every checkpoint, renumbers and rechains: the chain alone holds.
+    const kept = lines.filter((l) => !l.includes('"event":"checkpoint"')).map((l, i) => edit(l, (r) => (r.seq = i)));
+    const forged = rechain([edit(kept[0]!, (r) => (r.prev = '0'.repeat(64))), ...kept.slice(1)], 0, false);
+    await writeFile(path, forged.join('\n') + '\n');
+    const r = await verifyAuditFile(path, keys);
+    expect(r).toEqual({ ok: true, records: 10, checkpoints: 0, lastCheckpointSeq: null, unsignedTail: 10 });
+    expect(verdict(r)).toBe('intact'); // the chain-level verdict, unchanged
+    expect(judge(r)).toMatchObject({ verdict: 'unsigned', code: 'WRIT_AUDIT_UNSIGNED', line: 1, seq: 0, records: 10 });
+    await writeFile(path, '');
+    expect(judge(await verifyAuditFile(path, keys))).toEqual({
+      verdict: 'unsigned',
+      code: 'WRIT_AUDIT_UNSIGNED',
+      line: 1,
+      seq: 0,
+      records: 0,
+      message: 'audit log: no records, and a broker writes its start record first: it was emptied',
+    });
+  });
+
+  it('says a tail longer than a broker ever leaves unsigned was not left by a broker', () => {
+    const r: VerifyResult = { ok: true, records: 5000, checkpoints: 1, lastCheckpointSeq: 3998, unsignedTail: 1001 };
+    expect(judge(r)).toEqual({
+      verdict: 'unsigned',
+      code: 'WRIT_AUDIT_UNSIGNED',
+      line: 4000,
+      seq: 3999,
+      records: 1001,
+      message: 'audit log line 4000 (seq 3999) on: 1001 records no signed checkpoint covers, more than the 1000 a broker ever leaves unsigned: they were written, or the log rewritten, by something else',
+    });
+  });
+});
+
+describe('AuditLog.open and an unsigned tail', () => {
+  async function unsignedLog(n: number): Promise<string> {
+    const path = join(dir, `tail-${n}.jsonl`);
+    const log = await AuditLog.open({ path, session: 's', user: 'u', clock: new ManualClock(), signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) }, checkpointEvery: 0, checkpointIntervalMs: 0, fsync: false });
+    await log.append({ event: 'broker.started' });
+    await log.checkpoint();
+    for (let i = 0; i < n; i++) await log.append({ event: 'token.minted', jti: `jti_${i}`, task: { id: 'tsk_1', description: 'x'.repeat(500) }, outcome: 'success' });
+    // A crash: the records after the checkpoint stay unsigned (close() would sign them).
+    const text = await readFile(path, 'utf8');
+    await log.close();
+    await writeFile(path, text);
+    return path;
+  }
+  const reopen = (path: string, every = 4) => AuditLog.open({ path, session: 's2', user: 'u', clock: new ManualClock(), signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) }, checkpointEvery: every, checkpointIntervalMs: 0, fsync: false });
+
+  it('opens a log a crash left with as many unsigned records as a checkpoint covers, and signs them on request', async () => {
+    const path = await unsignedLog(4);
+    const log = await reopen(path);
+    expect(log.count).toBe(6);
+    expect(await log.checkpoint()).toMatchObject({ event: 'checkpoint', seq: 6 });
+    await log.close();
+    expect(judge(await verifyAuditFile(path, keys))).toEqual({ verdict: 'intact', vouched: 0 });
+  });
+
+  it('refuses, untouched, a log ending in more unsigned records than a broker leaves', async () => {
+    const path = await unsignedLog(5);
+    const before = await readFile(path, 'utf8');
+    await expect(reopen(path)).rejects.toMatchObject({
+      code: 'WRIT_AUDIT_CORRUPT',
+      message: `audit log ${path}: it ends in more than 4 records no signed checkpoint covers, which a broker never leaves: it was rewritten, or written by something else. Run \`writ audit verify\` on it, then move it aside (keep it as evidence) to start a new log`,
+    });
+    expect(await readFile(path, 'utf8')).toBe(before);
+  });
+
+  it('counts an unsigned tail that spans several read chunks exactly (1,001 records of ~750 bytes)', async () => {
+    const path = await unsignedLog(1001);
+    await expect(reopen(path, 1000)).rejects.toMatchObject({ code: 'WRIT_AUDIT_CORRUPT' });
+    expect((await stat(path)).size).toBeGreaterThan(2 * 256 * 1024); // three reads of 256 KiB
+    await expect(reopen(path, 1001).then((l) => l.close())).resolves.toBeUndefined();
   });
 });

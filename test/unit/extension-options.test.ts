@@ -119,6 +119,13 @@ describe('verify output', () => {
       message: 'Audit log UNVERIFIABLE from line 5 (seq 4): audit log line 5 (seq 4): checkpoint signed by key k1, which the key set lacks: not checked; no break found (WRIT_AUDIT_UNVERIFIABLE)',
       line: 5,
     });
+    // Exit 4: unsigned records no running broker vouches for. Neither a pass nor a break found.
+    const unsigned = 'writ: audit log UNSIGNED from line 11 (seq 10): audit log line 11 (seq 10) on: 2 records no signed checkpoint covers, and no running broker vouches for them (WRIT_AUDIT_UNSIGNED)\n';
+    expect(verifyView(4, '', unsigned)).toEqual({
+      state: 'unverifiable',
+      message: 'Audit log UNSIGNED from line 11 (seq 10): audit log line 11 (seq 10) on: 2 records no signed checkpoint covers, and no running broker vouches for them (WRIT_AUDIT_UNSIGNED)',
+      line: 11,
+    });
   });
 });
 
