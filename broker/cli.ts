@@ -6,7 +6,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { writeFileSync, renameSync, createWriteStream, statSync } from 'node:fs';
+import { writeFileSync, renameSync, createWriteStream, statSync, openSync, fchmodSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
 import { WritError, asWritError, isWritError } from './errors';
@@ -542,7 +542,7 @@ async function cmdAudit(args: string[]): Promise<number> {
     const since = time(values.since, 'since');
     const until = time(values.until, 'until');
     const { exportAuditFile } = await import('./audit/export');
-    const stream = values.out ? createWriteStream(values.out, { mode: 0o600 }) : process.stdout;
+    const stream = values.out ? createWriteStream('', { fd: openExport(values.out) }) : process.stdout;
     const r = await exportAuditFile(auditFile(values.file), stream, format, {
       ...(values.session ? { session: values.session } : {}),
       ...(values.agent ? { agentId: values.agent } : {}),
@@ -554,6 +554,23 @@ async function cmdAudit(args: string[]): Promise<number> {
     return 0;
   }
   throw new UsageError('writ audit verify | writ audit export');
+}
+
+/**
+ * The export's file, for this user only: created 0600, or an existing file truncated and narrowed to 0600 (its old
+ * mode may let others read it). Never through a symbolic link, which could point anywhere this user can write.
+ */
+function openExport(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new WritError('WRIT_BAD_REQUEST', `--out ${path} is a symbolic link: the export is not written through one`, { path: 'out' });
+    throw new WritError('WRIT_BAD_REQUEST', `cannot write the export to ${path}${typeof code === 'string' ? ` (${code})` : ''}`, { path: 'out' });
+  }
+  fchmodSync(fd, 0o600);
+  return fd;
 }
 
 async function cmdMcp(args: string[]): Promise<number> {

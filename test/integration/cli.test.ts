@@ -1,7 +1,7 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -256,6 +256,31 @@ describe('writ audit verify with only a broker that does not give its keys', () 
       });
     }, 30_000);
   }
+});
+
+describe('writ audit export --out', () => {
+  it('writes a file only this user can read, narrowing an existing one, and never through a symbolic link', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    await b.stop();
+    const out = join(env.WRIT_STATE_DIR, 'export.jsonl');
+    writeFileSync(out, 'old contents, readable by all\n', { mode: 0o644 });
+    chmodSync(out, 0o644);
+    const r = await writ(['audit', 'export', '--out', out], env);
+    expect(r.code).toBe(0);
+    expect(statSync(out).mode & 0o777).toBe(0o600);
+    expect(readFileSync(out, 'utf8')).toBe(readFileSync(join(env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8'));
+
+    const target = join(env.WRIT_STATE_DIR, 'elsewhere.txt');
+    writeFileSync(target, 'not an export\n');
+    const link = join(env.WRIT_STATE_DIR, 'link.jsonl');
+    symlinkSync(target, link);
+    const refused = await writ(['audit', 'export', '--out', link], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).toBe(`writ: --out ${link} is a symbolic link: the export is not written through one (WRIT_BAD_REQUEST)\n`);
+    expect(readFileSync(target, 'utf8')).toBe('not an export\n');
+  });
 });
 
 /** What a forger with write access and no key can do to a log: drop every checkpoint, edit, renumber, rechain. */
