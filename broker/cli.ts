@@ -4,8 +4,9 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import type { Discovery } from './protocol';
 import { writeFileSync, renameSync, createWriteStream, statSync, openSync, fchmodSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
@@ -388,13 +389,13 @@ function auditFile(file: string | undefined): string {
 }
 
 /**
- * When `file` is the live log of a running broker: what that broker has made durable there (count and head), to
- * vouch for records after the last signed checkpoint. Undefined otherwise, or when it does not answer in time
- * (then those records are unsigned: said, not guessed).
+ * What the running broker named by the discovery file (its own socket, its pid) says it has made durable in its
+ * live log, as a statement signed like a checkpoint (`status.auditSeal`) and checked here with `keys`: nothing else
+ * answering on a socket can vouch for records. Undefined when it does not answer in time, or its statement does
+ * not verify (said on stderr).
  */
-async function liveLogVouch(file: string): Promise<import('./audit/verify').BrokerVouch | undefined> {
-  const broker = runningBroker();
-  if (!broker || !sameFile(broker.auditPath, file)) return undefined;
+async function brokerSeal(broker: Discovery, keys: ReadonlyMap<string, KeyObject>): Promise<{ count: number; head: string } | undefined> {
+  const { checkpointText, DEFAULT_AUDIT_ORIGIN } = await import('./audit/log');
   let client: WritClient | undefined;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
@@ -402,12 +403,24 @@ async function liveLogVouch(file: string): Promise<import('./audit/verify').Brok
   });
   try {
     const answer = (async () => {
-      client = await WritClient.connect();
+      client = await WritClient.connect(`unix:${broker.socketPath}`);
       return client.call('status', {});
     })();
     const s = await Promise.race([answer, timeout]);
-    if (!s || s.auditHead === undefined || s.auditRecords === 0) return undefined;
-    return { pid: s.pid, count: s.auditRecords, head: s.auditHead };
+    const seal = s?.auditSeal;
+    if (!s || !seal || s.pid !== broker.pid) return undefined;
+    const key = keys.get(seal.kid);
+    let good = false;
+    try {
+      good = key !== undefined && verifySignature(null, Buffer.from(checkpointText(DEFAULT_AUDIT_ORIGIN, seal.count, seal.head), 'utf8'), key, Buffer.from(seal.sig, 'base64url'));
+    } catch {
+      good = false;
+    }
+    if (!good) {
+      err(`writ: the running broker's (pid ${broker.pid}) statement of its log does not verify with these keys: it vouches for nothing`);
+      return undefined;
+    }
+    return { count: seal.count, head: seal.head };
   } catch {
     return undefined;
   } finally {
@@ -490,9 +503,14 @@ async function cmdAudit(args: string[]): Promise<number> {
     const { verifyAuditFile, judge } = await import('./audit/verify');
     const file = auditFile(values.file);
     const { keys, keySet, source } = await publicKeys();
-    // Asked before the file is read: every record it counts is then in the file.
-    const vouch = await liveLogVouch(file);
-    const r = await verifyAuditFile(file, keys, { keySet, ...(vouch ? { headOf: vouch.count - 1 } : {}) });
+    // The live log of a running broker: its signed count and head, asked before the file is read (every record it
+    // counts is then in the file) and again after (records past that second count are none of its own).
+    const live = runningBroker();
+    const writer = live && sameFile(live.auditPath, file) ? live : undefined;
+    const before = writer ? await brokerSeal(writer, keys) : undefined;
+    const r = await verifyAuditFile(file, keys, { keySet, ...(before && before.count > 0 ? { headOf: before.count - 1 } : {}) });
+    const after = writer && before ? await brokerSeal(writer, keys) : undefined;
+    const vouch = writer && before && before.count > 0 ? { pid: writer.pid, count: before.count, head: before.head, upTo: Math.max(before.count, after?.count ?? 0) } : undefined;
     const j = judge(r, vouch);
     if (j.verdict === 'broken') {
       err(`writ: audit log BROKEN at line ${j.error.line}${j.error.seq === null ? '' : ` (seq ${j.error.seq})`}: ${j.error.reason}: ${j.error.message} (WRIT_AUDIT_CORRUPT)`);
@@ -515,6 +533,12 @@ async function cmdAudit(args: string[]): Promise<number> {
       // Not "broken" either: nothing contradicts the chain, but nothing the key signed, nor the broker, vouches for these.
       err(`writ: audit log UNSIGNED from line ${j.line} (seq ${j.seq}): ${j.message} (WRIT_AUDIT_UNSIGNED)`);
       return 4;
+    }
+    if (r.adopted) {
+      err(
+        `note: ${r.adopted.records} record(s) a crash left unsigned were signed by the next broker as it started, not by the run that wrote them ` +
+          `(audit.adopted, first at line ${r.adopted.line}): they rest on the hash chain alone`,
+      );
     }
     const tail = j.vouched > 0 ? `, ${j.vouched} after it vouched for by the running broker (pid ${vouch!.pid})` : '';
     out(`audit log intact: ${r.records} records, ${r.checkpoints} signed checkpoints${tail}`);

@@ -408,11 +408,14 @@ export const Methods = {
       pendingApprovals: z.number().int(),
       auditRecords: z.number().int(),
       /**
-       * The SHA-256 hex of the last durable record (of `auditRecords`): `writ audit verify` compares it with the file
-       * (the discovery file names it), so records after the last signed checkpoint are vouched for by the broker
-       * that wrote them. Optional: older brokers do not send it.
+       * The durable count and the SHA-256 hex of the last durable record, signed as a checkpoint's text is (its kid
+       * and signature): `writ audit verify` checks it with the keychain's keys and compares it with the file (the
+       * discovery file names it), so records after the last signed checkpoint are vouched for by the broker that
+       * wrote them, and by nothing that merely answers on its socket. Optional: older brokers do not send it.
        */
-      auditHead: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+      auditSeal: z
+        .object({ count: z.number().int().nonnegative(), head: z.string().regex(/^[0-9a-f]{64}$/), kid: z.string(), sig: z.string() })
+        .optional(),
       /** Open findings of the watch (see findings.list). */
       findings: z.number().int(),
       kid: z.string(),
@@ -683,6 +686,8 @@ export const AUDIT_EVENTS = [
   'key.created',
   'key.rotated',
   'audit.recovered',
+  /** A broker's start signed records the last run left unsigned (a crash): `detail.firstSeq`, `detail.records`. */
+  'audit.adopted',
   'checkpoint',
   'finding',
   'finding.dismissed',

@@ -197,10 +197,13 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     clock,
     signer: { kid: keys.active.kid, sign: (data) => edSign(null, data, keys.active.privateKey) },
     ...(parent ? { onRecord: parent.record } : {}),
+    checkpointKeys: keys.publicKeys(),
   });
   // What a crash of the last run left unsigned (never more than CHECKPOINT_EVERY records: a longer unsigned tail
   // is refused by open) is signed now, not in ten seconds: a crash in this run's first seconds would otherwise add
-  // its own unsigned records to them.
+  // its own unsigned records to them. Said first: this broker did not write them, and signs them only as found.
+  const adopted = audit.unsignedAtOpen;
+  if (adopted) await audit.append({ event: 'audit.adopted', detail: { firstSeq: adopted.firstSeq, records: adopted.records } });
   await audit.checkpoint();
   const auditSink = { append: (e: AuditEntry) => audit.append(e) };
 
@@ -317,7 +320,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     approver: approver.kind,
     ...authority.counts(),
     auditRecords: audit.count,
-    auditHead: audit.head,
+    auditSeal: audit.seal(),
     findings: oversight.findings().length,
     kid: keys.active.kid,
   });

@@ -141,7 +141,7 @@ interface OcsfClass {
  * - Oversight: agent.blocked is Authorize Session 3003 2 Revoke Privileges, agent.unblocked 1 Assign
  *   Privileges; agent.stopped (a revoked agent's process tree ended) is 6003 4 Delete; a watch finding is
  *   Detection Finding (2004, Findings) 1 Create, and its dismissal 2004 2 Update.
- * - Not exported: broker.*, key.*, audit.recovered and checkpoint are the broker's own housekeeping, not
+ * - Not exported: broker.*, key.*, audit.recovered, audit.adopted and checkpoint are the broker's own housekeeping, not
  *   security activity of an actor; they stay in the jsonl/csv exports and the log itself.
  */
 const OCSF: Partial<Record<AuditRecord['event'], OcsfClass>> = {

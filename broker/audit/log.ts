@@ -1,6 +1,7 @@
 // The audit log: an append-only, SHA-256-chained JSON Lines file with signed checkpoints, written by group commit.
 // Owns durability and failing closed: a record is acknowledged only once it is on disk, and one failed write stops the log.
-import { hash } from 'node:crypto';
+import { hash, verify as cryptoVerify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { constants as fsc, fdatasync, writeSync } from 'node:fs';
 import { access, mkdir, open as openFile, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -32,6 +33,12 @@ export interface AuditLogOptions {
   onRecord?: (r: AuditRecord) => void;
   /** Durable batches (through the write-ahead file, audit/wal.ts). Default true; only tests turn it off. */
   fsync?: boolean;
+  /**
+   * Every key that ever signed a checkpoint here (the keychain's). Counting what a crash left unsigned at open, only
+   * a checkpoint one of them signed ends the count: a forger's own would otherwise let a rewrite through. Without
+   * them (tools and tests that do not sign), any checkpoint line does.
+   */
+  checkpointKeys?: ReadonlyMap<string, KeyObject>;
 }
 
 export const ZERO_HASH = '0'.repeat(64);
@@ -158,6 +165,7 @@ export class AuditLog {
   #closing = false;
   #closed: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #unsignedAtOpen: { firstSeq: number; records: number } | undefined;
 
   private constructor(fh: FileHandle, opts: AuditLogOptions, tail: Tail, wal: AuditWal | undefined, ino: string) {
     this.path = opts.path;
@@ -238,19 +246,27 @@ export class AuditLog {
       }
       if (created && process.platform !== 'win32') await syncDir(dirname(opts.path));
       // What a crash left unsigned is at most `every` records (the count trigger signs in the same write as the
-      // last of them): a longer unsigned tail was not left by a broker. Signing over it would vouch for a log
-      // rewritten without its checkpoints, so the log is refused, untouched.
-      if (!tail.signed && tail.count > 0 && every > 0 && st.isFile()) {
-        const unsigned = await unsignedRecords(fh, tail.end, every, opts.path);
+      // last of them, and a broker signs at start what the last run left): a longer unsigned tail was not left by a
+      // broker. Signing over it would vouch for a log rewritten without its checkpoints, so the log is refused
+      // (after the torn fragment and write-ahead restores every open makes).
+      // With the keys, a last line that is a checkpoint counts only if they signed it (a forger's would end it).
+      let unsigned: number | undefined = tail.signed ? 0 : undefined;
+      if ((!tail.signed || opts.checkpointKeys) && tail.count > 0 && every > 0 && st.isFile()) {
+        const signed = checkpointCheck(opts.checkpointKeys, opts.origin ?? DEFAULT_AUDIT_ORIGIN);
+        unsigned = await unsignedRecords(fh, tail.end, every, opts.path, signed);
         if (unsigned > every) {
           throw new WritError(
             'WRIT_AUDIT_CORRUPT',
-            `audit log ${opts.path}: it ends in more than ${every} records no signed checkpoint covers, which a broker never leaves: ` +
+            `audit log ${opts.path}: it ends in more than ${every} records no checkpoint signed by this broker's keys covers, which a broker never leaves: ` +
               'it was rewritten, or written by something else. Run `writ audit verify` on it, then move it aside (keep it as evidence) to start a new log',
           );
         }
       }
       const log = new AuditLog(fh, opts, tail, wal, ino);
+      if (unsigned !== undefined && unsigned > 0) {
+        log.#unsignedAtOpen = { firstSeq: tail.count - unsigned, records: unsigned };
+        log.#unsigned = Math.max(log.#unsigned, 1); // so the timer, close() and checkpoint() sign them
+      }
       if (tail.torn > 0 || (tail.replayed ?? 0) > 0) {
         const detail = tail.replayed ? { truncatedBytes: tail.torn, replayedRecords: tail.replayed } : { truncatedBytes: tail.torn };
         await log.append({ event: 'audit.recovered', detail });
@@ -263,6 +279,25 @@ export class AuditLog {
       if (e instanceof WritError) throw e;
       throw writeFailed(opts.path, 'cannot open the audit log', e);
     }
+  }
+
+  /**
+   * The records an earlier run left after its last signed checkpoint (a crash), as this open counted them; undefined
+   * when there were none or they were not counted. A broker that signs over them says so first (`audit.adopted`).
+   */
+  get unsignedAtOpen(): { firstSeq: number; records: number } | undefined {
+    return this.#unsignedAtOpen;
+  }
+
+  /**
+   * The durable state as a signed statement, in a checkpoint's form (its text, this log's origin): what a running
+   * broker shows `writ audit verify`, which checks it with the keychain's keys before it vouches for anything.
+   */
+  seal(): { count: number; head: string; kid: string; sig: string } {
+    const count = this.#count;
+    const head = this.#head;
+    const sig = Buffer.from(this.#signer.sign(Buffer.from(checkpointText(this.#origin, count, head), 'utf8'))).toString('base64url');
+    return { count, head, kid: this.#signer.kid, sig };
   }
 
   /** Records durably in the file (including those from earlier runs). */
@@ -670,10 +705,31 @@ async function lastNewline(fh: FileHandle, end: number): Promise<number | null> 
 }
 
 /**
+ * Whether a parsed line is a checkpoint that counts: signed by one of `keys` over its own count and head (any
+ * checkpoint line when there are no keys). Its place in the chain is `writ audit verify`'s to check.
+ */
+function checkpointCheck(keys: ReadonlyMap<string, KeyObject> | undefined, origin: string): (r: unknown) => boolean {
+  return (r) => {
+    const c = r as { event?: unknown; seq?: unknown; prev?: unknown; checkpoint?: { count?: unknown; head?: unknown; kid?: unknown; sig?: unknown } } | null;
+    if (c?.event !== 'checkpoint') return false;
+    if (keys === undefined) return true;
+    const cp = c.checkpoint;
+    if (typeof cp?.kid !== 'string' || typeof cp.sig !== 'string' || typeof cp.head !== 'string' || cp.count !== c.seq || cp.head !== c.prev) return false;
+    const key = keys.get(cp.kid);
+    if (key === undefined) return false;
+    try {
+      return cryptoVerify(null, Buffer.from(checkpointText(origin, cp.count as number, cp.head), 'utf8'), key, Buffer.from(cp.sig, 'base64url'));
+    } catch {
+      return false;
+    }
+  };
+}
+
+/**
  * Records after the last checkpoint, counted back from `end` (just after the last line's newline) through whole
  * lines: at most `limit + 1`, where it stops looking. A line that does not parse counts as unsigned.
  */
-async function unsignedRecords(fh: FileHandle, end: number, limit: number, path: string): Promise<number> {
+async function unsignedRecords(fh: FileHandle, end: number, limit: number, path: string, signed: (r: unknown) => boolean): Promise<number> {
   let n = 0;
   let carry = Buffer.alloc(0); // the first, partial line of what was read last: it starts in an earlier chunk
   for (let hi = end; hi > 0; ) {
@@ -689,13 +745,13 @@ async function unsignedRecords(fh: FileHandle, end: number, limit: number, path:
     for (;;) {
       const nl = stop >= 2 ? data.lastIndexOf(0x0a, stop - 2) : -1;
       if (nl === -1 && lo > 0) break;
-      let event: unknown;
+      let record: unknown;
       try {
-        event = (JSON.parse(data.toString('utf8', nl + 1, stop - 1)) as { event?: unknown } | null)?.event;
+        record = JSON.parse(data.toString('utf8', nl + 1, stop - 1));
       } catch {
-        event = undefined;
+        record = undefined;
       }
-      if (event === 'checkpoint') return n;
+      if (signed(record)) return n;
       if (++n > limit || nl === -1) return n;
       stop = nl + 1;
     }

@@ -80,6 +80,11 @@ export interface VerifyResult {
   error?: VerifyError;
   /** With `headOf`: the SHA-256 hex of the record with that seq, when the file holds it (and it verified). */
   headAt?: string;
+  /**
+   * Records a crash left unsigned that the next broker signed as it started (`audit.adopted`): signed, but not by
+   * the run that wrote them, so they rest on the chain alone. The first such record's line, and their total.
+   */
+  adopted?: { line: number; records: number };
 }
 
 /** What `verdict` makes of a result: a break wins, then anything left unverifiable. */
@@ -115,6 +120,7 @@ class Verifier {
   /** The first skipped checkpoint since the last verified one, and how many since. */
   uncovered: { line: number; seq: number; kid: string; checkpoints: number } | undefined;
   headAt: string | undefined;
+  adopted: { line: number; records: number } | undefined;
   #prev = ZERO_HASH;
 
   constructor(
@@ -180,6 +186,12 @@ class Verifier {
     }
     this.#prev = sha256Hex(bytes);
     if (r.seq === this.headOf) this.headAt = this.#prev;
+    if (r.event === 'audit.adopted') {
+      const n = r.detail?.records;
+      const records = typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : 0;
+      if (this.adopted) this.adopted.records += records;
+      else this.adopted = { line, records };
+    }
     this.records++;
     return true;
   }
@@ -199,6 +211,7 @@ class Verifier {
       ...(this.skipped > 0 ? { skippedCheckpoints: this.skipped } : {}),
       ...(this.uncovered ? { unverifiable: this.#unverifiable(this.uncovered) } : {}),
       ...(this.headAt === undefined ? {} : { headAt: this.headAt }),
+      ...(this.adopted ? { adopted: this.adopted } : {}),
     };
     return this.error ? { ok: false, ...base, error: this.error } : { ok: base.unverifiable === undefined, ...base };
   }
@@ -250,11 +263,15 @@ export function verifyAuditLines(
   return v.result();
 }
 
-/** What the broker writing this very file says it has made durable (`status`: auditRecords, auditHead). */
+/**
+ * What the broker writing this very file says, signed, it has made durable (`status.auditSeal`): `count` and `head`
+ * asked before the file was read, `upTo` its count asked again after (no record at or past it is its own).
+ */
 export interface BrokerVouch {
   pid: number;
   count: number;
   head: string;
+  upTo: number;
 }
 
 export type AuditJudgement =
@@ -281,8 +298,20 @@ export function judge(r: VerifyResult, vouch?: BrokerVouch): AuditJudgement {
     if (r.headAt !== vouch.head) {
       return { verdict: 'broken', error: { code: 'WRIT_AUDIT_CORRUPT', line, seq: vouch.count - 1, reason: 'chain', message: `audit log line ${line} (seq ${vouch.count - 1}): not the record the running broker (pid ${vouch.pid}) wrote` } };
     }
-    // Records after the vouched head were written while this ran: a few at most, held by the chain alone.
-    return { verdict: 'intact', vouched: Math.min(r.unsignedTail, Math.max(0, vouch.count - (r.records - r.unsignedTail))) };
+    if (r.records > vouch.upTo) {
+      const extra = r.records - vouch.upTo;
+      return {
+        verdict: 'unsigned',
+        code: 'WRIT_AUDIT_UNSIGNED',
+        line: vouch.upTo + 1,
+        seq: vouch.upTo,
+        records: extra,
+        message: `audit log line ${vouch.upTo + 1} (seq ${vouch.upTo}) on: ${extra} record${extra === 1 ? '' : 's'} past the last the running broker (pid ${vouch.pid}) has written: not its own`,
+      };
+    }
+    // Records after the vouched head were written while this ran, and the broker counted them when asked again:
+    // one that was not its own would break the chain at its next record.
+    return { verdict: 'intact', vouched: r.unsignedTail };
   }
   if (r.records === 0) {
     return { verdict: 'unsigned', code: 'WRIT_AUDIT_UNSIGNED', line: 1, seq: 0, records: 0, message: 'audit log: no records, and a broker writes its start record first: it was emptied' };

@@ -66,5 +66,24 @@ describe('crash safety', { timeout: 120_000 }, () => {
     expect(received.length).toBeGreaterThan(ROUNDS * CLIENTS);
     const missing = received.filter((jti) => !minted.has(jti));
     expect(missing).toEqual([]);
+
+    // Each start after a kill said which records it signed without having written them, and signed them at once.
+    const records = text.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; event: string; detail?: { firstSeq: number; records: number } });
+    const adopted = records.flatMap((r, i) => (r.event === 'audit.adopted' ? [i] : []));
+    expect(adopted.length).toBeGreaterThan(0);
+    expect(adopted.length).toBeLessThanOrEqual(ROUNDS);
+    for (const i of adopted) {
+      const { firstSeq, records: n } = records[i]!.detail!;
+      expect(n).toBeGreaterThan(0);
+      expect(n).toBeLessThanOrEqual(1000);
+      // They run up to this start's first record (audit.recovered when the kill tore a line), after a checkpoint.
+      const start = records[i - 1]!.event === 'audit.recovered' ? i - 1 : i;
+      expect(firstSeq + n).toBe(start);
+      // After the last checkpoint, or from the log's start (a first run killed before any).
+      if (firstSeq > 0) expect(records[firstSeq - 1]!.event).toBe('checkpoint');
+      expect(records[i + 1]!.event).toBe('checkpoint');
+    }
+    const total = adopted.reduce((t, i) => t + records[i]!.detail!.records, 0);
+    expect(verify.stderr).toContain(`note: ${total} record(s) a crash left unsigned were signed by the next broker as it started, not by the run that wrote them (audit.adopted, first at line ${adopted[0]! + 1})`);
   });
 });

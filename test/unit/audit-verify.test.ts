@@ -358,10 +358,19 @@ describe('judge: what `writ audit verify` makes of a verified file', () => {
     const head = sha(open.lines[11]!);
     const r = await verifyAuditFile(open.path, keys, { headOf: 11 });
     expect(r.headAt).toBe(head);
-    expect(judge(r, { pid: 4242, count: 12, head })).toEqual({ verdict: 'intact', vouched: 2 });
-    // It has made only 11 durable when asked (the 12th came while the file was read): it vouches for one.
+    expect(judge(r, { pid: 4242, count: 12, head, upTo: 12 })).toEqual({ verdict: 'intact', vouched: 2 });
+    // It had made 11 durable when first asked and 12 when asked again (the 12th came while the file was read).
     const r11 = await verifyAuditFile(open.path, keys, { headOf: 10 });
-    expect(judge(r11, { pid: 4242, count: 11, head: sha(open.lines[10]!) })).toEqual({ verdict: 'intact', vouched: 1 });
+    expect(judge(r11, { pid: 4242, count: 11, head: sha(open.lines[10]!), upTo: 12 })).toEqual({ verdict: 'intact', vouched: 2 });
+    // Asked again, it still had 11: the 12th record is none of its own (appended by something else while it idled).
+    expect(judge(r11, { pid: 4242, count: 11, head: sha(open.lines[10]!), upTo: 11 })).toEqual({
+      verdict: 'unsigned',
+      code: 'WRIT_AUDIT_UNSIGNED',
+      line: 12,
+      seq: 11,
+      records: 1,
+      message: 'audit log line 12 (seq 11) on: 1 record past the last the running broker (pid 4242) has written: not its own',
+    });
   });
 
   it('is broken when the file is shorter than, or differs from, what the running broker wrote to it', async () => {
@@ -372,13 +381,13 @@ describe('judge: what `writ audit verify` makes of a verified file', () => {
     await writeFile(path, forged.join('\n') + '\n');
     const r = await verifyAuditFile(path, keys, { headOf: 11 });
     expect(r).toMatchObject({ ok: true, unsignedTail: 2 });
-    expect(judge(r, { pid: 4242, count: 12, head })).toEqual({
+    expect(judge(r, { pid: 4242, count: 12, head, upTo: 12 })).toEqual({
       verdict: 'broken',
       error: { code: 'WRIT_AUDIT_CORRUPT', line: 12, seq: 11, reason: 'chain', message: 'audit log line 12 (seq 11): not the record the running broker (pid 4242) wrote' },
     });
     // The last record cut off.
     await writeFile(path, lines.slice(0, 11).join('\n') + '\n');
-    expect(judge(await verifyAuditFile(path, keys, { headOf: 11 }), { pid: 4242, count: 12, head })).toEqual({
+    expect(judge(await verifyAuditFile(path, keys, { headOf: 11 }), { pid: 4242, count: 12, head, upTo: 12 })).toEqual({
       verdict: 'broken',
       error: { code: 'WRIT_AUDIT_CORRUPT', line: 12, seq: null, reason: 'cut', message: 'audit log: the running broker (pid 4242) has written 12 records here, the file holds 11: it was cut' },
     });
@@ -447,9 +456,30 @@ describe('AuditLog.open and an unsigned tail', () => {
     const before = await readFile(path, 'utf8');
     await expect(reopen(path)).rejects.toMatchObject({
       code: 'WRIT_AUDIT_CORRUPT',
-      message: `audit log ${path}: it ends in more than 4 records no signed checkpoint covers, which a broker never leaves: it was rewritten, or written by something else. Run \`writ audit verify\` on it, then move it aside (keep it as evidence) to start a new log`,
+      message: `audit log ${path}: it ends in more than 4 records no checkpoint signed by this broker's keys covers, which a broker never leaves: it was rewritten, or written by something else. Run \`writ audit verify\` on it, then move it aside (keep it as evidence) to start a new log`,
     });
     expect(await readFile(path, 'utf8')).toBe(before);
+  });
+
+  it('counts on past a checkpoint signed by a key not its own, or over another count and head: a forger\'s does not end it', async () => {
+    const path = await unsignedLog(3);
+    const lines = (await readFile(path, 'utf8')).slice(0, -1).split('\n');
+    // Two checkpoints a forger without the key can make, with their own key and with a real signature of another point.
+    const ownKey = (prev: string, seq: number) => JSON.stringify({ ...JSON.parse(lines[1]!), seq, prev, checkpoint: { count: seq, head: prev, kid: 'k1', sig: sign(null, Buffer.from(`writ-audit/v1\n${seq}\n${prev}\n`), other.privateKey).toString('base64url') } });
+    const forged = [...lines, ownKey(sha(lines.at(-1)!), lines.length)];
+    forged.push(JSON.stringify({ ...JSON.parse(lines.at(-1)!), seq: forged.length, prev: sha(forged.at(-1)!) }));
+    forged.push(JSON.stringify({ ...JSON.parse(lines[1]!), seq: forged.length, prev: sha(forged.at(-1)!) })); // the real cp of seq 1, moved
+    await writeFile(path, forged.join('\n') + '\n');
+    const withKeys = (every: number) => AuditLog.open({ path, session: 's2', user: 'u', clock: new ManualClock(), signer: { kid: 'k1', sign: (d) => sign(null, d, privateKey) }, checkpointEvery: every, checkpointIntervalMs: 0, fsync: false, checkpointKeys: keys });
+    // 3 records, the forged checkpoint, 1 record, the moved checkpoint: 6 unsigned by the broker's keys.
+    await expect(withKeys(5)).rejects.toMatchObject({ code: 'WRIT_AUDIT_CORRUPT' });
+    const log = await withKeys(6);
+    expect(log.unsignedAtOpen).toEqual({ firstSeq: 2, records: 6 });
+    await log.close();
+    // Without keys (a tool that does not sign), the last checkpoint line ends the count.
+    const plain = await reopen(path, 1);
+    expect(plain.unsignedAtOpen).toBeUndefined();
+    await plain.close();
   });
 
   it('counts an unsigned tail that spans several read chunks exactly (1,001 records of ~750 bytes)', async () => {
