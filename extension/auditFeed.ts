@@ -31,6 +31,8 @@ export interface AuditFeedDeps {
   log(line: string): void;
   /** Overrides FOLLOW_NOTE_MS; Infinity: only the supervisor's phase says the broker is silent. */
   silentAfterMs?: number;
+  /** Live records held while a load reads the file, past which they are dropped and the file read once more (tests). */
+  maxBacklog?: number;
 }
 
 export class AuditFeed {
@@ -41,6 +43,8 @@ export class AuditFeed {
   /** False until the file is read and the broker follows: live records wait in `backlog`. */
   private streaming = false;
   private backlog: AuditRecord[] = [];
+  /** The backlog overflowed while a load read the file: what it dropped is in the file, for one more read. */
+  private backlogDropped = false;
   /** The newest record posted, and the byte offset just past the last whole line read from the file. */
   private lastSeq = -1;
   private offset = 0;
@@ -75,7 +79,13 @@ export class AuditFeed {
 
   /** A record the broker just wrote. */
   append(r: AuditRecord): void {
-    if (!this.opened) return;
+    // Before the webview is ready nothing is read yet: the first read takes every record from the file.
+    if (!this.opened || !this.webviewReady) return;
+    if (!this.streaming && this.backlog.length >= (this.deps.maxBacklog ?? MAX_PANEL_RECORDS)) {
+      // A load is reading the file: rather than hold more, read the file once more after it (load() does).
+      this.backlog = [];
+      this.backlogDropped = true;
+    }
     this.backlog.push(r);
     if (this.streaming) this.scheduleFlush();
   }
@@ -109,6 +119,7 @@ export class AuditFeed {
     this.webviewReady = false;
     this.streaming = false;
     this.backlog = [];
+    this.backlogDropped = false;
     this.postedLive = undefined;
     this.postedAnswering = true;
     this.followOverdue = false;
@@ -164,7 +175,10 @@ export class AuditFeed {
     void this.verify();
     await this.following;
     if (!current()) return;
-    if (!(await this.readLog(current, false))) return;
+    do {
+      this.backlogDropped = false;
+      if (!(await this.readLog(current, false))) return;
+    } while (this.backlogDropped);
     this.followOverdue = false;
     this.streaming = true;
     this.flush();
@@ -234,6 +248,8 @@ export class AuditFeed {
   private flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
+    // A timer set while streaming may fire during a later load: that load posts the file's records and then flushes.
+    if (!this.streaming) return;
     const fresh = this.backlog.filter((r) => r.seq > this.lastSeq);
     this.backlog = [];
     if (fresh.length === 0) return;

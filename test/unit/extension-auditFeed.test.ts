@@ -1,7 +1,7 @@
 // The audit panel's feed without an editor or a broker: a follow the test settles (or never does) and a real file.
 // What it proves: the log on disk is posted before the broker follows, with the note that it is not answering; once
 // it follows, what it wrote in between comes from the file and the rest from the stream, each record once.
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { appendFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,3 +130,66 @@ describe('the audit panel while the broker does not answer', () => {
     expect(h.shown()).toEqual(range(0, 5));
   });
 });
+
+describe('the audit panel reloading while records stream', () => {
+  it('posts nothing live while a reload reads the file, even when a flush set while streaming fires then', async () => {
+    // From a review: that timer posted live records during the load, ahead of the file's, and twice when it fired
+    // inside the second read (which had taken the last seq before the flush moved it).
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const second = deferred();
+      const h = harness(range(0, 2), [{ resolve: () => undefined, promise: Promise.resolve() }, second], { silentAfterMs: Infinity });
+      const waitFor = async (f: () => boolean) => {
+        for (let i = 0; i < 1000 && !f(); i++) await new Promise((r) => setImmediate(r));
+        expect(f()).toBe(true);
+      };
+      const resets = () => h.posts.filter((m) => m.type === 'records' && m.reset).length;
+      h.feed.open();
+      h.feed.ready();
+      await waitFor(() => h.shown().length === 3);
+      appendFileSync(h.path, lines([3]));
+      // Streaming once a live record sets a flush (15 ms, not run: timers are fake); until then the copies go by seq.
+      let streaming = false;
+      await waitFor(() => {
+        if (streaming) return true;
+        const timers = vi.getTimerCount();
+        h.feed.append(rec(3));
+        return (streaming = vi.getTimerCount() > timers);
+      });
+      h.feed.reload(); // a new broker: its follow waits
+      await waitFor(() => resets() === 2);
+      expect(h.shown()).toEqual(range(0, 3));
+      appendFileSync(h.path, lines([4]));
+      h.feed.append(rec(4));
+      const before = h.posts.length;
+      vi.advanceTimersByTime(20); // the flush set before the reload fires now
+      expect(h.posts.slice(before).filter((m) => m.type === 'records')).toEqual([]);
+      second.resolve();
+      await waitFor(() => h.shown().includes(4));
+      for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+      expect(h.shown()).toEqual(range(0, 4));
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('holds no more live records than its bound while the file is read, and loses none: it reads the file again', async () => {
+    const follow = deferred();
+    const h = harness(range(0, 2), [follow], { maxBacklog: 3 });
+    h.feed.open();
+    // Before the webview is ready nothing is held: the first read takes the file.
+    h.feed.append(rec(99));
+    h.feed.ready();
+    await until(() => (h.shown().length === 3 ? true : undefined));
+    // Eight records while the broker has not followed: more than the bound of three.
+    appendFileSync(h.path, lines(range(3, 10)));
+    for (const s of range(3, 10)) h.feed.append(rec(s));
+    follow.resolve();
+    await until(() => (h.shown().length === 11 ? true : undefined));
+    appendFileSync(h.path, lines([11]));
+    h.feed.append(rec(11));
+    await until(() => (h.shown().length === 12 ? true : undefined));
+    expect(h.shown()).toEqual(range(0, 11));
+  });
+});
+
