@@ -1,6 +1,7 @@
 // The resource side (`writ/verify`): accept a Writ token only if the broker signed it for this audience, it is
 // within its lifetime, nothing has revoked it, and its scopes cover what is asked. Keys come from the broker's
-// RFC 8414 metadata and JWKS; revocations arrive over a WebSocket subscription; each use is reported back.
+// RFC 8414 metadata and JWKS; revocations arrive over a WebSocket subscription; each use is reported back:
+// `verify` reports it without waiting (findings only), `authorize` waits until the broker has recorded it.
 //
 // Fail closed: a token never seen before is refused while the subscription is down (its revocation cannot be
 // known). Tokens already verified keep working on expiry alone until the broker is back.
@@ -10,6 +11,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
+import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
 import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
@@ -36,7 +38,11 @@ export interface VerifierOptions {
   clockToleranceSeconds?: number;
   /** Hear revocations over a WebSocket (default true). Without it, revoked tokens pass until they expire. */
   subscribe?: boolean;
-  /** Report each use to the broker's audit log (default true). */
+  /**
+   * Report each `verify` to the broker's audit log (default true), without waiting: for the broker's findings and
+   * the log, not a guarantee (reports over `maxReportsPerSecond` or made while the broker is away are dropped).
+   * A use that must be on record before it happens goes through `authorize`, which needs this left on.
+   */
   reportUse?: boolean;
   /** Milliseconds since the epoch; injected by tests. */
   now?: () => number;
@@ -65,6 +71,15 @@ export interface UseConnection {
   readonly localPort?: number | undefined;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
+}
+
+export interface AuthorizeRequest {
+  /** The calls this request makes (at least one): the token must allow every one, and each is recorded. */
+  calls: readonly ConcreteCall[];
+  /** Scopes the token must cover besides. */
+  scope?: string | readonly string[];
+  /** As for `verify`: the connection the token arrived on. */
+  connection?: UseConnection;
 }
 
 export interface VerifiedToken {
@@ -102,8 +117,20 @@ export interface VerifierStatus {
 }
 
 export interface Verifier {
-  /** The verified token, or a WritError with its code (WRIT_TOKEN_INVALID, …_EXPIRED, …_REVOKED, …). */
+  /**
+   * The verified token, or a WritError with its code (WRIT_TOKEN_INVALID, …_EXPIRED, …_REVOKED, …). The use is
+   * reported to the broker without waiting (`reportUse`): it may go unrecorded. See `authorize`.
+   */
   verify(token: string, request?: VerifyRequest): Promise<VerifiedToken>;
+  /**
+   * No record, no call: checks the token as `verify` does for every call of one request, then reports them all
+   * in one awaited report and resolves only once the broker has each call's `token.used` record on disk. Refused
+   * with the token's code (a call it does not allow: WRIT_SCOPE_NOT_COVERED, `data.call` naming it; that refusal
+   * is reported, and no call of the request is reported as allowed), or, when the use cannot be recorded,
+   * WRIT_BROKER_UNREACHABLE (the broker is away, even for a token verified before) or WRIT_AUDIT_WRITE_FAILED:
+   * then run none of the calls.
+   */
+  authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken>;
   close(): Promise<void>;
   status(): VerifierStatus;
   /** Settles once the first connection attempt has (true if it succeeded). */
@@ -123,6 +150,8 @@ const DEFAULT_MAX_CACHED = 10_000;
 const DEFAULT_MAX_REPORTS = 100;
 const HTTP_TIMEOUT_MS = 3_000;
 const SUBSCRIBE_TIMEOUT_MS = 5_000;
+/** How long `authorize` waits for the broker to record a use: a durable write, so generous. */
+const RECORD_TIMEOUT_MS = 10_000;
 /** A token signed by an unknown kid refetches the JWKS at most this often. */
 const KEY_REFETCH_INTERVAL_MS = 10_000;
 const RETRY_FIRST_MS = 100;
@@ -267,18 +296,35 @@ class WritVerifier implements Verifier {
   async verify(token: string, request: VerifyRequest = NO_REQUEST): Promise<VerifiedToken> {
     if (this.closed) throw unreachable('this verifier is closed');
     const asked = this.asked(request.scope);
-    const call = request.call;
-    if (call !== undefined && (typeof call.resource !== 'string' || typeof call.action !== 'string' || typeof call.target !== 'string')) {
-      throw new TypeError('verify: call needs string resource, action and target');
-    }
+    if (request.call !== undefined) checkCall(request.call, 'verify');
     if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
     // The request itself travels with the scopes parsed from it: nothing more is made per call on the cached path.
     const hit = this.cache.get(token);
-    return hit ? this.admit(hit, asked, request) : this.verifyNew(token, asked, request);
+    return this.admit(hit ?? (await this.verifyNew(token, asked, request)), asked, request, true);
   }
 
-  /** A token verified before: only time, revocation and the scopes asked this time are left to check. */
-  private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest): VerifiedToken {
+  async authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken> {
+    if (this.closed) throw unreachable('this verifier is closed');
+    if (!this.reportUse) throw new TypeError('authorize: it records each use, so the verifier needs reportUse');
+    const calls = request?.calls;
+    if (!Array.isArray(calls) || calls.length === 0) throw new TypeError('authorize: calls must be a non-empty list');
+    for (const call of calls) checkCall(call, 'authorize');
+    const asked = this.asked(request.scope);
+    if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
+    const { connection } = request;
+    const entry = this.cache.get(token) ?? (await this.verifyNew(token, asked, { connection }));
+    // Every call is checked before any is reported: a request refused at its third call has reported no call allowed.
+    let t = entry.result;
+    for (const call of calls) t = this.admit(entry, asked, { call, connection }, false);
+    await this.record(t, calls, asked, connection);
+    return t;
+  }
+
+  /**
+   * A token verified before: only time, revocation and the scopes asked this time are left to check. A refusal
+   * is reported; an allowed use only if `reportAllowed` (`authorize` records its calls itself, once all pass).
+   */
+  private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest, reportAllowed: boolean): VerifiedToken {
     const call = use.call;
     const t = entry.result;
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
@@ -298,14 +344,15 @@ class WritVerifier implements Verifier {
     if (call !== undefined) {
       const key = `\0${call.resource}\0${call.action}\0${call.target}`;
       if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
-        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t, asked, use);
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t, asked, use, { call: { ...call } });
       }
     }
-    this.report(t, true, asked, use);
+    if (reportAllowed) this.report(t, true, asked, use);
     return t;
   }
 
-  private async verifyNew(token: string, asked: Asked | undefined, use: VerifyRequest): Promise<VerifiedToken> {
+  /** A token not seen before: its signature and claims checked, then cached (not yet admitted for this use). */
+  private async verifyNew(token: string, asked: Asked | undefined, use: VerifyRequest): Promise<Entry> {
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -361,7 +408,7 @@ class WritVerifier implements Verifier {
     const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
-    return this.admit(entry, asked, use);
+    return entry;
   }
 
   private decide(entry: Entry, key: string, compute: () => boolean): boolean {
@@ -422,6 +469,35 @@ class WritVerifier implements Verifier {
       ...(code === undefined ? {} : { code }),
       ...(connectionOf(socket) ?? {}),
     });
+  }
+
+  /**
+   * The awaited report of `authorize`: resolves once the broker has written every call's `token.used` record.
+   * Anything else is a refusal: the calls must not run.
+   */
+  private async record(t: VerifiedToken, calls: readonly ConcreteCall[], asked: Asked | undefined, socket: UseConnection | undefined): Promise<void> {
+    const base = {
+      jti: t.jti,
+      exp: t.expiresAt,
+      audience: this.opts.audience.slice(0, 512),
+      ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
+      ...(connectionOf(socket) ?? {}),
+    };
+    for (const part of reportParts(calls, MAX_FRAME_BYTES - Buffer.byteLength(JSON.stringify(base)) - 512)) {
+      const client = this.client;
+      if (client === undefined || !this.live) throw unreachable('the broker is unreachable: this use cannot be recorded, so it must not happen');
+      let recorded: number;
+      try {
+        recorded = (await withTimeout(client.call('token.uses', { ...base, calls: part }), RECORD_TIMEOUT_MS)).recorded;
+      } catch (e) {
+        // The broker's own refusal keeps its code (a failed write, a full queue, a report it would not take).
+        if (isWritError(e) && (e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_RATE_LIMITED' || e.code === 'WRIT_BAD_REQUEST')) {
+          throw new WritError(e.code, 'the broker did not record this use: it must not happen', { cause: e });
+        }
+        throw unreachable('the broker did not record this use (unreachable or too slow): it must not happen', e);
+      }
+      if (recorded !== part.length) throw new WritError('WRIT_AUDIT_WRITE_FAILED', `the broker recorded ${recorded} of ${part.length} calls`);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -584,6 +660,35 @@ class WritVerifier implements Verifier {
     this.setLive(false);
     this.cache.clear();
     await client?.close();
+  }
+}
+
+/**
+ * The calls of one `authorize`, trimmed as the protocol bounds them, in reports of at most
+ * MAX_CALLS_PER_USE_REPORT calls and about `budget` bytes each (the broker's frame limit).
+ */
+function reportParts(calls: readonly ConcreteCall[], budget: number): ConcreteCall[][] {
+  const parts: ConcreteCall[][] = [];
+  let part: ConcreteCall[] = [];
+  let bytes = 0;
+  for (const c of calls) {
+    const call = { resource: c.resource.slice(0, 64), action: c.action.slice(0, 64), target: c.target.slice(0, 512) };
+    const cost = Buffer.byteLength(JSON.stringify(call)) + 1;
+    if (part.length > 0 && (part.length === MAX_CALLS_PER_USE_REPORT || bytes + cost > budget)) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(call);
+    bytes += cost;
+  }
+  parts.push(part);
+  return parts;
+}
+
+function checkCall(call: ConcreteCall, where: string): void {
+  if (typeof call !== 'object' || call === null || typeof call.resource !== 'string' || typeof call.action !== 'string' || typeof call.target !== 'string') {
+    throw new TypeError(`${where}: call needs string resource, action and target`);
   }
 }
 

@@ -362,7 +362,22 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(gate.stderr()).not.toContain('IN ENVIRONMENT');
   });
 
-  it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403', async () => {
+  it('no record, no forward: 300 tool calls in three batches each have their token.used record on disk by the time their batch is answered', async () => {
+    const r = await agent.call('task.request', { task: 'many calls', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const used = () => b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
+    // 100 a batch (the MCP SDK's limit), 300 in all: past the 100 a second that reports sent without waiting are held to.
+    for (let k = 0; k < 3; k++) {
+      const batch = Array.from({ length: 100 }, (_, i) => ({ jsonrpc: '2.0', id: k * 100 + i, method: 'tools/call', params: { name: 'echo', arguments: { text: `n${i}` } } }));
+      const res = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${r.token.token}` }, body: JSON.stringify(batch) });
+      expect(res.status).toBe(200);
+      const ran = ((await res.json()) as { result?: unknown }[]).filter((m) => m.result !== undefined).length;
+      // Read at once, no waiting: the gate forwarded nothing before the broker said the records were durable.
+      expect({ ran, recorded: used().length }).toEqual({ ran: 100, recorded: (k + 1) * 100 });
+    }
+    expect(used().every((x) => x.outcome === 'success' && x.detail.allowed === true && x.detail.call.target === 'echo/echo' && x.detail.presenter?.pid === process.pid)).toBe(true);
+  });
+
+  it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403, and none of its calls is recorded as allowed', async () => {
     const r = await agent.call('task.request', { task: 'batch', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const res = await fetch(gate.url, {
       method: 'POST',
@@ -375,6 +390,12 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(403);
     expect(res.headers.get('www-authenticate')).toContain('error="insufficient_scope", scope="mcp:call:echo/delete_repo"');
     expect((await res.json()).id).toBe(2);
+    // The refusal is recorded; the echo before it in the batch, which never ran, is not recorded as allowed.
+    const records = await until(() => {
+      const mine = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
+      return mine.some((x) => x.code === 'WRIT_SCOPE_NOT_COVERED') ? mine : undefined;
+    });
+    expect(records.map((x) => [x.outcome, x.code, x.detail.call.target])).toEqual([['failure', 'WRIT_SCOPE_NOT_COVERED', 'echo/delete_repo']]);
   });
 
   it('revoking the agent stops it at the gate at once, for every token it holds', async () => {
@@ -437,7 +458,7 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
   });
 
   // Last: it stops the broker.
-  it('fails closed when the broker is gone: a token not seen before is 503 WRIT_BROKER_UNREACHABLE, never let through', async () => {
+  it('fails closed when the broker is gone: a tool call is 503 WRIT_BROKER_UNREACHABLE, never let through unrecorded, even with a token seen before', async () => {
     const seen = await agent.call('task.request', { task: 'before the broker stops', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const unseen = await agent.call('token.mint', { grantId: seen.grant.id });
     expect((await call(gate.url, seen.token.token, 'echo', { text: 'x' })).status).toBe(200);
@@ -448,8 +469,13 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
     expect((await res.json()).error.data).toEqual({ code: 'WRIT_BROKER_UNREACHABLE' });
-    // A token the gate verified while the broker was up keeps working until it expires (the verifier's rule).
-    expect((await call(gate.url, seen.token.token, 'echo', { text: 'y' })).status).toBe(200);
+    // A token the gate verified while the broker was up is still good, but its use cannot be recorded: no forward.
+    const again = await call(gate.url, seen.token.token, 'echo', { text: 'y' });
+    expect(again.status).toBe(503);
+    expect((await again.json()).error.data).toEqual({ code: 'WRIT_BROKER_UNREACHABLE' });
+    // A request that calls no tool still passes on such a token (its use is reported when possible, not awaited).
+    const list = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${seen.token.token}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+    expect(list.status).toBe(200);
   });
 
   it('finds a restarted broker (a new port) by its discovery file and checks new tokens again', async () => {

@@ -30,6 +30,8 @@ describe('verifier: revocation frames', () => {
   let base = '';
   let subscriber: WebSocket | undefined;
   const acks: unknown[] = [];
+  const uses: { jti: string; calls: unknown[] }[] = [];
+  let usesFail = false;
   let verifier: Verifier;
   let minter: TokenMinter;
 
@@ -48,6 +50,10 @@ describe('verifier: revocation frames', () => {
           subscriber = ws;
           ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
         } else if (m.method === 'revocation.ack') acks.push(m.params);
+        else if (m.method === 'token.uses') {
+          uses.push(m.params);
+          ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
+        }
       });
     });
     minter = new TokenMinter(base, () => ({ kid: KID, privateKey }), systemClock, randomIds);
@@ -100,5 +106,28 @@ describe('verifier: revocation frames', () => {
     await until('the malformed count', () => verifier.status().revocationsMalformed === before + 1);
     expect((await verifier.verify(token)).jti).toBe(claims.jti);
     expect(acks).toEqual([{ seq: 4 }]);
+  });
+
+  it('authorize resolves only on the broker\'s answer that the calls are recorded; a failed write, or a call not allowed, refuses with its code', async () => {
+    const recorder = createVerifier({ broker: base, audience: AUD });
+    try {
+      expect(await recorder.ready()).toBe(true);
+      const { token, claims } = await mint('grt_3');
+      const read = (target: string) => ({ resource: 'repo', action: 'read', target });
+      expect((await recorder.authorize(token, { calls: [read('acme/web'), read('acme/web')] })).jti).toBe(claims.jti);
+      expect(uses).toEqual([{ jti: claims.jti, exp: claims.exp, audience: AUD, calls: [read('acme/web'), read('acme/web')] }]);
+      // A call the token does not allow: refused before anything is reported as allowed, naming the call.
+      const refused = await recorder.authorize(token, { calls: [read('acme/web'), read('acme/api')] }).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: 'WRIT_SCOPE_NOT_COVERED', data: { call: read('acme/api') } });
+      expect(uses.length).toBe(1);
+      usesFail = true;
+      expect(await codeOf(recorder.authorize(token, { calls: [read('acme/web')] }))).toBe('WRIT_AUDIT_WRITE_FAILED');
+      expect(uses.length).toBe(2);
+      // Bad input is the caller's mistake.
+      await expect(recorder.authorize(token, { calls: [] })).rejects.toThrow(TypeError);
+    } finally {
+      usesFail = false;
+      await recorder.close();
+    }
   });
 });
