@@ -228,6 +228,9 @@ class RevocationView {
 
 interface Entry {
   token: string;
+  /** The key that signed it and its issuer: once the broker no longer publishes that key or names that issuer, it goes. */
+  kid: string;
+  iss: string;
   result: VerifiedToken;
   scopes: Scope[];
   /** RevocationView.version when last checked. */
@@ -405,7 +408,7 @@ class WritVerifier implements Verifier {
       // Signed and in time, but whether it was revoked cannot be known now: refuse rather than guess.
       throw unreachable('the broker is unreachable: a token not seen before cannot be checked for revocation');
     }
-    const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    const entry: Entry = { token, kid, iss: claims.iss, result, scopes, checked: -1, revoked: false, decisions: new Map() };
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
     return entry;
@@ -597,6 +600,10 @@ class WritVerifier implements Verifier {
     }
     this.keys = keys;
     this.issuer = meta.data.issuer;
+    // A token verified under a key the broker has dropped (a new key after a restart, one removed after a leak) or
+    // from an issuer it no longer is: checked afresh on its next use, so refused, instead of passing from the cache.
+    const issuer = this.opts.issuer ?? meta.data.issuer;
+    for (const [token, e] of this.cache) if (!keys.has(e.kid) || e.iss !== issuer) this.cache.delete(token);
   }
 
   /** An unknown kid may be a rotated key: refetch, at most every KEY_REFETCH_INTERVAL_MS. */
