@@ -4,7 +4,8 @@
 // `verify` reports it without waiting (findings only), `authorize` waits until the broker has recorded it.
 //
 // Fail closed: a token never seen before is refused while the subscription is down (its revocation cannot be
-// known). Tokens already verified keep working on expiry alone until the broker is back.
+// known), and a revocation event that does not parse takes the subscription down until a fresh snapshot is in.
+// Tokens already verified keep working on expiry alone until the broker is back.
 import { createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -112,7 +113,11 @@ export interface VerifierStatus {
   cachedTokens: number;
   /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
   reportsDropped: number;
-  /** Revocation events that did not match the protocol: ignored whole, none applied in part. */
+  /**
+   * Revocation events that did not match the protocol. None is applied in part, and each ends the subscription:
+   * what it revoked is unknown, so the verifier is not live (tokens not seen before are refused) until it has
+   * subscribed again and applied a fresh snapshot.
+   */
   revocationsMalformed: number;
 }
 
@@ -528,7 +533,7 @@ class WritVerifier implements Verifier {
         // Listeners first: an event racing the subscription's answer is applied either way (a union).
         c.onRevocation(
           (e) => this.onRevocationEvent(e, c),
-          () => this.malformed++,
+          () => this.onMalformedEvent(c),
         );
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
@@ -617,6 +622,18 @@ class WritVerifier implements Verifier {
       if (this.keys.size === 0) throw isWritError(e) ? e : unreachable('the broker is unreachable', e);
       // Keys are known but the broker is gone: the token stays signed by an unknown key.
     }
+  }
+
+  /**
+   * A revocation event that does not parse (a newer broker's field, a damaged frame) revoked something unknown:
+   * failing open on it would let that token pass. The subscription is ended and made again, and its snapshot
+   * says what is revoked; until then this verifier is not live, as when the broker is unreachable. Not acknowledged.
+   */
+  private onMalformedEvent(via: WritClient): void {
+    this.malformed++;
+    // Not live from this instant (the next verify already sees it); a half-made connection fails its connect().
+    if (via === this.client) this.lost(via);
+    void via.close();
   }
 
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
