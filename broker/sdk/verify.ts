@@ -35,7 +35,7 @@ export interface VerifierOptions {
   audience: string;
   /** The expected `iss`; by default the issuer the broker's metadata names. */
   issuer?: string;
-  /** Leeway for `exp` and `nbf`, seconds. Default 5. */
+  /** Leeway for `exp` and `nbf`, seconds: a finite number ≥ 0 (a TypeError otherwise). Default 5. */
   clockToleranceSeconds?: number;
   /** Hear revocations over a WebSocket (default true). Without it, revoked tokens pass until they expire. */
   subscribe?: boolean;
@@ -47,9 +47,9 @@ export interface VerifierOptions {
   reportUse?: boolean;
   /** Milliseconds since the epoch; injected by tests. */
   now?: () => number;
-  /** Verified tokens kept (default 10,000); the oldest go first. */
+  /** Verified tokens kept (default 10,000); the oldest go first. A whole number ≥ 0. */
   maxCachedTokens?: number;
-  /** Use reports sent per second (default 100, the broker's own bound); the rest are counted and dropped. */
+  /** `verify` use reports sent per second (default 100, the broker's own bound); the rest are counted and dropped. A whole number ≥ 0. */
   maxReportsPerSecond?: number;
 }
 
@@ -287,12 +287,14 @@ class WritVerifier implements Verifier {
       const u = new URL(opts.broker); // a TypeError for a malformed URL: the caller's mistake
       if (u.protocol !== 'http:') throw new TypeError('createVerifier: broker must be the http:// URL of the broker (its metadata base)');
     }
+    if (opts.now !== undefined && typeof opts.now !== 'function') throw new TypeError('createVerifier: now must be a function');
     this.now = opts.now ?? Date.now;
-    this.tolerance = opts.clockToleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS;
+    // NaN here would make every comparison with it false: tokens that never expire. Refused, as is any non-number.
+    this.tolerance = numberOption('clockToleranceSeconds', opts.clockToleranceSeconds, DEFAULT_TOLERANCE_SECONDS, false);
     this.subscribe = opts.subscribe ?? true;
     this.reportUse = opts.reportUse ?? true;
-    this.maxCached = opts.maxCachedTokens ?? DEFAULT_MAX_CACHED;
-    this.maxReports = opts.maxReportsPerSecond ?? DEFAULT_MAX_REPORTS;
+    this.maxCached = numberOption('maxCachedTokens', opts.maxCachedTokens, DEFAULT_MAX_CACHED, true);
+    this.maxReports = numberOption('maxReportsPerSecond', opts.maxReportsPerSecond, DEFAULT_MAX_REPORTS, true);
     this.revocations = new RevocationView(this.now);
     this.first = this.connect().then(() => this.live);
   }
@@ -708,6 +710,15 @@ function reportParts(calls: readonly ConcreteCall[], budget: number): ConcreteCa
   }
   parts.push(part);
   return parts;
+}
+
+/** A numeric option: its default when omitted, else a finite number ≥ 0 (whole if `whole`), or a TypeError. */
+function numberOption(name: string, value: unknown, fallback: number, whole: boolean): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value))) {
+    throw new TypeError(`createVerifier: ${name} must be a ${whole ? 'whole' : 'finite'} number ≥ 0`);
+  }
+  return value;
 }
 
 function checkCall(call: ConcreteCall, where: string): void {

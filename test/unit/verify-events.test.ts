@@ -162,4 +162,32 @@ describe('verifier: revocation frames', () => {
       await recorder.close();
     }
   });
+
+  it('refuses numeric options that are not finite numbers ≥ 0 (a NaN tolerance would make tokens never expire)', async () => {
+    const bad: [string, unknown][] = [
+      ['clockToleranceSeconds', Number('5s')],
+      ['clockToleranceSeconds', Infinity],
+      ['clockToleranceSeconds', -1],
+      ['clockToleranceSeconds', '5'],
+      ['clockToleranceSeconds', null],
+      ['maxCachedTokens', NaN],
+      ['maxCachedTokens', -1],
+      ['maxCachedTokens', 1.5],
+      ['maxReportsPerSecond', NaN],
+      ['maxReportsPerSecond', Infinity],
+      ['maxReportsPerSecond', -5],
+    ];
+    for (const [name, value] of bad) {
+      expect(() => createVerifier({ broker: base, audience: AUD, [name]: value })).toThrow(new TypeError(`createVerifier: ${name} must be a ${name === 'clockToleranceSeconds' ? 'finite' : 'whole'} number ≥ 0`));
+    }
+    // 0 is a value: no leeway at all, keep no reports.
+    const strict = createVerifier({ broker: base, audience: AUD, reportUse: false, clockToleranceSeconds: 0, maxReportsPerSecond: 0, maxCachedTokens: 0 });
+    try {
+      expect(await strict.ready()).toBe(true);
+      const { token, claims } = await mint('grt_4');
+      expect((await strict.verify(token)).jti).toBe(claims.jti);
+    } finally {
+      await strict.close();
+    }
+  });
 });
