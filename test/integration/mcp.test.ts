@@ -5,7 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPairSync } from 'node:crypto';
+import { WebSocketServer } from 'ws';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -14,6 +17,9 @@ import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
 import { WritClient } from '../../broker/sdk/client';
+import { startGate as startGateInProcess } from '../../broker/mcp/gate';
+import { TokenMinter } from '../../broker/core/tokens';
+import { randomIds, systemClock } from '../../broker/core/clock';
 import { codeOf } from '../helpers/codes';
 import { until } from '../helpers/until';
 
@@ -489,5 +495,48 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(200);
     expect((await res.json()).result.content[0].text).toBe('back');
     expect((await (await fetch(`${gate.origin}/.well-known/oauth-protected-resource`)).json()).authorization_servers).toEqual([b.discovery.httpUrl]);
+  });
+});
+
+// The broker never fails an audit write on demand, so a small stand-in plays one whose writes fail (real HTTP and
+// WebSocket on port 0; the token is signed by the broker's own TokenMinter), in front of the real gate and upstream.
+describe('writ gate when the broker cannot write the audit log', { timeout: 60_000 }, () => {
+  it('a tool call is 503 WRIT_AUDIT_WRITE_FAILED; a request calling no tool still passes', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const http = createServer();
+    const wss = new WebSocketServer({ server: http });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    http.on('request', (req, res) => {
+      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x: publicKey.export({ format: 'jwk' }).x, kid: 'k1' }] } : undefined;
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+    });
+    const reports: string[] = [];
+    wss.on('connection', (ws) =>
+      ws.on('message', (data) => {
+        const m = JSON.parse(data.toString());
+        reports.push(m.method);
+        if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+        if (m.method === 'token.uses') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed (ENOSPC)', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } }));
+      }),
+    );
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: base, env: baseEnv({}), version: '0.0.0' });
+    try {
+      const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);
+      const { token } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: g.audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300 });
+      const bearer = await token;
+      const res = await call(g.url, bearer, 'delete_repo', { repo: 'acme/web' });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await res.json()).error).toEqual({ code: -32002, message: 'Service unavailable: the broker did not record this use: it must not happen', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } });
+      expect(reports).toContain('token.uses');
+      const list = await fetch(g.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${bearer}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+      expect(list.status).toBe(200);
+      expect(((await list.json()).result.tools as { name: string }[]).map((t) => t.name)).toEqual(['echo', 'delete_repo']);
+    } finally {
+      await g.close();
+      wss.close();
+      await new Promise((r) => http.close(r));
+    }
   });
 });
