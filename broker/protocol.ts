@@ -132,6 +132,17 @@ export const ConcreteCall = z.strictObject({
 });
 export type ConcreteCall = z.infer<typeof ConcreteCall>;
 
+/** The connection a token arrived on, as the resource's socket sees it (`token.used`, `token.uses`). */
+export const UseConnection = z.strictObject({
+  localAddress: shortText(64),
+  localPort: z.number().int().min(1).max(65535),
+  remoteAddress: shortText(64),
+  remotePort: z.number().int().min(1).max(65535),
+});
+
+/** Calls one awaited use report (`token.uses`) may list; a resource with more sends several. */
+export const MAX_CALLS_PER_USE_REPORT = 256;
+
 /** One agent identity in the inventory, across broker runs (persisted in the state folder). */
 export const InventoryEntry = z.strictObject({
   /** Stable across runs: derived from owner, name, kind and parent identity. */
@@ -361,16 +372,29 @@ export const Methods = {
        * finds the presenting process from the kernel, names it in the record and holds it to the token's process
        * rules. Never taken on trust: a connection the kernel does not show is recorded as not found.
        */
-      connection: z
-        .strictObject({
-          localAddress: shortText(64),
-          localPort: z.number().int().min(1).max(65535),
-          remoteAddress: shortText(64),
-          remotePort: z.number().int().min(1).max(65535),
-        })
-        .optional(),
+      connection: UseConnection.optional(),
     }),
     result: z.strictObject({ recorded: z.boolean() }),
+  },
+  /**
+   * A resource reports the calls it is about to let through for one request, all allowed by one token, and waits:
+   * the broker answers only once a `token.used` record for each call is durable (WRIT_AUDIT_WRITE_FAILED if the
+   * write fails), so the resource runs nothing that is not recorded (`Verifier.authorize`; `writ gate` uses it).
+   * Open before `hello`; never dropped (its caller waits for the answer, which is what bounds it); at most
+   * MAX_CALLS_PER_USE_REPORT calls. Refusals are reported over `token.used`.
+   */
+  'token.uses': {
+    params: z.strictObject({
+      jti: shortText(200),
+      exp: z.number().int().optional(),
+      audience: Audience.optional(),
+      calls: z.array(ConcreteCall).min(1).max(MAX_CALLS_PER_USE_REPORT),
+      /** The scopes asked besides the calls, if any. */
+      scopes: z.array(ScopeString).max(32).optional(),
+      connection: UseConnection.optional(),
+    }),
+    /** How many `token.used` records were written: one per call. */
+    result: z.strictObject({ recorded: z.number().int().min(0) }),
   },
   /**
    * `writ exec` reports that it stopped a revoked agent's process tree (its child's process group and every

@@ -10,6 +10,7 @@ import type {
   ApprovalRequest,
   AuditAgent,
   AuditEntry,
+  ConcreteCall,
   GrantMode,
   GrantView,
   InventoryView,
@@ -1249,7 +1250,35 @@ export class Authority {
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
   ): Promise<void> {
-    const texts = [report.jti, report.audience, report.call?.resource, report.call?.action, report.call?.target, ...(report.scopes ?? [])];
+    const { call, ...use } = report;
+    await this.writeUses(use, [call], reporter, presenter);
+  }
+
+  /**
+   * `token.uses`: a resource is about to let these calls through for one request, all allowed. One `token.used`
+   * record per call, every one durable before this resolves (they go out in one group commit), so the resource
+   * runs nothing unrecorded; a failed write rejects with WRIT_AUDIT_WRITE_FAILED and the resource refuses the
+   * request. The presenter is looked up, and held to the token's process rules, once for the request.
+   */
+  async recordUses(
+    report: MethodParams<'token.uses'>,
+    reporter: { agentId?: string; process?: PeerProcess },
+    presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
+  ): Promise<number> {
+    const { calls, ...use } = report;
+    await this.writeUses({ ...use, allowed: true }, calls, reporter, presenter);
+    return calls.length;
+  }
+
+  /** The `token.used` records of one report, one per call (`undefined`: a use checked by scope alone). */
+  private async writeUses(
+    report: Omit<MethodParams<'token.used'>, 'call'>,
+    calls: readonly (ConcreteCall | undefined)[],
+    reporter: { agentId?: string; process?: PeerProcess },
+    presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
+  ): Promise<void> {
+    const texts = [report.jti, report.audience, ...(report.scopes ?? [])];
+    for (const c of calls) if (c !== undefined) texts.push(c.resource, c.action, c.target);
     if (texts.some((t) => t !== undefined && JWT_SHAPE.test(t))) {
       // A report holds ids and names only; something shaped like a token is refused, never written.
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
@@ -1260,7 +1289,7 @@ export class Authority {
     const held = report.exp === undefined ? this.ledger.find(report.jti, now) : this.ledger.get(report.jti, report.exp, now);
     const grant = held?.grant;
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
-    await this.auditRaw({
+    const record = (call: ConcreteCall | undefined): AuditEntry => ({
       event: 'token.used',
       jti: report.jti,
       outcome: report.allowed ? 'success' : 'failure',
@@ -1270,7 +1299,7 @@ export class Authority {
       ...(report.audience === undefined ? {} : { audience: report.audience }),
       detail: {
         allowed: report.allowed,
-        ...(report.call === undefined ? {} : { call: report.call }),
+        ...(call === undefined ? {} : { call }),
         ...(report.scopes === undefined ? {} : { asked: report.scopes }),
         reporter: {
           ...(reporter.agentId === undefined ? {} : { agentId: reporter.agentId }),
@@ -1279,6 +1308,8 @@ export class Authority {
         ...(presented === undefined ? {} : { presenter: presenterView(presented) }),
       },
     });
+    // Appended in order in one turn (the log fixes file order at append), made durable together.
+    await Promise.all(calls.map((c) => this.auditRaw(record(c))));
     if (presented === undefined || !('process' in presented) || agent === undefined) return;
     try {
       await this.checkHolder(report.jti, held?.exp, [agent.id, ...agent.parents], { via: 'use', process: async () => presented.process });

@@ -1,8 +1,9 @@
 // `writ gate`: a proxy in front of any MCP server (stdio or streamable HTTP) that lets a call through only with a
 // Writ token whose scopes cover it (`mcp:call:<server>/<tool>`). It serves MCP over streamable HTTP on loopback,
 // answers refusals the way the MCP authorization spec says (401 + RFC 9728 resource metadata, 403
-// insufficient_scope), reports every tool call to the broker's audit log through the verifier (tool name and
-// outcome, never the arguments), and sees revocations the instant the broker pushes them.
+// insufficient_scope), records every tool call in the broker's audit log through the verifier (tool name and
+// outcome, never the arguments) before it forwards any (no record, no forward: 503 otherwise), and sees
+// revocations the instant the broker pushes them.
 //
 // The caller's token stops here: the upstream server is reached with the gate's own transport and never sees it.
 import { createServer } from 'node:http';
@@ -180,7 +181,7 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     log(
       connected
         ? 'writ gate: connected to the broker (live revocation)'
-        : 'writ gate: lost the broker: tokens not seen before are refused (503) until it is back; seen ones work until they expire',
+        : 'writ gate: lost the broker: tool calls are refused (503) until it is back, since they cannot be recorded',
     );
   };
   void verifier.ready().then(sayStatus);
@@ -247,33 +248,26 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
       // The use reports name this connection, so the broker can name the process that presented the token.
       const connection = req.socket;
       if (calls.length === 0) verified = await verifier.verify(token, { connection });
-      else {
-        let v: VerifiedToken | undefined;
-        // Each call is checked and reported on its own (the verifier's use report: tool and outcome, no arguments).
-        for (const c of calls) {
-          try {
-            v = await verifier.verify(token, { call: { resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) }, connection });
-          } catch (e) {
-            throw Object.assign(asWritError(e), { gateTool: c.tool, gateId: c.id });
-          }
-        }
-        verified = v!;
-      }
+      // Every call checked, then all recorded in one awaited report (tool and outcome, no arguments): nothing is
+      // forwarded before the broker has each call's record on disk.
+      else verified = await verifier.authorize(token, { calls: calls.map((c) => ({ resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) })), connection });
     } catch (e) {
       const w = asWritError(e);
-      const ctx = e as { gateTool?: string; gateId?: unknown };
-      const id = ctx.gateId ?? messages[0]?.id;
-      if (w.code === 'WRIT_SCOPE_NOT_COVERED' && ctx.gateTool !== undefined) {
-        const scope = `mcp:call:${toolTarget(opts.server, ctx.gateTool)}`;
-        log(`writ gate: refused ${opts.server}/${ctx.gateTool}: scope ${scope} not granted`);
+      const refusedTarget = (w.data?.call as { target?: unknown } | undefined)?.target;
+      const refused = calls.find((c) => toolTarget(opts.server, c.tool) === refusedTarget);
+      const id = refused?.id ?? messages[0]?.id;
+      if (w.code === 'WRIT_SCOPE_NOT_COVERED' && refused !== undefined) {
+        const scope = `mcp:call:${toolTarget(opts.server, refused.tool)}`;
+        log(`writ gate: refused ${opts.server}/${refused.tool}: scope ${scope} not granted`);
         return sendJson(res, 403, rpcError(id, -32003, `Forbidden: the token does not allow ${scope}`, { code: w.code, scope }), {
           'www-authenticate': `Bearer error="insufficient_scope", scope="${quoteParam(scope)}", resource_metadata="${metadataUrl}", error_description="the token does not allow this tool"`,
         });
       }
-      if (w.code === 'WRIT_BROKER_UNREACHABLE') {
+      // The token may be good, but the use could not be checked or recorded: nothing is forwarded, try again.
+      if (w.code === 'WRIT_BROKER_UNREACHABLE' || w.code === 'WRIT_AUDIT_WRITE_FAILED' || w.code === 'WRIT_RATE_LIMITED') {
         return sendJson(res, 503, rpcError(id, -32002, `Service unavailable: ${w.message}`, { code: w.code }), { 'retry-after': '1' });
       }
-      if (w.code === 'WRIT_SCOPE_INVALID' || w.code === 'WRIT_INTERNAL') return sendJson(res, 400, rpcError(id, -32600, w.message, { code: w.code }));
+      if (w.code === 'WRIT_SCOPE_INVALID' || w.code === 'WRIT_BAD_REQUEST' || w.code === 'WRIT_INTERNAL') return sendJson(res, 400, rpcError(id, -32600, w.message, { code: w.code }));
       log(`writ gate: refused a token: ${w.code}`);
       return sendJson(res, 401, rpcError(id, -32001, `Unauthorized: ${w.message}`, { code: w.code }), {
         'www-authenticate': challenge(`, error="invalid_token", error_description="${quoteParam(`${w.code}: ${w.message}`)}"`),

@@ -26,7 +26,7 @@ export interface RpcServices {
 export const MAX_INFLIGHT = 16;
 export const MAX_QUEUED = 1024;
 
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 /** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
 
@@ -244,6 +244,16 @@ export class RpcConnection {
     return () => this.acks.delete(seq);
   }
 
+  /** Who sends a use report (this connection), and how the presenting process of its `connection` is found. */
+  private async useReporter(connection: import('../protocol').MethodParams<'token.used'>['connection']) {
+    const process = this.services.peer ? await this.services.peer() : undefined;
+    const lookup = this.services.presenter;
+    const presenter =
+      connection === undefined ? undefined : lookup ? () => lookup(connection) : async () => ({ notFound: 'not looked up on this platform' });
+    const reporter = { ...(this.agentId === undefined ? {} : { agentId: this.agentId }), ...(process === undefined ? {} : { process }) };
+    return { reporter, presenter };
+  }
+
   private acknowledges = false;
   private readonly acks = new Map<number, () => void>();
 
@@ -457,20 +467,16 @@ export class RpcConnection {
         if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };
         if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
         const report = parsed.data as import('../protocol').MethodParams<'token.used'>;
-        const process = this.services.peer ? await this.services.peer() : undefined;
-        const { connection } = report;
-        const lookup = this.services.presenter;
-        const presenter =
-          connection === undefined ? undefined : lookup ? () => lookup(connection) : async () => ({ notFound: 'not looked up on this platform' });
-        await a.recordUse(
-          report,
-          {
-            ...(this.agentId === undefined ? {} : { agentId: this.agentId }),
-            ...(process === undefined ? {} : { process }),
-          },
-          presenter,
-        );
+        const { reporter, presenter } = await this.useReporter(report.connection);
+        await a.recordUse(report, reporter, presenter);
         return { recorded: true };
+      }
+      case 'token.uses': {
+        // Not rate-bounded like `token.used`: the resource waits for this answer before it runs the calls, so a
+        // dropped report would be a refused request. In-flight calls per connection are bounded as for any method.
+        const report = parsed.data as import('../protocol').MethodParams<'token.uses'>;
+        const { reporter, presenter } = await this.useReporter(report.connection);
+        return { recorded: await a.recordUses(report, reporter, presenter) };
       }
       case 'agent.stopped': {
         if (++this.stopReports > 4) return { recorded: false };

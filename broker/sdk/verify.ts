@@ -1,15 +1,18 @@
 // The resource side (`writ/verify`): accept a Writ token only if the broker signed it for this audience, it is
 // within its lifetime, nothing has revoked it, and its scopes cover what is asked. Keys come from the broker's
-// RFC 8414 metadata and JWKS; revocations arrive over a WebSocket subscription; each use is reported back.
+// RFC 8414 metadata and JWKS; revocations arrive over a WebSocket subscription; each use is reported back:
+// `verify` reports it without waiting (findings only), `authorize` waits until the broker has recorded it.
 //
 // Fail closed: a token never seen before is refused while the subscription is down (its revocation cannot be
-// known). Tokens already verified keep working on expiry alone until the broker is back.
+// known), and a revocation event that does not parse takes the subscription down until a fresh snapshot is in.
+// Tokens already verified keep working on expiry alone until the broker is back.
 import { createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
+import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
 import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
@@ -32,17 +35,21 @@ export interface VerifierOptions {
   audience: string;
   /** The expected `iss`; by default the issuer the broker's metadata names. */
   issuer?: string;
-  /** Leeway for `exp` and `nbf`, seconds. Default 5. */
+  /** Leeway for `exp` and `nbf`, seconds: a finite number ≥ 0 (a TypeError otherwise). Default 5. */
   clockToleranceSeconds?: number;
   /** Hear revocations over a WebSocket (default true). Without it, revoked tokens pass until they expire. */
   subscribe?: boolean;
-  /** Report each use to the broker's audit log (default true). */
+  /**
+   * Report each `verify` to the broker's audit log (default true), without waiting: for the broker's findings and
+   * the log, not a guarantee (reports over `maxReportsPerSecond` or made while the broker is away are dropped).
+   * A use that must be on record before it happens goes through `authorize`, which needs this left on.
+   */
   reportUse?: boolean;
   /** Milliseconds since the epoch; injected by tests. */
   now?: () => number;
-  /** Verified tokens kept (default 10,000); the oldest go first. */
+  /** Verified tokens kept (default 10,000); the oldest go first. A whole number ≥ 0. */
   maxCachedTokens?: number;
-  /** Use reports sent per second (default 100, the broker's own bound); the rest are counted and dropped. */
+  /** `verify` use reports sent per second (default 100, the broker's own bound); the rest are counted and dropped. A whole number ≥ 0. */
   maxReportsPerSecond?: number;
 }
 
@@ -65,6 +72,15 @@ export interface UseConnection {
   readonly localPort?: number | undefined;
   readonly remoteAddress?: string | undefined;
   readonly remotePort?: number | undefined;
+}
+
+export interface AuthorizeRequest {
+  /** The calls this request makes (at least one): the token must allow every one, and each is recorded. */
+  calls: readonly ConcreteCall[];
+  /** Scopes the token must cover besides. */
+  scope?: string | readonly string[];
+  /** As for `verify`: the connection the token arrived on. */
+  connection?: UseConnection;
 }
 
 export interface VerifiedToken {
@@ -97,13 +113,29 @@ export interface VerifierStatus {
   cachedTokens: number;
   /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
   reportsDropped: number;
-  /** Revocation events that did not match the protocol: ignored whole, none applied in part. */
+  /**
+   * Revocation events that did not match the protocol. None is applied in part, and each ends the subscription:
+   * what it revoked is unknown, so the verifier is not live (tokens not seen before are refused) until it has
+   * subscribed again and applied a fresh snapshot.
+   */
   revocationsMalformed: number;
 }
 
 export interface Verifier {
-  /** The verified token, or a WritError with its code (WRIT_TOKEN_INVALID, …_EXPIRED, …_REVOKED, …). */
+  /**
+   * The verified token, or a WritError with its code (WRIT_TOKEN_INVALID, …_EXPIRED, …_REVOKED, …). The use is
+   * reported to the broker without waiting (`reportUse`): it may go unrecorded. See `authorize`.
+   */
   verify(token: string, request?: VerifyRequest): Promise<VerifiedToken>;
+  /**
+   * No record, no call: checks the token as `verify` does for every call of one request, then reports them all
+   * in one awaited report and resolves only once the broker has each call's `token.used` record on disk. Refused
+   * with the token's code (a call it does not allow: WRIT_SCOPE_NOT_COVERED, `data.call` naming it; that refusal
+   * is reported, and no call of the request is reported as allowed), or, when the use cannot be recorded,
+   * WRIT_BROKER_UNREACHABLE (the broker is away, even for a token verified before) or WRIT_AUDIT_WRITE_FAILED:
+   * then run none of the calls.
+   */
+  authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken>;
   close(): Promise<void>;
   status(): VerifierStatus;
   /** Settles once the first connection attempt has (true if it succeeded). */
@@ -123,6 +155,8 @@ const DEFAULT_MAX_CACHED = 10_000;
 const DEFAULT_MAX_REPORTS = 100;
 const HTTP_TIMEOUT_MS = 3_000;
 const SUBSCRIBE_TIMEOUT_MS = 5_000;
+/** How long `authorize` waits for the broker to record a use: a durable write, so generous. */
+const RECORD_TIMEOUT_MS = 10_000;
 /** A token signed by an unknown kid refetches the JWKS at most this often. */
 const KEY_REFETCH_INTERVAL_MS = 10_000;
 const RETRY_FIRST_MS = 100;
@@ -199,6 +233,9 @@ class RevocationView {
 
 interface Entry {
   token: string;
+  /** The key that signed it and its issuer: once the broker no longer publishes that key or names that issuer, it goes. */
+  kid: string;
+  iss: string;
   result: VerifiedToken;
   scopes: Scope[];
   /** RevocationView.version when last checked. */
@@ -250,12 +287,14 @@ class WritVerifier implements Verifier {
       const u = new URL(opts.broker); // a TypeError for a malformed URL: the caller's mistake
       if (u.protocol !== 'http:') throw new TypeError('createVerifier: broker must be the http:// URL of the broker (its metadata base)');
     }
+    if (opts.now !== undefined && typeof opts.now !== 'function') throw new TypeError('createVerifier: now must be a function');
     this.now = opts.now ?? Date.now;
-    this.tolerance = opts.clockToleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS;
+    // NaN here would make every comparison with it false: tokens that never expire. Refused, as is any non-number.
+    this.tolerance = numberOption('clockToleranceSeconds', opts.clockToleranceSeconds, DEFAULT_TOLERANCE_SECONDS, false);
     this.subscribe = opts.subscribe ?? true;
     this.reportUse = opts.reportUse ?? true;
-    this.maxCached = opts.maxCachedTokens ?? DEFAULT_MAX_CACHED;
-    this.maxReports = opts.maxReportsPerSecond ?? DEFAULT_MAX_REPORTS;
+    this.maxCached = numberOption('maxCachedTokens', opts.maxCachedTokens, DEFAULT_MAX_CACHED, true);
+    this.maxReports = numberOption('maxReportsPerSecond', opts.maxReportsPerSecond, DEFAULT_MAX_REPORTS, true);
     this.revocations = new RevocationView(this.now);
     this.first = this.connect().then(() => this.live);
   }
@@ -267,18 +306,35 @@ class WritVerifier implements Verifier {
   async verify(token: string, request: VerifyRequest = NO_REQUEST): Promise<VerifiedToken> {
     if (this.closed) throw unreachable('this verifier is closed');
     const asked = this.asked(request.scope);
-    const call = request.call;
-    if (call !== undefined && (typeof call.resource !== 'string' || typeof call.action !== 'string' || typeof call.target !== 'string')) {
-      throw new TypeError('verify: call needs string resource, action and target');
-    }
+    if (request.call !== undefined) checkCall(request.call, 'verify');
     if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
     // The request itself travels with the scopes parsed from it: nothing more is made per call on the cached path.
     const hit = this.cache.get(token);
-    return hit ? this.admit(hit, asked, request) : this.verifyNew(token, asked, request);
+    return this.admit(hit ?? (await this.verifyNew(token, asked, request)), asked, request, true);
   }
 
-  /** A token verified before: only time, revocation and the scopes asked this time are left to check. */
-  private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest): VerifiedToken {
+  async authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken> {
+    if (this.closed) throw unreachable('this verifier is closed');
+    if (!this.reportUse) throw new TypeError('authorize: it records each use, so the verifier needs reportUse');
+    const calls = request?.calls;
+    if (!Array.isArray(calls) || calls.length === 0) throw new TypeError('authorize: calls must be a non-empty list');
+    for (const call of calls) checkCall(call, 'authorize');
+    const asked = this.asked(request.scope);
+    if (typeof token !== 'string') throw new WritError('WRIT_TOKEN_INVALID', 'token is not a compact JWT');
+    const { connection } = request;
+    const entry = this.cache.get(token) ?? (await this.verifyNew(token, asked, { connection }));
+    // Every call is checked before any is reported: a request refused at its third call has reported no call allowed.
+    let t = entry.result;
+    for (const call of calls) t = this.admit(entry, asked, { call, connection }, false);
+    await this.record(t, calls, asked, connection);
+    return t;
+  }
+
+  /**
+   * A token verified before: only time, revocation and the scopes asked this time are left to check. A refusal
+   * is reported; an allowed use only if `reportAllowed` (`authorize` records its calls itself, once all pass).
+   */
+  private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest, reportAllowed: boolean): VerifiedToken {
     const call = use.call;
     const t = entry.result;
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
@@ -298,14 +354,15 @@ class WritVerifier implements Verifier {
     if (call !== undefined) {
       const key = `\0${call.resource}\0${call.action}\0${call.target}`;
       if (!this.decide(entry, key, () => allowsCall(entry.scopes, call.resource, call.action, call.target))) {
-        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t, asked, use);
+        throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not allow this call", t, asked, use, { call: { ...call } });
       }
     }
-    this.report(t, true, asked, use);
+    if (reportAllowed) this.report(t, true, asked, use);
     return t;
   }
 
-  private async verifyNew(token: string, asked: Asked | undefined, use: VerifyRequest): Promise<VerifiedToken> {
+  /** A token not seen before: its signature and claims checked, then cached (not yet admitted for this use). */
+  private async verifyNew(token: string, asked: Asked | undefined, use: VerifyRequest): Promise<Entry> {
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -358,10 +415,10 @@ class WritVerifier implements Verifier {
       // Signed and in time, but whether it was revoked cannot be known now: refuse rather than guess.
       throw unreachable('the broker is unreachable: a token not seen before cannot be checked for revocation');
     }
-    const entry: Entry = { token, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    const entry: Entry = { token, kid, iss: claims.iss, result, scopes, checked: -1, revoked: false, decisions: new Map() };
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
-    return this.admit(entry, asked, use);
+    return entry;
   }
 
   private decide(entry: Entry, key: string, compute: () => boolean): boolean {
@@ -424,6 +481,35 @@ class WritVerifier implements Verifier {
     });
   }
 
+  /**
+   * The awaited report of `authorize`: resolves once the broker has written every call's `token.used` record.
+   * Anything else is a refusal: the calls must not run.
+   */
+  private async record(t: VerifiedToken, calls: readonly ConcreteCall[], asked: Asked | undefined, socket: UseConnection | undefined): Promise<void> {
+    const base = {
+      jti: t.jti,
+      exp: t.expiresAt,
+      audience: this.opts.audience.slice(0, 512),
+      ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
+      ...(connectionOf(socket) ?? {}),
+    };
+    for (const part of reportParts(calls, MAX_FRAME_BYTES - Buffer.byteLength(JSON.stringify(base)) - 512)) {
+      const client = this.client;
+      if (client === undefined || !this.live) throw unreachable('the broker is unreachable: this use cannot be recorded, so it must not happen');
+      let recorded: number;
+      try {
+        recorded = (await withTimeout(client.call('token.uses', { ...base, calls: part }), RECORD_TIMEOUT_MS)).recorded;
+      } catch (e) {
+        // The broker's own refusal keeps its code (a failed write, a full queue, a report it would not take).
+        if (isWritError(e) && (e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_RATE_LIMITED' || e.code === 'WRIT_BAD_REQUEST')) {
+          throw new WritError(e.code, 'the broker did not record this use: it must not happen', { cause: e });
+        }
+        throw unreachable('the broker did not record this use (unreachable or too slow): it must not happen', e);
+      }
+      if (recorded !== part.length) throw new WritError('WRIT_AUDIT_WRITE_FAILED', `the broker recorded ${recorded} of ${part.length} calls`);
+    }
+  }
+
   // -------------------------------------------------------------------------------------------
   // The broker: metadata and keys over HTTP, revocations over a WebSocket, reconnecting with backoff
   // -------------------------------------------------------------------------------------------
@@ -449,7 +535,7 @@ class WritVerifier implements Verifier {
         // Listeners first: an event racing the subscription's answer is applied either way (a union).
         c.onRevocation(
           (e) => this.onRevocationEvent(e, c),
-          () => this.malformed++,
+          () => this.onMalformedEvent(c),
         );
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
@@ -521,6 +607,10 @@ class WritVerifier implements Verifier {
     }
     this.keys = keys;
     this.issuer = meta.data.issuer;
+    // A token verified under a key the broker has dropped (a new key after a restart, one removed after a leak) or
+    // from an issuer it no longer is: checked afresh on its next use, so refused, instead of passing from the cache.
+    const issuer = this.opts.issuer ?? meta.data.issuer;
+    for (const [token, e] of this.cache) if (!keys.has(e.kid) || e.iss !== issuer) this.cache.delete(token);
   }
 
   /** An unknown kid may be a rotated key: refetch, at most every KEY_REFETCH_INTERVAL_MS. */
@@ -534,6 +624,18 @@ class WritVerifier implements Verifier {
       if (this.keys.size === 0) throw isWritError(e) ? e : unreachable('the broker is unreachable', e);
       // Keys are known but the broker is gone: the token stays signed by an unknown key.
     }
+  }
+
+  /**
+   * A revocation event that does not parse (a newer broker's field, a damaged frame) revoked something unknown:
+   * failing open on it would let that token pass. The subscription is ended and made again, and its snapshot
+   * says what is revoked; until then this verifier is not live, as when the broker is unreachable. Not acknowledged.
+   */
+  private onMalformedEvent(via: WritClient): void {
+    this.malformed++;
+    // Not live from this instant (the next verify already sees it); a half-made connection fails its connect().
+    if (via === this.client) this.lost(via);
+    void via.close();
   }
 
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
@@ -584,6 +686,44 @@ class WritVerifier implements Verifier {
     this.setLive(false);
     this.cache.clear();
     await client?.close();
+  }
+}
+
+/**
+ * The calls of one `authorize`, trimmed as the protocol bounds them, in reports of at most
+ * MAX_CALLS_PER_USE_REPORT calls and about `budget` bytes each (the broker's frame limit).
+ */
+function reportParts(calls: readonly ConcreteCall[], budget: number): ConcreteCall[][] {
+  const parts: ConcreteCall[][] = [];
+  let part: ConcreteCall[] = [];
+  let bytes = 0;
+  for (const c of calls) {
+    const call = { resource: c.resource.slice(0, 64), action: c.action.slice(0, 64), target: c.target.slice(0, 512) };
+    const cost = Buffer.byteLength(JSON.stringify(call)) + 1;
+    if (part.length > 0 && (part.length === MAX_CALLS_PER_USE_REPORT || bytes + cost > budget)) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(call);
+    bytes += cost;
+  }
+  parts.push(part);
+  return parts;
+}
+
+/** A numeric option: its default when omitted, else a finite number ≥ 0 (whole if `whole`), or a TypeError. */
+function numberOption(name: string, value: unknown, fallback: number, whole: boolean): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value))) {
+    throw new TypeError(`createVerifier: ${name} must be a ${whole ? 'whole' : 'finite'} number ≥ 0`);
+  }
+  return value;
+}
+
+function checkCall(call: ConcreteCall, where: string): void {
+  if (typeof call !== 'object' || call === null || typeof call.resource !== 'string' || typeof call.action !== 'string' || typeof call.target !== 'string') {
+    throw new TypeError(`${where}: call needs string resource, action and target`);
   }
 }
 

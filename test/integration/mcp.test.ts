@@ -5,7 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPairSync } from 'node:crypto';
+import { WebSocketServer } from 'ws';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -14,6 +17,9 @@ import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
 import { WritClient } from '../../broker/sdk/client';
+import { startGate as startGateInProcess } from '../../broker/mcp/gate';
+import { TokenMinter } from '../../broker/core/tokens';
+import { randomIds, systemClock } from '../../broker/core/clock';
 import { codeOf } from '../helpers/codes';
 import { until } from '../helpers/until';
 
@@ -362,7 +368,22 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(gate.stderr()).not.toContain('IN ENVIRONMENT');
   });
 
-  it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403', async () => {
+  it('no record, no forward: 300 tool calls in three batches each have their token.used record on disk by the time their batch is answered', async () => {
+    const r = await agent.call('task.request', { task: 'many calls', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const used = () => b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
+    // 100 a batch (the MCP SDK's limit), 300 in all: past the 100 a second that reports sent without waiting are held to.
+    for (let k = 0; k < 3; k++) {
+      const batch = Array.from({ length: 100 }, (_, i) => ({ jsonrpc: '2.0', id: k * 100 + i, method: 'tools/call', params: { name: 'echo', arguments: { text: `n${i}` } } }));
+      const res = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${r.token.token}` }, body: JSON.stringify(batch) });
+      expect(res.status).toBe(200);
+      const ran = ((await res.json()) as { result?: unknown }[]).filter((m) => m.result !== undefined).length;
+      // Read at once, no waiting: the gate forwarded nothing before the broker said the records were durable.
+      expect({ ran, recorded: used().length }).toEqual({ ran: 100, recorded: (k + 1) * 100 });
+    }
+    expect(used().every((x) => x.outcome === 'success' && x.detail.allowed === true && x.detail.call.target === 'echo/echo' && x.detail.presenter?.pid === process.pid)).toBe(true);
+  });
+
+  it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403, and none of its calls is recorded as allowed', async () => {
     const r = await agent.call('task.request', { task: 'batch', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const res = await fetch(gate.url, {
       method: 'POST',
@@ -375,6 +396,12 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(403);
     expect(res.headers.get('www-authenticate')).toContain('error="insufficient_scope", scope="mcp:call:echo/delete_repo"');
     expect((await res.json()).id).toBe(2);
+    // The refusal is recorded; the echo before it in the batch, which never ran, is not recorded as allowed.
+    const records = await until(() => {
+      const mine = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
+      return mine.some((x) => x.code === 'WRIT_SCOPE_NOT_COVERED') ? mine : undefined;
+    });
+    expect(records.map((x) => [x.outcome, x.code, x.detail.call.target])).toEqual([['failure', 'WRIT_SCOPE_NOT_COVERED', 'echo/delete_repo']]);
   });
 
   it('revoking the agent stops it at the gate at once, for every token it holds', async () => {
@@ -437,7 +464,7 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
   });
 
   // Last: it stops the broker.
-  it('fails closed when the broker is gone: a token not seen before is 503 WRIT_BROKER_UNREACHABLE, never let through', async () => {
+  it('fails closed when the broker is gone: a tool call is 503 WRIT_BROKER_UNREACHABLE, never let through unrecorded, even with a token seen before', async () => {
     const seen = await agent.call('task.request', { task: 'before the broker stops', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const unseen = await agent.call('token.mint', { grantId: seen.grant.id });
     expect((await call(gate.url, seen.token.token, 'echo', { text: 'x' })).status).toBe(200);
@@ -448,8 +475,13 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
     expect((await res.json()).error.data).toEqual({ code: 'WRIT_BROKER_UNREACHABLE' });
-    // A token the gate verified while the broker was up keeps working until it expires (the verifier's rule).
-    expect((await call(gate.url, seen.token.token, 'echo', { text: 'y' })).status).toBe(200);
+    // A token the gate verified while the broker was up is still good, but its use cannot be recorded: no forward.
+    const again = await call(gate.url, seen.token.token, 'echo', { text: 'y' });
+    expect(again.status).toBe(503);
+    expect((await again.json()).error.data).toEqual({ code: 'WRIT_BROKER_UNREACHABLE' });
+    // A request that calls no tool still passes on such a token (its use is reported when possible, not awaited).
+    const list = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${seen.token.token}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+    expect(list.status).toBe(200);
   });
 
   it('finds a restarted broker (a new port) by its discovery file and checks new tokens again', async () => {
@@ -463,5 +495,48 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(200);
     expect((await res.json()).result.content[0].text).toBe('back');
     expect((await (await fetch(`${gate.origin}/.well-known/oauth-protected-resource`)).json()).authorization_servers).toEqual([b.discovery.httpUrl]);
+  });
+});
+
+// The broker never fails an audit write on demand, so a small stand-in plays one whose writes fail (real HTTP and
+// WebSocket on port 0; the token is signed by the broker's own TokenMinter), in front of the real gate and upstream.
+describe('writ gate when the broker cannot write the audit log', { timeout: 60_000 }, () => {
+  it('a tool call is 503 WRIT_AUDIT_WRITE_FAILED; a request calling no tool still passes', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const http = createServer();
+    const wss = new WebSocketServer({ server: http });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    http.on('request', (req, res) => {
+      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x: publicKey.export({ format: 'jwk' }).x, kid: 'k1' }] } : undefined;
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+    });
+    const reports: string[] = [];
+    wss.on('connection', (ws) =>
+      ws.on('message', (data) => {
+        const m = JSON.parse(data.toString());
+        reports.push(m.method);
+        if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+        if (m.method === 'token.uses') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed (ENOSPC)', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } }));
+      }),
+    );
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: base, env: baseEnv({}), version: '0.0.0' });
+    try {
+      const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);
+      const { token } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: g.audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300 });
+      const bearer = await token;
+      const res = await call(g.url, bearer, 'delete_repo', { repo: 'acme/web' });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await res.json()).error).toEqual({ code: -32002, message: 'Service unavailable: the broker did not record this use: it must not happen', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } });
+      expect(reports).toContain('token.uses');
+      const list = await fetch(g.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${bearer}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+      expect(list.status).toBe(200);
+      expect(((await list.json()).result.tools as { name: string }[]).map((t) => t.name)).toEqual(['echo', 'delete_repo']);
+    } finally {
+      await g.close();
+      wss.close();
+      await new Promise((r) => http.close(r));
+    }
   });
 });

@@ -342,6 +342,55 @@ describe('verifier when the broker goes away', { timeout: 90_000 }, () => {
     }
   });
 
+  it('a token verified before is refused once the restarted broker no longer publishes its key', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('old-key');
+    const r = await client.call('task.request', { task: 'key change', scopes: ['repo:read:x'], audience: AUD });
+    await client.close();
+    const v = createVerifier({ env, audience: AUD });
+    let b2: BrokerProcess | undefined;
+    try {
+      expect(await v.ready()).toBe(true);
+      expect((await v.verify(r.token.token)).jti).toBe(r.token.jti); // now cached
+      await b.stop();
+      await connectedIs(v, false);
+      // The same state folder with another keychain entry: a new key (a fresh keyring, or the old key removed after a leak).
+      b2 = await BrokerProcess.start({ ...env, WRIT_KEYCHAIN_SERVICE: `${env.WRIT_KEYCHAIN_SERVICE}-2` });
+      await connectedIs(v, true);
+      expect(await codeOf(v.verify(r.token.token))).toBe('WRIT_TOKEN_INVALID');
+      expect(v.status().cachedTokens).toBe(0);
+    } finally {
+      await v.close();
+      await b2?.stop();
+    }
+  });
+
+  it('a token verified before is refused once the restarted broker names another issuer', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('old-issuer');
+    const r = await client.call('task.request', { task: 'issuer change', scopes: ['repo:read:x'], audience: AUD });
+    await client.close();
+    const v = createVerifier({ env, audience: AUD });
+    let b2: BrokerProcess | undefined;
+    try {
+      expect(await v.ready()).toBe(true);
+      expect((await v.verify(r.token.token)).issuer).toBe(payloadOf(r.token.token).iss);
+      await b.stop();
+      await connectedIs(v, false);
+      // The same key, another issuer.
+      b2 = await BrokerProcess.start({ ...env, WRIT_ISSUER: 'urn:writ:someone-else' });
+      await connectedIs(v, true);
+      expect(await codeOf(v.verify(r.token.token))).toBe('WRIT_TOKEN_INVALID');
+    } finally {
+      await v.close();
+      await b2?.stop();
+    }
+  });
+
   it("after a restart, revoking an agent the new broker never met still revokes its sub-agent's token (by the act chain)", async () => {
     const env = freshEnv();
     const b1 = await BrokerProcess.start(env);

@@ -433,6 +433,20 @@ describe('Authority', () => {
     expect(await codeOf(authority.mint({ agentId }, { grantId: r.grant.id }))).toBe('WRIT_AUDIT_WRITE_FAILED');
   });
 
+  it('an awaited use report (token.uses) is answered only once a record per call is durable, and not at all when the write fails', async () => {
+    let fail = false;
+    await log.close();
+    await build({}, { append: (e) => (fail && e.event === 'token.used' ? Promise.reject(new WritError('WRIT_AUDIT_WRITE_FAILED', 'disk full')) : log.append(e)) });
+    const { agentId } = await hello();
+    const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['mcp:call:echo/*'], audience: AUD });
+    const calls = ['echo/a', 'echo/b', 'echo/c'].map((target) => ({ resource: 'mcp', action: 'call', target }));
+    expect(await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {})).toBe(3);
+    const used = readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used');
+    expect(used.map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target])).toEqual(calls.map((c) => ['success', r.grant.id, true, c.target]));
+    fail = true;
+    expect(await codeOf(authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
+  });
+
   it('tokens expire by the clock, and checks say so with their own code', async () => {
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });

@@ -1,5 +1,6 @@
-// The verifier's handling of `revocation` frames: a malformed event is counted and not applied, not even the part
-// of it that would parse; a good one is applied before the listener runs and acknowledged with its seq. The real
+// The verifier's handling of `revocation` frames: a good one is applied before the listener runs and acknowledged
+// with its seq; a malformed one is counted, never applied in part nor acknowledged, and ends the subscription until
+// a fresh snapshot is in (what it revoked is unknown). The real
 // broker never sends a malformed frame, so a small stand-in serves the metadata, the JWKS and the subscription here
 // (real HTTP and WebSocket on port 0); the token is signed by the broker's own TokenMinter.
 import { generateKeyPairSync } from 'node:crypto';
@@ -12,6 +13,7 @@ import { randomIds, systemClock } from '../../broker/core/clock';
 import { TokenMinter } from '../../broker/core/tokens';
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
+import type { RevocationEvent } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
 
 const AUD = 'https://api.example';
@@ -30,6 +32,14 @@ describe('verifier: revocation frames', () => {
   let base = '';
   let subscriber: WebSocket | undefined;
   const acks: unknown[] = [];
+  /** Grants revoked, as the broker's durable list has them: what a new subscription's snapshot holds. */
+  const durableGrants: string[] = [];
+  let subscribes = 0;
+  /** While set, subscriptions wait for their answer (in `held`). */
+  let holdSubscribe = false;
+  const held: (() => void)[] = [];
+  const uses: { jti: string; calls: unknown[] }[] = [];
+  let usesFail = false;
   let verifier: Verifier;
   let minter: TokenMinter;
 
@@ -45,9 +55,18 @@ describe('verifier: revocation frames', () => {
       ws.on('message', (data) => {
         const m = JSON.parse(data.toString());
         if (m.method === 'subscribe') {
-          subscriber = ws;
-          ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+          subscribes++;
+          const answer = () => {
+            subscriber = ws;
+            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [...durableGrants], agentIds: [] } } }));
+          };
+          if (holdSubscribe) held.push(answer);
+          else answer();
         } else if (m.method === 'revocation.ack') acks.push(m.params);
+        else if (m.method === 'token.uses') {
+          uses.push(m.params);
+          ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
+        }
       });
     });
     minter = new TokenMinter(base, () => ({ kid: KID, privateKey }), systemClock, randomIds);
@@ -67,7 +86,7 @@ describe('verifier: revocation frames', () => {
   };
   const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
 
-  it('ignores and counts a malformed event whole, then applies and acknowledges a good one before its listener runs', async () => {
+  it('applies and acknowledges a good event before its listener runs', async () => {
     const { token, claims } = await mint('grt_1');
     expect((await verifier.verify(token)).jti).toBe(claims.jti);
     const heard: string[] = [];
@@ -77,28 +96,98 @@ describe('verifier: revocation frames', () => {
       void codeOf(verifier.verify(token)).then((c) => heard.push(c));
     });
     try {
-      const event = { target: { kind: 'token', jti: claims.jti }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], grantIds: ['grt_1'] };
-      push({ ...event, seq: 1, extra: true }); // an unknown key
-      push({ ...event, seq: 2, target: { kind: 'token', jti: '' } }); // an empty jti, though jtis and grantIds name the token
-      push({ ...event, seq: 3.5 }); // a seq that is not an integer
-      push({ ...event, seq: 4 });
+      push({ target: { kind: 'token', jti: claims.jti }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], grantIds: ['grt_1'], seq: 4 });
       await until('the ack of event 4', () => acks.length > 0);
       await until('the listener', () => heard.length === 2);
       expect(acks).toEqual([{ seq: 4 }]);
       expect(heard).toEqual(['token', 'WRIT_TOKEN_REVOKED']);
-      expect(verifier.status()).toMatchObject({ connected: true, revocationsMalformed: 3, revocationsKnown: 2 });
+      expect(verifier.status()).toMatchObject({ connected: true, revocationsMalformed: 0, revocationsKnown: 2 });
     } finally {
       off();
     }
   });
 
-  it('a malformed event leaves a token it names working', async () => {
+  // It used to be ignored with the subscription kept live: a revocation the verifier could not read (a newer
+  // broker's field, say) then let its token pass until expiry. Now the revocation state is unknown until resubscribed.
+  it('a malformed event ends the subscription: new tokens are refused until a fresh snapshot is in, which revokes what the event named', async () => {
     const { token, claims } = await mint('grt_2');
     expect((await verifier.verify(token)).grantId).toBe('grt_2');
-    const before = verifier.status().revocationsMalformed;
-    push({ target: { kind: 'grant', id: 'grt_2' }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], seq: 5, grantIds: 'grt_2' });
-    await until('the malformed count', () => verifier.status().revocationsMalformed === before + 1);
-    expect((await verifier.verify(token)).jti).toBe(claims.jti);
-    expect(acks).toEqual([{ seq: 4 }]);
+    const subscribedBefore = subscribes;
+    const heard: RevocationEvent[] = [];
+    const off = verifier.onRevocation((e) => heard.push(e));
+    holdSubscribe = true;
+    try {
+      durableGrants.push('grt_2');
+      // grantIds must be a list: the whole event is refused, not the part of it that would parse.
+      push({ target: { kind: 'grant', id: 'grt_2' }, at: claims.iat, jtis: [claims.jti], agentIds: [], taskIds: [], seq: 5, grantIds: 'grt_2' });
+      await until('the malformed count', () => verifier.status().revocationsMalformed === 1);
+      expect(verifier.status().connected).toBe(false);
+      await until('a new subscription', () => held.length === 1 && subscribes === subscribedBefore + 1);
+      // Resubscribing: a token not seen before cannot be checked for revocation, so it is refused.
+      const fresh = await mint('grt_3');
+      expect(await codeOf(verifier.verify(fresh.token))).toBe('WRIT_BROKER_UNREACHABLE');
+      holdSubscribe = false;
+      held.shift()!();
+      await until('live again', () => verifier.status().connected);
+      expect(await codeOf(verifier.verify(token))).toBe('WRIT_TOKEN_REVOKED');
+      expect((await verifier.verify(fresh.token)).grantId).toBe('grt_3');
+      // Neither applied as an event nor acknowledged: only the snapshot revoked the grant.
+      expect(heard).toEqual([]);
+      expect(acks).toEqual([{ seq: 4 }]);
+    } finally {
+      holdSubscribe = false;
+      off();
+    }
+  });
+
+  it('authorize resolves only on the broker\'s answer that the calls are recorded; a failed write, or a call not allowed, refuses with its code', async () => {
+    const recorder = createVerifier({ broker: base, audience: AUD, subscribe: false }); // the subscriber stays the other one
+    try {
+      expect(await recorder.ready()).toBe(true);
+      const { token, claims } = await mint('grt_3');
+      const read = (target: string) => ({ resource: 'repo', action: 'read', target });
+      expect((await recorder.authorize(token, { calls: [read('acme/web'), read('acme/web')] })).jti).toBe(claims.jti);
+      expect(uses).toEqual([{ jti: claims.jti, exp: claims.exp, audience: AUD, calls: [read('acme/web'), read('acme/web')] }]);
+      // A call the token does not allow: refused before anything is reported as allowed, naming the call.
+      const refused = await recorder.authorize(token, { calls: [read('acme/web'), read('acme/api')] }).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: 'WRIT_SCOPE_NOT_COVERED', data: { call: read('acme/api') } });
+      expect(uses.length).toBe(1);
+      usesFail = true;
+      expect(await codeOf(recorder.authorize(token, { calls: [read('acme/web')] }))).toBe('WRIT_AUDIT_WRITE_FAILED');
+      expect(uses.length).toBe(2);
+      // Bad input is the caller's mistake.
+      await expect(recorder.authorize(token, { calls: [] })).rejects.toThrow(TypeError);
+    } finally {
+      usesFail = false;
+      await recorder.close();
+    }
+  });
+
+  it('refuses numeric options that are not finite numbers ≥ 0 (a NaN tolerance would make tokens never expire)', async () => {
+    const bad: [string, unknown][] = [
+      ['clockToleranceSeconds', Number('5s')],
+      ['clockToleranceSeconds', Infinity],
+      ['clockToleranceSeconds', -1],
+      ['clockToleranceSeconds', '5'],
+      ['clockToleranceSeconds', null],
+      ['maxCachedTokens', NaN],
+      ['maxCachedTokens', -1],
+      ['maxCachedTokens', 1.5],
+      ['maxReportsPerSecond', NaN],
+      ['maxReportsPerSecond', Infinity],
+      ['maxReportsPerSecond', -5],
+    ];
+    for (const [name, value] of bad) {
+      expect(() => createVerifier({ broker: base, audience: AUD, [name]: value })).toThrow(new TypeError(`createVerifier: ${name} must be a ${name === 'clockToleranceSeconds' ? 'finite' : 'whole'} number ≥ 0`));
+    }
+    // 0 is a value: no leeway at all, keep no reports.
+    const strict = createVerifier({ broker: base, audience: AUD, reportUse: false, clockToleranceSeconds: 0, maxReportsPerSecond: 0, maxCachedTokens: 0 });
+    try {
+      expect(await strict.ready()).toBe(true);
+      const { token, claims } = await mint('grt_4');
+      expect((await strict.verify(token)).jti).toBe(claims.jti);
+    } finally {
+      await strict.close();
+    }
   });
 });
