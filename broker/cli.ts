@@ -50,7 +50,8 @@ request is denied.`,
 
 Asks the broker for a token and blocks until the developer decides. Prints only the token on stdout.
 Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.`,
-  exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] -- CMD [ARGS…]
+  exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] [--kind KIND]
+                 -- CMD [ARGS…]
 
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
 grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD's whole process tree
@@ -445,6 +446,7 @@ async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; keySet: 'co
 
 async function cmdAudit(args: string[]): Promise<number> {
   const sub = args[0];
+  if (sub === '--help' || sub === '-h') return (err(HELP.audit!), 0);
   if (sub === 'verify') {
     const { values } = parse(args.slice(1), { file: { type: 'string' } });
     if (values.help) return (err(HELP.audit!), 0);

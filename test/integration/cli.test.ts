@@ -112,13 +112,32 @@ describe('writ CLI against a running broker', () => {
     await client.close();
   });
 
-  it('--help on every command, exit 0', async () => {
-    for (const cmd of ['serve', 'token', 'exec', 'revoke', 'agents', 'status']) {
-      const r = await writ([cmd, '--help'], b.env);
-      expect(r.code, cmd).toBe(0);
-      expect(r.stderr, cmd).toContain('Usage: writ');
+  it('--help on every command, command group and sub-command: usage on stderr, nothing on stdout, exit 0', async () => {
+    const commands = [
+      ['serve'], ['token'], ['exec'], ['revoke'], ['status'], ['mcp'], ['gate'],
+      ['agents'], ['agents', 'export'], ['agents', 'block'], ['agents', 'unblock'],
+      ['audit'], ['audit', 'verify'], ['audit', 'export'],
+      ['key'], ['key', 'rotate'],
+      ['secret'], ['secret', 'set'], ['secret', 'list'], ['secret', 'rm'],
+    ];
+    const runs = commands.flatMap((cmd) => ['--help', '-h'].map((flag) => [...cmd, flag]));
+    const seen: { cmd: string; code: number; stdout: string; usage: boolean }[] = [];
+    // A few at a time: forty CLI processes at once would crowd a busy two-core machine past their timeout.
+    for (let i = 0; i < runs.length; i += 4) {
+      seen.push(
+        ...(await Promise.all(
+          runs.slice(i, i + 4).map(async (args) => {
+            const r = await writ(args, b.env);
+            return { cmd: args.join(' '), code: r.code, stdout: r.stdout, usage: r.stderr.startsWith(`Usage: writ ${args[0]}`) };
+          }),
+        )),
+      );
     }
-  });
+    expect(seen).toEqual(runs.map((args) => ({ cmd: args.join(' '), code: 0, stdout: '', usage: true })));
+    // The command group without a sub-command is a usage error (exit 2) that still says how to ask for help.
+    const bare = await writ(['audit'], b.env);
+    expect({ code: bare.code, stderr: bare.stderr }).toEqual({ code: 2, stderr: 'writ: writ audit verify | writ audit export\nRun `writ audit --help`.\n' });
+  }, 180_000);
 });
 
 describe('writ audit', () => {
