@@ -54,9 +54,10 @@ Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered s
                  -- CMD [ARGS…]
 
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
-grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD's whole process tree
-is stopped (its process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log
-records it (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
+grant) and WRIT_BROKER set. Its exit code passes through; SIGTERM and SIGHUP (and, without a terminal,
+SIGINT and SIGQUIT) are passed on to it. If the agent is revoked, CMD's whole process tree is stopped (its
+process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log records it
+(agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
 Run inside an agent session (WRIT_SESSION set), it starts a sub-agent: its scopes must be covered by the
 parent's grants (no prompt), its token's act chain names both, and revoking the parent stops it too.`,
   revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
@@ -283,10 +284,15 @@ async function cmdExec(args: string[]): Promise<number> {
     }
     child.kill(sig);
   };
-  // On a terminal the child is in this process group, so the terminal's own Ctrl-C already reached it: sending it
-  // again made a program that quits on a second Ctrl-C (an agent's REPL) quit on one. Only kept from killing writ.
-  process.on('SIGINT', group ? forward('SIGINT') : () => undefined);
+  // On a terminal the child is in this process group, so the terminal's own Ctrl-C (and Ctrl-\) already reached
+  // it: sending it again made a program that quits on a second Ctrl-C (an agent's REPL) quit on one. Only kept
+  // from killing writ. SIGTERM and SIGHUP may come from anywhere (kill, a closed ssh session, a supervisor): without
+  // a terminal the child is in a session of its own, so one not passed on would leave it running, orphaned.
+  const keyboard = group ? forward : () => () => undefined;
+  process.on('SIGINT', keyboard('SIGINT'));
+  if (process.platform !== 'win32') process.on('SIGQUIT', keyboard('SIGQUIT')); // libuv has no SIGQUIT there
   process.on('SIGTERM', forward('SIGTERM'));
+  process.on('SIGHUP', forward('SIGHUP'));
   const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null }>((resolve) => {
     child.on('error', (e) => {
       err(`writ: cannot run ${cmd[0]}: ${e.message}`);

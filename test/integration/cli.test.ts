@@ -1,16 +1,18 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
+import { isAlive } from '../../broker/proxy/process-tree';
+import { until } from '../helpers/until';
 
 requireKeyring();
 
@@ -388,4 +390,61 @@ describe('writ exec inside an agent session', () => {
     await parent.close().catch(() => undefined);
     await b.stop();
   });
+});
+
+/**
+ * `writ exec` of a node script that writes its pid, token and session to a marker and idles (SIGQUIT ends it with
+ * exit 77, so no core file is left behind); the wrapper runs without a terminal, as under an agent runner.
+ */
+async function execIdle(env: Record<string, string>, agent: string) {
+  const marker = join(env.WRIT_STATE_DIR!, `${agent}-running`);
+  const script = `process.on('SIGQUIT', () => process.exit(77));
+    require('fs').writeFileSync(${JSON.stringify(marker)}, JSON.stringify({ pid: process.pid, token: process.env.WRIT_TOKEN, session: process.env.WRIT_SESSION }));
+    setInterval(() => {}, 1000)`;
+  const w = spawn(process.execPath, [WRIT, 'exec', '--task', 'long job', '--scope', 'repo:read:x', '--aud', 'https://api.example', '--agent', agent, '--', process.execPath, '-e', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  w.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => w.on('exit', (code, signal) => r({ code, signal })));
+  const { pid, token, session } = await until(() => {
+    try {
+      return JSON.parse(readFileSync(marker, 'utf8')) as { pid: number; token: string; session: string };
+    } catch {
+      return undefined;
+    }
+  });
+  execCleanup.push(() => {
+    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+  });
+  return { w, pid, token, session, exited, stderr: () => stderr };
+}
+
+const execCleanup: (() => unknown)[] = [];
+
+describe('writ exec without a terminal', () => {
+  afterEach(async () => {
+    for (const c of execCleanup.splice(0)) await c();
+  });
+
+  it('passes SIGHUP, SIGQUIT and SIGTERM on to its command (in a session of its own) and exits as the command did', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    execCleanup.push(() => b.stop());
+    b.decide = approveAll;
+    const seen: { sig: string; code: number | null; signal: string | null; commandAlive: boolean }[] = [];
+    for (const sig of ['SIGHUP', 'SIGQUIT', 'SIGTERM'] as const) {
+      const run = await execIdle(b.env, `signalled-${sig.toLowerCase()}`);
+      run.w.kill(sig);
+      const exit = await run.exited;
+      seen.push({ sig, ...exit, commandAlive: isAlive(run.pid) });
+    }
+    // As a shell reports a command killed by a signal: 128 + its number (SIGHUP 1, SIGTERM 15); SIGQUIT's handler exits 77.
+    expect(seen).toEqual([
+      { sig: 'SIGHUP', code: 129, signal: null, commandAlive: false },
+      { sig: 'SIGQUIT', code: 77, signal: null, commandAlive: false },
+      { sig: 'SIGTERM', code: 143, signal: null, commandAlive: false },
+    ]);
+  }, 120_000);
 });
