@@ -49,7 +49,9 @@ request is denied.`,
                   [--agent NAME] [--kind KIND]
 
 Asks the broker for a token and blocks until the developer decides. Prints only the token on stdout.
-Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.`,
+Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.
+A broker that stops answering (no pong within WRIT_BROKER_TIMEOUT_MS, 30 s by default) ends the wait with
+WRIT_BROKER_UNREACHABLE; one that answers pings is waited for as long as the developer takes.`,
   exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] [--kind KIND]
                  -- CMD [ARGS…]
 

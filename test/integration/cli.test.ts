@@ -448,3 +448,32 @@ describe('writ exec without a terminal', () => {
     ]);
   }, 120_000);
 });
+
+describe('writ token against a broker that stops answering', () => {
+  it('waits as long as the developer takes while the broker answers pings, and fails with WRIT_BROKER_UNREACHABLE once it is frozen', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    const pid = b.child.pid!;
+    // Nobody decides: the request waits for the developer. The client's liveness window is 4 s here (30 s by default).
+    const env = { ...b.env, WRIT_BROKER_TIMEOUT_MS: '4000' };
+    const args = ['token', '--task', 'wait for me', '--scope', 'repo:read:acme/web', '--aud', 'https://api.example', '--agent', 'patient'];
+    let settled = false;
+    const run = writ(args, env, { timeout: 80_000 }).finally(() => (settled = true));
+    await until(() => (b.requests.length === 1 ? true : undefined));
+    // Several windows go by: the broker answers pings, so a call waiting for an approval is not cut off.
+    await new Promise((r) => setTimeout(r, 12_000));
+    expect(settled).toBe(false);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const frozen = await run;
+      expect(frozen).toEqual({ code: 1, stdout: '', stderr: 'writ: the broker did not answer for 4 s (stopped or stuck) (WRIT_BROKER_UNREACHABLE)\n' });
+      // A new connection to the frozen broker does not hang at the handshake either (the kernel still accepts it).
+      const later = await writ(args, env, { timeout: 60_000 });
+      expect(later).toEqual({ code: 1, stdout: '', stderr: 'writ: the Writ broker did not answer within 4 s (stopped or stuck) (WRIT_BROKER_UNREACHABLE)\n' });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const bad = await writ(args, { ...env, WRIT_BROKER_TIMEOUT_MS: '4s' });
+    expect(bad).toEqual({ code: 1, stdout: '', stderr: 'writ: WRIT_BROKER_TIMEOUT_MS must be a whole number of milliseconds, at least 100 (WRIT_USAGE)\n' });
+    await b.stop();
+  }, 180_000);
+});
