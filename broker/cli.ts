@@ -16,6 +16,7 @@ import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDisc
 import type { RevokeTarget } from './protocol';
 import { SECRET_HELP } from './proxy/cli';
 import { cmdAgents, AGENTS_HELP } from './cli-agents';
+import { ExecLine, heldToken } from './exec-line';
 
 const HELP: Record<string, string> = {
   secret: SECRET_HELP,
@@ -60,6 +61,11 @@ grant) and WRIT_BROKER set. Its exit code passes through; SIGTERM and SIGHUP (an
 SIGINT and SIGQUIT) are passed on to it. If the agent is revoked, CMD's whole process tree is stopped (its
 process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log records it
 (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
+If the broker goes away (a crash, a restart, no answer within WRIT_BROKER_TIMEOUT_MS), CMD keeps running: its
+token stays valid until it expires, and no revocation can reach it until writ reconnects (with backoff, saying
+hello with the agent's session). A session refused then (revoked meanwhile) stops CMD as a revocation does. A
+restarted broker no longer knows the session: the agent comes back as a new one under its name, and revoking
+it, or the agent it was (by its old id), stops CMD. stderr says each step; never a token or a session.
 Run inside an agent session (WRIT_SESSION set), it starts a sub-agent: its scopes must be covered by the
 parent's grants (no prompt), its token's act chain names both, and revoking the parent stops it too.`,
   revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
@@ -268,12 +274,22 @@ async function cmdExec(args: string[]): Promise<number> {
     detached: group,
     env: { ...process.env, [ENV_TOKEN]: token, [ENV_BROKER]: address, ...(session ? { [ENV_SESSION]: session } : {}) },
   });
-  // The broker closes a revoked agent's connection with 4001: stop the agent's process tree with it.
+  // The broker closes a revoked agent's connection with 4001: stop the agent's process tree with it. Any other close
+  // is no revocation: the line reconnects (exec-line.ts) and the command runs on meanwhile, its token valid until it expires.
   let stopping: Promise<import('./proxy/process-tree').TreeStopResult> | undefined;
-  client.onClose((code) => {
-    if (code !== 4001 || child.pid === undefined || stopping) return;
-    err('writ: the agent was revoked; stopping its process tree');
-    stopping = import('./proxy/process-tree').then(({ stopTree }) => stopTree(child.pid!, { group, graceMs: 2000 }));
+  const line = new ExecLine({
+    client,
+    agent: { name: a.agent, kind: a.kind },
+    session,
+    agentId,
+    token: heldToken(token),
+    address: () => brokerAddress(),
+    log: err,
+    onRevoked: (why) => {
+      if (child.pid === undefined || stopping) return;
+      err(`writ: ${why}; stopping its process tree`);
+      stopping = import('./proxy/process-tree').then(({ stopTree }) => stopTree(child.pid!, { group, graceMs: 2000 }));
+    },
   });
   const forward = (sig: NodeJS.Signals) => () => {
     if (group && child.pid !== undefined) {
@@ -311,9 +327,9 @@ async function cmdExec(args: string[]): Promise<number> {
     if (!stopped.treeStopped) err('writ: some of the agent\'s processes could not be stopped');
     // The agent's own connection is closed: report on a fresh one, so the audit log says the tree was stopped.
     try {
-      const reporter = await WritClient.connect(address);
+      const reporter = await WritClient.connect(brokerAddress());
       try {
-        await reporter.call('agent.stopped', { agentId, pid: child.pid, ...stopped, exitCode: exit.exitCode, exitSignal: exit.signal });
+        await reporter.call('agent.stopped', { agentId: line.agentId, pid: child.pid, ...stopped, exitCode: exit.exitCode, exitSignal: exit.signal });
       } finally {
         await reporter.close();
       }
@@ -321,7 +337,7 @@ async function cmdExec(args: string[]): Promise<number> {
       err(`writ: could not report the stop to the broker (${asWritError(e).code})`);
     }
   }
-  await client.close();
+  await line.close();
   return code;
 }
 

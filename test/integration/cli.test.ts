@@ -3,6 +3,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { connect, createServer as createNetServer } from 'node:net';
+import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PROTOCOL_VERSION } from '../../broker/protocol';
@@ -476,4 +478,102 @@ describe('writ token against a broker that stops answering', () => {
     expect(bad).toEqual({ code: 1, stdout: '', stderr: 'writ: WRIT_BROKER_TIMEOUT_MS must be a whole number of milliseconds, at least 100 (WRIT_USAGE)\n' });
     await b.stop();
   }, 180_000);
+});
+
+/** This run's live agents, as `writ agents --live --json` lists them. */
+async function liveAgents(env: Record<string, string>): Promise<{ id: string; name: string; connected: boolean; revoked: boolean }[]> {
+  const r = await writ(['agents', '--live', '--json'], env);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('writ exec when its line to the broker breaks', () => {
+  afterEach(async () => {
+    for (const c of execCleanup.splice(0)) await c();
+  });
+
+  it('survives a broker restart: the command runs on, its agent is back under its name, and revoking it (by its new id or the one it had) stops the command', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const renamed = await execIdle(env, 'survivor-new-id');
+    const remembered = await execIdle(env, 'survivor-old-id');
+    const before = await liveAgents(env);
+    const oldId = (name: string) => before.find((a) => a.name === name)!.id;
+    await b1.kill(); // a crash; the extension starts it again
+    for (const run of [renamed, remembered]) await until(() => (run.stderr().includes('lost the connection') ? true : undefined));
+    // While the broker is away the commands run on: their tokens stay valid until they expire.
+    expect([isAlive(renamed.pid), isAlive(remembered.pid)]).toEqual([true, true]);
+    const b2 = await BrokerProcess.start(env);
+    execCleanup.push(() => b2.stop());
+    for (const run of [renamed, remembered]) await until(() => (run.stderr().includes('writ: reconnected') ? true : undefined));
+    // The new broker never knew their sessions: each is a new agent under its name, listed as connected.
+    const after = await liveAgents(env);
+    const back = after.find((a) => a.name === 'survivor-new-id')!;
+    const survivors = after.filter((a) => a.name.startsWith('survivor')).sort((x, y) => x.name.localeCompare(y.name));
+    expect(survivors.map((a) => ({ name: a.name, connected: a.connected, revoked: a.revoked, renamed: a.id !== oldId(a.name) }))).toEqual([
+      { name: 'survivor-new-id', connected: true, revoked: false, renamed: true },
+      { name: 'survivor-old-id', connected: true, revoked: false, renamed: true },
+    ]);
+
+    // Revoked as the agent it is now: the broker closes its line with 4001.
+    expect((await writ(['revoke', '--agent', back.id], env)).code).toBe(0);
+    expect({ ...(await renamed.exited), alive: isAlive(renamed.pid), other: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false, other: true });
+    // Revoked as the agent it was (its id from before the restart, as the audit log names it): heard on a subscription.
+    expect((await writ(['revoke', '--agent', oldId('survivor-old-id')], env)).code).toBe(0);
+    expect({ ...(await remembered.exited), alive: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false });
+
+    const lines = renamed.stderr().trim().split('\n').filter((l) => !l.startsWith('writ: cannot reconnect to the broker yet (WRIT_BROKER_UNREACHABLE)'));
+    expect(lines).toEqual([
+      expect.stringMatching(/^writ: lost the connection to the broker \(close 1006\); the command keeps running and its token stays valid until \d{4}-\d\d-\d\dT[\d:.]+Z \(no revocation can reach it meanwhile\); reconnecting$/),
+      `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${back.id} (\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,
+      'writ: the agent was revoked; stopping its process tree',
+    ]);
+    expect(remembered.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${oldId('survivor-old-id')} was revoked; stopping its process tree`);
+    for (const run of [renamed, remembered]) {
+      expect(run.stderr()).not.toContain(run.token);
+      expect(run.stderr()).not.toContain(run.session);
+    }
+    const stopped = await until(() => {
+      const recs = b2.auditLines().map((l) => JSON.parse(l)).filter((r) => r.event === 'agent.stopped');
+      return recs.length === 2 ? recs : undefined;
+    });
+    expect(stopped.map((r) => ({ name: r.agent.name, pid: r.detail.pid, treeStopped: r.detail.treeStopped })).sort((x, y) => x.name.localeCompare(y.name))).toEqual([
+      { name: 'survivor-new-id', pid: renamed.pid, treeStopped: true },
+      { name: 'survivor-old-id', pid: remembered.pid, treeStopped: true },
+    ]);
+  }, 180_000);
+
+  it('stops the command when its agent was revoked while the line was down: the broker refuses the session on reconnecting', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    execCleanup.push(() => b.stop());
+    b.decide = approveAll;
+    // The command's line runs through a relay the test can cut and hold shut while the broker stays up.
+    let open = true;
+    const held = new Set<Socket>();
+    const relay = createNetServer((s) => {
+      if (!open) return void s.destroy();
+      const up = connect(Number(new URL(b.discovery.httpUrl).port), '127.0.0.1');
+      for (const [x, y] of [[s, up], [up, s]] as const) {
+        held.add(x);
+        x.on('error', () => y.destroy());
+        x.on('close', () => y.destroy());
+        x.pipe(y);
+      }
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    execCleanup.push(() => new Promise((r) => relay.close(r)));
+    const run = await execIdle({ ...env, WRIT_BROKER: `ws://127.0.0.1:${(relay.address() as AddressInfo).port}/` }, 'cut-off');
+    const id = (await liveAgents(env)).find((a) => a.name === 'cut-off')!.id;
+    open = false;
+    for (const s of held) s.destroy();
+    await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
+    // Revoked while its line is down: there is no connection of it to close.
+    expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
+    expect(isAlive(run.pid)).toBe(true);
+    open = true;
+    expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
+    expect(run.stderr().trim().split('\n').at(-1)).toBe("writ: the broker refused the agent's session (WRIT_SESSION_INVALID); stopping its process tree");
+  }, 120_000);
 });
