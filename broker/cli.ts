@@ -266,6 +266,7 @@ async function cmdExec(args: string[]): Promise<number> {
   // Inside an agent session this command starts a sub-agent; `writ token` there acts as the agent itself.
   const parentSession = process.env[ENV_SESSION];
   const { client, token, session, agentId } = parentSession ? await requestSubAgentToken(a, parentSession) : await requestToken(a);
+  const held = heldToken(token); // before the command starts: nothing may fail between its start and its line
   // Its own process group (so a revocation stops the whole tree), except on a terminal: a background group
   // reading the TTY would be stopped by SIGTTIN. There the tree is found through /proc (process-tree.ts).
   const group = !process.stdin.isTTY && process.platform !== 'win32';
@@ -282,7 +283,7 @@ async function cmdExec(args: string[]): Promise<number> {
     agent: { name: a.agent, kind: a.kind },
     session,
     agentId,
-    token: heldToken(token),
+    token: held,
     address: () => brokerAddress(),
     log: err,
     onRevoked: (why) => {

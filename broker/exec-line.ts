@@ -117,12 +117,10 @@ export class ExecLine {
         });
         const sub = await fresh.call('subscribe', { events: ['revocation'] });
         if (this.ended || this.revoked) return void fresh.terminate();
-        if (sub.revocations && revokesAgent(sub.revocations, this.o.token)) {
-          fresh.terminate();
-          return this.revoke(`the agent ${this.o.agentId} was revoked while the broker was away`);
-        }
+        // The id this broker knows (the `agent.stopped` report names it), and the line a later revocation of it closes.
         this.agentId = r.hello.agentId;
         this.attach(fresh);
+        if (sub.revocations && revokesAgent(sub.revocations, this.o.token)) return this.revoke(`the agent ${this.o.agentId} was revoked while the broker was away`);
         return this.o.log(
           `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${r.hello.agentId} ` +
             `(\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,

@@ -549,31 +549,68 @@ describe('writ exec when its line to the broker breaks', () => {
     const b = await BrokerProcess.start(env);
     execCleanup.push(() => b.stop());
     b.decide = approveAll;
-    // The command's line runs through a relay the test can cut and hold shut while the broker stays up.
-    let open = true;
-    const held = new Set<Socket>();
-    const relay = createNetServer((s) => {
-      if (!open) return void s.destroy();
-      const up = connect(Number(new URL(b.discovery.httpUrl).port), '127.0.0.1');
-      for (const [x, y] of [[s, up], [up, s]] as const) {
-        held.add(x);
-        x.on('error', () => y.destroy());
-        x.on('close', () => y.destroy());
-        x.pipe(y);
-      }
-    });
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    execCleanup.push(() => new Promise((r) => relay.close(r)));
-    const run = await execIdle({ ...env, WRIT_BROKER: `ws://127.0.0.1:${(relay.address() as AddressInfo).port}/` }, 'cut-off');
+    const r = await relay(() => b);
+    const run = await execIdle({ ...env, WRIT_BROKER: r.url }, 'cut-off');
     const id = (await liveAgents(env)).find((a) => a.name === 'cut-off')!.id;
-    open = false;
-    for (const s of held) s.destroy();
+    r.cut();
     await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
     // Revoked while its line is down: there is no connection of it to close.
     expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
     expect(isAlive(run.pid)).toBe(true);
-    open = true;
+    r.open = true;
     expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
     expect(run.stderr().trim().split('\n').at(-1)).toBe("writ: the broker refused the agent's session (WRIT_SESSION_INVALID); stopping its process tree");
   }, 120_000);
+
+  it('stops the command when its agent was revoked while the line was down and the broker then restarted (its revocation list remembers)', async () => {
+    const env = freshEnv();
+    let b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const r = await relay(() => b);
+    const run = await execIdle({ ...env, WRIT_BROKER: r.url }, 'cut-then-restart');
+    const id = (await liveAgents(env)).find((a) => a.name === 'cut-then-restart')!.id;
+    r.cut();
+    await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
+    expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
+    await b.stop();
+    b = await BrokerProcess.start(env); // knows no session: the one of the revoked agent is not refused, but the revocation is on its list
+    execCleanup.push(() => b.stop());
+    expect(isAlive(run.pid)).toBe(true);
+    r.open = true;
+    expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
+    expect(run.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${id} was revoked while the broker was away; stopping its process tree`);
+  }, 120_000);
 });
+
+/**
+ * A TCP relay to the broker's WebSocket port that the test can cut (every connection dropped, new ones refused
+ * until `open` is set again) while the broker stays up. `broker()` is asked at each connection: it may have restarted.
+ */
+async function relay(broker: () => BrokerProcess): Promise<{ url: string; open: boolean; cut: () => void }> {
+  const held = new Set<Socket>();
+  const state = {
+    url: '',
+    open: true,
+    cut: () => {
+      state.open = false;
+      for (const s of held) s.destroy();
+    },
+  };
+  const server = createNetServer((s) => {
+    if (!state.open) return void s.destroy();
+    const up = connect(Number(new URL(broker().discovery.httpUrl).port), '127.0.0.1');
+    for (const [x, y] of [[s, up], [up, s]] as const) {
+      held.add(x);
+      x.on('error', () => y.destroy());
+      x.on('close', () => {
+        held.delete(x);
+        y.destroy();
+      });
+      x.pipe(y);
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  execCleanup.push(() => new Promise((r) => server.close(r)));
+  state.url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  return state;
+}
