@@ -544,7 +544,7 @@ describe('writ exec when its line to the broker breaks', () => {
     ]);
   }, 180_000);
 
-  it('stops the command when its agent was revoked while the line was down: the broker refuses the session on reconnecting', async () => {
+  it('resumes the same agent when the line breaks but the broker stays up; revoked while the line is down, the broker refuses the session on reconnecting and the command is stopped', async () => {
     const env = freshEnv();
     const b = await BrokerProcess.start(env);
     execCleanup.push(() => b.stop());
@@ -553,7 +553,11 @@ describe('writ exec when its line to the broker breaks', () => {
     const run = await execIdle({ ...env, WRIT_BROKER: r.url }, 'cut-off');
     const id = (await liveAgents(env)).find((a) => a.name === 'cut-off')!.id;
     r.cut();
-    await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
+    r.open = true;
+    await until(() => (run.stderr().includes(`writ: reconnected to the broker as agent ${id}\n`) ? true : undefined));
+    expect((await liveAgents(env)).filter((a) => a.name === 'cut-off').map((a) => ({ id: a.id, connected: a.connected }))).toEqual([{ id, connected: true }]);
+    r.cut();
+    await until(() => (run.stderr().split('writ: lost the connection').length === 3 ? true : undefined));
     // Revoked while its line is down: there is no connection of it to close.
     expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
     expect(isAlive(run.pid)).toBe(true);
