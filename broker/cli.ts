@@ -17,6 +17,7 @@ import { WritClient, ENV_BROKER, ENV_SESSION, ENV_TOKEN, brokerAddress, readDisc
 import type { RevokeTarget } from './protocol';
 import { SECRET_HELP } from './proxy/cli';
 import { cmdAgents, AGENTS_HELP } from './cli-agents';
+import { ExecLine, heldToken } from './exec-line';
 
 const HELP: Record<string, string> = {
   secret: SECRET_HELP,
@@ -50,13 +51,22 @@ request is denied.`,
                   [--agent NAME] [--kind KIND]
 
 Asks the broker for a token and blocks until the developer decides. Prints only the token on stdout.
-Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.`,
-  exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] -- CMD [ARGS…]
+Within a live grant for the same agent (WRIT_SESSION, or this CLI's remembered session) no prompt is shown.
+A broker that stops answering (no pong within WRIT_BROKER_TIMEOUT_MS, 30 s by default) ends the wait with
+WRIT_BROKER_UNREACHABLE; one that answers pings is waited for as long as the developer takes.`,
+  exec: `Usage: writ exec --task TEXT --scope SCOPE … --aud AUDIENCE [--ttl SECONDS] [--agent NAME] [--kind KIND]
+                 -- CMD [ARGS…]
 
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
-grant) and WRIT_BROKER set. Its exit code passes through. If the agent is revoked, CMD's whole process tree
-is stopped (its process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log
-records it (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
+grant) and WRIT_BROKER set. Its exit code passes through; SIGTERM and SIGHUP (and, without a terminal,
+SIGINT and SIGQUIT) are passed on to it. If the agent is revoked, CMD's whole process tree is stopped (its
+process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log records it
+(agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
+If the broker goes away (a crash, a restart, no answer within WRIT_BROKER_TIMEOUT_MS), CMD keeps running: its
+token stays valid until it expires, and no revocation can reach it until writ reconnects (with backoff, saying
+hello with the agent's session). A session refused then (revoked meanwhile) stops CMD as a revocation does. A
+restarted broker no longer knows the session: the agent comes back as a new one under its name, and revoking
+it, or the agent it was (by its old id), stops CMD. stderr says each step; never a token or a session.
 Run inside an agent session (WRIT_SESSION set), it starts a sub-agent: its scopes must be covered by the
 parent's grants (no prompt), its token's act chain names both, and revoking the parent stops it too.`,
   revoke: `Usage: writ revoke (--token JTI | --grant ID | --task ID | --agent ID | --all) [--reason TEXT]
@@ -257,6 +267,7 @@ async function cmdExec(args: string[]): Promise<number> {
   // Inside an agent session this command starts a sub-agent; `writ token` there acts as the agent itself.
   const parentSession = process.env[ENV_SESSION];
   const { client, token, session, agentId } = parentSession ? await requestSubAgentToken(a, parentSession) : await requestToken(a);
+  const held = heldToken(token); // before the command starts: nothing may fail between its start and its line
   // Its own process group (so a revocation stops the whole tree), except on a terminal: a background group
   // reading the TTY would be stopped by SIGTTIN. There the tree is found through /proc (process-tree.ts).
   const group = !process.stdin.isTTY && process.platform !== 'win32';
@@ -265,12 +276,22 @@ async function cmdExec(args: string[]): Promise<number> {
     detached: group,
     env: { ...process.env, [ENV_TOKEN]: token, [ENV_BROKER]: address, ...(session ? { [ENV_SESSION]: session } : {}) },
   });
-  // The broker closes a revoked agent's connection with 4001: stop the agent's process tree with it.
+  // The broker closes a revoked agent's connection with 4001: stop the agent's process tree with it. Any other close
+  // is no revocation: the line reconnects (exec-line.ts) and the command runs on meanwhile, its token valid until it expires.
   let stopping: Promise<import('./proxy/process-tree').TreeStopResult> | undefined;
-  client.onClose((code) => {
-    if (code !== 4001 || child.pid === undefined || stopping) return;
-    err('writ: the agent was revoked; stopping its process tree');
-    stopping = import('./proxy/process-tree').then(({ stopTree }) => stopTree(child.pid!, { group, graceMs: 2000 }));
+  const line = new ExecLine({
+    client,
+    agent: { name: a.agent, kind: a.kind },
+    session,
+    agentId,
+    token: held,
+    address: () => brokerAddress(),
+    log: err,
+    onRevoked: (why) => {
+      if (child.pid === undefined || stopping) return;
+      err(`writ: ${why}; stopping its process tree`);
+      stopping = import('./proxy/process-tree').then(({ stopTree }) => stopTree(child.pid!, { group, graceMs: 2000 }));
+    },
   });
   const forward = (sig: NodeJS.Signals) => () => {
     if (group && child.pid !== undefined) {
@@ -283,10 +304,15 @@ async function cmdExec(args: string[]): Promise<number> {
     }
     child.kill(sig);
   };
-  // On a terminal the child is in this process group, so the terminal's own Ctrl-C already reached it: sending it
-  // again made a program that quits on a second Ctrl-C (an agent's REPL) quit on one. Only kept from killing writ.
-  process.on('SIGINT', group ? forward('SIGINT') : () => undefined);
+  // On a terminal the child is in this process group, so the terminal's own Ctrl-C (and Ctrl-\) already reached
+  // it: sending it again made a program that quits on a second Ctrl-C (an agent's REPL) quit on one. Only kept
+  // from killing writ. SIGTERM and SIGHUP may come from anywhere (kill, a closed ssh session, a supervisor): without
+  // a terminal the child is in a session of its own, so one not passed on would leave it running, orphaned.
+  const keyboard = group ? forward : () => () => undefined;
+  process.on('SIGINT', keyboard('SIGINT'));
+  if (process.platform !== 'win32') process.on('SIGQUIT', keyboard('SIGQUIT')); // libuv has no SIGQUIT there
   process.on('SIGTERM', forward('SIGTERM'));
+  process.on('SIGHUP', forward('SIGHUP'));
   const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null }>((resolve) => {
     child.on('error', (e) => {
       err(`writ: cannot run ${cmd[0]}: ${e.message}`);
@@ -303,9 +329,9 @@ async function cmdExec(args: string[]): Promise<number> {
     if (!stopped.treeStopped) err('writ: some of the agent\'s processes could not be stopped');
     // The agent's own connection is closed: report on a fresh one, so the audit log says the tree was stopped.
     try {
-      const reporter = await WritClient.connect(address);
+      const reporter = await WritClient.connect(brokerAddress());
       try {
-        await reporter.call('agent.stopped', { agentId, pid: child.pid, ...stopped, exitCode: exit.exitCode, exitSignal: exit.signal });
+        await reporter.call('agent.stopped', { agentId: line.agentId, pid: child.pid, ...stopped, exitCode: exit.exitCode, exitSignal: exit.signal });
       } finally {
         await reporter.close();
       }
@@ -313,7 +339,7 @@ async function cmdExec(args: string[]): Promise<number> {
       err(`writ: could not report the stop to the broker (${asWritError(e).code})`);
     }
   }
-  await client.close();
+  await line.close();
   return code;
 }
 
@@ -497,6 +523,7 @@ async function publicKeys(): Promise<{ keys: Map<string, KeyObject>; keySet: 'co
 
 async function cmdAudit(args: string[]): Promise<number> {
   const sub = args[0];
+  if (sub === '--help' || sub === '-h') return (err(HELP.audit!), 0);
   if (sub === 'verify') {
     const { values } = parse(args.slice(1), { file: { type: 'string' } });
     if (values.help) return (err(HELP.audit!), 0);

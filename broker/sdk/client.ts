@@ -12,6 +12,22 @@ export const ENV_BROKER = 'WRIT_BROKER';
 /** Env var holding an agent session credential (set by `writ exec`); never a token. */
 export const ENV_SESSION = 'WRIT_SESSION';
 export const ENV_TOKEN = 'WRIT_TOKEN';
+/**
+ * Env var: how long, in milliseconds, a client waits for a sign of life from the broker (the answer to its
+ * WebSocket handshake, a pong, any frame) before it gives up with WRIT_BROKER_UNREACHABLE. A call that waits
+ * for the developer's approval is not cut off: the broker answers pings meanwhile.
+ */
+export const ENV_BROKER_TIMEOUT = 'WRIT_BROKER_TIMEOUT_MS';
+export const DEFAULT_BROKER_TIMEOUT_MS = 30_000;
+
+/** The client's liveness window: WRIT_BROKER_TIMEOUT_MS, else 30 s. A value that is no whole number ≥ 100 is a usage error. */
+export function brokerTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[ENV_BROKER_TIMEOUT];
+  if (raw === undefined || raw === '') return DEFAULT_BROKER_TIMEOUT_MS;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 100) throw new WritError('WRIT_USAGE', `${ENV_BROKER_TIMEOUT} must be a whole number of milliseconds, at least 100`);
+  return n;
+}
 
 /**
  * The running broker's discovery file. Only from a runtime folder owned by this user and closed to others
@@ -61,11 +77,21 @@ export class WritClient {
   private readonly closeListeners = new Set<(code: number, reason: string) => void>();
   /** Why the connection ended: later calls fail at once with it instead of waiting forever. */
   private closedError: WritError | undefined;
+  /** Set when this side ended a connection to a broker that stopped answering: the reason calls are given. */
+  private silentError: WritError | undefined;
+  private readonly liveness: NodeJS.Timeout;
 
-  private constructor(private readonly ws: WebSocket) {
+  private constructor(
+    private readonly ws: WebSocket,
+    private readonly timeoutMs: number,
+  ) {
     ws.on('message', (data) => this.onMessage(data.toString()));
+    this.liveness = this.watch();
     ws.on('close', (code, reason) => {
-      const err = new WritError(code === 4001 ? 'WRIT_TOKEN_REVOKED' : 'WRIT_BROKER_UNREACHABLE', code === 4001 ? 'this agent was revoked' : 'the broker closed the connection');
+      clearInterval(this.liveness);
+      const err =
+        this.silentError ??
+        new WritError(code === 4001 ? 'WRIT_TOKEN_REVOKED' : 'WRIT_BROKER_UNREACHABLE', code === 4001 ? 'this agent was revoked' : 'the broker closed the connection');
       this.closedError = err;
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
@@ -73,26 +99,77 @@ export class WritClient {
     });
   }
 
-  static connect(address?: string, env: NodeJS.ProcessEnv = process.env): Promise<WritClient> {
+  /**
+   * A frozen broker (stopped, or its event loop stuck) keeps the socket open and answers nothing: without this a
+   * call would wait forever. A ping goes out every third of the window; one left unanswered for the whole window
+   * ends the connection (WRIT_BROKER_UNREACHABLE). Any frame from the broker counts as an answer, so a call that
+   * waits minutes for the developer's approval is never cut off while the broker is alive. The verdict waits one
+   * turn of the event loop (`setImmediate` runs after the poll for I/O), so a pong that arrived while this
+   * process itself was busy is read before the broker is called silent.
+   */
+  private watch(): NodeJS.Timeout {
+    let pingedAt: number | undefined; // when the oldest unanswered ping went out
+    const alive = () => (pingedAt = undefined);
+    this.ws.on('pong', alive);
+    this.ws.on('ping', alive);
+    this.ws.on('message', alive);
+    const timer = setInterval(() => {
+      if (this.ws.readyState !== WebSocket.OPEN) return;
+      if (pingedAt === undefined) {
+        pingedAt = performance.now();
+        this.ws.ping();
+        return;
+      }
+      if (performance.now() - pingedAt < this.timeoutMs) return;
+      setImmediate(() => {
+        if (pingedAt === undefined || performance.now() - pingedAt < this.timeoutMs || this.ws.readyState === WebSocket.CLOSED) return;
+        this.silentError = new WritError('WRIT_BROKER_UNREACHABLE', `the broker did not answer for ${this.timeoutMs / 1000} s (stopped or stuck)`);
+        this.ws.terminate();
+      });
+    }, Math.max(50, Math.floor(this.timeoutMs / 3)));
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * Connects within WRIT_BROKER_TIMEOUT_MS (a broker that is stopped still has its socket accept, but never
+   * answers the handshake). `timeoutMs` overrides the environment.
+   */
+  static connect(address?: string, env: NodeJS.ProcessEnv = process.env, timeoutMs: number = brokerTimeoutMs(env)): Promise<WritClient> {
     const url = wsUrlFor(address ?? brokerAddress(env));
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { perMessageDeflate: false, headers: { host: 'localhost' } });
-      ws.once('open', () => resolve(new WritClient(ws)));
-      ws.once('error', (e) => reject(new WritError('WRIT_BROKER_UNREACHABLE', 'cannot reach the Writ broker: is it running?', { cause: e })));
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new WritError('WRIT_BROKER_UNREACHABLE', `the Writ broker did not answer within ${timeoutMs / 1000} s (stopped or stuck)`));
+      }, timeoutMs);
+      ws.once('open', () => {
+        clearTimeout(timer);
+        resolve(new WritClient(ws, timeoutMs));
+      });
+      ws.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new WritError('WRIT_BROKER_UNREACHABLE', 'cannot reach the Writ broker: is it running?', { cause: e }));
+      });
     });
   }
 
-  /** Connects and introduces the agent in one step. */
+  /** Connects and introduces the agent in one step. A refused hello closes the connection it was sent on. */
   static async asAgent(agent: AgentInfo & { session?: string; parentSession?: string }, address?: string, env?: NodeJS.ProcessEnv): Promise<{ client: WritClient; hello: MethodResult<'hello'> }> {
     const client = await WritClient.connect(address, env);
     const { session, parentSession, ...info } = agent;
-    const hello = await client.call('hello', {
-      protocol: PROTOCOL_VERSION,
-      agent: info,
-      ...(session ? { session } : {}),
-      ...(parentSession ? { parentSession } : {}),
-    });
-    return { client, hello };
+    try {
+      const hello = await client.call('hello', {
+        protocol: PROTOCOL_VERSION,
+        agent: info,
+        ...(session ? { session } : {}),
+        ...(parentSession ? { parentSession } : {}),
+      });
+      return { client, hello };
+    } catch (e) {
+      client.terminate();
+      throw e;
+    }
   }
 
   call<M extends MethodName>(method: M, params?: MethodParams<M>): Promise<MethodResult<M>> {
@@ -139,12 +216,22 @@ export class WritClient {
     this.closeListeners.add(listener);
   }
 
+  /** A clean close; a broker that does not answer it within the liveness window has the connection dropped. */
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (this.ws.readyState === WebSocket.CLOSED) return resolve();
-      this.ws.once('close', () => resolve());
+      const timer = setTimeout(() => this.ws.terminate(), this.timeoutMs);
+      this.ws.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
       this.ws.close(1000);
     });
+  }
+
+  /** Drops the connection at once, without the closing handshake. */
+  terminate(): void {
+    this.ws.terminate();
   }
 
   private onMessage(text: string): void {

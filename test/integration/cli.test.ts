@@ -1,17 +1,21 @@
 // The `writ` command as a user runs it: token prints only the token, a rerun reuses the grant, exec passes the
 // exit code through and stops a revoked agent, audit verify/export read what the broker wrote.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { connect, createServer as createNetServer } from 'node:net';
+import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
+import { isAlive } from '../../broker/proxy/process-tree';
+import { until } from '../helpers/until';
 
 requireKeyring();
 
@@ -113,13 +117,32 @@ describe('writ CLI against a running broker', () => {
     await client.close();
   });
 
-  it('--help on every command, exit 0', async () => {
-    for (const cmd of ['serve', 'token', 'exec', 'revoke', 'agents', 'status']) {
-      const r = await writ([cmd, '--help'], b.env);
-      expect(r.code, cmd).toBe(0);
-      expect(r.stderr, cmd).toContain('Usage: writ');
+  it('--help on every command, command group and sub-command: usage on stderr, nothing on stdout, exit 0', async () => {
+    const commands = [
+      ['serve'], ['token'], ['exec'], ['revoke'], ['status'], ['mcp'], ['gate'],
+      ['agents'], ['agents', 'export'], ['agents', 'block'], ['agents', 'unblock'],
+      ['audit'], ['audit', 'verify'], ['audit', 'export'],
+      ['key'], ['key', 'rotate'],
+      ['secret'], ['secret', 'set'], ['secret', 'list'], ['secret', 'rm'],
+    ];
+    const runs = commands.flatMap((cmd) => ['--help', '-h'].map((flag) => [...cmd, flag]));
+    const seen: { cmd: string; code: number; stdout: string; usage: boolean }[] = [];
+    // A few at a time: forty CLI processes at once would crowd a busy two-core machine past their timeout.
+    for (let i = 0; i < runs.length; i += 4) {
+      seen.push(
+        ...(await Promise.all(
+          runs.slice(i, i + 4).map(async (args) => {
+            const r = await writ(args, b.env);
+            return { cmd: args.join(' '), code: r.code, stdout: r.stdout, usage: r.stderr.startsWith(`Usage: writ ${args[0]}`) };
+          }),
+        )),
+      );
     }
-  });
+    expect(seen).toEqual(runs.map((args) => ({ cmd: args.join(' '), code: 0, stdout: '', usage: true })));
+    // The command group without a sub-command is a usage error (exit 2) that still says how to ask for help.
+    const bare = await writ(['audit'], b.env);
+    expect({ code: bare.code, stderr: bare.stderr }).toEqual({ code: 2, stderr: 'writ: writ audit verify | writ audit export\nRun `writ audit --help`.\n' });
+  }, 180_000);
 });
 
 describe('writ audit', () => {
@@ -482,3 +505,228 @@ describe('writ exec inside an agent session', () => {
     await b.stop();
   });
 });
+
+/**
+ * `writ exec` of a node script that writes its pid, token and session to a marker and idles (SIGQUIT ends it with
+ * exit 77, so no core file is left behind); the wrapper runs without a terminal, as under an agent runner.
+ */
+async function execIdle(env: Record<string, string>, agent: string) {
+  const marker = join(env.WRIT_STATE_DIR!, `${agent}-running`);
+  const script = `process.on('SIGQUIT', () => process.exit(77));
+    require('fs').writeFileSync(${JSON.stringify(marker)}, JSON.stringify({ pid: process.pid, token: process.env.WRIT_TOKEN, session: process.env.WRIT_SESSION }));
+    setInterval(() => {}, 1000)`;
+  const w = spawn(process.execPath, [WRIT, 'exec', '--task', 'long job', '--scope', 'repo:read:x', '--aud', 'https://api.example', '--agent', agent, '--', process.execPath, '-e', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  w.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => w.on('exit', (code, signal) => r({ code, signal })));
+  const { pid, token, session } = await until(() => {
+    try {
+      return JSON.parse(readFileSync(marker, 'utf8')) as { pid: number; token: string; session: string };
+    } catch {
+      return undefined;
+    }
+  });
+  execCleanup.push(() => {
+    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+  });
+  return { w, pid, token, session, exited, stderr: () => stderr };
+}
+
+const execCleanup: (() => unknown)[] = [];
+
+describe('writ exec without a terminal', () => {
+  afterEach(async () => {
+    for (const c of execCleanup.splice(0)) await c();
+  });
+
+  it('passes SIGHUP, SIGQUIT and SIGTERM on to its command (in a session of its own) and exits as the command did', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    execCleanup.push(() => b.stop());
+    b.decide = approveAll;
+    const seen: { sig: string; code: number | null; signal: string | null; commandAlive: boolean }[] = [];
+    for (const sig of ['SIGHUP', 'SIGQUIT', 'SIGTERM'] as const) {
+      const run = await execIdle(b.env, `signalled-${sig.toLowerCase()}`);
+      run.w.kill(sig);
+      const exit = await run.exited;
+      seen.push({ sig, ...exit, commandAlive: isAlive(run.pid) });
+    }
+    // As a shell reports a command killed by a signal: 128 + its number (SIGHUP 1, SIGTERM 15); SIGQUIT's handler exits 77.
+    expect(seen).toEqual([
+      { sig: 'SIGHUP', code: 129, signal: null, commandAlive: false },
+      { sig: 'SIGQUIT', code: 77, signal: null, commandAlive: false },
+      { sig: 'SIGTERM', code: 143, signal: null, commandAlive: false },
+    ]);
+  }, 120_000);
+});
+
+describe('writ token against a broker that stops answering', () => {
+  it('waits as long as the developer takes while the broker answers pings, and fails with WRIT_BROKER_UNREACHABLE once it is frozen', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    const pid = b.child.pid!;
+    // Nobody decides: the request waits for the developer. The client's liveness window is 4 s here (30 s by default).
+    const env = { ...b.env, WRIT_BROKER_TIMEOUT_MS: '4000' };
+    const args = ['token', '--task', 'wait for me', '--scope', 'repo:read:acme/web', '--aud', 'https://api.example', '--agent', 'patient'];
+    let settled = false;
+    const run = writ(args, env, { timeout: 80_000 }).finally(() => (settled = true));
+    await until(() => (b.requests.length === 1 ? true : undefined));
+    // Several windows go by: the broker answers pings, so a call waiting for an approval is not cut off.
+    await new Promise((r) => setTimeout(r, 12_000));
+    expect(settled).toBe(false);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const frozen = await run;
+      expect(frozen).toEqual({ code: 1, stdout: '', stderr: 'writ: the broker did not answer for 4 s (stopped or stuck) (WRIT_BROKER_UNREACHABLE)\n' });
+      // A new connection to the frozen broker does not hang at the handshake either (the kernel still accepts it).
+      const later = await writ(args, env, { timeout: 60_000 });
+      expect(later).toEqual({ code: 1, stdout: '', stderr: 'writ: the Writ broker did not answer within 4 s (stopped or stuck) (WRIT_BROKER_UNREACHABLE)\n' });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const bad = await writ(args, { ...env, WRIT_BROKER_TIMEOUT_MS: '4s' });
+    expect(bad).toEqual({ code: 1, stdout: '', stderr: 'writ: WRIT_BROKER_TIMEOUT_MS must be a whole number of milliseconds, at least 100 (WRIT_USAGE)\n' });
+    await b.stop();
+  }, 180_000);
+});
+
+/** This run's live agents, as `writ agents --live --json` lists them. */
+async function liveAgents(env: Record<string, string>): Promise<{ id: string; name: string; connected: boolean; revoked: boolean }[]> {
+  const r = await writ(['agents', '--live', '--json'], env);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('writ exec when its line to the broker breaks', () => {
+  afterEach(async () => {
+    for (const c of execCleanup.splice(0)) await c();
+  });
+
+  it('survives a broker restart: the command runs on, its agent is back under its name, and revoking it (by its new id or the one it had) stops the command', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const renamed = await execIdle(env, 'survivor-new-id');
+    const remembered = await execIdle(env, 'survivor-old-id');
+    const before = await liveAgents(env);
+    const oldId = (name: string) => before.find((a) => a.name === name)!.id;
+    await b1.kill(); // a crash; the extension starts it again
+    for (const run of [renamed, remembered]) await until(() => (run.stderr().includes('lost the connection') ? true : undefined));
+    // While the broker is away the commands run on: their tokens stay valid until they expire.
+    expect([isAlive(renamed.pid), isAlive(remembered.pid)]).toEqual([true, true]);
+    const b2 = await BrokerProcess.start(env);
+    execCleanup.push(() => b2.stop());
+    for (const run of [renamed, remembered]) await until(() => (run.stderr().includes('writ: reconnected') ? true : undefined));
+    // The new broker never knew their sessions: each is a new agent under its name, listed as connected.
+    const after = await liveAgents(env);
+    const back = after.find((a) => a.name === 'survivor-new-id')!;
+    const survivors = after.filter((a) => a.name.startsWith('survivor')).sort((x, y) => x.name.localeCompare(y.name));
+    expect(survivors.map((a) => ({ name: a.name, connected: a.connected, revoked: a.revoked, renamed: a.id !== oldId(a.name) }))).toEqual([
+      { name: 'survivor-new-id', connected: true, revoked: false, renamed: true },
+      { name: 'survivor-old-id', connected: true, revoked: false, renamed: true },
+    ]);
+
+    // Revoked as the agent it is now: the broker closes its line with 4001.
+    expect((await writ(['revoke', '--agent', back.id], env)).code).toBe(0);
+    expect({ ...(await renamed.exited), alive: isAlive(renamed.pid), other: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false, other: true });
+    // Revoked as the agent it was (its id from before the restart, as the audit log names it): heard on a subscription.
+    expect((await writ(['revoke', '--agent', oldId('survivor-old-id')], env)).code).toBe(0);
+    expect({ ...(await remembered.exited), alive: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false });
+
+    const lines = renamed.stderr().trim().split('\n').filter((l) => !l.startsWith('writ: cannot reconnect to the broker yet (WRIT_BROKER_UNREACHABLE)'));
+    expect(lines).toEqual([
+      expect.stringMatching(/^writ: lost the connection to the broker \(close 1006\); the command keeps running and its token stays valid until \d{4}-\d\d-\d\dT[\d:.]+Z \(no revocation can reach it meanwhile\); reconnecting$/),
+      `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${back.id} (\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,
+      'writ: the agent was revoked; stopping its process tree',
+    ]);
+    expect(remembered.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${oldId('survivor-old-id')} was revoked; stopping its process tree`);
+    for (const run of [renamed, remembered]) {
+      expect(run.stderr()).not.toContain(run.token);
+      expect(run.stderr()).not.toContain(run.session);
+    }
+    const stopped = await until(() => {
+      const recs = b2.auditLines().map((l) => JSON.parse(l)).filter((r) => r.event === 'agent.stopped');
+      return recs.length === 2 ? recs : undefined;
+    });
+    expect(stopped.map((r) => ({ name: r.agent.name, pid: r.detail.pid, treeStopped: r.detail.treeStopped })).sort((x, y) => x.name.localeCompare(y.name))).toEqual([
+      { name: 'survivor-new-id', pid: renamed.pid, treeStopped: true },
+      { name: 'survivor-old-id', pid: remembered.pid, treeStopped: true },
+    ]);
+  }, 180_000);
+
+  it('resumes the same agent when the line breaks but the broker stays up; revoked while the line is down, the broker refuses the session on reconnecting and the command is stopped', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    execCleanup.push(() => b.stop());
+    b.decide = approveAll;
+    const r = await relay(() => b);
+    const run = await execIdle({ ...env, WRIT_BROKER: r.url }, 'cut-off');
+    const id = (await liveAgents(env)).find((a) => a.name === 'cut-off')!.id;
+    r.cut();
+    r.open = true;
+    await until(() => (run.stderr().includes(`writ: reconnected to the broker as agent ${id}\n`) ? true : undefined));
+    expect((await liveAgents(env)).filter((a) => a.name === 'cut-off').map((a) => ({ id: a.id, connected: a.connected }))).toEqual([{ id, connected: true }]);
+    r.cut();
+    await until(() => (run.stderr().split('writ: lost the connection').length === 3 ? true : undefined));
+    // Revoked while its line is down: there is no connection of it to close.
+    expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
+    expect(isAlive(run.pid)).toBe(true);
+    r.open = true;
+    expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
+    expect(run.stderr().trim().split('\n').at(-1)).toBe("writ: the broker refused the agent's session (WRIT_SESSION_INVALID); stopping its process tree");
+  }, 120_000);
+
+  it('stops the command when its agent was revoked while the line was down and the broker then restarted (its revocation list remembers)', async () => {
+    const env = freshEnv();
+    let b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const r = await relay(() => b);
+    const run = await execIdle({ ...env, WRIT_BROKER: r.url }, 'cut-then-restart');
+    const id = (await liveAgents(env)).find((a) => a.name === 'cut-then-restart')!.id;
+    r.cut();
+    await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
+    expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
+    await b.stop();
+    b = await BrokerProcess.start(env); // knows no session: the one of the revoked agent is not refused, but the revocation is on its list
+    execCleanup.push(() => b.stop());
+    expect(isAlive(run.pid)).toBe(true);
+    r.open = true;
+    expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
+    expect(run.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${id} was revoked while the broker was away; stopping its process tree`);
+  }, 120_000);
+});
+
+/**
+ * A TCP relay to the broker's WebSocket port that the test can cut (every connection dropped, new ones refused
+ * until `open` is set again) while the broker stays up. `broker()` is asked at each connection: it may have restarted.
+ */
+async function relay(broker: () => BrokerProcess): Promise<{ url: string; open: boolean; cut: () => void }> {
+  const held = new Set<Socket>();
+  const state = {
+    url: '',
+    open: true,
+    cut: () => {
+      state.open = false;
+      for (const s of held) s.destroy();
+    },
+  };
+  const server = createNetServer((s) => {
+    if (!state.open) return void s.destroy();
+    const up = connect(Number(new URL(broker().discovery.httpUrl).port), '127.0.0.1');
+    for (const [x, y] of [[s, up], [up, s]] as const) {
+      held.add(x);
+      x.on('error', () => y.destroy());
+      x.on('close', () => {
+        held.delete(x);
+        y.destroy();
+      });
+      x.pipe(y);
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  execCleanup.push(() => new Promise((r) => server.close(r)));
+  state.url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  return state;
+}

@@ -1,0 +1,137 @@
+// `writ exec`'s line to the broker: how a revocation reaches the command it runs. The broker closes a revoked
+// agent's connection with 4001; any other close (the broker crashed, restarted, froze) is no revocation, so the
+// line is drawn again with backoff and the agent says hello with its session. A refused session stops the command.
+import { WritClient } from './sdk/client';
+import { asWritError } from './errors';
+import type { WritErrorCode } from './errors';
+import type { RevocationEvent, RevocationSnapshot } from './protocol';
+import { chainFromAct } from './core/tokens';
+
+/** Waits between reconnection attempts; the last repeats for as long as the command runs. */
+export const RECONNECT_BACKOFF_MS = [250, 500, 1000, 2000, 5000] as const;
+
+/** Answers to `hello` that say this agent may not go on: its command is stopped as on a revocation. */
+const REFUSALS: readonly WritErrorCode[] = ['WRIT_SESSION_INVALID', 'WRIT_TOKEN_REVOKED', 'WRIT_AGENT_BLOCKED'];
+
+/** What of the command's token a revocation of its agent names: the agents of its `act` chain and when it was issued. */
+export interface HeldToken {
+  /** This agent, then its parents (a sub-agent's token names them too). */
+  actors: string[];
+  /** Epoch seconds. */
+  issuedAt: number;
+  /** Epoch seconds. */
+  expiresAt: number;
+}
+
+/** Reads the claims of the token `writ exec` was just given (its own; used only to stop the command sooner). */
+export function heldToken(token: string): HeldToken {
+  const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { act?: unknown; iat?: unknown; exp?: unknown };
+  return { actors: chainFromAct(claims.act), issuedAt: Number(claims.iat), expiresAt: Number(claims.exp) };
+}
+
+/** True when a revocation takes the token's agent (or an ancestor), or everything issued up to it. */
+export function revokesAgent(r: RevocationSnapshot | RevocationEvent, t: HeldToken): boolean {
+  if (r.agentIds.some((id) => t.actors.includes(id))) return true;
+  if ('target' in r) return (r.target.kind === 'agent' && t.actors.includes(r.target.id)) || (r.target.kind === 'all' && t.issuedAt < r.at);
+  return r.allBefore !== undefined && t.issuedAt < r.allBefore;
+}
+
+export interface ExecLineOptions {
+  /** The connection the agent said hello and got its token on. */
+  client: WritClient;
+  agent: { name: string; kind: string };
+  /** The agent session credential (never printed). */
+  session: string | undefined;
+  agentId: string;
+  token: HeldToken;
+  /** Where the broker is now (the discovery file may name a new socket after a restart). */
+  address: () => string;
+  /** What people read (stderr): ids and codes, never a token or a session. */
+  log: (line: string) => void;
+  /** The agent was revoked, or may not go on: stop the command. Called at most once. */
+  onRevoked: (why: string) => void;
+  backoffMs?: readonly number[];
+}
+
+export class ExecLine {
+  /** The agent as the broker knows it now: after a restart, a new id under the same name. */
+  agentId: string;
+  private client: WritClient;
+  private ended = false;
+  private revoked = false;
+
+  constructor(private readonly o: ExecLineOptions) {
+    this.agentId = o.agentId;
+    this.client = o.client;
+    this.attach(o.client);
+  }
+
+  /** The command ended: no more reconnecting; the connection is closed. */
+  async close(): Promise<void> {
+    this.ended = true;
+    await this.client.close();
+  }
+
+  private revoke(why: string): void {
+    if (this.revoked || this.ended) return;
+    this.revoked = true;
+    this.o.onRevoked(why);
+  }
+
+  private attach(c: WritClient): void {
+    this.client = c;
+    c.onClose((code) => {
+      if (this.ended || this.revoked || c !== this.client) return;
+      if (code === 4001) return this.revoke('the agent was revoked');
+      const until = new Date(this.o.token.expiresAt * 1000).toISOString();
+      this.o.log(
+        `writ: lost the connection to the broker (close ${code}); the command keeps running and its token stays valid until ${until} ` +
+          `(no revocation can reach it meanwhile); reconnecting`,
+      );
+      void this.reconnect();
+    });
+  }
+
+  private async reconnect(): Promise<void> {
+    const backoff = this.o.backoffMs ?? RECONNECT_BACKOFF_MS;
+    let said: string | undefined;
+    for (let attempt = 0; !this.ended && !this.revoked; attempt++) {
+      await new Promise((r) => setTimeout(r, backoff[Math.min(attempt, backoff.length - 1)]).unref());
+      if (this.ended || this.revoked) return;
+      let client: WritClient | undefined;
+      try {
+        const agent = { ...this.o.agent, ...(this.o.session ? { session: this.o.session } : {}) };
+        const r = await WritClient.asAgent(agent, this.o.address());
+        client = r.client;
+        if (r.hello.resumed) {
+          if (this.ended || this.revoked) return void client.terminate();
+          this.attach(client);
+          return this.o.log(`writ: reconnected to the broker as agent ${r.hello.agentId}`);
+        }
+        // The broker no longer knows the session: it restarted, and sessions live in its memory. The agent is a new
+        // one under the same name (revoking it stops the command). A revocation of the agent it was, made while this
+        // was away or later (by its old id, from the audit log), is heard on a subscription.
+        const fresh = client;
+        fresh.onRevocation((e) => {
+          if (revokesAgent(e, this.o.token)) this.revoke(`the agent ${this.o.agentId} was revoked`);
+        });
+        const sub = await fresh.call('subscribe', { events: ['revocation'] });
+        if (this.ended || this.revoked) return void fresh.terminate();
+        // The id this broker knows (the `agent.stopped` report names it), and the line a later revocation of it closes.
+        this.agentId = r.hello.agentId;
+        this.attach(fresh);
+        if (sub.revocations && revokesAgent(sub.revocations, this.o.token)) return this.revoke(`the agent ${this.o.agentId} was revoked while the broker was away`);
+        return this.o.log(
+          `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${r.hello.agentId} ` +
+            `(\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,
+        );
+      } catch (e) {
+        client?.terminate();
+        const code = asWritError(e).code;
+        if (REFUSALS.includes(code)) return this.revoke(`the broker refused the agent's session (${code})`);
+        if (code !== said) this.o.log(`writ: cannot reconnect to the broker yet (${code}); trying again`);
+        said = code;
+      }
+    }
+  }
+}
