@@ -96,7 +96,8 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   const slash = rest.indexOf('/');
   const name = slash < 0 ? rest : rest.slice(0, slash);
   const path = slash < 0 ? '' : rest.slice(slash);
-  if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
+  // A segment's parameters (`..;x`) are cut off by Tomcat, Jetty and Spring before they resolve dot segments.
+  if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => /^\.\.?(?:;|$)/.test(s))) {
     throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold dot segments or encoded separators', { path: 'path' });
   }
   for (let i = 0; i < path.length; i++) {

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { until } from '../helpers/until';
 import type { BrokerEnv } from '../helpers/broker';
 import type { WritClient } from '../../broker/sdk/client';
 
@@ -265,6 +266,24 @@ describe('the credential-injecting proxy', () => {
     // The plain path is served, and only the path checked reaches the upstream.
     expect((await call(base, '/repos/acme/readme', { token: r.token.token })).status).toBe(200);
     expect(up.seen.slice(before).map((x) => x.url)).toEqual(['/repos/acme/readme']);
+  });
+
+  it('a `..;` or `.;` segment (a dot segment to Tomcat, Jetty and Spring) is refused with 400 before the upstream, and recorded as refused', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    for (const path of ['/repos/acme/web/..;/..;/..;/admin/users', '/repos/acme/web/..;x=1/admin', '/repos/acme/web/.;/issues']) {
+      const r = await call(base, path, { token });
+      expect([path, r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
+    }
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual([]);
+    const refused = await until(() => {
+      const recs = proxyRecords().slice(recordsBefore);
+      return recs.length >= 3 ? recs : undefined;
+    });
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual(Array(3).fill(['failure', 'WRIT_BAD_REQUEST', false, 400]));
+    // A `;` elsewhere in a segment is an ordinary path character, and is served.
+    expect((await call(base, '/repos/acme/web/a;b=..', { token })).status).toBe(200);
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/a;b=..']);
   });
 
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
