@@ -128,6 +128,34 @@ function bearer(req: IncomingMessage): string | undefined {
   return m?.[1];
 }
 
+/**
+ * Request headers a framework or a proxy in front of the upstream may read as another method, path, host or client
+ * than the one the scope check saw (`X-HTTP-Method-Override: DELETE` on an allowed GET). Never forwarded. A deny list,
+ * not an allow list: APIs take headers of their own (`X-GitHub-Api-Version`, `If-None-Match`, `Idempotency-Key`) that
+ * an allow list would break; what is dropped is what rewrites the request.
+ */
+const OVERRIDE_HEADERS = new Set([
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-override-url',
+  'forwarded',
+  'x-host',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'client-ip',
+  'x-cluster-client-ip',
+  'front-end-https',
+]);
+const OVERRIDE_PREFIXES = ['x-forwarded-', 'x-original-'];
+
+function isOverrideHeader(key: string): boolean {
+  return OVERRIDE_HEADERS.has(key) || OVERRIDE_PREFIXES.some((p) => key.startsWith(p));
+}
+
 function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: string, host: string): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = req.headers.connection;
@@ -136,7 +164,7 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   const injected = config.header.toLowerCase();
   for (const [k, v] of Object.entries(req.headers)) {
     const key = k.toLowerCase();
-    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || key === 'host' || key === 'authorization' || key === injected) continue;
+    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || key === 'host' || key === 'authorization' || key === injected) continue;
     out[key] = v;
   }
   out.host = host;

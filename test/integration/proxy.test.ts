@@ -107,7 +107,11 @@ interface Reply {
   body: Buffer;
 }
 
-function call(base: string, path: string, opts: { method?: string; token?: string; body?: Buffer; onChunk?: (c: Buffer) => void } = {}): Promise<Reply> {
+function call(
+  base: string,
+  path: string,
+  opts: { method?: string; token?: string; body?: Buffer; headers?: Record<string, string>; onChunk?: (c: Buffer) => void } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const u = new URL(base);
     // host/port/path given apart: the path goes on the wire as written (a URL string would resolve %2e%2e).
@@ -120,6 +124,7 @@ function call(base: string, path: string, opts: { method?: string; token?: strin
         ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
         ...(opts.body ? { 'content-length': String(opts.body.length), 'content-type': 'application/octet-stream' } : {}),
         'x-agent-header': 'kept',
+        ...opts.headers,
       },
     });
     req.on('error', reject);
@@ -284,6 +289,29 @@ describe('the credential-injecting proxy', () => {
     // A `;` elsewhere in a segment is an ordinary path character, and is served.
     expect((await call(base, '/repos/acme/web/a;b=..', { token })).status).toBe(200);
     expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/a;b=..']);
+  });
+
+  it('headers that would make the upstream read another method, path, host or client never reach it; others do', async () => {
+    const before = up.seen.length;
+    const overrides = {
+      'x-http-method-override': 'DELETE',
+      'x-http-method': 'DELETE',
+      'x-method-override': 'DELETE',
+      'x-original-url': '/admin/users',
+      'x-original-method': 'DELETE',
+      'x-rewrite-url': '/admin/users',
+      forwarded: 'host=evil.example;proto=https',
+      'x-forwarded-host': 'evil.example',
+      'x-forwarded-for': '10.0.0.1',
+      'x-forwarded-prefix': '/admin',
+      'x-real-ip': '10.0.0.1',
+      'x-host': 'evil.example',
+    };
+    const r = await call(base, '/repos/acme/web/issues', { token, headers: { ...overrides, 'x-github-api-version': '2022-11-28', 'if-none-match': '"abc"' } });
+    expect(r.status).toBe(200);
+    const h = up.seen[before]!.headers;
+    expect(Object.keys(overrides).filter((k) => k in h)).toEqual([]);
+    expect([h['x-github-api-version'], h['if-none-match'], h['x-agent-header'], up.seen[before]!.method]).toEqual(['2022-11-28', '"abc"', 'kept', 'GET']);
   });
 
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
