@@ -172,13 +172,17 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   return out;
 }
 
+/**
+ * Response headers for the agent: hop-by-hop ones dropped, and `Set-Cookie`, since a session the upstream mints
+ * from the injected secret would be a credential usable without the proxy (no scope check, no revocation, no record).
+ */
 function responseHeaders(up: IncomingMessage): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = up.headers.connection;
   if (typeof conn === 'string') for (const n of conn.split(',')) named.add(n.trim().toLowerCase());
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(up.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k) || k === 'set-cookie' || k === 'set-cookie2') continue;
     out[k] = v;
   }
   return out;

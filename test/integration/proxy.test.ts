@@ -77,7 +77,13 @@ class Upstream {
       this.hung.push(res); // never answered
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/json', connection: 'x-upstream-private', 'x-upstream-private': 'hop' });
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      connection: 'x-upstream-private',
+      'x-upstream-private': 'hop',
+      // A session the upstream derives from the injected secret: usable without the proxy if it reached the agent.
+      'set-cookie': ['upstream_session=derived-from-secret; HttpOnly', 'other=1'],
+    });
     res.end(JSON.stringify({ ok: true, path }));
   }
 
@@ -312,6 +318,13 @@ describe('the credential-injecting proxy', () => {
     const h = up.seen[before]!.headers;
     expect(Object.keys(overrides).filter((k) => k in h)).toEqual([]);
     expect([h['x-github-api-version'], h['if-none-match'], h['x-agent-header'], up.seen[before]!.method]).toEqual(['2022-11-28', '"abc"', 'kept', 'GET']);
+  });
+
+  it('an upstream Set-Cookie (a session derived from the secret) is not handed to the agent', async () => {
+    const r = await call(base, '/repos/acme/web/issues', { token });
+    expect(r.status).toBe(200);
+    expect(r.headers['set-cookie']).toBeUndefined();
+    expect(r.headers['content-type']).toBe('application/json');
   });
 
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
