@@ -3,17 +3,20 @@
 // is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
 // verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
 // `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
-// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call`: method, URL without the
-// query, status, bytes each way, jti; never a header value, the token or the secret.
+// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call` (method, URL without the
+// query, jti): a refusal before it is answered, an allowed call before anything goes upstream (no record, no
+// forward); an allowed call's end as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
+// the token or the secret.
 //
 // The secret is read from the keychain (a bounded child process) on first use and kept in memory for the
 // broker's life, keyed by the config's `rev`: `writ secret set` changes the rev, so the next call reads it again.
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders, ClientRequest } from 'node:http';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
-import type { AuditEntry, PeerProcess } from '../protocol';
+import type { AuditEntry, PeerProcess, ProxyCallDetail, ProxyEndedDetail } from '../protocol';
 import type { Socket } from 'node:net';
 import type { Authority } from '../core/authority';
 import { keychainGet } from '../core/keychain';
@@ -29,6 +32,8 @@ export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
   const n = Number(env.WRIT_PROXY_TIMEOUT_MS);
   return Number.isInteger(n) && n >= 100 && n <= 600_000 ? n : DEFAULT_PROXY_TIMEOUT_MS;
 }
+
+type ProxyEndReason = ProxyEndedDetail['reason'];
 
 /** RFC 7230 §6.1 hop-by-hop headers, plus what the proxy sets itself or must never pass on. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'expect']);
@@ -49,17 +54,21 @@ interface CallFacts {
   method: string;
   url?: string;
   hasQuery?: boolean;
+  /** The status a refusal was answered with. */
   status?: number;
-  bytesUp: number;
-  bytesDown: number;
   jti?: string;
   agentId?: string;
   grantId?: string;
   audience?: string;
   code?: WritErrorCode;
-  allowed: boolean;
-  /** The response to the agent ended before the upstream's did (client gone, upstream failed mid-body). */
-  incomplete?: boolean;
+}
+
+/** How an allowed call went, for its `proxy.ended` record. */
+interface CallEnd {
+  status?: number;
+  bytesUp: number;
+  bytesDown: number;
+  code?: WritErrorCode;
 }
 
 function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
@@ -70,6 +79,15 @@ function sendJson(res: ServerResponse, status: number, body: Record<string, unkn
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
+}
+
+function auditFailed(res: ServerResponse): void {
+  sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+}
+
+/** Names a forwarded call in its `proxy.call` and `proxy.ended` records. */
+function newCallId(): string {
+  return `pxc_${randomBytes(12).toString('base64url')}`;
 }
 
 /** RFC 6750 §3 errors for the agent, with Writ's stable code beside them. */
@@ -201,49 +219,68 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     return value;
   };
 
-  const audit = async (f: CallFacts): Promise<void> => {
-    const grant = f.grantId === undefined ? undefined : deps.authority.listGrants().find((g) => g.id === f.grantId);
-    const entry: AuditEntry = {
-      event: 'proxy.call',
-      outcome: f.allowed && f.status !== undefined && f.status < 500 && !f.incomplete ? 'success' : 'failure',
-      ...(f.code === undefined ? {} : { code: f.code }),
-      ...(f.jti === undefined ? {} : { jti: f.jti }),
-      ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
-      ...(grant ? { task: { id: grant.taskId, description: grant.task } } : {}),
-      ...(f.audience === undefined ? {} : { audience: f.audience }),
-      detail: {
-        allowed: f.allowed,
-        secret: f.secret,
-        method: f.method,
-        ...(f.url === undefined ? {} : { url: f.url }),
-        ...(f.hasQuery ? { query: true } : {}),
-        ...(f.status === undefined ? {} : { status: f.status }),
-        bytesUp: f.bytesUp,
-        bytesDown: f.bytesDown,
-        ...(f.incomplete ? { incomplete: true } : {}),
-      },
-    };
+  const record = async (agentId: string | undefined, entry: AuditEntry): Promise<void> => {
     try {
-      await deps.authority.recordFor(f.agentId, entry);
+      await deps.authority.recordFor(agentId, entry);
     } catch (e) {
       log(`writ: proxy: could not write the audit record (${isWritError(e) ? e.code : 'WRIT_INTERNAL'})`);
       throw e;
     }
   };
 
+  /** The token's facts every record of a call carries. */
+  const about = (f: CallFacts): Partial<AuditEntry> => {
+    const grant = f.grantId === undefined ? undefined : deps.authority.listGrants().find((g) => g.id === f.grantId);
+    return {
+      ...(f.jti === undefined ? {} : { jti: f.jti }),
+      ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
+      ...(grant ? { task: { id: grant.taskId, description: grant.task } } : {}),
+      ...(f.audience === undefined ? {} : { audience: f.audience }),
+    };
+  };
+
+  /** `proxy.call`: a refusal (with the status it is answered with), or an allowed call about to be forwarded. */
+  const callEntry = (f: CallFacts, call?: string): AuditEntry => {
+    const detail: ProxyCallDetail = {
+      allowed: call !== undefined,
+      ...(call === undefined ? {} : { call }),
+      secret: f.secret,
+      method: f.method,
+      ...(f.url === undefined ? {} : { url: f.url }),
+      ...(f.hasQuery ? { query: true as const } : {}),
+      ...(call === undefined && f.status !== undefined ? { status: f.status } : {}),
+    };
+    return { event: 'proxy.call', outcome: call === undefined ? 'failure' : 'success', ...(f.code === undefined || call !== undefined ? {} : { code: f.code }), ...about(f), detail };
+  };
+
+  const endedEntry = (f: CallFacts & { url: string }, call: string, end: CallEnd, reason: ProxyEndReason, incomplete: boolean): AuditEntry => {
+    const detail: ProxyEndedDetail = {
+      call,
+      secret: f.secret,
+      method: f.method,
+      url: f.url,
+      ...(end.status === undefined ? {} : { status: end.status }),
+      bytesUp: end.bytesUp,
+      bytesDown: end.bytesDown,
+      reason,
+      ...(incomplete ? { incomplete: true as const } : {}),
+    };
+    const ok = reason === 'complete' && end.status !== undefined && end.status < 500;
+    return { event: 'proxy.ended', outcome: ok ? 'success' : 'failure', ...(end.code === undefined ? {} : { code: end.code }), ...about(f), detail };
+  };
+
   return (req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
-    const facts: CallFacts = { secret: '', method, bytesUp: 0, bytesDown: 0, allowed: false };
-    let upstreamReq: ClientRequest | undefined;
+    const facts: CallFacts = { secret: '', method };
 
     const fail = async (status: number, e: WritError, scope?: string) => {
       facts.code = e.code;
-      if (facts.status === undefined) facts.status = status;
+      facts.status = status;
       // Fail closed: a refusal is only answered once it is on record.
       try {
-        await audit(facts);
+        await record(facts.agentId, callEntry(facts));
       } catch {
-        return sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+        return auditFailed(res);
       }
       refuse(res, status, e, scope);
     };
@@ -293,6 +330,12 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       if (!/^[A-Z]{1,20}$/.test(method) || !allowsCall(scopes, 'http', method, target)) {
         return fail(403, new WritError('WRIT_SCOPE_NOT_COVERED', `the token's scopes do not cover ${method} ${target}`), asked);
       }
+      const url = new URL(`${target}${query}`);
+      // What is sent is what was checked: the URL parser must not have read the path any other way.
+      const sent = `${url.origin}${url.pathname}`;
+      if (sent !== target && !(path === '' && sent === `${target}/`)) {
+        return fail(400, new WritError('WRIT_BAD_REQUEST', 'the path reads differently as a URL than as checked', { path: 'path' }));
+      }
       let secret: string;
       try {
         secret = await secretFor(name, config);
@@ -300,23 +343,32 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
         return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
       }
-      facts.allowed = true;
 
-      const url = new URL(`${target}${query}`);
-      // What is sent is what was checked: the URL parser must not have read the path any other way.
-      const sent = `${url.origin}${url.pathname}`;
-      if (sent !== target && !(path === '' && sent === `${target}/`)) {
-        return fail(400, new WritError('WRIT_BAD_REQUEST', 'the path reads differently as a URL than as checked', { path: 'path' }));
+      // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
+      // mid-call (or a POST whose answer never comes) still leaves it on record.
+      const call = newCallId();
+      try {
+        await record(facts.agentId, callEntry(facts, call));
+      } catch {
+        return auditFailed(res);
       }
+      forward(call, url, config, secret, { ...facts, url: target });
+    };
+
+    /** Streams the allowed call both ways and records how it ended (`proxy.ended`) once it has. */
+    const forward = (call: string, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }) => {
+      const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      let upstreamReq: ClientRequest | undefined;
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      const finish = (incomplete: boolean) => {
+      const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
-        if (incomplete) facts.incomplete = true;
-        void audit(facts).catch(() => undefined);
+        if (code !== undefined) end.code = code;
+        // The answer has streamed: a failed write here is logged by `record` and cannot be taken back.
+        void record(f.agentId, endedEntry(f, call, end, reason, incomplete)).catch(() => undefined);
       };
       const arm = (what: 'headers' | 'body') => {
         if (timer) clearTimeout(timer);
@@ -324,27 +376,34 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           const e = new WritError('WRIT_UPSTREAM_TIMEOUT', `the upstream sent no ${what === 'headers' ? 'response' : 'data'} within ${deps.timeoutMs} ms`);
           upstreamReq?.destroy(e);
           if (!res.headersSent) {
-            facts.status = 504;
-            facts.code = e.code;
+            end.status = 504;
             refuse(res, 504, e);
-            finish(false);
+            finish('upstream-timeout', false, e.code);
           } else {
-            facts.code = e.code;
             res.destroy();
-            finish(true);
+            finish('upstream-timeout', true, e.code);
           }
         }, deps.timeoutMs);
         timer.unref();
       };
 
-      upstreamReq = requestFn(url, { method, headers: forwardHeaders(req, config, secret, url.host) });
+      if (res.destroyed || req.socket.destroyed) return finish('client-closed', false);
+      try {
+        upstreamReq = requestFn(url, { method: f.method, headers: forwardHeaders(req, config, secret, url.host) });
+      } catch (e) {
+        // Already recorded as allowed: it ends as unreachable, not as a refusal.
+        const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
+        end.status = 502;
+        refuse(res, 502, w);
+        return finish('upstream-unreachable', false, w.code);
+      }
       arm('headers');
       upstreamReq.on('response', (up) => {
         arm('body');
-        facts.status = up.statusCode ?? 502;
-        res.writeHead(facts.status, responseHeaders(up));
+        end.status = up.statusCode ?? 502;
+        res.writeHead(end.status, responseHeaders(up));
         up.on('data', (c: Buffer) => {
-          facts.bytesDown += c.length;
+          end.bytesDown += c.length;
           arm('body');
         });
         up.on('end', () => {
@@ -353,7 +412,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         const broken = () => {
           if (up.complete) return;
           res.destroy();
-          finish(true);
+          finish('upstream-failed', true);
         };
         up.on('error', broken);
         up.on('aborted', broken);
@@ -363,24 +422,23 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         if (settled) return;
         if (!res.headersSent) {
           const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
-          facts.status = 502;
-          facts.code = w.code;
+          end.status = 502;
           refuse(res, 502, w);
-          finish(false);
+          finish('upstream-unreachable', false, w.code);
         } else {
           res.destroy();
-          finish(true);
+          finish('upstream-failed', true);
         }
       });
-      res.on('finish', () => finish(false));
+      res.on('finish', () => finish('complete', false));
       res.on('close', () => {
         if (!res.writableFinished) {
           upstreamReq?.destroy();
-          finish(true);
+          finish('client-closed', true);
         }
       });
       req.on('data', (c: Buffer) => {
-        facts.bytesUp += c.length;
+        end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
         if (!res.headersSent && !settled) arm('headers');
       });

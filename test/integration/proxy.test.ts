@@ -6,12 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { until } from '../helpers/until';
+import { ProxyCallDetail, ProxyEndedDetail } from '../../broker/protocol';
 import type { BrokerEnv } from '../helpers/broker';
 import type { WritClient } from '../../broker/sdk/client';
 
@@ -34,6 +35,8 @@ class Upstream {
   /** Resolved by the test when the first streamed chunk has arrived through the proxy. */
   releaseStream: () => void = () => undefined;
   lastChunkSent = false;
+  /** Called as each request arrives, before it is answered. */
+  onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
 
   async start(): Promise<void> {
@@ -48,6 +51,7 @@ class Upstream {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.seen.push({ method: req.method!, url: req.url!, headers: req.headers });
+    this.onArrival?.(req.url!);
     const path = req.url!.split('?')[0]!;
     if (path === '/echo') {
       const hash = createHash('sha256');
@@ -157,18 +161,17 @@ describe('the credential-injecting proxy', () => {
   let jti: string;
   let base: string;
 
-  const proxyRecords = () =>
+  const proxyRecords = (event: 'proxy.call' | 'proxy.ended' = 'proxy.call') =>
     b
       .auditLines()
       .map((l) => JSON.parse(l))
-      .filter((r) => r.event === 'proxy.call');
-  async function recordFor(pred: (r: any) => boolean): Promise<any> {
-    for (let i = 0; i < 400; i++) {
-      const r = proxyRecords().find(pred);
-      if (r) return r;
-      await new Promise((res) => setTimeout(res, 25));
-    }
-    throw new Error('no such proxy.call record');
+      .filter((r) => r.event === event);
+  const recordFor = (pred: (r: any) => boolean, event: 'proxy.call' | 'proxy.ended' = 'proxy.call'): Promise<any> => until(() => proxyRecords(event).find(pred));
+  /** The `proxy.ended` record of the allowed call to `url` (the first, or the one after `after` records). */
+  async function endOf(url: string): Promise<{ call: any; ended: any }> {
+    const call = await recordFor((x) => x.detail.allowed === true && x.detail.url === url);
+    const ended = await recordFor((x) => x.detail.call === call.detail.call, 'proxy.ended');
+    return { call, ended };
   }
 
   beforeAll(async () => {
@@ -242,10 +245,37 @@ describe('the credential-injecting proxy', () => {
     expect(seen.headers.host).toBe(new URL(up.url).host);
     expect(seen.headers['x-agent-header']).toBe('kept');
     expect(JSON.stringify(seen.headers)).not.toContain(token);
-    const rec = await recordFor((x) => x.detail.url === `${up.url}/repos/acme/web/issues`);
-    expect(rec).toMatchObject({ outcome: 'success', jti, audience: up.url, detail: { allowed: true, secret: 'gh', method: 'GET', status: 200, query: true, bytesUp: 0 } });
-    expect(rec.detail.bytesDown).toBe(r.body.length);
-    expect(rec.agent).toMatchObject({ name: 'proxied-agent' });
+    const { call: rec, ended } = await endOf(`${up.url}/repos/acme/web/issues`);
+    expect(ProxyCallDetail.parse(rec.detail)).toEqual({ allowed: true, call: expect.stringMatching(/^pxc_/), secret: 'gh', method: 'GET', url: `${up.url}/repos/acme/web/issues`, query: true });
+    expect(rec).toMatchObject({ outcome: 'success', jti, audience: up.url, agent: { name: 'proxied-agent' } });
+    expect(rec.code).toBeUndefined();
+    // How it ended, in a second record that names the same call: after the first, with the bytes.
+    expect(ended.seq).toBeGreaterThan(rec.seq);
+    expect(ProxyEndedDetail.parse(ended.detail)).toEqual({
+      call: rec.detail.call,
+      secret: 'gh',
+      method: 'GET',
+      url: `${up.url}/repos/acme/web/issues`,
+      status: 200,
+      bytesUp: 0,
+      bytesDown: r.body.length,
+      reason: 'complete',
+    });
+    expect(ended).toMatchObject({ outcome: 'success', jti, audience: up.url, agent: { name: 'proxied-agent' }, task: { description: 'read acme/web issues through the proxy' } });
+  });
+
+  it('no record, no forward: the allowed call is in the audit log when the upstream receives it', async () => {
+    const url = `${up.url}/repos/acme/web/recorded`;
+    let atArrival: any[] | undefined;
+    up.onArrival = (path) => {
+      if (path === '/repos/acme/web/recorded') atArrival = proxyRecords().filter((x) => x.detail.url === url);
+    };
+    const r = await call(base, '/repos/acme/web/recorded', { token });
+    up.onArrival = undefined;
+    expect(r.status).toBe(200);
+    expect(atArrival?.map((x) => [x.outcome, x.detail.allowed, x.jti])).toEqual([['success', true, jti]]);
+    const { ended } = await endOf(url);
+    expect([ended.detail.status, ended.detail.reason]).toEqual([200, 'complete']);
   });
 
   it('a token whose scopes do not cover the call: 403 insufficient_scope, and the upstream is never called', async () => {
@@ -364,8 +394,8 @@ describe('the credential-injecting proxy', () => {
     expect(up.echoed).toEqual({ bytes: BIG, sha256: sha(body) });
     expect(r.body.length).toBe(BIG);
     expect(sha(r.body)).toBe(sha(body));
-    const rec = await recordFor((x) => x.detail.url === `${up.url}/echo`);
-    expect(rec.detail).toMatchObject({ method: 'POST', status: 200, bytesUp: BIG, bytesDown: BIG });
+    const { ended } = await endOf(`${up.url}/echo`);
+    expect(ended.detail).toMatchObject({ method: 'POST', status: 200, bytesUp: BIG, bytesDown: BIG, reason: 'complete' });
   }, 60_000);
 
   it('a streamed response arrives in chunks: the first before the upstream sends the last', async () => {
@@ -388,7 +418,8 @@ describe('the credential-injecting proxy', () => {
     const r = await call(base, '/hang', { token });
     expect(r.status).toBe(504);
     expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'upstream_timeout', writ_code: 'WRIT_UPSTREAM_TIMEOUT' });
-    await recordFor((x) => x.detail.url === `${up.url}/hang` && x.code === 'WRIT_UPSTREAM_TIMEOUT' && x.detail.status === 504);
+    const { ended } = await endOf(`${up.url}/hang`);
+    expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['failure', 'WRIT_UPSTREAM_TIMEOUT', 504, 'upstream-timeout', undefined]);
   }, 30_000);
 
   it('the audit log holds neither the secret, nor any token, nor a query value, and still verifies', async () => {
@@ -431,4 +462,40 @@ describe('the credential-injecting proxy', () => {
     expect((await writ(['secret', 'list'], b.env)).stdout).toBe('no secrets\n');
     expect((await writ(['secret', 'rm', 'gh'], b.env)).code).toBe(1);
   });
+});
+
+describe('the proxy fails closed on the audit log', () => {
+  it('an audit write that fails (a real EFBIG): 500 WRIT_AUDIT_WRITE_FAILED, and nothing reaches the upstream', async () => {
+    const up = new Upstream();
+    await up.start();
+    const env = freshEnv();
+    expect((await secretSet(env, ['gh', '--upstream', up.url], SECRET)).code).toBe(0);
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    try {
+      const { client } = await b.agent('audited-agent');
+      const r = await client.call('task.request', { task: 'file issues', scopes: [`http:POST:${up.url}/repos/**`], audience: up.url });
+      const base = `${b.discovery.httpUrl}/proxy/gh`;
+      const post = (path: string) => call(base, path, { token: r.token.token, method: 'POST', body: Buffer.from('{"title":"x"}') });
+      // A first call reads the secret and ends on record, so what fails below is the audit write alone.
+      expect((await post('/repos/acme/web/issues')).status).toBe(200);
+      const auditPath = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+      await until(() => b.auditLines().find((l) => /"event":"proxy\.(?:ended|call)".*"status":200/.test(l)));
+      const size = statSync(auditPath).size;
+      // The broker may no longer make a file longer than the log is now: its next record fails as on a full disk.
+      execFileSync('prlimit', ['--pid', String(b.child.pid), `--fsize=${size}`]);
+      const before = up.seen.length;
+      const res = await post('/repos/acme/web/issues/1/delete');
+      expect([res.status, JSON.parse(res.body.toString())]).toEqual([
+        500,
+        { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' },
+      ]);
+      expect(up.seen.length).toBe(before);
+      expect(statSync(auditPath).size).toBe(size);
+      await client.close();
+    } finally {
+      await b.kill();
+      await up.stop();
+    }
+  }, 60_000);
 });
