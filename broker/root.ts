@@ -325,7 +325,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     jwks: () => keys.jwks(clock.now()),
     // Both only hand the caller to the token checks, which read its start time again from /proc themselves.
     peer: (socket) => peers.forSocket(socket, { recheck: false }),
-    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
+    proxy: createProxy({ authority, clock, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({

@@ -19,6 +19,9 @@ import type { WritErrorCode } from '../errors';
 import type { AuditEntry, PeerProcess, ProxyCallDetail, ProxyEndedDetail } from '../protocol';
 import type { Socket } from 'node:net';
 import type { Authority } from '../core/authority';
+import { systemClock } from '../core/clock';
+import type { Clock } from '../core/clock';
+import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
 import { keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
@@ -39,7 +42,9 @@ type ProxyEndReason = ProxyEndedDetail['reason'];
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'expect']);
 
 export interface ProxyDeps {
-  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants'>;
+  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants' | 'onRevocation' | 'isRevoked'>;
+  /** When a call's token expires (its `exp`): the call is ended then. */
+  clock?: Clock;
   stateDir: string;
   env: NodeJS.ProcessEnv;
   /** No response headers (or no body bytes for this long) from the upstream → 504. */
@@ -61,6 +66,15 @@ interface CallFacts {
   grantId?: string;
   audience?: string;
   code?: WritErrorCode;
+}
+
+/** A call in flight: ended when its token is revoked or expires. */
+interface LiveCall {
+  claims: RevocableClaims;
+  /** Set once its token is revoked or expired, even before the call is forwarded (checked then). */
+  stopped?: 'revoked' | 'expired';
+  /** Cuts the call off: set once it is forwarded. */
+  onStop?: (reason: 'revoked' | 'expired') => void;
 }
 
 /** How an allowed call went, for its `proxy.ended` record. */
@@ -91,15 +105,15 @@ function newCallId(): string {
 }
 
 /** RFC 6750 §3 errors for the agent, with Writ's stable code beside them. */
-function refuse(res: ServerResponse, status: number, e: WritError, scope?: string): void {
+function refuse(res: ServerResponse, status: number, e: WritError, scope?: string, headers: Record<string, string> = {}): void {
   if (status === 401 || status === 403) {
     const error = status === 401 ? 'invalid_token' : 'insufficient_scope';
     const challenge = `Bearer realm="writ-proxy", error="${error}"${scope ? `, scope="${scope.replace(/["\\]/g, '')}"` : ''}`;
-    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge });
+    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge, ...headers });
     return;
   }
   const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
-  sendJson(res, status, { error, error_description: e.message, writ_code: e.code });
+  sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, headers);
 }
 
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
@@ -209,6 +223,19 @@ function responseHeaders(up: IncomingMessage): OutgoingHttpHeaders {
 export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const cache = new Map<string, { rev: string; value: string }>();
   const log = deps.log ?? (() => undefined);
+  const clock = deps.clock ?? systemClock;
+
+  // Calls in flight, ended on the revocation of their token (by jti, grant, task, agent or all): the authority
+  // says after each revocation is durable, and decides for each call's claims whether it now covers them.
+  const live = new Set<LiveCall>();
+  const stop = (c: LiveCall, reason: 'revoked' | 'expired') => {
+    if (c.stopped !== undefined) return;
+    c.stopped = reason;
+    c.onStop?.(reason);
+  };
+  deps.authority.onRevocation(() => {
+    for (const c of [...live]) if (deps.authority.isRevoked(c.claims)) stop(c, 'revoked');
+  });
 
   const secretFor = async (name: string, config: SecretConfig): Promise<string> => {
     const hit = cache.get(name);
@@ -347,25 +374,34 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
       // mid-call (or a POST whose answer never comes) still leaves it on record.
       const call = newCallId();
+      // In flight from here: a revocation while the record is written stops it before it is forwarded.
+      const held: LiveCall = {
+        claims: { jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain: claims.chain },
+      };
+      live.add(held);
       try {
         await record(facts.agentId, callEntry(facts, call));
       } catch {
+        live.delete(held);
         return auditFailed(res);
       }
-      forward(call, url, config, secret, { ...facts, url: target });
+      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target });
     };
 
     /** Streams the allowed call both ways and records how it ended (`proxy.ended`) once it has. */
-    const forward = (call: string, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }) => {
+    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }) => {
       const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
       let upstreamReq: ClientRequest | undefined;
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
+      let expiry: NodeJS.Timeout | undefined;
       const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
         if (settled) return;
         settled = true;
+        live.delete(held);
         if (timer) clearTimeout(timer);
+        if (expiry) clearTimeout(expiry);
         if (code !== undefined) end.code = code;
         // The answer has streamed: a failed write here is logged by `record` and cannot be taken back.
         void record(f.agentId, endedEntry(f, call, end, reason, incomplete)).catch(() => undefined);
@@ -387,7 +423,26 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         timer.unref();
       };
 
+      // A revoked or expired token ends the call however busy it is (the idle timeout restarts on every byte):
+      // both sockets are destroyed, or, before the upstream answered, the agent gets 401 and the connection closes.
+      const cut = (reason: 'revoked' | 'expired') => {
+        if (settled) return;
+        const e = reason === 'revoked' ? new WritError('WRIT_TOKEN_REVOKED', 'the token was revoked during the call') : new WritError('WRIT_TOKEN_EXPIRED', 'the token expired during the call');
+        upstreamReq?.destroy(e);
+        if (!res.headersSent) {
+          end.status = 401;
+          refuse(res, 401, e, undefined, { connection: 'close' });
+          finish(reason, false, e.code);
+        } else {
+          res.destroy();
+          finish(reason, true, e.code);
+        }
+      };
+      held.onStop = cut;
+      if (held.stopped !== undefined) return cut(held.stopped);
       if (res.destroyed || req.socket.destroyed) return finish('client-closed', false);
+      expiry = setTimeout(() => stop(held, 'expired'), Math.min(Math.max(0, exp * 1000 - clock.now()), 2 ** 31 - 1));
+      expiry.unref();
       try {
         upstreamReq = requestFn(url, { method: f.method, headers: forwardHeaders(req, config, secret, url.host) });
       } catch (e) {

@@ -35,6 +35,9 @@ class Upstream {
   /** Resolved by the test when the first streamed chunk has arrived through the proxy. */
   releaseStream: () => void = () => undefined;
   lastChunkSent = false;
+  /** Responses to /live/… still streaming, and how many of them the proxy closed before their end. */
+  live: ServerResponse[] = [];
+  liveCut = 0;
   /** Called as each request arrives, before it is answered. */
   onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
@@ -77,6 +80,18 @@ class Upstream {
       });
       return;
     }
+    if (path.startsWith('/live/')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first\n');
+      // Busy, never idle: a byte every 100 ms, so only something other than the idle timeout can end it.
+      const tick = setInterval(() => res.write('.'), 100);
+      this.live.push(res);
+      res.on('close', () => {
+        clearInterval(tick);
+        if (!res.writableEnded) this.liveCut++;
+      });
+      return;
+    }
     if (path === '/hang') {
       this.hung.push(res); // never answered
       return;
@@ -91,7 +106,13 @@ class Upstream {
     res.end(JSON.stringify({ ok: true, path }));
   }
 
+  /** Ends every /live/ response still open with a last line the agent must never get after a revocation. */
+  endLive(): void {
+    for (const r of this.live.splice(0)) if (!r.writableEnded && !r.destroyed) r.end('after-the-end\n');
+  }
+
   async stop(): Promise<void> {
+    this.endLive();
     for (const r of this.hung) r.destroy();
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
@@ -151,6 +172,29 @@ function call(
   });
 }
 
+/** A streamed GET read until it ends or is cut; `onFirst` runs when the first line has arrived. */
+function stream(base: string, path: string, token: string, onFirst: () => void): Promise<{ status: number; body: string; cut: boolean }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(base);
+    const req = request({ host: u.hostname, port: u.port, path: `${u.pathname}${path}`, headers: { authorization: `Bearer ${token}` } });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      let body = '';
+      let first = false;
+      res.on('data', (c: Buffer) => {
+        body += c.toString();
+        if (!first && body.includes('first')) {
+          first = true;
+          onFirst();
+        }
+      });
+      res.on('error', () => undefined); // a cut body: 'close' says so
+      res.on('close', () => resolve({ status: res.statusCode!, body, cut: !res.complete }));
+    });
+    req.end();
+  });
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('the credential-injecting proxy', () => {
@@ -167,9 +211,9 @@ describe('the credential-injecting proxy', () => {
       .map((l) => JSON.parse(l))
       .filter((r) => r.event === event);
   const recordFor = (pred: (r: any) => boolean, event: 'proxy.call' | 'proxy.ended' = 'proxy.call'): Promise<any> => until(() => proxyRecords(event).find(pred));
-  /** The `proxy.ended` record of the allowed call to `url` (the first, or the one after `after` records). */
+  /** The `proxy.call` and `proxy.ended` records of the latest allowed call to `url`. */
   async function endOf(url: string): Promise<{ call: any; ended: any }> {
-    const call = await recordFor((x) => x.detail.allowed === true && x.detail.url === url);
+    const call = await until(() => proxyRecords().findLast((x) => x.detail.allowed === true && x.detail.url === url));
     const ended = await recordFor((x) => x.detail.call === call.detail.call, 'proxy.ended');
     return { call, ended };
   }
@@ -386,6 +430,75 @@ describe('the credential-injecting proxy', () => {
     expect(up.seen.length).toBe(before);
     await recordFor((x) => x.jti === own.jti && x.code === 'WRIT_TOKEN_REVOKED' && x.detail.status === 401);
   });
+
+  for (const kind of ['token', 'grant', 'task', 'agent'] as const) {
+    it(`revoking by ${kind} ends a call still streaming: both sockets closed, recorded as revoked`, async () => {
+      const { client } = await b.agent(`streamer-${kind}`);
+      try {
+        const r = await client.call('task.request', { task: `watch by ${kind}`, scopes: [`http:GET:${up.url}/live/**`], audience: up.url });
+        const target =
+          kind === 'token' ? { kind, jti: r.token.jti } : { kind, id: kind === 'grant' ? r.grant.id : kind === 'task' ? r.grant.taskId : r.grant.agentId };
+        const cutBefore = up.liveCut;
+        let safety: NodeJS.Timeout | undefined;
+        const got = await stream(base, `/live/${kind}`, r.token.token, () => {
+          void client.call('revoke', { target }).then(() => {
+            // Were the call not ended, the upstream's last line would reach the agent.
+            safety = setTimeout(() => up.endLive(), 10_000);
+          });
+        });
+        clearTimeout(safety);
+        expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
+        await until(() => (up.liveCut > cutBefore ? true : undefined));
+        const { ended } = await endOf(`${up.url}/live/${kind}`);
+        expect([ended.outcome, ended.code, ended.jti, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual([
+          'failure',
+          'WRIT_TOKEN_REVOKED',
+          r.token.jti,
+          200,
+          'revoked',
+          true,
+        ]);
+        expect(ended.detail.bytesDown).toBeGreaterThan(0);
+      } finally {
+        await client.close();
+      }
+    }, 60_000);
+  }
+
+  it('a token revoked while the upstream has not answered yet: 401 WRIT_TOKEN_REVOKED, the upstream request closed', async () => {
+    const { client } = await b.agent('waiter');
+    try {
+      const r = await client.call('task.request', { task: 'wait for an answer', scopes: [`http:GET:${up.url}/hang`], audience: up.url });
+      up.onArrival = (path) => {
+        if (path === '/hang') void client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+      };
+      const got = await call(base, '/hang', { token: r.token.token });
+      up.onArrival = undefined;
+      expect([got.status, got.headers.connection, JSON.parse(got.body.toString())]).toEqual([
+        401,
+        'close',
+        { error: 'invalid_token', error_description: 'the token was revoked during the call', writ_code: 'WRIT_TOKEN_REVOKED' },
+      ]);
+      const ended = await recordFor((x) => x.jti === r.token.jti, 'proxy.ended');
+      expect([ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_REVOKED', 401, 'revoked', undefined]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('a call still streaming when its token expires is ended at the token\'s exp, recorded as expired', async () => {
+    const r = await agent.call('task.request', { task: 'a short watch', scopes: [`http:GET:${up.url}/live/**`], audience: up.url, ttl: 4 });
+    let safety: NodeJS.Timeout | undefined;
+    const got = await stream(base, '/live/expiring', r.token.token, () => {
+      safety = setTimeout(() => up.endLive(), 20_000);
+    });
+    clearTimeout(safety);
+    expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
+    const { ended } = await endOf(`${up.url}/live/expiring`);
+    expect([ended.code, ended.jti, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_EXPIRED', r.token.jti, 'expired', true]);
+    // Not before its exp (whole seconds; the record's time is when it was written, after the cut).
+    expect(Date.parse(ended.ts)).toBeGreaterThanOrEqual(r.token.expiresAt * 1000);
+  }, 60_000);
 
   it('streams a 20 MB body up and back: exact byte counts and matching SHA-256 on both sides, and in the audit', async () => {
     const body = randomBytes(BIG);
