@@ -8,8 +8,8 @@
 // forward); an allowed call's end as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
 // the token or the secret.
 //
-// The secret is read from the keychain (a bounded child process) on first use and kept in memory for the
-// broker's life, keyed by the config's `rev`: `writ secret set` changes the rev, so the next call reads it again.
+// The secret is read from the keychain (a bounded child process, one at a time per secret) on first use and kept
+// in memory for the broker's life, keyed by the config's `rev` (secrets.ts, SecretCache).
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -24,11 +24,19 @@ import type { Clock } from '../core/clock';
 import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
-import { keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
+import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
 import type { SecretConfig } from './secrets';
 
 export const PROXY_PREFIX = '/proxy/';
 export const DEFAULT_PROXY_TIMEOUT_MS = 30_000;
+
+export const DEFAULT_PROXY_MAX_CALLS = 32;
+
+/** WRIT_PROXY_MAX_CALLS (1 to 1024): calls in flight per agent (with its sub-agents), else 32. */
+export function proxyMaxCalls(env: NodeJS.ProcessEnv): number {
+  const n = Number(env.WRIT_PROXY_MAX_CALLS);
+  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : DEFAULT_PROXY_MAX_CALLS;
+}
 
 /** WRIT_PROXY_TIMEOUT_MS (100 ms to 10 min), else 30 s. */
 export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
@@ -49,6 +57,8 @@ export interface ProxyDeps {
   env: NodeJS.ProcessEnv;
   /** No response headers (or no body bytes for this long) from the upstream → 504. */
   timeoutMs: number;
+  /** Calls in flight per agent (with its sub-agents); one more is refused 429 WRIT_RATE_LIMITED. Default 32. */
+  maxCallsPerAgent?: number;
   log?: (line: string) => void;
   /** The agent's process (kernel-derived, on first use): a token used from a process it was not minted for is a finding. */
   peer?: (socket: Socket) => () => Promise<PeerProcess | undefined>;
@@ -71,6 +81,8 @@ interface CallFacts {
 /** A call in flight: ended when its token is revoked or expires. */
 interface LiveCall {
   claims: RevocableClaims;
+  /** The agent whose count of calls in flight it holds. */
+  owner: string;
   /** Set once its token is revoked or expired, even before the call is forwarded (checked then). */
   stopped?: 'revoked' | 'expired';
   /** Cuts the call off: set once it is forwarded. */
@@ -112,7 +124,7 @@ function refuse(res: ServerResponse, status: number, e: WritError, scope?: strin
     sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge, ...headers });
     return;
   }
-  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
+  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 429 ? 'rate_limited' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
   sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, headers);
 }
 
@@ -221,9 +233,12 @@ function responseHeaders(up: IncomingMessage): OutgoingHttpHeaders {
 }
 
 export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const cache = new Map<string, { rev: string; value: string }>();
   const log = deps.log ?? (() => undefined);
   const clock = deps.clock ?? systemClock;
+  const secretValues = new SecretCache((name) => keychainGet(keychainRefFor(name, deps.env)), clock);
+  const maxCalls = deps.maxCallsPerAgent ?? DEFAULT_PROXY_MAX_CALLS;
+  /** Calls in flight per agent tree (the root of the token's `act` chain): a sub-agent's count against it. */
+  const perAgent = new Map<string, number>();
 
   // Calls in flight, ended on the revocation of their token (by jti, grant, task, agent or all): the authority
   // says after each revocation is durable, and decides for each call's claims whether it now covers them.
@@ -237,13 +252,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     for (const c of [...live]) if (deps.authority.isRevoked(c.claims)) stop(c, 'revoked');
   });
 
-  const secretFor = async (name: string, config: SecretConfig): Promise<string> => {
-    const hit = cache.get(name);
-    if (hit && hit.rev === config.rev) return hit.value;
-    const value = await keychainGet(keychainRefFor(name, deps.env));
-    if (value === null) throw new WritError('WRIT_SECRET_NOT_FOUND', `the keychain holds no secret ${name}: store it with writ secret set`);
-    cache.set(name, { rev: config.rev, value });
-    return value;
+  const release = (c: LiveCall) => {
+    if (!live.delete(c)) return;
+    const n = (perAgent.get(c.owner) ?? 1) - 1;
+    if (n > 0) perAgent.set(c.owner, n);
+    else perAgent.delete(c.owner);
   };
 
   const record = async (agentId: string | undefined, entry: AuditEntry): Promise<void> => {
@@ -300,7 +313,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     const method = (req.method ?? 'GET').toUpperCase();
     const facts: CallFacts = { secret: '', method };
 
-    const fail = async (status: number, e: WritError, scope?: string) => {
+    const fail = async (status: number, e: WritError, scope?: string, headers?: Record<string, string>) => {
       facts.code = e.code;
       facts.status = status;
       // Fail closed: a refusal is only answered once it is on record.
@@ -309,7 +322,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       } catch {
         return auditFailed(res);
       }
-      refuse(res, status, e, scope);
+      refuse(res, status, e, scope, headers);
     };
 
     const run = async () => {
@@ -365,7 +378,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       }
       let secret: string;
       try {
-        secret = await secretFor(name, config);
+        secret = await secretValues.get(name, config.rev);
       } catch (e) {
         const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
         return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
@@ -373,16 +386,22 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
 
       // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
       // mid-call (or a POST whose answer never comes) still leaves it on record.
+      const owner = claims.chain.at(-1) ?? claims.client_id;
+      if ((perAgent.get(owner) ?? 0) >= maxCalls) {
+        return fail(429, new WritError('WRIT_RATE_LIMITED', `at most ${maxCalls} proxied calls at a time per agent (with its sub-agents): wait for one to end`), undefined, { 'retry-after': '1' });
+      }
       const call = newCallId();
       // In flight from here: a revocation while the record is written stops it before it is forwarded.
       const held: LiveCall = {
         claims: { jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain: claims.chain },
+        owner,
       };
       live.add(held);
+      perAgent.set(owner, (perAgent.get(owner) ?? 0) + 1);
       try {
         await record(facts.agentId, callEntry(facts, call));
       } catch {
-        live.delete(held);
+        release(held);
         return auditFailed(res);
       }
       forward(call, held, claims.exp, url, config, secret, { ...facts, url: target });
@@ -399,7 +418,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
         if (settled) return;
         settled = true;
-        live.delete(held);
+        release(held);
         if (timer) clearTimeout(timer);
         if (expiry) clearTimeout(expiry);
         if (code !== undefined) end.code = code;

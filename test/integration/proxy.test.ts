@@ -7,7 +7,7 @@ import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
@@ -195,6 +195,21 @@ function stream(base: string, path: string, token: string, onFirst: () => void):
   });
 }
 
+/** How many live processes have `pid` as their parent (the broker's keychain children). */
+function childrenOf(pid: number): number {
+  let n = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('the credential-injecting proxy', () => {
@@ -221,7 +236,7 @@ describe('the credential-injecting proxy', () => {
   beforeAll(async () => {
     up = new Upstream();
     await up.start();
-    const env = freshEnv({ WRIT_PROXY_TIMEOUT_MS: '3000' });
+    const env = freshEnv({ WRIT_PROXY_TIMEOUT_MS: '3000', WRIT_PROXY_MAX_CALLS: '3' });
     const set = await secretSet(env, ['gh', '--upstream', up.url], `${SECRET}\n`);
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout + set.stderr).not.toContain(SECRET);
@@ -498,6 +513,69 @@ describe('the credential-injecting proxy', () => {
     expect([ended.code, ended.jti, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_EXPIRED', r.token.jti, 'expired', true]);
     // Not before its exp (whole seconds; the record's time is when it was written, after the cut).
     expect(Date.parse(ended.ts)).toBeGreaterThanOrEqual(r.token.expiresAt * 1000);
+  }, 60_000);
+
+  it('an agent may have 3 calls in flight (WRIT_PROXY_MAX_CALLS): the next is 429 WRIT_RATE_LIMITED, on record; another agent is not held up', async () => {
+    const { client: busy } = await b.agent('busy');
+    const { client: other } = await b.agent('other');
+    try {
+      const r = await busy.call('task.request', { task: 'many watches', scopes: [`http:GET:${up.url}/live/**`, `http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+      const o = await other.call('task.request', { task: 'one read', scopes: [`http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+      const started: Promise<void>[] = [];
+      const streams = [0, 1, 2].map((i) => {
+        let firstLine = () => undefined as void;
+        started.push(new Promise<void>((resolve) => (firstLine = resolve)));
+        return stream(base, `/live/busy-${i}`, r.token.token, () => firstLine());
+      });
+      await Promise.all(started);
+      const before = up.seen.length;
+      const over = await call(base, '/repos/acme/web/issues', { token: r.token.token });
+      expect([over.status, over.headers['retry-after'], JSON.parse(over.body.toString())]).toEqual([
+        429,
+        '1',
+        { error: 'rate_limited', error_description: 'at most 3 proxied calls at a time per agent (with its sub-agents): wait for one to end', writ_code: 'WRIT_RATE_LIMITED' },
+      ]);
+      expect(up.seen.length).toBe(before);
+      const refused = await recordFor((x) => x.jti === r.token.jti && x.code === 'WRIT_RATE_LIMITED');
+      expect([refused.outcome, refused.detail.allowed, refused.detail.status, refused.detail.call]).toEqual(['failure', false, 429, undefined]);
+      expect((await call(base, '/repos/acme/web/issues', { token: o.token.token })).status).toBe(200);
+      // A call that ends gives its place back.
+      up.endLive();
+      expect((await Promise.all(streams)).map((x) => [x.status, x.cut])).toEqual(Array(3).fill([200, false]));
+      await until(() => (proxyRecords('proxy.ended').filter((x) => x.jti === r.token.jti).length === 3 ? true : undefined));
+      expect((await call(base, '/repos/acme/web/issues', { token: r.token.token })).status).toBe(200);
+    } finally {
+      await busy.close();
+      await other.close();
+    }
+  }, 60_000);
+
+  it('concurrent calls for a secret the keychain lacks: at most one keychain process at a time, all 404 WRIT_SECRET_NOT_FOUND', async () => {
+    // A hand-made entry whose keychain entry does not exist (a keychain reset): never cached as a value.
+    const file = join(b.env.WRIT_STATE_DIR, 'secrets.json');
+    const original = readFileSync(file, 'utf8');
+    const config = JSON.parse(original);
+    const up2 = `${up.url}/v2`;
+    config.secrets.gone = { upstream: up2, header: 'Authorization', scheme: 'Bearer', rev: 'r1', updatedAt: new Date().toISOString() };
+    writeFileSync(file, JSON.stringify(config));
+    try {
+      const r = await agent.call('task.request', { task: 'v2', scopes: [`http:GET:${up2}/**`], audience: up2 });
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, childrenOf(b.child.pid!));
+          await new Promise((res) => setTimeout(res, 5));
+        }
+      })();
+      const replies = await Promise.all(Array.from({ length: 40 }, () => call(`${b.discovery.httpUrl}/proxy/gone`, '/x', { token: r.token.token })));
+      sampling = false;
+      await sampler;
+      expect(new Set(replies.map((x) => `${x.status} ${JSON.parse(x.body.toString()).writ_code}`))).toEqual(new Set(['404 WRIT_SECRET_NOT_FOUND']));
+      expect(most).toBeLessThanOrEqual(1);
+    } finally {
+      writeFileSync(file, original);
+    }
   }, 60_000);
 
   it('streams a 20 MB body up and back: exact byte counts and matching SHA-256 on both sides, and in the audit', async () => {
