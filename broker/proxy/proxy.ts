@@ -38,6 +38,14 @@ export function proxyMaxCalls(env: NodeJS.ProcessEnv): number {
   return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : DEFAULT_PROXY_MAX_CALLS;
 }
 
+/**
+ * Refusals of requests with no verified token (no token, a forged one, an unknown secret, a bad path) are recorded
+ * one by one up to this many a second. Past it they are answered 429 WRIT_RATE_LIMITED without a record of their
+ * own, and counted in one summary `proxy.call` record a second (`unrecorded`): any local process can send them,
+ * and must not make the broker write without bound.
+ */
+export const UNVERIFIED_RECORDS_PER_SECOND = 20;
+
 /** WRIT_PROXY_TIMEOUT_MS (100 ms to 10 min), else 30 s. */
 export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
   const n = Number(env.WRIT_PROXY_TIMEOUT_MS);
@@ -252,6 +260,33 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     for (const c of [...live]) if (deps.authority.isRevoked(c.claims)) stop(c, 'revoked');
   });
 
+  const unverified = { second: -1, recorded: 0, unrecorded: 0, summary: undefined as NodeJS.Timeout | undefined };
+  const summarize = () => {
+    unverified.summary = undefined;
+    const n = unverified.unrecorded;
+    unverified.unrecorded = 0;
+    const detail: ProxyCallDetail = { allowed: false, unrecorded: n };
+    void record(undefined, { event: 'proxy.call', outcome: 'failure', code: 'WRIT_RATE_LIMITED', detail }).catch(() => undefined);
+  };
+  /** Whether a refusal with no verified token may have its own record (else it is counted for the summary). */
+  const mayRecordUnverified = (): boolean => {
+    const second = Math.floor(clock.now() / 1000);
+    if (second !== unverified.second) {
+      unverified.second = second;
+      unverified.recorded = 0;
+    }
+    if (unverified.recorded < UNVERIFIED_RECORDS_PER_SECOND) {
+      unverified.recorded++;
+      return true;
+    }
+    unverified.unrecorded++;
+    if (unverified.summary === undefined) {
+      unverified.summary = setTimeout(summarize, 1000);
+      unverified.summary.unref();
+    }
+    return false;
+  };
+
   const release = (c: LiveCall) => {
     if (!live.delete(c)) return;
     const n = (perAgent.get(c.owner) ?? 1) - 1;
@@ -316,7 +351,10 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     const fail = async (status: number, e: WritError, scope?: string, headers?: Record<string, string>) => {
       facts.code = e.code;
       facts.status = status;
-      // Fail closed: a refusal is only answered once it is on record.
+      if (facts.jti === undefined && !mayRecordUnverified()) {
+        return refuse(res, 429, new WritError('WRIT_RATE_LIMITED', 'too many refused requests without a valid token: try again in a second'), undefined, { 'retry-after': '1' });
+      }
+      // Fail closed: a refusal is only answered once it is on record (or, past the budget above, counted for one).
       try {
         await record(facts.agentId, callEntry(facts));
       } catch {

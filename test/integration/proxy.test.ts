@@ -613,6 +613,27 @@ describe('the credential-injecting proxy', () => {
     expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['failure', 'WRIT_UPSTREAM_TIMEOUT', 504, 'upstream-timeout', undefined]);
   }, 30_000);
 
+  it('requests without a valid token cannot make the broker write a record each: past 20 a second, 429 and one summary record a second', async () => {
+    const recordsBefore = proxyRecords().length;
+    const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => call(base, `/repos/acme/web/flood-${i}`, i % 2 ? {} : { token: `${token}x` })));
+    const answers = replies.map((x) => `${x.status} ${JSON.parse(x.body.toString()).writ_code}`);
+    const recorded = answers.filter((a) => a === '401 WRIT_TOKEN_INVALID').length;
+    const counted = answers.filter((a) => a === '429 WRIT_RATE_LIMITED').length;
+    expect(recorded + counted).toBe(300);
+    expect(counted).toBeGreaterThan(0);
+    expect(replies.find((x) => x.status === 429)!.headers['retry-after']).toBe('1');
+    // Every refusal is accounted for: the 401s one record each, the 429s in summaries (written a second later).
+    const summaries = () => proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded !== undefined);
+    await until(() => (summaries().reduce((n, x) => n + x.detail.unrecorded, 0) === counted ? true : undefined));
+    for (const x of summaries()) {
+      expect([x.outcome, x.code, x.jti, x.agent, ProxyCallDetail.parse(x.detail)]).toEqual(['failure', 'WRIT_RATE_LIMITED', undefined, undefined, { allowed: false, unrecorded: x.detail.unrecorded }]);
+    }
+    const own = proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded === undefined);
+    expect(own.length).toBe(recorded);
+    expect(new Set(own.map((x) => `${x.outcome} ${x.code} ${x.detail.status} ${x.detail.allowed} ${x.jti}`))).toEqual(new Set(['failure WRIT_TOKEN_INVALID 401 false undefined']));
+    expect(up.seen.filter((x) => x.url.includes('flood'))).toEqual([]);
+  }, 60_000);
+
   it('the audit log holds neither the secret, nor any token, nor a query value, and still verifies', async () => {
     const text = readFileSync(join(b.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8');
     expect(text).toContain('"event":"proxy.call"');
