@@ -416,6 +416,17 @@ describe('the credential-injecting proxy', () => {
     expect(r.headers['content-type']).toBe('application/json');
   });
 
+  it('request headers past the limit: 431 with WRIT_FRAME_TOO_LARGE, not a bare reset, and nothing upstream', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues', { token, headers: { 'x-big': 'a'.repeat(20_000) } }).catch((e: NodeJS.ErrnoException) => String(e.code));
+    expect(typeof r === 'string' ? r : [r.status, r.headers.connection, JSON.parse(r.body.toString())]).toEqual([
+      431,
+      'close',
+      { error: 'invalid_request', error_description: 'the request headers are too large', writ_code: 'WRIT_FRAME_TOO_LARGE' },
+    ]);
+    expect(up.seen.length).toBe(before);
+  });
+
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
     const before = up.seen.length;
     for (const t of [undefined, 'not-a-token', `${token}x`]) {
