@@ -82,6 +82,8 @@ interface CallFacts {
   jti?: string;
   agentId?: string;
   grantId?: string;
+  /** The grant's task, looked up once: a revoked grant is no longer listed when the call's end is recorded. */
+  task?: { id: string; description: string };
   audience?: string;
   code?: WritErrorCode;
 }
@@ -305,11 +307,10 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
 
   /** The token's facts every record of a call carries. */
   const about = (f: CallFacts): Partial<AuditEntry> => {
-    const grant = f.grantId === undefined ? undefined : deps.authority.listGrants().find((g) => g.id === f.grantId);
     return {
       ...(f.jti === undefined ? {} : { jti: f.jti }),
       ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
-      ...(grant ? { task: { id: grant.taskId, description: grant.task } } : {}),
+      ...(f.task === undefined ? {} : { task: f.task }),
       ...(f.audience === undefined ? {} : { audience: f.audience }),
     };
   };
@@ -398,6 +399,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       facts.jti = claims.jti;
       facts.agentId = claims.client_id;
       facts.grantId = claims.grant_id;
+      const grant = deps.authority.listGrants().find((g) => g.id === claims.grant_id);
+      if (grant) facts.task = { id: grant.taskId, description: grant.task };
       const asked = `http:${method}:${target}`;
       let scopes: ReturnType<typeof parseScopes>;
       try {
@@ -424,6 +427,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
 
       // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
       // mid-call (or a POST whose answer never comes) still leaves it on record.
+      // The check allows a few seconds of clock skew; a call that would end at `exp` does not start after it.
+      if (claims.exp * 1000 <= clock.now()) return fail(401, new WritError('WRIT_TOKEN_EXPIRED', 'token has expired'));
       const owner = claims.chain.at(-1) ?? claims.client_id;
       if ((perAgent.get(owner) ?? 0) >= maxCalls) {
         return fail(429, new WritError('WRIT_RATE_LIMITED', `at most ${maxCalls} proxied calls at a time per agent (with its sub-agents): wait for one to end`), undefined, { 'retry-after': '1' });
@@ -496,6 +501,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         }
       };
       held.onStop = cut;
+      // A revocation after the token was checked but before the call was held (the secret lookup) was not heard.
+      if (held.stopped === undefined && deps.authority.isRevoked(held.claims)) held.stopped = 'revoked';
+      if (held.stopped === undefined && exp * 1000 <= clock.now()) held.stopped = 'expired';
       if (held.stopped !== undefined) return cut(held.stopped);
       if (res.destroyed || req.socket.destroyed) return finish('client-closed', false);
       expiry = setTimeout(() => stop(held, 'expired'), Math.min(Math.max(0, exp * 1000 - clock.now()), 2 ** 31 - 1));

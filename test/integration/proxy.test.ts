@@ -485,6 +485,8 @@ describe('the credential-injecting proxy', () => {
           true,
         ]);
         expect(ended.detail.bytesDown).toBeGreaterThan(0);
+        // The grant is gone by then; the record still names the task the call was made for.
+        expect(ended.task).toEqual({ id: r.grant.taskId, description: `watch by ${kind}` });
       } finally {
         await client.close();
       }
