@@ -425,8 +425,6 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
       }
 
-      // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
-      // mid-call (or a POST whose answer never comes) still leaves it on record.
       // The check allows a few seconds of clock skew; a call that would end at `exp` does not start after it.
       if (claims.exp * 1000 <= clock.now()) return fail(401, new WritError('WRIT_TOKEN_EXPIRED', 'token has expired'));
       const owner = claims.chain.at(-1) ?? claims.client_id;
@@ -441,6 +439,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
       live.add(held);
       perAgent.set(owner, (perAgent.get(owner) ?? 0) + 1);
+      // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
+      // mid-call (or a POST whose answer never comes) still leaves it on record.
       try {
         await record(facts.agentId, callEntry(facts, call));
       } catch {
