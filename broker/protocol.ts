@@ -705,8 +705,13 @@ export const AUDIT_EVENTS = [
   'revoked',
   /** `writ exec` stopped a revoked agent's process tree (reported over `agent.stopped`). */
   'agent.stopped',
-  /** One call through the credential-injecting proxy (method, URL without query, status, bytes; never a header value). */
+  /**
+   * A call through the credential-injecting proxy, decided (ProxyCallDetail): a refusal, or an allowed call written
+   * before anything reaches the upstream. Never a header value, the query, the token or the secret.
+   */
   'proxy.call',
+  /** How an allowed proxy call ended (ProxyEndedDetail): status, bytes each way, and why it ended. */
+  'proxy.ended',
   'key.created',
   'key.rotated',
   'audit.recovered',
@@ -770,6 +775,55 @@ export const AuditRecord = z.strictObject({
   prev: z.string().regex(/^[0-9a-f]{64}$/),
 });
 export type AuditRecord = z.infer<typeof AuditRecord>;
+
+/** `detail` of a `proxy.call` record. */
+export const ProxyCallDetail = z.strictObject({
+  /** True only for a call that is forwarded (its record is written first); a refusal is never recorded as allowed. */
+  allowed: z.boolean(),
+  /** Links an allowed call to its `proxy.ended` record. */
+  call: z.string().optional(),
+  /** The secret's name (absent in a summary). */
+  secret: z.string().optional(),
+  method: z.string().optional(),
+  /** The upstream URL without the query. */
+  url: z.string().optional(),
+  /** A query was sent (its text never is recorded). */
+  query: z.literal(true).optional(),
+  /** The status a refusal was answered with. */
+  status: z.number().int().optional(),
+  /**
+   * A summary: this many refusals of requests without a verified token were answered 429 and not recorded one by
+   * one (past the budget of such records a second). Only the summary's other fields are absent.
+   */
+  unrecorded: z.number().int().positive().optional(),
+});
+export type ProxyCallDetail = z.infer<typeof ProxyCallDetail>;
+
+export const PROXY_END_REASONS = [
+  'complete', // the response reached the agent whole
+  'client-closed', // the agent closed its connection first
+  'upstream-failed', // the upstream's connection failed mid-way
+  'upstream-unreachable', // no connection to the upstream (502)
+  'upstream-timeout', // no response, or no bytes either way, within WRIT_PROXY_TIMEOUT_MS (504)
+  'revoked', // the token was revoked while the call was in flight
+  'expired', // the token expired while the call was in flight
+] as const;
+
+/** `detail` of a `proxy.ended` record. */
+export const ProxyEndedDetail = z.strictObject({
+  call: z.string(),
+  secret: z.string(),
+  method: z.string(),
+  url: z.string(),
+  /** The status the agent got (the upstream's, or the proxy's own 401/502/504); absent if it got none. */
+  status: z.number().int().optional(),
+  bytesUp: z.number().int().nonnegative(),
+  bytesDown: z.number().int().nonnegative(),
+  reason: z.enum(PROXY_END_REASONS),
+  /** The response to the agent was cut before its end. */
+  incomplete: z.literal(true).optional(),
+});
+export type ProxyEndedDetail = z.infer<typeof ProxyEndedDetail>;
 
 /** The fields a caller supplies; the log fills v, seq, ts, session, user and prev. */
 export type AuditEntry = Omit<AuditRecord, 'v' | 'seq' | 'ts' | 'session' | 'user' | 'prev'>;

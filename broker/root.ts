@@ -33,7 +33,7 @@ import { RpcConnection, acknowledged, eventOfEntry, revocationFrame, revocationF
 import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
-import { createProxy, proxyTimeoutMs } from './proxy/proxy';
+import { createProxy, proxyMaxCalls, proxyTimeoutMs } from './proxy/proxy';
 import { parentChannel } from './net/parent';
 import type { ParentChannel } from './net/parent';
 
@@ -333,7 +333,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     jwks: () => keys.jwks(clock.now()),
     // Both only hand the caller to the token checks, which read its start time again from /proc themselves.
     peer: (socket) => peers.forSocket(socket, { recheck: false }),
-    proxy: createProxy({ authority, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
+    proxy: createProxy({ authority, clock, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), maxCallsPerAgent: proxyMaxCalls(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   listeners = await listen({

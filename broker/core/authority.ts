@@ -30,7 +30,7 @@ import { parseScopes, scopesCover, uncoveredScopes, normalizeScopes, formatScope
 import type { Scope } from './scopes';
 import type { TokenMinter, WritClaims } from './tokens';
 import { verifyToken, chainFromAct, MAX_TTL_CEILING_SECONDS, VerifiedTokens } from './tokens';
-import type { RevocationStore } from './revocation';
+import type { RevocableClaims, RevocationStore } from './revocation';
 import type { Oversight } from './oversight';
 import { statusOf } from './inventory';
 import { bindingFor, checkPresenter, mayHold } from './binding';
@@ -821,11 +821,7 @@ export class Authority {
       throw e;
     }
     const chain = chainFromAct(claims.act);
-    const revoked =
-      this.deps.revocations.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain }) ||
-      this.grants.get(claims.grant_id)?.revoked === true ||
-      chain.some((id) => this.agents.get(id)?.revoked === true);
-    if (revoked) {
+    if (this.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain })) {
       // A revoked token presented again is worth a finding against the agent it was minted for.
       const holder = this.agents.get(chain[0]!);
       if (this.deps.oversight && holder?.identity) {
@@ -835,6 +831,15 @@ export class Authority {
     }
     if (presenter) await this.checkHolder(claims.jti, claims.exp, chain, presenter);
     return { ...claims, chain };
+  }
+
+  /**
+   * Whether a token that verified is revoked now: by jti, grant (or a grant above it), task, an agent of its chain,
+   * or everything issued before it. No finding and no record: for callers that hold a token in use (the proxy, on
+   * each revocation, for the calls it has in flight).
+   */
+  isRevoked(c: RevocableClaims): boolean {
+    return this.deps.revocations.isRevoked(c) || this.grants.get(c.grant_id)?.revoked === true || c.chain.some((id) => this.agents.get(id)?.revoked === true);
   }
 
   /**

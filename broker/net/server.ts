@@ -101,7 +101,15 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}) });
       });
     });
-    server.on('clientError', (_err, socket) => socket.destroy());
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      // Headers past Node's limit (16 KB) get an answer with a code, not a bare reset; anything else malformed is cut.
+      if (err.code === 'HPE_HEADER_OVERFLOW' && socket.writable) {
+        const body = JSON.stringify({ error: 'invalid_request', error_description: 'the request headers are too large', writ_code: 'WRIT_FRAME_TOO_LARGE' });
+        socket.end(`HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        return;
+      }
+      socket.destroy();
+    });
   };
 
   const unixServer = createServer();

@@ -3,26 +3,48 @@
 // is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
 // verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
 // `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
-// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call`: method, URL without the
-// query, status, bytes each way, jti; never a header value, the token or the secret.
+// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call` (method, URL without the
+// query, jti): a refusal before it is answered, an allowed call before anything goes upstream (no record, no
+// forward); an allowed call's end as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
+// the token or the secret.
 //
-// The secret is read from the keychain (a bounded child process) on first use and kept in memory for the
-// broker's life, keyed by the config's `rev`: `writ secret set` changes the rev, so the next call reads it again.
+// The secret is read from the keychain (a bounded child process, one at a time per secret) on first use and kept
+// in memory for the broker's life, keyed by the config's `rev` (secrets.ts, SecretCache).
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders, ClientRequest } from 'node:http';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
-import type { AuditEntry, PeerProcess } from '../protocol';
+import type { AuditEntry, PeerProcess, ProxyCallDetail, ProxyEndedDetail } from '../protocol';
 import type { Socket } from 'node:net';
 import type { Authority } from '../core/authority';
+import { systemClock } from '../core/clock';
+import type { Clock } from '../core/clock';
+import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
-import { keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
+import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
 import type { SecretConfig } from './secrets';
 
 export const PROXY_PREFIX = '/proxy/';
 export const DEFAULT_PROXY_TIMEOUT_MS = 30_000;
+
+export const DEFAULT_PROXY_MAX_CALLS = 32;
+
+/** WRIT_PROXY_MAX_CALLS (1 to 1024): calls in flight per agent (with its sub-agents), else 32. */
+export function proxyMaxCalls(env: NodeJS.ProcessEnv): number {
+  const n = Number(env.WRIT_PROXY_MAX_CALLS);
+  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : DEFAULT_PROXY_MAX_CALLS;
+}
+
+/**
+ * Refusals of requests with no verified token (no token, a forged one, an unknown secret, a bad path) are recorded
+ * one by one up to this many a second. Past it they are answered 429 WRIT_RATE_LIMITED without a record of their
+ * own, and counted in one summary `proxy.call` record a second (`unrecorded`): any local process can send them,
+ * and must not make the broker write without bound.
+ */
+export const UNVERIFIED_RECORDS_PER_SECOND = 20;
 
 /** WRIT_PROXY_TIMEOUT_MS (100 ms to 10 min), else 30 s. */
 export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
@@ -30,15 +52,21 @@ export function proxyTimeoutMs(env: NodeJS.ProcessEnv): number {
   return Number.isInteger(n) && n >= 100 && n <= 600_000 ? n : DEFAULT_PROXY_TIMEOUT_MS;
 }
 
+type ProxyEndReason = ProxyEndedDetail['reason'];
+
 /** RFC 7230 §6.1 hop-by-hop headers, plus what the proxy sets itself or must never pass on. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'expect']);
 
 export interface ProxyDeps {
-  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants'>;
+  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants' | 'onRevocation' | 'isRevoked'>;
+  /** When a call's token expires (its `exp`): the call is ended then. */
+  clock?: Clock;
   stateDir: string;
   env: NodeJS.ProcessEnv;
   /** No response headers (or no body bytes for this long) from the upstream → 504. */
   timeoutMs: number;
+  /** Calls in flight per agent (with its sub-agents); one more is refused 429 WRIT_RATE_LIMITED. Default 32. */
+  maxCallsPerAgent?: number;
   log?: (line: string) => void;
   /** The agent's process (kernel-derived, on first use): a token used from a process it was not minted for is a finding. */
   peer?: (socket: Socket) => () => Promise<PeerProcess | undefined>;
@@ -49,17 +77,34 @@ interface CallFacts {
   method: string;
   url?: string;
   hasQuery?: boolean;
+  /** The status a refusal was answered with. */
   status?: number;
-  bytesUp: number;
-  bytesDown: number;
   jti?: string;
   agentId?: string;
   grantId?: string;
+  /** The grant's task, looked up once: a revoked grant is no longer listed when the call's end is recorded. */
+  task?: { id: string; description: string };
   audience?: string;
   code?: WritErrorCode;
-  allowed: boolean;
-  /** The response to the agent ended before the upstream's did (client gone, upstream failed mid-body). */
-  incomplete?: boolean;
+}
+
+/** A call in flight: ended when its token is revoked or expires. */
+interface LiveCall {
+  claims: RevocableClaims;
+  /** The agent whose count of calls in flight it holds. */
+  owner: string;
+  /** Set once its token is revoked or expired, even before the call is forwarded (checked then). */
+  stopped?: 'revoked' | 'expired';
+  /** Cuts the call off: set once it is forwarded. */
+  onStop?: (reason: 'revoked' | 'expired') => void;
+}
+
+/** How an allowed call went, for its `proxy.ended` record. */
+interface CallEnd {
+  status?: number;
+  bytesUp: number;
+  bytesDown: number;
+  code?: WritErrorCode;
 }
 
 function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
@@ -72,16 +117,25 @@ function sendJson(res: ServerResponse, status: number, body: Record<string, unkn
   res.end(text);
 }
 
+function auditFailed(res: ServerResponse): void {
+  sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+}
+
+/** Names a forwarded call in its `proxy.call` and `proxy.ended` records. */
+function newCallId(): string {
+  return `pxc_${randomBytes(12).toString('base64url')}`;
+}
+
 /** RFC 6750 §3 errors for the agent, with Writ's stable code beside them. */
-function refuse(res: ServerResponse, status: number, e: WritError, scope?: string): void {
+function refuse(res: ServerResponse, status: number, e: WritError, scope?: string, headers: Record<string, string> = {}): void {
   if (status === 401 || status === 403) {
     const error = status === 401 ? 'invalid_token' : 'insufficient_scope';
     const challenge = `Bearer realm="writ-proxy", error="${error}"${scope ? `, scope="${scope.replace(/["\\]/g, '')}"` : ''}`;
-    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge });
+    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge, ...headers });
     return;
   }
-  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
-  sendJson(res, status, { error, error_description: e.message, writ_code: e.code });
+  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 429 ? 'rate_limited' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
+  sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, headers);
 }
 
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
@@ -96,7 +150,8 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   const slash = rest.indexOf('/');
   const name = slash < 0 ? rest : rest.slice(0, slash);
   const path = slash < 0 ? '' : rest.slice(slash);
-  if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
+  // A segment's parameters (`..;x`) are cut off by Tomcat, Jetty and Spring before they resolve dot segments.
+  if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => /^\.\.?(?:;|$)/.test(s))) {
     throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold dot segments or encoded separators', { path: 'path' });
   }
   for (let i = 0; i < path.length; i++) {
@@ -127,6 +182,34 @@ function bearer(req: IncomingMessage): string | undefined {
   return m?.[1];
 }
 
+/**
+ * Request headers a framework or a proxy in front of the upstream may read as another method, path, host or client
+ * than the one the scope check saw (`X-HTTP-Method-Override: DELETE` on an allowed GET). Never forwarded. A deny list,
+ * not an allow list: APIs take headers of their own (`X-GitHub-Api-Version`, `If-None-Match`, `Idempotency-Key`) that
+ * an allow list would break; what is dropped is what rewrites the request.
+ */
+const OVERRIDE_HEADERS = new Set([
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-override-url',
+  'forwarded',
+  'x-host',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'client-ip',
+  'x-cluster-client-ip',
+  'front-end-https',
+]);
+const OVERRIDE_PREFIXES = ['x-forwarded-', 'x-original-'];
+
+function isOverrideHeader(key: string): boolean {
+  return OVERRIDE_HEADERS.has(key) || OVERRIDE_PREFIXES.some((p) => key.startsWith(p));
+}
+
 function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: string, host: string): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = req.headers.connection;
@@ -135,7 +218,7 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   const injected = config.header.toLowerCase();
   for (const [k, v] of Object.entries(req.headers)) {
     const key = k.toLowerCase();
-    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || key === 'host' || key === 'authorization' || key === injected) continue;
+    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || key === 'host' || key === 'authorization' || key === injected) continue;
     out[key] = v;
   }
   out.host = host;
@@ -143,76 +226,142 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   return out;
 }
 
+/**
+ * Response headers for the agent: hop-by-hop ones dropped, and `Set-Cookie`, since a session the upstream mints
+ * from the injected secret would be a credential usable without the proxy (no scope check, no revocation, no record).
+ */
 function responseHeaders(up: IncomingMessage): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = up.headers.connection;
   if (typeof conn === 'string') for (const n of conn.split(',')) named.add(n.trim().toLowerCase());
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(up.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k) || k === 'set-cookie' || k === 'set-cookie2') continue;
     out[k] = v;
   }
   return out;
 }
 
 export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const cache = new Map<string, { rev: string; value: string }>();
   const log = deps.log ?? (() => undefined);
+  const clock = deps.clock ?? systemClock;
+  const secretValues = new SecretCache((name) => keychainGet(keychainRefFor(name, deps.env)), clock);
+  const maxCalls = deps.maxCallsPerAgent ?? DEFAULT_PROXY_MAX_CALLS;
+  /** Calls in flight per agent tree (the root of the token's `act` chain): a sub-agent's count against it. */
+  const perAgent = new Map<string, number>();
 
-  const secretFor = async (name: string, config: SecretConfig): Promise<string> => {
-    const hit = cache.get(name);
-    if (hit && hit.rev === config.rev) return hit.value;
-    const value = await keychainGet(keychainRefFor(name, deps.env));
-    if (value === null) throw new WritError('WRIT_SECRET_NOT_FOUND', `the keychain holds no secret ${name}: store it with writ secret set`);
-    cache.set(name, { rev: config.rev, value });
-    return value;
+  // Calls in flight, ended on the revocation of their token (by jti, grant, task, agent or all): the authority
+  // says after each revocation is durable, and decides for each call's claims whether it now covers them.
+  const live = new Set<LiveCall>();
+  const stop = (c: LiveCall, reason: 'revoked' | 'expired') => {
+    if (c.stopped !== undefined) return;
+    c.stopped = reason;
+    c.onStop?.(reason);
+  };
+  deps.authority.onRevocation(() => {
+    for (const c of [...live]) if (deps.authority.isRevoked(c.claims)) stop(c, 'revoked');
+  });
+
+  const unverified = { second: -1, recorded: 0, unrecorded: 0, summary: undefined as NodeJS.Timeout | undefined };
+  const summarize = () => {
+    unverified.summary = undefined;
+    const n = unverified.unrecorded;
+    unverified.unrecorded = 0;
+    const detail: ProxyCallDetail = { allowed: false, unrecorded: n };
+    void record(undefined, { event: 'proxy.call', outcome: 'failure', code: 'WRIT_RATE_LIMITED', detail }).catch(() => undefined);
+  };
+  /** Whether a refusal with no verified token may have its own record (else it is counted for the summary). */
+  const mayRecordUnverified = (): boolean => {
+    const second = Math.floor(clock.now() / 1000);
+    if (second !== unverified.second) {
+      unverified.second = second;
+      unverified.recorded = 0;
+    }
+    if (unverified.recorded < UNVERIFIED_RECORDS_PER_SECOND) {
+      unverified.recorded++;
+      return true;
+    }
+    unverified.unrecorded++;
+    if (unverified.summary === undefined) {
+      unverified.summary = setTimeout(summarize, 1000);
+      unverified.summary.unref();
+    }
+    return false;
   };
 
-  const audit = async (f: CallFacts): Promise<void> => {
-    const grant = f.grantId === undefined ? undefined : deps.authority.listGrants().find((g) => g.id === f.grantId);
-    const entry: AuditEntry = {
-      event: 'proxy.call',
-      outcome: f.allowed && f.status !== undefined && f.status < 500 && !f.incomplete ? 'success' : 'failure',
-      ...(f.code === undefined ? {} : { code: f.code }),
-      ...(f.jti === undefined ? {} : { jti: f.jti }),
-      ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
-      ...(grant ? { task: { id: grant.taskId, description: grant.task } } : {}),
-      ...(f.audience === undefined ? {} : { audience: f.audience }),
-      detail: {
-        allowed: f.allowed,
-        secret: f.secret,
-        method: f.method,
-        ...(f.url === undefined ? {} : { url: f.url }),
-        ...(f.hasQuery ? { query: true } : {}),
-        ...(f.status === undefined ? {} : { status: f.status }),
-        bytesUp: f.bytesUp,
-        bytesDown: f.bytesDown,
-        ...(f.incomplete ? { incomplete: true } : {}),
-      },
-    };
+  const release = (c: LiveCall) => {
+    if (!live.delete(c)) return;
+    const n = (perAgent.get(c.owner) ?? 1) - 1;
+    if (n > 0) perAgent.set(c.owner, n);
+    else perAgent.delete(c.owner);
+  };
+
+  const record = async (agentId: string | undefined, entry: AuditEntry): Promise<void> => {
     try {
-      await deps.authority.recordFor(f.agentId, entry);
+      await deps.authority.recordFor(agentId, entry);
     } catch (e) {
       log(`writ: proxy: could not write the audit record (${isWritError(e) ? e.code : 'WRIT_INTERNAL'})`);
       throw e;
     }
   };
 
+  /** The token's facts every record of a call carries. */
+  const about = (f: CallFacts): Partial<AuditEntry> => {
+    return {
+      ...(f.jti === undefined ? {} : { jti: f.jti }),
+      ...(f.grantId === undefined ? {} : { grantId: f.grantId }),
+      ...(f.task === undefined ? {} : { task: f.task }),
+      ...(f.audience === undefined ? {} : { audience: f.audience }),
+    };
+  };
+
+  /** `proxy.call`: a refusal (with the status it is answered with), or an allowed call about to be forwarded. */
+  const callEntry = (f: CallFacts, call?: string): AuditEntry => {
+    const detail: ProxyCallDetail = {
+      allowed: call !== undefined,
+      ...(call === undefined ? {} : { call }),
+      secret: f.secret,
+      method: f.method,
+      ...(f.url === undefined ? {} : { url: f.url }),
+      ...(f.hasQuery ? { query: true as const } : {}),
+      ...(call === undefined && f.status !== undefined ? { status: f.status } : {}),
+    };
+    return { event: 'proxy.call', outcome: call === undefined ? 'failure' : 'success', ...(f.code === undefined || call !== undefined ? {} : { code: f.code }), ...about(f), detail };
+  };
+
+  const endedEntry = (f: CallFacts & { url: string }, call: string, end: CallEnd, reason: ProxyEndReason, incomplete: boolean): AuditEntry => {
+    const detail: ProxyEndedDetail = {
+      call,
+      secret: f.secret,
+      method: f.method,
+      url: f.url,
+      ...(end.status === undefined ? {} : { status: end.status }),
+      bytesUp: end.bytesUp,
+      bytesDown: end.bytesDown,
+      reason,
+      ...(incomplete ? { incomplete: true as const } : {}),
+    };
+    const ok = reason === 'complete' && end.status !== undefined && end.status < 500;
+    return { event: 'proxy.ended', outcome: ok ? 'success' : 'failure', ...(end.code === undefined ? {} : { code: end.code }), ...about(f), detail };
+  };
+
   return (req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
-    const facts: CallFacts = { secret: '', method, bytesUp: 0, bytesDown: 0, allowed: false };
-    let upstreamReq: ClientRequest | undefined;
+    const facts: CallFacts = { secret: '', method };
 
-    const fail = async (status: number, e: WritError, scope?: string) => {
+    const fail = async (status: number, e: WritError, scope?: string, headers?: Record<string, string>) => {
       facts.code = e.code;
-      if (facts.status === undefined) facts.status = status;
-      // Fail closed: a refusal is only answered once it is on record.
-      try {
-        await audit(facts);
-      } catch {
-        return sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+      facts.status = status;
+      if (facts.jti === undefined && !mayRecordUnverified()) {
+        return refuse(res, 429, new WritError('WRIT_RATE_LIMITED', 'too many refused requests without a valid token: try again in a second'), undefined, { 'retry-after': '1' });
       }
-      refuse(res, status, e, scope);
+      // Fail closed: a refusal is only answered once it is on record (or, past the budget above, counted for one).
+      try {
+        await record(facts.agentId, callEntry(facts));
+      } catch {
+        return auditFailed(res);
+      }
+      refuse(res, status, e, scope, headers);
     };
 
     const run = async () => {
@@ -250,6 +399,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       facts.jti = claims.jti;
       facts.agentId = claims.client_id;
       facts.grantId = claims.grant_id;
+      const grant = deps.authority.listGrants().find((g) => g.id === claims.grant_id);
+      if (grant) facts.task = { id: grant.taskId, description: grant.task };
       const asked = `http:${method}:${target}`;
       let scopes: ReturnType<typeof parseScopes>;
       try {
@@ -260,30 +411,62 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       if (!/^[A-Z]{1,20}$/.test(method) || !allowsCall(scopes, 'http', method, target)) {
         return fail(403, new WritError('WRIT_SCOPE_NOT_COVERED', `the token's scopes do not cover ${method} ${target}`), asked);
       }
-      let secret: string;
-      try {
-        secret = await secretFor(name, config);
-      } catch (e) {
-        const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
-        return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
-      }
-      facts.allowed = true;
-
       const url = new URL(`${target}${query}`);
       // What is sent is what was checked: the URL parser must not have read the path any other way.
       const sent = `${url.origin}${url.pathname}`;
       if (sent !== target && !(path === '' && sent === `${target}/`)) {
         return fail(400, new WritError('WRIT_BAD_REQUEST', 'the path reads differently as a URL than as checked', { path: 'path' }));
       }
+      let secret: string;
+      try {
+        secret = await secretValues.get(name, config.rev);
+      } catch (e) {
+        const w = isWritError(e) ? e : new WritError('WRIT_INTERNAL', 'internal error', { cause: e });
+        return fail(w.code === 'WRIT_SECRET_NOT_FOUND' ? 404 : 502, w.code === 'WRIT_INTERNAL' ? w : new WritError(w.code, w.message));
+      }
+
+      // The check allows a few seconds of clock skew; a call that would end at `exp` does not start after it.
+      if (claims.exp * 1000 <= clock.now()) return fail(401, new WritError('WRIT_TOKEN_EXPIRED', 'token has expired'));
+      const owner = claims.chain.at(-1) ?? claims.client_id;
+      if ((perAgent.get(owner) ?? 0) >= maxCalls) {
+        return fail(429, new WritError('WRIT_RATE_LIMITED', `at most ${maxCalls} proxied calls at a time per agent (with its sub-agents): wait for one to end`), undefined, { 'retry-after': '1' });
+      }
+      const call = newCallId();
+      // In flight from here: a revocation while the record is written stops it before it is forwarded.
+      const held: LiveCall = {
+        claims: { jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain: claims.chain },
+        owner,
+      };
+      live.add(held);
+      perAgent.set(owner, (perAgent.get(owner) ?? 0) + 1);
+      // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
+      // mid-call (or a POST whose answer never comes) still leaves it on record.
+      try {
+        await record(facts.agentId, callEntry(facts, call));
+      } catch {
+        release(held);
+        return auditFailed(res);
+      }
+      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target });
+    };
+
+    /** Streams the allowed call both ways and records how it ended (`proxy.ended`) once it has. */
+    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }) => {
+      const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      let upstreamReq: ClientRequest | undefined;
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      const finish = (incomplete: boolean) => {
+      let expiry: NodeJS.Timeout | undefined;
+      const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
         if (settled) return;
         settled = true;
+        release(held);
         if (timer) clearTimeout(timer);
-        if (incomplete) facts.incomplete = true;
-        void audit(facts).catch(() => undefined);
+        if (expiry) clearTimeout(expiry);
+        if (code !== undefined) end.code = code;
+        // The answer has streamed: a failed write here is logged by `record` and cannot be taken back.
+        void record(f.agentId, endedEntry(f, call, end, reason, incomplete)).catch(() => undefined);
       };
       const arm = (what: 'headers' | 'body') => {
         if (timer) clearTimeout(timer);
@@ -291,27 +474,56 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           const e = new WritError('WRIT_UPSTREAM_TIMEOUT', `the upstream sent no ${what === 'headers' ? 'response' : 'data'} within ${deps.timeoutMs} ms`);
           upstreamReq?.destroy(e);
           if (!res.headersSent) {
-            facts.status = 504;
-            facts.code = e.code;
+            end.status = 504;
             refuse(res, 504, e);
-            finish(false);
+            finish('upstream-timeout', false, e.code);
           } else {
-            facts.code = e.code;
             res.destroy();
-            finish(true);
+            finish('upstream-timeout', true, e.code);
           }
         }, deps.timeoutMs);
         timer.unref();
       };
 
-      upstreamReq = requestFn(url, { method, headers: forwardHeaders(req, config, secret, url.host) });
+      // A revoked or expired token ends the call however busy it is (the idle timeout restarts on every byte):
+      // both sockets are destroyed, or, before the upstream answered, the agent gets 401 and the connection closes.
+      const cut = (reason: 'revoked' | 'expired') => {
+        if (settled) return;
+        const e = reason === 'revoked' ? new WritError('WRIT_TOKEN_REVOKED', 'the token was revoked during the call') : new WritError('WRIT_TOKEN_EXPIRED', 'the token expired during the call');
+        upstreamReq?.destroy(e);
+        if (!res.headersSent) {
+          end.status = 401;
+          refuse(res, 401, e, undefined, { connection: 'close' });
+          finish(reason, false, e.code);
+        } else {
+          res.destroy();
+          finish(reason, true, e.code);
+        }
+      };
+      held.onStop = cut;
+      // A revocation after the token was checked but before the call was held (the secret lookup) was not heard.
+      if (held.stopped === undefined && deps.authority.isRevoked(held.claims)) held.stopped = 'revoked';
+      if (held.stopped === undefined && exp * 1000 <= clock.now()) held.stopped = 'expired';
+      if (held.stopped !== undefined) return cut(held.stopped);
+      if (res.destroyed || req.socket.destroyed) return finish('client-closed', false);
+      expiry = setTimeout(() => stop(held, 'expired'), Math.min(Math.max(0, exp * 1000 - clock.now()), 2 ** 31 - 1));
+      expiry.unref();
+      try {
+        upstreamReq = requestFn(url, { method: f.method, headers: forwardHeaders(req, config, secret, url.host) });
+      } catch (e) {
+        // Already recorded as allowed: it ends as unreachable, not as a refusal.
+        const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
+        end.status = 502;
+        refuse(res, 502, w);
+        return finish('upstream-unreachable', false, w.code);
+      }
       arm('headers');
       upstreamReq.on('response', (up) => {
         arm('body');
-        facts.status = up.statusCode ?? 502;
-        res.writeHead(facts.status, responseHeaders(up));
+        end.status = up.statusCode ?? 502;
+        res.writeHead(end.status, responseHeaders(up));
         up.on('data', (c: Buffer) => {
-          facts.bytesDown += c.length;
+          end.bytesDown += c.length;
           arm('body');
         });
         up.on('end', () => {
@@ -320,7 +532,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         const broken = () => {
           if (up.complete) return;
           res.destroy();
-          finish(true);
+          finish('upstream-failed', true);
         };
         up.on('error', broken);
         up.on('aborted', broken);
@@ -330,24 +542,23 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         if (settled) return;
         if (!res.headersSent) {
           const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
-          facts.status = 502;
-          facts.code = w.code;
+          end.status = 502;
           refuse(res, 502, w);
-          finish(false);
+          finish('upstream-unreachable', false, w.code);
         } else {
           res.destroy();
-          finish(true);
+          finish('upstream-failed', true);
         }
       });
-      res.on('finish', () => finish(false));
+      res.on('finish', () => finish('complete', false));
       res.on('close', () => {
         if (!res.writableFinished) {
           upstreamReq?.destroy();
-          finish(true);
+          finish('client-closed', true);
         }
       });
       req.on('data', (c: Buffer) => {
-        facts.bytesUp += c.length;
+        end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
         if (!res.headersSent && !settled) arm('headers');
       });

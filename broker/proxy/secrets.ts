@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { WritError } from '../errors';
 import { DEFAULT_KEYCHAIN_SERVICE } from '../core/keys';
 import type { KeychainRef } from '../core/keychain';
+import type { Clock } from '../core/clock';
 
 export const SECRET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const HEADER_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/;
@@ -123,4 +124,46 @@ export function sharedUpstream(file: SecretsFile, name: string, upstream: string
     if (theirs === upstream) return other;
   }
   return undefined;
+}
+
+/** How long a secret missing from the keychain is remembered as missing (per name and rev). */
+export const SECRET_NOT_FOUND_MEMORY_MS = 5_000;
+
+/**
+ * Secret values for the proxy, read from the keychain (`read`, a child process each time) at most once at a time
+ * per name and rev however many calls ask at once; a value is kept for the broker's life, a not-found for
+ * SECRET_NOT_FOUND_MEMORY_MS, so a flood of calls for a missing secret costs one lookup each few seconds. A
+ * keychain error (locked, timeout) is not remembered. `writ secret set` changes the rev: the next call reads again.
+ */
+export class SecretCache {
+  private readonly entries = new Map<string, { rev: string; value?: string; lookup?: Promise<string | null>; missingUntil?: number }>();
+
+  constructor(
+    private readonly read: (name: string) => Promise<string | null>,
+    private readonly clock: Clock,
+  ) {}
+
+  async get(name: string, rev: string): Promise<string> {
+    let entry = this.entries.get(name);
+    if (entry === undefined || entry.rev !== rev) {
+      entry = { rev };
+      this.entries.set(name, entry);
+    }
+    if (entry.value !== undefined) return entry.value;
+    if (entry.missingUntil === undefined || this.clock.now() >= entry.missingUntil) {
+      const e = entry;
+      e.lookup ??= this.read(name)
+        .then((value) => {
+          if (value === null) e.missingUntil = this.clock.now() + SECRET_NOT_FOUND_MEMORY_MS;
+          else e.value = value;
+          return value;
+        })
+        .finally(() => {
+          e.lookup = undefined;
+        });
+      const value = await e.lookup;
+      if (value !== null) return value;
+    }
+    throw new WritError('WRIT_SECRET_NOT_FOUND', `the keychain holds no secret ${name}: store it with writ secret set`);
+  }
 }

@@ -6,11 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { until } from '../helpers/until';
+import { ProxyCallDetail, ProxyEndedDetail } from '../../broker/protocol';
 import type { BrokerEnv } from '../helpers/broker';
 import type { WritClient } from '../../broker/sdk/client';
 
@@ -33,6 +35,11 @@ class Upstream {
   /** Resolved by the test when the first streamed chunk has arrived through the proxy. */
   releaseStream: () => void = () => undefined;
   lastChunkSent = false;
+  /** Responses to /live/… still streaming, and how many of them the proxy closed before their end. */
+  live: ServerResponse[] = [];
+  liveCut = 0;
+  /** Called as each request arrives, before it is answered. */
+  onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
 
   async start(): Promise<void> {
@@ -47,6 +54,7 @@ class Upstream {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.seen.push({ method: req.method!, url: req.url!, headers: req.headers });
+    this.onArrival?.(req.url!);
     const path = req.url!.split('?')[0]!;
     if (path === '/echo') {
       const hash = createHash('sha256');
@@ -72,15 +80,39 @@ class Upstream {
       });
       return;
     }
+    if (path.startsWith('/live/')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first\n');
+      // Busy, never idle: a byte every 100 ms, so only something other than the idle timeout can end it.
+      const tick = setInterval(() => res.write('.'), 100);
+      this.live.push(res);
+      res.on('close', () => {
+        clearInterval(tick);
+        if (!res.writableEnded) this.liveCut++;
+      });
+      return;
+    }
     if (path === '/hang') {
       this.hung.push(res); // never answered
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/json', connection: 'x-upstream-private', 'x-upstream-private': 'hop' });
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      connection: 'x-upstream-private',
+      'x-upstream-private': 'hop',
+      // A session the upstream derives from the injected secret: usable without the proxy if it reached the agent.
+      'set-cookie': ['upstream_session=derived-from-secret; HttpOnly', 'other=1'],
+    });
     res.end(JSON.stringify({ ok: true, path }));
   }
 
+  /** Ends every /live/ response still open with a last line the agent must never get after a revocation. */
+  endLive(): void {
+    for (const r of this.live.splice(0)) if (!r.writableEnded && !r.destroyed) r.end('after-the-end\n');
+  }
+
   async stop(): Promise<void> {
+    this.endLive();
     for (const r of this.hung) r.destroy();
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
@@ -106,7 +138,11 @@ interface Reply {
   body: Buffer;
 }
 
-function call(base: string, path: string, opts: { method?: string; token?: string; body?: Buffer; onChunk?: (c: Buffer) => void } = {}): Promise<Reply> {
+function call(
+  base: string,
+  path: string,
+  opts: { method?: string; token?: string; body?: Buffer; headers?: Record<string, string>; onChunk?: (c: Buffer) => void } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const u = new URL(base);
     // host/port/path given apart: the path goes on the wire as written (a URL string would resolve %2e%2e).
@@ -119,6 +155,7 @@ function call(base: string, path: string, opts: { method?: string; token?: strin
         ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
         ...(opts.body ? { 'content-length': String(opts.body.length), 'content-type': 'application/octet-stream' } : {}),
         'x-agent-header': 'kept',
+        ...opts.headers,
       },
     });
     req.on('error', reject);
@@ -135,6 +172,44 @@ function call(base: string, path: string, opts: { method?: string; token?: strin
   });
 }
 
+/** A streamed GET read until it ends or is cut; `onFirst` runs when the first line has arrived. */
+function stream(base: string, path: string, token: string, onFirst: () => void): Promise<{ status: number; body: string; cut: boolean }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(base);
+    const req = request({ host: u.hostname, port: u.port, path: `${u.pathname}${path}`, headers: { authorization: `Bearer ${token}` } });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      let body = '';
+      let first = false;
+      res.on('data', (c: Buffer) => {
+        body += c.toString();
+        if (!first && body.includes('first')) {
+          first = true;
+          onFirst();
+        }
+      });
+      res.on('error', () => undefined); // a cut body: 'close' says so
+      res.on('close', () => resolve({ status: res.statusCode!, body, cut: !res.complete }));
+    });
+    req.end();
+  });
+}
+
+/** How many live processes have `pid` as their parent (the broker's keychain children). */
+function childrenOf(pid: number): number {
+  let n = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('the credential-injecting proxy', () => {
@@ -145,24 +220,23 @@ describe('the credential-injecting proxy', () => {
   let jti: string;
   let base: string;
 
-  const proxyRecords = () =>
+  const proxyRecords = (event: 'proxy.call' | 'proxy.ended' = 'proxy.call') =>
     b
       .auditLines()
       .map((l) => JSON.parse(l))
-      .filter((r) => r.event === 'proxy.call');
-  async function recordFor(pred: (r: any) => boolean): Promise<any> {
-    for (let i = 0; i < 400; i++) {
-      const r = proxyRecords().find(pred);
-      if (r) return r;
-      await new Promise((res) => setTimeout(res, 25));
-    }
-    throw new Error('no such proxy.call record');
+      .filter((r) => r.event === event);
+  const recordFor = (pred: (r: any) => boolean, event: 'proxy.call' | 'proxy.ended' = 'proxy.call'): Promise<any> => until(() => proxyRecords(event).find(pred));
+  /** The `proxy.call` and `proxy.ended` records of the latest allowed call to `url`. */
+  async function endOf(url: string): Promise<{ call: any; ended: any }> {
+    const call = await until(() => proxyRecords().findLast((x) => x.detail.allowed === true && x.detail.url === url));
+    const ended = await recordFor((x) => x.detail.call === call.detail.call, 'proxy.ended');
+    return { call, ended };
   }
 
   beforeAll(async () => {
     up = new Upstream();
     await up.start();
-    const env = freshEnv({ WRIT_PROXY_TIMEOUT_MS: '3000' });
+    const env = freshEnv({ WRIT_PROXY_TIMEOUT_MS: '3000', WRIT_PROXY_MAX_CALLS: '3' });
     const set = await secretSet(env, ['gh', '--upstream', up.url], `${SECRET}\n`);
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout + set.stderr).not.toContain(SECRET);
@@ -230,10 +304,37 @@ describe('the credential-injecting proxy', () => {
     expect(seen.headers.host).toBe(new URL(up.url).host);
     expect(seen.headers['x-agent-header']).toBe('kept');
     expect(JSON.stringify(seen.headers)).not.toContain(token);
-    const rec = await recordFor((x) => x.detail.url === `${up.url}/repos/acme/web/issues`);
-    expect(rec).toMatchObject({ outcome: 'success', jti, audience: up.url, detail: { allowed: true, secret: 'gh', method: 'GET', status: 200, query: true, bytesUp: 0 } });
-    expect(rec.detail.bytesDown).toBe(r.body.length);
-    expect(rec.agent).toMatchObject({ name: 'proxied-agent' });
+    const { call: rec, ended } = await endOf(`${up.url}/repos/acme/web/issues`);
+    expect(ProxyCallDetail.parse(rec.detail)).toEqual({ allowed: true, call: expect.stringMatching(/^pxc_/), secret: 'gh', method: 'GET', url: `${up.url}/repos/acme/web/issues`, query: true });
+    expect(rec).toMatchObject({ outcome: 'success', jti, audience: up.url, agent: { name: 'proxied-agent' } });
+    expect(rec.code).toBeUndefined();
+    // How it ended, in a second record that names the same call: after the first, with the bytes.
+    expect(ended.seq).toBeGreaterThan(rec.seq);
+    expect(ProxyEndedDetail.parse(ended.detail)).toEqual({
+      call: rec.detail.call,
+      secret: 'gh',
+      method: 'GET',
+      url: `${up.url}/repos/acme/web/issues`,
+      status: 200,
+      bytesUp: 0,
+      bytesDown: r.body.length,
+      reason: 'complete',
+    });
+    expect(ended).toMatchObject({ outcome: 'success', jti, audience: up.url, agent: { name: 'proxied-agent' }, task: { description: 'read acme/web issues through the proxy' } });
+  });
+
+  it('no record, no forward: the allowed call is in the audit log when the upstream receives it', async () => {
+    const url = `${up.url}/repos/acme/web/recorded`;
+    let atArrival: any[] | undefined;
+    up.onArrival = (path) => {
+      if (path === '/repos/acme/web/recorded') atArrival = proxyRecords().filter((x) => x.detail.url === url);
+    };
+    const r = await call(base, '/repos/acme/web/recorded', { token });
+    up.onArrival = undefined;
+    expect(r.status).toBe(200);
+    expect(atArrival?.map((x) => [x.outcome, x.detail.allowed, x.jti])).toEqual([['success', true, jti]]);
+    const { ended } = await endOf(url);
+    expect([ended.detail.status, ended.detail.reason]).toEqual([200, 'complete']);
   });
 
   it('a token whose scopes do not cover the call: 403 insufficient_scope, and the upstream is never called', async () => {
@@ -267,6 +368,65 @@ describe('the credential-injecting proxy', () => {
     expect(up.seen.slice(before).map((x) => x.url)).toEqual(['/repos/acme/readme']);
   });
 
+  it('a `..;` or `.;` segment (a dot segment to Tomcat, Jetty and Spring) is refused with 400 before the upstream, and recorded as refused', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    for (const path of ['/repos/acme/web/..;/..;/..;/admin/users', '/repos/acme/web/..;x=1/admin', '/repos/acme/web/.;/issues']) {
+      const r = await call(base, path, { token });
+      expect([path, r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
+    }
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual([]);
+    const refused = await until(() => {
+      const recs = proxyRecords().slice(recordsBefore);
+      return recs.length >= 3 ? recs : undefined;
+    });
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual(Array(3).fill(['failure', 'WRIT_BAD_REQUEST', false, 400]));
+    // A `;` elsewhere in a segment is an ordinary path character, and is served.
+    expect((await call(base, '/repos/acme/web/a;b=..', { token })).status).toBe(200);
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/a;b=..']);
+  });
+
+  it('headers that would make the upstream read another method, path, host or client never reach it; others do', async () => {
+    const before = up.seen.length;
+    const overrides = {
+      'x-http-method-override': 'DELETE',
+      'x-http-method': 'DELETE',
+      'x-method-override': 'DELETE',
+      'x-original-url': '/admin/users',
+      'x-original-method': 'DELETE',
+      'x-rewrite-url': '/admin/users',
+      forwarded: 'host=evil.example;proto=https',
+      'x-forwarded-host': 'evil.example',
+      'x-forwarded-for': '10.0.0.1',
+      'x-forwarded-prefix': '/admin',
+      'x-real-ip': '10.0.0.1',
+      'x-host': 'evil.example',
+    };
+    const r = await call(base, '/repos/acme/web/issues', { token, headers: { ...overrides, 'x-github-api-version': '2022-11-28', 'if-none-match': '"abc"' } });
+    expect(r.status).toBe(200);
+    const h = up.seen[before]!.headers;
+    expect(Object.keys(overrides).filter((k) => k in h)).toEqual([]);
+    expect([h['x-github-api-version'], h['if-none-match'], h['x-agent-header'], up.seen[before]!.method]).toEqual(['2022-11-28', '"abc"', 'kept', 'GET']);
+  });
+
+  it('an upstream Set-Cookie (a session derived from the secret) is not handed to the agent', async () => {
+    const r = await call(base, '/repos/acme/web/issues', { token });
+    expect(r.status).toBe(200);
+    expect(r.headers['set-cookie']).toBeUndefined();
+    expect(r.headers['content-type']).toBe('application/json');
+  });
+
+  it('request headers past the limit: 431 with WRIT_FRAME_TOO_LARGE, not a bare reset, and nothing upstream', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues', { token, headers: { 'x-big': 'a'.repeat(20_000) } }).catch((e: NodeJS.ErrnoException) => String(e.code));
+    expect(typeof r === 'string' ? r : [r.status, r.headers.connection, JSON.parse(r.body.toString())]).toEqual([
+      431,
+      'close',
+      { error: 'invalid_request', error_description: 'the request headers are too large', writ_code: 'WRIT_FRAME_TOO_LARGE' },
+    ]);
+    expect(up.seen.length).toBe(before);
+  });
+
   it('no token, a malformed token or a token for another audience: 401 invalid_token, the upstream never called', async () => {
     const before = up.seen.length;
     for (const t of [undefined, 'not-a-token', `${token}x`]) {
@@ -297,6 +457,140 @@ describe('the credential-injecting proxy', () => {
     await recordFor((x) => x.jti === own.jti && x.code === 'WRIT_TOKEN_REVOKED' && x.detail.status === 401);
   });
 
+  for (const kind of ['token', 'grant', 'task', 'agent'] as const) {
+    it(`revoking by ${kind} ends a call still streaming: both sockets closed, recorded as revoked`, async () => {
+      const { client } = await b.agent(`streamer-${kind}`);
+      try {
+        const r = await client.call('task.request', { task: `watch by ${kind}`, scopes: [`http:GET:${up.url}/live/**`], audience: up.url });
+        const target =
+          kind === 'token' ? { kind, jti: r.token.jti } : { kind, id: kind === 'grant' ? r.grant.id : kind === 'task' ? r.grant.taskId : r.grant.agentId };
+        const cutBefore = up.liveCut;
+        let safety: NodeJS.Timeout | undefined;
+        const got = await stream(base, `/live/${kind}`, r.token.token, () => {
+          void client.call('revoke', { target }).then(() => {
+            // Were the call not ended, the upstream's last line would reach the agent.
+            safety = setTimeout(() => up.endLive(), 10_000);
+          });
+        });
+        clearTimeout(safety);
+        expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
+        await until(() => (up.liveCut > cutBefore ? true : undefined));
+        const { ended } = await endOf(`${up.url}/live/${kind}`);
+        expect([ended.outcome, ended.code, ended.jti, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual([
+          'failure',
+          'WRIT_TOKEN_REVOKED',
+          r.token.jti,
+          200,
+          'revoked',
+          true,
+        ]);
+        expect(ended.detail.bytesDown).toBeGreaterThan(0);
+        // The grant is gone by then; the record still names the task the call was made for.
+        expect(ended.task).toEqual({ id: r.grant.taskId, description: `watch by ${kind}` });
+      } finally {
+        await client.close();
+      }
+    }, 60_000);
+  }
+
+  it('a token revoked while the upstream has not answered yet: 401 WRIT_TOKEN_REVOKED, the upstream request closed', async () => {
+    const { client } = await b.agent('waiter');
+    try {
+      const r = await client.call('task.request', { task: 'wait for an answer', scopes: [`http:GET:${up.url}/hang`], audience: up.url });
+      up.onArrival = (path) => {
+        if (path === '/hang') void client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+      };
+      const got = await call(base, '/hang', { token: r.token.token });
+      up.onArrival = undefined;
+      expect([got.status, got.headers.connection, JSON.parse(got.body.toString())]).toEqual([
+        401,
+        'close',
+        { error: 'invalid_token', error_description: 'the token was revoked during the call', writ_code: 'WRIT_TOKEN_REVOKED' },
+      ]);
+      const ended = await recordFor((x) => x.jti === r.token.jti, 'proxy.ended');
+      expect([ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_REVOKED', 401, 'revoked', undefined]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('a call still streaming when its token expires is ended at the token\'s exp, recorded as expired', async () => {
+    const r = await agent.call('task.request', { task: 'a short watch', scopes: [`http:GET:${up.url}/live/**`], audience: up.url, ttl: 4 });
+    let safety: NodeJS.Timeout | undefined;
+    const got = await stream(base, '/live/expiring', r.token.token, () => {
+      safety = setTimeout(() => up.endLive(), 20_000);
+    });
+    clearTimeout(safety);
+    expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
+    const { ended } = await endOf(`${up.url}/live/expiring`);
+    expect([ended.code, ended.jti, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_EXPIRED', r.token.jti, 'expired', true]);
+    // Not before its exp (whole seconds; the record's time is when it was written, after the cut).
+    expect(Date.parse(ended.ts)).toBeGreaterThanOrEqual(r.token.expiresAt * 1000);
+  }, 60_000);
+
+  it('an agent may have 3 calls in flight (WRIT_PROXY_MAX_CALLS): the next is 429 WRIT_RATE_LIMITED, on record; another agent is not held up', async () => {
+    const { client: busy } = await b.agent('busy');
+    const { client: other } = await b.agent('other');
+    try {
+      const r = await busy.call('task.request', { task: 'many watches', scopes: [`http:GET:${up.url}/live/**`, `http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+      const o = await other.call('task.request', { task: 'one read', scopes: [`http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+      const started: Promise<void>[] = [];
+      const streams = [0, 1, 2].map((i) => {
+        let firstLine = () => undefined as void;
+        started.push(new Promise<void>((resolve) => (firstLine = resolve)));
+        return stream(base, `/live/busy-${i}`, r.token.token, () => firstLine());
+      });
+      await Promise.all(started);
+      const before = up.seen.length;
+      const over = await call(base, '/repos/acme/web/issues', { token: r.token.token });
+      expect([over.status, over.headers['retry-after'], JSON.parse(over.body.toString())]).toEqual([
+        429,
+        '1',
+        { error: 'rate_limited', error_description: 'at most 3 proxied calls at a time per agent (with its sub-agents): wait for one to end', writ_code: 'WRIT_RATE_LIMITED' },
+      ]);
+      expect(up.seen.length).toBe(before);
+      const refused = await recordFor((x) => x.jti === r.token.jti && x.code === 'WRIT_RATE_LIMITED');
+      expect([refused.outcome, refused.detail.allowed, refused.detail.status, refused.detail.call]).toEqual(['failure', false, 429, undefined]);
+      expect((await call(base, '/repos/acme/web/issues', { token: o.token.token })).status).toBe(200);
+      // A call that ends gives its place back.
+      up.endLive();
+      expect((await Promise.all(streams)).map((x) => [x.status, x.cut])).toEqual(Array(3).fill([200, false]));
+      await until(() => (proxyRecords('proxy.ended').filter((x) => x.jti === r.token.jti).length === 3 ? true : undefined));
+      expect((await call(base, '/repos/acme/web/issues', { token: r.token.token })).status).toBe(200);
+    } finally {
+      await busy.close();
+      await other.close();
+    }
+  }, 60_000);
+
+  it('concurrent calls for a secret the keychain lacks: at most one keychain process at a time, all 404 WRIT_SECRET_NOT_FOUND', async () => {
+    // A hand-made entry whose keychain entry does not exist (a keychain reset): never cached as a value.
+    const file = join(b.env.WRIT_STATE_DIR, 'secrets.json');
+    const original = readFileSync(file, 'utf8');
+    const config = JSON.parse(original);
+    const up2 = `${up.url}/v2`;
+    config.secrets.gone = { upstream: up2, header: 'Authorization', scheme: 'Bearer', rev: 'r1', updatedAt: new Date().toISOString() };
+    writeFileSync(file, JSON.stringify(config));
+    try {
+      const r = await agent.call('task.request', { task: 'v2', scopes: [`http:GET:${up2}/**`], audience: up2 });
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, childrenOf(b.child.pid!));
+          await new Promise((res) => setTimeout(res, 5));
+        }
+      })();
+      const replies = await Promise.all(Array.from({ length: 40 }, () => call(`${b.discovery.httpUrl}/proxy/gone`, '/x', { token: r.token.token })));
+      sampling = false;
+      await sampler;
+      expect(new Set(replies.map((x) => `${x.status} ${JSON.parse(x.body.toString()).writ_code}`))).toEqual(new Set(['404 WRIT_SECRET_NOT_FOUND']));
+      expect(most).toBeLessThanOrEqual(1);
+    } finally {
+      writeFileSync(file, original);
+    }
+  }, 60_000);
+
   it('streams a 20 MB body up and back: exact byte counts and matching SHA-256 on both sides, and in the audit', async () => {
     const body = randomBytes(BIG);
     const r = await call(base, '/echo', { token, method: 'POST', body });
@@ -304,8 +598,8 @@ describe('the credential-injecting proxy', () => {
     expect(up.echoed).toEqual({ bytes: BIG, sha256: sha(body) });
     expect(r.body.length).toBe(BIG);
     expect(sha(r.body)).toBe(sha(body));
-    const rec = await recordFor((x) => x.detail.url === `${up.url}/echo`);
-    expect(rec.detail).toMatchObject({ method: 'POST', status: 200, bytesUp: BIG, bytesDown: BIG });
+    const { ended } = await endOf(`${up.url}/echo`);
+    expect(ended.detail).toMatchObject({ method: 'POST', status: 200, bytesUp: BIG, bytesDown: BIG, reason: 'complete' });
   }, 60_000);
 
   it('a streamed response arrives in chunks: the first before the upstream sends the last', async () => {
@@ -328,8 +622,30 @@ describe('the credential-injecting proxy', () => {
     const r = await call(base, '/hang', { token });
     expect(r.status).toBe(504);
     expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'upstream_timeout', writ_code: 'WRIT_UPSTREAM_TIMEOUT' });
-    await recordFor((x) => x.detail.url === `${up.url}/hang` && x.code === 'WRIT_UPSTREAM_TIMEOUT' && x.detail.status === 504);
+    const { ended } = await endOf(`${up.url}/hang`);
+    expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['failure', 'WRIT_UPSTREAM_TIMEOUT', 504, 'upstream-timeout', undefined]);
   }, 30_000);
+
+  it('requests without a valid token cannot make the broker write a record each: past 20 a second, 429 and one summary record a second', async () => {
+    const recordsBefore = proxyRecords().length;
+    const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => call(base, `/repos/acme/web/flood-${i}`, i % 2 ? {} : { token: `${token}x` })));
+    const answers = replies.map((x) => `${x.status} ${JSON.parse(x.body.toString()).writ_code}`);
+    const recorded = answers.filter((a) => a === '401 WRIT_TOKEN_INVALID').length;
+    const counted = answers.filter((a) => a === '429 WRIT_RATE_LIMITED').length;
+    expect(recorded + counted).toBe(300);
+    expect(counted).toBeGreaterThan(0);
+    expect(replies.find((x) => x.status === 429)!.headers['retry-after']).toBe('1');
+    // Every refusal is accounted for: the 401s one record each, the 429s in summaries (written a second later).
+    const summaries = () => proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded !== undefined);
+    await until(() => (summaries().reduce((n, x) => n + x.detail.unrecorded, 0) === counted ? true : undefined));
+    for (const x of summaries()) {
+      expect([x.outcome, x.code, x.jti, x.agent, ProxyCallDetail.parse(x.detail)]).toEqual(['failure', 'WRIT_RATE_LIMITED', undefined, undefined, { allowed: false, unrecorded: x.detail.unrecorded }]);
+    }
+    const own = proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded === undefined);
+    expect(own.length).toBe(recorded);
+    expect(new Set(own.map((x) => `${x.outcome} ${x.code} ${x.detail.status} ${x.detail.allowed} ${x.jti}`))).toEqual(new Set(['failure WRIT_TOKEN_INVALID 401 false undefined']));
+    expect(up.seen.filter((x) => x.url.includes('flood'))).toEqual([]);
+  }, 60_000);
 
   it('the audit log holds neither the secret, nor any token, nor a query value, and still verifies', async () => {
     const text = readFileSync(join(b.env.WRIT_STATE_DIR, 'audit.jsonl'), 'utf8');
@@ -371,4 +687,40 @@ describe('the credential-injecting proxy', () => {
     expect((await writ(['secret', 'list'], b.env)).stdout).toBe('no secrets\n');
     expect((await writ(['secret', 'rm', 'gh'], b.env)).code).toBe(1);
   });
+});
+
+describe('the proxy fails closed on the audit log', () => {
+  it('an audit write that fails (a real EFBIG): 500 WRIT_AUDIT_WRITE_FAILED, and nothing reaches the upstream', async () => {
+    const up = new Upstream();
+    await up.start();
+    const env = freshEnv();
+    expect((await secretSet(env, ['gh', '--upstream', up.url], SECRET)).code).toBe(0);
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    try {
+      const { client } = await b.agent('audited-agent');
+      const r = await client.call('task.request', { task: 'file issues', scopes: [`http:POST:${up.url}/repos/**`], audience: up.url });
+      const base = `${b.discovery.httpUrl}/proxy/gh`;
+      const post = (path: string) => call(base, path, { token: r.token.token, method: 'POST', body: Buffer.from('{"title":"x"}') });
+      // A first call reads the secret and ends on record, so what fails below is the audit write alone.
+      expect((await post('/repos/acme/web/issues')).status).toBe(200);
+      const auditPath = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+      await until(() => b.auditLines().find((l) => /"event":"proxy\.(?:ended|call)".*"status":200/.test(l)));
+      const size = statSync(auditPath).size;
+      // The broker may no longer make a file longer than the log is now: its next record fails as on a full disk.
+      execFileSync('prlimit', ['--pid', String(b.child.pid), `--fsize=${size}`]);
+      const before = up.seen.length;
+      const res = await post('/repos/acme/web/issues/1/delete');
+      expect([res.status, JSON.parse(res.body.toString())]).toEqual([
+        500,
+        { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' },
+      ]);
+      expect(up.seen.length).toBe(before);
+      expect(statSync(auditPath).size).toBe(size);
+      await client.close();
+    } finally {
+      await b.kill();
+      await up.stop();
+    }
+  }, 60_000);
 });

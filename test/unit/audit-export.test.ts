@@ -255,4 +255,21 @@ describe('OCSF mapping of oversight and use records', () => {
     expect(used).toMatchObject({ class_uid: 6003, activity_id: 2, type_uid: 600302, api: { operation: 'token.used' }, unmapped: { jti: 'tok_1' } });
     expect(toOcsf({ ...base, event: 'agent.blocked', outcome: 'success', detail: { identity: 'inv_1' } })).toMatchObject({ class_uid: 3003, type_uid: 300302 });
   });
+
+  it('maps a proxied call to 6003 Read and how it ended to 6003 Other, each with its detail', async () => {
+    const { toOcsf } = await import('../../broker/audit/export');
+    const base = { v: 1 as const, seq: 8, ts: '2026-11-29T10:00:00.000Z', session: 'ses_1', user: 'dev@example.com', prev: '0'.repeat(64) };
+    const call = { allowed: true, call: 'pxc_1', secret: 'gh', method: 'GET', url: 'https://api.github.com/user' };
+    expect(toOcsf({ ...base, event: 'proxy.call', jti: 'tok_1', outcome: 'success', detail: call })).toMatchObject({ type_uid: 600302, status_id: 1, unmapped: { jti: 'tok_1', detail: call } });
+    const ended = { call: 'pxc_1', secret: 'gh', method: 'GET', url: 'https://api.github.com/user', status: 200, bytesUp: 0, bytesDown: 10, reason: 'revoked', incomplete: true };
+    expect(toOcsf({ ...base, event: 'proxy.ended', jti: 'tok_1', outcome: 'failure', code: 'WRIT_TOKEN_REVOKED', detail: ended })).toMatchObject({
+      class_uid: 6003,
+      activity_id: 99,
+      type_uid: 600399,
+      status_id: 2,
+      status_code: 'WRIT_TOKEN_REVOKED',
+      api: { operation: 'proxy.ended' },
+      unmapped: { jti: 'tok_1', detail: ended },
+    });
+  });
 });
