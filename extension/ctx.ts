@@ -355,7 +355,10 @@ export class WritContext implements TreeSource {
   /** Verifies an audit file with `writ audit verify` as a child: it reads the public keys from the keychain. */
   verify(file: string): Promise<VerifyView> {
     return new Promise((resolve) => {
-      execFile(process.execPath, [this.ext.asAbsolutePath(join('dist', 'writ.mjs')), 'audit', 'verify', '--file', file], { env: this.brokerEnv(), timeout: 120_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+      // This window's folders, so the check finds this window's broker, which vouches for the records it wrote
+      // since its last checkpoint (without it they would be unsigned).
+      const env = { ...this.brokerEnv(), WRIT_RUNTIME_DIR: this.dirs.runtimeDir, WRIT_STATE_DIR: this.dirs.stateDir };
+      execFile(process.execPath, [this.ext.asAbsolutePath(join('dist', 'writ.mjs')), 'audit', 'verify', '--file', file], { env, timeout: 120_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
         const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null) : 0;
         resolve(verifyView(code, stdout, stderr));
       });
