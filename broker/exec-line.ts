@@ -59,6 +59,8 @@ export class ExecLine {
   private client: WritClient;
   private ended = false;
   private revoked = false;
+  /** The old agent id's revocation, when the agent it came back as after a restart was revoked. */
+  private revokingOld: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: ExecLineOptions) {
     this.agentId = o.agentId;
@@ -66,9 +68,10 @@ export class ExecLine {
     this.attach(o.client);
   }
 
-  /** The command ended: no more reconnecting; the connection is closed. */
+  /** The command ended: no more reconnecting; the connection is closed (a revocation of the old id sent first). */
   async close(): Promise<void> {
     this.ended = true;
+    await this.revokingOld;
     await this.client.close();
   }
 
@@ -82,7 +85,13 @@ export class ExecLine {
     this.client = c;
     c.onClose((code) => {
       if (this.ended || this.revoked || c !== this.client) return;
-      if (code === 4001) return this.revoke('the agent was revoked');
+      if (code === 4001) {
+        // After a restart the agent came back under a new id, but its token's `act` names the old one: revoking
+        // only the new agent would stop the command and leave the token (and any copy of it) working until it
+        // expires. The old id is revoked too (revocation is open to any caller), while the command is stopped.
+        if (this.agentId !== this.o.agentId) this.revokingOld = this.revokeOldId();
+        return this.revoke('the agent was revoked');
+      }
       const until = new Date(this.o.token.expiresAt * 1000).toISOString();
       this.o.log(
         `writ: lost the connection to the broker (close ${code}); the command keeps running and its token stays valid until ${until} ` +
@@ -90,6 +99,19 @@ export class ExecLine {
       );
       void this.reconnect();
     });
+  }
+
+  private async revokeOldId(): Promise<void> {
+    let client: WritClient | undefined;
+    try {
+      client = await WritClient.connect(this.o.address());
+      await client.call('revoke', { target: { kind: 'agent', id: this.o.agentId }, reason: `the agent it came back as after a broker restart (${this.agentId}) was revoked` });
+      this.o.log(`writ: revoked ${this.o.agentId} too, the id its token names`);
+    } catch (e) {
+      this.o.log(`writ: could not revoke ${this.o.agentId}, the id its token names (${asWritError(e).code}): revoke it with \`writ revoke --agent ${this.o.agentId}\``);
+    } finally {
+      client?.terminate();
+    }
   }
 
   private async reconnect(): Promise<void> {

@@ -1271,7 +1271,18 @@ export class Authority {
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
   ): Promise<number> {
     const { calls, ...use } = report;
-    await this.writeUses({ ...use, allowed: true }, calls, reporter, presenter);
+    // Never "allowed" for a token this broker knows to be revoked: by jti, or (for a token it minted this run) by
+    // its grant or an agent of its chain. A jti it does not hold (minted before a restart, or made up) is recorded
+    // as such (`detail.unknownToken`), within the connection's budget for reports.
+    const now = seconds(this.deps.clock.now());
+    const held = use.exp === undefined ? this.ledger.find(use.jti, now) : this.ledger.get(use.jti, use.exp, now);
+    const grant = held?.grant;
+    const revoked =
+      this.deps.revocations.hasToken(use.jti) ||
+      grant?.revoked === true ||
+      (grant !== undefined && [grant.agentId, ...(this.agents.get(grant.agentId)?.parents ?? [])].some((id) => this.agents.get(id)?.revoked === true));
+    if (revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
+    await this.writeUses({ ...use, allowed: true }, calls, reporter, presenter, held === undefined);
     return calls.length;
   }
 
@@ -1281,6 +1292,7 @@ export class Authority {
     calls: readonly (ConcreteCall | undefined)[],
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
+    unknownToken = false,
   ): Promise<void> {
     const texts = [report.jti, report.audience, ...(report.scopes ?? [])];
     for (const c of calls) if (c !== undefined) texts.push(c.resource, c.action, c.target);
@@ -1304,6 +1316,7 @@ export class Authority {
       ...(report.audience === undefined ? {} : { audience: report.audience }),
       detail: {
         allowed: report.allowed,
+        ...(unknownToken ? { unknownToken: true } : {}),
         ...(call === undefined ? {} : { call }),
         ...(report.scopes === undefined ? {} : { asked: report.scopes }),
         reporter: {

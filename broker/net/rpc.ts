@@ -26,6 +26,9 @@ export interface RpcServices {
 export const MAX_INFLIGHT = 16;
 export const MAX_QUEUED = 1024;
 
+/** Calls a connection may have recorded through `token.uses` in one second. */
+export const USES_PER_SECOND = 2000;
+
 const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 /** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
@@ -196,6 +199,8 @@ export class RpcConnection {
   private useWindow = { second: -1, count: 0 };
   /** `agent.stopped` reports on this connection (a few at most: one `writ exec` stops one tree). */
   private stopReports = 0;
+  /** Calls recorded through `token.uses` in the current second (USES_PER_SECOND). */
+  private usesWindow = { second: -1, calls: 0 };
 
   constructor(
     private readonly ws: WebSocket,
@@ -472,9 +477,16 @@ export class RpcConnection {
         return { recorded: true };
       }
       case 'token.uses': {
-        // Not rate-bounded like `token.used`: the resource waits for this answer before it runs the calls, so a
-        // dropped report would be a refused request. In-flight calls per connection are bounded as for any method.
+        // Not dropped like `token.used` past its rate: the resource waits for this answer before it runs the calls.
+        // Bounded in calls per second per connection instead (any local process may call it before hello), with a
+        // refusal the resource turns into its own (the gate: 503).
         const report = parsed.data as import('../protocol').MethodParams<'token.uses'>;
+        const second = Math.floor(Date.now() / 1000);
+        if (second !== this.usesWindow.second) this.usesWindow = { second, calls: 0 };
+        this.usesWindow.calls += report.calls.length;
+        if (this.usesWindow.calls > USES_PER_SECOND) {
+          throw new WritError('WRIT_RATE_LIMITED', `more than ${USES_PER_SECOND} recorded uses a second on this connection`);
+        }
         const { reporter, presenter } = await this.useReporter(report.connection);
         return { recorded: await a.recordUses(report, reporter, presenter) };
       }

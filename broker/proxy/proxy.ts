@@ -39,7 +39,8 @@ export function proxyMaxCalls(env: NodeJS.ProcessEnv): number {
 }
 
 /**
- * Refusals of requests with no verified token (no token, a forged one, an unknown secret, a bad path) are recorded
+ * Refusals of requests with no live token (none, a forged, expired or revoked one, one for another audience or
+ * agent, an unknown secret, a bad path) are recorded
  * one by one up to this many a second. Past it they are answered 429 WRIT_RATE_LIMITED without a record of their
  * own, and counted in one summary `proxy.call` record a second (`unrecorded`): any local process can send them,
  * and must not make the broker write without bound.
@@ -75,6 +76,8 @@ export interface ProxyDeps {
 interface CallFacts {
   secret: string;
   method: string;
+  /** The token verified and is live (its refusals, e.g. of scope, are always recorded). */
+  live?: boolean;
   url?: string;
   hasQuery?: boolean;
   /** The status a refusal was answered with. */
@@ -141,6 +144,10 @@ function refuse(res: ServerResponse, status: number, e: WritError, scope?: strin
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
 const PATH_CHARS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 
+/** Query keys that frameworks read as the request's method (a body field of the same name cannot be seen here). */
+const OVERRIDE_QUERY_KEYS = new Set(['_method', 'x-http-method-override', 'x-http-method', 'x-method-override']);
+const OVERRIDE_QUERY_KEYS_TEXT = [...OVERRIDE_QUERY_KEYS].join(', ');
+
 /** The path after /proxy/NAME, refused if it could be read two ways (dot segments, encoded separators). */
 function splitTarget(rawUrl: string): { name: string; path: string; query: string } {
   const q = rawUrl.indexOf('?');
@@ -162,6 +169,13 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   // and another by the URL sent upstream ('#' starts a fragment, which is never sent).
   if (!PATH_CHARS.test(path)) throw new WritError('WRIT_BAD_REQUEST', 'the path may hold only the characters RFC 3986 allows in a path', { path: 'path' });
   if (query.includes('#')) throw new WritError('WRIT_BAD_REQUEST', 'the query must not hold a fragment', { path: 'query' });
+  // The method the scope allows is the method sent: a query key frameworks read as the real one (Rails, Laravel,
+  // Express method-override) would make a POST a DELETE upstream, as the override headers would.
+  for (const key of new URLSearchParams(query).keys()) {
+    if (OVERRIDE_QUERY_KEYS.has(key.toLowerCase())) {
+      throw new WritError('WRIT_BAD_REQUEST', `the query must not name another method (${OVERRIDE_QUERY_KEYS_TEXT})`, { path: 'query' });
+    }
+  }
   return { name, path, query };
 }
 
@@ -352,7 +366,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
     const fail = async (status: number, e: WritError, scope?: string, headers?: Record<string, string>) => {
       facts.code = e.code;
       facts.status = status;
-      if (facts.jti === undefined && !mayRecordUnverified()) {
+      // A token that is not live (none, forged, expired, revoked, for another audience or agent) counts as none:
+      // one old token must not let any local process make the broker write without bound.
+      if (!facts.live && !mayRecordUnverified()) {
         return refuse(res, 429, new WritError('WRIT_RATE_LIMITED', 'too many refused requests without a valid token: try again in a second'), undefined, { 'retry-after': '1' });
       }
       // Fail closed: a refusal is only answered once it is on record (or, past the budget above, counted for one).
@@ -397,6 +413,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         return fail(401, e);
       }
       facts.jti = claims.jti;
+      facts.live = true;
       facts.agentId = claims.client_id;
       facts.grantId = claims.grant_id;
       const grant = deps.authority.listGrants().find((g) => g.id === claims.grant_id);

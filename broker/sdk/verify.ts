@@ -273,6 +273,8 @@ class WritVerifier implements Verifier {
   private issuer: string | undefined;
   private client: WritClient | undefined;
   private live = false;
+  /** A revocation event could not be read: what it revoked is unknown until the next snapshot (every token refused). */
+  private stale = false;
   private closed = false;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -327,7 +329,9 @@ class WritVerifier implements Verifier {
     let t = entry.result;
     for (const call of calls) t = this.admit(entry, asked, { call, connection }, false);
     await this.record(t, calls, asked, connection);
-    return t;
+    // A revocation applied while the record was written (and perhaps acknowledged, so its revoke call returned):
+    // checked again, so nothing runs after it.
+    return this.admit(entry, asked, { call: calls[calls.length - 1]!, connection }, false);
   }
 
   /**
@@ -337,6 +341,7 @@ class WritVerifier implements Verifier {
   private admit(entry: Entry, asked: Asked | undefined, use: VerifyRequest, reportAllowed: boolean): VerifiedToken {
     const call = use.call;
     const t = entry.result;
+    if (this.stale) throw unreachable('a revocation from the broker could not be read: every token is refused until its list is read again');
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
       this.cache.delete(entry.token);
       throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t, asked, use);
@@ -560,6 +565,7 @@ class WritVerifier implements Verifier {
         this.client = c;
       }
       this.attempt = 0;
+      this.stale = false; // a whole list read again: a malformed event missed nothing it does not now hold
       this.setLive(true);
     } catch {
       if (client !== undefined && client !== this.client) void client.close();
@@ -633,6 +639,8 @@ class WritVerifier implements Verifier {
    */
   private onMalformedEvent(via: WritClient): void {
     this.malformed++;
+    // Tokens verified before are refused too (not only new ones) until the list is read again.
+    this.stale = true;
     // Not live from this instant (the next verify already sees it); a half-made connection fails its connect().
     if (via === this.client) this.lost(via);
     void via.close();

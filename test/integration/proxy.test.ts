@@ -386,6 +386,17 @@ describe('the credential-injecting proxy', () => {
     expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/a;b=..']);
   });
 
+  it('a query key that frameworks read as the method (`_method=DELETE`) is refused with 400 before the upstream', async () => {
+    const before = up.seen.length;
+    for (const path of ['/repos/acme/web/issues?_method=DELETE', '/repos/acme/web/issues?a=1&X-HTTP-Method-Override=DELETE', '/repos/acme/web/issues?x-method-override=PUT']) {
+      const r = await call(base, path, { token });
+      expect([path, r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
+    }
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual([]);
+    expect((await call(base, '/repos/acme/web/issues?method=x&page=2', { token })).status).toBe(200);
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/issues?method=x&page=2']);
+  });
+
   it('headers that would make the upstream read another method, path, host or client never reach it; others do', async () => {
     const before = up.seen.length;
     const overrides = {
@@ -645,6 +656,23 @@ describe('the credential-injecting proxy', () => {
     expect(own.length).toBe(recorded);
     expect(new Set(own.map((x) => `${x.outcome} ${x.code} ${x.detail.status} ${x.detail.allowed} ${x.jti}`))).toEqual(new Set(['failure WRIT_TOKEN_INVALID 401 false undefined']));
     expect(up.seen.filter((x) => x.url.includes('flood'))).toEqual([]);
+  }, 60_000);
+
+  it('a signed token that is not live (here revoked) counts as none: one old token cannot make the broker write a record each', async () => {
+    const g = await agent.call('task.request', { task: 'one to revoke', scopes: [`http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+    await agent.call('revoke', { target: { kind: 'token', jti: g.token.jti } });
+    // A second, so the budget left by an earlier test's flood does not decide this one.
+    await new Promise((r) => setTimeout(r, 1100));
+    const recordsBefore = proxyRecords().length;
+    const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => call(base, `/repos/acme/web/old-${i}`, { token: g.token.token })));
+    const answers = replies.map((x) => `${x.status} ${JSON.parse(x.body.toString()).writ_code}`);
+    const counted = answers.filter((a) => a === '429 WRIT_RATE_LIMITED').length;
+    expect(answers.filter((a) => a !== '401 WRIT_TOKEN_REVOKED' && a !== '429 WRIT_RATE_LIMITED')).toEqual([]);
+    expect(counted).toBeGreaterThan(0);
+    await until(() => (proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded !== undefined).reduce((n, x) => n + x.detail.unrecorded, 0) === counted ? true : undefined));
+    const own = proxyRecords().slice(recordsBefore).filter((x) => x.detail.unrecorded === undefined && x.jti === g.token.jti);
+    expect(own.length).toBe(100 - counted);
+    expect(up.seen.filter((x) => x.url.includes('/old-'))).toEqual([]);
   }, 60_000);
 
   it('the audit log holds neither the secret, nor any token, nor a query value, and still verifies', async () => {

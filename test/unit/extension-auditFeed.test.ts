@@ -139,9 +139,11 @@ describe('the audit panel reloading while records stream', () => {
     try {
       const second = deferred();
       const h = harness(range(0, 2), [{ resolve: () => undefined, promise: Promise.resolve() }, second], { silentAfterMs: Infinity });
+      // Real file reads under fake timers: polled on setImmediate, for up to 20 s of real time (Date is not faked).
       const waitFor = async (f: () => boolean) => {
-        for (let i = 0; i < 1000 && !f(); i++) await new Promise((r) => setImmediate(r));
-        expect(f()).toBe(true);
+        let ok = f();
+        for (const end = Date.now() + 20_000; !ok && Date.now() < end; ok = f()) await new Promise((r) => setImmediate(r));
+        expect(ok).toBe(true);
       };
       const resets = () => h.posts.filter((m) => m.type === 'records' && m.reset).length;
       h.feed.open();
