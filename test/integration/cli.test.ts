@@ -640,6 +640,8 @@ describe('writ exec when its line to the broker breaks', () => {
       expect.stringMatching(/^writ: lost the connection to the broker \(close 1006\); the command keeps running and its token stays valid until \d{4}-\d\d-\d\dT[\d:.]+Z \(no revocation can reach it meanwhile\); reconnecting$/),
       `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${back.id} (\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,
       'writ: the agent was revoked; stopping its process tree',
+      // Its token names the id it had: that one is revoked too, so the token stops working with the command.
+      `writ: revoked ${oldId('survivor-new-id')} too, the id its token names`,
     ]);
     expect(remembered.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${oldId('survivor-old-id')} was revoked; stopping its process tree`);
     for (const run of [renamed, remembered]) {
