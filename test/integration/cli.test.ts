@@ -11,7 +11,7 @@ import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
 import { isAlive } from '../../broker/proxy/process-tree';
@@ -631,6 +631,8 @@ describe('writ exec when its line to the broker breaks', () => {
     // Revoked as the agent it is now: the broker closes its line with 4001.
     expect((await writ(['revoke', '--agent', back.id], env)).code).toBe(0);
     expect({ ...(await renamed.exited), alive: isAlive(renamed.pid), other: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false, other: true });
+    // Its token names the id it had before the restart: writ exec revoked that too, so the token (and any copy) is dead.
+    expect(await until(async () => ((await form(`${b2.discovery.httpUrl}/oauth2/introspect`, { token: renamed.token })).json.active === false ? true : undefined))).toBe(true);
     // Revoked as the agent it was (its id from before the restart, as the audit log names it): heard on a subscription.
     expect((await writ(['revoke', '--agent', oldId('survivor-old-id')], env)).code).toBe(0);
     expect({ ...(await remembered.exited), alive: isAlive(remembered.pid) }).toEqual({ code: 143, signal: null, alive: false });
