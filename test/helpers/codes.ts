@@ -11,3 +11,13 @@ export async function codeOf(p: Promise<unknown>): Promise<WritErrorCode | 'reso
     throw e;
   }
 }
+
+/** What a synchronous call threw (undefined if it returned), for asserting on the error whole. */
+export function thrown(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}

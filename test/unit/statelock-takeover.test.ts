@@ -12,6 +12,7 @@ vi.mock('node:fs', async (importOriginal) => {
 });
 
 const { acquireStateLock } = await import('../../broker/statelock');
+const { thrown } = await import('../helpers/codes');
 const { startOf } = await import('../../broker/procfs');
 const fs = await import('node:fs');
 const actual = await vi.importActual<typeof import('node:fs')>('node:fs');
@@ -23,14 +24,6 @@ const dead = (nonce: string) => JSON.stringify({ pid: 2 ** 22 + 1, start: '1', b
 /** A lock record of a live process (this one), as another writer in it would have written. */
 const live = (nonce: string, holder = 'broker') => JSON.stringify({ pid: process.pid, start: String(startOf(process.pid)), boot: boot(), holder, nonce }) + '\n';
 
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 afterEach(() => {
   vi.mocked(fs.readFileSync).mockImplementation(actual.readFileSync as never);

@@ -4,17 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireStateLock, withStateLock } from '../../broker/statelock';
 import { WritError } from '../../broker/errors';
+import { thrown } from '../helpers/codes';
 
 const folder = () => mkdtempSync(join(tmpdir(), 'writ-lock-'));
 
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 describe('acquireStateLock', () => {
   it('refuses a second taking, even by the same process, naming the holder; release lets the next one in', () => {
