@@ -40,6 +40,9 @@ describe('verifier: revocation frames', () => {
   const held: (() => void)[] = [];
   const uses: { jti: string; calls: unknown[] }[] = [];
   let usesFail = false;
+  /** While set, `token.uses` answers wait (in `usesHeld`): the broker's durable write in progress. */
+  let holdUses = false;
+  const usesHeld: { jti: string; answer: () => void }[] = [];
   let verifier: Verifier;
   let minter: TokenMinter;
 
@@ -65,7 +68,9 @@ describe('verifier: revocation frames', () => {
         } else if (m.method === 'revocation.ack') acks.push(m.params);
         else if (m.method === 'token.uses') {
           uses.push(m.params);
-          ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
+          const answer = () => ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
+          if (holdUses) usesHeld.push({ jti: m.params.jti, answer });
+          else answer();
         }
       });
     });
@@ -190,70 +195,24 @@ describe('verifier: revocation frames', () => {
       await strict.close();
     }
   });
-});
-
-describe('verifier: races a stand-in broker shows on demand (a revocation while a use is recorded; a malformed event about a cached token)', () => {
-  const http = createServer();
-  const wss = new WebSocketServer({ server: http });
-  let base = '';
-  let subscriber: WebSocket | undefined;
-  let holdSubscribe = false;
-  const held: (() => void)[] = [];
-  /** token.uses answers waiting (the broker's durable write in progress). */
-  const usesHeld: { answer: () => void; jti: string }[] = [];
-  let minter: TokenMinter;
-  const acks: unknown[] = [];
-
-  beforeAll(async () => {
-    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-    const x = publicKey.export({ format: 'jwk' }).x;
-    http.on('request', (req, res) => {
-      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x, kid: KID }] } : undefined;
-      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
-    });
-    wss.on('connection', (ws) => {
-      ws.on('message', (data) => {
-        const m = JSON.parse(data.toString());
-        if (m.method === 'subscribe') {
-          const answer = () => {
-            subscriber = ws;
-            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: ['grt_bad'], agentIds: [] } } }));
-          };
-          if (holdSubscribe) held.push(answer);
-          else answer();
-        } else if (m.method === 'revocation.ack') acks.push(m.params);
-        else if (m.method === 'token.uses') {
-          usesHeld.push({ jti: m.params.jti, answer: () => ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } })) });
-        }
-      });
-    });
-    minter = new TokenMinter(base, () => ({ kid: KID, privateKey }), systemClock, randomIds);
-  });
-  afterAll(async () => {
-    wss.close();
-    await new Promise((r) => http.close(r));
-  });
-  const mint = async (grantId: string) => {
-    const { token, claims } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
-    return { token: await token, claims };
-  };
-  const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
 
   it('authorize: a revocation applied (and acknowledged) while the use is being recorded is not let through', async () => {
     const v = createVerifier({ broker: base, audience: AUD });
     try {
       expect(await v.ready()).toBe(true);
       const { token, claims } = await mint('grt_race');
+      const acked = acks.length;
+      holdUses = true;
       const pending = codeOf(v.authorize(token, { calls: [{ resource: 'repo', action: 'read', target: 'acme/web' }] }));
       await until('the use report', () => usesHeld.length === 1);
       // The revocation arrives (same socket, before the answer), is applied and acknowledged: `writ revoke` returns.
       push({ target: { kind: 'grant', id: 'grt_race' }, at: claims.iat, jtis: [], agentIds: [], taskIds: [], grantIds: ['grt_race'], seq: 9 });
-      await until('the ack', () => acks.length === 1);
+      await until('the ack', () => acks.length === acked + 1);
       expect(await codeOf(v.verify(token))).toBe('WRIT_TOKEN_REVOKED');
       usesHeld.shift()!.answer();
       expect(await pending).toBe('WRIT_TOKEN_REVOKED');
     } finally {
+      holdUses = false;
       await v.close();
     }
   });
