@@ -1256,7 +1256,13 @@ export class Authority {
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
   ): Promise<void> {
     const { call, ...use } = report;
-    await this.writeUses(use, [call], reporter, presenter);
+    await this.writeUses(use, [call], this.heldFor(use), reporter, presenter);
+  }
+
+  /** A reported token's entry in the ledger (this run's live tokens): by jti and expiry when given, else by jti. */
+  private heldFor(use: { jti: string; exp?: number | undefined }): ReturnType<TokenLedger<Grant>['get']> {
+    const now = seconds(this.deps.clock.now());
+    return use.exp === undefined ? this.ledger.find(use.jti, now) : this.ledger.get(use.jti, use.exp, now);
   }
 
   /**
@@ -1274,15 +1280,14 @@ export class Authority {
     // Never "allowed" for a token this broker knows to be revoked: by jti, or (for a token it minted this run) by
     // its grant or an agent of its chain. A jti it does not hold (minted before a restart, or made up) is recorded
     // as such (`detail.unknownToken`), within the connection's budget for reports.
-    const now = seconds(this.deps.clock.now());
-    const held = use.exp === undefined ? this.ledger.find(use.jti, now) : this.ledger.get(use.jti, use.exp, now);
+    const held = this.heldFor(use);
     const grant = held?.grant;
     const revoked =
       this.deps.revocations.hasToken(use.jti) ||
       grant?.revoked === true ||
       (grant !== undefined && [grant.agentId, ...(this.agents.get(grant.agentId)?.parents ?? [])].some((id) => this.agents.get(id)?.revoked === true));
     if (revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
-    await this.writeUses({ ...use, allowed: true }, calls, reporter, presenter, held === undefined);
+    await this.writeUses({ ...use, allowed: true }, calls, held, reporter, presenter, held === undefined);
     return calls.length;
   }
 
@@ -1290,6 +1295,7 @@ export class Authority {
   private async writeUses(
     report: Omit<MethodParams<'token.used'>, 'call'>,
     calls: readonly (ConcreteCall | undefined)[],
+    held: ReturnType<TokenLedger<Grant>['get']>,
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
     unknownToken = false,
@@ -1301,9 +1307,6 @@ export class Authority {
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
     const presented = presenter === undefined ? undefined : await presenter();
-    // By jti and expiry when the verifier says it (one lookup), else by jti across every second held.
-    const now = seconds(this.deps.clock.now());
-    const held = report.exp === undefined ? this.ledger.find(report.jti, now) : this.ledger.get(report.jti, report.exp, now);
     const grant = held?.grant;
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
     const record = (call: ConcreteCall | undefined): AuditEntry => ({
