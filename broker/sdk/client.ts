@@ -183,6 +183,9 @@ export class WritClient {
         },
         reject,
       });
+      // Closing: the broker's close frame is in, the connection not yet ended. The call stays pending and the
+      // 'close' handler refuses it with the broker's reason (revoked, or closed), which is known only then.
+      if (this.ws.readyState === WebSocket.CLOSING) return;
       if (this.ws.readyState !== WebSocket.OPEN) {
         this.pending.delete(id);
         return reject(this.closedError ?? new WritError('WRIT_BROKER_UNREACHABLE', 'the connection to the broker is closed'));
