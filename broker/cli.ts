@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
-import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Discovery } from './protocol';
 import { writeFileSync, renameSync, createWriteStream, statSync, openSync, fchmodSync, constants as fsConstants } from 'node:fs';
@@ -421,7 +421,7 @@ function auditFile(file: string | undefined): string {
  * not verify (said on stderr).
  */
 async function brokerSeal(broker: Discovery, keys: ReadonlyMap<string, KeyObject>): Promise<{ count: number; head: string } | undefined> {
-  const { checkpointText, DEFAULT_AUDIT_ORIGIN } = await import('./audit/log');
+  const { checkpointSigned, DEFAULT_AUDIT_ORIGIN } = await import('./audit/log');
   let client: WritClient | undefined;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
@@ -435,14 +435,7 @@ async function brokerSeal(broker: Discovery, keys: ReadonlyMap<string, KeyObject
     const s = await Promise.race([answer, timeout]);
     const seal = s?.auditSeal;
     if (!s || !seal || s.pid !== broker.pid) return undefined;
-    const key = keys.get(seal.kid);
-    let good = false;
-    try {
-      good = key !== undefined && verifySignature(null, Buffer.from(checkpointText(DEFAULT_AUDIT_ORIGIN, seal.count, seal.head), 'utf8'), key, Buffer.from(seal.sig, 'base64url'));
-    } catch {
-      good = false;
-    }
-    if (!good) {
+    if (!checkpointSigned(keys.get(seal.kid), DEFAULT_AUDIT_ORIGIN, seal)) {
       err(`writ: the running broker's (pid ${broker.pid}) statement of its log does not verify with these keys: it vouches for nothing`);
       return undefined;
     }

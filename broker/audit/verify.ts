@@ -16,11 +16,11 @@
 // - Cutting off the final checkpoint along with everything after it leaves a shorter log that verifies cleanly:
 //   only an expected size known out of band (a saved checkpoint, the broker's `auditRecords` status, or the
 //   `broker.stopped` + checkpoint pair a clean shutdown leaves at the end) can reveal it.
-import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { AuditRecord, issuePath } from '../protocol';
 import { printable } from '../printable';
 import { readAuditLines } from './lines';
-import { CHECKPOINT_EVERY, checkpointText, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
+import { CHECKPOINT_EVERY, checkpointSigned, DEFAULT_AUDIT_ORIGIN, sha256Hex, ZERO_HASH } from './log';
 
 export type VerifyReason =
   | 'parse'
@@ -160,14 +160,7 @@ class Verifier {
       if (head !== r.prev) return this.#stop(line, r.seq, 'checkpoint-head', 'checkpoint head is not the chain head');
       const key = this.keys.get(kid);
       if (key) {
-        let good = false;
-        try {
-          const text = Buffer.from(checkpointText(this.origin, count, head), 'utf8');
-          good = cryptoVerify(null, text, key, Buffer.from(sig, 'base64url'));
-        } catch {
-          good = false; // a key of the wrong type is a bad signature, not a crash
-        }
-        if (!good) return this.#stop(line, r.seq, 'checkpoint-signature', 'checkpoint signature does not verify');
+        if (!checkpointSigned(key, this.origin, { count, head, sig })) return this.#stop(line, r.seq, 'checkpoint-signature', 'checkpoint signature does not verify');
         this.checkpoints++;
         this.lastCheckpointSeq = r.seq;
         this.unsignedTail = 0;

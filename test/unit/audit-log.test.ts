@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, checkpointText, type AuditLogOptions } from '../../broker/audit/log';
+import { AuditLog, checkpointSigned, checkpointText, type AuditLogOptions } from '../../broker/audit/log';
 import { exportAuditFile } from '../../broker/audit/export';
 import { verifyAuditFile } from '../../broker/audit/verify';
 import { WAL_MAX_BYTES, walPath } from '../../broker/audit/wal';
@@ -58,6 +58,24 @@ async function expectCode(p: Promise<unknown>, code: 'WRIT_AUDIT_WRITE_FAILED' |
   expect(isWritError(e, code)).toBe(true);
   return e as Error;
 }
+
+describe('checkpointSigned: the one signature check behind checkpoints and a broker\'s seal', () => {
+  const head = 'ab'.repeat(32);
+  const sig = sign(null, Buffer.from(checkpointText('writ-audit/v1', 7, head), 'utf8'), privateKey).toString('base64url');
+  it('holds for the key, origin, count and head signed, and for nothing else', () => {
+    expect(checkpointSigned(publicKey, 'writ-audit/v1', { count: 7, head, sig })).toBe(true);
+    expect(checkpointSigned(publicKey, 'writ-audit/v2', { count: 7, head, sig })).toBe(false);
+    expect(checkpointSigned(publicKey, 'writ-audit/v1', { count: 8, head, sig })).toBe(false);
+    expect(checkpointSigned(publicKey, 'writ-audit/v1', { count: 7, head: 'cd'.repeat(32), sig })).toBe(false);
+    expect(checkpointSigned(generateKeyPairSync('ed25519').publicKey, 'writ-audit/v1', { count: 7, head, sig })).toBe(false);
+  });
+  it('is false, never a throw, for no key, a key of another type, or a signature that is not one', () => {
+    expect(checkpointSigned(undefined, 'writ-audit/v1', { count: 7, head, sig })).toBe(false);
+    expect(checkpointSigned(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey, 'writ-audit/v1', { count: 7, head, sig })).toBe(false);
+    expect(checkpointSigned(publicKey, 'writ-audit/v1', { count: 7, head, sig: 'not a signature' })).toBe(false);
+    expect(checkpointSigned(publicKey, 'writ-audit/v1', { count: 7, head, sig: '' })).toBe(false);
+  });
+});
 
 describe('AuditLog chain', () => {
   it('writes one record per line in a fixed key order, each prev hashing the previous line', async () => {
