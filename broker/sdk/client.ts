@@ -105,7 +105,9 @@ export class WritClient {
    * ends the connection (WRIT_BROKER_UNREACHABLE). Any frame from the broker counts as an answer, so a call that
    * waits minutes for the developer's approval is never cut off while the broker is alive. The verdict waits one
    * turn of the event loop (`setImmediate` runs after the poll for I/O), so a pong that arrived while this
-   * process itself was busy is read before the broker is called silent.
+   * process itself was busy is read before the broker is called silent. The clock is performance.now(), which on
+   * Linux is CLOCK_MONOTONIC and stands still while the machine is suspended: a laptop waking from sleep does not
+   * find its last ping an hour old.
    */
   private watch(): NodeJS.Timeout {
     let pingedAt: number | undefined; // when the oldest unanswered ping went out
