@@ -108,7 +108,9 @@ Serves the upstream MCP server (a stdio command, or a streamable HTTP URL) on ht
 lets a tools/call through only with a Writ token (Authorization: Bearer) for the audience (default that URL)
 whose scopes allow mcp:call:NAME/<tool>. No or a bad token: 401 with RFC 9728 metadata at
 /.well-known/oauth-protected-resource; a tool not granted: 403 insufficient_scope. Each call is audited (tool
-and outcome, never the arguments); a revoked token is refused at once. The token is never sent upstream.`,
+and outcome, never the arguments); a revoked token is refused at once, and a tool call already forwarded ends when
+its token is revoked or expires (a JSON-RPC error with WRIT_TOKEN_REVOKED or WRIT_TOKEN_EXPIRED; the upstream is
+told to cancel). The token is never sent upstream.`,
 };
 
 class UsageError extends Error {}
