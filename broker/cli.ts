@@ -1,6 +1,7 @@
 // `writ`: the command line. Tokens go to stdout and nowhere else; everything for people goes to stderr.
 // Exit codes: 0 ok, 1 refused or failed (the code is printed), 2 usage, 3 `audit verify` found nothing broken but
-// could not check every checkpoint (the keys at hand are only the broker's JWKS).
+// could not check every checkpoint (the keys at hand are only the broker's JWKS); `exec` passes its command's code
+// through, or, as a shell, 127 for a command not found and 126 for one found but not executable.
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { spawn } from 'node:child_process';
@@ -18,6 +19,7 @@ import type { RevokeTarget } from './protocol';
 import { SECRET_HELP } from './proxy/cli';
 import { cmdAgents, AGENTS_HELP } from './cli-agents';
 import { ExecLine, heldToken } from './exec-line';
+import { exitCodeFor, resolveCommand } from './command-path';
 
 const HELP: Record<string, string> = {
   secret: SECRET_HELP,
@@ -58,7 +60,9 @@ WRIT_BROKER_UNREACHABLE; one that answers pings is waited for as long as the dev
                  -- CMD [ARGS…]
 
 Runs CMD with WRIT_TOKEN (the token), WRIT_SESSION (its agent session: \`writ token\` inside reuses the
-grant) and WRIT_BROKER set. Its exit code passes through; SIGTERM and SIGHUP (and, without a terminal,
+grant) and WRIT_BROKER set. CMD is looked for first, as a shell does (a name with a / is a path, any other is
+searched in PATH): not found exits 127 (WRIT_COMMAND_NOT_FOUND), found but not executable 126
+(WRIT_COMMAND_NOT_EXECUTABLE), before the broker is asked (no prompt, no token). Its exit code passes through; SIGTERM and SIGHUP (and, without a terminal,
 SIGINT and SIGQUIT) are passed on to it. If the agent is revoked, CMD's whole process tree is stopped (its
 process group and descendants: SIGTERM, then SIGKILL after 2 s) and the broker's audit log records it
 (agent.stopped). On a terminal CMD stays in the foreground group and the tree is found via /proc.
@@ -104,7 +108,9 @@ Serves the upstream MCP server (a stdio command, or a streamable HTTP URL) on ht
 lets a tools/call through only with a Writ token (Authorization: Bearer) for the audience (default that URL)
 whose scopes allow mcp:call:NAME/<tool>. No or a bad token: 401 with RFC 9728 metadata at
 /.well-known/oauth-protected-resource; a tool not granted: 403 insufficient_scope. Each call is audited (tool
-and outcome, never the arguments); a revoked token is refused at once. The token is never sent upstream.`,
+and outcome, never the arguments); a revoked token is refused at once, and a tool call already forwarded ends when
+its token is revoked or expires (a JSON-RPC error with WRIT_TOKEN_REVOKED or WRIT_TOKEN_EXPIRED; the upstream is
+told to cancel). The token is never sent upstream.`,
 };
 
 class UsageError extends Error {}
@@ -216,13 +222,13 @@ function sessionCache(agent: string): { dir: string; path: string } {
  * As a sub-agent (`writ exec` inside an agent session): a new agent whose parent is the session in the
  * environment, bounded by the parent's grants and never prompting; it gets its own session for its child.
  */
-async function requestSubAgentToken(a: TokenArgs, parentSession: string): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
+async function requestSubAgentToken(a: TokenArgs, parentSession: string): Promise<{ client: WritClient; token: string; jti: string; session: string | undefined; agentId: string }> {
   const { client, hello } = await WritClient.asAgent({ name: a.agent, kind: a.kind, parentSession });
   const r = await client.call('task.request', { task: a.task, scopes: a.scopes, audience: a.aud, ...(a.ttl === undefined ? {} : { ttl: a.ttl }) });
-  return { client, token: r.token.token, session: r.session, agentId: hello.agentId };
+  return { client, token: r.token.token, jti: r.token.jti, session: r.session, agentId: hello.agentId };
 }
 
-async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; session: string | undefined; agentId: string }> {
+async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: string; jti: string; session: string | undefined; agentId: string }> {
   let session = process.env[ENV_SESSION] || undefined;
   const fromEnv = session !== undefined;
   const cache = fromEnv ? undefined : sessionCache(a.agent);
@@ -243,7 +249,7 @@ async function requestToken(a: TokenArgs): Promise<{ client: WritClient; token: 
       renameSync(tmp, cache.path);
     }
   }
-  return { client, token: r.token.token, session, agentId: hello.agentId };
+  return { client, token: r.token.token, jti: r.token.jti, session, agentId: hello.agentId };
 }
 
 async function cmdToken(args: string[]): Promise<number> {
@@ -263,10 +269,21 @@ async function cmdExec(args: string[]): Promise<number> {
   if (values.help) return (err(HELP.exec!), 0);
   if (cmd.length === 0) throw new UsageError('give the command after --, e.g. writ exec --task … -- npm test');
   const a = tokenArgs(values, basename(cmd[0]!));
+  // Found before the broker is asked: a command that cannot start is refused with no prompt, no grant and no token
+  // (127 not found, 126 not executable, as a shell says). Windows' search (PATHEXT) is left to spawn, as before.
+  if (process.platform !== 'win32') {
+    try {
+      resolveCommand(cmd[0]!, process.env);
+    } catch (e) {
+      if (!isWritError(e, 'WRIT_COMMAND_NOT_FOUND') && !isWritError(e, 'WRIT_COMMAND_NOT_EXECUTABLE')) throw e;
+      err(`writ: ${e.message} (${e.code})`);
+      return exitCodeFor(e.code);
+    }
+  }
   const address = brokerAddress();
   // Inside an agent session this command starts a sub-agent; `writ token` there acts as the agent itself.
   const parentSession = process.env[ENV_SESSION];
-  const { client, token, session, agentId } = parentSession ? await requestSubAgentToken(a, parentSession) : await requestToken(a);
+  const { client, token, jti, session, agentId } = parentSession ? await requestSubAgentToken(a, parentSession) : await requestToken(a);
   const held = heldToken(token); // before the command starts: nothing may fail between its start and its line
   // Its own process group (so a revocation stops the whole tree), except on a terminal: a background group
   // reading the TTY would be stopped by SIGTTIN. There the tree is found through /proc (process-tree.ts).
@@ -313,10 +330,12 @@ async function cmdExec(args: string[]): Promise<number> {
   if (process.platform !== 'win32') process.on('SIGQUIT', keyboard('SIGQUIT')); // libuv has no SIGQUIT there
   process.on('SIGTERM', forward('SIGTERM'));
   process.on('SIGHUP', forward('SIGHUP'));
-  const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null }>((resolve) => {
+  const exit = await new Promise<{ code: number; exitCode: number | null; signal: string | null; spawnFailed?: boolean }>((resolve) => {
     child.on('error', (e) => {
-      err(`writ: cannot run ${cmd[0]}: ${e.message}`);
-      resolve({ code: 127, exitCode: null, signal: null });
+      // Found and executable a moment ago, yet it did not start (changed since, a missing interpreter): as a shell.
+      const code = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'WRIT_COMMAND_NOT_FOUND' : 'WRIT_COMMAND_NOT_EXECUTABLE';
+      err(`writ: cannot run ${cmd[0]}: ${e.message} (${code})`);
+      resolve({ code: exitCodeFor(code), exitCode: null, signal: null, spawnFailed: true });
     });
     child.on('exit', (c, sig) =>
       // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGABRT 134, SIGPIPE 141, ...).
@@ -337,6 +356,19 @@ async function cmdExec(args: string[]): Promise<number> {
       }
     } catch (e) {
       err(`writ: could not report the stop to the broker (${asWritError(e).code})`);
+    }
+  }
+  if (exit.spawnFailed) {
+    // Minted for a command that never started: nothing holds the token, so it is revoked now, not left live until it expires.
+    try {
+      const revoker = await WritClient.connect(brokerAddress());
+      try {
+        await revoker.call('revoke', { target: { kind: 'token', jti }, reason: `writ exec could not start ${basename(cmd[0]!)}` });
+      } finally {
+        await revoker.close();
+      }
+    } catch (e) {
+      err(`writ: could not revoke the unused token ${jti} (${asWritError(e).code}): revoke it with \`writ revoke --token ${jti}\``);
     }
   }
   await line.close();

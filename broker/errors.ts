@@ -52,6 +52,8 @@ export const ERROR_CODES = [
   'WRIT_STATE_LOCKED', // another broker, or an offline CLI command, is writing the same state folder
   'WRIT_RUNTIME_DIR_UNSAFE',
   'WRIT_USAGE',
+  'WRIT_COMMAND_NOT_FOUND', // `writ exec`: no such command (a path that does not exist, or a name not in PATH); exit 127
+  'WRIT_COMMAND_NOT_EXECUTABLE', // `writ exec`: the command exists but this user may not execute it (or a directory); exit 126
   // the credential-injecting proxy
   'WRIT_SECRET_NOT_FOUND', // no secret of that name is configured (or its keychain entry is gone)
   'WRIT_SECRET_AMBIGUOUS', // two secrets serve one upstream: a token names the upstream, not which secret

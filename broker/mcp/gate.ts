@@ -3,7 +3,8 @@
 // answers refusals the way the MCP authorization spec says (401 + RFC 9728 resource metadata, 403
 // insufficient_scope), records every tool call in the broker's audit log through the verifier (tool name and
 // outcome, never the arguments) before it forwards any (no record, no forward: 503 otherwise), and sees
-// revocations the instant the broker pushes them.
+// revocations the instant the broker pushes them: a tool call already forwarded ends then (or when its token
+// expires) with a JSON-RPC error naming why, and the upstream is told to cancel it.
 //
 // The caller's token stops here: the upstream server is reached with the gate's own transport and never sees it.
 import { createServer } from 'node:http';
@@ -16,8 +17,9 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { CallToolRequestSchema, CallToolResultSchema, ListToolsRequestSchema, McpError, ErrorCode } from '@modelcontextprotocol/sdk/types.js';
-import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolRequest, CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { WritError, asWritError } from '../errors';
+import type { WritErrorCode } from '../errors';
 import { allowsCall, parseScope } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { createVerifier } from '../sdk/verify';
@@ -128,6 +130,20 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
+/** A tools/call forwarded upstream and not yet answered: ended when its token is revoked or expires. */
+interface InFlight {
+  token: VerifiedToken;
+  stop: (reason: 'revoked' | 'expired') => void;
+}
+
+/** What the MCP client is answered for a call its token no longer covers (the transport sends code, message, data). */
+function callEnded(reason: 'revoked' | 'expired', when: 'during' | 'before'): Error & { code: number; data: { code: WritErrorCode } } {
+  const code: WritErrorCode = reason === 'revoked' ? 'WRIT_TOKEN_REVOKED' : 'WRIT_TOKEN_EXPIRED';
+  const what = reason === 'revoked' ? 'was revoked' : 'expired';
+  const message = when === 'during' ? `Unauthorized: the token ${what} during the call` : `Unauthorized: the token ${what} before the call was forwarded`;
+  return Object.assign(new Error(message), { code: -32001, data: { code } });
+}
+
 function rpcError(id: unknown, code: number, message: string, data?: Record<string, unknown>) {
   return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: { code, message, ...(data ? { data } : {}) } };
 }
@@ -184,8 +200,61 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
         : 'writ gate: lost the broker: tool calls are refused (503) until it is back, since they cannot be recorded',
     );
   };
+  // Tool calls forwarded and not yet answered. A revocation event, or the snapshot read on reconnecting, that covers
+  // one's token ends it; a timer ends it at its token's `exp`.
+  const inFlight = new Set<InFlight>();
+  const sweep = () => {
+    for (const c of [...inFlight]) if (verifier.revoked(c.token)) c.stop('revoked');
+  };
   void verifier.ready().then(sayStatus);
-  verifier.onStatus((s) => sayStatus(s.connected));
+  verifier.onStatus((s) => {
+    sayStatus(s.connected);
+    if (s.connected) sweep();
+  });
+  // Runs before the event is acknowledged, so the broker's revoke call returns only after the calls were ended.
+  verifier.onRevocation(sweep);
+
+  /**
+   * Forwards one allowed tools/call and answers with the upstream's result, unless its token is revoked or expires
+   * first: then the upstream request is cancelled (notifications/cancelled; an answer that still comes is dropped)
+   * and the client gets a JSON-RPC error naming WRIT_TOKEN_REVOKED or WRIT_TOKEN_EXPIRED.
+   */
+  async function forwardCall(token: VerifiedToken, params: CallToolRequest['params']): Promise<CallToolResult> {
+    const target = toolTarget(opts.server, params.name);
+    // Revoked while its use was recorded and the request routed here, or past `exp` (the check allows a few seconds
+    // of clock skew): a call that would be ended at once is not started.
+    const early = verifier.revoked(token) ? 'revoked' : token.expiresAt * 1000 <= Date.now() ? 'expired' : undefined;
+    if (early !== undefined) {
+      const answer = callEnded(early, 'before');
+      log(`writ gate: did not forward ${target}: ${answer.message} (${answer.data.code})`);
+      throw answer;
+    }
+    const cancel = new AbortController();
+    let ended: 'revoked' | 'expired' | undefined;
+    const held: InFlight = {
+      token,
+      stop: (reason) => {
+        if (!inFlight.delete(held)) return;
+        ended = reason;
+        const answer = callEnded(reason, 'during');
+        // Said before the upstream is told to cancel, so the two lines on a shared stderr come in that order.
+        log(`writ gate: ended ${target} in flight: ${answer.message} (${answer.data.code})`);
+        cancel.abort(`${answer.data.code}: the caller's token ${reason === 'revoked' ? 'was revoked' : 'expired'}`);
+      },
+    };
+    inFlight.add(held);
+    const expiry = setTimeout(() => held.stop('expired'), Math.min(Math.max(0, token.expiresAt * 1000 - Date.now()), 2 ** 31 - 1));
+    expiry.unref();
+    try {
+      return await upstream.request({ method: 'tools/call', params }, CallToolResultSchema, { signal: cancel.signal });
+    } catch (e) {
+      if (ended === undefined) throw e;
+      throw callEnded(ended, 'during');
+    } finally {
+      inFlight.delete(held);
+      clearTimeout(expiry);
+    }
+  }
 
   const challenge = (extra = '') => `Bearer resource_metadata="${metadataUrl}"${extra}`;
 
@@ -201,10 +270,11 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     s.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
       const scopes = (extra.authInfo?.extra?.scopes as Scope[] | undefined) ?? [];
       // Checked (and audited) before the request reached here; checked again so nothing can route around it.
-      if (!allowsCall(scopes, 'mcp', 'call', toolTarget(opts.server, request.params.name))) {
+      const token = extra.authInfo?.extra?.verified as VerifiedToken | undefined;
+      if (token === undefined || !allowsCall(scopes, 'mcp', 'call', toolTarget(opts.server, request.params.name))) {
         throw new McpError(ErrorCode.InvalidRequest, 'WRIT_SCOPE_NOT_COVERED: the token does not allow this tool');
       }
-      return upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema);
+      return forwardCall(token, request.params);
     });
     return s;
   }
@@ -274,7 +344,7 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
       });
     }
 
-    req.auth = { token, clientId: verified.agentId, scopes: [...verified.scopes], expiresAt: verified.expiresAt, extra: { scopes: scopesOf(verified), jti: verified.jti } };
+    req.auth = { token, clientId: verified.agentId, scopes: [...verified.scopes], expiresAt: verified.expiresAt, extra: { scopes: scopesOf(verified), jti: verified.jti, verified } };
     const server = gateServer();
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {

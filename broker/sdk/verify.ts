@@ -136,6 +136,13 @@ export interface Verifier {
    * then run none of the calls.
    */
   authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken>;
+  /**
+   * Whether a revocation this verifier has applied covers a token it verified (by jti, grant or a grant above it,
+   * task, an agent of its chain, or everything issued before): no network, no report. With `onRevocation` and
+   * `onStatus` (a snapshot read on reconnecting may name it) a resource ends what the token opened, e.g. a call
+   * still running. Expiry is the caller's to watch (`expiresAt`).
+   */
+  revoked(token: VerifiedToken): boolean;
   close(): Promise<void>;
   status(): VerifierStatus;
   /** Settles once the first connection attempt has (true if it succeeded). */
@@ -673,6 +680,10 @@ class WritVerifier implements Verifier {
 
   ready(): Promise<boolean> {
     return this.first;
+  }
+
+  revoked(token: VerifiedToken): boolean {
+    return this.revocations.covers(token);
   }
 
   onRevocation(listener: (event: RevocationEvent) => void): () => void {

@@ -72,6 +72,61 @@ describe('writ CLI against a running broker', () => {
     }
   });
 
+  it('exec refuses a command it cannot run before it asks the broker: 127 not found, 126 not executable, no prompt, no grant, no token', async () => {
+    const dir = join(b.env.WRIT_STATE_DIR, 'exec-commands');
+    mkdirSync(join(dir, 'bin'), { recursive: true });
+    writeFileSync(join(dir, 'bin', 'readable-only'), '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    writeFileSync(join(dir, 'not-executable'), '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    let asked = 0;
+    b.decide = () => {
+      asked++;
+      return { decision: 'approve', mode: 'task' };
+    };
+    const events = () => b.auditLines().map((l) => JSON.parse(l) as { event: string; agent?: { name?: string } });
+    const before = events().length;
+    const prompts = b.requests.length;
+    const env = { ...b.env, PATH: `${join(dir, 'bin')}:${process.env.PATH}` };
+    const run = (agent: string, command: string) => writ(['exec', '--task', 'run it', '--scope', 'repo:read:x', '--aud', 'a', '--agent', agent, '--', command, '--flag'], env);
+    try {
+      expect(await run('ghost-1', 'writ-no-such-command')).toEqual({
+        code: 127,
+        stdout: '',
+        stderr: 'writ: cannot run writ-no-such-command: not found in PATH (WRIT_COMMAND_NOT_FOUND)\n',
+      });
+      expect(await run('ghost-2', join(dir, 'missing'))).toEqual({ code: 127, stdout: '', stderr: `writ: cannot run ${join(dir, 'missing')}: no such file (WRIT_COMMAND_NOT_FOUND)\n` });
+      expect(await run('ghost-3', join(dir, 'not-executable'))).toEqual({
+        code: 126,
+        stdout: '',
+        stderr: `writ: cannot run ${join(dir, 'not-executable')}: not executable by this user (WRIT_COMMAND_NOT_EXECUTABLE)\n`,
+      });
+      expect(await run('ghost-4', 'readable-only')).toEqual({
+        code: 126,
+        stdout: '',
+        stderr: `writ: cannot run readable-only: ${join(dir, 'bin', 'readable-only')}: not executable by this user (WRIT_COMMAND_NOT_EXECUTABLE)\n`,
+      });
+      expect(await run('ghost-5', dir)).toEqual({ code: 126, stdout: '', stderr: `writ: cannot run ${dir}: is a directory (WRIT_COMMAND_NOT_EXECUTABLE)\n` });
+    } finally {
+      b.decide = approveAll;
+    }
+    // The stand-in approver was never asked, and the broker heard nothing: no agent, no task, no token on record.
+    expect({ asked, prompts: b.requests.length }).toEqual({ asked: 0, prompts });
+    const heard = events().slice(before).filter((r) => r.agent?.name?.startsWith('ghost-') || r.event === 'task.requested' || r.event === 'token.minted');
+    expect(heard.map((r) => r.event)).toEqual([]);
+  });
+
+  it('exec whose command passed the check but does not start (a missing interpreter) exits 127 and revokes the token it was minted', async () => {
+    const script = join(b.env.WRIT_STATE_DIR, 'bad-interpreter');
+    writeFileSync(script, '#!/nonexistent/interpreter\n', { mode: 0o755 });
+    const r = await writ(['exec', '--task', 'run it', '--scope', 'repo:read:x', '--aud', 'a', '--agent', 'no-start', '--', script], b.env);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: 127, stdout: '', stderr: `writ: cannot run ${script}: spawn ${script} ENOENT (WRIT_COMMAND_NOT_FOUND)\n` });
+    const records = b.auditLines().map((l) => JSON.parse(l) as { event: string; jti?: string; agent?: { name?: string }; detail?: Record<string, unknown> });
+    const minted = records.filter((x) => x.event === 'token.minted' && x.agent?.name === 'no-start');
+    expect(minted).toHaveLength(1);
+    // Revoked before exec returned: nothing holds a token minted for a command that never ran.
+    const revoked = records.filter((x) => x.event === 'revoked' && x.jti === minted[0]!.jti);
+    expect(revoked.map((x) => x.detail)).toEqual([expect.objectContaining({ target: { kind: 'token', jti: minted[0]!.jti }, reason: 'writ exec could not start bad-interpreter', tokens: 1 })]);
+  });
+
   it('exec stops the agent process when the agent is revoked', async () => {
     const marker = join(b.env.WRIT_STATE_DIR, 'exec-started');
     const run = writ(

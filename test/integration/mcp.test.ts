@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
@@ -495,6 +497,130 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(res.status).toBe(200);
     expect((await res.json()).result.content[0].text).toBe('back');
     expect((await (await fetch(`${gate.origin}/.well-known/oauth-protected-resource`)).json()).authorization_servers).toEqual([b.discovery.httpUrl]);
+  });
+});
+
+// A tool call the gate has forwarded and the upstream has not answered yet, when its token stops being good: the
+// `slow` tool answers only once the test releases it, so every ordering below is of events, not of durations.
+describe('writ gate: a tool call in flight when its token is revoked or expires', { timeout: 120_000 }, () => {
+  let b: BrokerProcess;
+  let admin: WritClient;
+  let gate: GateProc;
+  let dir: string;
+  beforeAll(async () => {
+    b = await BrokerProcess.start();
+    b.decide = approveAll;
+    admin = (await b.agent('slow-admin')).client;
+    gate = await startGate(b, ['--', process.execPath, FIXTURE, '--slow']);
+    dir = mkdtempSync(join(tmpdir(), 'writ-slow-'));
+  });
+  afterAll(async () => {
+    await gate?.stop();
+    await admin?.close();
+    await b?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Starts `slow` with this token and resolves once the upstream has it; `answer` settles with the client's reply. */
+  async function slowCall(token: string, tag: string) {
+    const release = join(dir, tag);
+    const answer = call(gate.url, token, 'slow', { tag, release }, 11).then(async (res) => ({
+      status: res.status,
+      body: await res.json(),
+      // What the upstream had done by the time the client had its whole reply.
+      upstreamAnswered: gate.stderr().includes(`slow ${tag} answered`),
+    }));
+    await until(() => (gate.stderr().includes(`slow ${tag} started`) ? true : undefined));
+    return { answer, release: () => writeFileSync(release, '') };
+  }
+
+  /** The gate's and the upstream's lines about this call (written from `from` on), in the order they were written. */
+  const story = (tag: string, from: number) =>
+    gate
+      .stderr()
+      .slice(from)
+      .split('\n')
+      .filter((l) => l.includes(`slow ${tag} `) || l.startsWith('writ gate: ended echo/slow') || l.startsWith('writ gate: did not forward'))
+      .map((l) => l.replace(/^echo-mcp-server: slow \S+ /, 'upstream '));
+
+  async function endedBy(tag: string, token: string, revoke: () => Promise<unknown>, code = 'WRIT_TOKEN_REVOKED', message = 'Unauthorized: the token was revoked during the call') {
+    const from = gate.stderr().length;
+    const { answer, release } = await slowCall(token, tag);
+    await revoke();
+    const got = await answer;
+    expect(got).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, error: { code: -32001, message, data: { code } } }, upstreamAnswered: false });
+    // Released only now: the upstream's answer comes after the client's reply, and the upstream was told to cancel.
+    release();
+    await until(() => (gate.stderr().includes(`slow ${tag} answered`) ? true : undefined));
+    expect(story(tag, from)).toEqual([
+      'upstream started',
+      `writ gate: ended echo/slow in flight: ${message} (${code})`,
+      'upstream cancelled',
+      'upstream answered',
+    ]);
+  }
+
+  it('a revocation that does not cover the token leaves the call alone: the upstream\'s answer is delivered', async () => {
+    const { client: a } = await b.agent('slow-unrelated');
+    try {
+      const mine = await a.call('task.request', { task: 'slow, untouched', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      const other = await a.call('task.request', { task: 'another task', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+      const from = gate.stderr().length;
+      const { answer, release } = await slowCall(mine.token.token, 'untouched');
+      await admin.call('revoke', { target: { kind: 'token', jti: other.token.jti } });
+      await admin.call('revoke', { target: { kind: 'grant', id: other.grant.id } });
+      release();
+      expect(await answer).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, result: { content: [{ type: 'text', text: 'slow untouched done' }] } }, upstreamAnswered: true });
+      expect(story('untouched', from)).toEqual(['upstream started', 'upstream answered']);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('revoking its token, its grant, or its agent\'s parent ends the call at once with WRIT_TOKEN_REVOKED; the upstream\'s later answer is not delivered', async () => {
+    const { client: a, hello } = await b.agent('slow-parent');
+    try {
+      const byToken = await a.call('task.request', { task: 'slow by token', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      const session = byToken.session; // handed out once per agent: its sub-agent is introduced with it below
+      expect(session).toEqual(expect.any(String));
+      await endedBy('by-token', byToken.token.token, () => admin.call('revoke', { target: { kind: 'token', jti: byToken.token.jti } }));
+      const byGrant = await a.call('task.request', { task: 'slow by grant', scopes: ['mcp:call:echo/*'], audience: gate.url });
+      await endedBy('by-grant', byGrant.token.token, () => admin.call('revoke', { target: { kind: 'grant', id: byGrant.grant.id } }));
+      // A sub-agent's token names its parent in `act`: revoking the parent ends the sub-agent's call.
+      await a.call('task.request', { task: 'slow cascade', scopes: ['mcp:call:echo/*'], audience: gate.url });
+      const { client: child } = await b.agent('slow-child', { parentSession: session! });
+      try {
+        const sub = await child.call('task.request', { task: 'slow cascade', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+        expect(JSON.parse(Buffer.from(sub.token.token.split('.')[1]!, 'base64url').toString()).act.act.sub).toBe(hello.agentId);
+        await endedBy('by-agent', sub.token.token, () => admin.call('revoke', { target: { kind: 'agent', id: hello.agentId } }));
+      } finally {
+        await child.close();
+      }
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('its token expiring ends the call with WRIT_TOKEN_EXPIRED', async () => {
+    const { client: a } = await b.agent('slow-expiring');
+    try {
+      const r = await a.call('task.request', { task: 'slow, short-lived', scopes: ['mcp:call:echo/slow'], audience: gate.url, ttl: 5 });
+      // Nothing is revoked: the gate's own timer at `exp` ends it.
+      await endedBy('expiring', r.token.token, async () => undefined, 'WRIT_TOKEN_EXPIRED', 'Unauthorized: the token expired during the call');
+    } finally {
+      await a.close();
+    }
+  });
+
+  // Last: it revokes every agent, the admin too.
+  it('revoking everything ends the call with WRIT_TOKEN_REVOKED', async () => {
+    const { client: a } = await b.agent('slow-all');
+    try {
+      const r = await a.call('task.request', { task: 'slow, then all', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      await endedBy('all', r.token.token, () => admin.call('revoke', { target: { kind: 'all' } }));
+    } finally {
+      await a.close();
+    }
   });
 });
 

@@ -93,11 +93,14 @@ describe('verifier: revocation frames', () => {
 
   it('applies and acknowledges a good event before its listener runs', async () => {
     const { token, claims } = await mint('grt_1');
-    expect((await verifier.verify(token)).jti).toBe(claims.jti);
+    const t = await verifier.verify(token);
+    expect(t.jti).toBe(claims.jti);
+    expect(verifier.revoked(t)).toBe(false);
     const heard: string[] = [];
     const off = verifier.onRevocation((e) => {
-      // Applied before the listener is called: the very next verify refuses.
-      heard.push(e.target.kind);
+      // Applied before the listener is called: `revoked` already says so (a resource ends the token's calls here),
+      // and the very next verify refuses.
+      heard.push(`${e.target.kind} revoked(): ${verifier.revoked(t)}`);
       void codeOf(verifier.verify(token)).then((c) => heard.push(c));
     });
     try {
@@ -105,7 +108,7 @@ describe('verifier: revocation frames', () => {
       await until('the ack of event 4', () => acks.length > 0);
       await until('the listener', () => heard.length === 2);
       expect(acks).toEqual([{ seq: 4 }]);
-      expect(heard).toEqual(['token', 'WRIT_TOKEN_REVOKED']);
+      expect(heard).toEqual(['token revoked(): true', 'WRIT_TOKEN_REVOKED']);
       expect(verifier.status()).toMatchObject({ connected: true, revocationsMalformed: 0, revocationsKnown: 2 });
     } finally {
       off();
@@ -116,7 +119,8 @@ describe('verifier: revocation frames', () => {
   // broker's field, say) then let its token pass until expiry. Now the revocation state is unknown until resubscribed.
   it('a malformed event ends the subscription: new tokens are refused until a fresh snapshot is in, which revokes what the event named', async () => {
     const { token, claims } = await mint('grt_2');
-    expect((await verifier.verify(token)).grantId).toBe('grt_2');
+    const t = await verifier.verify(token);
+    expect(t.grantId).toBe('grt_2');
     const subscribedBefore = subscribes;
     const heard: RevocationEvent[] = [];
     const off = verifier.onRevocation((e) => heard.push(e));
@@ -135,7 +139,10 @@ describe('verifier: revocation frames', () => {
       held.shift()!();
       await until('live again', () => verifier.status().connected);
       expect(await codeOf(verifier.verify(token))).toBe('WRIT_TOKEN_REVOKED');
-      expect((await verifier.verify(fresh.token)).grantId).toBe('grt_3');
+      const f = await verifier.verify(fresh.token);
+      expect(f.grantId).toBe('grt_3');
+      // The snapshot, not an event, revoked the grant: `revoked` knows it all the same (the gate checks on reconnecting).
+      expect({ revoked: verifier.revoked(t), fresh: verifier.revoked(f) }).toEqual({ revoked: true, fresh: false });
       // Neither applied as an event nor acknowledged: only the snapshot revoked the grant.
       expect(heard).toEqual([]);
       expect(acks).toEqual([{ seq: 4 }]);
