@@ -224,6 +224,14 @@ function isOverrideHeader(key: string): boolean {
   return OVERRIDE_HEADERS.has(key) || OVERRIDE_PREFIXES.some((p) => key.startsWith(p));
 }
 
+/**
+ * Credentials the agent sends of its own, dropped as silently as hop-by-hop headers: the only credential the
+ * upstream sees is the one Writ injects. The agent's `Authorization` is its Writ token; a `Cookie` would be a
+ * session got anywhere, used upstream under the secret's name and this task's record. Dropped rather than refused,
+ * as the agent's Authorization and Proxy-Authorization always were: HTTP clients send a cookie jar unasked.
+ */
+const AGENT_CREDENTIALS = new Set(['authorization', 'proxy-authorization', 'cookie', 'cookie2']);
+
 function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: string, host: string): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = req.headers.connection;
@@ -232,7 +240,7 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   const injected = config.header.toLowerCase();
   for (const [k, v] of Object.entries(req.headers)) {
     const key = k.toLowerCase();
-    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || key === 'host' || key === 'authorization' || key === injected) continue;
+    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || AGENT_CREDENTIALS.has(key) || key === 'host' || key === injected) continue;
     out[key] = v;
   }
   out.host = host;

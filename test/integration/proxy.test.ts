@@ -420,6 +420,18 @@ describe('the credential-injecting proxy', () => {
     expect([h['x-github-api-version'], h['if-none-match'], h['x-agent-header'], up.seen[before]!.method]).toEqual(['2022-11-28', '"abc"', 'kept', 'GET']);
   });
 
+  it('the agent\'s own credentials (Cookie, Cookie2, Proxy-Authorization, Authorization) never reach the upstream: only the injected one does', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues', {
+      token,
+      headers: { cookie: 'user_session=the-agents-own; theme=dark', cookie2: '$Version="1"', 'proxy-authorization': 'Basic YWdlbnQ6b3du' },
+    });
+    expect(r.status).toBe(200);
+    const h = up.seen[before]!.headers;
+    expect([h.cookie, h.cookie2, h['proxy-authorization'], h.authorization, h['x-agent-header']]).toEqual([undefined, undefined, undefined, `Bearer ${SECRET}`, 'kept']);
+    expect(JSON.stringify(h)).not.toContain('the-agents-own');
+  });
+
   it('an upstream Set-Cookie (a session derived from the secret) is not handed to the agent', async () => {
     const r = await call(base, '/repos/acme/web/issues', { token });
     expect(r.status).toBe(200);
