@@ -3,10 +3,11 @@
 // is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
 // verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
 // `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
-// backpressure (pipe); only a form body is read whole first (at most MAX_FORM_BODY), to refuse a `_method` field
-// in it. Every call is audited as `proxy.call` (method, URL without the query, jti): a refusal before it is
-// answered, an allowed call before anything goes upstream (no record, no forward); an allowed call's end as
-// `proxy.ended` (status, bytes each way, why it ended). Never a header value, the token or the secret.
+// backpressure; only a form body is read whole first (at most MAX_FORM_BODY), to refuse a `_method` field in it.
+// Every call is audited as `proxy.call` (method, URL without the query, jti): a refusal before it is answered, an
+// allowed call before anything goes upstream (no record, no forward); an allowed call's end, once the response
+// and the upload have both ended, as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
+// the token or the secret.
 //
 // The secret is read from the keychain (a bounded child process, one at a time per secret) on first use and kept
 // in memory for the broker's life, keyed by the config's `rev` (secrets.ts, SecretCache).
@@ -576,12 +577,20 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       forward(call, held, claims.exp, url, config, secret, { ...facts, url: target }, body);
     };
 
-    /** Streams the allowed call both ways (a form body read whole is sent as read) and records how it ended (`proxy.ended`) once it has. */
+    /**
+     * Streams the allowed call both ways (a form body read whole is sent as read) and records how it ended
+     * (`proxy.ended`) once both ways have: the response reached the agent and the agent's body the upstream. Until
+     * then the call is in flight, so a revocation also cuts an upload the upstream goes on reading after it answered.
+     */
     const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }, body?: Buffer) => {
       const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
       let upstreamReq: ClientRequest | undefined;
       let settled = false;
+      /** The response has reached the agent whole. */
+      let answered = false;
+      /** The agent's body has gone upstream whole. */
+      let uploaded = false;
       let timer: NodeJS.Timeout | undefined;
       let expiry: NodeJS.Timeout | undefined;
       const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
@@ -612,10 +621,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
 
       // A revoked or expired token ends the call however busy it is (the idle timeout restarts on every byte):
-      // both sockets are destroyed, or, before the upstream answered, the agent gets 401 and the connection closes.
+      // before the upstream answered, the agent gets 401 and the connection closes; after that, the upstream
+      // request and the agent's connection are destroyed, mid-response or mid-upload alike.
       const cut = (reason: 'revoked' | 'expired') => {
         if (settled) return;
-        const e = reason === 'revoked' ? new WritError('WRIT_TOKEN_REVOKED', 'the token was revoked during the call') : new WritError('WRIT_TOKEN_EXPIRED', 'the token expired during the call');
+        const e = stoppedError(reason);
         upstreamReq?.destroy(e);
         if (!res.headersSent) {
           end.status = 401;
@@ -623,7 +633,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           finish(reason, false, e.code);
         } else {
           res.destroy();
-          finish(reason, true, e.code);
+          req.socket.destroy();
+          finish(reason, !answered, e.code);
         }
       };
       held.onStop = cut;
@@ -643,8 +654,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         refuse(res, 502, w);
         return finish('upstream-unreachable', false, w.code);
       }
+      const sending = upstreamReq;
       arm('headers');
-      upstreamReq.on('response', (up) => {
+      sending.on('response', (up) => {
         arm('body');
         end.status = up.statusCode ?? 502;
         res.writeHead(end.status, responseHeaders(up));
@@ -664,8 +676,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         up.on('aborted', broken);
         up.pipe(res);
       });
-      upstreamReq.on('error', (e) => {
-        if (settled) return;
+      sending.on('error', (e) => {
+        if (settled || answered) return;
         if (!res.headersSent) {
           const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
           end.status = 502;
@@ -676,25 +688,60 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           finish('upstream-failed', true);
         }
       });
-      res.on('finish', () => finish('complete', false));
+      res.on('finish', () => {
+        answered = true;
+        if (uploaded) finish('complete', false);
+      });
       res.on('close', () => {
         if (!res.writableFinished) {
-          upstreamReq?.destroy();
+          sending.destroy();
           finish('client-closed', true);
         }
       });
+      sending.on('finish', () => {
+        uploaded = true;
+        if (answered) finish('complete', false);
+      });
+      // Not pipe(): once the upstream has answered, Node no longer relays its socket's 'drain' to the request, so a
+      // piped upload that filled the socket would stall there, its end never sent. The socket's own 'drain' resumes
+      // it as well. After the call has ended, what still comes is read and dropped.
+      let waiting = false;
+      const resume = () => {
+        if (!waiting) return;
+        waiting = false;
+        sending.off('drain', resume);
+        sending.socket?.off('drain', resume);
+        req.resume();
+      };
+      // Answered whole, then the upstream request closed before the agent's body was all sent: the upstream
+      // stopped reading (an early 413, say), or the agent went. The rest of the body is read and dropped.
+      sending.on('close', () => {
+        if (settled || !answered || uploaded) return;
+        const gone = !req.complete && req.destroyed;
+        resume();
+        finish(gone ? 'client-closed' : 'complete', false);
+      });
       if (body !== undefined) {
         end.bytesUp = body.length;
-        upstreamReq.end(body);
+        sending.end(body);
         return;
       }
       req.on('data', (c: Buffer) => {
+        if (settled || sending.destroyed) return;
         end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
-        if (!res.headersSent && !settled) arm('headers');
+        if (!res.headersSent) arm('headers');
+        if (!sending.write(c) && !waiting) {
+          waiting = true;
+          req.pause();
+          sending.once('drain', resume);
+          sending.socket?.once('drain', resume);
+        }
       });
-      req.on('aborted', () => upstreamReq?.destroy());
-      req.pipe(upstreamReq);
+      req.on('end', () => {
+        if (!settled && !sending.destroyed) sending.end();
+      });
+      req.on('aborted', () => sending.destroy());
     };
 
     run().catch((e: unknown) => {

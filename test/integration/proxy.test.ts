@@ -38,6 +38,8 @@ class Upstream {
   /** Responses to /live/… still streaming, and how many of them the proxy closed before their end. */
   live: ServerResponse[] = [];
   liveCut = 0;
+  /** What each /ingest/… request has received: bytes, and whether its body ended or its connection closed. */
+  ingests = new Map<string, { bytes: number; ended: boolean; closed: boolean }>();
   /** Called as each request arrives, before it is answered. */
   onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
@@ -90,6 +92,17 @@ class Upstream {
         clearInterval(tick);
         if (!res.writableEnded) this.liveCut++;
       });
+      return;
+    }
+    if (path.startsWith('/ingest/')) {
+      // Answers at once and keeps reading: an upload that goes on after the answer.
+      const state = { bytes: 0, ended: false, closed: false };
+      this.ingests.set(path, state);
+      req.on('data', (c: Buffer) => (state.bytes += c.length));
+      req.on('end', () => (state.ended = true));
+      req.socket.once('close', () => (state.closed = true));
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('accepted\n');
       return;
     }
     if (path === '/hang') {
@@ -659,6 +672,65 @@ describe('the credential-injecting proxy', () => {
       ]);
       const ended = await recordFor((x) => x.jti === r.token.jti, 'proxy.ended');
       expect([ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_REVOKED', 401, 'revoked', undefined]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('an upload that goes on after the upstream answered reaches it whole, and the call ends on record once it has', async () => {
+    const { client } = await b.agent('uploader');
+    try {
+      const r = await client.call('task.request', { task: 'upload a log', scopes: [`http:POST:${up.url}/ingest/**`], audience: up.url });
+      const PART = 64 * 1024;
+      const { req, answer } = open(base, '/ingest/whole', r.token.token, { 'content-type': 'application/octet-stream', 'content-length': String(2 * PART) });
+      req.write(randomBytes(PART));
+      const got = await replied(answer);
+      expect([got.status, got.body.toString()]).toEqual([200, 'accepted\n']);
+      const state = await until(() => (up.ingests.get('/ingest/whole')?.bytes === PART ? up.ingests.get('/ingest/whole') : undefined));
+      req.end(randomBytes(PART));
+      await until(() => (state.ended ? true : undefined));
+      expect(state.bytes).toBe(2 * PART);
+      const { ended } = await endOf(`${up.url}/ingest/whole`);
+      expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete, ended.detail.bytesUp, ended.detail.bytesDown]).toEqual([
+        'success',
+        undefined,
+        200,
+        'complete',
+        undefined,
+        2 * PART,
+        'accepted\n'.length,
+      ]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('a token revoked while an upload goes on after the upstream answered: the upstream request is ended, the rest never reaches it', async () => {
+    const { client } = await b.agent('late-uploader');
+    try {
+      const r = await client.call('task.request', { task: 'upload a bigger log', scopes: [`http:POST:${up.url}/ingest/**`], audience: up.url });
+      const PART = 64 * 1024;
+      const { req, answer } = open(base, '/ingest/cut', r.token.token, { 'content-type': 'application/octet-stream', 'content-length': String(4 * PART) });
+      req.write(randomBytes(PART));
+      expect((await replied(answer)).status).toBe(200);
+      const state = await until(() => (up.ingests.get('/ingest/cut')?.bytes === PART ? up.ingests.get('/ingest/cut') : undefined));
+      const agentClosed = new Promise<void>((resolve) => req.socket!.once('close', () => resolve()));
+      await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+      // The upstream's request ends with its body cut short, and the agent's connection is closed.
+      await until(() => (state.closed ? true : undefined));
+      await agentClosed;
+      req.write(randomBytes(PART));
+      expect([state.ended, state.bytes]).toEqual([false, PART]);
+      const { ended } = await endOf(`${up.url}/ingest/cut`);
+      expect([ended.outcome, ended.code, ended.jti, ended.detail.status, ended.detail.reason, ended.detail.incomplete, ended.detail.bytesUp]).toEqual([
+        'failure',
+        'WRIT_TOKEN_REVOKED',
+        r.token.jti,
+        200,
+        'revoked',
+        undefined,
+        PART,
+      ]);
     } finally {
       await client.close();
     }
