@@ -800,13 +800,13 @@ export const ProxyCallDetail = z.strictObject({
 export type ProxyCallDetail = z.infer<typeof ProxyCallDetail>;
 
 export const PROXY_END_REASONS = [
-  'complete', // the response reached the agent whole
+  'complete', // the response reached the agent whole, and the agent's body the upstream (or the upstream, having answered, stopped reading it)
   'client-closed', // the agent closed its connection first
   'upstream-failed', // the upstream's connection failed mid-way
   'upstream-unreachable', // no connection to the upstream (502)
   'upstream-timeout', // no response, or no bytes either way, within WRIT_PROXY_TIMEOUT_MS (504)
-  'revoked', // the token was revoked while the call was in flight
-  'expired', // the token expired while the call was in flight
+  'revoked', // the token was revoked while the call was in flight (also an upload the upstream goes on reading after it answered)
+  'expired', // the token expired while the call was in flight (the same)
 ] as const;
 
 /** `detail` of a `proxy.ended` record. */

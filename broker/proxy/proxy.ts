@@ -3,9 +3,10 @@
 // is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
 // verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
 // `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
-// backpressure (pipe); nothing is buffered whole. Every call is audited as `proxy.call` (method, URL without the
-// query, jti): a refusal before it is answered, an allowed call before anything goes upstream (no record, no
-// forward); an allowed call's end as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
+// backpressure; only a form body is read whole first (at most MAX_FORM_BODY), to refuse a `_method` field in it.
+// Every call is audited as `proxy.call` (method, URL without the query, jti): a refusal before it is answered, an
+// allowed call before anything goes upstream (no record, no forward); an allowed call's end, once the response
+// and the upload have both ended, as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
 // the token or the secret.
 //
 // The secret is read from the keychain (a bounded child process, one at a time per secret) on first use and kept
@@ -110,6 +111,10 @@ interface CallEnd {
   code?: WritErrorCode;
 }
 
+function stoppedError(reason: 'revoked' | 'expired'): WritError {
+  return reason === 'revoked' ? new WritError('WRIT_TOKEN_REVOKED', 'the token was revoked during the call') : new WritError('WRIT_TOKEN_EXPIRED', 'the token expired during the call');
+}
+
 function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
     res.destroy();
@@ -137,16 +142,96 @@ function refuse(res: ServerResponse, status: number, e: WritError, scope?: strin
     sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge, ...headers });
     return;
   }
-  const error = status === 404 ? 'not_found' : status === 400 ? 'invalid_request' : status === 429 ? 'rate_limited' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
+  const error = status === 404 ? 'not_found' : status === 400 || status === 408 || status === 413 || status === 415 ? 'invalid_request' : status === 429 ? 'rate_limited' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
   sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, headers);
 }
 
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
 const PATH_CHARS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 
-/** Query keys that frameworks read as the request's method (a body field of the same name cannot be seen here). */
-const OVERRIDE_QUERY_KEYS = new Set(['_method', 'x-http-method-override', 'x-http-method', 'x-method-override']);
-const OVERRIDE_QUERY_KEYS_TEXT = [...OVERRIDE_QUERY_KEYS].join(', ');
+/** Query keys and form fields that frameworks read as the request's method (Rails, Laravel, Express method-override). */
+const OVERRIDE_KEYS = new Set(['_method', 'x-http-method-override', 'x-http-method', 'x-method-override']);
+const OVERRIDE_KEYS_TEXT = [...OVERRIDE_KEYS].join(', ');
+
+/**
+ * Whether query or form text names another method, its keys read as loosely as any framework does: case folded,
+ * fields split at ';' as well as '&' (older Rack), a leading space dropped and '.' or ' ' read as '_' (PHP), an
+ * array suffix or a NUL cut off (`_method[]`).
+ */
+function namesOverride(text: string): boolean {
+  for (const key of new URLSearchParams(text.replaceAll(';', '&')).keys()) {
+    const name = key.replace(/^ +/, '').split(/[[\0]/, 1)[0]!.replace(/[. ]/g, '_').toLowerCase();
+    if (OVERRIDE_KEYS.has(name)) return true;
+  }
+  return false;
+}
+
+/**
+ * A form body is read whole, to see a `_method` field, up to this many bytes; a larger one is refused (413
+ * WRIT_FRAME_TOO_LARGE). Every other body streams.
+ */
+export const MAX_FORM_BODY = 1024 * 1024;
+const FORM = 'application/x-www-form-urlencoded';
+
+/**
+ * Whether a framework would parse this request's body as a form: the urlencoded media type (cut at ';', ',' or
+ * white space, as Rack and PHP cut it), or a POST without a Content-Type, which Rack parses as one. Only a request
+ * that has a body. multipart/form-data is not read (a known gap: SECURITY.md).
+ */
+function isFormBody(req: IncomingMessage, method: string): boolean {
+  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return false;
+  if (req.headers['content-length'] === '0') return false;
+  const type = (req.headers['content-type'] ?? '').trim().split(/[;,\s]/, 1)[0]!.toLowerCase();
+  return type === FORM || (type === '' && method === 'POST');
+}
+
+type FormRead = { body: Buffer } | { status: number; error: WritError };
+
+/**
+ * The form body, read whole: over MAX_FORM_BODY (declared or as it arrives), a content coding the check cannot
+ * read, or no byte for `idleMs`, and it is a refusal instead. `stop` ends the read early (the token was revoked).
+ */
+function readFormBody(req: IncomingMessage, idleMs: number, onStop: (cancel: (e: FormRead) => void) => void): Promise<FormRead> {
+  const tooLarge: FormRead = {
+    status: 413,
+    error: new WritError('WRIT_FRAME_TOO_LARGE', `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`),
+  };
+  const coding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (coding !== '' && coding !== 'identity') {
+    return Promise.resolve({ status: 415, error: new WritError('WRIT_BAD_REQUEST', 'a form body must not be content-encoded (it is read to check the method it names)', { path: 'content-encoding' }) });
+  }
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > MAX_FORM_BODY) return Promise.resolve(tooLarge);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (r: FormRead) => {
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      timer = undefined;
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      resolve(r);
+    };
+    const idle = () => settle({ status: 408, error: new WritError('WRIT_BAD_REQUEST', `no byte of the form body arrived for ${idleMs} ms`) });
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_FORM_BODY) return settle(tooLarge);
+      chunks.push(c);
+      timer?.refresh();
+    };
+    const onEnd = () => settle({ body: Buffer.concat(chunks) });
+    const onClose = () => settle({ status: 400, error: new WritError('WRIT_BAD_REQUEST', 'the request ended before its body') });
+    timer = setTimeout(idle, idleMs);
+    timer.unref();
+    onStop(settle);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('close', onClose);
+  });
+}
 
 /** The path after /proxy/NAME, refused if it could be read two ways (dot segments, encoded separators). */
 function splitTarget(rawUrl: string): { name: string; path: string; query: string } {
@@ -171,11 +256,7 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   if (query.includes('#')) throw new WritError('WRIT_BAD_REQUEST', 'the query must not hold a fragment', { path: 'query' });
   // The method the scope allows is the method sent: a query key frameworks read as the real one (Rails, Laravel,
   // Express method-override) would make a POST a DELETE upstream, as the override headers would.
-  for (const key of new URLSearchParams(query).keys()) {
-    if (OVERRIDE_QUERY_KEYS.has(key.toLowerCase())) {
-      throw new WritError('WRIT_BAD_REQUEST', `the query must not name another method (${OVERRIDE_QUERY_KEYS_TEXT})`, { path: 'query' });
-    }
-  }
+  if (namesOverride(query.slice(1))) throw new WritError('WRIT_BAD_REQUEST', `the query must not name another method (${OVERRIDE_KEYS_TEXT})`, { path: 'query' });
   return { name, path, query };
 }
 
@@ -224,6 +305,14 @@ function isOverrideHeader(key: string): boolean {
   return OVERRIDE_HEADERS.has(key) || OVERRIDE_PREFIXES.some((p) => key.startsWith(p));
 }
 
+/**
+ * Credentials the agent sends of its own, dropped as silently as hop-by-hop headers: the only credential the
+ * upstream sees is the one Writ injects. The agent's `Authorization` is its Writ token; a `Cookie` would be a
+ * session got anywhere, used upstream under the secret's name and this task's record. Dropped rather than refused,
+ * as the agent's Authorization and Proxy-Authorization always were: HTTP clients send a cookie jar unasked.
+ */
+const AGENT_CREDENTIALS = new Set(['authorization', 'proxy-authorization', 'cookie', 'cookie2']);
+
 function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: string, host: string): OutgoingHttpHeaders {
   const named = new Set<string>();
   const conn = req.headers.connection;
@@ -232,7 +321,7 @@ function forwardHeaders(req: IncomingMessage, config: SecretConfig, secret: stri
   const injected = config.header.toLowerCase();
   for (const [k, v] of Object.entries(req.headers)) {
     const key = k.toLowerCase();
-    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || key === 'host' || key === 'authorization' || key === injected) continue;
+    if (v === undefined || HOP_BY_HOP.has(key) || named.has(key) || isOverrideHeader(key) || AGENT_CREDENTIALS.has(key) || key === 'host' || key === injected) continue;
     out[key] = v;
   }
   out.host = host;
@@ -456,6 +545,27 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
       live.add(held);
       perAgent.set(owner, (perAgent.get(owner) ?? 0) + 1);
+      // A form body is read before the call is recorded as allowed: a `_method` field in it (Rails, Laravel) would
+      // turn the allowed method into another upstream, so it is refused like the query form, and nothing goes up.
+      let body: Buffer | undefined;
+      if (isFormBody(req, method)) {
+        const read = await readFormBody(req, deps.timeoutMs, (cancel) => {
+          held.onStop = (reason) => cancel({ status: 401, error: stoppedError(reason) });
+        });
+        held.onStop = undefined;
+        let refusal = 'body' in read ? undefined : read;
+        if (refusal === undefined && held.stopped !== undefined) refusal = { status: 401, error: stoppedError(held.stopped) };
+        if ('body' in read && refusal === undefined) {
+          if (namesOverride(read.body.toString('utf8'))) {
+            refusal = { status: 400, error: new WritError('WRIT_BAD_REQUEST', `the form body must not name another method (${OVERRIDE_KEYS_TEXT})`, { path: 'body' }) };
+          } else body = read.body;
+        }
+        if (refusal !== undefined) {
+          release(held);
+          // A body not read to its end would be read as the next request on this connection: close it.
+          return fail(refusal.status, refusal.error, undefined, 'body' in read ? {} : { connection: 'close' });
+        }
+      }
       // No record, no forward: the allowed call is on disk before a byte goes upstream, so a broker killed
       // mid-call (or a POST whose answer never comes) still leaves it on record.
       try {
@@ -464,15 +574,23 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         release(held);
         return auditFailed(res);
       }
-      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target });
+      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target }, body);
     };
 
-    /** Streams the allowed call both ways and records how it ended (`proxy.ended`) once it has. */
-    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }) => {
+    /**
+     * Streams the allowed call both ways (a form body read whole is sent as read) and records how it ended
+     * (`proxy.ended`) once both ways have: the response reached the agent and the agent's body the upstream. Until
+     * then the call is in flight, so a revocation also cuts an upload the upstream goes on reading after it answered.
+     */
+    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }, body?: Buffer) => {
       const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
       let upstreamReq: ClientRequest | undefined;
       let settled = false;
+      /** The response has reached the agent whole. */
+      let answered = false;
+      /** The agent's body has gone upstream whole. */
+      let uploaded = false;
       let timer: NodeJS.Timeout | undefined;
       let expiry: NodeJS.Timeout | undefined;
       const finish = (reason: ProxyEndReason, incomplete: boolean, code?: WritErrorCode) => {
@@ -503,10 +621,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
 
       // A revoked or expired token ends the call however busy it is (the idle timeout restarts on every byte):
-      // both sockets are destroyed, or, before the upstream answered, the agent gets 401 and the connection closes.
+      // before the upstream answered, the agent gets 401 and the connection closes; after that, the upstream
+      // request and the agent's connection are destroyed, mid-response or mid-upload alike.
       const cut = (reason: 'revoked' | 'expired') => {
         if (settled) return;
-        const e = reason === 'revoked' ? new WritError('WRIT_TOKEN_REVOKED', 'the token was revoked during the call') : new WritError('WRIT_TOKEN_EXPIRED', 'the token expired during the call');
+        const e = stoppedError(reason);
         upstreamReq?.destroy(e);
         if (!res.headersSent) {
           end.status = 401;
@@ -514,7 +633,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           finish(reason, false, e.code);
         } else {
           res.destroy();
-          finish(reason, true, e.code);
+          req.socket.destroy();
+          finish(reason, !answered, e.code);
         }
       };
       held.onStop = cut;
@@ -534,8 +654,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         refuse(res, 502, w);
         return finish('upstream-unreachable', false, w.code);
       }
+      const sending = upstreamReq;
       arm('headers');
-      upstreamReq.on('response', (up) => {
+      sending.on('response', (up) => {
         arm('body');
         end.status = up.statusCode ?? 502;
         res.writeHead(end.status, responseHeaders(up));
@@ -555,8 +676,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         up.on('aborted', broken);
         up.pipe(res);
       });
-      upstreamReq.on('error', (e) => {
-        if (settled) return;
+      sending.on('error', (e) => {
+        if (settled || answered) return;
         if (!res.headersSent) {
           const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
           end.status = 502;
@@ -567,20 +688,60 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           finish('upstream-failed', true);
         }
       });
-      res.on('finish', () => finish('complete', false));
+      res.on('finish', () => {
+        answered = true;
+        if (uploaded) finish('complete', false);
+      });
       res.on('close', () => {
         if (!res.writableFinished) {
-          upstreamReq?.destroy();
+          sending.destroy();
           finish('client-closed', true);
         }
       });
+      sending.on('finish', () => {
+        uploaded = true;
+        if (answered) finish('complete', false);
+      });
+      // Not pipe(): once the upstream has answered, Node no longer relays its socket's 'drain' to the request, so a
+      // piped upload that filled the socket would stall there, its end never sent. The socket's own 'drain' resumes
+      // it as well. After the call has ended, what still comes is read and dropped.
+      let waiting = false;
+      const resume = () => {
+        if (!waiting) return;
+        waiting = false;
+        sending.off('drain', resume);
+        sending.socket?.off('drain', resume);
+        req.resume();
+      };
+      // Answered whole, then the upstream request closed before the agent's body was all sent: the upstream
+      // stopped reading (an early 413, say), or the agent went. The rest of the body is read and dropped.
+      sending.on('close', () => {
+        if (settled || !answered || uploaded) return;
+        const gone = !req.complete && req.destroyed;
+        resume();
+        finish(gone ? 'client-closed' : 'complete', false);
+      });
+      if (body !== undefined) {
+        end.bytesUp = body.length;
+        sending.end(body);
+        return;
+      }
       req.on('data', (c: Buffer) => {
+        if (settled || sending.destroyed) return;
         end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
-        if (!res.headersSent && !settled) arm('headers');
+        if (!res.headersSent) arm('headers');
+        if (!sending.write(c) && !waiting) {
+          waiting = true;
+          req.pause();
+          sending.once('drain', resume);
+          sending.socket?.once('drain', resume);
+        }
       });
-      req.on('aborted', () => upstreamReq?.destroy());
-      req.pipe(upstreamReq);
+      req.on('end', () => {
+        if (!settled && !sending.destroyed) sending.end();
+      });
+      req.on('aborted', () => sending.destroy());
     };
 
     run().catch((e: unknown) => {

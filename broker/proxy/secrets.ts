@@ -13,7 +13,10 @@ import type { Clock } from '../core/clock';
 export const SECRET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const HEADER_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/;
 const SCHEME_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}$/;
-/** Headers the proxy owns: a secret may not be injected as one of them. */
+/**
+ * Headers the proxy owns: a secret may not be injected as one of them. Cookie among them: the proxy drops the
+ * agent's and keeps the upstream's Set-Cookie from it, and a secret is a whole header value, not one cookie of many.
+ */
 const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'cookie']);
 
 export const SecretConfig = z.strictObject({

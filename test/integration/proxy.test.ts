@@ -4,7 +4,7 @@
 // upstream ends in 504; each call is audited without the secret, the token or the query.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request } from 'node:http';
-import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -38,6 +38,8 @@ class Upstream {
   /** Responses to /live/… still streaming, and how many of them the proxy closed before their end. */
   live: ServerResponse[] = [];
   liveCut = 0;
+  /** What each /ingest/… request has received: bytes, and whether its body ended or its connection closed. */
+  ingests = new Map<string, { bytes: number; ended: boolean; closed: boolean }>();
   /** Called as each request arrives, before it is answered. */
   onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
@@ -90,6 +92,17 @@ class Upstream {
         clearInterval(tick);
         if (!res.writableEnded) this.liveCut++;
       });
+      return;
+    }
+    if (path.startsWith('/ingest/')) {
+      // Answers at once and keeps reading: an upload that goes on after the answer.
+      const state = { bytes: 0, ended: false, closed: false };
+      this.ingests.set(path, state);
+      req.on('data', (c: Buffer) => (state.bytes += c.length));
+      req.on('end', () => (state.ended = true));
+      req.socket.once('close', () => (state.closed = true));
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('accepted\n');
       return;
     }
     if (path === '/hang') {
@@ -170,6 +183,31 @@ function call(
     });
     req.end(opts.body);
   });
+}
+
+/**
+ * A request whose body the test writes itself (headers exactly as given, besides the token): `answer` settles
+ * with the response read whole, or with the error that ended the request.
+ */
+function open(base: string, path: string, token: string, headers: Record<string, string>, method = 'POST'): { req: ClientRequest; answer: Promise<Reply | Error> } {
+  const u = new URL(base);
+  const req = request({ host: u.hostname, port: u.port, path: `${u.pathname}${path}`, method, headers: { authorization: `Bearer ${token}`, ...headers } });
+  const answer = new Promise<Reply | Error>((resolve) => {
+    req.on('error', resolve);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', resolve);
+    });
+  });
+  return { req, answer };
+}
+
+async function replied(answer: Promise<Reply | Error>): Promise<Reply> {
+  const r = await answer;
+  if (r instanceof Error) throw r;
+  return r;
 }
 
 /** A streamed GET read until it ends or is cut; `onFirst` runs when the first line has arrived. */
@@ -388,7 +426,8 @@ describe('the credential-injecting proxy', () => {
 
   it('a query key that frameworks read as the method (`_method=DELETE`) is refused with 400 before the upstream', async () => {
     const before = up.seen.length;
-    for (const path of ['/repos/acme/web/issues?_method=DELETE', '/repos/acme/web/issues?a=1&X-HTTP-Method-Override=DELETE', '/repos/acme/web/issues?x-method-override=PUT']) {
+    // `.method` and `_method[]`: PHP reads both as `_method` (Laravel).
+    for (const path of ['/repos/acme/web/issues?_method=DELETE', '/repos/acme/web/issues?a=1&X-HTTP-Method-Override=DELETE', '/repos/acme/web/issues?x-method-override=PUT', '/repos/acme/web/issues?.method=DELETE', '/repos/acme/web/issues?_method[]=DELETE']) {
       const r = await call(base, path, { token });
       expect([path, r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
     }
@@ -396,6 +435,107 @@ describe('the credential-injecting proxy', () => {
     expect((await call(base, '/repos/acme/web/issues?method=x&page=2', { token })).status).toBe(200);
     expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/issues?method=x&page=2']);
   });
+
+  const FORM = 'application/x-www-form-urlencoded';
+
+  it('a form body naming another method (`_method` in any spelling a framework reads) is refused with 400 before the upstream, and recorded', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const cases: [string, Record<string, string>][] = [
+      ['title=x&_method=DELETE', { 'content-type': FORM }],
+      ['_METHOD=delete', { 'content-type': `${FORM}; charset=utf-8` }],
+      ['%5Fmethod=PUT', { 'content-type': 'Application/X-WWW-Form-Urlencoded' }],
+      ['%5f%4D%45THOD=PUT', { 'content-type': FORM }],
+      ['a=1&.method=DELETE', { 'content-type': FORM }], // PHP reads '.' in a name as '_'
+      ['+_method=PATCH', { 'content-type': FORM }], // a leading space, which PHP drops
+      ['_method[]=DELETE', { 'content-type': FORM }],
+      ['a=1;_method=DELETE', { 'content-type': FORM }], // ';' separates fields in older Rack
+      ['X-HTTP-Method-Override=DELETE', { 'content-type': FORM }],
+      ['_method=DELETE', { 'content-type': `${FORM}, text/plain` }], // Rack and PHP cut the type at ','
+      ['_method=DELETE', {}], // a POST with no Content-Type: Rack parses it as a form
+    ];
+    const answers: unknown[] = [];
+    for (const [body, headers] of cases) {
+      const { req, answer } = open(base, '/echo', token, { ...headers, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([body, headers['content-type'], r.status, JSON.parse(r.body.toString())]);
+    }
+    // Chunked, the field name split across two chunks.
+    const { req, answer } = open(base, '/echo', token, { 'content-type': FORM });
+    req.write('title=x&_me');
+    req.end('thod=DELETE');
+    const r = await replied(answer);
+    answers.push(['chunked', FORM, r.status, JSON.parse(r.body.toString())]);
+    const refusal = {
+      error: 'invalid_request',
+      error_description: 'the form body must not name another method (_method, x-http-method-override, x-http-method, x-method-override)',
+      writ_code: 'WRIT_BAD_REQUEST',
+    };
+    expect(answers).toEqual([...cases.map(([body, h]) => [body, h['content-type'], 400, refusal]), ['chunked', FORM, 400, refusal]]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await until(() => {
+      const recs = proxyRecords().slice(recordsBefore);
+      return recs.length >= cases.length + 1 ? recs : undefined;
+    });
+    expect(refused.map((x) => [x.outcome, x.code, x.jti, x.detail.allowed, x.detail.status, x.detail.url])).toEqual(
+      Array(cases.length + 1).fill(['failure', 'WRIT_BAD_REQUEST', jti, false, 400, `${up.url}/echo`]),
+    );
+  });
+
+  it('a form body that names no other method reaches the upstream byte for byte, with Content-Length or chunked', async () => {
+    const body = 'title=x&method=DELETE&note=_method%3DDELETE&q=a+b%26c';
+    const whole = await call(base, '/echo', { token, method: 'POST', body: Buffer.from(body), headers: { 'content-type': FORM } });
+    expect([whole.status, whole.body.toString()]).toEqual([200, body]);
+    const { ended } = await endOf(`${up.url}/echo`);
+    expect([ended.detail.reason, ended.detail.bytesUp, ended.detail.bytesDown]).toEqual(['complete', body.length, body.length]);
+    const before = up.seen.length;
+    const { req, answer } = open(base, '/echo', token, { 'content-type': FORM });
+    req.write(body.slice(0, 10));
+    req.end(body.slice(10));
+    const chunked = await replied(answer);
+    expect([chunked.status, chunked.body.toString()]).toEqual([200, body]);
+    expect([up.seen[before]!.headers['content-type'], up.seen[before]!.headers['content-length']]).toEqual([FORM, String(body.length)]);
+    expect(up.echoed).toEqual({ bytes: body.length, sha256: sha(Buffer.from(body)) });
+  });
+
+  it('a form body over 1 MiB is refused 413 WRIT_FRAME_TOO_LARGE before the upstream, by its Content-Length or once past the bound', async () => {
+    const MAX = 1024 * 1024;
+    const before = up.seen.length;
+    const declared = open(base, '/echo', token, { 'content-type': FORM, 'content-length': String(MAX + 1) });
+    declared.req.write('title=x');
+    const d = await replied(declared.answer);
+    declared.req.destroy();
+    const chunked = open(base, '/echo', token, { 'content-type': FORM });
+    chunked.req.write(Buffer.alloc(MAX + 1, 'a'));
+    const c = await replied(chunked.answer);
+    chunked.req.destroy();
+    const refusal = {
+      error: 'invalid_request',
+      error_description: `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX} bytes`,
+      writ_code: 'WRIT_FRAME_TOO_LARGE',
+    };
+    expect([d, c].map((r) => [r.status, r.headers.connection, JSON.parse(r.body.toString())])).toEqual([
+      [413, 'close', refusal],
+      [413, 'close', refusal],
+    ]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    await recordFor((x) => x.code === 'WRIT_FRAME_TOO_LARGE' && x.detail.status === 413 && x.jti === jti);
+  });
+
+  it('a form body that stops arriving: 408 WRIT_BAD_REQUEST once no byte came for WRIT_PROXY_TIMEOUT_MS, nothing upstream', async () => {
+    const before = up.seen.length;
+    const { req, answer } = open(base, '/echo', token, { 'content-type': FORM, 'content-length': '100' });
+    req.write('title=');
+    const r = await replied(answer);
+    req.destroy();
+    expect([r.status, r.headers.connection, JSON.parse(r.body.toString())]).toEqual([
+      408,
+      'close',
+      { error: 'invalid_request', error_description: 'no byte of the form body arrived for 3000 ms', writ_code: 'WRIT_BAD_REQUEST' },
+    ]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+  }, 30_000);
 
   it('headers that would make the upstream read another method, path, host or client never reach it; others do', async () => {
     const before = up.seen.length;
@@ -418,6 +558,18 @@ describe('the credential-injecting proxy', () => {
     const h = up.seen[before]!.headers;
     expect(Object.keys(overrides).filter((k) => k in h)).toEqual([]);
     expect([h['x-github-api-version'], h['if-none-match'], h['x-agent-header'], up.seen[before]!.method]).toEqual(['2022-11-28', '"abc"', 'kept', 'GET']);
+  });
+
+  it('the agent\'s own credentials (Cookie, Cookie2, Proxy-Authorization, Authorization) never reach the upstream: only the injected one does', async () => {
+    const before = up.seen.length;
+    const r = await call(base, '/repos/acme/web/issues', {
+      token,
+      headers: { cookie: 'user_session=the-agents-own; theme=dark', cookie2: '$Version="1"', 'proxy-authorization': 'Basic YWdlbnQ6b3du' },
+    });
+    expect(r.status).toBe(200);
+    const h = up.seen[before]!.headers;
+    expect([h.cookie, h.cookie2, h['proxy-authorization'], h.authorization, h['x-agent-header']]).toEqual([undefined, undefined, undefined, `Bearer ${SECRET}`, 'kept']);
+    expect(JSON.stringify(h)).not.toContain('the-agents-own');
   });
 
   it('an upstream Set-Cookie (a session derived from the secret) is not handed to the agent', async () => {
@@ -520,6 +672,65 @@ describe('the credential-injecting proxy', () => {
       ]);
       const ended = await recordFor((x) => x.jti === r.token.jti, 'proxy.ended');
       expect([ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['WRIT_TOKEN_REVOKED', 401, 'revoked', undefined]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('an upload that goes on after the upstream answered reaches it whole, and the call ends on record once it has', async () => {
+    const { client } = await b.agent('uploader');
+    try {
+      const r = await client.call('task.request', { task: 'upload a log', scopes: [`http:POST:${up.url}/ingest/**`], audience: up.url });
+      const PART = 64 * 1024;
+      const { req, answer } = open(base, '/ingest/whole', r.token.token, { 'content-type': 'application/octet-stream', 'content-length': String(2 * PART) });
+      req.write(randomBytes(PART));
+      const got = await replied(answer);
+      expect([got.status, got.body.toString()]).toEqual([200, 'accepted\n']);
+      const state = await until(() => (up.ingests.get('/ingest/whole')?.bytes === PART ? up.ingests.get('/ingest/whole') : undefined));
+      req.end(randomBytes(PART));
+      await until(() => (state.ended ? true : undefined));
+      expect(state.bytes).toBe(2 * PART);
+      const { ended } = await endOf(`${up.url}/ingest/whole`);
+      expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete, ended.detail.bytesUp, ended.detail.bytesDown]).toEqual([
+        'success',
+        undefined,
+        200,
+        'complete',
+        undefined,
+        2 * PART,
+        'accepted\n'.length,
+      ]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('a token revoked while an upload goes on after the upstream answered: the upstream request is ended, the rest never reaches it', async () => {
+    const { client } = await b.agent('late-uploader');
+    try {
+      const r = await client.call('task.request', { task: 'upload a bigger log', scopes: [`http:POST:${up.url}/ingest/**`], audience: up.url });
+      const PART = 64 * 1024;
+      const { req, answer } = open(base, '/ingest/cut', r.token.token, { 'content-type': 'application/octet-stream', 'content-length': String(4 * PART) });
+      req.write(randomBytes(PART));
+      expect((await replied(answer)).status).toBe(200);
+      const state = await until(() => (up.ingests.get('/ingest/cut')?.bytes === PART ? up.ingests.get('/ingest/cut') : undefined));
+      const agentClosed = new Promise<void>((resolve) => req.socket!.once('close', () => resolve()));
+      await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
+      // The upstream's request ends with its body cut short, and the agent's connection is closed.
+      await until(() => (state.closed ? true : undefined));
+      await agentClosed;
+      req.write(randomBytes(PART));
+      expect([state.ended, state.bytes]).toEqual([false, PART]);
+      const { ended } = await endOf(`${up.url}/ingest/cut`);
+      expect([ended.outcome, ended.code, ended.jti, ended.detail.status, ended.detail.reason, ended.detail.incomplete, ended.detail.bytesUp]).toEqual([
+        'failure',
+        'WRIT_TOKEN_REVOKED',
+        r.token.jti,
+        200,
+        'revoked',
+        undefined,
+        PART,
+      ]);
     } finally {
       await client.close();
     }
