@@ -22,8 +22,11 @@ const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'trans
 export const SecretConfig = z.strictObject({
   /** The upstream base URL, normalised (no trailing slash): tokens for this proxy must have it as `aud`. */
   upstream: z.string().min(1).max(400),
-  /** Header that carries the credential (default Authorization). */
-  header: z.string().regex(HEADER_RE),
+  /** Header that carries the credential (default Authorization); never one the proxy owns, even in a hand-edited file. */
+  header: z
+    .string()
+    .regex(HEADER_RE)
+    .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase())),
   /** Prefix before the secret, e.g. `Bearer`; absent means the header holds the secret alone. */
   scheme: z.string().regex(SCHEME_RE).optional(),
   /** Changes on every `writ secret set`: a running broker then reads the keychain again instead of its cached value. */

@@ -1,7 +1,7 @@
 // The proxy's secret config: one canonical upstream (the token audience), https only except to loopback, and
 // header names the proxy owns are refused.
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SECRET_NOT_FOUND_MEMORY_MS, SecretCache, checkHeader, checkSecretName, normalizeUpstream, readSecrets, secretsPath, writeSecrets } from '../../broker/proxy/secrets';
@@ -38,6 +38,22 @@ describe('proxy secrets config', () => {
     writeSecrets(dir, { v: 1, secrets: { gh: { upstream: 'https://api.github.com', header: 'Authorization', scheme: 'Bearer', rev: 'r1', updatedAt: '2026-01-01T00:00:00Z' } } });
     expect(statSync(secretsPath(dir)).mode & 0o777).toBe(0o600);
     expect(readSecrets(dir).secrets.gh?.upstream).toBe('https://api.github.com');
+  });
+
+  it('refuses a hand-edited file that injects the secret as a header the proxy owns (Host, Cookie, …)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-secrets-'));
+    for (const header of ['Host', 'cookie', 'Content-Length', 'Proxy-Authorization']) {
+      writeFileSync(secretsPath(dir), JSON.stringify({ v: 1, secrets: { gh: { upstream: 'https://api.github.com', header, rev: 'r1', updatedAt: '2026-01-01T00:00:00Z' } } }));
+      const thrown = (() => {
+        try {
+          readSecrets(dir);
+        } catch (e) {
+          return e as { code?: string; message?: string };
+        }
+        return undefined;
+      })();
+      expect({ header, code: thrown?.code, message: thrown?.message }).toEqual({ header, code: 'WRIT_BAD_REQUEST', message: `${secretsPath(dir)} does not match its schema: fix or remove it` });
+    }
   });
 });
 
