@@ -9,7 +9,7 @@ import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
 import { AuditRecord, type AuditEntry } from '../protocol';
 import { auditRecordProblem } from './check';
-import { AuditWal, walPath, walSetAsidePath, type WalRecords } from './wal';
+import { AuditWal, walPath, walSetAsidePath, type WalBase, type WalRecords } from './wal';
 
 export interface AuditSigner {
   readonly kid: string;
@@ -241,9 +241,15 @@ export class AuditLog {
           const opened = AuditWal.open(walPath(opts.path));
           wal = opened.wal;
           walCreated = opened.created;
-          // A new log has nothing to restore; a left-over write-ahead file belongs to one that is gone.
-          const found = created || walCreated ? undefined : wal.recover(ino, sha256Hex);
-          if (found && found.ends.length > 0) fromWal = await replay(fh, st.size, found, opts.path);
+          const found = walCreated ? undefined : wal.recover(sha256Hex);
+          if (found) {
+            // Its header names the log prefix its generation began on. A log without it (the file was moved aside or
+            // replaced, or the write-ahead file is another log's) is not opened beside it: restoring its records here
+            // would graft them onto the wrong log, and starting afresh would overwrite what it holds.
+            if (!(await holdsPrefix(fh, st.size, found.base, opts.path))) throw walMismatch(opts.path, found.base);
+            // A new log has nothing to restore, nor has another file than the one the header names (however alike).
+            if (!created && found.ino === ino && found.ends.length > 0) fromWal = await replay(fh, st.size, found);
+          }
         }
         if (fromWal) {
           tail = fromWal;
@@ -273,7 +279,7 @@ export class AuditLog {
           throw new WritError(
             'WRIT_AUDIT_CORRUPT',
             `audit log ${opts.path}: it ends in more than ${every} records no checkpoint signed by this broker's keys covers, which a broker never leaves: ` +
-              'it was rewritten, or written by something else. Run `writ audit verify` on it, then move it aside (keep it as evidence) to start a new log',
+              `it was rewritten, or written by something else. Run \`writ audit verify\` on it, then move it ${wal ? `and ${walPath(opts.path)} aside (keep them` : 'aside (keep it'} as evidence) to start a new log`,
           );
         }
       }
@@ -566,7 +572,19 @@ export class AuditLog {
     if (!wal) return { synced: datasync(this.#fh.fd) };
     // A batch too big for the write-ahead file is made durable in the log itself; the next generation starts after it.
     const last = batch[batch.length - 1]!;
-    await this.#rebase(last.record.seq + 1, last.hash);
+    await datasync(this.#fh.fd);
+    try {
+      await wal.begin(this.#ino, { offset: this.#end, count: last.record.seq + 1, head: last.hash });
+    } catch (e) {
+      // The header may now name a base past this batch, which is about to be cut from the log: the next open would
+      // find the log not beginning with it. The log before the batch is durable (synced just now): start there.
+      try {
+        await wal.begin(this.#ino, { offset: at.log, count: this.#count, head: this.#head });
+      } catch {
+        await this.#setAside(); // the next open then refuses, saying why, until someone looks
+      }
+      throw e;
+    }
     return { synced: Promise.resolve() };
   }
 
@@ -696,6 +714,28 @@ async function refuseSetAside(path: string): Promise<void> {
   );
 }
 
+/**
+ * A write-ahead file whose header names a prefix the log does not begin with. Nothing of it was restored, and it is
+ * left as it is: it may hold records the log it was written for lost.
+ */
+function walMismatch(path: string, base: WalBase): WritError {
+  const file = walPath(path);
+  return new WritError(
+    'WRIT_AUDIT_CORRUPT',
+    `audit log ${path}: its write-ahead file ${file} was written for a log whose first ${base.count} records (${base.offset} bytes) this one does not begin with: ` +
+      `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${file} aside (keep it with the log it came from: it may hold records that log lost) to open this log`,
+    { data: { count: base.count, offset: base.offset } },
+  );
+}
+
+/** Whether the log's first `base.offset` bytes are `base.count` whole records, the last of them hashing to `base.head`. */
+async function holdsPrefix(fh: FileHandle, size: number, base: WalBase, path: string): Promise<boolean> {
+  if (base.offset > size) return false;
+  if (base.offset === 0) return base.count === 0 && base.head === ZERO_HASH;
+  const prefix = await readTail(fh, base.offset, path).catch(() => undefined);
+  return prefix !== undefined && prefix.torn === 0 && prefix.count === base.count && prefix.head === base.head;
+}
+
 function corrupt(path: string, offset: number, why: string): WritError {
   return new WritError('WRIT_AUDIT_CORRUPT', `audit log ${path}: ${why} (line at byte offset ${offset})`, {
     data: { offset },
@@ -804,18 +844,11 @@ async function readTail(fh: FileHandle, size: number, path: string): Promise<Tai
 /**
  * Restores what the write-ahead file holds and the log lost (a power cut before the log reached the disk):
  * keeps the log up to where it stops matching the write-ahead records, writes the rest of them after it.
- * Undefined when the log already holds them all, or when the file's base is not this log's prefix, or when
- * the log holds a record beyond that point the write-ahead file does not: then nothing is cut on a guess.
+ * The file's base is this log's prefix (`holdsPrefix`, checked first). Undefined when the log already holds them
+ * all, or when the log holds a record beyond that point the write-ahead file does not: then nothing is cut on a guess.
  */
-async function replay(fh: FileHandle, size: number, wal: WalRecords, path: string): Promise<Tail | undefined> {
+async function replay(fh: FileHandle, size: number, wal: WalRecords): Promise<Tail | undefined> {
   const { base } = wal;
-  if (base.offset > size) return undefined;
-  if (base.offset === 0) {
-    if (base.count !== 0 || base.head !== ZERO_HASH) return undefined;
-  } else {
-    const prefix = await readTail(fh, base.offset, path).catch(() => undefined);
-    if (!prefix || prefix.torn !== 0 || prefix.count !== base.count || prefix.head !== base.head) return undefined;
-  }
   const rest = Buffer.alloc(size - base.offset);
   for (let off = 0; off < rest.length; ) {
     const { bytesRead } = await fh.read(rest, off, rest.length - off, base.offset + off);

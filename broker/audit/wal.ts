@@ -8,7 +8,8 @@
 // Layout: a header block naming the log's durable prefix when this generation began (its inode, byte length,
 // record count and head hash), then the generation's records as the log's own lines, then stale bytes or zeros.
 // After a crash the records that chain on from that prefix are the ones the log may have lost; the first line
-// that does not chain (torn, zeros, or an older generation's record) ends them.
+// that does not chain (torn, zeros, or an older generation's record) ends them. A log that does not begin with that
+// prefix is not the one this file was written for, and is not opened beside it (audit/log.ts).
 import { closeSync, constants as fsc, fdatasync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { AuditRecord } from '../protocol';
 
@@ -34,6 +35,8 @@ interface WalHeader extends WalBase {
 
 /** Records found in the write-ahead file that chain on from its base. */
 export interface WalRecords {
+  /** The inode of the log the header names, in decimal. */
+  ino: string;
   base: WalBase;
   /** The lines, each with its newline, exactly as written. */
   bytes: Buffer;
@@ -91,8 +94,11 @@ export class AuditWal {
     }
   }
 
-  /** The records of the last generation that chain on from its base, if the header names the log with inode `ino`. */
-  recover(ino: string, hash: (line: Uint8Array) => string): WalRecords | undefined {
+  /**
+   * The header of the last generation and its records that chain on from its base; undefined if no header was ever
+   * written whole. Whether it is this log's is the caller's to check (the inode, and the base against the log).
+   */
+  recover(hash: (line: Uint8Array) => string): WalRecords | undefined {
     const size = Math.min(this.#allocated, WAL_MAX_BYTES);
     if (size < WAL_HEADER_BYTES) return undefined;
     const buf = Buffer.alloc(size);
@@ -102,7 +108,7 @@ export class AuditWal {
       off += n;
     }
     const header = parseHeader(buf.subarray(0, WAL_HEADER_BYTES));
-    if (header === undefined || header.ino !== ino) return undefined;
+    if (header === undefined) return undefined;
     const ends: number[] = [];
     let count = header.count;
     let head = header.head;
@@ -126,8 +132,8 @@ export class AuditWal {
       ends.push(nl + 1 - WAL_HEADER_BYTES);
       start = nl + 1;
     }
-    const { ino: _, ...base } = header;
-    return { base, bytes: buf.subarray(WAL_HEADER_BYTES, start), ends, count, head, signed };
+    const { ino, ...base } = header;
+    return { ino, base, bytes: buf.subarray(WAL_HEADER_BYTES, start), ends, count, head, signed };
   }
 
   /** Starts a generation on the log's durable prefix `base`: the header is on disk before any record follows it. */

@@ -242,7 +242,10 @@ interface Entry {
   token: string;
   /** The key that signed it and its issuer: once the broker no longer publishes that key or names that issuer, it goes. */
   kid: string;
+  key: KeyObject;
   iss: string;
+  /** WritVerifier.keyGeneration when the key and issuer were last found current. */
+  keysChecked: number;
   result: VerifiedToken;
   scopes: Scope[];
   /** RevocationView.version when last checked. */
@@ -278,6 +281,11 @@ class WritVerifier implements Verifier {
 
   private keys = new Map<string, KeyObject>();
   private issuer: string | undefined;
+  /** Bumped each time a fetched key set replaces `keys`: a token checked under an earlier set is checked again. */
+  private keyGeneration = 0;
+  /** Key fetches started, and the one whose answer `keys` holds: an answer that lands after a later one's is stale. */
+  private keyFetches = 0;
+  private keysFrom = 0;
   private client: WritClient | undefined;
   private live = false;
   /** A revocation event could not be read: what it revoked is unknown until the next snapshot (every token refused). */
@@ -349,6 +357,8 @@ class WritVerifier implements Verifier {
     const call = use.call;
     const t = entry.result;
     if (this.stale) throw unreachable('a revocation from the broker could not be read: every token is refused until its list is read again');
+    // Also for an entry held across an await (`authorize` recording its use) while a refetch dropped its key.
+    this.checkKey(entry);
     if (t.expiresAt <= Math.floor(this.now() / 1000) - this.tolerance) {
       this.cache.delete(entry.token);
       throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t, asked, use);
@@ -385,13 +395,15 @@ class WritVerifier implements Verifier {
     await this.first;
     if (!this.keys.has(kid)) await this.refetchKeys();
     if (this.issuer === undefined || this.keys.size === 0) throw unreachable('the broker is unreachable and no keys are known: the token cannot be checked');
-    if (!this.keys.has(kid)) throw new WritError('WRIT_TOKEN_INVALID', 'token is signed by an unknown key');
+    const key = this.keys.get(kid);
+    if (key === undefined) throw new WritError('WRIT_TOKEN_INVALID', 'token is signed by an unknown key');
+    const keysChecked = this.keyGeneration;
 
     let claims: WritClaims;
     try {
       claims = await verifyToken(token, {
         issuer: this.opts.issuer ?? this.issuer,
-        keys: (k) => this.keys.get(k),
+        keys: (k) => (k === kid ? key : undefined),
         clock: { now: this.now },
         audience: this.opts.audience,
         clockToleranceSeconds: this.tolerance,
@@ -427,10 +439,35 @@ class WritVerifier implements Verifier {
       // Signed and in time, but whether it was revoked cannot be known now: refuse rather than guess.
       throw unreachable('the broker is unreachable: a token not seen before cannot be checked for revocation');
     }
-    const entry: Entry = { token, kid, iss: claims.iss, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    const entry: Entry = { token, kid, key, iss: claims.iss, keysChecked, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    // Keys refetched while it was checked may have dropped its key: then it is refused like any token of a dropped
+    // key, and never cached (where it would pass until the next refetch).
+    this.checkKey(entry);
     if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(token, entry);
     return entry;
+  }
+
+  /**
+   * Refuses a token whose key (or issuer) the broker no longer publishes, with the code an unknown key gets, and
+   * forgets it. Only when the key set has changed since the entry was last found current: one comparison otherwise.
+   */
+  private checkKey(entry: Entry): void {
+    if (entry.keysChecked === this.keyGeneration) return;
+    const published = this.published(entry);
+    if (published === true) {
+      entry.keysChecked = this.keyGeneration;
+      return;
+    }
+    if (this.cache.get(entry.token) === entry) this.cache.delete(entry.token);
+    throw new WritError('WRIT_TOKEN_INVALID', published);
+  }
+
+  /** True if the current key set still holds the very key that verified the entry and its issuer is still the broker's; else why not. */
+  private published(entry: Entry): true | string {
+    if (this.keys.get(entry.kid)?.equals(entry.key) !== true) return 'token is signed by an unknown key';
+    if (entry.iss !== (this.opts.issuer ?? this.issuer)) return 'token is from another issuer';
+    return true;
   }
 
   private decide(entry: Entry, key: string, compute: () => boolean): boolean {
@@ -600,6 +637,7 @@ class WritVerifier implements Verifier {
   }
 
   private async fetchKeys(http: string): Promise<void> {
+    const started = ++this.keyFetches;
     this.lastKeyFetch = this.now();
     const meta = Metadata.safeParse(await getJson(`${http}/.well-known/oauth-authorization-server`));
     if (!meta.success) throw unreachable('the broker metadata is not RFC 8414 metadata');
@@ -618,12 +656,20 @@ class WritVerifier implements Verifier {
         // a malformed key is skipped; tokens it would have verified are refused as signed by an unknown key
       }
     }
+    // A slow answer overtaken by a later fetch's (a refetch and a reconnect at once) would bring back keys the
+    // broker has dropped since: the later set stays.
+    if (started < this.keysFrom) return;
+    this.keysFrom = started;
     this.keys = keys;
     this.issuer = meta.data.issuer;
+    this.keyGeneration++;
     // A token verified under a key the broker has dropped (a new key after a restart, one removed after a leak) or
     // from an issuer it no longer is: checked afresh on its next use, so refused, instead of passing from the cache.
-    const issuer = this.opts.issuer ?? meta.data.issuer;
-    for (const [token, e] of this.cache) if (!keys.has(e.kid) || e.iss !== issuer) this.cache.delete(token);
+    // Tokens being checked or recorded meanwhile are held to the new set by `checkKey` before they are cached or returned.
+    for (const [token, e] of this.cache) {
+      if (this.published(e) === true) e.keysChecked = this.keyGeneration;
+      else this.cache.delete(token);
+    }
   }
 
   /** An unknown kid may be a rotated key: refetch, at most every KEY_REFETCH_INTERVAL_MS. */

@@ -2,7 +2,7 @@
 // audit log verifies, every token a client received has its durable mint record, and every revocation
 // made before the kill still holds. Bounded: a fixed number of rounds, each a fraction of a second of load.
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { BrokerProcess, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
 
@@ -85,5 +85,37 @@ describe('crash safety', { timeout: 120_000 }, () => {
     }
     const total = adopted.reduce((t, i) => t + records[i]!.detail!.records, 0);
     expect(verify.stderr).toContain(`note: ${total} record(s) a crash left unsigned were signed by the next broker as it started, not by the run that wrote them (audit.adopted, first at line ${adopted[0]! + 1})`);
+  });
+
+  it('will not start a new log beside the write-ahead file of one moved aside, until that file follows it', async () => {
+    const env = freshEnv();
+    // Two runs: the second's write-ahead generation begins on the first's records, as any restart's does.
+    for (let run = 0; run < 2; run++) {
+      const b = await BrokerProcess.start(env);
+      b.decide = approveAll;
+      const { client } = await b.agent(`run-${run}`);
+      await client.call('task.request', { task: 'moved', scopes: ['repo:read:acme/web'], audience: 'aud' });
+      await client.close();
+      await b.stop();
+    }
+    const log = join(env.WRIT_STATE_DIR, 'audit.jsonl');
+    const wal = `${log}.wal`;
+    renameSync(log, `${log}.old`);
+    const walBefore = readFileSync(wal);
+    const serve = await writ(['serve'], env, { timeout: 60_000 });
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toMatch(new RegExp(`audit log ${log}: its write-ahead file ${wal} was written for a log whose first \\d+ records \\(\\d+ bytes\\) this one does not begin with`));
+    expect(serve.stderr).toContain(`Move ${wal} aside (keep it with the log it came from: it may hold records that log lost) to open this log`);
+    expect(serve.stderr).toContain('(WRIT_AUDIT_CORRUPT)');
+    expect(readFileSync(wal)).toEqual(walBefore);
+    expect(readFileSync(log, 'utf8')).toBe('');
+    expect(existsSync(join(env.WRIT_RUNTIME_DIR, 'broker.json'))).toBe(false);
+
+    // Moved aside with its log: a new log starts, and the old pair still verifies.
+    renameSync(wal, `${log}.old.wal`);
+    const b = await BrokerProcess.start(env);
+    await b.stop();
+    expect((await writ(['audit', 'verify'], env)).code).toBe(0);
+    expect((await writ(['audit', 'verify', '--file', `${log}.old`], env)).code).toBe(0);
   });
 });

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, sign, verify } from 'node:crypto';
 import fs, { existsSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -490,6 +490,98 @@ describe('AuditLog write-ahead file', () => {
     expect(await readFile(path)).toEqual(copy);
   });
 
+  /**
+   * A log of two runs: the first closed (6 records, its checkpoint last), the second gone without closing after
+   * three more, whose generation of the write-ahead file starts on the first six. Returns the log and that file.
+   */
+  async function secondRun(): Promise<{ log: Buffer; wal: Buffer; lines: string[] }> {
+    const a = await open();
+    for (let i = 0; i < 5; i++) await a.append(minted(i));
+    await a.close();
+    const b = await abandoned();
+    for (let i = 5; i < 8; i++) await b.append(minted(i));
+    const lines = await fileLines();
+    expect(lines).toHaveLength(9);
+    return { log: await readFile(path), wal: await readFile(walPath(path)), lines };
+  }
+
+  /** The refusal for a write-ahead file whose generation began on a log's first `count` records, `bytes` long. */
+  const mismatch = (count: number, bytes: number) =>
+    `audit log ${path}: its write-ahead file ${walPath(path)} was written for a log whose first ${count} records (${bytes} bytes) this one does not begin with: ` +
+    `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${walPath(path)} aside (keep it with the log it came from: it may hold records that log lost) to open this log`;
+
+  // It used to be ignored and then overwritten: a log rewritten in place (the same inode) opened as if it were the
+  // one the file was written for, and a new log beside a moved one's file silently lost the records it held.
+  it('refuses, touching neither, a log that does not begin with the prefix its write-ahead file names: replaced in place, or moved aside', async () => {
+    const { log, wal, lines } = await secondRun();
+    const base = lineStart(lines, 6);
+    const expected = mismatch(6, base);
+    // Another log's records written over this one (same inode, as `cp other.jsonl audit.jsonl` does).
+    const other = join(dir, 'other.jsonl');
+    const o = await AuditLog.open({ path: other, session: 'ses_o', user: 'bob', clock, signer, checkpointIntervalMs: 0 });
+    for (let i = 0; i < 12; i++) await o.append(minted(100 + i));
+    await o.close();
+    const foreign = await readFile(other);
+    await writeFile(path, foreign);
+    const e = await expectCode(open({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
+    expect(e.message).toBe(expected);
+    expect((e as unknown as { data: unknown }).data).toEqual({ count: 6, offset: base });
+    expect(await readFile(path)).toEqual(foreign);
+    expect(await readFile(walPath(path))).toEqual(wal);
+
+    // The log moved aside (as the refusals at open advise) and a new one started beside its write-ahead file.
+    await writeFile(path, log);
+    await rename(path, `${path}.old`);
+    const moved = await expectCode(open({ session: 'ses_3' }), 'WRIT_AUDIT_CORRUPT');
+    expect(moved.message).toBe(expected);
+    expect(await readFile(path)).toEqual(Buffer.alloc(0));
+    expect(await readFile(walPath(path))).toEqual(wal);
+    // Moved aside with its log, as the message says: the new log opens, and the old pair still restores.
+    await rename(walPath(path), `${path}.old.wal`);
+    const fresh = await open({ session: 'ses_4' });
+    expect(fresh.count).toBe(0);
+    await fresh.close();
+    const old = await AuditLog.open({ path: `${path}.old`, session: 'ses_5', user: 'alice', clock, signer, checkpointIntervalMs: 0 });
+    logs.push(old);
+    expect(old.count).toBe(9);
+  });
+
+  it('refuses a write-ahead file copied from another log, restoring nothing from it', async () => {
+    const { log } = await secondRun();
+    // Another state folder's log and its file, of two runs as well (the second begins on the first's 7 records).
+    const other = join(dir, 'other', 'audit.jsonl');
+    for (const session of ['ses_o1', 'ses_o2']) {
+      const o = await AuditLog.open({ path: other, session, user: 'bob', clock, signer, checkpointIntervalMs: 0 });
+      for (let i = 0; i < 6; i++) await o.append(minted(200 + i));
+      await o.close();
+    }
+    const copied = await readFile(walPath(other));
+    await writeFile(walPath(path), copied);
+    const e = await expectCode(open({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
+    expect(e.message).toBe(mismatch(7, lineStart(await fileLines(other), 7)));
+    expect(await readFile(path)).toEqual(log);
+    expect(await readFile(walPath(path))).toEqual(copied);
+  });
+
+  it('restores nothing from a write-ahead file whose header fits the log but whose records do not chain on from it', async () => {
+    const { wal, lines } = await secondRun();
+    // The power cut took the second run's records from the log; the file's copy of the first is not the one that
+    // follows the prefix (its prev altered, the length kept), so neither it nor the two after it chain on.
+    await powerCut(lineStart(lines, 6));
+    const before = await readFile(path);
+    const at = wal.indexOf('"jti":"jti_5"');
+    const prev = wal.indexOf('"prev":"', at) + '"prev":"'.length;
+    const altered = Buffer.from(wal);
+    altered[prev] = altered[prev] === 0x30 ? 0x31 : 0x30;
+    await writeFile(walPath(path), altered);
+    const b = await open();
+    expect(b.count).toBe(6);
+    expect(await readFile(path)).toEqual(before);
+    await b.append(minted(9));
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 8 });
+  });
+
   it('restores across wraps of the write-ahead file and after a batch too big for it', async () => {
     const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
     const a = await abandoned();
@@ -607,6 +699,28 @@ describe('AuditLog takes back a batch it rejects', () => {
     await expectRejected(results, 'EIO');
     expect(await readFile(path)).toEqual(before);
     expect((await readFile(walPath(path))).includes('"jti":"jti_5"')).toBe(false);
+    await log.close();
+    await expectOnlyAcked();
+  });
+
+  // The header of the generation after a batch too big for the file names a base past that batch; were it left so
+  // while the batch is cut from the log, the next open would find the log not beginning with that base and refuse.
+  it('a batch too big for the write-ahead file, failed when its new generation was synced: the header goes back before it', async () => {
+    const { log, before } = await ackedFive();
+    let syncs = 0;
+    // The log's sync of the batch succeeds; the write-ahead file's sync of its new header fails.
+    const failing = ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+      if (++syncs < 2) return originalFdatasync(fd, cb);
+      inject(undefined);
+      process.nextTick(cb, errno('EIO'));
+    }) as typeof fs.fdatasync;
+    inject(undefined, failing);
+    const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_big_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
+    const results = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_MAX_BYTES / 100_000) + 5 }, (_, i) => log.append(big(i))));
+    restore();
+    expect(syncs).toBe(2);
+    await expectRejected(results, 'EIO');
+    expect(await readFile(path)).toEqual(before);
     await log.close();
     await expectOnlyAcked();
   });

@@ -1,8 +1,9 @@
 // The verifier's handling of `revocation` frames: a good one is applied before the listener runs and acknowledged
 // with its seq; a malformed one is counted, never applied in part nor acknowledged, and ends the subscription until
-// a fresh snapshot is in (what it revoked is unknown). The real
-// broker never sends a malformed frame, so a small stand-in serves the metadata, the JWKS and the subscription here
-// (real HTTP and WebSocket on port 0); the token is signed by the broker's own TokenMinter.
+// a fresh snapshot is in (what it revoked is unknown). Also key sets that change while a token is being checked or
+// its use recorded: a key the broker has dropped never passes. The real broker never sends a malformed frame nor
+// holds an answer on request, so a small stand-in serves the metadata, the JWKS and the subscription here (real HTTP
+// and WebSocket on port 0); the token is signed by the broker's own TokenMinter.
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -43,16 +44,23 @@ describe('verifier: revocation frames', () => {
   /** While set, `token.uses` answers wait (in `usesHeld`): the broker's durable write in progress. */
   let holdUses = false;
   const usesHeld: { jti: string; answer: () => void }[] = [];
+  /** The keys the JWKS publishes, by kid: a test retires one by deleting it. */
+  const published = new Map<string, string>();
+  /** While set, JWKS answers wait (in `jwksHeld`), each with the key set as it was when asked: an answer in flight. */
+  let holdJwks = false;
+  const jwksHeld: (() => void)[] = [];
   let verifier: Verifier;
   let minter: TokenMinter;
 
   beforeAll(async () => {
     await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-    const x = publicKey.export({ format: 'jwk' }).x;
+    published.set(KID, publicKey.export({ format: 'jwk' }).x!);
     http.on('request', (req, res) => {
-      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x, kid: KID }] } : undefined;
-      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [...published].map(([kid, x]) => ({ kty: 'OKP', crv: 'Ed25519', x, kid })) } : undefined;
+      const answer = () => res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+      if (req.url === '/jwks' && holdJwks) jwksHeld.push(answer);
+      else answer();
     });
     wss.on('connection', (ws) => {
       ws.on('message', (data) => {
@@ -85,9 +93,14 @@ describe('verifier: revocation frames', () => {
     await new Promise((r) => http.close(r));
   });
 
-  const mint = async (grantId: string) => {
-    const { token, claims } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
+  const mint = async (grantId: string, by = minter) => {
+    const { token, claims } = by.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300 });
     return { token: await token, claims };
+  };
+  /** Another key of the broker's (not published until a test says so): its kid, public x and a minter signing with it. */
+  const signingKey = (kid: string) => {
+    const pair = generateKeyPairSync('ed25519');
+    return { kid, x: pair.publicKey.export({ format: 'jwk' }).x!, minter: new TokenMinter(base, () => ({ kid, privateKey: pair.privateKey }), systemClock, randomIds) };
   };
   const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
 
@@ -239,6 +252,71 @@ describe('verifier: revocation frames', () => {
     } finally {
       holdSubscribe = false;
       for (const h of held.splice(0)) h();
+      await v.close();
+    }
+  });
+
+  // A verifyNew that asked for keys before the broker dropped one, and heard back after a later fetch had the new
+  // set, used to install its stale answer and cache (and return) a token under the dropped key until the next refetch.
+  it('a JWKS answer overtaken by a later fetch\'s does not bring back a key the broker has dropped since', async () => {
+    let now = Date.now();
+    const v = createVerifier({ broker: base, audience: AUD, subscribe: false, reportUse: false, now: () => now });
+    const retiring = signingKey('k_retiring');
+    try {
+      expect(await v.ready()).toBe(true);
+      published.set(retiring.kid, retiring.x);
+      const { token } = await mint('grt_keys_1', retiring.minter);
+      // An unknown kid refetches (the last fetch is over 10 s old); the answer, with the key in it, is held in flight.
+      holdJwks = true;
+      now += 11_000;
+      const pending = codeOf(v.verify(token));
+      await until('the held JWKS answer', () => jwksHeld.length === 1);
+      // The broker retires the key, and a later fetch (another unknown kid, 10 s on) gets the new set first.
+      published.delete(retiring.kid);
+      holdJwks = false;
+      now += 11_000;
+      const never = await mint('grt_keys_2', signingKey('k_never').minter);
+      expect(await codeOf(v.verify(never.token))).toBe('WRIT_TOKEN_INVALID');
+      jwksHeld.shift()!();
+      expect(await pending).toBe('WRIT_TOKEN_INVALID');
+      expect(v.status().cachedTokens).toBe(0);
+      expect(await codeOf(v.verify(token))).toBe('WRIT_TOKEN_INVALID');
+    } finally {
+      holdJwks = false;
+      for (const h of jwksHeld.splice(0)) h();
+      published.delete(retiring.kid);
+      await v.close();
+    }
+  });
+
+  it('authorize: a key the broker drops while the use is being recorded does not let the token through; a key it keeps does', async () => {
+    let now = Date.now();
+    const dropped = signingKey('k_dropped');
+    published.set(dropped.kid, dropped.x);
+    const v = createVerifier({ broker: base, audience: AUD, subscribe: false, now: () => now });
+    try {
+      expect(await v.ready()).toBe(true);
+      const kept = await mint('grt_kept');
+      expect((await v.verify(kept.token)).jti).toBe(kept.claims.jti);
+      const { token } = await mint('grt_dropped', dropped.minter);
+      holdUses = true;
+      const pending = codeOf(v.authorize(token, { calls: [{ resource: 'repo', action: 'read', target: 'acme/web' }] }));
+      await until('the use report', () => usesHeld.length === 1);
+      // While the broker writes the record, it stops publishing the key, and a refetch (an unknown kid) learns so.
+      published.delete(dropped.kid);
+      now += 11_000;
+      const never = await mint('grt_never', signingKey('k_never').minter);
+      expect(await codeOf(v.verify(never.token))).toBe('WRIT_TOKEN_INVALID');
+      usesHeld.shift()!.answer();
+      expect(await pending).toBe('WRIT_TOKEN_INVALID');
+      expect(await codeOf(v.authorize(token, { calls: [{ resource: 'repo', action: 'read', target: 'acme/web' }] }))).toBe('WRIT_TOKEN_INVALID');
+      // The key that stays published: its token stays cached and verifies under the new set.
+      expect(v.status().cachedTokens).toBe(1);
+      expect((await v.verify(kept.token)).jti).toBe(kept.claims.jti);
+    } finally {
+      holdUses = false;
+      for (const h of usesHeld.splice(0)) h.answer();
+      published.delete(dropped.kid);
       await v.close();
     }
   });
