@@ -6,7 +6,7 @@ import { parentPort } from 'node:worker_threads';
 import WebSocket from 'ws';
 import { WritClient } from '../broker/sdk/client';
 import { formLoad } from './httpc';
-import { SECONDS, closedLoop } from './stats';
+import { SECONDS, closedLoop, pacedLoop } from './stats';
 import type { LoadFigure } from './stats';
 import type { LoadRequest } from './load';
 
@@ -25,8 +25,10 @@ async function run(req: LoadRequest): Promise<LoadFigure | null> {
         }),
       );
       return null;
-    case 'ws':
-      return closedLoop(req.clients, (w) => agents[w]!.client.call('token.mint', { grantId: agents[w]!.grantId }), req.seconds);
+    case 'ws': {
+      const mint = (w: number) => agents[w]!.client.call('token.mint', { grantId: agents[w]!.grantId });
+      return req.rate === undefined ? closedLoop(req.clients, mint, req.seconds) : pacedLoop(req.clients, req.rate, mint, req.seconds);
+    }
     case 'exchange': {
       // Each client presents its own parent token and gets a sub-agent token, audited before the answer.
       const bodies: string[] = [];
@@ -54,14 +56,15 @@ async function run(req: LoadRequest): Promise<LoadFigure | null> {
         }),
       );
       try {
-        return await closedLoop(req.clients, (w) => {
+        const mint = (w: number) => {
           const c = conns[w]!;
           const id = c.next++;
           return new Promise<void>((resolve) => {
             c.waiting.set(id, resolve);
             c.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'token.mint', params: { grantId: 'grt_floor' } }));
           });
-        }, req.seconds);
+        };
+        return await (req.rate === undefined ? closedLoop(req.clients, mint, req.seconds) : pacedLoop(req.clients, req.rate, mint, req.seconds));
       } finally {
         for (const c of conns) c.ws.close();
       }

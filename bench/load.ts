@@ -5,14 +5,14 @@ import type { LoadFigure } from './stats';
 
 export type LoadRequest =
   | { op: 'connect'; address: string; agents: { name: string; session: string; grantId: string }[] }
-  /** token.mint over each agent's WebSocket, one call in flight per client. */
-  | { op: 'ws'; clients: number; seconds?: number }
+  /** token.mint over each agent's WebSocket, one call in flight per client; `rate` paces them (calls/s in all). */
+  | { op: 'ws'; clients: number; seconds?: number; rate?: number }
   /** RFC 8693 exchange at `url` (POST /oauth2/token), each client with its own agent's parent token. */
   | { op: 'exchange'; url: string; clients: number; seconds?: number }
   /** A form POST that answers an access token (oidc-provider's token endpoint). */
   | { op: 'post'; url: string; body: string; headers: Record<string, string>; clients: number; seconds?: number }
   /** The floor (bench/mint-floor.mjs): the same token.mint frame over bare `ws` clients on the floor's socket. */
-  | { op: 'floor'; socket: string; clients: number; seconds?: number }
+  | { op: 'floor'; socket: string; clients: number; seconds?: number; rate?: number }
   | { op: 'close' };
 
 const WORKER = new URL('./load-worker.ts', import.meta.url).href;

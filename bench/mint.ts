@@ -40,6 +40,8 @@ export interface BenchOptions {
    * the panel closed, which gets only the coalesced `audit.activity` and asks for nothing else.
    */
   follow?: boolean;
+  /** Node flags for the broker process (an ablation or a trace, e.g. --trace-gc). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -50,7 +52,7 @@ export async function startBench(n = 16, given?: BrokerEnv, script?: string, opt
   const env = given ?? freshEnv();
   // WRIT_BENCH_PROFILE=DIR writes a CPU profile of the broker there, for finding what a change costs.
   const profile = process.env.WRIT_BENCH_PROFILE;
-  const broker = await BrokerProcess.start(env, [], profile ? ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${profile}`] : [], script);
+  const broker = await BrokerProcess.start(env, [], [...(options.nodeArgs ?? []), ...(profile ? ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${profile}`] : [])], script);
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   broker.retain = false;
   broker.refreshOnActivity = true;
@@ -80,9 +82,9 @@ export async function startBench(n = 16, given?: BrokerEnv, script?: string, opt
   };
 }
 
-/** token.mint over the WebSocket, one call in flight per client (from the load worker). */
-export function mintOverWs(bench: Bench, clients: number, seconds?: number): Promise<LoadFigure> {
-  return bench.load.request({ op: 'ws', clients, seconds });
+/** token.mint over the WebSocket, one call in flight per client (from the load worker); paced at `rate` calls/s if given. */
+export function mintOverWs(bench: Bench, clients: number, seconds?: number, rate?: number): Promise<LoadFigure> {
+  return bench.load.request({ op: 'ws', clients, seconds, ...(rate === undefined ? {} : { rate }) });
 }
 
 /**
@@ -140,7 +142,7 @@ export async function startMintFloor(): Promise<MintFloor> {
   };
 }
 
-/** The same token.mint frame, one call in flight per bare `ws` client (no SDK), against the floor server. */
-export function mintOverFloor(bench: Bench, floor: MintFloor, clients: number, seconds?: number): Promise<LoadFigure> {
-  return bench.load.request({ op: 'floor', socket: floor.socket, clients, seconds });
+/** The same token.mint frame over bare `ws` clients (no SDK), against the floor server: one call in flight per client, or paced at `rate` calls/s. */
+export function mintOverFloor(bench: Bench, floor: MintFloor, clients: number, seconds?: number, rate?: number): Promise<LoadFigure> {
+  return bench.load.request({ op: 'floor', socket: floor.socket, clients, seconds, ...(rate === undefined ? {} : { rate }) });
 }

@@ -1,5 +1,5 @@
-// The one latency helper: closed-loop load (N workers, each awaiting its call before the next) for a fixed
-// time, and the percentiles of what it recorded. Every throughput/latency figure in the benchmark comes from here,
+// The latency helpers: closed-loop load (N workers, each awaiting its call before the next) for a fixed time, the
+// same paced at a given rate, and the percentiles of what they recorded. Every throughput/latency figure in the benchmark comes from here,
 // but the HTTP ones: autocannon runs those closed loops (bench/httpc.ts), and its latencies go through percentiles().
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -64,6 +64,50 @@ export async function closedLoop(workers: number, op: (worker: number) => Promis
   const t0 = performance.now();
   await run(seconds * 1000, lat);
   const elapsed = (performance.now() - t0) / 1000;
+  const { p50, p99 } = percentiles(lat);
+  return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat, warm };
+}
+
+/**
+ * Latency at a given load rather than at saturation (open loop, as wrk2 measures): `workers` connections offered
+ * `rate` calls a second in all, each connection's calls `workers / rate` seconds apart (the connections staggered),
+ * sent on time whether or not the connection's previous call has been answered (JSON-RPC over one WebSocket
+ * carries several calls at once). Latency is counted from each call's scheduled time, so a call sent late because
+ * this process was busy counts that wait against the server too (a timer here fires up to a millisecond late).
+ * A closed loop hides a stall (its clients stop sending while they wait); this shows it in every call scheduled
+ * during it. The rate reported is what completed, short of `rate` when the server cannot keep up.
+ */
+export async function pacedLoop(workers: number, rate: number, op: (worker: number) => Promise<unknown>, seconds = SECONDS): Promise<LoadFigure> {
+  let warm = 0;
+  const period = (1000 * workers) / rate;
+  const run = async (ms: number, record: number[] | null): Promise<number> => {
+    const t0 = performance.now();
+    const end = t0 + ms;
+    let last = t0;
+    const sent: Promise<void>[] = [];
+    await Promise.all(
+      Array.from({ length: workers }, async (_, w) => {
+        for (let k = 0; ; k++) {
+          const due = t0 + (k + w / workers) * period;
+          if (due >= end) break;
+          const wait = due - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          sent.push(
+            op(w).then(() => {
+              last = performance.now();
+              if (record) record.push(last - due);
+              else warm++;
+            }),
+          );
+        }
+      }),
+    );
+    await Promise.all(sent);
+    return (last - t0) / 1000;
+  };
+  await run(Math.min(500, seconds * 200), null);
+  const lat: number[] = [];
+  const elapsed = await run(seconds * 1000, lat);
   const { p50, p99 } = percentiles(lat);
   return { rate: lat.length / elapsed, p50, p99, n: lat.length, elapsed, lat, warm };
 }
