@@ -115,7 +115,15 @@ export class WritClient {
     this.ws.on('pong', alive);
     this.ws.on('ping', alive);
     this.ws.on('message', alive);
+    let closingSince: number | undefined; // when the broker's close frame came in, if the connection has not ended
     const timer = setInterval(() => {
+      if (this.ws.readyState === WebSocket.CLOSING) {
+        // A broker that sent its close frame and then froze never ends the connection; calls made meanwhile wait
+        // for the end (they get the close frame's reason): it comes within the window, not ws's own 30 s.
+        closingSince ??= performance.now();
+        if (performance.now() - closingSince >= this.timeoutMs) this.ws.terminate();
+        return;
+      }
       if (this.ws.readyState !== WebSocket.OPEN) return;
       if (pingedAt === undefined) {
         pingedAt = performance.now();

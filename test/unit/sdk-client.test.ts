@@ -23,7 +23,7 @@ afterEach(async () => {
  * sends a close frame with `code`, and ends the TCP connection only `endAfterMs` later (a real broker's end
  * follows the close frame by one round trip; the window is the same, only wider).
  */
-function halfClosingServer(code: number, endAfterMs: number): Promise<{ url: string; closeSent: Promise<void> }> {
+function halfClosingServer(code: number, endAfterMs: number | 'never'): Promise<{ url: string; closeSent: Promise<void> }> {
   let sent!: () => void;
   const closeSent = new Promise<void>((r) => (sent = r));
   server = createServer();
@@ -33,7 +33,7 @@ function halfClosingServer(code: number, endAfterMs: number): Promise<{ url: str
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
     setTimeout(() => {
       socket.write(Buffer.from([0x88, 0x02, code >> 8, code & 0xff]), () => sent());
-      setTimeout(() => socket.end(), endAfterMs);
+      if (endAfterMs !== 'never') setTimeout(() => socket.end(), endAfterMs);
     }, 50);
     socket.on('error', () => {});
   });
@@ -80,3 +80,19 @@ test('a call in that window on a connection the broker closed for another reason
   expect(err?.code).toBe('WRIT_BROKER_UNREACHABLE');
   expect(err?.message).toBe('the broker closed the connection');
 });
+
+test('a broker that sent its close frame (4001) and then froze: a call made meanwhile is refused WRIT_TOKEN_REVOKED within the liveness window, not left waiting', async () => {
+  const { url, closeSent } = await halfClosingServer(4001, 'never');
+  const client = await WritClient.connect(url, {}, 500); // a 0.5 s window (ws's own close timeout is 30 s)
+  clients.push(client);
+  await closeSent;
+  await new Promise((r) => setTimeout(r, 100));
+  const settled = await Promise.race([
+    client.call('status').then(
+      () => 'answered',
+      (e: unknown) => asWritError(e).code,
+    ),
+    new Promise((r) => setTimeout(() => r('still pending after 10 s'), 10_000)),
+  ]);
+  expect(settled).toBe('WRIT_TOKEN_REVOKED');
+}, 40_000);
