@@ -57,6 +57,7 @@ export const ERROR_CODES = [
   // the credential-injecting proxy
   'WRIT_SECRET_NOT_FOUND', // no secret of that name is configured (or its keychain entry is gone)
   'WRIT_SECRET_AMBIGUOUS', // two secrets serve one upstream: a token names the upstream, not which secret
+  'WRIT_SECRETS_CORRUPT', // secrets.json does not parse or match its schema (a hand edit): the proxy serves no secret until fixed
   'WRIT_UPSTREAM_TIMEOUT', // the upstream sent no response headers (or went quiet) within the proxy's timeout
   'WRIT_UPSTREAM_UNREACHABLE', // the upstream refused the connection or failed mid-way
   'WRIT_INTERNAL',

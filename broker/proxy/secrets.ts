@@ -95,10 +95,10 @@ export function readSecrets(stateDir: string): SecretsFile {
   try {
     json = JSON.parse(text);
   } catch {
-    throw new WritError('WRIT_BAD_REQUEST', `${secretsPath(stateDir)} is not valid JSON: fix or remove it`);
+    throw new WritError('WRIT_SECRETS_CORRUPT', `${secretsPath(stateDir)} is not valid JSON: fix or remove it`);
   }
   const parsed = SecretsFile.safeParse(json);
-  if (!parsed.success) throw new WritError('WRIT_BAD_REQUEST', `${secretsPath(stateDir)} does not match its schema: fix or remove it`);
+  if (!parsed.success) throw new WritError('WRIT_SECRETS_CORRUPT', `${secretsPath(stateDir)} does not match its schema: fix or remove it`);
   return parsed.data;
 }
 

@@ -813,6 +813,22 @@ describe('the credential-injecting proxy', () => {
     }
   }, 60_000);
 
+  it('a hand-edited secrets.json that breaks its schema (a secret sent as Cookie) stops every secret: 500 WRIT_SECRETS_CORRUPT, the broker\'s fault, not the agent\'s', async () => {
+    const file = join(b.env.WRIT_STATE_DIR, 'secrets.json');
+    const original = readFileSync(file, 'utf8');
+    const config = JSON.parse(original);
+    for (const c of Object.values(config.secrets) as { header: string }[]) c.header = 'Cookie';
+    writeFileSync(file, JSON.stringify(config));
+    try {
+      const r = await call(base, '/repos/acme/web/issues', { token });
+      expect({ status: r.status, code: JSON.parse(r.body.toString()).writ_code }).toEqual({ status: 500, code: 'WRIT_SECRETS_CORRUPT' });
+      expect(r.body.toString()).not.toContain(SECRET);
+    } finally {
+      writeFileSync(file, original);
+    }
+    expect((await call(base, '/repos/acme/web/issues', { token })).status).toBe(200);
+  }, 60_000);
+
   it('streams a 20 MB body up and back: exact byte counts and matching SHA-256 on both sides, and in the audit', async () => {
     const body = randomBytes(BIG);
     const r = await call(base, '/echo', { token, method: 'POST', body });

@@ -52,7 +52,7 @@ describe('proxy secrets config', () => {
         }
         return undefined;
       })();
-      expect({ header, code: thrown?.code, message: thrown?.message }).toEqual({ header, code: 'WRIT_BAD_REQUEST', message: `${secretsPath(dir)} does not match its schema: fix or remove it` });
+      expect({ header, code: thrown?.code, message: thrown?.message }).toEqual({ header, code: 'WRIT_SECRETS_CORRUPT', message: `${secretsPath(dir)} does not match its schema: fix or remove it` });
     }
   });
 });
