@@ -804,7 +804,7 @@ export const PROXY_END_REASONS = [
   'client-closed', // the agent closed its connection first
   'upstream-failed', // the upstream's connection failed mid-way
   'upstream-unreachable', // no connection to the upstream (502)
-  'upstream-timeout', // no response, or no bytes either way, within WRIT_PROXY_TIMEOUT_MS (504)
+  'upstream-timeout', // no response (504), or no bytes either way (also an upload that stalls after the answer), within WRIT_PROXY_TIMEOUT_MS
   'revoked', // the token was revoked while the call was in flight (also an upload the upstream goes on reading after it answered)
   'expired', // the token expired while the call was in flight (the same)
 ] as const;

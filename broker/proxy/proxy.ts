@@ -603,10 +603,17 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         // The answer has streamed: a failed write here is logged by `record` and cannot be taken back.
         void record(f.agentId, endedEntry(f, call, end, reason, incomplete)).catch(() => undefined);
       };
-      const arm = (what: 'headers' | 'body') => {
+      /**
+       * The idle timeout: runs until the call has ended both ways, restarted by every byte that moves either way (the
+       * response, the agent's body, a drained socket). It ends a call whose upload stalls after the answer as well
+       * (the agent went quiet with its connection open, or the upstream stopped reading): held, it would keep one of
+       * the agent's WRIT_PROXY_MAX_CALLS until the token's exp, with no `proxy.ended` on record.
+       */
+      const arm = () => {
+        if (settled) return;
         if (timer) clearTimeout(timer);
         timer = setTimeout(() => {
-          const e = new WritError('WRIT_UPSTREAM_TIMEOUT', `the upstream sent no ${what === 'headers' ? 'response' : 'data'} within ${deps.timeoutMs} ms`);
+          const e = new WritError('WRIT_UPSTREAM_TIMEOUT', res.headersSent ? `no bytes moved either way within ${deps.timeoutMs} ms` : `the upstream sent no response within ${deps.timeoutMs} ms`);
           upstreamReq?.destroy(e);
           if (!res.headersSent) {
             end.status = 504;
@@ -614,7 +621,8 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
             finish('upstream-timeout', false, e.code);
           } else {
             res.destroy();
-            finish('upstream-timeout', true, e.code);
+            req.socket.destroy();
+            finish('upstream-timeout', !answered, e.code);
           }
         }, deps.timeoutMs);
         timer.unref();
@@ -655,18 +663,16 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         return finish('upstream-unreachable', false, w.code);
       }
       const sending = upstreamReq;
-      arm('headers');
+      arm();
       sending.on('response', (up) => {
-        arm('body');
+        arm();
         end.status = up.statusCode ?? 502;
         res.writeHead(end.status, responseHeaders(up));
         up.on('data', (c: Buffer) => {
           end.bytesDown += c.length;
-          arm('body');
+          arm();
         });
-        up.on('end', () => {
-          if (timer) clearTimeout(timer);
-        });
+        up.on('end', arm);
         const broken = () => {
           if (up.complete) return;
           res.destroy();
@@ -688,6 +694,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           finish('upstream-failed', true);
         }
       });
+      res.on('drain', arm);
       res.on('finish', () => {
         answered = true;
         if (uploaded) finish('complete', false);
@@ -711,6 +718,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         waiting = false;
         sending.off('drain', resume);
         sending.socket?.off('drain', resume);
+        arm();
         req.resume();
       };
       // Answered whole, then the upstream request closed before the agent's body was all sent: the upstream
@@ -730,7 +738,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         if (settled || sending.destroyed) return;
         end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
-        if (!res.headersSent) arm('headers');
+        arm();
         if (!sending.write(c) && !waiting) {
           waiting = true;
           req.pause();

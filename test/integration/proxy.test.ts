@@ -103,6 +103,9 @@ class Upstream {
       req.socket.once('close', () => (state.closed = true));
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('accepted\n');
+      // /ingest/stall-…: waits for the rest of the body as long as it takes (Node's server would otherwise drop the
+      // connection once its keep-alive timeout ran out after the answer), so only the proxy can end the call.
+      if (path.startsWith('/ingest/stall-')) res.once('finish', () => req.socket.setTimeout(0));
       return;
     }
     if (path === '/hang') {
@@ -732,6 +735,53 @@ describe('the credential-injecting proxy', () => {
         PART,
       ]);
     } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('uploads that stall after the upstream answered end once no byte moved for WRIT_PROXY_TIMEOUT_MS: both sockets closed, recorded once as upstream-timeout, their call slots given back', async () => {
+    const { client } = await b.agent('staller');
+    const stalls: { req: ClientRequest; answer: Promise<Reply | Error> }[] = [];
+    try {
+      const r = await client.call('task.request', { task: 'uploads that stall', scopes: [`http:POST:${up.url}/ingest/**`, `http:GET:${up.url}/repos/acme/web/**`], audience: up.url });
+      const PART = 64 * 1024;
+      // As many as the agent may have in flight (WRIT_PROXY_MAX_CALLS 3): half of each body is sent, then the agent
+      // goes quiet with its connections open. Held forever, they would make every later call of this agent 429.
+      const paths = [0, 1, 2].map((i) => `/ingest/stall-${i}`);
+      const agentClosed: Promise<void>[] = [];
+      for (const path of paths) {
+        const s = open(base, path, r.token.token, { 'content-type': 'application/octet-stream', 'content-length': String(2 * PART) });
+        agentClosed.push(new Promise<void>((resolve) => s.req.once('socket', (sock) => sock.once('close', () => resolve()))));
+        s.req.write(randomBytes(PART));
+        stalls.push(s);
+      }
+      const replies = await Promise.all(stalls.map((s) => replied(s.answer)));
+      expect(replies.map((x) => [x.status, x.body.toString()])).toEqual(Array(3).fill([200, 'accepted\n']));
+      const ended = await Promise.all(paths.map((p) => endOf(`${up.url}${p}`)));
+      for (const { ended: e } of ended) {
+        expect([e.outcome, e.code, e.jti, e.detail.status, e.detail.reason, e.detail.incomplete, e.detail.bytesUp, e.detail.bytesDown]).toEqual([
+          'failure',
+          'WRIT_UPSTREAM_TIMEOUT',
+          r.token.jti,
+          200,
+          'upstream-timeout',
+          undefined,
+          PART,
+          'accepted\n'.length,
+        ]);
+      }
+      // The agent's connections are closed, and each upstream request ends with its body cut short.
+      await Promise.all(agentClosed);
+      const states = await until(() => {
+        const s = paths.map((p) => up.ingests.get(p));
+        return s.every((x) => x?.closed) ? s : undefined;
+      });
+      expect(states.map((s) => [s!.ended, s!.bytes])).toEqual(Array(3).fill([false, PART]));
+      expect((await call(base, '/repos/acme/web/issues', { token: r.token.token })).status).toBe(200);
+      const calls = new Set(ended.map((x) => x.call.detail.call));
+      expect(proxyRecords('proxy.ended').filter((x) => calls.has(x.detail.call)).length).toBe(3);
+    } finally {
+      for (const s of stalls) s.req.destroy();
       await client.close();
     }
   }, 60_000);
