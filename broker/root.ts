@@ -188,7 +188,15 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   const session = ids.id('ses');
 
   const revocations = await RevocationStore.open(paths.revocationsPath, clock);
-  const parent = typeof process.send === 'function' ? parentChannel((msg) => process.send?.(msg)) : undefined;
+  // The editor may be gone when news is sent: it closes the pipe as it asks the broker to stop, or it crashed. The
+  // message then has nobody to read it; a send error goes to the callback, never to an unhandled 'error' event that
+  // would crash the broker before its stop is on record.
+  const parent =
+    typeof process.send === 'function'
+      ? parentChannel((msg) => {
+          if (process.connected) process.send?.(msg, (e: Error | null) => void e);
+        })
+      : undefined;
   const parentPost = parent?.post;
   const audit = await AuditLog.open({
     path: paths.auditPath,

@@ -370,3 +370,20 @@ describe('broker: dead peers', () => {
     await b.stop();
   });
 });
+
+describe('broker: its editor goes away', () => {
+  it('stops cleanly when the editor closes its pipe with news still to send: exit 0, no crash, broker.stopped and the final checkpoint on record', async () => {
+    // The extension sends `shutdown` and closes the pipe at once; an editor that crashes closes it too. The
+    // broker's last news (the activity of its own stop records) then has nobody to read it: before, that send
+    // raised ERR_IPC_CHANNEL_CLOSED or EPIPE as an unhandled 'error' event, and a timer's flush could crash the
+    // broker before its stop was on record (the CI caught it as a missing `broker.stopped`).
+    const b = await BrokerProcess.start(freshEnv());
+    const { client } = await b.agent('pipe-closer');
+    await client.call('status', {});
+    b.child.disconnect();
+    expect(await b.stop()).toBe(0);
+    expect(b.stderr).not.toMatch(/ERR_IPC_CHANNEL_CLOSED|EPIPE|Unhandled 'error'/);
+    expect(b.auditLines().slice(-2).map((l) => JSON.parse(l).event)).toEqual(['broker.stopped', 'checkpoint']);
+    await client.close();
+  }, 60_000);
+});
