@@ -143,6 +143,18 @@ export const UseConnection = z.strictObject({
 /** Calls one awaited use report (`token.uses`) may list; a resource with more sends several. */
 export const MAX_CALLS_PER_USE_REPORT = 256;
 
+/** The broker's name for one recorded use (`token.uses`): its `token.used` record and its `token.use.ended` share it. */
+export const UseId = z.string().regex(/^use_[A-Za-z0-9_-]{1,64}$/);
+
+export const USE_END_OUTCOMES = [
+  'answered', // the resource answered the call (for an MCP tool: a result, an error result included)
+  'error', // the call failed at the resource (the upstream answered with an error, went away or timed out)
+  'revoked', // its token was revoked while the call ran: ended, its answer not delivered
+  'expired', // its token expired while the call ran (the same)
+  'cancelled', // the caller cancelled it (MCP notifications/cancelled)
+  'not-forwarded', // recorded as allowed, then refused before it ran: its token was revoked (or expired) in between
+] as const;
+
 /** One agent identity in the inventory, across broker runs (persisted in the state folder). */
 export const InventoryEntry = z.strictObject({
   /** Stable across runs: derived from owner, name, kind and parent identity. */
@@ -393,8 +405,33 @@ export const Methods = {
       scopes: z.array(ScopeString).max(32).optional(),
       connection: UseConnection.optional(),
     }),
-    /** How many `token.used` records were written: one per call. */
-    result: z.strictObject({ recorded: z.number().int().min(0) }),
+    /**
+     * How many `token.used` records were written: one per call; and each one's use id, in the order of `calls`
+     * (the resource names it in the call's `token.use.ended`). A broker before use ids sends none.
+     */
+    result: z.strictObject({ recorded: z.number().int().min(0), uses: z.array(UseId).optional() }),
+  },
+  /**
+   * A resource reports how a call it recorded through `token.uses` ended (after the fact, without waiting). Open
+   * before `hello`; a use id this broker handed out and has not seen ended is recorded once (bounded by `token.uses`
+   * itself); anything else (an id from before a restart, one ended already, none) counts against the connection's
+   * `token.used` budget and is dropped past it. Never the call's arguments or result.
+   */
+  'token.use.ended': {
+    params: z.strictObject({
+      /** From the `token.uses` answer; must name this jti and call. */
+      use: UseId.optional(),
+      jti: shortText(200),
+      exp: z.number().int().optional(),
+      audience: Audience.optional(),
+      call: ConcreteCall,
+      outcome: z.enum(USE_END_OUTCOMES),
+      /** From the use's record to its end. */
+      durationMs: z.number().int().nonnegative().max(2 ** 31),
+      /** Why it ended so, if a Writ code says it (revoked: WRIT_TOKEN_REVOKED, …). */
+      code: WritErrorCodeSchema.optional(),
+    }),
+    result: z.strictObject({ recorded: z.boolean() }),
   },
   /**
    * `writ exec` reports that it stopped a revoked agent's process tree (its child's process group and every
@@ -700,8 +737,10 @@ export const AUDIT_EVENTS = [
   'token.minted',
   'token.exchanged',
   'token.introspected',
-  /** A resource's verifier accepted or refused a token (reported over `token.used`). */
+  /** A resource's verifier accepted or refused a token (reported over `token.used`, or `token.uses` awaited). */
   'token.used',
+  /** How a call recorded through `token.uses` ended (TokenUseEndedDetail), reported by the resource after it. */
+  'token.use.ended',
   'revoked',
   /** `writ exec` stopped a revoked agent's process tree (reported over `agent.stopped`). */
   'agent.stopped',
@@ -824,6 +863,18 @@ export const ProxyEndedDetail = z.strictObject({
   incomplete: z.literal(true).optional(),
 });
 export type ProxyEndedDetail = z.infer<typeof ProxyEndedDetail>;
+
+/** `detail` of a `token.use.ended` record: the call and how it ended, never its arguments or result. */
+export const TokenUseEndedDetail = z.strictObject({
+  /** The use id its `token.used` record carries (`detail.use`); absent if the resource had none. */
+  use: UseId.optional(),
+  call: ConcreteCall,
+  outcome: z.enum(USE_END_OUTCOMES),
+  durationMs: z.number().int().nonnegative(),
+  /** The broker did not hand out this use id, or it had ended already (or the broker restarted since). */
+  unknownUse: z.literal(true).optional(),
+});
+export type TokenUseEndedDetail = z.infer<typeof TokenUseEndedDetail>;
 
 /** The fields a caller supplies; the log fills v, seq, ts, session, user and prev. */
 export type AuditEntry = Omit<AuditRecord, 'v' | 'seq' | 'ts' | 'session' | 'user' | 'prev'>;

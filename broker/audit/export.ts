@@ -137,8 +137,8 @@ interface OcsfClass {
  *   revoked 4 Delete.
  * - Authentication (3002, Identity & Access): an agent connecting (1 Logon) and disconnecting (2 Logoff).
  * - Uses at a resource: token.used (a verifier's report) and proxy.call (the credential-injecting proxy)
- *   are API Activity 6003, 2 Read (the token was presented, allowed or refused); proxy.ended (how an
- *   allowed proxy call ended) is 6003 99 Other.
+ *   are API Activity 6003, 2 Read (the token was presented, allowed or refused); proxy.ended and
+ *   token.use.ended (how an allowed proxy call, or a call a resource recorded, ended) are 6003 99 Other.
  * - Oversight: agent.blocked is Authorize Session 3003 2 Revoke Privileges, agent.unblocked 1 Assign
  *   Privileges; agent.stopped (a revoked agent's process tree ended) is 6003 4 Delete; a watch finding is
  *   Detection Finding (2004, Findings) 1 Create, and its dismissal 2004 2 Update.
@@ -158,6 +158,7 @@ const OCSF: Partial<Record<AuditRecord['event'], OcsfClass>> = {
   'token.used': { class_uid: 6003, category_uid: 6, activity_id: 2, activity_name: 'Read' },
   'proxy.call': { class_uid: 6003, category_uid: 6, activity_id: 2, activity_name: 'Read' },
   'proxy.ended': { class_uid: 6003, category_uid: 6, activity_id: 99, activity_name: 'Other' },
+  'token.use.ended': { class_uid: 6003, category_uid: 6, activity_id: 99, activity_name: 'Other' },
   'agent.stopped': { class_uid: 6003, category_uid: 6, activity_id: 4, activity_name: 'Delete' },
   'agent.blocked': { class_uid: 3003, category_uid: 3, activity_id: 2, activity_name: 'Revoke Privileges' },
   'agent.unblocked': { class_uid: 3003, category_uid: 3, activity_id: 1, activity_name: 'Assign Privileges' },
@@ -206,7 +207,7 @@ export function toOcsf(r: AuditRecord): Record<string, unknown> | null {
       c.class_uid === 2004 && r.detail ? compact({ uid: r.detail.id as string | undefined, title: r.detail.kind as string | undefined }) : undefined,
     unmapped: compact({
       agent_chain: chain.length > 0 ? chain : undefined,
-      detail: c.class_uid === 2004 || r.event.startsWith('agent.') || r.event.startsWith('proxy.') || r.event === 'token.used' ? r.detail : undefined,
+      detail: c.class_uid === 2004 || r.event.startsWith('agent.') || r.event.startsWith('proxy.') || r.event === 'token.used' || r.event === 'token.use.ended' ? r.detail : undefined,
       task: r.task,
       scopes: r.scopes,
       jti: r.jti,

@@ -21,6 +21,7 @@ import type {
   RevocationSnapshot,
   RevokeTarget,
   TokenResult,
+  TokenUseEndedDetail,
   TokenView,
 } from '../protocol';
 import { ScopeList } from '../protocol';
@@ -161,7 +162,7 @@ export interface Presenter {
 /** Processes an agent is remembered to have said hello from. */
 const SEEN_FROM = 4;
 /** Records of a token's life, written per token: their agent names its process by reference (auditAgent). */
-const TOKEN_EVENTS: ReadonlySet<AuditEntry['event']> = new Set(['token.minted', 'token.exchanged', 'token.introspected', 'token.used']);
+const TOKEN_EVENTS: ReadonlySet<AuditEntry['event']> = new Set(['token.minted', 'token.exchanged', 'token.introspected', 'token.used', 'token.use.ended']);
 /** Process bindings kept ready per (pid, start time), so a burst of mints reads /proc once. */
 const BINDING_CACHE = 256;
 /** Distinct parent-token scope strings whose parsed forms are kept for exchange; past it, the memo starts over. */
@@ -176,6 +177,18 @@ const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex
 const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
+
+/**
+ * Recorded uses waiting for their `token.use.ended`: past this the oldest is forgotten (a resource that never
+ * reports ends, or died), and its end, if it still comes, is recorded as of an unknown use.
+ */
+export const MAX_OPEN_USES = 16_384;
+
+/** A use recorded through `token.uses`, until its end is reported. */
+interface OpenUse {
+  jti: string;
+  call: ConcreteCall;
+}
 
 export class Authority {
   private readonly agents = new Map<string, Agent>();
@@ -204,6 +217,8 @@ export class Authority {
   private readonly exchangeGrants = new Map<string, Grant>();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
+  /** Uses recorded through `token.uses` whose end is not reported yet, oldest first (bounded by MAX_OPEN_USES). */
+  private readonly openUses = new Map<string, OpenUse>();
 
   constructor(
     readonly config: AuthorityConfig,
@@ -1275,7 +1290,7 @@ export class Authority {
     report: MethodParams<'token.uses'>,
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
-  ): Promise<number> {
+  ): Promise<string[]> {
     const { calls, ...use } = report;
     // Never "allowed" for a token this broker knows to be revoked: by jti, or (for a token it minted this run) by
     // its grant or an agent of its chain. A jti it does not hold (minted before a restart, or made up) is recorded
@@ -1287,8 +1302,59 @@ export class Authority {
       grant?.revoked === true ||
       (grant !== undefined && [grant.agentId, ...(this.agents.get(grant.agentId)?.parents ?? [])].some((id) => this.agents.get(id)?.revoked === true));
     if (revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
-    await this.writeUses({ ...use, allowed: true }, calls, held, reporter, presenter, held === undefined);
-    return calls.length;
+    const uses = calls.map(() => this.deps.ids.id('use'));
+    await this.writeUses({ ...use, allowed: true }, calls, held, reporter, presenter, held === undefined, uses);
+    // Open only once on record: an end reported for a use whose record failed names nothing.
+    calls.forEach((call, i) => {
+      if (this.openUses.size >= MAX_OPEN_USES) this.openUses.delete(this.openUses.keys().next().value!);
+      this.openUses.set(uses[i]!, { jti: use.jti, call });
+    });
+    return uses;
+  }
+
+  /** Whether `token.use.ended` for this use id would be recorded as of a known use (the rpc bounds the others). */
+  isOpenUse(use: string | undefined): boolean {
+    return use !== undefined && this.openUses.has(use);
+  }
+
+  /**
+   * `token.use.ended`: how a call recorded through `token.uses` ended, reported by the resource after it. A use id
+   * this broker handed out must name the jti and call it was recorded for (WRIT_BAD_REQUEST otherwise, nothing
+   * written) and ends once; any other report is recorded as of an unknown use. Whose token it was comes from the
+   * broker's own records, as for `token.used`.
+   */
+  async recordUseEnded(report: MethodParams<'token.use.ended'>): Promise<void> {
+    const { call } = report;
+    if ([report.jti, report.audience, call.resource, call.action, call.target].some((t) => t !== undefined && JWT_SHAPE.test(t))) {
+      throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
+    }
+    const open = report.use === undefined ? undefined : this.openUses.get(report.use);
+    if (open !== undefined) {
+      const same = open.jti === report.jti && open.call.resource === call.resource && open.call.action === call.action && open.call.target === call.target;
+      if (!same) throw new WritError('WRIT_BAD_REQUEST', 'this use was recorded for another token or call', { path: 'params.use' });
+      this.openUses.delete(report.use!);
+    }
+    const grant = this.heldFor(report)?.grant;
+    const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
+    const code: WritErrorCode | undefined =
+      report.outcome === 'revoked' ? 'WRIT_TOKEN_REVOKED' : report.outcome === 'expired' ? 'WRIT_TOKEN_EXPIRED' : report.outcome === 'answered' ? undefined : report.code;
+    const detail: TokenUseEndedDetail = {
+      ...(report.use === undefined ? {} : { use: report.use }),
+      call: { resource: call.resource, action: call.action, target: call.target },
+      outcome: report.outcome,
+      durationMs: report.durationMs,
+      ...(open === undefined ? { unknownUse: true as const } : {}),
+    };
+    await this.auditRaw({
+      event: 'token.use.ended',
+      jti: report.jti,
+      outcome: report.outcome === 'answered' ? 'success' : 'failure',
+      ...(code === undefined ? {} : { code }),
+      ...(agent ? { agent: this.auditAgent(agent, 'ref') } : {}),
+      ...(grant ? { grantId: grant.id, task: { id: grant.taskId, description: grant.task } } : {}),
+      ...(report.audience === undefined ? {} : { audience: report.audience }),
+      detail,
+    });
   }
 
   /** The `token.used` records of one report, one per call (`undefined`: a use checked by scope alone). */
@@ -1299,6 +1365,8 @@ export class Authority {
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
     unknownToken = false,
+    /** `token.uses`: each call's use id, in order. */
+    uses?: readonly string[],
   ): Promise<void> {
     const texts = [report.jti, report.audience, ...(report.scopes ?? [])];
     for (const c of calls) if (c !== undefined) texts.push(c.resource, c.action, c.target);
@@ -1309,7 +1377,7 @@ export class Authority {
     const presented = presenter === undefined ? undefined : await presenter();
     const grant = held?.grant;
     const agent = grant === undefined ? undefined : this.agents.get(grant.agentId);
-    const record = (call: ConcreteCall | undefined): AuditEntry => ({
+    const record = (call: ConcreteCall | undefined, i: number): AuditEntry => ({
       event: 'token.used',
       jti: report.jti,
       outcome: report.allowed ? 'success' : 'failure',
@@ -1320,6 +1388,7 @@ export class Authority {
       detail: {
         allowed: report.allowed,
         ...(unknownToken ? { unknownToken: true } : {}),
+        ...(uses?.[i] === undefined ? {} : { use: uses[i] }),
         ...(call === undefined ? {} : { call }),
         ...(report.scopes === undefined ? {} : { asked: report.scopes }),
         reporter: {
@@ -1330,7 +1399,7 @@ export class Authority {
       },
     });
     // Appended in order in one turn (the log fixes file order at append), made durable together.
-    await Promise.all(calls.map((c) => this.auditRaw(record(c))));
+    await Promise.all(calls.map((c, i) => this.auditRaw(record(c, i))));
     if (presented === undefined || !('process' in presented) || agent === undefined) return;
     try {
       await this.checkHolder(report.jti, held?.exp, [agent.id, ...agent.parents], { via: 'use', process: async () => presented.process });

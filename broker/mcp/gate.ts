@@ -4,7 +4,10 @@
 // insufficient_scope), records every tool call in the broker's audit log through the verifier (tool name and
 // outcome, never the arguments) before it forwards any (no record, no forward: 503 otherwise), and sees
 // revocations the instant the broker pushes them: a tool call already forwarded ends then (or when its token
-// expires) with a JSON-RPC error naming why, and the upstream is told to cancel it.
+// expires) with a JSON-RPC error naming why, and the upstream is told to cancel it. A client's
+// `notifications/cancelled` (with a token of the same jti) cancels its forwarded call upstream the same way. How
+// each recorded call ended goes on record too (`token.use.ended`: answered, error, revoked, expired, cancelled, or
+// not forwarded after all).
 //
 // The caller's token stops here: the upstream server is reached with the gate's own transport and never sees it.
 import { createServer } from 'node:http';
@@ -23,7 +26,7 @@ import type { WritErrorCode } from '../errors';
 import { allowsCall, parseScope } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { createVerifier } from '../sdk/verify';
-import type { Verifier, VerifiedToken } from '../sdk/verify';
+import type { RecordedUse, UseEndOutcome, Verifier, VerifiedToken } from '../sdk/verify';
 import { readDiscovery } from '../sdk/client';
 
 export type Upstream = { kind: 'stdio'; command: string; args: string[] } | { kind: 'http'; url: string };
@@ -130,10 +133,33 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-/** A tools/call forwarded upstream and not yet answered: ended when its token is revoked or expires. */
+/** Why a forwarded call was ended before the upstream answered. */
+type StopReason = 'revoked' | 'expired' | 'cancelled';
+
+/**
+ * A tools/call forwarded upstream and not yet answered: ended when its token is revoked or expires, or when the
+ * client cancels it (`key`: its token's jti and the client's request id).
+ */
 interface InFlight {
   token: VerifiedToken;
-  stop: (reason: 'revoked' | 'expired') => void;
+  key: string;
+  stop: (reason: StopReason) => void;
+}
+
+/** A forwarded call's key: a cancellation must come with a token of the same jti, naming the same request id. */
+function callKey(jti: string, requestId: unknown): string | undefined {
+  if (typeof requestId === 'string') return `${jti}\ns:${requestId}`;
+  if (typeof requestId === 'number') return `${jti}\nn:${requestId}`;
+  return undefined;
+}
+
+/**
+ * What the MCP client is answered for a call it cancelled. MCP says not to answer a cancelled request (the SDK's
+ * server then sends nothing), but a JSON response still owes the HTTP request its body: the error JSON-RPC
+ * implementations use for a cancelled request, which the SDK's client drops (it stopped waiting at once).
+ */
+function callCancelled(): Error & { code: number } {
+  return Object.assign(new Error('Request cancelled'), { code: -32800 });
 }
 
 /** What the MCP client is answered for a call its token no longer covers (the transport sends code, message, data). */
@@ -146,6 +172,31 @@ function callEnded(reason: 'revoked' | 'expired', when: 'during' | 'before'): Er
 
 function rpcError(id: unknown, code: number, message: string, data?: Record<string, unknown>) {
   return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: { code, message, ...(data ? { data } : {}) } };
+}
+
+/** The uses `authorize` recorded for one HTTP request's tools/calls, each taken once by the call of its request id. */
+class RecordedUses {
+  private readonly byId = new Map<string, RecordedUse[]>();
+
+  constructor(entries: readonly (readonly [unknown, RecordedUse])[]) {
+    for (const [id, use] of entries) {
+      const k = callKey('', id) ?? '';
+      const list = this.byId.get(k);
+      if (list === undefined) this.byId.set(k, [use]);
+      else list.push(use);
+    }
+  }
+
+  take(id: unknown): RecordedUse | undefined {
+    return this.byId.get(callKey('', id) ?? '')?.shift();
+  }
+
+  /** The uses no call took; taken now. */
+  rest(): RecordedUse[] {
+    const rest = [...this.byId.values()].flat();
+    this.byId.clear();
+    return rest;
+  }
 }
 
 export async function startGate(opts: GateOptions): Promise<Gate> {
@@ -203,6 +254,21 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
   // Tool calls forwarded and not yet answered. A revocation event, or the snapshot read on reconnecting, that covers
   // one's token ends it; a timer ends it at its token's `exp`.
   const inFlight = new Set<InFlight>();
+  /** The same calls by `callKey`, for the client's cancellations. */
+  const byKey = new Map<string, Set<InFlight>>();
+  const hold = (c: InFlight) => {
+    inFlight.add(c);
+    let same = byKey.get(c.key);
+    if (same === undefined) byKey.set(c.key, (same = new Set()));
+    same.add(c);
+  };
+  const release = (c: InFlight): boolean => {
+    if (!inFlight.delete(c)) return false;
+    const same = byKey.get(c.key);
+    same?.delete(c);
+    if (same?.size === 0) byKey.delete(c.key);
+    return true;
+  };
   const sweep = () => {
     for (const c of [...inFlight]) if (verifier.revoked(c.token)) c.stop('revoked');
   };
@@ -216,43 +282,71 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
 
   /**
    * Forwards one allowed tools/call and answers with the upstream's result, unless its token is revoked or expires
-   * first: then the upstream request is cancelled (notifications/cancelled; an answer that still comes is dropped)
-   * and the client gets a JSON-RPC error naming WRIT_TOKEN_REVOKED or WRIT_TOKEN_EXPIRED.
+   * first, or the client cancels it: then the upstream request is cancelled (notifications/cancelled; an answer
+   * that still comes is dropped) and the client gets a JSON-RPC error naming WRIT_TOKEN_REVOKED or
+   * WRIT_TOKEN_EXPIRED, or -32800 for its own cancellation. How it ended is reported for its use's record.
    */
-  async function forwardCall(token: VerifiedToken, params: CallToolRequest['params']): Promise<CallToolResult> {
+  async function forwardCall(token: VerifiedToken, requestId: unknown, params: CallToolRequest['params'], use: RecordedUse | undefined): Promise<CallToolResult> {
     const target = toolTarget(opts.server, params.name);
+    const end = (outcome: UseEndOutcome, code?: WritErrorCode) => {
+      if (use !== undefined) verifier.ended(use, outcome, code);
+    };
     // Revoked while its use was recorded and the request routed here, or past `exp` (the check allows a few seconds
     // of clock skew): a call that would be ended at once is not started.
     const early = verifier.revoked(token) ? 'revoked' : token.expiresAt * 1000 <= Date.now() ? 'expired' : undefined;
     if (early !== undefined) {
       const answer = callEnded(early, 'before');
       log(`writ gate: did not forward ${target}: ${answer.message} (${answer.data.code})`);
+      end('not-forwarded', answer.data.code);
       throw answer;
     }
     const cancel = new AbortController();
-    let ended: 'revoked' | 'expired' | undefined;
+    let ended: StopReason | undefined;
     const held: InFlight = {
       token,
+      // A request id that is neither string nor number never reaches here (the SDK refuses it): no key matches it.
+      key: callKey(token.jti, requestId) ?? '',
       stop: (reason) => {
-        if (!inFlight.delete(held)) return;
+        if (!release(held)) return;
         ended = reason;
+        if (reason === 'cancelled') {
+          log(`writ gate: ended ${target} in flight: cancelled by the client`);
+          cancel.abort('cancelled by the client');
+          return;
+        }
         const answer = callEnded(reason, 'during');
         // Said before the upstream is told to cancel, so the two lines on a shared stderr come in that order.
         log(`writ gate: ended ${target} in flight: ${answer.message} (${answer.data.code})`);
         cancel.abort(`${answer.data.code}: the caller's token ${reason === 'revoked' ? 'was revoked' : 'expired'}`);
       },
     };
-    inFlight.add(held);
+    hold(held);
     const expiry = setTimeout(() => held.stop('expired'), Math.min(Math.max(0, token.expiresAt * 1000 - Date.now()), 2 ** 31 - 1));
     expiry.unref();
     try {
-      return await upstream.request({ method: 'tools/call', params }, CallToolResultSchema, { signal: cancel.signal });
+      const result = await upstream.request({ method: 'tools/call', params }, CallToolResultSchema, { signal: cancel.signal });
+      end('answered');
+      return result;
     } catch (e) {
-      if (ended === undefined) throw e;
-      throw callEnded(ended, 'during');
+      if (ended === undefined) {
+        end('error');
+        throw e;
+      }
+      end(ended);
+      throw ended === 'cancelled' ? callCancelled() : callEnded(ended, 'during');
     } finally {
-      inFlight.delete(held);
+      release(held);
       clearTimeout(expiry);
+    }
+  }
+
+  /** The client's `notifications/cancelled`, with a token that verified: ends its call of that id, if forwarded. */
+  function cancelCalls(token: VerifiedToken, messages: readonly JsonRpcMsg[]): void {
+    for (const msg of messages) {
+      if (msg.method !== 'notifications/cancelled') continue;
+      const key = callKey(token.jti, (msg.params as { requestId?: unknown } | undefined)?.requestId);
+      const same = key === undefined ? undefined : byKey.get(key);
+      if (same !== undefined) for (const c of [...same]) c.stop('cancelled');
     }
   }
 
@@ -271,10 +365,12 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
       const scopes = (extra.authInfo?.extra?.scopes as Scope[] | undefined) ?? [];
       // Checked (and audited) before the request reached here; checked again so nothing can route around it.
       const token = extra.authInfo?.extra?.verified as VerifiedToken | undefined;
+      const use = (extra.authInfo?.extra?.uses as RecordedUses | undefined)?.take(extra.requestId);
       if (token === undefined || !allowsCall(scopes, 'mcp', 'call', toolTarget(opts.server, request.params.name))) {
+        if (use !== undefined) verifier.ended(use, 'not-forwarded', 'WRIT_SCOPE_NOT_COVERED');
         throw new McpError(ErrorCode.InvalidRequest, 'WRIT_SCOPE_NOT_COVERED: the token does not allow this tool');
       }
-      return forwardCall(token, request.params);
+      return forwardCall(token, extra.requestId, request.params, use);
     });
     return s;
   }
@@ -314,13 +410,18 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     }
 
     let verified: VerifiedToken;
+    let uses: RecordedUses | undefined;
     try {
       // The use reports name this connection, so the broker can name the process that presented the token.
       const connection = req.socket;
       if (calls.length === 0) verified = await verifier.verify(token, { connection });
       // Every call checked, then all recorded in one awaited report (tool and outcome, no arguments): nothing is
       // forwarded before the broker has each call's record on disk.
-      else verified = await verifier.authorize(token, { calls: calls.map((c) => ({ resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) })), connection });
+      else {
+        const authorized = await verifier.authorize(token, { calls: calls.map((c) => ({ resource: 'mcp', action: 'call', target: toolTarget(opts.server, c.tool) })), connection });
+        verified = authorized;
+        uses = new RecordedUses(calls.map((c, i) => [c.id, authorized.uses[i]!]));
+      }
     } catch (e) {
       const w = asWritError(e);
       const refusedTarget = (w.data?.call as { target?: unknown } | undefined)?.target;
@@ -344,10 +445,14 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
       });
     }
 
-    req.auth = { token, clientId: verified.agentId, scopes: [...verified.scopes], expiresAt: verified.expiresAt, extra: { scopes: scopesOf(verified), jti: verified.jti, verified } };
+    cancelCalls(verified, messages);
+    req.auth = { token, clientId: verified.agentId, scopes: [...verified.scopes], expiresAt: verified.expiresAt, extra: { scopes: scopesOf(verified), jti: verified.jti, verified, uses } };
     const server = gateServer();
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
+      // A recorded call the SDK answered without running it (params its schema refused, a request it would not
+      // take): on record as not forwarded, so its `token.used` does not stand alone as allowed.
+      for (const use of uses?.rest() ?? []) verifier.ended(use, 'not-forwarded');
       void transport.close();
       void server.close();
     });

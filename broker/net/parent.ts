@@ -7,7 +7,7 @@ import type { AuditEvent, AuditRecord, BrokerToParent } from '../protocol';
 export const RECORDS_TO_PARENT_MS = 5;
 
 /** Records that change only counts the editor shows: a minting agent's steady stream. */
-const COUNT_EVENTS: ReadonlySet<AuditEvent> = new Set(['token.minted', 'token.exchanged', 'token.used', 'proxy.call', 'proxy.ended']);
+const COUNT_EVENTS: ReadonlySet<AuditEvent> = new Set(['token.minted', 'token.exchanged', 'token.used', 'token.use.ended', 'proxy.call', 'proxy.ended']);
 /** Records that change nothing the editor shows outside the panel. */
 const QUIET_EVENTS: ReadonlySet<AuditEvent> = new Set(['checkpoint', 'token.introspected']);
 

@@ -29,7 +29,7 @@ export const MAX_QUEUED = 1024;
 /** Calls a connection may have recorded through `token.uses` in one second. */
 export const USES_PER_SECOND = 2000;
 
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'token.use.ended', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 /** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
 
@@ -488,7 +488,20 @@ export class RpcConnection {
           throw new WritError('WRIT_RATE_LIMITED', `more than ${USES_PER_SECOND} recorded uses a second on this connection`);
         }
         const { reporter, presenter } = await this.useReporter(report.connection);
-        return { recorded: await a.recordUses(report, reporter, presenter) };
+        const uses = await a.recordUses(report, reporter, presenter);
+        return { recorded: uses.length, uses };
+      }
+      case 'token.use.ended': {
+        // The end of a use this connection (or another) recorded is written once: bounded by `token.uses` itself.
+        // Any other report (an unknown or ended use id, none) shares the `token.used` budget and is dropped past it.
+        const report = parsed.data as import('../protocol').MethodParams<'token.use.ended'>;
+        if (!a.isOpenUse(report.use)) {
+          const second = Math.floor((this.services.now ?? Date.now)() / 1000);
+          if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };
+          if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
+        }
+        await a.recordUseEnded(report);
+        return { recorded: true };
       }
       case 'agent.stopped': {
         if (++this.stopReports > 4) return { recorded: false };

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
 import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
-import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot } from '../protocol';
+import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
@@ -105,6 +105,25 @@ export interface VerifiedToken {
   readonly claims: Readonly<WritClaims>;
 }
 
+/** How a call `authorize` recorded ended (`Verifier.ended`). */
+export type UseEndOutcome = (typeof USE_END_OUTCOMES)[number];
+
+/** One call `authorize` recorded: what `ended` reports the end of. */
+export interface RecordedUse {
+  /** The broker's id for it (in its `token.used` record); absent from a broker that names none. */
+  readonly id?: string;
+  readonly jti: string;
+  readonly expiresAt: number;
+  readonly call: ConcreteCall;
+  /** When the broker said it was recorded (the verifier's clock, ms): the end's duration counts from here. */
+  readonly recordedAt: number;
+}
+
+/** What `authorize` resolves with: the token, and each call's recorded use in the order of `calls`. */
+export interface AuthorizedToken extends VerifiedToken {
+  readonly uses: readonly RecordedUse[];
+}
+
 export interface VerifierStatus {
   /** The broker is reachable and (with `subscribe`) revocations are being heard. */
   connected: boolean;
@@ -135,7 +154,14 @@ export interface Verifier {
    * WRIT_BROKER_UNREACHABLE (the broker is away, even for a token verified before) or WRIT_AUDIT_WRITE_FAILED:
    * then run none of the calls.
    */
-  authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken>;
+  authorize(token: string, request: AuthorizeRequest): Promise<AuthorizedToken>;
+  /**
+   * Reports how a call `authorize` recorded ended (`token.use.ended`: the call, the outcome and its duration, never
+   * its arguments or result), without waiting: dropped (counted in `reportsDropped`) while the broker is away. Once
+   * per use. `authorize` reports `not-forwarded` itself for calls it recorded and then refused (a revocation heard
+   * while the record was written); a resource that refuses a recorded call later reports it the same way.
+   */
+  ended(use: RecordedUse, outcome: UseEndOutcome, code?: WritErrorCode): void;
   /**
    * Whether a revocation this verifier has applied covers a token it verified (by jti, grant or a grant above it,
    * task, an agent of its chain, or everything issued before): no network, no report. With `onRevocation` and
@@ -330,7 +356,7 @@ class WritVerifier implements Verifier {
     return this.admit(hit ?? (await this.verifyNew(token, asked, request)), asked, request, true);
   }
 
-  async authorize(token: string, request: AuthorizeRequest): Promise<VerifiedToken> {
+  async authorize(token: string, request: AuthorizeRequest): Promise<AuthorizedToken> {
     if (this.closed) throw unreachable('this verifier is closed');
     if (!this.reportUse) throw new TypeError('authorize: it records each use, so the verifier needs reportUse');
     const calls = request?.calls;
@@ -343,10 +369,37 @@ class WritVerifier implements Verifier {
     // Every call is checked before any is reported: a request refused at its third call has reported no call allowed.
     let t = entry.result;
     for (const call of calls) t = this.admit(entry, asked, { call, connection }, false);
-    await this.record(t, calls, asked, connection);
+    const ids = await this.record(t, calls, asked, connection);
+    const recordedAt = this.now();
+    const uses = calls.map((call, i): RecordedUse => Object.freeze({ ...(ids[i] === undefined ? {} : { id: ids[i] }), jti: t.jti, expiresAt: t.expiresAt, call: trimCall(call), recordedAt }));
     // A revocation applied while the record was written (and perhaps acknowledged, so its revoke call returned):
-    // checked again, so nothing runs after it.
-    return this.admit(entry, asked, { call: calls[calls.length - 1]!, connection }, false);
+    // checked again, so nothing runs after it; the records that say allowed get an end that says it did not run.
+    try {
+      t = this.admit(entry, asked, { call: calls[calls.length - 1]!, connection }, false);
+    } catch (e) {
+      for (const use of uses) this.ended(use, 'not-forwarded', isWritError(e) ? e.code : undefined);
+      throw e;
+    }
+    return Object.freeze({ ...t, uses: Object.freeze(uses) });
+  }
+
+  ended(use: RecordedUse, outcome: UseEndOutcome, code?: WritErrorCode): void {
+    if (!this.reportUse) return;
+    const client = this.client;
+    if (client === undefined || !this.live) {
+      this.dropped++;
+      return;
+    }
+    client.notify('token.use.ended', {
+      ...(use.id === undefined ? {} : { use: use.id }),
+      jti: use.jti,
+      ...(Number.isSafeInteger(use.expiresAt) ? { exp: use.expiresAt } : {}),
+      audience: this.opts.audience.slice(0, 512),
+      call: use.call,
+      outcome,
+      durationMs: Math.min(2 ** 31, Math.max(0, Math.round(this.now() - use.recordedAt))),
+      ...(code === undefined || outcome === 'answered' ? {} : { code }),
+    });
   }
 
   /**
@@ -534,7 +587,7 @@ class WritVerifier implements Verifier {
    * The awaited report of `authorize`: resolves once the broker has written every call's `token.used` record.
    * Anything else is a refusal: the calls must not run.
    */
-  private async record(t: VerifiedToken, calls: readonly ConcreteCall[], asked: Asked | undefined, socket: UseConnection | undefined): Promise<void> {
+  private async record(t: VerifiedToken, calls: readonly ConcreteCall[], asked: Asked | undefined, socket: UseConnection | undefined): Promise<(string | undefined)[]> {
     const base = {
       jti: t.jti,
       exp: t.expiresAt,
@@ -542,12 +595,15 @@ class WritVerifier implements Verifier {
       ...(asked === undefined ? {} : { scopes: asked.raw.slice(0, 32).map((s) => s.slice(0, 512)) }),
       ...(connectionOf(socket) ?? {}),
     };
+    const ids: (string | undefined)[] = [];
     for (const part of reportParts(calls, MAX_FRAME_BYTES - Buffer.byteLength(JSON.stringify(base)) - 512)) {
       const client = this.client;
       if (client === undefined || !this.live) throw unreachable('the broker is unreachable: this use cannot be recorded, so it must not happen');
       let recorded: number;
       try {
-        recorded = (await withTimeout(client.call('token.uses', { ...base, calls: part }), RECORD_TIMEOUT_MS)).recorded;
+        const answer = await withTimeout(client.call('token.uses', { ...base, calls: part }), RECORD_TIMEOUT_MS);
+        recorded = answer.recorded;
+        for (let i = 0; i < part.length; i++) ids.push(answer.uses?.length === part.length ? answer.uses[i] : undefined);
       } catch (e) {
         // The broker's own refusal keeps its code (a failed write, a full queue, a report it would not take).
         if (isWritError(e) && (e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_RATE_LIMITED' || e.code === 'WRIT_BAD_REQUEST')) {
@@ -557,6 +613,7 @@ class WritVerifier implements Verifier {
       }
       if (recorded !== part.length) throw new WritError('WRIT_AUDIT_WRITE_FAILED', `the broker recorded ${recorded} of ${part.length} calls`);
     }
+    return ids;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -763,7 +820,7 @@ function reportParts(calls: readonly ConcreteCall[], budget: number): ConcreteCa
   let part: ConcreteCall[] = [];
   let bytes = 0;
   for (const c of calls) {
-    const call = { resource: c.resource.slice(0, 64), action: c.action.slice(0, 64), target: c.target.slice(0, 512) };
+    const call = trimCall(c);
     const cost = Buffer.byteLength(JSON.stringify(call)) + 1;
     if (part.length > 0 && (part.length === MAX_CALLS_PER_USE_REPORT || bytes + cost > budget)) {
       parts.push(part);
@@ -784,6 +841,11 @@ function numberOption(name: string, value: unknown, fallback: number, whole: boo
     throw new TypeError(`createVerifier: ${name} must be a ${whole ? 'whole' : 'finite'} number ≥ 0`);
   }
   return value;
+}
+
+/** A call as the protocol bounds it in use reports. */
+function trimCall(c: ConcreteCall): ConcreteCall {
+  return { resource: c.resource.slice(0, 64), action: c.action.slice(0, 64), target: c.target.slice(0, 512) };
 }
 
 function checkCall(call: ConcreteCall, where: string): void {
