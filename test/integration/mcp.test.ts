@@ -18,6 +18,7 @@ import { BrokerProcess, ROOT, WRIT, approveAll, freshEnv, requireKeyring } from 
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
 import { WritError } from '../../broker/errors';
+import { TokenUseEndedDetail } from '../../broker/protocol';
 import { WritClient } from '../../broker/sdk/client';
 import { startGate as startGateInProcess } from '../../broker/mcp/gate';
 import { TokenMinter } from '../../broker/core/tokens';
@@ -370,6 +371,57 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(gate.stderr()).not.toContain('IN ENVIRONMENT');
   });
 
+  it("how a recorded call ended is on record: an answered call's token.use.ended names its token.used record's use id, the call and its duration, never the arguments", async () => {
+    const r = await agent.call('task.request', { task: 'echo, on record', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const res = await call(gate.url, r.token.token, 'echo', { text: SECRET }, 5);
+    expect(await res.json()).toEqual({ jsonrpc: '2.0', id: 5, result: { content: [{ type: 'text', text: SECRET }] } });
+    const mine = await until(() => {
+      const recs = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === r.token.jti && x.event.startsWith('token.use'));
+      return recs.some((x) => x.event === 'token.use.ended') ? recs : undefined;
+    });
+    expect(mine.map((x) => x.event)).toEqual(['token.used', 'token.use.ended']);
+    const [used, ended] = mine;
+    expect(used.detail.use).toMatch(/^use_[A-Za-z0-9_-]+$/);
+    const echo = { resource: 'mcp', action: 'call', target: 'echo/echo' };
+    expect(used).toMatchObject({ outcome: 'success', detail: { allowed: true, use: used.detail.use, call: echo } });
+    expect(TokenUseEndedDetail.parse(ended.detail)).toEqual({ use: used.detail.use, call: echo, outcome: 'answered', durationMs: ended.detail.durationMs });
+    expect(ended.detail.durationMs).toBeGreaterThanOrEqual(0);
+    // Whose call it was, from the broker's own records, as for token.used; no code for an answered call.
+    expect(ended).toMatchObject({ outcome: 'success', audience: gate.url, grantId: r.grant.id, task: { id: r.grant.taskId, description: 'echo, on record' }, agent: { id: used.agent.id } });
+    expect(ended.code).toBeUndefined();
+    expect(JSON.stringify(mine)).not.toContain(SECRET);
+  });
+
+  it('a use end report that does not parse, or names a use recorded for another call, is refused with WRIT_BAD_REQUEST and its path; an end reported twice is on record as of an unknown use', async () => {
+    const r = await agent.call('task.request', { task: 'end reports', scopes: ['mcp:call:echo/*'], audience: gate.url });
+    const raw = await WritClient.connect(b.socket);
+    try {
+      const echo = { resource: 'mcp', action: 'call', target: 'echo/echo' };
+      const { uses } = await raw.call('token.uses', { jti: r.token.jti, exp: r.token.expiresAt, calls: [echo] });
+      expect(uses).toEqual([expect.stringMatching(/^use_/)]);
+      const use = uses![0]!;
+      const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: WritError) => ({ code: e.code, path: e.path }));
+      const end = { use, jti: r.token.jti, call: echo, outcome: 'answered' as const, durationMs: 3 };
+      expect(await refusal(raw.call('token.use.ended', { ...end, outcome: 'finished' } as never))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.outcome' });
+      expect(await refusal(raw.call('token.use.ended', { ...end, durationMs: -1 }))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.durationMs' });
+      expect(await refusal(raw.call('token.use.ended', { ...end, arguments: { text: SECRET } } as never))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params' });
+      expect(await refusal(raw.call('token.use.ended', { ...end, use: 'not a use id' }))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.use' });
+      // The use is real, but was recorded for another call (or token): nothing is written.
+      expect(await refusal(raw.call('token.use.ended', { ...end, call: { ...echo, target: 'echo/delete_repo' } }))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.use' });
+      expect(await refusal(raw.call('token.use.ended', { ...end, jti: 'jti_other' }))).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.use' });
+      expect(await raw.call('token.use.ended', end)).toEqual({ recorded: true });
+      expect(await raw.call('token.use.ended', { ...end, outcome: 'error' })).toEqual({ recorded: true });
+      const ends = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.use.ended' && x.jti === r.token.jti);
+      expect(ends.map((x) => [x.outcome, x.detail])).toEqual([
+        ['success', { use, call: echo, outcome: 'answered', durationMs: 3 }],
+        ['failure', { use, call: echo, outcome: 'error', durationMs: 3, unknownUse: true }],
+      ]);
+      expect(b.auditLines().join('\n')).not.toContain(SECRET);
+    } finally {
+      await raw.close();
+    }
+  });
+
   it('no record, no forward: 300 tool calls in three batches each have their token.used record on disk by the time their batch is answered', async () => {
     const r = await agent.call('task.request', { task: 'many calls', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const used = () => b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
@@ -543,6 +595,30 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
       .filter((l) => l.includes(`slow ${tag} `) || l.startsWith('writ gate: ended echo/slow') || l.startsWith('writ gate: did not forward'))
       .map((l) => l.replace(/^echo-mcp-server: slow \S+ /, 'upstream '));
 
+  const SLOW = { resource: 'mcp', action: 'call', target: 'echo/slow' };
+  const jtiOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti;
+
+  /** The token's use record and its end record, once the end is on disk: [outcome, code, detail] of each. */
+  async function useRecords(token: string) {
+    const jti = jtiOf(token);
+    const recs = await until(() => {
+      const mine = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === jti && (x.event === 'token.use.ended' || (x.event === 'token.used' && x.detail.call)));
+      return mine.some((x) => x.event === 'token.use.ended') ? mine : undefined;
+    });
+    const use = recs[0].detail.use;
+    expect(use).toMatch(/^use_/);
+    return { use, records: recs.map((x) => [x.event, x.outcome, x.code, x.event === 'token.used' ? x.detail.call : TokenUseEndedDetail.parse(x.detail)]) };
+  }
+
+  /** The use and end records of a call ended this way (its duration is whatever it was). */
+  async function expectEnded(token: string, outcome: string, code?: string) {
+    const { use, records } = await useRecords(token);
+    expect(records).toEqual([
+      ['token.used', 'success', undefined, SLOW],
+      ['token.use.ended', 'failure', code, { use, call: SLOW, outcome, durationMs: expect.any(Number) }],
+    ]);
+  }
+
   async function endedBy(tag: string, token: string, revoke: () => Promise<unknown>, code = 'WRIT_TOKEN_REVOKED', message = 'Unauthorized: the token was revoked during the call') {
     const from = gate.stderr().length;
     const { answer, release } = await slowCall(token, tag);
@@ -558,6 +634,7 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
       'upstream cancelled',
       'upstream answered',
     ]);
+    await expectEnded(token, code === 'WRIT_TOKEN_REVOKED' ? 'revoked' : 'expired', code);
   }
 
   it('a revocation that does not cover the token leaves the call alone: the upstream\'s answer is delivered', async () => {
@@ -572,6 +649,11 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
       release();
       expect(await answer).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, result: { content: [{ type: 'text', text: 'slow untouched done' }] } }, upstreamAnswered: true });
       expect(story('untouched', from)).toEqual(['upstream started', 'upstream answered']);
+      const { use, records } = await useRecords(mine.token.token);
+      expect(records).toEqual([
+        ['token.used', 'success', undefined, SLOW],
+        ['token.use.ended', 'success', undefined, { use, call: SLOW, outcome: 'answered', durationMs: expect.any(Number) }],
+      ]);
     } finally {
       await a.close();
     }
@@ -601,6 +683,74 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
     }
   });
 
+  /** The client's notifications/cancelled for its request `requestId`, sent with `token`. */
+  const cancelWith = (token: string, requestId: number, reason?: string) =>
+    fetch(gate.url, {
+      method: 'POST',
+      headers: { ...ACCEPT, authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, ...(reason === undefined ? {} : { reason }) } }),
+    });
+
+  it("the client's notifications/cancelled ends its call and cancels it upstream; another agent's token, or another request id, cancels nothing", async () => {
+    const { client: a } = await b.agent('slow-canceller');
+    const { client: other } = await b.agent('slow-stranger');
+    try {
+      const mine = await a.call('task.request', { task: 'slow, cancelled', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      const theirs = await other.call('task.request', { task: 'not theirs to cancel', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+
+      // Not cancelled: a token of another agent naming this request id, or this token naming another id.
+      const kept = await a.call('task.request', { task: 'slow, kept', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      let from = gate.stderr().length;
+      const first = await slowCall(kept.token.token, 'kept');
+      expect((await cancelWith(theirs.token.token, 11, 'not mine')).status).toBe(202);
+      expect((await cancelWith(kept.token.token, 12)).status).toBe(202);
+      first.release();
+      expect(await first.answer).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, result: { content: [{ type: 'text', text: 'slow kept done' }] } }, upstreamAnswered: true });
+      expect(story('kept', from)).toEqual(['upstream started', 'upstream answered']);
+      const { use: keptUse, records: keptRecords } = await useRecords(kept.token.token);
+      expect(keptRecords).toEqual([
+        ['token.used', 'success', undefined, SLOW],
+        ['token.use.ended', 'success', undefined, { use: keptUse, call: SLOW, outcome: 'answered', durationMs: expect.any(Number) }],
+      ]);
+
+      // Cancelled with its own token: the client is answered -32800 at once, and the upstream hears the cancellation.
+      from = gate.stderr().length;
+      const { answer, release } = await slowCall(mine.token.token, 'cancelled');
+      expect((await cancelWith(mine.token.token, 11, 'the user pressed stop')).status).toBe(202);
+      expect(await answer).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, error: { code: -32800, message: 'Request cancelled' } }, upstreamAnswered: false });
+      await until(() => (gate.stderr().includes('slow cancelled cancelled') ? true : undefined));
+      release();
+      await until(() => (gate.stderr().includes('slow cancelled answered') ? true : undefined));
+      expect(story('cancelled', from)).toEqual(['upstream started', 'writ gate: ended echo/slow in flight: cancelled by the client', 'upstream cancelled', 'upstream answered']);
+      await expectEnded(mine.token.token, 'cancelled');
+    } finally {
+      await a.close();
+      await other.close();
+    }
+  });
+
+  it('a cancellation through the SDK client (an AbortSignal on callTool) reaches the upstream tool', async () => {
+    const { client: a } = await b.agent('slow-sdk-canceller');
+    try {
+      const r = await a.call('task.request', { task: 'slow, aborted', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      const c = await mcpClient(gate.url, r.token.token);
+      try {
+        const stop = new AbortController();
+        const pending = c.callTool({ name: 'slow', arguments: { tag: 'sdk', release: join(dir, 'sdk') } }, undefined, { signal: stop.signal }).catch((e: unknown) => e);
+        await until(() => (gate.stderr().includes('slow sdk started') ? true : undefined));
+        stop.abort('the user pressed stop');
+        expect(await pending).toMatchObject({ code: -32001, message: expect.stringContaining('the user pressed stop') });
+        await until(() => (gate.stderr().includes('slow sdk cancelled') ? true : undefined));
+        await expectEnded(r.token.token, 'cancelled');
+      } finally {
+        writeFileSync(join(dir, 'sdk'), '');
+        await c.close();
+      }
+    } finally {
+      await a.close();
+    }
+  });
+
   it('its token expiring ends the call with WRIT_TOKEN_EXPIRED', async () => {
     const { client: a } = await b.agent('slow-expiring');
     try {
@@ -624,45 +774,90 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
   });
 });
 
-// The broker never fails an audit write on demand, so a small stand-in plays one whose writes fail (real HTTP and
-// WebSocket on port 0; the token is signed by the broker's own TokenMinter), in front of the real gate and upstream.
-describe('writ gate when the broker cannot write the audit log', { timeout: 60_000 }, () => {
+// The broker never fails an audit write on demand, nor lets a revocation in between a use's record and its answer,
+// so a small stand-in plays one that does (real HTTP and WebSocket on port 0; the token is signed by the broker's own
+// TokenMinter), in front of the real gate and upstream.
+async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: number; params: { jti: string; calls: unknown[] } }) => void) {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const http = createServer();
+  const wss = new WebSocketServer({ server: http });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  http.on('request', (req, res) => {
+    const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x: publicKey.export({ format: 'jwk' }).x, kid: 'k1' }] } : undefined;
+    res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
+  });
+  const reports: { method: string; params: any }[] = [];
+  wss.on('connection', (ws) =>
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString());
+      reports.push({ method: m.method, params: m.params });
+      if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+      if (m.method === 'token.uses') onUses(ws, m);
+    }),
+  );
+  const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);
+  return {
+    base,
+    reports,
+    mint: (audience: string) => minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300 }),
+    close: async () => {
+      wss.close();
+      await new Promise((r) => http.close(r));
+    },
+  };
+}
+
+describe('writ gate when the broker cannot write the audit log, or a revocation lands while it does', { timeout: 60_000 }, () => {
   it('a tool call is 503 WRIT_AUDIT_WRITE_FAILED; a request calling no tool still passes', async () => {
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-    const http = createServer();
-    const wss = new WebSocketServer({ server: http });
-    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
-    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-    http.on('request', (req, res) => {
-      const body = req.url === '/.well-known/oauth-authorization-server' ? { issuer: base, jwks_uri: `${base}/jwks` } : req.url === '/jwks' ? { keys: [{ kty: 'OKP', crv: 'Ed25519', x: publicKey.export({ format: 'jwk' }).x, kid: 'k1' }] } : undefined;
-      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
-    });
-    const reports: string[] = [];
-    wss.on('connection', (ws) =>
-      ws.on('message', (data) => {
-        const m = JSON.parse(data.toString());
-        reports.push(m.method);
-        if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
-        if (m.method === 'token.uses') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed (ENOSPC)', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } }));
-      }),
-    );
-    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: base, env: baseEnv({}), version: '0.0.0' });
+    const broker = await standInBroker((ws, m) => ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed (ENOSPC)', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } })));
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: broker.base, env: baseEnv({}), version: '0.0.0' });
     try {
-      const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);
-      const { token } = minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience: g.audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300 });
-      const bearer = await token;
+      const bearer = await broker.mint(g.audience).token;
       const res = await call(g.url, bearer, 'delete_repo', { repo: 'acme/web' });
       expect(res.status).toBe(503);
       expect(res.headers.get('retry-after')).toBe('1');
       expect((await res.json()).error).toEqual({ code: -32002, message: 'Service unavailable: the broker did not record this use: it must not happen', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } });
-      expect(reports).toContain('token.uses');
+      expect(broker.reports.map((r) => r.method)).toContain('token.uses');
+      // Nothing was recorded, so no end is reported.
+      expect(broker.reports.map((r) => r.method)).not.toContain('token.use.ended');
       const list = await fetch(g.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${bearer}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
       expect(list.status).toBe(200);
       expect(((await list.json()).result.tools as { name: string }[]).map((t) => t.name)).toEqual(['echo', 'delete_repo']);
     } finally {
       await g.close();
-      wss.close();
-      await new Promise((r) => http.close(r));
+      await broker.close();
+    }
+  });
+
+  it('a call revoked after its use was recorded and before it was forwarded: 401 WRIT_TOKEN_REVOKED, and its end is reported as not-forwarded, naming its use', async () => {
+    // The revocation is sent on the same socket just before the answer that the use is recorded: the verifier has
+    // applied it by the time it reads that answer.
+    const broker = await standInBroker((ws, m) => {
+      ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params: { target: { kind: 'token', jti: m.params.jti }, at: 1, jtis: [m.params.jti], agentIds: [], taskIds: [], grantIds: [] } }));
+      ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length, uses: m.params.calls.map((_, i) => `use_between${i}`) } }));
+    });
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: broker.base, env: baseEnv({}), version: '0.0.0' });
+    try {
+      const { token, claims } = broker.mint(g.audience);
+      const res = await call(g.url, await token, 'delete_repo', { repo: 'acme/web' });
+      expect(res.status).toBe(401);
+      expect((await res.json()).error.data).toEqual({ code: 'WRIT_TOKEN_REVOKED' });
+      const ended = await until(() => broker.reports.find((r) => r.method === 'token.use.ended'));
+      expect(ended.params).toEqual({
+        use: 'use_between0',
+        jti: claims.jti,
+        exp: claims.exp,
+        audience: g.audience,
+        call: { resource: 'mcp', action: 'call', target: 'echo/delete_repo' },
+        outcome: 'not-forwarded',
+        durationMs: expect.any(Number),
+        code: 'WRIT_TOKEN_REVOKED',
+      });
+      expect(broker.reports.filter((r) => r.method === 'token.use.ended').length).toBe(1);
+    } finally {
+      await g.close();
+      await broker.close();
     }
   });
 });

@@ -24,13 +24,13 @@ describe('token.uses, the awaited use report', () => {
     cleanup.push(() => c.close());
     const call = { resource: 'mcp', action: 'call', target: 'github/create_issue' };
     // A token of this run: recorded, named; then revoked: refused, and nothing more is recorded for it.
-    expect(await c.call('token.uses', { jti: r.token.jti, exp: r.token.expiresAt, calls: [call] })).toEqual({ recorded: 1 });
+    expect(await c.call('token.uses', { jti: r.token.jti, exp: r.token.expiresAt, calls: [call] })).toEqual({ recorded: 1, uses: [expect.stringMatching(/^use_/)] });
     await client.call('revoke', { target: { kind: 'token', jti: r.token.jti } });
     expect(await codeOf(c.call('token.uses', { jti: r.token.jti, exp: r.token.expiresAt, calls: [call] }))).toBe('WRIT_TOKEN_REVOKED');
     const mine = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used' && x.jti === r.token.jti);
     expect(mine.map((x) => [x.outcome, x.grantId, x.detail.unknownToken])).toEqual([['success', r.grant.id, undefined]]);
     // A jti this broker does not hold (made up, or minted before a restart): recorded as unknown, never as its own.
-    expect(await c.call('token.uses', { jti: 'jti_forged', calls: [call] })).toEqual({ recorded: 1 });
+    expect(await c.call('token.uses', { jti: 'jti_forged', calls: [call] })).toEqual({ recorded: 1, uses: [expect.stringMatching(/^use_/)] });
     const forged = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === 'jti_forged');
     expect(forged.map((x) => [x.outcome, x.detail.unknownToken, x.grantId, x.agent])).toEqual([['success', true, undefined, undefined]]);
     // 20 reports of 256 calls at once: at least 2,560 fall in one second, past the 2,000 a connection may record.

@@ -40,6 +40,8 @@ describe('verifier: revocation frames', () => {
   let holdSubscribe = false;
   const held: (() => void)[] = [];
   const uses: { jti: string; calls: unknown[] }[] = [];
+  /** `token.use.ended` reports, as they came. */
+  const ends: unknown[] = [];
   let usesFail = false;
   /** While set, `token.uses` answers wait (in `usesHeld`): the broker's durable write in progress. */
   let holdUses = false;
@@ -74,6 +76,7 @@ describe('verifier: revocation frames', () => {
           if (holdSubscribe) held.push(answer);
           else answer();
         } else if (m.method === 'revocation.ack') acks.push(m.params);
+        else if (m.method === 'token.use.ended') ends.push(m.params);
         else if (m.method === 'token.uses') {
           uses.push(m.params);
           const answer = () => ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
@@ -231,6 +234,11 @@ describe('verifier: revocation frames', () => {
       expect(await codeOf(v.verify(token))).toBe('WRIT_TOKEN_REVOKED');
       usesHeld.shift()!.answer();
       expect(await pending).toBe('WRIT_TOKEN_REVOKED');
+      // Its record says allowed; its end says it never ran (this broker names no use ids: none is sent).
+      await until('the end report', () => ends.length === 1);
+      expect(ends).toEqual([
+        { jti: claims.jti, exp: claims.exp, audience: AUD, call: { resource: 'repo', action: 'read', target: 'acme/web' }, outcome: 'not-forwarded', durationMs: expect.any(Number), code: 'WRIT_TOKEN_REVOKED' },
+      ]);
     } finally {
       holdUses = false;
       await v.close();
