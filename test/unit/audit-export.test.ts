@@ -272,4 +272,27 @@ describe('OCSF mapping of oversight and use records', () => {
       unmapped: { jti: 'tok_1', detail: ended },
     });
   });
+
+  it("maps how a resource's recorded call ended (token.use.ended) to 6003 Other, with its detail", async () => {
+    const { toOcsf } = await import('../../broker/audit/export');
+    const base = { v: 1 as const, seq: 9, ts: '2026-11-29T10:00:00.000Z', session: 'ses_1', user: 'dev@example.com', prev: '0'.repeat(64) };
+    const detail = { use: 'use_1', call: { resource: 'mcp', action: 'call', target: 'echo/slow' }, outcome: 'cancelled', durationMs: 1200 };
+    expect(toOcsf({ ...base, event: 'token.use.ended', jti: 'tok_1', outcome: 'failure', detail })).toEqual({
+      class_uid: 6003,
+      category_uid: 6,
+      activity_id: 99,
+      activity_name: 'Other',
+      type_uid: 600399,
+      time: Date.parse(base.ts),
+      severity_id: 1,
+      status_id: 2,
+      status: 'Failure',
+      metadata: { product: { name: 'Writ', vendor_name: 'Writ' }, version: '1.3.0', uid: 'ses_1:9' },
+      actor: { user: { uid: 'dev@example.com', type_id: 1 }, session: { uid: 'ses_1' } },
+      api: { operation: 'token.use.ended' },
+      unmapped: { jti: 'tok_1', detail },
+    });
+    const answered = { ...detail, outcome: 'answered' };
+    expect(toOcsf({ ...base, event: 'token.use.ended', jti: 'tok_1', outcome: 'success', detail: answered })).toMatchObject({ status_id: 1, unmapped: { detail: answered } });
+  });
 });
