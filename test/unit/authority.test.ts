@@ -440,9 +440,13 @@ describe('Authority', () => {
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['mcp:call:echo/*'], audience: AUD });
     const calls = ['echo/a', 'echo/b', 'echo/c'].map((target) => ({ resource: 'mcp', action: 'call', target }));
-    expect(await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {})).toBe(3);
+    const uses = await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {});
+    expect(uses).toEqual([expect.stringMatching(/^use_/), expect.stringMatching(/^use_/), expect.stringMatching(/^use_/)]);
+    expect(new Set(uses).size).toBe(3);
     const used = readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used');
-    expect(used.map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target])).toEqual(calls.map((c) => ['success', r.grant.id, true, c.target]));
+    // Each record names its use id, in the order of the calls: what the call's end record links to.
+    expect(used.map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c, i) => ['success', r.grant.id, true, c.target, uses[i]]));
+    expect(uses.every((u) => authority.isOpenUse(u))).toBe(true);
     fail = true;
     expect(await codeOf(authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
   });
