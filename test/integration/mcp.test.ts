@@ -390,6 +390,27 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(ended).toMatchObject({ outcome: 'success', audience: gate.url, grantId: r.grant.id, task: { id: r.grant.taskId, description: 'echo, on record' }, agent: { id: used.agent.id } });
     expect(ended.code).toBeUndefined();
     expect(JSON.stringify(mine)).not.toContain(SECRET);
+
+    // Recorded, then refused by the MCP SDK's own schema (arguments that are not an object): it never ran.
+    const r2 = await agent.call('task.request', { task: 'echo, bad arguments', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const bad = await fetch(gate.url, {
+      method: 'POST',
+      headers: { ...ACCEPT, authorization: `Bearer ${r2.token.token}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'echo', arguments: SECRET } }),
+    });
+    // The SDK answers with its schema's complaint (-32603, naming params.arguments, not their value).
+    const badBody = await bad.json();
+    expect(badBody).toMatchObject({ jsonrpc: '2.0', id: 6, error: { code: -32603, message: expect.stringContaining('"arguments"') } });
+    expect(JSON.stringify(badBody)).not.toContain(SECRET);
+    const notRun = await until(() => {
+      const recs = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === r2.token.jti && x.event.startsWith('token.use'));
+      return recs.some((x) => x.event === 'token.use.ended') ? recs : undefined;
+    });
+    expect(notRun.map((x) => [x.event, x.outcome, x.code, x.detail.use, x.detail.outcome])).toEqual([
+      ['token.used', 'success', undefined, notRun[0].detail.use, undefined],
+      ['token.use.ended', 'failure', undefined, notRun[0].detail.use, 'not-forwarded'],
+    ]);
+    expect(b.auditLines().join('\n')).not.toContain(SECRET);
   });
 
   it('a use end report that does not parse, or names a use recorded for another call, is refused with WRIT_BAD_REQUEST and its path; an end reported twice is on record as of an unknown use', async () => {
