@@ -143,8 +143,19 @@ export const UseConnection = z.strictObject({
 /** Calls one awaited use report (`token.uses`) may list; a resource with more sends several. */
 export const MAX_CALLS_PER_USE_REPORT = 256;
 
-/** The broker's name for one recorded use (`token.uses`): its `token.used` record and its `token.use.ended` share it. */
+/** The broker's name for one recorded use (`token.uses.open`): its `token.used` record and its `token.use.ended` share it. */
 export const UseId = z.string().regex(/^use_[A-Za-z0-9_-]{1,64}$/);
+
+/** An awaited use report (`token.uses`, `token.uses.open`): the calls one request makes, all allowed by one token. */
+export const UsesReport = z.strictObject({
+  jti: shortText(200),
+  exp: z.number().int().optional(),
+  audience: Audience.optional(),
+  calls: z.array(ConcreteCall).min(1).max(MAX_CALLS_PER_USE_REPORT),
+  /** The scopes asked besides the calls, if any. */
+  scopes: z.array(ScopeString).max(32).optional(),
+  connection: UseConnection.optional(),
+});
 
 export const USE_END_OUTCOMES = [
   'answered', // the resource answered the call (for an MCP tool: a result, an error result included)
@@ -393,33 +404,33 @@ export const Methods = {
    * the broker answers only once a `token.used` record for each call is durable (WRIT_AUDIT_WRITE_FAILED if the
    * write fails), so the resource runs nothing that is not recorded (`Verifier.authorize`; `writ gate` uses it).
    * Open before `hello`; never dropped (its caller waits for the answer, which is what bounds it); at most
-   * MAX_CALLS_PER_USE_REPORT calls. Refusals are reported over `token.used`.
+   * MAX_CALLS_PER_USE_REPORT calls. Refusals are reported over `token.used`. Its answer is `{recorded}` and nothing
+   * else, as verifiers before use ids parse it strictly: use ids come from `token.uses.open`.
    */
   'token.uses': {
-    params: z.strictObject({
-      jti: shortText(200),
-      exp: z.number().int().optional(),
-      audience: Audience.optional(),
-      calls: z.array(ConcreteCall).min(1).max(MAX_CALLS_PER_USE_REPORT),
-      /** The scopes asked besides the calls, if any. */
-      scopes: z.array(ScopeString).max(32).optional(),
-      connection: UseConnection.optional(),
-    }),
-    /**
-     * How many `token.used` records were written: one per call; and each one's use id, in the order of `calls`
-     * (the resource names it in the call's `token.use.ended`). A broker before use ids sends none.
-     */
-    result: z.strictObject({ recorded: z.number().int().min(0), uses: z.array(UseId).optional() }),
+    params: UsesReport,
+    /** How many `token.used` records were written: one per call. */
+    result: z.strictObject({ recorded: z.number().int().min(0) }),
   },
   /**
-   * A resource reports how a call it recorded through `token.uses` ended (after the fact, without waiting). Open
-   * before `hello`; a use id this broker handed out and has not seen ended is recorded once (bounded by `token.uses`
-   * itself); anything else (an id from before a restart, one ended already, none) counts against the connection's
+   * `token.uses`, and each call's use stays open until the resource reports its end (`token.use.ended`): the answer
+   * names each call's use id, in the order of `calls`, which its `token.used` record carries too. Bounded and
+   * refused as `token.uses` is (the two share the connection's calls a second). A verifier asks this first and, on
+   * WRIT_METHOD_NOT_FOUND (a broker before use ids), sends `token.uses` instead and reports ends without ids.
+   */
+  'token.uses.open': {
+    params: UsesReport,
+    result: z.strictObject({ recorded: z.number().int().min(0), uses: z.array(UseId).max(MAX_CALLS_PER_USE_REPORT) }),
+  },
+  /**
+   * A resource reports how a call it recorded through `token.uses.open` ended (after the fact, without waiting).
+   * Open before `hello`; a use id this broker handed out and has not seen ended is recorded once (bounded by
+   * `token.uses.open` itself); anything else (an id from before a restart, one ended already, none) counts against the connection's
    * `token.used` budget and is dropped past it. Never the call's arguments or result.
    */
   'token.use.ended': {
     params: z.strictObject({
-      /** From the `token.uses` answer; must name this jti and call. */
+      /** From the `token.uses.open` answer; must name this jti and call. */
       use: UseId.optional(),
       jti: shortText(200),
       exp: z.number().int().optional(),

@@ -184,7 +184,7 @@ const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
  */
 export const MAX_OPEN_USES = 16_384;
 
-/** A use recorded through `token.uses`, until its end is reported. */
+/** A use recorded through `token.uses.open`, until its end is reported. */
 interface OpenUse {
   jti: string;
   call: ConcreteCall;
@@ -217,7 +217,7 @@ export class Authority {
   private readonly exchangeGrants = new Map<string, Grant>();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
-  /** Uses recorded through `token.uses` whose end is not reported yet, oldest first (bounded by MAX_OPEN_USES). */
+  /** Uses recorded through `token.uses.open` whose end is not reported yet, oldest first (bounded by MAX_OPEN_USES). */
   private readonly openUses = new Map<string, OpenUse>();
 
   constructor(
@@ -1284,13 +1284,43 @@ export class Authority {
    * `token.uses`: a resource is about to let these calls through for one request, all allowed. One `token.used`
    * record per call, every one durable before this resolves (they go out in one group commit), so the resource
    * runs nothing unrecorded; a failed write rejects with WRIT_AUDIT_WRITE_FAILED and the resource refuses the
-   * request. The presenter is looked up, and held to the token's process rules, once for the request.
+   * request. The presenter is looked up, and held to the token's process rules, once for the request. Resolves
+   * with how many were recorded.
    */
   async recordUses(
     report: MethodParams<'token.uses'>,
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
+  ): Promise<number> {
+    await this.recordAllowedUses(report, reporter, presenter);
+    return report.calls.length;
+  }
+
+  /**
+   * `token.uses.open`: as `recordUses`, and each call gets a use id (in its `token.used` record), open until the
+   * resource reports its end (`recordUseEnded`). Resolves with the ids, in the order of the calls.
+   */
+  async recordOpenUses(
+    report: MethodParams<'token.uses.open'>,
+    reporter: { agentId?: string; process?: PeerProcess },
+    presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
   ): Promise<string[]> {
+    const uses = report.calls.map(() => this.deps.ids.id('use'));
+    await this.recordAllowedUses(report, reporter, presenter, uses);
+    // Open only once on record: an end reported for a use whose record failed names nothing.
+    report.calls.forEach((call, i) => {
+      if (this.openUses.size >= MAX_OPEN_USES) this.openUses.delete(this.openUses.keys().next().value!);
+      this.openUses.set(uses[i]!, { jti: report.jti, call });
+    });
+    return uses;
+  }
+
+  private async recordAllowedUses(
+    report: MethodParams<'token.uses'>,
+    reporter: { agentId?: string; process?: PeerProcess },
+    presenter: (() => Promise<{ process: PeerProcess } | { notFound: string }>) | undefined,
+    uses?: readonly string[],
+  ): Promise<void> {
     const { calls, ...use } = report;
     // Never "allowed" for a token this broker knows to be revoked: by jti, or (for a token it minted this run) by
     // its grant or an agent of its chain. A jti it does not hold (minted before a restart, or made up) is recorded
@@ -1302,14 +1332,7 @@ export class Authority {
       grant?.revoked === true ||
       (grant !== undefined && [grant.agentId, ...(this.agents.get(grant.agentId)?.parents ?? [])].some((id) => this.agents.get(id)?.revoked === true));
     if (revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
-    const uses = calls.map(() => this.deps.ids.id('use'));
     await this.writeUses({ ...use, allowed: true }, calls, held, reporter, presenter, held === undefined, uses);
-    // Open only once on record: an end reported for a use whose record failed names nothing.
-    calls.forEach((call, i) => {
-      if (this.openUses.size >= MAX_OPEN_USES) this.openUses.delete(this.openUses.keys().next().value!);
-      this.openUses.set(uses[i]!, { jti: use.jti, call });
-    });
-    return uses;
   }
 
   /** Whether `token.use.ended` for this use id would be recorded as of a known use (the rpc bounds the others). */
@@ -1318,7 +1341,7 @@ export class Authority {
   }
 
   /**
-   * `token.use.ended`: how a call recorded through `token.uses` ended, reported by the resource after it. A use id
+   * `token.use.ended`: how a call recorded through `token.uses.open` ended, reported by the resource after it. A use id
    * this broker handed out must name the jti and call it was recorded for (WRIT_BAD_REQUEST otherwise, nothing
    * written) and ends once; any other report is recorded as of an unknown use. Whose token it was comes from the
    * broker's own records, as for `token.used`.
@@ -1365,7 +1388,7 @@ export class Authority {
     reporter: { agentId?: string; process?: PeerProcess },
     presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
     unknownToken = false,
-    /** `token.uses`: each call's use id, in order. */
+    /** `token.uses.open`: each call's use id, in order. */
     uses?: readonly string[],
   ): Promise<void> {
     const texts = [report.jti, report.audience, ...(report.scopes ?? [])];

@@ -29,7 +29,7 @@ export const MAX_QUEUED = 1024;
 /** Calls a connection may have recorded through `token.uses` in one second. */
 export const USES_PER_SECOND = 2000;
 
-const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'token.use.ended', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
+const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'revoke', 'subscribe', 'revocations.page', 'token.used', 'token.uses', 'token.uses.open', 'token.use.ended', 'agent.stopped', 'inventory.list', 'findings.list', 'agents.block', 'revocation.ack']);
 /** Room left in a frame for the answer around a snapshot's or a page's jtis (envelope, id, other lists' keys). */
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
 
@@ -476,7 +476,8 @@ export class RpcConnection {
         await a.recordUse(report, reporter, presenter);
         return { recorded: true };
       }
-      case 'token.uses': {
+      case 'token.uses':
+      case 'token.uses.open': {
         // Not dropped like `token.used` past its rate: the resource waits for this answer before it runs the calls.
         // Bounded in calls per second per connection instead (any local process may call it before hello), with a
         // refusal the resource turns into its own (the gate: 503).
@@ -488,7 +489,9 @@ export class RpcConnection {
           throw new WritError('WRIT_RATE_LIMITED', `more than ${USES_PER_SECOND} recorded uses a second on this connection`);
         }
         const { reporter, presenter } = await this.useReporter(report.connection);
-        const uses = await a.recordUses(report, reporter, presenter);
+        // `token.uses` answers exactly `{recorded}`: a verifier before use ids parses it strictly.
+        if (method === 'token.uses') return { recorded: await a.recordUses(report, reporter, presenter) };
+        const uses = await a.recordOpenUses(report, reporter, presenter);
         return { recorded: uses.length, uses };
       }
       case 'token.use.ended': {

@@ -321,6 +321,8 @@ class WritVerifier implements Verifier {
   private retryTimer: NodeJS.Timeout | undefined;
   private lastKeyFetch = Number.NEGATIVE_INFINITY;
   private reportWindow = { second: -1, count: 0 };
+  /** The connection whose broker has no `token.uses.open` (it predates use ids): a later connection asks again. */
+  private noOpenUses: WritClient | undefined;
   private dropped = 0;
   private malformed = 0;
 
@@ -601,7 +603,7 @@ class WritVerifier implements Verifier {
       if (client === undefined || !this.live) throw unreachable('the broker is unreachable: this use cannot be recorded, so it must not happen');
       let recorded: number;
       try {
-        const answer = await withTimeout(client.call('token.uses', { ...base, calls: part }), RECORD_TIMEOUT_MS);
+        const answer = await withTimeout(this.recordPart(client, { ...base, calls: part }), RECORD_TIMEOUT_MS);
         recorded = answer.recorded;
         for (let i = 0; i < part.length; i++) ids.push(answer.uses?.length === part.length ? answer.uses[i] : undefined);
       } catch (e) {
@@ -614,6 +616,22 @@ class WritVerifier implements Verifier {
       if (recorded !== part.length) throw new WritError('WRIT_AUDIT_WRITE_FAILED', `the broker recorded ${recorded} of ${part.length} calls`);
     }
     return ids;
+  }
+
+  /**
+   * One part of an awaited report: `token.uses.open` (the broker names each call's use id), or `token.uses` on a
+   * broker before use ids (WRIT_METHOD_NOT_FOUND, which records nothing), remembered for that connection.
+   */
+  private async recordPart(client: WritClient, report: MethodParams<'token.uses'>): Promise<{ recorded: number; uses?: string[] }> {
+    if (this.noOpenUses !== client) {
+      try {
+        return await client.call('token.uses.open', report);
+      } catch (e) {
+        if (!isWritError(e, 'WRIT_METHOD_NOT_FOUND')) throw e;
+        this.noOpenUses = client;
+      }
+    }
+    return client.call('token.uses', report);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -418,7 +418,7 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     const raw = await WritClient.connect(b.socket);
     try {
       const echo = { resource: 'mcp', action: 'call', target: 'echo/echo' };
-      const { uses } = await raw.call('token.uses', { jti: r.token.jti, exp: r.token.expiresAt, calls: [echo] });
+      const { uses } = await raw.call('token.uses.open', { jti: r.token.jti, exp: r.token.expiresAt, calls: [echo] });
       expect(uses).toEqual([expect.stringMatching(/^use_/)]);
       const use = uses![0]!;
       const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: WritError) => ({ code: e.code, path: e.path }));
@@ -796,9 +796,9 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
 });
 
 // The broker never fails an audit write on demand, nor lets a revocation in between a use's record and its answer,
-// so a small stand-in plays one that does (real HTTP and WebSocket on port 0; the token is signed by the broker's own
-// TokenMinter), in front of the real gate and upstream.
-async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: number; params: { jti: string; calls: unknown[] } }) => void) {
+// nor is it a broker from before use ids (no `token.uses.open`), so a small stand-in plays one that is (real HTTP and
+// WebSocket on port 0; the token is signed by the broker's own TokenMinter), in front of the real gate and upstream.
+async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: number; method: string; params: { jti: string; calls: unknown[] } }) => void, { openUses = true } = {}) {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const http = createServer();
   const wss = new WebSocketServer({ server: http });
@@ -814,7 +814,9 @@ async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: numbe
       const m = JSON.parse(data.toString());
       reports.push({ method: m.method, params: m.params });
       if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
-      if (m.method === 'token.uses') onUses(ws, m);
+      // A broker before use ids answers `token.uses.open` as any method it lacks.
+      if (m.method === 'token.uses.open' && !openUses) ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method', data: { code: 'WRIT_METHOD_NOT_FOUND' } } }));
+      else if (m.method === 'token.uses' || m.method === 'token.uses.open') onUses(ws, m);
     }),
   );
   const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);
@@ -839,7 +841,7 @@ describe('writ gate when the broker cannot write the audit log, or a revocation 
       expect(res.status).toBe(503);
       expect(res.headers.get('retry-after')).toBe('1');
       expect((await res.json()).error).toEqual({ code: -32002, message: 'Service unavailable: the broker did not record this use: it must not happen', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } });
-      expect(broker.reports.map((r) => r.method)).toContain('token.uses');
+      expect(broker.reports.map((r) => r.method)).toContain('token.uses.open');
       // Nothing was recorded, so no end is reported.
       expect(broker.reports.map((r) => r.method)).not.toContain('token.use.ended');
       const list = await fetch(g.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${bearer}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
@@ -876,6 +878,30 @@ describe('writ gate when the broker cannot write the audit log, or a revocation 
         code: 'WRIT_TOKEN_REVOKED',
       });
       expect(broker.reports.filter((r) => r.method === 'token.use.ended').length).toBe(1);
+    } finally {
+      await g.close();
+      await broker.close();
+    }
+  });
+
+  it('a broker from before use ids (WRIT_METHOD_NOT_FOUND for token.uses.open): calls are recorded through token.uses and forwarded, and their ends reported without a use id', async () => {
+    const broker = await standInBroker((ws, m) => ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } })), { openUses: false });
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE] }, broker: broker.base, env: baseEnv({}), version: '0.0.0' });
+    try {
+      const { token, claims } = broker.mint(g.audience);
+      const bearer = await token;
+      for (const id of [1, 2]) {
+        const res = await call(g.url, bearer, 'echo', { text: `hi ${id}` }, id);
+        expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: `hi ${id}` }] } } });
+      }
+      // Asked once on this connection, then remembered.
+      expect(broker.reports.map((r) => r.method).filter((x) => x.startsWith('token.uses'))).toEqual(['token.uses.open', 'token.uses', 'token.uses']);
+      const ends = await until(() => {
+        const e = broker.reports.filter((r) => r.method === 'token.use.ended');
+        return e.length === 2 ? e : undefined;
+      });
+      const echo = { resource: 'mcp', action: 'call', target: 'echo/echo' };
+      expect(ends.map((r) => r.params)).toEqual([1, 2].map(() => ({ jti: claims.jti, exp: claims.exp, audience: g.audience, call: echo, outcome: 'answered', durationMs: expect.any(Number) })));
     } finally {
       await g.close();
       await broker.close();

@@ -433,22 +433,27 @@ describe('Authority', () => {
     expect(await codeOf(authority.mint({ agentId }, { grantId: r.grant.id }))).toBe('WRIT_AUDIT_WRITE_FAILED');
   });
 
-  it('an awaited use report (token.uses) is answered only once a record per call is durable, and not at all when the write fails', async () => {
+  it('an awaited use report (token.uses, token.uses.open) is answered only once a record per call is durable, and not at all when the write fails; only token.uses.open names use ids', async () => {
     let fail = false;
     await log.close();
     await build({}, { append: (e) => (fail && e.event === 'token.used' ? Promise.reject(new WritError('WRIT_AUDIT_WRITE_FAILED', 'disk full')) : log.append(e)) });
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['mcp:call:echo/*'], audience: AUD });
     const calls = ['echo/a', 'echo/b', 'echo/c'].map((target) => ({ resource: 'mcp', action: 'call', target }));
-    const uses = await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {});
+    const used = () => readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used');
+    // token.uses: a count, and records that name no use id (nothing can end them by id).
+    expect(await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {})).toBe(3);
+    expect(used().map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c) => ['success', r.grant.id, true, c.target, undefined]));
+    // token.uses.open: each call's use id, open until its end is reported.
+    const uses = await authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {});
     expect(uses).toEqual([expect.stringMatching(/^use_/), expect.stringMatching(/^use_/), expect.stringMatching(/^use_/)]);
     expect(new Set(uses).size).toBe(3);
-    const used = readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.event === 'token.used');
     // Each record names its use id, in the order of the calls: what the call's end record links to.
-    expect(used.map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c, i) => ['success', r.grant.id, true, c.target, uses[i]]));
+    expect(used().slice(3).map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c, i) => ['success', r.grant.id, true, c.target, uses[i]]));
     expect(uses.every((u) => authority.isOpenUse(u))).toBe(true);
     fail = true;
     expect(await codeOf(authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
+    expect(await codeOf(authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
   });
 
   it('tokens expire by the clock, and checks say so with their own code', async () => {

@@ -40,6 +40,8 @@ describe('verifier: revocation frames', () => {
   let holdSubscribe = false;
   const held: (() => void)[] = [];
   const uses: { jti: string; calls: unknown[] }[] = [];
+  /** The methods of the calls (not notifications) the broker was sent, subscriptions aside, in order. */
+  const asked: string[] = [];
   /** `token.use.ended` reports, as they came. */
   const ends: unknown[] = [];
   let usesFail = false;
@@ -82,7 +84,11 @@ describe('verifier: revocation frames', () => {
           const answer = () => ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
           if (holdUses) usesHeld.push({ jti: m.params.jti, answer });
           else answer();
+        } else if (m.id !== undefined) {
+          // A broker before use ids: no `token.uses.open`, answered as the broker answers any method it lacks.
+          ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method', data: { code: 'WRIT_METHOD_NOT_FOUND' } } }));
         }
+        if (m.id !== undefined && m.method !== 'subscribe') asked.push(m.method);
       });
     });
     minter = new TokenMinter(base, () => ({ kid: KID, privateKey }), systemClock, randomIds);
@@ -191,6 +197,28 @@ describe('verifier: revocation frames', () => {
     }
   });
 
+  it('a broker before use ids (no token.uses.open: WRIT_METHOD_NOT_FOUND): authorize records through token.uses, asks once per connection, and ends are reported without use ids', async () => {
+    const recorder = createVerifier({ broker: base, audience: AUD, subscribe: false });
+    try {
+      expect(await recorder.ready()).toBe(true);
+      const { token, claims } = await mint('grt_old_broker');
+      const read = { resource: 'repo', action: 'read', target: 'acme/web' };
+      const from = { asked: asked.length, uses: uses.length, ends: ends.length };
+      const first = await recorder.authorize(token, { calls: [read] });
+      expect(first.uses).toEqual([{ jti: claims.jti, expiresAt: claims.exp, call: read, recordedAt: expect.any(Number) }]);
+      // Remembered for this connection: the next report goes straight to token.uses.
+      const second = await recorder.authorize(token, { calls: [read, read] });
+      expect(second.uses.map((u) => u.id)).toEqual([undefined, undefined]);
+      expect(asked.slice(from.asked)).toEqual(['token.uses.open', 'token.uses', 'token.uses']);
+      expect(uses.slice(from.uses).map((u) => u.calls.length)).toEqual([1, 2]);
+      recorder.ended(first.uses[0]!, 'answered');
+      await until('the end report', () => ends.length === from.ends + 1);
+      expect(ends.slice(from.ends)).toEqual([{ jti: claims.jti, exp: claims.exp, audience: AUD, call: read, outcome: 'answered', durationMs: expect.any(Number) }]);
+    } finally {
+      await recorder.close();
+    }
+  });
+
   it('refuses numeric options that are not finite numbers ≥ 0 (a NaN tolerance would make tokens never expire)', async () => {
     const bad: [string, unknown][] = [
       ['clockToleranceSeconds', Number('5s')],
@@ -225,6 +253,7 @@ describe('verifier: revocation frames', () => {
       expect(await v.ready()).toBe(true);
       const { token, claims } = await mint('grt_race');
       const acked = acks.length;
+      const endsFrom = ends.length;
       holdUses = true;
       const pending = codeOf(v.authorize(token, { calls: [{ resource: 'repo', action: 'read', target: 'acme/web' }] }));
       await until('the use report', () => usesHeld.length === 1);
@@ -235,8 +264,8 @@ describe('verifier: revocation frames', () => {
       usesHeld.shift()!.answer();
       expect(await pending).toBe('WRIT_TOKEN_REVOKED');
       // Its record says allowed; its end says it never ran (this broker names no use ids: none is sent).
-      await until('the end report', () => ends.length === 1);
-      expect(ends).toEqual([
+      await until('the end report', () => ends.length === endsFrom + 1);
+      expect(ends.slice(endsFrom)).toEqual([
         { jti: claims.jti, exp: claims.exp, audience: AUD, call: { resource: 'repo', action: 'read', target: 'acme/web' }, outcome: 'not-forwarded', durationMs: expect.any(Number), code: 'WRIT_TOKEN_REVOKED' },
       ]);
     } finally {
