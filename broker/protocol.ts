@@ -413,10 +413,13 @@ export const Methods = {
     result: z.strictObject({ recorded: z.number().int().min(0) }),
   },
   /**
-   * `token.uses`, and each call's use stays open until the resource reports its end (`token.use.ended`): the answer
-   * names each call's use id, in the order of `calls`, which its `token.used` record carries too. Bounded and
-   * refused as `token.uses` is (the two share the connection's calls a second). A verifier asks this first and, on
-   * WRIT_METHOD_NOT_FOUND (a broker before use ids), sends `token.uses` instead and reports ends without ids.
+   * `token.uses`, and each call's use stays open until the resource reports its end (`token.use.ended`) on this same
+   * connection: the answer names each call's use id, in the order of `calls`, which its `token.used` record carries
+   * too. Open uses belong to the connection that recorded them: at most MAX_OPEN_USES_PER_CONNECTION (4,096) each,
+   * past which its own oldest is forgotten, and all of them forgotten when it closes; an end for a forgotten use is
+   * recorded as of an unknown one. Bounded and refused as `token.uses` is (the two share the connection's calls a
+   * second). A verifier asks this first and, on WRIT_METHOD_NOT_FOUND (a broker before use ids), sends `token.uses`
+   * instead and reports ends without ids.
    */
   'token.uses.open': {
     params: UsesReport,
@@ -424,13 +427,16 @@ export const Methods = {
   },
   /**
    * A resource reports how a call it recorded through `token.uses.open` ended (after the fact, without waiting).
-   * Open before `hello`; a use id this broker handed out and has not seen ended is recorded once (bounded by
-   * `token.uses.open` itself); anything else (an id from before a restart, one ended already, none) counts against the connection's
-   * `token.used` budget and is dropped past it. Never the call's arguments or result.
+   * Open before `hello`; a use id open on this connection (recorded through its `token.uses.open`, not ended yet)
+   * is recorded once (bounded by `token.uses.open` itself); a use id open on another connection is refused
+   * (WRIT_BAD_REQUEST at `params.use`: only the connection that recorded a use ends it); anything else (an id
+   * forgotten at the cap or with its connection, from before a restart, ended already, made up; none) is recorded
+   * as of an unknown use, counted against the connection's `token.used` budget and dropped past it. Never the
+   * call's arguments or result.
    */
   'token.use.ended': {
     params: z.strictObject({
-      /** From the `token.uses.open` answer; must name this jti and call. */
+      /** From the `token.uses.open` answer on this connection; must name this jti and call. */
       use: UseId.optional(),
       jti: shortText(200),
       exp: z.number().int().optional(),
@@ -882,7 +888,7 @@ export const TokenUseEndedDetail = z.strictObject({
   call: ConcreteCall,
   outcome: z.enum(USE_END_OUTCOMES),
   durationMs: z.number().int().nonnegative(),
-  /** The broker did not hand out this use id, or it had ended already (or the broker restarted since). */
+  /** No use of this id is open on the reporting connection: made up, ended already, forgotten (at its connection's cap, or as it closed) or from before a restart. */
   unknownUse: z.literal(true).optional(),
 });
 export type TokenUseEndedDetail = z.infer<typeof TokenUseEndedDetail>;

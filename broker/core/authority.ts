@@ -179,15 +179,30 @@ const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
 
 /**
- * Recorded uses waiting for their `token.use.ended`: past this the oldest is forgotten (a resource that never
- * reports ends, or died), and its end, if it still comes, is recorded as of an unknown use.
+ * Recorded uses one connection keeps waiting for their `token.use.ended`: past this its own oldest is forgotten (a
+ * resource that never reports ends, or more calls at once than any gate runs), and that use's end, if it still
+ * comes, is recorded as of an unknown use. Only that connection's own: no other can push them out.
  */
-export const MAX_OPEN_USES = 16_384;
+export const MAX_OPEN_USES_PER_CONNECTION = 4_096;
 
 /** A use recorded through `token.uses.open`, until its end is reported. */
 interface OpenUse {
   jti: string;
   call: ConcreteCall;
+}
+
+/**
+ * The uses one reporting connection recorded through `token.uses.open` and has not reported the end of, oldest
+ * first. Its end is taken as of a known use only from this connection; they are forgotten when it closes
+ * (`Authority.forgetOpenUses`): a resource that reconnects reports its earlier calls' ends as of unknown uses.
+ */
+export class OpenUses {
+  readonly uses = new Map<string, OpenUse>();
+  /** Uses pushed out by later ones at the cap. */
+  forgotten = 0;
+  closed = false;
+
+  constructor(readonly max = MAX_OPEN_USES_PER_CONNECTION) {}
 }
 
 export class Authority {
@@ -217,8 +232,11 @@ export class Authority {
   private readonly exchangeGrants = new Map<string, Grant>();
   private readonly bindingCache = new Map<string, ProcessBinding>();
   private readonly verified = new VerifiedTokens(); // signatures already checked (tokens presented again)
-  /** Uses recorded through `token.uses.open` whose end is not reported yet, oldest first (bounded by MAX_OPEN_USES). */
-  private readonly openUses = new Map<string, OpenUse>();
+  /**
+   * Every connection's open uses by use id, to its connection: an end for one from another connection is refused.
+   * As large as the connections' own sets together (each bounded by its `max`), emptied as they close.
+   */
+  private readonly openUses = new Map<string, OpenUses>();
 
   constructor(
     readonly config: AuthorityConfig,
@@ -1303,16 +1321,32 @@ export class Authority {
   async recordOpenUses(
     report: MethodParams<'token.uses.open'>,
     reporter: { agentId?: string; process?: PeerProcess },
-    presenter?: () => Promise<{ process: PeerProcess } | { notFound: string }>,
+    presenter: (() => Promise<{ process: PeerProcess } | { notFound: string }>) | undefined,
+    open: OpenUses,
   ): Promise<string[]> {
     const uses = report.calls.map(() => this.deps.ids.id('use'));
     await this.recordAllowedUses(report, reporter, presenter, uses);
-    // Open only once on record: an end reported for a use whose record failed names nothing.
+    // Open only once on record (an end reported for a use whose record failed names nothing), and only while its
+    // connection is there to report the end (one that closed meanwhile was forgotten already).
+    if (open.closed) return uses;
     report.calls.forEach((call, i) => {
-      if (this.openUses.size >= MAX_OPEN_USES) this.openUses.delete(this.openUses.keys().next().value!);
-      this.openUses.set(uses[i]!, { jti: report.jti, call });
+      if (open.uses.size >= open.max) {
+        const oldest = open.uses.keys().next().value!;
+        open.uses.delete(oldest);
+        this.openUses.delete(oldest);
+        open.forgotten++;
+      }
+      open.uses.set(uses[i]!, { jti: report.jti, call });
+      this.openUses.set(uses[i]!, open);
     });
     return uses;
+  }
+
+  /** A reporting connection closed: its open uses are forgotten (an end that still comes is of an unknown use). */
+  forgetOpenUses(open: OpenUses): void {
+    open.closed = true;
+    for (const use of open.uses.keys()) this.openUses.delete(use);
+    open.uses.clear();
   }
 
   private async recordAllowedUses(
@@ -1335,26 +1369,33 @@ export class Authority {
     await this.writeUses({ ...use, allowed: true }, calls, held, reporter, presenter, held === undefined, uses);
   }
 
-  /** Whether `token.use.ended` for this use id would be recorded as of a known use (the rpc bounds the others). */
-  isOpenUse(use: string | undefined): boolean {
-    return use !== undefined && this.openUses.has(use);
+  /**
+   * Whether `token.use.ended` for this use id from this connection would be recorded as of a known use (the rpc
+   * bounds the others).
+   */
+  isOpenUse(use: string | undefined, open: OpenUses): boolean {
+    return use !== undefined && open.uses.has(use);
   }
 
   /**
-   * `token.use.ended`: how a call recorded through `token.uses.open` ended, reported by the resource after it. A use id
-   * this broker handed out must name the jti and call it was recorded for (WRIT_BAD_REQUEST otherwise, nothing
-   * written) and ends once; any other report is recorded as of an unknown use. Whose token it was comes from the
-   * broker's own records, as for `token.used`.
+   * `token.use.ended`: how a call recorded through `token.uses.open` ended, reported by the resource after it. A use
+   * id open on this connection must name the jti and call it was recorded for, and one open on another connection
+   * is not this one's to end (WRIT_BAD_REQUEST at `params.use` for both, nothing written); it ends once. Any other
+   * report (an id forgotten, ended already or made up; none) is recorded as of an unknown use. Whose token it was
+   * comes from the broker's own records, as for `token.used`.
    */
-  async recordUseEnded(report: MethodParams<'token.use.ended'>): Promise<void> {
+  async recordUseEnded(report: MethodParams<'token.use.ended'>, from: OpenUses): Promise<void> {
     const { call } = report;
     if ([report.jti, report.audience, call.resource, call.action, call.target].some((t) => t !== undefined && JWT_SHAPE.test(t))) {
       throw new WritError('WRIT_BAD_REQUEST', 'a use report must not hold a token', { path: 'params' });
     }
-    const open = report.use === undefined ? undefined : this.openUses.get(report.use);
+    const owner = report.use === undefined ? undefined : this.openUses.get(report.use);
+    if (owner !== undefined && owner !== from) throw new WritError('WRIT_BAD_REQUEST', 'this use was recorded on another connection: only that one reports its end', { path: 'params.use' });
+    const open = report.use === undefined ? undefined : from.uses.get(report.use);
     if (open !== undefined) {
       const same = open.jti === report.jti && open.call.resource === call.resource && open.call.action === call.action && open.call.target === call.target;
       if (!same) throw new WritError('WRIT_BAD_REQUEST', 'this use was recorded for another token or call', { path: 'params.use' });
+      from.uses.delete(report.use!);
       this.openUses.delete(report.use!);
     }
     const grant = this.heldFor(report)?.grant;

@@ -6,6 +6,7 @@ import { JsonRpcRequest, MAX_FRAME_BYTES, Methods, PROTOCOL_VERSION, RPC, issueP
 import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent, RevocationSnapshot } from '../protocol';
 import type { RevocationEntry } from '../core/revocation';
 import type { Authority } from '../core/authority';
+import { OpenUses } from '../core/authority';
 
 export interface RpcServices {
   authority: Authority;
@@ -199,8 +200,10 @@ export class RpcConnection {
   private useWindow = { second: -1, count: 0 };
   /** `agent.stopped` reports on this connection (a few at most: one `writ exec` stops one tree). */
   private stopReports = 0;
-  /** Calls recorded through `token.uses` in the current second (USES_PER_SECOND). */
+  /** Calls recorded through `token.uses` and `token.uses.open` in the current second (USES_PER_SECOND). */
   private usesWindow = { second: -1, calls: 0 };
+  /** The uses this connection recorded through `token.uses.open` and has not ended: forgotten when it closes. */
+  private readonly openUses = new OpenUses();
 
   constructor(
     private readonly ws: WebSocket,
@@ -214,6 +217,7 @@ export class RpcConnection {
       this.acks.clear();
       for (const done of waiting) done();
       if (this.agentId !== undefined) void services.authority.disconnected(this.agentId);
+      services.authority.forgetOpenUses(this.openUses);
     });
     ws.on('error', () => ws.terminate());
   }
@@ -491,19 +495,20 @@ export class RpcConnection {
         const { reporter, presenter } = await this.useReporter(report.connection);
         // `token.uses` answers exactly `{recorded}`: a verifier before use ids parses it strictly.
         if (method === 'token.uses') return { recorded: await a.recordUses(report, reporter, presenter) };
-        const uses = await a.recordOpenUses(report, reporter, presenter);
+        const uses = await a.recordOpenUses(report, reporter, presenter, this.openUses);
         return { recorded: uses.length, uses };
       }
       case 'token.use.ended': {
-        // The end of a use this connection (or another) recorded is written once: bounded by `token.uses` itself.
-        // Any other report (an unknown or ended use id, none) shares the `token.used` budget and is dropped past it.
+        // The end of a use this connection recorded is written once: bounded by `token.uses.open` itself. One open on
+        // another connection is refused (not this one's to end). Any other report (a use forgotten, ended or made up;
+        // none) shares the `token.used` budget and is dropped past it.
         const report = parsed.data as import('../protocol').MethodParams<'token.use.ended'>;
-        if (!a.isOpenUse(report.use)) {
+        if (!a.isOpenUse(report.use, this.openUses)) {
           const second = Math.floor((this.services.now ?? Date.now)() / 1000);
           if (second !== this.useWindow.second) this.useWindow = { second, count: 0 };
           if (++this.useWindow.count > MAX_USE_REPORTS_PER_SECOND) return { recorded: false };
         }
-        await a.recordUseEnded(report);
+        await a.recordUseEnded(report, this.openUses);
         return { recorded: true };
       }
       case 'agent.stopped': {

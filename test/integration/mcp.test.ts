@@ -772,6 +772,35 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
     }
   });
 
+  it("another local process can neither end the gate's open use nor push it out: its end for it is WRIT_BAD_REQUEST, and after 17,920 made-up uses on ten connections the call's end is still of its known use", async () => {
+    const { client: a } = await b.agent('slow-flooded');
+    const others = await Promise.all(Array.from({ length: 10 }, () => WritClient.connect(b.socket)));
+    try {
+      const r = await a.call('task.request', { task: 'slow, flooded', scopes: ['mcp:call:echo/slow'], audience: gate.url });
+      const { answer, release } = await slowCall(r.token.token, 'flooded');
+      // The use id is in the audit log, which any process of this user may read.
+      const use = (await until(() => b.auditLines().map((l) => JSON.parse(l)).find((x) => x.event === 'token.used' && x.jti === r.token.jti)))!.detail.use as string;
+      expect(use).toMatch(/^use_/);
+      const refusal = await others[0]!.call('token.use.ended', { use, jti: r.token.jti, call: SLOW, outcome: 'answered', durationMs: 1 }).catch((e: WritError) => ({ code: e.code, path: e.path }));
+      expect(refusal).toEqual({ code: 'WRIT_BAD_REQUEST', path: 'params.use' });
+      // More made-up uses than a whole broker once kept open (16,384), each connection within its rate.
+      const junk = Array.from({ length: 256 }, () => ({ resource: 'x', action: 'y', target: 'z' }));
+      await Promise.all(others.map(async (o) => {
+        for (let k = 0; k < 7; k++) expect((await o.call('token.uses.open', { jti: 'jti_made_up', calls: junk })).recorded).toBe(256);
+      }));
+      release();
+      expect((await answer).body).toEqual({ jsonrpc: '2.0', id: 11, result: { content: [{ type: 'text', text: 'slow flooded done' }] } });
+      const { records } = await useRecords(r.token.token);
+      expect(records).toEqual([
+        ['token.used', 'success', undefined, SLOW],
+        ['token.use.ended', 'success', undefined, { use, call: SLOW, outcome: 'answered', durationMs: expect.any(Number) }],
+      ]);
+    } finally {
+      await Promise.all(others.map((o) => o.close()));
+      await a.close();
+    }
+  });
+
   it('its token expiring ends the call with WRIT_TOKEN_EXPIRED', async () => {
     const { client: a } = await b.agent('slow-expiring');
     try {

@@ -5,7 +5,7 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Authority, DEFAULT_AUTHORITY_CONFIG, RECENT_TOKENS } from '../../broker/core/authority';
+import { Authority, DEFAULT_AUTHORITY_CONFIG, OpenUses, RECENT_TOKENS } from '../../broker/core/authority';
 import type { Approver, AuditSink } from '../../broker/core/authority';
 import { ManualClock } from '../../broker/core/clock';
 import type { IdSource } from '../../broker/core/clock';
@@ -445,15 +445,58 @@ describe('Authority', () => {
     expect(await authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {})).toBe(3);
     expect(used().map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c) => ['success', r.grant.id, true, c.target, undefined]));
     // token.uses.open: each call's use id, open until its end is reported.
-    const uses = await authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {});
+    const connection = new OpenUses();
+    const uses = await authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}, undefined, connection);
     expect(uses).toEqual([expect.stringMatching(/^use_/), expect.stringMatching(/^use_/), expect.stringMatching(/^use_/)]);
     expect(new Set(uses).size).toBe(3);
     // Each record names its use id, in the order of the calls: what the call's end record links to.
     expect(used().slice(3).map((x) => [x.outcome, x.grantId, x.detail.allowed, x.detail.call.target, x.detail.use])).toEqual(calls.map((c, i) => ['success', r.grant.id, true, c.target, uses[i]]));
-    expect(uses.every((u) => authority.isOpenUse(u))).toBe(true);
+    expect(uses.every((u) => authority.isOpenUse(u, connection))).toBe(true);
     fail = true;
     expect(await codeOf(authority.recordUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
-    expect(await codeOf(authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}))).toBe('WRIT_AUDIT_WRITE_FAILED');
+    expect(await codeOf(authority.recordOpenUses({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls }, {}, undefined, connection))).toBe('WRIT_AUDIT_WRITE_FAILED');
+  });
+
+  it("open uses belong to the connection that recorded them: another cannot end them or push them out; at its cap a connection forgets its own oldest; all are forgotten as it closes", async () => {
+    const { agentId } = await hello();
+    const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['mcp:call:echo/*'], audience: AUD });
+    const echo = { resource: 'mcp', action: 'call', target: 'echo/echo' };
+    const report = (n: number) => ({ jti: r.token.jti, exp: r.token.expiresAt, audience: AUD, calls: Array.from({ length: n }, () => echo) });
+    const end = (use: string) => ({ use, jti: r.token.jti, call: echo, outcome: 'answered' as const, durationMs: 1 });
+    const ends = () =>
+      readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((x) => x.event === 'token.use.ended').map((x) => [x.detail.use, x.detail.unknownUse]);
+    const gate = new OpenUses(3);
+    const flooder = new OpenUses(3);
+    const [g1, g2] = await authority.recordOpenUses(report(2), {}, undefined, gate);
+    // Another connection floods past its own cap: only its own oldest go; the gate's stay open.
+    const flood = await authority.recordOpenUses(report(5), {}, undefined, flooder);
+    expect(flood.map((u) => authority.isOpenUse(u, flooder))).toEqual([false, false, true, true, true]);
+    expect(flooder.forgotten).toBe(2);
+    expect([authority.isOpenUse(g1, gate), authority.isOpenUse(g2, gate)]).toEqual([true, true]);
+    // It cannot end the gate's use (it may read the id in the audit log): refused, nothing written.
+    const e = await authority.recordUseEnded(end(g1!), flooder).catch((x: unknown) => x);
+    expect([(e as WritError).code, (e as WritError).path]).toEqual(['WRIT_BAD_REQUEST', 'params.use']);
+    expect(ends()).toEqual([]);
+    // The gate's own end is of a known use; a forgotten one's end is of an unknown use.
+    await authority.recordUseEnded(end(g1!), gate);
+    await authority.recordUseEnded(end(flood[0]!), flooder);
+    expect(ends()).toEqual([
+      [g1, undefined],
+      [flood[0], true],
+    ]);
+    // At its cap the gate forgets its own oldest (g2), not another's.
+    const more = await authority.recordOpenUses(report(3), {}, undefined, gate);
+    expect([authority.isOpenUse(g2, gate), ...more.map((u) => authority.isOpenUse(u, gate))]).toEqual([false, true, true, true]);
+    expect(authority.isOpenUse(flood[4], flooder)).toBe(true);
+    // Closed: its open uses are forgotten, so another connection's end for one is of an unknown use, not refused.
+    authority.forgetOpenUses(gate);
+    expect(authority.isOpenUse(more[0], gate)).toBe(false);
+    await authority.recordUseEnded(end(more[0]!), flooder);
+    expect(ends().at(-1)).toEqual([more[0], true]);
+    // A report whose record lands after its connection closed opens nothing.
+    expect(gate.uses.size).toBe(0);
+    await authority.recordOpenUses(report(1), {}, undefined, gate);
+    expect(gate.uses.size).toBe(0);
   });
 
   it('tokens expire by the clock, and checks say so with their own code', async () => {
