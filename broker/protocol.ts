@@ -164,6 +164,7 @@ export const USE_END_OUTCOMES = [
   'expired', // its token expired while the call ran (the same)
   'cancelled', // the caller cancelled it (MCP notifications/cancelled)
   'not-forwarded', // recorded as allowed, then refused before it ran: its token was revoked (or expired) in between
+  'closed', // the resource stopped while the call ran (`writ gate` on SIGTERM): ended, its answer not delivered
 ] as const;
 
 /** One agent identity in the inventory, across broker runs (persisted in the state folder). */

@@ -6,8 +6,8 @@
 // revocations the instant the broker pushes them: a tool call already forwarded ends then (or when its token
 // expires) with a JSON-RPC error naming why, and the upstream is told to cancel it. A client's
 // `notifications/cancelled` (with a token of the same jti) cancels its forwarded call upstream the same way. How
-// each recorded call ended goes on record too (`token.use.ended`: answered, error, revoked, expired, cancelled, or
-// not forwarded after all).
+// each recorded call ended goes on record too (`token.use.ended`: answered, error, revoked, expired, cancelled,
+// closed when the gate stops with it in flight, or not forwarded after all).
 //
 // The caller's token stops here: the upstream server is reached with the gate's own transport and never sees it.
 import { createServer } from 'node:http';
@@ -133,8 +133,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-/** Why a forwarded call was ended before the upstream answered. */
-type StopReason = 'revoked' | 'expired' | 'cancelled';
+/** Why a forwarded call was ended before the upstream answered (`closed`: the gate is stopping). */
+type StopReason = 'revoked' | 'expired' | 'cancelled' | 'closed';
 
 /**
  * A tools/call forwarded upstream and not yet answered: ended when its token is revoked or expires, or when the
@@ -144,7 +144,12 @@ interface InFlight {
   token: VerifiedToken;
   key: string;
   stop: (reason: StopReason) => void;
+  /** Settles once the client's answer is decided (and its end reported). */
+  settled: Promise<void>;
 }
+
+/** How long `close` waits for the calls it ended to be answered before it drops the clients' connections. */
+const CLOSE_ANSWERS_MS = 2_000;
 
 /** A forwarded call's key: a cancellation must come with a token of the same jti, naming the same request id. */
 function callKey(jti: string, requestId: unknown): string | undefined {
@@ -160,6 +165,11 @@ function callKey(jti: string, requestId: unknown): string | undefined {
  */
 function callCancelled(): Error & { code: number } {
   return Object.assign(new Error('Request cancelled'), { code: -32800 });
+}
+
+/** What the MCP client is answered for a call ended (or not forwarded) because the gate is stopping. */
+function gateStopping(when: 'during' | 'before'): Error & { code: number } {
+  return Object.assign(new Error(`Service unavailable: writ gate stopped ${when === 'during' ? 'during the call' : 'before the call was forwarded'}`), { code: -32002 });
 }
 
 /** What the MCP client is answered for a call its token no longer covers (the transport sends code, message, data). */
@@ -252,8 +262,10 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     );
   };
   // Tool calls forwarded and not yet answered. A revocation event, or the snapshot read on reconnecting, that covers
-  // one's token ends it; a timer ends it at its token's `exp`.
+  // one's token ends it; a timer ends it at its token's `exp`; `close` ends all of them.
   const inFlight = new Set<InFlight>();
+  /** Set by `close`: nothing more is forwarded. */
+  let closing = false;
   /** The same calls by `callKey`, for the client's cancellations. */
   const byKey = new Map<string, Set<InFlight>>();
   const hold = (c: InFlight) => {
@@ -293,6 +305,11 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     };
     // Revoked while its use was recorded and the request routed here, or past `exp` (the check allows a few seconds
     // of clock skew): a call that would be ended at once is not started.
+    if (closing) {
+      log(`writ gate: did not forward ${target}: the gate is stopping`);
+      end('not-forwarded');
+      throw gateStopping('before');
+    }
     const early = verifier.revoked(token) ? 'revoked' : token.expiresAt * 1000 <= Date.now() ? 'expired' : undefined;
     if (early !== undefined) {
       const answer = callEnded(early, 'before');
@@ -302,7 +319,9 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     }
     const cancel = new AbortController();
     let ended: StopReason | undefined;
+    let settle!: () => void;
     const held: InFlight = {
+      settled: new Promise<void>((r) => (settle = r)),
       token,
       // A request id that is neither string nor number never reaches here (the SDK refuses it): no key matches it.
       key: callKey(token.jti, requestId) ?? '',
@@ -312,6 +331,11 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
         if (reason === 'cancelled') {
           log(`writ gate: ended ${target} in flight: cancelled by the client`);
           cancel.abort('cancelled by the client');
+          return;
+        }
+        if (reason === 'closed') {
+          log(`writ gate: ended ${target} in flight: the gate is stopping`);
+          cancel.abort('writ gate is stopping');
           return;
         }
         const answer = callEnded(reason, 'during');
@@ -333,10 +357,11 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
         throw e;
       }
       end(ended);
-      throw ended === 'cancelled' ? callCancelled() : callEnded(ended, 'during');
+      throw ended === 'cancelled' ? callCancelled() : ended === 'closed' ? gateStopping('during') : callEnded(ended, 'during');
     } finally {
       release(held);
       clearTimeout(expiry);
+      settle();
     }
   }
 
@@ -486,9 +511,21 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     audience,
     metadataUrl,
     upstreamClosed,
+    // Calls in flight end on record before anything goes: each is ended (`closed`, the upstream told to cancel, the
+    // client answered), its end reported, and the verifier waits for those reports to be written (a few seconds at
+    // most) before it closes; the upstream goes last. A request whose use is still being recorded is not forwarded.
     close: async () => {
+      closing = true;
+      const stopped = new Promise<void>((r) => http.close(() => r()));
+      const calls = [...inFlight];
+      for (const c of calls) c.stop('closed');
+      let waited: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(calls.map((c) => c.settled)), new Promise<void>((r) => (waited = setTimeout(r, CLOSE_ANSWERS_MS)))]);
+      clearTimeout(waited);
+      // The answers are written on later turns (the SDK's transport), then the connections go.
+      await new Promise<void>((r) => setImmediate(r));
       http.closeAllConnections();
-      await new Promise<void>((r) => http.close(() => r()));
+      await stopped;
       await verifier.close();
       await upstream.close().catch(() => undefined);
     },

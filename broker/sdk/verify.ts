@@ -157,8 +157,8 @@ export interface Verifier {
   authorize(token: string, request: AuthorizeRequest): Promise<AuthorizedToken>;
   /**
    * Reports how a call `authorize` recorded ended (`token.use.ended`: the call, the outcome and its duration, never
-   * its arguments or result), without waiting: dropped (counted in `reportsDropped`) while the broker is away. Once
-   * per use. `authorize` reports `not-forwarded` itself for calls it recorded and then refused (a revocation heard
+   * its arguments or result), without waiting: dropped (counted in `reportsDropped`) while the broker is away or
+   * after `close`; `close` waits (a few seconds at most) for those sent before it to be on record. Once per use. `authorize` reports `not-forwarded` itself for calls it recorded and then refused (a revocation heard
    * while the record was written); a resource that refuses a recorded call later reports it the same way.
    */
   ended(use: RecordedUse, outcome: UseEndOutcome, code?: WritErrorCode): void;
@@ -190,6 +190,8 @@ const HTTP_TIMEOUT_MS = 3_000;
 const SUBSCRIBE_TIMEOUT_MS = 5_000;
 /** How long `authorize` waits for the broker to record a use: a durable write, so generous. */
 const RECORD_TIMEOUT_MS = 10_000;
+/** How long `close` waits for the broker to answer the end reports still on their way (their records written). */
+const ENDS_FLUSH_MS = 3_000;
 /** A token signed by an unknown kid refetches the JWKS at most this often. */
 const KEY_REFETCH_INTERVAL_MS = 10_000;
 const RETRY_FIRST_MS = 100;
@@ -321,6 +323,8 @@ class WritVerifier implements Verifier {
   private retryTimer: NodeJS.Timeout | undefined;
   private lastKeyFetch = Number.NEGATIVE_INFINITY;
   private reportWindow = { second: -1, count: 0 };
+  /** End reports sent and not yet answered: `close` waits for them (ENDS_FLUSH_MS at most). */
+  private readonly endsSent = new Set<Promise<void>>();
   /** The connection whose broker has no `token.uses.open` (it predates use ids): a later connection asks again. */
   private noOpenUses: WritClient | undefined;
   private dropped = 0;
@@ -388,11 +392,12 @@ class WritVerifier implements Verifier {
   ended(use: RecordedUse, outcome: UseEndOutcome, code?: WritErrorCode): void {
     if (!this.reportUse) return;
     const client = this.client;
-    if (client === undefined || !this.live) {
+    if (client === undefined || !this.live || this.closed) {
       this.dropped++;
       return;
     }
-    client.notify('token.use.ended', {
+    // A call, not a notification: its answer says the record is written, which `close` waits for. Not awaited here.
+    const sent = client.call('token.use.ended', {
       ...(use.id === undefined ? {} : { use: use.id }),
       jti: use.jti,
       ...(Number.isSafeInteger(use.expiresAt) ? { exp: use.expiresAt } : {}),
@@ -401,7 +406,16 @@ class WritVerifier implements Verifier {
       outcome,
       durationMs: Math.min(2 ** 31, Math.max(0, Math.round(this.now() - use.recordedAt))),
       ...(code === undefined || outcome === 'answered' ? {} : { code }),
-    });
+    }).then(
+      (r) => {
+        if (!r.recorded) this.dropped++; // past the broker's budget for ends of unknown uses
+      },
+      () => {
+        this.dropped++; // the connection went, or a broker before use ids (no such method)
+      },
+    );
+    this.endsSent.add(sent);
+    void sent.finally(() => this.endsSent.delete(sent));
   }
 
   /**
@@ -821,6 +835,8 @@ class WritVerifier implements Verifier {
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    // Ends reported just before (a resource ending its calls as it stops): on record before the connection goes.
+    if (this.endsSent.size > 0) await withTimeout(Promise.allSettled([...this.endsSent]), ENDS_FLUSH_MS).catch(() => undefined);
     const client = this.client;
     this.client = undefined;
     this.setLive(false);

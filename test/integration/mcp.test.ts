@@ -824,6 +824,41 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
   });
 });
 
+describe('writ gate stopping with a tool call in flight', { timeout: 120_000 }, () => {
+  it('on SIGTERM it ends the call (the client is answered) and its end is on record as closed before the gate exits', async () => {
+    const b = await BrokerProcess.start();
+    b.decide = approveAll;
+    const dir = mkdtempSync(join(tmpdir(), 'writ-closing-'));
+    const g = await startGate(b, ['--', process.execPath, FIXTURE, '--slow']);
+    const { client } = await b.agent('closing');
+    try {
+      const r = await client.call('task.request', { task: 'slow, gate closing', scopes: ['mcp:call:echo/slow'], audience: g.url });
+      const pending = call(g.url, r.token.token, 'slow', { tag: 'closing', release: join(dir, 'never') }, 3).then(async (res) => ({ status: res.status, body: await res.json() }));
+      await until(() => (g.stderr().includes('slow closing started') ? true : undefined));
+      await g.stop();
+      expect(g.child.exitCode).toBe(0);
+      expect(await pending).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 3, error: { code: -32002, message: 'Service unavailable: writ gate stopped during the call' } } });
+      expect(g.stderr()).toContain('writ gate: ended echo/slow in flight: the gate is stopping');
+      const mine = await until(() => {
+        const recs = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === r.token.jti && x.event.startsWith('token.use'));
+        return recs.some((x) => x.event === 'token.use.ended') ? recs : undefined;
+      });
+      const [used, ended] = mine;
+      expect(mine.map((x) => x.event)).toEqual(['token.used', 'token.use.ended']);
+      expect([ended.outcome, ended.code, TokenUseEndedDetail.parse(ended.detail)]).toEqual([
+        'failure',
+        undefined,
+        { use: used.detail.use, call: { resource: 'mcp', action: 'call', target: 'echo/slow' }, outcome: 'closed', durationMs: expect.any(Number) },
+      ]);
+    } finally {
+      await g.stop();
+      await client.close();
+      await b.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 // The broker never fails an audit write on demand, nor lets a revocation in between a use's record and its answer,
 // nor is it a broker from before use ids (no `token.uses.open`), so a small stand-in plays one that is (real HTTP and
 // WebSocket on port 0; the token is signed by the broker's own TokenMinter), in front of the real gate and upstream.
@@ -846,6 +881,7 @@ async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: numbe
       // A broker before use ids answers `token.uses.open` as any method it lacks.
       if (m.method === 'token.uses.open' && !openUses) ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method', data: { code: 'WRIT_METHOD_NOT_FOUND' } } }));
       else if (m.method === 'token.uses' || m.method === 'token.uses.open') onUses(ws, m);
+      else if (m.method === 'token.use.ended') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: true } }));
     }),
   );
   const minter = new TokenMinter(base, () => ({ kid: 'k1', privateKey }), systemClock, randomIds);

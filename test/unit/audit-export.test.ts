@@ -16,6 +16,7 @@ import { AuditLog } from '../../broker/audit/log';
 import { ManualClock } from '../../broker/core/clock';
 import { isWritError } from '../../broker/errors';
 import type { AuditAgent, AuditEntry, AuditRecord } from '../../broker/protocol';
+import { TokenUseEndedDetail } from '../../broker/protocol';
 
 const { privateKey } = generateKeyPairSync('ed25519');
 const T0 = Date.UTC(2026, 0, 1);
@@ -294,5 +295,8 @@ describe('OCSF mapping of oversight and use records', () => {
     });
     const answered = { ...detail, outcome: 'answered' };
     expect(toOcsf({ ...base, event: 'token.use.ended', jti: 'tok_1', outcome: 'success', detail: answered })).toMatchObject({ status_id: 1, unmapped: { detail: answered } });
+    // Ended because the gate stopped: a failure, its detail as the schema has it.
+    const closed = TokenUseEndedDetail.parse({ ...detail, outcome: 'closed' });
+    expect(toOcsf({ ...base, event: 'token.use.ended', jti: 'tok_1', outcome: 'failure', detail: closed })).toMatchObject({ type_uid: 600399, status_id: 2, unmapped: { detail: closed } });
   });
 });

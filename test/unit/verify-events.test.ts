@@ -78,7 +78,10 @@ describe('verifier: revocation frames', () => {
           if (holdSubscribe) held.push(answer);
           else answer();
         } else if (m.method === 'revocation.ack') acks.push(m.params);
-        else if (m.method === 'token.use.ended') ends.push(m.params);
+        else if (m.method === 'token.use.ended') {
+          ends.push(m.params);
+          if (m.id !== undefined) ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: true } }));
+        }
         else if (m.method === 'token.uses') {
           uses.push(m.params);
           const answer = () => ws.send(JSON.stringify(usesFail ? { jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'audit write failed', data: { code: 'WRIT_AUDIT_WRITE_FAILED' } } } : { jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length } }));
