@@ -712,7 +712,7 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
       body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, ...(reason === undefined ? {} : { reason }) } }),
     });
 
-  it("the client's notifications/cancelled ends its call and cancels it upstream; another agent's token, or another request id, cancels nothing", async () => {
+  it("the client's notifications/cancelled ends its call and cancels it upstream; another agent's token, the same agent's other token, or another request id, cancels nothing", async () => {
     const { client: a } = await b.agent('slow-canceller');
     const { client: other } = await b.agent('slow-stranger');
     try {
@@ -725,6 +725,8 @@ describe('writ gate: a tool call in flight when its token is revoked or expires'
       const first = await slowCall(kept.token.token, 'kept');
       expect((await cancelWith(theirs.token.token, 11, 'not mine')).status).toBe(202);
       expect((await cancelWith(kept.token.token, 12)).status).toBe(202);
+      // The same agent's other token (another jti) cancels nothing either: a call is its token's to cancel.
+      expect((await cancelWith(mine.token.token, 11)).status).toBe(202);
       first.release();
       expect(await first.answer).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, result: { content: [{ type: 'text', text: 'slow kept done' }] } }, upstreamAnswered: true });
       expect(story('kept', from)).toEqual(['upstream started', 'upstream answered']);
