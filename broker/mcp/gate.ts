@@ -18,6 +18,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { MAX_BATCH_SIZE } from '@modelcontextprotocol/sdk/server/requestBody.js';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { CallToolRequestSchema, CallToolResultSchema, ListToolsRequestSchema, McpError, ErrorCode } from '@modelcontextprotocol/sdk/types.js';
 import type { CallToolRequest, CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
@@ -423,6 +424,10 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
     }
     const token = m[1]!;
     if (req.method === 'POST' && body === undefined) return sendJson(res, 400, rpcError(null, -32700, 'Parse error: the body is not JSON'));
+    // The SDK refuses a larger batch whole, after its calls would have been recorded as allowed: refused here first.
+    if (Array.isArray(body) && body.length > MAX_BATCH_SIZE) {
+      return sendJson(res, 400, rpcError(null, -32600, `Invalid Request: a batch holds at most ${MAX_BATCH_SIZE} messages; nothing in it was recorded or forwarded`, { code: 'WRIT_BAD_REQUEST' }));
+    }
 
     const calls: { id: unknown; tool: string }[] = [];
     for (const msg of messages) {

@@ -458,6 +458,21 @@ describe('writ gate (MCP proxy checking every tools/call)', { timeout: 120_000 }
     expect(used().every((x) => x.outcome === 'success' && x.detail.allowed === true && x.detail.call.target === 'echo/echo' && x.detail.presenter?.pid === process.pid)).toBe(true);
   });
 
+  it('a batch of more than 100 messages (more than the MCP SDK takes) is refused 400 -32600 before any of its calls is recorded or forwarded', async () => {
+    const r = await agent.call('task.request', { task: 'too big a batch', scopes: ['mcp:call:echo/echo'], audience: gate.url });
+    const batch = Array.from({ length: 101 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'echo', arguments: { text: `n${i}` } } }));
+    const res = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${r.token.token}` }, body: JSON.stringify(batch) });
+    expect({ status: res.status, body: await res.json() }).toEqual({
+      status: 400,
+      body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: a batch holds at most 100 messages; nothing in it was recorded or forwarded', data: { code: 'WRIT_BAD_REQUEST' } } },
+    });
+    // 100 with the same token pass: what was refused was the size, and nothing of the 101 is on record.
+    const ok = await fetch(gate.url, { method: 'POST', headers: { ...ACCEPT, authorization: `Bearer ${r.token.token}` }, body: JSON.stringify(batch.slice(0, 100)) });
+    expect(((await ok.json()) as unknown[]).length).toBe(100);
+    const used = b.auditLines().map((l) => JSON.parse(l)).filter((x) => x.jti === r.token.jti && x.event.startsWith('token.use'));
+    expect(used.filter((x) => x.event === 'token.used').length).toBe(100);
+  });
+
   it('a JSON-RPC batch is checked call by call: one tool not allowed refuses the batch with 403, and none of its calls is recorded as allowed', async () => {
     const r = await agent.call('task.request', { task: 'batch', scopes: ['mcp:call:echo/echo'], audience: gate.url });
     const res = await fetch(gate.url, {
