@@ -1,0 +1,159 @@
+// The proxy's readers of a body's method override: top-level JSON keys, and multipart part headers scanned as they
+// stream, whatever the chunking (a delimiter or a part header split anywhere, down to one byte at a time).
+import { describe, expect, it } from 'vitest';
+import { MAX_PART_HEADERS, MultipartScanner, jsonNamesOverride, multipartDelimiters, partHeadersNameOverride } from '../../broker/proxy/body-check';
+import type { PartVerdict } from '../../broker/proxy/body-check';
+
+const B = '----WritFormBoundary7MA4YWxkTrZu0gW';
+const CT = `multipart/form-data; boundary=${B}`;
+
+function part(headers: string, content: string): string {
+  return `--${B}\r\n${headers}\r\n\r\n${content}\r\n`;
+}
+const title = part('Content-Disposition: form-data; name="title"', 'a title');
+const file = part('Content-Disposition: form-data; name="file"; filename="notes.txt"\r\nContent-Type: text/plain', 'the file, which says _method=DELETE and name="_method"');
+const end = `--${B}--\r\n`;
+
+/** The verdict for a body fed in the given pieces: the first a write gives, else the end's. */
+function scan(pieces: Buffer[], contentType = CT): PartVerdict | undefined {
+  const s = new MultipartScanner(multipartDelimiters(contentType));
+  for (const p of pieces) {
+    const v = s.write(p);
+    if (v !== undefined) return v;
+  }
+  return s.end();
+}
+const whole = (body: string) => [Buffer.from(body, 'latin1')];
+const bytes = (body: string) => [...Buffer.from(body, 'latin1')].map((x) => Buffer.from([x]));
+/** Every split of the body into two pieces. */
+const splits = (body: string) => {
+  const b = Buffer.from(body, 'latin1');
+  return Array.from({ length: b.length + 1 }, (_, i) => [b.subarray(0, i), b.subarray(i)]);
+};
+
+describe('multipartDelimiters', () => {
+  it('takes the boundary quoted or bare, cut where parsers cut it', () => {
+    expect(multipartDelimiters(CT).map(String)).toEqual([`--${B}`]);
+    expect(multipartDelimiters(`multipart/form-data; boundary="${B}"; charset=utf-8`).map(String)).toEqual([`--${B}`]);
+    expect(multipartDelimiters('multipart/form-data; BOUNDARY=abc,def').map(String)).toEqual(['--abc']);
+    // Rack takes `[^";,]+` (white space and all); an RFC 2046 reader stops at white space: the shorter finds both.
+    expect(multipartDelimiters('multipart/form-data; boundary=abc def').map(String)).toEqual(['--abc']);
+    // A leading space: Rack's boundary starts with it, a lenient reader skips it.
+    expect(multipartDelimiters('multipart/form-data; boundary= x').map(String).sort()).toEqual(['-- x', '--x']);
+  });
+
+  it('takes every boundary a parser could: the first (PHP, even inside another name), the last (Rack), RFC 2231', () => {
+    expect(multipartDelimiters('multipart/form-data; xboundary=aaa; boundary=bbb').map(String).sort()).toEqual(['--aaa', '--bbb']);
+    expect(multipartDelimiters("multipart/form-data; boundary*=utf-8''a%20b").map(String).sort()).toEqual(['--a b', "--utf-8''a%20b"]);
+  });
+
+  it('none: no boundary, or an empty one', () => {
+    expect(multipartDelimiters('multipart/form-data')).toEqual([]);
+    expect(multipartDelimiters('multipart/form-data; boundary=')).toEqual([]);
+    expect(multipartDelimiters('multipart/form-data; boundary=""')).toEqual([]);
+  });
+});
+
+describe('MultipartScanner', () => {
+  const refused: [string, string][] = [
+    ['quoted, the part last', title + file + part('Content-Disposition: form-data; name="_method"', 'DELETE') + end],
+    ['bare', part('Content-Disposition: form-data; name=_method', 'DELETE') + title + end],
+    ['odd case, header name and value', part('content-DISPOSITION: Form-Data; NAME="_Method"', 'DELETE') + end],
+    ['the header override as a field', part('Content-Disposition: form-data; name="X-HTTP-Method-Override"', 'DELETE') + end],
+    ['RFC 2231', part("Content-Disposition: form-data; name*=utf-8''%5Fmethod", 'DELETE') + end],
+    ['RFC 2231 continuations', part('Content-Disposition: form-data; name*0="_me"; name*1="thod"', 'DELETE') + end],
+    ['an array suffix (PHP)', part('Content-Disposition: form-data; name="_method[]"', 'DELETE') + end],
+    ['.method (PHP reads _method)', part('Content-Disposition: form-data; name=".method"', 'DELETE') + end],
+    ['escaped quote in a quoted name', part('Content-Disposition: form-data; name="\\_method"', 'DELETE') + end],
+    // Rack's pattern finds a Content-Disposition anywhere in the part's headers, even inside another header.
+    ['inside another header', part('X-Note: see Content-Disposition: form-data; name="_method"', 'DELETE') + end],
+    // Rack's first delimiter may sit mid-line; a blank line of bare LFs ends headers for PHP, not for Rack.
+    ['first delimiter mid-line', `preamble--${B}\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n${end}`],
+    ['after a bare-LF blank line', part('X-A: 1\n\nContent-Disposition: form-data; name="_method"', 'DELETE') + end],
+    ['headers the body ends in', `${title}--${B}\r\nContent-Disposition: form-data; name="_method"`],
+  ];
+
+  for (const [what, body] of refused) {
+    it(`refuses a part named for another method (${what}): whole, byte by byte, split anywhere`, () => {
+      expect(scan(whole(body))).toBe('override');
+      expect(scan(bytes(body))).toBe('override');
+      for (const pieces of splits(body)) expect(scan(pieces)).toBe('override');
+    });
+  }
+
+  const allowed: [string, string][] = [
+    ['plain fields and a file that mentions _method', title + file + end],
+    ['a file named _method', part('Content-Disposition: form-data; name="upload"; filename="_method"', 'x') + end],
+    ['a nested name', part('Content-Disposition: form-data; name="post[_method]"', 'x') + part('Content-Disposition: form-data; name="method"', 'x') + end],
+    ['a name that only starts like one', part('Content-Disposition: form-data; name="_methods"', 'x') + end],
+  ];
+  for (const [what, body] of allowed) {
+    it(`passes a body without one (${what}): whole, byte by byte, split anywhere`, () => {
+      expect(scan(whole(body))).toBeUndefined();
+      expect(scan(bytes(body))).toBeUndefined();
+      for (const pieces of splits(body)) expect(scan(pieces)).toBeUndefined();
+    });
+  }
+
+  it('says so on the chunk that completes the part headers, before the body has ended', () => {
+    const body = Buffer.from(title + part('Content-Disposition: form-data; name="_method"', 'DELETE') + file + end);
+    const s = new MultipartScanner(multipartDelimiters(CT));
+    const cut = body.indexOf('DELETE');
+    expect(s.write(body.subarray(0, cut - 4))).toBeUndefined(); // the headers, without their blank line
+    expect(s.write(body.subarray(cut - 4, cut))).toBe('override');
+  });
+
+  it('reads the boundary as any parser could: Rack\'s last, PHP\'s first', () => {
+    const body = `--bbb\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--bbb--\r\n`;
+    expect(scan(whole(body), 'multipart/form-data; boundary=aaa; x="boundary=bbb"')).toBe('override');
+    expect(scan(whole(body), 'multipart/form-data; xboundary=bbb; boundary=aaa')).toBe('override');
+    expect(scan(whole(body), 'multipart/form-data; boundary=aaa')).toBeUndefined();
+  });
+
+  it(`refuses part headers that do not end within ${MAX_PART_HEADERS} bytes, and keeps no more than that`, () => {
+    const body = `--${B}\r\nContent-Disposition: form-data; name="x"\r\nX-Long: ${'a'.repeat(MAX_PART_HEADERS)}`;
+    expect(scan(whole(body))).toBe('headers-too-long');
+    const chunks = Buffer.from(body);
+    const pieces = Array.from({ length: Math.ceil(chunks.length / 1000) }, (_, i) => chunks.subarray(i * 1000, (i + 1) * 1000));
+    expect(scan(pieces)).toBe('headers-too-long');
+  });
+
+  it('streams a large body in a few chunks with bounded work: 8 MiB of file content, no verdict', () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 'x');
+    const pieces = [Buffer.from(title + `--${B}\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n`), big, Buffer.from(`\r\n${end}`)];
+    expect(scan(pieces)).toBeUndefined();
+  });
+});
+
+describe('partHeadersNameOverride', () => {
+  it('needs a Content-Disposition: a name parameter elsewhere is no part name', () => {
+    expect(partHeadersNameOverride(Buffer.from('\r\nContent-Type: text/plain; name="_method"'))).toBe(false);
+    expect(partHeadersNameOverride(Buffer.from('\r\nContent-Disposition: form-data; name=%5Fmethod'))).toBe(true);
+  });
+});
+
+describe('jsonNamesOverride', () => {
+  it('finds an override key at the top level, in any spelling, escaped, in either order of duplicates', () => {
+    for (const text of [
+      '{"_method":"DELETE"}',
+      ' {\n  "title": "x",\n  "_METHOD" : "delete"\n}',
+      '{"X-HTTP-Method-Override":"DELETE"}',
+      '{"x-http-method":"PUT","a":1}',
+      '{"\\u005fmethod":"DELETE"}',
+      '{"_method":"DELETE","_method":"POST"}',
+      '{"_method":"POST","_method":"DELETE"}',
+      '{"a":{"b":[1,{"c":2}]},"_method":"DELETE"}',
+      '{"_method[]":"DELETE"}',
+      '{".method":"DELETE"}',
+      '{"a":"x\\"y","_method":"DELETE",}', // not valid JSON, which a lenient decoder still takes
+    ]) {
+      expect([text, jsonNamesOverride(text)]).toEqual([text, true]);
+    }
+  });
+
+  it('passes JSON without one: nested, as a value, in a top-level array, or text that is not JSON', () => {
+    for (const text of ['{"data":{"_method":"DELETE"}}', '{"note":"_method","x":"\\"_method\\":1"}', '[{"_method":"DELETE"}]', '"_method"', '{"title":"x"', 'not json', '']) {
+      expect([text, jsonNamesOverride(text)]).toEqual([text, false]);
+    }
+  });
+});
