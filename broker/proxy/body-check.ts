@@ -9,11 +9,13 @@ export const OVERRIDE_KEYS = new Set(['_method', 'x-http-method-override', 'x-ht
 export const OVERRIDE_KEYS_TEXT = [...OVERRIDE_KEYS].join(', ');
 
 /**
- * Whether a field name is one of OVERRIDE_KEYS, read as loosely as any framework reads it: case folded, a leading
- * space dropped and '.' or ' ' read as '_' (PHP), an array suffix or a NUL cut off (`_method[]`).
+ * Whether a field name is one of OVERRIDE_KEYS, read as loosely as any framework reads it: case folded; leading
+ * '[', ']' and spaces dropped (Rack 2.2's normalize_params takes `[_method]` and `]_method` for `_method`, PHP drops
+ * leading spaces); '.' or ' ' read as '_' (PHP); cut at the first '[', ']' or NUL (an array suffix, `_method[]`,
+ * and Rack's trailing `]`, `_method]`).
  */
 export function isOverrideName(key: string): boolean {
-  const name = key.replace(/^ +/, '').split(/[[\0]/, 1)[0]!.replace(/[. ]/g, '_').toLowerCase();
+  const name = key.replace(/^[[\] ]+/, '').split(/[[\]\0]/, 1)[0]!.replace(/[. ]/g, '_').toLowerCase();
   return OVERRIDE_KEYS.has(name);
 }
 

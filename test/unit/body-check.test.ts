@@ -1,7 +1,7 @@
 // The proxy's readers of a body's method override: top-level JSON keys, and multipart part headers scanned as they
 // stream, whatever the chunking (a delimiter or a part header split anywhere, down to one byte at a time).
 import { describe, expect, it } from 'vitest';
-import { MAX_PART_HEADERS, MultipartScanner, jsonNamesOverride, multipartDelimiters, partHeadersNameOverride } from '../../broker/proxy/body-check';
+import { MAX_PART_HEADERS, MultipartScanner, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, partHeadersNameOverride } from '../../broker/proxy/body-check';
 import type { PartVerdict } from '../../broker/proxy/body-check';
 
 const B = '----WritFormBoundary7MA4YWxkTrZu0gW';
@@ -30,6 +30,22 @@ const splits = (body: string) => {
   const b = Buffer.from(body, 'latin1');
   return Array.from({ length: b.length + 1 }, (_, i) => [b.subarray(0, i), b.subarray(i)]);
 };
+
+describe('isOverrideName and namesOverride (query and form keys)', () => {
+  it('reads a key as Rack 2.2 normalize_params does: leading brackets and spaces dropped, cut at the first bracket', () => {
+    for (const k of ['_method', '_METHOD', '[_method]', ']_method', '_method]', '[[_method]]', ' [_method', '.method', ' _method', '_method[]', '_method[x]', '_method\0x', 'X-HTTP-Method-Override']) {
+      expect([k, isOverrideName(k)]).toEqual([k, true]);
+    }
+    for (const k of ['payment_method', 'method', '_methods', 'post[_method]', 'x_method', '']) expect([k, isOverrideName(k)]).toEqual([k, false]);
+  });
+
+  it('finds such a key in query or form text, percent-encoded, after & or ;', () => {
+    for (const t of ['%5B_method%5D=DELETE', 'title=x&%5D_method=DELETE', '_method%5D=DELETE', 'a=1;%5B%5B_method=PUT', '+%5B_method=DELETE']) {
+      expect([t, namesOverride(t)]).toEqual([t, true]);
+    }
+    for (const t of ['payment_method=card', 'post%5B_method%5D=DELETE', 'note=%5B_method%5D', '']) expect([t, namesOverride(t)]).toEqual([t, false]);
+  });
+});
 
 describe('multipartDelimiters', () => {
   it('takes the boundary quoted or bare, cut where parsers cut it', () => {
