@@ -67,6 +67,15 @@ export function jsonNamesOverride(text: string): boolean {
   return false;
 }
 
+/**
+ * Whether Rack finds a boundary in this Content-Type (its pattern, `multipart/.*boundary="?([^";,]+)`). Without one
+ * Rack 2 and 3 parse a multipart body as an urlencoded form (`title=x&_method=DELETE` runs DELETE), so such a body
+ * is checked as a form as well.
+ */
+export function rackReadsBoundary(contentType: string): boolean {
+  return /^multipart\/.*boundary="?[^";,]/i.test(contentType);
+}
+
 /** A boundary longer than this is cut to it: a prefix of a boundary finds every place the whole one does. */
 const MAX_BOUNDARY = 200;
 /** More distinct boundaries than this in one Content-Type: refused rather than scanned for each. */

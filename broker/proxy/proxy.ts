@@ -27,7 +27,7 @@ import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
 import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
-import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonNamesOverride, multipartDelimiters, namesOverride } from './body-check';
+import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from './body-check';
 import type { PartVerdict } from './body-check';
 import type { SecretConfig } from './secrets';
 
@@ -178,11 +178,11 @@ interface BodyChecks {
 
 /**
  * What a framework would parse this request's body as, its Content-Type read as loosely as any reads it. A form:
- * the urlencoded media type (cut at ';', ',' or white space, as Rack and PHP cut it), or a POST without a
- * Content-Type, which Rack parses as one. JSON: `/json` or `+json` anywhere in the Content-Type (Laravel's
- * isJson(), which takes `application/json` and every `+json` type, and more). Multipart: any `multipart/` type
- * (Rack parses mixed and related as well as form-data) with a boundary; without one no parser reads parts, and it
- * streams unread. Only a request that has a body.
+ * the urlencoded media type (cut at ';', ',' or white space, as Rack and PHP cut it), a POST without a
+ * Content-Type, which Rack parses as one, and a `multipart/` type without a boundary Rack can read, which Rack
+ * parses as one too. JSON: `/json` or `+json` anywhere in the Content-Type (Laravel's isJson(), which takes
+ * `application/json` and every `+json` type, and more). Multipart: any `multipart/` type (Rack parses mixed and
+ * related as well as form-data) with a boundary some parser takes. Only a request that has a body.
  */
 function bodyChecks(req: IncomingMessage, method: string): BodyChecks | undefined {
   if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return undefined;
@@ -190,9 +190,10 @@ function bodyChecks(req: IncomingMessage, method: string): BodyChecks | undefine
   const header = (req.headers['content-type'] ?? '').trim();
   const lower = header.toLowerCase();
   const type = lower.split(/[;,\s]/, 1)[0]!;
-  const form = type === FORM || (type === '' && method === 'POST');
+  const multipart = type.startsWith('multipart/');
+  const form = type === FORM || (type === '' && method === 'POST') || (multipart && !rackReadsBoundary(header));
   const json = lower.includes('/json') || lower.includes('+json');
-  const delimiters = type.startsWith('multipart/') ? multipartDelimiters(header) : [];
+  const delimiters = multipart ? multipartDelimiters(header) : [];
   if (!form && !json && delimiters.length === 0) return undefined;
   return { form, json, ...(delimiters.length > 0 ? { multipart: delimiters } : {}) };
 }
@@ -222,7 +223,7 @@ function readBody(req: IncomingMessage, idleMs: number, kind: BodyKind, onStop: 
     error: new WritError(
       'WRIT_FRAME_TOO_LARGE',
       kind === 'form'
-        ? `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`
+        ? `a form body (${FORM}, a POST without a Content-Type, or a multipart/ type without a boundary Rack reads) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`
         : `a JSON body (a Content-Type with /json or +json) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`,
     ),
   };

@@ -540,7 +540,7 @@ describe('the credential-injecting proxy', () => {
     chunked.req.destroy();
     const refusal = {
       error: 'invalid_request',
-      error_description: `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX} bytes`,
+      error_description: `a form body (${FORM}, a POST without a Content-Type, or a multipart/ type without a boundary Rack reads) is read whole to check the method it names: at most ${MAX} bytes`,
       writ_code: 'WRIT_FRAME_TOO_LARGE',
     };
     expect([d, c].map((r) => [r.status, r.headers.connection, JSON.parse(r.body.toString())])).toEqual([
@@ -697,7 +697,7 @@ describe('the credential-injecting proxy', () => {
     expect(refused.map((x) => [x.outcome, x.code, x.jti, x.detail.allowed, x.detail.status])).toEqual(Array(cases.length + 1).fill(['failure', 'WRIT_BAD_REQUEST', jti, false, 400]));
   });
 
-  it('a multipart body without one reaches the upstream byte for byte, with Content-Length or chunked; one without a boundary is not read', async () => {
+  it('a multipart body without one reaches the upstream byte for byte, with Content-Length or chunked', async () => {
     const body = Buffer.concat([
       titlePart,
       formPart('Content-Disposition: form-data; name="post[_method]"', 'nested: the app\'s own data'),
@@ -714,10 +714,37 @@ describe('the credential-injecting proxy', () => {
     const chunked = await replied(answer);
     expect([chunked.status, sha(chunked.body)]).toEqual([200, sha(body)]);
     expect(up.echoed).toEqual({ bytes: body.length, sha256: sha(body) });
-    // Without a boundary no parser reads its parts: it streams unread, the part and all.
-    const unread = Buffer.concat([formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing]);
-    const nb = await call(base, '/echo', { token, method: 'POST', body: unread, headers: { 'content-type': 'multipart/form-data' } });
-    expect([nb.status, sha(nb.body)]).toEqual([200, sha(unread)]);
+  });
+
+  it('a multipart/ type without a boundary Rack reads is read as the form Rack parses it as: `_method` in it is refused 400 before the upstream, over 1 MiB 413', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const types = ['multipart/form-data', "multipart/form-data; boundary*=utf-8''XyZ", 'multipart/form-data; boundary=""', 'multipart/mixed; boundary=;x=1', 'Multipart/Related; BOUNDARY =XyZ'];
+    const answers: unknown[] = [];
+    for (const type of types) {
+      const body = 'title=x&_method=DELETE';
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([type, r.status, JSON.parse(r.body.toString())]);
+    }
+    const refusal = { error: 'invalid_request', error_description: `the form body must not name another method (${OVERRIDES})`, writ_code: 'WRIT_BAD_REQUEST', writ_path: 'body' };
+    expect(answers).toEqual(types.map((t) => [t, 400, refusal]));
+    const big = open(base, '/echo', token, { 'content-type': 'multipart/form-data' });
+    big.req.write(Buffer.alloc(1024 * 1024 + 1, 'a'));
+    const b = await replied(big.answer);
+    big.req.destroy();
+    expect([b.status, b.headers.connection, JSON.parse(b.body.toString()).writ_code]).toEqual([413, 'close', 'WRIT_FRAME_TOO_LARGE']);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, types.length + 1);
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual([
+      ...Array(types.length).fill(['failure', 'WRIT_BAD_REQUEST', false, 400]),
+      ['failure', 'WRIT_FRAME_TOO_LARGE', false, 413],
+    ]);
+    // One without such a field is forwarded as it came.
+    const plain = Buffer.from('title=x&payment_method=card');
+    const ok = await call(base, '/echo', { token, method: 'POST', body: plain, headers: { 'content-type': 'multipart/form-data' } });
+    expect([ok.status, ok.body.toString()]).toEqual([200, plain.toString()]);
   });
 
   it('a multipart body over 1 MiB streams on, scanned: a part named for another method at its end stops it before the upstream has the body whole (400, recorded as body-refused)', async () => {

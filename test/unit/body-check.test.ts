@@ -1,7 +1,7 @@
 // The proxy's readers of a body's method override: top-level JSON keys, and multipart part headers scanned as they
 // stream, whatever the chunking (a delimiter or a part header split anywhere, down to one byte at a time).
 import { describe, expect, it } from 'vitest';
-import { MAX_PART_HEADERS, MultipartScanner, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, partHeadersNameOverride } from '../../broker/proxy/body-check';
+import { MAX_PART_HEADERS, MultipartScanner, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, partHeadersNameOverride, rackReadsBoundary } from '../../broker/proxy/body-check';
 import type { PartVerdict } from '../../broker/proxy/body-check';
 
 const B = '----WritFormBoundary7MA4YWxkTrZu0gW';
@@ -44,6 +44,15 @@ describe('isOverrideName and namesOverride (query and form keys)', () => {
       expect([t, namesOverride(t)]).toEqual([t, true]);
     }
     for (const t of ['payment_method=card', 'post%5B_method%5D=DELETE', 'note=%5B_method%5D', '']) expect([t, namesOverride(t)]).toEqual([t, false]);
+  });
+});
+
+describe('rackReadsBoundary', () => {
+  it('is Rack\'s pattern: multipart/, then anywhere `boundary=` and a character other than `"`, `;` or `,`', () => {
+    for (const t of [CT, 'Multipart/Mixed; BOUNDARY="x"', 'multipart/form-data; boundary=""; boundary=b', 'multipart/form-data; xboundary=a']) expect([t, rackReadsBoundary(t)]).toEqual([t, true]);
+    for (const t of ['multipart/form-data', 'multipart/form-data; boundary=', 'multipart/form-data; boundary=""', 'multipart/form-data; boundary=;x', "multipart/form-data; boundary*=utf-8''XyZ", 'multipart/form-data; boundary =x', ` ${CT}`, `text/plain; x=${CT}`]) {
+      expect([t, rackReadsBoundary(t)]).toEqual([t, false]);
+    }
   });
 });
 
