@@ -81,8 +81,8 @@ const MAX_BOUNDARY = 200;
 /** More distinct boundaries than this in one Content-Type: refused rather than scanned for each. */
 export const MAX_BOUNDARIES = 8;
 /**
- * Part headers (from a delimiter to the blank line that ends them) longer than this are refused, not scanned on
- * without bound: real ones are a few hundred bytes (busboy stops at 16 KiB).
+ * A header block (from a delimiter to the blank line that ends it) longer than this is refused, not scanned on
+ * without bound: real part headers are a few hundred bytes (busboy stops at 16 KiB).
  */
 export const MAX_PART_HEADERS = 64 * 1024;
 
@@ -95,8 +95,10 @@ const rfc2231 = (s: string) => pctDecode(/^[^']*'[^']*'/.test(s) ? s.replace(/^[
  * parameter (busboy, any RFC reader; every one if there are several), the last `boundary=` (Rack's greedy
  * pattern), and the first `boundary` at all, even one that ends another parameter's name, with the next '=' after
  * it (PHP). Each quoted or not, cut where Rack and PHP cut it (`"`, `;`, `,`) and where RFC 2046 does (white space
- * too), its RFC 2231 form (`boundary*=utf-8''…`) decoded. A delimiter that starts with another is dropped: wherever
- * the longer occurs, the shorter does, and a scan from there covers what follows. Empty if there is none.
+ * too), a quoted one also with its escapes undone (`"a\"b"` is `a"b` to busboy), its RFC 2231 form
+ * (`boundary*=utf-8''…`) decoded. An empty one (`boundary=""`, `boundary=`, `boundary=;x`) is PHP's delimiter
+ * `--`. A delimiter that starts with another is dropped: wherever the longer occurs, the shorter does, and a scan
+ * from there covers what follows. Empty if there is none.
  */
 export function multipartDelimiters(contentType: string): Buffer[] {
   const lower = contentType.toLowerCase();
@@ -115,11 +117,14 @@ export function multipartDelimiters(contentType: string): Buffer[] {
     if (eq < 0) continue;
     const value = contentType.slice(eq + 1);
     const raw = (value.startsWith('"') ? value.slice(1) : value).split(/[";,]/, 1)[0]!;
+    if (raw === '') values.add('');
     add(raw);
     add(raw.split(/\s/, 1)[0]);
     const spaced = value.replace(/^\s+/, '');
     const token = (spaced.startsWith('"') ? spaced.slice(1) : spaced).split(/[";,\s]/, 1)[0]!;
     add(token);
+    const quoted = /^"((?:[^"\\]|\\[\s\S])*)/.exec(spaced);
+    if (quoted) add(quoted[1]!.replace(/\\([\s\S])/g, '$1'));
     if (/^\s*\*/.test(contentType.slice(at + 'boundary'.length, eq))) {
       add(rfc2231(raw));
       add(rfc2231(token));
@@ -131,66 +136,91 @@ export function multipartDelimiters(contentType: string): Buffer[] {
 }
 
 /**
- * A `name` parameter in a Content-Disposition, in every form a parser reads: quoted (with or without its escapes
- * undone), single-quoted, bare (whole, or cut at Rack's token separators), RFC 2231 (`name*=utf-8''%5Fmethod`, and
- * `name*0=`/`name*1*=` continuations, joined), percent-encoded. Not `filename`: the character before `name` must
- * not be one a token holds.
+ * An override key as a token of header text: not after a letter or digit, not before a letter, digit or '-', any
+ * case, and `_method` also with its '_' as '.', ' ', '[' or ']' (PHP reads `.method` and ` method` as `_method`
+ * after a leading space; Rack drops leading brackets). So `payment_method` is no such token; `name="_method"`,
+ * `name="[_method]"`, `Content-ID: _method` and `filename="_method.txt"` all hold one.
  */
-const NAME_PARAM = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])name(?:\*(\d+))?(\*)?\s*=\s*("(?:[^"\\]|\\[\s\S])*"?|'[^']*'?|[^;\s]*)/gi;
+const OVERRIDE_TOKEN = new RegExp(
+  `(?<![A-Za-z0-9])(?:${[...OVERRIDE_KEYS].map((k) => (k.startsWith('_') ? `[_. [\\]]${k.slice(1)}` : k.replaceAll('-', '\\-'))).join('|')})(?![A-Za-z0-9-])`,
+  'i',
+);
 
-function dispositionNames(s: string): string[] {
-  const out: string[] = [];
+/** RFC 2231 continuations of a `name` (`name*0="_me"; name*1*=thod`), joined in order as a reader that takes them would. */
+const NAME_PIECE = /(?<![A-Za-z0-9!#$%&'*+.^_`|~-])name\*(\d+)\*?\s*=\s*("(?:[^"\\]|\\[\s\S])*"?|[^;\s]*)/gi;
+
+function continuedName(text: string): string {
   const pieces = new Map<number, string>();
-  for (const m of s.matchAll(NAME_PARAM)) {
-    const [, index, extended, v = ''] = m;
-    const forms: string[] = [];
-    if (v.startsWith('"')) {
-      const inner = /^"(?:[^"\\]|\\[\s\S])*"$/.test(v) ? v.slice(1, -1) : v.slice(1);
-      forms.push(inner, inner.replace(/\\([\s\S])/g, '$1'));
-    } else if (v.startsWith("'")) {
-      forms.push(v.length > 1 && v.endsWith("'") ? v.slice(1, -1) : v.slice(1));
-    } else {
-      forms.push(v, v.split(/[()<>,;:\\"/[\]?=]/, 1)[0]!);
-    }
-    const decoded = forms.map((f) => (extended ? rfc2231(f) : pctDecode(f)));
-    out.push(...forms, ...decoded);
-    if (index !== undefined && !pieces.has(Number(index))) pieces.set(Number(index), decoded[0]!);
+  for (const [, index, v = ''] of text.matchAll(NAME_PIECE)) {
+    if (!pieces.has(Number(index))) pieces.set(Number(index), v.startsWith('"') ? v.replace(/^"|"$/g, '') : v);
   }
-  if (pieces.size > 0) out.push([...pieces].sort(([a], [b]) => a - b).map(([, p]) => p).join(''));
-  return out.flatMap((x) => [x, x.trim()]);
+  return [...pieces].sort(([a], [b]) => a - b).map(([, p]) => p).join('');
 }
 
 /**
- * Whether part headers name another method: any Content-Disposition in them (the name matched anywhere, as Rack's
- * pattern finds it even inside another header), and every `name` parameter from there to the headers' end.
+ * Whether header text names another method by the one rule that holds for every parser, in place of reading it as
+ * each does: an override key as a token (OVERRIDE_TOKEN) anywhere in the text, in any header, in the text as it is
+ * (lines apart, as Rack and busboy read them) and with every CR and LF removed (PHP joins a line without a colon
+ * onto the one before it with nothing between: `na` + `me="_method"`, `"_me` + `thod"`), each also with its
+ * backslash escapes undone (busboy), then percent-decoded (RFC 2231 `name*=utf-8''%5Fmethod`; its `''` prefix
+ * does not touch the token), and with NULs dropped (a UTF-16 name decoded byte for byte). Which header names the
+ * part (Content-Disposition, a Content-ID when there is none or it is long: Rack) does not matter then.
  */
-export function partHeadersNameOverride(headers: Buffer): boolean {
-  const text = headers.toString('latin1');
-  const at = text.toLowerCase().indexOf('content-disposition');
-  if (at < 0) return false;
-  return dispositionNames(text.slice(at + 'content-disposition'.length)).some(isOverrideName);
+function headerTextNamesOverride(text: string): boolean {
+  const joined = text.replace(/[\r\n]/g, '');
+  for (const lines of [text, joined]) {
+    for (const t of [lines, lines.replace(/\\([\s\S])/g, '$1')]) {
+      const decoded = pctDecode(t);
+      if (OVERRIDE_TOKEN.test(t) || OVERRIDE_TOKEN.test(decoded) || OVERRIDE_TOKEN.test(decoded.replaceAll('\0', ''))) return true;
+    }
+  }
+  const continued = continuedName(joined);
+  return continued !== '' && (OVERRIDE_TOKEN.test(continued) || OVERRIDE_TOKEN.test(rfc2231(continued)));
+}
+
+/**
+ * Whether a header block (the bytes after a delimiter, up to the blank line that ends them) names another method.
+ * A delimiter inside the block starts a block of its own, to the same blank line: the text after it is read as a
+ * block's start too (a token right after it counts, whatever the delimiter ends with).
+ */
+export function headerBlockNamesOverride(block: Buffer, delimiter?: Buffer): boolean {
+  const text = block.toString('latin1');
+  if (headerTextNamesOverride(text)) return true;
+  if (delimiter === undefined || delimiter.length === 0) return false;
+  const d = delimiter.toString('latin1');
+  let split = '';
+  let from = 0;
+  for (let at = text.indexOf(d); at >= 0; at = text.indexOf(d, at + 1)) {
+    split += `${text.slice(from, at + d.length)}\x01`;
+    from = at + d.length;
+  }
+  return from > 0 && headerTextNamesOverride(split + text.slice(from));
 }
 
 export type PartVerdict = 'override' | 'headers-too-long';
 
 const BLANK_LINE = Buffer.from('\r\n\r\n');
 
-/** Scans for one delimiter: the part headers after each place it occurs, up to the next blank line. */
+/**
+ * Scans for one delimiter: the header block after each place it occurs, up to the first blank line of CRLFs
+ * (Rack's and busboy's end of part headers; PHP also ends them at a bare-LF one, earlier, so inside the block).
+ * A block does not end at a delimiter inside it: the delimiter starts another block, to the same blank line.
+ * What follows the blank line (a part's content) is only searched for the next delimiter, never read.
+ */
 class DelimiterScan {
-  /** What is kept of the bytes seen: a delimiter's length less one outside part headers, the headers so far in them. */
+  /** What is kept of the bytes seen: a delimiter's length less one outside a block, the block so far in one. */
   private kept: Buffer = Buffer.alloc(0);
-  private inHeaders = false;
-  /** In part headers: how far `kept` has been searched already (so a trickle of small chunks is not searched again). */
+  private inBlock = false;
+  /** In a block: how far `kept` has been searched already (so a trickle of small chunks is not searched again). */
   private searched = 0;
 
   constructor(private readonly delimiter: Buffer) {}
 
   write(chunk: Buffer): PartVerdict | undefined {
     let buf = this.kept.length > 0 ? Buffer.concat([this.kept, chunk]) : chunk;
-    const back = Math.max(BLANK_LINE.length, this.delimiter.length) - 1;
-    let from = this.inHeaders ? Math.max(0, this.searched - back) : 0;
+    let from = this.inBlock ? Math.max(0, this.searched - (BLANK_LINE.length - 1)) : 0;
     for (;;) {
-      if (!this.inHeaders) {
+      if (!this.inBlock) {
         const at = buf.indexOf(this.delimiter, from);
         if (at < 0) {
           this.kept = Buffer.from(buf.subarray(Math.max(0, buf.length - (this.delimiter.length - 1))));
@@ -198,45 +228,38 @@ class DelimiterScan {
         }
         // Anywhere, not only at a line's start: Rack finds the first delimiter in the middle of a line.
         buf = buf.subarray(at + this.delimiter.length);
-        this.inHeaders = true;
+        this.inBlock = true;
         from = 0;
         continue;
       }
       const blank = buf.indexOf(BLANK_LINE, from);
-      const next = buf.indexOf(this.delimiter, from);
-      if (blank < 0 && next < 0) {
+      if (blank < 0) {
         if (buf.length > MAX_PART_HEADERS) return 'headers-too-long';
         this.kept = Buffer.from(buf);
         this.searched = buf.length;
         return undefined;
       }
-      // Headers end at a blank line of CRLFs (Rack, busboy; PHP also ends them at a bare LF one, earlier, so inside
-      // these), or where the next delimiter starts the next part's.
-      const stop = next >= 0 && (blank < 0 || next < blank) ? next : blank;
-      if (stop > MAX_PART_HEADERS) return 'headers-too-long';
-      if (partHeadersNameOverride(buf.subarray(0, stop))) return 'override';
-      if (stop === next) {
-        buf = buf.subarray(next + this.delimiter.length);
-      } else {
-        buf = buf.subarray(blank + BLANK_LINE.length);
-        this.inHeaders = false;
-      }
+      if (blank > MAX_PART_HEADERS) return 'headers-too-long';
+      if (headerBlockNamesOverride(buf.subarray(0, blank), this.delimiter)) return 'override';
+      buf = buf.subarray(blank + BLANK_LINE.length);
+      this.inBlock = false;
       from = 0;
     }
   }
 
   end(): PartVerdict | undefined {
-    const last = this.inHeaders && partHeadersNameOverride(this.kept) ? 'override' : undefined;
+    const last = this.inBlock && headerBlockNamesOverride(this.kept, this.delimiter) ? 'override' : undefined;
     this.kept = Buffer.alloc(0);
     return last;
   }
 }
 
 /**
- * Reads a multipart body as it streams, chunk by chunk, for a part named for another method (`write` says so on
- * the chunk that completes its headers, or `end` at the body's end). Only part headers are read, never parsed
- * strictly: each delimiter is found wherever it occurs, and a Content-Disposition anywhere in the headers after it
- * counts. Memory stays bounded: a delimiter's length outside part headers, at most MAX_PART_HEADERS in them.
+ * Reads a multipart body as it streams, chunk by chunk, for a header block that names another method (`write`
+ * says so on the chunk that completes the block, or `end` at the body's end). Part headers are never parsed, as
+ * no one parse matches every parser's: each delimiter is found wherever it occurs, and an override key as a token
+ * anywhere in the block after it counts (headerBlockNamesOverride), which refuses a rare honest body too (a file
+ * named `_method.txt`). Memory stays bounded: a delimiter's length outside a block, at most MAX_PART_HEADERS in one.
  */
 export class MultipartScanner {
   private readonly scans: DelimiterScan[];

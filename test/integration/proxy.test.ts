@@ -658,7 +658,7 @@ describe('the credential-injecting proxy', () => {
   const titlePart = formPart('Content-Disposition: form-data; name="title"', 'a title');
   const closing = Buffer.from(`--${MB}--\r\n`);
 
-  it('a multipart body with a part named for another method (quoted, bare, name*=, any case, the part last) is refused with 400 before the upstream, and recorded', async () => {
+  it('a multipart body with a part named for another method (quoted, bare, name*=, any case, the part last, by Content-ID, over two lines, an empty boundary) is refused with 400 before the upstream, and recorded', async () => {
     const before = up.seen.length;
     const recordsBefore = proxyRecords().length;
     const cases: [string, string, Buffer][] = [
@@ -667,6 +667,19 @@ describe('the credential-injecting proxy', () => {
       ['name*=', MULTIPART, Buffer.concat([titlePart, formPart("Content-Disposition: form-data; name*=utf-8''%5Fmethod", 'PUT'), closing])],
       ['odd case', `Multipart/Form-Data; BOUNDARY="${MB}"`, Buffer.concat([formPart('content-disposition: FORM-DATA; Name="X-HTTP-Method-Override"', 'DELETE'), closing])],
       ['multipart/mixed (Rack parses it)', `multipart/mixed; boundary=${MB}`, Buffer.concat([formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing])],
+      // Rack names a part without a Content-Disposition by its Content-ID.
+      ['Content-ID', MULTIPART, Buffer.concat([titlePart, formPart('Content-ID: _method', 'DELETE'), closing])],
+      // A delimiter inside the part headers does not end them: Rack and PHP read the name after it.
+      ['a delimiter inside the headers', MULTIPART, Buffer.concat([formPart(`Content-Disposition: form-data; x=--${MB}; name="_method"`, 'DELETE'), closing])],
+      // PHP joins a header line without a colon onto the one before it.
+      ['a name over two lines (PHP)', MULTIPART, Buffer.concat([formPart('Content-Disposition: form-data; na\r\nme="_me\r\nthod"', 'DELETE'), closing])],
+      // PHP takes an empty boundary as one: its delimiter is `--`.
+      ['boundary="" (PHP)', 'multipart/form-data; boundary=""', Buffer.from('--\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n----\r\n')],
+      ['boundary=;x (PHP)', 'multipart/form-data; boundary=;x=1', Buffer.from('--\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n----\r\n')],
+      // Rack 2.2 reads [_method] as _method.
+      ['[_method] (Rack 2.2)', MULTIPART, Buffer.concat([formPart('Content-Disposition: form-data; name="[_method]"', 'DELETE'), closing])],
+      // busboy undoes a quoted boundary's escapes.
+      ['boundary="a\\"b"', 'multipart/form-data; boundary="a\\"b"', Buffer.from('--a"b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--a"b--\r\n')],
     ];
     const answers: unknown[] = [];
     for (const [what, type, body] of cases) {
@@ -700,8 +713,9 @@ describe('the credential-injecting proxy', () => {
   it('a multipart body without one reaches the upstream byte for byte, with Content-Length or chunked', async () => {
     const body = Buffer.concat([
       titlePart,
-      formPart('Content-Disposition: form-data; name="post[_method]"', 'nested: the app\'s own data'),
-      formPart('Content-Disposition: form-data; name="file"; filename="_method"\r\nContent-Type: text/plain', 'says name="_method" and _method=DELETE'),
+      formPart('Content-Disposition: form-data; name="payment_method"', 'card'),
+      // A file's content is never read, even one that looks like part headers.
+      formPart('Content-Disposition: form-data; name="file"; filename="notes.txt"\r\nContent-Type: text/plain', 'says _method=DELETE and\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'),
       closing,
     ]);
     const whole = await call(base, '/echo', { token, method: 'POST', body, headers: { 'content-type': MULTIPART } });

@@ -1,7 +1,7 @@
 // The proxy's readers of a body's method override: top-level JSON keys, and multipart part headers scanned as they
 // stream, whatever the chunking (a delimiter or a part header split anywhere, down to one byte at a time).
 import { describe, expect, it } from 'vitest';
-import { MAX_PART_HEADERS, MultipartScanner, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, partHeadersNameOverride, rackReadsBoundary } from '../../broker/proxy/body-check';
+import { MAX_PART_HEADERS, MultipartScanner, headerBlockNamesOverride, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from '../../broker/proxy/body-check';
 import type { PartVerdict } from '../../broker/proxy/body-check';
 
 const B = '----WritFormBoundary7MA4YWxkTrZu0gW';
@@ -72,10 +72,16 @@ describe('multipartDelimiters', () => {
     expect(multipartDelimiters("multipart/form-data; boundary*=utf-8''a%20b").map(String).sort()).toEqual(['--a b', "--utf-8''a%20b"]);
   });
 
-  it('none: no boundary, or an empty one', () => {
+  it('none without a boundary; an empty one is PHP\'s delimiter `--`', () => {
     expect(multipartDelimiters('multipart/form-data')).toEqual([]);
-    expect(multipartDelimiters('multipart/form-data; boundary=')).toEqual([]);
-    expect(multipartDelimiters('multipart/form-data; boundary=""')).toEqual([]);
+    for (const t of ['multipart/form-data; boundary=', 'multipart/form-data; boundary=""', 'multipart/form-data; boundary=;x=1', 'multipart/form-data; boundary=,x']) {
+      expect([t, multipartDelimiters(t).map(String)]).toEqual([t, ['--']]);
+    }
+  });
+
+  it('takes a quoted boundary with its escapes undone as well (busboy): "a\\"b" is a"b', () => {
+    expect(multipartDelimiters('multipart/form-data; boundary="a\\"b"').map(String).sort()).toEqual(['--a"b', '--a\\']);
+    expect(multipartDelimiters('multipart/form-data; boundary="a\\\\b"').map(String).sort()).toEqual(['--a\\\\b', '--a\\b']);
   });
 });
 
@@ -96,6 +102,25 @@ describe('MultipartScanner', () => {
     ['first delimiter mid-line', `preamble--${B}\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n${end}`],
     ['after a bare-LF blank line', part('X-A: 1\n\nContent-Disposition: form-data; name="_method"', 'DELETE') + end],
     ['headers the body ends in', `${title}--${B}\r\nContent-Disposition: form-data; name="_method"`],
+    // Rack names a part without a Content-Disposition by its Content-ID (Rack 3 also when the disposition is long).
+    ['a Content-ID, no Content-Disposition', part('Content-ID: _method', 'DELETE') + end],
+    ['a Content-ID beside a long Content-Disposition', part(`Content-Disposition: form-data; name="x"; ${'a=b; '.repeat(400)}\r\nContent-ID: <_method>`, 'DELETE') + end],
+    // A delimiter inside the headers does not end them: Rack and PHP read the name after it.
+    ['a delimiter inside the Content-Disposition', part(`Content-Disposition: form-data; x=--${B}; name="_method"`, 'DELETE') + end],
+    ['a token right after a delimiter inside the headers', part(`Content-Disposition: form-data; name="a"; x="--${B}_method"`, 'DELETE') + end],
+    // PHP joins a header line without a colon onto the one before, with nothing between.
+    ['a line without a colon, joined (PHP): na + me=', part('Content-Disposition: form-data; na\r\nme="_method"', 'DELETE') + end],
+    ['a name split over two lines (PHP)', part('Content-Disposition: form-data; name="_me\r\nthod"', 'DELETE') + end],
+    // Rack 2.2's normalize_params drops leading brackets and cuts at the first ']'.
+    ['[_method]', part('Content-Disposition: form-data; name="[_method]"', 'DELETE') + end],
+    [']_method', part('Content-Disposition: form-data; name="]_method"', 'DELETE') + end],
+    ['_method]', part('Content-Disposition: form-data; name="_method]"', 'DELETE') + end],
+    ['a nested name (refused: the token rule cannot tell it from [_method])', part('Content-Disposition: form-data; name="post[_method]"', 'x') + end],
+    ['an override key anywhere in any header', part('Content-Disposition: form-data; name="a"\r\nX-Note: X-HTTP-Method-Override', 'DELETE') + end],
+    ['RFC 2231, a UTF-16 name', part("Content-Disposition: form-data; name*=utf-16le''%5F%00m%00e%00t%00h%00o%00d%00", 'DELETE') + end],
+    ['RFC 2231 continuations, one percent-encoded', part("Content-Disposition: form-data; name*0=\"_me\"; name*1*=%74hod", 'DELETE') + end],
+    // The rare false positive this rule accepts: a file named like the key.
+    ['a file named _method.txt (a false positive, accepted)', part('Content-Disposition: form-data; name="upload"; filename="_method.txt"', 'x') + end],
   ];
 
   for (const [what, body] of refused) {
@@ -108,9 +133,9 @@ describe('MultipartScanner', () => {
 
   const allowed: [string, string][] = [
     ['plain fields and a file that mentions _method', title + file + end],
-    ['a file named _method', part('Content-Disposition: form-data; name="upload"; filename="_method"', 'x') + end],
-    ['a nested name', part('Content-Disposition: form-data; name="post[_method]"', 'x') + part('Content-Disposition: form-data; name="method"', 'x') + end],
-    ['a name that only starts like one', part('Content-Disposition: form-data; name="_methods"', 'x') + end],
+    ['a file whose content is part headers naming _method', part('Content-Disposition: form-data; name="f"; filename="f.txt"', `Content-Disposition: form-data; name="_method"\r\n\r\nDELETE`) + end],
+    ['payment_method, method, payment.method', part('Content-Disposition: form-data; name="payment_method"', 'card') + part('Content-Disposition: form-data; name="method"', 'x') + part('Content-Disposition: form-data; name="payment.method"', 'x') + end],
+    ['a name that only starts like one', part('Content-Disposition: form-data; name="_methods"', 'x') + part('Content-Disposition: form-data; name="_method-x"', 'x') + end],
   ];
   for (const [what, body] of allowed) {
     it(`passes a body without one (${what}): whole, byte by byte, split anywhere`, () => {
@@ -126,6 +151,23 @@ describe('MultipartScanner', () => {
     const cut = body.indexOf('DELETE');
     expect(s.write(body.subarray(0, cut - 4))).toBeUndefined(); // the headers, without their blank line
     expect(s.write(body.subarray(cut - 4, cut))).toBe('override');
+  });
+
+  it('reads a body with an empty boundary at PHP\'s delimiter `--`: whole, byte by byte, split anywhere', () => {
+    const body = '--\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n----\r\n';
+    for (const t of ['multipart/form-data; boundary=""', 'multipart/form-data; boundary=', 'multipart/form-data; boundary=;x']) {
+      expect([t, scan(whole(body), t)]).toEqual([t, 'override']);
+      expect([t, scan(bytes(body), t)]).toEqual([t, 'override']);
+      for (const pieces of splits(body)) expect([t, scan(pieces, t)]).toEqual([t, 'override']);
+    }
+  });
+
+  it('reads a quoted boundary with its escapes undone: boundary="a\\"b" finds --a"b: whole, byte by byte, split anywhere', () => {
+    const t = 'multipart/form-data; boundary="a\\"b"';
+    const body = '--a"b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--a"b--\r\n';
+    expect(scan(whole(body), t)).toBe('override');
+    expect(scan(bytes(body), t)).toBe('override');
+    for (const pieces of splits(body)) expect(scan(pieces, t)).toBe('override');
   });
 
   it('reads the boundary as any parser could: Rack\'s last, PHP\'s first', () => {
@@ -150,10 +192,23 @@ describe('MultipartScanner', () => {
   });
 });
 
-describe('partHeadersNameOverride', () => {
-  it('needs a Content-Disposition: a name parameter elsewhere is no part name', () => {
-    expect(partHeadersNameOverride(Buffer.from('\r\nContent-Type: text/plain; name="_method"'))).toBe(false);
-    expect(partHeadersNameOverride(Buffer.from('\r\nContent-Disposition: form-data; name=%5Fmethod'))).toBe(true);
+describe('headerBlockNamesOverride', () => {
+  it('refuses an override key as a token anywhere in the block, in any spelling a framework reads', () => {
+    for (const h of ['name="_method"', 'name=_METHOD', 'name="[_method]"', 'name=".method"', 'name=" method"', 'name="_method[]"', 'name=%5Fmethod', "name*=utf-8''%5f%6Dethod", 'name="\\_me\\thod"', 'Content-ID: _method', 'X: x-http-method-override', 'X: x-http-method', 'X: X-Method-Override;']) {
+      expect([h, headerBlockNamesOverride(Buffer.from(`\r\nContent-Disposition: form-data; ${h}`, 'latin1'))]).toEqual([h, true]);
+    }
+  });
+
+  it('passes a key inside a longer word: payment_method, x_method, _methods, _method-x, x-http-method-overrides', () => {
+    for (const h of ['name="payment_method"', 'name="x_method"', 'name="_methods"', 'name="_method-x"', 'name="x-http-method-overrides"', 'name="a.method"', 'name="method"', 'name="post[method]"']) {
+      expect([h, headerBlockNamesOverride(Buffer.from(`\r\nContent-Disposition: form-data; ${h}`, 'latin1'))]).toEqual([h, false]);
+    }
+  });
+
+  it('reads the text after a delimiter inside the block as a block of its own', () => {
+    const block = Buffer.from('\r\nContent-Disposition: form-data; name="a"; x=--XyZ_method', 'latin1');
+    expect(headerBlockNamesOverride(block)).toBe(false);
+    expect(headerBlockNamesOverride(block, Buffer.from('--XyZ'))).toBe(true);
   });
 });
 
