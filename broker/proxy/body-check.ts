@@ -76,6 +76,30 @@ export function rackReadsBoundary(contentType: string): boolean {
   return /^multipart\/.*boundary="?[^";,]/i.test(contentType);
 }
 
+/**
+ * Whether every parser reads a JSON body of this Content-Type as UTF-8, as the proxy does: no charset, or utf-8
+ * or us-ascii. body-parser decodes any `utf-*` charset before it parses, so `{"+AF8-method":"DELETE"}` in UTF-7,
+ * or UTF-16, names `_method` to it while the proxy sees none. Every `charset` parameter anywhere in the header
+ * counts (quoted, escaped, RFC 2231 `charset*=`), whichever one a parser would take.
+ */
+export function jsonCharsetIsUtf8(contentType: string): boolean {
+  for (const [, v = ''] of contentType.matchAll(/charset\s*\*?\s*=\s*("(?:[^"\\]|\\[\s\S])*"?|[^;,\s]*)/gi)) {
+    const value = v.startsWith('"') ? v.replace(/^"|"$/g, '').replace(/\\([\s\S])/g, '$1') : v;
+    if (value.toLowerCase() !== 'utf-8' && value.toLowerCase() !== 'us-ascii') return false;
+  }
+  return true;
+}
+
+/**
+ * Whether JSON bytes are plainly not UTF-8 whatever the Content-Type says: a UTF-16 or UTF-32 byte order mark, or
+ * a NUL among the first four bytes (how RFC 4627 §3 tells UTF-16 and UTF-32 apart; UTF-8 JSON never holds a raw
+ * NUL). A UTF-8 byte order mark is fine: the scan passes over it.
+ */
+export function jsonBytesNotUtf8(body: Buffer): boolean {
+  const [a, b] = body;
+  return (a === 0xfe && b === 0xff) || (a === 0xff && b === 0xfe) || body.subarray(0, 4).includes(0);
+}
+
 /** A boundary longer than this is cut to it: a prefix of a boundary finds every place the whole one does. */
 const MAX_BOUNDARY = 200;
 /** More distinct boundaries than this in one Content-Type: refused rather than scanned for each. */

@@ -27,7 +27,7 @@ import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
 import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
-import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from './body-check';
+import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonBytesNotUtf8, jsonCharsetIsUtf8, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from './body-check';
 import type { PartVerdict } from './body-check';
 import type { SecretConfig } from './secrets';
 
@@ -206,6 +206,8 @@ function partRefusal(verdict: PartVerdict): WritError {
 }
 
 type BodyKind = 'form' | 'JSON' | 'multipart';
+
+const JSON_NOT_UTF8 = 'a JSON body must be UTF-8 (charset utf-8 or us-ascii, or none; no UTF-16 or UTF-32 byte order mark): it is read to check the method it names';
 
 /** The body read whole; or, for a multipart body past MAX_FORM_BODY, what was read of it (the request then paused). */
 type BodyRead = { body: Buffer } | { head: Buffer[] } | { status: number; error: WritError };
@@ -579,6 +581,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       if (checks?.multipart && checks.multipart.length > MAX_BOUNDARIES) {
         return fail(400, new WritError('WRIT_BAD_REQUEST', `the Content-Type must not name more than ${MAX_BOUNDARIES} boundaries`, { path: 'content-type' }), undefined, { connection: 'close' });
       }
+      // A JSON body is scanned as UTF-8: one a parser decodes from another charset is refused as unreadable, as a
+      // content-encoded one is.
+      if (checks?.json && !jsonCharsetIsUtf8(req.headers['content-type'] ?? '')) {
+        return fail(415, new WritError('WRIT_BAD_REQUEST', JSON_NOT_UTF8, { path: 'content-type' }), undefined, { connection: 'close' });
+      }
       const call = newCallId();
       // In flight from here: a revocation while the record is written stops it before it is forwarded.
       const held: LiveCall = {
@@ -611,7 +618,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         if (refusal === undefined && 'body' in read) {
           const text = read.body.toString('utf8');
           const verdict = scanner?.end();
-          if (checks.form && namesOverride(text)) {
+          if (checks.json && jsonBytesNotUtf8(read.body)) {
+            refusal = { status: 415, error: new WritError('WRIT_BAD_REQUEST', JSON_NOT_UTF8, { path: 'body' }) };
+          } else if (checks.form && namesOverride(text)) {
             refusal = { status: 400, error: new WritError('WRIT_BAD_REQUEST', `the form body must not name another method (${OVERRIDE_KEYS_TEXT})`, { path: 'body' }) };
           } else if (checks.json && jsonNamesOverride(text)) {
             refusal = { status: 400, error: new WritError('WRIT_BAD_REQUEST', `the JSON body must not name another method at its top level (${OVERRIDE_KEYS_TEXT})`, { path: 'body' }) };

@@ -629,6 +629,48 @@ describe('the credential-injecting proxy', () => {
     }
   });
 
+  it('a JSON body in another charset than UTF-8 (UTF-7, UTF-16, which body-parser decodes) is refused 415 before the upstream; UTF-8, with or without its byte order mark, is not', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const utf16 = Buffer.from('{"_method":"DELETE"}', 'utf16le');
+    const cases: [string, string, Buffer, string][] = [
+      ['utf-7', 'application/json; charset=utf-7', Buffer.from('{"+AF8-method":"DELETE"}'), 'content-type'],
+      ['utf-16le', 'application/json; charset=utf-16le', utf16, 'content-type'],
+      ['quoted UTF-16', 'application/json; charset="UTF-16"', Buffer.concat([Buffer.from([0xff, 0xfe]), utf16]), 'content-type'],
+      ['a UTF-16 byte order mark, no charset', 'application/json', Buffer.concat([Buffer.from([0xff, 0xfe]), utf16]), 'body'],
+      ['UTF-16 without a byte order mark', 'application/json; charset=utf-8', utf16, 'body'],
+    ];
+    const answers: unknown[] = [];
+    for (const [what, type, body] of cases) {
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([what, r.status, JSON.parse(r.body.toString())]);
+    }
+    const refusal = (at: string) => ({
+      error: 'invalid_request',
+      error_description: 'a JSON body must be UTF-8 (charset utf-8 or us-ascii, or none; no UTF-16 or UTF-32 byte order mark): it is read to check the method it names',
+      writ_code: 'WRIT_BAD_REQUEST',
+      writ_path: at,
+    });
+    expect(answers).toEqual(cases.map(([what, , , at]) => [what, 415, refusal(at)]));
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, cases.length);
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual(Array(cases.length).fill(['failure', 'WRIT_BAD_REQUEST', false, 415]));
+    for (const [type, body] of [
+      ['application/json; charset=UTF-8', Buffer.from('{"payment_method":"card"}')],
+      ['application/json; charset=us-ascii', Buffer.from('{"title":"x"}')],
+      ['application/json', Buffer.from('\ufeff{"title":"x"}')],
+    ] as const) {
+      const r = await call(base, '/echo', { token, method: 'POST', body, headers: { 'content-type': type } });
+      expect([type, r.status, sha(r.body)]).toEqual([type, 200, sha(body)]);
+    }
+    // Behind a UTF-8 byte order mark the key is still found.
+    const bom = Buffer.from('\ufeff{"_method":"DELETE"}');
+    const r = await call(base, '/echo', { token, method: 'POST', body: bom, headers: { 'content-type': 'application/json' } });
+    expect([r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([400, 'WRIT_BAD_REQUEST']);
+  });
+
   it('a JSON body over 1 MiB is refused 413 WRIT_FRAME_TOO_LARGE before the upstream, by its Content-Length or once past the bound', async () => {
     const MAX = 1024 * 1024;
     const before = up.seen.length;

@@ -1,7 +1,7 @@
 // The proxy's readers of a body's method override: top-level JSON keys, and multipart part headers scanned as they
 // stream, whatever the chunking (a delimiter or a part header split anywhere, down to one byte at a time).
 import { describe, expect, it } from 'vitest';
-import { MAX_PART_HEADERS, MultipartScanner, headerBlockNamesOverride, isOverrideName, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from '../../broker/proxy/body-check';
+import { MAX_PART_HEADERS, MultipartScanner, headerBlockNamesOverride, isOverrideName, jsonBytesNotUtf8, jsonCharsetIsUtf8, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from '../../broker/proxy/body-check';
 import type { PartVerdict } from '../../broker/proxy/body-check';
 
 const B = '----WritFormBoundary7MA4YWxkTrZu0gW';
@@ -235,5 +235,35 @@ describe('jsonNamesOverride', () => {
     for (const text of ['{"data":{"_method":"DELETE"}}', '{"note":"_method","x":"\\"_method\\":1"}', '[{"_method":"DELETE"}]', '"_method"', '{"title":"x"', 'not json', '']) {
       expect([text, jsonNamesOverride(text)]).toEqual([text, false]);
     }
+  });
+});
+
+describe('JSON read as UTF-8 only', () => {
+  it('takes no charset, utf-8 or us-ascii (any case, quoted); refuses any other, wherever a charset parameter is', () => {
+    for (const t of ['application/json', 'application/json; charset=utf-8', 'application/json; Charset="UTF-8"', 'application/vnd.api+json; charset=us-ascii']) {
+      expect([t, jsonCharsetIsUtf8(t)]).toEqual([t, true]);
+    }
+    for (const t of [
+      'application/json; charset=utf-7', // body-parser decodes it: {"+AF8-method":…} is _method
+      'application/json; charset=utf-16le',
+      'application/json; charset="utf-16"',
+      'application/json; charset=utf-8; charset=utf-7',
+      "application/json; charset*=utf-8''utf-16",
+      'application/json; charset=utf8',
+      'application/json; charset=',
+      'application/json; x="charset=utf-32"',
+    ]) {
+      expect([t, jsonCharsetIsUtf8(t)]).toEqual([t, false]);
+    }
+  });
+
+  it('refuses bytes with a UTF-16 or UTF-32 byte order mark, or a NUL in the first four; a UTF-8 one is fine', () => {
+    const j = '{"_method":"DELETE"}';
+    for (const b of [Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(j, 'utf16le')]), Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from(j, 'utf16le').swap16()]), Buffer.from(j, 'utf16le'), Buffer.from([0, 0, 0xfe, 0xff, 0, 0, 0, 0x7b]), Buffer.from([0x7b, 0, 0, 0])]) {
+      expect([b.toString('hex'), jsonBytesNotUtf8(b)]).toEqual([b.toString('hex'), true]);
+    }
+    for (const b of [Buffer.from(j), Buffer.from(`\ufeff${j}`), Buffer.from(''), Buffer.from('{')]) expect([b.toString('hex'), jsonBytesNotUtf8(b)]).toEqual([b.toString('hex'), false]);
+    // Behind a UTF-8 byte order mark the scan still finds the key.
+    expect(jsonNamesOverride(Buffer.from(`\ufeff${j}`).toString('utf8'))).toBe(true);
   });
 });
