@@ -1,6 +1,6 @@
 // Whether a request names another method than the one its scope allows, in the places frameworks read one: a query
 // or urlencoded form key (Rails, Laravel, Express method-override), a top-level key of a JSON body (Laravel), the
-// name of a multipart part (Rails through Rack, Laravel through PHP). Pure: the proxy feeds it, the unit tests too.
+// headers of a multipart part (Rails through Rack, Laravel through PHP). Pure: the proxy feeds it, the unit tests too.
 // Every reader here is conservative on purpose: it sees a name wherever any parser might, never only where a
 // strict one would, since a differential between this check and the upstream's parser is the way around it.
 
