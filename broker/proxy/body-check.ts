@@ -73,8 +73,9 @@ export function jsonNamesOverride(text: string): boolean {
  * is checked as a form as well.
  */
 export function rackReadsBoundary(contentType: string): boolean {
-  return /^multipart\/.*boundary="?[^";,]/i.test(contentType);
+  return RACK_BOUNDARY.test(contentType);
 }
+const RACK_BOUNDARY = /^multipart\/.*boundary="?([^";,]+)/i;
 
 /**
  * Whether every parser reads a JSON body of this Content-Type as UTF-8, as the proxy does: no charset, or utf-8
@@ -116,8 +117,8 @@ const rfc2231 = (s: string) => pctDecode(/^[^']*'[^']*'/.test(s) ? s.replace(/^[
 
 /**
  * The delimiters (`--` + boundary, as bytes) a multipart parser could take from this Content-Type: the boundary
- * parameter (busboy, any RFC reader; every one if there are several), the last `boundary=` (Rack's greedy
- * pattern), and the first `boundary` at all, even one that ends another parameter's name, with the next '=' after
+ * parameter (busboy, any RFC reader; every one if there are several), the last `boundary=` and the one Rack's
+ * greedy pattern takes, and the first `boundary` at all, even one that ends another parameter's name, with the next '=' after
  * it (PHP). Each quoted or not, cut where Rack and PHP cut it (`"`, `;`, `,`) and where RFC 2046 does (white space
  * too), a quoted one also with its escapes undone (`"a\"b"` is `a"b` to busboy), its RFC 2231 form
  * (`boundary*=utf-8''…`) decoded. An empty one (`boundary=""`, `boundary=`, `boundary=;x`) is PHP's delimiter
@@ -136,6 +137,8 @@ export function multipartDelimiters(contentType: string): Buffer[] {
   found.add(lower.lastIndexOf('boundary='));
   for (const m of lower.matchAll(/(?:^|;)\s*boundary\s*\*?\s*=/g)) found.add(m.index + m[0].indexOf('boundary'));
   found.delete(-1);
+  // Rack's own, exactly (its greedy pattern backtracks past a last `boundary=` it cannot read).
+  add(RACK_BOUNDARY.exec(contentType)?.[1]);
   for (const at of found) {
     const eq = contentType.indexOf('=', at + 'boundary'.length);
     if (eq < 0) continue;

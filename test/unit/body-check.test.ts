@@ -70,6 +70,7 @@ describe('multipartDelimiters', () => {
   it('takes every boundary a parser could: the first (PHP, even inside another name), the last (Rack), RFC 2231', () => {
     expect(multipartDelimiters('multipart/form-data; xboundary=aaa; boundary=bbb').map(String).sort()).toEqual(['--aaa', '--bbb']);
     expect(multipartDelimiters("multipart/form-data; boundary*=utf-8''a%20b").map(String).sort()).toEqual(['--a b', "--utf-8''a%20b"]);
+    expect(multipartDelimiters('multipart/form-data; boundary=aaa; y="boundary="').map(String)).toEqual(['--']);
   });
 
   it('none without a boundary; an empty one is PHP\'s delimiter `--`', () => {
