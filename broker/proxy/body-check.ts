@@ -240,11 +240,45 @@ class DelimiterScan {
   private inBlock = false;
   /** In a block: how far `kept` has been searched already (so a trickle of small chunks is not searched again). */
   private searched = 0;
+  /**
+   * In a block: chunks that came after `kept` and hold no end of the block, not yet joined to it. A block that
+   * arrives a byte at a time is then copied once, when its end or the bound comes, not once per byte (which cost
+   * O(n²): gigabytes copied for one 64 KiB block trickled in).
+   */
+  private more: Buffer[] = [];
+  private moreBytes = 0;
 
   constructor(private readonly delimiter: Buffer) {}
 
+  /** The last `n` bytes of the block so far (`kept`, then `more`). */
+  private blockTail(n: number): Buffer {
+    const parts: Buffer[] = [];
+    let need = n;
+    for (let i = this.more.length - 1; i >= -1 && need > 0; i--) {
+      const b = i >= 0 ? this.more[i]! : this.kept;
+      const take = b.subarray(Math.max(0, b.length - need));
+      parts.unshift(take);
+      need -= take.length;
+    }
+    return Buffer.concat(parts);
+  }
+
   write(chunk: Buffer): PartVerdict | undefined {
-    let buf = this.kept.length > 0 ? Buffer.concat([this.kept, chunk]) : chunk;
+    if (this.inBlock) {
+      // Only the new bytes, and the few before them a blank line could start in, can hold the block's end.
+      const probe = Buffer.concat([this.blockTail(BLANK_LINE.length - 1), chunk]);
+      if (probe.indexOf(BLANK_LINE) < 0) {
+        if (this.kept.length + this.moreBytes + chunk.length > MAX_PART_HEADERS) return 'headers-too-long';
+        this.more.push(Buffer.from(chunk));
+        this.moreBytes += chunk.length;
+        return undefined;
+      }
+    }
+    const head = this.more.length > 0 ? Buffer.concat([this.kept, ...this.more]) : this.kept;
+    this.searched = this.inBlock ? head.length : this.searched;
+    this.more = [];
+    this.moreBytes = 0;
+    let buf = head.length > 0 ? Buffer.concat([head, chunk]) : chunk;
     let from = this.inBlock ? Math.max(0, this.searched - (BLANK_LINE.length - 1)) : 0;
     for (;;) {
       if (!this.inBlock) {
@@ -275,8 +309,11 @@ class DelimiterScan {
   }
 
   end(): PartVerdict | undefined {
-    const last = this.inBlock && headerBlockNamesOverride(this.kept, this.delimiter) ? 'override' : undefined;
+    const block = this.more.length > 0 ? Buffer.concat([this.kept, ...this.more]) : this.kept;
+    const last = this.inBlock && headerBlockNamesOverride(block, this.delimiter) ? 'override' : undefined;
     this.kept = Buffer.alloc(0);
+    this.more = [];
+    this.moreBytes = 0;
     return last;
   }
 }
