@@ -864,6 +864,7 @@ export const PROXY_END_REASONS = [
   'upstream-timeout', // no response (504), or no bytes either way (also an upload that stalls after the answer), within WRIT_PROXY_TIMEOUT_MS
   'revoked', // the token was revoked while the call was in flight (also an upload the upstream goes on reading after it answered)
   'expired', // the token expired while the call was in flight (the same)
+  'body-refused', // a multipart body forwarded as it streamed past 1 MiB held a part named for another method later on (or part headers too long to check): the upstream request was destroyed before the body's end, the agent got 400 (its connection cut, if the upstream had answered)
 ] as const;
 
 /** `detail` of a `proxy.ended` record. */

@@ -3,7 +3,8 @@
 // is forwarded to <upstream of NAME>/<path>?<query> with the real credential from the keychain, if the token
 // verifies (signature, expiry, revocation, audience = the upstream base URL) and its scopes cover
 // `http:<METHOD>:<upstream>/<path>` (the query is not part of the scope target). Bodies stream both ways with
-// backpressure; only a form body is read whole first (at most MAX_FORM_BODY), to refuse a `_method` field in it.
+// backpressure; a form or JSON body is read whole first (at most MAX_FORM_BODY), to refuse a `_method` field in it,
+// and a multipart body is scanned for a part of that name as it goes (body-check.ts).
 // Every call is audited as `proxy.call` (method, URL without the query, jti): a refusal before it is answered, an
 // allowed call before anything goes upstream (no record, no forward); an allowed call's end, once the response
 // and the upload have both ended, as `proxy.ended` (status, bytes each way, why it ended). Never a header value,
@@ -26,6 +27,8 @@ import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
 import { allowsCall, parseScopes } from '../core/scopes';
 import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
+import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonBytesNotUtf8, jsonCharsetIsUtf8, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from './body-check';
+import type { PartVerdict } from './body-check';
 import type { SecretConfig } from './secrets';
 
 export const PROXY_PREFIX = '/proxy/';
@@ -103,6 +106,12 @@ interface LiveCall {
   onStop?: (reason: 'revoked' | 'expired') => void;
 }
 
+/** A multipart body past MAX_FORM_BODY: what was read of it (scanned, not yet sent), and its scanner, to go on with. */
+interface Streamed {
+  head: Buffer[];
+  scanner: MultipartScanner;
+}
+
 /** How an allowed call went, for its `proxy.ended` record. */
 interface CallEnd {
   status?: number;
@@ -125,8 +134,8 @@ function sendJson(res: ServerResponse, status: number, body: Record<string, unkn
   res.end(text);
 }
 
-function auditFailed(res: ServerResponse): void {
-  sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' });
+function auditFailed(res: ServerResponse, headers: Record<string, string> = {}): void {
+  sendJson(res, 500, { error: 'server_error', error_description: 'the audit log could not be written', writ_code: 'WRIT_AUDIT_WRITE_FAILED' }, headers);
 }
 
 /** Names a forwarded call in its `proxy.call` and `proxy.ended` records. */
@@ -134,79 +143,103 @@ function newCallId(): string {
   return `pxc_${randomBytes(12).toString('base64url')}`;
 }
 
-/** RFC 6750 §3 errors for the agent, with Writ's stable code beside them. */
+/** RFC 6750 §3 errors for the agent, with Writ's stable code beside them (and the part of the request at fault). */
 function refuse(res: ServerResponse, status: number, e: WritError, scope?: string, headers: Record<string, string> = {}): void {
+  const at = e.path === undefined ? {} : { writ_path: e.path };
   if (status === 401 || status === 403) {
     const error = status === 401 ? 'invalid_token' : 'insufficient_scope';
     const challenge = `Bearer realm="writ-proxy", error="${error}"${scope ? `, scope="${scope.replace(/["\\]/g, '')}"` : ''}`;
-    sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, { 'www-authenticate': challenge, ...headers });
+    sendJson(res, status, { error, error_description: e.message, writ_code: e.code, ...at }, { 'www-authenticate': challenge, ...headers });
     return;
   }
   const error = status === 404 ? 'not_found' : status === 400 || status === 408 || status === 413 || status === 415 ? 'invalid_request' : status === 429 ? 'rate_limited' : status === 504 ? 'upstream_timeout' : status === 502 ? 'bad_gateway' : 'server_error';
-  sendJson(res, status, { error, error_description: e.message, writ_code: e.code }, headers);
+  sendJson(res, status, { error, error_description: e.message, writ_code: e.code, ...at }, headers);
 }
 
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
 const PATH_CHARS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 
-/** Query keys and form fields that frameworks read as the request's method (Rails, Laravel, Express method-override). */
-const OVERRIDE_KEYS = new Set(['_method', 'x-http-method-override', 'x-http-method', 'x-method-override']);
-const OVERRIDE_KEYS_TEXT = [...OVERRIDE_KEYS].join(', ');
-
 /**
- * Whether query or form text names another method, its keys read as loosely as any framework does: case folded,
- * fields split at ';' as well as '&' (older Rack), a leading space dropped and '.' or ' ' read as '_' (PHP), an
- * array suffix or a NUL cut off (`_method[]`).
- */
-function namesOverride(text: string): boolean {
-  for (const key of new URLSearchParams(text.replaceAll(';', '&')).keys()) {
-    const name = key.replace(/^ +/, '').split(/[[\0]/, 1)[0]!.replace(/[. ]/g, '_').toLowerCase();
-    if (OVERRIDE_KEYS.has(name)) return true;
-  }
-  return false;
-}
-
-/**
- * A form body is read whole, to see a `_method` field, up to this many bytes; a larger one is refused (413
- * WRIT_FRAME_TOO_LARGE). Every other body streams.
+ * A form or JSON body is read whole, to see a `_method` field, up to this many bytes; a larger one is refused (413
+ * WRIT_FRAME_TOO_LARGE). A multipart body is read this far before anything goes upstream, and scanned as it
+ * streams past it. Every other body streams unread.
  */
 export const MAX_FORM_BODY = 1024 * 1024;
 const FORM = 'application/x-www-form-urlencoded';
 
-/**
- * Whether a framework would parse this request's body as a form: the urlencoded media type (cut at ';', ',' or
- * white space, as Rack and PHP cut it), or a POST without a Content-Type, which Rack parses as one. Only a request
- * that has a body. multipart/form-data is not read (a known gap: SECURITY.md).
- */
-function isFormBody(req: IncomingMessage, method: string): boolean {
-  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return false;
-  if (req.headers['content-length'] === '0') return false;
-  const type = (req.headers['content-type'] ?? '').trim().split(/[;,\s]/, 1)[0]!.toLowerCase();
-  return type === FORM || (type === '' && method === 'POST');
+/** How a request's body is read before it goes upstream, to see a method named in it. */
+interface BodyChecks {
+  /** Read whole (at most MAX_FORM_BODY) and checked as a form, as JSON, or (the types can overlap) as both. */
+  form: boolean;
+  json: boolean;
+  /** Scanned for parts named for another method, with these delimiters (from the Content-Type). */
+  multipart?: Buffer[];
 }
 
-type FormRead = { body: Buffer } | { status: number; error: WritError };
+/**
+ * What a framework would parse this request's body as, its Content-Type read as loosely as any reads it. A form:
+ * the urlencoded media type (cut at ';', ',' or white space, as Rack and PHP cut it), a POST without a
+ * Content-Type, which Rack parses as one, and a `multipart/` type without a boundary Rack can read, which Rack
+ * parses as one too. JSON: `/json` or `+json` anywhere in the Content-Type (Laravel's isJson(), which takes
+ * `application/json` and every `+json` type, and more). Multipart: any `multipart/` type (Rack parses mixed and
+ * related as well as form-data) with a boundary some parser takes. Only a request that has a body.
+ */
+function bodyChecks(req: IncomingMessage, method: string): BodyChecks | undefined {
+  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return undefined;
+  if (req.headers['content-length'] === '0') return undefined;
+  const header = (req.headers['content-type'] ?? '').trim();
+  const lower = header.toLowerCase();
+  const type = lower.split(/[;,\s]/, 1)[0]!;
+  const multipart = type.startsWith('multipart/');
+  const form = type === FORM || (type === '' && method === 'POST') || (multipart && !rackReadsBoundary(header));
+  const json = lower.includes('/json') || lower.includes('+json');
+  const delimiters = multipart ? multipartDelimiters(header) : [];
+  if (!form && !json && delimiters.length === 0) return undefined;
+  return { form, json, ...(delimiters.length > 0 ? { multipart: delimiters } : {}) };
+}
+
+/** Why a multipart body is refused, for the agent and the record. */
+function partRefusal(verdict: PartVerdict): WritError {
+  return verdict === 'override'
+    ? new WritError('WRIT_BAD_REQUEST', `the multipart body must not hold a part named for another method (${OVERRIDE_KEYS_TEXT})`, { path: 'body' })
+    : new WritError('WRIT_BAD_REQUEST', `the multipart body's part headers must end within ${MAX_PART_HEADERS} bytes (they are read to check the method a part names)`, { path: 'body' });
+}
+
+type BodyKind = 'form' | 'JSON' | 'multipart';
+
+const JSON_NOT_UTF8 = 'a JSON body must be UTF-8 (charset utf-8 or us-ascii, or none; no UTF-16 or UTF-32 byte order mark): it is read to check the method it names';
+
+/** The body read whole; or, for a multipart body past MAX_FORM_BODY, what was read of it (the request then paused). */
+type BodyRead = { body: Buffer } | { head: Buffer[] } | { status: number; error: WritError };
 
 /**
- * The form body, read whole: over MAX_FORM_BODY (declared or as it arrives), a content coding the check cannot
- * read, or no byte for `idleMs`, and it is a refusal instead. `stop` ends the read early (the token was revoked).
+ * The body, read whole: over MAX_FORM_BODY (declared or as it arrives), a content coding the check cannot read,
+ * or no byte for `idleMs`, and it is a refusal instead. `onStop` ends the read early (the token was revoked). A
+ * multipart body (`scanner`) is scanned as it arrives, refused at the first part named for another method, and
+ * past MAX_FORM_BODY handed back as read so far, to stream on.
  */
-function readFormBody(req: IncomingMessage, idleMs: number, onStop: (cancel: (e: FormRead) => void) => void): Promise<FormRead> {
-  const tooLarge: FormRead = {
+function readBody(req: IncomingMessage, idleMs: number, kind: BodyKind, onStop: (cancel: (e: BodyRead) => void) => void, scanner?: MultipartScanner): Promise<BodyRead> {
+  const streams = kind === 'multipart';
+  const tooLarge: BodyRead = {
     status: 413,
-    error: new WritError('WRIT_FRAME_TOO_LARGE', `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`),
+    error: new WritError(
+      'WRIT_FRAME_TOO_LARGE',
+      kind === 'form'
+        ? `a form body (${FORM}, a POST without a Content-Type, or a multipart/ type without a boundary Rack reads) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`
+        : `a JSON body (a Content-Type with /json or +json) is read whole to check the method it names: at most ${MAX_FORM_BODY} bytes`,
+    ),
   };
   const coding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
   if (coding !== '' && coding !== 'identity') {
-    return Promise.resolve({ status: 415, error: new WritError('WRIT_BAD_REQUEST', 'a form body must not be content-encoded (it is read to check the method it names)', { path: 'content-encoding' }) });
+    return Promise.resolve({ status: 415, error: new WritError('WRIT_BAD_REQUEST', `a ${kind} body must not be content-encoded (it is read to check the method it names)`, { path: 'content-encoding' }) });
   }
   const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > MAX_FORM_BODY) return Promise.resolve(tooLarge);
+  if (!streams && Number.isFinite(declared) && declared > MAX_FORM_BODY) return Promise.resolve(tooLarge);
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let timer: NodeJS.Timeout | undefined;
-    const settle = (r: FormRead) => {
+    const settle = (r: BodyRead) => {
       if (timer === undefined) return;
       clearTimeout(timer);
       timer = undefined;
@@ -215,11 +248,18 @@ function readFormBody(req: IncomingMessage, idleMs: number, onStop: (cancel: (e:
       req.off('close', onClose);
       resolve(r);
     };
-    const idle = () => settle({ status: 408, error: new WritError('WRIT_BAD_REQUEST', `no byte of the form body arrived for ${idleMs} ms`) });
+    const idle = () => settle({ status: 408, error: new WritError('WRIT_BAD_REQUEST', `no byte of the ${kind} body arrived for ${idleMs} ms`) });
     const onData = (c: Buffer) => {
       size += c.length;
-      if (size > MAX_FORM_BODY) return settle(tooLarge);
+      const verdict = scanner?.write(c);
+      if (verdict !== undefined) return settle({ status: 400, error: partRefusal(verdict) });
+      if (size > MAX_FORM_BODY && !streams) return settle(tooLarge);
       chunks.push(c);
+      if (size > MAX_FORM_BODY) {
+        // Paused before its listener goes, so no byte is lost until the call is forwarded and reads on.
+        req.pause();
+        return settle({ head: chunks });
+      }
       timer?.refresh();
     };
     const onEnd = () => settle({ body: Buffer.concat(chunks) });
@@ -537,6 +577,15 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       if ((perAgent.get(owner) ?? 0) >= maxCalls) {
         return fail(429, new WritError('WRIT_RATE_LIMITED', `at most ${maxCalls} proxied calls at a time per agent (with its sub-agents): wait for one to end`), undefined, { 'retry-after': '1' });
       }
+      const checks = bodyChecks(req, method);
+      if (checks?.multipart && checks.multipart.length > MAX_BOUNDARIES) {
+        return fail(400, new WritError('WRIT_BAD_REQUEST', `the Content-Type must not name more than ${MAX_BOUNDARIES} boundaries`, { path: 'content-type' }), undefined, { connection: 'close' });
+      }
+      // A JSON body is scanned as UTF-8: one a parser decodes from another charset is refused as unreadable, as a
+      // content-encoded one is.
+      if (checks?.json && !jsonCharsetIsUtf8(req.headers['content-type'] ?? '')) {
+        return fail(415, new WritError('WRIT_BAD_REQUEST', JSON_NOT_UTF8, { path: 'content-type' }), undefined, { connection: 'close' });
+      }
       const call = newCallId();
       // In flight from here: a revocation while the record is written stops it before it is forwarded.
       const held: LiveCall = {
@@ -545,21 +594,41 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
       live.add(held);
       perAgent.set(owner, (perAgent.get(owner) ?? 0) + 1);
-      // A form body is read before the call is recorded as allowed: a `_method` field in it (Rails, Laravel) would
-      // turn the allowed method into another upstream, so it is refused like the query form, and nothing goes up.
+      // A form, JSON or multipart body is read before the call is recorded as allowed: a `_method` field in it
+      // (Rails, Laravel) would turn the allowed method into another upstream, so it is refused like the query form,
+      // and nothing goes up. A multipart body past MAX_FORM_BODY is the exception: it is forwarded as it goes on
+      // being scanned (forward()).
       let body: Buffer | undefined;
-      if (isFormBody(req, method)) {
-        const read = await readFormBody(req, deps.timeoutMs, (cancel) => {
-          held.onStop = (reason) => cancel({ status: 401, error: stoppedError(reason) });
-        });
+      let streamed: Streamed | undefined;
+      if (checks !== undefined) {
+        const scanner = checks.multipart && new MultipartScanner(checks.multipart);
+        const kind: BodyKind = checks.form ? 'form' : checks.json ? 'JSON' : 'multipart';
+        const read = await readBody(
+          req,
+          deps.timeoutMs,
+          kind,
+          (cancel) => {
+            held.onStop = (reason) => cancel({ status: 401, error: stoppedError(reason) });
+          },
+          scanner,
+        );
         held.onStop = undefined;
-        let refusal = 'body' in read ? undefined : read;
+        let refusal = 'status' in read ? read : undefined;
         if (refusal === undefined && held.stopped !== undefined) refusal = { status: 401, error: stoppedError(held.stopped) };
-        if ('body' in read && refusal === undefined) {
-          if (namesOverride(read.body.toString('utf8'))) {
+        if (refusal === undefined && 'body' in read) {
+          const text = read.body.toString('utf8');
+          const verdict = scanner?.end();
+          if (checks.json && jsonBytesNotUtf8(read.body)) {
+            refusal = { status: 415, error: new WritError('WRIT_BAD_REQUEST', JSON_NOT_UTF8, { path: 'body' }) };
+          } else if (checks.form && namesOverride(text)) {
             refusal = { status: 400, error: new WritError('WRIT_BAD_REQUEST', `the form body must not name another method (${OVERRIDE_KEYS_TEXT})`, { path: 'body' }) };
+          } else if (checks.json && jsonNamesOverride(text)) {
+            refusal = { status: 400, error: new WritError('WRIT_BAD_REQUEST', `the JSON body must not name another method at its top level (${OVERRIDE_KEYS_TEXT})`, { path: 'body' }) };
+          } else if (verdict !== undefined) {
+            refusal = { status: 400, error: partRefusal(verdict) };
           } else body = read.body;
         }
+        if (refusal === undefined && 'head' in read && scanner) streamed = { head: read.head, scanner };
         if (refusal !== undefined) {
           release(held);
           // A body not read to its end would be read as the next request on this connection: close it.
@@ -572,17 +641,18 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         await record(facts.agentId, callEntry(facts, call));
       } catch {
         release(held);
-        return auditFailed(res);
+        return auditFailed(res, streamed ? { connection: 'close' } : {});
       }
-      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target }, body);
+      forward(call, held, claims.exp, url, config, secret, { ...facts, url: target }, body, streamed);
     };
 
     /**
-     * Streams the allowed call both ways (a form body read whole is sent as read) and records how it ended
+     * Streams the allowed call both ways (a body read whole is sent as read; a multipart body past MAX_FORM_BODY
+     * as read so far, then as it goes on being scanned) and records how it ended
      * (`proxy.ended`) once both ways have: the response reached the agent and the agent's body the upstream. Until
      * then the call is in flight, so a revocation also cuts an upload the upstream goes on reading after it answered.
      */
-    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }, body?: Buffer) => {
+    const forward = (call: string, held: LiveCall, exp: number, url: URL, config: SecretConfig, secret: string, f: CallFacts & { url: string }, body?: Buffer, streamed?: Streamed) => {
       const end: CallEnd = { bytesUp: 0, bytesDown: 0 };
       const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
       let upstreamReq: ClientRequest | undefined;
@@ -659,7 +729,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         // Already recorded as allowed: it ends as unreachable, not as a refusal.
         const w = new WritError('WRIT_UPSTREAM_UNREACHABLE', 'the upstream could not be reached', { cause: e });
         end.status = 502;
-        refuse(res, 502, w);
+        refuse(res, 502, w, undefined, streamed ? { connection: 'close' } : {});
         return finish('upstream-unreachable', false, w.code);
       }
       const sending = upstreamReq;
@@ -734,8 +804,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
         sending.end(body);
         return;
       }
-      req.on('data', (c: Buffer) => {
-        if (settled || sending.destroyed) return;
+      const send = (c: Buffer) => {
         end.bytesUp += c.length;
         // A large upload in progress is not a hung upstream: the clock runs from the last byte either way.
         arm();
@@ -745,11 +814,50 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
           sending.once('drain', resume);
           sending.socket?.once('drain', resume);
         }
+      };
+      // A multipart body past MAX_FORM_BODY is scanned on as it streams: each chunk before it is sent, and the last
+      // chunk scanned is held back until the next has been, or the body's end, so a part named for another method,
+      // however late, stops the call while the upstream still lacks the body's end. Its request is then destroyed,
+      // never ended: the upstream sees it cut short, never whole.
+      const scanner = streamed?.scanner;
+      let last: Buffer | undefined;
+      const refused = (verdict: PartVerdict) => {
+        if (settled) return;
+        const e = partRefusal(verdict);
+        sending.destroy(e);
+        if (!res.headersSent) {
+          end.status = 400;
+          refuse(res, 400, e, undefined, { connection: 'close' });
+          finish('body-refused', false, e.code);
+        } else {
+          // The upstream answered before the body's end: the agent's connection is cut instead.
+          res.destroy();
+          req.socket.destroy();
+          finish('body-refused', !answered, e.code);
+        }
+      };
+      const next = (c: Buffer) => {
+        if (last !== undefined) send(last);
+        last = c;
+      };
+      for (const c of streamed?.head ?? []) next(c);
+      req.on('data', (c: Buffer) => {
+        if (settled || sending.destroyed) return;
+        if (scanner === undefined) return send(c);
+        const verdict = scanner.write(c);
+        if (verdict !== undefined) return refused(verdict);
+        next(c);
       });
       req.on('end', () => {
-        if (!settled && !sending.destroyed) sending.end();
+        if (settled || sending.destroyed) return;
+        const verdict = scanner?.end();
+        if (verdict !== undefined) return refused(verdict);
+        if (last !== undefined) send(last);
+        sending.end();
       });
       req.on('aborted', () => sending.destroy());
+      // The head was read with the request paused (readBody); it reads on unless the upstream is not keeping up.
+      if (streamed !== undefined && !waiting) req.resume();
     };
 
     run().catch((e: unknown) => {

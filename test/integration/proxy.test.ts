@@ -40,6 +40,8 @@ class Upstream {
   liveCut = 0;
   /** What each /ingest/… request has received: bytes, and whether its body ended or its connection closed. */
   ingests = new Map<string, { bytes: number; ended: boolean; closed: boolean }>();
+  /** What each /upload/… request received: it is answered only once its body has ended, as Rack and PHP read one whole first. */
+  uploads = new Map<string, { bytes: number; sha256: string; ended: boolean; aborted: boolean }>();
   /** Called as each request arrives, before it is answered. */
   onArrival: ((url: string) => void) | undefined;
   private hung: ServerResponse[] = [];
@@ -106,6 +108,23 @@ class Upstream {
       // /ingest/stall-…: waits for the rest of the body as long as it takes (Node's server would otherwise drop the
       // connection once its keep-alive timeout ran out after the answer), so only the proxy can end the call.
       if (path.startsWith('/ingest/stall-')) res.once('finish', () => req.socket.setTimeout(0));
+      return;
+    }
+    if (path.startsWith('/upload/')) {
+      const state = { bytes: 0, sha256: '', ended: false, aborted: false };
+      const hash = createHash('sha256');
+      this.uploads.set(path, state);
+      req.on('data', (c: Buffer) => {
+        state.bytes += c.length;
+        hash.update(c);
+      });
+      req.on('end', () => {
+        state.ended = true;
+        state.sha256 = hash.digest('hex');
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('stored\n');
+      });
+      req.on('close', () => (state.aborted = !req.complete));
       return;
     }
     if (path === '/hang') {
@@ -430,13 +449,15 @@ describe('the credential-injecting proxy', () => {
   it('a query key that frameworks read as the method (`_method=DELETE`) is refused with 400 before the upstream', async () => {
     const before = up.seen.length;
     // `.method` and `_method[]`: PHP reads both as `_method` (Laravel).
-    for (const path of ['/repos/acme/web/issues?_method=DELETE', '/repos/acme/web/issues?a=1&X-HTTP-Method-Override=DELETE', '/repos/acme/web/issues?x-method-override=PUT', '/repos/acme/web/issues?.method=DELETE', '/repos/acme/web/issues?_method[]=DELETE']) {
+    for (const path of ['/repos/acme/web/issues?_method=DELETE', '/repos/acme/web/issues?a=1&X-HTTP-Method-Override=DELETE', '/repos/acme/web/issues?x-method-override=PUT', '/repos/acme/web/issues?.method=DELETE', '/repos/acme/web/issues?_method[]=DELETE',
+      // Rack 2.2's normalize_params drops leading brackets and a trailing ']': each of these is `_method` to it.
+      '/repos/acme/web/issues?%5B_method%5D=DELETE', '/repos/acme/web/issues?a=1&%5D_method=DELETE', '/repos/acme/web/issues?_method%5D=DELETE']) {
       const r = await call(base, path, { token });
       expect([path, r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([path, 400, 'WRIT_BAD_REQUEST']);
     }
     expect(up.seen.slice(before).map((s) => s.url)).toEqual([]);
-    expect((await call(base, '/repos/acme/web/issues?method=x&page=2', { token })).status).toBe(200);
-    expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/issues?method=x&page=2']);
+    expect((await call(base, '/repos/acme/web/issues?method=x&payment_method=card&page=2', { token })).status).toBe(200);
+    expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/issues?method=x&payment_method=card&page=2']);
   });
 
   const FORM = 'application/x-www-form-urlencoded';
@@ -452,6 +473,9 @@ describe('the credential-injecting proxy', () => {
       ['a=1&.method=DELETE', { 'content-type': FORM }], // PHP reads '.' in a name as '_'
       ['+_method=PATCH', { 'content-type': FORM }], // a leading space, which PHP drops
       ['_method[]=DELETE', { 'content-type': FORM }],
+      ['title=x&%5D_method=DELETE', { 'content-type': FORM }], // Rack 2.2 drops leading brackets: `_method`
+      ['%5B_method%5D=DELETE', { 'content-type': FORM }],
+      ['_method%5D=DELETE', { 'content-type': FORM }], // and cuts at the first ']'
       ['a=1;_method=DELETE', { 'content-type': FORM }], // ';' separates fields in older Rack
       ['X-HTTP-Method-Override=DELETE', { 'content-type': FORM }],
       ['_method=DELETE', { 'content-type': `${FORM}, text/plain` }], // Rack and PHP cut the type at ','
@@ -474,6 +498,7 @@ describe('the credential-injecting proxy', () => {
       error: 'invalid_request',
       error_description: 'the form body must not name another method (_method, x-http-method-override, x-http-method, x-method-override)',
       writ_code: 'WRIT_BAD_REQUEST',
+      writ_path: 'body',
     };
     expect(answers).toEqual([...cases.map(([body, h]) => [body, h['content-type'], 400, refusal]), ['chunked', FORM, 400, refusal]]);
     expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
@@ -487,7 +512,7 @@ describe('the credential-injecting proxy', () => {
   });
 
   it('a form body that names no other method reaches the upstream byte for byte, with Content-Length or chunked', async () => {
-    const body = 'title=x&method=DELETE&note=_method%3DDELETE&q=a+b%26c';
+    const body = 'title=x&method=DELETE&payment_method=card&note=_method%3DDELETE&q=a+b%26c';
     const whole = await call(base, '/echo', { token, method: 'POST', body: Buffer.from(body), headers: { 'content-type': FORM } });
     expect([whole.status, whole.body.toString()]).toEqual([200, body]);
     const { ended } = await endOf(`${up.url}/echo`);
@@ -515,7 +540,7 @@ describe('the credential-injecting proxy', () => {
     chunked.req.destroy();
     const refusal = {
       error: 'invalid_request',
-      error_description: `a form body (${FORM}, or a POST without a Content-Type) is read whole to check the method it names: at most ${MAX} bytes`,
+      error_description: `a form body (${FORM}, a POST without a Content-Type, or a multipart/ type without a boundary Rack reads) is read whole to check the method it names: at most ${MAX} bytes`,
       writ_code: 'WRIT_FRAME_TOO_LARGE',
     };
     expect([d, c].map((r) => [r.status, r.headers.connection, JSON.parse(r.body.toString())])).toEqual([
@@ -539,6 +564,315 @@ describe('the credential-injecting proxy', () => {
     ]);
     expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
   }, 30_000);
+
+  const OVERRIDES = '_method, x-http-method-override, x-http-method, x-method-override';
+  /** The records of the calls made since `recordsBefore`, once there are `n`. */
+  const refusedSince = (recordsBefore: number, n: number) =>
+    until(() => {
+      const recs = proxyRecords().slice(recordsBefore);
+      return recs.length >= n ? recs : undefined;
+    });
+
+  it('a JSON body naming another method at its top level (any spelling, either order of duplicate keys) is refused with 400 before the upstream, and recorded', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const cases: [string, string][] = [
+      ['{"title":"x","_method":"DELETE"}', 'application/json'],
+      ['{"X-HTTP-Method-Override":"DELETE"}', 'application/json; charset=utf-8'],
+      ['{"_METHOD":"delete"}', 'Application/JSON'],
+      ['{"x-Method-Override":"PUT"}', 'application/vnd.api+json'],
+      ['{"_method":"DELETE","_method":"POST"}', 'application/json'], // JSON.parse keeps the last: POST
+      ['{"_method":"POST","_method":"DELETE"}', 'application/json'],
+      ['{"\\u005fmethod":"PATCH"}', 'application/json'],
+      ['{"a":{"b":[1,2]},"_method[]":"DELETE"}', 'application/json'],
+      ['{".method":"DELETE"}', 'text/json'], // Laravel's isJson(): "/json" anywhere in the Content-Type
+    ];
+    const answers: unknown[] = [];
+    for (const [body, type] of cases) {
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([body, r.status, JSON.parse(r.body.toString())]);
+    }
+    // Chunked, the key split across two chunks.
+    const { req, answer } = open(base, '/echo', token, { 'content-type': 'application/json' });
+    req.write('{"title":"x","_me');
+    req.end('thod":"DELETE"}');
+    const r = await replied(answer);
+    answers.push(['chunked', r.status, JSON.parse(r.body.toString())]);
+    const refusal = {
+      error: 'invalid_request',
+      error_description: `the JSON body must not name another method at its top level (${OVERRIDES})`,
+      writ_code: 'WRIT_BAD_REQUEST',
+      writ_path: 'body',
+    };
+    expect(answers).toEqual([...cases.map(([body]) => [body, 400, refusal]), ['chunked', 400, refusal]]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, cases.length + 1);
+    expect(refused.map((x) => [x.outcome, x.code, x.jti, x.detail.allowed, x.detail.status, x.detail.url])).toEqual(
+      Array(cases.length + 1).fill(['failure', 'WRIT_BAD_REQUEST', jti, false, 400, `${up.url}/echo`]),
+    );
+  });
+
+  it('a JSON body without one at its top level reaches the upstream byte for byte, and so does a body that is not JSON at all', async () => {
+    const bodies = [
+      '{"data":{"_method":"DELETE"},"note":"_method","q":"a&_method=DELETE"}', // nested, a value, form-like text: the app's own data
+      '[{"_method":"DELETE"}]',
+      '{"title": "not finished",', // not JSON: the upstream answers it
+    ];
+    for (const body of bodies) {
+      const before = up.seen.length;
+      const r = await call(base, '/echo', { token, method: 'POST', body: Buffer.from(body), headers: { 'content-type': 'application/json' } });
+      expect([body, r.status, r.body.toString()]).toEqual([body, 200, body]);
+      expect(up.seen.slice(before).map((x) => [x.url, x.headers['content-type']])).toEqual([['/echo', 'application/json']]);
+      expect(up.echoed).toEqual({ bytes: body.length, sha256: sha(Buffer.from(body)) });
+    }
+  });
+
+  it('a JSON body in another charset than UTF-8 (UTF-7, UTF-16, which body-parser decodes) is refused 415 before the upstream; UTF-8, with or without its byte order mark, is not', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const utf16 = Buffer.from('{"_method":"DELETE"}', 'utf16le');
+    const cases: [string, string, Buffer, string][] = [
+      ['utf-7', 'application/json; charset=utf-7', Buffer.from('{"+AF8-method":"DELETE"}'), 'content-type'],
+      ['utf-16le', 'application/json; charset=utf-16le', utf16, 'content-type'],
+      ['quoted UTF-16', 'application/json; charset="UTF-16"', Buffer.concat([Buffer.from([0xff, 0xfe]), utf16]), 'content-type'],
+      ['a UTF-16 byte order mark, no charset', 'application/json', Buffer.concat([Buffer.from([0xff, 0xfe]), utf16]), 'body'],
+      ['UTF-16 without a byte order mark', 'application/json; charset=utf-8', utf16, 'body'],
+    ];
+    const answers: unknown[] = [];
+    for (const [what, type, body] of cases) {
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([what, r.status, JSON.parse(r.body.toString())]);
+    }
+    const refusal = (at: string) => ({
+      error: 'invalid_request',
+      error_description: 'a JSON body must be UTF-8 (charset utf-8 or us-ascii, or none; no UTF-16 or UTF-32 byte order mark): it is read to check the method it names',
+      writ_code: 'WRIT_BAD_REQUEST',
+      writ_path: at,
+    });
+    expect(answers).toEqual(cases.map(([what, , , at]) => [what, 415, refusal(at)]));
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, cases.length);
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual(Array(cases.length).fill(['failure', 'WRIT_BAD_REQUEST', false, 415]));
+    for (const [type, body] of [
+      ['application/json; charset=UTF-8', Buffer.from('{"payment_method":"card"}')],
+      ['application/json; charset=us-ascii', Buffer.from('{"title":"x"}')],
+      ['application/json', Buffer.from('\ufeff{"title":"x"}')],
+    ] as const) {
+      const r = await call(base, '/echo', { token, method: 'POST', body, headers: { 'content-type': type } });
+      expect([type, r.status, sha(r.body)]).toEqual([type, 200, sha(body)]);
+    }
+    // Behind a UTF-8 byte order mark the key is still found.
+    const bom = Buffer.from('\ufeff{"_method":"DELETE"}');
+    const r = await call(base, '/echo', { token, method: 'POST', body: bom, headers: { 'content-type': 'application/json' } });
+    expect([r.status, JSON.parse(r.body.toString()).writ_code]).toEqual([400, 'WRIT_BAD_REQUEST']);
+  });
+
+  it('a JSON body over 1 MiB is refused 413 WRIT_FRAME_TOO_LARGE before the upstream, by its Content-Length or once past the bound', async () => {
+    const MAX = 1024 * 1024;
+    const before = up.seen.length;
+    const declared = open(base, '/echo', token, { 'content-type': 'application/json', 'content-length': String(MAX + 1) });
+    declared.req.write('{"title":');
+    const d = await replied(declared.answer);
+    declared.req.destroy();
+    const chunked = open(base, '/echo', token, { 'content-type': 'application/problem+json' });
+    chunked.req.write(`{"pad":"${'a'.repeat(MAX)}`);
+    const c = await replied(chunked.answer);
+    chunked.req.destroy();
+    const refusal = {
+      error: 'invalid_request',
+      error_description: `a JSON body (a Content-Type with /json or +json) is read whole to check the method it names: at most ${MAX} bytes`,
+      writ_code: 'WRIT_FRAME_TOO_LARGE',
+    };
+    expect([d, c].map((x) => [x.status, x.headers.connection, JSON.parse(x.body.toString())])).toEqual([
+      [413, 'close', refusal],
+      [413, 'close', refusal],
+    ]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+  });
+
+  const MB = '----WritTestBoundary5f3a9c0e';
+  const MULTIPART = `multipart/form-data; boundary=${MB}`;
+  const formPart = (headers: string, content: string | Buffer) => Buffer.concat([Buffer.from(`--${MB}\r\n${headers}\r\n\r\n`), Buffer.from(content), Buffer.from('\r\n')]);
+  const titlePart = formPart('Content-Disposition: form-data; name="title"', 'a title');
+  const closing = Buffer.from(`--${MB}--\r\n`);
+
+  it('a multipart body with a part named for another method (quoted, bare, name*=, any case, the part last, by Content-ID, over two lines, an empty boundary) is refused with 400 before the upstream, and recorded', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const cases: [string, string, Buffer][] = [
+      ['quoted, the part last', MULTIPART, Buffer.concat([titlePart, formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing])],
+      ['bare', MULTIPART, Buffer.concat([formPart('Content-Disposition: form-data; name=_method', 'DELETE'), titlePart, closing])],
+      ['name*=', MULTIPART, Buffer.concat([titlePart, formPart("Content-Disposition: form-data; name*=utf-8''%5Fmethod", 'PUT'), closing])],
+      ['odd case', `Multipart/Form-Data; BOUNDARY="${MB}"`, Buffer.concat([formPart('content-disposition: FORM-DATA; Name="X-HTTP-Method-Override"', 'DELETE'), closing])],
+      ['multipart/mixed (Rack parses it)', `multipart/mixed; boundary=${MB}`, Buffer.concat([formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing])],
+      // Rack names a part without a Content-Disposition by its Content-ID.
+      ['Content-ID', MULTIPART, Buffer.concat([titlePart, formPart('Content-ID: _method', 'DELETE'), closing])],
+      // A delimiter inside the part headers does not end them: Rack and PHP read the name after it.
+      ['a delimiter inside the headers', MULTIPART, Buffer.concat([formPart(`Content-Disposition: form-data; x=--${MB}; name="_method"`, 'DELETE'), closing])],
+      // PHP joins a header line without a colon onto the one before it.
+      ['a name over two lines (PHP)', MULTIPART, Buffer.concat([formPart('Content-Disposition: form-data; na\r\nme="_me\r\nthod"', 'DELETE'), closing])],
+      // PHP takes an empty boundary as one: its delimiter is `--`.
+      ['boundary="" (PHP)', 'multipart/form-data; boundary=""', Buffer.from('--\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n----\r\n')],
+      ['boundary=;x (PHP)', 'multipart/form-data; boundary=;x=1', Buffer.from('--\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n----\r\n')],
+      // Rack 2.2 reads [_method] as _method.
+      ['[_method] (Rack 2.2)', MULTIPART, Buffer.concat([formPart('Content-Disposition: form-data; name="[_method]"', 'DELETE'), closing])],
+      // busboy undoes a quoted boundary's escapes.
+      ['boundary="a\\"b"', 'multipart/form-data; boundary="a\\"b"', Buffer.from('--a"b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--a"b--\r\n')],
+    ];
+    const answers: unknown[] = [];
+    for (const [what, type, body] of cases) {
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([what, r.status, JSON.parse(r.body.toString())]);
+    }
+    // Chunked, a chunk boundary inside the delimiter and another inside the part's headers.
+    const body = Buffer.concat([titlePart, formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing]);
+    const { req, answer } = open(base, '/echo', token, { 'content-type': MULTIPART });
+    const cutA = titlePart.length + 10;
+    const cutB = titlePart.length + MB.length + 30;
+    req.write(body.subarray(0, cutA));
+    req.write(body.subarray(cutA, cutB));
+    req.end(body.subarray(cutB));
+    const r = await replied(answer);
+    answers.push(['chunked', r.status, JSON.parse(r.body.toString())]);
+    const refusal = {
+      error: 'invalid_request',
+      error_description: `the multipart body must not hold a part named for another method (${OVERRIDES})`,
+      writ_code: 'WRIT_BAD_REQUEST',
+      writ_path: 'body',
+    };
+    expect(answers).toEqual([...cases.map(([what]) => [what, 400, refusal]), ['chunked', 400, refusal]]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, cases.length + 1);
+    expect(refused.map((x) => [x.outcome, x.code, x.jti, x.detail.allowed, x.detail.status])).toEqual(Array(cases.length + 1).fill(['failure', 'WRIT_BAD_REQUEST', jti, false, 400]));
+  });
+
+  it('a multipart body without one reaches the upstream byte for byte, with Content-Length or chunked', async () => {
+    const body = Buffer.concat([
+      titlePart,
+      formPart('Content-Disposition: form-data; name="payment_method"', 'card'),
+      // A file's content is never read, even one that looks like part headers.
+      formPart('Content-Disposition: form-data; name="file"; filename="notes.txt"\r\nContent-Type: text/plain', 'says _method=DELETE and\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'),
+      closing,
+    ]);
+    const whole = await call(base, '/echo', { token, method: 'POST', body, headers: { 'content-type': MULTIPART } });
+    expect([whole.status, sha(whole.body)]).toEqual([200, sha(body)]);
+    const { ended } = await endOf(`${up.url}/echo`);
+    expect([ended.detail.reason, ended.detail.bytesUp, ended.detail.bytesDown]).toEqual(['complete', body.length, body.length]);
+    const { req, answer } = open(base, '/echo', token, { 'content-type': MULTIPART });
+    req.write(body.subarray(0, 7));
+    req.end(body.subarray(7));
+    const chunked = await replied(answer);
+    expect([chunked.status, sha(chunked.body)]).toEqual([200, sha(body)]);
+    expect(up.echoed).toEqual({ bytes: body.length, sha256: sha(body) });
+  });
+
+  it('a multipart/ type without a boundary Rack reads is read as the form Rack parses it as: `_method` in it is refused 400 before the upstream, over 1 MiB 413', async () => {
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const types = ['multipart/form-data', "multipart/form-data; boundary*=utf-8''XyZ", 'multipart/form-data; boundary=""', 'multipart/mixed; boundary=;x=1', 'Multipart/Related; BOUNDARY =XyZ'];
+    const answers: unknown[] = [];
+    for (const type of types) {
+      const body = 'title=x&_method=DELETE';
+      const { req, answer } = open(base, '/echo', token, { 'content-type': type, 'content-length': String(body.length) });
+      req.end(body);
+      const r = await replied(answer);
+      answers.push([type, r.status, JSON.parse(r.body.toString())]);
+    }
+    const refusal = { error: 'invalid_request', error_description: `the form body must not name another method (${OVERRIDES})`, writ_code: 'WRIT_BAD_REQUEST', writ_path: 'body' };
+    expect(answers).toEqual(types.map((t) => [t, 400, refusal]));
+    const big = open(base, '/echo', token, { 'content-type': 'multipart/form-data' });
+    big.req.write(Buffer.alloc(1024 * 1024 + 1, 'a'));
+    const b = await replied(big.answer);
+    big.req.destroy();
+    expect([b.status, b.headers.connection, JSON.parse(b.body.toString()).writ_code]).toEqual([413, 'close', 'WRIT_FRAME_TOO_LARGE']);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await refusedSince(recordsBefore, types.length + 1);
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual([
+      ...Array(types.length).fill(['failure', 'WRIT_BAD_REQUEST', false, 400]),
+      ['failure', 'WRIT_FRAME_TOO_LARGE', false, 413],
+    ]);
+    // One without such a field is forwarded as it came.
+    const plain = Buffer.from('title=x&payment_method=card');
+    const ok = await call(base, '/echo', { token, method: 'POST', body: plain, headers: { 'content-type': 'multipart/form-data' } });
+    expect([ok.status, ok.body.toString()]).toEqual([200, plain.toString()]);
+  });
+
+  it('a multipart body over 1 MiB streams on, scanned: a part named for another method at its end stops it before the upstream has the body whole (400, recorded as body-refused)', async () => {
+    const r = await agent.call('task.request', { task: 'upload files', scopes: [`http:POST:${up.url}/upload/**`], audience: up.url });
+    const MAX = 1024 * 1024;
+    const file = formPart('Content-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream', randomBytes(3 * MAX));
+    const body = Buffer.concat([titlePart, file, formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), closing]);
+    const { req, answer } = open(base, '/upload/late', r.token.token, { 'content-type': MULTIPART, 'content-length': String(body.length) });
+    req.end(body);
+    const got = await replied(answer);
+    expect([got.status, got.headers.connection, JSON.parse(got.body.toString())]).toEqual([
+      400,
+      'close',
+      { error: 'invalid_request', error_description: `the multipart body must not hold a part named for another method (${OVERRIDES})`, writ_code: 'WRIT_BAD_REQUEST', writ_path: 'body' },
+    ]);
+    // The upstream got the start of it (the call was allowed and forwarded), never its end: its handler never answered.
+    const state = await until(() => (up.uploads.get('/upload/late')?.aborted ? up.uploads.get('/upload/late') : undefined));
+    expect(state.ended).toBe(false);
+    expect(state.bytes).toBeGreaterThan(0);
+    expect(state.bytes).toBeLessThan(body.length);
+    const { call: rec, ended } = await endOf(`${up.url}/upload/late`);
+    expect(rec).toMatchObject({ outcome: 'success', jti: r.token.jti, detail: { allowed: true, method: 'POST' } });
+    expect(ProxyEndedDetail.parse(ended.detail)).toEqual({
+      call: rec.detail.call,
+      secret: 'gh',
+      method: 'POST',
+      url: `${up.url}/upload/late`,
+      status: 400,
+      bytesUp: ended.detail.bytesUp,
+      bytesDown: 0,
+      reason: 'body-refused',
+    });
+    expect([ended.outcome, ended.code]).toEqual(['failure', 'WRIT_BAD_REQUEST']);
+    expect(ended.detail.bytesUp).toBeGreaterThanOrEqual(state.bytes);
+    expect(ended.detail.bytesUp).toBeLessThan(body.length);
+
+    // A body that ends inside such a part's headers is judged only at its end: its last bytes were held back till then.
+    const unended = Buffer.concat([titlePart, file, Buffer.from(`--${MB}\r\nContent-Disposition: form-data; name="_method"`)]);
+    const u = open(base, '/upload/unended', r.token.token, { 'content-type': MULTIPART, 'content-length': String(unended.length) });
+    u.req.end(unended);
+    const gotU = await replied(u.answer);
+    expect([gotU.status, JSON.parse(gotU.body.toString()).writ_code]).toEqual([400, 'WRIT_BAD_REQUEST']);
+    const stateU = await until(() => (up.uploads.get('/upload/unended')?.aborted ? up.uploads.get('/upload/unended') : undefined));
+    expect([stateU.ended, stateU.bytes < unended.length]).toEqual([false, true]);
+    expect((await endOf(`${up.url}/upload/unended`)).ended.detail.reason).toBe('body-refused');
+
+    // Such a part within the first 1 MiB of a larger body: refused before anything goes upstream.
+    const early = open(base, '/upload/early', r.token.token, { 'content-type': MULTIPART, 'content-length': String(body.length) });
+    early.req.write(Buffer.concat([formPart('Content-Disposition: form-data; name="_method"', 'DELETE'), titlePart]));
+    const e = await replied(early.answer);
+    early.req.destroy();
+    expect([e.status, e.headers.connection, JSON.parse(e.body.toString()).writ_code]).toEqual([400, 'close', 'WRIT_BAD_REQUEST']);
+    expect(up.uploads.has('/upload/early')).toBe(false);
+  }, 60_000);
+
+  it('a multipart body over 1 MiB without such a part reaches the upstream whole, byte for byte', async () => {
+    const r = await agent.call('task.request', { task: 'upload a big file', scopes: [`http:POST:${up.url}/upload/**`], audience: up.url });
+    const MAX = 1024 * 1024;
+    const body = Buffer.concat([titlePart, formPart('Content-Disposition: form-data; name="file"; filename="big.bin"', randomBytes(3 * MAX)), closing]);
+    for (const [path, headers] of [
+      ['/upload/whole', { 'content-type': MULTIPART, 'content-length': String(body.length) }],
+      ['/upload/whole-chunked', { 'content-type': MULTIPART }],
+    ] as const) {
+      const { req, answer } = open(base, path, r.token.token, headers);
+      req.end(body);
+      const got = await replied(answer);
+      expect([path, got.status, got.body.toString()]).toEqual([path, 200, 'stored\n']);
+      expect(up.uploads.get(path)).toEqual({ bytes: body.length, sha256: sha(body), ended: true, aborted: false });
+      const { ended } = await endOf(`${up.url}${path}`);
+      expect([ended.outcome, ended.detail.reason, ended.detail.status, ended.detail.bytesUp]).toEqual(['success', 'complete', 200, body.length]);
+    }
+  }, 60_000);
 
   it('headers that would make the upstream read another method, path, host or client never reach it; others do', async () => {
     const before = up.seen.length;
