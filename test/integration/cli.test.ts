@@ -11,7 +11,7 @@ import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring, writ } from '../helpers/broker';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
 import { isAlive } from '../../broker/proxy/process-tree';
@@ -646,13 +646,6 @@ describe('writ token against a broker that stops answering', () => {
     await b.stop();
   }, 180_000);
 });
-
-/** This run's live agents, as `writ agents --live --json` lists them. */
-async function liveAgents(env: Record<string, string>): Promise<{ id: string; name: string; connected: boolean; revoked: boolean }[]> {
-  const r = await writ(['agents', '--live', '--json'], env);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
 
 describe('writ exec when its line to the broker breaks', () => {
   afterEach(async () => {

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring, writ } from '../helpers/broker';
 import { until } from '../helpers/until';
 import { isAlive, treeOf } from '../../broker/proxy/process-tree';
 
@@ -18,12 +18,6 @@ const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
 });
-
-async function liveAgents(env: Record<string, string>): Promise<{ id: string; name: string; connected: boolean; revoked: boolean }[]> {
-  const r = await writ(['agents', '--live', '--json'], env);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
 
 const readJson = <T>(path: string): T | undefined => {
   try {
