@@ -42,6 +42,11 @@ export interface ExecLineOptions {
   agent: { name: string; kind: string };
   /** The agent session credential (never printed). */
   session: string | undefined;
+  /**
+   * A sub-agent's parent session (never printed), said again on reconnecting: a broker that restarted puts the
+   * sub-agent back under the agent holding it now (authority.ts, `introduce`).
+   */
+  parentSession?: string | undefined;
   agentId: string;
   token: HeldToken;
   /** Where the broker is now (the discovery file may name a new socket after a restart). */
@@ -122,7 +127,7 @@ export class ExecLine {
       if (this.ended || this.revoked) return;
       let client: WritClient | undefined;
       try {
-        const agent = { ...this.o.agent, ...(this.o.session ? { session: this.o.session } : {}) };
+        const agent = { ...this.o.agent, ...(this.o.session ? { session: this.o.session } : {}), ...(this.o.parentSession ? { parentSession: this.o.parentSession } : {}) };
         const r = await WritClient.asAgent(agent, this.o.address());
         client = r.client;
         if (r.hello.resumed) {
@@ -131,8 +136,9 @@ export class ExecLine {
           return this.o.log(`writ: reconnected to the broker as agent ${r.hello.agentId}`);
         }
         // The broker no longer knows the session: it restarted, and sessions live in its memory. The agent is a new
-        // one under the same name (revoking it stops the command). A revocation of the agent it was, made while this
-        // was away or later (by its old id, from the audit log), is heard on a subscription.
+        // one under the same name, holding the same session (a sub-agent under its parent as it is now; revoking it
+        // or that parent stops the command). A revocation of the agent it was, made while this was away or later (by
+        // its old id, from the audit log), is heard on a subscription.
         const fresh = client;
         fresh.onRevocation((e) => {
           if (revokesAgent(e, this.o.token)) this.revoke(`the agent ${this.o.agentId} was revoked`);

@@ -98,6 +98,12 @@ interface Agent {
   identity: string | undefined;
   /** Its key in `subAgents` when an exchange made it, so forgetting it forgets the key. */
   subAgentKey: string | undefined;
+  /**
+   * Back after a restart before its parent: sha256 of the parent session it proved it holds, which no agent of
+   * this run holds yet. Top-level and refused grants until the parent says hello with that session (its key in
+   * `awaitingParent`).
+   */
+  awaitingParent: string | undefined;
 }
 
 interface Grant {
@@ -173,6 +179,12 @@ const SWEEP_EVERY = 256;
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+/**
+ * The shape of a session credential this broker issues (`wss_` and 32 random bytes, base64url): the only one a
+ * session unknown to this run may be taken as. Its randomness cannot be checked; the shape keeps out an empty or
+ * short string that another process could guess to resume the agent.
+ */
+const SESSION_SHAPE = /^wss_[A-Za-z0-9_-]{43}$/;
 const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
@@ -192,6 +204,8 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  /** sha256(parent session) → the agents back after a restart that named it before their parent came back. */
+  private readonly awaitingParent = new Map<string, Set<Agent>>();
   /** `${pid}:${startTime}` → the agents that said hello from that process (their `seenFrom`), for the holder rules. */
   private readonly agentsByProcess = new Map<string, Set<Agent>>();
   /** A parent token's `scope` claim → its scopes parsed and normalized (heldScopes); bounded by SCOPE_FORMS. */
@@ -245,8 +259,18 @@ export class Authority {
   // Agents
   // -------------------------------------------------------------------------------------------
 
-  /** `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven). */
+  /**
+   * `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven).
+   *
+   * A session this run does not know (sessions live in memory: the broker restarted, or it forgot an agent that
+   * held nothing) is taken by the new agent, so the agent keeps the credential it and its sub-agents hold: a
+   * sub-agent coming back says hello with its parent's session too, as on its first hello, and is put under the
+   * agent that holds it now. That proof is the only source of a parent link: a process can claim as parent only
+   * an agent whose session it holds, which the parent itself handed down. One that comes back before its parent
+   * waits top-level, refused grants, until an agent says hello with that parent session (`linkAwaiting`).
+   */
   async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
+    let adopted: string | undefined;
     if (params.session !== undefined) {
       const hash = sha256(params.session);
       const id = this.sessions.get(hash);
@@ -261,22 +285,98 @@ export class Authority {
         await this.audit('agent.connected', agent, { detail: { resumed: true } });
         return { agentId: agent.id, resumed: true };
       }
+      if (SESSION_SHAPE.test(params.session)) adopted = hash;
     }
     let parents: string[] = [];
+    let awaiting: string | undefined;
     if (params.parentSession !== undefined) {
       const hash = sha256(params.parentSession);
       const parentId = this.sessions.get(hash);
       const parent = parentId === undefined ? undefined : this.agents.get(parentId);
-      if (!parent || parent.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
-      parents = [parent.id, ...parent.parents];
-      if (parents.length > this.config.maxDelegationDepth) {
-        throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+      if (!parent && adopted !== undefined && !this.revokedSessions.has(hash) && SESSION_SHAPE.test(params.parentSession)) {
+        // Back after a restart before its parent: a first hello (no session of its own) is still refused below.
+        awaiting = hash;
+      } else {
+        if (!parent || parent.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+        parents = [parent.id, ...parent.parents];
+        if (parents.length > this.config.maxDelegationDepth) {
+          throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+        }
       }
     }
     const agent = this.newAgent(params.agent, parents, process);
     agent.connections = 1;
-    await this.audit('agent.connected', agent, { detail: { resumed: false } });
+    if (adopted !== undefined) {
+      agent.sessionHash = adopted;
+      this.sessions.set(adopted, agent.id);
+    }
+    if (awaiting !== undefined) {
+      agent.awaitingParent = awaiting;
+      const set = this.awaitingParent.get(awaiting);
+      if (set) set.add(agent);
+      else this.awaitingParent.set(awaiting, new Set([agent]));
+    }
+    const linked = adopted === undefined ? [] : this.linkAwaiting(agent);
+    await this.audit('agent.connected', agent, {
+      detail: {
+        resumed: false,
+        ...(adopted === undefined ? {} : { sessionTaken: true }),
+        ...(awaiting === undefined ? {} : { awaitingParent: true }),
+        ...(linked.length === 0 ? {} : { subAgentsBack: linked }),
+      },
+    });
     return { agentId: agent.id, resumed: false };
+  }
+
+  /**
+   * Puts the agents waiting for this one's session (back after a restart before it) under it, with their own
+   * sub-agents: they held that session, as this one does. Not when the link would make a cycle or nest deeper than
+   * allowed (both need sessions only the same hands hold): those stay top-level. Returns the ids put under it.
+   */
+  private linkAwaiting(parent: Agent): string[] {
+    const waiting = parent.sessionHash === undefined ? undefined : this.awaitingParent.get(parent.sessionHash);
+    if (!waiting) return [];
+    this.awaitingParent.delete(parent.sessionHash!);
+    const chain = [parent.id, ...parent.parents];
+    const linked: string[] = [];
+    for (const child of waiting) {
+      child.awaitingParent = undefined;
+      if (child.revoked || this.agents.get(child.id) !== child || chain.includes(child.id)) continue;
+      // The child is top-level while it waits: its sub-agents' chains end with it.
+      const below = this.descendants(child).sort((x, y) => x.parents.length - y.parents.length);
+      if (chain.length + Math.max(...below.map((d) => d.parents.length)) > this.config.maxDelegationDepth) continue;
+      for (const d of below) d.parents = [...d.parents, ...chain];
+      // Its inventory identity is the sub-agent's (blocks key on it), its parent's first, then its sub-agents'.
+      for (const d of below) this.reidentify(d);
+      linked.push(child.id);
+    }
+    return linked;
+  }
+
+  private reidentify(agent: Agent): void {
+    const o = this.deps.oversight;
+    const parentIdentity = agent.parents[0] === undefined ? undefined : this.agents.get(agent.parents[0])?.identity;
+    if (!o || agent.identity === undefined || parentIdentity === undefined) return;
+    let identity: string;
+    try {
+      identity = o.identify(
+        {
+          name: agent.info.name,
+          kind: agent.info.kind,
+          parentIdentity,
+          ...(agent.process?.exe ? { process: { exe: agent.process.exe, ...(agent.process.sha256 ? { sha256: agent.process.sha256 } : {}) } } : {}),
+        },
+        (id) => this.identityAgents.has(id),
+      );
+    } catch {
+      return; // the inventory is full (WRIT_INVENTORY_FULL): the identity it came back with stays
+    }
+    if (identity === agent.identity) return;
+    const n = (this.identityAgents.get(agent.identity) ?? 1) - 1;
+    if (n > 0) this.identityAgents.set(agent.identity, n);
+    else this.identityAgents.delete(agent.identity);
+    agent.identity = identity;
+    this.identityAgents.set(identity, (this.identityAgents.get(identity) ?? 0) + 1);
   }
 
   private newAgent(info: AgentInfo, parents: string[], process?: PeerProcess): Agent {
@@ -293,6 +393,7 @@ export class Authority {
       grants: new Set(),
       identity: undefined,
       subAgentKey: undefined,
+      awaitingParent: undefined,
     };
     if (process) this.rememberProcess(agent, process);
     agent.identity = this.deps.oversight?.identify(
@@ -373,7 +474,13 @@ export class Authority {
     }
 
     let grant: Grant;
-    if (agent.parents.length > 0) {
+    if (agent.awaitingParent !== undefined) {
+      // A sub-agent whose parent has not come back since the restart: it holds nothing that could cover this.
+      await this.audit('task.denied', agent, { task, scopes: asked, audience: params.audience, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
+      throw new WritError('WRIT_SCOPE_NOT_COVERED', 'this sub-agent came back after a broker restart before its parent did: it may ask only once its parent is back, for what the parent holds', {
+        data: { uncovered: asked },
+      });
+    } else if (agent.parents.length > 0) {
       grant = await this.grantFromParent(agent, task, asked, params.audience, ttl);
     } else {
       const decision = await this.askDeveloper(caller, agent, params, asked, ttl, task);
@@ -638,6 +745,10 @@ export class Authority {
         if (a.revoked) this.revokedSessions.add(a.sessionHash);
       }
       if (a.subAgentKey !== undefined && this.subAgents.get(a.subAgentKey) === id) this.subAgents.delete(a.subAgentKey);
+      if (a.awaitingParent !== undefined) {
+        const set = this.awaitingParent.get(a.awaitingParent);
+        if (set?.delete(a) && set.size === 0) this.awaitingParent.delete(a.awaitingParent);
+      }
       if (a.identity !== undefined) {
         const n = (this.identityAgents.get(a.identity) ?? 1) - 1;
         if (n > 0) this.identityAgents.set(a.identity, n);

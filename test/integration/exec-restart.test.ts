@@ -1,14 +1,15 @@
 // A sub-agent after a broker restart. The broker keeps agent sessions in memory only, so after it restarts a
-// `writ exec` comes back as a new agent under its name, and so does a `writ exec` running inside it (a sub-agent),
-// as a top-level one: the new broker cannot know it was the first one's child. Stop must still reach the sub-agent
-// when it has left its parent's process tree (here: `setsid`, a session and process group of its own, which a
-// daemonizing tool does): revoking the parent as it is now makes its `writ exec` revoke the id it had, which the
-// sub-agent's token names in its `act` chain, and the sub-agent's own `writ exec` hears that and stops its command.
+// `writ exec` comes back as a new agent under its name, holding the session it had; a `writ exec` running inside it
+// (a sub-agent) says hello with its own session and its parent's, as on its first hello, and so comes back under
+// its parent as the parent is now, whichever of the two reconnects first. Revoking the parent then takes the
+// sub-agent through the broker's own cascade. The sub-agent here has left its parent's process tree (`setsid`, a
+// session and process group of its own, which a daemonizing tool does), so no process-tree walk stops it: only the
+// broker's cascade (its line closed with 4001) and the revocation of the ids its token names (`act`) can.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring, writ } from '../helpers/broker';
+import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring } from '../helpers/broker';
 import { until } from '../helpers/until';
 import { isAlive, treeOf } from '../../broker/proxy/process-tree';
 
@@ -35,7 +36,7 @@ const readText = (path: string): string => {
 };
 
 describe('a sub-agent outside its parent\'s process tree, across a broker restart', () => {
-  it('is stopped, and its token refused, when the parent is revoked under the id it came back as', async () => {
+  it('comes back under its parent, and is stopped by the broker\'s cascade, its token refused, when the parent is revoked under the id it came back as', async () => {
     const env = freshEnv();
     const b1 = await BrokerProcess.start(env);
     b1.decide = approveAll;
@@ -84,15 +85,31 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
     await until(() => (outerErr.includes('writ: reconnected') && readText(innerErr).includes('writ: reconnected') ? true : undefined));
     const after = await liveAgents(env);
     const parentNew = after.find((a) => a.name === 'parent' && a.connected)!.id;
-    expect(parentNew).not.toBe(parentOld);
-    expect(after.find((a) => a.name === 'sub' && a.connected)!.id).not.toBe(subOld);
+    const subNew = after.find((a) => a.name === 'sub' && a.connected)!.id;
+    expect([parentNew, subNew]).not.toContain(parentOld);
+    expect([parentNew, subNew]).not.toContain(subOld);
+    // Listed under its parent as it is now, in `writ agents --live` and in the snapshot the editor's Agents view draws.
+    const listed = (id: string) => after.find((a) => a.id === id) && { parents: after.find((a) => a.id === id)!.parents, connected: after.find((a) => a.id === id)!.connected };
+    expect([listed(parentNew), listed(subNew)]).toEqual([
+      { parents: [], connected: true },
+      { parents: [parentNew], connected: true },
+    ]);
+    b2.send({ type: 'state.request', requestId: 'after-restart' });
+    const state = await until(() => b2.messages.find((m) => m.type === 'state' && m.requestId === 'after-restart'));
+    expect(state.type === 'state' && state.agents.find((a) => a.id === subNew)?.parents).toEqual([parentNew]);
 
-    // Stop the parent as the developer now sees it: its new id.
-    expect((await writ(['revoke', '--agent', parentNew], env)).code).toBe(0);
+    // Stop the parent from the editor as the developer now sees it: its new id. The broker's cascade takes the
+    // sub-agent with it (its line closed with 4001), not only the revocation of the old ids its token names.
+    b2.send({ type: 'revoke', target: { kind: 'agent', id: parentNew } });
     expect(await outerExited).toEqual({ code: 143, signal: null });
-    // The sub-agent's `writ exec` heard the revocation of the id its token names, and stopped its command.
     await until(() => (!isAlive(inner.pid) && !isAlive(innerWrit) ? true : undefined));
-    expect(readText(innerErr).trim().split('\n').at(-1)).toBe(`writ: the agent ${subOld} was revoked; stopping its process tree`);
+    expect((await liveAgents(env)).filter((a) => a.id === parentNew || a.id === subNew).map((a) => a.revoked)).toEqual([true, true]);
+    // The sub-agent's `writ exec` heard its own revocation (the broker closed its line), stopped its command, and
+    // revoked the id its token names (which the parent's `writ exec` revoking the parent's old id covers too).
+    expect(readText(innerErr).trim().split('\n').slice(-2)).toEqual([
+      'writ: the agent was revoked; stopping its process tree',
+      `writ: revoked ${subOld} too, the id its token names`,
+    ]);
     // And the token it held is refused wherever it is checked.
     const introspected = await form(`${b2.discovery.httpUrl}/oauth2/introspect`, { token: inner.token });
     expect(introspected.json.active).toBe(false);
