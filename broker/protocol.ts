@@ -239,9 +239,15 @@ export const Methods = {
     params: z.strictObject({
       protocol: z.literal(PROTOCOL_VERSION),
       agent: AgentInfo,
-      /** An agent session credential from an earlier approval (or `writ exec`): same agent, same grants. */
+      /**
+       * An agent session credential from an earlier approval (or `writ exec`): same agent, same grants. One this run
+       * does not know (the broker restarted) is taken by the new agent, if shaped as the broker's.
+       */
       session: z.string().max(200).optional(),
-      /** The parent's session credential, for a sub-agent; its grants bound the child's. */
+      /**
+       * The parent's session credential, for a sub-agent; its grants bound the child's. Said again with `session`
+       * after a restart, it puts the agent under the one holding it now (or, once it comes back, under that one).
+       */
       parentSession: z.string().max(200).optional(),
     }),
     result: z.strictObject({
