@@ -11,7 +11,11 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring } from '../helpers/broker';
 import { until } from '../helpers/until';
+import { codeOf } from '../helpers/codes';
 import { isAlive, treeOf } from '../../broker/proxy/process-tree';
+import { ExecLine, heldToken } from '../../broker/exec-line';
+import { WritClient } from '../../broker/sdk/client';
+import { createVerifier } from '../../broker/sdk/verify';
 
 requireKeyring();
 
@@ -115,4 +119,79 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
     expect(introspected.json.active).toBe(false);
     for (const text of [outerErr, readText(innerErr)]) expect(text).not.toContain(inner.token);
   }, 180_000);
+});
+
+// `writ exec`'s line (ExecLine) across a restart when the agent's own command says hello with the session first:
+// the new broker takes the session for that hello, and the line's own hello is answered `resumed: true` with an id
+// the line has never had. That is a restart all the same: the line must hear revocations of the id its token names,
+// and revoke that id too when the agent it is now is revoked.
+describe('writ exec\'s line after a restart, when its command said hello with the session first', () => {
+  async function restarted() {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client, hello } = await WritClient.asAgent({ name: 'agent', kind: 'script' }, b1.socket);
+    const r = await client.call('task.request', { task: 't', scopes: ['repo:read:x'], audience: 'https://api.example' });
+    const session = r.session!;
+    const log: string[] = [];
+    let stopped: string | undefined;
+    let open = false;
+    let b2: BrokerProcess | undefined;
+    const line = new ExecLine({
+      client,
+      agent: { name: 'agent', kind: 'script' },
+      session,
+      agentId: hello.agentId,
+      token: heldToken(r.token.token),
+      // No broker for the line until the command has said hello on the new one: the order is the test's, not the clock's.
+      address: () => (open && b2 ? b2.socket : `unix:${join(env.WRIT_RUNTIME_DIR, 'nothing.sock')}`),
+      log: (l) => log.push(l),
+      onRevoked: (why) => (stopped = why),
+      backoffMs: [100],
+    });
+    cleanup.push(() => line.close().catch(() => undefined));
+    await b1.kill();
+    await until(() => (log.some((l) => l.includes('lost the connection')) ? true : undefined));
+    b2 = await BrokerProcess.start(env);
+    cleanup.push(() => b2!.stop());
+    const cmd = await WritClient.asAgent({ name: 'writ-cli', kind: 'cli', session }, b2.socket);
+    cleanup.push(() => cmd.client.terminate());
+    expect(cmd.hello.resumed).toBe(false);
+    open = true;
+    await until(() => (log.some((l) => l.includes('writ: reconnected')) ? true : undefined));
+    const admin = await WritClient.connect(b2.socket);
+    cleanup.push(() => admin.terminate());
+    return { env, b2, line, log, admin, oldId: hello.agentId, newId: cmd.hello.agentId, token: r.token.token, stopped: () => stopped };
+  }
+
+  it('is the agent the command\'s hello made, and revoking the agent it was (its old id) stops the command', async () => {
+    const s = await restarted();
+    expect(s.line.agentId).toBe(s.newId);
+    expect(s.stopped()).toBeUndefined();
+    await s.admin.call('revoke', { target: { kind: 'agent', id: s.oldId } });
+    expect(await until(() => s.stopped())).toBe(`the agent ${s.oldId} was revoked`);
+  }, 120_000);
+
+  it('revoking the agent it is now stops the command and revokes the old id, so its token is refused at writ/verify', async () => {
+    const s = await restarted();
+    const v = createVerifier({ env: s.env, audience: 'https://api.example', reportUse: false });
+    cleanup.push(() => v.close());
+    expect((await v.verify(s.token)).actors).toEqual([s.oldId]);
+    await s.admin.call('revoke', { target: { kind: 'agent', id: s.newId } });
+    expect(await until(() => s.stopped())).toBe('the agent was revoked');
+    await s.line.close(); // as `writ exec` does once the command has stopped: the old id's revocation is sent first
+    expect(s.log.at(-1)).toBe(`writ: revoked ${s.oldId} too, the id its token names`);
+    expect(await codeOf(v.verify(s.token))).toBe('WRIT_TOKEN_REVOKED');
+  }, 120_000);
+
+  it('a line dropped again later (the broker still up) keeps hearing revocations of the old id', async () => {
+    const s = await restarted();
+    const reconnects = s.log.filter((l) => l.includes('writ: reconnected')).length;
+    // The connection goes (a network hiccup, not a close of the broker's): the line says hello again, `resumed: true`.
+    s.line['client'].terminate();
+    await until(() => (s.log.filter((l) => l.includes('writ: reconnected')).length > reconnects ? true : undefined));
+    expect(s.line.agentId).toBe(s.newId);
+    await s.admin.call('revoke', { target: { kind: 'agent', id: s.oldId } });
+    expect(await until(() => s.stopped())).toBe(`the agent ${s.oldId} was revoked`);
+  }, 120_000);
 });
