@@ -104,6 +104,12 @@ interface Agent {
    * `awaitingParent`).
    */
   awaitingParent: string | undefined;
+  /**
+   * It took its session in this run (one of an earlier run: the broker restarted). While top-level and not
+   * waiting for a parent, a hello with that session may still name its parent's (`claimParent`): its `writ exec`,
+   * when its command said hello with the session first.
+   */
+  sessionTaken: boolean;
 }
 
 interface Grant {
@@ -265,9 +271,11 @@ export class Authority {
    * A session this run does not know (sessions live in memory: the broker restarted, or it forgot an agent that
    * held nothing) is taken by the new agent, so the agent keeps the credential it and its sub-agents hold: a
    * sub-agent coming back says hello with its parent's session too, as on its first hello, and is put under the
-   * agent that holds it now. That proof is the only source of a parent link: a process can claim as parent only
-   * an agent whose session it holds, which the parent itself handed down. One that comes back before its parent
-   * waits top-level, refused grants, until an agent says hello with that parent session (`linkAwaiting`).
+   * agent that holds it now (`claimParent`). That proof is the only source of a parent link: a process can claim as
+   * parent only an agent whose session it holds, which the parent itself handed down. One that comes back before
+   * its parent waits top-level, refused grants, until an agent says hello with that parent session
+   * (`linkAwaiting`). The sub-agent's own command may say hello with its session first (its `writ token`, with no
+   * parent session): its `writ exec` then resumes that agent and names the parent, which counts as on a first hello.
    */
   async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
     let adopted: string | undefined;
@@ -275,95 +283,162 @@ export class Authority {
       const hash = sha256(params.session);
       const id = this.sessions.get(hash);
       const agent = id === undefined ? undefined : this.agents.get(id);
-      if (agent?.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
+      if (agent?.revoked || this.sessionRevoked(hash)) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
       if (agent) {
+        const claimed =
+          params.parentSession !== undefined && agent.sessionTaken && agent.parents.length === 0 && agent.awaitingParent === undefined
+            ? await this.claimParent(agent, params.parentSession, params.agent)
+            : {};
         agent.connections++;
         if (process) {
           agent.process = process;
           this.rememberProcess(agent, process);
         }
-        await this.audit('agent.connected', agent, { detail: { resumed: true } });
+        await this.audit('agent.connected', agent, { detail: { resumed: true, ...claimed } });
         return { agentId: agent.id, resumed: true };
       }
       if (SESSION_SHAPE.test(params.session)) adopted = hash;
     }
-    let parents: string[] = [];
-    let awaiting: string | undefined;
-    if (params.parentSession !== undefined) {
-      const hash = sha256(params.parentSession);
-      const parentId = this.sessions.get(hash);
-      const parent = parentId === undefined ? undefined : this.agents.get(parentId);
-      if (!parent && adopted !== undefined && !this.revokedSessions.has(hash) && SESSION_SHAPE.test(params.parentSession)) {
-        // Back after a restart before its parent: a first hello (no session of its own) is still refused below.
-        awaiting = hash;
-      } else {
-        if (!parent || parent.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+    if (adopted === undefined) {
+      // A first hello: a new agent, whose session (if any) is issued with its first grant.
+      let parents: string[] = [];
+      if (params.parentSession !== undefined) {
+        const hash = sha256(params.parentSession);
+        const parentId = this.sessions.get(hash);
+        const parent = parentId === undefined ? undefined : this.agents.get(parentId);
+        if (!parent || parent.revoked || this.sessionRevoked(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
         parents = [parent.id, ...parent.parents];
         if (parents.length > this.config.maxDelegationDepth) {
           throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
         }
       }
+      const agent = this.newAgent(params.agent, parents, process);
+      agent.connections = 1;
+      await this.audit('agent.connected', agent, { detail: { resumed: false } });
+      return { agentId: agent.id, resumed: false };
     }
-    const agent = this.newAgent(params.agent, parents, process);
+    // Back after a restart. A parent session unknown and of another shape than the broker's is refused before the
+    // agent is made; a revoked one once it is (claimParent revokes it).
+    if (params.parentSession !== undefined) {
+      const p = this.parentFor(params.parentSession, adopted);
+      if ('refused' in p && p.refused === 'unknown') throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+    }
+    const agent = this.newAgent(params.agent, [], process);
+    agent.sessionHash = adopted;
+    agent.sessionTaken = true;
+    this.sessions.set(adopted, agent.id);
+    const claimed = params.parentSession === undefined ? {} : await this.claimParent(agent, params.parentSession);
     agent.connections = 1;
-    if (adopted !== undefined) {
-      agent.sessionHash = adopted;
-      this.sessions.set(adopted, agent.id);
-    }
-    if (awaiting !== undefined) {
-      agent.awaitingParent = awaiting;
-      const set = this.awaitingParent.get(awaiting);
-      if (set) set.add(agent);
-      else this.awaitingParent.set(awaiting, new Set([agent]));
-    }
-    const linked = adopted === undefined ? [] : this.linkAwaiting(agent);
+    const linked = this.linkAwaiting(agent);
     await this.audit('agent.connected', agent, {
-      detail: {
-        resumed: false,
-        ...(adopted === undefined ? {} : { sessionTaken: true }),
-        ...(awaiting === undefined ? {} : { awaitingParent: true }),
-        ...(linked.length === 0 ? {} : { subAgentsBack: linked }),
-      },
+      detail: { resumed: false, sessionTaken: true, ...claimed, ...(linked.length === 0 ? {} : { subAgentsBack: linked }) },
     });
     return { agentId: agent.id, resumed: false };
   }
 
+  /** Revoked in this run. */
+  private sessionRevoked(hash: string): boolean {
+    return this.revokedSessions.has(hash);
+  }
+
+  /**
+   * The parent session named by an agent back after a restart: the agent holding it now; one to wait for (shaped
+   * as the broker's, held by no agent of this run yet, and not the agent's own); or refused: revoked (in this run
+   * or an earlier one), or of another shape.
+   */
+  private parentFor(parentSession: string, own: string | undefined): { parent: Agent } | { awaiting: string } | { none: true } | { refused: 'revoked' | 'unknown' } {
+    const hash = sha256(parentSession);
+    const id = this.sessions.get(hash);
+    const parent = id === undefined ? undefined : this.agents.get(id);
+    if (parent?.revoked || this.sessionRevoked(hash)) return { refused: 'revoked' };
+    if (hash === own) return { none: true };
+    if (parent) return { parent };
+    return SESSION_SHAPE.test(parentSession) ? { awaiting: hash } : { refused: 'unknown' };
+  }
+
+  /**
+   * A top-level agent that took its session in this run names its parent's session: it is put under the agent
+   * holding it now (with its sub-agents; not when that would make a cycle or nest deeper than allowed: it stays
+   * top-level, as in `linkAwaiting`), or waits for it, refused grants. `info`: the name and kind of the hello
+   * naming the parent (its `writ exec`'s, as on its first hello), which replace those of the hello that took the
+   * session (its command's `writ token`, say). A parent revoked, in this run or before the restart, refuses the
+   * hello (WRIT_SESSION_INVALID) and revokes the agent, as the cascade would have had it been under it then.
+   * Returns the facts for its `agent.connected` record.
+   */
+  private async claimParent(agent: Agent, parentSession: string, info?: AgentInfo): Promise<Record<string, unknown>> {
+    const p = this.parentFor(parentSession, agent.sessionHash);
+    if ('refused' in p) {
+      if (p.refused === 'revoked') {
+        await this.revoke({ kind: 'agent', id: agent.id }, 'broker', 'it came back after a broker restart under a parent that was revoked');
+      }
+      throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+    }
+    const facts: Record<string, unknown> = {};
+    if (info !== undefined && (info.name !== agent.info.name || info.kind !== agent.info.kind)) {
+      facts.formerly = { name: agent.info.name, kind: agent.info.kind };
+      agent.info = info;
+    }
+    if ('awaiting' in p) {
+      agent.awaitingParent = p.awaiting;
+      const set = this.awaitingParent.get(p.awaiting);
+      if (set) set.add(agent);
+      else this.awaitingParent.set(p.awaiting, new Set([agent]));
+      facts.awaitingParent = true;
+    } else if ('parent' in p && this.linkUnder(agent, p.parent)) {
+      facts.underParent = true;
+    }
+    if (facts.formerly !== undefined || facts.underParent === true) this.reidentifyTree(agent);
+    return facts;
+  }
+
   /**
    * Puts the agents waiting for this one's session (back after a restart before it) under it, with their own
-   * sub-agents: they held that session, as this one does. Not when the link would make a cycle or nest deeper than
-   * allowed (both need sessions only the same hands hold): those stay top-level. Returns the ids put under it.
+   * sub-agents: they held that session, as this one does. Returns the ids put under it.
    */
   private linkAwaiting(parent: Agent): string[] {
     const waiting = parent.sessionHash === undefined ? undefined : this.awaitingParent.get(parent.sessionHash);
     if (!waiting) return [];
     this.awaitingParent.delete(parent.sessionHash!);
-    const chain = [parent.id, ...parent.parents];
     const linked: string[] = [];
     for (const child of waiting) {
       child.awaitingParent = undefined;
-      if (child.revoked || this.agents.get(child.id) !== child || chain.includes(child.id)) continue;
-      // The child is top-level while it waits: its sub-agents' chains end with it.
-      const below = this.descendants(child).sort((x, y) => x.parents.length - y.parents.length);
-      if (chain.length + Math.max(...below.map((d) => d.parents.length)) > this.config.maxDelegationDepth) continue;
-      for (const d of below) d.parents = [...d.parents, ...chain];
-      // Its inventory identity is the sub-agent's (blocks key on it), its parent's first, then its sub-agents'.
-      for (const d of below) this.reidentify(d);
+      if (!this.linkUnder(child, parent)) continue;
+      this.reidentifyTree(child);
       linked.push(child.id);
     }
     return linked;
   }
 
+  /**
+   * Puts a top-level agent, with its sub-agents, under `parent`. Not when the link would make a cycle or nest
+   * deeper than allowed (both need sessions only the same hands hold): it stays top-level. True if put under it.
+   */
+  private linkUnder(child: Agent, parent: Agent): boolean {
+    const chain = [parent.id, ...parent.parents];
+    if (child.revoked || child.parents.length > 0 || this.agents.get(child.id) !== child || chain.includes(child.id)) return false;
+    // The child is top-level: its sub-agents' chains end with it.
+    const below = this.descendants(child);
+    if (chain.length + Math.max(...below.map((d) => d.parents.length)) > this.config.maxDelegationDepth) return false;
+    for (const d of below) d.parents = [...d.parents, ...chain];
+    return true;
+  }
+
+  /** Its inventory identity and its sub-agents' (blocks key on them) after its name or parent changed: nearest first. */
+  private reidentifyTree(root: Agent): void {
+    for (const d of this.descendants(root).sort((x, y) => x.parents.length - y.parents.length)) this.reidentify(d);
+  }
+
   private reidentify(agent: Agent): void {
     const o = this.deps.oversight;
     const parentIdentity = agent.parents[0] === undefined ? undefined : this.agents.get(agent.parents[0])?.identity;
-    if (!o || agent.identity === undefined || parentIdentity === undefined) return;
+    if (!o || agent.identity === undefined) return;
     let identity: string;
     try {
       identity = o.identify(
         {
           name: agent.info.name,
           kind: agent.info.kind,
-          parentIdentity,
+          ...(parentIdentity === undefined ? {} : { parentIdentity }),
           ...(agent.process?.exe ? { process: { exe: agent.process.exe, ...(agent.process.sha256 ? { sha256: agent.process.sha256 } : {}) } } : {}),
         },
         (id) => this.identityAgents.has(id),
@@ -394,6 +469,7 @@ export class Authority {
       identity: undefined,
       subAgentKey: undefined,
       awaitingParent: undefined,
+      sessionTaken: false,
     };
     if (process) this.rememberProcess(agent, process);
     agent.identity = this.deps.oversight?.identify(

@@ -40,16 +40,23 @@ const readText = (path: string): string => {
 };
 
 describe('a sub-agent outside its parent\'s process tree, across a broker restart', () => {
-  it('comes back under its parent, and is stopped by the broker\'s cascade, its token refused, when the parent is revoked under the id it came back as', async () => {
+  // `commandFirst`: the sub-agent's own command (WRIT_SESSION in its environment: its `writ token`, `writ mcp`, an SDK
+  // client) says hello with the sub-agent's session before its `writ exec` does; the new broker takes the session
+  // for that hello, under the name the command gives, and `writ exec`'s hello is then answered `resumed: true`.
+  it.each([
+    ['its `writ exec` says hello first', false],
+    ['its command says hello first, as `writ token` would', true],
+  ])('%s: comes back under its parent, and is stopped by the broker\'s cascade, its token refused, when the parent is revoked under the id it came back as', async (_order, commandFirst) => {
     const env = freshEnv();
     const b1 = await BrokerProcess.start(env);
     b1.decide = approveAll;
     const dir = env.WRIT_STATE_DIR;
     const innerMarker = join(dir, 'inner-running');
+    const outerSession = join(dir, 'outer-session');
     const innerErr = join(dir, 'inner-stderr');
     const exec = (agent: string, task: string) => [WRIT, 'exec', '--task', task, '--scope', 'repo:read:x', '--aud', 'https://api.example', '--agent', agent, '--'];
     // The sub-agent's command: says where it is and what it holds, then idles.
-    const idle = `require('fs').writeFileSync(${JSON.stringify(innerMarker)}, JSON.stringify({ pid: process.pid, token: process.env.WRIT_TOKEN })); setInterval(() => {}, 1000)`;
+    const idle = `require('fs').writeFileSync(${JSON.stringify(innerMarker)}, JSON.stringify({ pid: process.pid, token: process.env.WRIT_TOKEN, session: process.env.WRIT_SESSION })); setInterval(() => {}, 1000)`;
     // The parent's command starts a launcher that starts the sub-agent's `writ exec` in a session of its own (out of
     // the parent's process group), its stderr to a file, and exits at once: the sub-agent is orphaned, reparented
     // away from the parent's tree (a daemon's double fork), so no process-tree walk can find it. The parent idles.
@@ -59,7 +66,7 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
       const c = require('node:child_process').spawn(process.execPath, ${JSON.stringify([...exec('sub', 'sub task'), process.execPath, '-e', idle])}, { detached: true, stdio: ['ignore', 'ignore', err] });
       fs.writeFileSync(${JSON.stringify(join(dir, 'inner-writ-pid'))}, String(c.pid));
       c.unref();`;
-    const parentCommand = `require('node:child_process').spawnSync(process.execPath, ['-e', ${JSON.stringify(launcher)}], { stdio: 'inherit' }); setInterval(() => {}, 1000);`;
+    const parentCommand = `require('node:fs').writeFileSync(${JSON.stringify(outerSession)}, process.env.WRIT_SESSION); require('node:child_process').spawnSync(process.execPath, ['-e', ${JSON.stringify(launcher)}], { stdio: 'inherit' }); setInterval(() => {}, 1000);`;
     const outer = spawn(process.execPath, [...exec('parent', 'parent task'), process.execPath, '-e', parentCommand], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let outerErr = '';
     outer.stderr.on('data', (d) => (outerErr += d));
@@ -68,7 +75,7 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
       if (outer.exitCode === null && outer.signalCode === null) outer.kill('SIGKILL');
     });
 
-    const inner = await until(() => readJson<{ pid: number; token: string }>(innerMarker));
+    const inner = await until(() => readJson<{ pid: number; token: string; session: string }>(innerMarker));
     const innerWrit = Number(readFileSync(join(dir, 'inner-writ-pid'), 'utf8'));
     // Orphaned: the parent's `writ exec` cannot find it in its tree.
     expect(treeOf(outer.pid!, false)).not.toContain(innerWrit);
@@ -84,12 +91,25 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
 
     await b1.kill(); // a crash; the extension starts it again
     await until(() => (outerErr.includes('lost the connection') && readText(innerErr).includes('lost the connection') ? true : undefined));
+    // The sub-agent's `writ exec` held still (SIGSTOP) while its command says hello: the order is the test's, not the clock's.
+    if (commandFirst) process.kill(innerWrit, 'SIGSTOP');
+    cleanup.push(() => isAlive(innerWrit) && process.kill(innerWrit, 'SIGCONT'));
     const b2 = await BrokerProcess.start(env);
     cleanup.push(() => b2.stop());
+    let fromCommand: string | undefined;
+    if (commandFirst) {
+      const cmd = await WritClient.asAgent({ name: 'writ-cli', kind: 'cli', session: inner.session }, b2.socket);
+      cleanup.push(() => cmd.client.terminate());
+      expect(cmd.hello.resumed).toBe(false);
+      fromCommand = cmd.hello.agentId;
+      process.kill(innerWrit, 'SIGCONT');
+    }
     await until(() => (outerErr.includes('writ: reconnected') && readText(innerErr).includes('writ: reconnected') ? true : undefined));
     const after = await liveAgents(env);
     const parentNew = after.find((a) => a.name === 'parent' && a.connected)!.id;
     const subNew = after.find((a) => a.name === 'sub' && a.connected)!.id;
+    // The agent the command's hello made: `writ exec`'s hello, with the parent's session, named it and put it under its parent.
+    if (commandFirst) expect(subNew).toBe(fromCommand);
     expect([parentNew, subNew]).not.toContain(parentOld);
     expect([parentNew, subNew]).not.toContain(subOld);
     // Listed under its parent as it is now, in `writ agents --live` and in the snapshot the editor's Agents view draws.
@@ -118,6 +138,13 @@ describe('a sub-agent outside its parent\'s process tree, across a broker restar
     const introspected = await form(`${b2.discovery.httpUrl}/oauth2/introspect`, { token: inner.token });
     expect(introspected.json.active).toBe(false);
     for (const text of [outerErr, readText(innerErr)]) expect(text).not.toContain(inner.token);
+    // No session credential in anything the broker or `writ exec` wrote: their stderr and output, the audit log, the
+    // revocation list (which names a revoked session by its hash).
+    const sessions = [readFileSync(outerSession, 'utf8'), inner.session];
+    expect(sessions.map((x) => /^wss_[A-Za-z0-9_-]{43}$/.test(x))).toEqual([true, true]);
+    await b2.stop();
+    const written = [b1.stderr, b1.stdout, b2.stderr, b2.stdout, outerErr, readText(innerErr), readText(join(dir, 'audit.jsonl')), readText(join(dir, 'revocations.jsonl'))];
+    for (const text of written) for (const secret of sessions) expect(text).not.toContain(secret);
   }, 180_000);
 });
 

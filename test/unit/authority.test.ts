@@ -341,7 +341,7 @@ describe('Authority', () => {
       const connected = records().filter((r) => r.event === 'agent.connected').slice(-3);
       expect(connected.map((r) => [r.agent.name, r.detail])).toEqual([
         ['child', { resumed: false, sessionTaken: true, awaitingParent: true }],
-        ['grandchild', { resumed: false, sessionTaken: true }],
+        ['grandchild', { resumed: false, sessionTaken: true, underParent: true }],
         ['parent', { resumed: false, sessionTaken: true, subAgentsBack: [c.agentId] }],
       ]);
       await next.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
@@ -372,6 +372,88 @@ describe('Authority', () => {
       // A parent revoked in this run stays refused as a parent.
       await next.revoke({ kind: 'agent', id: p.agentId }, 'test');
       expect(await codeOf(back(next, 'child', { session: s.child, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    /** The agent's own command (`writ token`, `writ mcp`, the SDK: WRIT_SESSION in its environment, no parent session). */
+    const fromCommand = (a: Authority, session: string) => a.introduce({ protocol: 'writ/1', agent: { name: 'writ-cli', kind: 'cli' }, session });
+
+    it('a sub-agent whose command says hello first is put under its parent by its `writ exec`, named as that names it, and never prompts', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const cmd = await fromCommand(next, s.child);
+      expect(parentsOf(next)).toEqual({ parent: [], 'writ-cli': [] });
+      // `writ exec`'s line, with the sub-agent's session and its parent's: the same agent, now under the parent.
+      expect(await back(next, 'child', { session: s.child, parentSession: s.parent })).toEqual({ agentId: cmd.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId] });
+      expect(next.listAgents().find((a) => a.id === cmd.agentId)).toMatchObject({ name: 'child', kind: 'script' });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1)).toMatchObject({
+        agent: { id: cmd.agentId, name: 'child', parents: [p.agentId] },
+        detail: { resumed: true, underParent: true, formerly: { name: 'writ-cli', kind: 'cli' } },
+      });
+      // Bounded by what the parent holds now, never a prompt; and the parent's revocation takes it.
+      expect(await codeOf(next.requestTask({ agentId: cmd.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      await next.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
+      expect((await next.requestTask({ agentId: cmd.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD })).grant.agentId).toBe(cmd.agentId);
+      expect(approver.asked.map((r) => r.agent.name)).toEqual(['parent']);
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 2 });
+      expect(await codeOf(fromCommand(next, s.child))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    it('so does one whose command and `writ exec` are both back before its parent: it waits, refused grants, with its own sub-agents', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const c = await fromCommand(next, s.child);
+      expect(await back(next, 'child', { session: s.child, parentSession: s.parent })).toEqual({ agentId: c.agentId, resumed: true });
+      const g = await fromCommand(next, s.grandchild);
+      expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      expect(await codeOf(next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      expect(approver.asked).toEqual([]);
+      // A later hello naming another parent session does not move it: it waits for the one it named first.
+      await back(next, 'child', { session: s.child, parentSession: s.grandchild });
+      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      const p = await back(next, 'parent', { session: s.parent });
+      expect(parentsOf(next)).toEqual({ child: [p.agentId], grandchild: [c.agentId, p.agentId], parent: [] });
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 3 });
+    });
+
+    it('one that names a parent revoked in this run, after its command came back, is revoked as the cascade would have', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const cmd = await fromCommand(next, s.child);
+      await next.revoke({ kind: 'agent', id: p.agentId }, 'test');
+      expect(next.isAgentRevoked(cmd.agentId)).toBe(false);
+      expect(await codeOf(back(next, 'child', { session: s.child, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+      expect(next.isAgentRevoked(cmd.agentId)).toBe(true);
+      expect(await codeOf(fromCommand(next, s.child))).toBe('WRIT_SESSION_INVALID');
+      // Nor may a session of the broker's shape that no agent of this run held come back under it.
+      expect(await codeOf(back(next, 'other', { session: `wss_${'o'.repeat(43)}`, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+      expect(await codeOf(fromCommand(next, `wss_${'o'.repeat(43)}`))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    it('a sub-agent nested deeper than a depth limit lowered across the restart comes back top-level, in either order, not refused', async () => {
+      const s = await family();
+      const next = await authorityOn({ maxDelegationDepth: 1 }, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const c = await back(next, 'child', { session: s.child, parentSession: s.parent });
+      const g = await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child });
+      expect(g.resumed).toBe(false);
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId], grandchild: [] });
+      // Its `writ exec` saying hello again (a line drop) is the same agent, still top-level.
+      expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId], grandchild: [] });
+      // Its command first, then its `writ exec`: the same.
+      const other = await authorityOn({ maxDelegationDepth: 1 }, counterIds('other_'));
+      await back(other, 'parent', { session: s.parent });
+      await back(other, 'child', { session: s.child, parentSession: s.parent });
+      const gc = await fromCommand(other, s.grandchild);
+      expect(await back(other, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: gc.agentId, resumed: true });
+      expect(other.listAgents().find((a) => a.id === gc.agentId)?.parents).toEqual([]);
+      // A first hello (no session of its own) that deep is refused, as in any run.
+      expect(await codeOf(back(next, 'new', { parentSession: s.child }))).toBe('WRIT_DEPTH_EXCEEDED');
+      expect(c.resumed).toBe(false);
     });
 
     it('a link that would make a cycle or nest deeper than allowed is not made: those stay top-level', async () => {
