@@ -276,6 +276,7 @@ export class Authority {
    * its parent waits top-level, refused grants, until an agent says hello with that parent session
    * (`linkAwaiting`). The sub-agent's own command may say hello with its session first (its `writ token`, with no
    * parent session): its `writ exec` then resumes that agent and names the parent, which counts as on a first hello.
+   * A session revoked in this run or an earlier one (the revocation list keeps its hash) is refused.
    */
   async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
     let adopted: string | undefined;
@@ -336,9 +337,9 @@ export class Authority {
     return { agentId: agent.id, resumed: false };
   }
 
-  /** Revoked in this run. */
+  /** Revoked in this run, or in an earlier one whose revocation list still names it (an agent's entry keeps its session's hash). */
   private sessionRevoked(hash: string): boolean {
-    return this.revokedSessions.has(hash);
+    return this.revokedSessions.has(hash) || this.deps.revocations.isSessionRevoked(hash);
   }
 
   /**
@@ -1378,7 +1379,12 @@ export class Authority {
         const tree = root ? this.descendants(root) : [];
         if (!root) agentIds.push(target.id);
         for (const a of tree) takeAgent(a);
-        await this.deps.revocations.addMany((root ? tree.map((a) => a.id) : [target.id]).map((id) => ({ kind: 'agent' as const, id })), until);
+        // Each with its session's hash, if it had one: a broker run after this one refuses that session, rather than
+        // take it as a new agent's, while the entry is kept.
+        await this.deps.revocations.addMany(
+          root ? tree.map((a) => ({ kind: 'agent' as const, id: a.id, ...(a.sessionHash === undefined ? {} : { session: a.sessionHash }) })) : [{ kind: 'agent' as const, id: target.id }],
+          until,
+        );
         break;
       }
       case 'all': {
@@ -1529,16 +1535,21 @@ export class Authority {
 
   /**
    * `agent.stopped`: `writ exec` reports it stopped a revoked agent's process tree. Recorded as a report (with the
-   * reporter's kernel-derived process); only for an agent this broker knows.
+   * reporter's kernel-derived process); only for an agent this broker knows, or one of an earlier run that its
+   * revocation list names (its `writ exec` was refused the session after a restart): that record names it by id
+   * in `detail.agentId`, as this run knows nothing else of it.
    */
   async recordAgentStopped(report: MethodParams<'agent.stopped'>, reporter: PeerProcess | undefined): Promise<void> {
     const agent = this.agents.get(report.agentId);
-    if (agent === undefined) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
-    const { agentId: _id, ...facts } = report;
-    await this.audit('agent.stopped', agent, {
-      outcome: report.treeStopped ? 'success' : 'failure',
-      detail: { ...facts, revoked: agent.revoked, ...(reporter === undefined ? {} : { reporter: { pid: reporter.pid, ...(reporter.exe === undefined ? {} : { exe: reporter.exe }) } }) },
-    });
+    const { agentId, ...facts } = report;
+    const by = reporter === undefined ? {} : { reporter: { pid: reporter.pid, ...(reporter.exe === undefined ? {} : { exe: reporter.exe }) } };
+    const outcome = report.treeStopped ? 'success' : 'failure';
+    if (agent === undefined) {
+      if (!this.deps.revocations.isAgentRevoked(agentId)) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
+      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, ...by } });
+      return;
+    }
+    await this.audit('agent.stopped', agent, { outcome, detail: { ...facts, revoked: agent.revoked, ...by } });
   }
 
   /** A record written by another part of the broker (the proxy): the agent named from the broker's own records. */

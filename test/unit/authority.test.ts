@@ -456,6 +456,21 @@ describe('Authority', () => {
       expect(c.resumed).toBe(false);
     });
 
+    it('a session revoked before the restart is refused by the next runs, as an agent\'s and as a parent\'s; the list holds only its hash', async () => {
+      const s = await family();
+      const childId = authority.listAgents().find((a) => a.name === 'child')!.id;
+      expect(await authority.revoke({ kind: 'agent', id: childId }, 'test')).toMatchObject({ revokedAgents: 2 });
+      for (const prefix of ['next_', 'third_']) {
+        const next = await authorityOn({}, counterIds(prefix));
+        expect(await codeOf(back(next, 'child', { session: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect(await codeOf(back(next, 'grandchild', { session: s.grandchild, parentSession: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect(await codeOf(back(next, 'other', { session: `wss_${prefix.padEnd(43, 'o')}`, parentSession: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect((await back(next, 'parent', { session: s.parent })).resumed).toBe(false);
+      }
+      const list = readFileSync(join(dir, 'revocations.jsonl'), 'utf8');
+      for (const secret of [s.parent, s.child, s.grandchild]) expect(list).not.toContain(secret);
+    });
+
     it('a link that would make a cycle or nest deeper than allowed is not made: those stay top-level', async () => {
       const next = await authorityOn({ maxDelegationDepth: 1 }, counterIds('next_'));
       const made = (n: number) => `wss_${String(n).padStart(43, 'y')}`;
