@@ -300,6 +300,7 @@ async function cmdExec(args: string[]): Promise<number> {
     client,
     agent: { name: a.agent, kind: a.kind },
     session,
+    parentSession,
     agentId,
     token: held,
     address: () => brokerAddress(),

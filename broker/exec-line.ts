@@ -42,6 +42,11 @@ export interface ExecLineOptions {
   agent: { name: string; kind: string };
   /** The agent session credential (never printed). */
   session: string | undefined;
+  /**
+   * A sub-agent's parent session (never printed), said again on reconnecting: a broker that restarted puts the
+   * sub-agent back under the agent holding it now (authority.ts, `introduce`).
+   */
+  parentSession?: string | undefined;
   agentId: string;
   token: HeldToken;
   /** Where the broker is now (the discovery file may name a new socket after a restart). */
@@ -122,17 +127,23 @@ export class ExecLine {
       if (this.ended || this.revoked) return;
       let client: WritClient | undefined;
       try {
-        const agent = { ...this.o.agent, ...(this.o.session ? { session: this.o.session } : {}) };
+        const agent = { ...this.o.agent, ...(this.o.session ? { session: this.o.session } : {}), ...(this.o.parentSession ? { parentSession: this.o.parentSession } : {}) };
         const r = await WritClient.asAgent(agent, this.o.address());
         client = r.client;
-        if (r.hello.resumed) {
+        // The same agent only if the broker names the id this line has: a broker that restarted may answer
+        // `resumed: true` with another id, when the command itself (its `writ token`, `writ mcp`: WRIT_SESSION in
+        // its environment) said hello with the session first and the new broker took it for that hello.
+        const same = r.hello.resumed && r.hello.agentId === this.agentId;
+        if (same && this.agentId === this.o.agentId) {
           if (this.ended || this.revoked) return void client.terminate();
           this.attach(client);
           return this.o.log(`writ: reconnected to the broker as agent ${r.hello.agentId}`);
         }
-        // The broker no longer knows the session: it restarted, and sessions live in its memory. The agent is a new
-        // one under the same name (revoking it stops the command). A revocation of the agent it was, made while this
-        // was away or later (by its old id, from the audit log), is heard on a subscription.
+        // The broker restarted (now or before an earlier drop), and sessions live in its memory: the agent is a new
+        // one under the same name, holding the same session (a sub-agent under its parent as it is now; revoking it
+        // or that parent stops the command). A revocation of the agent it was (the id its token names), made while
+        // this was away or later (by its old id, from the audit log), is heard on a subscription: on every line
+        // drawn from here on, since no other line names that id.
         const fresh = client;
         fresh.onRevocation((e) => {
           if (revokesAgent(e, this.o.token)) this.revoke(`the agent ${this.o.agentId} was revoked`);
@@ -143,8 +154,10 @@ export class ExecLine {
         this.agentId = r.hello.agentId;
         this.attach(fresh);
         if (sub.revocations && revokesAgent(sub.revocations, this.o.token)) return this.revoke(`the agent ${this.o.agentId} was revoked while the broker was away`);
+        if (same) return this.o.log(`writ: reconnected to the broker as agent ${r.hello.agentId} (agent ${this.o.agentId} before the broker restarted)`);
+        const how = r.hello.resumed ? 'which restarted and took this agent\'s session when its command said hello with it' : 'which restarted and no longer knows this agent\'s session';
         return this.o.log(
-          `writ: reconnected to the broker, which restarted and no longer knows this agent's session: it is now agent ${r.hello.agentId} ` +
+          `writ: reconnected to the broker, ${how}: it is now agent ${r.hello.agentId} ` +
             `(\`writ agents --live\` lists it by name; revoking it, or the agent it was, stops the command)`,
         );
       } catch (e) {

@@ -263,9 +263,17 @@ export const Methods = {
     params: z.strictObject({
       protocol: z.literal(PROTOCOL_VERSION),
       agent: AgentInfo,
-      /** An agent session credential from an earlier approval (or `writ exec`): same agent, same grants. */
+      /**
+       * An agent session credential from an earlier approval (or `writ exec`): same agent, same grants. One this run
+       * does not know (the broker restarted) is taken by the new agent, if shaped as the broker's and not named by
+       * the revocation list; the hello that names it first takes it (the agent's command may, before `writ exec`).
+       */
       session: z.string().max(200).optional(),
-      /** The parent's session credential, for a sub-agent; its grants bound the child's. */
+      /**
+       * The parent's session credential, for a sub-agent; its grants bound the child's. Said again with `session`
+       * after a restart, it puts the agent under the one holding it now (or, once it comes back, under that one),
+       * also on a hello that resumes an agent which took its session in this run and is top-level.
+       */
       parentSession: z.string().max(200).optional(),
     }),
     result: z.strictObject({

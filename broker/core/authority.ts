@@ -99,6 +99,18 @@ interface Agent {
   identity: string | undefined;
   /** Its key in `subAgents` when an exchange made it, so forgetting it forgets the key. */
   subAgentKey: string | undefined;
+  /**
+   * Back after a restart before its parent: sha256 of the parent session it proved it holds, which no agent of
+   * this run holds yet. Top-level and refused grants until the parent says hello with that session (its key in
+   * `awaitingParent`).
+   */
+  awaitingParent: string | undefined;
+  /**
+   * It took its session in this run (one of an earlier run: the broker restarted). While top-level and not
+   * waiting for a parent, a hello with that session may still name its parent's (`claimParent`): its `writ exec`,
+   * when its command said hello with the session first.
+   */
+  sessionTaken: boolean;
 }
 
 interface Grant {
@@ -174,6 +186,12 @@ const SWEEP_EVERY = 256;
 export type RevocationListener = (event: RevocationEvent) => void | Promise<unknown>;
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+/**
+ * The shape of a session credential this broker issues (`wss_` and 32 random bytes, base64url): the only one a
+ * session unknown to this run may be taken as. Its randomness cannot be checked; the shape keeps out an empty or
+ * short string that another process could guess to resume the agent.
+ */
+const SESSION_SHAPE = /^wss_[A-Za-z0-9_-]{43}$/;
 const processKey = (r: ProcessRef): string => `${r.pid}:${r.startTime}`;
 /** A compact JWS (header `eyJ…` then two more dot-separated parts): never written to the audit log. */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
@@ -220,6 +238,8 @@ export class Authority {
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<RevocationListener>();
   private readonly subAgents = new Map<string, string>(); // `${parent}\n${name}` → child id (exchange)
+  /** sha256(parent session) → the agents back after a restart that named it before their parent came back. */
+  private readonly awaitingParent = new Map<string, Set<Agent>>();
   /** `${pid}:${startTime}` → the agents that said hello from that process (their `seenFrom`), for the holder rules. */
   private readonly agentsByProcess = new Map<string, Set<Agent>>();
   /** A parent token's `scope` claim → its scopes parsed and normalized (heldScopes); bounded by SCOPE_FORMS. */
@@ -278,38 +298,194 @@ export class Authority {
   // Agents
   // -------------------------------------------------------------------------------------------
 
-  /** `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven). */
+  /**
+   * `hello`: resume the agent a session credential names, or register a new one (a sub-agent if a parent is proven).
+   *
+   * A session this run does not know (sessions live in memory: the broker restarted, or it forgot an agent that
+   * held nothing) is taken by the new agent, so the agent keeps the credential it and its sub-agents hold: a
+   * sub-agent coming back says hello with its parent's session too, as on its first hello, and is put under the
+   * agent that holds it now (`claimParent`). That proof is the only source of a parent link: a process can claim as
+   * parent only an agent whose session it holds, which the parent itself handed down. One that comes back before
+   * its parent waits top-level, refused grants, until an agent says hello with that parent session
+   * (`linkAwaiting`). The sub-agent's own command may say hello with its session first (its `writ token`, with no
+   * parent session): its `writ exec` then resumes that agent and names the parent, which counts as on a first hello.
+   * A session revoked in this run or an earlier one (the revocation list keeps its hash) is refused.
+   */
   async introduce(params: MethodParams<'hello'>, process?: PeerProcess): Promise<{ agentId: string; resumed: boolean }> {
+    let adopted: string | undefined;
     if (params.session !== undefined) {
       const hash = sha256(params.session);
       const id = this.sessions.get(hash);
       const agent = id === undefined ? undefined : this.agents.get(id);
-      if (agent?.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
+      if (agent?.revoked || this.sessionRevoked(hash)) throw new WritError('WRIT_SESSION_INVALID', 'this agent session was revoked');
       if (agent) {
+        const claimed =
+          params.parentSession !== undefined && agent.sessionTaken && agent.parents.length === 0 && agent.awaitingParent === undefined
+            ? await this.claimParent(agent, params.parentSession, params.agent)
+            : {};
         agent.connections++;
         if (process) {
           agent.process = process;
           this.rememberProcess(agent, process);
         }
-        await this.audit('agent.connected', agent, { detail: { resumed: true } });
+        await this.audit('agent.connected', agent, { detail: { resumed: true, ...claimed } });
         return { agentId: agent.id, resumed: true };
       }
+      if (SESSION_SHAPE.test(params.session)) adopted = hash;
     }
-    let parents: string[] = [];
-    if (params.parentSession !== undefined) {
-      const hash = sha256(params.parentSession);
-      const parentId = this.sessions.get(hash);
-      const parent = parentId === undefined ? undefined : this.agents.get(parentId);
-      if (!parent || parent.revoked || this.revokedSessions.has(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
-      parents = [parent.id, ...parent.parents];
-      if (parents.length > this.config.maxDelegationDepth) {
-        throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+    if (adopted === undefined) {
+      // A first hello: a new agent, whose session (if any) is issued with its first grant.
+      let parents: string[] = [];
+      if (params.parentSession !== undefined) {
+        const hash = sha256(params.parentSession);
+        const parentId = this.sessions.get(hash);
+        const parent = parentId === undefined ? undefined : this.agents.get(parentId);
+        if (!parent || parent.revoked || this.sessionRevoked(hash)) throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+        parents = [parent.id, ...parent.parents];
+        if (parents.length > this.config.maxDelegationDepth) {
+          throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+        }
       }
+      const agent = this.newAgent(params.agent, parents, process);
+      agent.connections = 1;
+      await this.audit('agent.connected', agent, { detail: { resumed: false } });
+      return { agentId: agent.id, resumed: false };
     }
-    const agent = this.newAgent(params.agent, parents, process);
+    // Back after a restart. A parent session unknown and of another shape than the broker's is refused before the
+    // agent is made; a revoked one once it is (claimParent revokes it).
+    if (params.parentSession !== undefined) {
+      const p = this.parentFor(params.parentSession, adopted);
+      if ('refused' in p && p.refused === 'unknown') throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+    }
+    const agent = this.newAgent(params.agent, [], process);
+    agent.sessionHash = adopted;
+    agent.sessionTaken = true;
+    this.sessions.set(adopted, agent.id);
+    const claimed = params.parentSession === undefined ? {} : await this.claimParent(agent, params.parentSession);
     agent.connections = 1;
-    await this.audit('agent.connected', agent, { detail: { resumed: false } });
+    const linked = this.linkAwaiting(agent);
+    await this.audit('agent.connected', agent, {
+      detail: { resumed: false, sessionTaken: true, ...claimed, ...(linked.length === 0 ? {} : { subAgentsBack: linked }) },
+    });
     return { agentId: agent.id, resumed: false };
+  }
+
+  /** Revoked in this run, or in an earlier one whose revocation list still names it (an agent's entry keeps its session's hash). */
+  private sessionRevoked(hash: string): boolean {
+    return this.revokedSessions.has(hash) || this.deps.revocations.isSessionRevoked(hash);
+  }
+
+  /**
+   * The parent session named by an agent back after a restart: the agent holding it now; one to wait for (shaped
+   * as the broker's, held by no agent of this run yet, and not the agent's own); or refused: revoked (in this run
+   * or an earlier one), or of another shape.
+   */
+  private parentFor(parentSession: string, own: string | undefined): { parent: Agent } | { awaiting: string } | { none: true } | { refused: 'revoked' | 'unknown' } {
+    const hash = sha256(parentSession);
+    const id = this.sessions.get(hash);
+    const parent = id === undefined ? undefined : this.agents.get(id);
+    if (parent?.revoked || this.sessionRevoked(hash)) return { refused: 'revoked' };
+    if (hash === own) return { none: true };
+    if (parent) return { parent };
+    return SESSION_SHAPE.test(parentSession) ? { awaiting: hash } : { refused: 'unknown' };
+  }
+
+  /**
+   * A top-level agent that took its session in this run names its parent's session: it is put under the agent
+   * holding it now (with its sub-agents; not when that would make a cycle or nest deeper than allowed: it stays
+   * top-level, as in `linkAwaiting`), or waits for it, refused grants. `info`: the name and kind of the hello
+   * naming the parent (its `writ exec`'s, as on its first hello), which replace those of the hello that took the
+   * session (its command's `writ token`, say). A parent revoked, in this run or before the restart, refuses the
+   * hello (WRIT_SESSION_INVALID) and revokes the agent, as the cascade would have had it been under it then.
+   * Returns the facts for its `agent.connected` record.
+   */
+  private async claimParent(agent: Agent, parentSession: string, info?: AgentInfo): Promise<Record<string, unknown>> {
+    const p = this.parentFor(parentSession, agent.sessionHash);
+    if ('refused' in p) {
+      if (p.refused === 'revoked') {
+        await this.revoke({ kind: 'agent', id: agent.id }, 'broker', 'it came back after a broker restart under a parent that was revoked');
+      }
+      throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
+    }
+    const facts: Record<string, unknown> = {};
+    if (info !== undefined && (info.name !== agent.info.name || info.kind !== agent.info.kind)) {
+      facts.formerly = { name: agent.info.name, kind: agent.info.kind };
+      agent.info = info;
+    }
+    if ('awaiting' in p) {
+      agent.awaitingParent = p.awaiting;
+      const set = this.awaitingParent.get(p.awaiting);
+      if (set) set.add(agent);
+      else this.awaitingParent.set(p.awaiting, new Set([agent]));
+      facts.awaitingParent = true;
+    } else if ('parent' in p && this.linkUnder(agent, p.parent)) {
+      facts.underParent = true;
+    }
+    if (facts.formerly !== undefined || facts.underParent === true) this.reidentifyTree(agent);
+    return facts;
+  }
+
+  /**
+   * Puts the agents waiting for this one's session (back after a restart before it) under it, with their own
+   * sub-agents: they held that session, as this one does. Returns the ids put under it.
+   */
+  private linkAwaiting(parent: Agent): string[] {
+    const waiting = parent.sessionHash === undefined ? undefined : this.awaitingParent.get(parent.sessionHash);
+    if (!waiting) return [];
+    this.awaitingParent.delete(parent.sessionHash!);
+    const linked: string[] = [];
+    for (const child of waiting) {
+      child.awaitingParent = undefined;
+      if (!this.linkUnder(child, parent)) continue;
+      this.reidentifyTree(child);
+      linked.push(child.id);
+    }
+    return linked;
+  }
+
+  /**
+   * Puts a top-level agent, with its sub-agents, under `parent`. Not when the link would make a cycle or nest
+   * deeper than allowed (both need sessions only the same hands hold): it stays top-level. True if put under it.
+   */
+  private linkUnder(child: Agent, parent: Agent): boolean {
+    const chain = [parent.id, ...parent.parents];
+    if (child.revoked || child.parents.length > 0 || this.agents.get(child.id) !== child || chain.includes(child.id)) return false;
+    // The child is top-level: its sub-agents' chains end with it.
+    const below = this.descendants(child);
+    if (chain.length + Math.max(...below.map((d) => d.parents.length)) > this.config.maxDelegationDepth) return false;
+    for (const d of below) d.parents = [...d.parents, ...chain];
+    return true;
+  }
+
+  /** Its inventory identity and its sub-agents' (blocks key on them) after its name or parent changed: nearest first. */
+  private reidentifyTree(root: Agent): void {
+    for (const d of this.descendants(root).sort((x, y) => x.parents.length - y.parents.length)) this.reidentify(d);
+  }
+
+  private reidentify(agent: Agent): void {
+    const o = this.deps.oversight;
+    const parentIdentity = agent.parents[0] === undefined ? undefined : this.agents.get(agent.parents[0])?.identity;
+    if (!o || agent.identity === undefined) return;
+    let identity: string;
+    try {
+      identity = o.identify(
+        {
+          name: agent.info.name,
+          kind: agent.info.kind,
+          ...(parentIdentity === undefined ? {} : { parentIdentity }),
+          ...(agent.process?.exe ? { process: { exe: agent.process.exe, ...(agent.process.sha256 ? { sha256: agent.process.sha256 } : {}) } } : {}),
+        },
+        (id) => this.identityAgents.has(id),
+      );
+    } catch {
+      return; // the inventory is full (WRIT_INVENTORY_FULL): the identity it came back with stays
+    }
+    if (identity === agent.identity) return;
+    const n = (this.identityAgents.get(agent.identity) ?? 1) - 1;
+    if (n > 0) this.identityAgents.set(agent.identity, n);
+    else this.identityAgents.delete(agent.identity);
+    agent.identity = identity;
+    this.identityAgents.set(identity, (this.identityAgents.get(identity) ?? 0) + 1);
   }
 
   private newAgent(info: AgentInfo, parents: string[], process?: PeerProcess): Agent {
@@ -326,6 +502,8 @@ export class Authority {
       grants: new Set(),
       identity: undefined,
       subAgentKey: undefined,
+      awaitingParent: undefined,
+      sessionTaken: false,
     };
     if (process) this.rememberProcess(agent, process);
     agent.identity = this.deps.oversight?.identify(
@@ -406,7 +584,13 @@ export class Authority {
     }
 
     let grant: Grant;
-    if (agent.parents.length > 0) {
+    if (agent.awaitingParent !== undefined) {
+      // A sub-agent whose parent has not come back since the restart: it holds nothing that could cover this.
+      await this.audit('task.denied', agent, { task, scopes: asked, audience: params.audience, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
+      throw new WritError('WRIT_SCOPE_NOT_COVERED', 'this sub-agent came back after a broker restart before its parent did: it may ask only once its parent is back, for what the parent holds', {
+        data: { uncovered: asked },
+      });
+    } else if (agent.parents.length > 0) {
       grant = await this.grantFromParent(agent, task, asked, params.audience, ttl);
     } else {
       const decision = await this.askDeveloper(caller, agent, params, asked, ttl, task);
@@ -671,6 +855,10 @@ export class Authority {
         if (a.revoked) this.revokedSessions.add(a.sessionHash);
       }
       if (a.subAgentKey !== undefined && this.subAgents.get(a.subAgentKey) === id) this.subAgents.delete(a.subAgentKey);
+      if (a.awaitingParent !== undefined) {
+        const set = this.awaitingParent.get(a.awaitingParent);
+        if (set?.delete(a) && set.size === 0) this.awaitingParent.delete(a.awaitingParent);
+      }
       if (a.identity !== undefined) {
         const n = (this.identityAgents.get(a.identity) ?? 1) - 1;
         if (n > 0) this.identityAgents.set(a.identity, n);
@@ -1224,7 +1412,12 @@ export class Authority {
         const tree = root ? this.descendants(root) : [];
         if (!root) agentIds.push(target.id);
         for (const a of tree) takeAgent(a);
-        await this.deps.revocations.addMany((root ? tree.map((a) => a.id) : [target.id]).map((id) => ({ kind: 'agent' as const, id })), until);
+        // Each with its session's hash, if it had one: a broker run after this one refuses that session, rather than
+        // take it as a new agent's, while the entry is kept.
+        await this.deps.revocations.addMany(
+          root ? tree.map((a) => ({ kind: 'agent' as const, id: a.id, ...(a.sessionHash === undefined ? {} : { session: a.sessionHash }) })) : [{ kind: 'agent' as const, id: target.id }],
+          until,
+        );
         break;
       }
       case 'all': {
@@ -1475,16 +1668,21 @@ export class Authority {
 
   /**
    * `agent.stopped`: `writ exec` reports it stopped a revoked agent's process tree. Recorded as a report (with the
-   * reporter's kernel-derived process); only for an agent this broker knows.
+   * reporter's kernel-derived process); only for an agent this broker knows, or one of an earlier run that its
+   * revocation list names (its `writ exec` was refused the session after a restart): that record names it by id
+   * in `detail.agentId`, as this run knows nothing else of it.
    */
   async recordAgentStopped(report: MethodParams<'agent.stopped'>, reporter: PeerProcess | undefined): Promise<void> {
     const agent = this.agents.get(report.agentId);
-    if (agent === undefined) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
-    const { agentId: _id, ...facts } = report;
-    await this.audit('agent.stopped', agent, {
-      outcome: report.treeStopped ? 'success' : 'failure',
-      detail: { ...facts, revoked: agent.revoked, ...(reporter === undefined ? {} : { reporter: { pid: reporter.pid, ...(reporter.exe === undefined ? {} : { exe: reporter.exe }) } }) },
-    });
+    const { agentId, ...facts } = report;
+    const by = reporter === undefined ? {} : { reporter: { pid: reporter.pid, ...(reporter.exe === undefined ? {} : { exe: reporter.exe }) } };
+    const outcome = report.treeStopped ? 'success' : 'failure';
+    if (agent === undefined) {
+      if (!this.deps.revocations.isAgentRevoked(agentId)) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
+      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, ...by } });
+      return;
+    }
+    await this.audit('agent.stopped', agent, { outcome, detail: { ...facts, revoked: agent.revoked, ...by } });
   }
 
   /** A record written by another part of the broker (the proxy): the agent named from the broker's own records. */

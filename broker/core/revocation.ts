@@ -14,6 +14,11 @@ const Entry = z.strictObject({
   at: z.number().int(),
   /** Epoch seconds after which no token it covers can still be live: the entry may be forgotten. */
   until: z.number().int(),
+  /**
+   * An `agent` entry's session credential, by its SHA-256 (hex; never the credential): a broker run after this one
+   * refuses it rather than take it as a new agent's (authority.ts, `introduce`), as long as the entry is kept.
+   */
+  session: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export type RevocationEntry = z.infer<typeof Entry>;
 
@@ -34,6 +39,9 @@ export class RevocationStore {
   private readonly grants = new Map<string, number>();
   private readonly tasks = new Map<string, number>();
   private readonly agents = new Map<string, number>();
+  /** An agent's session hash, for the revoked agents that had one; and each such hash → the `until` of its entry. */
+  private readonly agentSessions = new Map<string, string>();
+  private readonly sessions = new Map<string, number>();
   /**
    * Tokens issued strictly before this second are revoked. The broker dates a revocation of everything a second
    * after the latest token it issued (and mints nothing until then); entries of older brokers are dated in their
@@ -117,6 +125,10 @@ export class RevocationStore {
         break;
       case 'agent':
         this.agents.set(e.id, Math.max(e.until, this.agents.get(e.id) ?? 0));
+        if (e.session !== undefined) {
+          this.agentSessions.set(e.id, e.session);
+          this.sessions.set(e.session, Math.max(e.until, this.sessions.get(e.session) ?? 0));
+        }
         break;
       case 'all':
         this.everythingBefore = Math.max(this.everythingBefore, e.at);
@@ -131,7 +143,10 @@ export class RevocationStore {
     for (const [id, until] of this.tokens) out.push({ kind: 'token', id, at: now, until });
     for (const [id, until] of this.grants) out.push({ kind: 'grant', id, at: now, until });
     for (const [id, until] of this.tasks) out.push({ kind: 'task', id, at: now, until });
-    for (const [id, until] of this.agents) out.push({ kind: 'agent', id, at: now, until });
+    for (const [id, until] of this.agents) {
+      const session = this.agentSessions.get(id);
+      out.push({ kind: 'agent', id, at: now, until, ...(session === undefined ? {} : { session }) });
+    }
     if (this.everythingBefore >= 0) out.push({ kind: 'all', id: '', at: this.everythingBefore, until: this.allUntil });
     return out;
   }
@@ -147,9 +162,9 @@ export class RevocationStore {
   }
 
   /** Several revocations at once (an agent and its sub-agents, a task's grants): applied together, one write, one fdatasync. */
-  addMany(items: readonly { kind: RevocationEntry['kind']; id: string }[], until: number): Promise<RevocationEntry[]> {
+  addMany(items: readonly { kind: RevocationEntry['kind']; id: string; session?: string }[], until: number): Promise<RevocationEntry[]> {
     const at = seconds(this.clock.now());
-    return this.write(items.map(({ kind, id }) => ({ kind, id, at, until })));
+    return this.write(items.map(({ kind, id, session }) => ({ kind, id, at, until, ...(session === undefined ? {} : { session }) })));
   }
 
   private async write(entries: RevocationEntry[]): Promise<RevocationEntry[]> {
@@ -181,6 +196,11 @@ export class RevocationStore {
 
   isAgentRevoked(agentId: string): boolean {
     return this.agents.has(agentId);
+  }
+
+  /** Whether a revoked agent's entry names this session (its SHA-256, hex). */
+  isSessionRevoked(sessionHash: string): boolean {
+    return this.sessions.has(sessionHash);
   }
 
   /** Whether this jti was revoked by itself (a `token` entry). */

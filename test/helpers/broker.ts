@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BrokerToParent, Discovery } from '../../broker/protocol';
+import { AgentView } from '../../broker/protocol';
 import type { ApprovalDecision, ApprovalRequest, AuditRecord, ParentToBroker } from '../../broker/protocol';
 import { WritClient } from '../../broker/sdk/client';
 
@@ -193,6 +194,16 @@ export function writ(args: string[], env: Record<string, string>, opts: { timeou
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * This run's agents as `writ agents --live --json` lists them (the CLI, a process of its own, as a developer runs it),
+ * each checked against the protocol's AgentView. A failing command throws with what it said.
+ */
+export async function liveAgents(env: Record<string, string>): Promise<AgentView[]> {
+  const r = await writ(['agents', '--live', '--json'], env);
+  if (r.code !== 0) throw new Error(`writ agents --live exited ${r.code}: ${r.stderr}`);
+  return AgentView.array().parse(JSON.parse(r.stdout));
 }
 
 export async function form(url: string, body: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {

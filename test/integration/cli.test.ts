@@ -11,7 +11,7 @@ import { PROTOCOL_VERSION } from '../../broker/protocol';
 import { join } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { BrokerProcess, WRIT, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { BrokerProcess, WRIT, approveAll, form, freshEnv, liveAgents, requireKeyring, writ } from '../helpers/broker';
 import { keychainDelete, keychainGet, keychainSet } from '../../broker/core/keychain';
 import { KeySet, newSigningKey, serializeKeySet } from '../../broker/core/keys';
 import { isAlive } from '../../broker/proxy/process-tree';
@@ -647,13 +647,6 @@ describe('writ token against a broker that stops answering', () => {
   }, 180_000);
 });
 
-/** This run's live agents, as `writ agents --live --json` lists them. */
-async function liveAgents(env: Record<string, string>): Promise<{ id: string; name: string; connected: boolean; revoked: boolean }[]> {
-  const r = await writ(['agents', '--live', '--json'], env);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
-
 describe('writ exec when its line to the broker breaks', () => {
   afterEach(async () => {
     for (const c of execCleanup.splice(0)) await c();
@@ -737,7 +730,12 @@ describe('writ exec when its line to the broker breaks', () => {
     expect(run.stderr().trim().split('\n').at(-1)).toBe("writ: the broker refused the agent's session (WRIT_SESSION_INVALID); stopping its process tree");
   }, 120_000);
 
-  it('stops the command when its agent was revoked while the line was down and the broker then restarted (its revocation list remembers)', async () => {
+  // Revoking the agent: the list keeps its session's hash, and the new broker refuses the session. Revoking everything:
+  // the list names no session, the new broker takes it, and the line hears the revocation on subscribing.
+  it.each([
+    ['its agent', (id: string) => ['--agent', id], "writ: the broker refused the agent's session (WRIT_SESSION_INVALID)"],
+    ['everything', () => ['--all'], undefined],
+  ] as const)('stops the command when %s was revoked while the line was down and the broker then restarted (its revocation list remembers)', async (_what, target, said) => {
     const env = freshEnv();
     let b = await BrokerProcess.start(env);
     b.decide = approveAll;
@@ -746,14 +744,19 @@ describe('writ exec when its line to the broker breaks', () => {
     const id = (await liveAgents(env)).find((a) => a.name === 'cut-then-restart')!.id;
     r.cut();
     await until(() => (run.stderr().includes('writ: lost the connection') ? true : undefined));
-    expect((await writ(['revoke', '--agent', id], env)).code).toBe(0);
+    expect((await writ(['revoke', ...target(id)], env)).code).toBe(0);
     await b.stop();
-    b = await BrokerProcess.start(env); // knows no session: the one of the revoked agent is not refused, but the revocation is on its list
+    b = await BrokerProcess.start(env); // knows no session; its revocation list remembers
     execCleanup.push(() => b.stop());
     expect(isAlive(run.pid)).toBe(true);
     r.open = true;
     expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
-    expect(run.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${id} was revoked while the broker was away; stopping its process tree`);
+    expect(run.stderr().trim().split('\n').at(-1)).toBe(`${said ?? `writ: the agent ${id} was revoked while the broker was away`}; stopping its process tree`);
+    // The stop is on record: by the agent's old id, which the new broker knows only from its revocation list, or
+    // as the agent that took the session.
+    const rec = b.auditLines().map((l) => JSON.parse(l)).find((x) => x.event === 'agent.stopped');
+    if (said) expect(rec).toMatchObject({ outcome: 'success', detail: { agentId: id, revoked: true, treeStopped: true } });
+    else expect(rec).toMatchObject({ outcome: 'success', agent: { name: 'cut-then-restart' }, detail: { revoked: false, treeStopped: true } });
   }, 120_000);
 });
 

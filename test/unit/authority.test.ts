@@ -19,9 +19,12 @@ import { codeOf } from '../helpers/codes';
 const AUD = 'https://api.example';
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
 
-function counterIds(): IdSource {
+/** Counted ids; `prefix` tells a later run's (`next_`) from the first's, as random ids would be. */
+function counterIds(prefix = ''): IdSource {
   let n = 0;
-  return { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_secret_${++n}` };
+  // Secrets have the shape the broker issues (`wss_` and 43 base64url characters): only such a session is taken
+  // as an agent's after a restart.
+  return { id: (p) => `${p}_${prefix}${++n}`, secret: (p) => `${p}_secret_${String(++n).padStart(36, '0')}` };
 }
 
 class ScriptedApprover implements Approver {
@@ -281,6 +284,208 @@ describe('Authority', () => {
     const c = await hello('c', { parentSession: pr.session! });
     const cr = await authority.requestTask({ agentId: c.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
     expect(await codeOf(authority.exchange(cr.token.token, {}))).toBe('WRIT_DEPTH_EXCEEDED');
+  });
+
+  describe('after a restart: sessions the new run does not know', () => {
+    /** The first run: a parent with a grant, its sub-agent, and the sub-agent's own sub-agent, each with its session. */
+    async function family() {
+      const p = await hello('parent');
+      const pr = await authority.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:acme/*'], audience: AUD });
+      const c = await hello('child', { parentSession: pr.session! });
+      const cr = await authority.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD });
+      const g = await hello('grandchild', { parentSession: cr.session! });
+      const gr = await authority.requestTask({ agentId: g.agentId }, { task: 'subsub', scopes: ['repo:read:acme/web'], audience: AUD });
+      approver.asked.length = 0;
+      return { parent: pr.session!, child: cr.session!, grandchild: gr.session! };
+    }
+    const back = (a: Authority, name: string, extra: { session?: string; parentSession?: string }) => a.introduce({ protocol: 'writ/1', agent: { name, kind: 'script' }, ...extra });
+    const parentsOf = (a: Authority) => Object.fromEntries(a.listAgents().map((x) => [x.name, x.parents]));
+    const records = () => readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+    it('a sub-agent that says hello with its parent\'s session is put under the agent holding it now, and goes with it', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const c = await back(next, 'child', { session: s.child, parentSession: s.parent });
+      const g = await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child });
+      expect([p.resumed, c.resumed, g.resumed]).toEqual([false, false, false]);
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId], grandchild: [c.agentId, p.agentId] });
+      // Each holds the session it came back with: a second hello with it resumes the same agent.
+      expect(await back(next, 'child', { session: s.child })).toEqual({ agentId: c.agentId, resumed: true });
+      // A sub-agent again: bounded by what the parent holds now (nothing yet), never a prompt.
+      expect(await codeOf(next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      await next.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
+      const cr = await next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD });
+      expect((await next.check(cr.token.token)).act).toEqual({ sub: c.agentId, act: { sub: p.agentId } });
+      expect(approver.asked.map((r) => r.agent.name)).toEqual(['parent']);
+      // Revoking the parent as it is now takes both below it, by the broker's own cascade.
+      expect(next.agentTree(p.agentId)).toEqual([p.agentId, c.agentId, g.agentId]);
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toEqual({ revokedTokens: 2, revokedGrants: 2, revokedAgents: 3 });
+      expect(next.listAgents().map((x) => x.revoked)).toEqual([true, true, true]);
+      expect(await codeOf(back(next, 'child', { session: s.child, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    it('one back before its parent waits top-level, refused grants without a prompt, and is put under it (with its own sub-agents) when the parent comes back', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const c = await back(next, 'child', { session: s.child, parentSession: s.parent });
+      const g = await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child });
+      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      const refused = await next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }).catch((e: WritError) => e);
+      expect({ code: (refused as WritError).code, data: (refused as WritError).data }).toEqual({ code: 'WRIT_SCOPE_NOT_COVERED', data: { uncovered: ['repo:read:acme/web'] } });
+      expect(await codeOf(next.requestTask({ agentId: g.agentId }, { task: 'subsub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      expect(approver.asked).toEqual([]);
+
+      const p = await back(next, 'parent', { session: s.parent });
+      expect(parentsOf(next)).toEqual({ child: [p.agentId], grandchild: [c.agentId, p.agentId], parent: [] });
+      const connected = records().filter((r) => r.event === 'agent.connected').slice(-3);
+      expect(connected.map((r) => [r.agent.name, r.detail])).toEqual([
+        ['child', { resumed: false, sessionTaken: true, awaitingParent: true }],
+        ['grandchild', { resumed: false, sessionTaken: true, underParent: true }],
+        ['parent', { resumed: false, sessionTaken: true, subAgentsBack: [c.agentId] }],
+      ]);
+      await next.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
+      expect((await next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD })).grant.agentId).toBe(c.agentId);
+      expect(approver.asked.map((r) => r.agent.name)).toEqual(['parent']);
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 3 });
+    });
+
+    it('no one gets a parent whose session it does not hold, nor takes a session that is not the broker\'s shape', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const made = (n: number) => `wss_${String(n).padStart(43, 'x')}`;
+      // Claims to be coming back under a parent session it made up: waits for it, and the real parent is not it.
+      const impostor = await back(next, 'child', { session: made(1), parentSession: made(2) });
+      const p = await back(next, 'parent', { session: s.parent });
+      expect(parentsOf(next)).toEqual({ child: [], parent: [] });
+      expect(await codeOf(next.requestTask({ agentId: impostor.agentId }, { task: 'x', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      // A first hello (no session of its own) under an unknown parent session is refused, as in any run.
+      expect(await codeOf(back(next, 'child', { parentSession: made(3) }))).toBe('WRIT_SESSION_INVALID');
+      // A session not shaped as the broker's is not taken: the next hello with it is another new agent.
+      for (const weak of ['', 'guess', `${s.parent}x`]) {
+        const first = await back(next, 'weak', { session: weak });
+        const again = await back(next, 'weak', { session: weak });
+        expect([first.resumed, again.resumed, again.agentId === first.agentId]).toEqual([false, false, false]);
+      }
+      // Nor is such a parent session waited for.
+      expect(await codeOf(back(next, 'child', { session: made(4), parentSession: 'guess' }))).toBe('WRIT_SESSION_INVALID');
+      // A parent revoked in this run stays refused as a parent.
+      await next.revoke({ kind: 'agent', id: p.agentId }, 'test');
+      expect(await codeOf(back(next, 'child', { session: s.child, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    /** The agent's own command (`writ token`, `writ mcp`, the SDK: WRIT_SESSION in its environment, no parent session). */
+    const fromCommand = (a: Authority, session: string) => a.introduce({ protocol: 'writ/1', agent: { name: 'writ-cli', kind: 'cli' }, session });
+
+    it('a sub-agent whose command says hello first is put under its parent by its `writ exec`, named as that names it, and never prompts', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const cmd = await fromCommand(next, s.child);
+      expect(parentsOf(next)).toEqual({ parent: [], 'writ-cli': [] });
+      // `writ exec`'s line, with the sub-agent's session and its parent's: the same agent, now under the parent.
+      expect(await back(next, 'child', { session: s.child, parentSession: s.parent })).toEqual({ agentId: cmd.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId] });
+      expect(next.listAgents().find((a) => a.id === cmd.agentId)).toMatchObject({ name: 'child', kind: 'script' });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1)).toMatchObject({
+        agent: { id: cmd.agentId, name: 'child', parents: [p.agentId] },
+        detail: { resumed: true, underParent: true, formerly: { name: 'writ-cli', kind: 'cli' } },
+      });
+      // Bounded by what the parent holds now, never a prompt; and the parent's revocation takes it.
+      expect(await codeOf(next.requestTask({ agentId: cmd.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      await next.requestTask({ agentId: p.agentId }, { task: 'again', scopes: ['repo:read:acme/*'], audience: AUD });
+      expect((await next.requestTask({ agentId: cmd.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD })).grant.agentId).toBe(cmd.agentId);
+      expect(approver.asked.map((r) => r.agent.name)).toEqual(['parent']);
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 2 });
+      expect(await codeOf(fromCommand(next, s.child))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    it('so does one whose command and `writ exec` are both back before its parent: it waits, refused grants, with its own sub-agents', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const c = await fromCommand(next, s.child);
+      expect(await back(next, 'child', { session: s.child, parentSession: s.parent })).toEqual({ agentId: c.agentId, resumed: true });
+      const g = await fromCommand(next, s.grandchild);
+      expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      expect(await codeOf(next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
+      expect(approver.asked).toEqual([]);
+      // A later hello naming another parent session does not move it: it waits for the one it named first.
+      await back(next, 'child', { session: s.child, parentSession: s.grandchild });
+      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      const p = await back(next, 'parent', { session: s.parent });
+      expect(parentsOf(next)).toEqual({ child: [p.agentId], grandchild: [c.agentId, p.agentId], parent: [] });
+      expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 3 });
+    });
+
+    it('one that names a parent revoked in this run, after its command came back, is revoked as the cascade would have', async () => {
+      const s = await family();
+      const next = await authorityOn({}, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const cmd = await fromCommand(next, s.child);
+      await next.revoke({ kind: 'agent', id: p.agentId }, 'test');
+      expect(next.isAgentRevoked(cmd.agentId)).toBe(false);
+      expect(await codeOf(back(next, 'child', { session: s.child, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+      expect(next.isAgentRevoked(cmd.agentId)).toBe(true);
+      expect(await codeOf(fromCommand(next, s.child))).toBe('WRIT_SESSION_INVALID');
+      // Nor may a session of the broker's shape that no agent of this run held come back under it.
+      expect(await codeOf(back(next, 'other', { session: `wss_${'o'.repeat(43)}`, parentSession: s.parent }))).toBe('WRIT_SESSION_INVALID');
+      expect(await codeOf(fromCommand(next, `wss_${'o'.repeat(43)}`))).toBe('WRIT_SESSION_INVALID');
+    });
+
+    it('a sub-agent nested deeper than a depth limit lowered across the restart comes back top-level, in either order, not refused', async () => {
+      const s = await family();
+      const next = await authorityOn({ maxDelegationDepth: 1 }, counterIds('next_'));
+      const p = await back(next, 'parent', { session: s.parent });
+      const c = await back(next, 'child', { session: s.child, parentSession: s.parent });
+      const g = await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child });
+      expect(g.resumed).toBe(false);
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId], grandchild: [] });
+      // Its `writ exec` saying hello again (a line drop) is the same agent, still top-level.
+      expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
+      expect(parentsOf(next)).toEqual({ parent: [], child: [p.agentId], grandchild: [] });
+      // Its command first, then its `writ exec`: the same.
+      const other = await authorityOn({ maxDelegationDepth: 1 }, counterIds('other_'));
+      await back(other, 'parent', { session: s.parent });
+      await back(other, 'child', { session: s.child, parentSession: s.parent });
+      const gc = await fromCommand(other, s.grandchild);
+      expect(await back(other, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: gc.agentId, resumed: true });
+      expect(other.listAgents().find((a) => a.id === gc.agentId)?.parents).toEqual([]);
+      // A first hello (no session of its own) that deep is refused, as in any run.
+      expect(await codeOf(back(next, 'new', { parentSession: s.child }))).toBe('WRIT_DEPTH_EXCEEDED');
+      expect(c.resumed).toBe(false);
+    });
+
+    it('a session revoked before the restart is refused by the next runs, as an agent\'s and as a parent\'s; the list holds only its hash', async () => {
+      const s = await family();
+      const childId = authority.listAgents().find((a) => a.name === 'child')!.id;
+      expect(await authority.revoke({ kind: 'agent', id: childId }, 'test')).toMatchObject({ revokedAgents: 2 });
+      for (const prefix of ['next_', 'third_']) {
+        const next = await authorityOn({}, counterIds(prefix));
+        expect(await codeOf(back(next, 'child', { session: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect(await codeOf(back(next, 'grandchild', { session: s.grandchild, parentSession: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect(await codeOf(back(next, 'other', { session: `wss_${prefix.padEnd(43, 'o')}`, parentSession: s.child }))).toBe('WRIT_SESSION_INVALID');
+        expect((await back(next, 'parent', { session: s.parent })).resumed).toBe(false);
+      }
+      const list = readFileSync(join(dir, 'revocations.jsonl'), 'utf8');
+      for (const secret of [s.parent, s.child, s.grandchild]) expect(list).not.toContain(secret);
+    });
+
+    it('a link that would make a cycle or nest deeper than allowed is not made: those stay top-level', async () => {
+      const next = await authorityOn({ maxDelegationDepth: 1 }, counterIds('next_'));
+      const made = (n: number) => `wss_${String(n).padStart(43, 'y')}`;
+      // Each names the other's session as its parent's.
+      const a = await back(next, 'a', { session: made(1), parentSession: made(2) });
+      const b = await back(next, 'b', { session: made(2), parentSession: made(1) });
+      expect(parentsOf(next)).toEqual({ a: [], b: [a.agentId] });
+      // A child with a sub-agent of its own, waiting for a parent: under it the grandchild would be 2 deep.
+      const c = await back(next, 'c', { session: made(3), parentSession: made(5) });
+      await back(next, 'd', { session: made(4), parentSession: made(3) });
+      const e = await back(next, 'e', { session: made(5) });
+      expect(parentsOf(next)).toMatchObject({ c: [], d: [c.agentId], e: [] });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1).detail).toEqual({ resumed: false, sessionTaken: true });
+      expect(b.agentId).not.toBe(e.agentId);
+    });
   });
 
   describe('RFC 8693 exchange: the sub-agent\'s grant', () => {
