@@ -92,6 +92,11 @@ export class ExecLine {
     await this.client.close();
   }
 
+  /** Resolves once the revocations this line sends of its agent's other ids (after a restart) are done. */
+  async otherIdsRevoked(): Promise<void> {
+    await this.revokingAlso;
+  }
+
   private revoke(why: string): void {
     if (this.revoked || this.ended) return;
     this.revoked = true;
