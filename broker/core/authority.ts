@@ -1562,7 +1562,9 @@ export class Authority {
    * `agent.stopped`: `writ exec` reports it stopped a revoked agent's process tree. Recorded as a report (with the
    * reporter's kernel-derived process); only for an agent this broker knows, or one of an earlier run that its
    * revocation list names (its `writ exec` was refused the session after a restart): that record names it by id
-   * in `detail.agentId`, as this run knows nothing else of it.
+   * in `detail.agentId`, as this run knows nothing else of it, and is marked `detail.unknownAgent`: any local process
+   * may revoke an id and then report it stopped, and nothing proves the reporter ran that agent (the record's
+   * `reporter` names who said so).
    */
   async recordAgentStopped(report: MethodParams<'agent.stopped'>, reporter: PeerProcess | undefined): Promise<void> {
     const agent = this.agents.get(report.agentId);
@@ -1571,7 +1573,7 @@ export class Authority {
     const outcome = report.treeStopped ? 'success' : 'failure';
     if (agent === undefined) {
       if (!this.deps.revocations.isAgentRevoked(agentId)) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
-      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, ...by } });
+      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, unknownAgent: true, ...by } });
       return;
     }
     await this.audit('agent.stopped', agent, { outcome, detail: { ...facts, revoked: agent.revoked, ...by } });

@@ -765,7 +765,7 @@ describe('writ exec when its line to the broker breaks', () => {
     // The stop is on record: by the agent's old id, which the new broker knows only from its revocation list, or
     // as the agent that took the session, which `writ exec` revoked too (a revocation of everything names no session).
     const rec = b.auditLines().map((l) => JSON.parse(l)).find((x) => x.event === 'agent.stopped');
-    if (said) expect(rec).toMatchObject({ outcome: 'success', detail: { agentId: id, revoked: true, treeStopped: true } });
+    if (said) expect(rec).toMatchObject({ outcome: 'success', detail: { agentId: id, revoked: true, unknownAgent: true, treeStopped: true } });
     else expect(rec).toMatchObject({ outcome: 'success', agent: { name: 'cut-then-restart' }, detail: { revoked: true, treeStopped: true } });
   }, 120_000);
 });

@@ -670,6 +670,23 @@ describe('Authority', () => {
     expect(await codeOf(authority.mint({ agentId }, { grantId: r.grant.id }))).toBe('WRIT_AUDIT_WRITE_FAILED');
   });
 
+  it('agent.stopped for an id this run does not know is on record only if the revocation list names it, marked unknownAgent (nothing proves who ran it)', async () => {
+    const stop = { pid: 4242, signal: 'SIGKILL', processes: 9, treeStopped: true, exitCode: null, exitSignal: 'SIGKILL' } as const;
+    const made = 'agt_made_up_by_anyone';
+    expect(await codeOf(authority.recordAgentStopped({ agentId: made, ...stop }, undefined))).toBe('WRIT_AGENT_NOT_FOUND');
+    // Revocation is open to any caller, so anyone can make the id one the list names, then report it stopped.
+    await authority.revoke({ kind: 'agent', id: made }, 'anyone');
+    await authority.recordAgentStopped({ agentId: made, ...stop }, { pid: 777, exe: '/usr/bin/node' });
+    const { agentId } = await hello('known');
+    await authority.revoke({ kind: 'agent', id: agentId }, 'test');
+    await authority.recordAgentStopped({ agentId, ...stop }, { pid: 778 });
+    const stopped = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.event === 'agent.stopped');
+    expect(stopped.map((r) => [r.agent?.id, r.detail])).toEqual([
+      [undefined, { agentId: made, ...stop, revoked: true, unknownAgent: true, reporter: { pid: 777, exe: '/usr/bin/node' } }],
+      [agentId, { ...stop, revoked: true, reporter: { pid: 778 } }],
+    ]);
+  });
+
   it('an awaited use report (token.uses) is answered only once a record per call is durable, and not at all when the write fails', async () => {
     let fail = false;
     await log.close();
