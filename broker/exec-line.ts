@@ -142,7 +142,7 @@ export class ExecLine {
       ...(namesAgent(r, [id]) ? [] : [id]),
       ...(id === this.o.agentId || revokesAgent(r, this.o.token) ? [] : [this.o.agentId]),
     ];
-    if (also.length > 0) this.revokingAlso = this.revokeIds(also, `revoked under an id it had before a broker restart (${why})`);
+    if (also.length > 0) this.revokingAlso = this.revokeIds(also, `${why}: an id it had, or an ancestor's, before a broker restart`);
     this.revoke(why);
   }
 
