@@ -347,7 +347,9 @@ async function cmdExec(args: string[]): Promise<number> {
   if (stopping && child.pid !== undefined) {
     const stopped = await stopping;
     if (!stopped.treeStopped) err('writ: some of the agent\'s processes could not be stopped');
-    // The agent's own connection is closed: report on a fresh one, so the audit log says the tree was stopped.
+    // The agent's own connection is closed: report on a fresh one, so the audit log says the tree was stopped. After
+    // the line's revocations of the agent's other ids, so the record says whether the agent it is now was revoked.
+    await line.otherIdsRevoked();
     try {
       const reporter = await WritClient.connect(brokerAddress());
       try {

@@ -29,10 +29,15 @@ export function heldToken(token: string): HeldToken {
   return { actors: chainFromAct(claims.act), issuedAt: Number(claims.iat), expiresAt: Number(claims.exp) };
 }
 
+/** True when a revocation names one of these agents: by its tree, or as its target (an id this broker does not know). */
+export function namesAgent(r: RevocationSnapshot | RevocationEvent, ids: readonly string[]): boolean {
+  return r.agentIds.some((id) => ids.includes(id)) || ('target' in r && r.target.kind === 'agent' && ids.includes(r.target.id));
+}
+
 /** True when a revocation takes the token's agent (or an ancestor), or everything issued up to it. */
 export function revokesAgent(r: RevocationSnapshot | RevocationEvent, t: HeldToken): boolean {
-  if (r.agentIds.some((id) => t.actors.includes(id))) return true;
-  if ('target' in r) return (r.target.kind === 'agent' && t.actors.includes(r.target.id)) || (r.target.kind === 'all' && t.issuedAt < r.at);
+  if (namesAgent(r, t.actors)) return true;
+  if ('target' in r) return r.target.kind === 'all' && t.issuedAt < r.at;
   return r.allBefore !== undefined && t.issuedAt < r.allBefore;
 }
 
@@ -64,20 +69,32 @@ export class ExecLine {
   private client: WritClient;
   private ended = false;
   private revoked = false;
-  /** The old agent id's revocation, when the agent it came back as after a restart was revoked. */
-  private revokingOld: Promise<void> = Promise.resolve();
+  /**
+   * Every id the agent has had on this line: the one its token names, then the one of each broker run it came back
+   * to. A revocation of any of them (by the developer reading `writ agents`, the editor or an audit record of that
+   * run) is one of this agent.
+   */
+  private readonly ids: Set<string>;
+  /** The revocations this line sends itself when its agent is revoked under one of its ids but not the others. */
+  private revokingAlso: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: ExecLineOptions) {
     this.agentId = o.agentId;
+    this.ids = new Set([o.agentId]);
     this.client = o.client;
     this.attach(o.client);
   }
 
-  /** The command ended: no more reconnecting; the connection is closed (a revocation of the old id sent first). */
+  /** The command ended: no more reconnecting; the connection is closed (the revocations of its other ids sent first). */
   async close(): Promise<void> {
     this.ended = true;
-    await this.revokingOld;
+    await this.revokingAlso;
     await this.client.close();
+  }
+
+  /** Resolves once the revocations this line sends of its agent's other ids (after a restart) are done. */
+  async otherIdsRevoked(): Promise<void> {
+    await this.revokingAlso;
   }
 
   private revoke(why: string): void {
@@ -94,7 +111,7 @@ export class ExecLine {
         // After a restart the agent came back under a new id, but its token's `act` names the old one: revoking
         // only the new agent would stop the command and leave the token (and any copy of it) working until it
         // expires. The old id is revoked too (revocation is open to any caller), while the command is stopped.
-        if (this.agentId !== this.o.agentId) this.revokingOld = this.revokeOldId();
+        if (this.agentId !== this.o.agentId) this.revokingAlso = this.revokeIds([this.o.agentId], `the agent it came back as after a broker restart (${this.agentId}) was revoked`);
         return this.revoke('the agent was revoked');
       }
       const until = new Date(this.o.token.expiresAt * 1000).toISOString();
@@ -106,17 +123,50 @@ export class ExecLine {
     });
   }
 
-  private async revokeOldId(): Promise<void> {
+  /** True when a revocation takes this agent under any id it has had on this line, an ancestor, or its token. */
+  private covers(r: RevocationSnapshot | RevocationEvent): boolean {
+    return revokesAgent(r, this.o.token) || namesAgent(r, [...this.ids]);
+  }
+
+  /**
+   * A revocation heard on the line drawn as agent `id` (after a restart) takes this agent: the command is stopped,
+   * and whichever of its ids the revocation leaves live is revoked too. The agent it is now holds the session (and
+   * any grant approved since the restart): left live, a process still holding WRIT_SESSION (a daemon the command
+   * left behind) would go on getting tokens, and its sub-agents with it; revoked, the broker's cascade takes them
+   * and the revocation list keeps the session's hash. The id the token names is revoked when the revocation does not
+   * already cover the token, so a copy of it is refused wherever it is checked.
+   */
+  private stopFor(r: RevocationSnapshot | RevocationEvent, id: string, why: string): void {
+    if (this.ended || this.revoked) return;
+    const also = [
+      ...(namesAgent(r, [id]) ? [] : [id]),
+      ...(id === this.o.agentId || revokesAgent(r, this.o.token) ? [] : [this.o.agentId]),
+    ];
+    if (also.length > 0) this.revokingAlso = this.revokeIds(also, `${why}: an id it had, or an ancestor's, before a broker restart`);
+    this.revoke(why);
+  }
+
+  /** Revokes these ids of this agent (revocation is open to any caller), one by one, saying so on stderr. */
+  private async revokeIds(ids: readonly string[], reason: string): Promise<void> {
     let client: WritClient | undefined;
     try {
       client = await WritClient.connect(this.o.address());
-      await client.call('revoke', { target: { kind: 'agent', id: this.o.agentId }, reason: `the agent it came back as after a broker restart (${this.agentId}) was revoked` });
-      this.o.log(`writ: revoked ${this.o.agentId} too, the id its token names`);
+      for (const id of ids) {
+        await client.call('revoke', { target: { kind: 'agent', id }, reason });
+        this.o.log(`writ: revoked ${id} too, ${id === this.o.agentId ? 'the id its token names' : 'the id the agent has now'}`);
+      }
     } catch (e) {
-      this.o.log(`writ: could not revoke ${this.o.agentId}, the id its token names (${asWritError(e).code}): revoke it with \`writ revoke --agent ${this.o.agentId}\``);
+      const code = asWritError(e).code;
+      this.o.log(`writ: could not revoke ${ids.join(', ')} (${code}): revoke ${ids.length > 1 ? 'them' : 'it'} with ${ids.map((id) => `\`writ revoke --agent ${id}\``).join(' and ')}`);
     } finally {
       client?.terminate();
     }
+  }
+
+  /** Which of its ids (or its token's ancestors) a revocation named, for the message: the token's own when it is one. */
+  private revokedName(r: RevocationSnapshot | RevocationEvent): string {
+    const known = [this.o.agentId, ...this.ids, ...this.o.token.actors];
+    return known.find((id) => namesAgent(r, [id])) ?? this.o.agentId;
   }
 
   private async reconnect(): Promise<void> {
@@ -144,16 +194,22 @@ export class ExecLine {
         // or that parent stops the command). A revocation of the agent it was (the id its token names), made while
         // this was away or later (by its old id, from the audit log), is heard on a subscription: on every line
         // drawn from here on, since no other line names that id.
+        // Any id it has had is heard, not only the one its token names: after a second restart the developer may
+        // revoke the id `writ agents` showed in the run before.
         const fresh = client;
+        const id = r.hello.agentId;
+        this.ids.add(id);
         fresh.onRevocation((e) => {
-          if (revokesAgent(e, this.o.token)) this.revoke(`the agent ${this.o.agentId} was revoked`);
+          // One that takes the agent as it is now closes this line (4001) right after: the close does the rest.
+          if (namesAgent(e, [id])) return;
+          if (this.covers(e)) this.stopFor(e, id, `the agent ${this.revokedName(e)} was revoked`);
         });
         const sub = await fresh.call('subscribe', { events: ['revocation'] });
         if (this.ended || this.revoked) return void fresh.terminate();
         // The id this broker knows (the `agent.stopped` report names it), and the line a later revocation of it closes.
-        this.agentId = r.hello.agentId;
+        this.agentId = id;
         this.attach(fresh);
-        if (sub.revocations && revokesAgent(sub.revocations, this.o.token)) return this.revoke(`the agent ${this.o.agentId} was revoked while the broker was away`);
+        if (sub.revocations && this.covers(sub.revocations)) return this.stopFor(sub.revocations, id, `the agent ${this.revokedName(sub.revocations)} was revoked while the broker was away`);
         if (same) return this.o.log(`writ: reconnected to the broker as agent ${r.hello.agentId} (agent ${this.o.agentId} before the broker restarted)`);
         const how = r.hello.resumed ? 'which restarted and took this agent\'s session when its command said hello with it' : 'which restarted and no longer knows this agent\'s session';
         return this.o.log(

@@ -106,9 +106,14 @@ interface Agent {
    */
   awaitingParent: string | undefined;
   /**
-   * It took its session in this run (one of an earlier run: the broker restarted). While top-level and not
-   * waiting for a parent, a hello with that session may still name its parent's (`claimParent`): its `writ exec`,
-   * when its command said hello with the session first.
+   * The name and kind of the hello that named the parent it waits for (its `writ exec`'s), taken once that parent
+   * says hello with the session and the link is made: a parent session of the right shape proves nothing until then.
+   */
+  renameOnLink: AgentInfo | undefined;
+  /**
+   * It took its session in this run (one of an earlier run: the broker restarted) and has not named a parent yet.
+   * While top-level and not waiting for a parent, one hello with that session may still name its parent's
+   * (`claimParent`): its `writ exec`, when its command said hello with the session first. One claim per taken session.
    */
   sessionTaken: boolean;
 }
@@ -363,9 +368,15 @@ export class Authority {
     this.sessions.set(adopted, agent.id);
     const claimed = params.parentSession === undefined ? {} : await this.claimParent(agent, params.parentSession);
     agent.connections = 1;
-    const linked = this.linkAwaiting(agent);
+    const { linked, renamed } = this.linkAwaiting(agent);
     await this.audit('agent.connected', agent, {
-      detail: { resumed: false, sessionTaken: true, ...claimed, ...(linked.length === 0 ? {} : { subAgentsBack: linked }) },
+      detail: {
+        resumed: false,
+        sessionTaken: true,
+        ...claimed,
+        ...(linked.length === 0 ? {} : { subAgentsBack: linked }),
+        ...(renamed.length === 0 ? {} : { subAgentsRenamed: renamed }),
+      },
     });
     return { agentId: agent.id, resumed: false };
   }
@@ -395,11 +406,15 @@ export class Authority {
    * holding it now (with its sub-agents; not when that would make a cycle or nest deeper than allowed: it stays
    * top-level, as in `linkAwaiting`), or waits for it, refused grants. `info`: the name and kind of the hello
    * naming the parent (its `writ exec`'s, as on its first hello), which replace those of the hello that took the
-   * session (its command's `writ token`, say). A parent revoked, in this run or before the restart, refuses the
-   * hello (WRIT_SESSION_INVALID) and revokes the agent, as the cascade would have had it been under it then.
-   * Returns the facts for its `agent.connected` record.
+   * session (its command's `writ token`, say) once the link is made: at once under a parent holding the session,
+   * when that parent comes back for one waiting; never when no link is made (its own session named as its parent's,
+   * a link refused), so holding its own session lets no agent rename itself. One claim per taken session, whatever
+   * its outcome. A parent revoked, in this run or before the restart, refuses the hello (WRIT_SESSION_INVALID) and
+   * revokes the agent, as the cascade would have had it been under it then. Returns the facts for its
+   * `agent.connected` record.
    */
   private async claimParent(agent: Agent, parentSession: string, info?: AgentInfo): Promise<Record<string, unknown>> {
+    agent.sessionTaken = false;
     const p = this.parentFor(parentSession, agent.sessionHash);
     if ('refused' in p) {
       if (p.refused === 'revoked') {
@@ -407,40 +422,49 @@ export class Authority {
       }
       throw new WritError('WRIT_SESSION_INVALID', 'the parent agent session is unknown or revoked');
     }
-    const facts: Record<string, unknown> = {};
-    if (info !== undefined && (info.name !== agent.info.name || info.kind !== agent.info.kind)) {
-      facts.formerly = { name: agent.info.name, kind: agent.info.kind };
-      agent.info = info;
-    }
+    const rename = info !== undefined && (info.name !== agent.info.name || info.kind !== agent.info.kind) ? info : undefined;
     if ('awaiting' in p) {
       agent.awaitingParent = p.awaiting;
+      agent.renameOnLink = rename;
       const set = this.awaitingParent.get(p.awaiting);
       if (set) set.add(agent);
       else this.awaitingParent.set(p.awaiting, new Set([agent]));
-      facts.awaitingParent = true;
-    } else if ('parent' in p && this.linkUnder(agent, p.parent)) {
-      facts.underParent = true;
+      return { awaitingParent: true };
     }
-    if (facts.formerly !== undefined || facts.underParent === true) this.reidentifyTree(agent);
+    if ('none' in p || !this.linkUnder(agent, p.parent)) return {};
+    const facts: Record<string, unknown> = { underParent: true };
+    if (rename) {
+      facts.formerly = { name: agent.info.name, kind: agent.info.kind };
+      agent.info = rename;
+    }
+    this.reidentifyTree(agent);
     return facts;
   }
 
   /**
    * Puts the agents waiting for this one's session (back after a restart before it) under it, with their own
-   * sub-agents: they held that session, as this one does. Returns the ids put under it.
+   * sub-agents: they held that session, as this one does. Each takes the name and kind its `writ exec` gave when it
+   * named that session (`renameOnLink`). Returns the ids put under it, and those renamed with their former names.
    */
-  private linkAwaiting(parent: Agent): string[] {
-    const waiting = parent.sessionHash === undefined ? undefined : this.awaitingParent.get(parent.sessionHash);
-    if (!waiting) return [];
-    this.awaitingParent.delete(parent.sessionHash!);
+  private linkAwaiting(parent: Agent): { linked: string[]; renamed: { id: string; formerly: AgentInfo }[] } {
     const linked: string[] = [];
+    const renamed: { id: string; formerly: AgentInfo }[] = [];
+    const waiting = parent.sessionHash === undefined ? undefined : this.awaitingParent.get(parent.sessionHash);
+    if (!waiting) return { linked, renamed };
+    this.awaitingParent.delete(parent.sessionHash!);
     for (const child of waiting) {
+      const rename = child.renameOnLink;
       child.awaitingParent = undefined;
+      child.renameOnLink = undefined;
       if (!this.linkUnder(child, parent)) continue;
+      if (rename) {
+        renamed.push({ id: child.id, formerly: { name: child.info.name, kind: child.info.kind } });
+        child.info = rename;
+      }
       this.reidentifyTree(child);
       linked.push(child.id);
     }
-    return linked;
+    return { linked, renamed };
   }
 
   /**
@@ -503,6 +527,7 @@ export class Authority {
       identity: undefined,
       subAgentKey: undefined,
       awaitingParent: undefined,
+      renameOnLink: undefined,
       sessionTaken: false,
     };
     if (process) this.rememberProcess(agent, process);
@@ -1670,7 +1695,9 @@ export class Authority {
    * `agent.stopped`: `writ exec` reports it stopped a revoked agent's process tree. Recorded as a report (with the
    * reporter's kernel-derived process); only for an agent this broker knows, or one of an earlier run that its
    * revocation list names (its `writ exec` was refused the session after a restart): that record names it by id
-   * in `detail.agentId`, as this run knows nothing else of it.
+   * in `detail.agentId`, as this run knows nothing else of it, and is marked `detail.unknownAgent`: any local process
+   * may revoke an id and then report it stopped, and nothing proves the reporter ran that agent (the record's
+   * `reporter` names who said so).
    */
   async recordAgentStopped(report: MethodParams<'agent.stopped'>, reporter: PeerProcess | undefined): Promise<void> {
     const agent = this.agents.get(report.agentId);
@@ -1679,7 +1706,7 @@ export class Authority {
     const outcome = report.treeStopped ? 'success' : 'failure';
     if (agent === undefined) {
       if (!this.deps.revocations.isAgentRevoked(agentId)) throw new WritError('WRIT_AGENT_NOT_FOUND', 'no such agent');
-      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, ...by } });
+      await this.auditRaw({ event: 'agent.stopped', outcome, detail: { agentId, ...facts, revoked: true, unknownAgent: true, ...by } });
       return;
     }
     await this.audit('agent.stopped', agent, { outcome, detail: { ...facts, revoked: agent.revoked, ...by } });

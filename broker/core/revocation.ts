@@ -19,7 +19,7 @@ const Entry = z.strictObject({
    * refuses it rather than take it as a new agent's (authority.ts, `introduce`), as long as the entry is kept.
    */
   session: z.string().regex(/^[0-9a-f]{64}$/).optional(),
-});
+}).refine((e) => e.session === undefined || e.kind === 'agent', { message: 'only an agent entry names a session' });
 export type RevocationEntry = z.infer<typeof Entry>;
 
 export interface RevocableClaims {

@@ -693,7 +693,11 @@ describe('writ exec when its line to the broker breaks', () => {
       // Its token names the id it had: that one is revoked too, so the token stops working with the command.
       `writ: revoked ${oldId('survivor-new-id')} too, the id its token names`,
     ]);
-    expect(remembered.stderr().trim().split('\n').at(-1)).toBe(`writ: the agent ${oldId('survivor-old-id')} was revoked; stopping its process tree`);
+    // The agent it is now holds the session: writ exec revoked it too, so nothing holding WRIT_SESSION gets a token.
+    expect(remembered.stderr().trim().split('\n').slice(-2)).toEqual([
+      `writ: the agent ${oldId('survivor-old-id')} was revoked; stopping its process tree`,
+      `writ: revoked ${after.find((a) => a.name === 'survivor-old-id')!.id} too, the id the agent has now`,
+    ]);
     for (const run of [renamed, remembered]) {
       expect(run.stderr()).not.toContain(run.token);
       expect(run.stderr()).not.toContain(run.session);
@@ -751,12 +755,18 @@ describe('writ exec when its line to the broker breaks', () => {
     expect(isAlive(run.pid)).toBe(true);
     r.open = true;
     expect({ ...(await run.exited), alive: isAlive(run.pid) }).toEqual({ code: 143, signal: null, alive: false });
-    expect(run.stderr().trim().split('\n').at(-1)).toBe(`${said ?? `writ: the agent ${id} was revoked while the broker was away`}; stopping its process tree`);
+    const now = (await liveAgents(env)).find((a) => a.name === 'cut-then-restart' && a.id !== id)?.id;
+    // After `all` the new broker took the session (the list names none): writ exec revoked the agent that took it.
+    expect(run.stderr().trim().split('\n').slice(said ? -1 : -2)).toEqual(
+      said
+        ? [`${said}; stopping its process tree`]
+        : [`writ: the agent ${id} was revoked while the broker was away; stopping its process tree`, `writ: revoked ${now} too, the id the agent has now`],
+    );
     // The stop is on record: by the agent's old id, which the new broker knows only from its revocation list, or
-    // as the agent that took the session.
+    // as the agent that took the session, which `writ exec` revoked too (a revocation of everything names no session).
     const rec = b.auditLines().map((l) => JSON.parse(l)).find((x) => x.event === 'agent.stopped');
-    if (said) expect(rec).toMatchObject({ outcome: 'success', detail: { agentId: id, revoked: true, treeStopped: true } });
-    else expect(rec).toMatchObject({ outcome: 'success', agent: { name: 'cut-then-restart' }, detail: { revoked: false, treeStopped: true } });
+    if (said) expect(rec).toMatchObject({ outcome: 'success', detail: { agentId: id, revoked: true, unknownAgent: true, treeStopped: true } });
+    else expect(rec).toMatchObject({ outcome: 'success', agent: { name: 'cut-then-restart' }, detail: { revoked: true, treeStopped: true } });
   }, 120_000);
 });
 

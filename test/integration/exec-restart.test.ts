@@ -16,6 +16,7 @@ import { isAlive, treeOf } from '../../broker/proxy/process-tree';
 import { ExecLine, heldToken } from '../../broker/exec-line';
 import { WritClient } from '../../broker/sdk/client';
 import { createVerifier } from '../../broker/sdk/verify';
+import type { WritError } from '../../broker/errors';
 
 requireKeyring();
 
@@ -221,4 +222,126 @@ describe('writ exec\'s line after a restart, when its command said hello with th
     await s.admin.call('revoke', { target: { kind: 'agent', id: s.oldId } });
     expect(await until(() => s.stopped())).toBe(`the agent ${s.oldId} was revoked`);
   }, 120_000);
+});
+
+// After a restart the agent is back under a new id holding its old session, and the developer may revoke it by any
+// id it has had: the one its token and the first run's audit records name, or the one `writ agents --live` showed in
+// a run since. Each stops the command, and the line revokes the id the agent has now too: that one holds the session,
+// so a process still holding WRIT_SESSION (a daemon the command left behind) gets no token without a prompt, and the
+// broker's cascade takes its sub-agents.
+describe('writ exec\'s line: revoking any id its agent has had since a restart', () => {
+  /** An agent (a sub-agent of `parentSession`'s agent when given) whose `writ exec` line reconnects to each broker started. */
+  async function lineOn(env: Record<string, string>, b1: BrokerProcess, name: string, parentSession?: string) {
+    const { client, hello } = await WritClient.asAgent({ name, kind: 'script', ...(parentSession ? { parentSession } : {}) }, b1.socket);
+    const r = await client.call('task.request', { task: `${name} task`, scopes: ['repo:read:x'], audience: 'https://api.example' });
+    const log: string[] = [];
+    let stopped: string | undefined;
+    const state = { broker: b1 };
+    const line = new ExecLine({
+      client,
+      agent: { name, kind: 'script' },
+      session: r.session!,
+      ...(parentSession ? { parentSession } : {}),
+      agentId: hello.agentId,
+      token: heldToken(r.token.token),
+      address: () => state.broker.socket,
+      log: (l) => log.push(l),
+      onRevoked: (why) => (stopped = why),
+      backoffMs: [100],
+    });
+    cleanup.push(() => line.close().catch(() => undefined));
+    const reconnected = (n: number) => until(() => (log.filter((l) => l.startsWith('writ: reconnected')).length === n ? true : undefined));
+    return { line, log, state, session: r.session!, token: r.token.token, firstId: hello.agentId, reconnected, stopped: () => stopped };
+  }
+
+  /** What a process holding the session gets when it says hello with it and asks for a token. */
+  async function daemonWith(b: BrokerProcess, session: string, prompts: () => number): Promise<string> {
+    const before = prompts();
+    const hello = await WritClient.asAgent({ name: 'writ-cli', kind: 'cli', session }, b.socket).then((x) => x, (e: WritError) => e);
+    if (hello instanceof Error) return hello.code;
+    cleanup.push(() => hello.client.terminate());
+    return hello.client
+      .call('task.request', { task: 'daemon', scopes: ['repo:read:x'], audience: 'https://api.example' })
+      .then(() => `token, ${prompts() - before} prompts`, (e: WritError) => e.code);
+  }
+
+  it('revoking the id its token names stops the command and revokes the id it has now: a daemon holding the session gets WRIT_SESSION_INVALID', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const a = await lineOn(env, b1, 'agent');
+    await b1.kill();
+    const b2 = await BrokerProcess.start(env);
+    cleanup.push(() => b2.stop());
+    let prompts = 0;
+    b2.decide = (req) => (prompts++, approveAll(req));
+    a.state.broker = b2;
+    await a.reconnected(1);
+    const newId = a.line.agentId;
+    expect(newId).not.toBe(a.firstId);
+    // The command's `writ token` after the restart: the developer approves it under the agent it is now.
+    expect(await daemonWith(b2, a.session, () => prompts)).toBe('token, 1 prompts');
+    const admin = await WritClient.connect(b2.socket);
+    cleanup.push(() => admin.terminate());
+    await admin.call('revoke', { target: { kind: 'agent', id: a.firstId } });
+    expect(await until(() => a.stopped())).toBe(`the agent ${a.firstId} was revoked`);
+    await a.line.close(); // as `writ exec` does once the command has stopped: the other ids' revocations are sent first
+    expect(a.log.at(-1)).toBe(`writ: revoked ${newId} too, the id the agent has now`);
+    expect((await liveAgents(env)).find((x) => x.id === newId)?.revoked).toBe(true);
+    expect(await daemonWith(b2, a.session, () => prompts)).toBe('WRIT_SESSION_INVALID');
+  }, 120_000);
+
+  it('a sub-agent whose parent is revoked by the id its token names is stopped, and the id it has now revoked', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    // The parent is not under a `writ exec` here: only the sub-agent's line can hear its parent's old id.
+    const parent = await WritClient.asAgent({ name: 'parent', kind: 'script' }, b1.socket);
+    const p = await parent.client.call('task.request', { task: 'parent task', scopes: ['repo:read:x'], audience: 'https://api.example' });
+    const sub = await lineOn(env, b1, 'sub', p.session!);
+    expect(heldToken(sub.token).actors).toEqual([sub.firstId, parent.hello.agentId]);
+    await b1.kill();
+    const b2 = await BrokerProcess.start(env);
+    cleanup.push(() => b2.stop());
+    b2.decide = approveAll;
+    sub.state.broker = b2;
+    await sub.reconnected(1);
+    const subNow = sub.line.agentId;
+    const admin = await WritClient.connect(b2.socket);
+    cleanup.push(() => admin.terminate());
+    await admin.call('revoke', { target: { kind: 'agent', id: parent.hello.agentId } });
+    expect(await until(() => sub.stopped())).toBe(`the agent ${parent.hello.agentId} was revoked`);
+    await sub.line.close();
+    expect(sub.log.at(-1)).toBe(`writ: revoked ${subNow} too, the id the agent has now`);
+    expect(await daemonWith(b2, sub.session, () => 0)).toBe('WRIT_SESSION_INVALID');
+  }, 120_000);
+
+  it('after a second restart, revoking the id of the run before stops the command and revokes the id it has now and the one its token names', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const a = await lineOn(env, b1, 'agent');
+    await b1.kill();
+    const b2 = await BrokerProcess.start(env);
+    a.state.broker = b2;
+    await a.reconnected(1);
+    const secondRunId = a.line.agentId;
+    await b2.kill();
+    const b3 = await BrokerProcess.start(env);
+    cleanup.push(() => b3.stop());
+    a.state.broker = b3;
+    await a.reconnected(2);
+    const thirdRunId = a.line.agentId;
+    expect(new Set([a.firstId, secondRunId, thirdRunId]).size).toBe(3);
+    const admin = await WritClient.connect(b3.socket);
+    cleanup.push(() => admin.terminate());
+    await admin.call('revoke', { target: { kind: 'agent', id: secondRunId } });
+    expect(await until(() => a.stopped())).toBe(`the agent ${secondRunId} was revoked`);
+    await a.line.close();
+    expect(a.log.slice(-2)).toEqual([`writ: revoked ${thirdRunId} too, the id the agent has now`, `writ: revoked ${a.firstId} too, the id its token names`]);
+    expect(await daemonWith(b3, a.session, () => 0)).toBe('WRIT_SESSION_INVALID');
+    const v = createVerifier({ env, audience: 'https://api.example', reportUse: false });
+    cleanup.push(() => v.close());
+    expect(await codeOf(v.verify(a.token))).toBe('WRIT_TOKEN_REVOKED');
+  }, 180_000);
 });

@@ -407,14 +407,19 @@ describe('Authority', () => {
       expect(await back(next, 'child', { session: s.child, parentSession: s.parent })).toEqual({ agentId: c.agentId, resumed: true });
       const g = await fromCommand(next, s.grandchild);
       expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
-      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      // Still named as its command named it: the parent session it waits for proves nothing until the parent is back.
+      expect(parentsOf(next)).toEqual({ 'writ-cli': [], grandchild: [c.agentId] });
       expect(await codeOf(next.requestTask({ agentId: c.agentId }, { task: 'sub', scopes: ['repo:read:acme/web'], audience: AUD }))).toBe('WRIT_SCOPE_NOT_COVERED');
       expect(approver.asked).toEqual([]);
       // A later hello naming another parent session does not move it: it waits for the one it named first.
       await back(next, 'child', { session: s.child, parentSession: s.grandchild });
-      expect(parentsOf(next)).toEqual({ child: [], grandchild: [c.agentId] });
+      expect(parentsOf(next)).toEqual({ 'writ-cli': [], grandchild: [c.agentId] });
       const p = await back(next, 'parent', { session: s.parent });
       expect(parentsOf(next)).toEqual({ child: [p.agentId], grandchild: [c.agentId, p.agentId], parent: [] });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1)).toMatchObject({
+        agent: { name: 'parent' },
+        detail: { resumed: false, sessionTaken: true, subAgentsBack: [c.agentId], subAgentsRenamed: [{ id: c.agentId, formerly: { name: 'writ-cli', kind: 'cli' } }] },
+      });
       expect(await next.revoke({ kind: 'agent', id: p.agentId }, 'test')).toMatchObject({ revokedAgents: 3 });
     });
 
@@ -469,6 +474,33 @@ describe('Authority', () => {
       }
       const list = readFileSync(join(dir, 'revocations.jsonl'), 'utf8');
       for (const secret of [s.parent, s.child, s.grandchild]) expect(list).not.toContain(secret);
+    });
+
+    it('an agent holding only its own session cannot rename itself: not by naming its own session, a made-up one, or a refused link, and at most once', async () => {
+      const s = await family();
+      const next = await authorityOn({ maxDelegationDepth: 1 }, counterIds('next_'));
+      const me = await back(next, 'parent', { session: s.parent });
+      const named = () => next.listAgents().find((x) => x.id === me.agentId)!;
+      const hello = (name: string, parentSession: string) => next.introduce({ protocol: 'writ/1', agent: { name, kind: 'editor' }, session: s.parent, parentSession });
+      // Its own session as its parent's: no link, no rename.
+      expect(await hello('claude-code', s.parent)).toEqual({ agentId: me.agentId, resumed: true });
+      expect(named()).toMatchObject({ name: 'parent', kind: 'script', parents: [] });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1).detail).toEqual({ resumed: true });
+      // That was its one claim: a made-up parent session of the right shape afterwards is not even waited for.
+      expect(await hello('github-copilot', `wss_${'q'.repeat(43)}`)).toEqual({ agentId: me.agentId, resumed: true });
+      expect(named()).toMatchObject({ name: 'parent', kind: 'script', parents: [] });
+      // A fresh taken session whose first claim is a made-up parent: it waits, under its own name.
+      const other = await back(next, 'other', { session: `wss_${'o'.repeat(43)}` });
+      await next.introduce({ protocol: 'writ/1', agent: { name: 'ssh-agent', kind: 'system' }, session: `wss_${'o'.repeat(43)}`, parentSession: `wss_${'q'.repeat(43)}` });
+      expect(next.listAgents().find((x) => x.id === other.agentId)).toMatchObject({ name: 'other', kind: 'script', parents: [] });
+      expect(records().filter((r) => r.event === 'agent.connected').at(-1).detail).toEqual({ resumed: true, awaitingParent: true });
+      // A link refused (deeper than the depth limit lowered across the restart): no rename either.
+      const c = await back(next, 'child', { session: s.child, parentSession: s.parent });
+      expect(parentsOf(next).child).toEqual([me.agentId]);
+      const g = await fromCommand(next, s.grandchild);
+      expect(await back(next, 'grandchild', { session: s.grandchild, parentSession: s.child })).toEqual({ agentId: g.agentId, resumed: true });
+      expect(next.listAgents().find((x) => x.id === g.agentId)).toMatchObject({ name: 'writ-cli', kind: 'cli', parents: [] });
+      expect(c.resumed).toBe(false);
     });
 
     it('a link that would make a cycle or nest deeper than allowed is not made: those stay top-level', async () => {
@@ -636,6 +668,23 @@ describe('Authority', () => {
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
     fail = true;
     expect(await codeOf(authority.mint({ agentId }, { grantId: r.grant.id }))).toBe('WRIT_AUDIT_WRITE_FAILED');
+  });
+
+  it('agent.stopped for an id this run does not know is on record only if the revocation list names it, marked unknownAgent (nothing proves who ran it)', async () => {
+    const stop = { pid: 4242, signal: 'SIGKILL', processes: 9, treeStopped: true, exitCode: null, exitSignal: 'SIGKILL' } as const;
+    const made = 'agt_made_up_by_anyone';
+    expect(await codeOf(authority.recordAgentStopped({ agentId: made, ...stop }, undefined))).toBe('WRIT_AGENT_NOT_FOUND');
+    // Revocation is open to any caller, so anyone can make the id one the list names, then report it stopped.
+    await authority.revoke({ kind: 'agent', id: made }, 'anyone');
+    await authority.recordAgentStopped({ agentId: made, ...stop }, { pid: 777, exe: '/usr/bin/node' });
+    const { agentId } = await hello('known');
+    await authority.revoke({ kind: 'agent', id: agentId }, 'test');
+    await authority.recordAgentStopped({ agentId, ...stop }, { pid: 778 });
+    const stopped = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.event === 'agent.stopped');
+    expect(stopped.map((r) => [r.agent?.id, r.detail])).toEqual([
+      [undefined, { agentId: made, ...stop, revoked: true, unknownAgent: true, reporter: { pid: 777, exe: '/usr/bin/node' } }],
+      [agentId, { ...stop, revoked: true, reporter: { pid: 778 } }],
+    ]);
   });
 
   it('an awaited use report (token.uses, token.uses.open) is answered only once a record per call is durable, and not at all when the write fails; only token.uses.open names use ids', async () => {

@@ -1,7 +1,7 @@
 // Which revocations stop a command under `writ exec` once a restarted broker no longer knows its agent: those that
 // take its agent or an ancestor (by id, as the token's act chain names them), or everything issued up to its token.
 import { describe, expect, it } from 'vitest';
-import { heldToken, revokesAgent } from '../../broker/exec-line';
+import { heldToken, namesAgent, revokesAgent } from '../../broker/exec-line';
 import type { RevocationEvent, RevocationSnapshot } from '../../broker/protocol';
 
 const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -37,5 +37,18 @@ describe('writ exec: revocations heard after its agent came back as a new one', 
     ['a snapshot naming others only', snapshot({ agentIds: ['agt_other'], jtis: ['tok_1'], grantIds: ['grt_1'] }), false],
   ] as const)('%s', (_what, r, stops) => {
     expect(revokesAgent(r, held)).toBe(stops);
+  });
+});
+
+describe('writ exec: which of the ids its agent has had a revocation names', () => {
+  it.each([
+    ['its tree, by an id of this run', event({ kind: 'agent', id: 'agt_parent_now' }, { agentIds: ['agt_parent_now', 'agt_b'] }), true],
+    ['an id of an earlier run (only the target names it)', event({ kind: 'agent', id: 'agt_a' }, { agentIds: ['agt_a'] }), true],
+    ['another agent', event({ kind: 'agent', id: 'agt_other' }, { agentIds: ['agt_other'] }), false],
+    ['everything (named by no id)', event({ kind: 'all' }, { at: 2000 }), false],
+    ['a snapshot naming one of them', snapshot({ agentIds: ['agt_x', 'agt_b'] }), true],
+    ['a snapshot naming others only', snapshot({ agentIds: ['agt_x'], allBefore: 2000 }), false],
+  ] as const)('%s', (_what, r, named) => {
+    expect(namesAgent(r, ['agt_a', 'agt_b'])).toBe(named);
   });
 });
