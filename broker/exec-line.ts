@@ -77,6 +77,8 @@ export class ExecLine {
   private readonly ids: Set<string>;
   /** The revocations this line sends itself when its agent is revoked under one of its ids but not the others. */
   private revokingAlso: Promise<void> = Promise.resolve();
+  /** The last revocation heard that named the id the agent has now: the one its 4001 close follows. */
+  private heardOfNow: RevocationEvent | undefined;
 
   constructor(private readonly o: ExecLineOptions) {
     this.agentId = o.agentId;
@@ -111,7 +113,11 @@ export class ExecLine {
         // After a restart the agent came back under a new id, but its token's `act` names the old one: revoking
         // only the new agent would stop the command and leave the token (and any copy of it) working until it
         // expires. The old id is revoked too (revocation is open to any caller), while the command is stopped.
-        if (this.agentId !== this.o.agentId) this.revokingAlso = this.revokeIds([this.o.agentId], `the agent it came back as after a broker restart (${this.agentId}) was revoked`);
+        // Every id it had (a token got in a run between two restarts names that run's), unless what closed it was a
+        // revocation of everything, which took them all.
+        const all = this.heardOfNow !== undefined && 'target' in this.heardOfNow && this.heardOfNow.target.kind === 'all';
+        const also = all ? [] : this.idsNowFirst().filter((x) => x !== this.agentId);
+        if (also.length > 0) this.revokingAlso = this.revokeIds(also, `the agent it came back as after a broker restart (${this.agentId}) was revoked`);
         return this.revoke('the agent was revoked');
       }
       const until = new Date(this.o.token.expiresAt * 1000).toISOString();
@@ -138,10 +144,9 @@ export class ExecLine {
    */
   private stopFor(r: RevocationSnapshot | RevocationEvent, id: string, why: string): void {
     if (this.ended || this.revoked) return;
-    const also = [
-      ...(namesAgent(r, [id]) ? [] : [id]),
-      ...(id === this.o.agentId || revokesAgent(r, this.o.token) ? [] : [this.o.agentId]),
-    ];
+    // Every id it has had that the revocation leaves live: the one it has now, the one its token names (unless the
+    // token is covered), and any run's between (a token the command got then names it).
+    const also = this.idsNowFirst().filter((x) => !namesAgent(r, [x]) && !(x === this.o.agentId && revokesAgent(r, this.o.token)));
     if (also.length > 0) this.revokingAlso = this.revokeIds(also, `${why}: an id it had, or an ancestor's, before a broker restart`);
     this.revoke(why);
   }
@@ -153,7 +158,8 @@ export class ExecLine {
       client = await WritClient.connect(this.o.address());
       for (const id of ids) {
         await client.call('revoke', { target: { kind: 'agent', id }, reason });
-        this.o.log(`writ: revoked ${id} too, ${id === this.o.agentId ? 'the id its token names' : 'the id the agent has now'}`);
+        const which = id === this.o.agentId ? 'the id its token names' : id === this.agentId ? 'the id the agent has now' : 'the id it had in a broker run between';
+        this.o.log(`writ: revoked ${id} too, ${which}`);
       }
     } catch (e) {
       const code = asWritError(e).code;
@@ -161,6 +167,27 @@ export class ExecLine {
     } finally {
       client?.terminate();
     }
+  }
+
+  /** Every id it has had: the one it has now first, then the others as they came. */
+  private idsNowFirst(): string[] {
+    return [this.agentId, ...[...this.ids].filter((x) => x !== this.agentId)];
+  }
+
+  /** Revokes the ids this agent has had that the broker's revocations do not take yet (read from a subscription). */
+  private async revokeUnrevoked(why: string): Promise<void> {
+    let left: string[];
+    let client: WritClient | undefined;
+    try {
+      client = await WritClient.connect(this.o.address());
+      const { revocations: r } = await client.call('subscribe', { events: ['revocation'] });
+      left = this.idsNowFirst().filter((x) => !(r && (namesAgent(r, [x]) || (x === this.o.agentId && revokesAgent(r, this.o.token)))));
+    } catch {
+      left = this.idsNowFirst();
+    } finally {
+      client?.terminate();
+    }
+    if (left.length > 0) await this.revokeIds(left, why);
   }
 
   /** Which of its ids (or its token's ancestors) a revocation named, for the message: the token's own when it is one. */
@@ -201,7 +228,10 @@ export class ExecLine {
         this.ids.add(id);
         fresh.onRevocation((e) => {
           // One that takes the agent as it is now closes this line (4001) right after: the close does the rest.
-          if (namesAgent(e, [id])) return;
+          if (namesAgent(e, [id])) {
+            this.heardOfNow = e;
+            return;
+          }
           if (this.covers(e)) this.stopFor(e, id, `the agent ${this.revokedName(e)} was revoked`);
         });
         const sub = await fresh.call('subscribe', { events: ['revocation'] });
@@ -219,7 +249,13 @@ export class ExecLine {
       } catch (e) {
         client?.terminate();
         const code = asWritError(e).code;
-        if (REFUSALS.includes(code)) return this.revoke(`the broker refused the agent's session (${code})`);
+        if (REFUSALS.includes(code)) {
+          // Refused because the agent holding the session was revoked: the ids the revocation list does not name
+          // (the one its token names, after a restart in which its command took the session first) are revoked too,
+          // so no token of this agent outlives the stop. Not for a block, which is no revocation.
+          if (code !== 'WRIT_AGENT_BLOCKED') this.revokingAlso = this.revokeUnrevoked(`the broker refused the agent's session (${code})`);
+          return this.revoke(`the broker refused the agent's session (${code})`);
+        }
         if (code !== said) this.o.log(`writ: cannot reconnect to the broker yet (${code}); trying again`);
         said = code;
       }

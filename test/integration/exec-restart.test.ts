@@ -344,4 +344,71 @@ describe('writ exec\'s line: revoking any id its agent has had since a restart',
     cleanup.push(() => v.close());
     expect(await codeOf(v.verify(a.token))).toBe('WRIT_TOKEN_REVOKED');
   }, 180_000);
+
+  // A token the command got in the run between two restarts names that run's id in its `act`: whichever id is
+  // revoked in the third run, that one is revoked too, so the token is refused and not left to its expiry.
+  it.each(['the id it has now', 'the id its token names'] as const)('after a second restart, revoking %s also revokes the id of the run between, so a token the command got then is refused', async (which) => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const a = await lineOn(env, b1, 'agent');
+    await b1.kill();
+    const b2 = await BrokerProcess.start(env);
+    b2.decide = approveAll;
+    a.state.broker = b2;
+    await a.reconnected(1);
+    const secondRunId = a.line.agentId;
+    // The command's `writ token` (WRIT_SESSION in its environment) during the second run.
+    const cmd = await WritClient.asAgent({ name: 'writ-cli', kind: 'cli', session: a.session }, b2.socket);
+    const between = (await cmd.client.call('task.request', { task: 'between', scopes: ['repo:read:x'], audience: 'https://api.example' })).token.token;
+    expect(heldToken(between).actors).toEqual([secondRunId]);
+    await cmd.client.close();
+    await b2.kill();
+    const b3 = await BrokerProcess.start(env);
+    cleanup.push(() => b3.stop());
+    a.state.broker = b3;
+    await a.reconnected(2);
+    const thirdRunId = a.line.agentId;
+    const admin = await WritClient.connect(b3.socket);
+    cleanup.push(() => admin.terminate());
+    await admin.call('revoke', { target: { kind: 'agent', id: which === 'the id it has now' ? thirdRunId : a.firstId } });
+    await until(() => a.stopped());
+    await a.line.close();
+    expect(a.log.filter((l) => l.startsWith('writ: revoked ')).sort()).toEqual(
+      (which === 'the id it has now'
+        ? [`writ: revoked ${a.firstId} too, the id its token names`, `writ: revoked ${secondRunId} too, the id it had in a broker run between`]
+        : [`writ: revoked ${thirdRunId} too, the id the agent has now`, `writ: revoked ${secondRunId} too, the id it had in a broker run between`]
+      ).sort(),
+    );
+    const v = createVerifier({ env, audience: 'https://api.example', reportUse: false });
+    cleanup.push(() => v.close());
+    expect([await codeOf(v.verify(a.token)), await codeOf(v.verify(between))]).toEqual(['WRIT_TOKEN_REVOKED', 'WRIT_TOKEN_REVOKED']);
+  }, 180_000);
+
+  it('refused its session after a restart (the agent that took it was revoked meanwhile), the line stops the command and revokes the id its token names', async () => {
+    const env = freshEnv();
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const a = await lineOn(env, b1, 'agent');
+    // The line cannot reach the next broker until the test lets it (its address names no socket meanwhile).
+    const away = { socket: join(env.WRIT_STATE_DIR, 'no-broker-here.sock') } as unknown as BrokerProcess;
+    a.state.broker = away;
+    await b1.kill();
+    const b2 = await BrokerProcess.start(env);
+    cleanup.push(() => b2.stop());
+    b2.decide = approveAll;
+    // The command's `writ token` takes the session first; the developer revokes the agent `writ agents --live` shows.
+    const cmd = await WritClient.asAgent({ name: 'writ-cli', kind: 'cli', session: a.session }, b2.socket);
+    const admin = await WritClient.connect(b2.socket);
+    cleanup.push(() => admin.terminate());
+    await admin.call('revoke', { target: { kind: 'agent', id: cmd.hello.agentId } });
+    cmd.client.terminate();
+    a.state.broker = b2;
+    expect(await until(() => a.stopped())).toBe("the broker refused the agent's session (WRIT_SESSION_INVALID)");
+    await a.line.close();
+    expect(a.log.at(-1)).toBe(`writ: revoked ${a.firstId} too, the id its token names`);
+    const v = createVerifier({ env, audience: 'https://api.example', reportUse: false });
+    cleanup.push(() => v.close());
+    expect(await codeOf(v.verify(a.token))).toBe('WRIT_TOKEN_REVOKED');
+  }, 120_000);
 });
