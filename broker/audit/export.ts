@@ -72,6 +72,11 @@ const CSV_COLUMNS = [
   'outcome',
   'code',
   'prev',
+  /**
+   * The record's `detail` as JSON (how a proxy call or a tool call ended, what was revoked, a finding's rule…): last,
+   * so a reader of the earlier columns by position is unchanged.
+   */
+  'detail',
 ] as const;
 
 /** Delegation chain, root first: `root>child>agent`. */
@@ -113,6 +118,7 @@ function csvRow(r: AuditRecord): string {
     outcome: r.outcome,
     code: r.code,
     prev: r.prev,
+    detail: r.detail === undefined ? undefined : JSON.stringify(r.detail),
   };
   // CRLF line ends, as RFC 4180 specifies.
   return CSV_COLUMNS.map((c) => csvCell(cells[c])).join(',') + '\r\n';

@@ -222,7 +222,7 @@ describe('writ audit', () => {
     const csv = await writ(['audit', 'export', '--format', 'csv', '--agent', hello.agentId], env);
     expect(csv.code).toBe(0);
     const rows = csv.stdout.trim().split('\r\n');
-    expect(rows[0]).toBe('seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev');
+    expect(rows[0]).toBe('seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev,detail');
     expect(rows.slice(1).map((row) => row.split(',')[3])).toEqual(['agent.connected', 'task.requested', 'task.approved', 'token.minted', 'revoked', 'agent.disconnected']);
     const ocsf = await writ(['audit', 'export', '--format', 'ocsf', '--agent', hello.agentId], env);
     const classes = ocsf.stdout.trim().split('\n').map((l) => JSON.parse(l).class_uid);

@@ -89,11 +89,11 @@ describe('CSV export', () => {
     expect(exported).toBe(4);
     expect(text).toBe(
       [
-        'seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev',
-        `0,2026-01-01T00:00:00.000Z,ses_1,broker.started,alice,,,,,,,,,,,,,${p[0]}`,
-        `1,2026-01-01T00:00:01.000Z,ses_1,task.approved,alice,agt_root,claude,agt_root,tsk_1,"fix ""auth"", then deploy",grt_1,"repo:read repo:write",https://api.github.com,,,success,,${p[1]}`,
-        `2,2026-01-01T00:00:02.000Z,ses_1,token.minted,alice,agt_child,"'@sub,agent",agt_root>agt_mid>agt_child,tsk_1,"'=HYPERLINK(""http://x"")",grt_1,repo:read,https://api.github.com,jti_1,1767225900,success,,${p[2]}`,
-        `3,2026-01-01T00:00:03.000Z,ses_1,task.denied,alice,agt_root,claude,agt_root,tsk_2,"'-rm\r\nline",,admin,x,,,failure,WRIT_DENIED,${p[3]}`,
+        'seq,ts,session,event,user,agent_id,agent_name,agent_chain,task_id,task,grant_id,scopes,audience,jti,exp,outcome,code,prev,detail',
+        `0,2026-01-01T00:00:00.000Z,ses_1,broker.started,alice,,,,,,,,,,,,,${p[0]},"{""kid"":""k1""}"`,
+        `1,2026-01-01T00:00:01.000Z,ses_1,task.approved,alice,agt_root,claude,agt_root,tsk_1,"fix ""auth"", then deploy",grt_1,"repo:read repo:write",https://api.github.com,,,success,,${p[1]},"{""mode"":""task""}"`,
+        `2,2026-01-01T00:00:02.000Z,ses_1,token.minted,alice,agt_child,"'@sub,agent",agt_root>agt_mid>agt_child,tsk_1,"'=HYPERLINK(""http://x"")",grt_1,repo:read,https://api.github.com,jti_1,1767225900,success,,${p[2]},`,
+        `3,2026-01-01T00:00:03.000Z,ses_1,task.denied,alice,agt_root,claude,agt_root,tsk_2,"'-rm\r\nline",,admin,x,,,failure,WRIT_DENIED,${p[3]},`,
         '',
       ].join('\r\n'),
     );
@@ -109,6 +109,19 @@ describe('CSV export', () => {
     // agent_name, agent_chain, task_id, task: a quoted cell is one cell whatever the separator.
     expect(rows[1]!.split(',').slice(6, 10)).toEqual([`"' =1+1"`, 'agt_root', 'tsk_9', `"fix;=cmd|' /C calc'!A0"`]);
     expect(rows[2]).toContain(`,"'\n=1+1",agt_root,tsk_9,"a\tb",`);
+  });
+
+  it('carries each record\'s detail as JSON in the last column: how a tool call ended is in the CSV, not only "failure"', async () => {
+    const call = { resource: 'mcp', action: 'call', target: 'github/create_issue' };
+    await run('ses_1', T0, [
+      { event: 'token.use.ended', agent: child, jti: 'jti_1', outcome: 'failure', code: 'WRIT_TOKEN_REVOKED', detail: { use: 'use_abc', call, outcome: 'revoked', durationMs: 42 } },
+    ]);
+    const { text } = await exportText('csv', { events: ['token.use.ended'] });
+    const row = text.split('\r\n')[1]!;
+    expect(row.startsWith('0,2026-01-01T00:00:00.000Z,ses_1,token.use.ended,alice,agt_child,')).toBe(true);
+    expect(row.endsWith(
+      `,failure,WRIT_TOKEN_REVOKED,${'0'.repeat(64)},"{""use"":""use_abc"",""call"":{""resource"":""mcp"",""action"":""call"",""target"":""github/create_issue""},""outcome"":""revoked"",""durationMs"":42}"`,
+    )).toBe(true);
   });
 
   it('includes checkpoint rows in an unfiltered export', async () => {
