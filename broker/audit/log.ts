@@ -9,7 +9,7 @@ import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
 import { AuditRecord, type AuditEntry } from '../protocol';
 import { auditRecordProblem } from './check';
-import { AuditWal, walPath, walSetAsidePath, type WalBase, type WalRecords } from './wal';
+import { AuditWal, joinGenerations, walPath, walSetAsidePath, type WalBase, type WalRecords } from './wal';
 
 export interface AuditSigner {
   readonly kid: string;
@@ -172,6 +172,8 @@ export class AuditLog {
   #lastBatch = 0;
   /** Settles once every batch written so far is acknowledged or rejected; never rejects. */
   #settled: Promise<void> = Promise.resolve();
+  /** The log's sync up to where the write-ahead file's current generation began (`#rebase`). */
+  #logSynced: Promise<void> = Promise.resolve();
   #idleWaiters: (() => void)[] = [];
   /** Takes back rejected batches one at a time (audit/wal.ts `cut`, then the log). */
   #unwound: Promise<void> = Promise.resolve();
@@ -246,9 +248,20 @@ export class AuditLog {
             // Its header names the log prefix its generation began on. A log without it (the file was moved aside or
             // replaced, or the write-ahead file is another log's) is not opened beside it: restoring its records here
             // would graft them onto the wrong log, and starting afresh would overwrite what it holds.
-            if (!(await holdsPrefix(fh, st.size, found.base, opts.path))) throw walMismatch(opts.path, found.base);
+            // The generation before the newest, still in the other region, counts too: the newest began before the
+            // log's sync up to its base ended, so a crash may have kept any part of what the log was given after
+            // the older base (even the line the newest base names, without the ones before it). Where the older
+            // generation leads on to the newest and the log holds its base, the log is checked from there.
+            const newestHeld = await holdsPrefix(fh, st.size, found.newest.base, opts.path);
+            const { older } = found;
+            const joined = older && (await holdsPrefix(fh, st.size, older.base, opts.path)) ? joinGenerations(older, found.newest) : undefined;
+            const records: WalRecords | undefined = joined ?? (newestHeld ? found.newest : undefined);
+            if (records === undefined) throw walMismatch(opts.path, found.newest.base);
             // A new log has nothing to restore, nor has another file than the one the header names (however alike).
-            if (!created && found.ino === ino && found.ends.length > 0) fromWal = await replay(fh, st.size, found);
+            if (!created && records.ino === ino && records.ends.length > 0) fromWal = await replay(fh, st.size, records);
+            // Without the newest base the older generation vouches for the log only by restoring it up to that
+            // base: a new or other file, or another log's records (an older base of 0 bytes fits any log), is not it.
+            if (!newestHeld && fromWal === undefined) throw walMismatch(opts.path, found.newest.base);
           }
         }
         if (fromWal) {
@@ -385,6 +398,7 @@ export class AuditLog {
     await this.#whenIdle();
     if (this.#wal) {
       // The log file alone then holds every record, for readers that come before the next open.
+      await this.#logSynced.catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
       if (!this.#failed) await datasync(this.#fh.fd).catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
       this.#wal.close();
     }
@@ -564,6 +578,8 @@ export class AuditLog {
     if (wal) {
       await this.#settled;
       if (this.#failed) throw this.#failure;
+      // Both regions are about to be given up: the one before the current must have reached the log first.
+      await this.#logSynced;
     }
     at.log = this.#end;
     this.#end += bytes.length;
@@ -655,10 +671,18 @@ export class AuditLog {
     }
   }
 
-  /** Makes the log durable as it stands, then starts the write-ahead file afresh on it. */
+  /**
+   * Starts the write-ahead file's next generation, in its other region, on the log as it stands. That region may be
+   * overwritten once the log is durable up to where the current generation began: the sync started when it began,
+   * long done by now. The log's sync up to here starts now and runs behind the batches that follow.
+   */
   async #rebase(count: number, head: string): Promise<void> {
-    await datasync(this.#fh.fd);
-    await this.#wal!.begin(this.#ino, { offset: this.#end, count, head });
+    await this.#logSynced;
+    const base = { offset: this.#end, count, head };
+    const synced = datasync(this.#fh.fd);
+    synced.catch(noop); // awaited at the next generation or at close; a failure then fails the log
+    this.#logSynced = synced;
+    await this.#wal!.next(this.#ino, base);
   }
 
   #whenIdle(): Promise<void> {

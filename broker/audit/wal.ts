@@ -3,21 +3,28 @@
 // flushes data alone; an append to the log also changes its size, which makes every fdatasync commit the
 // filesystem journal (measured 1.3-2.6x slower per batch on ext4 here). The log itself stays plain JSON Lines
 // that grows as records arrive (`tail -f`, jq, shippers and every reader in this project see no difference);
-// it is fdatasync-ed when this file wraps, at close, and when the log is opened.
+// it is fdatasync-ed in the background each time a generation starts, at close, and when the log is opened.
 //
-// Layout: a header block naming the log's durable prefix when this generation began (its inode, byte length,
-// record count and head hash), then the generation's records as the log's own lines, then stale bytes or zeros.
-// After a crash the records that chain on from that prefix are the ones the log may have lost; the first line
-// that does not chain (torn, zeros, or an older generation's record) ends them. A log that does not begin with that
-// prefix is not the one this file was written for, and is not opened beside it (audit/log.ts).
+// Layout: two regions of WAL_REGION_BYTES, used in turn. Each begins with a header block naming the log's prefix
+// when its generation began (its inode, byte length, record count and head hash) and the generation's number, then
+// holds the generation's records as the log's own lines, then stale bytes or zeros. A full region hands over to the
+// other at once: the new header goes down with one small sync, and the log's own sync runs behind it, so minting
+// does not wait for the log (with one region it waited 5-7 ms at each wrap, about once a second under load). A
+// region is overwritten only once the log is durable up to where the generation after it began, so the two together
+// always hold what the log may have lost: after a crash, the records that chain on from the newest generation's
+// base, and if the log does not reach that base, first those of the generation before, which chain on to it. The
+// first line that does not chain (torn, zeros, or an older generation's record) ends a generation. A log that does
+// not begin with a base is not the one this file was written for, and is not opened beside it (audit/log.ts).
+// Version 1 files (one region, no generation number) are still read.
 import { closeSync, constants as fsc, fdatasync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { AuditRecord } from '../protocol';
 
 /** The header block; records start after it. One sector, so a header write is never torn in half. */
 export const WAL_HEADER_BYTES = 512;
-/** The file grows in steps of this many zeroed bytes up to WAL_MAX_BYTES, then wraps. */
+/** A region grows in steps of this many zeroed bytes up to WAL_REGION_BYTES; a batch that does not fit starts the other. */
 const WAL_CHUNK_BYTES = 256 * 1024;
-export const WAL_MAX_BYTES = 4 * 1024 * 1024;
+export const WAL_REGION_BYTES = 4 * 1024 * 1024;
+const REGIONS = 2;
 
 /** The log's durable prefix at a generation's start. */
 export interface WalBase {
@@ -31,6 +38,8 @@ export interface WalBase {
 interface WalHeader extends WalBase {
   /** The log's inode number, in decimal: exact however large (a bigint stat). */
   ino: string;
+  /** The generation: each new one is numbered one past the highest in the file (a version 1 header is 0). */
+  gen: number;
 }
 
 /** Records found in the write-ahead file that chain on from its base. */
@@ -48,6 +57,12 @@ export interface WalRecords {
   signed: boolean;
 }
 
+/** What a write-ahead file holds: its newest generation, and the one before it if its region still has it. */
+export interface WalFound {
+  newest: WalRecords;
+  older?: WalRecords;
+}
+
 export function walPath(logPath: string): string {
   return `${logPath}.wal`;
 }
@@ -61,6 +76,9 @@ export function walSetAsidePath(logPath: string): string {
 }
 
 export class AuditWal {
+  /** The region the current generation is in, and its number. */
+  #region = 0;
+  #gen = 0;
   /** Where the next batch goes. */
   #pos = WAL_HEADER_BYTES;
   /** Bytes of the file already written (zeros or data): overwriting inside it changes no metadata. */
@@ -95,11 +113,13 @@ export class AuditWal {
   }
 
   /**
-   * The header of the last generation and its records that chain on from its base; undefined if no header was ever
-   * written whole. Whether it is this log's is the caller's to check (the inode, and the base against the log).
+   * The newest generation whose header was written whole, its records that chain on from its base, and the
+   * generation before it if the other region holds it; undefined if no header was ever written whole. Whether a
+   * generation is this log's is the caller's to check (the inode, and the base against the log). The next `begin`
+   * numbers its generation past every one found here.
    */
-  recover(hash: (line: Uint8Array) => string): WalRecords | undefined {
-    const size = Math.min(this.#allocated, WAL_MAX_BYTES);
+  recover(hash: (line: Uint8Array) => string): WalFound | undefined {
+    const size = Math.min(this.#allocated, REGIONS * WAL_REGION_BYTES);
     if (size < WAL_HEADER_BYTES) return undefined;
     const buf = Buffer.alloc(size);
     for (let off = 0; off < size; ) {
@@ -107,54 +127,68 @@ export class AuditWal {
       if (n <= 0) break;
       off += n;
     }
-    const header = parseHeader(buf.subarray(0, WAL_HEADER_BYTES));
-    if (header === undefined) return undefined;
-    const ends: number[] = [];
-    let count = header.count;
-    let head = header.head;
-    let signed = false;
-    let start = WAL_HEADER_BYTES;
-    for (let nl = buf.indexOf(0x0a, start); nl !== -1; nl = buf.indexOf(0x0a, start)) {
-      const line = buf.subarray(start, nl);
-      if (line.includes(0)) break;
-      let record: AuditRecord;
-      try {
-        const parsed = AuditRecord.safeParse(JSON.parse(line.toString('utf8')));
-        if (!parsed.success) break;
-        record = parsed.data;
-      } catch {
-        break;
-      }
-      if (record.seq !== count || record.prev !== head) break;
-      count++;
-      head = hash(line);
-      signed = record.event === 'checkpoint';
-      ends.push(nl + 1 - WAL_HEADER_BYTES);
-      start = nl + 1;
+    const found: Generation[] = [];
+    const gens: number[] = [];
+    for (let r = 0; r < REGIONS; r++) {
+      const start = r * WAL_REGION_BYTES;
+      if (start + WAL_HEADER_BYTES > size) break;
+      const region = buf.subarray(start, Math.min(size, start + WAL_REGION_BYTES));
+      const header = parseHeader(region.subarray(0, WAL_HEADER_BYTES));
+      // A version 1 file has one region: what lies past it is not a header.
+      if (header === undefined || (r > 0 && header.gen === 0)) continue;
+      gens.push(header.gen);
+      found.push(generation(region, header, hash));
     }
-    const { ino, ...base } = header;
-    return { ino, base, bytes: buf.subarray(WAL_HEADER_BYTES, start), ends, count, head, signed };
+    if (gens.length > 0) this.#gen = Math.max(...gens);
+    if (found.length === 0) return undefined;
+    // A version 1 header in the first region was written after any version 2 run (a version 1 Writ rewrites only
+    // that region): it is the newest whatever number the second region's stale header has.
+    if (found[0]!.gen === 0) return { newest: found[0]!.records };
+    found.sort((x, y) => y.gen - x.gen);
+    const [newest, older] = found as [Generation, Generation | undefined];
+    return older && older.gen === newest.gen - 1 ? { newest: newest.records, older: older.records } : { newest: newest.records };
   }
 
-  /** Starts a generation on the log's durable prefix `base`: the header is on disk before any record follows it. */
+  /**
+   * Starts a generation on the log's durable prefix `base`, in the first region (at open, or after the log alone
+   * took a batch too big for this file): the header is on disk before any record follows it.
+   */
   begin(ino: string, base: WalBase): Promise<void> {
-    const text = `${JSON.stringify({ wal: 1, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
+    return this.#start(0, ino, base);
+  }
+
+  /**
+   * Starts the next generation in the other region, on `base`: everything written so far. The caller has made the
+   * log durable up to where the current generation began (the other region's records are then in the log), and
+   * starts the log's sync up to `base` now, which must end before the next `next`.
+   */
+  next(ino: string, base: WalBase): Promise<void> {
+    return this.#start((this.#region + 1) % REGIONS, ino, base);
+  }
+
+  #start(region: number, ino: string, base: WalBase): Promise<void> {
+    const gen = this.#gen + 1;
+    const text = `${JSON.stringify({ wal: 2, gen, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
     const block = Buffer.alloc(WAL_HEADER_BYTES);
     block.write(text, 'utf8');
-    writeAt(this.fd, block, 0);
-    this.#allocated = Math.max(this.#allocated, WAL_HEADER_BYTES);
-    this.#pos = WAL_HEADER_BYTES;
+    const start = region * WAL_REGION_BYTES;
+    if (start > this.#allocated) writeAt(this.fd, Buffer.alloc(start - this.#allocated), this.#allocated);
+    writeAt(this.fd, block, start);
+    this.#allocated = Math.max(this.#allocated, start + WAL_HEADER_BYTES);
+    this.#region = region;
+    this.#gen = gen;
+    this.#pos = start + WAL_HEADER_BYTES;
     return datasync(this.fd);
   }
 
-  /** True if a batch of `length` bytes fits before the file's end; if not, the caller starts a new generation. */
+  /** True if a batch of `length` bytes fits before its region's end; if not, the caller starts the next generation. */
   fits(length: number): boolean {
-    return this.#pos + length <= WAL_MAX_BYTES;
+    return this.#pos + length <= (this.#region + 1) * WAL_REGION_BYTES;
   }
 
   /** True if a batch of `length` bytes could ever fit (else it goes to the log alone, synced there). */
   static holds(length: number): boolean {
-    return WAL_HEADER_BYTES + length <= WAL_MAX_BYTES;
+    return WAL_HEADER_BYTES + length <= WAL_REGION_BYTES;
   }
 
   /** Where the next batch goes: `cut(position)` takes back every batch written from here on. */
@@ -166,7 +200,7 @@ export class AuditWal {
   write(batch: Buffer): void {
     const end = this.#pos + batch.length;
     if (end > this.#allocated) {
-      const target = Math.min(WAL_MAX_BYTES, Math.ceil(end / WAL_CHUNK_BYTES) * WAL_CHUNK_BYTES);
+      const target = Math.min((this.#region + 1) * WAL_REGION_BYTES, Math.ceil(end / WAL_CHUNK_BYTES) * WAL_CHUNK_BYTES);
       writeAt(this.fd, Buffer.alloc(target - this.#allocated), this.#allocated);
       this.#allocated = target;
     }
@@ -195,15 +229,71 @@ export class AuditWal {
   }
 }
 
+/**
+ * One record stream from two generations: the older's records, which must end where the newer began (its base),
+ * then the newer's. For a log that lost the tail the newer generation began on: the older one's base is then the
+ * prefix to check against the log. Undefined if the older does not lead on to the newer.
+ */
+export function joinGenerations(older: WalRecords, newer: WalRecords): WalRecords | undefined {
+  const leads = older.ino === newer.ino && older.count === newer.base.count && older.head === newer.base.head && older.base.offset + older.bytes.length === newer.base.offset;
+  if (!leads) return undefined;
+  const cut = older.bytes.length;
+  return {
+    ino: newer.ino,
+    base: older.base,
+    bytes: Buffer.concat([older.bytes, newer.bytes]),
+    ends: [...older.ends, ...newer.ends.map((end) => end + cut)],
+    count: newer.count,
+    head: newer.head,
+    signed: newer.ends.length > 0 ? newer.signed : older.signed,
+  };
+}
+
+interface Generation {
+  gen: number;
+  records: WalRecords;
+}
+
+/** A region's records that chain on from its header's base. */
+function generation(region: Buffer, header: WalHeader, hash: (line: Uint8Array) => string): Generation {
+  const ends: number[] = [];
+  let count = header.count;
+  let head = header.head;
+  let signed = false;
+  let start = WAL_HEADER_BYTES;
+  for (let nl = region.indexOf(0x0a, start); nl !== -1; nl = region.indexOf(0x0a, start)) {
+    const line = region.subarray(start, nl);
+    if (line.includes(0)) break;
+    let record: AuditRecord;
+    try {
+      const parsed = AuditRecord.safeParse(JSON.parse(line.toString('utf8')));
+      if (!parsed.success) break;
+      record = parsed.data;
+    } catch {
+      break;
+    }
+    if (record.seq !== count || record.prev !== head) break;
+    count++;
+    head = hash(line);
+    signed = record.event === 'checkpoint';
+    ends.push(nl + 1 - WAL_HEADER_BYTES);
+    start = nl + 1;
+  }
+  const { ino, gen, ...base } = header;
+  return { gen, records: { ino, base, bytes: region.subarray(WAL_HEADER_BYTES, start), ends, count, head, signed } };
+}
+
 function parseHeader(block: Buffer): WalHeader | undefined {
   const nl = block.indexOf(0x0a);
   if (nl === -1) return undefined;
   try {
     const h = JSON.parse(block.subarray(0, nl).toString('utf8')) as Record<string, unknown>;
     const int = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-    if (h.wal !== 1 || typeof h.ino !== 'string' || !/^\d{1,20}$/.test(h.ino) || !int(h.offset) || !int(h.count)) return undefined;
+    // Version 1 (one region) has no generation number: it is generation 0.
+    const gen = h.wal === 1 ? 0 : h.wal === 2 && int(h.gen) && (h.gen as number) > 0 ? (h.gen as number) : undefined;
+    if (gen === undefined || typeof h.ino !== 'string' || !/^\d{1,20}$/.test(h.ino) || !int(h.offset) || !int(h.count)) return undefined;
     if (typeof h.head !== 'string' || !/^[0-9a-f]{64}$/.test(h.head)) return undefined;
-    return { ino: h.ino, offset: h.offset, count: h.count, head: h.head };
+    return { ino: h.ino, gen, offset: h.offset, count: h.count, head: h.head };
   } catch {
     return undefined;
   }

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, checkpointSigned, checkpointText, type AuditLogOptions } from '../../broker/audit/log';
 import { exportAuditFile } from '../../broker/audit/export';
 import { verifyAuditFile } from '../../broker/audit/verify';
-import { WAL_MAX_BYTES, walPath } from '../../broker/audit/wal';
+import { WAL_REGION_BYTES, walPath } from '../../broker/audit/wal';
 import { ManualClock } from '../../broker/core/clock';
 import { isWritError } from '../../broker/errors';
 import type { AuditEntry, AuditRecord } from '../../broker/protocol';
@@ -595,7 +595,7 @@ describe('AuditLog write-ahead file', () => {
     expect(lines.slice(0, 60).map((l) => (JSON.parse(l) as AuditRecord).jti)).toEqual(Array.from({ length: 60 }, (_, i) => `jti_${i}`));
 
     // One batch of more than the write-ahead file holds goes to the log alone, synced there; later ones chain on.
-    const burst = Array.from({ length: Math.ceil(WAL_MAX_BYTES / 100_000) + 5 }, (_, i) => b.append(big(1000 + i)));
+    const burst = Array.from({ length: Math.ceil(WAL_REGION_BYTES / 100_000) + 5 }, (_, i) => b.append(big(1000 + i)));
     await Promise.all(burst);
     for (let i = 0; i < 3; i++) await b.append(minted(2000 + i));
     lines = await fileLines();
@@ -604,6 +604,238 @@ describe('AuditLog write-ahead file', () => {
     expect(c.count).toBe(lines.length + 1);
     await c.close();
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: lines.length + 2 });
+  });
+
+  const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
+  const jtis = (lines: string[]): (string | undefined)[] => lines.map((l) => (JSON.parse(l) as AuditRecord).jti);
+  const upTo = (n: number): string[] => Array.from({ length: n }, (_, i) => `jti_${i}`);
+  /** The header of the write-ahead file's region `r` (two regions of WAL_REGION_BYTES). */
+  async function header(r: number): Promise<{ wal: number; gen: number; count: number; offset: number }> {
+    const wal = await readFile(walPath(path));
+    const block = wal.subarray(r * WAL_REGION_BYTES, r * WAL_REGION_BYTES + 512);
+    return JSON.parse(block.subarray(0, block.indexOf(10)).toString('utf8')) as { wal: number; gen: number; count: number; offset: number };
+  }
+
+  // A full region hands over to the other without waiting for the log's sync, so a power cut can take from the log
+  // records from before where the newest generation began: the generation before it, in the other region, has them.
+  it('restores records the log lost from before the newest generation began, from the generation before it', async () => {
+    const a = await abandoned();
+    // About 40 fill a region: 60 one by one start a second generation in the other region.
+    for (let i = 0; i < 60; i++) await a.append(big(i));
+    expect(await header(1)).toMatchObject({ wal: 2, gen: 2 });
+    const second = (await header(1)).count;
+    expect(second).toBeGreaterThan(30);
+    let lines = await fileLines();
+    await powerCut(lineStart(lines, 30) + 10);
+    const b = await abandoned();
+    expect(b.count).toBe(61);
+    lines = await fileLines();
+    expect(jtis(lines.slice(0, 60))).toEqual(upTo(60));
+    expect(JSON.parse(lines[60]!)).toMatchObject({ event: 'audit.recovered', detail: { truncatedBytes: 10, replayedRecords: 30 } });
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 62 });
+  });
+
+  it('restores through two generations, and refuses a log that lost what the older of them began on', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 100; i++) await a.append(big(i));
+    const newest = await header(0);
+    expect(newest).toMatchObject({ wal: 2, gen: 3 });
+    expect((await header(1)).gen).toBe(2);
+    const older = (await header(1)).count;
+    const full = await fileLines();
+    const saved = { log: await readFile(path), wal: await readFile(walPath(path)) };
+    // Between the two bases: the older generation leads on to the newest one.
+    await powerCut(lineStart(full, older + 5));
+    const b = await abandoned();
+    expect(b.count).toBe(101);
+    expect(jtis((await fileLines()).slice(0, 100))).toEqual(upTo(100));
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 102 });
+    // Before the older base: the log was synced up to it before the newest generation began, so this log is not
+    // the one these generations were written for. Nothing is restored and neither file is touched.
+    await writeFile(path, saved.log);
+    await writeFile(walPath(path), saved.wal);
+    const cut = await powerCut(lineStart(full, older - 5));
+    const e = await expectCode(abandoned(), 'WRIT_AUDIT_CORRUPT');
+    expect(e.message).toBe(mismatch(newest.count, newest.offset));
+    expect((await readFile(path)).length).toBe(cut);
+    // By digest: toEqual on 8 MB compares byte by byte for most of a minute.
+    const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+    expect(digest(await readFile(walPath(path)))).toBe(digest(saved.wal));
+  });
+
+  it('starts a new generation without waiting for the log to reach the disk; the one after waits for it', async () => {
+    const a = await abandoned();
+    const logIno = (await stat(path)).ino;
+    const held: (() => void)[] = [];
+    const originalFdatasync = fs.fdatasync;
+    Object.assign(fs, {
+      fdatasync: ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+        if (fs.fstatSync(fd).ino === logIno) held.push(() => originalFdatasync(fd, cb));
+        else originalFdatasync(fd, cb);
+      }) as typeof fs.fdatasync,
+    });
+    syncBuiltinESMExports();
+    try {
+      // Through the first hand-over: every record acknowledged while the log's sync is held.
+      for (let i = 0; i < 60; i++) await a.append(big(i));
+      expect((await header(1)).gen).toBe(2);
+      expect(held).toHaveLength(1);
+      // Through the second: the region it would overwrite holds records the log may not have yet, so it waits.
+      let released = false;
+      const acked: boolean[] = [];
+      const more = (async () => {
+        for (let i = 60; i < 120; i++) {
+          await a.append(big(i));
+          acked.push(released);
+        }
+      })();
+      for (let seen = -1; seen !== acked.length; ) {
+        seen = acked.length;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect(acked.length).toBeGreaterThan(0);
+      expect(acked.length).toBeLessThan(60);
+      expect(acked.every((r) => !r)).toBe(true);
+      expect(held).toHaveLength(1);
+      expect((await header(0)).gen).toBe(1);
+      const waited = acked.length;
+      released = true;
+      held.shift()!();
+      await more;
+      expect(acked.slice(waited).every((r) => r)).toBe(true);
+      expect((await header(0)).gen).toBe(3);
+    } finally {
+      Object.assign(fs, { fdatasync: originalFdatasync });
+      syncBuiltinESMExports();
+      for (const release of held) release();
+    }
+    await a.close();
+    expect(jtis(await fileLines()).slice(0, 120)).toEqual(upTo(120));
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 121 });
+  });
+
+  // Found by review: a batch too big for the file gave up both regions without waiting for that sync.
+  it('fails the log, overwriting neither region, when the log\'s sync behind a new generation fails', async () => {
+    const a = await abandoned();
+    const logIno = (await stat(path)).ino;
+    const originalFdatasync = fs.fdatasync;
+    let logSyncs = 0;
+    Object.assign(fs, {
+      fdatasync: ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+        // The log's first sync after open is the one behind the hand-over: EIO, reported once (as Linux does).
+        if (fs.fstatSync(fd).ino === logIno && ++logSyncs === 1) return void process.nextTick(cb, Object.assign(new Error('EIO: injected'), { code: 'EIO' }));
+        originalFdatasync(fd, cb);
+      }) as typeof fs.fdatasync,
+    });
+    syncBuiltinESMExports();
+    try {
+      for (let i = 0; i < 60; i++) await a.append(big(i));
+      expect((await header(1)).gen).toBe(2);
+      expect(logSyncs).toBe(1);
+      const wal = await readFile(walPath(path));
+      // A batch too big for the write-ahead file, and the next hand-over: each refused, the log failed.
+      const burst = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_REGION_BYTES / 100_000) + 5 }, (_, i) => a.append(big(100 + i))));
+      expect(burst.map((r) => r.status)).toEqual(burst.map(() => 'rejected'));
+      expect(a.failed).toBe(true);
+      expect([(await header(0)).gen, (await header(1)).gen]).toEqual([1, 2]);
+      expect((await readFile(walPath(path))).subarray(0, WAL_REGION_BYTES).equals(wal.subarray(0, WAL_REGION_BYTES))).toBe(true);
+    } finally {
+      Object.assign(fs, { fdatasync: originalFdatasync });
+      syncBuiltinESMExports();
+    }
+  });
+
+  // Found by review: only the line the newest base names was checked, and a crash may keep it without those before.
+  it('repairs records the log lost before the newest generation\'s base even when the line at that base survived', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 60; i++) await a.append(big(i));
+    const base = (await header(1)).offset;
+    const lines = await fileLines();
+    const log = await readFile(path);
+    // Writes not yet synced reach the disk in any order: records 20 to 24 did not, everything else did.
+    log.fill(0, lineStart(lines, 20), lineStart(lines, 25));
+    expect(lineStart(lines, 25)).toBeLessThan(base);
+    await writeFile(path, log);
+    const b = await abandoned();
+    expect(b.count).toBe(61);
+    expect(jtis((await fileLines()).slice(0, 60))).toEqual(upTo(60));
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 62 });
+  });
+
+  // Found by review: an older generation that began on an empty log fits any log, so any log opened beside it.
+  it('refuses a log moved aside or replaced in place after the first hand-over, though the older generation began on an empty log', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 60; i++) await a.append(big(i));
+    await a.close();
+    expect(await header(0)).toMatchObject({ gen: 1, offset: 0, count: 0 });
+    const newest = await header(1);
+    const wal = await readFile(walPath(path));
+    const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+    await rename(path, `${path}.old`);
+    expect((await expectCode(abandoned(), 'WRIT_AUDIT_CORRUPT')).message).toBe(mismatch(newest.count, newest.offset));
+    expect(digest(await readFile(walPath(path)))).toBe(digest(wal));
+    // Replaced in place by another log's records.
+    await rm(path, { force: true });
+    await rename(`${path}.old`, path);
+    const other = join(dir, 'other.jsonl');
+    const o = await AuditLog.open({ path: other, session: 'ses_o', user: 'bob', clock, signer, checkpointIntervalMs: 0 });
+    for (let i = 0; i < 12; i++) await o.append(minted(100 + i));
+    await o.close();
+    const before = await readFile(other);
+    await writeFile(path, before);
+    expect((await expectCode(abandoned(), 'WRIT_AUDIT_CORRUPT')).message).toBe(mismatch(newest.count, newest.offset));
+    expect(await readFile(path)).toEqual(before);
+    expect(digest(await readFile(walPath(path)))).toBe(digest(wal));
+  });
+
+  // Found by review: a version 1 Writ rewrites only the first region, and its stale second one then outranked it.
+  it('after a version 1 Writ ran on the file, restores from its header, not the second region\'s older one', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 100; i++) await a.append(big(i));
+    await a.close();
+    expect([(await header(0)).gen, (await header(1)).gen]).toEqual([3, 2]);
+    // A version 1 run: its header (wal: 1) at 0, its records after it; the second region as it was.
+    const b = await abandoned();
+    for (let i = 100; i < 110; i++) await b.append(minted(i));
+    const wal = await readFile(walPath(path));
+    const { wal: _w, gen: _g, ...rest } = await header(0);
+    const v1 = Buffer.alloc(512);
+    v1.write(`${JSON.stringify({ wal: 1, ...rest })}\n`, 'utf8');
+    v1.copy(wal, 0);
+    await writeFile(walPath(path), wal);
+    const lines = await fileLines();
+    await powerCut(lineStart(lines, 102) + 5);
+    const c = await abandoned();
+    expect(c.count).toBe(112);
+    expect(jtis((await fileLines()).slice(102, 111))).toEqual(Array.from({ length: 9 }, (_, i) => `jti_${101 + i}`));
+    // Numbered past every header in the file, the stale one too.
+    expect((await header(0)).gen).toBe(3);
+    await c.close();
+  });
+
+  it('reads a version 1 write-ahead file (one region, no generation) left by an earlier Writ', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 8; i++) await a.append(minted(i));
+    const v2 = await header(0);
+    const wal = await readFile(walPath(path));
+    const line = (await readFile(walPath(path))).subarray(0, wal.indexOf(10)).toString('utf8');
+    const { wal: _v, gen: _g, ...rest } = JSON.parse(line) as Record<string, unknown>;
+    const v1 = Buffer.alloc(512);
+    v1.write(`${JSON.stringify({ wal: 1, ...rest })}\n`, 'utf8');
+    await writeFile(walPath(path), Buffer.concat([v1, wal.subarray(512)]));
+    const lines = await fileLines();
+    await powerCut(lineStart(lines, 5) + 3);
+    const b = await abandoned();
+    expect(b.count).toBe(9);
+    expect(jtis((await fileLines()).slice(0, 8))).toEqual(upTo(8));
+    // Version 1 counts as generation 0: the new one is the first of version 2.
+    expect(await header(0)).toMatchObject({ wal: 2, gen: 1, count: 8 });
+    expect(v2.gen).toBe(1);
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 10 });
   });
 });
 
@@ -716,7 +948,7 @@ describe('AuditLog takes back a batch it rejects', () => {
     }) as typeof fs.fdatasync;
     inject(undefined, failing);
     const big = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_big_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(100_000) } });
-    const results = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_MAX_BYTES / 100_000) + 5 }, (_, i) => log.append(big(i))));
+    const results = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_REGION_BYTES / 100_000) + 5 }, (_, i) => log.append(big(i))));
     restore();
     expect(syncs).toBe(2);
     await expectRejected(results, 'EIO');
