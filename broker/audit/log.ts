@@ -258,7 +258,7 @@ export class AuditLog {
             const records: WalRecords | undefined = joined ?? (newestHeld ? found.newest : undefined);
             if (records === undefined) throw walMismatch(opts.path, found.newest.base);
             // A new log has nothing to restore, nor has another file than the one the header names (however alike).
-            if (!created && records.ino === ino && records.ends.length > 0) fromWal = await replay(fh, st.size, records);
+            if (!created && records.ino === ino && records.ends.length > 0) fromWal = await replay(fh, st.size, records, opts.path);
             // Without the newest base the older generation vouches for the log only by restoring it up to that
             // base: a new or other file, or another log's records (an older base of 0 bytes fits any log), is not it.
             if (!newestHeld && fromWal === undefined) throw walMismatch(opts.path, found.newest.base);
@@ -752,6 +752,17 @@ function walMismatch(path: string, base: WalBase): WritError {
   );
 }
 
+/** A log that lost records its write-ahead file holds and has records of its own after them: neither is touched. */
+function walHole(path: string, seq: number): WritError {
+  const file = walPath(path);
+  return new WritError(
+    'WRIT_AUDIT_CORRUPT',
+    `audit log ${path}: it lost records from seq ${seq} on that its write-ahead file ${file} holds, and has records after them that the write-ahead file does not: ` +
+      `it was written to by something else. Nothing was restored. Run \`writ audit verify\` on it, and keep both files as evidence; move them aside to start a new log`,
+    { data: { seq } },
+  );
+}
+
 /** Whether the log's first `base.offset` bytes are `base.count` whole records, the last of them hashing to `base.head`. */
 async function holdsPrefix(fh: FileHandle, size: number, base: WalBase, path: string): Promise<boolean> {
   if (base.offset > size) return false;
@@ -871,7 +882,7 @@ async function readTail(fh: FileHandle, size: number, path: string): Promise<Tai
  * The file's base is this log's prefix (`holdsPrefix`, checked first). Undefined when the log already holds them
  * all, or when the log holds a record beyond that point the write-ahead file does not: then nothing is cut on a guess.
  */
-async function replay(fh: FileHandle, size: number, wal: WalRecords): Promise<Tail | undefined> {
+async function replay(fh: FileHandle, size: number, wal: WalRecords, path: string): Promise<Tail | undefined> {
   const { base } = wal;
   const rest = Buffer.alloc(size - base.offset);
   for (let off = 0; off < rest.length; ) {
@@ -886,19 +897,38 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords): Promise<Ta
     kept = end;
   }
   if (kept === wal.bytes.length) return undefined; // nothing lost: the ordinary tail check handles the rest
-  // What follows in the log may be zeros, a torn line or the same records again; a record of its own is not ours to cut.
+  // What follows in the log may be zeros, a torn line, the same records again, or records that continue their chain
+  // past the write-ahead file's end: a batch whose log write reached the disk and whose write-ahead copy did not
+  // (never acknowledged: it goes, as a torn line would). A record of its own is not ours to cut.
   const known = new Set(wal.ends.map((end, i) => wal.bytes.toString('latin1', i === 0 ? 0 : wal.ends[i - 1], end - 1)));
   const after = rest.subarray(kept);
+  let seq = wal.count;
+  let head = wal.head;
+  let gap = false;
   for (let start = 0, nl = after.indexOf(0x0a); nl !== -1; start = nl + 1, nl = after.indexOf(0x0a, start)) {
     const line = after.subarray(start, nl);
-    if (line.includes(0) || known.has(line.toString('latin1'))) continue;
-    let foreign = false;
+    if (known.has(line.toString('latin1'))) continue;
+    let record: AuditRecord | undefined;
     try {
-      foreign = AuditRecord.safeParse(JSON.parse(line.toString('utf8'))).success;
+      if (!line.includes(0)) {
+        const parsed = AuditRecord.safeParse(JSON.parse(line.toString('utf8')));
+        if (parsed.success) record = parsed.data;
+      }
     } catch {
-      foreign = false;
+      record = undefined;
     }
-    if (foreign) return undefined;
+    if (record === undefined) {
+      gap = true;
+      continue;
+    }
+    if (record.seq === seq && record.prev === head) {
+      seq++;
+      head = sha256Hex(line);
+      continue;
+    }
+    // The log's own record after lost ones: restoring would cut it, opening as it is would keep a hole.
+    if (gap) throw walHole(path, base.count + wal.ends.findIndex((end) => end > kept));
+    return undefined;
   }
   await fh.truncate(base.offset + kept);
   const missing = wal.bytes.subarray(kept);

@@ -21,6 +21,8 @@ import { AuditRecord } from '../protocol';
 
 /** The header block; records start after it. One sector, so a header write is never torn in half. */
 export const WAL_HEADER_BYTES = 512;
+/** What a new generation writes at its region's start: the header, then zeros. */
+const WAL_FIRST_PAGE_BYTES = 4096;
 /** A region grows in steps of this many zeroed bytes up to WAL_REGION_BYTES; a batch that does not fit starts the other. */
 const WAL_CHUNK_BYTES = 256 * 1024;
 export const WAL_REGION_BYTES = 4 * 1024 * 1024;
@@ -169,12 +171,14 @@ export class AuditWal {
   #start(region: number, ino: string, base: WalBase): Promise<void> {
     const gen = this.#gen + 1;
     const text = `${JSON.stringify({ wal: 2, gen, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
-    const block = Buffer.alloc(WAL_HEADER_BYTES);
+    // Zeros after the header, in the same page and write: the first line after it can then never be a stale one,
+    // which would chain on from a base of 0 (a removed log's records after a new log's first header).
+    const block = Buffer.alloc(WAL_FIRST_PAGE_BYTES);
     block.write(text, 'utf8');
     const start = region * WAL_REGION_BYTES;
     if (start > this.#allocated) writeAt(this.fd, Buffer.alloc(start - this.#allocated), this.#allocated);
     writeAt(this.fd, block, start);
-    this.#allocated = Math.max(this.#allocated, start + WAL_HEADER_BYTES);
+    this.#allocated = Math.max(this.#allocated, start + WAL_FIRST_PAGE_BYTES);
     this.#region = region;
     this.#gen = gen;
     this.#pos = start + WAL_HEADER_BYTES;
