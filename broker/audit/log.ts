@@ -122,6 +122,8 @@ interface Tail {
   torn: number;
   /** Records restored from the write-ahead file. */
   replayed?: number;
+  /** Whole records cut with the torn bytes: a batch whose log write reached the disk and write-ahead copy did not. */
+  cut?: number;
   /** Records in the file, the hash of the last line, and whether that line is a checkpoint. */
   count: number;
   head: string;
@@ -258,7 +260,7 @@ export class AuditLog {
             const records: WalRecords | undefined = joined ?? (newestHeld ? found.newest : undefined);
             if (records === undefined) throw walMismatch(opts.path, found.newest.base);
             // A new log has nothing to restore, nor has another file than the one the header names (however alike).
-            if (!created && records.ino === ino && records.ends.length > 0) fromWal = await replay(fh, st.size, records, opts.path);
+            if (!created && records.ino === ino) fromWal = await replay(fh, st.size, records, opts.path);
             // Without the newest base the older generation vouches for the log only by restoring it up to that
             // base: a new or other file, or another log's records (an older base of 0 bytes fits any log), is not it.
             if (!newestHeld && fromWal === undefined) throw walMismatch(opts.path, found.newest.base);
@@ -302,7 +304,11 @@ export class AuditLog {
         log.#unsigned = Math.max(log.#unsigned, 1); // so the timer, close() and checkpoint() sign them
       }
       if (tail.torn > 0 || (tail.replayed ?? 0) > 0) {
-        const detail = tail.replayed ? { truncatedBytes: tail.torn, replayedRecords: tail.replayed } : { truncatedBytes: tail.torn };
+        const detail = {
+          truncatedBytes: tail.torn,
+          ...(tail.replayed ? { replayedRecords: tail.replayed } : {}),
+          ...(tail.cut ? { cutRecords: tail.cut } : {}),
+        };
         await log.append({ event: 'audit.recovered', detail });
       }
       if (interval > 0) log.#startTimer(interval);
@@ -896,7 +902,7 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
     if (end > rest.length || rest.compare(wal.bytes, kept, end, kept, end) !== 0) break;
     kept = end;
   }
-  if (kept === wal.bytes.length) return undefined; // nothing lost: the ordinary tail check handles the rest
+  const lost = kept < wal.bytes.length;
   // What follows in the log may be zeros, a torn line, the same records again, or records that continue their chain
   // past the write-ahead file's end: a batch whose log write reached the disk and whose write-ahead copy did not
   // (never acknowledged: it goes, as a torn line would). A record of its own is not ours to cut.
@@ -905,6 +911,7 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
   let seq = wal.count;
   let head = wal.head;
   let gap = false;
+  let cut = 0;
   for (let start = 0, nl = after.indexOf(0x0a); nl !== -1; start = nl + 1, nl = after.indexOf(0x0a, start)) {
     const line = after.subarray(start, nl);
     if (known.has(line.toString('latin1'))) continue;
@@ -918,18 +925,25 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
       record = undefined;
     }
     if (record === undefined) {
+      // With nothing lost, only a page the disk never got (zeros) is cut; other text is the tail check's to refuse.
+      if (!lost && !line.includes(0)) return undefined;
       gap = true;
       continue;
     }
-    if (record.seq === seq && record.prev === head) {
-      seq++;
+    // After a gap the in-flight batch's lines can no longer be chained to (the one before is gone): any record
+    // past what has been seen is still that batch's.
+    if ((record.seq === seq && record.prev === head) || (gap && record.seq > seq)) {
+      seq = record.seq + 1;
       head = sha256Hex(line);
+      cut++;
       continue;
     }
+    if (!lost) return undefined;
     // The log's own record after lost ones: restoring would cut it, opening as it is would keep a hole.
     if (gap) throw walHole(path, base.count + wal.ends.findIndex((end) => end > kept));
     return undefined;
   }
+  if (!lost && !gap) return undefined; // nothing lost, no hole: the ordinary tail check handles the rest
   await fh.truncate(base.offset + kept);
   const missing = wal.bytes.subarray(kept);
   writeAllSync(fh.fd, missing);
@@ -938,6 +952,7 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
     end: base.offset + wal.bytes.length,
     torn: size - (base.offset + kept),
     replayed: wal.ends.filter((end) => end > kept).length,
+    cut,
     count: wal.count,
     head: wal.head,
     signed: wal.signed,
