@@ -404,7 +404,7 @@ export class AuditLog {
     await this.#whenIdle();
     if (this.#wal) {
       // The log file alone then holds every record, for readers that come before the next open.
-      await this.#logSynced.catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
+      await this.#logDurable().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
       if (!this.#failed) await datasync(this.#fh.fd).catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
       this.#wal.close();
     }
@@ -585,7 +585,7 @@ export class AuditLog {
       await this.#settled;
       if (this.#failed) throw this.#failure;
       // Both regions are about to be given up: the one before the current must have reached the log first.
-      await this.#logSynced;
+      await this.#logDurable();
     }
     at.log = this.#end;
     this.#end += bytes.length;
@@ -668,6 +668,21 @@ export class AuditLog {
     return this.#unwound;
   }
 
+  /**
+   * Waits for the log's sync up to where the write-ahead file's current generation began. If it failed, what the
+   * other region holds may never reach the disk through the log (Linux reports a writeback error once, and a later
+   * sync, this run's or the next's, succeeds over the lost pages): the write-ahead file is set aside, so that no open
+   * overwrites it and the next one refuses until someone compares it with the log.
+   */
+  async #logDurable(): Promise<void> {
+    try {
+      await this.#logSynced;
+    } catch (e) {
+      await this.#setAside();
+      throw e;
+    }
+  }
+
   async #setAside(): Promise<void> {
     try {
       await rename(walPath(this.path), walSetAsidePath(this.path));
@@ -683,7 +698,7 @@ export class AuditLog {
    * long done by now. The log's sync up to here starts now and runs behind the batches that follow.
    */
   async #rebase(count: number, head: string): Promise<void> {
-    await this.#logSynced;
+    await this.#logDurable();
     const base = { offset: this.#end, count, head };
     const synced = datasync(this.#fh.fd);
     synced.catch(noop); // awaited at the next generation or at close; a failure then fails the log
@@ -739,8 +754,8 @@ async function refuseSetAside(path: string): Promise<void> {
   if (!there) return;
   throw new WritError(
     'WRIT_AUDIT_CORRUPT',
-    `audit log ${path}: a batch reported as failed could not be cut from the write-ahead file, set aside as ${aside}; ` +
-      'it may also hold acknowledged records the log lost. Compare it with the log, then remove it to open the log',
+    `audit log ${path}: its write-ahead file was set aside as ${aside} when a write or sync failed (a batch reported as failed that could not be cut, ` +
+      "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log, then remove it to open the log",
   );
 }
 
