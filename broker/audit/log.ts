@@ -260,7 +260,7 @@ export class AuditLog {
             const records: WalRecords | undefined = joined ?? (newestHeld ? found.newest : undefined);
             if (records === undefined) throw walMismatch(opts.path, found.newest.base);
             // A new log has nothing to restore, nor has another file than the one the header names (however alike).
-            if (!created && records.ino === ino) fromWal = await replay(fh, st.size, records, opts.path);
+            if (!created && records.ino === ino) fromWal = await asideOnFailure(opts.path, () => replay(fh, st.size, records, opts.path));
             // Without the newest base the older generation vouches for the log only by restoring it up to that
             // base: a new or other file, or another log's records (an older base of 0 bytes fits any log), is not it.
             if (!newestHeld && fromWal === undefined) throw walMismatch(opts.path, found.newest.base);
@@ -275,7 +275,7 @@ export class AuditLog {
         }
         if (wal) {
           // The generation's base must be on disk before the write-ahead file stops holding what follows it.
-          await datasync(fh.fd);
+          await asideOnFailure(opts.path, () => datasync(fh.fd));
           await wal.begin(ino, { offset: tail.end, count: tail.count, head: tail.head });
           if (walCreated) created = true; // its name, too, must survive a power cut
         }
@@ -404,8 +404,8 @@ export class AuditLog {
     await this.#whenIdle();
     if (this.#wal) {
       // The log file alone then holds every record, for readers that come before the next open.
-      await this.#logDurable().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
-      if (!this.#failed) await datasync(this.#fh.fd).catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
+      await this.#logSynced.catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
+      if (!this.#failed) await this.#syncLog().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log sync failed', e)));
       this.#wal.close();
     }
     await this.#fh.close().catch((e: unknown) => (error ??= writeFailed(this.path, 'audit log close failed', e)));
@@ -585,7 +585,7 @@ export class AuditLog {
       await this.#settled;
       if (this.#failed) throw this.#failure;
       // Both regions are about to be given up: the one before the current must have reached the log first.
-      await this.#logDurable();
+      await this.#logSynced;
     }
     at.log = this.#end;
     this.#end += bytes.length;
@@ -594,7 +594,7 @@ export class AuditLog {
     if (!wal) return { synced: datasync(this.#fh.fd) };
     // A batch too big for the write-ahead file is made durable in the log itself; the next generation starts after it.
     const last = batch[batch.length - 1]!;
-    await datasync(this.#fh.fd);
+    await this.#syncLog();
     try {
       await wal.begin(this.#ino, { offset: this.#end, count: last.record.seq + 1, head: last.hash });
     } catch (e) {
@@ -659,7 +659,7 @@ export class AuditLog {
         try {
           await this.#fh.truncate(at.log);
           this.#end = at.log;
-          await datasync(this.#fh.fd);
+          await this.#syncLog();
         } catch {
           // Nothing more to try: the log is failed, and its tail is checked at the next open.
         }
@@ -669,27 +669,21 @@ export class AuditLog {
   }
 
   /**
-   * Waits for the log's sync up to where the write-ahead file's current generation began. If it failed, what the
-   * other region holds may never reach the disk through the log (Linux reports a writeback error once, and a later
-   * sync, this run's or the next's, succeeds over the lost pages): the write-ahead file is set aside, so that no open
-   * overwrites it and the next one refuses until someone compares it with the log.
+   * Syncs the log. A failure fails the log and sets the write-ahead file aside: Linux reports a writeback error to
+   * one sync only, so a later one (this run's, or the next run's at open) succeeds over pages that never reached the
+   * disk, and the next open would start a generation over what may be their only copy. The next open refuses until
+   * someone compares the two.
    */
-  async #logDurable(): Promise<void> {
-    try {
-      await this.#logSynced;
-    } catch (e) {
-      await this.#setAside();
+  #syncLog(): Promise<void> {
+    return datasync(this.#fh.fd).catch(async (e: unknown) => {
+      this.#fail(e);
+      if (this.#wal) await this.#setAside();
       throw e;
-    }
+    });
   }
 
-  async #setAside(): Promise<void> {
-    try {
-      await rename(walPath(this.path), walSetAsidePath(this.path));
-      await syncDir(dirname(this.path));
-    } catch {
-      // The rename alone already keeps the next open from replaying; nothing more can be done without the disk.
-    }
+  #setAside(): Promise<void> {
+    return setAside(this.path);
   }
 
   /**
@@ -698,10 +692,10 @@ export class AuditLog {
    * long done by now. The log's sync up to here starts now and runs behind the batches that follow.
    */
   async #rebase(count: number, head: string): Promise<void> {
-    await this.#logDurable();
+    await this.#logSynced;
     const base = { offset: this.#end, count, head };
-    const synced = datasync(this.#fh.fd);
-    synced.catch(noop); // awaited at the next generation or at close; a failure then fails the log
+    const synced = this.#syncLog();
+    synced.catch(noop); // its failure fails the log at once; awaited at the next generation or at close
     this.#logSynced = synced;
     await this.#wal!.next(this.#ino, base);
   }
@@ -741,6 +735,26 @@ async function syncDir(dir: string): Promise<void> {
     await d.sync();
   } finally {
     await d.close();
+  }
+}
+
+/** Moves the write-ahead file aside (`walSetAsidePath`): the next open refuses while it is there. Never rejects. */
+async function setAside(path: string): Promise<void> {
+  try {
+    await rename(walPath(path), walSetAsidePath(path));
+    await syncDir(dirname(path));
+  } catch {
+    // The rename alone already keeps the next open from replaying; nothing more can be done without the disk.
+  }
+}
+
+/** A step of open that syncs the log: if it fails other than by refusing (a WritError), the file is set aside. */
+async function asideOnFailure<T>(path: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (e) {
+    if (!(e instanceof WritError)) await setAside(path);
+    throw e;
   }
 }
 
@@ -926,6 +940,8 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
   let seq = wal.count;
   let head = wal.head;
   let gap = false;
+  /** Right after a gap: the next record may jump past what was seen (the ones between were lost); later ones chain. */
+  let jump = false;
   let cut = 0;
   for (let start = 0, nl = after.indexOf(0x0a); nl !== -1; start = nl + 1, nl = after.indexOf(0x0a, start)) {
     const line = after.subarray(start, nl);
@@ -943,13 +959,15 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
       // With nothing lost, only a page the disk never got (zeros) is cut; other text is the tail check's to refuse.
       if (!lost && !line.includes(0)) return undefined;
       gap = true;
+      jump = true;
       continue;
     }
-    // After a gap the in-flight batch's lines can no longer be chained to (the one before is gone): any record
-    // past what has been seen is still that batch's.
-    if ((record.seq === seq && record.prev === head) || (gap && record.seq > seq)) {
+    // Right after a gap the in-flight batch's next line cannot be chained to (the one before is gone): a record
+    // past what has been seen is still that batch's, and the batch's lines after it chain on from it.
+    if ((record.seq === seq && record.prev === head) || (jump && record.seq > seq)) {
       seq = record.seq + 1;
       head = sha256Hex(line);
+      jump = false;
       cut++;
       continue;
     }

@@ -717,62 +717,98 @@ describe('AuditLog write-ahead file', () => {
   });
 
   // Found by review: a batch too big for the file gave up both regions without waiting for that sync.
-  /** Fails the log's first sync after open (the one behind the first hand-over) with EIO, reported once as Linux does. */
-  async function failingFirstLogSync(run: () => Promise<void>): Promise<void> {
-    const logIno = (await stat(path)).ino;
+  /** Runs `run` with the log's next sync failing with EIO, reported once as Linux does (a failed writeback). */
+  async function failingNextLogSync(run: () => Promise<void>): Promise<void> {
+    const logIno = existsSync(path) ? (await stat(path)).ino : -1;
     const originalFdatasync = fs.fdatasync;
-    let logSyncs = 0;
+    let failed = false;
     Object.assign(fs, {
       fdatasync: ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
-        if (fs.fstatSync(fd).ino === logIno && ++logSyncs === 1) return void process.nextTick(cb, Object.assign(new Error('EIO: injected'), { code: 'EIO' }));
+        if (!failed && fs.fstatSync(fd).ino === logIno) {
+          failed = true;
+          return void process.nextTick(cb, Object.assign(new Error('EIO: injected'), { code: 'EIO' }));
+        }
         originalFdatasync(fd, cb);
       }) as typeof fs.fdatasync,
     });
     syncBuiltinESMExports();
     try {
       await run();
-      expect(logSyncs).toBeGreaterThanOrEqual(1);
+      expect(failed).toBe(true);
     } finally {
       Object.assign(fs, { fdatasync: originalFdatasync });
       syncBuiltinESMExports();
     }
   }
 
-  // Found by review: a batch too big for the file gave up both regions without waiting for that sync. And a failed
-  // sync of the log is not reported again, so a later open, its own sync succeeding, would have overwritten the
-  // only copy: the file is set aside and the next open refuses.
-  it('fails the log and sets the write-ahead file aside, both regions whole, when the log\'s sync behind a new generation fails', async () => {
+  const aside = (): string => `${walPath(path)}.rejected`;
+  const setAsideRefusal = (): string =>
+    `audit log ${path}: its write-ahead file was set aside as ${aside()} when a write or sync failed (a batch reported as failed that could not be cut, ` +
+    "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log, then remove it to open the log";
+
+  /** Every record acknowledged (jti_0 to jti_{n-1}) is in the set-aside file, whole. */
+  async function allInAside(n: number): Promise<void> {
+    const kept = await readFile(aside());
+    expect(upTo(n).filter((j) => !kept.includes(`"jti":"${j}"`))).toEqual([]);
+  }
+
+  // A failed sync of the log is not reported again: a later sync, this run's or the next run's at open, succeeds
+  // over pages that never reached the disk, and the next open would start a generation over what may be their only
+  // copy. Found by review, each path: the sync behind a hand-over (and a batch too big for the file gave up both
+  // regions without waiting for it), close's, open's, and the one for a batch too big for the file.
+  it('fails the log at once and sets the write-ahead file aside, both regions whole, when the log\'s sync behind a new generation fails', async () => {
     const a = await abandoned();
-    const aside = `${walPath(path)}.rejected`;
-    let wal = Buffer.alloc(0);
-    await failingFirstLogSync(async () => {
-      for (let i = 0; i < 60; i++) await a.append(big(i));
-      expect((await header(1)).gen).toBe(2);
-      wal = await readFile(walPath(path));
-      // A batch too big for the write-ahead file, and the next hand-over: each refused, the log failed.
+    let acked = 0;
+    await failingNextLogSync(async () => {
+      for (let i = 0; i < 100; i++) {
+        if (!(await a.append(big(i)).then(() => true, () => false))) break;
+        acked++;
+      }
+      for (let i = 0; i < 200 && !existsSync(aside()); i++) await new Promise((r) => setTimeout(r, 10));
+    });
+    expect(a.failed).toBe(true);
+    // At once: nothing acknowledged after the hand-over whose log sync failed (not at the next hand-over or close).
+    const kept = await readFile(aside());
+    const second = kept.subarray(WAL_REGION_BYTES, WAL_REGION_BYTES + 512);
+    const base = (JSON.parse(second.subarray(0, second.indexOf(10)).toString('utf8')) as { gen: number; count: number });
+    expect(base.gen).toBe(2);
+    expect(acked).toBeGreaterThan(30);
+    expect(acked).toBeLessThanOrEqual(base.count + 1);
+    expect(existsSync(walPath(path))).toBe(false);
+    await allInAside(acked);
+    expect((await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT')).message).toBe(setAsideRefusal());
+  });
+
+  it('sets the write-ahead file aside when close\'s sync of the log fails, and the next open refuses', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    await failingNextLogSync(async () => {
+      expect((await expectCode(a.close(), 'WRIT_AUDIT_WRITE_FAILED')).message).toBe(`audit log sync failed (EIO): ${path}`);
+    });
+    expect(existsSync(walPath(path))).toBe(false);
+    await allInAside(10);
+    expect((await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT')).message).toBe(setAsideRefusal());
+  });
+
+  it('sets the write-ahead file aside when open\'s sync of the log fails, and the next open refuses', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    await failingNextLogSync(async () => {
+      await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_WRITE_FAILED');
+    });
+    await allInAside(10);
+    expect((await expectCode(abandoned({ session: 'ses_3' }), 'WRIT_AUDIT_CORRUPT')).message).toBe(setAsideRefusal());
+  });
+
+  it('sets the write-ahead file aside when the sync of a batch too big for it fails, both regions given up for none', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 5; i++) await a.append(minted(i));
+    await failingNextLogSync(async () => {
       const burst = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_REGION_BYTES / 100_000) + 5 }, (_, i) => a.append(big(100 + i))));
       expect(burst.map((r) => r.status)).toEqual(burst.map(() => 'rejected'));
     });
     expect(a.failed).toBe(true);
-    expect(existsSync(walPath(path))).toBe(false);
-    expect((await readFile(aside)).equals(wal)).toBe(true);
-    const e = await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
-    expect(e.message).toBe(
-      `audit log ${path}: its write-ahead file was set aside as ${aside} when a write or sync failed (a batch reported as failed that could not be cut, ` +
-        "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log, then remove it to open the log",
-    );
-  });
-
-  it('sets the write-ahead file aside when the log\'s sync behind a new generation fails and close comes first', async () => {
-    const a = await abandoned();
-    await failingFirstLogSync(async () => {
-      for (let i = 0; i < 60; i++) await a.append(big(i));
-      expect((await header(1)).gen).toBe(2);
-      const e = await expectCode(a.close(), 'WRIT_AUDIT_WRITE_FAILED');
-      expect(e.message).toContain('audit log sync failed');
-    });
-    expect(existsSync(walPath(path))).toBe(false);
-    expect(existsSync(`${walPath(path)}.rejected`)).toBe(true);
+    await allInAside(5);
     await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
   });
 
@@ -971,6 +1007,19 @@ describe('AuditLog write-ahead file', () => {
     expect(c.count).toBe(7);
     await c.close();
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true });
+  });
+
+  // Found by review: after a gap, any record past the sequence seen was cut, chained or not.
+  it('refuses a hole followed by records of the log\'s own that jump ahead and do not chain, rather than cut them', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    const foreign = (seq: number): string => JSON.stringify({ ...(JSON.parse(lines[9]!) as AuditRecord), seq, session: 'ses_other', prev: 'f'.repeat(64) });
+    const log = Buffer.from([...lines.slice(0, 5), '\0'.repeat(lines[5]!.length), ...lines.slice(6), foreign(50), foreign(70)].join('\n') + '\n');
+    await writeFile(path, log);
+    const e = await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
+    expect(e.message).toContain('it lost records from seq 5 on that its write-ahead file');
+    expect(await readFile(path)).toEqual(log);
   });
 
   // Found by review (in version 1 too): a new generation rewrote only the header, and a removed log's first records
