@@ -113,6 +113,8 @@ interface Pending extends Built {
 interface BatchStart {
   wal?: number;
   log?: number;
+  /** A batch too big for the write-ahead file began a generation after itself: cutting it must begin one again before it. */
+  begun?: boolean;
 }
 
 interface Tail {
@@ -260,7 +262,7 @@ export class AuditLog {
             const records: WalRecords | undefined = joined ?? (newestHeld ? found.newest : undefined);
             if (records === undefined) throw walMismatch(opts.path, found.newest.base);
             // A new log has nothing to restore, nor has another file than the one the header names (however alike).
-            if (!created && records.ino === ino) fromWal = await asideOnFailure(opts.path, () => replay(fh, st.size, records, opts.path));
+            if (!created && records.ino === ino) fromWal = await replay(fh, st.size, records, opts.path);
             // Without the newest base the older generation vouches for the log only by restoring it up to that
             // base: a new or other file, or another log's records (an older base of 0 bytes fits any log), is not it.
             if (!newestHeld && fromWal === undefined) throw walMismatch(opts.path, found.newest.base);
@@ -596,6 +598,7 @@ export class AuditLog {
     const last = batch[batch.length - 1]!;
     await this.#syncLog();
     try {
+      at.begun = true;
       await wal.begin(this.#ino, { offset: this.#end, count: last.record.seq + 1, head: last.hash });
     } catch (e) {
       // The header may now name a base past this batch, which is about to be cut from the log: the next open would
@@ -660,6 +663,9 @@ export class AuditLog {
           await this.#fh.truncate(at.log);
           this.#end = at.log;
           await this.#syncLog();
+          // A generation begun after a batch too big for the write-ahead file names a base past it: the next open
+          // would find the log, cut back, not beginning with it. Begin one again where the batch began.
+          if (wal && at.begun) await wal.begin(this.#ino, { offset: at.log, count: this.#count, head: this.#head }).catch(() => this.#setAside());
         } catch {
           // Nothing more to try: the log is failed, and its tail is checked at the next open.
         }
@@ -748,12 +754,12 @@ async function setAside(path: string): Promise<void> {
   }
 }
 
-/** A step of open that syncs the log: if it fails other than by refusing (a WritError), the file is set aside. */
-async function asideOnFailure<T>(path: string, step: () => Promise<T>): Promise<T> {
+/** A sync of the log at open (before its first generation, or after a replay): if it fails, the file is set aside. */
+async function asideOnFailure(path: string, sync: () => Promise<void>): Promise<void> {
   try {
-    return await step();
+    await sync();
   } catch (e) {
-    if (!(e instanceof WritError)) await setAside(path);
+    await setAside(path);
     throw e;
   }
 }
@@ -945,7 +951,10 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
   let cut = 0;
   for (let start = 0, nl = after.indexOf(0x0a); nl !== -1; start = nl + 1, nl = after.indexOf(0x0a, start)) {
     const line = after.subarray(start, nl);
-    if (known.has(line.toString('latin1'))) continue;
+    if (known.has(line.toString('latin1'))) {
+      jump = false; // a lost first line of the batch in flight makes a gap of its own
+      continue;
+    }
     let record: AuditRecord | undefined;
     try {
       if (!line.includes(0)) {
@@ -980,7 +989,9 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
   await fh.truncate(base.offset + kept);
   const missing = wal.bytes.subarray(kept);
   writeAllSync(fh.fd, missing);
-  await datasync(fh.fd);
+  // A failed write above leaves the write-ahead file to replay from at the next open; a failed sync may not (it is
+  // reported once), so that sets the file aside.
+  await asideOnFailure(path, () => datasync(fh.fd));
   return {
     end: base.offset + wal.bytes.length,
     torn: size - (base.offset + kept),

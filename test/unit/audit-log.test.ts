@@ -812,6 +812,73 @@ describe('AuditLog write-ahead file', () => {
     await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
   });
 
+  // Found by review: a batch too big for the file began a generation past itself, and when the log failed for
+  // another reason while its sync ran, the batch was cut from the log and the header left naming a base past it.
+  it('begins a generation again where a batch too big for the file began, when that batch is cut because the log failed meanwhile', async () => {
+    let failSign = false;
+    const flaky = { kid: 'k1', sign: (d: Uint8Array) => (failSign ? (() => { throw new Error('signer down'); })() : signer.sign(d)) };
+    const a = await abandoned({ signer: flaky });
+    for (let i = 0; i < 5; i++) await a.append(minted(i));
+    const before = await readFile(path);
+    const logIno = (await stat(path)).ino;
+    const originalFdatasync = fs.fdatasync;
+    let hooked = false;
+    Object.assign(fs, {
+      fdatasync: ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+        // While the big batch's own sync of the log runs, a checkpoint fails (its signer is down): the log fails.
+        if (!hooked && fs.fstatSync(fd).ino === logIno) {
+          hooked = true;
+          failSign = true;
+          void a.checkpoint().catch(() => undefined);
+        }
+        originalFdatasync(fd, cb);
+      }) as typeof fs.fdatasync,
+    });
+    syncBuiltinESMExports();
+    try {
+      const burst = await Promise.allSettled(Array.from({ length: Math.ceil(WAL_REGION_BYTES / 100_000) + 5 }, (_, i) => a.append(big(100 + i))));
+      expect(burst.map((r) => r.status)).toEqual(burst.map(() => 'rejected'));
+    } finally {
+      Object.assign(fs, { fdatasync: originalFdatasync });
+      syncBuiltinESMExports();
+    }
+    expect(hooked).toBe(true);
+    await a.close().catch(() => undefined);
+    expect(await readFile(path)).toEqual(before);
+    expect(await header(0)).toMatchObject({ count: 5, offset: before.length });
+    const b = await abandoned({ session: 'ses_2' });
+    expect(b.count).toBe(5);
+    await b.close();
+  });
+
+  // Found by review: a failed write while restoring set the file aside, though no sync failed and the next start
+  // could restore from it; once removed, as the refusal said, the records were gone.
+  it('leaves the write-ahead file in place when restoring from it fails on a write, and restores at the next start', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 10; i++) await a.append(minted(i));
+    const lines = await fileLines();
+    await powerCut(lineStart(lines, 6));
+    const originalWriteSync = fs.writeSync;
+    Object.assign(fs, {
+      writeSync: ((fd: number, buf: Uint8Array, off?: number, len?: number, pos?: number | null) => {
+        if (pos === null || pos === undefined) throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
+        return originalWriteSync(fd, buf, off, len, pos);
+      }) as typeof fs.writeSync,
+    });
+    syncBuiltinESMExports();
+    try {
+      await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_WRITE_FAILED');
+    } finally {
+      Object.assign(fs, { writeSync: originalWriteSync });
+      syncBuiltinESMExports();
+    }
+    expect(existsSync(walPath(path))).toBe(true);
+    const b = await abandoned({ session: 'ses_3' });
+    expect(b.count).toBe(11);
+    expect(jtis((await fileLines()).slice(0, 10))).toEqual(upTo(10));
+    await b.close();
+  });
+
   // Found by review: only the line the newest base names was checked, and a crash may keep it without those before.
   it('repairs records the log lost before the newest generation\'s base even when the line at that base survived', async () => {
     const a = await abandoned();
@@ -1015,11 +1082,14 @@ describe('AuditLog write-ahead file', () => {
     for (let i = 0; i < 10; i++) await a.append(minted(i));
     const lines = await fileLines();
     const foreign = (seq: number): string => JSON.stringify({ ...(JSON.parse(lines[9]!) as AuditRecord), seq, session: 'ses_other', prev: 'f'.repeat(64) });
-    const log = Buffer.from([...lines.slice(0, 5), '\0'.repeat(lines[5]!.length), ...lines.slice(6), foreign(50), foreign(70)].join('\n') + '\n');
-    await writeFile(path, log);
-    const e = await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
-    expect(e.message).toContain('it lost records from seq 5 on that its write-ahead file');
-    expect(await readFile(path)).toEqual(log);
+    // Two that do not chain; and one alone after lines the write-ahead file holds (not right after the gap).
+    for (const own of [[foreign(50), foreign(70)], [foreign(50)]]) {
+      const log = Buffer.from([...lines.slice(0, 5), '\0'.repeat(lines[5]!.length), ...lines.slice(6), ...own].join('\n') + '\n');
+      await writeFile(path, log);
+      const e = await expectCode(abandoned({ session: 'ses_2' }), 'WRIT_AUDIT_CORRUPT');
+      expect(e.message).toContain('it lost records from seq 5 on that its write-ahead file');
+      expect(await readFile(path)).toEqual(log);
+    }
   });
 
   // Found by review (in version 1 too): a new generation rewrote only the header, and a removed log's first records
