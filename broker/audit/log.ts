@@ -606,7 +606,7 @@ export class AuditLog {
       try {
         await wal.begin(this.#ino, { offset: at.log, count: this.#count, head: this.#head });
       } catch {
-        await this.#setAside(); // the next open then refuses, saying why, until someone looks
+        await setAside(this.path); // the next open then refuses, saying why, until someone looks
       }
       throw e;
     }
@@ -655,7 +655,7 @@ export class AuditLog {
         try {
           await wal.cut(at.wal);
         } catch {
-          await this.#setAside();
+          await setAside(this.path);
         }
       }
       if (this.#ino !== '' && at.log !== undefined && at.log < this.#end) {
@@ -665,7 +665,7 @@ export class AuditLog {
           await this.#syncLog();
           // A generation begun after a batch too big for the write-ahead file names a base past it: the next open
           // would find the log, cut back, not beginning with it. Begin one again where the batch began.
-          if (wal && at.begun) await wal.begin(this.#ino, { offset: at.log, count: this.#count, head: this.#head }).catch(() => this.#setAside());
+          if (wal && at.begun) await wal.begin(this.#ino, { offset: at.log, count: this.#count, head: this.#head }).catch(() => setAside(this.path));
         } catch {
           // Nothing more to try: the log is failed, and its tail is checked at the next open.
         }
@@ -683,13 +683,9 @@ export class AuditLog {
   #syncLog(): Promise<void> {
     return datasync(this.#fh.fd).catch(async (e: unknown) => {
       this.#fail(e);
-      if (this.#wal) await this.#setAside();
+      if (this.#wal) await setAside(this.path);
       throw e;
     });
-  }
-
-  #setAside(): Promise<void> {
-    return setAside(this.path);
   }
 
   /**
@@ -764,7 +760,7 @@ async function asideOnFailure(path: string, sync: () => Promise<void>): Promise<
   }
 }
 
-/** A write-ahead file set aside by #setAside may hold rejected records: never replayed, never dropped unseen. */
+/** A write-ahead file set aside (setAside) may hold rejected records: never replayed, never dropped unseen. */
 async function refuseSetAside(path: string): Promise<void> {
   const aside = walSetAsidePath(path);
   const there = await access(aside).then(
@@ -920,8 +916,11 @@ async function readTail(fh: FileHandle, size: number, path: string): Promise<Tai
 /**
  * Restores what the write-ahead file holds and the log lost (a power cut before the log reached the disk):
  * keeps the log up to where it stops matching the write-ahead records, writes the rest of them after it.
- * The file's base is this log's prefix (`holdsPrefix`, checked first). Undefined when the log already holds them
- * all, or when the log holds a record beyond that point the write-ahead file does not: then nothing is cut on a guess.
+ * The file's base is this log's prefix (`holdsPrefix`, checked first). Records after the write-ahead file's end
+ * that continue its chain, or follow a lost page with higher sequence numbers, are a batch never acknowledged, and
+ * are cut (counted in `cut`). Undefined when nothing acknowledged was lost and there is no hole, or when the log
+ * holds a record of its own beyond what matched and no hole before it: then nothing is cut on a guess. Throws
+ * (`walHole`, nothing touched) when a record of the log's own follows a hole the write-ahead file could fill.
  */
 async function replay(fh: FileHandle, size: number, wal: WalRecords, path: string): Promise<Tail | undefined> {
   const { base } = wal;

@@ -130,7 +130,6 @@ export class AuditWal {
       off += n;
     }
     const found: Generation[] = [];
-    const gens: number[] = [];
     for (let r = 0; r < REGIONS; r++) {
       const start = r * WAL_REGION_BYTES;
       if (start + WAL_HEADER_BYTES > size) break;
@@ -138,11 +137,10 @@ export class AuditWal {
       const header = parseHeader(region.subarray(0, WAL_HEADER_BYTES));
       // A version 1 file has one region: what lies past it is not a header.
       if (header === undefined || (r > 0 && header.gen === 0)) continue;
-      gens.push(header.gen);
       found.push(generation(region, header, hash));
     }
-    if (gens.length > 0) this.#gen = Math.max(...gens);
     if (found.length === 0) return undefined;
+    this.#gen = Math.max(...found.map((g) => g.gen));
     // A version 1 header in the first region was written after any version 2 run (a version 1 Writ rewrites only
     // that region): it is the newest whatever number the second region's stale header has.
     if (found[0]!.gen === 0) return { newest: found[0]!.records };
