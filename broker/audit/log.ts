@@ -303,7 +303,8 @@ export class AuditLog {
       const log = new AuditLog(fh, opts, tail, wal, ino);
       if (unsigned !== undefined && unsigned > 0) {
         log.#unsignedAtOpen = { firstSeq: tail.count - unsigned, records: unsigned };
-        log.#unsigned = Math.max(log.#unsigned, 1); // so the timer, close() and checkpoint() sign them
+        // Counted as they are, so the count trigger signs when this start's own records bring them to `every`.
+        log.#unsigned = unsigned;
       }
       if (tail.torn > 0 || (tail.replayed ?? 0) > 0) {
         const detail = {

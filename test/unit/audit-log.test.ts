@@ -445,6 +445,26 @@ describe('AuditLog write-ahead file', () => {
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 14 });
   });
 
+  // Found by review: the record a start writes about a crash counted as one unsigned record, whatever the crash had
+  // left unsigned, so the count trigger did not sign when it reached the limit. Crashes at start, one after another,
+  // then grew the unsigned tail past it, and the next start refused a healthy log as rewritten.
+  it('signs at the limit when a start records a crash, so crashes at start one after another never leave more unsigned', async () => {
+    const a = await abandoned({ checkpointEvery: 5 });
+    for (let i = 0; i < 4; i++) await a.append(minted(i)); // four unsigned: one short of the limit
+    const found: Record<string, unknown> = {};
+    for (const session of ['ses_2', 'ses_3', 'ses_4']) {
+      await appendFile(path, '{"seq":'); // a torn fragment: the start records the crash (audit.recovered)
+      found[session] = (await abandoned({ checkpointEvery: 5, session })).unsignedAtOpen;
+      // then the process dies before anything else is written
+    }
+    expect(found).toEqual({ ses_2: { firstSeq: 0, records: 4 }, ses_3: undefined, ses_4: { firstSeq: 6, records: 1 } });
+    const events = (await fileLines()).map((l) => (JSON.parse(l) as AuditRecord).event);
+    expect(events).toEqual([...Array(4).fill('token.minted'), 'audit.recovered', 'checkpoint', 'audit.recovered', 'audit.recovered']);
+    const c = await abandoned({ checkpointEvery: 5, session: 'ses_5' });
+    await c.close();
+    expect(await verifyAuditFile(path, keys)).toEqual({ ok: true, records: 9, checkpoints: 2, lastCheckpointSeq: 8, unsignedTail: 0 });
+  });
+
   it('changes nothing after a process kill: the log already holds every record', async () => {
     const a = await abandoned();
     for (let i = 0; i < 10; i++) await a.append(minted(i));
@@ -1029,13 +1049,14 @@ describe('AuditLog write-ahead file', () => {
     const lines = await inFlightPair();
     await losePages(lineStart(lines, 5), lineStart(lines, 9) + 40);
     const b = await abandoned({ checkpointEvery: 10 });
-    expect(b.count).toBe(10);
+    expect(b.count).toBe(11); // nine restored, the start's record of the crash, and the checkpoint its count calls for
     const after = await fileLines();
     expect(jtis(after.slice(0, 9))).toEqual(upTo(9));
     expect(JSON.parse(after[9]!)).toMatchObject({
       event: 'audit.recovered',
       detail: { truncatedBytes: Buffer.byteLength(lines.slice(5).join('\n') + '\n'), replayedRecords: 4, cutRecords: 1 },
     });
+    expect(JSON.parse(after[10]!)).toMatchObject({ event: 'checkpoint', seq: 10 });
     await b.close();
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true });
   });
@@ -1051,7 +1072,7 @@ describe('AuditLog write-ahead file', () => {
       const lines = await inFlightPair();
       await losePages(...range(lines));
       const b = await abandoned({ checkpointEvery: 10 });
-      expect(b.count).toBe(10);
+      expect(b.count).toBe(11);
       expect(jtis((await fileLines()).slice(0, 9))).toEqual(upTo(9));
       await b.close();
       expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true });
