@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Discovery } from './protocol';
-import { writeFileSync, renameSync, createWriteStream, statSync, openSync, fchmodSync, constants as fsConstants } from 'node:fs';
+import { writeFileSync, renameSync, createWriteStream, existsSync, statSync, openSync, fchmodSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, join } from 'node:path';
 import { WritError, asWritError, isWritError } from './errors';
@@ -82,6 +82,7 @@ subscribed verifiers are told at once, and the revoked agent's connections are c
   audit: `Usage: writ audit verify [--file PATH]
        writ audit export [--format jsonl|csv|ocsf] [--out PATH] [--session ID] [--agent ID]
                          [--since ISO-TIME] [--until ISO-TIME] [--file PATH]
+       writ audit wal [--file PATH] [--wal PATH] [--missing]
 
 verify checks the hash chain and the signed checkpoints of the running broker's log, the default one, or
 --file. The public keys come from the keychain (every key ever held). Where the keychain is not reachable,
@@ -90,7 +91,16 @@ it lacks cannot be checked: that is "unverifiable", not "broken" (and fine when 
 verifies covers it: its signed head commits to every line before). The chain is still checked to the end,
 and a real break wins.
 Exit codes: 0 intact, 1 broken (WRIT_AUDIT_CORRUPT, the first bad line named) or an error,
-3 unverifiable (WRIT_AUDIT_UNVERIFIABLE, the first unchecked checkpoint named).`,
+3 unverifiable (WRIT_AUDIT_UNVERIFIABLE, the first unchecked checkpoint named).
+
+wal compares a write-ahead file with the log (both only read): --wal, else the one the broker set aside
+(audit.jsonl.wal.rejected) if there is one, else audit.jsonl.wal. A broker refuses to open a log beside a file
+set aside, or beside one written for another log, until you have done this: the file may hold records the log
+lost. It says which of its records the log holds as written, which the log lacks or holds otherwise, and
+whether renaming the file back to audit.jsonl.wal makes the next start restore them. --missing prints the
+records the log lacks on stdout, as JSON Lines, exactly as the file holds them.
+Exit codes: 0 the log holds every record the file does (removing the file loses none), 1 an error,
+3 the file holds records the log lacks or holds otherwise (keep it).`,
   key: `Usage: writ key rotate
 
 Adds a new Ed25519 signing key to the keychain entry; the old public key stays in the JWKS for an hour,
@@ -632,7 +642,53 @@ async function cmdAudit(args: string[]): Promise<number> {
     err(`exported ${r.exported} records as ${format}`);
     return 0;
   }
-  throw new UsageError('writ audit verify | writ audit export');
+  if (sub === 'wal') {
+    const { values } = parse(args.slice(1), { file: { type: 'string' }, wal: { type: 'string' }, missing: { type: 'boolean' } });
+    if (values.help) return (err(HELP.audit!), 0);
+    const { compareWal } = await import('./audit/walcheck');
+    const { walPath, walSetAsidePath } = await import('./audit/wal');
+    const log = auditFile(values.file);
+    const file = values.wal ?? (existsSync(walSetAsidePath(log)) ? walSetAsidePath(log) : walPath(log));
+    const c = await compareWal(log, file);
+    err(`${file}: compared with the audit log ${log} (${c.logRecords} records)`);
+    if (c.generations.length === 0) err('  no generation header in it was written whole: it holds no record a start would restore');
+    for (const g of c.generations) {
+      err(
+        `  generation ${g.gen}: ${g.records} record(s)${g.records > 0 ? ` from seq ${g.base.count}` : ''}; written for ${g.sameFile ? 'this log file' : 'another file (not this log, or this log replaced)'}; ` +
+          `the log ${g.logHoldsBase ? 'begins' : 'does not begin'} with the ${g.base.count} records (${g.base.offset} bytes) it began on`,
+      );
+    }
+    const parts = [`${c.inLog} in the log as written`, `${c.missing.length} missing from it${c.missing.length ? ` (seq ${seqRanges(c.missing.map((m) => m.seq))})` : ''}`];
+    if (c.differs.length) parts.push(`${c.differs.length} the log holds otherwise (seq ${seqRanges(c.differs)})`);
+    err(`${c.records} record(s) in it: ${parts.join(', ')}`);
+    if (values.missing) for (const m of c.missing) process.stdout.write(Buffer.concat([m.line, Buffer.from('\n')]));
+    if (c.missing.length === 0 && c.differs.length === 0) {
+      out('the log holds every record the write-ahead file does: removing the file loses none');
+      return 0;
+    }
+    if (c.restorable) {
+      out(
+        `the ${c.missing.length} record(s) missing continue the log from its last record (seq ${c.logLastSeq}): renamed back to ${walPath(log)}, the file is restored from at the next start. ` +
+          'Some may be records the broker reported as failed when a sync failed (it returned no token for them)',
+      );
+    } else {
+      out(`the file holds records the log lacks or holds otherwise, which a start would not restore: keep it with the log as evidence${values.missing ? '' : ' (--missing prints those the log lacks)'}`);
+    }
+    return 3;
+  }
+  throw new UsageError('writ audit verify | writ audit export | writ audit wal');
+}
+
+/** `1-3, 7, 9-10`: ascending seqs as ranges, the first twelve. */
+function seqRanges(seqs: readonly number[]): string {
+  const ranges: string[] = [];
+  for (let i = 0; i < seqs.length; ) {
+    let j = i;
+    while (j + 1 < seqs.length && seqs[j + 1] === seqs[j]! + 1) j++;
+    ranges.push(j === i ? String(seqs[i]) : `${seqs[i]}-${seqs[j]}`);
+    i = j + 1;
+  }
+  return ranges.length > 12 ? `${ranges.slice(0, 12).join(', ')}, …` : ranges.join(', ');
 }
 
 /**

@@ -46,6 +46,7 @@ export const ERROR_CODES = [
   'WRIT_AUDIT_CORRUPT',
   'WRIT_AUDIT_UNVERIFIABLE', // nothing found broken, but checkpoints name keys a partial key set (a broker's JWKS) lacks
   'WRIT_AUDIT_UNSIGNED', // nothing found broken, but records no signed checkpoint covers and no running broker vouches for
+  'WRIT_AUDIT_UNREADABLE', // the audit log or write-ahead file named is missing, not a file, or not this user's to read
   // broker and CLI
   'WRIT_BROKER_UNREACHABLE',
   'WRIT_BROKER_RUNNING',

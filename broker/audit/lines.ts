@@ -2,6 +2,7 @@
 // Bytes, not readline: the chain hashes exact bytes, and readline also splits on a lone CR and drops a CR before LF.
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { WritError } from '../errors';
 
 export interface RawLine {
   /** The line's bytes, without its newline. */
@@ -12,11 +13,35 @@ export interface RawLine {
   terminated: boolean;
 }
 
+/** A file that cannot be read at all (missing, a folder, another user's): said plainly, with the path, not as an internal error. */
+export function unreadable(path: string, what: string, e: unknown): WritError {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EISDIR' ? 'not a regular file' : code === 'ELOOP' ? 'a symbolic link' : (code ?? 'unreadable');
+  return new WritError('WRIT_AUDIT_UNREADABLE', `cannot read the ${what} ${path}: ${why}`, { cause: e });
+}
+
+/** The file's chunks; one that cannot be opened is WRIT_AUDIT_UNREADABLE. */
+async function* chunks(path: string, start: number): AsyncGenerator<Buffer> {
+  const it = (createReadStream(path, { highWaterMark: 256 * 1024, start }) as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  for (let first = true; ; first = false) {
+    let r: IteratorResult<Buffer>;
+    try {
+      r = await it.next();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (first && (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EISDIR')) throw unreadable(path, 'audit log', e);
+      throw e;
+    }
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
 /** Yields every line of the file in order, holding at most one read chunk plus one partial line. */
 export async function* readAuditLines(path: string, opts: { start?: number } = {}): AsyncGenerator<RawLine> {
   let carry: Buffer = Buffer.alloc(0);
   let line = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024, start: opts.start ?? 0 }) as AsyncIterable<Buffer>) {
+  for await (const chunk of chunks(path, opts.start ?? 0)) {
     const buf = carry.length === 0 ? chunk : Buffer.concat([carry, chunk]);
     let start = 0;
     for (let nl = buf.indexOf(0x0a, start); nl !== -1; nl = buf.indexOf(0x0a, start)) {

@@ -772,7 +772,7 @@ async function refuseSetAside(path: string): Promise<void> {
   throw new WritError(
     'WRIT_AUDIT_CORRUPT',
     `audit log ${path}: its write-ahead file was set aside as ${aside} when a write or sync failed (a batch reported as failed that could not be cut, ` +
-      "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log, then remove it to open the log",
+      "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log (`writ audit wal`), then remove it, or rename it back to restore what the log lacks, to open the log",
   );
 }
 
@@ -785,7 +785,7 @@ function walMismatch(path: string, base: WalBase): WritError {
   return new WritError(
     'WRIT_AUDIT_CORRUPT',
     `audit log ${path}: its write-ahead file ${file} was written for a log whose first ${base.count} records (${base.offset} bytes) this one does not begin with: ` +
-      `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${file} aside (keep it with the log it came from: it may hold records that log lost) to open this log`,
+      `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${file} aside (keep it with the log it came from: it may hold records that log lost; \`writ audit wal --file LOG --wal FILE\` compares the two) to open this log`,
     { data: { count: base.count, offset: base.offset } },
   );
 }

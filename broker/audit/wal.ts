@@ -121,24 +121,7 @@ export class AuditWal {
    * numbers its generation past every one found here.
    */
   recover(hash: (line: Uint8Array) => string): WalFound | undefined {
-    const size = Math.min(this.#allocated, REGIONS * WAL_REGION_BYTES);
-    if (size < WAL_HEADER_BYTES) return undefined;
-    const buf = Buffer.alloc(size);
-    for (let off = 0; off < size; ) {
-      const n = readSync(this.fd, buf, off, size - off, off);
-      if (n <= 0) break;
-      off += n;
-    }
-    const found: Generation[] = [];
-    for (let r = 0; r < REGIONS; r++) {
-      const start = r * WAL_REGION_BYTES;
-      if (start + WAL_HEADER_BYTES > size) break;
-      const region = buf.subarray(start, Math.min(size, start + WAL_REGION_BYTES));
-      const header = parseHeader(region.subarray(0, WAL_HEADER_BYTES));
-      // A version 1 file has one region: what lies past it is not a header.
-      if (header === undefined || (r > 0 && header.gen === 0)) continue;
-      found.push(generation(region, header, hash));
-    }
+    const found = generations(readRegions(this.fd, this.#allocated), hash);
     if (found.length === 0) return undefined;
     this.#gen = Math.max(...found.map((g) => g.gen));
     // A version 1 header in the first region was written after any version 2 run (a version 1 Writ rewrites only
@@ -251,9 +234,53 @@ export function joinGenerations(older: WalRecords, newer: WalRecords): WalRecord
   };
 }
 
-interface Generation {
+export interface Generation {
+  /** Its number (0: a version 1 header). */
   gen: number;
   records: WalRecords;
+}
+
+/**
+ * Every generation a write-ahead file holds, read without changing it (for `writ audit wal`, which compares a file
+ * set aside with its log): in region order, each with the records that chain on from its base. A file that is not
+ * a regular file is refused.
+ */
+export function readWalFile(path: string, hash: (line: Uint8Array) => string): Generation[] {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EISDIR' });
+    return generations(readRegions(fd, st.size), hash);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The file's first `size` bytes, up to its two regions. */
+function readRegions(fd: number, allocated: number): Buffer {
+  const size = Math.min(allocated, REGIONS * WAL_REGION_BYTES);
+  const buf = Buffer.alloc(Math.max(0, size));
+  for (let off = 0; off < size; ) {
+    const n = readSync(fd, buf, off, size - off, off);
+    if (n <= 0) return buf.subarray(0, off);
+    off += n;
+  }
+  return buf;
+}
+
+/** The generations whose header was written whole, in region order. */
+function generations(buf: Buffer, hash: (line: Uint8Array) => string): Generation[] {
+  const found: Generation[] = [];
+  for (let r = 0; r < REGIONS; r++) {
+    const start = r * WAL_REGION_BYTES;
+    if (start + WAL_HEADER_BYTES > buf.length) break;
+    const region = buf.subarray(start, Math.min(buf.length, start + WAL_REGION_BYTES));
+    const header = parseHeader(region.subarray(0, WAL_HEADER_BYTES));
+    // A version 1 file has one region: what lies past it is not a header.
+    if (header === undefined || (r > 0 && header.gen === 0)) continue;
+    found.push(generation(region, header, hash));
+  }
+  return found;
 }
 
 /** A region's records that chain on from its header's base. */

@@ -196,7 +196,7 @@ describe('writ CLI against a running broker', () => {
     expect(seen).toEqual(runs.map((args) => ({ cmd: args.join(' '), code: 0, stdout: '', usage: true })));
     // The command group without a sub-command is a usage error (exit 2) that still says how to ask for help.
     const bare = await writ(['audit'], b.env);
-    expect({ code: bare.code, stderr: bare.stderr }).toEqual({ code: 2, stderr: 'writ: writ audit verify | writ audit export\nRun `writ audit --help`.\n' });
+    expect({ code: bare.code, stderr: bare.stderr }).toEqual({ code: 2, stderr: 'writ: writ audit verify | writ audit export | writ audit wal\nRun `writ audit --help`.\n' });
   }, 180_000);
 });
 
@@ -358,6 +358,20 @@ describe('writ audit export --out', () => {
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toBe(`writ: --out ${link} is a symbolic link: the export is not written through one (WRIT_BAD_REQUEST)\n`);
     expect(readFileSync(target, 'utf8')).toBe('not an export\n');
+  });
+});
+
+describe('writ audit on a file that cannot be read', () => {
+  it('says which file and why, with WRIT_AUDIT_UNREADABLE, for export and wal alike', async () => {
+    const env = freshEnv();
+    const gone = join(env.WRIT_STATE_DIR, 'gone.jsonl');
+    const exported = await writ(['audit', 'export', '--file', gone], env);
+    expect(exported).toEqual({ code: 1, stdout: '', stderr: `writ: cannot read the audit log ${gone}: no such file (WRIT_AUDIT_UNREADABLE)\n` });
+    mkdirSync(env.WRIT_STATE_DIR, { recursive: true, mode: 0o700 });
+    const folder = await writ(['audit', 'export', '--file', env.WRIT_STATE_DIR], env);
+    expect(folder.stderr).toBe(`writ: cannot read the audit log ${env.WRIT_STATE_DIR}: not a regular file (WRIT_AUDIT_UNREADABLE)\n`);
+    const wal = await writ(['audit', 'wal', '--file', gone], env);
+    expect(wal).toEqual({ code: 1, stdout: '', stderr: `writ: cannot read the write-ahead file ${gone}.wal: no such file (WRIT_AUDIT_UNREADABLE)\n` });
   });
 });
 

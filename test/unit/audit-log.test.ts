@@ -528,7 +528,7 @@ describe('AuditLog write-ahead file', () => {
   /** The refusal for a write-ahead file whose generation began on a log's first `count` records, `bytes` long. */
   const mismatch = (count: number, bytes: number) =>
     `audit log ${path}: its write-ahead file ${walPath(path)} was written for a log whose first ${count} records (${bytes} bytes) this one does not begin with: ` +
-    `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${walPath(path)} aside (keep it with the log it came from: it may hold records that log lost) to open this log`;
+    `it is another log's, or this log was replaced or moved aside. Nothing was restored from it. Move ${walPath(path)} aside (keep it with the log it came from: it may hold records that log lost; \`writ audit wal --file LOG --wal FILE\` compares the two) to open this log`;
 
   // It used to be ignored and then overwritten: a log rewritten in place (the same inode) opened as if it were the
   // one the file was written for, and a new log beside a moved one's file silently lost the records it held.
@@ -764,7 +764,7 @@ describe('AuditLog write-ahead file', () => {
   const aside = (): string => `${walPath(path)}.rejected`;
   const setAsideRefusal = (): string =>
     `audit log ${path}: its write-ahead file was set aside as ${aside()} when a write or sync failed (a batch reported as failed that could not be cut, ` +
-    "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log, then remove it to open the log";
+    "or the log's own sync): it may hold acknowledged records the log lost. Compare it with the log (`writ audit wal`), then remove it, or rename it back to restore what the log lacks, to open the log";
 
   /** Every record acknowledged (jti_0 to jti_{n-1}) is in the set-aside file, whole. */
   async function allInAside(n: number): Promise<void> {

@@ -1,0 +1,155 @@
+// `writ audit wal`: what a write-ahead file holds that its log does not. A broker refuses to open a log whose
+// write-ahead file it set aside (`audit.jsonl.wal.rejected`, after a failed sync) or one written for another log
+// (`WRIT_AUDIT_CORRUPT`, naming the file): such a file may hold acknowledged records the log lost, and this is how a
+// developer finds out before removing it. The file and the log are only read.
+import { stat } from 'node:fs/promises';
+import { ZERO_HASH, sha256Hex } from './log';
+import { readAuditLines, unreadable } from './lines';
+import { readWalFile, joinGenerations } from './wal';
+import type { Generation, WalBase, WalRecords } from './wal';
+
+export interface WalGenerationReport {
+  /** Its number (0: a version 1 file). */
+  gen: number;
+  /** Whether its header names this log's file (inode). */
+  sameFile: boolean;
+  /** The log's prefix when the generation began. */
+  base: WalBase;
+  /** Whether the log begins with that prefix (its first `base.count` records, `base.offset` bytes, ending in `base.head`). */
+  logHoldsBase: boolean;
+  /** Records held, from seq `base.count` on. */
+  records: number;
+}
+
+export interface WalComparison {
+  generations: WalGenerationReport[];
+  /** Records the file holds (once each, however many generations hold them). */
+  records: number;
+  /** Of them, those the log holds at the same seq, byte for byte. */
+  inLog: number;
+  /** Those whose seq the log does not reach (or has only as a torn line), in seq order, each line as the file holds it. */
+  missing: { seq: number; line: Buffer }[];
+  /** Those the log holds a different line for at that seq. */
+  differs: number[];
+  /** Complete records in the log, and the seq of its last one (-1 when none). */
+  logRecords: number;
+  logLastSeq: number;
+  /**
+   * Whether renaming the file back to the log's `.wal` makes the next start restore the missing records: the header
+   * names this log's file, the log holds the base the start would check it from and every record after it as the
+   * file does, and the missing records continue the log's chain from its last record. False claims nothing: a start
+   * may still restore some of them (after a page the log lost), but this check does not say so.
+   */
+  restorable: boolean;
+}
+
+/** `{"seq":N,` opens every record (the log writes its keys in a fixed order); else the line is parsed. */
+function seqOf(line: Buffer): number | undefined {
+  const m = /^\{"seq":(\d{1,15}),/.exec(line.toString('latin1', 0, Math.min(line.length, 32)));
+  if (m) return Number(m[1]);
+  try {
+    const v = (JSON.parse(line.toString('utf8')) as { seq?: unknown } | null)?.seq;
+    return Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The records of one generation, each line with its seq. */
+function linesOf(records: WalRecords): { seq: number; line: Buffer }[] {
+  return records.ends.map((end, i) => ({ seq: records.base.count + i, line: records.bytes.subarray(i === 0 ? 0 : records.ends[i - 1], end - 1) }));
+}
+
+/** Compares the write-ahead file `walFile` with the audit log `logFile`; reads both, changes neither. */
+export async function compareWal(logFile: string, walFile: string): Promise<WalComparison> {
+  let found: Generation[];
+  try {
+    found = readWalFile(walFile, sha256Hex);
+  } catch (e) {
+    throw unreadable(walFile, 'write-ahead file', e);
+  }
+  let ino: string;
+  try {
+    const st = await stat(logFile, { bigint: true });
+    if (!st.isFile()) throw Object.assign(new Error('not a file'), { code: 'EISDIR' });
+    ino = String(st.ino);
+  } catch (e) {
+    throw unreadable(logFile, 'audit log', e);
+  }
+
+  // Each record once: where two generations hold a seq (a region reused), the newer's line is the one written last.
+  const held = new Map<number, Buffer>();
+  for (const g of [...found].sort((x, y) => x.gen - y.gen)) for (const { seq, line } of linesOf(g.records)) held.set(seq, line);
+  const bases = new Map<number, { offset: number; head: string; held: boolean }[]>();
+  for (const g of found) {
+    const b = { offset: g.records.base.offset, head: g.records.base.head, held: g.records.base.count === 0 && g.records.base.offset === 0 };
+    bases.set(g.records.base.count, [...(bases.get(g.records.base.count) ?? []), b]);
+  }
+
+  const inLog = new Set<number>();
+  const differs = new Set<number>();
+  let count = 0;
+  let lastSeq = -1;
+  let last: Buffer | undefined;
+  let offset = 0;
+  for await (const l of readAuditLines(logFile)) {
+    if (!l.terminated) break; // a torn last line holds no record
+    offset += l.bytes.length + 1;
+    count++;
+    last = l.bytes;
+    const seq = seqOf(l.bytes);
+    // The prefix a generation began on: `count` lines, `offset` bytes, the last hashing to its head.
+    const at = bases.get(count);
+    if (at?.some((b) => b.offset === offset)) {
+      const h = sha256Hex(l.bytes);
+      for (const b of at) if (b.offset === offset && b.head === h) b.held = true;
+    }
+    if (seq === undefined) continue;
+    lastSeq = seq;
+    const mine = held.get(seq);
+    if (mine !== undefined) (mine.equals(l.bytes) ? inLog.add(seq) : differs.add(seq));
+  }
+
+  const generations = found.map(
+    (g): WalGenerationReport => ({
+      gen: g.gen,
+      sameFile: g.records.ino === ino,
+      base: g.records.base,
+      logHoldsBase: (bases.get(g.records.base.count) ?? []).some((b) => b.offset === g.records.base.offset && b.head === g.records.base.head && b.held),
+      records: g.records.ends.length,
+    }),
+  );
+  const missing = [...held.entries()].filter(([seq]) => !inLog.has(seq) && !differs.has(seq)).sort(([a], [b]) => a - b).map(([seq, line]) => ({ seq, line }));
+
+  return {
+    generations,
+    records: held.size,
+    inLog: inLog.size,
+    missing,
+    differs: [...differs].sort((a, b) => a - b),
+    logRecords: count,
+    logLastSeq: lastSeq,
+    restorable: restorable(found, generations, missing, differs.size, count, last === undefined ? ZERO_HASH : sha256Hex(last)),
+  };
+}
+
+/**
+ * What the next start does with the file renamed back (audit/log.ts `open`): it checks the log from the newest
+ * generation's base, or from the generation before it where that one leads on to the newest and the log holds its
+ * base, and restores what chains on from the log's end.
+ */
+function restorable(found: Generation[], reports: WalGenerationReport[], missing: { seq: number; line: Buffer }[], differs: number, logRecords: number, lastHash: string): boolean {
+  // A record the log holds otherwise stops the restore there (it is not the file's to overwrite).
+  if (missing.length === 0 || found.length === 0 || differs > 0) return false;
+  const order = found.map((g, i) => ({ g, r: reports[i]! })).sort((x, y) => (x.g.gen === 0 ? -1 : y.g.gen === 0 ? 1 : y.g.gen - x.g.gen));
+  const newest = order[0]!;
+  const older = order[1] && order[1].g.gen === newest.g.gen - 1 && newest.g.gen !== 0 ? order[1] : undefined;
+  const from = older?.r.logHoldsBase && older.r.sameFile && joinGenerations(older.g.records, newest.g.records) ? older : newest.r.logHoldsBase ? newest : undefined;
+  if (!from || !from.r.sameFile) return false;
+  // The missing records continue the log: the first comes right after its last record and names it as prev.
+  const first = missing[0]!;
+  if (first.seq !== logRecords) return false;
+  for (let i = 1; i < missing.length; i++) if (missing[i]!.seq !== first.seq + i) return false;
+  const prev = (JSON.parse(first.line.toString('utf8')) as { prev?: unknown }).prev;
+  return prev === lastHash;
+}
