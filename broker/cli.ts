@@ -650,8 +650,11 @@ async function cmdAudit(args: string[]): Promise<number> {
     const log = auditFile(values.file);
     const file = values.wal ?? (existsSync(walSetAsidePath(log)) ? walSetAsidePath(log) : walPath(log));
     const c = await compareWal(log, file);
-    err(`${file}: compared with the audit log ${log} (${c.logRecords} records)`);
-    if (c.generations.length === 0) err('  no generation header in it was written whole: it holds no record a start would restore');
+    const live = runningBroker();
+    if (live && sameFile(live.auditPath, log)) err(`note: a broker (pid ${live.pid}) is writing this log: what it writes meanwhile may show as missing; stop it for an exact answer`);
+    const odd = c.logUnreadableLines ? `, and ${c.logUnreadableLines} line(s) that are not records` : '';
+    err(`${file}: compared with the audit log ${log} (${c.logRecords} records${odd})`);
+    if (c.generations.length === 0) err('  no generation header in it could be read: a start restores nothing from it');
     for (const g of c.generations) {
       err(
         `  generation ${g.gen}: ${g.records} record(s)${g.records > 0 ? ` from seq ${g.base.count}` : ''}; written for ${g.sameFile ? 'this log file' : 'another file (not this log, or this log replaced)'}; ` +
@@ -660,20 +663,31 @@ async function cmdAudit(args: string[]): Promise<number> {
     }
     const parts = [`${c.inLog} in the log as written`, `${c.missing.length} missing from it${c.missing.length ? ` (seq ${seqRanges(c.missing.map((m) => m.seq))})` : ''}`];
     if (c.differs.length) parts.push(`${c.differs.length} the log holds otherwise (seq ${seqRanges(c.differs)})`);
-    err(`${c.records} record(s) in it: ${parts.join(', ')}`);
-    if (values.missing) for (const m of c.missing) process.stdout.write(Buffer.concat([m.line, Buffer.from('\n')]));
-    if (c.missing.length === 0 && c.differs.length === 0) {
+    err(`${c.records} record(s) in its generations: ${parts.join(', ')}`);
+    const lacking = c.unchained.lacking;
+    if (c.unchained.records > 0) {
+      err(`${c.unchained.records} more record(s) that chain on from no generation (stale, or after a page the file lost): ${lacking.length} of them the log lacks${lacking.length ? ` (seq ${seqRanges([...new Set(lacking.map((u) => u.seq))])})` : ''}`);
+    }
+    if (values.missing) for (const m of [...c.missing, ...lacking]) process.stdout.write(Buffer.concat([m.line, Buffer.from('\n')]));
+    if (c.missing.length === 0 && c.differs.length === 0 && lacking.length === 0) {
       out('the log holds every record the write-ahead file does: removing the file loses none');
       return 0;
     }
+    const said: string[] = [];
     if (c.restorable) {
-      out(
-        `the ${c.missing.length} record(s) missing continue the log from its last record (seq ${c.logLastSeq}): renamed back to ${walPath(log)}, the file is restored from at the next start. ` +
+      const where = file === walPath(log) ? 'the next start restores them from this file' : `renamed to ${walPath(log)}, the file is restored from at the next start`;
+      const aside = file !== walSetAsidePath(log) && existsSync(walSetAsidePath(log)) ? ` (but no start opens the log while ${walSetAsidePath(log)} is there)` : '';
+      said.push(
+        `the ${c.missing.length} record(s) missing continue the log from its last record (seq ${c.logLastSeq}): ${where}${aside}. ` +
           'Some may be records the broker reported as failed when a sync failed (it returned no token for them)',
       );
+      if (lacking.length) said.push(`the ${lacking.length} record(s) the log lacks that chain on from no generation would not be restored: keep a copy of the file`);
     } else {
-      out(`the file holds records the log lacks or holds otherwise, which a start would not restore: keep it with the log as evidence${values.missing ? '' : ' (--missing prints those the log lacks)'}`);
+      said.push(
+        `the file holds records the log lacks or holds otherwise, and this check cannot confirm that a start would restore them: keep the file with the log as evidence${values.missing ? '' : ' (--missing prints those the log lacks)'}`,
+      );
     }
+    out(said.join('\n'));
     return 3;
   }
   throw new UsageError('writ audit verify | writ audit export | writ audit wal');

@@ -206,7 +206,7 @@ export class AuditFeed {
       if (fresh) at = await tailStart(path, MAX_PANEL_RECORDS);
       for await (const l of readAuditLines(path, { start: at })) {
         if (!l.terminated) break; // being written: the next read starts at it
-        at += l.bytes.length + 1;
+        at += l.length + 1;
         let value: unknown;
         try {
           value = JSON.parse(l.bytes.toString('utf8'));
@@ -223,7 +223,9 @@ export class AuditFeed {
         }
       }
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
+      // Not there yet (a broker that has not started): nothing to show, nothing to say.
+      const missing = (e as NodeJS.ErrnoException).code === 'ENOENT' || ((e as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT');
+      if (!missing) this.deps.log(`writ: cannot read the audit log: ${(e as Error).message}`);
     }
     if (!current()) return false;
     if (reset || records.length > 0) post();

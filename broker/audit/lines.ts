@@ -11,7 +11,17 @@ export interface RawLine {
   line: number;
   /** False only for a final fragment with no newline after it (a torn write). */
   terminated: boolean;
+  /** The line's whole length in bytes, without its newline: more than `bytes` holds when it is overlong. */
+  length: number;
+  /** Longer than MAX_AUDIT_LINE_BYTES, which no record is: `bytes` holds only its first MAX_AUDIT_LINE_BYTES. */
+  overlong?: true;
 }
+
+/**
+ * No record is longer (audit/log.ts refuses to read a longer line at open): a longer line is kept only in part, so a
+ * file of one endless line costs a bounded amount of memory and linear time, never a quadratic re-copy.
+ */
+export const MAX_AUDIT_LINE_BYTES = 1024 * 1024;
 
 /** A file that cannot be read at all (missing, a folder, another user's): said plainly, with the path, not as an internal error. */
 export function unreadable(path: string, what: string, e: unknown): WritError {
@@ -37,21 +47,42 @@ async function* chunks(path: string, start: number): AsyncGenerator<Buffer> {
   }
 }
 
-/** Yields every line of the file in order, holding at most one read chunk plus one partial line. */
+/** Yields every line of the file in order, holding at most one read chunk plus one partial line (bounded). */
 export async function* readAuditLines(path: string, opts: { start?: number } = {}): AsyncGenerator<RawLine> {
-  let carry: Buffer = Buffer.alloc(0);
+  // The line begun in earlier chunks: its pieces (copied, so the chunks can go), up to MAX_AUDIT_LINE_BYTES.
+  let parts: Buffer[] = [];
+  let kept = 0;
+  let length = 0;
+  const keep = (piece: Buffer, copy: boolean): void => {
+    length += piece.length;
+    const room = MAX_AUDIT_LINE_BYTES - kept;
+    if (room <= 0 || piece.length === 0) return;
+    const part = piece.length > room ? piece.subarray(0, room) : piece;
+    parts.push(copy ? Buffer.from(part) : part);
+    kept += part.length;
+  };
+  const take = (terminated: boolean, line: number): RawLine => {
+    const out: RawLine = { bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts, kept), line, terminated, length, ...(length > kept ? { overlong: true as const } : {}) };
+    parts = [];
+    kept = 0;
+    length = 0;
+    return out;
+  };
   let line = 0;
   for await (const chunk of chunks(path, opts.start ?? 0)) {
-    const buf = carry.length === 0 ? chunk : Buffer.concat([carry, chunk]);
     let start = 0;
-    for (let nl = buf.indexOf(0x0a, start); nl !== -1; nl = buf.indexOf(0x0a, start)) {
-      yield { bytes: buf.subarray(start, nl), line: ++line, terminated: true };
+    for (let nl = chunk.indexOf(0x0a, start); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+      const piece = chunk.subarray(start, nl);
+      if (length === 0 && piece.length <= MAX_AUDIT_LINE_BYTES) yield { bytes: piece, line: ++line, terminated: true, length: piece.length };
+      else {
+        keep(piece, false);
+        yield take(true, ++line);
+      }
       start = nl + 1;
     }
-    // Copy the remainder so the chunk it came from can be released.
-    carry = start === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(start));
+    if (start < chunk.length) keep(chunk.subarray(start), true);
   }
-  if (carry.length > 0) yield { bytes: carry, line: ++line, terminated: false };
+  if (length > 0) yield take(false, ++line);
 }
 
 /**

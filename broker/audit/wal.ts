@@ -245,15 +245,39 @@ export interface Generation {
  * set aside with its log): in region order, each with the records that chain on from its base. A file that is not
  * a regular file is refused.
  */
-export function readWalFile(path: string, hash: (line: Uint8Array) => string): Generation[] {
-  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+export function readWalFile(path: string, hash: (line: Uint8Array) => string): { generations: Generation[]; bytes: Buffer } {
+  // Non-blocking: a FIFO put in its place would otherwise hold the open (and the event loop) until a writer came.
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EISDIR' });
-    return generations(readRegions(fd, st.size), hash);
+    const bytes = readRegions(fd, st.size);
+    return { generations: generations(bytes, hash), bytes };
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Every whole line in the file's regions that is an audit record, chained or not (stale lines after a generation's
+ * end, records after a page lost from the file, a region whose header was lost): `writ audit wal` looks each up
+ * in the log before it says removing the file loses nothing.
+ */
+export function anyRecords(bytes: Buffer): { seq: number; line: Buffer }[] {
+  const out: { seq: number; line: Buffer }[] = [];
+  for (let start = 0, nl = bytes.indexOf(0x0a); nl !== -1; start = nl + 1, nl = bytes.indexOf(0x0a, start)) {
+    // After zeros (a lost page, or the zeros a new generation writes), a line may begin right where they end.
+    const whole = bytes.subarray(start, nl);
+    const line = whole.subarray(whole.lastIndexOf(0) + 1);
+    if (line.length === 0 || line[0] !== 0x7b) continue;
+    try {
+      const parsed = AuditRecord.safeParse(JSON.parse(line.toString('utf8')));
+      if (parsed.success) out.push({ seq: parsed.data.seq, line });
+    } catch {
+      // not a record
+    }
+  }
+  return out;
 }
 
 /** The file's first `size` bytes, up to its two regions. */

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { ZERO_HASH, sha256Hex } from './log';
 import { readAuditLines, unreadable } from './lines';
-import { readWalFile, joinGenerations } from './wal';
+import { anyRecords, readWalFile, joinGenerations } from './wal';
 import type { Generation, WalBase, WalRecords } from './wal';
 
 export interface WalGenerationReport {
@@ -31,8 +31,16 @@ export interface WalComparison {
   missing: { seq: number; line: Buffer }[];
   /** Those the log holds a different line for at that seq. */
   differs: number[];
+  /**
+   * Records in the file that chain on from no generation's base (stale lines after a generation's end, records after
+   * a page the file lost, a region whose header was lost), and those of them the log lacks (it does not reach
+   * their seq, or holds another line there).
+   */
+  unchained: { records: number; lacking: { seq: number; line: Buffer }[] };
   /** Complete records in the log, and the seq of its last one (-1 when none). */
   logRecords: number;
+  /** Whole lines in the log that are not records (zeros a power cut left, an overlong line). */
+  logUnreadableLines: number;
   logLastSeq: number;
   /**
    * Whether renaming the file back to the log's `.wal` makes the next start restore the missing records: the header
@@ -63,8 +71,9 @@ function linesOf(records: WalRecords): { seq: number; line: Buffer }[] {
 /** Compares the write-ahead file `walFile` with the audit log `logFile`; reads both, changes neither. */
 export async function compareWal(logFile: string, walFile: string): Promise<WalComparison> {
   let found: Generation[];
+  let bytes: Buffer;
   try {
-    found = readWalFile(walFile, sha256Hex);
+    ({ generations: found, bytes } = readWalFile(walFile, sha256Hex));
   } catch (e) {
     throw unreadable(walFile, 'write-ahead file', e);
   }
@@ -80,6 +89,12 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
   // Each record once: where two generations hold a seq (a region reused), the newer's line is the one written last.
   const held = new Map<number, Buffer>();
   for (const g of [...found].sort((x, y) => x.gen - y.gen)) for (const { seq, line } of linesOf(g.records)) held.set(seq, line);
+  // Records that chain on from no generation's base: each looked up in the log all the same.
+  const loose = new Map<number, Buffer[]>();
+  for (const { seq, line } of anyRecords(bytes)) {
+    if (held.get(seq)?.equals(line) || loose.get(seq)?.some((l) => l.equals(line))) continue;
+    loose.set(seq, [...(loose.get(seq) ?? []), line]);
+  }
   const bases = new Map<number, { offset: number; head: string; held: boolean }[]>();
   for (const g of found) {
     const b = { offset: g.records.base.offset, head: g.records.base.head, held: g.records.base.count === 0 && g.records.base.offset === 0 };
@@ -88,26 +103,34 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
 
   const inLog = new Set<number>();
   const differs = new Set<number>();
+  const looseInLog = new Set<Buffer>();
+  let lines = 0;
   let count = 0;
+  let unreadableLines = 0;
   let lastSeq = -1;
   let last: Buffer | undefined;
   let offset = 0;
   for await (const l of readAuditLines(logFile)) {
     if (!l.terminated) break; // a torn last line holds no record
-    offset += l.bytes.length + 1;
-    count++;
+    offset += l.length + 1;
+    lines++;
     last = l.bytes;
-    const seq = seqOf(l.bytes);
-    // The prefix a generation began on: `count` lines, `offset` bytes, the last hashing to its head.
-    const at = bases.get(count);
+    // The prefix a generation began on: `lines` lines, `offset` bytes, the last hashing to its head.
+    const at = bases.get(lines);
     if (at?.some((b) => b.offset === offset)) {
       const h = sha256Hex(l.bytes);
       for (const b of at) if (b.offset === offset && b.head === h) b.held = true;
     }
-    if (seq === undefined) continue;
+    const seq = l.overlong ? undefined : seqOf(l.bytes);
+    if (seq === undefined) {
+      unreadableLines++;
+      continue;
+    }
+    count++;
     lastSeq = seq;
     const mine = held.get(seq);
     if (mine !== undefined) (mine.equals(l.bytes) ? inLog.add(seq) : differs.add(seq));
+    for (const other of loose.get(seq) ?? []) if (other.equals(l.bytes)) looseInLog.add(other);
   }
 
   const generations = found.map(
@@ -120,6 +143,8 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
     }),
   );
   const missing = [...held.entries()].filter(([seq]) => !inLog.has(seq) && !differs.has(seq)).sort(([a], [b]) => a - b).map(([seq, line]) => ({ seq, line }));
+  const unchained = [...loose.entries()].flatMap(([seq, ls]) => ls.map((line) => ({ seq, line })));
+  const unchainedLacking = unchained.filter((u) => !looseInLog.has(u.line)).sort((a, b) => a.seq - b.seq);
 
   return {
     generations,
@@ -127,9 +152,11 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
     inLog: inLog.size,
     missing,
     differs: [...differs].sort((a, b) => a - b),
+    unchained: { records: unchained.length, lacking: unchainedLacking },
     logRecords: count,
+    logUnreadableLines: unreadableLines,
     logLastSeq: lastSeq,
-    restorable: restorable(found, generations, missing, differs.size, count, last === undefined ? ZERO_HASH : sha256Hex(last)),
+    restorable: unreadableLines === 0 && restorable(found, generations, missing, differs.size, count, last === undefined ? ZERO_HASH : sha256Hex(last)),
   };
 }
 

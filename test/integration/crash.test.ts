@@ -111,7 +111,7 @@ describe('crash safety', { timeout: 120_000 }, () => {
     expect(check.stderr).toContain(`${log}.wal.rejected: compared with the audit log ${log} (${all.length - 4} records)`);
     expect(check.stderr).toContain(`, 4 missing from it (seq ${all.length - 4}-${all.length - 1})`);
     expect(check.stdout).toBe(
-      `the 4 record(s) missing continue the log from its last record (seq ${all.length - 5}): renamed back to ${log}.wal, the file is restored from at the next start. ` +
+      `the 4 record(s) missing continue the log from its last record (seq ${all.length - 5}): renamed to ${log}.wal, the file is restored from at the next start. ` +
         'Some may be records the broker reported as failed when a sync failed (it returned no token for them)\n',
     );
     const missing = await writ(['audit', 'wal', '--missing'], env);
@@ -155,7 +155,7 @@ describe('crash safety', { timeout: 120_000 }, () => {
     const beside = await writ(['audit', 'wal'], env);
     expect(beside.code).toBe(3);
     expect(beside.stderr).toContain('written for another file (not this log, or this log replaced)');
-    expect(beside.stdout).toBe('the file holds records the log lacks or holds otherwise, which a start would not restore: keep it with the log as evidence (--missing prints those the log lacks)\n');
+    expect(beside.stdout).toBe('the file holds records the log lacks or holds otherwise, and this check cannot confirm that a start would restore them: keep the file with the log as evidence (--missing prints those the log lacks)\n');
     expect(readFileSync(wal)).toEqual(walBefore);
 
     // Moved aside with its log: a new log starts, and the old pair still verifies.

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readAuditLines, tailStart } from '../../broker/audit/lines';
+import { MAX_AUDIT_LINE_BYTES, readAuditLines, tailStart } from '../../broker/audit/lines';
 
 const dir = mkdtempSync(join(tmpdir(), 'writ-lines-'));
 const file = (name: string, text: string) => {
@@ -42,3 +42,18 @@ describe('tailStart + readAuditLines: the last N lines of a log without reading 
 });
 
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+describe('readAuditLines on a line no record is as long as', () => {
+  it('keeps only its first MAX_AUDIT_LINE_BYTES, gives its whole length, and goes on with the lines after it', async () => {
+    const long = 'x'.repeat(3 * MAX_AUDIT_LINE_BYTES + 17);
+    const p = file('overlong.jsonl', `a\n${long}\nb\n${long}`);
+    const out: { head: string; length: number; overlong?: true; terminated: boolean; kept: number }[] = [];
+    for await (const l of readAuditLines(p)) out.push({ head: l.bytes.toString('utf8', 0, 1), length: l.length, ...(l.overlong ? { overlong: l.overlong } : {}), terminated: l.terminated, kept: l.bytes.length });
+    expect(out).toEqual([
+      { head: 'a', length: 1, terminated: true, kept: 1 },
+      { head: 'x', length: long.length, overlong: true, terminated: true, kept: MAX_AUDIT_LINE_BYTES },
+      { head: 'b', length: 1, terminated: true, kept: 1 },
+      { head: 'x', length: long.length, overlong: true, terminated: false, kept: MAX_AUDIT_LINE_BYTES },
+    ]);
+  });
+});

@@ -1,5 +1,6 @@
 // `writ audit wal` (broker/audit/walcheck.ts): what a write-ahead file holds that its log does not. Real logs and
 // write-ahead files, written by AuditLog; a power cut is modelled by cutting the log's bytes.
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -129,6 +130,63 @@ describe('writ audit wal: comparing a write-ahead file with its log', () => {
     const b = await abandoned('ses_2');
     await b.close();
     expect((await lines()).slice(0, 50)).toEqual(before);
+  });
+
+  // Found by review: only records chaining on from a header were looked at, so a page the file lost (the case it
+  // exists for) or a header it could not read left acknowledged records unseen, and it said removing it lost none.
+  it('looks up every record in the file, chained or not: those after a page the file lost', async () => {
+    const padded = (i: number): AuditEntry => ({ event: 'token.minted', jti: `jti_${i}`, outcome: 'success', detail: { pad: 'x'.repeat(1000) } });
+    const a = await abandoned();
+    for (let i = 0; i < 12; i++) await a.append(padded(i));
+    const before = await lines();
+    const wal = await readFile(walPath(path));
+    wal.fill(0, 4096, 8192); // a page of the file whose writeback failed
+    await writeFile(walPath(path), wal);
+    const text = wal.toString('latin1');
+    const chained = before.filter((l) => text.indexOf(l) !== -1 && text.indexOf(l) + l.length < 4096).length;
+    const whole = before.flatMap((l, seq) => (text.indexOf(l) > 8192 ? [seq] : []));
+    expect(whole.length).toBeGreaterThan(0);
+    await writeFile(path, before.slice(0, chained).join('\n') + '\n'); // the log kept only what chains
+    const c = await compareWal(path, walPath(path));
+    expect({ records: c.records, missing: c.missing, restorable: c.restorable }).toEqual({ records: chained, missing: [], restorable: false });
+    expect(c.unchained.lacking.map((u) => ({ seq: u.seq, line: u.line.toString('utf8') }))).toEqual(whole.map((seq) => ({ seq, line: before[seq] })));
+  });
+
+  it('looks up every record under a header it cannot read (a newer format, or one flipped byte)', async () => {
+    const cut = await cutAfter(12);
+    const w = await readFile(walPath(path));
+    w.write('3', w.indexOf('"wal":2') + 6, 'latin1');
+    await writeFile(walPath(path), w);
+    await writeFile(path, cut.slice(0, 7).join('\n') + '\n');
+    const d = await compareWal(path, walPath(path));
+    expect({ generations: d.generations, records: d.records, unchained: d.unchained.records }).toEqual({ generations: [], records: 0, unchained: 12 });
+    expect(d.unchained.lacking.map((u) => u.seq)).toEqual([7, 8, 9, 10, 11]);
+  });
+
+  it('counts lines of the log that are not records apart, and does not promise a restore past them', async () => {
+    const before = await cutAfter(12);
+    // Records 7 and 8 lost as a page of zeros (the newline after 8 kept), 9 to 11 still there.
+    const zeros = '\0'.repeat(before[7]!.length + 1 + before[8]!.length);
+    await writeFile(path, [...before.slice(0, 7), zeros, ...before.slice(9)].join('\n') + '\n');
+    const c = await compareWal(path, walPath(path));
+    expect({ logRecords: c.logRecords, logUnreadableLines: c.logUnreadableLines, logLastSeq: c.logLastSeq, missing: c.missing.map((m) => m.seq), restorable: c.restorable }).toEqual({
+      logRecords: 10,
+      logUnreadableLines: 1,
+      logLastSeq: 11,
+      missing: [7, 8],
+      restorable: false,
+    });
+  });
+
+  it('refuses a FIFO in the place of the file at once, rather than waiting for a writer', async () => {
+    await cutAfter(12);
+    const fifo = join(dir, 'audit.jsonl.wal.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const e = await compareWal(path, fifo).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    expect((e as Error).message).toBe(`cannot read the write-ahead file ${fifo}: not a regular file`);
   });
 
   it('refuses a file it cannot read with WRIT_AUDIT_UNREADABLE, naming it', async () => {
