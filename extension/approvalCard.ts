@@ -41,6 +41,21 @@ export const APPROVE = 'Approve';
 export const REVIEW = 'Review…';
 export const DENY = 'Deny';
 
+/** The notification: its message and the buttons it offers. */
+export function approvalPrompt(r: ApprovalRequest, waiting: number): { message: string; buttons: string[] } {
+  return { message: approvalMessage(r, waiting), buttons: [APPROVE, REVIEW, DENY] };
+}
+
+/** "Show pending approvals": one row per waiting request. */
+export function pendingItems(requests: readonly ApprovalRequest[]): { label: string; description: string; detail: string; r: ApprovalRequest }[] {
+  return requests.map((r) => ({ label: `${r.agent.name}: ${r.task}`, description: r.audience, detail: r.scopes.map(describeScope).join('; '), r }));
+}
+
+/** The title of each review step. */
+export function reviewTitle(r: ApprovalRequest): string {
+  return `Writ: ${describeAgent(r.agent)}: "${r.task}" for ${r.audience}`;
+}
+
 /** The review's scope list: every scope picked at first, the raw scope as the detail. */
 export function scopeItems(r: ApprovalRequest): { label: string; description: string; scope: string; picked: boolean }[] {
   return r.scopes.map((s) => ({ label: describeScope(s), description: s, scope: s, picked: true }));

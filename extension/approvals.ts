@@ -3,7 +3,7 @@
 // the broker ends a request, and a late click on its notification is ignored (a toast cannot be taken down).
 import * as vscode from 'vscode';
 import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
-import { APPROVE, DENY, MODE_ITEMS, REVIEW, approvalMessage, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from './approvalCard';
+import { APPROVE, MODE_ITEMS, REVIEW, DENY, approvalPrompt, decisionLine, describeTtl, pendingItems, reviewTitle, scopeItems, ttlChoices } from './approvalCard';
 import { matchRule, ruleDecision } from './rules';
 import type { WorkspaceRule } from './rules';
 
@@ -81,7 +81,7 @@ export class ApprovalQueue implements vscode.Disposable {
 
   /** "Show pending approvals": pick one to review now. */
   async showPending(): Promise<void> {
-    const items = this.pending.map((r) => ({ label: `${r.agent.name}: ${r.task}`, description: r.audience, detail: r.scopes.map(describeScope).join('; '), r }));
+    const items = pendingItems(this.pending);
     if (items.length === 0) {
       void vscode.window.showInformationMessage('Writ: no approvals are waiting.');
       return;
@@ -101,7 +101,8 @@ export class ApprovalQueue implements vscode.Disposable {
 
   private async notify(r: ApprovalRequest): Promise<void> {
     this.active = r.requestId;
-    const choice = await vscode.window.showInformationMessage(approvalMessage(r, this.waiting.size - 1), { modal: false }, APPROVE, REVIEW, DENY);
+    const prompt = approvalPrompt(r, this.waiting.size - 1);
+    const choice = await vscode.window.showInformationMessage(prompt.message, { modal: false }, ...prompt.buttons);
     // Late clicks (the request was closed or decided elsewhere meanwhile) are ignored.
     if (!this.waiting.has(r.requestId)) return;
     if (choice === APPROVE) this.decide({ requestId: r.requestId, decision: 'approve', mode: 'task' });
@@ -112,7 +113,7 @@ export class ApprovalQueue implements vscode.Disposable {
   /** Narrow the scopes, pick a lifetime, choose how long the approval holds. Escape at any step denies. */
   async review(r: ApprovalRequest): Promise<void> {
     const deny = (reason: string) => void this.decide({ requestId: r.requestId, decision: 'deny', reason });
-    const title = `Writ: ${describeAgent(r.agent)}: "${r.task}" for ${r.audience}`;
+    const title = reviewTitle(r);
     const scopes = await vscode.window.showQuickPick(scopeItems(r), { title, canPickMany: true, placeHolder: 'Untick the scopes to refuse; Enter to continue', ignoreFocusOut: true });
     if (!this.waiting.has(r.requestId)) return;
     if (!scopes || scopes.length === 0) return deny(scopes ? 'no scopes left after review' : 'review dismissed');

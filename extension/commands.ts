@@ -7,11 +7,11 @@ import type { AgentView, FindingView } from '../broker/protocol';
 import { exportAuditFile } from '../broker/audit/export';
 import type { WritContext } from './ctx';
 import type { WritNode } from './tree';
-import { activeAgents, agentDescription } from './agentState';
-import { describeFinding, kindLabel, newestFirst } from './oversight';
+import { activeAgents } from './agentState';
+import { identityPickText, kindLabel, newestFirst } from './oversight';
 import { FORMAT_ITEMS, exportFileName, exportFilter, parseTimeInput } from './exportOptions';
 import type { ExportRange } from './exportOptions';
-import { keepPlaces, menuRows, rowsSignature } from './statusMenu';
+import { agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, rowsSignature } from './statusMenu';
 import type { MenuRow } from './statusMenu';
 
 export const COMMAND = {
@@ -110,7 +110,7 @@ async function pickAgent(ctx: WritContext): Promise<string | undefined> {
   }
   const byId = new Map(ctx.agents().map((a) => [a.id, a]));
   const picked = await vscode.window.showQuickPick(
-    live.map((a) => ({ label: a.name, description: agentDescription(a, byId), detail: a.id, id: a.id })),
+    live.map((a) => ({ ...agentPickText(a, byId), id: a.id })),
     { title: 'Writ: stop an agent', placeHolder: 'Its grants, tokens and sub-agents are revoked' },
   );
   return picked?.id;
@@ -124,7 +124,7 @@ async function pickIdentity(ctx: WritContext, blocked: boolean): Promise<string 
     return undefined;
   }
   const picked = await vscode.window.showQuickPick(
-    rows.map((e) => ({ label: e.name, description: `${e.kind} · ${e.status} · ${e.owner}`, detail: e.id, id: e.id })),
+    rows.map((e) => ({ ...identityPickText(e), id: e.id })),
     {
       title: blocked ? 'Writ: unblock an agent' : 'Writ: block an agent',
       placeHolder: blocked ? 'It may ask for credentials again' : 'Its live sessions are stopped and its requests refused, across restarts, until unblocked',
@@ -140,7 +140,7 @@ async function pickFinding(ctx: WritContext): Promise<string | undefined> {
     return undefined;
   }
   const picked = await vscode.window.showQuickPick(
-    open.map((f) => ({ label: `${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`, detail: describeFinding(f), id: f.id })),
+    open.map((f) => ({ ...findingPickText(ctx.findingLabel(f), f), id: f.id })),
     { title: 'Writ: dismiss a finding as expected', placeHolder: 'The dismissal is audited; the watch may raise it again later' },
   );
   return picked?.id;
@@ -161,15 +161,15 @@ function showAgents(ctx: WritContext): Promise<void> {
           return { key: r.key, label: r.label, kind: vscode.QuickPickItemKind.Separator };
         case 'finding': {
           const f = r.finding;
-          const label = `${ctx.findingLabel(f)}: ${kindLabel(f.kind)}`;
-          if (r.ended) return { key: r.key, label: `$(pass) ${label}`, description: 'closed', detail: describeFinding(f) };
-          return { key: r.key, label: `$(warning) ${label}`, detail: describeFinding(f), buttons: [STOP_AGENT_BUTTON, BLOCK_BUTTON, DISMISS_BUTTON], finding: f };
+          const text = findingRowText(ctx.findingLabel(f), f, r.ended);
+          if (r.ended) return { key: r.key, ...text };
+          return { key: r.key, ...text, buttons: [STOP_AGENT_BUTTON, BLOCK_BUTTON, DISMISS_BUTTON], finding: f };
         }
         case 'agent': {
           const a = r.agent;
           // Ended: revoked (stopped), or forgotten by the broker (it left with nothing granted).
-          if (r.ended) return { key: r.key, label: `$(debug-stop) ${a.name}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: a.id };
-          return { key: r.key, label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id, buttons: [STOP_BUTTON], agent: a };
+          if (r.ended) return { key: r.key, ...agentRowText(a, true, byId) };
+          return { key: r.key, ...agentRowText(a, false, byId), buttons: [STOP_BUTTON], agent: a };
         }
         case 'no-agents':
           return r.ended
@@ -260,7 +260,7 @@ async function actOnFinding(ctx: WritContext, f: FindingView): Promise<void> {
     { label: '$(circle-slash) Block', detail: 'Stop it and refuse its requests, across restarts, until unblocked', run: () => ctx.blockIdentity(f.identity, `after a ${kindLabel(f.kind)} finding (${f.id})`) },
     { label: '$(check) Dismiss as expected', detail: 'Close the finding (audited); the watch may raise it again later', run: () => ctx.dismissFinding(f.id) },
   ];
-  const picked = await vscode.window.showQuickPick(choices, { title: `Writ: ${ctx.findingLabel(f)} ${describeFinding(f)}` });
+  const picked = await vscode.window.showQuickPick(choices, { title: findingTitle(ctx.findingLabel(f), f) });
   if (picked) await picked.run();
 }
 

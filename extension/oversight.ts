@@ -230,6 +230,11 @@ export function inventoryDescription(e: InventoryView, findings: number, nowMs: 
   return parts.join(' · ');
 }
 
+/** An identity in the Block and Unblock pickers. */
+export function identityPickText(e: InventoryView): { label: string; description: string; detail: string } {
+  return { label: e.name, description: `${e.kind} · ${e.status} · ${e.owner}`, detail: e.id };
+}
+
 /** The inventory row's hover: everything the inventory holds about the identity, one fact a line. */
 export function inventoryTooltip(e: InventoryView): string {
   const lines = [

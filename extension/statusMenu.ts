@@ -3,8 +3,10 @@
 // position in the array), so a rebuild that moved rows would turn a late click on one agent's Stop into a click
 // on whatever took that place. While the menu is open a row therefore keeps its index: a row whose agent or
 // finding ended stays where it was, marked ended and without buttons; rows that are new go at the end.
-// Pure (no vscode): commands.ts turns rows into quick pick items.
+// Pure (no vscode): commands.ts turns rows into quick pick items, with the texts below (also the pickers' texts).
 import type { AgentView, FindingView } from '../broker/protocol';
+import { agentDescription } from './agentState';
+import { describeFinding, kindLabel } from './oversight';
 
 export type MenuAction = 'stop-all' | 'audit-panel' | 'pending';
 
@@ -61,4 +63,39 @@ function ended(r: MenuRow): MenuRow {
 /** Which rows there are and which ended, as one string: the menu is rebuilt only when this (or its counts) change. */
 export function rowsSignature(rows: readonly MenuRow[]): string {
   return rows.map((r) => ('ended' in r && r.ended ? `${r.key}~` : r.key)).join('\n');
+}
+
+/** What a quick pick row shows. */
+export interface PickText {
+  label: string;
+  description?: string;
+  detail?: string;
+}
+
+/** An agent's row in the menu: live (with its state), or ended (stopped, or gone from the broker). */
+export function agentRowText(a: AgentView, ended: boolean, byId: ReadonlyMap<string, AgentView>): PickText {
+  if (ended) return { label: `$(debug-stop) ${a.name}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: a.id };
+  return { label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id };
+}
+
+/** A finding's row in the menu; `who` is the agent it is about (findingAgentLabel). */
+export function findingRowText(who: string, f: FindingView, ended: boolean): PickText {
+  const label = `${who}: ${kindLabel(f.kind)}`;
+  if (ended) return { label: `$(pass) ${label}`, description: 'closed', detail: describeFinding(f) };
+  return { label: `$(warning) ${label}`, detail: describeFinding(f) };
+}
+
+/** An agent in the Stop picker. */
+export function agentPickText(a: AgentView, byId: ReadonlyMap<string, AgentView>): PickText {
+  return { label: a.name, description: agentDescription(a, byId), detail: a.id };
+}
+
+/** A finding in the Dismiss picker. */
+export function findingPickText(who: string, f: FindingView): PickText {
+  return { label: `${who}: ${kindLabel(f.kind)}`, detail: describeFinding(f) };
+}
+
+/** The title of the picker of what to do about a finding. */
+export function findingTitle(who: string, f: FindingView): string {
+  return `Writ: ${who} ${describeFinding(f)}`;
 }
