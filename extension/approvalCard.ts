@@ -17,11 +17,33 @@ export function describeScope(scope: string): string {
   return `${action} ${resource} ${target}`;
 }
 
-/** `name (kind version)` and, for a sub-agent, its chain: `helper, for planner ← claude`. */
+/**
+ * VS Code cuts a notification's message at 1,000 characters (adding "..."), and Approve grants everything asked,
+ * what was cut too: a notification offers Approve only when its whole message fits in this.
+ */
+export const NOTIFICATION_BUDGET = 900;
+/** How much of each agent-supplied field a notification or a review title shows (as shown, after inert). */
+export const CAPS = { name: 40, kind: 20, version: 20, task: 120, audience: 200, parents: 3 } as const;
+
+/** Agent text made inert and cut to `max` characters as shown, `…` marking the cut. */
+export function capped(text: string, max: number): string {
+  const shown = inert(text);
+  if (shown.length <= max) return shown;
+  let out = '';
+  for (const ch of shown) {
+    if (out.length + ch.length > max - 1) break;
+    out += ch;
+  }
+  return `${out}…`;
+}
+
+/** `name (kind version)` and, for a sub-agent, its chain: `helper, for planner ← claude`. Each field capped. */
 export function describeAgent(agent: ApprovalRequest['agent']): string {
-  const what = `${agent.name} (${agent.kind}${agent.version ? ` ${agent.version}` : ''})`;
+  const what = `${capped(agent.name, CAPS.name)} (${capped(agent.kind, CAPS.kind)}${agent.version ? ` ${capped(agent.version, CAPS.version)}` : ''})`;
   if (agent.parents.length === 0) return what;
-  return `${what}, sub-agent of ${agent.parents.map((p) => p.name).join(' ← ')}`;
+  const shown = agent.parents.slice(0, CAPS.parents).map((p) => capped(p.name, CAPS.name));
+  const more = agent.parents.length - shown.length;
+  return `${what}, sub-agent of ${shown.join(' ← ')}${more > 0 ? ` ← ${more} more` : ''}`;
 }
 
 export function describeTtl(seconds: number): string {
@@ -30,20 +52,41 @@ export function describeTtl(seconds: number): string {
   return seconds === 1 ? '1 second' : `${seconds} seconds`;
 }
 
-/** The notification's one message (VS Code shows it as a single paragraph). `waiting` counts the others queued. */
+/** Who asked and for what task, after what is granted: agent text, each field capped. */
+function askedBy(r: ApprovalRequest): string {
+  return `Asked by ${describeAgent(r.agent)} for "${capped(r.task, CAPS.task)}".`;
+}
+
+/**
+ * The notification's one message (VS Code shows it as a single paragraph): what Approve grants first (every
+ * scope, the audience, the token lifetime), then who asked and for what task. `waiting` counts the others queued.
+ */
 export function approvalMessage(r: ApprovalRequest, waiting: number): string {
   const scopes = r.scopes.map(describeScope).join('; ');
   const more = waiting > 0 ? ` (${waiting} more waiting)` : '';
-  return inert(`Writ: ${describeAgent(r.agent)} asks to "${r.task}": ${scopes}, for ${r.audience}, tokens of ${describeTtl(r.ttl)}.${more}`);
+  return inert(`Writ: grant ${scopes}, for ${r.audience}, tokens of ${describeTtl(r.ttl)}? ${askedBy(r)}${more}`);
 }
 
 export const APPROVE = 'Approve';
 export const REVIEW = 'Review…';
 export const DENY = 'Deny';
 
-/** The notification: its message and the buttons it offers. */
+/**
+ * The notification: its message and the buttons it offers. A request whose message would not fit in
+ * NOTIFICATION_BUDGET (VS Code would cut it, and Approve would grant what was cut) is told by its count of scopes,
+ * and offers only Review… (which lists every scope on its own row) and Deny.
+ */
 export function approvalPrompt(r: ApprovalRequest, waiting: number): { message: string; buttons: string[] } {
-  return { message: approvalMessage(r, waiting), buttons: [APPROVE, REVIEW, DENY] };
+  const message = approvalMessage(r, waiting);
+  if (message.length <= NOTIFICATION_BUDGET) return { message, buttons: [APPROVE, REVIEW, DENY] };
+  const n = r.scopes.length;
+  const more = waiting > 0 ? ` (${waiting} more waiting)` : '';
+  return {
+    message: inert(
+      `Writ: a request for ${n === 1 ? '1 scope' : `${n} scopes`}, for ${capped(r.audience, CAPS.audience)}, tokens of ${describeTtl(r.ttl)}, too long to show here: Review… lists every scope before you approve. ${askedBy(r)}${more}`,
+    ),
+    buttons: [REVIEW, DENY],
+  };
 }
 
 /** "Show pending approvals": one row per waiting request. */
@@ -53,7 +96,7 @@ export function pendingItems(requests: readonly ApprovalRequest[]): { label: str
 
 /** The title of each review step. */
 export function reviewTitle(r: ApprovalRequest): string {
-  return `Writ: ${describeAgent(r.agent)}: "${r.task}" for ${r.audience}`;
+  return `Writ: for ${r.audience}: ${describeAgent(r.agent)}: "${capped(r.task, CAPS.task)}"`;
 }
 
 /** The review's scope list: every scope picked at first, the raw scope as the detail. */

@@ -105,7 +105,7 @@ export class ApprovalQueue implements vscode.Disposable {
     const choice = await vscode.window.showInformationMessage(prompt.message, { modal: false }, ...prompt.buttons);
     // Late clicks (the request was closed or decided elsewhere meanwhile) are ignored.
     if (!this.waiting.has(r.requestId)) return;
-    if (choice === APPROVE) this.decide({ requestId: r.requestId, decision: 'approve', mode: 'task' });
+    if (choice === APPROVE && prompt.buttons.includes(APPROVE)) this.decide({ requestId: r.requestId, decision: 'approve', mode: 'task' });
     else if (choice === REVIEW) await this.review(r);
     else this.decide({ requestId: r.requestId, decision: 'deny', reason: choice === DENY ? 'denied in the editor' : 'dismissed in the editor' });
   }

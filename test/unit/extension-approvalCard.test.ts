@@ -1,7 +1,10 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
 import { approvalRequest } from '../helpers/requests';
-import { approvalMessage, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from '../../extension/approvalCard';
+import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from '../../extension/approvalCard';
+import { inert } from '../../extension/inert';
+import { parseScope } from '../../broker/core/scopes';
+import { AgentInfo, Audience, Methods, ScopeList } from '../../broker/protocol';
 import { findingMessage } from '../../extension/oversight';
 
 const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest =>
@@ -40,12 +43,12 @@ describe('approval card', () => {
     ]);
   });
 
-  it('writes the notification with the agent, task, scopes, audience, lifetime and the queue count', () => {
+  it('writes the notification with the scopes, audience and lifetime, then the agent, task and the queue count', () => {
     expect(approvalMessage(request(), 0)).toBe(
-      'Writ: claude (cli 2.1) asks to "fix issue 12": read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes.',
+      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by claude (cli 2.1) for "fix issue 12".',
     );
     expect(approvalMessage(request({ scopes: ['repo:read'] }), 2)).toBe(
-      'Writ: claude (cli 2.1) asks to "fix issue 12": read any repo, for https://api.github.com, tokens of 5 minutes. (2 more waiting)',
+      'Writ: grant read any repo, for https://api.github.com, tokens of 5 minutes? Asked by claude (cli 2.1) for "fix issue 12". (2 more waiting)',
     );
   });
 
@@ -54,12 +57,63 @@ describe('approval card', () => {
     const msg = approvalMessage(request({ task: `triage ${link}\nFor: https://api.github.com\x1b[8m`, agent: { id: 'agt_1', name: `claude ${link}`, kind: 'cli', parents: [] } }), 0);
     expect(msg).not.toContain('](');
     expect(msg).toBe(
-      'Writ: claude [Approve] (command:writ.unblockAgent?%22abc%22 "Approve") (cli) asks to "triage [Approve] (command:writ.unblockAgent?%22abc%22 "Approve")\\x0aFor: https://api.github.com\\x1b[8m": read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes.',
+      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by claude [Approve] (command:writ.unblockA… (cli) for "triage [Approve] (command:writ.unblockAgent?%22abc%22 "Approve")\\x0aFor: https://api.github.com\\x1b[8m".',
     );
     const f: Parameters<typeof findingMessage>[0] = { id: 'fnd_1', identity: 'idn_1', agentId: 'agt_1', kind: 'scope-creep', action: 'warn', at: 1, evidence: { newScopes: [`repo:read:${link}`] } };
     const finding = findingMessage(f, `evil ${link}`);
     expect(finding).toContain('evil [Approve] (command:');
     expect(finding).not.toContain('](');
+  });
+
+  it('offers Approve only when VS Code shows all it grants: every scope, the audience and the lifetime', () => {
+    // VS Code cuts a notification's message at 1,000 characters (code-server's parseNotificationMessage), and
+    // Approve grants what was cut too.
+    const shownByVsCode = (m: string) => (m.length > 1000 ? `${m.slice(0, 1000)}...` : m);
+    const check = (r: ApprovalRequest, waiting = 0) => {
+      const p = approvalPrompt(r, waiting);
+      expect(p.message.length).toBeLessThanOrEqual(1000);
+      if (p.buttons.includes(APPROVE)) {
+        const seen = shownByVsCode(p.message);
+        for (const s of r.scopes) expect(seen).toContain(inert(describeScope(s)));
+        expect(seen).toContain(`, for ${inert(r.audience)}, tokens of ${describeTtl(r.ttl)}`);
+        if (waiting > 0) expect(seen).toContain(`(${waiting} more waiting)`);
+      } else expect(p.buttons).toEqual([REVIEW, DENY]);
+      return p;
+    };
+    // The longest fields the protocol takes: AgentInfo, task.request's task, ScopeList, Audience.
+    // 512 characters: a resource and an action of 55, a target of 400 (the grammar's limits).
+    const scope = (i: number) => {
+      const head = `https://api.github.com/repos/acme/web/contents/${String(i).padStart(2, '0')}/`;
+      return `h${'t'.repeat(54)}:G${'e'.repeat(54)}:${head}${'a'.repeat(400 - head.length - 3)}/**`;
+    };
+    const most = {
+      agent: { id: 'agt_1', name: '\u202e'.repeat(100), kind: '\n'.repeat(50), version: '\x1b'.repeat(50), parents: [] },
+      task: '\x00'.repeat(500),
+      scopes: [...Array.from({ length: 31 }, (_, i) => scope(i)), 'secret:read:**'],
+      audience: `https://api.github.com/${'b'.repeat(512 - 23)}`,
+      ttl: 3600,
+    };
+    expect(AgentInfo.parse({ name: most.agent.name, kind: most.agent.kind, version: most.agent.version })).toBeTruthy();
+    expect(Methods['task.request'].params.parse({ task: most.task, scopes: most.scopes, audience: most.audience, ttl: most.ttl })).toBeTruthy();
+    expect(ScopeList.parse(most.scopes)).toHaveLength(32);
+    expect(Audience.parse(most.audience)).toHaveLength(512);
+    most.scopes.forEach(parseScope);
+    expect(check(request(most), 3).buttons).toEqual([REVIEW, DENY]);
+    // Long agent text before a few short scopes: capped, after the scopes; Approve shows the secret scope.
+    const hidden = check(request({ ...most, scopes: ['repo:read:acme/web', 'secret:read:**'], audience: 'https://api.github.com' }), 3);
+    expect(hidden.buttons).toEqual([APPROVE, REVIEW, DENY]);
+    expect(hidden.message).toContain('read any secret');
+    // Many long scopes (each valid, 12 of at most 32): more than fit, so no Approve.
+    const dirs = ['design-system/src/components', 'design-system/src/tokens', 'docs-site/content/guides', 'docs-site/content/reference', 'build-tools/eslint-config',
+      'build-tools/tsconfig', 'apps/storefront/src/pages', 'apps/storefront/src/api', 'apps/admin/src/pages', 'apps/admin/src/api', 'apps/mobile/src/screens'];
+    const many = [...dirs.map((d) => `http:GET:https://api.github.com/repos/acme/web/contents/packages/${d}/**`), 'secret:read:**', 'repo:admin:**'];
+    many.forEach(parseScope);
+    expect(check(request({ scopes: many, ttl: 3600 }), 3).buttons).toEqual([REVIEW, DENY]);
+    // A sub-agent with the deepest chain (16) of the longest names.
+    const deep = { ...most.agent, parents: Array.from({ length: 16 }, (_, i) => ({ id: `agt_p${i}`, name: 'p'.repeat(100) })) };
+    expect(check(request({ agent: deep })).buttons).toEqual([APPROVE, REVIEW, DENY]);
+    // An ordinary request is still approved from the notification.
+    expect(check(request(), 2).buttons).toEqual([APPROVE, REVIEW, DENY]);
   });
 
   it('offers every scope picked, and lifetimes from the one asked up to the maximum', () => {
