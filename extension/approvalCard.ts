@@ -1,6 +1,6 @@
 // What the developer reads when an agent asks for credentials: the notification text, scopes in plain words,
 // and the choices of the review steps. Pure (no vscode), so the exact wording is unit-tested.
-import { inert } from './inert';
+import { inert, pickInert } from './inert';
 import type { ApprovalRequest } from '../broker/protocol';
 
 /** `repo:read:acme/web` → `read repo acme/web`; globs and a missing target in words. */
@@ -91,17 +91,22 @@ export function approvalPrompt(r: ApprovalRequest, waiting: number): { message: 
 
 /** "Show pending approvals": one row per waiting request. */
 export function pendingItems(requests: readonly ApprovalRequest[]): { label: string; description: string; detail: string; r: ApprovalRequest }[] {
-  return requests.map((r) => ({ label: `${r.agent.name}: ${r.task}`, description: r.audience, detail: r.scopes.map(describeScope).join('; '), r }));
+  return requests.map((r) => ({
+    label: pickInert(`${capped(r.agent.name, CAPS.name)}: ${capped(r.task, CAPS.task)}`),
+    description: pickInert(r.audience),
+    detail: pickInert(r.scopes.map(describeScope).join('; ')),
+    r,
+  }));
 }
 
 /** The title of each review step. */
 export function reviewTitle(r: ApprovalRequest): string {
-  return `Writ: for ${r.audience}: ${describeAgent(r.agent)}: "${capped(r.task, CAPS.task)}"`;
+  return pickInert(`Writ: for ${r.audience}: ${describeAgent(r.agent)}: "${capped(r.task, CAPS.task)}"`);
 }
 
 /** The review's scope list: every scope picked at first, the raw scope as the detail. */
 export function scopeItems(r: ApprovalRequest): { label: string; description: string; scope: string; picked: boolean }[] {
-  return r.scopes.map((s) => ({ label: describeScope(s), description: s, scope: s, picked: true }));
+  return r.scopes.map((s) => ({ label: pickInert(describeScope(s)), description: pickInert(s), scope: s, picked: true }));
 }
 
 export type ApprovalScope = 'task' | 'session' | 'workspace';

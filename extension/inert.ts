@@ -7,3 +7,12 @@ import { printable } from '../broker/printable';
 export function inert(text: string): string {
   return printable(text).replace(/\]\(/g, '] (');
 }
+
+/**
+ * Agent-supplied text in a quick pick (a label, description, detail or title): VS Code renders `$(name)` there as
+ * an icon, so an agent named `claude $(pass-filled) approved` would show a check mark of the editor's own. As
+ * inert(), and `$(` escaped as `\$(` (VS Code's own escape: shown as typed, no icon).
+ */
+export function pickInert(text: string): string {
+  return inert(text).replace(/\$\(/g, '\\$(');
+}

@@ -1,7 +1,7 @@
 // What the developer reads about the watch's findings and the agent inventory: a finding in plain words with
 // its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
 // it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
-import { inert } from './inert';
+import { inert, pickInert } from './inert';
 import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
 
 export const STOP_AGENT = 'Stop agent';
@@ -232,7 +232,7 @@ export function inventoryDescription(e: InventoryView, findings: number, nowMs: 
 
 /** An identity in the Block and Unblock pickers. */
 export function identityPickText(e: InventoryView): { label: string; description: string; detail: string } {
-  return { label: e.name, description: `${e.kind} · ${e.status} · ${e.owner}`, detail: e.id };
+  return { label: pickInert(e.name), description: pickInert(`${e.kind} · ${e.status} · ${e.owner}`), detail: pickInert(e.id) };
 }
 
 /** The inventory row's hover: everything the inventory holds about the identity, one fact a line. */

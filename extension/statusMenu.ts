@@ -7,6 +7,7 @@
 import type { AgentView, FindingView } from '../broker/protocol';
 import { agentDescription } from './agentState';
 import { describeFinding, kindLabel } from './oversight';
+import { pickInert } from './inert';
 
 export type MenuAction = 'stop-all' | 'audit-panel' | 'pending';
 
@@ -65,7 +66,7 @@ export function rowsSignature(rows: readonly MenuRow[]): string {
   return rows.map((r) => ('ended' in r && r.ended ? `${r.key}~` : r.key)).join('\n');
 }
 
-/** What a quick pick row shows. */
+/** What a quick pick row shows: agent-supplied text in it through pickInert (VS Code renders `$(icon)` there). */
 export interface PickText {
   label: string;
   description?: string;
@@ -74,28 +75,28 @@ export interface PickText {
 
 /** An agent's row in the menu: live (with its state), or ended (stopped, or gone from the broker). */
 export function agentRowText(a: AgentView, ended: boolean, byId: ReadonlyMap<string, AgentView>): PickText {
-  if (ended) return { label: `$(debug-stop) ${a.name}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: a.id };
-  return { label: `$(robot) ${a.name}`, description: agentDescription(a, byId), detail: a.id };
+  if (ended) return { label: `$(debug-stop) ${pickInert(a.name)}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: pickInert(a.id) };
+  return { label: `$(robot) ${pickInert(a.name)}`, description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
 }
 
 /** A finding's row in the menu; `who` is the agent it is about (findingAgentLabel). */
 export function findingRowText(who: string, f: FindingView, ended: boolean): PickText {
-  const label = `${who}: ${kindLabel(f.kind)}`;
-  if (ended) return { label: `$(pass) ${label}`, description: 'closed', detail: describeFinding(f) };
-  return { label: `$(warning) ${label}`, detail: describeFinding(f) };
+  const label = pickInert(`${who}: ${kindLabel(f.kind)}`);
+  if (ended) return { label: `$(pass) ${label}`, description: 'closed', detail: pickInert(describeFinding(f)) };
+  return { label: `$(warning) ${label}`, detail: pickInert(describeFinding(f)) };
 }
 
 /** An agent in the Stop picker. */
 export function agentPickText(a: AgentView, byId: ReadonlyMap<string, AgentView>): PickText {
-  return { label: a.name, description: agentDescription(a, byId), detail: a.id };
+  return { label: pickInert(a.name), description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
 }
 
 /** A finding in the Dismiss picker. */
 export function findingPickText(who: string, f: FindingView): PickText {
-  return { label: `${who}: ${kindLabel(f.kind)}`, detail: describeFinding(f) };
+  return { label: pickInert(`${who}: ${kindLabel(f.kind)}`), detail: pickInert(describeFinding(f)) };
 }
 
 /** The title of the picker of what to do about a finding. */
 export function findingTitle(who: string, f: FindingView): string {
-  return `Writ: ${who} ${describeFinding(f)}`;
+  return pickInert(`Writ: ${who} ${describeFinding(f)}`);
 }

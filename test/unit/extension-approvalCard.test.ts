@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
 import { approvalRequest } from '../helpers/requests';
-import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, describeAgent, describeScope, describeTtl, scopeItems, ttlChoices } from '../../extension/approvalCard';
+import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, describeAgent, describeScope, describeTtl, pendingItems, reviewTitle, scopeItems, ttlChoices } from '../../extension/approvalCard';
 import { inert } from '../../extension/inert';
 import { parseScope } from '../../broker/core/scopes';
 import { AgentInfo, Audience, Methods, ScopeList } from '../../broker/protocol';
@@ -114,6 +114,23 @@ describe('approval card', () => {
     expect(check(request({ agent: deep })).buttons).toEqual([APPROVE, REVIEW, DENY]);
     // An ordinary request is still approved from the notification.
     expect(check(request(), 2).buttons).toEqual([APPROVE, REVIEW, DENY]);
+  });
+
+  it('shows agent text inert in the quick picks: no icon syntax, no newline or bidi override', () => {
+    // VS Code renders `$(name)` in a quick pick's label, description, detail and title as an icon.
+    const r = request({
+      agent: { id: 'agt_1', name: 'claude $(pass-filled) approved', kind: 'cli', parents: [{ id: 'agt_0', name: '$(shield) trusted' }] },
+      task: 'fix\u202e21 eussi\nx $(check)',
+      audience: 'https://api.github.com/$(lock)',
+      scopes: ['repo:read:acme/$(verified)'],
+    });
+    const texts = [reviewTitle(r), ...pendingItems([r]).flatMap((i) => [i.label, i.description, i.detail]), ...scopeItems(r).flatMap((i) => [i.label, i.description])];
+    for (const t of texts) {
+      expect(t).not.toMatch(/(^|[^\\])\$\(/);
+      expect(t).not.toMatch(/[\u0000-\u001f\u202e]/);
+    }
+    expect(pendingItems([r])[0]!.label).toBe('claude \\$(pass-filled) approved: fix\\u{202e}21 eussi\\x0ax \\$(check)');
+    expect(scopeItems(r)[0]).toMatchObject({ description: 'repo:read:acme/\\$(verified)', scope: 'repo:read:acme/$(verified)' });
   });
 
   it('offers every scope picked, and lifetimes from the one asked up to the maximum', () => {

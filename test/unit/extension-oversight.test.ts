@@ -9,6 +9,7 @@ import {
   findingAgentLabel,
   findingButtons,
   findingMessage,
+  identityPickText,
   inventoryDescription,
   inventoryOrder,
   inventoryTooltip,
@@ -219,6 +220,15 @@ describe('the inventory view', () => {
         'granted before: repo:read:acme/web',
       ].join('\n'),
     );
+  });
+
+  it('the Block and Unblock pickers show the identity inert: no icon syntax, no newline', () => {
+    const p = identityPickText(entry({ name: 'helper $(pass-filled)\nx', kind: 'cli $(lock)' }));
+    for (const t of [p.label, p.description, p.detail]) {
+      expect(t).not.toMatch(/(^|[^\\])\$\(/);
+      expect(t).not.toMatch(/[\u0000-\u001f]/);
+    }
+    expect(p.label).toBe('helper \\$(pass-filled)\\x0ax');
   });
 
   it('lists blocked identities first, then the most recently seen', () => {

@@ -3,7 +3,7 @@
 // must never reach another agent.
 import { describe, it, expect } from 'vitest';
 import type { AgentView, FindingView } from '../../broker/protocol';
-import { SINCE_OPENED, keepPlaces, menuRows, rowsSignature } from '../../extension/statusMenu';
+import { SINCE_OPENED, agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, rowsSignature } from '../../extension/statusMenu';
 import type { MenuRow } from '../../extension/statusMenu';
 
 const agent = (id: string, over: Partial<AgentView> = {}): AgentView => ({
@@ -69,5 +69,22 @@ describe('status menu rows', () => {
     expect(layout(next)).toEqual(['separator:agents', 'no-agents~', ...ACTIONS, 'separator:since-opened', 'agent:agt_a']);
     // The agent stops: its row ends in place, and nothing moves.
     expect(layout(keepPlaces(next, menuRows([], [])))).toEqual(['separator:agents', 'no-agents', ...ACTIONS, 'separator:since-opened', 'agent:agt_a~']);
+  });
+  it('shows agent text inert in its rows and the pickers: no icon syntax, no newline or bidi override', () => {
+    // VS Code renders `$(name)` in a quick pick's label, description, detail and title as an icon.
+    const parent = agent('agt_p', { name: '$(verified) planner\u202e' });
+    const a = agent('agt_a', { name: 'claude $(pass-filled) approved\nx', parents: ['agt_p'] });
+    const byId = new Map([parent, a].map((x) => [x.id, x]));
+    const f: FindingView = { ...finding('fnd_1'), evidence: { newScopes: ['repo:write:$(check)'] } };
+    const who = 'claude $(pass-filled) (cli)';
+    const rows = [agentRowText(a, false, byId), agentRowText(a, true, byId), findingRowText(who, f, false), findingRowText(who, f, true), agentPickText(a, byId), findingPickText(who, f)];
+    const texts = [...rows.flatMap((r) => [r.label, r.description ?? '', r.detail ?? '']), findingTitle(who, f)];
+    for (const t of texts) {
+      // The menu's own icons lead a label; none comes from the agent.
+      expect(t.replace(/^\$\((robot|debug-stop|warning|pass)\) /, '')).not.toMatch(/(^|[^\\])\$\(/);
+      expect(t).not.toMatch(/[\u0000-\u001f\u202e]/);
+    }
+    expect(agentRowText(a, false, byId).label).toBe('$(robot) claude \\$(pass-filled) approved\\x0ax');
+    expect(agentRowText(a, false, byId).description).toContain('sub-agent of \\$(verified) planner\\u{202e}');
   });
 });
