@@ -220,19 +220,27 @@ export function ago(iso: string, nowMs: number): string {
   return `${Math.floor(s / 86_400)} d ago`;
 }
 
-/** One line about an identity for the inventory view: kind, status, owner, last seen, tokens, processes, findings. */
+/**
+ * `active (cli)`: the broker's status first, then the kind the agent declared, in parentheses and without the
+ * rows' separator (`·` and its lookalikes), so a kind `cli · blocked` cannot pass for the status.
+ */
+export function statusAndKind(e: Pick<InventoryView, 'status' | 'kind'>): string {
+  return `${e.status} (${e.kind.replace(/[·•∙⋅・･‧]/g, '-')})`;
+}
+
+/** One line about an identity for the inventory view: status and kind, findings, owner, last seen, tokens, processes. */
 export function inventoryDescription(e: InventoryView, findings: number, nowMs: number): string {
-  const parts = [e.kind, e.status, e.owner, `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
+  const parts = [statusAndKind(e), e.owner, `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
   // The executables' file names (full paths and hashes are in the hover).
   const exes = [...new Set(e.processes.map((p) => p.exe.slice(p.exe.lastIndexOf('/') + 1)))];
   if (exes.length > 0) parts.push(`ran as ${list(exes, 2)}`);
-  if (findings > 0) parts.unshift(plural(findings, 'finding', 'findings'));
+  if (findings > 0) parts.splice(1, 0, plural(findings, 'finding', 'findings'));
   return parts.join(' · ');
 }
 
 /** An identity in the Block and Unblock pickers. */
 export function identityPickText(e: InventoryView): { label: string; description: string; detail: string } {
-  return { label: pickInert(e.name), description: pickInert(`${e.kind} · ${e.status} · ${e.owner}`), detail: pickInert(e.id) };
+  return { label: pickInert(e.name), description: pickInert(`${statusAndKind(e)} · ${e.owner}`), detail: pickInert(e.id) };
 }
 
 /** The inventory row's hover: everything the inventory holds about the identity, one fact a line. */

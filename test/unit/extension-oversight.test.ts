@@ -201,11 +201,18 @@ describe('the inventory view', () => {
     expect(ago('not a time', now)).toBe('not a time');
   });
 
-  it('describes a row with kind, status, owner, last seen, tokens and open findings', () => {
-    expect(inventoryDescription(entry(), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node');
-    expect(inventoryDescription(entry({ status: 'blocked', tokensNow: 0, processes: [] }), 2, now)).toBe('2 findings · script · blocked · dev@example.com · seen 5 min ago · 0 tokens');
+  it('describes a row with status and kind, open findings, owner, last seen and tokens', () => {
+    expect(inventoryDescription(entry(), 0, now)).toBe('active (script) · dev@example.com · seen 5 min ago · 1 token · ran as node');
+    expect(inventoryDescription(entry({ status: 'blocked', tokensNow: 0, processes: [] }), 2, now)).toBe('blocked (script) · 2 findings · dev@example.com · seen 5 min ago · 0 tokens');
     const many = [{ exe: '/usr/bin/node', sha256: 'a'.repeat(64) }, { exe: '/opt/node/bin/node' }, { exe: '/usr/bin/python3' }, { exe: '/bin/sh' }];
-    expect(inventoryDescription(entry({ processes: many }), 0, now)).toBe('script · active · dev@example.com · seen 5 min ago · 1 token · ran as node, python3 and 1 more');
+    expect(inventoryDescription(entry({ processes: many }), 0, now)).toBe('active (script) · dev@example.com · seen 5 min ago · 1 token · ran as node, python3 and 1 more');
+  });
+
+  it('a kind that says "blocked" does not read as the status: the status comes first, the kind after without separators', () => {
+    const e = entry({ kind: 'cli · blocked', status: 'active' });
+    expect(inventoryDescription(e, 0, now).split(' · ')[0]).toBe('active (cli - blocked)');
+    expect(inventoryDescription(entry({ kind: 'cli • blocked ∙ x' }), 1, now).split(' · ').slice(0, 2)).toEqual(['active (cli - blocked - x)', '1 finding']);
+    expect(identityPickText(e).description).toBe('active (cli - blocked) · dev@example.com');
   });
 
   it('the hover holds the identity, the block, the processes and the scopes granted', () => {
