@@ -1,6 +1,7 @@
 // What the developer reads when an agent asks for credentials: the notification text, scopes in plain words,
 // and the choices of the review steps. Pure (no vscode), so the exact wording is unit-tested.
 import { inert, pickInert } from './inert';
+import { printable } from '../broker/printable';
 import type { ApprovalRequest } from '../broker/protocol';
 
 /** `repo:read:acme/web` → `read repo acme/web`; globs and a missing target in words. */
@@ -128,7 +129,11 @@ export function ttlChoices(asked: number, max: number): number[] {
   return out;
 }
 
-/** One line for the output channel: who asked for what and how it was decided. No token ever appears here. */
+/**
+ * One line for the output channel: who asked for what and how it was decided. No token ever appears here. The
+ * agent's text goes through printable(): a newline in a task would otherwise write a line of its own.
+ */
 export function decisionLine(r: ApprovalRequest, how: string): string {
-  return `${how}: ${r.agent.name} [${r.agent.id}] "${r.task}" ${r.scopes.join(' ')} for ${r.audience}`;
+  const p = printable;
+  return `${how}: ${p(r.agent.name)} [${p(r.agent.id)}] "${p(r.task)}" ${r.scopes.map(p).join(' ')} for ${p(r.audience)}`;
 }

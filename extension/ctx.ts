@@ -3,6 +3,7 @@
 // until deactivate) and the broker run's (its approvals, agents, pending state and token requests and the
 // terminals' address), all dropped by endRun() whenever the broker stops or restarts.
 import { inert } from './inert';
+import { printable } from '../broker/printable';
 import * as vscode from 'vscode';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -299,7 +300,7 @@ export class WritContext implements TreeSource {
 
   async stopAgent(agentId: string): Promise<void> {
     const a = this.snap.agents.find((x) => x.id === agentId);
-    if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${a?.name ?? ''} [${agentId}]`);
+    if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${printable(a?.name ?? '')} [${printable(agentId)}]`);
   }
 
   /** Stop agent for an identity: revokes each of its live agents of this run (the agent's own Stop path). */
@@ -324,8 +325,9 @@ export class WritContext implements TreeSource {
     return this.oversee({ type: 'finding.dismiss', id: findingId }, 'dismiss the finding');
   }
 
+  /** For the output channel and a notification (inert there too): the agent's name made printable. */
   private identityName(identity: string): string {
-    return this.snap.inventory.find((e) => e.id === identity)?.name ?? identity;
+    return printable(this.snap.inventory.find((e) => e.id === identity)?.name ?? identity);
   }
 
   /** Sends an oversight action with a requestId, waits for the broker's answer, and says so when it failed. */
@@ -345,7 +347,7 @@ export class WritContext implements TreeSource {
     const outcome = await answered;
     if (outcome.ok) this.output.info(`${what}: done`);
     else {
-      this.output.warn(`${what}: ${outcome.message} (${outcome.code})`);
+      this.output.warn(`${what}: ${printable(outcome.message)} (${outcome.code})`);
       void vscode.window.showWarningMessage(inert(`Writ: could not ${what}: ${outcome.message} (${outcome.code}).`));
     }
     this.scheduleRefresh(0);
@@ -430,7 +432,7 @@ export class WritContext implements TreeSource {
       }
       case 'finding':
         // Told from the next snapshot, which names the agent (the inventory) and holds every open finding.
-        this.output.warn(`finding ${msg.finding.id} ${msg.finding.kind} (${msg.finding.action}): identity ${msg.finding.identity}, agent ${msg.finding.agentId}`);
+        this.output.warn(printable(`finding ${msg.finding.id} ${msg.finding.kind} (${msg.finding.action}): identity ${msg.finding.identity}, agent ${msg.finding.agentId}`));
         this.scheduleRefresh(0);
         return;
       case 'action.result': {
@@ -440,7 +442,7 @@ export class WritContext implements TreeSource {
         return;
       }
       case 'fatal':
-        this.output.error(`broker: ${msg.message} (${msg.code})`);
+        this.output.error(`broker: ${printable(msg.message)} (${msg.code})`);
         return;
     }
   }
@@ -577,7 +579,7 @@ export class WritContext implements TreeSource {
     const uri = this.rulesUri();
     if (!uri || !vscode.workspace.isTrusted) return [];
     const read = applicableRules(await this.readRulesText(uri), this.trustedRulesDigest);
-    if ('problem' in read) this.output.warn(`${read.problem}: no workspace rule applies`);
+    if ('problem' in read) this.output.warn(`${printable(read.problem)}: no workspace rule applies`);
     else if ('untrusted' in read && this.warnedRulesDigest !== read.untrusted.digest) {
       // Once per version of the file: the request is asked as if there were no rule.
       this.warnedRulesDigest = read.untrusted.digest;
@@ -623,6 +625,6 @@ export class WritContext implements TreeSource {
     const text = addRule(await this.readRulesText(uri), rule);
     await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(text));
     await this.ext.workspaceState.update(TRUSTED_RULES_KEY, rulesDigest(text));
-    this.output.info(`saved a workspace rule for ${rule.agent} in ${RULES_FILE}`);
+    this.output.info(`saved a workspace rule for ${printable(rule.agent)} in ${RULES_FILE}`);
   }
 }

@@ -145,4 +145,13 @@ describe('approval card', () => {
   it('logs a decision without any secret', () => {
     expect(decisionLine(request(), 'denied')).toBe('denied: claude [agt_1] "fix issue 12" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com');
   });
+
+  it('logs agent text printable: a newline in the task cannot forge a line of the output channel', () => {
+    const forged = 'x"\n2025-06-01 12:00:00.000 [info] denied: claude [agt_9] "y';
+    const line = decisionLine(request({ task: forged, agent: { id: 'agt_1', name: 'claude\r\u202e', kind: 'cli', parents: [] }, audience: 'https://api.github.com\u2028' }), 'approved (session)');
+    expect(line).not.toMatch(/[\u0000-\u001f\u202e\u2028]/);
+    expect(line).toBe(
+      'approved (session): claude\\x0d\\u{202e} [agt_1] "x"\\x0a2025-06-01 12:00:00.000 [info] denied: claude [agt_9] "y" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com\\u{2028}',
+    );
+  });
 });
