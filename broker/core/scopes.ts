@@ -19,8 +19,8 @@ const ACTION_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 
 // A compiled target is a token list: a literal is its UTF-16 code (>= 0), globs are negative.
 type Tokens = readonly number[];
-const STAR = -1; // any run without '/'
-const DSTAR = -2; // any run at all
+const STAR = -1; // any run of one or more characters without '/': never an empty segment
+const DSTAR = -2; // any run at all, the empty one included
 const OTHER = -3; // stands for every character no pattern mentions (never a token)
 const SLASH = 0x2f;
 const ANY: Tokens = [DSTAR];
@@ -131,6 +131,7 @@ export function targetMatches(pattern: string | null, concrete: string): boolean
 }
 
 // reach[i] says whether the pattern tokens seen so far can consume exactly concrete[0..i).
+// A `*` takes at least one character: `items/*` is not `items/`, which many servers read as `items`.
 function matchTokens(tokens: Tokens, s: string): boolean {
   const n = s.length;
   let reach = new Uint8Array(n + 1);
@@ -141,10 +142,13 @@ function matchTokens(tokens: Tokens, s: string): boolean {
     if (t >= 0) {
       next[0] = 0;
       for (let i = 0; i < n; i++) next[i + 1] = reach[i] === 1 && s.charCodeAt(i) === t ? 1 : 0;
-    } else {
+    } else if (t === DSTAR) {
       next[0] = reach[0]!;
+      for (let i = 1; i <= n; i++) next[i] = reach[i] === 1 || next[i - 1] === 1 ? 1 : 0;
+    } else {
+      next[0] = 0;
       for (let i = 1; i <= n; i++) {
-        next[i] = reach[i] === 1 || (next[i - 1] === 1 && (t === DSTAR || s.charCodeAt(i - 1) !== SLASH)) ? 1 : 0;
+        next[i] = (reach[i - 1] === 1 || next[i - 1] === 1) && s.charCodeAt(i - 1) !== SLASH ? 1 : 0;
       }
     }
     for (let i = 0; i <= n && any === 0; i++) any = next[i]!;
@@ -191,7 +195,7 @@ function isCanonicalTarget(target: string): boolean {
 export function normalizeScopes(raws: readonly string[]): string[] {
   const canonical = [...new Set(parseScopes(raws).map(formatScope))].sort();
   const scopes = canonical.map(parseScope);
-  // Of two scopes covering each other (e.g. `a/*/**` and `a/**/*`) the first in order stays.
+  // Of two scopes covering each other (two texts for one language) the first in order stays.
   const kept = scopes.filter(
     (s, i) => !scopes.some((o, j) => j !== i && scopeCovers(o, s) && (j < i || !scopeCovers(s, o))),
   );
@@ -215,28 +219,40 @@ function targetCovers(granted: string | null, asked: string | null): boolean {
 
 /**
  * Sufficient test: can A's tokens be laid over G's in order, each A literal on an equal G literal or
- * inside a G glob, each A `*` inside a G `*`/`**` and each A `**` inside a G `**`? If so, every
- * instance of A is matched by G (each G glob takes what was laid inside it).
+ * inside a G glob, each A `*` inside a G `*`/`**`, each A `**` inside a G `**`, and at least one A token
+ * inside each G `*`? If so, every instance of A is matched by G (each G glob takes what was laid inside
+ * it; a G `*` gets at least one character, since every A token but `**` stands for one or more).
  * Exact when A has no `**`: write each A `*` as one character no pattern mentions; if G matches that
- * string, only G globs can take those characters, and G's match is such a laying-over.
- * Table D[i][j] = "A[j..] fits over G[i..]", filled bottom-up a row at a time.
+ * string, only G globs can take those characters (two G globs are never adjacent: `***` is invalid), a
+ * G `*` takes at least one of them or of A's literals, and G's match is such a laying-over.
+ * Table D[i][j] = "A[j..] fits over G[i..]", filled bottom-up a row at a time; for a G `*`, `taken` is
+ * the same with that `*` already holding at least one A token.
  */
 function alignmentCovers(g: Tokens, a: Tokens): boolean {
   const m = g.length;
   const n = a.length;
   let below = new Uint8Array(n + 1); // row i + 1
   let row = new Uint8Array(n + 1); // row i
+  const taken = new Uint8Array(n + 1);
   below[n] = 1; // both exhausted
   for (let i = m - 1; i >= 0; i--) {
     const t = g[i]!;
-    row[n] = t < 0 ? below[n]! : 0;
-    for (let j = n - 1; j >= 0; j--) {
-      const u = a[j]!;
-      if (t >= 0) row[j] = u === t ? below[j + 1]! : 0;
-      else {
-        // A G glob either ends here, or takes A's token and stays; a G `*` cannot take '/' or an A `**`.
-        const takes = t === DSTAR || (u !== DSTAR && u !== SLASH);
-        row[j] = below[j] === 1 || (takes && row[j + 1] === 1) ? 1 : 0;
+    if (t >= 0) {
+      row[n] = 0;
+      for (let j = n - 1; j >= 0; j--) row[j] = a[j] === t ? below[j + 1]! : 0;
+    } else if (t === DSTAR) {
+      // A G `**` either ends here or takes A's token and stays.
+      row[n] = below[n]!;
+      for (let j = n - 1; j >= 0; j--) row[j] = below[j] === 1 || row[j + 1] === 1 ? 1 : 0;
+    } else {
+      // A G `*` takes A's token (never '/' or an A `**`) and stays, and may end only once it took one.
+      row[n] = 0;
+      taken[n] = below[n]!;
+      for (let j = n - 1; j >= 0; j--) {
+        const u = a[j]!;
+        const takes = u !== DSTAR && u !== SLASH;
+        row[j] = takes && taken[j + 1] === 1 ? 1 : 0;
+        taken[j] = below[j] === 1 || row[j] === 1 ? 1 : 0;
       }
     }
     [below, row] = [row, below];
@@ -248,80 +264,87 @@ function alignmentCovers(g: Tokens, a: Tokens): boolean {
  * Exact test by search for a counterexample: walk A's automaton one state at a time alongside the set of
  * states G's automaton can be in after the same input. Characters are taken by class (each literal in
  * play, '/', and one that no pattern mentions), which is enough since the automata only compare to those.
+ * A state is 2*position, or 2*position+1 at a `*` that has taken a character (only then may it end).
  * Returns true (contained), false (a string of A escapes G) or undefined when the budget ran out.
  */
 function exhaustiveCovers(g: Tokens, a: Tokens): boolean | undefined {
   const m = g.length;
   const n = a.length;
   let budget = EXHAUSTIVE_BUDGET_FLOOR + EXHAUSTIVE_BUDGET_PER_CELL * (m + 1) * (n + 1);
-  const mark = new Uint8Array(m + 1);
+  const mark = new Uint8Array(2 * m + 2);
+  const END = 2 * m;
 
-  // Epsilon closure (a glob may match nothing), sorted, minus states a later `**` state dominates:
-  // everything G[p..] matches, G[q..] with G[q] = `**` and q > p matches too.
+  // Epsilon closure (a `**`, or a `*` that took a character, may end), sorted, minus states a later `**`
+  // state dominates: everything G[p..] matches, G[q..] with G[q] = `**` and q > p matches too.
   const close = (seeds: number[]): number[] => {
     const out: number[] = [];
     for (const seed of seeds) {
-      let p = seed;
-      while (mark[p] === 0) {
-        mark[p] = 1;
-        out.push(p);
-        if (p < m && g[p]! < 0) p++;
+      let st = seed;
+      while (mark[st] === 0) {
+        mark[st] = 1;
+        out.push(st);
+        const p = st >> 1;
+        if (p < m && ((st & 1) === 1 || g[p] === DSTAR)) st = 2 * (p + 1);
         else break;
       }
     }
-    for (const p of out) mark[p] = 0;
+    for (const st of out) mark[st] = 0;
     out.sort((x, y) => x - y);
     for (let k = out.length - 1; k > 0; k--) {
-      const p = out[k]!;
-      if (p < m && g[p] === DSTAR) return out.slice(k);
+      const st = out[k]!;
+      if ((st & 1) === 0 && st < END && g[st >> 1] === DSTAR) return out.slice(k);
     }
     return out;
   };
   const step = (states: readonly number[], c: number): number[] => {
     const seeds: number[] = [];
-    for (const p of states) {
-      if (p === m) continue;
+    for (const st of states) {
+      if (st === END) continue;
+      const p = st >> 1;
       const t = g[p]!;
       if (t >= 0) {
-        if (t === c) seeds.push(p + 1);
-      } else if (t === DSTAR || c !== SLASH) seeds.push(p);
+        if (t === c) seeds.push(2 * (p + 1));
+      } else if (t === DSTAR) seeds.push(st);
+      else if (c !== SLASH) seeds.push(2 * p + 1);
     }
     return close(seeds);
   };
 
   const seen = new Set<string>();
   const stack: Array<[number, number[]]> = [];
-  const push = (ap: number, states: number[]): void => {
-    const key = `${ap}|${states.join(',')}`;
+  const push = (as: number, states: number[]): void => {
+    const key = `${as}|${states.join(',')}`;
     if (seen.has(key)) return;
     seen.add(key);
-    stack.push([ap, states]);
+    stack.push([as, states]);
   };
   push(0, close([0]));
 
   while (stack.length > 0) {
-    const [ap, states] = stack.pop()!;
+    const [as, states] = stack.pop()!;
     budget -= states.length + 1;
     if (budget < 0) return undefined;
     // Any suffix of A can still be completed, so an empty G set is already a counterexample.
     if (states.length === 0) return false;
+    const ap = as >> 1;
     if (ap === n) {
-      if (states[states.length - 1] !== m) return false;
+      if (states[states.length - 1] !== END) return false;
       continue;
     }
     const u = a[ap]!;
     if (u >= 0) {
-      push(ap + 1, step(states, u));
+      push(2 * (ap + 1), step(states, u));
       continue;
     }
-    push(ap + 1, states); // A's glob matches nothing more
+    // A's glob matches nothing more (a `*` only once it took a character).
+    if (u === DSTAR || (as & 1) === 1) push(2 * (ap + 1), states);
     const classes = new Set<number>([SLASH, OTHER]);
-    for (const p of states) if (p < m && g[p]! >= 0) classes.add(g[p]!);
+    for (const st of states) if (st < END && g[st >> 1]! >= 0) classes.add(g[st >> 1]!);
     for (const c of classes) {
       if (u === STAR && c === SLASH) continue;
       const nextStates = step(states, c);
       budget -= nextStates.length + states.length;
-      push(ap, nextStates);
+      push(u === STAR ? 2 * ap + 1 : as, nextStates);
     }
   }
   return true;

@@ -25,7 +25,8 @@ import { systemClock } from '../core/clock';
 import type { Clock } from '../core/clock';
 import type { RevocableClaims } from '../core/revocation';
 import { keychainGet } from '../core/keychain';
-import { allowsCall, parseScopes } from '../core/scopes';
+import { allowsCall, parseScope, parseScopes } from '../core/scopes';
+import type { Scope } from '../core/scopes';
 import { SecretCache, keychainRefFor, normalizeUpstream, readSecrets, sharedUpstream } from './secrets';
 import { MAX_BOUNDARIES, MAX_PART_HEADERS, MultipartScanner, OVERRIDE_KEYS_TEXT, jsonBytesNotUtf8, jsonCharsetIsUtf8, jsonNamesOverride, multipartDelimiters, namesOverride, rackReadsBoundary } from './body-check';
 import type { PartVerdict } from './body-check';
@@ -156,6 +157,17 @@ function refuse(res: ServerResponse, status: number, e: WritError, scope?: strin
   sendJson(res, status, { error, error_description: e.message, writ_code: e.code, ...at }, headers);
 }
 
+/**
+ * Whether a path ending in `/` may be forwarded: many upstreams read `/items/` as `/items` (Express by default,
+ * Spring 5), so only where the scopes cover the path without its `/` as well, either as they are or with a
+ * scope's trailing `/` dropped (a grant for `/items/42/` covers `/items/42`): `items/**` does not reach `/items`
+ * by way of `/items/`.
+ */
+function trailingSlashAllowed(scopes: readonly Scope[], method: string, target: string): boolean {
+  const bare = scopes.map((s) => (s.target !== null && s.target.length > 1 && s.target.endsWith('/') ? parseScope(`${s.resource}:${s.action}:${s.target.slice(0, -1)}`) : s));
+  return allowsCall(bare, 'http', method, target.slice(0, -1));
+}
+
 /** RFC 3986 §3.3 path characters: unreserved, pct-encoded, sub-delims, ':', '@', and '/'. */
 const PATH_CHARS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 
@@ -273,7 +285,7 @@ function readBody(req: IncomingMessage, idleMs: number, kind: BodyKind, onStop: 
   });
 }
 
-/** The path after /proxy/NAME, refused if it could be read two ways (dot segments, encoded separators). */
+/** The path after /proxy/NAME, refused if it could be read two ways (dot segments, empty segments, encoded separators). */
 function splitTarget(rawUrl: string): { name: string; path: string; query: string } {
   const q = rawUrl.indexOf('?');
   const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
@@ -285,6 +297,12 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   // A segment's parameters (`..;x`) are cut off by Tomcat, Jetty and Spring before they resolve dot segments.
   if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => /^\.\.?(?:;|$)/.test(s))) {
     throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold dot segments or encoded separators', { path: 'path' });
+  }
+  // An empty segment is another resource to many upstreams (nginx merges `//`, and Tomcat and Jetty cut `/;x` to
+  // `/`), while a one-segment glob never matches it. A trailing `/` is checked against the scopes (trailingSlash).
+  const segments = path.split('/');
+  if (segments.some((s, i) => i > 0 && (s.startsWith(';') || (s === '' && i < segments.length - 1)))) {
+    throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold an empty segment (`//`, or `/;` before parameters)', { path: 'path' });
   }
   for (let i = 0; i < path.length; i++) {
     const c = path.charCodeAt(i);
@@ -562,6 +580,9 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       const sent = `${url.origin}${url.pathname}`;
       if (sent !== target && !(path === '' && sent === `${target}/`)) {
         return fail(400, new WritError('WRIT_BAD_REQUEST', 'the path reads differently as a URL than as checked', { path: 'path' }));
+      }
+      if (url.pathname !== '/' && url.pathname.endsWith('/') && !trailingSlashAllowed(scopes, method, target)) {
+        return fail(400, new WritError('WRIT_BAD_REQUEST', 'a path ending in `/` is forwarded only where the scopes cover it without the `/` too (many servers read `/items/` as `/items`)', { path: 'path' }));
       }
       let secret: string;
       try {

@@ -446,6 +446,48 @@ describe('the credential-injecting proxy', () => {
     expect(up.seen.slice(before).map((s) => s.url)).toEqual(['/repos/acme/web/a;b=..']);
   });
 
+  it('an empty segment is refused with 400 before the upstream; a trailing `/` is forwarded only where the scopes cover the path without it', async () => {
+    // nginx merges `//` and Tomcat cuts `/;x` to `/`; Express and Spring 5 read `/items/` as `/items`.
+    const scopes = [`http:DELETE:${up.url}/items/*`, `http:GET:${up.url}/repos/*/readme`, `http:GET:${up.url}/docs/**`, `http:GET:${up.url}/api/*/`];
+    const r = await agent.call('task.request', { task: 'tidy items', scopes, audience: up.url });
+    const before = up.seen.length;
+    const recordsBefore = proxyRecords().length;
+    const cases: Array<[string, string]> = [
+      ['GET', '/repos//readme'],
+      ['GET', '//repos/acme/readme'],
+      ['GET', '/repos/;x/readme'],
+      ['DELETE', '/items/;x'],
+      ['GET', '/docs/a//b'],
+      // `docs/**` matches `docs/`, but `docs` is not granted.
+      ['GET', '/docs/'],
+    ];
+    const got: Array<[string, number, string]> = [];
+    for (const [method, path] of cases) {
+      const res = await call(base, path, { token: r.token.token, method });
+      got.push([path, res.status, JSON.parse(res.body.toString()).writ_code]);
+    }
+    // A one-segment glob never matches an empty segment: the collection is not "any item".
+    const collection = await call(base, '/items/', { token: r.token.token, method: 'DELETE' });
+    got.push(['/items/', collection.status, JSON.parse(collection.body.toString()).writ_code]);
+    expect(got).toEqual([...cases.map(([, path]): [string, number, string] => [path, 400, 'WRIT_BAD_REQUEST']), ['/items/', 403, 'WRIT_SCOPE_NOT_COVERED']]);
+    expect(up.seen.slice(before).map((x) => x.url)).toEqual([]);
+    const refused = await until(() => {
+      const recs = proxyRecords().slice(recordsBefore);
+      return recs.length >= cases.length + 1 ? recs : undefined;
+    });
+    expect(refused.map((x) => [x.outcome, x.code, x.detail.allowed, x.detail.status])).toEqual([
+      ...Array(cases.length).fill(['failure', 'WRIT_BAD_REQUEST', false, 400]),
+      ['failure', 'WRIT_SCOPE_NOT_COVERED', false, 403],
+    ]);
+    // Served: an item, a trailing `/` under `**` below the granted root, and one a scope ending in `/` names.
+    const served: Array<[string, string]> = [['DELETE', '/items/42'], ['GET', '/repos/acme/readme'], ['GET', '/docs/a/'], ['GET', '/api/v1/']];
+    for (const [method, path] of served) expect([path, (await call(base, path, { token: r.token.token, method })).status]).toEqual([path, 200]);
+    expect(up.seen.slice(before).map((x) => `${x.method} ${x.url}`)).toEqual(served.map(([m, p]) => `${m} ${p}`));
+    // Path refusals come before the token is read, so they count toward the 20 a second without one: the next
+    // test starts in a fresh second.
+    await new Promise((r) => setTimeout(r, 1100));
+  });
+
   it('a query key that frameworks read as the method (`_method=DELETE`) is refused with 400 before the upstream', async () => {
     const before = up.seen.length;
     // `.method` and `_method[]`: PHP reads both as `_method` (Laravel).

@@ -35,7 +35,7 @@ const scopeOf = (target: string | null): Scope => parseScope(target === null ? '
 function referenceRegex(pattern: string): RegExp {
   const body = pattern
     .split(/(\*\*|\*)/)
-    .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')))
+    .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')))
     .join('');
   return new RegExp(`^${body}$`, 's');
 }
@@ -179,7 +179,9 @@ describe('targetMatches', () => {
     [null, '', true],
     [null, 'any/thing', true],
     ['acme/*', 'acme/web', true],
-    ['acme/*', 'acme/', true],
+    // A `*` takes at least one character: never an empty segment, which servers read as another resource.
+    ['acme/*', 'acme/', false],
+    ['acme/*/x', 'acme//x', false],
     ['acme/*', 'acme/web/x', false],
     ['acme/*', 'acme', false],
     ['acme/**', 'acme/web/x', true],
@@ -187,7 +189,8 @@ describe('targetMatches', () => {
     ['acme/**', 'acme', false],
     ['**', '', true],
     ['*', 'a/b', false],
-    ['a*b', 'ab', true],
+    ['a*b', 'ab', false],
+    ['a*b', 'acb', true],
     ['a*b', 'a*b', true],
     ['a?b', 'a?b', true],
     ['a?b', 'axb', false],
@@ -252,13 +255,22 @@ describe('scopeCovers', () => {
     ['repo:read:*/web', 'repo:read:acme/*', false],
     ['repo:read:a*', 'repo:read:ab*', true],
     ['repo:read:*b', 'repo:read:a*b', true],
-    ['repo:read:*a*', 'repo:read:a*a', true],
+    ['repo:read:*a*', 'repo:read:ba*b', true],
+    // `aca` has no 'a' with a character on either side.
+    ['repo:read:*a*', 'repo:read:a*a', false],
+    // A `*` is never empty, so neither covers an empty segment.
+    ['repo:read:acme/*', 'repo:read:acme/', false],
+    ['repo:read:acme/*/x', 'repo:read:acme//x', false],
+    ['repo:read:acme/**', 'repo:read:acme/', true],
     // Over {a,b} every a…b string holds "ab", but "acb" does not: containment is over all characters.
     ['repo:read:*ab*', 'repo:read:a*b', false],
-    // Both are "has a '/'": the asked `**` is covered by the granted `**` and `*` together.
-    ['repo:read:**/*', 'repo:read:*/**', true],
-    ['repo:read:*/**', 'repo:read:**/*', true],
-    ['repo:read:a/**/*', 'repo:read:a/*/**', true],
+    // A string ending in 'a' with a '/' has a non-empty last segment: the asked `**` is covered by the
+    // granted `**` and `*` together.
+    ['repo:read:**/*', 'repo:read:**/**a', true],
+    // `x/` has an empty last segment, `/x` an empty first one.
+    ['repo:read:**/*', 'repo:read:*/**', false],
+    ['repo:read:*/**', 'repo:read:**/*', false],
+    ['repo:read:a/**/*', 'repo:read:a/*/**', false],
     ['repo:read:**/*', 'repo:read:**', false],
     ['repo:read:*//**', 'repo:read:**//**', false],
     ['repo:read:a?', 'repo:read:ab', false],
@@ -290,7 +302,7 @@ describe('scopeCovers', () => {
           .map((part) => {
             if (part !== '*' && part !== '**') return part;
             const f = fills[k++ % fills.length] ?? '';
-            return part === '*' ? f.replaceAll('/', '') : f;
+            return part === '*' ? f.replaceAll('/', '') || 'c' : f;
           })
           .join('');
         expect(targetMatches(a, t)).toBe(true);
@@ -411,6 +423,23 @@ describe('scopesCover, uncoveredScopes, allowsCall', () => {
     expect(allowsCall(granted, 'repo', 'read', 'acme/..web/a.b')).toBe(true);
   });
 
+  it('never lets a one-segment glob match an empty segment (servers read `items/` as `items`, `a//b` as `a/b`)', () => {
+    const granted = parseScopes(['http:DELETE:https://api.example/items/*', 'http:GET:https://api.example/repos/*/readme', 'mcp:call:github/*']);
+    expect(allowsCall(granted, 'http', 'DELETE', 'https://api.example/items/42')).toBe(true);
+    expect(allowsCall(granted, 'http', 'DELETE', 'https://api.example/items/')).toBe(false);
+    expect(allowsCall(granted, 'http', 'GET', 'https://api.example/repos/acme/readme')).toBe(true);
+    expect(allowsCall(granted, 'http', 'GET', 'https://api.example/repos//readme')).toBe(false);
+    expect(allowsCall(granted, 'mcp', 'call', 'github/')).toBe(false);
+    // Nor can it be narrowed to one: a sub-agent or a reused grant would get what the grant does not allow.
+    expect(scopesCover(granted, parseScopes(['http:DELETE:https://api.example/items/']))).toBe(false);
+    expect(scopesCover(granted, parseScopes(['http:GET:https://api.example/repos//readme']))).toBe(false);
+    // `**` is unchanged: any run, the empty one included.
+    const deep = parseScopes(['http:GET:https://api.example/items/**']);
+    expect(allowsCall(deep, 'http', 'GET', 'https://api.example/items/')).toBe(true);
+    expect(allowsCall(deep, 'http', 'GET', 'https://api.example/items/a/b')).toBe(true);
+    expect(allowsCall(deep, 'http', 'GET', 'https://api.example/items')).toBe(false);
+  });
+
   it('a covering set allows every call the covered set allows', () => {
     const scopeText = fc
       .tuple(fc.constantFrom('repo:read', 'repo:write'), fc.option(smallPattern(4), { freq: 6 }))
@@ -438,8 +467,8 @@ describe('normalizeScopes', () => {
       normalizeScopes(['repo:read:acme/web', 'repo:read:acme/*', 'http:GET', 'repo:read:acme/*', 'http:GET:https://x/**', 'repo:write:a']),
     ).toEqual(['http:GET', 'repo:read:acme/*', 'repo:write:a']);
     expect(normalizeScopes(['repo:read:**', 'repo:read'])).toEqual(['repo:read']);
-    // Equal languages written differently: one stays.
-    expect(normalizeScopes(['repo:read:**/*', 'repo:read:*/**'])).toEqual(['repo:read:**/*']);
+    // Neither covers the other (`x/` and `/x`), so both stay.
+    expect(normalizeScopes(['repo:read:*/**', 'repo:read:**/*'])).toEqual(['repo:read:**/*', 'repo:read:*/**']);
     expect(normalizeScopes([])).toEqual([]);
   });
 
