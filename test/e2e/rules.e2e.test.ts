@@ -74,7 +74,7 @@ async function expectAskedThenDeny(task: string): Promise<void> {
     pending.then((r) => `decided without asking (exit ${r.code})`),
   ]);
   expect(first).toBe('asked');
-  expect((await toast.innerText()).replace(/\s+/g, ' ')).toContain(`Writ: ${AGENT} (cli) asks to "${task}"`);
+  expect((await toast.innerText()).replace(/\s+/g, ' ')).toContain(`? Asked by ${AGENT} (cli) for "${task}".`);
   for (const label of ['Approve', 'Review…']) await toast.getByRole('button', { name: label, exact: true }).waitFor({ state: 'visible', timeout: 10_000 });
   await toast.getByRole('button', { name: 'Deny', exact: true }).click();
   const { code, stdout, stderr } = await pending;
