@@ -579,7 +579,7 @@ export class AuditLog {
       // The write-ahead file first: whatever reaches the log is then also there to restore from.
       at.wal = wal.position;
       at.log = this.#end;
-      wal.write(bytes);
+      wal.write(bytes, batch[batch.length - 1]!.hash);
       this.#end += bytes.length; // first: a write that fails half way is then cut back by #unwind
       writeAllSync(this.#fh.fd, bytes);
       return { synced: wal.sync() };

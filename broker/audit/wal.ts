@@ -7,17 +7,29 @@
 //
 // Layout: two regions of WAL_REGION_BYTES, used in turn. Each begins with a header block naming the log's prefix
 // when its generation began (its inode, byte length, record count and head hash) and the generation's number, then
-// holds the generation's records as the log's own lines, then stale bytes or zeros. A full region hands over to the
+// holds the generation's records as the log's own lines, each batch followed by a seal naming its last line's hash
+// (the chain's `prev` vouches for every other line), then stale bytes or zeros. A full region hands over to the
 // other at once: the new header goes down with one small sync, and the log's own sync runs behind it, so minting
 // does not wait for the log (with one region it waited 5-7 ms at each wrap, about once a second under load). A
 // region is overwritten only once the log is durable up to where the generation after it began, so the two together
 // always hold what the log may have lost: after a crash, the records that chain on from the newest generation's
 // base, and if the log does not reach that base, first those of the generation before, which chain on to it. The
-// first line that does not chain (torn, zeros, or an older generation's record) ends a generation. A log that does
-// not begin with a base is not the one this file was written for, and is not opened beside it (audit/log.ts).
-// Version 1 files (one region, no generation number) are still read.
+// first line that does not chain (torn, zeros, or an older generation's record), or a batch without its seal, ends a
+// generation. A log that does not begin with a base is not the one this file was written for, and is not opened
+// beside it (audit/log.ts). Version 1 (one region, no generation number) and 2 files (no seals) are still read;
+// Writ before version 3 does not read a version 3 file (it starts a new generation over it: downgrade after a clean
+// stop, which leaves the log holding every record).
 import { closeSync, constants as fsc, fdatasync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { AuditRecord } from '../protocol';
+
+/**
+ * Each batch ends with a seal, `{"head":"<sha-256 of its last line>"}` (version 3 on): the chain's `prev` vouches
+ * for every line of a batch but its last, which a power cut may leave part new and part an older generation's
+ * bytes (regions are overwritten in place) and still parse; the seal vouches for it. A batch without its seal was
+ * never acknowledged and is not restored.
+ */
+const SEAL_BYTES = '{"head":""}\n'.length + 64;
+const SEAL = /^\{"head":"([0-9a-f]{64})"\}$/;
 
 /** The header block; records start after it. One sector, so a header write is never torn in half. */
 export const WAL_HEADER_BYTES = 512;
@@ -42,6 +54,8 @@ interface WalHeader extends WalBase {
   ino: string;
   /** The generation: each new one is numbered one past the highest in the file (a version 1 header is 0). */
   gen: number;
+  /** Version 3: each batch ends with its seal. */
+  sealed: boolean;
 }
 
 /** Records found in the write-ahead file that chain on from its base. */
@@ -151,7 +165,7 @@ export class AuditWal {
 
   #start(region: number, ino: string, base: WalBase): Promise<void> {
     const gen = this.#gen + 1;
-    const text = `${JSON.stringify({ wal: 2, gen, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
+    const text = `${JSON.stringify({ wal: 3, gen, ino, offset: base.offset, count: base.count, head: base.head })}\n`;
     // Zeros after the header, in the same page and write: the first line after it can then never be a stale one,
     // which would chain on from a base of 0 (a removed log's records after a new log's first header).
     const block = Buffer.alloc(WAL_FIRST_PAGE_BYTES);
@@ -168,12 +182,12 @@ export class AuditWal {
 
   /** True if a batch of `length` bytes fits before its region's end; if not, the caller starts the next generation. */
   fits(length: number): boolean {
-    return this.#pos + length <= (this.#region + 1) * WAL_REGION_BYTES;
+    return this.#pos + length + SEAL_BYTES <= (this.#region + 1) * WAL_REGION_BYTES;
   }
 
   /** True if a batch of `length` bytes could ever fit (else it goes to the log alone, synced there). */
   static holds(length: number): boolean {
-    return WAL_HEADER_BYTES + length <= WAL_REGION_BYTES;
+    return WAL_HEADER_BYTES + length + SEAL_BYTES <= WAL_REGION_BYTES;
   }
 
   /** Where the next batch goes: `cut(position)` takes back every batch written from here on. */
@@ -181,8 +195,12 @@ export class AuditWal {
     return this.#pos;
   }
 
-  /** Writes a batch after the last; zeroes ahead first when the file must grow (that sync then commits its size). */
-  write(batch: Buffer): void {
+  /**
+   * Writes a batch after the last, sealed with the hash of its last line (`head`); zeroes ahead first when the file
+   * must grow (that sync then commits its size).
+   */
+  write(lines: Buffer, head: string): void {
+    const batch = Buffer.concat([lines, Buffer.from(`{"head":"${head}"}\n`, 'latin1')], lines.length + SEAL_BYTES);
     const end = this.#pos + batch.length;
     if (end > this.#allocated) {
       const target = Math.min((this.#region + 1) * WAL_REGION_BYTES, Math.ceil(end / WAL_CHUNK_BYTES) * WAL_CHUNK_BYTES);
@@ -307,16 +325,42 @@ function generations(buf: Buffer, hash: (line: Uint8Array) => string): Generatio
   return found;
 }
 
-/** A region's records that chain on from its header's base. */
+/**
+ * A region's records that chain on from its header's base; in a sealed (version 3) region only whole batches, each
+ * up to a seal naming its last line's hash. The records' lines come out as the log holds them (no seals).
+ */
 function generation(region: Buffer, header: WalHeader, hash: (line: Uint8Array) => string): Generation {
+  const { ino, gen, sealed, ...base } = header;
+  const lines: Buffer[] = [];
   const ends: number[] = [];
+  let length = 0;
   let count = header.count;
   let head = header.head;
   let signed = false;
+  // The batch read since the last seal (sealed regions): taken only when its seal is found.
+  let batch: { line: Buffer; checkpoint: boolean }[] = [];
+  let batchHead = head;
+  const take = (line: Buffer, checkpoint: boolean): void => {
+    lines.push(line);
+    length += line.length + 1;
+    ends.push(length);
+    count++;
+    signed = checkpoint;
+  };
   let start = WAL_HEADER_BYTES;
-  for (let nl = region.indexOf(0x0a, start); nl !== -1; nl = region.indexOf(0x0a, start)) {
+  for (let nl = region.indexOf(0x0a, start); nl !== -1; start = nl + 1, nl = region.indexOf(0x0a, start)) {
     const line = region.subarray(start, nl);
     if (line.includes(0)) break;
+    if (sealed) {
+      const seal = SEAL.exec(line.toString('latin1'));
+      if (seal) {
+        if (batch.length === 0 || seal[1] !== batchHead) break;
+        for (const b of batch) take(b.line, b.checkpoint);
+        head = batchHead;
+        batch = [];
+        continue;
+      }
+    }
     let record: AuditRecord;
     try {
       const parsed = AuditRecord.safeParse(JSON.parse(line.toString('utf8')));
@@ -325,15 +369,25 @@ function generation(region: Buffer, header: WalHeader, hash: (line: Uint8Array) 
     } catch {
       break;
     }
-    if (record.seq !== count || record.prev !== head) break;
-    count++;
-    head = hash(line);
-    signed = record.event === 'checkpoint';
-    ends.push(nl + 1 - WAL_HEADER_BYTES);
-    start = nl + 1;
+    if (!sealed) {
+      if (record.seq !== count || record.prev !== head) break;
+      take(line, record.event === 'checkpoint');
+      head = hash(line);
+      continue;
+    }
+    if (record.seq !== count + batch.length || record.prev !== batchHead) break;
+    batch.push({ line, checkpoint: record.event === 'checkpoint' });
+    batchHead = hash(line);
   }
-  const { ino, gen, ...base } = header;
-  return { gen, records: { ino, base, bytes: region.subarray(WAL_HEADER_BYTES, start), ends, count, head, signed } };
+  // Each line with its newline, exactly as written (one copy, at recovery only).
+  const bytes = Buffer.alloc(length);
+  let at = 0;
+  for (const line of lines) {
+    line.copy(bytes, at);
+    bytes[at + line.length] = 0x0a;
+    at += line.length + 1;
+  }
+  return { gen, records: { ino, base, bytes, ends, count, head, signed } };
 }
 
 function parseHeader(block: Buffer): WalHeader | undefined {
@@ -343,10 +397,10 @@ function parseHeader(block: Buffer): WalHeader | undefined {
     const h = JSON.parse(block.subarray(0, nl).toString('utf8')) as Record<string, unknown>;
     const int = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
     // Version 1 (one region) has no generation number: it is generation 0.
-    const gen = h.wal === 1 ? 0 : h.wal === 2 && int(h.gen) && (h.gen as number) > 0 ? (h.gen as number) : undefined;
+    const gen = h.wal === 1 ? 0 : (h.wal === 2 || h.wal === 3) && int(h.gen) && (h.gen as number) > 0 ? (h.gen as number) : undefined;
     if (gen === undefined || typeof h.ino !== 'string' || !/^\d{1,20}$/.test(h.ino) || !int(h.offset) || !int(h.count)) return undefined;
     if (typeof h.head !== 'string' || !/^[0-9a-f]{64}$/.test(h.head)) return undefined;
-    return { ino: h.ino, gen, offset: h.offset, count: h.count, head: h.head };
+    return { ino: h.ino, gen, sealed: h.wal === 3, offset: h.offset, count: h.count, head: h.head };
   } catch {
     return undefined;
   }

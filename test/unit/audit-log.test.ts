@@ -636,13 +636,40 @@ describe('AuditLog write-ahead file', () => {
     return JSON.parse(block.subarray(0, block.indexOf(10)).toString('utf8')) as { wal: number; gen: number; count: number; offset: number };
   }
 
+  /**
+   * Region `r` as an earlier Writ wrote it: a version 1 (no generation) or 2 header with the same fields, and its
+   * batches without the seals version 3 ends them with.
+   */
+  async function asVersion(v: 1 | 2, r = 0): Promise<void> {
+    const wal = await readFile(walPath(path));
+    const start = r * WAL_REGION_BYTES;
+    const region = wal.subarray(start, Math.min(wal.length, start + WAL_REGION_BYTES));
+    const { wal: _v, gen, ...rest } = JSON.parse(region.subarray(0, region.indexOf(10)).toString('utf8')) as Record<string, unknown>;
+    const head = Buffer.alloc(512);
+    head.write(`${JSON.stringify(v === 1 ? { wal: 1, ...rest } : { wal: 2, gen, ...rest })}\n`, 'utf8');
+    const body = Buffer.from(
+      region
+        .subarray(512)
+        .toString('latin1')
+        .split('\n')
+        .filter((l) => !/^\{"head":"[0-9a-f]{64}"\}$/.test(l))
+        .join('\n'),
+      'latin1',
+    );
+    const out = Buffer.alloc(region.length);
+    head.copy(out, 0);
+    body.copy(out, 512);
+    out.copy(wal, start);
+    await writeFile(walPath(path), wal);
+  }
+
   // A full region hands over to the other without waiting for the log's sync, so a power cut can take from the log
   // records from before where the newest generation began: the generation before it, in the other region, has them.
   it('restores records the log lost from before the newest generation began, from the generation before it', async () => {
     const a = await abandoned();
     // About 40 fill a region: 60 one by one start a second generation in the other region.
     for (let i = 0; i < 60; i++) await a.append(big(i));
-    expect(await header(1)).toMatchObject({ wal: 2, gen: 2 });
+    expect(await header(1)).toMatchObject({ wal: 3, gen: 2 });
     const second = (await header(1)).count;
     expect(second).toBeGreaterThan(30);
     let lines = await fileLines();
@@ -660,7 +687,7 @@ describe('AuditLog write-ahead file', () => {
     const a = await abandoned();
     for (let i = 0; i < 100; i++) await a.append(big(i));
     const newest = await header(0);
-    expect(newest).toMatchObject({ wal: 2, gen: 3 });
+    expect(newest).toMatchObject({ wal: 3, gen: 3 });
     expect((await header(1)).gen).toBe(2);
     const older = (await header(1)).count;
     const full = await fileLines();
@@ -952,12 +979,7 @@ describe('AuditLog write-ahead file', () => {
     // A version 1 run: its header (wal: 1) at 0, its records after it; the second region as it was.
     const b = await abandoned();
     for (let i = 100; i < 110; i++) await b.append(minted(i));
-    const wal = await readFile(walPath(path));
-    const { wal: _w, gen: _g, ...rest } = await header(0);
-    const v1 = Buffer.alloc(512);
-    v1.write(`${JSON.stringify({ wal: 1, ...rest })}\n`, 'utf8');
-    v1.copy(wal, 0);
-    await writeFile(walPath(path), wal);
+    await asVersion(1, 0);
     const lines = await fileLines();
     await powerCut(lineStart(lines, 102) + 5);
     const c = await abandoned();
@@ -1126,26 +1148,23 @@ describe('AuditLog write-ahead file', () => {
     expect((await readFile(path)).length).toBe(0);
   });
 
-  it('reads a version 1 write-ahead file (one region, no generation) left by an earlier Writ', async () => {
-    const a = await abandoned();
-    for (let i = 0; i < 8; i++) await a.append(minted(i));
-    const v2 = await header(0);
-    const wal = await readFile(walPath(path));
-    const line = (await readFile(walPath(path))).subarray(0, wal.indexOf(10)).toString('utf8');
-    const { wal: _v, gen: _g, ...rest } = JSON.parse(line) as Record<string, unknown>;
-    const v1 = Buffer.alloc(512);
-    v1.write(`${JSON.stringify({ wal: 1, ...rest })}\n`, 'utf8');
-    await writeFile(walPath(path), Buffer.concat([v1, wal.subarray(512)]));
-    const lines = await fileLines();
-    await powerCut(lineStart(lines, 5) + 3);
-    const b = await abandoned();
-    expect(b.count).toBe(9);
-    expect(jtis((await fileLines()).slice(0, 8))).toEqual(upTo(8));
-    // Version 1 counts as generation 0: the new one is the first of version 2.
-    expect(await header(0)).toMatchObject({ wal: 2, gen: 1, count: 8 });
-    expect(v2.gen).toBe(1);
-    await b.close();
-    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 10 });
+  it('reads version 1 and 2 write-ahead files (no seals; version 1: one region, no generation) left by an earlier Writ', async () => {
+    for (const v of [1, 2] as const) {
+      await rm(dir, { recursive: true, force: true });
+      const a = await abandoned();
+      for (let i = 0; i < 8; i++) await a.append(minted(i));
+      expect(await header(0)).toMatchObject({ wal: 3, gen: 1 });
+      await asVersion(v);
+      const lines = await fileLines();
+      await powerCut(lineStart(lines, 5) + 3);
+      const b = await abandoned();
+      expect(b.count).toBe(9);
+      expect(jtis((await fileLines()).slice(0, 8))).toEqual(upTo(8));
+      // Version 1 counts as generation 0: the new one is then the first (of version 3), else one past version 2's.
+      expect(await header(0)).toMatchObject({ wal: 3, gen: v === 1 ? 1 : 2, count: 8 });
+      await b.close();
+      expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 10 });
+    }
   });
 });
 
