@@ -475,6 +475,9 @@ export class AuditLog {
     } catch (e) {
       throw new WritError('WRIT_AUDIT_WRITE_FAILED', 'audit entry rejected: not serializable', { cause: e });
     }
+    // A line longer than open reads back would make the log unopenable after a crash that left it last (a UTF-16
+    // unit is at most 3 bytes: the exact count only for lines that could be too long).
+    if (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES) throw invalidEntry(`longer than ${MAX_LINE_BYTES} bytes`);
     return { record: rec as AuditRecord, line, hash: sha256Hex(line) };
   }
 

@@ -42,6 +42,12 @@ async function open(extra: Partial<AuditLogOptions> = {}): Promise<AuditLog> {
   return log;
 }
 
+/** Opens the log again as a start after a crash would (the first handle left as it is): its record count. */
+async function abandonedReopen(): Promise<number> {
+  const again = await open({ session: 'ses_again' });
+  return again.count;
+}
+
 async function fileLines(p = path): Promise<string[]> {
   const text = await readFile(p, 'utf8');
   expect(text.endsWith('\n')).toBe(true);
@@ -173,6 +179,18 @@ describe('AuditLog chain', () => {
     await expectCode(log.append({ event: 'checkpoint' }), 'WRIT_AUDIT_WRITE_FAILED');
     expect(log.failed).toBe(false);
     expect((await log.append(minted(0))).seq).toBe(0);
+  });
+
+  // Found by the crash fuzzer's author: a record longer than open reads back was written, and a crash that left it
+  // last made the next start refuse the log ("last line is too long").
+  it('rejects a record longer than open reads back (1 MiB), and the log reopens after it', async () => {
+    const log = await open();
+    const long = (n: number): AuditEntry => ({ event: 'token.minted', jti: 'jti_long', outcome: 'success', detail: { pad: 'é'.repeat(n) } });
+    const e = await expectCode(log.append(long(600_000)), 'WRIT_AUDIT_WRITE_FAILED'); // 1.2 MB in UTF-8
+    expect(e.message).toBe('audit entry rejected: longer than 1048576 bytes');
+    expect(log.failed).toBe(false);
+    expect((await log.append(long(400_000))).seq).toBe(0); // 800 kB: taken
+    expect(await abandonedReopen()).toBe(1);
   });
 
   it('calls onRecord in file order once each record is on disk', async () => {
