@@ -512,7 +512,11 @@ export class Authority {
     this.identityAgents.set(identity, (this.identityAgents.get(identity) ?? 0) + 1);
   }
 
-  private newAgent(info: AgentInfo, parents: string[], process?: PeerProcess): Agent {
+  /**
+   * `parentIdentity`: the parent's inventory identity when this run does not hold the parent (a sub-agent made by
+   * exchange from a token of an earlier run); otherwise it is the identity of the agent `parents[0]` names.
+   */
+  private newAgent(info: AgentInfo, parents: string[], process?: PeerProcess, parentIdentity?: string): Agent {
     const agent: Agent = {
       id: this.deps.ids.id('agt'),
       info,
@@ -535,7 +539,11 @@ export class Authority {
       {
         name: info.name,
         kind: info.kind,
-        ...(parents[0] && this.agents.get(parents[0])?.identity ? { parentIdentity: this.agents.get(parents[0])!.identity! } : {}),
+        ...(parents[0] && this.agents.get(parents[0])?.identity
+          ? { parentIdentity: this.agents.get(parents[0])!.identity! }
+          : parentIdentity !== undefined
+            ? { parentIdentity }
+            : {}),
         ...(process?.exe ? { process: { exe: process.exe, ...(process.sha256 ? { sha256: process.sha256 } : {}) } } : {}),
       },
       (identity) => this.identityAgents.has(identity),
@@ -1004,6 +1012,7 @@ export class Authority {
       taskId: ctx.taskId,
       grantId: grant.id,
       parentGrantIds: grant.ancestors,
+      ...(agent.identity === undefined ? {} : { identity: agent.identity }),
       ttlSeconds: ttl,
     });
     // The signature is made while the record is synced; the token leaves only once both are done.
@@ -1227,16 +1236,34 @@ export class Authority {
     const key = `${subject.client_id}\n${name}`;
     let child = this.agents.get(this.subAgents.get(key) ?? '');
     if (!child) {
-      child = this.newAgent({ name, kind: 'sub-agent' }, subject.chain);
+      // Its identity hangs on its parent's, as on its first exchange: that of the token's agent when this run holds
+      // it, else (a token of an earlier run) the one the token names, so a block of the sub-agent still matches.
+      const parentIdentity = parent === undefined && typeof subject.agent_identity === 'string' ? subject.agent_identity : undefined;
+      child = this.newAgent({ name, kind: 'sub-agent' }, subject.chain, undefined, parentIdentity);
       child.subAgentKey = key;
       this.subAgents.set(key, child.id);
     }
     // Before any grant, token or record: a revoked sub-agent gets nothing under its name again.
     if (child.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'the sub-agent has been revoked');
+    const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
+    // Nor does a blocked identity: its agent may be forgotten since (a sweep) or be of an earlier run (a restart),
+    // and the one made for it now is not revoked. Refused without a grant or token, recorded as a request is.
+    const oversight = this.deps.oversight;
+    if (oversight && child.identity !== undefined && oversight.isBlocked(child.identity)) {
+      const description = parent === undefined ? '' : this.grants.get(subject.grant_id)?.task ?? '';
+      await this.audit('task.denied', child, {
+        task: { id: subject.task_id, description },
+        scopes,
+        audience: subject.aud,
+        outcome: 'failure',
+        code: 'WRIT_AGENT_BLOCKED',
+        detail: { via: 'exchange', subjectJti: subject.jti, parentGrantId: subject.grant_id },
+      });
+      throw new WritError('WRIT_AGENT_BLOCKED', 'the developer blocked this sub-agent; it is refused until unblocked');
+    }
     const now = seconds(this.deps.clock.now());
     const remaining = subject.exp - now;
     if (remaining <= 0) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
-    const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
     const grant = this.exchangeGrant(child, subject, scopes, now, parent !== undefined);
     const task = { id: grant.taskId, description: grant.task };
     if (this.deps.revocations.allBefore * 1000 > this.deps.clock.now()) await this.notInRevokedSecond();
@@ -1249,6 +1276,7 @@ export class Authority {
       grantId: grant.id,
       // Revoking the parent's grant (or any above it) revokes this token too, by its claims alone.
       parentGrantIds: grant.ancestors,
+      ...(child.identity === undefined ? {} : { identity: child.identity }),
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).

@@ -33,6 +33,12 @@ export interface WritClaims {
    * parent's, ...). Revoking any of them revokes this token, wherever it is checked and after a broker restart.
    */
   parent_grant_ids?: string[];
+  /**
+   * The inventory identity of `client_id` (when the broker keeps an inventory): a sub-agent exchanged from this
+   * token after a broker restart, when the broker no longer holds its agent, gets the identity it had before, so a
+   * block of that identity still holds.
+   */
+  agent_identity?: string;
   jti: string;
   iat: number;
   nbf: number;
@@ -75,6 +81,8 @@ export interface MintRequest {
   grantId: string;
   /** For an exchanged token: the grants above `grantId`, nearest first (becomes `parent_grant_ids`). */
   parentGrantIds?: readonly string[];
+  /** The current agent's inventory identity (becomes `agent_identity`). */
+  identity?: string;
   ttlSeconds: number;
 }
 
@@ -115,6 +123,7 @@ export class TokenMinter {
       task_id: req.taskId,
       grant_id: req.grantId,
       ...(req.parentGrantIds?.length ? { parent_grant_ids: [...req.parentGrantIds] } : {}),
+      ...(req.identity === undefined ? {} : { agent_identity: req.identity }),
       jti: this.ids.id('tok'),
       iat,
       nbf: iat,

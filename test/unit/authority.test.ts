@@ -15,6 +15,9 @@ import { AuditLog } from '../../broker/audit/log';
 import { WritError } from '../../broker/errors';
 import type { ApprovalDecision, ApprovalRequest, AuditEntry, RevocationEvent } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
+import { Inventory, identityOf } from '../../broker/core/inventory';
+import { Oversight } from '../../broker/core/oversight';
+import { DEFAULT_WATCH_CONFIG, Watch } from '../../broker/core/watch';
 
 const AUD = 'https://api.example';
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -809,6 +812,85 @@ describe('Authority: whose token is this (holder rules on exchange)', () => {
     // A process both said hello from counts as both: the owner's token may be held there.
     await a.introduce({ protocol: 'writ/1', agent: { name: 'owner', kind: 'k' }, session: r.session! }, proc(24));
     expect(await codeOf(a.exchange(r.token.token, {}, from(24)))).toBe('resolved');
+  });
+});
+
+describe('Authority: a blocked sub-agent identity at exchange', () => {
+  /** A broker run with oversight on this folder's inventory and revocation list; a second call is its next run. */
+  async function run(dir: string, clock: ManualClock, ids: IdSource) {
+    const seen: AuditEntry[] = [];
+    const inventory = Inventory.load(join(dir, 'agents.json'), clock);
+    let a!: Authority;
+    const oversight = new Oversight({
+      user: 'u',
+      inventory,
+      watch: new Watch(DEFAULT_WATCH_CONFIG, clock, ids),
+      audit: async (e) => void seen.push(e),
+      stopIdentity: (id, why) => a.stopIdentity(id, why),
+    });
+    a = new Authority(
+      { ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' },
+      {
+        clock,
+        ids,
+        audit: { append: async (e) => void seen.push(e) },
+        minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+        revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock),
+        approver: new ScriptedApprover(),
+        publicKey: () => publicKey,
+        oversight,
+      },
+    );
+    return { a, oversight, inventory, seen };
+  }
+  const identityOfAgent = (a: Authority, id: string) => a.listAgents().find((v) => v.id === id)?.identity;
+
+  it('is refused (WRIT_AGENT_BLOCKED, recorded as task.denied) once its revoked agent is forgotten, and after a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-blocked-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const first = await run(dir, clock, counterIds());
+    const { a, oversight } = first;
+    const p = await a.introduce({ protocol: 'writ/1', agent: { name: 'parent', kind: 'k' } });
+    const pr = await a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
+    const helperId = (await a.check((await a.exchange(pr.token.token, { actorName: 'helper' })).token)).client_id;
+    const parentIdentity = identityOfAgent(a, p.agentId)!;
+    const helper = identityOfAgent(a, helperId)!;
+    expect(helper).toBe(identityOf('u', 'helper', 'sub-agent', parentIdentity));
+    await oversight.block(helper, 'bad helper', 'ipc');
+    // Blocking revoked the live helper agent.
+    expect(await codeOf(a.exchange(pr.token.token, { actorName: 'helper' }))).toBe('WRIT_TOKEN_REVOKED');
+
+    // Its tokens expire, agents come and go, and a sweep forgets the revoked helper: the one made again is blocked.
+    clock.advance(120_000);
+    for (let i = 0; i < 300; i++) await a.disconnected((await a.introduce({ protocol: 'writ/1', agent: { name: `n${i}`, kind: 'k' } })).agentId);
+    expect(identityOfAgent(a, helperId)).toBeUndefined();
+    const fresh = await a.mint({ agentId: p.agentId }, { grantId: pr.grant.id, ttl: 600 });
+    first.seen.length = 0;
+    expect(await codeOf(a.exchange(fresh.token, { actorName: 'helper' }))).toBe('WRIT_AGENT_BLOCKED');
+    const again = a.listAgents().find((v) => v.name === 'helper' && v.id !== helperId)!;
+    expect({ identity: again.identity, revoked: again.revoked, grants: again.grants }).toEqual({ identity: helper, revoked: false, grants: 0 });
+    expect(first.seen.map((e) => ({ event: e.event, agent: e.agent?.id, code: e.code, outcome: e.outcome, task: e.task?.id, detail: e.detail }))).toEqual([
+      {
+        event: 'task.denied',
+        agent: again.id,
+        code: 'WRIT_AGENT_BLOCKED',
+        outcome: 'failure',
+        task: pr.grant.taskId,
+        detail: { via: 'exchange', subjectJti: fresh.jti, parentGrantId: pr.grant.id },
+      },
+    ]);
+    // Another sub-agent name of the same parent is another identity, not blocked.
+    expect(await codeOf(a.exchange(fresh.token, { actorName: 'other' }))).toBe('resolved');
+    await first.inventory.close();
+
+    // The broker restarts: the parent's token names an agent the new run does not hold, and its own identity.
+    const second = await run(dir, clock, counterIds('r2_'));
+    expect(second.a.listAgents()).toEqual([]);
+    expect(await codeOf(second.a.exchange(fresh.token, { actorName: 'helper' }))).toBe('WRIT_AGENT_BLOCKED');
+    expect(second.seen.filter((e) => e.event === 'task.denied').map((e) => e.code)).toEqual(['WRIT_AGENT_BLOCKED']);
+    const other = await second.a.exchange(fresh.token, { actorName: 'other' });
+    expect(identityOfAgent(second.a, (await second.a.check(other.token)).client_id)).toBe(identityOf('u', 'other', 'sub-agent', parentIdentity));
+    await second.inventory.close();
   });
 });
 
