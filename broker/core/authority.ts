@@ -1370,11 +1370,16 @@ export class Authority {
    * its `act` chain) and no jti, however many live tokens it ends; a token revocation names its jti; `all` names
    * none (its `at` is the second after it, and nothing is minted before that second). So its size follows the
    * grants and agents taken, never their tokens.
+   *
+   * `tokenExp`: a `token` target's `exp`, when the caller verified the token (RFC 7009 revocation): its entry is
+   * kept until then, as for a token this run holds.
    */
-  async revoke(target: RevokeTarget, by: string, reason?: string): Promise<MethodResult<'revoke'>> {
+  async revoke(target: RevokeTarget, by: string, reason?: string, tokenExp?: number): Promise<MethodResult<'revoke'>> {
     const now = seconds(this.deps.clock.now());
-    // Kept until every token it may cover has expired: also those issued while the clock was ahead of now.
-    const until = Math.max(now, this.latestIat) + this.config.maxTtlSeconds;
+    // Kept until every token it may cover has expired: also those issued while the clock was ahead of now, and those
+    // of an earlier run whose maximum lifetime was higher than this run's (--max-ttl is lowered across a restart):
+    // so by the ceiling of any run's maximum, never this run's own.
+    const until = Math.max(now, this.latestIat) + MAX_TTL_CEILING_SECONDS;
     /** Live tokens ended, counted: each is held by a grant the event names (its `grant_id`). */
     let tokens = 0;
     /** The tokens the event names one by one (a `token` target's). */
@@ -1414,10 +1419,11 @@ export class Authority {
 
     switch (target.kind) {
       case 'token': {
-        let exp = until;
+        // Kept until the token's own expiry when that is known (held, or its verified claims at hand: later than
+        // `until` for a token of an earlier run minted while the clock was ahead of now), else as long as any may live.
         const held = this.ledger.find(target.jti, now);
+        const exp = held?.exp ?? tokenExp ?? until;
         if (held !== undefined) {
-          exp = held.exp;
           this.ledger.delete(target.jti, held);
           subject = this.agents.get(held.grant.agentId);
         }

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { WritError } from '../errors';
 import type { Clock } from './clock';
 import { seconds } from './clock';
+import { CLOCK_TOLERANCE_SECONDS } from './tokens';
 
 const Entry = z.strictObject({
   kind: z.enum(['token', 'grant', 'task', 'agent', 'all']),
@@ -81,7 +82,8 @@ export class RevocationStore {
       if (!r.success) {
         throw new WritError('WRIT_INTERNAL', `revocation list ${path} is corrupt at line ${i + 1}; refusing to start without it`);
       }
-      if (r.data.until > now) store.apply(r.data);
+      // A token is still taken a few seconds past its `exp` (the clock tolerance): so is the entry that covers it.
+      if (r.data.until + CLOCK_TOLERANCE_SECONDS > now) store.apply(r.data);
     });
     // Compact: write the live entries to a new file, fsync, rename over the old one.
     const tmp = `${path}.tmp`;

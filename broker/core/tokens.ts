@@ -12,6 +12,8 @@ export const TOKEN_TYPE = 'at+jwt';
 export const DEFAULT_TTL_SECONDS = 300;
 /** Hard ceiling for any configured maximum lifetime. */
 export const MAX_TTL_CEILING_SECONDS = 3600;
+/** How far past `exp` (and before `nbf`) a token is still taken, for clocks that differ a little (the default). */
+export const CLOCK_TOLERANCE_SECONDS = 5;
 
 /** `{ sub: current }`, with earlier actors nested inside: outermost is the one acting now. */
 export interface ActClaim {
@@ -229,7 +231,7 @@ function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): Wri
   if (opts.audience !== undefined && !audienceHas(payload.aud, opts.audience)) {
     throw new WritError('WRIT_AUDIENCE_MISMATCH', 'token is for another audience');
   }
-  const tolerance = opts.clockToleranceSeconds ?? 5;
+  const tolerance = opts.clockToleranceSeconds ?? CLOCK_TOLERANCE_SECONDS;
   const now = seconds(opts.clock.now());
   numericDate(payload, 'iat');
   const nbf = numericDate(payload, 'nbf');

@@ -166,7 +166,7 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
           if (!token) throw new WritError('WRIT_BAD_REQUEST', 'token is required', { path: 'token' });
           try {
             const claims = await deps.authority.check(token);
-            await deps.authority.revoke({ kind: 'token', jti: claims.jti }, 'http:rfc7009');
+            await deps.authority.revoke({ kind: 'token', jti: claims.jti }, 'http:rfc7009', undefined, claims.exp);
           } catch (e) {
             if (!isWritError(e) || e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_INTERNAL') throw e;
           }

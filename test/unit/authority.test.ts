@@ -228,6 +228,47 @@ describe('Authority', () => {
     expect(await codeOf(next.check(cr2.token.token))).toBe('WRIT_TOKEN_REVOKED');
   });
 
+  it('a revocation made by a run with a lower --max-ttl, or after the clock went back, is kept while the token it covers lives', async () => {
+    const t0 = Math.floor(clock.now() / 1000);
+    const { agentId } = await hello();
+    const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 3600 });
+    const other = await authority.requestTask({ agentId: (await hello('other')).agentId }, { task: 'o', scopes: ['repo:read:b'], audience: AUD, ttl: 3600 });
+    expect([r.token.expiresAt, other.token.expiresAt]).toEqual([t0 + 3600, t0 + 3600]);
+    const entries = () => readFileSync(join(dir, 'revocations.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; until: number });
+
+    // The next run allows 300 s at most; it revokes the agent, the token by jti (its claims not at hand), the grant and the task.
+    const run2 = await authorityOn({ maxTtlSeconds: 300 }, counterIds('r2_'));
+    await run2.revoke({ kind: 'agent', id: agentId }, 'test');
+    await run2.revoke({ kind: 'token', jti: r.token.jti }, 'test');
+    await run2.revoke({ kind: 'grant', id: r.grant.id }, 'test');
+    await run2.revoke({ kind: 'task', id: r.grant.taskId }, 'test');
+    expect(entries().map((e) => [e.kind, e.until])).toEqual([
+      ['agent', t0 + 3600],
+      ['token', t0 + 3600],
+      ['grant', t0 + 3600],
+      ['task', t0 + 3600],
+    ]);
+    // The clock goes back ten minutes; a verified token revoked by jti (RFC 7009, its claims at hand) is kept to its own exp.
+    clock.advance(-600_000);
+    await run2.revoke({ kind: 'token', jti: other.token.jti }, 'http:rfc7009', undefined, other.token.expiresAt);
+    expect(entries().at(-1)).toMatchObject({ kind: 'token', until: t0 + 3600 });
+
+    // Nearly an hour on, a later run still refuses both tokens, which have 5 s left.
+    clock.set((t0 + 3595) * 1000);
+    const run3 = await authorityOn({}, counterIds('r3_'));
+    expect([await codeOf(run3.check(r.token.token)), await codeOf(run3.check(other.token.token))]).toEqual(['WRIT_TOKEN_REVOKED', 'WRIT_TOKEN_REVOKED']);
+    // At their exp a token is still taken for the clock tolerance (5 s), and so a start keeps the entries; after
+    // it, the next start drops them.
+    clock.set((t0 + 3600) * 1000);
+    const run4 = await authorityOn({}, counterIds('r4_'));
+    expect(entries()).toHaveLength(5);
+    expect(await codeOf(run4.check(r.token.token))).toBe('WRIT_TOKEN_REVOKED');
+    clock.set((t0 + 3605) * 1000);
+    const run5 = await authorityOn({}, counterIds('r5_'));
+    expect(entries()).toEqual([]);
+    expect(await codeOf(run5.check(r.token.token))).toBe('WRIT_TOKEN_EXPIRED');
+  });
+
   it('revoking everything writes one entry that covers its own second, and a token minted later that second waits for the next', async () => {
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });

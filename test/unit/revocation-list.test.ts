@@ -30,3 +30,22 @@ describe('revocation list: session hashes', () => {
     expect(await codeOf(RevocationStore.open(path, clock()))).toBe('WRIT_INTERNAL');
   });
 });
+
+describe('revocation list: how long an entry is kept', () => {
+  it('a start keeps an entry through the clock tolerance after its until (a token is still taken 5 s past exp), then drops it', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'writ-rl-')), 'r.jsonl');
+    const c = new ManualClock(AT * 1000);
+    const first = await RevocationStore.open(path, c);
+    await first.add('token', 'tok_1', AT + 60);
+    first.close();
+    const reopen = async (at: number) => {
+      c.set(at * 1000);
+      const s = await RevocationStore.open(path, c);
+      s.close();
+      return [s.hasToken('tok_1'), readFileSync(path, 'utf8').includes('tok_1')];
+    };
+    expect(await reopen(AT + 60)).toEqual([true, true]);
+    expect(await reopen(AT + 64)).toEqual([true, true]);
+    expect(await reopen(AT + 65)).toEqual([false, false]);
+  });
+});
