@@ -155,6 +155,8 @@ interface Grant {
 interface Pending {
   requestId: string;
   agentId: string;
+  /** The task it asks for: revoking that task ends the wait. */
+  taskId: string;
   controller: AbortController;
 }
 
@@ -683,6 +685,11 @@ export class Authority {
       .map((id) => this.grants.get(id))
       .filter((g): g is Grant => g !== undefined && !g.revoked && g.expiresAt > now && g.audience === audience);
     const covering = live.find((g) => scopesCover(parseScopes(g.scopes), parseScopes(asked)));
+    // Revoked while its request was being recorded: no grant is made for it.
+    if (this.deps.revocations.isTaskRevoked(task.id)) {
+      await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_TOKEN_REVOKED' });
+      throw new WritError('WRIT_TOKEN_REVOKED', 'the task was revoked');
+    }
     if (!covering) {
       await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
       throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only ask for scopes its parent holds for that audience', {
@@ -729,7 +736,7 @@ export class Authority {
     }
     const requestId = this.deps.ids.id('req');
     const controller = new AbortController();
-    this.pending.set(requestId, { requestId, agentId: agent.id, controller });
+    this.pending.set(requestId, { requestId, agentId: agent.id, taskId: task.id, controller });
     if (this.deps.oversight && agent.identity) {
       // Counted after registering, so requests arriving together see each other.
       const waiting = [...this.pending.values()].filter((p) => p.agentId === agent.id).length;
@@ -785,6 +792,8 @@ export class Authority {
       this.pending.delete(requestId);
     }
     if (decision.decision === 'deny') return deny('WRIT_DENIED', 'the developer denied this request');
+    // An approval that landed with the task's revocation (after it was applied, before its wait ended) makes no grant.
+    if (this.deps.revocations.isTaskRevoked(task.id)) return deny('WRIT_TOKEN_REVOKED', 'the task was revoked while waiting');
     return decision;
   }
 
@@ -1031,9 +1040,12 @@ export class Authority {
     ]);
     // The watch may stop the agent on a burst; the revocation then covers this token too.
     if (this.deps.oversight && agent.identity) await this.deps.oversight.onMint(agent.identity, agent.id, () => this.auditAgent(agent));
-    // A revocation may have landed while the record was being written: never hand out a revoked token. Its jti
-    // too: the mint record (with the jti) is in the audit stream before the token leaves.
-    if (grant.revoked || agent.revoked || this.deps.revocations.hasToken(claims.jti)) throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
+    // A revocation may have landed while the record was being written: never hand out a revoked token, by anything
+    // its claims name (its jti too: the mint record, with the jti, is in the audit stream before the token leaves;
+    // its task, which may have been revoked before this grant was made).
+    if (grant.revoked || agent.revoked || this.isRevoked({ jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain: [agent.id, ...agent.parents] })) {
+      throw new WritError('WRIT_TOKEN_REVOKED', 'revoked while minting');
+    }
     // `writ mcp` hands its tokens to its MCP client over stdio, a process the broker cannot name: not bound.
     this.holdToken(grant, claims, scopes, agent.info.kind === 'mcp' ? undefined : this.bindingOf(ctx.minter));
     return { token, jti: claims.jti, scopes: [...scopes], audience: grant.audience, expiresAt: claims.exp };
@@ -1456,6 +1468,12 @@ export class Authority {
         // Every token issued for the task, by its task_id: also those of a grant another task made and this one
         // reused, those exchanged from them, and those of an earlier run this broker holds nothing of.
         if (target.kind === 'task') entries.push({ kind: 'task', id: target.id });
+        // A request for the task still waiting for its approval ends as one whose agent is revoked does.
+        if (target.kind === 'task') {
+          for (const p of this.pending.values()) {
+            if (p.taskId === target.id) p.controller.abort(new WritError('WRIT_TOKEN_REVOKED', 'the task was revoked while waiting'));
+          }
+        }
         // All of them taken and applied before anything waits: no grant of the set mints while another's entry syncs.
         for (const g of matched) {
           subject ??= this.agents.get(g.agentId);

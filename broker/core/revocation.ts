@@ -205,6 +205,11 @@ export class RevocationStore {
     return this.sessions.has(sessionHash);
   }
 
+  /** Whether this task was revoked (a `task` entry). */
+  isTaskRevoked(taskId: string): boolean {
+    return this.tasks.has(taskId);
+  }
+
   /** Whether this jti was revoked by itself (a `token` entry). */
   hasToken(jti: string): boolean {
     return this.tokens.has(jti);

@@ -935,6 +935,118 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
   });
 });
 
+describe('Authority: a task revoked before its grant is made', () => {
+  /** An authority whose approvals wait for `decide`, and whose records of the event `hold` names wait while it is set. */
+  async function waiting() {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-pending-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const ids = counterIds();
+    const seen: AuditEntry[] = [];
+    const t = {
+      seen,
+      signals: [] as AbortSignal[],
+      decide: [] as ((mode: 'task' | 'session') => void)[],
+      hold: undefined as { event: AuditEntry['event']; until: Promise<void> } | undefined,
+    };
+    const approver: Approver = {
+      kind: 'ipc',
+      ask: (r, signal) => {
+        t.signals.push(signal);
+        return new Promise((res) => t.decide.push((mode) => res({ requestId: r.requestId, decision: 'approve', mode })));
+      },
+    };
+    const a = new Authority({ ...DEFAULT_AUTHORITY_CONFIG, issuer: 'urn:writ:test', user: 'u' }, {
+      clock,
+      ids,
+      audit: {
+        append: async (e) => {
+          seen.push(e);
+          if (e.event === t.hold?.event) await t.hold.until;
+        },
+      },
+      minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
+      revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock),
+      approver,
+      publicKey: () => publicKey,
+    });
+    const { agentId } = await a.introduce({ protocol: 'writ/1', agent: { name: 'x', kind: 'k' } });
+    const taskOf = (n: number) => seen.filter((e) => e.event === 'task.requested')[n]!.task!.id;
+    const settle = () => new Promise((r) => setTimeout(r, 5));
+    return { a, t, agentId, taskOf, settle };
+  }
+  const denials = (seen: AuditEntry[]) => seen.filter((e) => e.event === 'task.denied').map((e) => ({ task: e.task?.id, code: e.code }));
+  const ask = { task: 'deploy', scopes: ['repo:write:a'], audience: AUD };
+
+  it('while its prompt waits: the wait ends WRIT_TOKEN_REVOKED (as for a revoked agent), no grant; asked again it prompts afresh', async () => {
+    const { a, t, agentId, taskOf, settle } = await waiting();
+    const asking = a.requestTask({ agentId }, ask);
+    await settle();
+    expect(await a.revoke({ kind: 'task', id: taskOf(0) }, 'developer')).toEqual({ revokedTokens: 0, revokedGrants: 0, revokedAgents: 0 });
+    expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+    expect(t.signals[0]!.aborted).toBe(true);
+    expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
+    expect(a.listGrants()).toEqual([]);
+    // The same task asked again is a new request: a prompt, a new grant and a live token.
+    const again = a.requestTask({ agentId }, ask);
+    await settle();
+    t.decide[1]!('task');
+    const r = await again;
+    expect({ reused: r.reused, prompts: t.decide.length, code: await codeOf(a.check(r.token.token)) }).toEqual({ reused: false, prompts: 2, code: 'resolved' });
+  });
+
+  it('an approval landing with the revocation makes no grant: refused WRIT_TOKEN_REVOKED, nothing to reuse', async () => {
+    const { a, t, agentId, taskOf, settle } = await waiting();
+    const asking = a.requestTask({ agentId }, ask);
+    await settle();
+    // The developer approves, and the task is revoked before the approval is acted on.
+    t.decide[0]!('session');
+    const revoking = a.revoke({ kind: 'task', id: taskOf(0) }, 'developer');
+    expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+    await revoking;
+    expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
+    expect(t.seen.filter((e) => e.event === 'task.approved' || e.event === 'token.minted')).toEqual([]);
+    expect(a.listGrants()).toEqual([]);
+  });
+
+  it('a token is not handed out when its task is revoked while it is being minted, on a grant another task made', async () => {
+    const { a, t, agentId, taskOf, settle } = await waiting();
+    const first = a.requestTask({ agentId }, ask);
+    await settle();
+    t.decide[0]!('session');
+    const grant = (await first).grant;
+    // A second task reuses the session grant; it is revoked while its token's record is written.
+    let release!: () => void;
+    t.hold = { event: 'token.minted', until: new Promise((r) => (release = r)) };
+    const second = a.requestTask({ agentId }, { ...ask, task: 'other' });
+    await settle();
+    await a.revoke({ kind: 'task', id: taskOf(1) }, 'developer');
+    release();
+    expect(await codeOf(second)).toBe('WRIT_TOKEN_REVOKED');
+    // The grant of the first task is not the revoked task's: it still mints, for its own task.
+    t.hold = undefined;
+    const more = await a.mint({ agentId }, { grantId: grant.id });
+    expect(await codeOf(a.check(more.token))).toBe('resolved');
+  });
+
+  it("a sub-agent's request revoked while it is being recorded gets no grant from its parent's", async () => {
+    const { a, t, agentId, taskOf, settle } = await waiting();
+    const parent = a.requestTask({ agentId }, { ...ask, scopes: ['repo:write:*'] });
+    await settle();
+    t.decide[0]!('task');
+    const child = await a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: (await parent).session! });
+    let release!: () => void;
+    t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
+    const asking = a.requestTask({ agentId: child.agentId }, ask);
+    await settle();
+    t.hold = undefined;
+    await a.revoke({ kind: 'task', id: taskOf(1) }, 'developer');
+    release();
+    expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+    expect(denials(t.seen)).toEqual([{ task: taskOf(1), code: 'WRIT_TOKEN_REVOKED' }]);
+    expect(a.listGrants(child.agentId)).toEqual([]);
+  });
+});
+
 describe('Authority: memory', () => {
   it('forgets grants that have expired with all their tokens, and keeps live ones', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-sweep-'));
