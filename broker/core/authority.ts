@@ -1194,6 +1194,8 @@ export class Authority {
   async introspect(token: string, presenter?: Omit<Presenter, 'via'>): Promise<Record<string, unknown>> {
     try {
       const c = await this.check(token, undefined, presenter && { ...presenter, via: 'introspect' });
+      // Without the clock tolerance the other checks allow past `exp`: active means not expired by this clock.
+      if (c.exp <= seconds(this.deps.clock.now())) throw new WritError('WRIT_TOKEN_EXPIRED', 'token has expired');
       await this.auditRaw({ event: 'token.introspected', jti: c.jti, outcome: 'success', agent: this.auditAgentById(c.client_id, 'ref') });
       return {
         active: true,

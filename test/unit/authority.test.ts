@@ -807,6 +807,26 @@ describe('Authority', () => {
     expect(await authority.introspect(r.token.token)).toEqual({ active: false });
   });
 
+  it('introspection says active only before exp, without the clock tolerance other checks allow (RFC 7662)', async () => {
+    const { agentId } = await hello();
+    const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 60 });
+    const records: AuditEntry[] = [];
+    const write = log.append.bind(log);
+    log.append = (e: AuditEntry) => {
+      if (e.event === 'token.introspected') records.push(e);
+      return write(e);
+    };
+    clock.set(r.token.expiresAt * 1000 - 1000);
+    expect(await authority.introspect(r.token.token)).toMatchObject({ active: true, jti: r.token.jti, exp: r.token.expiresAt });
+    for (const past of [0, 4]) {
+      clock.set((r.token.expiresAt + past) * 1000);
+      // Still taken within the 5 s tolerance by the broker's own checks (exchange), not shown as active.
+      expect((await authority.check(r.token.token)).jti).toBe(r.token.jti);
+      expect(await authority.introspect(r.token.token)).toEqual({ active: false });
+    }
+    expect(records.map((e) => [e.outcome, e.code])).toEqual([['success', undefined], ['failure', 'WRIT_TOKEN_EXPIRED'], ['failure', 'WRIT_TOKEN_EXPIRED']]);
+  });
+
   it('never writes a token or session credential into the audit log', async () => {
     const { agentId } = await hello();
     const r = await authority.requestTask({ agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD });
