@@ -298,6 +298,8 @@ function splitTarget(rawUrl: string): { name: string; path: string; query: strin
   if (/%2e|%2f|%5c|\\/i.test(path) || path.split('/').some((s) => /^\.\.?(?:;|$)/.test(s))) {
     throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold dot segments or encoded separators', { path: 'path' });
   }
+  // Encoded twice (`%252e%252e`): an upstream that decodes twice (nginx before Tomcat, some routers) reads `..`.
+  if (/%25(?:2e|2f|5c|3b|25)/i.test(path)) throw new WritError('WRIT_BAD_REQUEST', 'the path must not hold a dot, separator or percent encoded twice', { path: 'path' });
   // An empty segment is another resource to many upstreams (nginx merges `//`, and Tomcat and Jetty cut `/;x` to
   // `/`), while a one-segment glob never matches it. A trailing `/` is checked against the scopes (trailingSlash).
   const segments = path.split('/');

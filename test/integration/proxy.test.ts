@@ -460,6 +460,10 @@ describe('the credential-injecting proxy', () => {
       ['GET', '/docs/a//b'],
       // `docs/**` matches `docs/`, but `docs` is not granted.
       ['GET', '/docs/'],
+      // Encoded twice: `..`, `/` and `;` to an upstream that decodes twice.
+      ['DELETE', '/items/%252e%252e'],
+      ['GET', '/repos/%252F/readme'],
+      ['GET', '/docs/a%253Bx/b'],
     ];
     const got: Array<[string, number, string]> = [];
     for (const [method, path] of cases) {
