@@ -27,7 +27,7 @@ import { TurnSigner } from './core/signer';
 import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
 import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
-import { listen } from './net/server';
+import { CLOSE_TOO_MANY, FIRST_CALL_TIMEOUT_MS, MAX_CONNECTIONS_PER_PROCESS, listen } from './net/server';
 import type { Listeners } from './net/server';
 import { RpcConnection, acknowledged, eventOfEntry, revocationFrame, revocationFrames } from './net/rpc';
 import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
@@ -344,17 +344,38 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     proxy: createProxy({ authority, clock, stateDir: paths.stateDir, env, timeoutMs: proxyTimeoutMs(env), maxCallsPerAgent: proxyMaxCalls(env), log, peer: (socket) => peers.forSocket(socket, { recheck: false }) }),
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
+  const firstCallMs = Number(env.WRIT_FIRST_CALL_TIMEOUT_MS ?? FIRST_CALL_TIMEOUT_MS);
+  /** Open connections per peer process (`pid:startTime`), as the kernel named it. */
+  const perProcess = new Map<string, number>();
   listeners = await listen({
     socketPath: paths.socketPath,
     heartbeatMs: Number.isInteger(heartbeatMs) && heartbeatMs >= 50 ? heartbeatMs : 15_000,
+    firstCallTimeoutMs: Number.isInteger(firstCallMs) && firstCallMs >= 50 ? firstCallMs : FIRST_CALL_TIMEOUT_MS,
     ...(options.port === undefined ? {} : { port: options.port }),
     http,
     onConnection: (ws, ctx) => {
       // Who is on the other end, from the kernel: looked up once, now, and bound to this connection.
-      const peer = ctx.peer === undefined ? undefined : peers.forConnection(ctx.peer);
+      // A connection closed before its lookup's turn comes (a flood's, given way to newer ones) costs no lookup.
+      const gone = new AbortController();
+      ws.once('close', () => gone.abort());
+      const peer = ctx.peer === undefined ? undefined : peers.forConnection(ctx.peer, gone.signal);
       const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
+      // One process may hold MAX_CONNECTIONS_PER_PROCESS connections; the next is closed once its process is known,
+      // so a runaway or hostile process cannot take every one of the broker's MAX_CONNECTIONS.
+      void peer?.().then((p) => {
+        if (p === undefined || conn.closed) return;
+        const key = `${p.pid}:${p.startTime ?? ''}`;
+        const held = (perProcess.get(key) ?? 0) + 1;
+        perProcess.set(key, held);
+        ws.once('close', () => {
+          const left = (perProcess.get(key) ?? 1) - 1;
+          if (left > 0) perProcess.set(key, left);
+          else perProcess.delete(key);
+        });
+        if (held > MAX_CONNECTIONS_PER_PROCESS) conn.close(CLOSE_TOO_MANY, `more than ${MAX_CONNECTIONS_PER_PROCESS} connections from this process`);
+      });
     },
   });
 

@@ -26,6 +26,11 @@ export const MAX_PARENT_CHAIN = 8;
 /** A lookup that takes longer than this gives up: the connection proceeds with the peer unidentified. */
 export const PEER_LOOKUP_TIMEOUT_MS = 5_000;
 const HASH_CACHE_ENTRIES = 256;
+/**
+ * Lookups worked on at once; the others wait their turn in arrival order (the wait counts toward
+ * PEER_LOOKUP_TIMEOUT_MS). Bounds the broker's work and open files when many connections arrive together.
+ */
+export const MAX_CONCURRENT_LOOKUPS = 32;
 const PID_SCAN_CONCURRENCY = 16;
 
 /**
@@ -362,21 +367,87 @@ export function connectedLineage(p: ProcessRef): ProcessRef[] {
 /** The broker's process table: /proc on Linux; elsewhere nothing is identified and the process rules stay quiet. */
 export const procTable: ProcessTable = { lineage: (pid) => procLineage(pid), connectedLineage };
 
-async function readTcpRows(): Promise<ProcNetTcpRow[]> {
-  const rows: ProcNetTcpRow[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
+type TcpAddress = Extract<PeerAddress, { transport: 'tcp' }>;
+
+/** The port of a /proc/net/tcp line's local address (`sl: ADDR:PORT ...`), or -1: read without splitting the line. */
+function localPortOf(text: string, start: number, end: number): number {
+  const colon = text.indexOf(':', start);
+  if (colon < 0 || colon >= end) return -1;
+  let i = colon + 1;
+  while (i < end && text.charCodeAt(i) === 32) i++;
+  const space = text.indexOf(' ', i);
+  if (space < 0 || space > end || space - i < 5) return -1;
+  const port = parseInt(text.slice(space - 4, space), 16);
+  return Number.isInteger(port) ? port : -1;
+}
+
+/**
+ * The client-end inodes of the wanted loopback TCP connections, from one pass over /proc/net/tcp and tcp6: only
+ * a line whose local port is a wanted client port is parsed, and no row is kept. Every lookup waiting when a pass
+ * starts is answered by it (all of them were accepted before it started); lookups that arrive during a pass wait
+ * for the next one. A burst of N connections costs a few passes over a table of about 2N lines, not N each.
+ */
+export class TcpInodeFinder {
+  private waiting: { addr: TcpAddress; resolve: (inode: number | undefined) => void }[] = [];
+  private reading = false;
+
+  constructor(private readonly files: readonly string[] = ['/proc/net/tcp', '/proc/net/tcp6']) {}
+
+  find(addr: TcpAddress): Promise<number | undefined> {
+    return new Promise((resolve) => {
+      this.waiting.push({ addr, resolve });
+      if (!this.reading) void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.reading = true;
     try {
-      text = await fsp.readFile(file, 'utf8');
-    } catch {
-      continue; // no IPv6 in this kernel
-    }
-    for (const line of text.split('\n')) {
-      const r = parseProcNetTcpLine(line);
-      if (r) rows.push(r);
+      while (this.waiting.length > 0) {
+        const batch = this.waiting;
+        this.waiting = [];
+        const found = await this.scan(batch.map((w) => w.addr)).catch(() => new Map<TcpAddress, number>());
+        for (const w of batch) w.resolve(found.get(w.addr));
+      }
+    } finally {
+      this.reading = false;
     }
   }
-  return rows;
+
+  private async scan(addrs: readonly TcpAddress[]): Promise<Map<TcpAddress, number>> {
+    const byPort = new Map<number, TcpAddress[]>();
+    for (const a of addrs) {
+      const list = byPort.get(a.remotePort);
+      if (list === undefined) byPort.set(a.remotePort, [a]);
+      else list.push(a);
+    }
+    const found = new Map<TcpAddress, number>();
+    for (const file of this.files) {
+      let text: string;
+      try {
+        text = await fsp.readFile(file, 'latin1');
+      } catch {
+        continue; // no IPv6 in this kernel
+      }
+      for (let start = 0; start < text.length && found.size < addrs.length; ) {
+        let end = text.indexOf('\n', start);
+        if (end < 0) end = text.length;
+        const wanted = byPort.get(localPortOf(text, start, end));
+        if (wanted !== undefined) {
+          const row = parseProcNetTcpLine(text.slice(start, end));
+          if (row) {
+            for (const a of wanted) {
+              if (found.has(a)) continue;
+              const inode = findTcpClientInode([row], a);
+              if (inode !== undefined) found.set(a, inode);
+            }
+          }
+        }
+        start = end + 1;
+      }
+    }
+    return found;
+  }
 }
 
 /** Socket inode → pids holding an fd on it: one pass over /proc/*\/fd (processes we may not read are skipped). */
@@ -471,6 +542,9 @@ export class PeerIdentifier {
     (await runSs()).split('\n').map(parseSsUnixLine).filter((r): r is SsUnixRow => r !== undefined),
   );
   private readonly owners = new SharedRead(socketOwners);
+  private readonly tcpInodes = new TcpInodeFinder();
+  private active = 0;
+  private readonly turns: (() => void)[] = [];
 
   constructor(private readonly platform: NodeJS.Platform = process.platform) {}
 
@@ -487,8 +561,8 @@ export class PeerIdentifier {
    * connection uses: the same answer every time, re-checked against PID reuse; if the pid now names another
    * process, the holder of the socket is looked up again, once.
    */
-  forConnection(addr: PeerAddress): () => Promise<PeerProcess | undefined> {
-    let current = this.identify(addr);
+  forConnection(addr: PeerAddress, gone?: AbortSignal): () => Promise<PeerProcess | undefined> {
+    let current = this.identify(addr, gone);
     let rechecked = false;
     return async () => {
       const peer = await current;
@@ -534,24 +608,40 @@ export class PeerIdentifier {
   }
 
   /** The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`). */
-  async identify(addr: PeerAddress): Promise<PeerProcess | undefined> {
+  /** `gone`: the connection has closed; a lookup still waiting for its turn then is not made. */
+  async identify(addr: PeerAddress, gone?: AbortSignal): Promise<PeerProcess | undefined> {
     if (this.platform !== 'linux') return undefined;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => resolve(undefined), PEER_LOOKUP_TIMEOUT_MS);
       timer.unref();
     });
+    const given = { up: false };
     try {
-      return await Promise.race([this.lookup(addr).catch(() => undefined), timeout]);
+      return await Promise.race([this.inTurn(given, gone, () => this.lookup(addr)).catch(() => undefined), timeout]);
     } finally {
+      given.up = true; // a lookup still waiting for its turn is dropped when it gets it
       clearTimeout(timer);
+    }
+  }
+
+  /** Runs `work` once fewer than MAX_CONCURRENT_LOOKUPS others run, unless its caller or connection is gone by then. */
+  private async inTurn<T>(given: { up: boolean }, gone: AbortSignal | undefined, work: () => Promise<T | undefined>): Promise<T | undefined> {
+    if (this.active >= MAX_CONCURRENT_LOOKUPS) await new Promise<void>((resolve) => this.turns.push(resolve));
+    else this.active++;
+    try {
+      return given.up || gone?.aborted ? undefined : await work();
+    } finally {
+      const next = this.turns.shift();
+      if (next) next(); // the turn passes on: `active` stays counted
+      else this.active--;
     }
   }
 
   private async lookup(addr: PeerAddress): Promise<PeerProcess | undefined> {
     let pids: number[];
     if (addr.transport === 'tcp') {
-      const inode = findTcpClientInode(await readTcpRows(), addr);
+      const inode = await this.tcpInodes.find(addr);
       if (inode === undefined) return undefined;
       pids = (await this.owners.since(addr.acceptedAt)).get(inode) ?? [];
     } else {

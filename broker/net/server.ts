@@ -15,6 +15,28 @@ import type { PeerAddress } from './peer';
 /** ws closes a connection whose frame exceeds this; smaller frames over MAX_FRAME_BYTES get an error reply instead. */
 export const HARD_FRAME_LIMIT = 1024 * 1024;
 
+/**
+ * WebSocket connections open at once, however busy. Past this an upgrade is refused before anything is set up for
+ * it (no WebSocket, no process lookup): 503 with `WRIT_RATE_LIMITED`.
+ */
+export const MAX_CONNECTIONS = 4096;
+/**
+ * Connections that have not sent their first frame yet. A new one past this closes the oldest of them
+ * (CLOSE_NO_CALL), so a flood of connections that never call cannot keep a client that does call out.
+ */
+export const MAX_IDLE_CONNECTIONS = 1024;
+/**
+ * How long a WebSocket connection may stay open without sending its first frame; it is then closed with
+ * CLOSE_NO_CALL. Every Writ client (the CLI, agents, `writ exec`, verifiers, `writ gate`) calls at once.
+ */
+export const FIRST_CALL_TIMEOUT_MS = 10_000;
+/** Close code of a connection that sent nothing within FIRST_CALL_TIMEOUT_MS. */
+export const CLOSE_NO_CALL = 4008;
+/** Close code of a connection past MAX_CONNECTIONS_PER_PROCESS from one process (root.ts). */
+export const CLOSE_TOO_MANY = 4029;
+/** WebSocket connections one process (pid and start time, from the kernel) may hold open at once. */
+export const MAX_CONNECTIONS_PER_PROCESS = 128;
+
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 export interface ConnectionContext {
@@ -45,8 +67,13 @@ export function refuseReason(req: IncomingMessage, transport: 'unix' | 'tcp'): W
   return null;
 }
 
-function refusalBody(refused: WritError): string {
-  return JSON.stringify({ error: 'forbidden', error_description: refused.message, writ_code: refused.code });
+function refusalBody(refused: WritError, error = 'forbidden'): string {
+  return JSON.stringify({ error, error_description: refused.message, writ_code: refused.code });
+}
+
+/** A whole HTTP answer written on a raw socket, which is then closed. */
+function rawAnswer(status: string, body: string): string {
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
 export interface Listeners {
@@ -62,6 +89,11 @@ export interface ListenOptions {
   host?: string;
   port?: number;
   heartbeatMs?: number;
+  /** MAX_CONNECTIONS and MAX_IDLE_CONNECTIONS unless given. */
+  maxConnections?: number;
+  maxIdleConnections?: number;
+  /** FIRST_CALL_TIMEOUT_MS unless given. */
+  firstCallTimeoutMs?: number;
   http: (req: IncomingMessage, res: import('node:http').ServerResponse) => void;
   onConnection: (ws: WebSocket, ctx: ConnectionContext) => void;
 }
@@ -69,6 +101,17 @@ export interface ListenOptions {
 export async function listen(opts: ListenOptions): Promise<Listeners> {
   const wss = new WebSocketServer({ noServer: true, maxPayload: HARD_FRAME_LIMIT, perMessageDeflate: false });
   const alive = new WeakMap<WebSocket, boolean>();
+  const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+  const maxIdle = opts.maxIdleConnections ?? MAX_IDLE_CONNECTIONS;
+  const firstCallMs = opts.firstCallTimeoutMs ?? FIRST_CALL_TIMEOUT_MS;
+  /** Open connections that have sent nothing yet, oldest first. */
+  const idle = new Map<WebSocket, NodeJS.Timeout>();
+  const called = (ws: WebSocket) => {
+    clearTimeout(idle.get(ws));
+    idle.delete(ws);
+  };
+  /** Upgrades accepted and not yet open (ws finishes them later): counted against the cap with the open ones. */
+  let upgrading = 0;
 
   const attach = (server: Server, transport: 'unix' | 'tcp') => {
     server.on('request', (req, res) => {
@@ -93,11 +136,39 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
+      if (wss.clients.size + upgrading >= maxConnections) {
+        const refusal = new WritError('WRIT_RATE_LIMITED', `the broker has ${maxConnections} connections open: try again later`);
+        socket.end(rawAnswer('503 Service Unavailable', refusalBody(refusal, 'temporarily_unavailable')));
+        return;
+      }
       // Read now, while the socket's fd is certainly this connection's.
       const peer = peerAddressOf(req.socket, transport);
+      upgrading++;
+      let counted = true;
+      const uncount = () => {
+        if (counted) upgrading--;
+        counted = false;
+      };
+      socket.once('close', uncount);
       wss.handleUpgrade(req, socket, head, (ws) => {
+        uncount();
         alive.set(ws, true);
         ws.on('pong', () => alive.set(ws, true));
+        // A connection that never calls holds a socket, a WebSocket and a process lookup: it gets a few seconds,
+        // and the oldest such gives way to a new connection past MAX_IDLE_CONNECTIONS.
+        if (idle.size >= maxIdle) {
+          const [oldest] = idle.keys();
+          called(oldest!);
+          oldest!.close(CLOSE_NO_CALL, 'too many connections waiting for a first call');
+        }
+        const timer = setTimeout(() => {
+          called(ws);
+          ws.close(CLOSE_NO_CALL, `no call within ${Math.round(firstCallMs / 1000)} s`);
+        }, firstCallMs);
+        timer.unref();
+        idle.set(ws, timer);
+        ws.once('message', () => called(ws));
+        ws.once('close', () => called(ws));
         opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}) });
       });
     });

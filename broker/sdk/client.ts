@@ -91,7 +91,11 @@ export class WritClient {
       clearInterval(this.liveness);
       const err =
         this.silentError ??
-        new WritError(code === 4001 ? 'WRIT_TOKEN_REVOKED' : 'WRIT_BROKER_UNREACHABLE', code === 4001 ? 'this agent was revoked' : 'the broker closed the connection');
+        (code === 4001
+          ? new WritError('WRIT_TOKEN_REVOKED', 'this agent was revoked')
+          : code === 4029
+            ? new WritError('WRIT_RATE_LIMITED', 'the broker refused this connection: this process holds too many')
+            : new WritError('WRIT_BROKER_UNREACHABLE', 'the broker closed the connection'));
       this.closedError = err;
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();

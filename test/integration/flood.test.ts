@@ -2,7 +2,10 @@
 // are bounded, a request burst gets it blocked with a clear code, and meanwhile another agent is asked about,
 // approved and served. Ordering is asserted, never wall-clock time.
 import { describe, expect, it } from 'vitest';
-import { BrokerProcess, approveAll, freshEnv, requireKeyring } from '../helpers/broker';
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
+import { CLOSE_NO_CALL, MAX_CONNECTIONS_PER_PROCESS } from '../../broker/net/server';
 import { WritError } from '../../broker/errors';
 import { codeOf } from '../helpers/codes';
 
@@ -62,5 +65,88 @@ describe('flood', () => {
     expect(b.requests).toHaveLength(4);
     await client.close().catch(() => undefined);
     await b.stop();
+  });
+});
+
+// Idle connections: a process that opens thousands of WebSocket connections and never calls cannot grow the
+// broker's memory without bound or keep another client from being answered. Bounds, not wall-clock times.
+const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+/** How one raw WebSocket connection ended up: open, closed with a code, or refused with an HTTP status and writ_code. */
+function idleSocket(url: string): { ws: WebSocket; settled: Promise<string>; ended: Promise<string> } {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  let settle!: (s: string) => void;
+  let end!: (s: string) => void;
+  const settled = new Promise<string>((r) => (settle = r));
+  const ended = new Promise<string>((r) => (end = r));
+  ws.on('error', () => undefined);
+  ws.once('open', () => settle('open'));
+  ws.once('close', (code) => {
+    settle(`close ${code}`);
+    end(`close ${code}`);
+  });
+  ws.once('unexpected-response', (_req, res) => {
+    let body = '';
+    res.on('data', (d) => (body += d));
+    res.on('end', () => {
+      const s = `${res.statusCode} ${JSON.parse(body).writ_code}`;
+      settle(s);
+      end(s);
+      ws.terminate();
+    });
+  });
+  return { ws, settled, ended };
+}
+
+describe.skipIf(process.platform !== 'linux')('idle connections', () => {
+  it('3,000 idle connections from one process: bounded memory, another client answered, normal service after', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    const pid = b.child.pid!;
+    const { client: warm } = await b.agent('warm-up');
+    await warm.call('status', {});
+    await warm.close();
+    const before = rssMb(pid);
+    const conns = Array.from({ length: 3000 }, () => idleSocket(b.discovery.wsUrl));
+    try {
+      const outcomes = await Promise.all(conns.map((c) => c.settled));
+      // Another client (a process of its own, as the developer's CLI is) is answered while they are held.
+      const during = await writ(['status', '--json'], b.env);
+      expect(during.code).toBe(0);
+      expect(JSON.parse(during.stdout).pid).toBe(pid);
+      expect(rssMb(pid) - before).toBeLessThan(300);
+      // Every connection refused or closed was told why, with a stable code: at most 128 per process stay open.
+      const stillOpen = () => conns.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
+      for (let i = 0; i < 100 && stillOpen() > MAX_CONNECTIONS_PER_PROCESS; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(stillOpen()).toBeLessThanOrEqual(MAX_CONNECTIONS_PER_PROCESS);
+      expect(stillOpen()).toBeGreaterThan(0);
+      const ends = await Promise.all(conns.filter((c) => c.ws.readyState !== WebSocket.OPEN).map((c) => c.ended));
+      expect(new Set(ends.filter((e) => !['close 4029', '503 WRIT_RATE_LIMITED', 'close 4008'].includes(e)))).toEqual(new Set());
+      expect(outcomes.filter((o) => o === 'open').length).toBeGreaterThan(0);
+    } finally {
+      for (const c of conns) c.ws.terminate();
+    }
+    // Served normally once they are gone: an agent says hello and is given its task.
+    b.decide = approveAll;
+    const { client } = await b.agent('after-the-flood');
+    const r = await client.call('task.request', { task: 'after', scopes: ['repo:read:a'], audience: 'aud' });
+    expect(r.token.scopes).toEqual(['repo:read:a']);
+    await client.close();
+    expect(rssMb(pid) - before).toBeLessThan(300);
+    await b.stop();
+  }, 60_000);
+
+  it('a connection that sends nothing is closed (4008) after the first-call timeout; one that calls stays', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_FIRST_CALL_TIMEOUT_MS: '300' }));
+    try {
+      const silent = idleSocket(b.discovery.wsUrl);
+      expect(await silent.settled).toBe('open');
+      const { client } = await b.agent('caller');
+      expect(await silent.ended).toBe(`close ${CLOSE_NO_CALL}`);
+      await new Promise((r) => setTimeout(r, 600));
+      expect((await client.call('status', {})).pid).toBe(b.child.pid);
+      await client.close();
+    } finally {
+      await b.stop();
+    }
   });
 });

@@ -1,10 +1,13 @@
 // The kernel-table parsers behind process identity, on fixture lines: /proc/net/tcp(6), `ss -xpnH`, /proc/<pid>/stat
 // and status. Exact values, so a column off by one fails.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir, endianness } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   ConnectionLookup,
+  TcpInodeFinder,
   findTcpClientInode,
   findUnixPeerPids,
   normalizeAddress,
@@ -73,6 +76,22 @@ describe('/proc/net/tcp rows', () => {
     expect(findTcpClientInode(rows, conn)).toBe(92078);
     expect(findTcpClientInode(rows, { ...conn, remoteAddress: '::ffff:127.0.0.1', localAddress: '::ffff:127.0.0.1' })).toBe(92078);
     expect(findTcpClientInode(rows, { ...conn, remotePort: 49401 })).toBeUndefined();
+  });
+
+  it.skipIf(endianness() !== 'LE')('TcpInodeFinder: lookups that arrive together share one pass over the tables, each finding its own row', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-tcp-'));
+    const tcp = join(dir, 'tcp');
+    const tcp6 = join(dir, 'tcp6');
+    writeFileSync(tcp, [TCP_HEADER, TCP_TIME_WAIT, TCP_SERVER, TCP_LISTEN, TCP_CLIENT, ''].join('\n'));
+    writeFileSync(tcp6, [TCP_HEADER, TCP6_LOOPBACK].join('\n'));
+    const finder = new TcpInodeFinder([tcp, tcp6, join(dir, 'absent')]);
+    const conn = { transport: 'tcp' as const, localAddress: '127.0.0.1', localPort: 37945, remoteAddress: '127.0.0.1', remotePort: 49400 };
+    const v6 = { transport: 'tcp' as const, localAddress: '::1', localPort: 54321, remoteAddress: '::1', remotePort: 8080 };
+    const found = await Promise.all([finder.find(conn), finder.find(v6), finder.find({ ...conn, remotePort: 49401 }), finder.find({ ...conn, localPort: 1 })]);
+    expect(found).toEqual([92078, 778, undefined, undefined]);
+    // A lookup after the table changed reads it afresh.
+    writeFileSync(tcp, [TCP_HEADER, TCP_SERVER].join('\n'));
+    expect(await finder.find(conn)).toBeUndefined();
   });
 
   it('normalizes addresses the way Node and the kernel print them to one form', () => {
