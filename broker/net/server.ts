@@ -76,6 +76,27 @@ function rawAnswer(status: string, body: string): string {
   return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
+/**
+ * The answer to a request Node could not parse (its `clientError`): headers past Node's limit (16 KB) 431, a
+ * Content-Length too large to be a number 413 (`WRIT_FRAME_TOO_LARGE`); any other framing fault (Transfer-Encoding
+ * with Content-Length, two Content-Lengths, a bad chunk size, a bad header) 400 `WRIT_BAD_REQUEST`. Undefined for
+ * what is not a parse error (a reset, a timeout): the connection is then just closed.
+ */
+export function clientErrorAnswer(err: { code?: string; reason?: string; message?: string }): string | undefined {
+  const code = err.code ?? '';
+  const why = err.reason ?? err.message ?? '';
+  if (code === 'HPE_HEADER_OVERFLOW') {
+    return rawAnswer('431 Request Header Fields Too Large', JSON.stringify({ error: 'invalid_request', error_description: 'the request headers are too large', writ_code: 'WRIT_FRAME_TOO_LARGE' }));
+  }
+  if (code === 'HPE_INVALID_CONTENT_LENGTH' && /overflow/i.test(why)) {
+    return rawAnswer('413 Payload Too Large', JSON.stringify({ error: 'invalid_request', error_description: 'the request body is too large', writ_code: 'WRIT_FRAME_TOO_LARGE' }));
+  }
+  if (code.startsWith('HPE_')) {
+    return rawAnswer('400 Bad Request', JSON.stringify({ error: 'invalid_request', error_description: 'the request is not well-formed HTTP/1.1', writ_code: 'WRIT_BAD_REQUEST' }));
+  }
+  return undefined;
+}
+
 export interface Listeners {
   socketPath: string;
   port: number;
@@ -172,14 +193,15 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}) });
       });
     });
-    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      // Headers past Node's limit (16 KB) get an answer with a code, not a bare reset; anything else malformed is cut.
-      if (err.code === 'HPE_HEADER_OVERFLOW' && socket.writable) {
-        const body = JSON.stringify({ error: 'invalid_request', error_description: 'the request headers are too large', writ_code: 'WRIT_FRAME_TOO_LARGE' });
-        socket.end(`HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket) => {
+      // A request Node's parser refuses gets an answer with a code, then the connection is closed: never a bare
+      // reset. Only while nothing has been written on the socket (a reply under way cannot take another).
+      const answer = socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0 ? clientErrorAnswer(err) : undefined;
+      if (answer === undefined) {
+        socket.destroy();
         return;
       }
-      socket.destroy();
+      socket.end(answer);
     });
   };
 

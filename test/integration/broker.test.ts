@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import WebSocket from 'ws';
 import { BrokerProcess, approveAll, form, freshEnv, requireKeyring, writ } from '../helpers/broker';
@@ -74,7 +75,61 @@ describe('broker: listeners and discovery', () => {
       expect(status).toBe(403);
     }
   });
+
+  it('answers malformed HTTP framing with a status and a code, then closes: never a bare reset', async () => {
+    const port = Number(new URL(b.discovery.httpUrl).port);
+    const head = 'POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n';
+    const cases: [string, number, string][] = [
+      [`${head}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400, 'WRIT_BAD_REQUEST'],
+      [`${head}Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcd`, 400, 'WRIT_BAD_REQUEST'],
+      [`${head}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n`, 400, 'WRIT_BAD_REQUEST'],
+      [`${head}Content-Length: 99999999999999999999\r\n\r\nabc`, 413, 'WRIT_FRAME_TOO_LARGE'],
+    ];
+    for (const [text, status, code] of cases) {
+      const out = await rawHttp(port, text);
+      expect([out.status, out.body.writ_code, out.body.error, out.closed]).toEqual([status, code, 'invalid_request', true]);
+    }
+    // The broker serves on.
+    expect((await fetch(`${b.discovery.httpUrl}/.well-known/jwks.json`)).status).toBe(200);
+  });
 });
+
+/** One request on a raw socket: the status line's code and the JSON body of the answer, and whether the broker closed. */
+function rawHttp(port: number, text: string): Promise<{ status: number; body: Record<string, unknown>; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1');
+    let out = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no end of the answer to ${JSON.stringify(text)}: ${JSON.stringify(out)}`));
+    }, 5000);
+    s.on('data', (d) => (out += d));
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearTimeout(timer);
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(out)?.[1] ?? 0);
+      const headEnd = out.indexOf('\r\n\r\n');
+      let bodyText = out.slice(headEnd + 4);
+      if (/^transfer-encoding: chunked$/im.test(out.slice(0, headEnd))) {
+        let whole = '';
+        for (let rest = bodyText, size = parseInt(rest, 16); size > 0; size = parseInt(rest, 16)) {
+          const start = rest.indexOf('\r\n') + 2;
+          whole += rest.slice(start, start + size);
+          rest = rest.slice(start + size + 2);
+        }
+        bodyText = whole;
+      }
+      let body: Record<string, unknown> = {};
+      try {
+        body = JSON.parse(bodyText);
+      } catch {
+        // not JSON (a JWKS is, a bare reset has none)
+      }
+      resolve({ status, body, closed: true });
+    });
+    s.write(text);
+  });
+}
 
 describe('broker: tasks, approvals and tokens', () => {
   let b: BrokerProcess;
