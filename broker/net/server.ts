@@ -37,7 +37,8 @@ export const CLOSE_TOO_MANY = 4029;
 /** WebSocket connections one process (pid and start time, from the kernel) may hold open at once. */
 export const MAX_CONNECTIONS_PER_PROCESS = 128;
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+/** A Host header the broker answers: a loopback name, exactly, with an optional port (DNS rebinding). */
+const LOOPBACK_HOST = /^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/;
 
 export interface ConnectionContext {
   transport: 'unix' | 'tcp';
@@ -53,9 +54,7 @@ export function refuseReason(req: IncomingMessage, transport: 'unix' | 'tcp'): W
   if (req.headers.origin !== undefined) {
     return new WritError('WRIT_FORBIDDEN_ORIGIN', 'requests from web pages are refused');
   }
-  const host = (req.headers.host ?? '').toLowerCase();
-  const hostname = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
-  if (!LOOPBACK_HOSTS.has(hostname)) {
+  if (!LOOPBACK_HOST.test((req.headers.host ?? '').toLowerCase())) {
     return new WritError('WRIT_FORBIDDEN_ORIGIN', 'the Host header must name a loopback address');
   }
   if (transport === 'tcp') {

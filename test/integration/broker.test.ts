@@ -76,6 +76,18 @@ describe('broker: listeners and discovery', () => {
     }
   });
 
+  it('takes the Host header whole: a loopback name with a port, nothing after it', async () => {
+    const port = Number(new URL(b.discovery.httpUrl).port);
+    for (const host of [`localhost:${port}.evil`, '[::1]evil.com', `127.0.0.1:${port}@evil.com`, 'localhost:abc', `localhost:${port}:1`, '127.0.0.1.evil']) {
+      const out = await rawHttp(port, `GET /.well-known/jwks.json HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect([host, out.status, out.body.writ_code]).toEqual([host, 403, 'WRIT_FORBIDDEN_ORIGIN']);
+    }
+    for (const host of ['localhost', `localhost:${port}`, 'LOCALHOST', `127.0.0.1:${port}`, '127.0.0.1', `[::1]:${port}`, '[::1]']) {
+      const out = await rawHttp(port, `GET /.well-known/jwks.json HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect([host, out.status]).toEqual([host, 200]);
+    }
+  });
+
   it('answers malformed HTTP framing with a status and a code, then closes: never a bare reset', async () => {
     const port = Number(new URL(b.discovery.httpUrl).port);
     const head = 'POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n';
