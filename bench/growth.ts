@@ -116,7 +116,8 @@ export async function growthFigures(template: AuditEntry, rounds: number, record
   };
   try {
     const add = async (label: string, idleAgents: number, env?: BrokerEnv) => {
-      const c: Condition = { label, bench: await startBench(16, env), idle: [], slices: [] };
+      // The idle agents all connect from this one process: the broker's per-process cap (128) is raised for them.
+      const c: Condition = { label, bench: await startBench(16, env ?? freshEnv({ WRIT_MAX_CONNECTIONS_PER_PROCESS: '2048' })), idle: [], slices: [] };
       conditions.push(c);
       c.idle = await withIdleAgents(c.bench, idleAgents);
     };

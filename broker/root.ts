@@ -347,6 +347,8 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   const firstCallMs = Number(env.WRIT_FIRST_CALL_TIMEOUT_MS ?? FIRST_CALL_TIMEOUT_MS);
   /** Open connections per peer process (`pid:startTime`), as the kernel named it. */
   const perProcess = new Map<string, number>();
+  const perProcessCap = Number(env.WRIT_MAX_CONNECTIONS_PER_PROCESS ?? MAX_CONNECTIONS_PER_PROCESS);
+  const maxPerProcess = Number.isInteger(perProcessCap) && perProcessCap >= 1 ? perProcessCap : MAX_CONNECTIONS_PER_PROCESS;
   listeners = await listen({
     socketPath: paths.socketPath,
     heartbeatMs: Number.isInteger(heartbeatMs) && heartbeatMs >= 50 ? heartbeatMs : 15_000,
@@ -362,7 +364,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
       const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
-      // One process may hold MAX_CONNECTIONS_PER_PROCESS connections; the next is closed once its process is known,
+      // One process may hold maxPerProcess connections; the next is closed once its process is known,
       // so a runaway or hostile process cannot take every one of the broker's MAX_CONNECTIONS.
       void peer?.().then((p) => {
         if (p === undefined || conn.closed) return;
@@ -374,7 +376,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
           if (left > 0) perProcess.set(key, left);
           else perProcess.delete(key);
         });
-        if (held > MAX_CONNECTIONS_PER_PROCESS) conn.close(CLOSE_TOO_MANY, `more than ${MAX_CONNECTIONS_PER_PROCESS} connections from this process`);
+        if (held > maxPerProcess) conn.close(CLOSE_TOO_MANY, `more than ${maxPerProcess} connections from this process`);
       });
     },
   });

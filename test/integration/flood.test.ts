@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
-import { CLOSE_NO_CALL, MAX_CONNECTIONS_PER_PROCESS } from '../../broker/net/server';
+import { CLOSE_NO_CALL, CLOSE_TOO_MANY, MAX_CONNECTIONS_PER_PROCESS } from '../../broker/net/server';
+import type { WritClient } from '../../broker/sdk/client';
 import { WritError } from '../../broker/errors';
 import { codeOf } from '../helpers/codes';
 
@@ -134,6 +135,26 @@ describe.skipIf(process.platform !== 'linux')('idle connections', () => {
     expect(rssMb(pid) - before).toBeLessThan(300);
     await b.stop();
   }, 60_000);
+
+  it('the per-process cap is exact and can be raised for an orchestrator (WRIT_MAX_CONNECTIONS_PER_PROCESS)', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_MAX_CONNECTIONS_PER_PROCESS: '3' }));
+    const clients: WritClient[] = [];
+    try {
+      for (let i = 0; i < 3; i++) clients.push((await b.agent(`held-${i}`)).client);
+      const fourth = idleSocket(b.discovery.wsUrl);
+      expect(await fourth.ended).toBe(`close ${CLOSE_TOO_MANY}`);
+      // The three it holds are served; one going makes room for another.
+      for (const c of clients) expect((await c.call('status', {})).pid).toBe(b.child.pid);
+      await clients.shift()!.close();
+      await new Promise((r) => setTimeout(r, 100));
+      const { client } = await b.agent('after-one-left');
+      clients.push(client);
+      expect((await client.call('status', {})).pid).toBe(b.child.pid);
+    } finally {
+      for (const c of clients) await c.close().catch(() => undefined);
+      await b.stop();
+    }
+  });
 
   it('a connection that sends nothing is closed (4008) after the first-call timeout; one that calls stays', async () => {
     const b = await BrokerProcess.start(freshEnv({ WRIT_FIRST_CALL_TIMEOUT_MS: '300' }));
