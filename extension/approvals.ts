@@ -6,6 +6,7 @@ import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
 import { APPROVE, MODE_ITEMS, REVIEW, DENY, approvalPrompt, decisionLine, describeTtl, pendingItems, reviewTitle, scopeItems, ttlChoices } from './approvalCard';
 import { matchRule, ruleDecision } from './rules';
 import type { WorkspaceRule } from './rules';
+import { inert } from './inert';
 
 export interface ApprovalDeps {
   post(decision: ApprovalDecision): boolean;
@@ -129,7 +130,8 @@ export class ApprovalQueue implements vscode.Disposable {
       try {
         await this.deps.saveRule({ agent: r.agent.name, audience: r.audience, scopes: chosen, mode: 'session', ttl: ttl.ttl });
       } catch (e) {
-        void vscode.window.showWarningMessage(`Writ: the workspace rule was not saved: ${(e as Error).message}. Approved for this session only.`);
+        // The error can carry the rules file's text (agents write it): inert, so no link in it runs a command.
+        void vscode.window.showWarningMessage(inert(`Writ: the workspace rule was not saved: ${(e as Error).message}. Approved for this session only.`));
       }
     }
     this.decide({

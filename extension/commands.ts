@@ -57,7 +57,8 @@ export function registerCommands(ctx: WritContext): void {
     try {
       if (await ctx.trustWorkspaceRules()) void vscode.window.showInformationMessage('Writ: the workspace rules apply.');
     } catch (e) {
-      void vscode.window.showErrorMessage(`Writ: ${(e as Error).message}`);
+      // The rules file's problem (agents write the file): inert, so no link in it runs a command.
+      void vscode.window.showErrorMessage(inert(`Writ: ${(e as Error).message}`));
     }
   });
   reg(COMMAND.stopAgent, async (node?: WritNode | string) => {
@@ -307,10 +308,10 @@ async function exportLog(ctx: WritContext): Promise<void> {
     out.end();
     await done;
     ctx.output.info(`exported ${r.exported} audit records as ${format.format} to ${target.fsPath}`);
-    const open = await vscode.window.showInformationMessage(`Writ: exported ${r.exported} records to ${target.fsPath}.`, 'Open');
+    const open = await vscode.window.showInformationMessage(inert(`Writ: exported ${r.exported} records to ${target.fsPath}.`), 'Open');
     if (open === 'Open') await vscode.window.showTextDocument(target);
   } catch (e) {
-    void vscode.window.showErrorMessage(`Writ: export failed: ${(e as Error).message}`);
+    void vscode.window.showErrorMessage(inert(`Writ: export failed: ${(e as Error).message}`));
   }
 }
 
@@ -331,8 +332,9 @@ async function verifyLog(ctx: WritContext): Promise<void> {
   }
   const result = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: 'Writ: verifying the audit log…' }, () => ctx.verify(file));
   ctx.output.info(`verify ${file}: ${result.state === 'running' ? '' : result.message}`);
-  if (result.state === 'intact') void vscode.window.showInformationMessage(`Writ: ${result.message}.`);
-  else if (result.state === 'broken') void vscode.window.showErrorMessage(`Writ: ${result.message}`);
-  else if (result.state === 'unverifiable') void vscode.window.showWarningMessage(`Writ: ${result.message}`);
-  else if (result.state === 'error') void vscode.window.showWarningMessage(`Writ: could not verify: ${result.message}`);
+  // The checker's words quote the file (a path, a record's fields): inert, so no link in them runs a command.
+  if (result.state === 'intact') void vscode.window.showInformationMessage(inert(`Writ: ${result.message}.`));
+  else if (result.state === 'broken') void vscode.window.showErrorMessage(inert(`Writ: ${result.message}`));
+  else if (result.state === 'unverifiable') void vscode.window.showWarningMessage(inert(`Writ: ${result.message}`));
+  else if (result.state === 'error') void vscode.window.showWarningMessage(inert(`Writ: could not verify: ${result.message}`));
 }

@@ -452,7 +452,7 @@ export class WritContext implements TreeSource {
     if (phase.kind !== 'running' && phase.kind !== 'unresponsive') this.endRun();
     this.panel.brokerSilent(phase.kind === 'unresponsive');
     if (phase.kind === 'error') {
-      void vscode.window.showErrorMessage(`Writ: the broker could not start: ${phase.error}`, 'Restart Broker', 'Show Output').then((c) => {
+      void vscode.window.showErrorMessage(inert(`Writ: the broker could not start: ${phase.error}`), 'Restart Broker', 'Show Output').then((c) => {
         if (c === 'Restart Broker') void this.restartBroker();
         if (c === 'Show Output') this.output.show();
       });

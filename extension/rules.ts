@@ -11,6 +11,8 @@ import { z } from 'zod';
 import { ScopeString, GrantMode, TtlSeconds } from '../broker/protocol';
 import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
 import { parseScope, scopesCover } from '../broker/core/scopes';
+import { printable } from '../broker/printable';
+import { inert } from './inert';
 
 export const RULES_FILE = '.vscode/writ.json';
 
@@ -31,7 +33,11 @@ export type WorkspaceRules = z.infer<typeof WorkspaceRules>;
 
 export type RulesRead = { ok: true; rules: WorkspaceRule[] } | { ok: false; problem: string };
 
-/** The file's text (or null when absent) as rules; a bad file is reported by field path and applies no rule. */
+/**
+ * The file's text (or null when absent) as rules; a bad file is reported by field path and applies no rule. The
+ * problem reaches notifications, and agents can write the file: an agent name in it is quoted and made inert (a
+ * `[label](command:…)` in a notification is a link that runs the command).
+ */
 export function parseRules(text: string | null): RulesRead {
   if (text === null || text.trim() === '') return { ok: true, rules: [] };
   let raw: unknown;
@@ -49,7 +55,7 @@ export function parseRules(text: string | null): RulesRead {
     try {
       rule.scopes.forEach(parseScope);
     } catch {
-      return { ok: false, problem: `${RULES_FILE}: a rule for ${rule.agent} has an invalid scope` };
+      return { ok: false, problem: `${RULES_FILE}: a rule for ${inert(JSON.stringify(rule.agent))} has an invalid scope` };
     }
   }
   return { ok: true, rules: r.data.rules };
@@ -102,9 +108,12 @@ export function applicableRules(text: string | null, trusted: string | undefined
   return digest === trusted ? { rules: read.rules } : { rules: [], untrusted: { digest, count: read.rules.length } };
 }
 
-/** One line per rule for the trust prompt; agent names and audiences quoted, so none can pass for another line. */
+/**
+ * One line per rule for the trust prompt; agent names and audiences quoted, so none can pass for another line, and
+ * each line printable: JSON.stringify leaves bidirectional overrides (U+202E) and line separators as they are.
+ */
 export function describeRules(rules: readonly WorkspaceRule[]): string {
   return rules
-    .map((r) => `${JSON.stringify(r.agent)} → ${JSON.stringify(r.audience)}: ${r.scopes.map((s) => JSON.stringify(s)).join(', ')} (${r.mode}${r.ttl === undefined ? '' : `, ${r.ttl} s`})`)
+    .map((r) => printable(`${JSON.stringify(r.agent)} → ${JSON.stringify(r.audience)}: ${r.scopes.map((s) => JSON.stringify(s)).join(', ')} (${r.mode}${r.ttl === undefined ? '' : `, ${r.ttl} s`})`))
     .join('\n');
 }

@@ -23,4 +23,27 @@ describe('module boundaries', () => {
   it('keeps broker/ free of vscode', () => {
     expect(tsFiles(join(ROOT, 'broker')).filter(importsVscode)).toEqual([]);
   });
+
+  it('makes every notification message that can carry agent, file or broker text inert', () => {
+    // code-server opens a notification's `[label](command:id)` links with commands allowed: one click runs any
+    // command. A message is a plain literal, inert(…), a pure builder that applies inert (unit-tested), or one of
+    // these reviewed templates that interpolate only the extension's own constants and counts.
+    const ours = [
+      "commands.ts: `Writ: stop all agents${n ? ` (${n} acti",
+      "commands.ts: blocked ? 'Writ: no agent is blocked.' :",
+      'ctx.ts: `Trust the ${read.rules.length} rule(s) ',
+      'ctx.ts: `Writ: ${RULES_FILE} changed since you l',
+      'ctx.ts: `Writ: the broker has not answered for $',
+    ];
+    const safe = /^(?:'|inert\(|findingMessage\(|summaryMessage\(|prompt\.message\b)/;
+    const unchecked: string[] = [];
+    for (const file of tsFiles(join(ROOT, 'extension'))) {
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/\.show(?:Error|Warning|Information)Message\(\s*/g)) {
+        const arg = text.slice(m.index + m[0].length, m.index + m[0].length + 40);
+        if (!safe.test(arg)) unchecked.push(`${file.slice(file.lastIndexOf('/') + 1)}: ${arg}`);
+      }
+    }
+    expect(unchecked.sort()).toEqual(ours);
+  });
 });

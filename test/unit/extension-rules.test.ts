@@ -18,8 +18,23 @@ describe('workspace rules', () => {
     expect(parseRules('{"rules":[{"agent":"claude","audience":"a","scopes":[]}]}')).toEqual({ ok: false, problem: '.vscode/writ.json: invalid field rules.0.scopes' });
     expect(parseRules('{"rules":[{"agent":"claude","audience":"a","scopes":["Not A Scope"]}]}')).toEqual({
       ok: false,
-      problem: '.vscode/writ.json: a rule for claude has an invalid scope',
+      problem: '.vscode/writ.json: a rule for "claude" has an invalid scope',
     });
+  });
+
+  it('quotes the agent name in a problem and makes it inert: agents write the file, and the problem reaches notifications', () => {
+    const link = '[Trust](command:workbench.action.terminal.sendSequence?%7B%22text%22%3A%22id%5Cn%22%7D)';
+    const file = JSON.stringify({ rules: [{ agent: `${link}\u202e\n`, audience: 'x', scopes: ['not a scope'] }] });
+    const read = parseRules(file);
+    const problem = (read as { problem: string }).problem;
+    expect(problem).toBe(
+      '.vscode/writ.json: a rule for "[Trust] (command:workbench.action.terminal.sendSequence?%7B%22text%22%3A%22id%5Cn%22%7D)\\u{202e}\\n" has an invalid scope',
+    );
+    // VS Code's notification link syntax (code-server's parser): none left, whichever way the problem is shown.
+    const LINK = /\[([^\]]+)\]\(((?:https?:\/\/|command:|file:)[^)\s]+)/i;
+    expect(problem).not.toMatch(LINK);
+    expect(applicableRules(file, undefined)).toEqual({ rules: [], problem });
+    expect(() => addRule(file, rule)).toThrow(problem);
   });
 
   it('matches only the same agent name and audience with every asked scope covered', () => {
@@ -72,5 +87,10 @@ describe('trusting the rules file', () => {
       '"claude" → "https://api.github.com": "repo:read:acme/*" (session)',
       '"helper\\n\\"claude\\" → \\"x\\": \\"repo:read\\"" → "https://a.example": "repo:read:a" (task, 60 s)',
     ]);
+  });
+
+  it('shows bidirectional overrides and line separators in a rule as escapes (JSON.stringify keeps them raw)', () => {
+    const lines = describeRules([{ agent: 'a\u202e', audience: 'x\u2028y', scopes: ['repo:read'], mode: 'task' }]).split('\n');
+    expect(lines).toEqual(['"a\\u{202e}" → "x\\u{2028}y": "repo:read" (task)']);
   });
 });
