@@ -2,6 +2,8 @@
 // and a grant's tokens asked for when the tree shows it (the snapshot counts tokens but does not list them).
 // Pure: snapshots and answers in, views out; time is passed in.
 import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
+import { oneLine } from './inert';
+import { shownKind } from './oversight';
 
 export interface Snapshot {
   agents: AgentView[];
@@ -100,7 +102,36 @@ export function agentDescription(a: AgentView, byId: ReadonlyMap<string, AgentVi
   const state = a.revoked ? 'stopped' : a.connected ? 'connected' : 'idle';
   const parts = [state, `${a.grants} grant${a.grants === 1 ? '' : 's'}`, `${a.liveTokens} token${a.liveTokens === 1 ? '' : 's'}`];
   const parent = a.parents[0];
-  if (parent !== undefined) parts.push(`sub-agent of ${byId.get(parent)?.name ?? parent}`);
+  if (parent !== undefined) parts.push(`sub-agent of ${oneLine(byId.get(parent)?.name ?? parent)}`);
   if (a.process) parts.push(`pid ${a.process.pid}`);
   return parts.join(' · ');
+}
+
+type Row = { label: string; description: string; tooltip?: string };
+
+/**
+ * An agent's row in the Writ view: its name on one line, its state, and a hover with name, kind and version
+ * (agent text printable: a hover is plain text, and a newline would forge its lines). `findings` open on it.
+ */
+export function agentRow(a: AgentView, byId: ReadonlyMap<string, AgentView>, findings: number): Row & { tooltip: string } {
+  const kind = shownKind(a.kind);
+  return {
+    label: oneLine(a.name),
+    description: `${findings > 0 ? `${findings} finding${findings === 1 ? '' : 's'} · ` : ''}${agentDescription(a, byId)}`,
+    tooltip: `${oneLine(a.name)} (${kind}${a.version ? ` ${oneLine(a.version)}` : ''})\n${oneLine(a.id)}${a.identity ? `\nidentity ${oneLine(a.identity)}` : ''}`,
+  };
+}
+
+/** A grant's row: its task on one line, mode, audience and time left; scopes in the hover, one a line. */
+export function grantRow(g: GrantView, nowSec: number): Row & { tooltip: string } {
+  return {
+    label: oneLine(g.task),
+    description: `${g.mode} · ${oneLine(g.audience)} · ${timeLeft(g.expiresAt - nowSec)}`,
+    tooltip: `${oneLine(g.id)}\n${g.scopes.map(oneLine).join('\n')}\naudience ${oneLine(g.audience)}`,
+  };
+}
+
+/** A live token's row: its id, time left and scopes. */
+export function tokenRow(t: TokenView, nowSec: number): Row {
+  return { label: oneLine(t.jti), description: `${timeLeft(t.expiresAt - nowSec)} left · ${t.scopes.map(oneLine).join(' ')}` };
 }

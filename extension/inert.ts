@@ -16,3 +16,12 @@ export function inert(text: string): string {
 export function pickInert(text: string): string {
   return inert(text).replace(/\$\(/g, '\\$(');
 }
+
+/**
+ * Agent-supplied text in a tree view or a plain-text hover: printable (a newline would forge a hover line), and
+ * each run of whitespace (or of the blank characters that pass for it) one space. VS Code draws tree labels with
+ * `white-space: pre`, so a name padded with spaces could push the row's real status out of view.
+ */
+export function oneLine(text: string): string {
+  return printable(text).replace(/[\s\u115f\u1160\u2800\u3164\uffa0]+/gu, ' ').trim();
+}

@@ -1,7 +1,7 @@
 // What the developer reads about the watch's findings and the agent inventory: a finding in plain words with
 // its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
 // it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
-import { inert, pickInert } from './inert';
+import { inert, oneLine, pickInert } from './inert';
 import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
 
 export const STOP_AGENT = 'Stop agent';
@@ -122,9 +122,9 @@ export function describeAction(action: FindingView['action']): string {
 /** Who did it: the inventory's name and kind for the identity, else the live agent's, else the bare identity. */
 export function findingAgentLabel(f: Pick<FindingView, 'identity' | 'agentId'>, inventory: readonly InventoryView[], agents: readonly AgentView[]): string {
   const e = inventory.find((x) => x.id === f.identity);
-  if (e) return `${e.name} (${e.kind})`;
+  if (e) return `${oneLine(e.name)} (${shownKind(e.kind)})`;
   const a = agents.find((x) => x.id === f.agentId);
-  if (a) return `${a.name} (${a.kind})`;
+  if (a) return `${oneLine(a.name)} (${shownKind(a.kind)})`;
   return f.identity;
 }
 
@@ -220,19 +220,33 @@ export function ago(iso: string, nowMs: number): string {
   return `${Math.floor(s / 86_400)} d ago`;
 }
 
+/** The rows' separator `·` and what looks like it (Greek ano teleia U+0387, bullets, dot operators, katakana dots). */
+const SEPARATORS = /[\u00b7\u0387\u1427\u16eb\u2022\u2027\u2219\u22c5\u2e31\u2e33\u30fb\ua78f\uff65]/g;
+/** Parentheses and their lookalikes (fullwidth, small, super- and subscript, ornamental). */
+const PARENS = /[()\uff08\uff09\ufe59\ufe5a\u207d\u207e\u208d\u208e\u2768\u2769\u276a\u276b\u27ee\u27ef]/g;
+
 /**
- * `active (cli)`: the broker's status first, then the kind the agent declared, in parentheses and without the
- * rows' separator (`·` and its lookalikes), so a kind `cli · blocked` cannot pass for the status.
+ * The kind an agent declared, as shown inside the parentheses after a status or a name: printable, on one line,
+ * without parentheses (a kind `cli) · blocked (since 10:02` would close ours and open its own) and with every
+ * separator-like dot as `-`, so it cannot pass for the status or another part of the row.
+ */
+export function shownKind(kind: string): string {
+  return oneLine(kind.replace(PARENS, '').replace(SEPARATORS, '-'));
+}
+
+/**
+ * `active (cli)`: the broker's status first, then the kind the agent declared (shownKind) in parentheses, so a
+ * kind `cli · blocked` cannot pass for the status.
  */
 export function statusAndKind(e: Pick<InventoryView, 'status' | 'kind'>): string {
-  return `${e.status} (${e.kind.replace(/[·•∙⋅・･‧]/g, '-')})`;
+  return `${e.status} (${shownKind(e.kind)})`;
 }
 
 /** One line about an identity for the inventory view: status and kind, findings, owner, last seen, tokens, processes. */
 export function inventoryDescription(e: InventoryView, findings: number, nowMs: number): string {
-  const parts = [statusAndKind(e), e.owner, `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
+  const parts = [statusAndKind(e), oneLine(e.owner), `seen ${ago(e.lastSeen, nowMs)}`, plural(e.tokensNow, 'token', 'tokens')];
   // The executables' file names (full paths and hashes are in the hover).
-  const exes = [...new Set(e.processes.map((p) => p.exe.slice(p.exe.lastIndexOf('/') + 1)))];
+  const exes = [...new Set(e.processes.map((p) => oneLine(p.exe.slice(p.exe.lastIndexOf('/') + 1))))];
   if (exes.length > 0) parts.push(`ran as ${list(exes, 2)}`);
   if (findings > 0) parts.splice(1, 0, plural(findings, 'finding', 'findings'));
   return parts.join(' · ');
@@ -243,19 +257,35 @@ export function identityPickText(e: InventoryView): { label: string; description
   return { label: pickInert(e.name), description: pickInert(`${statusAndKind(e)} · ${e.owner}`), detail: pickInert(e.id) };
 }
 
-/** The inventory row's hover: everything the inventory holds about the identity, one fact a line. */
+/**
+ * The inventory row's hover: everything the inventory holds about the identity, one fact a line. A hover is plain
+ * text, so every field is made printable on its own line (a newline in a name would forge the lines after it).
+ */
 export function inventoryTooltip(e: InventoryView): string {
+  const p = oneLine;
   const lines = [
-    `${e.name} (${e.kind}), owner ${e.owner}`,
-    `identity ${e.id}`,
-    `status ${e.status}${e.blocked ? `: blocked ${e.blocked.at}${e.blocked.reason ? ` (${e.blocked.reason})` : ''}` : ''}`,
-    `first seen ${e.firstSeen}, last seen ${e.lastSeen}, ${plural(e.sessions, 'session', 'sessions')}`,
-    `tokens now ${e.tokensNow}${e.live.length ? `; this run: ${e.live.join(', ')}` : ''}`,
+    `${p(e.name)} (${shownKind(e.kind)}), owner ${p(e.owner)}`,
+    `identity ${p(e.id)}`,
+    `status ${e.status}${e.blocked ? `: blocked ${p(e.blocked.at)}${e.blocked.reason ? ` (${p(e.blocked.reason)})` : ''}` : ''}`,
+    `first seen ${p(e.firstSeen)}, last seen ${p(e.lastSeen)}, ${plural(e.sessions, 'session', 'sessions')}`,
+    `tokens now ${e.tokensNow}${e.live.length ? `; this run: ${e.live.map(p).join(', ')}` : ''}`,
   ];
-  if (e.processes.length > 0) lines.push(`processes: ${e.processes.map((p) => (p.sha256 ? `${p.exe} (sha256 ${p.sha256.slice(0, 12)}…)` : p.exe)).join(', ')}`);
-  if (e.scopesGranted.length > 0) lines.push(`granted before: ${list(e.scopesGranted, 8)}`);
-  if (e.parents.length > 0) lines.push(`sub-agent of ${e.parents.join(', ')}`);
+  if (e.processes.length > 0) lines.push(`processes: ${e.processes.map((x) => (x.sha256 ? `${p(x.exe)} (sha256 ${p(x.sha256.slice(0, 12))}…)` : p(x.exe))).join(', ')}`);
+  if (e.scopesGranted.length > 0) lines.push(`granted before: ${list(e.scopesGranted.map(p), 8)}`);
+  if (e.parents.length > 0) lines.push(`sub-agent of ${e.parents.map(p).join(', ')}`);
   return lines.join('\n');
+}
+
+/** An inventory row in the tree: the name on one line, the description and the hover (agent text printable). */
+export function identityRow(e: InventoryView, findings: number, nowMs: number): { label: string; description: string; tooltip: string } {
+  return { label: oneLine(e.name), description: inventoryDescription(e, findings, nowMs), tooltip: inventoryTooltip(e) };
+}
+
+/** A finding row in the tree: its kind, what the agent did (scopes, exe paths: printable), and the hover. */
+export function findingRow(f: FindingView): { label: string; description: string; tooltip: string } {
+  const kind = oneLine(kindLabel(f.kind));
+  const what = oneLine(describeFinding(f));
+  return { label: kind, description: what, tooltip: `${kind} (${oneLine(f.action)}) at ${new Date(f.at).toISOString()}\n${what}\n${oneLine(f.id)}` };
 }
 
 /** The inventory in the view's order: blocked first (they need a decision), then by last seen, newest first. */

@@ -1,4 +1,5 @@
 // The status bar as a small state machine: broker phase plus counts in, what the item shows out. Pure.
+import { oneLine } from './inert';
 
 export type BrokerPhase =
   | { kind: 'stopped' }
@@ -18,7 +19,7 @@ export interface StatusInput {
   pendingApprovals: number;
   /** The watch's open findings. */
   openFindings: number;
-  /** The newest open finding in words (`creeper (script) asked for …`), when there is one. */
+  /** The newest open finding in words (`creeper (script) asked for …`), when there is one; agent text, shown printable. */
   newestFinding?: string | undefined;
 }
 
@@ -40,11 +41,11 @@ export function statusView(s: StatusInput): StatusView {
     case 'restarting':
       return {
         text: '$(sync~spin) Writ: restarting',
-        tooltip: `Writ: the broker stopped unexpectedly (${s.phase.error}); restart attempt ${s.phase.attempt}.`,
+        tooltip: `Writ: the broker stopped unexpectedly (${oneLine(s.phase.error)}); restart attempt ${s.phase.attempt}.`,
         background: 'statusBarItem.warningBackground',
       };
     case 'error':
-      return { text: '$(error) Writ: broker error', tooltip: `Writ: ${s.phase.error}. Click to restart the broker.`, background: 'statusBarItem.errorBackground' };
+      return { text: '$(error) Writ: broker error', tooltip: `Writ: ${oneLine(s.phase.error)}. Click to restart the broker.`, background: 'statusBarItem.errorBackground' };
     case 'unresponsive':
       return {
         text: '$(warning) Writ: broker not responding',
@@ -65,7 +66,8 @@ export function statusView(s: StatusInput): StatusView {
     };
   }
   if (s.openFindings > 0) {
-    const newest = s.newestFinding ? ` Newest: ${s.newestFinding}.` : '';
+    // The tooltip is plain text: a newline in the agent's name or scopes would write a line of its own.
+    const newest = s.newestFinding ? ` Newest: ${oneLine(s.newestFinding)}.` : '';
     return {
       text: `$(warning) Writ: ${findings}`,
       tooltip: `Writ: ${findings} open; ${agents}.${newest} Click to stop, block or dismiss.`,

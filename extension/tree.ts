@@ -4,9 +4,10 @@
 // Block / Unblock / Dismiss through `contextValue` and the view/item/context menus in package.json.
 import * as vscode from 'vscode';
 import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
-import { agentDescription, grantChildren, timeLeft } from './agentState';
+import { agentRow, grantChildren, grantRow, tokenRow } from './agentState';
 import type { TokenPage } from './agentState';
-import { describeFinding, inventoryDescription, inventoryOrder, inventoryTooltip, kindLabel, newestFirst } from './oversight';
+import { findingRow, identityRow, inventoryOrder, newestFirst } from './oversight';
+import { oneLine } from './inert';
 
 export type WritNode =
   | { kind: 'agent'; agent: AgentView }
@@ -68,18 +69,20 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
     const none = vscode.TreeItemCollapsibleState.None;
     switch (node.kind) {
       case 'message':
-        return new vscode.TreeItem(node.text, none);
+        return new vscode.TreeItem(oneLine(node.text), none);
       case 'agent': {
         const a = node.agent;
         const byId = new Map(this.source.agents().map((x) => [x.id, x]));
         const findings = this.source.findings().filter((f) => f.agentId === a.id).length;
         const parent = a.grants > 0 || findings > 0;
-        const item = new vscode.TreeItem(a.name, parent ? vscode.TreeItemCollapsibleState.Expanded : none);
+        // Agent text (name, kind, version) is made printable and one line in the pure row (agentState.ts).
+        const row = agentRow(a, byId, findings);
+        const item = new vscode.TreeItem(row.label, parent ? vscode.TreeItemCollapsibleState.Expanded : none);
         // VS Code keeps the collapsible state it first drew for an id: an agent drawn before its first grant would
         // stay closed once the grant came. A leaf has an id of its own, so the agent with children is a new item.
         item.id = parent ? `agent:${a.id}` : `agent:${a.id}:leaf`;
-        item.description = `${findings > 0 ? `${findings} finding${findings === 1 ? '' : 's'} · ` : ''}${agentDescription(a, byId)}`;
-        item.tooltip = `${a.name} (${a.kind}${a.version ? ` ${a.version}` : ''})\n${a.id}${a.identity ? `\nidentity ${a.identity}` : ''}`;
+        item.description = row.description;
+        item.tooltip = row.tooltip;
         item.iconPath = findings > 0 && !a.revoked
           ? new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground'))
           : new vscode.ThemeIcon(a.revoked ? 'circle-slash' : a.connected ? 'robot' : 'debug-pause');
@@ -88,20 +91,21 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
       }
       case 'grant': {
         const g = node.grant;
-        const item = new vscode.TreeItem(g.task, vscode.TreeItemCollapsibleState.Expanded);
+        const row = grantRow(g, Math.floor(Date.now() / 1000));
+        const item = new vscode.TreeItem(row.label, vscode.TreeItemCollapsibleState.Expanded);
         item.id = `grant:${g.id}`;
-        const left = g.expiresAt - Math.floor(Date.now() / 1000);
-        item.description = `${g.mode} · ${g.audience} · ${timeLeft(left)}`;
-        item.tooltip = `${g.id}\n${g.scopes.join('\n')}\naudience ${g.audience}`;
+        item.description = row.description;
+        item.tooltip = row.tooltip;
         item.iconPath = new vscode.ThemeIcon('key');
         item.contextValue = 'writ.grant';
         return item;
       }
       case 'token': {
         const t = node.token;
-        const item = new vscode.TreeItem(t.jti, none);
+        const row = tokenRow(t, Math.floor(Date.now() / 1000));
+        const item = new vscode.TreeItem(row.label, none);
         item.id = `token:${t.jti}`;
-        item.description = `${timeLeft(t.expiresAt - Math.floor(Date.now() / 1000))} left · ${t.scopes.join(' ')}`;
+        item.description = row.description;
         item.iconPath = new vscode.ThemeIcon('symbol-key');
         item.contextValue = 'writ.token';
         return item;
@@ -122,10 +126,11 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
 
 /** A finding row: its kind, what the agent did, and an inline Dismiss (contextValue `writ.finding`). */
 function findingItem(f: FindingView): vscode.TreeItem {
-  const item = new vscode.TreeItem(kindLabel(f.kind), vscode.TreeItemCollapsibleState.None);
+  const row = findingRow(f);
+  const item = new vscode.TreeItem(row.label, vscode.TreeItemCollapsibleState.None);
   item.id = `finding:${f.id}`;
-  item.description = describeFinding(f);
-  item.tooltip = `${kindLabel(f.kind)} (${f.action}) at ${new Date(f.at).toISOString()}\n${describeFinding(f)}\n${f.id}`;
+  item.description = row.description;
+  item.tooltip = row.tooltip;
   item.iconPath = new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground'));
   item.contextValue = 'writ.finding';
   return item;
@@ -133,10 +138,11 @@ function findingItem(f: FindingView): vscode.TreeItem {
 
 /** An inventory row; `writ.identity` offers Block, `writ.identity.blocked` Unblock. */
 function identityItem(e: InventoryView, findings: number): vscode.TreeItem {
-  const item = new vscode.TreeItem(e.name, findings > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+  const row = identityRow(e, findings, Date.now());
+  const item = new vscode.TreeItem(row.label, findings > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
   item.id = `identity:${e.id}`;
-  item.description = inventoryDescription(e, findings, Date.now());
-  item.tooltip = inventoryTooltip(e);
+  item.description = row.description;
+  item.tooltip = row.tooltip;
   const icon = { active: 'robot', idle: 'debug-pause', stopped: 'circle-slash', blocked: 'error' }[e.status];
   item.iconPath = findings > 0 && e.status !== 'blocked' ? new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground')) : new vscode.ThemeIcon(icon);
   item.contextValue = e.status === 'blocked' ? 'writ.identity.blocked' : 'writ.identity';

@@ -9,7 +9,7 @@ import { exportFileName, exportFilter, parseTimeInput } from '../../extension/ex
 import { MAX_SOCKET_PATH_BYTES, brokerDirs, workspaceKey } from '../../extension/brokerDirs';
 import { claimSlot } from '../../extension/slotLock';
 import { verifyView } from '../../extension/verifyOutput';
-import { TokenRequests, activeAgents, agentDescription, grantChildren, timeLeft } from '../../extension/agentState';
+import { TokenRequests, activeAgents, agentDescription, agentRow, grantChildren, grantRow, timeLeft, tokenRow } from '../../extension/agentState';
 import type { TokenPage } from '../../extension/agentState';
 
 describe('settings', () => {
@@ -191,5 +191,18 @@ describe('agent state', () => {
     const child = a({ id: 'a5', name: 'helper', parents: ['a1'], connected: true, grants: 1, liveTokens: 2, process: { pid: 42 } });
     expect(agentDescription(child, new Map([['a1', a({ id: 'a1', name: 'claude' })]]))).toBe('connected · 1 grant · 2 tokens · sub-agent of claude · pid 42');
     expect([timeLeft(0), timeLeft(59), timeLeft(245), timeLeft(3660)]).toEqual(['expired', '59s', '4m 05s', '1h 01m']);
+  });
+
+  it('shows agent text in the Writ view printable and on one line (rows, descriptions, hovers)', () => {
+    const a = (over: Partial<AgentView>): AgentView => ({ id: 'a', name: 'n', kind: 'cli', parents: [], connected: true, revoked: false, grants: 1, liveTokens: 0, ...over });
+    const parent = a({ id: 'a1', name: 'claude\nstatus: stopped' });
+    const child = a({ id: 'a2', name: `helper${' '.repeat(120)}\u2800x\nagt_real`, kind: 'cli) · v9 (x', version: '1\u202e', parents: ['a1'] });
+    const row = agentRow(child, new Map([['a1', parent]]), 1);
+    expect(row.label).toBe('helper x\\x0aagt_real');
+    expect(row.description).toBe('1 finding · connected · 1 grant · 0 tokens · sub-agent of claude\\x0astatus: stopped');
+    expect(row.tooltip).toBe('helper x\\x0aagt_real (cli - v9 x 1\\u{202e})\na2');
+    const g = grantRow({ id: 'g1', agentId: 'a2', task: 'fix\nbug', scopes: ['repo:read:a'], audience: 'https://x\u2028y', mode: 'task', expiresAt: 1_060 } as never, 1_000);
+    expect(g).toEqual({ label: 'fix\\x0abug', description: 'task · https://x\\u{2028}y · 1m 00s', tooltip: 'g1\nrepo:read:a\naudience https://x\\u{2028}y' });
+    expect(tokenRow({ jti: 'j\n1', expiresAt: 1_030, scopes: ['repo:read:a'] }, 1_000)).toEqual({ label: 'j\\x0a1', description: '30s left · repo:read:a' });
   });
 });

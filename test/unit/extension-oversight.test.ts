@@ -9,12 +9,15 @@ import {
   findingAgentLabel,
   findingButtons,
   findingMessage,
+  findingRow,
   identityPickText,
+  identityRow,
   inventoryDescription,
   inventoryOrder,
   inventoryTooltip,
   liveAgentIds,
   newestFirst,
+  statusAndKind,
   summaryMessage,
 } from '../../extension/oversight';
 
@@ -213,6 +216,42 @@ describe('the inventory view', () => {
     expect(inventoryDescription(e, 0, now).split(' · ')[0]).toBe('active (cli - blocked)');
     expect(inventoryDescription(entry({ kind: 'cli • blocked ∙ x' }), 1, now).split(' · ').slice(0, 2)).toEqual(['active (cli - blocked - x)', '1 finding']);
     expect(identityPickText(e).description).toBe('active (cli - blocked) · dev@example.com');
+  });
+
+  it('a kind can neither close the parenthesis nor pose as a separator (U+0387 and the other dots), and shows printable', () => {
+    const e = entry({ kind: 'cli) \u0387 blocked (since 10:02' });
+    expect(inventoryDescription(e, 0, Date.parse('2026-01-01T10:00:30Z'))).toBe('active (cli - blocked since 10:02) · dev@example.com · seen just now · 1 token · ran as node');
+    for (const dot of ['\u00b7', '\u0387', '\u2022', '\u2219', '\u22c5', '\u30fb', '\uff65', '\u2027']) {
+      expect(statusAndKind({ status: 'active', kind: `cli ${dot} blocked` })).toBe('active (cli - blocked)');
+    }
+    expect(statusAndKind({ status: 'active', kind: 'cli\uff09 x \uff08y' })).toBe('active (cli x y)');
+    expect(statusAndKind({ status: 'active', kind: 'cli\u202e\n' })).toBe('active (cli\\u{202e}\\x0a)');
+    expect(identityPickText(e).description).toBe('active (cli - blocked since 10:02) · dev@example.com');
+  });
+
+  it('tree rows and hovers show agent text printable and on one line: a newline in a name forges no hover line, padding pushes nothing out of view', () => {
+    const forged = entry({
+      name: 'claude (cli), owner dev@example.com\nidentity inv_real\nstatus active\n',
+      status: 'blocked',
+      blocked: { at: '2026-01-01T10:01:00.000Z', reason: 'scope\ncreep' },
+      processes: [{ exe: '/tmp/x\nstatus active' }],
+      parents: ['p\u2028q'],
+    });
+    const row = identityRow(forged, 0, now);
+    const lines = row.tooltip.split('\n');
+    expect(lines[0]).toBe('claude (cli), owner dev@example.com\\x0aidentity inv_real\\x0astatus active\\x0a (script), owner dev@example.com');
+    expect(lines[1]).toBe('identity inv_a');
+    expect(lines[2]).toBe('status blocked: blocked 2026-01-01T10:01:00.000Z (scope\\x0acreep)');
+    expect(lines).toHaveLength(8);
+    expect(row.tooltip).not.toMatch(/[\u2028\u202e]/);
+    expect(row.description).toContain('ran as x\\x0astatus active');
+    const padded = identityRow(entry({ name: `claude${' '.repeat(200)}\u3000\u2800\u00a0x` }), 0, now);
+    expect(padded.label).toBe('claude x');
+    const f = findingRow(finding({ kind: 'process-mismatch', evidence: { expected: { pid: 1, exe: '/a' }, actual: { pid: 2, exe: '/b\u202e\nfake line' } } }));
+    expect(f.description).toBe('had its token used from pid 2 (/b\\u{202e}\\x0afake line); it was minted for pid 1 (/a)');
+    expect(f.tooltip.split('\n')).toHaveLength(3);
+    expect(findingRow(finding({ evidence: { newScopes: ['repo:write:a\nb'] } })).description).toBe('asked for a scope it was never granted: repo:write:a\\x0ab');
+    expect(findingAgentLabel(finding(), [entry({ name: 'x\ny', kind: 'cli) blocked (' })], [])).toBe('x\\x0ay (cli blocked)');
   });
 
   it('the hover holds the identity, the block, the processes and the scopes granted', () => {

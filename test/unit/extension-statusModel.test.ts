@@ -45,6 +45,14 @@ describe('status bar state machine', () => {
     expect(statusView({ phase: running, activeAgents: 0, pendingApprovals: 3, openFindings: 0 }).text).toBe('$(bell-dot) Writ: 3 approvals waiting');
   });
 
+  it('names the newest finding printable: the tooltip is plain text, and a newline in agent text would write a line of its own', () => {
+    const newest = 'creeper\n(script) asked for a scope\u202e it was never granted: repo:write:acme/web';
+    expect(statusView({ phase: running, activeAgents: 1, pendingApprovals: 0, openFindings: 1, newestFinding: newest }).tooltip).toBe(
+      'Writ: 1 finding open; 1 agent active. Newest: creeper\\x0a(script) asked for a scope\\u{202e} it was never granted: repo:write:acme/web. Click to stop, block or dismiss.',
+    );
+    expect(statusView({ phase: { kind: 'error', error: 'spawn failed\nfake' }, activeAgents: 0, pendingApprovals: 0, openFindings: 0 }).tooltip).toBe('Writ: spawn failed\\x0afake. Click to restart the broker.');
+  });
+
   it('open findings turn the item into a warning naming the newest; approvals waiting still come first', () => {
     const newest = 'creeper (script) asked for a scope it was never granted: repo:write:acme/web';
     expect(statusView({ phase: running, activeAgents: 1, pendingApprovals: 0, openFindings: 1, newestFinding: newest })).toEqual({
