@@ -4,7 +4,10 @@ import { inert, pickInert } from './inert';
 import { printable } from '../broker/printable';
 import type { ApprovalRequest } from '../broker/protocol';
 
-/** `repo:read:acme/web` → `read repo acme/web`; globs and a missing target in words. */
+/**
+ * `repo:read:acme/web` → `read repo acme/web`; globs and a missing target in words. A glob over the root keeps its
+ * slash (`fs:write:/**` → `write fs under /`): cut to nothing, it read `grant write fs under , for …`.
+ */
 export function describeScope(scope: string): string {
   const first = scope.indexOf(':');
   if (first < 0) return scope;
@@ -13,8 +16,8 @@ export function describeScope(scope: string): string {
   const action = second < 0 ? scope.slice(first + 1) : scope.slice(first + 1, second);
   const target = second < 0 ? null : scope.slice(second + 1);
   if (target === null || target === '**') return `${action} any ${resource}`;
-  if (target.endsWith('/**')) return `${action} ${resource} under ${target.slice(0, -3)}`;
-  if (target.endsWith('/*')) return `${action} ${resource} directly in ${target.slice(0, -2)}`;
+  if (target.endsWith('/**')) return `${action} ${resource} under ${target.slice(0, -3) || '/'}`;
+  if (target.endsWith('/*')) return `${action} ${resource} directly in ${target.slice(0, -2) || '/'}`;
   return `${action} ${resource} ${target}`;
 }
 

@@ -25,6 +25,23 @@ describe('approval card', () => {
     expect(describeScope('nocolon')).toBe('nocolon');
   });
 
+  it('describes a glob over the root with its slash, never with an empty object', () => {
+    // Every target that ends in /** or /* with nothing before it: each parses, and each names what it covers.
+    const cases: [string, string][] = [
+      ['fs:write:/**', 'write fs under /'],
+      ['fs:read:/*', 'read fs directly in /'],
+      ['repo:read:/**', 'read repo under /'],
+      ['http:GET:/*', 'GET http directly in /'],
+    ];
+    for (const [scope, words] of cases) {
+      expect(() => parseScope(scope)).not.toThrow();
+      expect(describeScope(scope)).toBe(words);
+    }
+    const p = approvalPrompt(approvalRequest({ scopes: ['fs:write:/**'] }), 0);
+    expect(p.message).toContain('Writ: grant write fs under /, for ');
+    expect(p.message).not.toMatch(/under ,|in ,/);
+  });
+
   it('names the agent and, for a sub-agent, its parent chain nearest first', () => {
     expect(describeAgent(request().agent)).toBe('claude (cli 2.1)');
     expect(describeAgent({ id: 'agt_3', name: 'tester', kind: 'script', parents: [{ id: 'agt_2', name: 'planner' }, { id: 'agt_1', name: 'claude' }] })).toBe(
