@@ -2,6 +2,7 @@
 // its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
 // it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
 import { inert, oneLine, pickInert } from './inert';
+import { NOTIFICATION_BUDGET, capped } from './approvalCard';
 import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
 
 export const STOP_AGENT = 'Stop agent';
@@ -58,9 +59,20 @@ export function kindLabel(kind: string): string {
   return KIND_LABEL[kind] ?? kind;
 }
 
-/** What the agent did, as the end of a sentence that starts with its name. */
-export function describeFinding(f: Pick<FindingView, 'kind' | 'evidence'>): string {
-  const e = f.evidence;
+/** A piece of evidence cut to `max` characters (whole code points), `…` marking the cut. */
+function clip(text: string, max: number): string {
+  const chars = Array.from(text);
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/**
+ * What the agent did, as the end of a sentence that starts with its name. `cap` cuts each piece of evidence the
+ * agent or its process chose (a scope, an exe path, a token id, a code) to that many characters.
+ */
+export function describeFinding(f: Pick<FindingView, 'kind' | 'evidence'>, cap = Infinity): string {
+  const e = Object.fromEntries(
+    Object.entries(f.evidence).map(([k, v]) => [k, capEvidence(v, cap)]),
+  );
   switch (f.kind) {
     case 'scope-creep': {
       const scopes = strs(e.newScopes);
@@ -112,11 +124,13 @@ export function describeFinding(f: Pick<FindingView, 'kind' | 'evidence'>): stri
   }
 }
 
-/** What the broker already did about it, as a sentence (empty for a warning). */
-export function describeAction(action: FindingView['action']): string {
-  if (action === 'block') return ' Writ blocked it: its requests are refused until you unblock it.';
-  if (action === 'stop') return ' Writ stopped it.';
-  return '';
+/** Evidence with every string in it (one level of arrays and objects deep) cut to `cap` characters. */
+function capEvidence(v: unknown, cap: number): unknown {
+  if (cap === Infinity) return v;
+  if (typeof v === 'string') return clip(v, cap);
+  if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' ? clip(x, cap) : x));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, typeof x === 'string' ? clip(x, cap) : x]));
+  return v;
 }
 
 /** Who did it: the inventory's name and kind for the identity, else the live agent's, else the bare identity. */
@@ -128,9 +142,23 @@ export function findingAgentLabel(f: Pick<FindingView, 'identity' | 'agentId'>, 
   return f.identity;
 }
 
-/** The notification for one finding (VS Code shows one paragraph). */
+/** How much of each piece of evidence (a scope, an exe path) and of the agent's label a finding notification shows. */
+export const FINDING_CAPS = { evidence: 150, agent: 80 } as const;
+
+/**
+ * The notification for one finding (VS Code shows one paragraph, and cuts it at 1,000 characters while its
+ * buttons stay). What Writ already did comes first (the buttons answer it: Unblock after a block), then who and
+ * what, each piece of evidence capped and the whole within NOTIFICATION_BUDGET.
+ */
 export function findingMessage(f: FindingView, agent: string): string {
-  return inert(`Writ: ${agent} ${describeFinding(f)}.${describeAction(f.action)}`);
+  const who = capped(agent, FINDING_CAPS.agent);
+  const head =
+    f.action === 'block'
+      ? `Writ: blocked ${who}: its requests are refused until you unblock it. It `
+      : f.action === 'stop'
+        ? `Writ: stopped ${who}. It `
+        : `Writ: ${who} `;
+  return `${head}${capped(describeFinding(f, FINDING_CAPS.evidence), NOTIFICATION_BUDGET - head.length - 1)}.`;
 }
 
 /** One line for the status bar's tooltip, the output channel and lists. */

@@ -100,17 +100,43 @@ describe('a finding in plain words', () => {
     expect(describeFinding(finding({ kind: 'moon-phase', evidence: {} }))).toBe('raised a "moon-phase" finding');
   });
 
-  it('the notification names the agent, what it did, and what the broker already did; the buttons follow', () => {
+  it('the notification says what the broker already did first, then the agent and what it did; the buttons follow', () => {
     expect(findingMessage(finding(), 'creeper (script)')).toBe('Writ: creeper (script) asked for a scope it was never granted: repo:write:acme/web.');
     expect(findingMessage(finding({ kind: 'request-burst', action: 'block', evidence: { requests: 31, windowMs: 10_000, baselinePerWindow: 3 } }), 'runaway (script)')).toBe(
-      'Writ: runaway (script) made 31 requests in 10 s, 10× its usual rate. Writ blocked it: its requests are refused until you unblock it.',
+      'Writ: blocked runaway (script): its requests are refused until you unblock it. It made 31 requests in 10 s, 10× its usual rate.',
     );
     expect(findingMessage(finding({ kind: 'pending-flood', action: 'stop', evidence: { pending: 4 } }), 'x (y)')).toBe(
-      'Writ: x (y) has 4 requests waiting for your approval at once. Writ stopped it.',
+      'Writ: stopped x (y). It has 4 requests waiting for your approval at once.',
     );
     expect(findingButtons({ action: 'warn' })).toEqual(['Stop agent', 'Block', 'Dismiss']);
     expect(findingButtons({ action: 'block' })).toEqual(['Unblock', 'Dismiss']);
     expect(findingButtons({ action: 'stop' })).toEqual(['Block', 'Dismiss']);
+  });
+
+  it('a finding of the largest size fits in what VS Code shows (1,000 characters) with what Writ did first', () => {
+    // VS Code's cut (parseNotificationMessage): past 1,000 characters the rest is dropped, the buttons stay.
+    const shown = (m: string) => (m.length > 1000 ? `${m.slice(0, 1000)}...` : m);
+    const scope = (i: number) => `repo:read:acme/${i}${'a'.repeat(395)}`;
+    const exe = `/${'x'.repeat(4000)}\n`;
+    const agentLabel = `${'n'.repeat(100)} (${'k'.repeat(50)})`;
+    const findings: FindingView[] = [
+      finding({ action: 'block', evidence: { newScopes: [scope(1), scope(2), scope(3), scope(4)] } }),
+      finding({ action: 'stop', evidence: { newScopes: [scope(1), scope(2), scope(3)] } }),
+      finding({ action: 'warn', evidence: { newScopes: [scope(1), scope(2), scope(3)] } }),
+      finding({ action: 'block', kind: 'process-mismatch', evidence: { expected: { pid: 1, exe }, actual: { pid: 2, exe } } }),
+      finding({ action: 'block', kind: 'bad-token', evidence: { code: 'WRIT_TOKEN_NOT_YOURS', jti: 'j'.repeat(3000), presenter: { pid: 3, exe } } }),
+      finding({ action: 'stop', kind: 'x'.repeat(2000), evidence: {} }),
+    ];
+    for (const f of findings) {
+      const m = findingMessage(f, agentLabel);
+      expect(m.length).toBeLessThanOrEqual(900);
+      expect(shown(m)).toBe(m);
+      if (f.action === 'block') expect(m).toMatch(/^Writ: blocked .*: its requests are refused until you unblock it\. It /);
+      if (f.action === 'stop') expect(m).toMatch(/^Writ: stopped .*\. It /);
+    }
+    const m = findingMessage(findings[0]!, 'evil (cli)');
+    // Each scope is capped, so the list still shows three of them and the count of the rest.
+    expect(m).toMatch(/^Writ: blocked evil \(cli\): its requests are refused until you unblock it\. It asked for 4 scopes it was never granted: repo:read:acme\/1a+…, repo:read:acme\/2a+…, repo:read:acme\/3a+… and 1 more\.$/);
   });
 
   it('names the agent from the inventory, else the live agent, else the identity', () => {
