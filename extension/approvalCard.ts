@@ -108,9 +108,23 @@ export function reviewTitle(r: ApprovalRequest): string {
   return pickInert(`Writ: for ${r.audience}: ${describeAgent(r.agent)}: "${capped(r.task, CAPS.task)}"`);
 }
 
-/** The review's scope list: every scope picked at first, the raw scope as the detail. */
+/**
+ * How many scopes the review's list ticks at first: about what a quick pick shows without scrolling. Past that,
+ * Enter would approve rows the developer never scrolled to, so none is ticked and each is ticked by hand.
+ */
+export const PRETICK_MAX = 10;
+
+/** The review's scope list: every scope picked at first when all fit on screen (PRETICK_MAX), the raw scope as the detail. */
 export function scopeItems(r: ApprovalRequest): { label: string; description: string; scope: string; picked: boolean }[] {
-  return r.scopes.map((s) => ({ label: pickInert(describeScope(s)), description: pickInert(s), scope: s, picked: true }));
+  const picked = r.scopes.length <= PRETICK_MAX;
+  return r.scopes.map((s) => ({ label: pickInert(describeScope(s)), description: pickInert(s), scope: s, picked }));
+}
+
+/** What the review's scope list asks: to untick what to refuse, or, when none is ticked at first, to tick what to grant. */
+export function scopePlaceholder(r: ApprovalRequest): string {
+  return r.scopes.length <= PRETICK_MAX
+    ? 'Untick the scopes to refuse; Enter to continue'
+    : `${r.scopes.length} scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)`;
 }
 
 export type ApprovalScope = 'task' | 'session' | 'workspace';

@@ -3,7 +3,7 @@
 // the broker ends a request, and a late click on its notification is ignored (a toast cannot be taken down).
 import * as vscode from 'vscode';
 import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
-import { APPROVE, MODE_ITEMS, REVIEW, DENY, approvalPrompt, decisionLine, describeTtl, pendingItems, reviewTitle, scopeItems, ttlChoices } from './approvalCard';
+import { APPROVE, MODE_ITEMS, REVIEW, DENY, approvalPrompt, decisionLine, describeTtl, pendingItems, reviewTitle, scopeItems, scopePlaceholder, ttlChoices } from './approvalCard';
 import { matchRule, ruleDecision } from './rules';
 import type { WorkspaceRule } from './rules';
 import { inert } from './inert';
@@ -115,7 +115,7 @@ export class ApprovalQueue implements vscode.Disposable {
   async review(r: ApprovalRequest): Promise<void> {
     const deny = (reason: string) => void this.decide({ requestId: r.requestId, decision: 'deny', reason });
     const title = reviewTitle(r);
-    const scopes = await vscode.window.showQuickPick(scopeItems(r), { title, canPickMany: true, placeHolder: 'Untick the scopes to refuse; Enter to continue', ignoreFocusOut: true });
+    const scopes = await vscode.window.showQuickPick(scopeItems(r), { title, canPickMany: true, placeHolder: scopePlaceholder(r), ignoreFocusOut: true });
     if (!this.waiting.has(r.requestId)) return;
     if (!scopes || scopes.length === 0) return deny(scopes ? 'no scopes left after review' : 'review dismissed');
     const ttls = ttlChoices(r.ttl, r.maxTtl).map((t, i) => ({ label: describeTtl(t), description: i === 0 ? 'as asked' : '', ttl: t }));

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { ApprovalRequest } from '../../broker/protocol';
 import { approvalRequest } from '../helpers/requests';
-import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, describeAgent, describeScope, describeTtl, pendingItems, reviewTitle, scopeItems, ttlChoices } from '../../extension/approvalCard';
+import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, describeAgent, describeScope, describeTtl, pendingItems, reviewTitle, scopeItems, scopePlaceholder, ttlChoices } from '../../extension/approvalCard';
 import { inert } from '../../extension/inert';
 import { parseScope } from '../../broker/core/scopes';
 import { AgentInfo, Audience, Methods, ScopeList } from '../../broker/protocol';
@@ -155,8 +155,17 @@ describe('approval card', () => {
       ['read repo acme/web', 'repo:read:acme/web', true],
       ['GET http under https://api.github.com/repos/acme/web', 'http:GET:https://api.github.com/repos/acme/web/**', true],
     ]);
+    expect(scopePlaceholder(request())).toBe('Untick the scopes to refuse; Enter to continue');
     expect(ttlChoices(300, 3600)).toEqual([300, 60, 900, 3600]);
     expect(ttlChoices(120, 600)).toEqual([120, 60, 300]);
+  });
+
+  it('ticks no scope at first when there are more than fit on screen: Enter would approve rows below the scroll', () => {
+    const scopes = (n: number) => Array.from({ length: n }, (_, i) => `repo:read:acme/r${i}`);
+    expect(scopeItems(request({ scopes: scopes(10) })).every((i) => i.picked)).toBe(true);
+    const many = request({ scopes: scopes(32) });
+    expect(scopeItems(many).map((i) => i.picked)).toEqual(Array<boolean>(32).fill(false));
+    expect(scopePlaceholder(many)).toBe('32 scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)');
   });
 
   it('logs a decision without any secret', () => {
