@@ -454,7 +454,7 @@ test('a finding: the toast says what the agent did with Stop agent / Block / Dis
   await shoot('inventory-view', page!.locator('.pane:has(.pane-header:has-text("Inventory"))').first(), 300);
   await row.hover();
   await row.getByRole('button', { name: 'Unblock Agent…', exact: true }).click();
-  await rows.filter({ hasText: name }).filter({ hasText: /· (idle|stopped|active) ·/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
+  await rows.filter({ hasText: name }).filter({ hasText: /(idle|stopped|active) \(cli\)/ }).first().waitFor({ state: 'visible', timeout: 60_000 });
   expect(auditRecords().filter((r) => r.event === 'agent.unblocked').length).toBe(1);
 
   const findingRow = rows.filter({ hasText: 'scope creep' }).first();
