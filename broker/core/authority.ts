@@ -100,6 +100,11 @@ interface Agent {
   /** Its key in `subAgents` when an exchange made it, so forgetting it forgets the key. */
   subAgentKey: string | undefined;
   /**
+   * Made by exchange from a token of an earlier run (its parent not held): the inventory identities that token
+   * named, its agent's first. Its tokens carry them in `parent_identities`, so a block of any of them holds.
+   */
+  inheritedIdentities: readonly string[] | undefined;
+  /**
    * Back after a restart before its parent: sha256 of the parent session it proved it holds, which no agent of
    * this run holds yet. Top-level and refused grants until the parent says hello with that session (its key in
    * `awaitingParent`).
@@ -532,6 +537,7 @@ export class Authority {
       grants: new Set(),
       identity: undefined,
       subAgentKey: undefined,
+      inheritedIdentities: undefined,
       awaitingParent: undefined,
       renameOnLink: undefined,
       sessionTaken: false,
@@ -1021,7 +1027,7 @@ export class Authority {
       taskId: ctx.taskId,
       grantId: grant.id,
       parentGrantIds: grant.ancestors,
-      ...(agent.identity === undefined ? {} : { identity: agent.identity }),
+      ...(agent.identity === undefined ? {} : { identity: agent.identity, parentIdentities: this.identitiesAbove(agent) }),
       ttlSeconds: ttl,
     });
     // The signature is made while the record is synced; the token leaves only once both are done.
@@ -1078,7 +1084,20 @@ export class Authority {
    * whose hands it is in: an agent holding another agent's token is refused (WRIT_TOKEN_NOT_YOURS), and a
    * process other than the one it was minted for is a process-mismatch finding.
    */
-  async check(token: string, audience?: string, presenter?: Presenter): Promise<WritClaims & { chain: string[] }> {
+  async check(token: string, audience?: string, presenter?: Presenter, blocks: 'refuse' | 'ignore' = 'refuse'): Promise<WritClaims & { chain: string[] }> {
+    return this.checkToken(token, audience, presenter, blocks === 'refuse' ? async () => undefined : undefined);
+  }
+
+  /**
+   * check(); `onBlocked` (absent: blocks are not looked at) is told the claims of a token naming a blocked identity
+   * before it is refused WRIT_AGENT_BLOCKED.
+   */
+  private async checkToken(
+    token: string,
+    audience: string | undefined,
+    presenter: Presenter | undefined,
+    onBlocked: ((claims: WritClaims, identity: string) => Promise<void>) | undefined,
+  ): Promise<WritClaims & { chain: string[] }> {
     const opts = { issuer: this.config.issuer, keys: this.deps.publicKey, clock: this.deps.clock, ...(audience === undefined ? {} : { audience }) };
     let claims: WritClaims;
     try {
@@ -1096,8 +1115,43 @@ export class Authority {
       }
       throw new WritError('WRIT_TOKEN_REVOKED', 'token has been revoked');
     }
+    // A block outlives the broker: blocking revokes the agents this run holds, and a token of an earlier run (whose
+    // agents no run holds now) is refused by the identities it names, its agent's and those above it.
+    if (onBlocked !== undefined) {
+      const blocked = this.blockedIn(claims);
+      if (blocked !== undefined) {
+        await onBlocked(claims, blocked);
+        throw new WritError('WRIT_AGENT_BLOCKED', 'the developer blocked this agent (or one it acts for); its tokens are refused until unblocked');
+      }
+    }
     if (presenter) await this.checkHolder(claims.jti, claims.exp, chain, presenter);
     return { ...claims, chain };
+  }
+
+  /** The first blocked inventory identity a token names (its agent's, then those above it), if any. */
+  private blockedIn(c: WritClaims): string | undefined {
+    const o = this.deps.oversight;
+    if (o === undefined) return undefined;
+    if (c.agent_identity !== undefined && o.isBlocked(c.agent_identity)) return c.agent_identity;
+    return c.parent_identities?.find((id) => o.isBlocked(id));
+  }
+
+  /**
+   * The inventory identities of the agents above this one, nearest first, for its tokens' `parent_identities`: of
+   * those this run holds, then (past the first it does not) those the token it was exchanged from named.
+   */
+  private identitiesAbove(agent: Agent): string[] | undefined {
+    if (agent.parents.length === 0) return undefined;
+    const out: string[] = [];
+    let last = agent;
+    for (const id of agent.parents) {
+      const p = this.agents.get(id);
+      if (p === undefined) break;
+      if (p.identity !== undefined) out.push(p.identity);
+      last = p;
+    }
+    if (out.length < agent.parents.length && last.inheritedIdentities !== undefined) out.push(...last.inheritedIdentities);
+    return out.length > agent.parents.length ? out.slice(0, agent.parents.length) : out;
   }
 
   /**
@@ -1227,7 +1281,10 @@ export class Authority {
     req: { scopes?: string[]; audience?: string; actorName?: string },
     presenter?: Omit<Presenter, 'via'>,
   ): Promise<TokenResult & { scope: string }> {
-    const subject = await this.check(subjectToken, undefined, presenter && { ...presenter, via: 'exchange' });
+    // A token naming a blocked identity (its agent's or one above it, also of an earlier run) is refused, on record.
+    const subject = await this.checkToken(subjectToken, undefined, presenter && { ...presenter, via: 'exchange' }, (c, identity) =>
+      this.exchangeDenied(c, 'WRIT_AGENT_BLOCKED', this.agents.get(c.client_id), c.scope.split(' '), { blockedIdentity: identity }),
+    );
     if (req.audience !== undefined && req.audience !== subject.aud) {
       throw new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience');
     }
@@ -1255,6 +1312,7 @@ export class Authority {
       const parentIdentity = parent === undefined && typeof subject.agent_identity === 'string' ? subject.agent_identity : undefined;
       child = this.newAgent({ name, kind: 'sub-agent' }, subject.chain, undefined, parentIdentity);
       child.subAgentKey = key;
+      if (parentIdentity !== undefined) child.inheritedIdentities = [parentIdentity, ...(subject.parent_identities ?? [])];
       this.subAgents.set(key, child.id);
     }
     // Before any grant, token or record: a revoked sub-agent gets nothing under its name again.
@@ -1264,15 +1322,7 @@ export class Authority {
     // and the one made for it now is not revoked. Refused without a grant or token, recorded as a request is.
     const oversight = this.deps.oversight;
     if (oversight && child.identity !== undefined && oversight.isBlocked(child.identity)) {
-      const description = parent === undefined ? '' : this.grants.get(subject.grant_id)?.task ?? '';
-      await this.audit('task.denied', child, {
-        task: { id: subject.task_id, description },
-        scopes,
-        audience: subject.aud,
-        outcome: 'failure',
-        code: 'WRIT_AGENT_BLOCKED',
-        detail: { via: 'exchange', subjectJti: subject.jti, parentGrantId: subject.grant_id },
-      });
+      await this.exchangeDenied(subject, 'WRIT_AGENT_BLOCKED', child, scopes);
       throw new WritError('WRIT_AGENT_BLOCKED', 'the developer blocked this sub-agent; it is refused until unblocked');
     }
     const now = seconds(this.deps.clock.now());
@@ -1290,7 +1340,7 @@ export class Authority {
       grantId: grant.id,
       // Revoking the parent's grant (or any above it) revokes this token too, by its claims alone.
       parentGrantIds: grant.ancestors,
-      ...(child.identity === undefined ? {} : { identity: child.identity }),
+      ...(child.identity === undefined ? {} : { identity: child.identity, parentIdentities: this.identitiesAbove(child) }),
       ttlSeconds: Math.min(remaining, this.config.maxTtlSeconds),
     });
     // The sub-agent's token is for the process that asked for it (the sub-agent, or its parent handing it down).
@@ -1316,6 +1366,21 @@ export class Authority {
     }
     this.holdToken(grant, claims, scopes, this.bindingOf(minter));
     return { token, jti: claims.jti, scopes, audience: subject.aud, expiresAt: claims.exp, scope: scopes.join(' ') };
+  }
+
+  /** An exchange refused after its subject token verified: recorded as a refused request is (`task.denied`). */
+  private async exchangeDenied(subject: WritClaims, code: WritErrorCode, agent: Agent | undefined, scopes: readonly string[], more: Record<string, unknown> = {}): Promise<void> {
+    const description = this.agents.has(subject.client_id) ? this.grants.get(subject.grant_id)?.task ?? '' : '';
+    await this.auditRaw({
+      event: 'task.denied',
+      ...(agent === undefined ? {} : { agent: this.auditAgent(agent) }),
+      task: { id: subject.task_id, description },
+      scopes: [...scopes],
+      audience: subject.aud,
+      outcome: 'failure',
+      code,
+      detail: { via: 'exchange', subjectJti: subject.jti, parentGrantId: subject.grant_id, ...more },
+    });
   }
 
   /**

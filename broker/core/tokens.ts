@@ -38,9 +38,16 @@ export interface WritClaims {
   /**
    * The inventory identity of `client_id` (when the broker keeps an inventory): a sub-agent exchanged from this
    * token after a broker restart, when the broker no longer holds its agent, gets the identity it had before, so a
-   * block of that identity still holds.
+   * block of that identity still holds. A check refuses the token while this identity is blocked
+   * (WRIT_AGENT_BLOCKED), also in a run that holds none of its agents.
    */
   agent_identity?: string;
+  /**
+   * The inventory identities of the agents above `client_id` that the broker knew, nearest first (fewer than the
+   * `act` chain's agents): a check refuses the token while any of them is blocked, so a block of a parent
+   * identity covers its sub-agents' tokens after a restart too.
+   */
+  parent_identities?: string[];
   jti: string;
   iat: number;
   nbf: number;
@@ -85,6 +92,8 @@ export interface MintRequest {
   parentGrantIds?: readonly string[];
   /** The current agent's inventory identity (becomes `agent_identity`). */
   identity?: string;
+  /** The inventory identities above it, nearest first (becomes `parent_identities`). */
+  parentIdentities?: readonly string[];
   ttlSeconds: number;
 }
 
@@ -126,6 +135,7 @@ export class TokenMinter {
       grant_id: req.grantId,
       ...(req.parentGrantIds?.length ? { parent_grant_ids: [...req.parentGrantIds] } : {}),
       ...(req.identity === undefined ? {} : { agent_identity: req.identity }),
+      ...(req.parentIdentities?.length ? { parent_identities: [...req.parentIdentities] } : {}),
       jti: this.ids.id('tok'),
       iat,
       nbf: iat,
@@ -248,6 +258,12 @@ function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): Wri
   if (parents !== undefined && !(Array.isArray(parents) && parents.length >= 1 && parents.length < chain.length && parents.every(isGrantId))) {
     throw invalid('token claim parent_grant_ids is malformed');
   }
+  // Blocks are looked up by these: a token naming them wrongly is not taken (they name no more agents than `act`).
+  if (payload.agent_identity !== undefined && !isIdentity(payload.agent_identity)) throw invalid('token claim agent_identity is malformed');
+  const identities = payload.parent_identities;
+  if (identities !== undefined && !(Array.isArray(identities) && identities.length >= 1 && identities.length < chain.length && identities.every(isIdentity))) {
+    throw invalid('token claim parent_identities is malformed');
+  }
   return payload as unknown as WritClaims;
 }
 
@@ -298,6 +314,7 @@ function normalizeTyp(typ: string): string {
 }
 
 const isGrantId = (v: unknown): boolean => typeof v === 'string' && v.length > 0 && v.length <= 128;
+const isIdentity = isGrantId;
 
 function audienceHas(aud: unknown, want: string): boolean {
   return typeof aud === 'string' ? aud === want : Array.isArray(aud) && aud.includes(want);

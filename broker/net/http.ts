@@ -165,7 +165,8 @@ export function createHttpHandler(deps: HttpDeps): (req: IncomingMessage, res: S
           const token = form.get('token');
           if (!token) throw new WritError('WRIT_BAD_REQUEST', 'token is required', { path: 'token' });
           try {
-            const claims = await deps.authority.check(token);
+            // Also a token of a blocked identity: refused while blocked, it stays revoked once unblocked.
+            const claims = await deps.authority.check(token, undefined, undefined, 'ignore');
             await deps.authority.revoke({ kind: 'token', jti: claims.jti }, 'http:rfc7009', undefined, claims.exp);
           } catch (e) {
             if (!isWritError(e) || e.code === 'WRIT_AUDIT_WRITE_FAILED' || e.code === 'WRIT_INTERNAL') throw e;

@@ -555,7 +555,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       } catch (e) {
         if (!isWritError(e) || e.code === 'WRIT_INTERNAL' || e.code === 'WRIT_AUDIT_WRITE_FAILED') throw e;
         // These are decided after the signature verified, so the token's own jti may go on record.
-        if (e.code === 'WRIT_TOKEN_REVOKED' || e.code === 'WRIT_TOKEN_EXPIRED' || e.code === 'WRIT_AUDIENCE_MISMATCH' || e.code === 'WRIT_TOKEN_NOT_YOURS') {
+        if (e.code === 'WRIT_TOKEN_REVOKED' || e.code === 'WRIT_TOKEN_EXPIRED' || e.code === 'WRIT_AUDIENCE_MISMATCH' || e.code === 'WRIT_TOKEN_NOT_YOURS' || e.code === 'WRIT_AGENT_BLOCKED') {
           const jtiOf = signedJti(token);
           if (jtiOf !== undefined) facts.jti = jtiOf;
         }

@@ -953,6 +953,64 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     expect(identityOfAgent(second.a, (await second.a.check(other.token)).client_id)).toBe(identityOf('u', 'other', 'sub-agent', parentIdentity));
     await second.inventory.close();
   });
+
+  it('a token naming a blocked identity (its agent\'s or one above it) is refused, also of a run before the block', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-blocked-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const claimsOf = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString('utf8'));
+    const first = await run(dir, clock, counterIds());
+    const p = await first.a.introduce({ protocol: 'writ/1', agent: { name: 'parent', kind: 'k' } });
+    const pr = await first.a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 3600 });
+    const h = await first.a.exchange(pr.token.token, { actorName: 'helper' });
+    const g = await first.a.exchange(h.token, { actorName: 'grand' });
+    // A sub-agent with its own session, asking for what its parent holds (the request path's mint).
+    const s = await first.a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: pr.session! });
+    const sr = await first.a.requestTask({ agentId: s.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 3600 });
+    const X = identityOfAgent(first.a, p.agentId)!;
+    const C = identityOfAgent(first.a, claimsOf(h.token).client_id)!;
+    const G = identityOfAgent(first.a, claimsOf(g.token).client_id)!;
+    const S = identityOfAgent(first.a, s.agentId)!;
+    const named = (t: string) => [claimsOf(t).agent_identity, claimsOf(t).parent_identities];
+    expect([pr.token.token, h.token, g.token, sr.token.token].map(named)).toEqual([[X, undefined], [C, [X]], [G, [C, X]], [S, [X]]]);
+    await first.inventory.close();
+
+    // The next run holds none of these agents: blocking revokes nothing, the tokens name what it blocked.
+    clock.advance(60_000);
+    const second = await run(dir, clock, counterIds('r2_'));
+    // A sub-agent exchanged now from a token of the first run names the identities that token named.
+    const k = await second.a.exchange(h.token, { actorName: 'late' });
+    const K = identityOf('u', 'late', 'sub-agent', C);
+    expect(named(k.token)).toEqual([K, [C, X]]);
+    await second.oversight.block(X, 'bad parent', 'ipc');
+    second.seen.length = 0;
+    const codes = async () => Promise.all([pr.token.token, h.token, g.token, sr.token.token, k.token].map((t) => codeOf(second.a.check(t))));
+    expect(await codes()).toEqual(Array(5).fill('WRIT_AGENT_BLOCKED'));
+    expect(await second.a.introspect(g.token)).toEqual({ active: false });
+    expect(await codeOf(second.a.exchange(g.token, { actorName: 'deeper' }))).toBe('WRIT_AGENT_BLOCKED');
+    // RFC 7009 revocation still takes a blocked token (ignore: it is not refused there).
+    expect(await codeOf(second.a.check(pr.token.token, undefined, undefined, 'ignore'))).toBe('resolved');
+    expect(second.seen.map((e) => ({ event: e.event, agent: e.agent?.id, code: e.code, outcome: e.outcome, task: e.task?.id, jti: e.jti, detail: e.detail }))).toEqual([
+      { event: 'token.introspected', agent: undefined, code: 'WRIT_AGENT_BLOCKED', outcome: 'failure', task: undefined, jti: undefined, detail: undefined },
+      {
+        event: 'task.denied',
+        agent: undefined,
+        code: 'WRIT_AGENT_BLOCKED',
+        outcome: 'failure',
+        task: pr.grant.taskId,
+        jti: undefined,
+        detail: { via: 'exchange', subjectJti: g.jti, parentGrantId: claimsOf(g.token).grant_id, blockedIdentity: X },
+      },
+    ]);
+    // No agent of the blocked identity was made for the refused exchange.
+    expect(second.a.listAgents().map((v) => v.name)).toEqual(['late']);
+    // A block of the sub-agent's own identity alone refuses its tokens, not its parent's; unblocking gives them back.
+    await second.oversight.unblock(X, 'ipc');
+    await second.oversight.block(C, 'bad helper', 'ipc');
+    expect(await codes()).toEqual(['resolved', 'WRIT_AGENT_BLOCKED', 'WRIT_AGENT_BLOCKED', 'resolved', 'WRIT_AGENT_BLOCKED']);
+    await second.oversight.unblock(C, 'ipc');
+    expect(await codes()).toEqual(Array(5).fill('resolved'));
+    await second.inventory.close();
+  });
 });
 
 describe('Authority: a task revoked before its grant is made', () => {

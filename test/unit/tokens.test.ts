@@ -145,6 +145,13 @@ describe('verifyToken', () => {
       { ...CLAIMS, parent_grant_ids: [''] },
       { ...CLAIMS, parent_grant_ids: ['x'.repeat(129)] },
       { ...CLAIMS, parent_grant_ids: ['grt_0', 'grt_00'] },
+      // The identities blocks are looked up by: an id, and those above it fewer than the agents above it.
+      { ...CLAIMS, agent_identity: 42 },
+      { ...CLAIMS, agent_identity: '' },
+      { ...CLAIMS, parent_identities: 'inv_0' },
+      { ...CLAIMS, parent_identities: [] },
+      { ...CLAIMS, parent_identities: [7] },
+      { ...CLAIMS, parent_identities: ['inv_0', 'inv_00'] },
     ];
     for (const name of ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'scope', 'act', 'task_id', 'grant_id']) {
       const { [name]: _, ...rest } = CLAIMS as Record<string, unknown>;
