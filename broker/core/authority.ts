@@ -1285,11 +1285,19 @@ export class Authority {
     const subject = await this.checkToken(subjectToken, undefined, presenter && { ...presenter, via: 'exchange' }, (c, identity) =>
       this.exchangeDenied(c, 'WRIT_AGENT_BLOCKED', this.agents.get(c.client_id), c.scope.split(' '), { blockedIdentity: identity }),
     );
+    const parent = this.agents.get(subject.client_id);
+    const name = req.actorName ?? 'sub-agent';
+    // Refusals of a token that verified are on record as a refused request is, under the token's agent (the
+    // sub-agent is not made yet); a malformed request (WRIT_BAD_REQUEST) is not.
+    const refuse = async (e: WritError): Promise<never> => {
+      await this.exchangeDenied(subject, e.code, parent, req.scopes ?? subject.scope.split(' '), { actorName: name });
+      throw e;
+    };
     if (req.audience !== undefined && req.audience !== subject.aud) {
-      throw new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience');
+      await refuse(new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience'));
     }
     if (subject.chain.length > this.config.maxDelegationDepth) {
-      throw new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`);
+      await refuse(new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`));
     }
     const { held, normalized } = this.heldScopes(subject.scope);
     // As many as a task request may ask for: covering and normalizing are quadratic in the count.
@@ -1298,12 +1306,10 @@ export class Authority {
     }
     const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
     if (req.scopes && !scopesCover(held, asked)) {
-      throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
+      await refuse(new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
         data: { uncovered: uncoveredScopes(held, asked).map(formatScope) },
-      });
+      }));
     }
-    const parent = this.agents.get(subject.client_id);
-    const name = req.actorName ?? 'sub-agent';
     const key = `${subject.client_id}\n${name}`;
     let child = this.agents.get(this.subAgents.get(key) ?? '');
     if (!child) {
@@ -1315,15 +1321,19 @@ export class Authority {
       if (parentIdentity !== undefined) child.inheritedIdentities = [parentIdentity, ...(subject.parent_identities ?? [])];
       this.subAgents.set(key, child.id);
     }
-    // Before any grant, token or record: a revoked sub-agent gets nothing under its name again.
-    if (child.revoked) throw new WritError('WRIT_TOKEN_REVOKED', 'the sub-agent has been revoked');
     const scopes = req.scopes ? normalizeScopes(asked.map(formatScope)) : normalized;
-    // Nor does a blocked identity: its agent may be forgotten since (a sweep) or be of an earlier run (a restart),
-    // and the one made for it now is not revoked. Refused without a grant or token, recorded as a request is.
+    // A blocked identity gets nothing under its name: its agent may be revoked by the block (this run), forgotten
+    // since (a sweep) or be of an earlier run (a restart), the one made for it now not revoked. Refused without a
+    // grant or token, recorded as a request is, with the same code whichever it is.
     const oversight = this.deps.oversight;
     if (oversight && child.identity !== undefined && oversight.isBlocked(child.identity)) {
       await this.exchangeDenied(subject, 'WRIT_AGENT_BLOCKED', child, scopes);
       throw new WritError('WRIT_AGENT_BLOCKED', 'the developer blocked this sub-agent; it is refused until unblocked');
+    }
+    // Nor does a revoked sub-agent, again.
+    if (child.revoked) {
+      await this.exchangeDenied(subject, 'WRIT_TOKEN_REVOKED', child, scopes);
+      throw new WritError('WRIT_TOKEN_REVOKED', 'the sub-agent has been revoked');
     }
     const now = seconds(this.deps.clock.now());
     const remaining = subject.exp - now;

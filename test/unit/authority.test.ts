@@ -918,8 +918,8 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     const helper = identityOfAgent(a, helperId)!;
     expect(helper).toBe(identityOf('u', 'helper', 'sub-agent', parentIdentity));
     await oversight.block(helper, 'bad helper', 'ipc');
-    // Blocking revoked the live helper agent.
-    expect(await codeOf(a.exchange(pr.token.token, { actorName: 'helper' }))).toBe('WRIT_TOKEN_REVOKED');
+    // Blocking revoked the live helper agent; asked for again it is refused as blocked, as after a sweep or restart.
+    expect(await codeOf(a.exchange(pr.token.token, { actorName: 'helper' }))).toBe('WRIT_AGENT_BLOCKED');
 
     // Its tokens expire, agents come and go, and a sweep forgets the revoked helper: the one made again is blocked.
     clock.advance(120_000);
@@ -952,6 +952,44 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     const other = await second.a.exchange(fresh.token, { actorName: 'other' });
     expect(identityOfAgent(second.a, (await second.a.check(other.token)).client_id)).toBe(identityOf('u', 'other', 'sub-agent', parentIdentity));
     await second.inventory.close();
+  });
+
+  it('every exchange refusal of a token that verified is on record as task.denied with its code: a blocked (so revoked) sub-agent, a revoked one, audience, depth, scopes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-blocked-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const { a, oversight, inventory, seen } = await run(dir, clock, counterIds());
+    const p = await a.introduce({ protocol: 'writ/1', agent: { name: 'parent', kind: 'k' } });
+    const pr = await a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 600 });
+    const h = await a.exchange(pr.token.token, { actorName: 'helper' });
+    const o = await a.exchange(pr.token.token, { actorName: 'other' });
+    const helperId = (await a.check(h.token)).client_id;
+    const otherId = (await a.check(o.token)).client_id;
+    await oversight.block(identityOfAgent(a, helperId)!, 'x', 'ipc');
+    await a.revoke({ kind: 'agent', id: otherId }, 'developer');
+    // A chain as deep as allowed: its token may not be exchanged again.
+    let deep = pr.token.token;
+    for (let i = 0; i < DEFAULT_AUTHORITY_CONFIG.maxDelegationDepth; i++) deep = (await a.exchange(deep, { actorName: `d${i}` })).token;
+    const deepClaims = await a.check(deep);
+    seen.length = 0;
+    const codes = [
+      await codeOf(a.exchange(pr.token.token, { actorName: 'helper' })),
+      await codeOf(a.exchange(pr.token.token, { actorName: 'other' })),
+      await codeOf(a.exchange(pr.token.token, { actorName: 'x', audience: 'https://elsewhere.example' })),
+      await codeOf(a.exchange(deep, { actorName: 'deeper' })),
+      await codeOf(a.exchange(pr.token.token, { actorName: 'x', scopes: ['repo:write:a'] })),
+    ];
+    expect(codes).toEqual(['WRIT_AGENT_BLOCKED', 'WRIT_TOKEN_REVOKED', 'WRIT_AUDIENCE_MISMATCH', 'WRIT_DEPTH_EXCEEDED', 'WRIT_SCOPE_NOT_COVERED']);
+    const on = (subjectJti: string, parentGrantId: string, more: Record<string, unknown> = {}) => ({ via: 'exchange', subjectJti, parentGrantId, ...more });
+    expect(seen.map((e) => ({ event: e.event, agent: e.agent?.id, code: e.code, outcome: e.outcome, task: e.task?.id, scopes: e.scopes, detail: e.detail }))).toEqual([
+      { event: 'task.denied', agent: helperId, code: 'WRIT_AGENT_BLOCKED', outcome: 'failure', task: pr.grant.taskId, scopes: ['repo:read:a'], detail: on(pr.token.jti, pr.grant.id) },
+      { event: 'task.denied', agent: otherId, code: 'WRIT_TOKEN_REVOKED', outcome: 'failure', task: pr.grant.taskId, scopes: ['repo:read:a'], detail: on(pr.token.jti, pr.grant.id) },
+      { event: 'task.denied', agent: p.agentId, code: 'WRIT_AUDIENCE_MISMATCH', outcome: 'failure', task: pr.grant.taskId, scopes: ['repo:read:a'], detail: on(pr.token.jti, pr.grant.id, { actorName: 'x' }) },
+      { event: 'task.denied', agent: deepClaims.client_id, code: 'WRIT_DEPTH_EXCEEDED', outcome: 'failure', task: pr.grant.taskId, scopes: ['repo:read:a'], detail: on(deepClaims.jti, deepClaims.grant_id, { actorName: 'deeper' }) },
+      { event: 'task.denied', agent: p.agentId, code: 'WRIT_SCOPE_NOT_COVERED', outcome: 'failure', task: pr.grant.taskId, scopes: ['repo:write:a'], detail: on(pr.token.jti, pr.grant.id, { actorName: 'x' }) },
+    ]);
+    // None of them made a grant or a token.
+    expect(seen.filter((e) => e.event === 'token.exchanged')).toEqual([]);
+    await inventory.close();
   });
 
   it('a token naming a blocked identity (its agent\'s or one above it) is refused, also of a run before the block', async () => {
