@@ -685,17 +685,18 @@ export class Authority {
     audience: string,
     ttl: number,
   ): Promise<Grant> {
+    // Revoked (the task, or the sub-agent: also by its parent's revocation) while its request was being recorded: no
+    // grant is made for it.
+    if (agent.revoked || this.deps.revocations.isTaskRevoked(task.id)) {
+      await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_TOKEN_REVOKED' });
+      throw new WritError('WRIT_TOKEN_REVOKED', agent.revoked ? 'the agent was revoked' : 'the task was revoked');
+    }
     const parent = this.agentOf(agent.parents[0]!);
     const now = seconds(this.deps.clock.now());
     const live = [...parent.grants]
       .map((id) => this.grants.get(id))
       .filter((g): g is Grant => g !== undefined && !g.revoked && g.expiresAt > now && g.audience === audience);
     const covering = live.find((g) => scopesCover(parseScopes(g.scopes), parseScopes(asked)));
-    // Revoked while its request was being recorded: no grant is made for it.
-    if (this.deps.revocations.isTaskRevoked(task.id)) {
-      await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_TOKEN_REVOKED' });
-      throw new WritError('WRIT_TOKEN_REVOKED', 'the task was revoked');
-    }
     if (!covering) {
       await this.audit('task.denied', agent, { task, scopes: asked, audience, outcome: 'failure', code: 'WRIT_SCOPE_NOT_COVERED' });
       throw new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only ask for scopes its parent holds for that audience', {
@@ -798,7 +799,9 @@ export class Authority {
       this.pending.delete(requestId);
     }
     if (decision.decision === 'deny') return deny('WRIT_DENIED', 'the developer denied this request');
-    // An approval that landed with the task's revocation (after it was applied, before its wait ended) makes no grant.
+    // An approval that landed with the revocation of its task or agent (or of everything, which takes every agent),
+    // applied before its wait ended, makes no grant: nothing approved, minted, listed or counted as granted.
+    if (agent.revoked) return deny('WRIT_TOKEN_REVOKED', 'the agent was revoked while waiting');
     if (this.deps.revocations.isTaskRevoked(task.id)) return deny('WRIT_TOKEN_REVOKED', 'the task was revoked while waiting');
     return decision;
   }

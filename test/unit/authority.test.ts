@@ -1124,6 +1124,40 @@ describe('Authority: a task revoked before its grant is made', () => {
     expect(a.listGrants()).toEqual([]);
   });
 
+  for (const target of ['agent', 'all'] as const) {
+    it(`an approval landing with the revocation of its agent (${target}) makes no grant: refused WRIT_TOKEN_REVOKED, nothing approved, minted or listed`, async () => {
+      const { a, t, agentId, taskOf, settle } = await waiting();
+      const asking = a.requestTask({ agentId }, ask);
+      await settle();
+      t.decide[0]!('session');
+      const revoking = a.revoke(target === 'agent' ? { kind: 'agent', id: agentId } : { kind: 'all' }, 'developer');
+      expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+      await revoking;
+      expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
+      expect(t.seen.filter((e) => e.event === 'task.approved' || e.event === 'token.minted')).toEqual([]);
+      expect(a.listGrants()).toEqual([]);
+    });
+  }
+
+  it("a sub-agent's request whose parent is revoked while it is being recorded is refused on record, no grant", async () => {
+    const { a, t, agentId, taskOf, settle } = await waiting();
+    const parent = a.requestTask({ agentId }, { ...ask, scopes: ['repo:write:*'] });
+    await settle();
+    t.decide[0]!('task');
+    const child = await a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: (await parent).session! });
+    let release!: () => void;
+    t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
+    const asking = a.requestTask({ agentId: child.agentId }, ask);
+    await settle();
+    t.hold = undefined;
+    await a.revoke({ kind: 'agent', id: agentId }, 'developer');
+    release();
+    expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+    expect(denials(t.seen)).toEqual([{ task: taskOf(1), code: 'WRIT_TOKEN_REVOKED' }]);
+    expect(t.seen.filter((e) => e.event === 'task.approved').length).toBe(1);
+    expect(a.listGrants(child.agentId)).toEqual([]);
+  });
+
   it('a token is not handed out when its task is revoked while it is being minted, on a grant another task made', async () => {
     const { a, t, agentId, taskOf, settle } = await waiting();
     const first = a.requestTask({ agentId }, ask);
