@@ -744,6 +744,12 @@ export class Authority {
     const requestId = this.deps.ids.id('req');
     const controller = new AbortController();
     this.pending.set(requestId, { requestId, agentId: agent.id, taskId: task.id, controller });
+    // Revoked while its request was being recorded (before it was pending, so the revocation found nothing to end):
+    // no prompt. A revocation after this line finds the pending request and ends it.
+    if (agent.revoked || this.deps.revocations.isTaskRevoked(task.id)) {
+      this.pending.delete(requestId);
+      return deny('WRIT_TOKEN_REVOKED', agent.revoked ? 'the agent was revoked' : 'the task was revoked');
+    }
     if (this.deps.oversight && agent.identity) {
       // Counted after registering, so requests arriving together see each other.
       const waiting = [...this.pending.values()].filter((p) => p.agentId === agent.id).length;

@@ -1158,6 +1158,27 @@ describe('Authority: a task revoked before its grant is made', () => {
     expect(a.listGrants(child.agentId)).toEqual([]);
   });
 
+  for (const target of ['task', 'agent'] as const) {
+    it(`a request whose ${target} is revoked while it is being recorded never prompts the developer`, async () => {
+      const { a, t, agentId, taskOf, settle } = await waiting();
+      let release!: () => void;
+      t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
+      const asking = a.requestTask({ agentId }, ask);
+      await settle();
+      t.hold = undefined;
+      // Nothing is pending yet: the revocation has no wait to end.
+      await a.revoke(target === 'task' ? { kind: 'task', id: taskOf(0) } : { kind: 'agent', id: agentId }, 'developer');
+      release();
+      await settle();
+      const prompts = t.signals.length;
+      t.decide[0]?.('task');
+      expect({ code: await codeOf(asking), prompts }).toEqual({ code: 'WRIT_TOKEN_REVOKED', prompts: 0 });
+      expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
+      expect(a.counts().pendingApprovals).toBe(0);
+      expect(a.listGrants()).toEqual([]);
+    });
+  }
+
   it('a token is not handed out when its task is revoked while it is being minted, on a grant another task made', async () => {
     const { a, t, agentId, taskOf, settle } = await waiting();
     const first = a.requestTask({ agentId }, ask);
