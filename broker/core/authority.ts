@@ -654,6 +654,11 @@ export class Authority {
         detail: { mode: decision.mode, ttl: grantTtl, by: decision.by ?? 'developer', narrowed: approved.length !== asked.length || approved.some((s: string, i: number) => s !== asked[i]) },
       });
     }
+    // Revoked while the approval was being recorded (the agent, the task, or the grant with them): nothing is
+    // counted as granted and no token is minted.
+    if (agent.revoked || grant.revoked || this.deps.revocations.isTaskRevoked(grant.taskId)) {
+      throw new WritError('WRIT_TOKEN_REVOKED', agent.revoked ? 'the agent was revoked' : 'the task was revoked');
+    }
     if (oversight && agent.identity) oversight.granted(agent.identity, grant.scopes);
     const session = agent.sessionHash === undefined ? this.issueSession(agent) : undefined;
     const token = await this.mintFrom(agent, grant, grant.scopes, grant.ttl, { reused: false, taskId, minter: caller.process });
@@ -1302,6 +1307,12 @@ export class Authority {
       await this.exchangeDenied(subject, e.code, parent, req.scopes ?? subject.scope.split(' '), { actorName: name });
       throw e;
     };
+    // As many as a task request may ask for (covering and normalizing are quadratic in the count), and scopes that
+    // parse, before any refusal that goes on record with them: a malformed list is refused and not recorded.
+    if (req.scopes !== undefined && !ScopeList.safeParse(req.scopes).success) {
+      throw new WritError('WRIT_BAD_REQUEST', 'scope must name 1 to 32 scopes of at most 512 characters each', { path: 'scope' });
+    }
+    const parsed = req.scopes ? parseScopes(req.scopes, 'scope') : undefined;
     if (req.audience !== undefined && req.audience !== subject.aud) {
       await refuse(new WritError('WRIT_AUDIENCE_MISMATCH', 'a sub-agent token keeps its parent token audience'));
     }
@@ -1309,11 +1320,7 @@ export class Authority {
       await refuse(new WritError('WRIT_DEPTH_EXCEEDED', `sub-agents may nest at most ${this.config.maxDelegationDepth} deep`));
     }
     const { held, normalized } = this.heldScopes(subject.scope);
-    // As many as a task request may ask for: covering and normalizing are quadratic in the count.
-    if (req.scopes !== undefined && !ScopeList.safeParse(req.scopes).success) {
-      throw new WritError('WRIT_BAD_REQUEST', 'scope must name 1 to 32 scopes of at most 512 characters each', { path: 'scope' });
-    }
-    const asked = req.scopes ? parseScopes(req.scopes, 'scope') : held;
+    const asked = parsed ?? held;
     if (req.scopes && !scopesCover(held, asked)) {
       await refuse(new WritError('WRIT_SCOPE_NOT_COVERED', 'a sub-agent may only receive scopes its parent token holds', {
         data: { uncovered: uncoveredScopes(held, asked).map(formatScope) },
@@ -1868,7 +1875,9 @@ export class Authority {
   /** Revokes every live agent of an inventory identity (blocking, or a finding whose action is stop). */
   async stopIdentity(identity: string, reason: string): Promise<void> {
     for (const a of [...this.agents.values()]) {
-      if (a.identity === identity && !a.revoked) await this.revoke({ kind: 'agent', id: a.id }, 'watch', reason);
+      // Its own, or one above it: a sub-agent this run made from an earlier run's token of that identity, which
+      // no revocation of this run's agents reaches (the broker refuses its tokens by claim; verifiers need this).
+      if (!a.revoked && (a.identity === identity || this.identitiesAbove(a)?.includes(identity))) await this.revoke({ kind: 'agent', id: a.id }, 'watch', reason);
     }
   }
 

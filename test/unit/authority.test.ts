@@ -878,7 +878,7 @@ describe('Authority: whose token is this (holder rules on exchange)', () => {
 
 describe('Authority: a blocked sub-agent identity at exchange', () => {
   /** A broker run with oversight on this folder's inventory and revocation list; a second call is its next run. */
-  async function run(dir: string, clock: ManualClock, ids: IdSource) {
+  async function run(dir: string, clock: ManualClock, ids: IdSource, hook?: (e: AuditEntry) => Promise<void>) {
     const seen: AuditEntry[] = [];
     const inventory = Inventory.load(join(dir, 'agents.json'), clock);
     let a!: Authority;
@@ -894,7 +894,12 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
       {
         clock,
         ids,
-        audit: { append: async (e) => void seen.push(e) },
+        audit: {
+          append: async (e) => {
+            seen.push(e);
+            await hook?.(e);
+          },
+        },
         minter: new TokenMinter('urn:writ:test', () => ({ kid: 'k1', privateKey }), clock, ids),
         revocations: await RevocationStore.open(join(dir, 'r.jsonl'), clock),
         approver: new ScriptedApprover(),
@@ -905,6 +910,64 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     return { a, oversight, inventory, seen };
   }
   const identityOfAgent = (a: Authority, id: string) => a.listAgents().find((v) => v.id === id)?.identity;
+
+  // Found by review: the audience and depth refusals came before the scope list was checked, and were recorded with
+  // it as sent: any agent could loop refused exchanges writing records of thousands of scopes each.
+  it('checks the scope list before any refusal that goes on record with it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-exchange-junk-'));
+    const { a, seen } = await run(dir, new ManualClock(Date.UTC(2026, 10, 29, 12)), counterIds());
+    const p = await a.introduce({ protocol: 'writ/1', agent: { name: 'p', kind: 'k' } });
+    const pr = await a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 600 });
+    seen.length = 0;
+    const junk = ['\u001b[2J\u202eforged', ...Array.from({ length: 5000 }, (_, i) => `x${i}`)];
+    expect(await codeOf(a.exchange(pr.token.token, { audience: 'https://other', scopes: junk }))).toBe('WRIT_BAD_REQUEST');
+    expect(await codeOf(a.exchange(pr.token.token, { audience: 'https://other', scopes: ['not a scope'] }))).toBe('WRIT_SCOPE_INVALID');
+    expect(seen).toEqual([]);
+    // A list that parses is refused for the audience, on record with it.
+    expect(await codeOf(a.exchange(pr.token.token, { audience: 'https://other', scopes: ['repo:read:a'] }))).toBe('WRIT_AUDIENCE_MISMATCH');
+    expect(seen.map((e) => [e.event, e.code, e.scopes])).toEqual([['task.denied', 'WRIT_AUDIENCE_MISMATCH', ['repo:read:a']]]);
+  });
+
+  // Found by review: blocking revoked only agents of that identity, not a sub-agent this run made from an earlier
+  // run's token of it, so no revocation reached verifiers for it.
+  it('blocking an identity after a restart revokes the sub-agents this run made from its earlier tokens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-blocked-inherited-'));
+    const clock = new ManualClock(Date.UTC(2026, 10, 29, 12));
+    const first = await run(dir, clock, counterIds());
+    const p = await first.a.introduce({ protocol: 'writ/1', agent: { name: 'p', kind: 'k' } });
+    const pr = await first.a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:read:a'], audience: AUD, ttl: 3600 });
+    const parentIdentity = identityOfAgent(first.a, p.agentId)!;
+    await first.inventory.close();
+    const second = await run(dir, clock, counterIds('r2_'));
+    const late = await second.a.exchange(pr.token.token, { actorName: 'late' });
+    const lateId = (await second.a.check(late.token)).client_id;
+    const events: RevocationEvent[] = [];
+    second.a.onRevocation((e) => void events.push(e));
+    await second.oversight.block(parentIdentity, 'bad', 'ipc');
+    expect(await codeOf(second.a.check(late.token))).toBe('WRIT_TOKEN_REVOKED');
+    expect(second.a.isAgentRevoked(lateId)).toBe(true);
+    expect(events.flatMap((e) => e.agentIds)).toContain(lateId);
+    await second.inventory.close();
+  });
+
+  // Found by review: an agent revoked while its task.approved record was written still had the scopes counted as
+  // granted (the baseline of the scope-creep finding) and a token.minted record written.
+  it('an agent revoked while its approval is recorded has nothing counted as granted and no token minted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-revoked-at-approval-'));
+    let onApproved: (() => Promise<void>) | undefined;
+    const r = await run(dir, new ManualClock(Date.UTC(2026, 10, 29, 12)), counterIds(), async (e) => {
+      if (e.event === 'task.approved' && onApproved) await onApproved();
+    });
+    const p = await r.a.introduce({ protocol: 'writ/1', agent: { name: 'p', kind: 'k' } });
+    onApproved = async () => {
+      onApproved = undefined;
+      await r.a.revoke({ kind: 'agent', id: p.agentId }, 'developer');
+    };
+    expect(await codeOf(r.a.requestTask({ agentId: p.agentId }, { task: 't', scopes: ['repo:write:zzz'], audience: AUD, ttl: 600 }))).toBe('WRIT_TOKEN_REVOKED');
+    expect(r.seen.map((e) => e.event).filter((e) => e !== 'agent.connected')).toEqual(['task.requested', 'task.approved', 'revoked']);
+    expect(r.inventory.list().find((e) => e.name === 'p')!.scopesGranted).toEqual([]);
+    await r.inventory.close();
+  });
 
   it('is refused (WRIT_AGENT_BLOCKED, recorded as task.denied) once its revoked agent is forgotten, and after a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-blocked-'));
@@ -1022,12 +1085,15 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     await second.oversight.block(X, 'bad parent', 'ipc');
     second.seen.length = 0;
     const codes = async () => Promise.all([pr.token.token, h.token, g.token, sr.token.token, k.token].map((t) => codeOf(second.a.check(t))));
-    expect(await codes()).toEqual(Array(5).fill('WRIT_AGENT_BLOCKED'));
+    // k's agent is this run's: the block revoked it (verifiers hear that), and revoked it stays.
+    expect(await codes()).toEqual([...Array(4).fill('WRIT_AGENT_BLOCKED'), 'WRIT_TOKEN_REVOKED']);
     expect(await second.a.introspect(g.token)).toEqual({ active: false });
     expect(await codeOf(second.a.exchange(g.token, { actorName: 'deeper' }))).toBe('WRIT_AGENT_BLOCKED');
     // RFC 7009 revocation still takes a blocked token (ignore: it is not refused there).
     expect(await codeOf(second.a.check(pr.token.token, undefined, undefined, 'ignore'))).toBe('resolved');
-    expect(second.seen.map((e) => ({ event: e.event, agent: e.agent?.id, code: e.code, outcome: e.outcome, task: e.task?.id, jti: e.jti, detail: e.detail }))).toEqual([
+    // (k's revoked token, checked above, is the watch's bad-token finding: first.)
+    expect(second.seen.map((e) => e.event === 'finding' && (e.detail as { kind?: string }).kind)).toEqual(['bad-token', false, false]);
+    expect(second.seen.filter((e) => e.event !== 'finding').map((e) => ({ event: e.event, agent: e.agent?.id, code: e.code, outcome: e.outcome, task: e.task?.id, jti: e.jti, detail: e.detail }))).toEqual([
       { event: 'token.introspected', agent: undefined, code: 'WRIT_AGENT_BLOCKED', outcome: 'failure', task: undefined, jti: undefined, detail: undefined },
       {
         event: 'task.denied',
@@ -1044,9 +1110,9 @@ describe('Authority: a blocked sub-agent identity at exchange', () => {
     // A block of the sub-agent's own identity alone refuses its tokens, not its parent's; unblocking gives them back.
     await second.oversight.unblock(X, 'ipc');
     await second.oversight.block(C, 'bad helper', 'ipc');
-    expect(await codes()).toEqual(['resolved', 'WRIT_AGENT_BLOCKED', 'WRIT_AGENT_BLOCKED', 'resolved', 'WRIT_AGENT_BLOCKED']);
+    expect(await codes()).toEqual(['resolved', 'WRIT_AGENT_BLOCKED', 'WRIT_AGENT_BLOCKED', 'resolved', 'WRIT_TOKEN_REVOKED']);
     await second.oversight.unblock(C, 'ipc');
-    expect(await codes()).toEqual(Array(5).fill('resolved'));
+    expect(await codes()).toEqual([...Array(4).fill('resolved'), 'WRIT_TOKEN_REVOKED']);
     await second.inventory.close();
   });
 });
