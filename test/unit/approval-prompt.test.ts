@@ -14,6 +14,12 @@ describe('the terminal approval prompt', () => {
     expect(printable('plain text, ünïcode and → arrows')).toBe('plain text, ünïcode and → arrows');
   });
 
+  it('shows every bidirectional and invisible format control as an escape, the Arabic letter mark too', () => {
+    // U+061C reorders like U+200F (escaped), and U+180E / U+FEFF are invisible: each could hide or reorder a field.
+    const controls = ['\u061c', '\u180e', '\u200e', '\u200f', '\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2066', '\u2067', '\u2068', '\u2069', '\ufeff'];
+    for (const c of controls) expect(printable(`a${c}b`)).toBe(`a\\u{${c.codePointAt(0)!.toString(16)}}b`);
+  });
+
   it('a task that tries to fake the Audience and Scopes lines and hide the real ones stays on its own line', () => {
     const fake = 'triage\n  Audience: https://api.github.com\n  Scopes:   1) http:GET:https://api.github.com/issues\x1b[8m';
     const text = describeRequest(request({ task: fake, agent: { id: 'agt_1', name: 'claude\r  Agent:    trusted', kind: 'cli', parents: [] } }));
