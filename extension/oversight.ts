@@ -248,18 +248,28 @@ export function ago(iso: string, nowMs: number): string {
   return `${Math.floor(s / 86_400)} d ago`;
 }
 
-/** The rows' separator `·` and what looks like it (Greek ano teleia U+0387, bullets, dot operators, katakana dots). */
-const SEPARATORS = /[\u00b7\u0387\u1427\u16eb\u2022\u2027\u2219\u22c5\u2e31\u2e33\u30fb\ua78f\uff65]/g;
+/**
+ * The rows' separator `·` and what looks like it (Greek ano teleia U+0387, bullets, dot operators, katakana dots),
+ * and the letters that are drawn as a middle dot (Hangul araea U+119E, U+11A2, U+318D, U+318E, the Canadian
+ * syllabics final dot U+1427, the Latin sinological dot U+A78F): the allow-list below passes letters.
+ */
+const SEPARATORS = /[\u00b7\u0387\u1427\u16eb\u2022\u2027\u2219\u22c5\u2e31\u2e33\u30fb\ua78f\uff65\u119e\u11a2\u318d\u318e]/g;
 /** Parentheses and their lookalikes (fullwidth, small, super- and subscript, ornamental). */
 const PARENS = /[()\uff08\uff09\ufe59\ufe5a\u207d\u207e\u208d\u208e\u2768\u2769\u276a\u276b\u27ee\u27ef]/g;
+/** What a kind may show: letters, digits, combining marks (at most MAX_MARKS on a character), space, `_ . + / -`. */
+const KIND_CHARS = /[^\p{L}\p{N}\p{M}\s_.+/-]/gu;
+const MAX_MARKS = 2;
+const EXTRA_MARKS = new RegExp(`(?<=\\p{M}{${MAX_MARKS}})\\p{M}+|(?<![\\p{L}\\p{N}\\p{M}])\\p{M}+`, 'gu');
 
 /**
- * The kind an agent declared, as shown inside the parentheses after a status or a name: printable, on one line,
- * without parentheses (a kind `cli) · blocked (since 10:02` would close ours and open its own) and with every
- * separator-like dot as `-`, so it cannot pass for the status or another part of the row.
+ * The kind an agent declared, as shown inside the parentheses after a status or a name: on one line, without
+ * parentheses (a kind `cli) · blocked (since 10:02` would close ours and open its own), and built from an
+ * allow-list: any other character (a bracket or dot of another script, punctuation) and every separator-like
+ * letter is `-`, combining marks stay at most MAX_MARKS a character (a stack of them drew over the next one), so it
+ * cannot pass for the status or another part of the row.
  */
 export function shownKind(kind: string): string {
-  return oneLine(kind.replace(PARENS, '').replace(SEPARATORS, '-'));
+  return oneLine(kind.normalize('NFC').replace(/\s/gu, ' ').replace(PARENS, '').replace(EXTRA_MARKS, '').replace(SEPARATORS, '-').replace(KIND_CHARS, '-'));
 }
 
 /**

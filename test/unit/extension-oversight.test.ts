@@ -17,6 +17,7 @@ import {
   inventoryTooltip,
   liveAgentIds,
   newestFirst,
+  shownKind,
   statusAndKind,
   summaryMessage,
 } from '../../extension/oversight';
@@ -246,13 +247,23 @@ describe('the inventory view', () => {
 
   it('a kind can neither close the parenthesis nor pose as a separator (U+0387 and the other dots), and shows printable', () => {
     const e = entry({ kind: 'cli) \u0387 blocked (since 10:02' });
-    expect(inventoryDescription(e, 0, Date.parse('2026-01-01T10:00:30Z'))).toBe('active (cli - blocked since 10:02) · dev@example.com · seen just now · 1 token · ran as node');
+    expect(inventoryDescription(e, 0, Date.parse('2026-01-01T10:00:30Z'))).toBe('active (cli - blocked since 10-02) · dev@example.com · seen just now · 1 token · ran as node');
     for (const dot of ['\u00b7', '\u0387', '\u2022', '\u2219', '\u22c5', '\u30fb', '\uff65', '\u2027']) {
       expect(statusAndKind({ status: 'active', kind: `cli ${dot} blocked` })).toBe('active (cli - blocked)');
     }
     expect(statusAndKind({ status: 'active', kind: 'cli\uff09 x \uff08y' })).toBe('active (cli x y)');
-    expect(statusAndKind({ status: 'active', kind: 'cli\u202e\n' })).toBe('active (cli\\u{202e}\\x0a)');
-    expect(identityPickText(e).description).toBe('active (cli - blocked since 10:02) · dev@example.com');
+    expect(statusAndKind({ status: 'active', kind: 'cli\u202e\n' })).toBe('active (cli-)');
+    expect(identityPickText(e).description).toBe('active (cli - blocked since 10-02) · dev@example.com');
+  });
+
+  it('a kind shows only letters, digits, space and _ . + / -: lookalike brackets and dots of other scripts are -, and combining marks cannot stack', () => {
+    for (const [l, r] of [['\u2e28', '\u2e29'], ['\ufd3e', '\ufd3f'], ['\u2985', '\u2986'], ['\u3014', '\u3015'], ['\u0f3c', '\u0f3d']])
+      for (const dot of ['\u318d', '\u2981', '\u2e30', '\u119e'])
+        expect(statusAndKind({ status: 'active', kind: `cli${r} ${dot} blocked ${l}since 10:02` })).toBe('active (cli- - blocked -since 10-02)');
+    expect(shownKind('cli\u0338\u0338\u0338\u0338')).toBe('cli\u0338\u0338');
+    expect(shownKind('\u0338\u0338x')).toBe('x');
+    expect(shownKind('claude-code 1.2.3+b_4/x')).toBe('claude-code 1.2.3+b_4/x');
+    expect(shownKind('ünïcode e\u0301')).toBe('ünïcode \u00e9');
   });
 
   it('tree rows and hovers show agent text printable and on one line: a newline in a name forges no hover line, padding pushes nothing out of view', () => {
