@@ -2,8 +2,7 @@
 // and a grant's tokens asked for when the tree shows it (the snapshot counts tokens but does not list them).
 // Pure: snapshots and answers in, views out; time is passed in.
 import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
-import { oneLine } from './inert';
-import { shownKind } from './oversight';
+import { oneLine, quoted, shownKind, shownName } from './inert';
 
 export interface Snapshot {
   agents: AgentView[];
@@ -102,7 +101,10 @@ export function agentDescription(a: AgentView, byId: ReadonlyMap<string, AgentVi
   const state = a.revoked ? 'stopped' : a.connected ? 'connected' : 'idle';
   const parts = [state, `${a.grants} grant${a.grants === 1 ? '' : 's'}`, `${a.liveTokens} token${a.liveTokens === 1 ? '' : 's'}`];
   const parent = a.parents[0];
-  if (parent !== undefined) parts.push(`sub-agent of ${oneLine(byId.get(parent)?.name ?? parent)}`);
+  if (parent !== undefined) {
+    const p = byId.get(parent);
+    parts.push(`sub-agent of ${p ? quoted(p.name, oneLine) : oneLine(parent)}`);
+  }
   if (a.process) parts.push(`pid ${a.process.pid}`);
   return parts.join(' · ');
 }
@@ -110,15 +112,15 @@ export function agentDescription(a: AgentView, byId: ReadonlyMap<string, AgentVi
 type Row = { label: string; description: string; tooltip?: string };
 
 /**
- * An agent's row in the Writ view: its name on one line, its state, and a hover with name, kind and version
+ * An agent's row in the Writ view: its name on one line (shownName: no separator of the description), its state, and a hover with name, kind and version
  * (agent text printable: a hover is plain text, and a newline would forge its lines). `findings` open on it.
  */
 export function agentRow(a: AgentView, byId: ReadonlyMap<string, AgentView>, findings: number): Row & { tooltip: string } {
   const kind = shownKind(a.kind);
   return {
-    label: oneLine(a.name),
+    label: shownName(a.name),
     description: `${findings > 0 ? `${findings} finding${findings === 1 ? '' : 's'} · ` : ''}${agentDescription(a, byId)}`,
-    tooltip: `${oneLine(a.name)} (${kind}${a.version ? ` ${oneLine(a.version)}` : ''})\n${oneLine(a.id)}${a.identity ? `\nidentity ${oneLine(a.identity)}` : ''}`,
+    tooltip: `${quoted(a.name, oneLine)} (${kind}${a.version ? ` ${shownKind(a.version)}` : ''})\n${oneLine(a.id)}${a.identity ? `\nidentity ${oneLine(a.identity)}` : ''}`,
   };
 }
 

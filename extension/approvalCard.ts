@@ -1,6 +1,6 @@
 // What the developer reads when an agent asks for credentials: the notification text, scopes in plain words,
 // and the choices of the review steps. Pure (no vscode), so the exact wording is unit-tested.
-import { inert, pickInert } from './inert';
+import { inert, pickInert, quoted, shownKind } from './inert';
 import { printable } from '../broker/printable';
 import type { ApprovalRequest } from '../broker/protocol';
 
@@ -41,11 +41,17 @@ export function capped(text: string, max: number): string {
   return `${out}…`;
 }
 
-/** `name (kind version)` and, for a sub-agent, its chain: `helper, for planner ← claude`. Each field capped. */
+/**
+ * `"name" (kind version)` and, for a sub-agent, its chain: `"helper" (cli), sub-agent of "planner" ← "claude"`. Each
+ * field capped; names quoted (a root agent named `helper (cli), sub-agent of claude` reads as one name), the kind
+ * and version as shownKind (no parenthesis of their own).
+ */
 export function describeAgent(agent: ApprovalRequest['agent']): string {
-  const what = `${capped(agent.name, CAPS.name)} (${capped(agent.kind, CAPS.kind)}${agent.version ? ` ${capped(agent.version, CAPS.version)}` : ''})`;
+  const name = (n: string) => quoted(n, (s) => capped(s, CAPS.name));
+  const version = agent.version ? shownKind(agent.version) : '';
+  const what = `${name(agent.name)} (${capped(shownKind(agent.kind), CAPS.kind)}${version ? ` ${capped(version, CAPS.version)}` : ''})`;
   if (agent.parents.length === 0) return what;
-  const shown = agent.parents.slice(0, CAPS.parents).map((p) => capped(p.name, CAPS.name));
+  const shown = agent.parents.slice(0, CAPS.parents).map((p) => name(p.name));
   const more = agent.parents.length - shown.length;
   return `${what}, sub-agent of ${shown.join(' ← ')}${more > 0 ? ` ← ${more} more` : ''}`;
 }
@@ -96,7 +102,7 @@ export function approvalPrompt(r: ApprovalRequest, waiting: number): { message: 
 /** "Show pending approvals": one row per waiting request. */
 export function pendingItems(requests: readonly ApprovalRequest[]): { label: string; description: string; detail: string; r: ApprovalRequest }[] {
   return requests.map((r) => ({
-    label: pickInert(`${capped(r.agent.name, CAPS.name)}: ${capped(r.task, CAPS.task)}`),
+    label: pickInert(`${quoted(r.agent.name, (s) => capped(s, CAPS.name))}: ${capped(r.task, CAPS.task)}`),
     description: pickInert(r.audience),
     detail: pickInert(r.scopes.map(describeScope).join('; ')),
     r,
@@ -148,9 +154,9 @@ export function ttlChoices(asked: number, max: number): number[] {
 
 /**
  * One line for the output channel: who asked for what and how it was decided. No token ever appears here. The
- * agent's text goes through printable(): a newline in a task would otherwise write a line of its own.
+ * agent's text goes through printable(): a newline in a task would otherwise write a line of its own; its name is quoted.
  */
 export function decisionLine(r: ApprovalRequest, how: string): string {
   const p = printable;
-  return `${how}: ${p(r.agent.name)} [${p(r.agent.id)}] "${p(r.task)}" ${r.scopes.map(p).join(' ')} for ${p(r.audience)}`;
+  return `${how}: ${quoted(r.agent.name)} [${p(r.agent.id)}] "${p(r.task)}" ${r.scopes.map(p).join(' ')} for ${p(r.audience)}`;
 }

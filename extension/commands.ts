@@ -1,6 +1,6 @@
 // The palette commands, the status bar's menu, and the tree's inline actions. Each is thin: the work is in
 // the context (ctx.ts) or in the pure modules.
-import { inert } from './inert';
+import { inert, quoted } from './inert';
 import * as vscode from 'vscode';
 import { createWriteStream } from 'node:fs';
 import type { AgentView, FindingView } from '../broker/protocol';
@@ -226,7 +226,7 @@ function showAgents(ctx: WritContext): Promise<void> {
       if (item?.run) await item.run();
       else if (item?.finding) await actOnFinding(ctx, item.finding);
       else if (item?.agent) {
-        const sure = await vscode.window.showWarningMessage(inert(`Writ: stop ${item.agent.name}? Its grants, tokens and sub-agents are revoked, and its process is ended where Writ started it (writ exec).`), 'Stop');
+        const sure = await vscode.window.showWarningMessage(inert(`Writ: stop ${quoted(item.agent.name)}? Its grants, tokens and sub-agents are revoked, and its process is ended where Writ started it (writ exec).`), 'Stop');
         if (sure === 'Stop') await ctx.stopAgent(item.agent.id);
       }
     });

@@ -2,7 +2,7 @@
 // agent state, status bar, tree, audit panel and commands. Two lifetimes: the extension's (`context.subscriptions`,
 // until deactivate) and the broker run's (its approvals, agents, pending state and token requests and the
 // terminals' address), all dropped by endRun() whenever the broker stops or restarts.
-import { inert } from './inert';
+import { inert, quoted } from './inert';
 import { printable } from '../broker/printable';
 import * as vscode from 'vscode';
 import { execFile } from 'node:child_process';
@@ -300,7 +300,7 @@ export class WritContext implements TreeSource {
 
   async stopAgent(agentId: string): Promise<void> {
     const a = this.snap.agents.find((x) => x.id === agentId);
-    if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${printable(a?.name ?? '')} [${printable(agentId)}]`);
+    if (await this.revoke({ kind: 'agent', id: agentId }, 'stopped in the editor')) this.output.info(`stopped agent ${quoted(a?.name ?? '')} [${printable(agentId)}]`);
   }
 
   /** Stop agent for an identity: revokes each of its live agents of this run (the agent's own Stop path). */
@@ -325,9 +325,10 @@ export class WritContext implements TreeSource {
     return this.oversee({ type: 'finding.dismiss', id: findingId }, 'dismiss the finding');
   }
 
-  /** For the output channel and a notification (inert there too): the agent's name made printable. */
+  /** For the output channel and a notification (inert there too): the agent's name quoted and printable. */
   private identityName(identity: string): string {
-    return printable(this.snap.inventory.find((e) => e.id === identity)?.name ?? identity);
+    const e = this.snap.inventory.find((x) => x.id === identity);
+    return e ? quoted(e.name) : printable(identity);
   }
 
   /** Sends an oversight action with a requestId, waits for the broker's answer, and says so when it failed. */

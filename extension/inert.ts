@@ -25,3 +25,47 @@ export function pickInert(text: string): string {
 export function oneLine(text: string): string {
   return printable(text).replace(/[\s\u115f\u1160\u2800\u3164\uffa0]+/gu, ' ').trim();
 }
+
+/**
+ * The rows' separator `·` and what looks like it (Greek ano teleia U+0387, bullets, dot operators, katakana dots,
+ * U+2981, U+2E30),
+ * and the letters that are drawn as a middle dot (Hangul araea U+119E, U+11A2, U+318D, U+318E, the Canadian
+ * syllabics final dot U+1427, the Latin sinological dot U+A78F): the allow-list below passes letters.
+ */
+const SEPARATORS = /[\u00b7\u0387\u1427\u16eb\u2022\u2027\u2219\u22c5\u2981\u2e30\u2e31\u2e33\u30fb\ua78f\uff65\u119e\u11a2\u318d\u318e]/g;
+/** Parentheses and their lookalikes (fullwidth, small, super- and subscript, ornamental). */
+const PARENS = /[()\uff08\uff09\ufe59\ufe5a\u207d\u207e\u208d\u208e\u2768\u2769\u276a\u276b\u27ee\u27ef]/g;
+/** What a kind may show: letters, digits, combining marks (at most MAX_MARKS on a character), space, `_ . + / -`. */
+const KIND_CHARS = /[^\p{L}\p{N}\p{M}\s_.+/-]/gu;
+const MAX_MARKS = 2;
+const EXTRA_MARKS = new RegExp(`(?<=\\p{M}{${MAX_MARKS}})\\p{M}+|(?<![\\p{L}\\p{N}\\p{M}])\\p{M}+`, 'gu');
+
+/**
+ * The kind an agent declared, as shown inside the parentheses after a status or a name: on one line, without
+ * parentheses (a kind `cli) · blocked (since 10:02` would close ours and open its own), and built from an
+ * allow-list: any other character (a bracket or dot of another script, punctuation) and every separator-like
+ * letter is `-`, combining marks stay at most MAX_MARKS a character (a stack of them drew over the next one), so it
+ * cannot pass for the status or another part of the row.
+ */
+export function shownKind(kind: string): string {
+  return oneLine(kind.normalize('NFC').replace(/\s/gu, ' ').replace(PARENS, '').replace(EXTRA_MARKS, '').replace(SEPARATORS, '-').replace(KIND_CHARS, '-'));
+}
+
+/**
+ * An agent's name where it stands alone (a tree row's or a picker's label): on one line, and without the
+ * separators the row's description uses (`·` and what looks like it, as `-`), so a name
+ * `claude · stopped · 0 grants` cannot read as the label followed by its state.
+ */
+export function shownName(name: string): string {
+  return oneLine(name.replace(SEPARATORS, '-'));
+}
+
+/**
+ * An agent's name in running text (a notification, a review title, a hover, an output line): in double quotes,
+ * its own quotes (and lookalikes) and backslashes escaped, so a name `helper (cli), sub-agent of claude` or
+ * `claude (cli): Writ blocked it` cannot pass for Writ's words. `shown` makes the inside printable (and may cap it):
+ * printable by default, oneLine in a hover, capped() in a notification.
+ */
+export function quoted(name: string, shown: (text: string) => string = printable): string {
+  return `"${shown(name.replace(/["\\\u201c\u201d\u201e\u201f\u2033\u02ba\u02dd\uff02]/g, '\\$&'))}"`;
+}

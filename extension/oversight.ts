@@ -1,7 +1,9 @@
 // What the developer reads about the watch's findings and the agent inventory: a finding in plain words with
 // its evidence, the notification's text and buttons, which findings to notify (one per identity and kind while
 // it is open, and a count when many arrive at once), and the inventory's rows. Pure (no vscode).
-import { inert, oneLine, pickInert } from './inert';
+import { inert, oneLine, pickInert, quoted, shownKind, shownName } from './inert';
+
+export { shownKind, shownName } from './inert';
 import { NOTIFICATION_BUDGET, capped } from './approvalCard';
 import type { AgentView, FindingView, InventoryView } from '../broker/protocol';
 
@@ -133,22 +135,26 @@ function capEvidence(v: unknown, cap: number): unknown {
   return v;
 }
 
-/** Who did it: the inventory's name and kind for the identity, else the live agent's, else the bare identity. */
+/**
+ * Who did it: the inventory's name (quoted: it is the agent's text) and kind for the identity, else the live
+ * agent's, else the bare identity. The name is cut to FINDING_CAPS.name and the kind to FINDING_CAPS.kind, so the
+ * closing quote and the kind always show.
+ */
 export function findingAgentLabel(f: Pick<FindingView, 'identity' | 'agentId'>, inventory: readonly InventoryView[], agents: readonly AgentView[]): string {
-  const e = inventory.find((x) => x.id === f.identity);
-  if (e) return `${oneLine(e.name)} (${shownKind(e.kind)})`;
-  const a = agents.find((x) => x.id === f.agentId);
-  if (a) return `${oneLine(a.name)} (${shownKind(a.kind)})`;
-  return f.identity;
+  const who = inventory.find((x) => x.id === f.identity) ?? agents.find((x) => x.id === f.agentId);
+  if (!who) return oneLine(f.identity);
+  return `${quoted(who.name, (s) => capped(oneLine(s), FINDING_CAPS.name))} (${capped(shownKind(who.kind), FINDING_CAPS.kind)})`;
 }
 
-/** How much of each piece of evidence (a scope, an exe path) and of the agent's label a finding notification shows. */
-export const FINDING_CAPS = { evidence: 150, agent: 80 } as const;
+/** How much of each piece of evidence (a scope, an exe path), of the agent's name and kind, and of its whole label a finding notification shows. */
+export const FINDING_CAPS = { evidence: 150, name: 60, kind: 20, agent: 100 } as const;
 
 /**
  * The notification for one finding (VS Code shows one paragraph, and cuts it at 1,000 characters while its
- * buttons stay). What Writ already did comes first (the buttons answer it: Unblock after a block), then who and
- * what, each piece of evidence capped and the whole within NOTIFICATION_BUDGET.
+ * buttons stay). What Writ already did comes first (the buttons answer it: Unblock after a block), or, when it did
+ * nothing yet, `warning: agent`: the message starts with Writ's own words, and the agent's quoted name follows
+ * (a name `claude (cli): Writ blocked it` cannot pass for Writ's). Then what, each piece of evidence capped and the
+ * whole within NOTIFICATION_BUDGET.
  */
 export function findingMessage(f: FindingView, agent: string): string {
   const who = capped(agent, FINDING_CAPS.agent);
@@ -157,7 +163,7 @@ export function findingMessage(f: FindingView, agent: string): string {
       ? `Writ: blocked ${who}: its requests are refused until you unblock it. It `
       : f.action === 'stop'
         ? `Writ: stopped ${who}. It `
-        : `Writ: ${who} `;
+        : `Writ: warning: agent ${who} `;
   return `${head}${capped(describeFinding(f, FINDING_CAPS.evidence), NOTIFICATION_BUDGET - head.length - 1)}.`;
 }
 
@@ -249,30 +255,6 @@ export function ago(iso: string, nowMs: number): string {
 }
 
 /**
- * The rows' separator `·` and what looks like it (Greek ano teleia U+0387, bullets, dot operators, katakana dots),
- * and the letters that are drawn as a middle dot (Hangul araea U+119E, U+11A2, U+318D, U+318E, the Canadian
- * syllabics final dot U+1427, the Latin sinological dot U+A78F): the allow-list below passes letters.
- */
-const SEPARATORS = /[\u00b7\u0387\u1427\u16eb\u2022\u2027\u2219\u22c5\u2e31\u2e33\u30fb\ua78f\uff65\u119e\u11a2\u318d\u318e]/g;
-/** Parentheses and their lookalikes (fullwidth, small, super- and subscript, ornamental). */
-const PARENS = /[()\uff08\uff09\ufe59\ufe5a\u207d\u207e\u208d\u208e\u2768\u2769\u276a\u276b\u27ee\u27ef]/g;
-/** What a kind may show: letters, digits, combining marks (at most MAX_MARKS on a character), space, `_ . + / -`. */
-const KIND_CHARS = /[^\p{L}\p{N}\p{M}\s_.+/-]/gu;
-const MAX_MARKS = 2;
-const EXTRA_MARKS = new RegExp(`(?<=\\p{M}{${MAX_MARKS}})\\p{M}+|(?<![\\p{L}\\p{N}\\p{M}])\\p{M}+`, 'gu');
-
-/**
- * The kind an agent declared, as shown inside the parentheses after a status or a name: on one line, without
- * parentheses (a kind `cli) · blocked (since 10:02` would close ours and open its own), and built from an
- * allow-list: any other character (a bracket or dot of another script, punctuation) and every separator-like
- * letter is `-`, combining marks stay at most MAX_MARKS a character (a stack of them drew over the next one), so it
- * cannot pass for the status or another part of the row.
- */
-export function shownKind(kind: string): string {
-  return oneLine(kind.normalize('NFC').replace(/\s/gu, ' ').replace(PARENS, '').replace(EXTRA_MARKS, '').replace(SEPARATORS, '-').replace(KIND_CHARS, '-'));
-}
-
-/**
  * `active (cli)`: the broker's status first, then the kind the agent declared (shownKind) in parentheses, so a
  * kind `cli · blocked` cannot pass for the status.
  */
@@ -292,7 +274,7 @@ export function inventoryDescription(e: InventoryView, findings: number, nowMs: 
 
 /** An identity in the Block and Unblock pickers. */
 export function identityPickText(e: InventoryView): { label: string; description: string; detail: string } {
-  return { label: pickInert(e.name), description: pickInert(`${statusAndKind(e)} · ${e.owner}`), detail: pickInert(e.id) };
+  return { label: pickInert(shownName(e.name)), description: pickInert(`${statusAndKind(e)} · ${e.owner}`), detail: pickInert(e.id) };
 }
 
 /**
@@ -302,7 +284,7 @@ export function identityPickText(e: InventoryView): { label: string; description
 export function inventoryTooltip(e: InventoryView): string {
   const p = oneLine;
   const lines = [
-    `${p(e.name)} (${shownKind(e.kind)}), owner ${p(e.owner)}`,
+    `${quoted(e.name, p)} (${shownKind(e.kind)}), owner ${p(e.owner)}`,
     `identity ${p(e.id)}`,
     `status ${e.status}${e.blocked ? `: blocked ${p(e.blocked.at)}${e.blocked.reason ? ` (${p(e.blocked.reason)})` : ''}` : ''}`,
     `first seen ${p(e.firstSeen)}, last seen ${p(e.lastSeen)}, ${plural(e.sessions, 'session', 'sessions')}`,
@@ -314,9 +296,9 @@ export function inventoryTooltip(e: InventoryView): string {
   return lines.join('\n');
 }
 
-/** An inventory row in the tree: the name on one line, the description and the hover (agent text printable). */
+/** An inventory row in the tree: the name on one line (shownName), the description and the hover (agent text printable). */
 export function identityRow(e: InventoryView, findings: number, nowMs: number): { label: string; description: string; tooltip: string } {
-  return { label: oneLine(e.name), description: inventoryDescription(e, findings, nowMs), tooltip: inventoryTooltip(e) };
+  return { label: shownName(e.name), description: inventoryDescription(e, findings, nowMs), tooltip: inventoryTooltip(e) };
 }
 
 /** A finding row in the tree: its kind, what the agent did (scopes, exe paths: printable), and the hover. */

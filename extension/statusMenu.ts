@@ -7,7 +7,7 @@
 import type { AgentView, FindingView } from '../broker/protocol';
 import { agentDescription } from './agentState';
 import { describeFinding, kindLabel } from './oversight';
-import { pickInert } from './inert';
+import { pickInert, shownName } from './inert';
 
 export type MenuAction = 'stop-all' | 'audit-panel' | 'pending';
 
@@ -75,8 +75,8 @@ export interface PickText {
 
 /** An agent's row in the menu: live (with its state), or ended (stopped, or gone from the broker). */
 export function agentRowText(a: AgentView, ended: boolean, byId: ReadonlyMap<string, AgentView>): PickText {
-  if (ended) return { label: `$(debug-stop) ${pickInert(a.name)}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: pickInert(a.id) };
-  return { label: `$(robot) ${pickInert(a.name)}`, description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
+  if (ended) return { label: `$(debug-stop) ${pickInert(shownName(a.name))}`, description: byId.get(a.id)?.revoked ? 'stopped' : 'gone', detail: pickInert(a.id) };
+  return { label: `$(robot) ${pickInert(shownName(a.name))}`, description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
 }
 
 /** A finding's row in the menu; `who` is the agent it is about (findingAgentLabel). */
@@ -88,7 +88,7 @@ export function findingRowText(who: string, f: FindingView, ended: boolean): Pic
 
 /** An agent in the Stop picker. */
 export function agentPickText(a: AgentView, byId: ReadonlyMap<string, AgentView>): PickText {
-  return { label: pickInert(a.name), description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
+  return { label: pickInert(shownName(a.name)), description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };
 }
 
 /** A finding in the Dismiss picker. */

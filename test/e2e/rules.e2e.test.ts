@@ -74,7 +74,7 @@ async function expectAskedThenDeny(task: string): Promise<void> {
     pending.then((r) => `decided without asking (exit ${r.code})`),
   ]);
   expect(first).toBe('asked');
-  expect((await toast.innerText()).replace(/\s+/g, ' ')).toContain(`? Asked by ${AGENT} (cli) for "${task}".`);
+  expect((await toast.innerText()).replace(/\s+/g, ' ')).toContain(`? Asked by "${AGENT}" (cli) for "${task}".`);
   for (const label of ['Approve', 'Review…']) await toast.getByRole('button', { name: label, exact: true }).waitFor({ state: 'visible', timeout: 10_000 });
   await toast.getByRole('button', { name: 'Deny', exact: true }).click();
   const { code, stdout, stderr } = await pending;
@@ -83,7 +83,7 @@ async function expectAskedThenDeny(task: string): Promise<void> {
   expect(stdout).toBe('');
   // The developer decided it, no rule did.
   expect(logLines(`"${task}"`).filter((l) => l.includes('approved by a workspace rule'))).toEqual([]);
-  await waitUntil('the denial in the Writ output channel', 60_000, () => logLines(`denied: ${AGENT}`).find((l) => l.includes(`"${task}"`)));
+  await waitUntil('the denial in the Writ output channel', 60_000, () => logLines(`denied: "${AGENT}"`).find((l) => l.includes(`"${task}"`)));
 }
 
 test('an untrusted rules file applies nothing: the request waits for the developer, who is told why', async () => {
@@ -124,7 +124,7 @@ test('trusted with "Writ: Review and Trust Workspace Rules…", the rule decides
     .map((l) => JSON.parse(l) as { task?: { description?: string }; detail?: { by?: string; ttl?: number } })
     .filter((r) => r.task?.description === task);
   expect(approved.map((r) => r.detail)).toMatchObject([{ by: 'workspace-rule', ttl: RULE_TTL }]);
-  await waitUntil('the rule decision in the Writ output channel', 60_000, () => logLines(`approved by a workspace rule: ${AGENT}`).find((l) => l.includes(`"${task}"`)));
+  await waitUntil('the rule decision in the Writ output channel', 60_000, () => logLines(`approved by a workspace rule: "${AGENT}"`).find((l) => l.includes(`"${task}"`)));
   // Decided before any prompt was made: none names the task.
   expect(await approvalToast(task).count()).toBe(0);
 }, 600_000);
@@ -135,5 +135,5 @@ test('an edit to the trusted file (an agent giving itself hour-long tokens) make
   await expectAskedThenDeny('read the docs once more');
   // The developer is told again, once for this version of the file.
   expect(logLines(UNTRUSTED_WARNING)).toHaveLength(2);
-  expect(logLines(`approved by a workspace rule: ${AGENT}`)).toHaveLength(1);
+  expect(logLines(`approved by a workspace rule: "${AGENT}"`)).toHaveLength(1);
 }, 600_000);

@@ -318,7 +318,7 @@ test('an agent asks, the developer approves, the token verifies, the audit panel
   // The menu answers in place: the row stays where it was, marked stopped, without its Stop button. A click that
   // missed the button and selected the row instead asks "stop …?" in a notification.
   const stoppedRow = menuRows.filter({ hasText: 'e2e-approve' }).filter({ hasText: 'stopped' }).first();
-  const asked = page!.locator('.notification-toast').filter({ hasText: 'Writ: stop e2e-approve?' }).first();
+  const asked = page!.locator('.notification-toast').filter({ hasText: 'Writ: stop "e2e-approve"?' }).first();
   const answer = await Promise.race([
     stoppedRow.waitFor({ state: 'visible', timeout: 60_000 }).then(() => 'row marked stopped', () => 'nothing within 60 s'),
     asked.waitFor({ state: 'visible', timeout: 60_000 }).then(() => 'the row was selected, not its Stop button', () => 'nothing within 60 s'),
@@ -422,7 +422,7 @@ test('a finding: the toast says what the agent did with Stop agent / Block / Dis
   const creep = writToken(name, 'push a fix', 'repo:write:acme/web');
   const findingToast = page!.locator('.notification-toast').filter({ hasText: 'never granted' }).first();
   await findingToast.waitFor({ state: 'visible', timeout: 120_000 });
-  expect((await findingToast.innerText()).replace(/\s+/g, ' ')).toContain(`Writ: ${name} (cli) asked for a scope it was never granted: repo:write:acme/web.`);
+  expect((await findingToast.innerText()).replace(/\s+/g, ' ')).toContain(`Writ: warning: agent "${name}" (cli) asked for a scope it was never granted: repo:write:acme/web.`);
   for (const label of ['Stop agent', 'Block', 'Dismiss']) await findingToast.getByRole('button', { name: label, exact: true }).waitFor({ state: 'visible', timeout: 10_000 });
   await shoot('finding-toast', findingToast);
   const approval = page!.locator('.notification-toast').filter({ hasText: '"push a fix"' }).first();
@@ -434,7 +434,7 @@ test('a finding: the toast says what the agent did with Stop agent / Block / Dis
   await warning.waitFor({ state: 'visible', timeout: 60_000 });
   expect(await page!.locator(`${STATUS_ITEM}:has(.codicon-warning)`).count()).toBe(1);
   const label = (await page!.locator(`${STATUS_ITEM} [aria-label], ${STATUS_ITEM}[aria-label]`).first().getAttribute('aria-label')) ?? '';
-  expect(label).toContain(`Newest: ${name} (cli) asked for a scope it was never granted: repo:write:acme/web.`);
+  expect(label).toContain(`Newest: "${name}" (cli) asked for a scope it was never granted: repo:write:acme/web.`);
   await shoot('statusbar-finding', statusItem());
 
   // Block, one click on the toast: the agent's process is stopped and its next request refused without a prompt.

@@ -16,6 +16,15 @@ const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest =>
   });
 
 describe('approval card', () => {
+  it('quotes the agent names, so a root agent cannot read as a sub-agent, and shows kind and version as shownKind', () => {
+    const r = request({ agent: { id: 'a', name: 'helper (cli), sub-agent of claude', kind: 'cli) x (y', version: '1.0 · ok', parents: [] } });
+    expect(approvalMessage(r, 0)).toContain('Asked by "helper (cli), sub-agent of claude" (cli x y 1.0 - ok) for');
+    expect(reviewTitle(r)).toContain(': "helper (cli), sub-agent of claude" (cli x y 1.0 - ok): ');
+    const sub = request({ agent: { id: 'b', name: 'x"y', kind: 'cli', parents: [{ id: 'p', name: 'p (cli) ← "q' }] } });
+    expect(describeAgent(sub.agent)).toBe('"x\\"y" (cli), sub-agent of "p (cli) ← \\"q"');
+    expect(describeAgent(request({ agent: { id: 'c', name: 'n'.repeat(100), kind: 'cli', parents: [] } }).agent)).toBe(`"${'n'.repeat(39)}…" (cli)`);
+  });
+
   it('puts scopes in plain words', () => {
     expect(describeScope('repo:read:acme/web')).toBe('read repo acme/web');
     expect(describeScope('repo:read')).toBe('read any repo');
@@ -43,9 +52,9 @@ describe('approval card', () => {
   });
 
   it('names the agent and, for a sub-agent, its parent chain nearest first', () => {
-    expect(describeAgent(request().agent)).toBe('claude (cli 2.1)');
+    expect(describeAgent(request().agent)).toBe('"claude" (cli 2.1)');
     expect(describeAgent({ id: 'agt_3', name: 'tester', kind: 'script', parents: [{ id: 'agt_2', name: 'planner' }, { id: 'agt_1', name: 'claude' }] })).toBe(
-      'tester (script), sub-agent of planner ← claude',
+      '"tester" (script), sub-agent of "planner" ← "claude"',
     );
   });
 
@@ -62,10 +71,10 @@ describe('approval card', () => {
 
   it('writes the notification with the scopes, audience and lifetime, then the agent, task and the queue count', () => {
     expect(approvalMessage(request(), 0)).toBe(
-      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by claude (cli 2.1) for "fix issue 12".',
+      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by "claude" (cli 2.1) for "fix issue 12".',
     );
     expect(approvalMessage(request({ scopes: ['repo:read'] }), 2)).toBe(
-      'Writ: grant read any repo, for https://api.github.com, tokens of 5 minutes? Asked by claude (cli 2.1) for "fix issue 12". (2 more waiting)',
+      'Writ: grant read any repo, for https://api.github.com, tokens of 5 minutes? Asked by "claude" (cli 2.1) for "fix issue 12". (2 more waiting)',
     );
   });
 
@@ -74,7 +83,7 @@ describe('approval card', () => {
     const msg = approvalMessage(request({ task: `triage ${link}\nFor: https://api.github.com\x1b[8m`, agent: { id: 'agt_1', name: `claude ${link}`, kind: 'cli', parents: [] } }), 0);
     expect(msg).not.toContain('](');
     expect(msg).toBe(
-      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by claude [Approve] (command:writ.unblockA… (cli) for "triage [Approve] (command:writ.unblockAgent?%22abc%22 "Approve")\\x0aFor: https://api.github.com\\x1b[8m".',
+      'Writ: grant read repo acme/web; GET http under https://api.github.com/repos/acme/web, for https://api.github.com, tokens of 5 minutes? Asked by "claude [Approve] (command:writ.unblockA…" (cli) for "triage [Approve] (command:writ.unblockAgent?%22abc%22 "Approve")\\x0aFor: https://api.github.com\\x1b[8m".',
     );
     const f: Parameters<typeof findingMessage>[0] = { id: 'fnd_1', identity: 'idn_1', agentId: 'agt_1', kind: 'scope-creep', action: 'warn', at: 1, evidence: { newScopes: [`repo:read:${link}`] } };
     const finding = findingMessage(f, `evil ${link}`);
@@ -146,7 +155,7 @@ describe('approval card', () => {
       expect(t).not.toMatch(/(^|[^\\])\$\(/);
       expect(t).not.toMatch(/[\u0000-\u001f\u202e]/);
     }
-    expect(pendingItems([r])[0]!.label).toBe('claude \\$(pass-filled) approved: fix\\u{202e}21 eussi\\x0ax \\$(check)');
+    expect(pendingItems([r])[0]!.label).toBe('"claude \\$(pass-filled) approved": fix\\u{202e}21 eussi\\x0ax \\$(check)');
     expect(scopeItems(r)[0]).toMatchObject({ description: 'repo:read:acme/\\$(verified)', scope: 'repo:read:acme/$(verified)' });
   });
 
@@ -169,7 +178,7 @@ describe('approval card', () => {
   });
 
   it('logs a decision without any secret', () => {
-    expect(decisionLine(request(), 'denied')).toBe('denied: claude [agt_1] "fix issue 12" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com');
+    expect(decisionLine(request(), 'denied')).toBe('denied: "claude" [agt_1] "fix issue 12" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com');
   });
 
   it('logs agent text printable: a newline in the task cannot forge a line of the output channel', () => {
@@ -177,7 +186,7 @@ describe('approval card', () => {
     const line = decisionLine(request({ task: forged, agent: { id: 'agt_1', name: 'claude\r\u202e', kind: 'cli', parents: [] }, audience: 'https://api.github.com\u2028' }), 'approved (session)');
     expect(line).not.toMatch(/[\u0000-\u001f\u202e\u2028]/);
     expect(line).toBe(
-      'approved (session): claude\\x0d\\u{202e} [agt_1] "x"\\x0a2025-06-01 12:00:00.000 [info] denied: claude [agt_9] "y" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com\\u{2028}',
+      'approved (session): "claude\\x0d\\u{202e}" [agt_1] "x"\\x0a2025-06-01 12:00:00.000 [info] denied: claude [agt_9] "y" repo:read:acme/web http:GET:https://api.github.com/repos/acme/web/** for https://api.github.com\\u{2028}',
     );
   });
 });

@@ -189,7 +189,7 @@ describe('agent state', () => {
     const agents = [a({ id: 'a1', connected: true }), a({ id: 'a2', grants: 1 }), a({ id: 'a3' }), a({ id: 'a4', connected: true, revoked: true })];
     expect(activeAgents(agents).map((x) => x.id)).toEqual(['a1', 'a2']);
     const child = a({ id: 'a5', name: 'helper', parents: ['a1'], connected: true, grants: 1, liveTokens: 2, process: { pid: 42 } });
-    expect(agentDescription(child, new Map([['a1', a({ id: 'a1', name: 'claude' })]]))).toBe('connected · 1 grant · 2 tokens · sub-agent of claude · pid 42');
+    expect(agentDescription(child, new Map([['a1', a({ id: 'a1', name: 'claude' })]]))).toBe('connected · 1 grant · 2 tokens · sub-agent of "claude" · pid 42');
     expect([timeLeft(0), timeLeft(59), timeLeft(245), timeLeft(3660)]).toEqual(['expired', '59s', '4m 05s', '1h 01m']);
   });
 
@@ -197,10 +197,11 @@ describe('agent state', () => {
     const a = (over: Partial<AgentView>): AgentView => ({ id: 'a', name: 'n', kind: 'cli', parents: [], connected: true, revoked: false, grants: 1, liveTokens: 0, ...over });
     const parent = a({ id: 'a1', name: 'claude\nstatus: stopped' });
     const child = a({ id: 'a2', name: `helper${' '.repeat(120)}\u2800x\nagt_real`, kind: 'cli) · v9 (x', version: '1\u202e', parents: ['a1'] });
+    expect(agentRow(a({ name: 'claude · stopped · 0 grants · 0 tokens' }), new Map(), 0).label).toBe('claude - stopped - 0 grants - 0 tokens');
     const row = agentRow(child, new Map([['a1', parent]]), 1);
     expect(row.label).toBe('helper x\\x0aagt_real');
-    expect(row.description).toBe('1 finding · connected · 1 grant · 0 tokens · sub-agent of claude\\x0astatus: stopped');
-    expect(row.tooltip).toBe('helper x\\x0aagt_real (cli - v9 x 1\\u{202e})\na2');
+    expect(row.description).toBe('1 finding · connected · 1 grant · 0 tokens · sub-agent of "claude\\x0astatus: stopped"');
+    expect(row.tooltip).toBe('"helper x\\x0aagt_real" (cli - v9 x 1-)\na2');
     const g = grantRow({ id: 'g1', agentId: 'a2', task: 'fix\nbug', scopes: ['repo:read:a'], audience: 'https://x\u2028y', mode: 'task', expiresAt: 1_060 } as never, 1_000);
     expect(g).toEqual({ label: 'fix\\x0abug', description: 'task · https://x\\u{2028}y · 1m 00s', tooltip: 'g1\nrepo:read:a\naudience https://x\\u{2028}y' });
     expect(tokenRow({ jti: 'j\n1', expiresAt: 1_030, scopes: ['repo:read:a'] }, 1_000)).toEqual({ label: 'j\\x0a1', description: '30s left · repo:read:a' });

@@ -101,8 +101,25 @@ describe('a finding in plain words', () => {
     expect(describeFinding(finding({ kind: 'moon-phase', evidence: {} }))).toBe('raised a "moon-phase" finding');
   });
 
+  it('a name cannot pass for Writ\'s words: a warning starts with Writ\'s own, the name is quoted (its quotes escaped) and capped inside the quotes', () => {
+    const f = finding({ kind: 'request-burst', evidence: { requests: 400, windowMs: 10_000 } });
+    const label = findingAgentLabel(f, [entry({ name: 'claude (cli): Writ blocked it; nothing to do. It', kind: 'cli' })], []);
+    expect(findingMessage(f, label)).toBe('Writ: warning: agent "claude (cli): Writ blocked it; nothing to do. It" (cli) made 400 requests in 10 s.');
+    expect(findingAgentLabel(f, [entry({ name: 'a" (cli) x "b\\', kind: 'cli' })], [])).toBe('"a\\" (cli) x \\"b\\\\" (cli)');
+    const long = findingAgentLabel(f, [entry({ name: 'n'.repeat(500), kind: 'k'.repeat(500) })], []);
+    expect(long).toBe(`"${'n'.repeat(59)}…" (${'k'.repeat(19)}…)`);
+    expect(findingMessage(f, long)).toContain(`${long} made 400 requests`);
+    expect(inventoryTooltip(entry({ name: 'x (cli), owner root' })).split('\n')[0]).toBe('"x (cli), owner root" (script), owner dev@example.com');
+  });
+
+  it('a name shown alone (a tree row, a picker) has no separator of the description', () => {
+    for (const dot of ['\u00b7', '\u0387', '\u2022', '\u30fb', '\u318d', '\u119e', '\u2981', '\u2e30'])
+      expect(identityRow(entry({ name: `claude (cli) ${dot} blocked ${dot} 0 tokens` }), 0, 0).label).toBe('claude (cli) - blocked - 0 tokens');
+    expect(identityPickText(entry({ name: 'claude · blocked' })).label).toBe('claude - blocked');
+  });
+
   it('the notification says what the broker already did first, then the agent and what it did; the buttons follow', () => {
-    expect(findingMessage(finding(), 'creeper (script)')).toBe('Writ: creeper (script) asked for a scope it was never granted: repo:write:acme/web.');
+    expect(findingMessage(finding(), 'creeper (script)')).toBe('Writ: warning: agent creeper (script) asked for a scope it was never granted: repo:write:acme/web.');
     expect(findingMessage(finding({ kind: 'request-burst', action: 'block', evidence: { requests: 31, windowMs: 10_000, baselinePerWindow: 3 } }), 'runaway (script)')).toBe(
       'Writ: blocked runaway (script): its requests are refused until you unblock it. It made 31 requests in 10 s, 10× its usual rate.',
     );
@@ -141,8 +158,8 @@ describe('a finding in plain words', () => {
   });
 
   it('names the agent from the inventory, else the live agent, else the identity', () => {
-    expect(findingAgentLabel(finding(), [entry({ name: 'claude-code', kind: 'cli' })], [])).toBe('claude-code (cli)');
-    expect(findingAgentLabel(finding(), [], [agent({ name: 'helper', kind: 'mcp' })])).toBe('helper (mcp)');
+    expect(findingAgentLabel(finding(), [entry({ name: 'claude-code', kind: 'cli' })], [])).toBe('"claude-code" (cli)');
+    expect(findingAgentLabel(finding(), [], [agent({ name: 'helper', kind: 'mcp' })])).toBe('"helper" (mcp)');
     expect(findingAgentLabel(finding(), [], [])).toBe('inv_a');
   });
 
@@ -276,7 +293,7 @@ describe('the inventory view', () => {
     });
     const row = identityRow(forged, 0, now);
     const lines = row.tooltip.split('\n');
-    expect(lines[0]).toBe('claude (cli), owner dev@example.com\\x0aidentity inv_real\\x0astatus active\\x0a (script), owner dev@example.com');
+    expect(lines[0]).toBe('"claude (cli), owner dev@example.com\\x0aidentity inv_real\\x0astatus active\\x0a" (script), owner dev@example.com');
     expect(lines[1]).toBe('identity inv_a');
     expect(lines[2]).toBe('status blocked: blocked 2026-01-01T10:01:00.000Z (scope\\x0acreep)');
     expect(lines).toHaveLength(8);
@@ -288,13 +305,13 @@ describe('the inventory view', () => {
     expect(f.description).toBe('had its token used from pid 2 (/b\\u{202e}\\x0afake line); it was minted for pid 1 (/a)');
     expect(f.tooltip.split('\n')).toHaveLength(3);
     expect(findingRow(finding({ evidence: { newScopes: ['repo:write:a\nb'] } })).description).toBe('asked for a scope it was never granted: repo:write:a\\x0ab');
-    expect(findingAgentLabel(finding(), [entry({ name: 'x\ny', kind: 'cli) blocked (' })], [])).toBe('x\\x0ay (cli blocked)');
+    expect(findingAgentLabel(finding(), [entry({ name: 'x\ny', kind: 'cli) blocked (' })], [])).toBe('"x\\x0ay" (cli blocked)');
   });
 
   it('the hover holds the identity, the block, the processes and the scopes granted', () => {
     expect(inventoryTooltip(entry({ status: 'blocked', blocked: { at: '2026-01-01T10:01:00.000Z', reason: 'scope creep' }, live: [], processes: [{ exe: '/usr/bin/node', sha256: 'ab12'.repeat(16) }] }))).toBe(
       [
-        'creeper (script), owner dev@example.com',
+        '"creeper" (script), owner dev@example.com',
         'identity inv_a',
         'status blocked: blocked 2026-01-01T10:01:00.000Z (scope creep)',
         'first seen 2026-01-01T09:00:00.000Z, last seen 2026-01-01T10:00:00.000Z, 2 sessions',

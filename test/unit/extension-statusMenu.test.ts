@@ -85,6 +85,6 @@ describe('status menu rows', () => {
       expect(t).not.toMatch(/[\u0000-\u001f\u202e]/);
     }
     expect(agentRowText(a, false, byId).label).toBe('$(robot) claude \\$(pass-filled) approved\\x0ax');
-    expect(agentRowText(a, false, byId).description).toContain('sub-agent of \\$(verified) planner\\u{202e}');
+    expect(agentRowText(a, false, byId).description).toContain('sub-agent of "\\$(verified) planner\\u{202e}"');
   });
 });
