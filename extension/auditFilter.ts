@@ -1,5 +1,6 @@
 // The audit panel's filtering and row text. Pure and free of Node APIs: the webview script bundles it too.
 import type { AuditRecord } from '../broker/protocol';
+import { printable } from '../broker/printable';
 
 export interface PanelFilter {
   /** An agent id: the agent's own rows and its sub-agents' rows. Empty = all. */
@@ -12,8 +13,17 @@ export interface PanelFilter {
 
 export const NO_FILTER: PanelFilter = { agent: '', event: '', text: '' };
 
-/** The columns a row shows, in order: time, event, agent, task, scopes, detail. */
+/**
+ * The columns a row shows, in order: time, event, agent, task, scopes, detail. Each printable: the agent chose its
+ * name, task and scopes (and its process the exe paths in the detail), and a bidi override in a name would reorder
+ * the cell so that `claude agt_1\u202e` passed for another agent's id.
+ */
 export function rowCells(r: AuditRecord): [string, string, string, string, string, string] {
+  const [time, event, agent, task, scopes, detail] = rawCells(r);
+  return [printable(time), printable(event), printable(agent), printable(task), printable(scopes), printable(detail)];
+}
+
+function rawCells(r: AuditRecord): [string, string, string, string, string, string] {
   const time = r.ts.length >= 23 ? r.ts.slice(11, 23) : r.ts;
   const agent = r.agent ? `${r.agent.name} ${r.agent.id}` : '';
   const task = r.task?.description ?? '';
@@ -51,7 +61,12 @@ export function filterIndices(records: readonly AuditRecord[], f: PanelFilter, t
   return out;
 }
 
-/** The agents seen in the records, for the agent filter: id → name, in first-seen order. */
+/** The agent filter's option text for an agent: its name and id, printable. */
+export function agentOptionText(id: string, name: string): string {
+  return printable(`${name} ${id}`);
+}
+
+/** The agents seen in the records, for the agent filter: id → name (as sent: agentOptionText shows it), in first-seen order. */
 export function agentsSeen(records: readonly AuditRecord[]): Map<string, string> {
   const m = new Map<string, string>();
   for (const r of records) if (r.agent && !m.has(r.agent.id)) m.set(r.agent.id, r.agent.name);

@@ -2,6 +2,8 @@
 // append, not recomputed), and what a finding row says and offers. Pure and free of Node APIs: the webview
 // script bundles it, and unit tests drive it without a DOM.
 import type { AuditRecord } from '../broker/protocol';
+import { printable } from '../broker/printable';
+import { quoted } from './inert';
 import { matchesPanelFilter, rowText } from './auditFilter';
 import type { PanelFilter } from './auditFilter';
 
@@ -139,7 +141,7 @@ const ACTION_WORDS: Readonly<Record<string, string>> = {
 };
 
 export function findingKindWords(kind: string): string {
-  return KIND_WORDS[kind] ?? `Finding: ${kind}`;
+  return KIND_WORDS[kind] ?? `Finding: ${printable(kind)}`;
 }
 
 /** The finding a `finding` record carries; undefined for any other record or a detail without id and kind. */
@@ -164,11 +166,19 @@ export function dismissedFindingId(r: AuditRecord): string | undefined {
   return typeof id === 'string' ? id : undefined;
 }
 
-/** One line: the kind in words, the evidence, what the broker did. `Burst of token minting: mints 812 · windowMs 10000 · warned`. */
+/**
+ * One line: the kind in words, the evidence, what the broker did. `Burst of token minting: mints 812 · windowMs 10000 · warned`.
+ * Printable: the evidence holds what the agent or its process chose (scopes, exe paths).
+ */
 export function findingText(f: PanelFinding): string {
   const facts = Object.entries(f.evidence).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(' ') : typeof v === 'string' ? v : JSON.stringify(v)}`);
   const action = ACTION_WORDS[f.action] ?? f.action;
-  return [`${findingKindWords(f.kind)}${facts.length ? `: ${facts.join(' · ')}` : ''}`, action].filter(Boolean).join(' · ');
+  return printable([`${findingKindWords(f.kind)}${facts.length ? `: ${facts.join(' · ')}` : ''}`, action].filter(Boolean).join(' · '));
+}
+
+/** The Stop button's hover: the agent's name quoted and printable. */
+export function stopTitle(name: string): string {
+  return `Stop ${quoted(name)}: revoke its grants, tokens and sub-agents`;
 }
 
 /** The buttons a row offers: Stop only for a live agent; Dismiss only for a finding still open. */

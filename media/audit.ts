@@ -4,8 +4,8 @@
 // it posts only WebviewToExtension messages.
 import { AUDIT_EVENTS, ExtensionToWebview } from '../broker/protocol';
 import type { AuditRecord, VerifyView, WebviewToExtension } from '../broker/protocol';
-import { NO_FILTER, agentsSeen, rowCells, visibleWindow } from '../extension/auditFilter';
-import { BROKER_SILENT_NOTE, RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../extension/auditRows';
+import { NO_FILTER, agentOptionText, agentsSeen, rowCells, visibleWindow } from '../extension/auditFilter';
+import { BROKER_SILENT_NOTE, RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions, stopTitle } from '../extension/auditRows';
 
 declare function acquireVsCodeApi(): { postMessage(msg: unknown): void };
 
@@ -92,7 +92,7 @@ function buildRow(r: AuditRecord): HTMLElement {
   action.className = 'action';
   if (stop && r.agent) {
     const label = finding ? 'Stop agent' : 'Stop';
-    action.append(button(label, `Stop ${r.agent.name}: revoke its grants, tokens and sub-agents`, { agent: r.agent.id }));
+    action.append(button(label, stopTitle(r.agent.name), { agent: r.agent.id }));
   }
   if (dismiss) action.append(button('Dismiss', 'Dismiss this finding (expected behaviour); the dismissal is audited', { dismiss }));
   else if (finding && dismissed.has(finding.id)) action.append(cell('Dismissed', 'note'));
@@ -142,7 +142,7 @@ function updateAgents(fresh: readonly AuditRecord[], rebuild: boolean): void {
   if (!rebuild && seen.size === knownAgents.size) return;
   knownAgents = seen;
   const current = agentSelect.value;
-  agentSelect.replaceChildren(new Option('All agents', ''), ...[...seen].map(([id, name]) => new Option(`${name} ${id}`, id)));
+  agentSelect.replaceChildren(new Option('All agents', ''), ...[...seen].map(([id, name]) => new Option(agentOptionText(id, name), id)));
   agentSelect.value = current;
 }
 

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { agentsSeen, filterIndices, rowCells, rowText, visibleWindow } from '../../extension/auditFilter';
+import { agentOptionText, agentsSeen, filterIndices, rowCells, rowText, visibleWindow } from '../../extension/auditFilter';
 import { claude, helper, rec } from '../helpers/records';
 
 const records = [
@@ -25,6 +25,12 @@ describe('audit panel filtering', () => {
     expect(filterIndices(records, { agent: '', event: '', text: 'FIX ISSUE' })).toEqual([1]);
     expect(filterIndices(records, { agent: 'agt_1', event: 'task.denied', text: 'writ_denied' })).toEqual([3]);
     expect(filterIndices(records, { agent: '', event: '', text: 'nothing like this' })).toEqual([]);
+  });
+
+  it('shows agent text printable in the cells and the agent filter: a bidi override cannot pass a name for another id', () => {
+    const r = { ts: '2026-11-30T07:00:00.000Z', seq: 1, session: 's', event: 'token.minted', agent: { id: 'agt_9', name: 'claude agt_1\u202e', parents: [] }, task: { description: 'x\ny' }, scopes: ['a\u061cb'], detail: { exe: '/tmp/x\u202efdp.sh' } } as never;
+    expect(rowCells(r).slice(2)).toEqual(['claude agt_1\\u{202e} agt_9', 'x\\x0ay', 'a\\u{61c}b', 'exe /tmp/x\\u{202e}fdp.sh']);
+    expect(agentOptionText('agt_9', 'claude agt_1\u202e\n')).toBe('claude agt_1\\u{202e}\\x0a agt_9');
   });
 
   it('lists the agents seen in first-seen order', () => {

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { AgentView, AuditRecord } from '../../broker/protocol';
 import { NO_FILTER, filterIndices } from '../../extension/auditFilter';
-import { RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions } from '../../extension/auditRows';
+import { RowIndex, countText, dismissedFindingId, findingKindWords, findingOf, findingText, rowActions, stopTitle } from '../../extension/auditRows';
 import { activeAgents } from '../../extension/agentState';
 
 import { claude, helper, rec } from '../helpers/records';
@@ -81,6 +81,13 @@ describe('findings in the audit panel', () => {
     );
     expect(findingKindWords('bad-token')).toBe('Presented a bad token');
     expect(findingKindWords('something-new')).toBe('Finding: something-new');
+  });
+
+  it('shows the evidence, an unknown kind and the Stop button\'s agent name printable', () => {
+    const f = findingOf(finding(7, 'fnd_1'))!;
+    expect(findingText({ ...f, kind: 'process-mismatch', evidence: { exe: '/tmp/x\u202efdp.sh' } })).toBe('Token used by another process: exe /tmp/x\\u{202e}fdp.sh · warned');
+    expect(findingKindWords('k\u202e\n')).toBe('Finding: k\\u{202e}\\x0a');
+    expect(stopTitle('claude"\u202e')).toBe('Stop "claude\\"\\u{202e}": revoke its grants, tokens and sub-agents');
   });
 
   it('is not a finding without id and kind, or for another event', () => {
