@@ -115,10 +115,11 @@ export function reviewTitle(r: ApprovalRequest): string {
 }
 
 /**
- * How many scopes the review's list ticks at first: about what a quick pick shows without scrolling. Past that,
- * Enter would approve rows the developer never scrolled to, so none is ticked and each is ticked by hand.
+ * How many scopes the review's list ticks at first: what a quick pick shows without scrolling in a short window
+ * (its list is 0.4 of the window's height, 22 px a row: 6 rows in a window 350 px high). Past that, Enter would
+ * approve rows the developer never scrolled to, so none is ticked and each is ticked by hand.
  */
-export const PRETICK_MAX = 10;
+export const PRETICK_MAX = 6;
 
 /** The review's scope list: every scope picked at first when all fit on screen (PRETICK_MAX), the raw scope as the detail. */
 export function scopeItems(r: ApprovalRequest): { label: string; description: string; scope: string; picked: boolean }[] {
@@ -126,10 +127,10 @@ export function scopeItems(r: ApprovalRequest): { label: string; description: st
   return r.scopes.map((s) => ({ label: pickInert(describeScope(s)), description: pickInert(s), scope: s, picked }));
 }
 
-/** What the review's scope list asks: to untick what to refuse, or, when none is ticked at first, to tick what to grant. */
+/** What the review's scope list asks: to untick what to refuse (saying how many Enter grants), or, when none is ticked at first, to tick what to grant. */
 export function scopePlaceholder(r: ApprovalRequest): string {
   return r.scopes.length <= PRETICK_MAX
-    ? 'Untick the scopes to refuse; Enter to continue'
+    ? `All ${r.scopes.length} ticked; Enter grants all ${r.scopes.length}: untick the scopes to refuse`
     : `${r.scopes.length} scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)`;
 }
 

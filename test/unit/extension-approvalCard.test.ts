@@ -164,14 +164,18 @@ describe('approval card', () => {
       ['read repo acme/web', 'repo:read:acme/web', true],
       ['GET http under https://api.github.com/repos/acme/web', 'http:GET:https://api.github.com/repos/acme/web/**', true],
     ]);
-    expect(scopePlaceholder(request())).toBe('Untick the scopes to refuse; Enter to continue');
+    expect(scopePlaceholder(request())).toBe('All 2 ticked; Enter grants all 2: untick the scopes to refuse');
     expect(ttlChoices(300, 3600)).toEqual([300, 60, 900, 3600]);
     expect(ttlChoices(120, 600)).toEqual([120, 60, 300]);
   });
 
   it('ticks no scope at first when there are more than fit on screen: Enter would approve rows below the scroll', () => {
     const scopes = (n: number) => Array.from({ length: n }, (_, i) => `repo:read:acme/r${i}`);
-    expect(scopeItems(request({ scopes: scopes(10) })).every((i) => i.picked)).toBe(true);
+    // A short window's quick pick shows 6 rows (0.4 of 350 px, 22 px a row): 7 are not ticked at first.
+    expect(scopeItems(request({ scopes: scopes(6) })).every((i) => i.picked)).toBe(true);
+    expect(scopePlaceholder(request({ scopes: scopes(6) }))).toBe('All 6 ticked; Enter grants all 6: untick the scopes to refuse');
+    expect(scopeItems(request({ scopes: scopes(7) })).some((i) => i.picked)).toBe(false);
+    expect(scopePlaceholder(request({ scopes: scopes(7) }))).toBe('7 scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)');
     const many = request({ scopes: scopes(32) });
     expect(scopeItems(many).map((i) => i.picked)).toEqual(Array<boolean>(32).fill(false));
     expect(scopePlaceholder(many)).toBe('32 scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)');
