@@ -76,6 +76,11 @@ export class TokenRequests {
 /** What a grant lists under it: its live tokens, then a line for those left out, or why it cannot say. */
 export type GrantChild = { kind: 'token'; token: TokenView } | { kind: 'message'; text: string };
 
+/** A message row of the Writ and Inventory views (a notice, which may carry the broker's error text): on one line. */
+export function messageRow(text: string): Row {
+  return { label: oneLine(text), description: '' };
+}
+
 export function grantChildren(page: TokenPage | undefined): GrantChild[] {
   if (!page) return [{ kind: 'message', text: 'The broker did not answer: the tokens show at the next refresh.' }];
   const rows: GrantChild[] = page.tokens.map((token) => ({ kind: 'token', token }));

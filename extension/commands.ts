@@ -11,7 +11,7 @@ import { activeAgents } from './agentState';
 import { identityPickText, kindLabel, newestFirst } from './oversight';
 import { FORMAT_ITEMS, exportFileName, exportFilter, parseTimeInput } from './exportOptions';
 import type { ExportRange } from './exportOptions';
-import { agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, rowsSignature } from './statusMenu';
+import { agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, noAgentsRowText, rowsSignature } from './statusMenu';
 import type { MenuRow } from './statusMenu';
 
 export const COMMAND = {
@@ -173,9 +173,7 @@ function showAgents(ctx: WritContext): Promise<void> {
           return { key: r.key, ...agentRowText(a, false, byId), buttons: [STOP_BUTTON], agent: a };
         }
         case 'no-agents':
-          return r.ended
-            ? { key: r.key, label: '$(info) No live agents when this menu opened', description: 'the agents started since are listed below' }
-            : { key: r.key, label: '$(info) No live agents', description: ctx.notice() ?? '' };
+          return { key: r.key, ...noAgentsRowText(r.ended, ctx.notice()) };
         case 'action':
           if (r.action === 'stop-all') return { key: r.key, label: '$(debug-stop) Stop all agents', run: () => vscode.commands.executeCommand(COMMAND.stopAllAgents) };
           if (r.action === 'audit-panel') return { key: r.key, label: '$(output) Open audit panel', run: () => ctx.panel.open() };

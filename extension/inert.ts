@@ -11,10 +11,11 @@ export function inert(text: string): string {
 /**
  * Agent-supplied text in a quick pick (a label, description, detail or title): VS Code renders `$(name)` there as
  * an icon, so an agent named `claude $(pass-filled) approved` would show a check mark of the editor's own. As
- * inert(), and `$(` escaped as `\$(` (VS Code's own escape: shown as typed, no icon).
+ * inert() on one line (oneLine: a quick pick row is one line, and a name padded with spaces pushed the row's
+ * description out of view), and `$(` escaped as `\$(` (VS Code's own escape: shown as typed, no icon).
  */
 export function pickInert(text: string): string {
-  return inert(text).replace(/\$\(/g, '\\$(');
+  return oneLine(text).replace(/\]\(/g, '] (').replace(/\$\(/g, '\\$(');
 }
 
 /**

@@ -86,6 +86,16 @@ export function findingRowText(who: string, f: FindingView, ended: boolean): Pic
   return { label: `$(warning) ${label}`, detail: pickInert(describeFinding(f)) };
 }
 
+/**
+ * The menu's row where the agents would be, when there is none: ended (agents started since are listed below), or
+ * why there is none (ctx.notice(): it may carry the broker's error text, so it goes through pickInert).
+ */
+export function noAgentsRowText(ended: boolean, notice: string | undefined): PickText {
+  return ended
+    ? { label: '$(info) No live agents when this menu opened', description: 'the agents started since are listed below' }
+    : { label: '$(info) No live agents', description: pickInert(notice ?? '') };
+}
+
 /** An agent in the Stop picker. */
 export function agentPickText(a: AgentView, byId: ReadonlyMap<string, AgentView>): PickText {
   return { label: pickInert(shownName(a.name)), description: pickInert(agentDescription(a, byId)), detail: pickInert(a.id) };

@@ -4,10 +4,9 @@
 // Block / Unblock / Dismiss through `contextValue` and the view/item/context menus in package.json.
 import * as vscode from 'vscode';
 import type { AgentView, FindingView, GrantView, InventoryView, TokenView } from '../broker/protocol';
-import { agentRow, grantChildren, grantRow, tokenRow } from './agentState';
+import { agentRow, grantChildren, grantRow, messageRow, tokenRow } from './agentState';
 import type { TokenPage } from './agentState';
 import { findingRow, identityRow, inventoryOrder, newestFirst } from './oversight';
-import { oneLine } from './inert';
 
 export type WritNode =
   | { kind: 'agent'; agent: AgentView }
@@ -69,7 +68,7 @@ export class AgentsTree implements vscode.TreeDataProvider<WritNode>, vscode.Dis
     const none = vscode.TreeItemCollapsibleState.None;
     switch (node.kind) {
       case 'message':
-        return new vscode.TreeItem(oneLine(node.text), none);
+        return new vscode.TreeItem(messageRow(node.text).label, none);
       case 'agent': {
         const a = node.agent;
         const byId = new Map(this.source.agents().map((x) => [x.id, x]));
@@ -172,7 +171,7 @@ export class InventoryTree implements vscode.TreeDataProvider<WritNode>, vscode.
   getTreeItem(node: WritNode): vscode.TreeItem {
     if (node.kind === 'identity') return identityItem(node.entry, this.source.findings().filter((f) => f.identity === node.entry.id).length);
     if (node.kind === 'finding') return findingItem(node.finding);
-    return new vscode.TreeItem(node.kind === 'message' ? node.text : '', vscode.TreeItemCollapsibleState.None);
+    return new vscode.TreeItem(node.kind === 'message' ? messageRow(node.text).label : '', vscode.TreeItemCollapsibleState.None);
   }
 
   dispose(): void {

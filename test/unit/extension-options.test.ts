@@ -9,7 +9,7 @@ import { exportFileName, exportFilter, parseTimeInput } from '../../extension/ex
 import { MAX_SOCKET_PATH_BYTES, brokerDirs, workspaceKey } from '../../extension/brokerDirs';
 import { claimSlot } from '../../extension/slotLock';
 import { verifyView } from '../../extension/verifyOutput';
-import { TokenRequests, activeAgents, agentDescription, agentRow, grantChildren, grantRow, timeLeft, tokenRow } from '../../extension/agentState';
+import { TokenRequests, activeAgents, agentDescription, agentRow, grantChildren, grantRow, messageRow, timeLeft, tokenRow } from '../../extension/agentState';
 import type { TokenPage } from '../../extension/agentState';
 
 describe('settings', () => {
@@ -198,6 +198,7 @@ describe('agent state', () => {
     const parent = a({ id: 'a1', name: 'claude\nstatus: stopped' });
     const child = a({ id: 'a2', name: `helper${' '.repeat(120)}\u2800x\nagt_real`, kind: 'cli) · v9 (x', version: '1\u202e', parents: ['a1'] });
     expect(agentRow(a({ name: 'claude · stopped · 0 grants · 0 tokens' }), new Map(), 0).label).toBe('claude - stopped - 0 grants - 0 tokens');
+    expect(messageRow('The broker is not running: x\n   status: ok\u202e').label).toBe('The broker is not running: x\\x0a status: ok\\u{202e}');
     const row = agentRow(child, new Map([['a1', parent]]), 1);
     expect(row.label).toBe('helper x\\x0aagt_real');
     expect(row.description).toBe('1 finding · connected · 1 grant · 0 tokens · sub-agent of "claude\\x0astatus: stopped"');

@@ -3,7 +3,7 @@
 // must never reach another agent.
 import { describe, it, expect } from 'vitest';
 import type { AgentView, FindingView } from '../../broker/protocol';
-import { SINCE_OPENED, agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, rowsSignature } from '../../extension/statusMenu';
+import { SINCE_OPENED, agentPickText, agentRowText, findingPickText, findingRowText, findingTitle, keepPlaces, menuRows, noAgentsRowText, rowsSignature } from '../../extension/statusMenu';
 import type { MenuRow } from '../../extension/statusMenu';
 
 const agent = (id: string, over: Partial<AgentView> = {}): AgentView => ({
@@ -86,5 +86,15 @@ describe('status menu rows', () => {
     }
     expect(agentRowText(a, false, byId).label).toBe('$(robot) claude \\$(pass-filled) approved\\x0ax');
     expect(agentRowText(a, false, byId).description).toContain('sub-agent of "\\$(verified) planner\\u{202e}"');
+  });
+
+  it('keeps quick pick texts on one line (padding pushed the description out), the "No live agents" notice too', () => {
+    const a = agent('agt_a', { name: `claude${' '.repeat(90)}x \u3164y` });
+    expect(agentPickText(a, new Map()).label).toBe('claude x y');
+    expect(agentRowText(a, false, new Map()).label).toBe('$(robot) claude x y');
+    expect(findingTitle(`w${' '.repeat(50)}ho`, finding('fnd_1'))).toMatch(/^Writ: w ho /);
+    const none = noAgentsRowText(false, 'The broker is not running: spawn $(x)\n  [go](command:x)\u202e');
+    expect(none).toEqual({ label: '$(info) No live agents', description: 'The broker is not running: spawn \\$(x)\\x0a [go] (command:x)\\u{202e}' });
+    expect(noAgentsRowText(true, 'x').description).toBe('the agents started since are listed below');
   });
 });
