@@ -81,7 +81,7 @@ export function registerCommands(ctx: WritContext): void {
   });
   reg(COMMAND.stopAllAgents, async () => {
     const n = activeAgents(ctx.agents()).length;
-    const sure = await vscode.window.showWarningMessage(`Writ: stop all agents${n ? ` (${n} active)` : ''}? Every grant and live token is revoked.`, { modal: true }, 'Stop All');
+    const sure = await vscode.window.showWarningMessage(inert(`Writ: stop all agents${n ? ` (${n} active)` : ''}? Every grant and live token is revoked.`), { modal: true }, 'Stop All');
     if (sure === 'Stop All' && (await ctx.revoke({ kind: 'all' }, 'stop all in the editor'))) ctx.output.info('stopped all agents');
   });
   reg(COMMAND.revokeGrant, async (node?: WritNode) => {

@@ -540,7 +540,7 @@ export class WritContext implements TreeSource {
     const phase = this.phase;
     if (phase.kind !== 'unresponsive') return;
     const c = await vscode.window.showWarningMessage(
-      `Writ: the broker has not answered for ${phase.silentSeconds} s. Restart it? Its agents lose their grants and ask again.`,
+      inert(`Writ: the broker has not answered for ${phase.silentSeconds} s. Restart it? Its agents lose their grants and ask again.`),
       { modal: true },
       'Restart Broker',
       'Show Output',
@@ -586,7 +586,7 @@ export class WritContext implements TreeSource {
       this.warnedRulesDigest = read.untrusted.digest;
       this.output.warn(`${RULES_FILE} holds ${read.untrusted.count} rule(s) you have not trusted in this form: none applies until you trust them`);
       void vscode.window
-        .showWarningMessage(`Writ: ${RULES_FILE} changed since you last trusted it (or was never trusted here): its rules do not apply until you review and trust them.`, 'Review Rules…')
+        .showWarningMessage(inert(`Writ: ${RULES_FILE} changed since you last trusted it (or was never trusted here): its rules do not apply until you review and trust them.`), 'Review Rules…')
         .then((c) => (c ? vscode.commands.executeCommand('writ.trustWorkspaceRules') : undefined));
     }
     return read.rules;
@@ -607,7 +607,7 @@ export class WritContext implements TreeSource {
     const digest = rulesDigest(text!);
     if (digest === this.trustedRulesDigest) return true;
     const choice = await vscode.window.showWarningMessage(
-      `Trust the ${read.rules.length} rule(s) in ${RULES_FILE}? A request they cover is approved without asking you.`,
+      inert(`Trust the ${read.rules.length} rule(s) in ${RULES_FILE}? A request they cover is approved without asking you.`),
       { modal: true, detail: `Agents can write workspace files: trust only rules you or your team wrote.\n\n${describeRules(read.rules)}` },
       'Trust',
     );
