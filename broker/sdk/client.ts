@@ -67,6 +67,26 @@ function wsUrlFor(address: string): string {
   throw new WritError('WRIT_USAGE', `${ENV_BROKER} must be unix:/path or ws://127.0.0.1:PORT/`);
 }
 
+/** How much of a refused upgrade's answer is read for its code. */
+const MAX_REFUSAL_BYTES = 16 * 1024;
+
+/** The error for a non-101 answer to the WebSocket upgrade: the broker's `writ_code` if it gave a known one. */
+export function refusalError(status: number, body: string): WritError {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = undefined;
+  }
+  const o = typeof parsed === 'object' && parsed !== null ? (parsed as { writ_code?: unknown; error_description?: unknown }) : {};
+  const code = o.writ_code;
+  if (typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code) && code !== 'WRIT_BROKER_UNREACHABLE') {
+    const why = typeof o.error_description === 'string' ? o.error_description.slice(0, 300) : `HTTP ${status}`;
+    return new WritError(code as WritErrorCode, `the Writ broker refused the connection: ${why}`);
+  }
+  return new WritError('WRIT_BROKER_UNREACHABLE', `cannot reach the Writ broker: it answered HTTP ${status}`);
+}
+
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
 
 export class WritClient {
@@ -164,6 +184,23 @@ export class WritClient {
       ws.once('error', (e) => {
         clearTimeout(timer);
         reject(new WritError('WRIT_BROKER_UNREACHABLE', 'cannot reach the Writ broker: is it running?', { cause: e }));
+      });
+      // The broker refused the upgrade with an answer of its own (503 WRIT_RATE_LIMITED when full, 403 for a
+      // refused origin): that code is the reason, not "is it running?". An answer without one is unreachable.
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          if (body.length < MAX_REFUSAL_BYTES) body += chunk;
+        });
+        const settle = () => {
+          clearTimeout(timer);
+          ws.terminate();
+          reject(refusalError(res.statusCode ?? 0, body));
+        };
+        res.once('end', settle);
+        res.once('error', settle);
+        res.once('close', settle);
       });
     });
   }

@@ -96,3 +96,43 @@ test('a broker that sent its close frame (4001) and then froze: a call made mean
   ]);
   expect(settled).toBe('WRIT_TOKEN_REVOKED');
 }, 40_000);
+
+/** A server that answers every WebSocket upgrade with `status` and `body`, as the broker refuses one. */
+function refusingServer(status: string, body: string): Promise<string> {
+  server = createServer();
+  server.on('upgrade', (_req, socket: Socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  return new Promise((resolve) => server!.listen(0, '127.0.0.1', () => resolve(`ws://127.0.0.1:${(server!.address() as { port: number }).port}/`)));
+}
+
+const connectError = (url: string) =>
+  WritClient.connect(url, {}, 5_000).then(
+    (c) => {
+      clients.push(c);
+      return undefined;
+    },
+    (e: unknown) => asWritError(e),
+  );
+
+test('an upgrade the broker refuses with a writ_code (503 WRIT_RATE_LIMITED when full) is reported with that code, not as unreachable', async () => {
+  const url = await refusingServer('503 Service Unavailable', JSON.stringify({ error: 'temporarily_unavailable', error_description: 'the broker has 4096 connections open: try again later', writ_code: 'WRIT_RATE_LIMITED' }));
+  const err = await connectError(url);
+  expect(err?.code).toBe('WRIT_RATE_LIMITED');
+  expect(err?.message).toContain('4096 connections open');
+});
+
+test('a refused upgrade with a 403 writ_code keeps it; one without a known writ_code is WRIT_BROKER_UNREACHABLE', async () => {
+  const forbidden = await refusingServer('403 Forbidden', JSON.stringify({ error: 'forbidden', error_description: 'requests from web pages are refused', writ_code: 'WRIT_FORBIDDEN_ORIGIN' }));
+  expect((await connectError(forbidden))?.code).toBe('WRIT_FORBIDDEN_ORIGIN');
+  await new Promise<void>((r) => server!.close(() => r()));
+  const unknown = await refusingServer('503 Service Unavailable', JSON.stringify({ writ_code: 'NOT_A_CODE' }));
+  const err = await connectError(unknown);
+  expect(err?.code).toBe('WRIT_BROKER_UNREACHABLE');
+  expect(err?.message).toContain('HTTP 503');
+  await new Promise<void>((r) => server!.close(() => r()));
+  const plain = await refusingServer('502 Bad Gateway', 'not json');
+  expect((await connectError(plain))?.code).toBe('WRIT_BROKER_UNREACHABLE');
+});
