@@ -27,7 +27,7 @@ import { TurnSigner } from './core/signer';
 import { Authority, DEFAULT_AUTHORITY_CONFIG } from './core/authority';
 import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
-import { CLOSE_TOO_MANY, FIRST_CALL_TIMEOUT_MS, MAX_CONNECTIONS_PER_PROCESS, listen } from './net/server';
+import { CLOSE_TOO_MANY, FIRST_CALL_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PROCESS, listen } from './net/server';
 import type { Listeners } from './net/server';
 import { RpcConnection, acknowledged, eventOfEntry, revocationFrame, revocationFrames } from './net/rpc';
 import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
@@ -345,14 +345,15 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   });
   const heartbeatMs = Number(env.WRIT_HEARTBEAT_MS ?? 15_000);
   const firstCallMs = Number(env.WRIT_FIRST_CALL_TIMEOUT_MS ?? FIRST_CALL_TIMEOUT_MS);
-  /** Open connections per peer process (`pid:startTime`), as the kernel named it. */
-  const perProcess = new Map<string, number>();
   const perProcessCap = Number(env.WRIT_MAX_CONNECTIONS_PER_PROCESS ?? MAX_CONNECTIONS_PER_PROCESS);
   const maxPerProcess = Number.isInteger(perProcessCap) && perProcessCap >= 1 ? perProcessCap : MAX_CONNECTIONS_PER_PROCESS;
+  const totalCap = Number(env.WRIT_MAX_CONNECTIONS ?? MAX_CONNECTIONS);
+  const maxConnections = Number.isInteger(totalCap) && totalCap >= 16 ? totalCap : MAX_CONNECTIONS;
   listeners = await listen({
     socketPath: paths.socketPath,
     heartbeatMs: Number.isInteger(heartbeatMs) && heartbeatMs >= 50 ? heartbeatMs : 15_000,
     firstCallTimeoutMs: Number.isInteger(firstCallMs) && firstCallMs >= 50 ? firstCallMs : FIRST_CALL_TIMEOUT_MS,
+    maxConnections,
     ...(options.port === undefined ? {} : { port: options.port }),
     http,
     onConnection: (ws, ctx) => {
@@ -364,19 +365,17 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
       const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
-      // One process may hold maxPerProcess connections; the next is closed once its process is known,
-      // so a runaway or hostile process cannot take every one of the broker's MAX_CONNECTIONS.
+      // One process may hold maxPerProcess connections; the next is closed once its process is known, at once
+      // (not after calls under way), so a runaway or hostile process cannot take every one of the broker's
+      // connections. The listener counts them (a connection being closed counts for no one) and, when full,
+      // makes room from the process holding the most.
       void peer?.().then((p) => {
         if (p === undefined || conn.closed) return;
-        const key = `${p.pid}:${p.startTime ?? ''}`;
-        const held = (perProcess.get(key) ?? 0) + 1;
-        perProcess.set(key, held);
-        ws.once('close', () => {
-          const left = (perProcess.get(key) ?? 1) - 1;
-          if (left > 0) perProcess.set(key, left);
-          else perProcess.delete(key);
-        });
-        if (held > maxPerProcess) conn.close(CLOSE_TOO_MANY, `more than ${maxPerProcess} connections from this process`);
+        const held = ctx.own(`${p.pid}:${p.startTime ?? ''}`);
+        if (held > maxPerProcess) {
+          gone.abort();
+          ws.close(CLOSE_TOO_MANY, `more than ${maxPerProcess} connections from this process`);
+        }
       });
     },
   });

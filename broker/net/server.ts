@@ -5,8 +5,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { chmodSync, unlinkSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer } from 'ws';
-import type { WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { WritError } from '../errors';
 import { requestUrl } from './http';
 import { peerAddressOf } from './peer';
@@ -16,10 +15,24 @@ import type { PeerAddress } from './peer';
 export const HARD_FRAME_LIMIT = 1024 * 1024;
 
 /**
- * WebSocket connections open at once, however busy. Past this an upgrade is refused before anything is set up for
- * it (no WebSocket, no process lookup): 503 with `WRIT_RATE_LIMITED`.
+ * WebSocket connections open at once, however busy (`WRIT_MAX_CONNECTIONS` lowers or raises it). A connection
+ * being closed does not count. A new one past this makes room instead of being refused: the oldest connection
+ * waiting for its first frame is closed (CLOSE_NO_CALL), else the oldest of the process holding the most
+ * (CLOSE_TOO_MANY). So a flood from a few processes cannot keep out one honest connection. Only when nothing can
+ * be closed (every slot is an upgrade under way) is the upgrade refused: 503 with `WRIT_RATE_LIMITED`.
  */
 export const MAX_CONNECTIONS = 4096;
+/**
+ * Of MAX_CONNECTIONS, this many are the Unix socket's alone (0600, in a 0700 folder: this user's processes): loopback
+ * TCP, which any local user may reach, holds at most the rest, and makes room only among TCP connections.
+ */
+export const UNIX_RESERVED_CONNECTIONS = 64;
+/**
+ * The broker's own close (CLOSE_NO_CALL, CLOSE_TOO_MANY, or any other) waits this long for the peer's close frame,
+ * then drops the connection: ws would wait 30 s, and a peer that never answers would hold its slot meanwhile.
+ * A connection being closed no longer counts toward any limit.
+ */
+export const CLOSE_GRACE_MS = 1_000;
 /**
  * Connections that have not sent their first frame yet. A new one past this closes the oldest of them
  * (CLOSE_NO_CALL), so a flood of connections that never call cannot keep a client that does call out.
@@ -46,6 +59,27 @@ export interface ConnectionContext {
   remotePort: number | undefined;
   /** Taken from the raw socket at accept time: what peer.ts needs to find the process on the other end. */
   peer?: PeerAddress;
+  /**
+   * Names the process holding this connection (`pid:startTime`, from the kernel) once it is known: connections
+   * are made room for from the process holding the most. Returns how many open connections that process holds,
+   * this one included.
+   */
+  own(owner: string): number;
+}
+
+/**
+ * ws's WebSocket, told when it starts closing: whoever closes it (the broker, or ws answering the peer's close
+ * frame). ws calls `close()` on the instance for both.
+ */
+class TrackedWebSocket extends WebSocket {
+  onClosing: (() => void) | undefined;
+
+  override close(code?: number, data?: string | Buffer): void {
+    super.close(code, data);
+    const hook = this.onClosing;
+    this.onClosing = undefined;
+    hook?.();
+  }
 }
 
 /** Why a request is refused before any handler sees it, or null when it may proceed. */
@@ -109,8 +143,9 @@ export interface ListenOptions {
   host?: string;
   port?: number;
   heartbeatMs?: number;
-  /** MAX_CONNECTIONS and MAX_IDLE_CONNECTIONS unless given. */
+  /** MAX_CONNECTIONS, UNIX_RESERVED_CONNECTIONS and MAX_IDLE_CONNECTIONS unless given. */
   maxConnections?: number;
+  unixReserved?: number;
   maxIdleConnections?: number;
   /** FIRST_CALL_TIMEOUT_MS unless given. */
   firstCallTimeoutMs?: number;
@@ -119,9 +154,11 @@ export interface ListenOptions {
 }
 
 export async function listen(opts: ListenOptions): Promise<Listeners> {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: HARD_FRAME_LIMIT, perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: HARD_FRAME_LIMIT, perMessageDeflate: false, WebSocket: TrackedWebSocket });
   const alive = new WeakMap<WebSocket, boolean>();
   const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+  const unixReserved = Math.min(opts.unixReserved ?? UNIX_RESERVED_CONNECTIONS, Math.floor(maxConnections / 2));
+  const limitOf = (transport: 'unix' | 'tcp') => (transport === 'unix' ? maxConnections : maxConnections - unixReserved);
   const maxIdle = opts.maxIdleConnections ?? MAX_IDLE_CONNECTIONS;
   const firstCallMs = opts.firstCallTimeoutMs ?? FIRST_CALL_TIMEOUT_MS;
   /** Open connections that have sent nothing yet, oldest first. */
@@ -131,7 +168,49 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
     idle.delete(ws);
   };
   /** Upgrades accepted and not yet open (ws finishes them later): counted against the cap with the open ones. */
-  let upgrading = 0;
+  const upgrading = { unix: 0, tcp: 0 };
+  /** Open connections not being closed, oldest first, with their transport and owning process ('' until known). */
+  const live = new Map<WebSocket, { transport: 'unix' | 'tcp'; owner: string }>();
+  let tcpCount = 0;
+  /** owner → its live connections, oldest first. */
+  const byOwner = new Map<string, Set<WebSocket>>();
+  const unown = (ws: WebSocket, owner: string) => {
+    const set = byOwner.get(owner);
+    set?.delete(ws);
+    if (set?.size === 0) byOwner.delete(owner);
+  };
+  /** Takes a connection out of every count, at once: it is closing (or closed). */
+  const forget = (ws: WebSocket) => {
+    const entry = live.get(ws);
+    if (entry === undefined) return;
+    live.delete(ws);
+    if (entry.transport === 'tcp') tcpCount--;
+    unown(ws, entry.owner);
+    called(ws);
+  };
+  const inUse = (transport: 'unix' | 'tcp') =>
+    transport === 'unix' ? live.size + upgrading.unix + upgrading.tcp : tcpCount + upgrading.tcp;
+  /**
+   * The connection to close to make room for a new one on `transport`: the oldest still waiting for its first
+   * frame, else the oldest of the process holding the most (connections whose process is not known yet count as
+   * one process). A TCP newcomer only displaces TCP connections (the Unix socket's share is its own).
+   */
+  const victim = (transport: 'unix' | 'tcp'): { ws: WebSocket; idle: boolean } | undefined => {
+    const fits = (ws: WebSocket) => transport === 'unix' || live.get(ws)?.transport === 'tcp';
+    for (const ws of idle.keys()) if (fits(ws)) return { ws, idle: true };
+    let best: WebSocket | undefined;
+    let most = 0;
+    for (const set of byOwner.values()) {
+      if (set.size <= most) continue;
+      for (const ws of set) {
+        if (!fits(ws)) continue;
+        best = ws;
+        most = set.size;
+        break;
+      }
+    }
+    return best === undefined ? undefined : { ws: best, idle: false };
+  };
 
   const attach = (server: Server, transport: 'unix' | 'tcp') => {
     server.on('request', (req, res) => {
@@ -156,17 +235,24 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
-      if (wss.clients.size + upgrading >= maxConnections) {
-        const refusal = new WritError('WRIT_RATE_LIMITED', `the broker has ${maxConnections} connections open: try again later`);
-        socket.end(rawAnswer('503 Service Unavailable', refusalBody(refusal, 'temporarily_unavailable')));
-        return;
+      while (inUse(transport) >= limitOf(transport)) {
+        const v = victim(transport);
+        if (v === undefined) {
+          const refusal = new WritError('WRIT_RATE_LIMITED', `the broker has ${maxConnections} connections open: try again later`);
+          socket.end(rawAnswer('503 Service Unavailable', refusalBody(refusal, 'temporarily_unavailable')));
+          return;
+        }
+        // Closing takes it out of the counts at once (TrackedWebSocket), so the loop ends.
+        if (v.idle) v.ws.close(CLOSE_NO_CALL, 'the broker is full: closed for waiting for a first call');
+        else v.ws.close(CLOSE_TOO_MANY, 'the broker is full: this process holds the most connections');
+        forget(v.ws);
       }
       // Read now, while the socket's fd is certainly this connection's.
       const peer = peerAddressOf(req.socket, transport);
-      upgrading++;
+      upgrading[transport]++;
       let counted = true;
       const uncount = () => {
-        if (counted) upgrading--;
+        if (counted) upgrading[transport]--;
         counted = false;
       };
       socket.once('close', uncount);
@@ -174,6 +260,18 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         uncount();
         alive.set(ws, true);
         ws.on('pong', () => alive.set(ws, true));
+        live.set(ws, { transport, owner: '' });
+        if (transport === 'tcp') tcpCount++;
+        let owners = byOwner.get('');
+        if (owners === undefined) byOwner.set('', (owners = new Set()));
+        owners.add(ws);
+        // Whoever starts the close (the broker, or the peer's close frame), the connection stops counting now and
+        // is dropped if the peer has not finished the closing handshake within CLOSE_GRACE_MS.
+        (ws as TrackedWebSocket).onClosing = () => {
+          forget(ws);
+          setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+        };
+        ws.once('close', () => forget(ws));
         // A connection that never calls holds a socket, a WebSocket and a process lookup: it gets a few seconds,
         // and the oldest such gives way to a new connection past MAX_IDLE_CONNECTIONS.
         if (idle.size >= maxIdle) {
@@ -188,8 +286,17 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         timer.unref();
         idle.set(ws, timer);
         ws.once('message', () => called(ws));
-        ws.once('close', () => called(ws));
-        opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}) });
+        const own = (owner: string): number => {
+          const entry = live.get(ws);
+          if (entry === undefined) return 0; // closing: counts for no one
+          unown(ws, entry.owner);
+          entry.owner = owner;
+          let set = byOwner.get(owner);
+          if (set === undefined) byOwner.set(owner, (set = new Set()));
+          set.add(ws);
+          return set.size;
+        };
+        opts.onConnection(ws, { transport, remotePort: transport === 'tcp' ? req.socket.remotePort : undefined, ...(peer ? { peer } : {}), own });
       });
     });
     server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket) => {

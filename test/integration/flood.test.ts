@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
+import { connect } from 'node:net';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { CLOSE_NO_CALL, CLOSE_TOO_MANY, MAX_CONNECTIONS_PER_PROCESS } from '../../broker/net/server';
 import type { WritClient } from '../../broker/sdk/client';
@@ -170,4 +171,102 @@ describe.skipIf(process.platform !== 'linux')('idle connections', () => {
       await b.stop();
     }
   });
+});
+
+/** A raw WebSocket upgrade that never reads anything: it never answers a close frame (the reviewer's probe A). */
+function deafUpgrade(url: string): import('node:net').Socket {
+  const u = new URL(url);
+  const s = connect(Number(u.port), u.hostname);
+  s.on('error', () => undefined);
+  s.write(`GET / HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  return s;
+}
+
+/** A plain WebSocket's first outcome: `open`, or `HTTP <status> <writ_code>` for a refused upgrade. */
+function openOrRefused(url: string): Promise<{ outcome: string; ws: WebSocket }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.on('error', () => resolve({ outcome: 'error', ws }));
+    ws.once('open', () => resolve({ outcome: 'open', ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ outcome: `HTTP ${res.statusCode} ${String((JSON.parse(body) as { writ_code?: string }).writ_code)}`, ws }));
+    });
+  });
+}
+
+describe.skipIf(process.platform !== 'linux')('a full broker', () => {
+  // WRIT_MAX_CONNECTIONS lowered to 256 (TCP may hold 192 of them; 64 are the Unix socket's), so the flood is small.
+  it('connections that never answer the close frame do not keep their slots: the CLI and an agent over the Unix socket, and a new TCP connection, all get in', async () => {
+    // The per-process cap raised: the flood and the honest agent both come from this test's process.
+    const b = await BrokerProcess.start(freshEnv({ WRIT_MAX_CONNECTIONS: '256', WRIT_MAX_CONNECTIONS_PER_PROCESS: '100000' }));
+    const deaf: import('node:net').Socket[] = [];
+    try {
+      for (let i = 0; i < 10; i++) {
+        for (let j = 0; j < 100; j++) deaf.push(deafUpgrade(b.discovery.wsUrl));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const status = await writ(['status', '--json'], b.env);
+      expect(status.stderr).toBe('');
+      expect(status.code).toBe(0);
+      const { client } = await b.agent('honest');
+      expect((await client.call('status', {})).pid).toBe(b.child.pid);
+      const tcp = await openOrRefused(b.discovery.wsUrl);
+      expect(tcp.outcome).toBe('open');
+      tcp.ws.terminate();
+      await client.close();
+      // Read what they were sent: the broker upgraded most of them, closed them to make room, and dropped each
+      // one CLOSE_GRACE_MS later without its answer (ws alone would have waited 30 s).
+      const upgradedAndDropped = await Promise.all(
+        deaf.map(
+          (s) =>
+            new Promise<boolean>((resolve) => {
+              let head = '';
+              s.on('data', (d: Buffer) => (head += d.toString('latin1', 0, 16)));
+              s.once('end', () => resolve(head.startsWith('HTTP/1.1 101')));
+              s.once('close', () => resolve(head.startsWith('HTTP/1.1 101')));
+              setTimeout(() => resolve(false), 2_000);
+              s.resume();
+            }),
+        ),
+      );
+      expect(upgradedAndDropped.filter(Boolean).length).toBeGreaterThan(500);
+    } finally {
+      for (const s of deaf) s.destroy();
+      await b.stop();
+    }
+  }, 30_000);
+
+  it('connections that do call fill the total: a newcomer is let in by closing the oldest of the process holding the most (4029), and the Unix socket keeps its share', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_MAX_CONNECTIONS: '256', WRIT_MAX_CONNECTIONS_PER_PROCESS: '100000' }));
+    const flood: { ws: WebSocket; ended: Promise<string> }[] = [];
+    try {
+      for (let i = 0; i < 400; i++) {
+        const c = idleSocket(b.discovery.wsUrl);
+        c.ws.once('open', () => c.ws.send('{}')); // a first frame: not idle
+        flood.push(c);
+      }
+      const outcomes = await Promise.all(flood.map((c) => c.ws.readyState === WebSocket.OPEN ? 'open' : new Promise((r) => { c.ws.once('open', () => r('open')); void c.ended.then(r); })));
+      expect(outcomes.filter((o) => o !== 'open' && o !== `close ${CLOSE_TOO_MANY}`)).toEqual([]);
+      const status = await writ(['status', '--json'], b.env);
+      expect(status.stderr).toBe('');
+      expect(status.code).toBe(0);
+      const { client } = await b.agent('honest');
+      expect((await client.call('status', {})).pid).toBe(b.child.pid);
+      // The TCP share is full of the flood's connections: a new one is let in, and the flood's oldest gives way.
+      const tcp = await openOrRefused(b.discovery.wsUrl);
+      expect(tcp.outcome).toBe('open');
+      expect(await flood[0]!.ended).toBe(`close ${CLOSE_TOO_MANY}`);
+      const open = flood.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
+      expect(open).toBeLessThanOrEqual(192);
+      expect(open).toBeGreaterThan(100);
+      tcp.ws.terminate();
+      await client.close();
+    } finally {
+      for (const c of flood) c.ws.terminate();
+      await b.stop();
+    }
+  }, 30_000);
 });
