@@ -369,9 +369,11 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
       // (not after calls under way), so a runaway or hostile process cannot take every one of the broker's
       // connections. The listener counts them (a connection being closed counts for no one) and, when full,
       // makes room from the process holding the most.
-      void peer?.().then((p) => {
-        if (p === undefined || conn.closed) return;
-        const held = ctx.own(`${p.pid}:${p.startTime ?? ''}`);
+      // The process comes from the kernel's tables alone, with no timeout: a flood that slows lookups down
+      // cannot slip past the cap (`hello` alone gives up waiting, after PEER_LOOKUP_TIMEOUT_MS).
+      void peer?.owner.then((owner) => {
+        if (owner === undefined || conn.closed) return;
+        const held = ctx.own(owner);
         if (held > maxPerProcess) {
           gone.abort();
           ws.close(CLOSE_TOO_MANY, `more than ${maxPerProcess} connections from this process`);

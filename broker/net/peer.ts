@@ -23,14 +23,33 @@ import type { ProcessRef, ProcessTable } from '../core/binding';
 export const MAX_HASHED_EXECUTABLE_BYTES = 256 * 1024 * 1024;
 /** Parents recorded above the peer. */
 export const MAX_PARENT_CHAIN = 8;
-/** A lookup that takes longer than this gives up: the connection proceeds with the peer unidentified. */
+/**
+ * A lookup that takes longer than this gives up for `hello` and the calls that read the peer: the connection
+ * proceeds with the peer unidentified. The process named for the per-process connection cap has no timeout.
+ */
 export const PEER_LOOKUP_TIMEOUT_MS = 5_000;
 const HASH_CACHE_ENTRIES = 256;
 /**
- * Lookups worked on at once; the others wait their turn in arrival order (the wait counts toward
- * PEER_LOOKUP_TIMEOUT_MS). Bounds the broker's work and open files when many connections arrive together.
+ * Processes described at once (uid, executable, parent chain, executable hash): the others wait their turn in
+ * arrival order (the wait counts toward PEER_LOOKUP_TIMEOUT_MS). Bounds the broker's work and open files when many
+ * connections arrive together. Finding which process holds a connection is not bounded by it: every lookup
+ * waiting joins the shared reads of the kernel's tables.
  */
 export const MAX_CONCURRENT_LOOKUPS = 32;
+
+/** A connection's peer: read it (with the timeout) by calling; `owner` is its process for the per-process cap. */
+export interface ConnectionPeer {
+  (): Promise<PeerProcess | undefined>;
+  /**
+   * `pid:startTime` of the process holding the connection, from the shared kernel table reads alone, without
+   * PEER_LOOKUP_TIMEOUT_MS (undefined where the kernel does not say): however long a flood makes the wait, the
+   * per-process cap is applied.
+   */
+  owner: Promise<string | undefined>;
+}
+
+/** The process holding a connection, before it is described. */
+type Holder = { pid: number; stat: { ppid: number; startTime: number } };
 const PID_SCAN_CONCURRENCY = 16;
 
 /**
@@ -364,6 +383,11 @@ export function connectedLineage(p: ProcessRef): ProcessRef[] {
   return line;
 }
 
+/** The key of a process across PID reuse: its pid and start time. */
+export function ownerKey(p: { pid: number; startTime?: number; stat?: { startTime: number } }): string {
+  return `${p.pid}:${p.stat?.startTime ?? p.startTime ?? ''}`;
+}
+
 /** The broker's process table: /proc on Linux; elsewhere nothing is identified and the process rules stay quiet. */
 export const procTable: ProcessTable = { lineage: (pid) => procLineage(pid), connectedLineage };
 
@@ -561,10 +585,11 @@ export class PeerIdentifier {
    * connection uses: the same answer every time, re-checked against PID reuse; if the pid now names another
    * process, the holder of the socket is looked up again, once.
    */
-  forConnection(addr: PeerAddress, gone?: AbortSignal): () => Promise<PeerProcess | undefined> {
-    let current = this.identify(addr, gone);
+  forConnection(addr: PeerAddress, gone?: AbortSignal): ConnectionPeer {
+    const holder = this.platform === 'linux' ? this.holder(addr).catch(() => undefined) : Promise.resolve(undefined);
+    let current = this.identify(addr, gone, holder);
     let rechecked = false;
-    return async () => {
+    const read = async () => {
       const peer = await current;
       if (peer === undefined || (await stillSame(peer, this.platform))) return peer;
       if (!rechecked) {
@@ -575,6 +600,7 @@ export class PeerIdentifier {
       }
       return undefined;
     };
+    return Object.assign(read, { owner: holder.then((h) => (h === undefined ? undefined : ownerKey(h))) });
   }
 
   private readonly bySocket = new WeakMap<Socket, { checked: () => Promise<PeerProcess | undefined>; unchecked: () => Promise<PeerProcess | undefined> }>();
@@ -607,9 +633,12 @@ export class PeerIdentifier {
     return opts.recheck === false ? entry.unchecked : entry.checked;
   }
 
-  /** The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`). */
-  /** `gone`: the connection has closed; a lookup still waiting for its turn then is not made. */
-  async identify(addr: PeerAddress, gone?: AbortSignal): Promise<PeerProcess | undefined> {
+  /**
+   * The peer process, or undefined where the kernel does not say (other platforms, other users, no `ss`).
+   * `gone`: the connection has closed; a lookup still waiting for its turn then is not made. `holder`: the
+   * holding process, if already being found.
+   */
+  async identify(addr: PeerAddress, gone?: AbortSignal, holder?: Promise<Holder | undefined>): Promise<PeerProcess | undefined> {
     if (this.platform !== 'linux') return undefined;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => {
@@ -618,7 +647,8 @@ export class PeerIdentifier {
     });
     const given = { up: false };
     try {
-      return await Promise.race([this.inTurn(given, gone, () => this.lookup(addr)).catch(() => undefined), timeout]);
+      const described = (holder ?? this.holder(addr)).then((h) => (h === undefined ? undefined : this.inTurn(given, gone, () => this.describe(h.pid, h.stat))));
+      return await Promise.race([described.catch(() => undefined), timeout]);
     } finally {
       given.up = true; // a lookup still waiting for its turn is dropped when it gets it
       clearTimeout(timer);
@@ -638,7 +668,8 @@ export class PeerIdentifier {
     }
   }
 
-  private async lookup(addr: PeerAddress): Promise<PeerProcess | undefined> {
+  /** Which process holds the connection: shared kernel table reads and a stat per holder, never queued. */
+  private async holder(addr: PeerAddress): Promise<Holder | undefined> {
     let pids: number[];
     if (addr.transport === 'tcp') {
       const inode = await this.tcpInodes.find(addr);
@@ -653,8 +684,7 @@ export class PeerIdentifier {
     const stats = pids.map((pid) => ({ pid, stat: readStat(pid) }));
     const live = stats.filter((s): s is { pid: number; stat: { ppid: number; startTime: number } } => s.stat !== undefined);
     live.sort((a, b) => a.stat.startTime - b.stat.startTime || a.pid - b.pid);
-    const chosen = live[0];
-    return chosen ? this.describe(chosen.pid, chosen.stat) : undefined;
+    return live[0];
   }
 
   private async describe(pid: number, stat: { ppid: number; startTime: number }): Promise<PeerProcess> {

@@ -270,3 +270,32 @@ describe.skipIf(process.platform !== 'linux')('a full broker', () => {
     }
   }, 30_000);
 });
+
+describe.skipIf(process.platform !== 'linux')('the per-process cap under load', () => {
+  it('2,500 connections that call, from one process: the cap holds however long the lookups queue (no timeout lets one past)', async () => {
+    const b = await BrokerProcess.start(freshEnv());
+    const conns: { ws: WebSocket; settled: Promise<string>; ended: Promise<string> }[] = [];
+    try {
+      for (let i = 0; i < 2500; i++) {
+        const c = idleSocket(b.discovery.wsUrl);
+        c.ws.once('open', () => c.ws.send('{}')); // a first frame: not idle, so only the cap closes them
+        conns.push(c);
+      }
+      const outcomes = await Promise.all(conns.map((c) => c.settled));
+      // 4008: past 1,024 waiting for a first frame, the oldest of them gives way before its frame arrives.
+      const coded = (o: string) => o === `close ${CLOSE_TOO_MANY}` || o === `close ${CLOSE_NO_CALL}`;
+      expect(outcomes.filter((o) => o !== 'open' && !coded(o))).toEqual([]);
+      const stillOpen = () => conns.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
+      // Lookups past PEER_LOOKUP_TIMEOUT_MS used to leave their connections uncounted: wait well past it.
+      for (let i = 0; i < 200 && stillOpen() > MAX_CONNECTIONS_PER_PROCESS; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(stillOpen()).toBeLessThanOrEqual(MAX_CONNECTIONS_PER_PROCESS);
+      expect(stillOpen()).toBeGreaterThan(0);
+      const ends = await Promise.all(conns.filter((c) => c.ws.readyState !== WebSocket.OPEN).map((c) => c.ended));
+      expect(ends.filter((e) => !coded(e))).toEqual([]);
+      expect(ends.filter((e) => e === `close ${CLOSE_TOO_MANY}`).length).toBeGreaterThan(0);
+    } finally {
+      for (const c of conns) c.ws.terminate();
+      await b.stop();
+    }
+  }, 40_000);
+});
