@@ -50,6 +50,13 @@ export interface ConnectionPeer {
 
 /** The process holding a connection, before it is described. */
 type Holder = { pid: number; stat: { ppid: number; startTime: number } };
+
+/**
+ * One lookup's place in the describe queue. `up`: its caller stopped waiting (timed out or answered); `urgent`:
+ * someone waits on it now (`hello`, a call that reads the peer), so it goes ahead of lookups nobody waits on yet.
+ */
+type Turn = { up: boolean; urgent: boolean; queued?: QueuedTurn };
+type QueuedTurn = { turn: Turn; gone: AbortSignal | undefined; grant: (go: boolean) => void };
 const PID_SCAN_CONCURRENCY = 16;
 
 /**
@@ -568,7 +575,9 @@ export class PeerIdentifier {
   private readonly owners = new SharedRead(socketOwners);
   private readonly tcpInodes = new TcpInodeFinder();
   private active = 0;
-  private readonly turns: (() => void)[] = [];
+  /** Waiting to be described, in arrival order: those someone waits on first. */
+  private readonly urgentTurns: QueuedTurn[] = [];
+  private readonly turns: QueuedTurn[] = [];
 
   constructor(private readonly platform: NodeJS.Platform = process.platform) {}
 
@@ -587,9 +596,12 @@ export class PeerIdentifier {
    */
   forConnection(addr: PeerAddress, gone?: AbortSignal): ConnectionPeer {
     const holder = this.platform === 'linux' ? this.holder(addr).catch(() => undefined) : Promise.resolve(undefined);
-    let current = this.identify(addr, gone, holder);
+    // Described when its turn comes; asked for (hello), it goes ahead of the connections nobody asked about.
+    const turn: Turn = { up: false, urgent: false };
+    let current = this.identify(addr, gone, holder, turn);
     let rechecked = false;
     const read = async () => {
+      this.hurry(turn);
       const peer = await current;
       if (peer === undefined || (await stillSame(peer, this.platform))) return peer;
       if (!rechecked) {
@@ -638,33 +650,71 @@ export class PeerIdentifier {
    * `gone`: the connection has closed; a lookup still waiting for its turn then is not made. `holder`: the
    * holding process, if already being found.
    */
-  async identify(addr: PeerAddress, gone?: AbortSignal, holder?: Promise<Holder | undefined>): Promise<PeerProcess | undefined> {
+  async identify(addr: PeerAddress, gone?: AbortSignal, holder?: Promise<Holder | undefined>, turn: Turn = { up: false, urgent: true }): Promise<PeerProcess | undefined> {
     if (this.platform !== 'linux') return undefined;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => resolve(undefined), PEER_LOOKUP_TIMEOUT_MS);
       timer.unref();
     });
-    const given = { up: false };
     try {
-      const described = (holder ?? this.holder(addr)).then((h) => (h === undefined ? undefined : this.inTurn(given, gone, () => this.describe(h.pid, h.stat))));
+      const described = (holder ?? this.holder(addr)).then((h) => (h === undefined ? undefined : this.inTurn(turn, gone, () => this.describe(h.pid, h.stat))));
       return await Promise.race([described.catch(() => undefined), timeout]);
     } finally {
-      given.up = true; // a lookup still waiting for its turn is dropped when it gets it
+      turn.up = true; // a lookup still waiting for its turn is dropped, without taking one
       clearTimeout(timer);
     }
   }
 
-  /** Runs `work` once fewer than MAX_CONCURRENT_LOOKUPS others run, unless its caller or connection is gone by then. */
-  private async inTurn<T>(given: { up: boolean }, gone: AbortSignal | undefined, work: () => Promise<T | undefined>): Promise<T | undefined> {
-    if (this.active >= MAX_CONCURRENT_LOOKUPS) await new Promise<void>((resolve) => this.turns.push(resolve));
-    else this.active++;
+  /** Moves a waiting lookup ahead of those nobody waits on: its connection has asked (hello). */
+  private hurry(turn: Turn): void {
+    if (turn.urgent) return;
+    turn.urgent = true;
+    const q = turn.queued;
+    if (q === undefined) return;
+    const i = this.turns.indexOf(q);
+    if (i >= 0) {
+      this.turns.splice(i, 1);
+      this.urgentTurns.push(q);
+    }
+  }
+
+  /**
+   * Runs `work` once fewer than MAX_CONCURRENT_LOOKUPS others run, unless its caller or connection is gone by then
+   * (a connection closed meanwhile, e.g. over its process's cap, is never described).
+   */
+  private async inTurn<T>(turn: Turn, gone: AbortSignal | undefined, work: () => Promise<T | undefined>): Promise<T | undefined> {
+    if (turn.up || gone?.aborted) return undefined;
+    if (this.active >= MAX_CONCURRENT_LOOKUPS) {
+      const go = await new Promise<boolean>((grant) => {
+        const q: QueuedTurn = { turn, gone, grant };
+        turn.queued = q;
+        (turn.urgent ? this.urgentTurns : this.turns).push(q);
+      });
+      turn.queued = undefined;
+      if (!go) return undefined;
+    } else this.active++;
     try {
-      return given.up || gone?.aborted ? undefined : await work();
+      return turn.up || gone?.aborted ? undefined : await work();
     } finally {
-      const next = this.turns.shift();
-      if (next) next(); // the turn passes on: `active` stays counted
-      else this.active--;
+      this.passTurn();
+    }
+  }
+
+  /** The turn passes to the next lookup still wanted (`active` stays counted), or is given back. */
+  private passTurn(): void {
+    for (;;) {
+      const next = this.urgentTurns.shift() ?? this.turns.shift();
+      if (next === undefined) {
+        this.active--;
+        return;
+      }
+      if (next.turn.up || next.gone?.aborted) {
+        next.grant(false); // dropped without taking the turn
+        continue;
+      }
+      next.grant(true);
+      return;
     }
   }
 

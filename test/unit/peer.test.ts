@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   ConnectionLookup,
+  MAX_CONCURRENT_LOOKUPS,
+  PeerIdentifier,
   TcpInodeFinder,
   findTcpClientInode,
   findUnixPeerPids,
@@ -232,5 +234,63 @@ describe('ConnectionLookup: the process on a connection a resource reports', () 
     // Ten seconds after it was asked, the first connection is looked up afresh.
     expect(await lookup.find(conn(50001))).toEqual({ process: { pid: 4242, startTime: 777, exe: '/usr/bin/curl' } });
     expect(ports()).toEqual([50001, 50003, 50004, 50005, 50001]);
+  });
+});
+
+describe('PeerIdentifier: the describe queue', () => {
+  /**
+   * An identifier whose kernel reads are stubbed: every connection is held by a process of its own (pid = the
+   * address's port), found at once, and describing one waits until the test lets it go.
+   */
+  function stubbed() {
+    const id = new PeerIdentifier('linux');
+    const described: number[] = [];
+    const gates: (() => void)[] = [];
+    const internals = id as unknown as {
+      holder: (a: PeerAddress) => Promise<{ pid: number; stat: { ppid: number; startTime: number } }>;
+      describe: (pid: number) => Promise<PeerProcess>;
+    };
+    internals.holder = async (a) => ({ pid: a.transport === 'tcp' ? a.remotePort : 0, stat: { ppid: 1, startTime: 7 } });
+    internals.describe = (pid) =>
+      new Promise((resolve) => {
+        described.push(pid);
+        gates.push(() => resolve({ pid, startTime: 7 }));
+      });
+    const addr = (port: number): PeerAddress => ({ transport: 'tcp', localAddress: '127.0.0.1', localPort: 1, remoteAddress: '127.0.0.1', remotePort: port, acceptedAt: 0 });
+    const releaseAll = async () => {
+      for (let i = 0; i < 50 && gates.length > 0; i++) {
+        for (const g of gates.splice(0)) g();
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    };
+    return { id, described, gates, addr, releaseAll };
+  }
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+
+  it('a connection that asks (hello) is described ahead of those waiting that nobody asked about', async () => {
+    const { id, described, gates, addr, releaseAll } = stubbed();
+    const peers = Array.from({ length: 200 }, (_, i) => id.forConnection(addr(1000 + i)));
+    await tick();
+    expect(described.length).toBe(MAX_CONCURRENT_LOOKUPS); // the rest wait their turn
+    const asked = peers[199]!(); // the newest connection says hello
+    gates.shift()!(); // one turn frees
+    await tick();
+    expect(described.slice(MAX_CONCURRENT_LOOKUPS)).toEqual([1199]); // it went first, not after 167 others
+    await releaseAll();
+    await asked; // (undefined here: pid 1199 is not the stub's process, so the PID-reuse check refuses it)
+    // Every connection's owner is known without any describing: what the per-process cap reads.
+    expect(await peers[150]!.owner).toBe('1150:7');
+  });
+
+  it('a connection closed while it waits (over its process cap) is never described and takes no turn', async () => {
+    const { id, described, addr, releaseAll } = stubbed();
+    const gone = Array.from({ length: 100 }, () => new AbortController());
+    for (let i = 0; i < 100; i++) id.forConnection(addr(2000 + i), gone[i]!.signal);
+    await tick();
+    for (let i = MAX_CONCURRENT_LOOKUPS; i < 90; i++) gone[i]!.abort();
+    await releaseAll();
+    const dropped = described.filter((p) => p >= 2000 + MAX_CONCURRENT_LOOKUPS && p < 2090);
+    expect(dropped).toEqual([]);
+    expect(described.length).toBe(MAX_CONCURRENT_LOOKUPS + 10);
   });
 });
