@@ -138,12 +138,8 @@ export class AuditWal {
     const found = generations(readRegions(this.fd, this.#allocated), hash);
     if (found.length === 0) return undefined;
     this.#gen = Math.max(...found.map((g) => g.gen));
-    // A version 1 header in the first region was written after any version 2 run (a version 1 Writ rewrites only
-    // that region): it is the newest whatever number the second region's stale header has.
-    if (found[0]!.gen === 0) return { newest: found[0]!.records };
-    found.sort((x, y) => y.gen - x.gen);
-    const [newest, older] = found as [Generation, Generation | undefined];
-    return older && older.gen === newest.gen - 1 ? { newest: newest.records, older: older.records } : { newest: newest.records };
+    const { newest, older } = newestGenerations(found)!;
+    return older ? { newest: newest.records, older: older.records } : { newest: newest.records };
   }
 
   /**
@@ -255,7 +251,25 @@ export function joinGenerations(older: WalRecords, newer: WalRecords): WalRecord
 export interface Generation {
   /** Its number (0: a version 1 header). */
   gen: number;
+  /** The region it is in (0 or 1), and whether its batches are sealed (version 3). */
+  region: number;
+  sealed: boolean;
   records: WalRecords;
+}
+
+/**
+ * Which of the generations found is the newest, and the one before it if the other region holds it (numbered one
+ * less): what a start restores from. An older Writ run after this one rewrites the first region only as far as it
+ * knows, and numbers past only the headers it can read: a version 1 header in the first region, or a version 2
+ * one there beside a version 3 one in the second (version 3 always begins in the first region, so a version 2 run
+ * came after it), is the newest whatever number the second region's stale header has.
+ */
+export function newestGenerations(found: readonly Generation[]): { newest: Generation; older?: Generation } | undefined {
+  if (found.length === 0) return undefined;
+  const first = found[0]!;
+  if (first.region === 0 && (first.gen === 0 || (!first.sealed && found.some((g) => g.region === 1 && g.sealed)))) return { newest: first };
+  const [newest, older] = [...found].sort((x, y) => y.gen - x.gen) as [Generation, Generation | undefined];
+  return older && older.gen === newest.gen - 1 ? { newest, older } : { newest };
 }
 
 /**
@@ -320,7 +334,7 @@ function generations(buf: Buffer, hash: (line: Uint8Array) => string): Generatio
     const header = parseHeader(region.subarray(0, WAL_HEADER_BYTES));
     // A version 1 file has one region: what lies past it is not a header.
     if (header === undefined || (r > 0 && header.gen === 0)) continue;
-    found.push(generation(region, header, hash));
+    found.push({ ...generation(region, header, hash), region: r, sealed: header.sealed });
   }
   return found;
 }
@@ -329,7 +343,7 @@ function generations(buf: Buffer, hash: (line: Uint8Array) => string): Generatio
  * A region's records that chain on from its header's base; in a sealed (version 3) region only whole batches, each
  * up to a seal naming its last line's hash. The records' lines come out as the log holds them (no seals).
  */
-function generation(region: Buffer, header: WalHeader, hash: (line: Uint8Array) => string): Generation {
+function generation(region: Buffer, header: WalHeader, hash: (line: Uint8Array) => string): Omit<Generation, 'region' | 'sealed'> {
   const { ino, gen, sealed, ...base } = header;
   const lines: Buffer[] = [];
   const ends: number[] = [];

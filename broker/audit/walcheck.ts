@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { ZERO_HASH, sha256Hex } from './log';
 import { readAuditLines, unreadable } from './lines';
-import { anyRecords, readWalFile, joinGenerations } from './wal';
+import { anyRecords, joinGenerations, newestGenerations, readWalFile } from './wal';
 import type { Generation, WalBase, WalRecords } from './wal';
 
 export interface WalGenerationReport {
@@ -168,9 +168,10 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
 function restorable(found: Generation[], reports: WalGenerationReport[], missing: { seq: number; line: Buffer }[], differs: number, logRecords: number, lastHash: string): boolean {
   // A record the log holds otherwise stops the restore there (it is not the file's to overwrite).
   if (missing.length === 0 || found.length === 0 || differs > 0) return false;
-  const order = found.map((g, i) => ({ g, r: reports[i]! })).sort((x, y) => (x.g.gen === 0 ? -1 : y.g.gen === 0 ? 1 : y.g.gen - x.g.gen));
-  const newest = order[0]!;
-  const older = order[1] && order[1].g.gen === newest.g.gen - 1 && newest.g.gen !== 0 ? order[1] : undefined;
+  const picked = newestGenerations(found)!;
+  const reportOf = (g: Generation) => ({ g, r: reports[found.indexOf(g)]! });
+  const newest = reportOf(picked.newest);
+  const older = picked.older && reportOf(picked.older);
   const from = older?.r.logHoldsBase && older.r.sameFile && joinGenerations(older.g.records, newest.g.records) ? older : newest.r.logHoldsBase ? newest : undefined;
   if (!from || !from.r.sameFile) return false;
   // The missing records continue the log: the first comes right after its last record and names it as prev.

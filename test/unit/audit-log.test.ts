@@ -658,13 +658,13 @@ describe('AuditLog write-ahead file', () => {
    * Region `r` as an earlier Writ wrote it: a version 1 (no generation) or 2 header with the same fields, and its
    * batches without the seals version 3 ends them with.
    */
-  async function asVersion(v: 1 | 2, r = 0): Promise<void> {
+  async function asVersion(v: 1 | 2, r = 0, gen?: number): Promise<void> {
     const wal = await readFile(walPath(path));
     const start = r * WAL_REGION_BYTES;
     const region = wal.subarray(start, Math.min(wal.length, start + WAL_REGION_BYTES));
-    const { wal: _v, gen, ...rest } = JSON.parse(region.subarray(0, region.indexOf(10)).toString('utf8')) as Record<string, unknown>;
+    const { wal: _v, gen: was, ...rest } = JSON.parse(region.subarray(0, region.indexOf(10)).toString('utf8')) as Record<string, unknown>;
     const head = Buffer.alloc(512);
-    head.write(`${JSON.stringify(v === 1 ? { wal: 1, ...rest } : { wal: 2, gen, ...rest })}\n`, 'utf8');
+    head.write(`${JSON.stringify(v === 1 ? { wal: 1, ...rest } : { wal: 2, gen: gen ?? was, ...rest })}\n`, 'utf8');
     const body = Buffer.from(
       region
         .subarray(512)
@@ -1151,6 +1151,26 @@ describe('AuditLog write-ahead file', () => {
       expect(e.message).toContain('it lost records from seq 5 on that its write-ahead file');
       expect(await readFile(path)).toEqual(log);
     }
+  });
+
+  // Found by review: a version 2 Writ run after a version 3 one numbers its generation 1 (it reads no version 3
+  // header) in the first region, and the second region's stale sealed generation outranked it: the acknowledged
+  // records it held were not restored, and replay from the stale base could cut durable records from the log.
+  it('after a version 2 Writ ran on a version 3 file, restores from its header, not the second region\'s sealed one', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 100; i++) await a.append(big(i));
+    await a.close();
+    expect([(await header(0)).wal, (await header(1)).wal]).toEqual([3, 3]);
+    const b = await abandoned();
+    for (let i = 100; i < 103; i++) await b.append(minted(i));
+    await asVersion(2, 0, 1); // what the version 2 run wrote: its generation 1 in the first region, unsealed
+    const lines = await fileLines();
+    await powerCut(lineStart(lines, lines.length - 2)); // the log lost its last two records
+    const c = await abandoned();
+    expect(c.count).toBe(lines.length + 1); // both restored, and the start's record of it
+    expect(jtis((await fileLines()).slice(lines.length - 3, lines.length))).toEqual(['jti_100', 'jti_101', 'jti_102']);
+    await c.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true });
   });
 
   // Found by review (in version 1 too): a new generation rewrote only the header, and a removed log's first records
