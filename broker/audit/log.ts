@@ -988,6 +988,10 @@ async function replay(fh: FileHandle, size: number, wal: WalRecords, path: strin
     if (gap) throw walHole(path, base.count + wal.ends.findIndex((end) => end > kept));
     return undefined;
   }
+  // An unterminated tail longer than any record (pages of an unacknowledged batch lost, the file's size kept) is
+  // more than the tail check reads back for a line end, and it would refuse the log: past the write-ahead file's
+  // end, it was never acknowledged, and it goes as a torn line does.
+  if (!lost && !gap && after.length - (after.lastIndexOf(0x0a) + 1) > MAX_LINE_BYTES) gap = true;
   if (!lost && !gap) return undefined; // nothing lost, no hole: the ordinary tail check handles the rest
   await fh.truncate(base.offset + kept);
   const missing = wal.bytes.subarray(kept);

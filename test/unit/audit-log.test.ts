@@ -1153,6 +1153,28 @@ describe('AuditLog write-ahead file', () => {
     }
   });
 
+  // Found by the crash fuzzer (seeds 72, 280, and 456 with large records): an unacknowledged batch whose page with
+  // a line end was lost, the file's size kept, left more than 1 MiB without one, and the tail check refused the log.
+  it('cuts an unacknowledged tail with no line end in its last MiB, past the write-ahead file\'s end', async () => {
+    const a = await abandoned();
+    await a.append(minted(0));
+    await a.close();
+    const rec = (k: string) => `${JSON.stringify({ v: 1, seq: 2, ts: 't', session: 's', event: 'token.minted', user: 'u', jti: k.repeat(700_000) })}\n`;
+    const torn = Buffer.from(rec('p') + rec('q').slice(0, 500_000));
+    const start = (await stat(path)).size;
+    const nl = torn.indexOf(0x0a);
+    const page = Math.floor((start + nl) / 4096) * 4096 - start;
+    torn.fill(0, page, page + 4096); // the page with the first record's line end never reached the disk
+    await appendFile(path, torn);
+    const b = await abandoned({ session: 'ses_2' });
+    expect(b.count).toBe(3);
+    const lines = await fileLines();
+    expect(lines.map((l) => (JSON.parse(l) as AuditRecord).event)).toEqual(['token.minted', 'checkpoint', 'audit.recovered']);
+    expect(JSON.parse(lines[2]!)).toMatchObject({ detail: { truncatedBytes: torn.length } });
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 4 });
+  });
+
   // Found by review: a version 2 Writ run after a version 3 one numbers its generation 1 (it reads no version 3
   // header) in the first region, and the second region's stale sealed generation outranked it: the acknowledged
   // records it held were not restored, and replay from the stale base could cut durable records from the log.
