@@ -43,6 +43,8 @@ export const MAX_IDLE_CONNECTIONS = 1024;
  * CLOSE_NO_CALL. Every Writ client (the CLI, agents, `writ exec`, verifiers, `writ gate`) calls at once.
  */
 export const FIRST_CALL_TIMEOUT_MS = 10_000;
+/** How long a new connection has to send its first frame before a full broker may close it to make room. */
+export const FIRST_FRAME_GRACE_MS = 1_000;
 /** Close code of a connection that sent nothing within FIRST_CALL_TIMEOUT_MS. */
 export const CLOSE_NO_CALL = 4008;
 /** Close code of a connection past MAX_CONNECTIONS_PER_PROCESS from one process (root.ts). */
@@ -161,12 +163,14 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
   const limitOf = (transport: 'unix' | 'tcp') => (transport === 'unix' ? maxConnections : maxConnections - unixReserved);
   const maxIdle = opts.maxIdleConnections ?? MAX_IDLE_CONNECTIONS;
   const firstCallMs = opts.firstCallTimeoutMs ?? FIRST_CALL_TIMEOUT_MS;
-  /** Open connections that have sent nothing yet, oldest first. */
-  const idle = new Map<WebSocket, NodeJS.Timeout>();
+  /** Open connections that have sent nothing yet, oldest first, with when they opened (performance.now()). */
+  const idle = new Map<WebSocket, { timer: NodeJS.Timeout; at: number }>();
   const called = (ws: WebSocket) => {
-    clearTimeout(idle.get(ws));
+    clearTimeout(idle.get(ws)?.timer);
     idle.delete(ws);
   };
+  /** A client is given this long to send its first frame before a full broker may close it for a newcomer. */
+  const grace = Math.min(FIRST_FRAME_GRACE_MS, firstCallMs / 2);
   /** Upgrades accepted and not yet open (ws finishes them later): counted against the cap with the open ones. */
   const upgrading = { unix: 0, tcp: 0 };
   /** Open connections not being closed, oldest first, with their transport and owning process ('' until known). */
@@ -197,9 +201,13 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
    */
   const victim = (transport: 'unix' | 'tcp'): { ws: WebSocket; idle: boolean } | undefined => {
     const fits = (ws: WebSocket) => transport === 'unix' || live.get(ws)?.transport === 'tcp';
-    for (const ws of idle.keys()) if (fits(ws)) return { ws, idle: true };
+    // First one that has had its grace and still sent nothing; then the oldest of the process holding the most, if
+    // it holds more than one; only then one still in its grace (a client that has just connected and not yet said
+    // hello, as every honest client is for a moment, is not what a flood of callers makes room with).
+    const now = performance.now();
+    for (const [ws, w] of idle) if (fits(ws) && now - w.at >= grace) return { ws, idle: true };
     let best: WebSocket | undefined;
-    let most = 0;
+    let most = 1;
     for (const set of byOwner.values()) {
       if (set.size <= most) continue;
       for (const ws of set) {
@@ -209,7 +217,9 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
         break;
       }
     }
-    return best === undefined ? undefined : { ws: best, idle: false };
+    if (best !== undefined) return { ws: best, idle: false };
+    for (const ws of idle.keys()) if (fits(ws)) return { ws, idle: true };
+    return undefined;
   };
 
   const attach = (server: Server, transport: 'unix' | 'tcp') => {
@@ -284,7 +294,7 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
           ws.close(CLOSE_NO_CALL, `no call within ${Math.round(firstCallMs / 1000)} s`);
         }, firstCallMs);
         timer.unref();
-        idle.set(ws, timer);
+        idle.set(ws, { timer, at: performance.now() });
         ws.once('message', () => called(ws));
         const own = (owner: string): number => {
           const entry = live.get(ws);
@@ -301,8 +311,10 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
     });
     server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket) => {
       // A request Node's parser refuses gets an answer with a code, then the connection is closed: never a bare
-      // reset. Only while nothing has been written on the socket (a reply under way cannot take another).
-      const answer = socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0 ? clientErrorAnswer(err) : undefined;
+      // reset. Only when no reply is under way on the socket, as Node's own handler decides: a kept-alive socket
+      // has written earlier replies, whole, and takes this one after them.
+      const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+      const answer = socket.writable && (!inFlight || !inFlight.headersSent) ? clientErrorAnswer(err) : undefined;
       if (answer === undefined) {
         socket.destroy();
         return;

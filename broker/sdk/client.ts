@@ -115,7 +115,9 @@ export class WritClient {
           ? new WritError('WRIT_TOKEN_REVOKED', 'this agent was revoked')
           : code === 4029
             ? new WritError('WRIT_RATE_LIMITED', 'the broker refused this connection: this process holds too many')
-            : new WritError('WRIT_BROKER_UNREACHABLE', 'the broker closed the connection'));
+            : code === 4008
+              ? new WritError('WRIT_RATE_LIMITED', `the broker closed this connection: ${reason.toString() || 'no call in time'}`)
+              : new WritError('WRIT_BROKER_UNREACHABLE', 'the broker closed the connection'));
       this.closedError = err;
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();

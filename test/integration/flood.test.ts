@@ -7,7 +7,9 @@ import WebSocket from 'ws';
 import { connect } from 'node:net';
 import { BrokerProcess, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { CLOSE_NO_CALL, CLOSE_TOO_MANY, MAX_CONNECTIONS_PER_PROCESS } from '../../broker/net/server';
-import type { WritClient } from '../../broker/sdk/client';
+import { WritClient } from '../../broker/sdk/client';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { WritError } from '../../broker/errors';
 import { codeOf } from '../helpers/codes';
 
@@ -72,6 +74,7 @@ describe('flood', () => {
 
 // Idle connections: a process that opens thousands of WebSocket connections and never calls cannot grow the
 // broker's memory without bound or keep another client from being answered. Bounds, not wall-clock times.
+const CHURN = fileURLToPath(new URL('../helpers/churn-child.mjs', import.meta.url));
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 /** How one raw WebSocket connection ended up: open, closed with a code, or refused with an HTTP status and writ_code. */
@@ -197,6 +200,37 @@ function openOrRefused(url: string): Promise<{ outcome: string; ws: WebSocket }>
 }
 
 describe.skipIf(process.platform !== 'linux')('a full broker', () => {
+  // Found by review: a full broker made room by closing the oldest connection still waiting for its first frame,
+  // which under a flood of callers that reconnect at once was the honest client just let in (14 of 30 failed).
+  it('lets honest newcomers in while processes at their cap reconnect as fast as they are closed', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_MAX_CONNECTIONS: '256' }));
+    const unix = `ws+unix://${b.discovery.socketPath}:/`;
+    const early = await WritClient.connect(`unix:${b.discovery.socketPath}`);
+    await early.call('status', {});
+    const kids = [0, 1, 2].map(() => fork(CHURN, [unix, '140'], { stdio: 'ignore' }));
+    try {
+      // The flood fills the broker (420 callers for 256 places) and keeps it full.
+      await new Promise((r) => setTimeout(r, 3000));
+      const results: string[] = [];
+      for (let i = 0; i < 30; i++) {
+        try {
+          const c = await WritClient.connect(`unix:${b.discovery.socketPath}`);
+          await c.call('status', {});
+          await c.close();
+          results.push('ok');
+        } catch (e) {
+          results.push((e as WritError).code ?? String(e));
+        }
+      }
+      expect(results).toEqual(Array(30).fill('ok'));
+      expect((await early.call('status', {})).pid).toBe(b.child.pid);
+    } finally {
+      for (const k of kids) k.kill('SIGKILL');
+      await early.close().catch(() => undefined);
+      await b.stop();
+    }
+  }, 60_000);
+
   // WRIT_MAX_CONNECTIONS lowered to 256 (TCP may hold 192 of them; 64 are the Unix socket's), so the flood is small.
   it('connections that never answer the close frame do not keep their slots: the CLI and an agent over the Unix socket, and a new TCP connection, all get in', async () => {
     // The per-process cap raised: the flood and the honest agent both come from this test's process.
