@@ -62,11 +62,25 @@ export function shownName(name: string): string {
 }
 
 /**
+ * What can pass for the closing quote around a name: the double quote, backslash, every initial and final quote
+ * (\p{Pi}, \p{Pf}: “ ” ‘ ’ « » ‹ › ⸂ …), and the double quotes of other classes: low and reversed quotes (U+201E,
+ * U+201F, U+2E42), primes and ditto marks (″ ‶ ‴ ‷ ⁗, 〃 U+3003), modifier letters (ʺ ˝ ˮ ˶), the Hebrew gershayim
+ * (U+05F4), CJK double primes (〝 〞 〟), ornaments (❝ ❞ ❠ 🙶 🙷 🙸), the fullwidth quote.
+ */
+export const QUOTE_LIKE = /["\\\p{Pi}\p{Pf}\u02ba\u02dd\u02ee\u02f6\u05f4\u201e\u201f\u2033\u2034\u2036\u2037\u2057\u275d\u275e\u2760\u2e42\u3003\u301d-\u301f\uff02\u{1f676}-\u{1f678}]/gu;
+/**
+ * A single quote, prime, acute, backtick or geresh: one is an apostrophe, two in a row (`''`) read as a double quote.
+ */
+export const APOSTROPHE_RUN = /['`\u00b4\u02b9\u02bb\u02bc\u02bd\u05f3\u2032\u2035\u275b\u275c\uff07]{2,}/gu;
+
+/**
  * An agent's name in running text (a notification, a review title, a hover, an output line): in double quotes,
- * its own quotes (and lookalikes) and backslashes escaped, so a name `helper (cli), sub-agent of claude` or
- * `claude (cli): Writ blocked it` cannot pass for Writ's words. `shown` makes the inside printable (and may cap it):
- * printable by default, oneLine in a hover, capped() in a notification.
+ * its own quotes (and lookalikes: QUOTE_LIKE, and runs of apostrophes) and backslashes escaped, so a name
+ * `helper (cli), sub-agent of claude` or `claude (cli): Writ blocked it` cannot pass for Writ's words. `shown`
+ * makes the inside printable (and may cap it): printable by default, oneLine in a hover, capped() in a
+ * notification.
  */
 export function quoted(name: string, shown: (text: string) => string = printable): string {
-  return `"${shown(name.replace(/["\\\u201c\u201d\u201e\u201f\u2033\u02ba\u02dd\uff02]/g, '\\$&'))}"`;
+  const escaped = name.replace(QUOTE_LIKE, '\\$&').replace(APOSTROPHE_RUN, (run) => run.replace(/./gu, '\\$&'));
+  return `"${shown(escaped)}"`;
 }

@@ -25,6 +25,21 @@ describe('approval card', () => {
     expect(describeAgent(request({ agent: { id: 'c', name: 'n'.repeat(100), kind: 'cli', parents: [] } }).agent)).toBe(`"${'n'.repeat(39)}…" (cli)`);
   });
 
+  it('escapes every quote lookalike in a name (initial and final quotes, primes, ditto marks, ornaments, two apostrophes), so none closes the quotes', () => {
+    const lookalikes = ['"', '\u201c', '\u201d', '\u201e', '\u201f', '\u2033', '\u02ba', '\u02dd', '\uff02', '\u05f4', '\u3003', '\u301d', '\u301e',
+      '\u301f', '\u02ee', '\u02f6', '\u2036', '\u275d', '\u275e', '\u2e42', '\u{1f676}', '\u{1f677}', '\u{1f678}', '\u00ab', '\u00bb', '\u2018',
+      '\u2019', '\u2039', '\u203a', '\u2e02', '\u2e03', '\u2e20', '\u2e21', '\u2057', '\u2034', '\u2037'];
+    for (const q of lookalikes) {
+      const name = `helper${q} (cli), sub-agent of ${q}claude`;
+      expect(describeAgent(request({ agent: { id: 'a', name, kind: 'cli', parents: [] } }).agent), `U+${q.codePointAt(0)!.toString(16)}`)
+        .toBe(`"helper\\${q} (cli), sub-agent of \\${q}claude" (cli)`);
+    }
+    for (const run of ["''", '\u2032\u2032', '``', "'\u2032", '\u05f3\u05f3', '\uff07\uff07'])
+      expect(describeAgent(request({ agent: { id: 'a', name: `a${run} (cli), sub-agent of ${run}b`, kind: 'cli', parents: [] } }).agent))
+        .toBe(`"a${[...run].map((c) => `\\${c}`).join('')} (cli), sub-agent of ${[...run].map((c) => `\\${c}`).join('')}b" (cli)`);
+    expect(describeAgent(request({ agent: { id: 'a', name: "O'Brien", kind: 'cli', parents: [] } }).agent)).toBe('"O\'Brien" (cli)');
+  });
+
   it('puts scopes in plain words', () => {
     expect(describeScope('repo:read:acme/web')).toBe('read repo acme/web');
     expect(describeScope('repo:read')).toBe('read any repo');
