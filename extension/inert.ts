@@ -78,9 +78,14 @@ export const APOSTROPHE_RUN = /['`\u00b4\u02b9\u02bb\u02bc\u02bd\u05f3\u2032\u20
  * its own quotes (and lookalikes: QUOTE_LIKE, and runs of apostrophes) and backslashes escaped, so a name
  * `helper (cli), sub-agent of claude` or `claude (cli): Writ blocked it` cannot pass for Writ's words. `shown`
  * makes the inside printable (and may cap it): printable by default, oneLine in a hover, capped() in a
- * notification.
+ * notification. A cap that cuts an escape in two (`\…`) drops its half, so the cut cannot leave a dangling backslash.
  */
 export function quoted(name: string, shown: (text: string) => string = printable): string {
   const escaped = name.replace(QUOTE_LIKE, '\\$&').replace(APOSTROPHE_RUN, (run) => run.replace(/./gu, '\\$&'));
-  return `"${shown(escaped)}"`;
+  return `"${shown(escaped).replace(CUT_ESCAPE, '$1…')}"`;
 }
+/**
+ * An escape cut by a cap: after an even run of backslashes (escaped backslashes), a lone backslash or the start of
+ * printable()'s `\xNN` / `\u{NNNN}` before the ellipsis.
+ */
+const CUT_ESCAPE = /((?:^|[^\\])(?:\\\\)*)\\(?:x[0-9a-f]?|u(?:\{[0-9a-f]*)?)?…$/u;

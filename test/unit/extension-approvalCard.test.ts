@@ -5,7 +5,7 @@ import { APPROVE, DENY, REVIEW, approvalMessage, approvalPrompt, decisionLine, d
 import { inert } from '../../extension/inert';
 import { parseScope } from '../../broker/core/scopes';
 import { AgentInfo, Audience, Methods, ScopeList } from '../../broker/protocol';
-import { findingMessage } from '../../extension/oversight';
+import { findingAgentLabel, findingMessage } from '../../extension/oversight';
 
 const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest =>
   approvalRequest({
@@ -38,6 +38,20 @@ describe('approval card', () => {
       expect(describeAgent(request({ agent: { id: 'a', name: `a${run} (cli), sub-agent of ${run}b`, kind: 'cli', parents: [] } }).agent))
         .toBe(`"a${[...run].map((c) => `\\${c}`).join('')} (cli), sub-agent of ${[...run].map((c) => `\\${c}`).join('')}b" (cli)`);
     expect(describeAgent(request({ agent: { id: 'a', name: "O'Brien", kind: 'cli', parents: [] } }).agent)).toBe('"O\'Brien" (cli)');
+  });
+
+  it('a cap inside the quotes never leaves half an escape: no dangling backslash before the ellipsis', () => {
+    const shown = (name: string) => describeAgent(request({ agent: { id: 'a', name, kind: 'cli', parents: [] } }).agent);
+    // The cap keeps 39 characters: the 39th would be the escape's backslash.
+    expect(shown(`${'a'.repeat(38)}"b`)).toBe(`"${'a'.repeat(38)}…" (cli)`);
+    expect(shown(`${'a'.repeat(38)}\\b`)).toBe(`"${'a'.repeat(38)}…" (cli)`);
+    expect(shown(`${'a'.repeat(37)}\\bcd`)).toBe(`"${'a'.repeat(37)}\\\\…" (cli)`);
+    expect(shown(`${'a'.repeat(36)}\u202eb`)).toBe(`"${'a'.repeat(36)}…" (cli)`);
+    expect(shown(`${'a'.repeat(30)}\u202eb${'c'.repeat(20)}`)).toBe(`"${'a'.repeat(30)}\\u{202e}b…" (cli)`);
+    expect(shown(`${'a'.repeat(37)}"\u201cb`)).toBe(`"${'a'.repeat(37)}\\"…" (cli)`);
+    expect(shown('a"b')).toBe('"a\\"b" (cli)');
+    const finding = findingAgentLabel({ identity: 'i', agentId: 'agt_1' }, [], [{ id: 'agt_1', name: `${'a'.repeat(58)}"b`, kind: 'cli', parents: [], connected: true, revoked: false, grants: 0, liveTokens: 0 } as never]);
+    expect(finding).toBe(`"${'a'.repeat(58)}…" (cli)`);
   });
 
   it('puts scopes in plain words', () => {
