@@ -127,11 +127,17 @@ export function scopeItems(r: ApprovalRequest): { label: string; description: st
   return r.scopes.map((s) => ({ label: pickInert(describeScope(s)), description: pickInert(s), scope: s, picked }));
 }
 
-/** What the review's scope list asks: to untick what to refuse (saying how many Enter grants), or, when none is ticked at first, to tick what to grant. */
+/**
+ * What the review's scope list asks: to untick what to refuse (all ticked at first), or, when none is ticked at
+ * first, to tick what to grant. It stays on screen while the developer ticks and unticks, so it says what a tick
+ * means rather than a count, and that Enter goes on to the lifetime (and then the mode), not that it grants.
+ */
 export function scopePlaceholder(r: ApprovalRequest): string {
-  return r.scopes.length <= PRETICK_MAX
-    ? `All ${r.scopes.length} ticked; Enter grants all ${r.scopes.length}: untick the scopes to refuse`
-    : `${r.scopes.length} scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)`;
+  const n = r.scopes.length;
+  if (n > PRETICK_MAX) return `${n} scopes, more than fit: none is ticked at first; tick each one to grant, then Enter to choose the lifetime; none ticked denies`;
+  return n === 1
+    ? 'The scope is granted while ticked (it is at first): untick it to refuse, then Enter to choose the lifetime; none ticked denies'
+    : `Ticked scopes are granted (all ${n} at first): untick to refuse, then Enter to choose the lifetime; none ticked denies`;
 }
 
 export type ApprovalScope = 'task' | 'session' | 'workspace';

@@ -193,7 +193,9 @@ describe('approval card', () => {
       ['read repo acme/web', 'repo:read:acme/web', true],
       ['GET http under https://api.github.com/repos/acme/web', 'http:GET:https://api.github.com/repos/acme/web/**', true],
     ]);
-    expect(scopePlaceholder(request())).toBe('All 2 ticked; Enter grants all 2: untick the scopes to refuse');
+    expect(scopePlaceholder(request())).toBe('Ticked scopes are granted (all 2 at first): untick to refuse, then Enter to choose the lifetime; none ticked denies');
+    // Enter goes on to the lifetime and the mode, and the text stays while scopes are unticked: no count of what Enter grants.
+    expect(scopePlaceholder(request({ scopes: ['repo:read:acme/web'] }))).toBe('The scope is granted while ticked (it is at first): untick it to refuse, then Enter to choose the lifetime; none ticked denies');
     expect(ttlChoices(300, 3600)).toEqual([300, 60, 900, 3600]);
     expect(ttlChoices(120, 600)).toEqual([120, 60, 300]);
   });
@@ -202,12 +204,12 @@ describe('approval card', () => {
     const scopes = (n: number) => Array.from({ length: n }, (_, i) => `repo:read:acme/r${i}`);
     // A short window's quick pick shows 6 rows (0.4 of 350 px, 22 px a row): 7 are not ticked at first.
     expect(scopeItems(request({ scopes: scopes(6) })).every((i) => i.picked)).toBe(true);
-    expect(scopePlaceholder(request({ scopes: scopes(6) }))).toBe('All 6 ticked; Enter grants all 6: untick the scopes to refuse');
+    expect(scopePlaceholder(request({ scopes: scopes(6) }))).toBe('Ticked scopes are granted (all 6 at first): untick to refuse, then Enter to choose the lifetime; none ticked denies');
     expect(scopeItems(request({ scopes: scopes(7) })).some((i) => i.picked)).toBe(false);
-    expect(scopePlaceholder(request({ scopes: scopes(7) }))).toBe('7 scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)');
+    expect(scopePlaceholder(request({ scopes: scopes(7) }))).toBe('7 scopes, more than fit: none is ticked at first; tick each one to grant, then Enter to choose the lifetime; none ticked denies');
     const many = request({ scopes: scopes(32) });
     expect(scopeItems(many).map((i) => i.picked)).toEqual(Array<boolean>(32).fill(false));
-    expect(scopePlaceholder(many)).toBe('32 scopes, more than fit: none is ticked; tick each one to grant, then Enter (none ticked denies)');
+    expect(scopePlaceholder(many)).toBe('32 scopes, more than fit: none is ticked at first; tick each one to grant, then Enter to choose the lifetime; none ticked denies');
   });
 
   it('logs a decision without any secret', () => {
