@@ -1,6 +1,7 @@
 // The audit panel's filtering and row text. Pure and free of Node APIs: the webview script bundles it too.
 import type { AuditRecord } from '../broker/protocol';
 import { printable } from '../broker/printable';
+import { quoted } from './inert';
 
 export interface PanelFilter {
   /** An agent id: the agent's own rows and its sub-agents' rows. Empty = all. */
@@ -16,7 +17,8 @@ export const NO_FILTER: PanelFilter = { agent: '', event: '', text: '' };
 /**
  * The columns a row shows, in order: time, event, agent, task, scopes, detail. Each printable: the agent chose its
  * name, task and scopes (and its process the exe paths in the detail), and a bidi override in a name would reorder
- * the cell so that `claude agt_1\u202e` passed for another agent's id.
+ * the cell so that `claude agt_1\u202e` passed for another agent's id. The agent is its id, then its name quoted
+ * (agentShown): a name `claude agt_1` next to the id read as one more id.
  */
 export function rowCells(r: AuditRecord): [string, string, string, string, string, string] {
   const [time, event, agent, task, scopes, detail] = rawCells(r);
@@ -25,7 +27,7 @@ export function rowCells(r: AuditRecord): [string, string, string, string, strin
 
 function rawCells(r: AuditRecord): [string, string, string, string, string, string] {
   const time = r.ts.length >= 23 ? r.ts.slice(11, 23) : r.ts;
-  const agent = r.agent ? `${r.agent.name} ${r.agent.id}` : '';
+  const agent = r.agent ? agentShown(r.agent.id, r.agent.name) : '';
   const task = r.task?.description ?? '';
   const scopes = r.scopes?.join(' ') ?? '';
   const bits: string[] = [];
@@ -61,9 +63,14 @@ export function filterIndices(records: readonly AuditRecord[], f: PanelFilter, t
   return out;
 }
 
-/** The agent filter's option text for an agent: its name and id, printable. */
+/** An agent as the panel shows it (its cell, the cell's hover, the agent filter's option): the id first, then the name quoted, printable. */
+function agentShown(id: string, name: string): string {
+  return `${printable(id)} ${quoted(name)}`;
+}
+
+/** The agent filter's option text for an agent: its id and quoted name, printable. */
 export function agentOptionText(id: string, name: string): string {
-  return printable(`${name} ${id}`);
+  return agentShown(id, name);
 }
 
 /** The agents seen in the records, for the agent filter: id → name (as sent: agentOptionText shows it), in first-seen order. */

@@ -11,7 +11,7 @@ const records = [
 
 describe('audit panel filtering', () => {
   it('renders a row as time, event, agent, task, scopes and detail', () => {
-    expect(rowCells(records[2]!)).toEqual(['03:04:05.678', 'token.minted', 'claude agt_1', '', 'repo:read:acme/web', 'aud https://api · jti jti_a']);
+    expect(rowCells(records[2]!)).toEqual(['03:04:05.678', 'token.minted', 'agt_1 "claude"', '', 'repo:read:acme/web', 'aud https://api · jti jti_a']);
     expect(rowCells(records[3]!)[5]).toBe('failed WRIT_DENIED');
     expect(rowCells(records[0]!)[5]).toBe('pid 7');
   });
@@ -29,8 +29,15 @@ describe('audit panel filtering', () => {
 
   it('shows agent text printable in the cells and the agent filter: a bidi override cannot pass a name for another id', () => {
     const r = { ts: '2026-11-30T07:00:00.000Z', seq: 1, session: 's', event: 'token.minted', agent: { id: 'agt_9', name: 'claude agt_1\u202e', parents: [] }, task: { description: 'x\ny' }, scopes: ['a\u061cb'], detail: { exe: '/tmp/x\u202efdp.sh' } } as never;
-    expect(rowCells(r).slice(2)).toEqual(['claude agt_1\\u{202e} agt_9', 'x\\x0ay', 'a\\u{61c}b', 'exe /tmp/x\\u{202e}fdp.sh']);
-    expect(agentOptionText('agt_9', 'claude agt_1\u202e\n')).toBe('claude agt_1\\u{202e}\\x0a agt_9');
+    expect(rowCells(r).slice(2)).toEqual(['agt_9 "claude agt_1\\u{202e}"', 'x\\x0ay', 'a\\u{61c}b', 'exe /tmp/x\\u{202e}fdp.sh']);
+    expect(agentOptionText('agt_9', 'claude agt_1\u202e\n')).toBe('agt_9 "claude agt_1\\u{202e}\\x0a"');
+  });
+
+  it('shows the agent id first and its name quoted: a name holding another id does not read as that id', () => {
+    const r = { ts: '2026-11-30T07:00:00.000Z', seq: 1, session: 's', event: 'token.minted', agent: { id: 'agt_7', name: 'claude agt_1', parents: [] } } as never;
+    expect(rowCells(r)[2]).toBe('agt_7 "claude agt_1"');
+    expect(agentOptionText('agt_7', 'claude agt_1')).toBe('agt_7 "claude agt_1"');
+    expect(agentOptionText('agt_7', 'x" agt_1 "y')).toBe('agt_7 "x\\" agt_1 \\"y"');
   });
 
   it('lists the agents seen in first-seen order', () => {
