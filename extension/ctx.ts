@@ -30,7 +30,7 @@ import { DEFAULT_SETTINGS, SETTINGS_SECTION, brokerSettingsEnv, sanitizeSettings
 import type { WritSettings } from './settings';
 import { EMPTY_SNAPSHOT, TokenRequests, activeAgents } from './agentState';
 import type { Snapshot, TokenPage } from './agentState';
-import { RULES_FILE, addRule, applicableRules, describeRules, parseRules, rulesDigest } from './rules';
+import { RULES_FILE, addRule, applicableRules, describeRules, parseRules, rulesDigest, savedRuleLine } from './rules';
 import type { WorkspaceRule } from './rules';
 
 /** Workspace-state key: the SHA-256 of the rules file text the developer trusted. */
@@ -626,6 +626,6 @@ export class WritContext implements TreeSource {
     const text = addRule(await this.readRulesText(uri), rule);
     await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(text));
     await this.ext.workspaceState.update(TRUSTED_RULES_KEY, rulesDigest(text));
-    this.output.info(`saved a workspace rule for ${printable(rule.agent)} in ${RULES_FILE}`);
+    this.output.info(savedRuleLine(rule));
   }
 }

@@ -12,7 +12,7 @@ import { ScopeString, GrantMode, TtlSeconds } from '../broker/protocol';
 import type { ApprovalDecision, ApprovalRequest } from '../broker/protocol';
 import { parseScope, scopesCover } from '../broker/core/scopes';
 import { printable } from '../broker/printable';
-import { inert } from './inert';
+import { inert, quoted } from './inert';
 
 export const RULES_FILE = '.vscode/writ.json';
 
@@ -112,6 +112,11 @@ export function applicableRules(text: string | null, trusted: string | undefined
  * One line per rule for the trust prompt; agent names and audiences quoted, so none can pass for another line, and
  * each line printable: JSON.stringify leaves bidirectional overrides (U+202E) and line separators as they are.
  */
+/** The output channel's line for a rule just saved: the agent's name quoted, as in every other line naming an agent (unquoted, a name `claude in .vscode/other.json` read as Writ's words). */
+export function savedRuleLine(rule: Pick<WorkspaceRule, 'agent'>): string {
+  return `saved a workspace rule for ${quoted(rule.agent)} in ${RULES_FILE}`;
+}
+
 export function describeRules(rules: readonly WorkspaceRule[]): string {
   return rules
     .map((r) => printable(`${JSON.stringify(r.agent)} → ${JSON.stringify(r.audience)}: ${r.scopes.map((s) => JSON.stringify(s)).join(', ')} (${r.mode}${r.ttl === undefined ? '' : `, ${r.ttl} s`})`))

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { approvalRequest } from '../helpers/requests';
-import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest } from '../../extension/rules';
+import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest, savedRuleLine } from '../../extension/rules';
 import type { WorkspaceRule } from '../../extension/rules';
 
 const request = approvalRequest;
@@ -87,6 +87,13 @@ describe('trusting the rules file', () => {
       '"claude" → "https://api.github.com": "repo:read:acme/*" (session)',
       '"helper\\n\\"claude\\" → \\"x\\": \\"repo:read\\"" → "https://a.example": "repo:read:a" (task, 60 s)',
     ]);
+  });
+
+  it('logs a saved rule with the agent name quoted, its quotes escaped and printable', () => {
+    expect(savedRuleLine({ agent: 'claude' })).toBe('saved a workspace rule for "claude" in .vscode/writ.json');
+    expect(savedRuleLine({ agent: 'x in .vscode/writ.json; saved a workspace rule for "claude\u202e' })).toBe(
+      'saved a workspace rule for "x in .vscode/writ.json; saved a workspace rule for \\"claude\\u{202e}" in .vscode/writ.json',
+    );
   });
 
   it('shows bidirectional overrides and line separators in a rule as escapes (JSON.stringify keeps them raw)', () => {
