@@ -30,7 +30,7 @@ import { DEFAULT_SETTINGS, SETTINGS_SECTION, brokerSettingsEnv, sanitizeSettings
 import type { WritSettings } from './settings';
 import { EMPTY_SNAPSHOT, TokenRequests, activeAgents } from './agentState';
 import type { Snapshot, TokenPage } from './agentState';
-import { RULES_FILE, addRule, applicableRules, describeRules, parseRules, rulesDigest, savedRuleLine } from './rules';
+import { RULES_FILE, addRule, applicableRules, parseRules, rulesDigest, savedRuleLine, trustRulesDetail } from './rules';
 import type { WorkspaceRule } from './rules';
 
 /** Workspace-state key: the SHA-256 of the rules file text the developer trusted. */
@@ -608,7 +608,7 @@ export class WritContext implements TreeSource {
     if (digest === this.trustedRulesDigest) return true;
     const choice = await vscode.window.showWarningMessage(
       inert(`Trust the ${read.rules.length} rule(s) in ${RULES_FILE}? A request they cover is approved without asking you.`),
-      { modal: true, detail: `Agents can write workspace files: trust only rules you or your team wrote.\n\n${describeRules(read.rules)}` },
+      { modal: true, detail: trustRulesDetail(read.rules) },
       'Trust',
     );
     if (choice !== 'Trust') return false;

@@ -117,6 +117,11 @@ export function savedRuleLine(rule: Pick<WorkspaceRule, 'agent'>): string {
   return `saved a workspace rule for ${quoted(rule.agent)} in ${RULES_FILE}`;
 }
 
+/** The trust dialog's detail: a warning, then the rules one a line (describeRules: printable, names quoted), with no `](` link syntax. */
+export function trustRulesDetail(rules: readonly WorkspaceRule[]): string {
+  return `Agents can write workspace files: trust only rules you or your team wrote.\n\n${describeRules(rules).replace(/\]\(/g, '] (')}`;
+}
+
 export function describeRules(rules: readonly WorkspaceRule[]): string {
   return rules
     .map((r) => printable(`${JSON.stringify(r.agent)} → ${JSON.stringify(r.audience)}: ${r.scopes.map((s) => JSON.stringify(s)).join(', ')} (${r.mode}${r.ttl === undefined ? '' : `, ${r.ttl} s`})`))

@@ -10,12 +10,13 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PURE = ['agentState', 'approvalCard', 'auditFeed', 'auditFilter', 'auditRows', 'brokerDirs', 'exportOptions', 'oversight', 'rules', 'settings', 'slotLock', 'statusMenu', 'statusModel', 'supervisor', 'verifyOutput'];
 /**
  * The reviewed pure builders whose text VS Code may show as is (`file: expression`, call arguments left out): each
- * applies the guards itself and is unit-tested (approvalCard, oversight, statusMenu, agentState, statusModel).
+ * applies the guards itself and is unit-tested (approvalCard, oversight, statusMenu, agentState, statusModel, rules).
  * `ctx.session` and `ctx.auditPath` are the broker's session id and the extension's own audit path.
  */
 const REVIEWED = new Set([
   'approvals.ts: pendingItems()',
   'approvals.ts: prompt.message',
+  'approvals.ts: prompt.buttons',
   'approvals.ts: scopeItems()',
   'approvals.ts: reviewTitle()',
   'approvals.ts: scopePlaceholder()',
@@ -31,6 +32,9 @@ const REVIEWED = new Set([
   'commands.ts: ctx.auditPath',
   'findings.ts: summaryMessage()',
   'findings.ts: findingMessage()',
+  'findings.ts: findingButtons()',
+  'findings.ts: SHOW_FINDINGS',
+  'ctx.ts: trustRulesDetail()',
   'status.ts: v.text',
   'status.ts: v.tooltip',
   'tree.ts: row.label',
@@ -90,8 +94,35 @@ describe('module boundaries', () => {
       'TreeItem description': 'item.description = a.kind;',
       'TreeItem tooltip': 'item.tooltip = `${a.name}`;',
       'status bar item text': 'const s = vscode.window.createStatusBarItem(); s.text = `Writ: ${name}`;',
+      'tooltip +=': 'item.tooltip += a.name;',
+      'label ??=': 'item.label ??= a.name;',
+      'element assign': "item['tooltip'] = a.name;",
+      'Object.assign': 'Object.assign(item, { tooltip: a.name });',
+      'Object.assign of a variable': 'Object.assign(item, shown);',
+      'treeView.message': 'view.message = a.name;',
+      'createTreeView message': "vscode.window.createTreeView('v', { treeDataProvider: p, message: a.name });",
+      'view badge tooltip': 'view.badge = { value: 1, tooltip: a.name };',
+      'modal detail': "vscode.window.showWarningMessage('Writ: x', { modal: true, detail: a.name });",
+      'modal detail in a const': "const o = { modal: true, detail: a.name }; vscode.window.showWarningMessage('Writ: x', o);",
+      'button label': "vscode.window.showWarningMessage('Writ: x', a.name);",
+      'button item title': "vscode.window.showWarningMessage('Writ: x', { title: a.name });",
+      'buttons spread': "vscode.window.showWarningMessage('Writ: x', ...a.names);",
+      'progress.report': "vscode.window.withProgress({ location: 15, title: 'Writ' }, async (p) => p.report({ message: a.name }));",
+      'webview title': "vscode.window.createWebviewPanel('id', a.name, 1, {});",
+      'input value': 'box.value = a.name;',
+      'validationMessage': 'box.validationMessage = a.name;',
+      'validateInput arrow': 'vscode.window.showInputBox({ validateInput: () => a.name });',
+      'validateInput body': 'vscode.window.showInputBox({ validateInput(v) { if (v) return a.name; return undefined; } });',
+      'validateInput in a const': 'const check = (v: string) => (v ? `bad ${v}` : undefined); vscode.window.showInputBox({ validateInput: check });',
+      'item buttons tooltip': "vscode.window.showQuickPick([{ label: 'x', buttons: [{ iconPath: i, tooltip: a.name }] }]);",
+      'item button in a const': "const B = { iconPath: i, tooltip: a.name }; vscode.window.showQuickPick([{ label: 'x', buttons: [B] }]);",
+      'guard shadowed': "import { inert } from './inert'; const inert = (s: string) => s; vscode.window.showWarningMessage(inert(a.name));",
+      'guard not imported': 'const inert = (s: string) => s; vscode.window.showWarningMessage(inert(a.name));',
+      'guard a parameter': "import { inert } from './inert'; function f(inert: (s: string) => string) { vscode.window.showWarningMessage(inert(a.name)); }",
+      'guard from another module': "import { inert } from './other'; vscode.window.showWarningMessage(inert(a.name));",
     };
     for (const [how, source] of Object.entries(fooling)) expect(uncheckedUiText('x.ts', source, REVIEWED), how).not.toEqual([]);
+    const guards = "import { inert, oneLine, pickInert } from './inert';\n";
     const fine = [
       "vscode.window.showWarningMessage('Writ: plain');",
       'vscode.window.showErrorMessage(inert(`Writ: ${e.message}`), "Retry");',
@@ -99,7 +130,14 @@ describe('module boundaries', () => {
       'const t = inert(name); vscode.window.showWarningMessage(t);',
       'vscode.window.showQuickPick(agents.map((a) => ({ label: pickInert(a.name), id: a.id })), { title: "Writ: pick" });',
       'new vscode.TreeItem(oneLine(a.name)); item.tooltip = oneLine(a.kind);',
+      "vscode.window.showWarningMessage('Writ: x', { modal: true, detail: inert(a.name) }, 'Trust', { title: 'Later' });",
+      "item.tooltip += oneLine(a.name); item['label'] = oneLine(a.name); Object.assign(item, { tooltip: oneLine(a.name), id: a.id });",
+      "vscode.window.showInputBox({ validateInput: (v) => (v ? 'An ISO 8601 time' : undefined) });",
+      "vscode.window.showQuickPick([{ label: 'x', buttons: [{ iconPath: i, tooltip: 'Stop' }] }]);",
+      "vscode.window.createWebviewPanel('writ.audit', 'Writ Audit', 1, {});",
     ];
-    for (const source of fine) expect(uncheckedUiText('x.ts', source, REVIEWED), source).toEqual([]);
+    for (const source of fine) expect(uncheckedUiText('x.ts', guards + source, REVIEWED), source).toEqual([]);
+    // Imported under another name, a guard is still a guard.
+    expect(uncheckedUiText('x.ts', "import { inert as safe } from '../extension/inert';\nvscode.window.showWarningMessage(safe(a.name));", REVIEWED)).toEqual([]);
   });
 });

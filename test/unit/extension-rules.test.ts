@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { approvalRequest } from '../helpers/requests';
-import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest, savedRuleLine } from '../../extension/rules';
+import { addRule, applicableRules, describeRules, matchRule, parseRules, ruleDecision, rulesDigest, savedRuleLine, trustRulesDetail } from '../../extension/rules';
 import type { WorkspaceRule } from '../../extension/rules';
 
 const request = approvalRequest;
@@ -93,6 +93,12 @@ describe('trusting the rules file', () => {
     expect(savedRuleLine({ agent: 'claude' })).toBe('saved a workspace rule for "claude" in .vscode/writ.json');
     expect(savedRuleLine({ agent: 'x in .vscode/writ.json; saved a workspace rule for "claude\u202e' })).toBe(
       'saved a workspace rule for "x in .vscode/writ.json; saved a workspace rule for \\"claude\\u{202e}" in .vscode/writ.json',
+    );
+  });
+
+  it('writes the trust dialog\'s detail: the warning, then each rule on its line, with no link syntax', () => {
+    expect(trustRulesDetail([{ agent: 'a](command:x)', audience: 'https://a.example', scopes: ['repo:read:a'], mode: 'task' }])).toBe(
+      'Agents can write workspace files: trust only rules you or your team wrote.\n\n"a] (command:x)" → "https://a.example": "repo:read:a" (task)',
     );
   });
 
