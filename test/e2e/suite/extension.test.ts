@@ -288,7 +288,7 @@ describe('Writ in a real VS Code (code-server)', () => {
         background: 'statusBarItem.warningBackground',
       });
       assert.ok(
-        api.statusView().tooltip.includes(`Newest: ${agent} (cli) asked for a scope it was never granted: repo:write:acme/web.`),
+        api.statusView().tooltip.includes(`Newest: "${agent}" (cli) asked for a scope it was never granted: repo:write:acme/web.`),
         api.statusView().tooltip,
       );
 
