@@ -657,7 +657,7 @@ async function cmdAudit(args: string[]): Promise<number> {
     if (c.generations.length === 0) err('  no generation header in it could be read: a start restores nothing from it');
     for (const g of c.generations) {
       err(
-        `  generation ${g.gen}: ${g.records} record(s)${g.records > 0 ? ` from seq ${g.base.count}` : ''}; written for ${g.sameFile ? 'this log file' : 'another file (not this log, or this log replaced)'}; ` +
+        `  generation ${g.gen}${g.read ? '' : ' (stale: a start does not read it)'}: ${g.records} record(s)${g.records > 0 ? ` from seq ${g.base.count}` : ''}; written for ${g.sameFile ? 'this log file' : 'another file (not this log, or this log replaced)'}; ` +
           `the log ${g.logHoldsBase ? 'begins' : 'does not begin'} with the ${g.base.count} records (${g.base.offset} bytes) it began on`,
       );
     }

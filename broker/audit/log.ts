@@ -835,6 +835,18 @@ async function lastNewline(fh: FileHandle, end: number): Promise<number | null> 
   return stop === 0 ? -1 : null;
 }
 
+/** Where the run of zero bytes that ends the file's first `size` bytes begins (`size` when it ends in none). */
+async function zerosFrom(fh: FileHandle, size: number): Promise<number> {
+  const buf = Buffer.allocUnsafe(TAIL_CHUNK);
+  for (let hi = size; hi > 0; ) {
+    const lo = Math.max(0, hi - TAIL_CHUNK);
+    const { bytesRead } = await fh.read(buf, 0, hi - lo, lo);
+    for (let i = bytesRead - 1; i >= 0; i--) if (buf[i] !== 0) return lo + i + 1;
+    hi = lo;
+  }
+  return 0;
+}
+
 /**
  * Whether a parsed line is a checkpoint that counts: signed by one of `keys` over its own count and head (any
  * checkpoint line when there are no keys). Its place in the chain is `writ audit verify`'s to check.
@@ -891,7 +903,9 @@ async function unsignedRecords(fh: FileHandle, end: number, limit: number, path:
 async function readTail(fh: FileHandle, size: number, path: string): Promise<Tail> {
   const empty: Tail = { end: 0, torn: 0, count: 0, head: ZERO_HASH, signed: true };
   if (size === 0) return empty;
-  const nl = await lastNewline(fh, size);
+  // A run of zeros at the end (pages a power cut kept from the disk while the file's size held) is never a record:
+  // the line end is looked for before it, and the zeros go with the torn line.
+  const nl = (await lastNewline(fh, size)) ?? (await lastNewline(fh, await zerosFrom(fh, size)));
   if (nl === null) throw corrupt(path, Math.max(0, size - MAX_LINE_BYTES), 'no line end near the end of the file');
   if (nl === -1) return { ...empty, torn: size }; // one torn line and nothing else
   const before = await lastNewline(fh, nl);

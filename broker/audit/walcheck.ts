@@ -19,11 +19,13 @@ export interface WalGenerationReport {
   logHoldsBase: boolean;
   /** Records held, from seq `base.count` on. */
   records: number;
+  /** Whether a start restores from it (the newest, or the one before it): else it is stale, its records unchained. */
+  read: boolean;
 }
 
 export interface WalComparison {
   generations: WalGenerationReport[];
-  /** Records the file holds (once each, however many generations hold them). */
+  /** Records of the generations a start restores from (once each, the newer's line where both hold a seq). */
   records: number;
   /** Of them, those the log holds at the same seq, byte for byte. */
   inLog: number;
@@ -86,9 +88,11 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
     throw unreadable(logFile, 'audit log', e);
   }
 
-  // Each record once: where two generations hold a seq (a region reused), the newer's line is the one written last.
+  // The records of the generations a start would restore from (newestGenerations: the newest, and the one before it
+  // in the other region), the newer's line last; a stale region's go with the unchained records below.
+  const picked = newestGenerations(found);
   const held = new Map<number, Buffer>();
-  for (const g of [...found].sort((x, y) => x.gen - y.gen)) for (const { seq, line } of linesOf(g.records)) held.set(seq, line);
+  for (const g of picked ? [picked.older, picked.newest] : []) if (g) for (const { seq, line } of linesOf(g.records)) held.set(seq, line);
   // Records that chain on from no generation's base: each looked up in the log all the same.
   const loose = new Map<number, Buffer[]>();
   for (const { seq, line } of anyRecords(bytes)) {
@@ -140,6 +144,7 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
       base: g.records.base,
       logHoldsBase: (bases.get(g.records.base.count) ?? []).some((b) => b.offset === g.records.base.offset && b.head === g.records.base.head && b.held),
       records: g.records.ends.length,
+      read: picked?.newest === g || picked?.older === g,
     }),
   );
   const missing = [...held.entries()].filter(([seq]) => !inLog.has(seq) && !differs.has(seq)).sort(([a], [b]) => a - b).map(([seq, line]) => ({ seq, line }));
@@ -168,10 +173,10 @@ export async function compareWal(logFile: string, walFile: string): Promise<WalC
 function restorable(found: Generation[], reports: WalGenerationReport[], missing: { seq: number; line: Buffer }[], differs: number, logRecords: number, lastHash: string): boolean {
   // A record the log holds otherwise stops the restore there (it is not the file's to overwrite).
   if (missing.length === 0 || found.length === 0 || differs > 0) return false;
-  const picked = newestGenerations(found)!;
+  const chosen = newestGenerations(found)!;
   const reportOf = (g: Generation) => ({ g, r: reports[found.indexOf(g)]! });
-  const newest = reportOf(picked.newest);
-  const older = picked.older && reportOf(picked.older);
+  const newest = reportOf(chosen.newest);
+  const older = chosen.older && reportOf(chosen.older);
   const from = older?.r.logHoldsBase && older.r.sameFile && joinGenerations(older.g.records, newest.g.records) ? older : newest.r.logHoldsBase ? newest : undefined;
   if (!from || !from.r.sameFile) return false;
   // The missing records continue the log: the first comes right after its last record and names it as prev.

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, checkpointSigned, checkpointText, type AuditLogOptions } from '../../broker/audit/log';
 import { exportAuditFile } from '../../broker/audit/export';
+import { compareWal } from '../../broker/audit/walcheck';
 import { verifyAuditFile } from '../../broker/audit/verify';
 import { WAL_REGION_BYTES, walPath } from '../../broker/audit/wal';
 import { ManualClock } from '../../broker/core/clock';
@@ -1175,6 +1176,24 @@ describe('AuditLog write-ahead file', () => {
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 4 });
   });
 
+  // Found by review: with its write-ahead file removed (`writ audit wal` had said removing it lost nothing), a log
+  // ending in more than 1 MiB of zeros was refused for having no line end near its end.
+  it('cuts a run of zeros longer than any line at the end of a log without its write-ahead file', async () => {
+    const a = await abandoned();
+    await a.append(minted(0));
+    await a.close();
+    await rm(walPath(path));
+    const before = await readFile(path);
+    await appendFile(path, Buffer.concat([Buffer.from('{"seq":2,"ts":"'), Buffer.alloc(2 * 1024 * 1024)]));
+    const b = await abandoned({ session: 'ses_2' });
+    expect(b.count).toBe(3);
+    const lines = await fileLines();
+    expect(Buffer.from(lines.slice(0, 2).join('\n') + '\n')).toEqual(before);
+    expect(JSON.parse(lines[2]!)).toMatchObject({ event: 'audit.recovered', detail: { truncatedBytes: 15 + 2 * 1024 * 1024 } });
+    await b.close();
+    expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true, records: 4 });
+  });
+
   // Found by review: a version 2 Writ run after a version 3 one numbers its generation 1 (it reads no version 3
   // header) in the first region, and the second region's stale sealed generation outranked it: the acknowledged
   // records it held were not restored, and replay from the stale base could cut durable records from the log.
@@ -1193,6 +1212,33 @@ describe('AuditLog write-ahead file', () => {
     expect(jtis((await fileLines()).slice(lines.length - 3, lines.length))).toEqual(['jti_100', 'jti_101', 'jti_102']);
     await c.close();
     expect(await verifyAuditFile(path, keys)).toMatchObject({ ok: true });
+  });
+
+  // Found by review: `writ audit wal` took every generation's records by number, so a stale second region (of a log
+  // since replaced) outranked the first region's version 2 generation a start restores from: the log's own
+  // records read as held otherwise, the old log's as missing, and no restore was promised.
+  it('writ audit wal reads the generations a start restores from, and agrees with it, after a version 2 run on a new log', async () => {
+    const a = await abandoned();
+    for (let i = 0; i < 100; i++) await a.append(big(i));
+    await a.close();
+    const stale = await header(1);
+    const old = await readFile(walPath(path));
+    await unlink(path);
+    await unlink(walPath(path));
+    const b = await abandoned();
+    for (let i = 0; i < stale.count + 10; i++) await b.append(minted(1000 + i));
+    // The version 2 run's file: its generation 1 in the first region, the old log's in the second.
+    const mine = await readFile(walPath(path));
+    mine.copy(old, 0, 0, Math.min(mine.length, WAL_REGION_BYTES));
+    await writeFile(walPath(path), old);
+    await asVersion(2, 0, 1);
+    const lines = await fileLines();
+    await powerCut(lineStart(lines, lines.length - 2));
+    const c = await compareWal(path, walPath(path));
+    expect({ differs: c.differs, missing: c.missing.map((m) => m.seq), restorable: c.restorable }).toEqual({ differs: [], missing: [lines.length - 2, lines.length - 1], restorable: true });
+    const s2 = await abandoned({ session: 'ses_2' });
+    await s2.close();
+    expect((await fileLines()).slice(0, lines.length)).toEqual(lines);
   });
 
   // Found by review (in version 1 too): a new generation rewrote only the header, and a removed log's first records

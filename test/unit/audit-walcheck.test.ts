@@ -51,7 +51,7 @@ describe('writ audit wal: comparing a write-ahead file with its log', () => {
     const before = await cutAfter(7);
     await rename(walPath(path), walSetAsidePath(path)); // as the broker sets it aside
     const c = await compareWal(path, walSetAsidePath(path));
-    expect(c.generations).toEqual([{ gen: 1, sameFile: true, base: { offset: 0, count: 0, head: '0'.repeat(64) }, logHoldsBase: true, records: 12 }]);
+    expect(c.generations).toEqual([{ gen: 1, sameFile: true, base: { offset: 0, count: 0, head: '0'.repeat(64) }, logHoldsBase: true, records: 12, read: true }]);
     expect({ records: c.records, inLog: c.inLog, differs: c.differs, logRecords: c.logRecords, logLastSeq: c.logLastSeq, restorable: c.restorable }).toEqual({
       records: 12,
       inLog: 7,
