@@ -151,8 +151,8 @@ export interface Verifier {
    * in one awaited report and resolves only once the broker has each call's `token.used` record on disk. Refused
    * with the token's code (a call it does not allow: WRIT_SCOPE_NOT_COVERED, `data.call` naming it; that refusal
    * is reported, and no call of the request is reported as allowed), or, when the use cannot be recorded,
-   * WRIT_BROKER_UNREACHABLE (the broker is away, even for a token verified before) or WRIT_AUDIT_WRITE_FAILED:
-   * then run none of the calls.
+   * WRIT_BROKER_UNREACHABLE (the broker is away, even for a token verified before), WRIT_RATE_LIMITED (a full
+   * broker closed the connection) or WRIT_AUDIT_WRITE_FAILED: then run none of the calls.
    */
   authorize(token: string, request: AuthorizeRequest): Promise<AuthorizedToken>;
   /**
@@ -693,6 +693,9 @@ class WritVerifier implements Verifier {
               more = page.more === true;
             }
           }
+        } else {
+          // Only for use reports: its first frame now, or the broker closes a connection that says nothing (4008).
+          await withTimeout(c.call('status', {}), SUBSCRIBE_TIMEOUT_MS);
         }
         if (this.closed) throw unreachable('closed while connecting');
         this.client = c;

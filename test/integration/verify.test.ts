@@ -648,3 +648,22 @@ describe('broker: acknowledged revocation', () => {
     await b.stop();
   });
 });
+
+// Found by review: a verifier that only reports uses (subscribe: false) sent nothing on its connection, so the
+// broker closed it at every first-call timeout (4008) and `authorize` was refused in each gap.
+describe('verifier without a subscription', () => {
+  it('keeps its connection past the first-call timeout', async () => {
+    const b = await BrokerProcess.start(freshEnv({ WRIT_FIRST_CALL_TIMEOUT_MS: '300' }));
+    const v = createVerifier({ env: b.env as unknown as NodeJS.ProcessEnv, audience: 'https://api.example', subscribe: false });
+    const seen: boolean[] = [];
+    try {
+      expect(await v.ready()).toBe(true);
+      v.onStatus((s) => void seen.push(s.connected));
+      await new Promise((r) => setTimeout(r, 1200)); // four first-call timeouts
+      expect({ connected: v.status().connected, changes: seen }).toEqual({ connected: true, changes: [] });
+    } finally {
+      await v.close();
+      await b.stop();
+    }
+  }, 30_000);
+});
