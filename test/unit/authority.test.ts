@@ -1161,10 +1161,10 @@ describe('Authority: a task revoked before its grant is made', () => {
 
   it('while its prompt waits: the wait ends WRIT_TOKEN_REVOKED (as for a revoked agent), no grant; asked again it prompts afresh', async () => {
     const { a, t, agentId, taskOf, settle } = await waiting();
-    const asking = a.requestTask({ agentId }, ask);
+    const asking = codeOf(a.requestTask({ agentId }, ask)); // its refusal is handled as soon as it comes
     await settle();
     expect(await a.revoke({ kind: 'task', id: taskOf(0) }, 'developer')).toEqual({ revokedTokens: 0, revokedGrants: 0, revokedAgents: 0 });
-    expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
+    expect(await asking).toBe('WRIT_TOKEN_REVOKED');
     expect(t.signals[0]!.aborted).toBe(true);
     expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
     expect(a.listGrants()).toEqual([]);
@@ -1229,7 +1229,7 @@ describe('Authority: a task revoked before its grant is made', () => {
       const { a, t, agentId, taskOf, settle } = await waiting();
       let release!: () => void;
       t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
-      const asking = a.requestTask({ agentId }, ask);
+      const asking = codeOf(a.requestTask({ agentId }, ask)); // its refusal is handled as soon as it comes
       await settle();
       t.hold = undefined;
       // Nothing is pending yet: the revocation has no wait to end.
@@ -1238,7 +1238,7 @@ describe('Authority: a task revoked before its grant is made', () => {
       await settle();
       const prompts = t.signals.length;
       t.decide[0]?.('task');
-      expect({ code: await codeOf(asking), prompts }).toEqual({ code: 'WRIT_TOKEN_REVOKED', prompts: 0 });
+      expect({ code: await asking, prompts }).toEqual({ code: 'WRIT_TOKEN_REVOKED', prompts: 0 });
       expect(denials(t.seen)).toEqual([{ task: taskOf(0), code: 'WRIT_TOKEN_REVOKED' }]);
       expect(a.counts().pendingApprovals).toBe(0);
       expect(a.listGrants()).toEqual([]);
