@@ -212,7 +212,8 @@ describe('verifier: revocation frames', () => {
       // Remembered for this connection: the next report goes straight to token.uses.
       const second = await recorder.authorize(token, { calls: [read, read] });
       expect(second.uses.map((u) => u.id)).toEqual([undefined, undefined]);
-      expect(asked.slice(from.asked)).toEqual(['token.uses.open', 'token.uses', 'token.uses']);
+      // (The first frame a verifier without a subscription sends, `status`, may land after `from` was taken.)
+      expect(asked.slice(from.asked).filter((m) => m !== 'status')).toEqual(['token.uses.open', 'token.uses', 'token.uses']);
       expect(uses.slice(from.uses).map((u) => u.calls.length)).toEqual([1, 2]);
       recorder.ended(first.uses[0]!, 'answered');
       await until('the end report', () => ends.length === from.ends + 1);
