@@ -45,8 +45,6 @@ export const MAX_IDLE_CONNECTIONS = 1024;
 export const FIRST_CALL_TIMEOUT_MS = 10_000;
 /** How long a new connection has to send its first frame before a full broker may close it to make room. */
 export const FIRST_FRAME_GRACE_MS = 1_000;
-/** A process holding more than this many connections, and more than its share of a full broker, is closed from first. */
-const FAIR_SHARE_FLOOR = 4;
 /** Close code of a connection that sent nothing within FIRST_CALL_TIMEOUT_MS. */
 export const CLOSE_NO_CALL = 4008;
 /** Close code of a connection past MAX_CONNECTIONS_PER_PROCESS from one process (root.ts). */
@@ -203,33 +201,25 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
    */
   const victim = (transport: 'unix' | 'tcp'): { ws: WebSocket; idle: boolean } | undefined => {
     const fits = (ws: WebSocket) => transport === 'unix' || live.get(ws)?.transport === 'tcp';
-    // First one that has had its grace and still sent nothing; then the oldest of a known process holding clearly
-    // more than its share (a flood of callers); then the oldest that has sent nothing, even in its grace; last, the
-    // oldest of the known process holding the most. Connections whose process is not known yet ('') are no one
-    // process: never closed as one. A client that has just connected and not yet said hello, as every honest
-    // client is for a moment, goes only after every silent connection older than it.
+    // First one that has had its grace and still sent nothing; then the oldest of the process holding the most, if
+    // it holds more than one; only then one still in its grace (a client that has just connected and not yet said
+    // hello, as every honest client is for a moment, is not what a flood of callers makes room with).
     const now = performance.now();
     for (const [ws, w] of idle) if (fits(ws) && now - w.at >= grace) return { ws, idle: true };
-    const heaviest = (above: number): WebSocket | undefined => {
-      let best: WebSocket | undefined;
-      let most = above;
-      for (const [owner, set] of byOwner) {
-        if (owner === '' || set.size <= most) continue;
-        for (const ws of set) {
-          if (!fits(ws)) continue;
-          best = ws;
-          most = set.size;
-          break;
-        }
+    let best: WebSocket | undefined;
+    let most = 1;
+    for (const set of byOwner.values()) {
+      if (set.size <= most) continue;
+      for (const ws of set) {
+        if (!fits(ws)) continue;
+        best = ws;
+        most = set.size;
+        break;
       }
-      return best;
-    };
-    const owners = Math.max(1, byOwner.size - (byOwner.has('') ? 1 : 0));
-    const flooding = heaviest(Math.max(FAIR_SHARE_FLOOR, Math.floor(limitOf(transport) / owners)));
-    if (flooding !== undefined) return { ws: flooding, idle: false };
+    }
+    if (best !== undefined) return { ws: best, idle: false };
     for (const ws of idle.keys()) if (fits(ws)) return { ws, idle: true };
-    const most = heaviest(1);
-    return most === undefined ? undefined : { ws: most, idle: false };
+    return undefined;
   };
 
   const attach = (server: Server, transport: 'unix' | 'tcp') => {
@@ -321,10 +311,10 @@ export async function listen(opts: ListenOptions): Promise<Listeners> {
     });
     server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket) => {
       // A request Node's parser refuses gets an answer with a code, then the connection is closed: never a bare
-      // reset. A kept-alive socket has written earlier replies, whole, and takes this one after them.
-      // Only with no request in flight at all: an answer before a handler's own would be read as its reply.
-      const inFlight = (socket as Duplex & { _httpMessage?: unknown })._httpMessage;
-      const answer = socket.writable && !inFlight ? clientErrorAnswer(err) : undefined;
+      // reset. Only when no reply is under way on the socket, as Node's own handler decides: a kept-alive socket
+      // has written earlier replies, whole, and takes this one after them.
+      const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+      const answer = socket.writable && (!inFlight || !inFlight.headersSent) ? clientErrorAnswer(err) : undefined;
       if (answer === undefined) {
         socket.destroy();
         return;
