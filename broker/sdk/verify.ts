@@ -16,7 +16,7 @@ import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
 import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
-import { MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
+import { CLOCK_TOLERANCE_SECONDS, MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
 import type { WritClaims } from '../core/tokens';
 import { WritClient, readDiscovery } from './client';
 
@@ -183,7 +183,6 @@ export interface Verifier {
   onStatus(listener: (status: VerifierStatus) => void): () => void;
 }
 
-const DEFAULT_TOLERANCE_SECONDS = 5;
 const DEFAULT_MAX_CACHED = 10_000;
 const DEFAULT_MAX_REPORTS = 100;
 const HTTP_TIMEOUT_MS = 3_000;
@@ -339,7 +338,7 @@ class WritVerifier implements Verifier {
     if (opts.now !== undefined && typeof opts.now !== 'function') throw new TypeError('createVerifier: now must be a function');
     this.now = opts.now ?? Date.now;
     // NaN here would make every comparison with it false: tokens that never expire. Refused, as is any non-number.
-    this.tolerance = numberOption('clockToleranceSeconds', opts.clockToleranceSeconds, DEFAULT_TOLERANCE_SECONDS, false);
+    this.tolerance = numberOption('clockToleranceSeconds', opts.clockToleranceSeconds, CLOCK_TOLERANCE_SECONDS, false);
     this.subscribe = opts.subscribe ?? true;
     this.reportUse = opts.reportUse ?? true;
     this.maxCached = numberOption('maxCachedTokens', opts.maxCachedTokens, DEFAULT_MAX_CACHED, true);
