@@ -199,6 +199,18 @@ function openOrRefused(url: string): Promise<{ outcome: string; ws: WebSocket }>
   });
 }
 
+/** A full broker lets honest clients in: the CLI, an agent over the Unix socket, and a new TCP connection. */
+async function honestGetIn(b: BrokerProcess): Promise<{ client: WritClient; tcp: Awaited<ReturnType<typeof openOrRefused>> }> {
+  const status = await writ(['status', '--json'], b.env);
+  expect(status.stderr).toBe('');
+  expect(status.code).toBe(0);
+  const { client } = await b.agent('honest');
+  expect((await client.call('status', {})).pid).toBe(b.child.pid);
+  const tcp = await openOrRefused(b.discovery.wsUrl);
+  expect(tcp.outcome).toBe('open');
+  return { client, tcp };
+}
+
 describe.skipIf(process.platform !== 'linux')('a full broker', () => {
   // Found by review: a full broker made room by closing the oldest connection still waiting for its first frame,
   // which under a flood of callers that reconnect at once was the honest client just let in (14 of 30 failed).
@@ -242,13 +254,7 @@ describe.skipIf(process.platform !== 'linux')('a full broker', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       await new Promise((r) => setTimeout(r, 500));
-      const status = await writ(['status', '--json'], b.env);
-      expect(status.stderr).toBe('');
-      expect(status.code).toBe(0);
-      const { client } = await b.agent('honest');
-      expect((await client.call('status', {})).pid).toBe(b.child.pid);
-      const tcp = await openOrRefused(b.discovery.wsUrl);
-      expect(tcp.outcome).toBe('open');
+      const { client, tcp } = await honestGetIn(b);
       tcp.ws.terminate();
       await client.close();
       // Read what they were sent: the broker upgraded most of them, closed them to make room, and dropped each
@@ -284,14 +290,8 @@ describe.skipIf(process.platform !== 'linux')('a full broker', () => {
       }
       const outcomes = await Promise.all(flood.map((c) => c.ws.readyState === WebSocket.OPEN ? 'open' : new Promise((r) => { c.ws.once('open', () => r('open')); void c.ended.then(r); })));
       expect(outcomes.filter((o) => o !== 'open' && o !== `close ${CLOSE_TOO_MANY}`)).toEqual([]);
-      const status = await writ(['status', '--json'], b.env);
-      expect(status.stderr).toBe('');
-      expect(status.code).toBe(0);
-      const { client } = await b.agent('honest');
-      expect((await client.call('status', {})).pid).toBe(b.child.pid);
       // The TCP share is full of the flood's connections: a new one is let in, and the flood's oldest gives way.
-      const tcp = await openOrRefused(b.discovery.wsUrl);
-      expect(tcp.outcome).toBe('open');
+      const { client, tcp } = await honestGetIn(b);
       expect(await flood[0]!.ended).toBe(`close ${CLOSE_TOO_MANY}`);
       const open = flood.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
       expect(open).toBeLessThanOrEqual(192);
