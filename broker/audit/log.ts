@@ -9,6 +9,7 @@ import type { Clock } from '../core/clock';
 import { WritError } from '../errors';
 import { AuditRecord, type AuditEntry } from '../protocol';
 import { auditRecordProblem } from './check';
+import { MAX_AUDIT_LINE_BYTES } from './lines';
 import { AuditWal, joinGenerations, walPath, walSetAsidePath, type WalBase, type WalRecords } from './wal';
 
 export interface AuditSigner {
@@ -94,8 +95,8 @@ const ENTRY_FIELDS = [
 ] as const satisfies readonly (keyof AuditEntry)[];
 const KNOWN_ENTRY_KEYS: ReadonlySet<string> = new Set<string>(['event', ...ENTRY_FIELDS]);
 
-/** No record comes near this; a longer last line means the file is not an audit log. */
-const MAX_LINE_BYTES = 1024 * 1024;
+/** No record comes near this (lines.ts's bound, which the readers share); a longer last line means the file is not an audit log. */
+const MAX_LINE_BYTES = MAX_AUDIT_LINE_BYTES;
 const TAIL_CHUNK = 64 * 1024;
 
 interface Built {
