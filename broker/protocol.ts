@@ -116,6 +116,12 @@ export const RevocationSnapshot = z.strictObject({
   /** Epoch seconds: tokens issued strictly before it are revoked (`all`); absent if never used. */
   allBefore: z.number().int().optional(),
   /**
+   * Only to a subscriber to `blocks`: the inventory identities the developer has blocked now. A token naming one,
+   * as `agent_identity` or in `parent_identities`, is refused while the block lasts. Unlike the revocations, this
+   * list replaces what the subscriber held: an identity unblocked while it was away is in none of it.
+   */
+  blockedIdentities: z.array(z.string()).optional(),
+  /**
    * Only to a subscriber that asked for `paged`: true when the ids did not all fit in one frame of MAX_FRAME_BYTES.
    * The rest come from `revocations.page`, asked with `after` = the ids received so far (all four lists counted),
    * until an answer without `more`. A verifier goes live only after.
@@ -326,11 +332,13 @@ export const Methods = {
   },
   /**
    * The rest of this connection's paged `subscribe` snapshot, when it said `more`: its ids from `after` on (counted
-   * across the lists in the order grantIds, taskIds, agentIds, jtis), as many as fit in one frame.
+   * across the lists in the order blockedIdentities, grantIds, taskIds, agentIds, jtis), as many as fit in one
+   * frame. `blockedIdentities` is there only for a subscriber to `blocks`, and only in a page that has some.
    */
   'revocations.page': {
     params: z.strictObject({ after: z.number().int().nonnegative() }),
     result: z.strictObject({
+      blockedIdentities: z.array(z.string()).optional(),
       grantIds: z.array(z.string()),
       taskIds: z.array(z.string()),
       agentIds: z.array(z.string()),
@@ -360,7 +368,12 @@ export const Methods = {
   /** Receive `revocation` notifications on this connection (resource verifiers use it). */
   subscribe: {
     params: z.strictObject({
-      events: z.array(z.enum(['revocation'])).min(1),
+      /**
+       * `revocation` (always sent to a subscriber); `blocks` also: the identities blocked in the snapshot
+       * (`blockedIdentities`) and each block and unblock as a `blocks` notification, numbered and acknowledged
+       * like a revocation when `acknowledge` is set. A broker before blocks refuses `blocks` (WRIT_BAD_REQUEST).
+       */
+      events: z.array(z.enum(['revocation', 'blocks'])).min(1),
       /**
        * Promise to acknowledge each revocation event (`revocation.ack`): the broker's revoke call then returns
        * only once every acknowledging subscriber has applied it (bounded by a timeout). Verifiers set it.
@@ -542,6 +555,20 @@ export const RevocationEvent = z.strictObject({
   seq: z.number().int().optional(),
 });
 export type RevocationEvent = z.infer<typeof RevocationEvent>;
+
+/**
+ * A `blocks` notification (broker → a subscriber to `blocks`): the developer blocked an inventory identity, or
+ * unblocked it. A block is sent the moment it holds in the broker (before it is on disk), an unblock once it is on
+ * disk. A token naming a blocked identity (`agent_identity`, `parent_identities`) is refused while the block
+ * lasts, and taken again after the unblock if it has not expired. With `seq`, acknowledged by `revocation.ack`
+ * (one numbering for both): the block's call returns once every acknowledging subscriber to `blocks` has applied it.
+ */
+export const BlockEvent = z.strictObject({
+  identity: z.string().min(1).max(128),
+  blocked: z.boolean(),
+  seq: z.number().int().optional(),
+});
+export type BlockEvent = z.infer<typeof BlockEvent>;
 
 /**
  * `RevocationEvent.safeParse` written out by hand, for the verifier's hot path: handling this one frame is the

@@ -29,7 +29,7 @@ import type { Approver } from './core/authority';
 import { AuditLog } from './audit/log';
 import { CLOSE_TOO_MANY, FIRST_CALL_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PROCESS, listen } from './net/server';
 import type { Listeners } from './net/server';
-import { RpcConnection, acknowledged, eventOfEntry, revocationFrame, revocationFrames } from './net/rpc';
+import { RpcConnection, acknowledged, blockFrame, eventOfEntry, revocationFrame, revocationFrames } from './net/rpc';
 import { ConnectionLookup, PeerIdentifier, procTable } from './net/peer';
 import { createHttpHandler } from './net/http';
 import { IpcApprover, TtyApprover, noApprover } from './net/approvers';
@@ -279,12 +279,14 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   const inventory = Inventory.load(join(paths.stateDir, 'agents.json'), clock, { log });
   const watch = new Watch(watchConfig(env), clock, ids);
   const stopIdentity = { fn: async (_identity: string, _reason: string): Promise<void> => undefined };
+  const blocksHeard = { fn: async (): Promise<unknown> => undefined };
   const oversight = new Oversight({
     user,
     inventory,
     watch,
     audit: (e) => audit.append(e),
     stopIdentity: (identity, reason) => stopIdentity.fn(identity, reason),
+    blocksHeard: () => blocksHeard.fn(),
   });
   oversight.onFinding((f) => parentPost?.({ type: 'finding', finding: f }));
 
@@ -402,6 +404,21 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     unacknowledged.add(ack);
     void ack.then(() => unacknowledged.delete(ack));
   });
+  // Block changes go the same way to subscribers to `blocks`, in the same numbering: a block the moment it holds,
+  // an unblock once it is on disk (Inventory.onBlockChange). A block is answered once they have acknowledged it
+  // (Oversight.block waits for `blocksHeard`), so a token naming the identity is refused by every verifier that
+  // hears blocks, also one of a run before this one whose agents this run never held.
+  inventory.onBlockChange((identity, blocked) => {
+    const seq = ++revocationSeq;
+    const frame = blockFrame({ identity, blocked, seq });
+    const told: RpcConnection[] = [];
+    for (const conn of connections) if (conn.pushBlock(frame) && conn.acknowledging) told.push(conn);
+    if (told.length === 0) return;
+    const ack = acknowledged(told, seq);
+    unacknowledged.add(ack);
+    void ack.then(() => unacknowledged.delete(ack));
+  });
+  blocksHeard.fn = () => Promise.all([...unacknowledged]);
   authority.onRevocation(async (event) => {
     // Every entry of this revocation was pushed before this point: waiting for all outstanding acks covers them
     // (and perhaps a concurrent revocation's too, which only waits longer).

@@ -1620,9 +1620,13 @@ export class Authority {
     return { revokedTokens: tokens, revokedGrants: grantIds.length, revokedAgents: agentIds.length };
   }
 
-  /** Every revocation that may still cover a live token, from the durable list: a new subscriber's starting point. */
-  revocationSnapshot(): RevocationSnapshot {
+  /**
+   * Every revocation that may still cover a live token, from the durable list: a new subscriber's starting point.
+   * With `blocks` (a subscriber to them), also the identities blocked now.
+   */
+  revocationSnapshot(blocks = false): RevocationSnapshot {
     const snap: RevocationSnapshot = { jtis: [], grantIds: [], agentIds: [], taskIds: [] };
+    if (blocks) snap.blockedIdentities = this.deps.oversight?.blockedIdentities() ?? [];
     for (const e of this.deps.revocations.entries()) {
       if (e.kind === 'token') snap.jtis.push(e.id);
       else if (e.kind === 'grant') snap.grantIds.push(e.id);

@@ -84,6 +84,7 @@ export class Inventory {
   /** Least recently seen first: every update of `lastSeen` moves its entry to the end. */
   private readonly entries = new Map<string, InventoryEntry>();
   private readonly forgetListeners = new Set<(id: string) => void>();
+  private readonly blockListeners = new Set<(id: string, blocked: boolean) => void>();
   /** Changes made so far, and how many of them a finished write holds: the file is current when they are equal. */
   private changes = 0;
   private saved = 0;
@@ -136,6 +137,33 @@ export class Inventory {
   onForget(listener: (id: string) => void): () => void {
     this.forgetListeners.add(listener);
     return () => this.forgetListeners.delete(listener);
+  }
+
+  /**
+   * Called with each block as it takes hold (before it is on disk: whoever is told refuses from then on), and each
+   * unblock once it is on disk or its write has failed (it holds in this run either way). Not called for a block of
+   * an identity already blocked, nor an unblock of one that is not.
+   */
+  onBlockChange(listener: (id: string, blocked: boolean) => void): () => void {
+    this.blockListeners.add(listener);
+    return () => this.blockListeners.delete(listener);
+  }
+
+  /** The identities blocked now. */
+  blockedIds(): string[] {
+    const out: string[] = [];
+    for (const [id, e] of this.entries) if (e.blocked != null) out.push(id);
+    return out;
+  }
+
+  private tellBlock(id: string, blocked: boolean): void {
+    for (const l of this.blockListeners) {
+      try {
+        l(id, blocked);
+      } catch {
+        // telling others is best effort; the block itself holds
+      }
+    }
   }
 
   get size(): number {
@@ -320,7 +348,9 @@ export class Inventory {
   block(id: string, reason?: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
+    const was = e.blocked != null;
     e.blocked = { at: this.now(), ...(reason ? { reason } : {}) };
+    if (!was) this.tellBlock(id, true);
     return this.durably(e);
   }
 
@@ -328,8 +358,10 @@ export class Inventory {
   unblock(id: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
+    const was = e.blocked != null;
     e.blocked = null;
-    return this.durably(e);
+    // Told once it is on disk: a crash before would bring the block back after the verifiers had let go of it.
+    return this.durably(e).finally(() => was && e.blocked === null && this.tellBlock(id, false));
   }
 
   private async durably(e: InventoryEntry): Promise<InventoryEntry> {

@@ -15,6 +15,11 @@ export interface OversightDeps {
   audit: (entry: AuditEntry) => Promise<unknown>;
   /** Revokes every live agent of an identity (set by the composition root: it needs the authority). */
   stopIdentity: (identity: string, reason: string) => Promise<void>;
+  /**
+   * Resolves once the verifiers told of the block changes so far have acknowledged them (or timed out): a block
+   * is answered only after, so no verifier that hears blocks takes the identity's tokens once the caller knows.
+   */
+  blocksHeard?: () => Promise<unknown>;
 }
 
 export type FindingListener = (f: Finding) => void;
@@ -40,6 +45,11 @@ export class Oversight {
 
   isBlocked(identity: string): boolean {
     return this.deps.inventory.isBlocked(identity);
+  }
+
+  /** The identities blocked now (a subscriber's snapshot). */
+  blockedIdentities(): string[] {
+    return this.deps.inventory.blockedIds();
   }
 
   /**
@@ -127,11 +137,11 @@ export class Oversight {
     try {
       e = await this.deps.inventory.block(identity, reason);
     } catch (err) {
-      if (this.deps.inventory.isBlocked(identity)) await this.deps.stopIdentity(identity, `blocked by ${by}`);
+      if (this.deps.inventory.isBlocked(identity)) await Promise.all([this.deps.stopIdentity(identity, `blocked by ${by}`), this.deps.blocksHeard?.()]);
       throw err;
     }
     await this.deps.audit({ event: 'agent.blocked', outcome: 'success', detail: { identity, by, ...(reason ? { reason } : {}) } });
-    await this.deps.stopIdentity(identity, `blocked by ${by}`);
+    await Promise.all([this.deps.stopIdentity(identity, `blocked by ${by}`), this.deps.blocksHeard?.()]);
     return e;
   }
 

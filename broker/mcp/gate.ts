@@ -292,6 +292,8 @@ export async function startGate(opts: GateOptions): Promise<Gate> {
   });
   // Runs before the event is acknowledged, so the broker's revoke call returns only after the calls were ended.
   verifier.onRevocation(sweep);
+  // A block of the caller's identity ends its calls the same way (as revoked: the token is no longer taken).
+  verifier.onBlocks((e) => e.blocked && sweep());
 
   /**
    * Forwards one allowed tools/call and answers with the upstream's result, unless its token is revoked or expires

@@ -3,7 +3,7 @@
 import type { WebSocket, RawData } from 'ws';
 import { WritError, asWritError } from '../errors';
 import { JsonRpcRequest, MAX_FRAME_BYTES, Methods, PROTOCOL_VERSION, RPC, issuePath } from '../protocol';
-import type { JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent, RevocationSnapshot } from '../protocol';
+import type { BlockEvent, JsonRpcErrorObject, MethodName, PeerProcess, RevocationEvent, RevocationSnapshot } from '../protocol';
 import type { RevocationEntry } from '../core/revocation';
 import type { Authority } from '../core/authority';
 import { OpenUses } from '../core/authority';
@@ -35,9 +35,10 @@ const OPEN_METHODS = new Set<MethodName>(['hello', 'status', 'agents.list', 'rev
 const PAGE_BYTES = MAX_FRAME_BYTES - 1024;
 
 /** A snapshot's ids in paging order: every list, the ones that cover most first. */
-type SnapshotId = { list: 'grantIds' | 'taskIds' | 'agentIds' | 'jtis'; id: string };
-const SNAPSHOT_LISTS = ['grantIds', 'taskIds', 'agentIds', 'jtis'] as const;
-type SnapshotPage = { grantIds: string[]; taskIds: string[]; agentIds: string[]; jtis: string[] };
+type SnapshotId = { list: 'blockedIdentities' | 'grantIds' | 'taskIds' | 'agentIds' | 'jtis'; id: string };
+const SNAPSHOT_LISTS = ['blockedIdentities', 'grantIds', 'taskIds', 'agentIds', 'jtis'] as const;
+/** `blockedIdentities` only in a page that has some: a subscriber not to `blocks` never gets the key. */
+type SnapshotPage = { blockedIdentities?: string[]; grantIds: string[]; taskIds: string[]; agentIds: string[]; jtis: string[] };
 
 function snapshotIds(snap: RevocationSnapshot): SnapshotId[] {
   return SNAPSHOT_LISTS.flatMap((list) => (snap[list] ?? []).map((id) => ({ list, id })));
@@ -53,7 +54,7 @@ function page(ids: readonly SnapshotId[], from: number, budget: number): { lists
     const cost = Buffer.byteLength(JSON.stringify(ids[i]!.id)) + 1;
     if (i > from && bytes + cost > budget) break;
     bytes += cost;
-    lists[ids[i]!.list].push(ids[i]!.id);
+    (lists[ids[i]!.list] ??= []).push(ids[i]!.id);
   }
   return { lists, end: i };
 }
@@ -67,7 +68,9 @@ export function firstPage(snap: RevocationSnapshot): { snapshot: RevocationSnaps
   if (Buffer.byteLength(JSON.stringify(snap)) <= PAGE_BYTES) return { snapshot: snap, rest: undefined };
   const ids = snapshotIds(snap);
   const { lists, end } = page(ids, 0, PAGE_BYTES);
-  const snapshot: RevocationSnapshot = { ...lists, ...(snap.allBefore === undefined ? {} : { allBefore: snap.allBefore }) };
+  // A subscriber to blocks gets the key even when its first page has none of them: the list is the whole of it.
+  const blocked = snap.blockedIdentities === undefined || lists.blockedIdentities !== undefined ? {} : { blockedIdentities: [] };
+  const snapshot: RevocationSnapshot = { ...blocked, ...lists, ...(snap.allBefore === undefined ? {} : { allBefore: snap.allBefore }) };
   if (end < ids.length) snapshot.more = true;
   return { snapshot, rest: end < ids.length ? ids : undefined };
 }
@@ -161,6 +164,11 @@ export function acknowledged(subscribers: readonly RpcConnection[], seq: number,
   });
 }
 
+/** The `blocks` notification for one block change, serialised once for every subscriber to blocks. */
+export function blockFrame(event: BlockEvent): Buffer {
+  return Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'blocks', params: event }));
+}
+
 /** One entry of the revocation list as an event: what a verifier needs to refuse every token it covers. */
 export function eventOfEntry(e: RevocationEntry): RevocationEvent {
   return {
@@ -240,6 +248,11 @@ export class RpcConnection {
     return this.subscribed && this.sendFrame(frame);
   }
 
+  /** Sends a `blocks` notification (encoded once by the caller); false if this connection does not hear blocks. */
+  pushBlock(frame: Buffer): boolean {
+    return this.subscribed && this.hearsBlocks && !this.closed && this.sendFrame(frame);
+  }
+
   /**
    * Calls `done` once, when this subscriber acknowledges revocation `seq` or goes (at once if it has gone).
    * The function returned forgets the wait.
@@ -264,6 +277,8 @@ export class RpcConnection {
   }
 
   private acknowledges = false;
+  /** Subscribed to `blocks` too: sent each block change and the blocked identities in its snapshot. */
+  private hearsBlocks = false;
   private readonly acks = new Map<number, () => void>();
 
   private acknowledge(seq: number): void {
@@ -454,12 +469,15 @@ export class RpcConnection {
         const p = parsed.data as import('../protocol').MethodParams<'subscribe'>;
         this.subscribed = true;
         this.acknowledges = p.acknowledge === true;
-        // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union).
-        const whole = a.revocationSnapshot();
-        if (p.paged !== true) return { subscribed: ['revocation'], revocations: whole };
+        this.hearsBlocks = p.events.includes('blocks');
+        const subscribed = this.hearsBlocks ? ['revocation', 'blocks'] : ['revocation'];
+        // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union); a
+        // block change after it is pushed, and the subscriber applies it on top of the snapshot.
+        const whole = a.revocationSnapshot(this.hearsBlocks);
+        if (p.paged !== true) return { subscribed, revocations: whole };
         const { snapshot, rest } = firstPage(whole);
         this.snapshotIds = rest;
-        return { subscribed: ['revocation'], revocations: snapshot };
+        return { subscribed, revocations: snapshot };
       }
       case 'revocations.page': {
         const { after } = parsed.data as import('../protocol').MethodParams<'revocations.page'>;

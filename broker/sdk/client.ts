@@ -3,7 +3,7 @@
 import WebSocket from 'ws';
 import { WritError, ERROR_CODES } from '../errors';
 import type { WritErrorCode } from '../errors';
-import { Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, parseRevocationEvent } from '../protocol';
+import { BlockEvent, Discovery, JsonRpcResponse, Methods, PROTOCOL_VERSION, parseRevocationEvent } from '../protocol';
 import type { AgentInfo, MethodName, MethodParams, MethodResult, RevocationEvent } from '../protocol';
 import { resolvePaths, readRuntimeFile } from '../paths';
 
@@ -93,6 +93,7 @@ export class WritClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
+  private readonly blockListeners = new Set<(e: BlockEvent) => void>();
   private readonly malformedListeners = new Set<() => void>();
   private readonly closeListeners = new Set<(code: number, reason: string) => void>();
   /** Why the connection ended: later calls fail at once with it instead of waiting forever. */
@@ -259,6 +260,15 @@ export class WritClient {
    * Called for each `revocation` notification, synchronously in the socket's message handler (no hop in between).
    * One whose params do not match RevocationEvent is not delivered; `malformed` hears of it instead.
    */
+  /**
+   * `blocks` notifications (after `subscribe` with `blocks`). One that does not match the protocol goes to the
+   * `malformed` listeners of onRevocation, as a malformed revocation does: what it blocked is unknown.
+   */
+  onBlocks(listener: (e: BlockEvent) => void): () => void {
+    this.blockListeners.add(listener);
+    return () => this.blockListeners.delete(listener);
+  }
+
   onRevocation(listener: (e: RevocationEvent) => void, malformed?: () => void): () => void {
     this.revocationListeners.add(listener);
     if (malformed) this.malformedListeners.add(malformed);
@@ -301,6 +311,12 @@ export class WritClient {
       const e = parseRevocationEvent((raw as { params?: unknown }).params);
       if (e === undefined) for (const l of this.malformedListeners) l();
       else for (const l of this.revocationListeners) l(e);
+      return;
+    }
+    if (typeof raw === 'object' && raw !== null && (raw as { method?: unknown }).method === 'blocks') {
+      const e = BlockEvent.safeParse((raw as { params?: unknown }).params);
+      if (!e.success) for (const l of this.malformedListeners) l();
+      else for (const l of this.blockListeners) l(e.data);
       return;
     }
     // Results are checked against their method's schema in call(); only errors need the envelope schema.

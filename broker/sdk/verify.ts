@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
 import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
-import type { ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
+import type { BlockEvent, ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { CLOCK_TOLERANCE_SECONDS, MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
@@ -21,6 +21,7 @@ import type { WritClaims } from '../core/tokens';
 import { WritClient, readDiscovery } from './client';
 
 export { WritError, isWritError } from '../errors';
+export type { BlockEvent } from '../protocol';
 export type { WritErrorCode } from '../errors';
 
 export interface VerifierOptions {
@@ -129,6 +130,8 @@ export interface VerifierStatus {
   connected: boolean;
   /** Revoked token ids, grants and agents known here (plus one for a revoke-all). */
   revocationsKnown: number;
+  /** Identities blocked, as the broker last said (0 from a broker before blocks). */
+  blockedIdentities: number;
   cachedTokens: number;
   /** Use reports not sent: over the rate bound, or while the broker was unreachable. */
   reportsDropped: number;
@@ -164,9 +167,10 @@ export interface Verifier {
   ended(use: RecordedUse, outcome: UseEndOutcome, code?: WritErrorCode): void;
   /**
    * Whether a revocation this verifier has applied covers a token it verified (by jti, grant or a grant above it,
-   * task, an agent of its chain, or everything issued before): no network, no report. With `onRevocation` and
-   * `onStatus` (a snapshot read on reconnecting may name it) a resource ends what the token opened, e.g. a call
-   * still running. Expiry is the caller's to watch (`expiresAt`).
+   * task, an agent of its chain, or everything issued before), or a block it has heard names one of the token's
+   * identities (`agent_identity`, `parent_identities`; a block lasts until the developer lifts it): no network, no
+   * report. With `onRevocation`, `onBlocks` and `onStatus` (a snapshot read on reconnecting may name it) a
+   * resource ends what the token opened, e.g. a call still running. Expiry is the caller's to watch (`expiresAt`).
    */
   revoked(token: VerifiedToken): boolean;
   close(): Promise<void>;
@@ -179,6 +183,11 @@ export interface Verifier {
    * resource may end what the token opened here. Keep listeners short: the broker waits at most 1 s.
    */
   onRevocation(listener: (event: RevocationEvent) => void): () => void;
+  /**
+   * Called after a block or an unblock of an identity has been applied (the next `verify` refuses, or again
+   * takes, the tokens naming it) and before it is acknowledged, as `onRevocation` is. A broker before blocks sends none.
+   */
+  onBlocks(listener: (event: BlockEvent) => void): () => void;
   /** Called whenever `status().connected` changes. */
   onStatus(listener: (status: VerifierStatus) => void): () => void;
 }
@@ -215,6 +224,8 @@ class RevocationView {
   private readonly grants = new Map<string, number>();
   private readonly tasks = new Map<string, number>();
   private readonly agents = new Map<string, number>();
+  /** Identities the developer has blocked, as the broker last said (snapshot, then each `blocks` event). */
+  private blocked = new Set<string>();
   private allBefore = -1;
   private lastSweep = 0;
 
@@ -245,6 +256,31 @@ class RevocationView {
     for (const id of s.agentIds) this.agents.set(id, forget);
     if (s.allBefore !== undefined) this.allBefore = Math.max(this.allBefore, s.allBefore);
     this.changed();
+  }
+
+  applyBlock(e: BlockEvent): void {
+    if (e.blocked) this.blocked.add(e.identity);
+    else this.blocked.delete(e.identity);
+    this.changed();
+  }
+
+  /** A (re)subscription's blocked identities, with the changes heard since it was taken: they replace the last. */
+  replaceBlocks(blocked: Set<string>): void {
+    this.blocked = blocked;
+    this.changed();
+  }
+
+  get blockedCount(): number {
+    return this.blocked.size;
+  }
+
+  /** Whether a block names the token's agent's identity or one above it. Unlike a revocation, it can be lifted. */
+  blocks(t: VerifiedToken): boolean {
+    if (this.blocked.size === 0) return false;
+    const c = t.claims;
+    if (c.agent_identity !== undefined && this.blocked.has(c.agent_identity)) return true;
+    if (c.parent_identities) for (const id of c.parent_identities) if (this.blocked.has(id)) return true;
+    return false;
   }
 
   covers(t: VerifiedToken): boolean {
@@ -278,6 +314,8 @@ interface Entry {
   /** RevocationView.version when last checked. */
   checked: number;
   revoked: boolean;
+  /** A block names one of its identities (checked again at each change: an unblock takes it back). */
+  blocked: boolean;
   /** Scope and call decisions already made for this token. */
   decisions: Map<string, boolean>;
 }
@@ -303,6 +341,7 @@ class WritVerifier implements Verifier {
   private readonly cache = new Map<string, Entry>();
   private readonly parsedScopes = new Map<string, Scope>();
   private readonly revocationListeners = new Set<(e: RevocationEvent) => void>();
+  private readonly blockListeners = new Set<(e: BlockEvent) => void>();
   private readonly statusListeners = new Set<(s: VerifierStatus) => void>();
   private readonly first: Promise<boolean>;
 
@@ -434,8 +473,10 @@ class WritVerifier implements Verifier {
     if (entry.checked !== this.revocations.version) {
       entry.checked = this.revocations.version;
       if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
+      entry.blocked = this.revocations.blocks(t);
     }
     if (entry.revoked) throw this.refuse('WRIT_TOKEN_REVOKED', 'token has been revoked', t, asked, use);
+    if (entry.blocked) throw this.refuse('WRIT_AGENT_BLOCKED', 'the developer blocked the agent of this token (or one it acts for)', t, asked, use);
     if (asked !== undefined && !this.decide(entry, asked.key, () => scopesCover(entry.scopes, asked.scopes))) {
       throw this.refuse('WRIT_SCOPE_NOT_COVERED', "the token's scopes do not cover the scopes asked", t, asked, use, {
         uncovered: uncoveredScopes(entry.scopes, asked.scopes).map(formatScope),
@@ -507,7 +548,7 @@ class WritVerifier implements Verifier {
       // Signed and in time, but whether it was revoked cannot be known now: refuse rather than guess.
       throw unreachable('the broker is unreachable: a token not seen before cannot be checked for revocation');
     }
-    const entry: Entry = { token, kid, key, iss: claims.iss, keysChecked, result, scopes, checked: -1, revoked: false, decisions: new Map() };
+    const entry: Entry = { token, kid, key, iss: claims.iss, keysChecked, result, scopes, checked: -1, revoked: false, blocked: false, decisions: new Map() };
     // Keys refetched while it was checked may have dropped its key: then it is refused like any token of a dropped
     // key, and never cached (where it would pass until the next refetch).
     this.checkKey(entry);
@@ -674,13 +715,31 @@ class WritVerifier implements Verifier {
           (e) => this.onRevocationEvent(e, c),
           () => this.onMalformedEvent(c),
         );
+        // Block changes heard before the snapshot is whole: applied at once, and again on top of the snapshot's
+        // blocked identities when those replace the ones held (the snapshot was taken before any of them).
+        let heard: BlockEvent[] | undefined = [];
+        c.onBlocks((e) => {
+          heard?.push(e);
+          this.onBlockEvent(e, c);
+        });
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
-          const r = await withTimeout(c.call('subscribe', { events: ['revocation'], acknowledge: true, paged: true }), SUBSCRIBE_TIMEOUT_MS);
+          const subscribe = (events: ('revocation' | 'blocks')[]) => withTimeout(c.call('subscribe', { events, acknowledge: true, paged: true }), SUBSCRIBE_TIMEOUT_MS);
+          let r: Awaited<ReturnType<typeof subscribe>>;
+          try {
+            r = await subscribe(['revocation', 'blocks']);
+          } catch (e) {
+            // A broker before blocks refuses the event's name: revocations alone, as from it before.
+            if (!isWritError(e, 'WRIT_BAD_REQUEST') || !/^(params\.)?events\b/.test(e.path ?? '')) throw e;
+            r = await subscribe(['revocation']);
+          }
+          const blocked = new Set<string>();
           if (r.revocations) {
             this.revocations.applySnapshot(r.revocations);
+            for (const id of r.revocations.blockedIdentities ?? []) blocked.add(id);
             // A snapshot past one frame comes in pages: all of it is applied before this verifier says it is live.
-            const count = (s: { grantIds: string[]; taskIds?: string[]; agentIds: string[]; jtis: string[] }) => s.grantIds.length + (s.taskIds?.length ?? 0) + s.agentIds.length + s.jtis.length;
+            const count = (s: { blockedIdentities?: string[]; grantIds: string[]; taskIds?: string[]; agentIds: string[]; jtis: string[] }) =>
+              (s.blockedIdentities?.length ?? 0) + s.grantIds.length + (s.taskIds?.length ?? 0) + s.agentIds.length + s.jtis.length;
             let got = count(r.revocations);
             for (let more = r.revocations.more === true; more; ) {
               const page = await withTimeout(c.call('revocations.page', { after: got }), SUBSCRIBE_TIMEOUT_MS);
@@ -688,10 +747,15 @@ class WritVerifier implements Verifier {
               // A page that brings nothing yet says more would never end: not live on a partial snapshot, try again.
               if (n === 0) throw unreachable('the broker paged its revocations without progress');
               this.revocations.applySnapshot(page);
+              for (const id of page.blockedIdentities ?? []) blocked.add(id);
               got += n;
               more = page.more === true;
             }
           }
+          // The broker's blocks now (none from a broker that does not tell them: it enforces none either).
+          if (r.subscribed.includes('blocks')) for (const e of heard) e.blocked ? blocked.add(e.identity) : blocked.delete(e.identity);
+          this.revocations.replaceBlocks(blocked);
+          heard = undefined;
         } else {
           // Only for use reports: a first frame now, or the broker closes a connection that says nothing (4008).
           // Its answer is not needed (nor waited for).
@@ -791,6 +855,16 @@ class WritVerifier implements Verifier {
     void via.close();
   }
 
+  private onBlockEvent(e: BlockEvent, via: WritClient): void {
+    this.revocations.applyBlock(e);
+    try {
+      for (const l of this.blockListeners) l(e);
+    } finally {
+      // Applied and heard: the block's call waits for this before it returns (one numbering with revocations).
+      if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
+    }
+  }
+
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
     this.revocations.applyEvent(e);
     try {
@@ -813,7 +887,7 @@ class WritVerifier implements Verifier {
   // -------------------------------------------------------------------------------------------
 
   status(): VerifierStatus {
-    return { connected: this.live, revocationsKnown: this.revocations.size, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed };
+    return { connected: this.live, revocationsKnown: this.revocations.size, blockedIdentities: this.revocations.blockedCount, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed };
   }
 
   ready(): Promise<boolean> {
@@ -821,12 +895,17 @@ class WritVerifier implements Verifier {
   }
 
   revoked(token: VerifiedToken): boolean {
-    return this.revocations.covers(token);
+    return this.revocations.covers(token) || this.revocations.blocks(token);
   }
 
   onRevocation(listener: (event: RevocationEvent) => void): () => void {
     this.revocationListeners.add(listener);
     return () => this.revocationListeners.delete(listener);
+  }
+
+  onBlocks(listener: (event: BlockEvent) => void): () => void {
+    this.blockListeners.add(listener);
+    return () => this.blockListeners.delete(listener);
   }
 
   onStatus(listener: (status: VerifierStatus) => void): () => void {

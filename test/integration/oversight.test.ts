@@ -217,6 +217,62 @@ describe('oversight: the inventory', () => {
     expect((await writ(['audit', 'verify'], env)).code).toBe(0);
   });
 
+  // A block after a restart reached verifiers only through agents the new run held: a token of the run before,
+  // whose agent this run never saw, passed at every resource (writ/verify, writ gate) until it expired.
+  it('a block made after a restart reaches subscribed verifiers before it is answered, and their snapshots; an unblock over IPC takes the token back', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('earlier-run');
+    const { grant } = await client.call('task.request', { task: 't', scopes: ['repo:read:acme/web'], audience: AUD });
+    const { token } = await client.call('token.mint', { grantId: grant.id });
+    await client.close();
+    await b.stop();
+
+    const b2 = await BrokerProcess.start(env);
+    const identity = identityOf(USER, 'earlier-run', 'script');
+    const v = createVerifier({ broker: b2.discovery.httpUrl, audience: AUD, reportUse: false });
+    // A subscriber as verifiers before blocks subscribed: it hears none and its snapshot has no such list.
+    const older = await WritClient.connect(b2.discovery.wsUrl);
+    const olderBlocks: unknown[] = [];
+    older.onBlocks((e) => olderBlocks.push(e));
+    try {
+      expect((await v.verify(token)).claims.agent_identity).toBe(identity);
+      const sub = await older.call('subscribe', { events: ['revocation'], acknowledge: true });
+      expect(sub.subscribed).toEqual(['revocation']);
+      expect('blockedIdentities' in sub.revocations!).toBe(false);
+
+      const blocked = await writ(['agents', 'block', identity, '--reason', 'after restart'], env);
+      expect(blocked.code, blocked.stderr).toBe(0);
+      // Answered only once the verifier had applied it: refused at once, from its cache, without a wait.
+      expect(await codeOf(v.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 1 });
+      // A verifier that subscribes after the block has it in its snapshot.
+      const late = createVerifier({ broker: b2.discovery.httpUrl, audience: AUD, reportUse: false });
+      try {
+        expect(await late.ready()).toBe(true);
+        expect(await codeOf(late.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      } finally {
+        await late.close();
+      }
+
+      b2.send({ type: 'agent.unblock', identity });
+      for (let i = 0; i < 250 && v.status().blockedIdentities !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect((await v.verify(token)).claims.agent_identity).toBe(identity);
+      expect(olderBlocks).toEqual([]);
+      const records = auditEvents(b2).filter((r) => r.event === 'agent.blocked' || r.event === 'agent.unblocked');
+      expect(records.map((r) => [r.event, r.detail.identity, r.detail.by])).toEqual([
+        ['agent.blocked', identity, 'socket'],
+        ['agent.unblocked', identity, 'ipc'],
+      ]);
+    } finally {
+      await older.close();
+      await v.close();
+      await b2.stop();
+    }
+    expect((await writ(['audit', 'verify'], env)).code).toBe(0);
+  });
+
   it('an inventory full of blocked identities refuses new ones (hello and exchange) and keeps serving the rest', async () => {
     const env = freshEnv();
     const b0 = await BrokerProcess.start(env);

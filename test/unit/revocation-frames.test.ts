@@ -205,6 +205,37 @@ describe('a paged subscribe snapshot', () => {
     expect(got).toEqual({ grantIds: snap.grantIds, taskIds: snap.taskIds, agentIds: snap.agentIds, jtis: snap.jtis });
   });
 
+  // Blocked identities (only for a subscriber to blocks) page first, as a fifth list the verifier counts in `after`.
+  it('pages a subscriber to blocks its blocked identities first, within the frame, and never shows the key to one that is not', () => {
+    const withBlocks = { blockedIdentities: ids('inv', 9_000), grantIds: ids('grt', 2_000), taskIds: [], agentIds: [], jtis: ids('tok', 3_000) };
+    const pages: { blockedIdentities?: string[]; grantIds: string[]; taskIds?: string[]; agentIds: string[]; jtis: string[]; more?: true }[] = [];
+    const first = firstPage(withBlocks);
+    pages.push(first.snapshot);
+    const count = (p: (typeof pages)[number]) => (p.blockedIdentities?.length ?? 0) + p.grantIds.length + (p.taskIds?.length ?? 0) + p.agentIds.length + p.jtis.length;
+    for (let after = count(first.snapshot), more = first.snapshot.more === true; more; ) {
+      const p = nextPage(first.rest!, after);
+      pages.push(p);
+      after += count(p);
+      more = p.more === true;
+    }
+    expect(pages.length).toBeGreaterThan(2);
+    for (const p of pages) expect(answerBytes(p)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    expect(pages.flatMap((p) => p.blockedIdentities ?? [])).toEqual(withBlocks.blockedIdentities);
+    expect(pages.flatMap((p) => p.grantIds)).toEqual(withBlocks.grantIds);
+    expect(pages.flatMap((p) => p.jtis)).toEqual(withBlocks.jtis);
+    // The identities come before any revocation, and a page past them has no such key (an older page shape).
+    expect(pages[0]!.grantIds).toEqual([]);
+    expect('blockedIdentities' in pages.at(-1)!).toBe(false);
+    // Nothing blocked: the key is still in the first answer (the list is whole and empty), not in later pages.
+    const none = firstPage({ blockedIdentities: [], grantIds: [], taskIds: [], agentIds: [], jtis: ids('tok', 9_000) });
+    expect(none.snapshot.blockedIdentities).toEqual([]);
+    expect('blockedIdentities' in nextPage(none.rest!, none.snapshot.jtis.length)).toBe(false);
+    // A subscriber not to blocks: no page has the key.
+    const old = firstPage({ grantIds: [], taskIds: [], agentIds: [], jtis: ids('tok', 9_000) });
+    expect('blockedIdentities' in old.snapshot).toBe(false);
+    expect('blockedIdentities' in nextPage(old.rest!, old.snapshot.jtis.length)).toBe(false);
+  });
+
   it('answers a small snapshot whole, with nothing to page', () => {
     const snap = { grantIds: ids('grt', 3), taskIds: [], agentIds: [], jtis: ids('tok', 10) };
     expect(firstPage(snap)).toEqual({ snapshot: snap, rest: undefined });

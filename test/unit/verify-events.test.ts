@@ -36,6 +36,12 @@ describe('verifier: revocation frames', () => {
   /** Grants revoked, as the broker's durable list has them: what a new subscription's snapshot holds. */
   const durableGrants: string[] = [];
   let subscribes = 0;
+  /** The identities the broker holds blocked: what a new subscription to `blocks` gets in its snapshot. */
+  const blockedNow = new Set<string>();
+  /** While set, the broker is one from before blocks: a subscription naming them is refused. */
+  let refuseBlocks = false;
+  /** The connection of the latest subscription, answered or not. */
+  let subscribing: WebSocket | undefined;
   /** While set, subscriptions wait for their answer (in `held`). */
   let holdSubscribe = false;
   const held: (() => void)[] = [];
@@ -71,10 +77,20 @@ describe('verifier: revocation frames', () => {
         const m = JSON.parse(data.toString());
         if (m.method === 'subscribe') {
           subscribes++;
+          const events: string[] = m.params.events;
+          if (refuseBlocks && events.includes('blocks')) {
+            // Exactly as a broker before blocks answers: its schema's enum has no 'blocks'.
+            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32602, message: 'invalid params at events.1', data: { code: 'WRIT_BAD_REQUEST', path: 'params.events.1' } } }));
+            return;
+          }
+          // The blocked identities as the subscription arrives (the broker takes its snapshot then: changes after are
+          // pushed), the grants as it is answered.
+          const blocks = events.includes('blocks') ? { blockedIdentities: [...blockedNow] } : {};
           const answer = () => {
             subscriber = ws;
-            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [...durableGrants], agentIds: [] } } }));
+            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: events, revocations: { jtis: [], grantIds: [...durableGrants], agentIds: [], ...blocks } } }));
           };
+          subscribing = ws;
           if (holdSubscribe) held.push(answer);
           else answer();
         } else if (m.method === 'revocation.ack') acks.push(m.params);
@@ -115,6 +131,12 @@ describe('verifier: revocation frames', () => {
     return { kid, x: pair.publicKey.export({ format: 'jwk' }).x!, minter: new TokenMinter(base, () => ({ kid, privateKey: pair.privateKey }), systemClock, randomIds) };
   };
   const push = (params: unknown) => subscriber!.send(JSON.stringify({ jsonrpc: '2.0', method: 'revocation', params }));
+  const pushBlock = (params: unknown, ws = subscriber!) => ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'blocks', params }));
+  /** A token of agent agt_2, identity inv_child, acting for agt_1 of identity inv_parent. */
+  const mintNamed = async (grantId: string) => {
+    const { token, claims } = minter.mint({ user: 'dev@example.com', chain: ['agt_2', 'agt_1'], audience: AUD, scopes: ['repo:read:acme/web'], taskId: 'task_1', grantId, ttlSeconds: 300, identity: 'inv_child', parentIdentities: ['inv_parent'] });
+    return { token: await token, claims };
+  };
 
   it('applies and acknowledges a good event before its listener runs', async () => {
     const { token, claims } = await mint('grt_1');
@@ -358,6 +380,98 @@ describe('verifier: revocation frames', () => {
       holdUses = false;
       for (const h of usesHeld.splice(0)) h.answer();
       published.delete(dropped.kid);
+      await v.close();
+    }
+  });
+
+  // A block reached verifiers only through the agents the broker's run held: a token of an earlier run naming the
+  // blocked identity passed at every resource until it expired. Blocks now come as `blocks` events and in the snapshot.
+  it('a block heard refuses tokens naming the identity (their agent\'s or one above it), cached ones too, acknowledged after its listener; an unblock takes them back', async () => {
+    const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    expect(await v.ready()).toBe(true);
+    const { token } = await mintNamed('grt_b1');
+    const { token: other } = await mint('grt_b2');
+    const t = await v.verify(token);
+    expect(t.claims).toMatchObject({ agent_identity: 'inv_child', parent_identities: ['inv_parent'] });
+    await v.verify(other);
+    const heard: string[] = [];
+    const off = v.onBlocks((e) => heard.push(`${e.identity} ${e.blocked} revoked(): ${v.revoked(t)}`));
+    try {
+      const acked = acks.length;
+      pushBlock({ identity: 'inv_parent', blocked: true, seq: 20 });
+      await until('the ack of the block', () => acks.length === acked + 1);
+      expect(acks.at(-1)).toEqual({ seq: 20 });
+      expect(heard).toEqual(['inv_parent true revoked(): true']);
+      expect(await codeOf(v.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      // A token naming neither identity is untouched.
+      expect((await v.verify(other)).grantId).toBe('grt_b2');
+      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 1, revocationsMalformed: 0 });
+      pushBlock({ identity: 'inv_parent', blocked: false, seq: 21 });
+      await until('the ack of the unblock', () => acks.length === acked + 2);
+      expect(acks.at(-1)).toEqual({ seq: 21 });
+      expect(heard).toEqual(['inv_parent true revoked(): true', 'inv_parent false revoked(): false']);
+      expect((await v.verify(token)).grantId).toBe('grt_b1');
+      // The agent's own identity blocked: refused the same way.
+      pushBlock({ identity: 'inv_child', blocked: true });
+      await until('the block of the agent\'s identity', () => v.status().blockedIdentities === 1);
+      expect(await codeOf(v.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      pushBlock({ identity: 'inv_child', blocked: false });
+      await until('the unblock', () => v.status().blockedIdentities === 0);
+      expect((await v.verify(token)).grantId).toBe('grt_b1');
+    } finally {
+      off();
+      await v.close();
+    }
+  });
+
+  it('a subscription\'s blocked identities replace those held, and changes heard before its answer are applied on top (the snapshot was taken before them)', async () => {
+    const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    try {
+      blockedNow.add('inv_gone');
+      expect(await v.ready()).toBe(true);
+      expect(v.status().blockedIdentities).toBe(1);
+      const { token } = await mintNamed('grt_b3');
+      // Unblocked while the verifier was away; inv_child blocked after the snapshot was taken, before its answer.
+      blockedNow.delete('inv_gone');
+      const mine = subscriber!;
+      holdSubscribe = true;
+      const before = subscribes;
+      // Malformed (what it blocked is unknown): the subscription is ended and made again.
+      pushBlock({ identity: 'x', blocked: 'yes' }, mine);
+      await until('a new subscription', () => subscribes === before + 1 && held.length === 1);
+      pushBlock({ identity: 'inv_child', blocked: true, seq: 30 }, subscribing!);
+      pushBlock({ identity: 'inv_parent', blocked: true, seq: 31 }, subscribing!);
+      pushBlock({ identity: 'inv_parent', blocked: false, seq: 32 }, subscribing!);
+      await until('the acks', () => acks.some((a) => (a as { seq: number }).seq === 32));
+      holdSubscribe = false;
+      held.shift()!();
+      await until('live again', () => v.status().connected);
+      expect(v.status()).toMatchObject({ blockedIdentities: 1, revocationsMalformed: 1 });
+      // inv_child's block, heard before the answer, outlived the snapshot that did not have it.
+      expect(await codeOf(v.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      pushBlock({ identity: 'inv_child', blocked: false });
+      await until('the unblock', () => v.status().blockedIdentities === 0);
+      expect((await v.verify(token)).grantId).toBe('grt_b3');
+    } finally {
+      holdSubscribe = false;
+      for (const h of held.splice(0)) h();
+      blockedNow.clear();
+      await v.close();
+    }
+  });
+
+  it('a broker before blocks refuses the event\'s name: the verifier subscribes to revocations alone and goes live', async () => {
+    refuseBlocks = true;
+    const before = subscribes;
+    const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    try {
+      expect(await v.ready()).toBe(true);
+      expect(subscribes).toBe(before + 2);
+      const { token } = await mintNamed('grt_b4');
+      expect((await v.verify(token)).grantId).toBe('grt_b4');
+      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 0 });
+    } finally {
+      refuseBlocks = false;
       await v.close();
     }
   });
