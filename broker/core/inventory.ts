@@ -85,6 +85,8 @@ export class Inventory {
   private readonly entries = new Map<string, InventoryEntry>();
   private readonly forgetListeners = new Set<(id: string) => void>();
   private readonly blockListeners = new Set<(id: string, blocked: boolean) => void>();
+  /** Identities whose unblock is being written (how many unblocks of each): not yet told to verifiers. */
+  private readonly unblocking = new Map<string, number>();
   /** Changes made so far, and how many of them a finished write holds: the file is current when they are equal. */
   private changes = 0;
   private saved = 0;
@@ -149,10 +151,10 @@ export class Inventory {
     return () => this.blockListeners.delete(listener);
   }
 
-  /** The identities blocked now. */
+  /** The identities blocked now, and those whose unblock is not yet on disk (what subscribers are told). */
   blockedIds(): string[] {
     const out: string[] = [];
-    for (const [id, e] of this.entries) if (e.blocked != null) out.push(id);
+    for (const [id, e] of this.entries) if (e.blocked != null || this.unblocking.has(id)) out.push(id);
     return out;
   }
 
@@ -360,8 +362,16 @@ export class Inventory {
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
     const was = e.blocked != null;
     e.blocked = null;
+    if (!was) return this.durably(e);
     // Told once it is on disk: a crash before would bring the block back after the verifiers had let go of it.
-    return this.durably(e).finally(() => was && e.blocked === null && this.tellBlock(id, false));
+    // Until then a new subscriber's snapshot still has it blocked (blockedIds), as those already told hold it.
+    this.unblocking.set(id, (this.unblocking.get(id) ?? 0) + 1);
+    return this.durably(e).finally(() => {
+      const left = this.unblocking.get(id)! - 1;
+      if (left === 0) this.unblocking.delete(id);
+      else this.unblocking.set(id, left);
+      if (e.blocked === null) this.tellBlock(id, false);
+    });
   }
 
   private async durably(e: InventoryEntry): Promise<InventoryEntry> {

@@ -257,10 +257,6 @@ export class WritClient {
   }
 
   /**
-   * Called for each `revocation` notification, synchronously in the socket's message handler (no hop in between).
-   * One whose params do not match RevocationEvent is not delivered; `malformed` hears of it instead.
-   */
-  /**
    * `blocks` notifications (after `subscribe` with `blocks`). One that does not match the protocol goes to the
    * `malformed` listeners of onRevocation, as a malformed revocation does: what it blocked is unknown.
    */
@@ -269,6 +265,10 @@ export class WritClient {
     return () => this.blockListeners.delete(listener);
   }
 
+  /**
+   * Called for each `revocation` notification, synchronously in the socket's message handler (no hop in between).
+   * One whose params do not match RevocationEvent is not delivered; `malformed` hears of it instead.
+   */
   onRevocation(listener: (e: RevocationEvent) => void, malformed?: () => void): () => void {
     this.revocationListeners.add(listener);
     if (malformed) this.malformedListeners.add(malformed);

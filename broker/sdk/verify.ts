@@ -367,6 +367,8 @@ class WritVerifier implements Verifier {
   private noOpenUses: WritClient | undefined;
   private dropped = 0;
   private malformed = 0;
+  /** Connections on which a revocation or block frame did not parse: never made live (see connect). */
+  private readonly unreadable = new WeakSet<WritClient>();
 
   constructor(private readonly opts: VerifierOptions) {
     if (typeof opts.audience !== 'string' || opts.audience.length === 0) throw new TypeError('createVerifier: audience is required');
@@ -752,7 +754,8 @@ class WritVerifier implements Verifier {
               more = page.more === true;
             }
           }
-          // The broker's blocks now (none from a broker that does not tell them: it enforces none either).
+          // The broker's blocks now (none from a broker before blocks: it tells verifiers of none; its own checks
+          // still refuse such tokens at exchange, introspection and the proxy).
           if (r.subscribed.includes('blocks')) for (const e of heard) e.blocked ? blocked.add(e.identity) : blocked.delete(e.identity);
           this.revocations.replaceBlocks(blocked);
           heard = undefined;
@@ -762,6 +765,9 @@ class WritVerifier implements Verifier {
           c.call('status', {}).catch(() => undefined);
         }
         if (this.closed) throw unreachable('closed while connecting');
+        // A frame that did not parse on this connection while it subscribed: the answers already queued behind it
+        // still came, but what it said is in none of them. Not live on it; the next attempt reads the list afresh.
+        if (this.unreadable.has(c)) throw unreachable('a frame from the broker could not be read while subscribing');
         this.client = c;
       }
       this.attempt = 0;
@@ -848,6 +854,7 @@ class WritVerifier implements Verifier {
    */
   private onMalformedEvent(via: WritClient): void {
     this.malformed++;
+    this.unreadable.add(via);
     // Tokens verified before are refused too (not only new ones) until the list is read again.
     this.stale = true;
     // Not live from this instant (the next verify already sees it); a half-made connection fails its connect().

@@ -273,6 +273,38 @@ describe('oversight: the inventory', () => {
     expect((await writ(['audit', 'verify'], env)).code).toBe(0);
   });
 
+  // From review: the test above passed without the wait too (the CLI exits more slowly than the event travels).
+  it('a block is answered only after an acknowledging subscriber to blocks has applied it', async () => {
+    const env = freshEnv();
+    const b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const { client } = await b.agent('earlier-run');
+    await client.close();
+    await b.stop();
+    const b2 = await BrokerProcess.start(env);
+    const identity = identityOf(USER, 'earlier-run', 'script');
+    const slow = await WritClient.connect(b2.discovery.wsUrl);
+    const caller = await WritClient.connect(b2.discovery.wsUrl);
+    const order: string[] = [];
+    // A verifier that takes 600 ms to apply a block (under the broker's 1 s bound).
+    slow.onBlocks((e) => {
+      setTimeout(() => {
+        order.push(`applied ${e.identity} ${e.blocked}`);
+        slow.notify('revocation.ack', { seq: e.seq! });
+      }, 600);
+    });
+    try {
+      expect((await slow.call('subscribe', { events: ['revocation', 'blocks'], acknowledge: true })).subscribed).toEqual(['revocation', 'blocks']);
+      await caller.call('agents.block', { identity });
+      order.push('answered');
+      expect(order).toEqual([`applied ${identity} true`, 'answered']);
+    } finally {
+      await slow.close();
+      await caller.close();
+      await b2.stop();
+    }
+  });
+
   it('an inventory full of blocked identities refuses new ones (hello and exchange) and keeps serving the rest', async () => {
     const env = freshEnv();
     const b0 = await BrokerProcess.start(env);

@@ -13,6 +13,42 @@ import { WritError } from '../../broker/errors';
 const file = () => join(mkdtempSync(join(tmpdir(), 'writ-inv-')), 'agents.json');
 
 describe('Inventory', () => {
+  // What verifiers are told of blocks (onBlockChange) and given in a snapshot (blockedIds): a block at once, an
+  // unblock only once on disk, so a crash before cannot leave a verifier taking tokens of a still-blocked identity.
+  it('tells a block as it takes hold and an unblock once it is on disk; until then a snapshot still has it blocked', async () => {
+    let release: (() => void) | undefined;
+    let holding = false;
+    const inv = Inventory.load(file(), new ManualClock(Date.UTC(2026, 10, 29, 9)), {
+      write: async (p, s) => {
+        if (holding) await new Promise<void>((r) => (release = r));
+        return writeFileAtomic(p, s);
+      },
+    });
+    const told: string[] = [];
+    inv.onBlockChange((id, blocked) => told.push(`${id} ${blocked}`));
+    const { id } = inv.seen({ name: 'a', kind: 'script', owner: 'dev@example.com' });
+    holding = true;
+    const blocking = inv.block(id, 'first');
+    // Told before its write is done: whoever hears it refuses from now on.
+    expect(told).toEqual([`${id} true`]);
+    expect(inv.blockedIds()).toEqual([id]);
+    release!();
+    await blocking;
+    holding = false;
+    await inv.block(id, 'again');
+    expect(told).toEqual([`${id} true`]); // already blocked: nothing new to tell
+    holding = true;
+    const unblocking = inv.unblock(id);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(inv.isBlocked(id)).toBe(false);
+    expect(told).toEqual([`${id} true`]);
+    expect(inv.blockedIds()).toEqual([id]);
+    release!();
+    await unblocking;
+    expect(told).toEqual([`${id} true`, `${id} false`]);
+    expect(inv.blockedIds()).toEqual([]);
+  });
+
   it('records an agent once per identity across runs, with its family, processes and scopes', async () => {
     const path = file();
     const clock = new ManualClock(Date.UTC(2026, 10, 29, 9));

@@ -386,7 +386,7 @@ describe('verifier: revocation frames', () => {
 
   // A block reached verifiers only through the agents the broker's run held: a token of an earlier run naming the
   // blocked identity passed at every resource until it expired. Blocks now come as `blocks` events and in the snapshot.
-  it('a block heard refuses tokens naming the identity (their agent\'s or one above it), cached ones too, acknowledged after its listener; an unblock takes them back', async () => {
+  it('a block heard refuses tokens naming the identity (their agent\'s or one above it), cached ones too, and is acknowledged; an unblock takes them back', async () => {
     const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
     expect(await v.ready()).toBe(true);
     const { token } = await mintNamed('grt_b1');
@@ -456,6 +456,39 @@ describe('verifier: revocation frames', () => {
       holdSubscribe = false;
       for (const h of held.splice(0)) h();
       blockedNow.clear();
+      await v.close();
+    }
+  });
+
+  // Found in review: the answer queued behind a frame that did not parse still resolved the subscription, and the
+  // verifier went live on the closing connection without what the frame said (the snapshot was taken before it).
+  it('a frame that does not parse while the verifier subscribes: it is not made live on that connection, and the next subscription refuses what the frame named', async () => {
+    const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    const seen: string[] = [];
+    try {
+      expect(await v.ready()).toBe(true);
+      const { token } = await mintNamed('grt_r1');
+      expect((await v.verify(token)).grantId).toBe('grt_r1');
+      holdSubscribe = true;
+      const before = subscribes;
+      pushBlock({ identity: 'x', blocked: 'yes' }, subscriber!);
+      await until('a new subscription', () => subscribes === before + 1 && held.length === 1);
+      v.onStatus((s) => {
+        if (s.connected) void codeOf(v.verify(token)).then((c) => seen.push(c));
+      });
+      // A block of inv_child in a shape this verifier cannot read, after the snapshot was taken, then the answer.
+      blockedNow.add('inv_child');
+      pushBlock({ identity: 'inv_child', blocked: true, seq: 40, newField: 1 }, subscribing!);
+      holdSubscribe = false;
+      held.shift()!();
+      await until('live again', () => seen.length > 0);
+      expect(seen[0]).toBe('WRIT_AGENT_BLOCKED');
+      expect(subscribes).toBe(before + 2);
+      expect(v.status()).toMatchObject({ connected: true, revocationsMalformed: 2, blockedIdentities: 1 });
+    } finally {
+      holdSubscribe = false;
+      blockedNow.clear();
+      for (const h of held.splice(0)) h();
       await v.close();
     }
   });
