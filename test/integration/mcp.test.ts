@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -890,11 +890,17 @@ async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: numbe
     res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}));
   });
   const reports: { method: string; params: any }[] = [];
+  /** The subscribed connections, as they subscribed. */
+  const subscribers: import('ws').WebSocket[] = [];
   wss.on('connection', (ws) =>
     ws.on('message', (data) => {
       const m = JSON.parse(data.toString());
       reports.push({ method: m.method, params: m.params });
-      if (m.method === 'subscribe') ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: ['revocation'], revocations: { jtis: [], grantIds: [], agentIds: [] } } }));
+      if (m.method === 'subscribe') {
+        subscribers.push(ws);
+        const blocks = m.params.events.includes('blocks') ? { blockedIdentities: [] } : {};
+        ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: m.params.events, revocations: { jtis: [], grantIds: [], agentIds: [], ...blocks } } }));
+      }
       // A broker before use ids answers `token.uses.open` as any method it lacks.
       if (m.method === 'token.uses.open' && !openUses) ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method', data: { code: 'WRIT_METHOD_NOT_FOUND' } } }));
       else if (m.method === 'token.uses' || m.method === 'token.uses.open') onUses(ws, m);
@@ -905,7 +911,8 @@ async function standInBroker(onUses: (ws: import('ws').WebSocket, m: { id: numbe
   return {
     base,
     reports,
-    mint: (audience: string) => minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300 }),
+    subscribers,
+    mint: (audience: string, identity?: string) => minter.mint({ user: 'dev@example.com', chain: ['agt_1'], audience, scopes: ['mcp:call:echo/*'], taskId: 'task_1', grantId: 'grt_1', ttlSeconds: 300, ...(identity === undefined ? {} : { identity }) }),
     close: async () => {
       wss.close();
       await new Promise((r) => http.close(r));
@@ -963,6 +970,34 @@ describe('writ gate when the broker cannot write the audit log, or a revocation 
     } finally {
       await g.close();
       await broker.close();
+    }
+  });
+
+  // A block reaches the gate as a `blocks` event (a token of an earlier run: no revocation names its agent).
+  it('a block of the token\'s identity ends its call in flight with WRIT_TOKEN_REVOKED and cancels it upstream', async () => {
+    const broker = await standInBroker((ws, m) => ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { recorded: m.params.calls.length, uses: m.params.calls.map((_, i) => `use_slow${i}`) } })));
+    const g = await startGateInProcess({ server: 'echo', upstream: { kind: 'stdio', command: process.execPath, args: [FIXTURE, '--slow'] }, broker: broker.base, env: baseEnv({}), version: '0.0.0' });
+    const dir = mkdtempSync(join(tmpdir(), 'writ-gate-block-'));
+    try {
+      const { token, claims } = broker.mint(g.audience, 'inv_blocked');
+      const release = join(dir, 'release');
+      const answer = call(g.url, await token, 'slow', { tag: 'blocked', release }, 11).then(async (res) => ({ status: res.status, body: await res.json() }));
+      await until(() => (existsSync(`${release}.started`) ? true : undefined));
+      const block = (identity: string, seq: number) => broker.subscribers.at(-1)!.send(JSON.stringify({ jsonrpc: '2.0', method: 'blocks', params: { identity, blocked: true, seq } }));
+      const acked = (seq: number) => until(() => (broker.reports.some((r) => r.method === 'revocation.ack' && r.params.seq === seq) ? true : undefined));
+      block('inv_blocked', 2);
+      await acked(2);
+      // Acknowledged after the call was ended: the client has its answer without the upstream's.
+      const got = await Promise.race([answer, new Promise((r) => setTimeout(() => r('still running'), 5_000))]);
+      expect(got).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, error: { code: -32001, message: 'Unauthorized: the token was revoked during the call', data: { code: 'WRIT_TOKEN_REVOKED' } } } });
+      const ended = await until(() => broker.reports.find((r) => r.method === 'token.use.ended'));
+      expect(ended.params).toEqual({ use: 'use_slow0', jti: claims.jti, exp: claims.exp, audience: g.audience, call: { resource: 'mcp', action: 'call', target: 'echo/slow' }, outcome: 'revoked', durationMs: expect.any(Number) });
+      await until(() => (existsSync(`${release}.cancelled`) ? true : undefined));
+      writeFileSync(release, '');
+    } finally {
+      await g.close();
+      await broker.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
