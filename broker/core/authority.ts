@@ -1142,8 +1142,21 @@ export class Authority {
     return { ...claims, chain };
   }
 
+  /**
+   * Each block as it takes hold (and unblock): what is in flight under a token naming the identity ends then, as on
+   * a revocation (the proxy), also for a token of an earlier run, whose agents no revocation of this run names.
+   */
+  onBlockChange(listener: (identity: string, blocked: boolean) => void): () => void {
+    return this.deps.oversight?.onBlockChange(listener) ?? (() => undefined);
+  }
+
+  /** Whether a token names a blocked identity (its agent's or one above it): refused while the block lasts. */
+  namesBlocked(c: Pick<WritClaims, 'agent_identity' | 'parent_identities'>): boolean {
+    return this.blockedIn(c) !== undefined;
+  }
+
   /** The first blocked inventory identity a token names (its agent's, then those above it), if any. */
-  private blockedIn(c: WritClaims): string | undefined {
+  private blockedIn(c: Pick<WritClaims, 'agent_identity' | 'parent_identities'>): string | undefined {
     const o = this.deps.oversight;
     if (o === undefined) return undefined;
     if (c.agent_identity !== undefined && o.isBlocked(c.agent_identity)) return c.agent_identity;

@@ -47,6 +47,11 @@ export class Oversight {
     return this.deps.inventory.isBlocked(identity);
   }
 
+  /** Each block as it takes hold and each unblock once on disk (Inventory.onBlockChange). */
+  onBlockChange(listener: (identity: string, blocked: boolean) => void): () => void {
+    return this.deps.inventory.onBlockChange(listener);
+  }
+
   /** The identities blocked now (a subscriber's snapshot). */
   blockedIdentities(): string[] {
     return this.deps.inventory.blockedIds();

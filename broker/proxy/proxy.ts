@@ -64,7 +64,7 @@ type ProxyEndReason = ProxyEndedDetail['reason'];
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'expect']);
 
 export interface ProxyDeps {
-  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants' | 'onRevocation' | 'isRevoked'>;
+  authority: Pick<Authority, 'check' | 'recordFor' | 'listGrants' | 'onRevocation' | 'isRevoked' | 'onBlockChange' | 'namesBlocked'>;
   /** When a call's token expires (its `exp`): the call is ended then. */
   clock?: Clock;
   stateDir: string;
@@ -98,7 +98,7 @@ interface CallFacts {
 
 /** A call in flight: ended when its token is revoked or expires. */
 interface LiveCall {
-  claims: RevocableClaims;
+  claims: RevocableClaims & { agent_identity?: string; parent_identities?: string[] };
   /** The agent whose count of calls in flight it holds. */
   owner: string;
   /** Set once its token is revoked or expired, even before the call is forwarded (checked then). */
@@ -424,6 +424,11 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
   deps.authority.onRevocation(() => {
     for (const c of [...live]) if (deps.authority.isRevoked(c.claims)) stop(c, 'revoked');
   });
+  // A block ends them as a revocation does (told as revoked): also a token of an earlier run, which no revocation
+  // of this run names.
+  deps.authority.onBlockChange((_, blocked) => {
+    if (blocked) for (const c of [...live]) if (deps.authority.namesBlocked(c.claims)) stop(c, 'revoked');
+  });
 
   const unverified = { second: -1, recorded: 0, unrecorded: 0, summary: undefined as NodeJS.Timeout | undefined };
   const summarize = () => {
@@ -612,7 +617,16 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       const call = newCallId();
       // In flight from here: a revocation while the record is written stops it before it is forwarded.
       const held: LiveCall = {
-        claims: { jti: claims.jti, grant_id: claims.grant_id, task_id: claims.task_id, parent_grant_ids: claims.parent_grant_ids, iat: claims.iat, chain: claims.chain },
+        claims: {
+          jti: claims.jti,
+          grant_id: claims.grant_id,
+          task_id: claims.task_id,
+          parent_grant_ids: claims.parent_grant_ids,
+          iat: claims.iat,
+          chain: claims.chain,
+          agent_identity: claims.agent_identity,
+          parent_identities: claims.parent_identities,
+        },
         owner,
       };
       live.add(held);
@@ -740,7 +754,7 @@ export function createProxy(deps: ProxyDeps): (req: IncomingMessage, res: Server
       };
       held.onStop = cut;
       // A revocation after the token was checked but before the call was held (the secret lookup) was not heard.
-      if (held.stopped === undefined && deps.authority.isRevoked(held.claims)) held.stopped = 'revoked';
+      if (held.stopped === undefined && (deps.authority.isRevoked(held.claims) || deps.authority.namesBlocked(held.claims))) held.stopped = 'revoked';
       if (held.stopped === undefined && exp * 1000 <= clock.now()) held.stopped = 'expired';
       if (held.stopped !== undefined) return cut(held.stopped);
       if (res.destroyed || req.socket.destroyed) return finish('client-closed', false);

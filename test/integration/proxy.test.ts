@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { BrokerProcess, WRIT, approveAll, freshEnv, requireKeyring, writ } from '../helpers/broker';
 import { until } from '../helpers/until';
+import { identityOf } from '../../broker/core/inventory';
 import { ProxyCallDetail, ProxyEndedDetail } from '../../broker/protocol';
 import type { BrokerEnv } from '../helpers/broker';
 import type { WritClient } from '../../broker/sdk/client';
@@ -1038,6 +1039,43 @@ describe('the credential-injecting proxy', () => {
       }
     }, 60_000);
   }
+
+  // A block of an identity with no agent in this run revokes nothing, so no revocation ended the call: it streamed on.
+  it('a block made after a restart ends a call still streaming under a token of the run before, recorded as revoked', async () => {
+    const env = freshEnv();
+    const set = await secretSet(env, ['gh', '--upstream', up.url], `${SECRET}\n`);
+    expect(set.code, set.stderr).toBe(0);
+    const b1 = await BrokerProcess.start(env);
+    b1.decide = approveAll;
+    const { client } = await b1.agent('streamer-earlier');
+    const r = await client.call('task.request', { task: 'watch across a restart', scopes: [`http:GET:${up.url}/live/**`], audience: up.url });
+    await client.close();
+    await b1.stop();
+    const b2 = await BrokerProcess.start(env);
+    try {
+      const identity = identityOf('dev@example.com', 'streamer-earlier', 'script');
+      const cutBefore = up.liveCut;
+      let safety: NodeJS.Timeout | undefined;
+      let blocked: Promise<{ code: number; stderr: string }> | undefined;
+      const got = await stream(`${b2.discovery.httpUrl}/proxy/gh`, '/live/blocked', r.token.token, () => {
+        blocked = writ(['agents', 'block', identity], env);
+        // Were the call not ended, the upstream's last line would reach the agent.
+        void blocked.finally(() => (safety = setTimeout(() => up.endLive(), 10_000)));
+      });
+      const cli = await blocked!;
+      clearTimeout(safety);
+      expect(cli.code, cli.stderr).toBe(0);
+      expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
+      await until(() => (up.liveCut > cutBefore ? true : undefined));
+      const ended = await until(() => b2.auditLines().map((l) => JSON.parse(l)).find((x) => x.event === 'proxy.ended' && x.jti === r.token.jti));
+      expect([ended.outcome, ended.code, ended.detail.status, ended.detail.reason, ended.detail.incomplete]).toEqual(['failure', 'WRIT_TOKEN_REVOKED', 200, 'revoked', true]);
+      // The next call with it is refused before the upstream, by the block.
+      const again = await call(`${b2.discovery.httpUrl}/proxy/gh`, '/live/again', { token: r.token.token });
+      expect([again.status, JSON.parse(again.body.toString()).writ_code]).toEqual([401, 'WRIT_AGENT_BLOCKED']);
+    } finally {
+      await b2.stop();
+    }
+  }, 60_000);
 
   it('a token revoked while the upstream has not answered yet: 401 WRIT_TOKEN_REVOKED, the upstream request closed', async () => {
     const { client } = await b.agent('waiter');
