@@ -864,20 +864,22 @@ class WritVerifier implements Verifier {
 
   private onBlockEvent(e: BlockEvent, via: WritClient): void {
     this.revocations.applyBlock(e);
-    try {
-      for (const l of this.blockListeners) l(e);
-    } finally {
-      // Applied and heard: the block's call waits for this before it returns (one numbering with revocations).
-      if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
-    }
+    this.heard(e, this.blockListeners, via);
   }
 
   private onRevocationEvent(e: RevocationEvent, via: WritClient): void {
     this.revocations.applyEvent(e);
+    this.heard(e, this.revocationListeners, via);
+  }
+
+  /**
+   * An event already applied: its listeners are told, then the broker, whose revoke or block call waits for the
+   * acknowledgement before it returns (one numbering for both).
+   */
+  private heard<E extends { seq?: number }>(e: E, listeners: ReadonlySet<(e: E) => void>, via: WritClient): void {
     try {
-      for (const l of this.revocationListeners) l(e);
+      for (const l of listeners) l(e);
     } finally {
-      // Applied and heard: tell the broker, whose revoke call waits for this before it returns.
       if (e.seq !== undefined) via.notify('revocation.ack', { seq: e.seq });
     }
   }

@@ -217,9 +217,8 @@ describe('oversight: the inventory', () => {
     expect((await writ(['audit', 'verify'], env)).code).toBe(0);
   });
 
-  // A block after a restart reached verifiers only through agents the new run held: a token of the run before,
-  // whose agent this run never saw, passed at every resource (writ/verify, writ gate) until it expired.
-  it('a block made after a restart reaches subscribed verifiers before it is answered, and their snapshots; an unblock over IPC takes the token back', async () => {
+  /** A token of agent 'earlier-run' minted by a broker since stopped, and a broker started again on its state. */
+  async function restartedAfterAToken() {
     const env = freshEnv();
     const b = await BrokerProcess.start(env);
     b.decide = approveAll;
@@ -228,9 +227,13 @@ describe('oversight: the inventory', () => {
     const { token } = await client.call('token.mint', { grantId: grant.id });
     await client.close();
     await b.stop();
+    return { env, token, identity: identityOf(USER, 'earlier-run', 'script'), b2: await BrokerProcess.start(env) };
+  }
 
-    const b2 = await BrokerProcess.start(env);
-    const identity = identityOf(USER, 'earlier-run', 'script');
+  // A block after a restart reached verifiers only through agents the new run held: a token of the run before,
+  // whose agent this run never saw, passed at every resource (writ/verify, writ gate) until it expired.
+  it('a block made after a restart reaches subscribed verifiers before it is answered, and their snapshots; an unblock over IPC takes the token back', async () => {
+    const { env, token, identity, b2 } = await restartedAfterAToken();
     const v = createVerifier({ broker: b2.discovery.httpUrl, audience: AUD, reportUse: false });
     // A subscriber as verifiers before blocks subscribed: it hears none and its snapshot has no such list.
     const older = await WritClient.connect(b2.discovery.wsUrl);
@@ -275,14 +278,7 @@ describe('oversight: the inventory', () => {
 
   // From review: the test above passed without the wait too (the CLI exits more slowly than the event travels).
   it('a block is answered only after an acknowledging subscriber to blocks has applied it', async () => {
-    const env = freshEnv();
-    const b = await BrokerProcess.start(env);
-    b.decide = approveAll;
-    const { client } = await b.agent('earlier-run');
-    await client.close();
-    await b.stop();
-    const b2 = await BrokerProcess.start(env);
-    const identity = identityOf(USER, 'earlier-run', 'script');
+    const { identity, b2 } = await restartedAfterAToken();
     const slow = await WritClient.connect(b2.discovery.wsUrl);
     const caller = await WritClient.connect(b2.discovery.wsUrl);
     const order: string[] = [];
