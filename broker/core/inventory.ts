@@ -356,22 +356,40 @@ export class Inventory {
     return this.durably(e);
   }
 
-  /** Unblocks at once and resolves once that is on disk (a crash must not bring a block back unannounced). */
+  /**
+   * Unblocks at once and resolves once that is on disk (a crash must not bring a block back unannounced). A write
+   * that fails puts the block back (the file still has it) and rejects: nothing is told, so it holds everywhere.
+   */
   unblock(id: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
-    const was = e.blocked != null;
+    const was = e.blocked;
     e.blocked = null;
-    if (!was) return this.durably(e);
+    if (was == null) return this.durably(e);
     // Told once it is on disk: a crash before would bring the block back after the verifiers had let go of it.
     // Until then a new subscriber's snapshot still has it blocked (blockedIds), as those already told hold it.
     this.unblocking.set(id, (this.unblocking.get(id) ?? 0) + 1);
-    return this.durably(e).finally(() => {
+    const done = (): number => {
       const left = this.unblocking.get(id)! - 1;
       if (left === 0) this.unblocking.delete(id);
       else this.unblocking.set(id, left);
-      if (e.blocked === null) this.tellBlock(id, false);
-    });
+      return left;
+    };
+    return this.durably(e).then(
+      (r) => {
+        // Another unblock still being written (a block came in between): that one tells, once it is on disk.
+        if (done() === 0 && e.blocked === null) this.tellBlock(id, false);
+        return r;
+      },
+      (err: unknown) => {
+        done();
+        if (e.blocked === null) {
+          e.blocked = was;
+          this.changes++; // the next write has the block as the file does
+        }
+        throw err;
+      },
+    );
   }
 
   private async durably(e: InventoryEntry): Promise<InventoryEntry> {

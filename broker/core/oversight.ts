@@ -145,8 +145,12 @@ export class Oversight {
       if (this.deps.inventory.isBlocked(identity)) await Promise.all([this.deps.stopIdentity(identity, `blocked by ${by}`), this.deps.blocksHeard?.()]);
       throw err;
     }
-    await this.deps.audit({ event: 'agent.blocked', outcome: 'success', detail: { identity, by, ...(reason ? { reason } : {}) } });
-    await Promise.all([this.deps.stopIdentity(identity, `blocked by ${by}`), this.deps.blocksHeard?.()]);
+    try {
+      await this.deps.audit({ event: 'agent.blocked', outcome: 'success', detail: { identity, by, ...(reason ? { reason } : {}) } });
+    } finally {
+      // The block holds whether or not its record could be written: its live agents are stopped either way.
+      await Promise.all([this.deps.stopIdentity(identity, `blocked by ${by}`), this.deps.blocksHeard?.()]);
+    }
     return e;
   }
 

@@ -988,7 +988,8 @@ describe('writ gate when the broker cannot write the audit log, or a revocation 
       block('inv_blocked', 2);
       await acked(2);
       // Acknowledged after the call was ended: the client has its answer without the upstream's.
-      const got = await Promise.race([answer, new Promise((r) => setTimeout(() => r('still running'), 5_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const got = await Promise.race([answer, new Promise((r) => (timer = setTimeout(() => r('still running'), 5_000)))]).finally(() => clearTimeout(timer));
       expect(got).toEqual({ status: 200, body: { jsonrpc: '2.0', id: 11, error: { code: -32001, message: 'Unauthorized: the token was revoked during the call', data: { code: 'WRIT_TOKEN_REVOKED' } } } });
       const ended = await until(() => broker.reports.find((r) => r.method === 'token.use.ended'));
       expect(ended.params).toEqual({ use: 'use_slow0', jti: claims.jti, exp: claims.exp, audience: g.audience, call: { resource: 'mcp', action: 'call', target: 'echo/slow' }, outcome: 'revoked', durationMs: expect.any(Number) });

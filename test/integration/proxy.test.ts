@@ -1057,13 +1057,19 @@ describe('the credential-injecting proxy', () => {
       const cutBefore = up.liveCut;
       let safety: NodeJS.Timeout | undefined;
       let blocked: Promise<{ code: number; stderr: string }> | undefined;
-      const got = await stream(`${b2.discovery.httpUrl}/proxy/gh`, '/live/blocked', r.token.token, () => {
-        blocked = writ(['agents', 'block', identity], env);
-        // Were the call not ended, the upstream's last line would reach the agent.
-        void blocked.finally(() => (safety = setTimeout(() => up.endLive(), 10_000)));
-      });
-      const cli = await blocked!;
-      clearTimeout(safety);
+      let got: Awaited<ReturnType<typeof stream>>;
+      let cli: { code: number; stderr: string };
+      try {
+        got = await stream(`${b2.discovery.httpUrl}/proxy/gh`, '/live/blocked', r.token.token, () => {
+          blocked = writ(['agents', 'block', identity], env);
+          // Were the call not ended, the upstream's last line would reach the agent.
+          void blocked.finally(() => (safety = setTimeout(() => up.endLive(), 10_000)));
+        });
+        cli = await blocked!;
+      } finally {
+        await blocked?.catch(() => undefined);
+        clearTimeout(safety); // never into a later test's stream
+      }
       expect(cli.code, cli.stderr).toBe(0);
       expect([got.status, got.cut, got.body.includes('after-the-end')]).toEqual([200, true, false]);
       await until(() => (up.liveCut > cutBefore ? true : undefined));

@@ -409,4 +409,91 @@ describe('Inventory: saving off the hot path', () => {
     expect(audited).toEqual([]);
     expect(oversight.isBlocked(id)).toBe(true);
   });
+
+  // From review: a failed unblock was answered as failed yet had lifted the block everywhere (verifiers told, the
+  // broker's checks), with no record; the file still had the block, so a restart brought it back.
+  it('oversight: an unblock that cannot be saved leaves the block in place, tells no one, records nothing, and answers WRIT_INVENTORY_WRITE_FAILED', async () => {
+    const path = file();
+    let fail = false;
+    const clock = new ManualClock();
+    const inventory = Inventory.load(path, clock, {
+      log: () => undefined,
+      write: async (p, s) => {
+        if (fail) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+        return writeFileAtomic(p, s);
+      },
+    });
+    let n = 0;
+    const watch = new Watch(DEFAULT_WATCH_CONFIG, clock, { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_${++n}` });
+    const audited: string[] = [];
+    const oversight = new Oversight({ user: 'dev', inventory, watch, audit: async (e) => void audited.push(e.event), stopIdentity: async () => undefined });
+    const told: string[] = [];
+    inventory.onBlockChange((id, blocked) => told.push(`${id} ${blocked}`));
+    const id = oversight.identify({ name: 'runaway', kind: 'script' });
+    await oversight.block(id, 'looping', 'ipc');
+    fail = true;
+    await expect(oversight.unblock(id, 'ipc')).rejects.toMatchObject({ code: 'WRIT_INVENTORY_WRITE_FAILED' });
+    expect({ blocked: oversight.isBlocked(id), snapshot: inventory.blockedIds(), told, audited }).toEqual({ blocked: true, snapshot: [id], told: [`${id} true`], audited: ['agent.blocked'] });
+    expect(JSON.parse(readFileSync(path, 'utf8')).agents[0].blocked).toMatchObject({ reason: 'looping' });
+    // Once the disk takes it, the unblock goes through, on record and told.
+    fail = false;
+    await oversight.unblock(id, 'ipc');
+    expect({ blocked: oversight.isBlocked(id), told, audited }).toEqual({ blocked: false, told: [`${id} true`, `${id} false`], audited: ['agent.blocked', 'agent.unblocked'] });
+    expect(JSON.parse(readFileSync(path, 'utf8')).agents[0].blocked).toBe(null);
+  });
+
+  it('an unblock is told only once it is on disk: not when an earlier write that still had the block lands (block, unblock, block, unblock)', async () => {
+    const path = file();
+    let holding = false;
+    const gates: (() => void)[] = [];
+    const gate = () => new Promise<void>((r) => gates.push(r));
+    const inv = Inventory.load(path, new ManualClock(Date.UTC(2026, 10, 29, 9)), {
+      // As writeFileAtomic does: the entries are read after an await (the open), and written after another.
+      write: async (p, s) => {
+        if (holding) await gate();
+        const text = [...s].join('');
+        if (holding) await gate();
+        writeFileSync(p, text);
+      },
+    });
+    const told: string[] = [];
+    inv.onBlockChange((_, blocked) => told.push(String(blocked)));
+    const { id } = inv.seen({ name: 'a', kind: 'script', owner: 'dev@example.com' });
+    await inv.block(id);
+    holding = true;
+    const u1 = inv.unblock(id); // its write waits to read the entries
+    const b2 = inv.block(id);
+    await new Promise((r) => setTimeout(r, 5));
+    gates.shift()!(); // that write reads them now: blocked
+    await new Promise((r) => setTimeout(r, 5));
+    const u2 = inv.unblock(id); // unblocked again, not on disk
+    gates.shift()!(); // the first write lands, with the block
+    await u1;
+    const onDisk = () => JSON.parse(readFileSync(path, 'utf8')).agents[0].blocked !== null;
+    expect({ told, onDisk: onDisk(), snapshot: inv.blockedIds() }).toEqual({ told: ['true', 'true'], onDisk: true, snapshot: [id] });
+    holding = false;
+    for (const g of gates.splice(0)) g();
+    await Promise.all([b2, u2]);
+    expect({ told, onDisk: onDisk(), snapshot: inv.blockedIds() }).toEqual({ told: ['true', 'true', 'false'], onDisk: false, snapshot: [] });
+  });
+
+  it('oversight: a block whose record cannot be written still stops the identity\'s live agents', async () => {
+    const clock = new ManualClock();
+    const inventory = Inventory.load(file(), clock, { log: () => undefined });
+    let n = 0;
+    const watch = new Watch(DEFAULT_WATCH_CONFIG, clock, { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_${++n}` });
+    const stopped: string[] = [];
+    const oversight = new Oversight({
+      user: 'dev',
+      inventory,
+      watch,
+      audit: async () => {
+        throw Object.assign(new Error('audit write failed'), { code: 'WRIT_AUDIT_WRITE_FAILED' });
+      },
+      stopIdentity: async (id) => void stopped.push(id),
+    });
+    const id = oversight.identify({ name: 'runaway', kind: 'script' });
+    await expect(oversight.block(id, 'looping', 'ipc')).rejects.toMatchObject({ code: 'WRIT_AUDIT_WRITE_FAILED' });
+    expect({ blocked: oversight.isBlocked(id), stopped }).toEqual({ blocked: true, stopped: [id] });
+  });
 });
