@@ -85,8 +85,13 @@ export class Inventory {
   private readonly entries = new Map<string, InventoryEntry>();
   private readonly forgetListeners = new Set<(id: string) => void>();
   private readonly blockListeners = new Set<(id: string, blocked: boolean) => void>();
-  /** Identities whose unblock is being written (how many unblocks of each): not yet told to verifiers. */
-  private readonly unblocking = new Map<string, number>();
+  /**
+   * Identities verifiers were told are blocked and not since told unblocked, with the block told: in every snapshot
+   * (blockedIds), never forgotten by the cap, and what a failed unblock puts back.
+   */
+  private readonly toldBlocked = new Map<string, NonNullable<InventoryEntry['blocked']>>();
+  /** Bumped at each block and unblock of an identity: an unblock tells, or undoes itself, only if none came after. */
+  private readonly blockGen = new Map<string, number>();
   /** Changes made so far, and how many of them a finished write holds: the file is current when they are equal. */
   private changes = 0;
   private saved = 0;
@@ -130,7 +135,11 @@ export class Inventory {
       );
     }
     const oldestFirst = [...parsed.data.agents].sort((a, b) => (a.lastSeen < b.lastSeen ? -1 : a.lastSeen > b.lastSeen ? 1 : 0));
-    for (const e of oldestFirst) inv.entries.set(e.id, e);
+    for (const e of oldestFirst) {
+      inv.entries.set(e.id, e);
+      // A block loaded is in every subscriber's snapshot: its unblock is told like any other.
+      if (e.blocked != null) inv.toldBlocked.set(e.id, e.blocked);
+    }
     inv.trim(undefined, () => false);
     return inv;
   }
@@ -143,19 +152,26 @@ export class Inventory {
 
   /**
    * Called with each block as it takes hold (before it is on disk: whoever is told refuses from then on), and each
-   * unblock once it is on disk or its write has failed (it holds in this run either way). Not called for a block of
-   * an identity already blocked, nor an unblock of one that is not.
+   * unblock once a write made after it (and after any later block or unblock of the identity) is on disk. Not called
+   * for a block of an identity already told blocked, nor for an unblock whose write failed (the block is put back)
+   * or that a later block or unblock overtook (that one tells).
    */
   onBlockChange(listener: (id: string, blocked: boolean) => void): () => void {
     this.blockListeners.add(listener);
     return () => this.blockListeners.delete(listener);
   }
 
-  /** The identities blocked now, and those whose unblock is not yet on disk (what subscribers are told). */
+  /** The identities blocked now, and those whose unblock is not yet told (what subscribers are given). */
   blockedIds(): string[] {
     const out: string[] = [];
-    for (const [id, e] of this.entries) if (e.blocked != null || this.unblocking.has(id)) out.push(id);
+    for (const [id, e] of this.entries) if (e.blocked != null || this.toldBlocked.has(id)) out.push(id);
     return out;
+  }
+
+  private bumpBlockGen(id: string): number {
+    const gen = (this.blockGen.get(id) ?? 0) + 1;
+    this.blockGen.set(id, gen);
+    return gen;
   }
 
   private tellBlock(id: string, blocked: boolean): void {
@@ -187,8 +203,9 @@ export class Inventory {
     if (this.entries.size <= MAX_IDENTITIES) return;
     for (const [id, e] of this.entries) {
       if (this.entries.size <= MAX_IDENTITIES) break;
-      if (e.blocked !== null || id === newest || inUse(id)) continue;
+      if (e.blocked !== null || this.toldBlocked.has(id) || id === newest || inUse(id)) continue;
       this.entries.delete(id);
+      this.blockGen.delete(id);
       for (const l of this.forgetListeners) l(id);
     }
   }
@@ -313,7 +330,7 @@ export class Inventory {
 
   /** Whether `trim` would find an identity to forget: one neither blocked nor kept. */
   private canForget(keep: (id: string) => boolean): boolean {
-    for (const [id, e] of this.entries) if (e.blocked === null && !keep(id)) return true;
+    for (const [id, e] of this.entries) if (e.blocked === null && !this.toldBlocked.has(id) && !keep(id)) return true;
     return false;
   }
 
@@ -350,9 +367,11 @@ export class Inventory {
   block(id: string, reason?: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
-    const was = e.blocked != null;
     e.blocked = { at: this.now(), ...(reason ? { reason } : {}) };
-    if (!was) this.tellBlock(id, true);
+    this.bumpBlockGen(id);
+    const told = this.toldBlocked.has(id);
+    this.toldBlocked.set(id, e.blocked);
+    if (!told) this.tellBlock(id, true);
     return this.durably(e);
   }
 
@@ -363,29 +382,25 @@ export class Inventory {
   unblock(id: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
-    const was = e.blocked;
     e.blocked = null;
-    if (was == null) return this.durably(e);
-    // Told once it is on disk: a crash before would bring the block back after the verifiers had let go of it.
-    // Until then a new subscriber's snapshot still has it blocked (blockedIds), as those already told hold it.
-    this.unblocking.set(id, (this.unblocking.get(id) ?? 0) + 1);
-    const done = (): number => {
-      const left = this.unblocking.get(id)! - 1;
-      if (left === 0) this.unblocking.delete(id);
-      else this.unblocking.set(id, left);
-      return left;
-    };
+    const gen = this.bumpBlockGen(id);
+    if (!this.toldBlocked.has(id)) return this.durably(e);
+    // Told once on disk: a crash before would bring the block back after the verifiers had let go of it. Until
+    // then a new subscriber's snapshot still has it blocked (blockedIds), as those already told hold it. A block or
+    // unblock after this one decides instead: the write that lands may hold either.
+    const last = () => this.blockGen.get(id) === gen;
     return this.durably(e).then(
       (r) => {
-        // Another unblock still being written (a block came in between): that one tells, once it is on disk.
-        if (done() === 0 && e.blocked === null) this.tellBlock(id, false);
+        if (last()) {
+          this.toldBlocked.delete(id);
+          this.tellBlock(id, false);
+        }
         return r;
       },
       (err: unknown) => {
-        done();
-        if (e.blocked === null) {
-          e.blocked = was;
-          this.changes++; // the next write has the block as the file does
+        if (last()) {
+          e.blocked = this.toldBlocked.get(id)!;
+          this.changed(); // written again, as the file may have taken the unblock before the write failed
         }
         throw err;
       },
