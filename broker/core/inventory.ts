@@ -92,6 +92,13 @@ export class Inventory {
   private readonly toldBlocked = new Map<string, NonNullable<InventoryEntry['blocked']>>();
   /** Bumped at each block and unblock of an identity: an unblock tells, or undoes itself, only if none came after. */
   private readonly blockGen = new Map<string, number>();
+  /** Bumped at each block of an identity only (blockGen counts unblocks too). */
+  private readonly blockCount = new Map<string, number>();
+  /**
+   * Identities an unblock of which is on disk, with no block since, though a later unblock (the last call, which
+   * decides) is still being written: if that one's write fails, the identity stays unblocked, as the file says.
+   */
+  private readonly unblockLanded = new Set<string>();
   /** Changes made so far, and how many of them a finished write holds: the file is current when they are equal. */
   private changes = 0;
   private saved = 0;
@@ -153,8 +160,10 @@ export class Inventory {
   /**
    * Called with each block as it takes hold (before it is on disk: whoever is told refuses from then on), and each
    * unblock once a write made after it (and after any later block or unblock of the identity) is on disk. Not called
-   * for a block of an identity already told blocked, nor for an unblock whose write failed (the block is put back)
-   * or that a later block or unblock overtook (that one tells).
+   * for a block of an identity already told blocked, nor for an unblock that a later block or unblock overtook (that
+   * one tells). An unblock whose write failed puts the block back and is called blocked again (a repeat to those
+   * told, news to what the window let through), unless an earlier unblock is on disk with no block since: then the
+   * identity is unblocked, as the file says, and that is called.
    */
   onBlockChange(listener: (id: string, blocked: boolean) => void): () => void {
     this.blockListeners.add(listener);
@@ -206,6 +215,8 @@ export class Inventory {
       if (e.blocked !== null || this.toldBlocked.has(id) || id === newest || inUse(id)) continue;
       this.entries.delete(id);
       this.blockGen.delete(id);
+      this.blockCount.delete(id);
+      this.unblockLanded.delete(id);
       for (const l of this.forgetListeners) l(id);
     }
   }
@@ -369,6 +380,8 @@ export class Inventory {
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
     e.blocked = { at: this.now(), ...(reason ? { reason } : {}) };
     this.bumpBlockGen(id);
+    this.blockCount.set(id, (this.blockCount.get(id) ?? 0) + 1);
+    this.unblockLanded.delete(id);
     const told = this.toldBlocked.has(id);
     this.toldBlocked.set(id, e.blocked);
     if (!told) this.tellBlock(id, true);
@@ -384,24 +397,36 @@ export class Inventory {
     if (!e) return Promise.reject(new WritError('WRIT_AGENT_NOT_FOUND', 'no agent with that identity in the inventory'));
     e.blocked = null;
     const gen = this.bumpBlockGen(id);
+    const blocks = this.blockCount.get(id) ?? 0;
     if (!this.toldBlocked.has(id)) return this.durably(e);
     // Told once on disk: a crash before would bring the block back after the verifiers had let go of it. Until
     // then a new subscriber's snapshot still has it blocked (blockedIds), as those already told hold it. A block or
     // unblock after this one decides instead: the write that lands may hold either.
     const last = () => this.blockGen.get(id) === gen;
+    const toldUnblocked = () => {
+      this.toldBlocked.delete(id);
+      this.unblockLanded.delete(id);
+      this.tellBlock(id, false);
+    };
     return this.durably(e).then(
       (r) => {
-        if (last()) {
-          this.toldBlocked.delete(id);
-          this.tellBlock(id, false);
-        }
+        if (last()) toldUnblocked();
+        // Written after this unblock with no block since: the file has it, whatever a later unblock's write does.
+        else if (this.blockCount.get(id) === blocks) this.unblockLanded.add(id);
         return r;
       },
       (err: unknown) => {
-        if (last()) {
-          e.blocked = this.toldBlocked.get(id)!;
-          this.changed(); // written again, as the file may have taken the unblock before the write failed
+        if (!last()) throw err;
+        // An earlier unblock is on disk, and nothing blocked since: this one asked for what the file already says.
+        if (this.unblockLanded.has(id)) {
+          toldUnblocked();
+          return e;
         }
+        // The block told comes back, in memory and in the next write, and takes hold again in this process: what
+        // the window let through (an agent, a proxied call) is ended as at a block (Oversight.unblock, the proxy).
+        e.blocked = this.toldBlocked.get(id)!;
+        this.changed();
+        this.tellBlock(id, true);
         throw err;
       },
     );

@@ -155,7 +155,16 @@ export class Oversight {
   }
 
   async unblock(identity: string, by: string): Promise<InventoryEntry> {
-    const e = await this.deps.inventory.unblock(identity);
+    let e: InventoryEntry;
+    try {
+      e = await this.deps.inventory.unblock(identity);
+    } catch (err) {
+      // The unblock could not be saved and the block is back: agents of the identity that came in meanwhile go.
+      if (this.deps.inventory.isBlocked(identity)) {
+        await Promise.all([this.deps.stopIdentity(identity, `still blocked: the unblock by ${by} could not be saved`), this.deps.blocksHeard?.()]);
+      }
+      throw err;
+    }
     await this.deps.audit({ event: 'agent.unblocked', outcome: 'success', detail: { identity, by } });
     return e;
   }
