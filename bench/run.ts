@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       ],
       notes: [
         `Tokens accepted after the revoke call returned: ${revoked.acceptedAfterReturn} (must be 0)${revoked.acceptedAfterReturn ? `, the latest ${ms(revoked.lateMs)} ms after the return` : ''}; over ${revoked.kills} kills × ${revoked.verifiers} verifiers, each checking the token when told of the revocation and again right after the return; a verifier told only after the return counts as accepting.`,
-        'The broker pushes each revocation to the verifiers as it applies it, before the fsync and the audit record; the revoke call returns once it is durable and every verifier has acknowledged it (1 s timeout each), so none accepts the token after the return.',
+        'The broker pushes each revocation to the verifiers as it applies it, before the fsync and the audit record; the revoke call returns once it is durable and every verifier has acknowledged it (waiting 1 s at most in all), so none accepts the token after the return.',
         `All ${revoked.verifiers} refuse / floor: p50 ${ratio(revoked.allRefuse.p50, revoked.floor.allReceive.p50)}, p99 ${ratio(revoked.allRefuse.p99, revoked.floor.allReceive.p99)}. The floor is the least any push to ${revoked.verifiers} processes costs here: a bare \`ws\` server in the benchmark writes one revocation-sized frame to ${revoked.verifiers} bare \`ws\` clients, each its own Node process (bench/fanout-child.mjs, no Writ code), which stamp its arrival, parse and acknowledge it; its rounds are interleaved with the kills. Every process woken costs its CPU time on two cores, so the last of ${revoked.verifiers} is served after the other fifteen.`,
       ],
     },
