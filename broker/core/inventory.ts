@@ -37,6 +37,14 @@ export type AgentStatus = 'active' | 'idle' | 'stopped' | 'blocked';
  * An agent's identity. Names are what agents declare, so this groups runs of "the same agent" for the
  * developer's inventory; where the kernel tells the broker the process, that is recorded beside it.
  */
+/** Errors of `Inventory.unblock` whose failure put the block back (see there). */
+const putBack = new WeakSet<object>();
+
+/** Whether this failed unblock put the block back: then what its window let in is to be ended. */
+export function blockPutBack(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && putBack.has(err);
+}
+
 export function identityOf(owner: string, name: string, kind: string, parentIdentity?: string): string {
   const h = createHash('sha256').update(JSON.stringify([owner, name, kind, parentIdentity ?? null])).digest('hex');
   return `inv_${h.slice(0, 20)}`;
@@ -390,7 +398,9 @@ export class Inventory {
 
   /**
    * Unblocks at once and resolves once that is on disk (a crash must not bring a block back unannounced). A write
-   * that fails puts the block back (the file still has it) and rejects: nothing is told, so it holds everywhere.
+   * that fails puts the block back (the file still has it), tells it again and rejects with an error for which
+   * `blockPutBack` is true; unless a block or unblock came after this one (that one decides), or an earlier unblock
+   * is on disk with nothing blocked since (then it resolves: the file has what was asked).
    */
   unblock(id: string): Promise<InventoryEntry> {
     const e = this.entries.get(id);
@@ -427,6 +437,7 @@ export class Inventory {
         e.blocked = this.toldBlocked.get(id)!;
         this.changed();
         this.tellBlock(id, true);
+        if (typeof err === 'object' && err !== null) putBack.add(err);
         throw err;
       },
     );

@@ -5,7 +5,7 @@ import { WritError } from '../errors';
 import type { AuditAgent, AuditEntry } from '../protocol';
 import type { Inventory } from './inventory';
 import type { InventoryEntry } from '../protocol';
-import { identityOf } from './inventory';
+import { blockPutBack, identityOf } from './inventory';
 import type { Finding, Watch } from './watch';
 
 export interface OversightDeps {
@@ -159,8 +159,8 @@ export class Oversight {
     try {
       e = await this.deps.inventory.unblock(identity);
     } catch (err) {
-      // The unblock could not be saved and the block is back: agents of the identity that came in meanwhile go.
-      if (this.deps.inventory.isBlocked(identity)) {
+      // The unblock could not be saved and put the block back: agents of the identity that came in meanwhile go.
+      if (blockPutBack(err)) {
         await Promise.all([this.deps.stopIdentity(identity, `still blocked: the unblock by ${by} could not be saved`), this.deps.blocksHeard?.()]);
       }
       throw err;

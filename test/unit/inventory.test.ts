@@ -722,5 +722,27 @@ describe('Inventory: saving off the hot path', () => {
         expect(errs).toEqual([]);
       }
     }, 120_000);
+
+    // From review round 5: the failed unblock stopped the agents in its own name whenever the identity was blocked
+    // at the time, also when a later block (which stops them itself) or no block at all was the reason.
+    it('oversight: a failed unblock stops agents only when it put the block back (not one a later block overtook, nor one of an identity not blocked)', async () => {
+      for (const blockedFirst of [true, false]) {
+        const { inv: inventory, w } = failing(file(), new ManualClock());
+        let n = 0;
+        const watch = new Watch(DEFAULT_WATCH_CONFIG, new ManualClock(), { id: (p) => `${p}_${++n}`, secret: (p) => `${p}_${++n}` });
+        const stopped: string[] = [];
+        const oversight = new Oversight({ user: 'dev', inventory, watch, audit: async () => undefined, stopIdentity: async (_, why) => void stopped.push(why) });
+        const id = oversight.identify({ name: 'runaway', kind: 'script' });
+        if (blockedFirst) await oversight.block(id, 'looping', 'ipc');
+        w.fail = true;
+        const u = codeOf(oversight.unblock(id, 'editor'));
+        const b = oversight.block(id, 'again', 'watch');
+        w.fail = false;
+        w.release!();
+        expect(await u).toBe('WRIT_INVENTORY_WRITE_FAILED');
+        await b;
+        expect({ blockedFirst, stopped }).toEqual({ blockedFirst, stopped: blockedFirst ? ['blocked by ipc', 'blocked by watch'] : ['blocked by watch'] });
+      }
+    });
   });
 });
