@@ -33,10 +33,6 @@ const InventoryFile = z.strictObject({ v: z.literal(1), agents: z.array(Inventor
 
 export type AgentStatus = 'active' | 'idle' | 'stopped' | 'blocked';
 
-/**
- * An agent's identity. Names are what agents declare, so this groups runs of "the same agent" for the
- * developer's inventory; where the kernel tells the broker the process, that is recorded beside it.
- */
 /** Errors of `Inventory.unblock` whose failure put the block back (see there). */
 const putBack = new WeakSet<object>();
 
@@ -45,6 +41,10 @@ export function blockPutBack(err: unknown): boolean {
   return typeof err === 'object' && err !== null && putBack.has(err);
 }
 
+/**
+ * An agent's identity. Names are what agents declare, so this groups runs of "the same agent" for the
+ * developer's inventory; where the kernel tells the broker the process, that is recorded beside it.
+ */
 export function identityOf(owner: string, name: string, kind: string, parentIdentity?: string): string {
   const h = createHash('sha256').update(JSON.stringify([owner, name, kind, parentIdentity ?? null])).digest('hex');
   return `inv_${h.slice(0, 20)}`;
