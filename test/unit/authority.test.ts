@@ -1159,6 +1159,22 @@ describe('Authority: a task revoked before its grant is made', () => {
   const denials = (seen: AuditEntry[]) => seen.filter((e) => e.event === 'task.denied').map((e) => ({ task: e.task?.id, code: e.code }));
   const ask = { task: 'deploy', scopes: ['repo:write:a'], audience: AUD };
 
+  /** A sub-agent's request (task 1, after its parent's approved task 0) held while its `task.requested` record is written. */
+  async function childAskingWhileRecorded() {
+    const w = await waiting();
+    const { a, t, agentId, settle } = w;
+    const parent = a.requestTask({ agentId }, { ...ask, scopes: ['repo:write:*'] });
+    await settle();
+    t.decide[0]!('task');
+    const child = await a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: (await parent).session! });
+    let release!: () => void;
+    t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
+    const asking = a.requestTask({ agentId: child.agentId }, ask);
+    await settle();
+    t.hold = undefined;
+    return { ...w, child, asking, release };
+  }
+
   it('while its prompt waits: the wait ends WRIT_TOKEN_REVOKED (as for a revoked agent), no grant; asked again it prompts afresh', async () => {
     const { a, t, agentId, taskOf, settle } = await waiting();
     const asking = codeOf(a.requestTask({ agentId }, ask)); // its refusal is handled as soon as it comes
@@ -1206,16 +1222,7 @@ describe('Authority: a task revoked before its grant is made', () => {
   }
 
   it("a sub-agent's request whose parent is revoked while it is being recorded is refused on record, no grant", async () => {
-    const { a, t, agentId, taskOf, settle } = await waiting();
-    const parent = a.requestTask({ agentId }, { ...ask, scopes: ['repo:write:*'] });
-    await settle();
-    t.decide[0]!('task');
-    const child = await a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: (await parent).session! });
-    let release!: () => void;
-    t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
-    const asking = a.requestTask({ agentId: child.agentId }, ask);
-    await settle();
-    t.hold = undefined;
+    const { a, t, agentId, taskOf, child, asking, release } = await childAskingWhileRecorded();
     await a.revoke({ kind: 'agent', id: agentId }, 'developer');
     release();
     expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
@@ -1266,16 +1273,7 @@ describe('Authority: a task revoked before its grant is made', () => {
   });
 
   it("a sub-agent's request revoked while it is being recorded gets no grant from its parent's", async () => {
-    const { a, t, agentId, taskOf, settle } = await waiting();
-    const parent = a.requestTask({ agentId }, { ...ask, scopes: ['repo:write:*'] });
-    await settle();
-    t.decide[0]!('task');
-    const child = await a.introduce({ protocol: 'writ/1', agent: { name: 'child', kind: 'k' }, parentSession: (await parent).session! });
-    let release!: () => void;
-    t.hold = { event: 'task.requested', until: new Promise((r) => (release = r)) };
-    const asking = a.requestTask({ agentId: child.agentId }, ask);
-    await settle();
-    t.hold = undefined;
+    const { a, t, taskOf, child, asking, release } = await childAskingWhileRecorded();
     await a.revoke({ kind: 'task', id: taskOf(1) }, 'developer');
     release();
     expect(await codeOf(asking)).toBe('WRIT_TOKEN_REVOKED');
