@@ -105,6 +105,31 @@ export const RevokeTarget = z.discriminatedUnion('kind', [
 ]);
 export type RevokeTarget = z.infer<typeof RevokeTarget>;
 
+/**
+ * Where the broker's revocation journal is and where this subscription's snapshot ends in it. The journal is a
+ * file in the broker's runtime folder (0600, this user's) to which the broker appends each entry of the revocation
+ * list as it applies it, before it pushes the same event: one RevocationEvent (with its `seq`) per line, in JSON.
+ * A verifier on this machine reads what was appended since its last check at each check, so it refuses a revoked
+ * token from the moment the line is written, without waiting to be woken by the push. The push stays the channel
+ * that counts (acknowledged, and what a verifier elsewhere has): the journal can only make a verifier refuse
+ * sooner. Its last line, once it has grown past its size, is `{"next": RevocationJournalFile}`: the file that
+ * continues it (the old one is then removed; a reader holding it open reads on to that line).
+ */
+/** Past this size the broker continues its journal in a new file: a long-lived broker's journal stays small to read. */
+export const REVOCATION_JOURNAL_MAX_BYTES = 4 * 1024 * 1024;
+export const RevocationJournalFile = z.strictObject({
+  path: z.string().min(1).max(4096),
+  /** The file's inode number, in decimal: a reader checks the file it opened is the one the broker named. */
+  ino: z.string().regex(/^[0-9]{1,20}$/),
+});
+export type RevocationJournalFile = z.infer<typeof RevocationJournalFile>;
+export const RevocationJournalPlace = RevocationJournalFile.extend({
+  /** Bytes of the file written before the snapshot was taken: its reader starts there. */
+  offset: z.number().int().nonnegative(),
+});
+export type RevocationJournalPlace = z.infer<typeof RevocationJournalPlace>;
+export const RevocationJournalNext = z.strictObject({ next: RevocationJournalFile });
+
 /** Everything revoked that may still cover a live token: what a verifier needs when it (re)subscribes. */
 export const RevocationSnapshot = z.strictObject({
   jtis: z.array(z.string()),
@@ -387,11 +412,18 @@ export const Methods = {
        * `revocations.page` gives the rest. Without it the snapshot comes whole in the answer, however large.
        */
       paged: z.boolean().optional(),
+      /**
+       * Also name the broker's revocation journal (`journal` in the answer), for a verifier on this machine that
+       * reads it at each check. A broker before the journal refuses the key (WRIT_BAD_REQUEST).
+       */
+      journal: z.boolean().optional(),
     }),
     result: z.strictObject({
       subscribed: z.array(z.string()),
       /** What was revoked before this subscription (and while a verifier was away); events follow. */
       revocations: RevocationSnapshot.optional(),
+      /** Only to a subscriber that asked, and only while the broker keeps one: see RevocationJournalPlace. */
+      journal: RevocationJournalPlace.optional(),
     }),
   },
   /**

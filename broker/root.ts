@@ -18,6 +18,7 @@ import type { Clock, IdSource } from './core/clock';
 import { loadKeySet } from './core/keys';
 import type { KeychainRef } from './core/keychain';
 import { RevocationStore } from './core/revocation';
+import { RevocationJournal } from './core/journal';
 import { Inventory, saveFailure } from './core/inventory';
 import { Watch, DEFAULT_WATCH_CONFIG, FINDING_KINDS } from './core/watch';
 import type { FindingAction, FindingKind, WatchConfig } from './core/watch';
@@ -335,6 +336,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     kid: keys.active.kid,
   });
   let listeners: Listeners | undefined;
+  let journal: RevocationJournal | undefined;
   const http = createHttpHandler({
     authority,
     clock,
@@ -364,7 +366,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
       const gone = new AbortController();
       ws.once('close', () => gone.abort());
       const peer = ctx.peer === undefined ? undefined : peers.forConnection(ctx.peer, gone.signal);
-      const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), ...(peer === undefined ? {} : { peer }) });
+      const conn = new RpcConnection(ws, { authority, status, now: () => clock.now(), presenter: (c) => presenters.find(c), journal: () => journal?.place(), ...(peer === undefined ? {} : { peer }) });
       connections.add(conn);
       ws.on('close', () => connections.delete(conn));
       // One process may hold maxPerProcess connections; the next is closed once its process is known, at once
@@ -384,6 +386,9 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
     },
   });
 
+  // Opened as the listeners start, before any connection is handled: every subscriber is told of it.
+  journal = RevocationJournal.open(paths.runtimeDir, log);
+
   // Acknowledging subscribers (verifiers) are sent each entry of the revocation list, numbered, the moment it is
   // applied: before its fsync and the audit record, so they refuse while those are under way. The revoke call
   // returns once it is durable and each of them has acknowledged (or timed out): no token they check is accepted
@@ -393,7 +398,11 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
   const unacknowledged = new Set<Promise<void>>();
   revocations.onRecord((entry) => {
     const seq = ++revocationSeq;
-    const frame = revocationFrame({ ...eventOfEntry(entry), seq });
+    const event = { ...eventOfEntry(entry), seq };
+    // In the journal first: from this write on, a verifier on this machine refuses the token at its next check,
+    // whenever its process is woken by the frame.
+    journal?.append(event);
+    const frame = revocationFrame(event);
     // Every frame is written before anything else is done (the waits, the fsync, the audit record): each write
     // wakes a verifier, and on a busy machine the work in between would hold back the frames still to go.
     const told: RpcConnection[] = [];
@@ -463,6 +472,7 @@ async function openBroker(options: BrokerOptions, paths: WritPaths, stateLock: S
           // already gone
         }
         await listeners!.close();
+        journal?.close();
         // No client is left to change it: the last coalesced changes (last-seen times, grants) go to disk now.
         await inventory.close().catch((e: unknown) => log(`writ: could not save the agent inventory as the broker stopped: ${saveFailure(e)}`));
         await audit.append({ event: 'broker.stopped', outcome: 'success' }).catch(() => undefined);

@@ -17,6 +17,8 @@ export interface RpcServices {
   presenter?: (c: NonNullable<import('../protocol').MethodParams<'token.used'>['connection']>) => Promise<{ process: PeerProcess } | { notFound: string }>;
   /** Milliseconds since the epoch, for the use-report window. */
   now?: () => number;
+  /** The revocation journal's place now (RevocationJournal.place), for a subscriber that asks for it. */
+  journal?: () => import('../protocol').RevocationJournalPlace | undefined;
 }
 
 /**
@@ -474,10 +476,13 @@ export class RpcConnection {
         // Set before the snapshot is taken: a revocation landing in between is both in it and pushed (a union); a
         // block change after it is pushed, and the subscriber applies it on top of the snapshot.
         const whole = a.revocationSnapshot(this.hearsBlocks);
-        if (p.paged !== true) return { subscribed, revocations: whole };
+        // Taken with the snapshot, in the same turn: what the journal gets after this offset is after the snapshot.
+        const place = p.journal === true ? this.services.journal?.() : undefined;
+        const journal = place === undefined ? {} : { journal: place };
+        if (p.paged !== true) return { subscribed, revocations: whole, ...journal };
         const { snapshot, rest } = firstPage(whole);
         this.snapshotIds = rest;
-        return { subscribed, revocations: snapshot };
+        return { subscribed, revocations: snapshot, ...journal };
       }
       case 'revocations.page': {
         const { after } = parsed.data as import('../protocol').MethodParams<'revocations.page'>;

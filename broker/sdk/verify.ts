@@ -13,12 +13,13 @@ import { z } from 'zod';
 import { WritError, isWritError } from '../errors';
 import type { WritErrorCode } from '../errors';
 import { MAX_CALLS_PER_USE_REPORT, MAX_FRAME_BYTES } from '../protocol';
-import type { BlockEvent, ConcreteCall, MethodParams, RevocationEvent, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
+import type { BlockEvent, ConcreteCall, MethodParams, RevocationEvent, RevocationJournalPlace, RevocationSnapshot, USE_END_OUTCOMES } from '../protocol';
 import { allowsCall, formatScope, parseScope, scopesCover, uncoveredScopes } from '../core/scopes';
 import type { Scope } from '../core/scopes';
 import { CLOCK_TOLERANCE_SECONDS, MAX_TTL_CEILING_SECONDS, chainFromAct, verifyToken } from '../core/tokens';
 import type { WritClaims } from '../core/tokens';
 import { WritClient, readDiscovery } from './client';
+import { JournalReader } from './journal';
 
 export { WritError, isWritError } from '../errors';
 export type { BlockEvent } from '../protocol';
@@ -141,6 +142,11 @@ export interface VerifierStatus {
    * subscribed again and applied a fresh snapshot.
    */
   revocationsMalformed: number;
+  /**
+   * Reading the broker's revocation journal at each check (a broker on this machine that keeps one): a token is
+   * refused from the moment its revocation is written there, before the push reaches this process.
+   */
+  journal: boolean;
 }
 
 export interface Verifier {
@@ -369,6 +375,9 @@ class WritVerifier implements Verifier {
   private malformed = 0;
   /** Connections on which a revocation or block frame did not parse: never made live (see connect). */
   private readonly unreadable = new WeakSet<WritClient>();
+  /** The broker's revocation journal, read at each check (none: the push alone). Replaced at each subscription. */
+  private journal: JournalReader | undefined;
+  private readonly applyJournal = (e: RevocationEvent): void => this.revocations.applyEvent(e);
 
   constructor(private readonly opts: VerifierOptions) {
     if (typeof opts.audience !== 'string' || opts.audience.length === 0) throw new TypeError('createVerifier: audience is required');
@@ -472,6 +481,8 @@ class WritVerifier implements Verifier {
       this.cache.delete(entry.token);
       throw this.refuse('WRIT_TOKEN_EXPIRED', 'token has expired', t, asked, use);
     }
+    // What the broker has written since the last check, whether or not its push has woken this process yet.
+    this.journal?.read(this.applyJournal);
     if (entry.checked !== this.revocations.version) {
       entry.checked = this.revocations.version;
       if (!entry.revoked && this.revocations.covers(t)) entry.revoked = true;
@@ -706,6 +717,7 @@ class WritVerifier implements Verifier {
 
   private async connect(): Promise<void> {
     let client: WritClient | undefined;
+    let place: RevocationJournalPlace | undefined;
     try {
       const ep = this.endpoints();
       await this.fetchKeys(ep.http);
@@ -726,15 +738,23 @@ class WritVerifier implements Verifier {
         });
         c.onClose(() => this.lost(c));
         if (this.subscribe) {
-          const subscribe = (events: ('revocation' | 'blocks')[]) => withTimeout(c.call('subscribe', { events, acknowledge: true, paged: true }), SUBSCRIBE_TIMEOUT_MS);
+          const subscribe = (events: ('revocation' | 'blocks')[], journal: boolean) =>
+            withTimeout(c.call('subscribe', { events, acknowledge: true, paged: true, ...(journal ? { journal } : {}) }), SUBSCRIBE_TIMEOUT_MS);
           let r: Awaited<ReturnType<typeof subscribe>>;
-          try {
-            r = await subscribe(['revocation', 'blocks']);
-          } catch (e) {
-            // A broker before blocks refuses the event's name: revocations alone, as from it before.
-            if (!isWritError(e, 'WRIT_BAD_REQUEST') || !/^(params\.)?events\b/.test(e.path ?? '')) throw e;
-            r = await subscribe(['revocation']);
+          for (let events: ('revocation' | 'blocks')[] = ['revocation', 'blocks'], journal = true; ; ) {
+            try {
+              r = await subscribe(events, journal);
+              break;
+            } catch (e) {
+              if (!isWritError(e, 'WRIT_BAD_REQUEST')) throw e;
+              // A broker before the journal refuses the key (an unknown key is at `params` itself): the push alone.
+              if (journal && e.path === 'params') journal = false;
+              // A broker before blocks refuses the event's name: revocations alone, as from it before.
+              else if (events.length > 1 && /^(params\.)?events\b/.test(e.path ?? '')) events = ['revocation'];
+              else throw e;
+            }
           }
+          place = r.journal;
           const blocked = new Set<string>();
           if (r.revocations) {
             this.revocations.applySnapshot(r.revocations);
@@ -769,6 +789,10 @@ class WritVerifier implements Verifier {
         // still came, but what it said is in none of them. Not live on it; the next attempt reads the list afresh.
         if (this.unreadable.has(c)) throw unreachable('a frame from the broker could not be read while subscribing');
         this.client = c;
+        // This broker's journal, from where its snapshot ends; the last broker's (gone, or this one's before a
+        // reconnection) is let go. Opened after the snapshot is applied: none of it is read before what precedes it.
+        this.journal?.close();
+        this.journal = place === undefined ? undefined : JournalReader.open(place, place.offset);
       }
       this.attempt = 0;
       this.stale = false; // a whole list read again: a malformed event missed nothing it does not now hold
@@ -896,7 +920,7 @@ class WritVerifier implements Verifier {
   // -------------------------------------------------------------------------------------------
 
   status(): VerifierStatus {
-    return { connected: this.live, revocationsKnown: this.revocations.size, blockedIdentities: this.revocations.blockedCount, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed };
+    return { connected: this.live, revocationsKnown: this.revocations.size, blockedIdentities: this.revocations.blockedCount, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed, journal: this.journal?.reading === true };
   }
 
   ready(): Promise<boolean> {
@@ -904,6 +928,7 @@ class WritVerifier implements Verifier {
   }
 
   revoked(token: VerifiedToken): boolean {
+    this.journal?.read(this.applyJournal);
     return this.revocations.covers(token) || this.revocations.blocks(token);
   }
 
@@ -932,6 +957,8 @@ class WritVerifier implements Verifier {
     this.client = undefined;
     this.setLive(false);
     this.cache.clear();
+    this.journal?.close();
+    this.journal = undefined;
     await client?.close();
   }
 }

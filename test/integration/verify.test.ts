@@ -527,6 +527,62 @@ describe('verifier: revocation is in force when the revoke call returns', () => 
   });
 });
 
+describe('verifier: the revocation journal', { timeout: 60_000 }, () => {
+  /**
+   * Sends a revoke and keeps this process's event loop busy until the verifier refuses `t` (checked as
+   * `revoked` does, with what the journal holds) or 5 s pass: no frame is read meanwhile, so a refusal can only
+   * have come from the journal. Returns whether it refused, and whether the push had been applied by then.
+   */
+  const revokeWhileBusy = (v: Verifier, client: WritClient, token: string, t: Awaited<ReturnType<Verifier['verify']>>) => {
+    const jti = t.jti;
+    let pushed = false;
+    const off = v.onRevocation((e) => {
+      if (e.jtis.includes(jti)) pushed = true;
+    });
+    const call = client.call('revoke', { target: { kind: 'token', jti } });
+    const deadline = Date.now() + 5000;
+    let refused = false;
+    while (!refused && Date.now() < deadline) refused = v.revoked(t);
+    const pushedThen = pushed;
+    // The cached check, made now, in the same busy turn.
+    const code = codeOf(v.verify(token));
+    return { refused, pushedThen, code, done: call.then(() => (off(), pushed)) };
+  };
+
+  it('a verifier refuses a revoked token at its next check while its process has not yet read the push; after a restart, from the new broker\'s journal', async () => {
+    const env = freshEnv();
+    let b = await BrokerProcess.start(env);
+    b.decide = approveAll;
+    const v = createVerifier({ env, audience: AUD, reportUse: false });
+    try {
+      expect(await v.ready()).toBe(true);
+      expect(v.status()).toMatchObject({ connected: true, journal: true });
+      for (const round of [1, 2]) {
+        const { client } = await b.agent(`journal-${round}`);
+        const r = await client.call('task.request', { task: 'journal', scopes: ['repo:read:acme/web'], audience: AUD });
+        const t = await v.verify(r.token.token);
+        const { refused, pushedThen, code, done } = revokeWhileBusy(v, client, r.token.token, t);
+        expect({ round, refused, pushedThen }).toEqual({ round, refused: true, pushedThen: false });
+        expect(await code).toBe('WRIT_TOKEN_REVOKED');
+        // The push still came, and was acknowledged: the call returned.
+        expect(await done).toBe(true);
+        await client.close();
+        if (round === 1) {
+          await b.stop();
+          await connectedIs(v, false);
+          b = await BrokerProcess.start(env);
+          b.decide = approveAll;
+          await connectedIs(v, true);
+          expect(v.status().journal).toBe(true);
+        }
+      }
+    } finally {
+      await v.close();
+      await b.stop();
+    }
+  });
+});
+
 describe('verifier: its revocation listeners have run when the revoke call returns', () => {
   it('a listener in another process that takes its time has finished before the revoke call resolves', async () => {
     const b = await BrokerProcess.start(freshEnv());

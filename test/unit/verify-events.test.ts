@@ -5,6 +5,9 @@
 // holds an answer on request, so a small stand-in serves the metadata, the JWKS and the subscription here (real HTTP
 // and WebSocket on port 0); the token is signed by the broker's own TokenMinter.
 import { generateKeyPairSync } from 'node:crypto';
+import { appendFileSync, chmodSync, mkdtempSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +17,7 @@ import { randomIds, systemClock } from '../../broker/core/clock';
 import { TokenMinter } from '../../broker/core/tokens';
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier } from '../../broker/sdk/verify';
-import type { RevocationEvent } from '../../broker/protocol';
+import type { RevocationEvent, RevocationJournalPlace } from '../../broker/protocol';
 import { codeOf } from '../helpers/codes';
 
 const AUD = 'https://api.example';
@@ -40,6 +43,10 @@ describe('verifier: revocation frames', () => {
   const blockedNow = new Set<string>();
   /** While set, the broker is one from before blocks: a subscription naming them is refused. */
   let refuseBlocks = false;
+  /** While set, the broker is one from before the revocation journal (as is any before blocks): `journal` is refused. */
+  let refuseJournal = false;
+  /** The journal a subscriber asking for one is told of (none while unset). */
+  let journalPlace: RevocationJournalPlace | undefined;
   /** The connection of the latest subscription, answered or not. */
   let subscribing: WebSocket | undefined;
   /** While set, subscriptions wait for their answer (in `held`). */
@@ -83,12 +90,18 @@ describe('verifier: revocation frames', () => {
             ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32602, message: 'invalid params at events.1', data: { code: 'WRIT_BAD_REQUEST', path: 'params.events.1' } } }));
             return;
           }
+          if ((refuseBlocks || refuseJournal) && 'journal' in m.params) {
+            // As a broker before the journal answers: an unknown key of its strict schema is at `params` itself.
+            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32602, message: 'invalid params', data: { code: 'WRIT_BAD_REQUEST', path: 'params' } } }));
+            return;
+          }
+          const journal = m.params.journal === true && journalPlace !== undefined ? { journal: journalPlace } : {};
           // The blocked identities as the subscription arrives (the broker takes its snapshot then: changes after are
           // pushed), the grants as it is answered.
           const blocks = events.includes('blocks') ? { blockedIdentities: [...blockedNow] } : {};
           const answer = () => {
             subscriber = ws;
-            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: events, revocations: { jtis: [], grantIds: [...durableGrants], agentIds: [], ...blocks } } }));
+            ws.send(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { subscribed: events, revocations: { jtis: [], grantIds: [...durableGrants], agentIds: [], ...blocks }, ...journal } }));
           };
           subscribing = ws;
           if (holdSubscribe) held.push(answer);
@@ -499,13 +512,106 @@ describe('verifier: revocation frames', () => {
     const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
     try {
       expect(await v.ready()).toBe(true);
-      expect(subscribes).toBe(before + 2);
+      // Blocks refused, then the journal (a broker before blocks is before the journal too), then taken.
+      expect(subscribes).toBe(before + 3);
       const { token } = await mintNamed('grt_b4');
       expect((await v.verify(token)).grantId).toBe('grt_b4');
-      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 0 });
+      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 0, journal: false });
     } finally {
       refuseBlocks = false;
       await v.close();
     }
+  });
+
+  it('a broker before the revocation journal refuses the key: the verifier subscribes again without it, blocks and all', async () => {
+    refuseJournal = true;
+    blockedNow.add('inv_child');
+    const before = subscribes;
+    const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+    try {
+      expect(await v.ready()).toBe(true);
+      expect(subscribes).toBe(before + 2);
+      const { token } = await mintNamed('grt_b5');
+      expect(await codeOf(v.verify(token))).toBe('WRIT_AGENT_BLOCKED');
+      expect(v.status()).toMatchObject({ connected: true, blockedIdentities: 1, journal: false });
+    } finally {
+      refuseJournal = false;
+      blockedNow.clear();
+      await v.close();
+    }
+  });
+
+  describe('the revocation journal', () => {
+    let dir = '';
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'writ-journal-'));
+    });
+    afterAll(() => {
+      journalPlace = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const revokeLine = (grantId: string, seq: number) => JSON.stringify({ target: { kind: 'grant', id: grantId }, at: Math.floor(Date.now() / 1000), jtis: [], agentIds: [], taskIds: [], grantIds: [grantId], seq }) + '\n';
+    /** A journal file as the broker makes one (0600), holding `text`; its place as the broker names it, from `offset`. */
+    const journalFile = (name: string, text = '', offset = Buffer.byteLength(text)) => {
+      const path = join(dir, name);
+      writeFileSync(path, text, { mode: 0o600 });
+      return { path, ino: String(statSync(path, { bigint: true }).ino), offset };
+    };
+
+    it('a revocation written to it is refused at the next check, with no push and no ack; a line is taken only once whole; `next` is followed', async () => {
+      // grt_j0's revocation is before the snapshot's offset: the snapshot is what covers that part, so it is not read.
+      journalPlace = journalFile('j1', revokeLine('grt_j0', 1));
+      const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+      try {
+        expect(await v.ready()).toBe(true);
+        expect(v.status().journal).toBe(true);
+        const known = v.status().revocationsKnown; // the fake's durable grants, from tests before
+        const [t0, t1, t2, t3, t4] = await Promise.all(['grt_j0', 'grt_j1', 'grt_j2', 'grt_j3', 'grt_j4'].map((g) => mint(g)));
+        for (const t of [t0, t1, t2, t3, t4]) await v.verify(t!.token);
+        const acked = acks.length;
+        appendFileSync(journalPlace.path, revokeLine('grt_j1', 2));
+        expect(await codeOf(v.verify(t1!.token))).toBe('WRIT_TOKEN_REVOKED');
+        // Half a line: not yet; the rest: refused.
+        const line = revokeLine('grt_j2', 3);
+        appendFileSync(journalPlace.path, line.slice(0, 30));
+        expect((await v.verify(t2!.token)).grantId).toBe('grt_j2');
+        appendFileSync(journalPlace.path, line.slice(30));
+        expect(await codeOf(v.verify(t2!.token))).toBe('WRIT_TOKEN_REVOKED');
+        // The broker continues in a new file and removes the old one; a line that is not an event is skipped.
+        const next = journalFile('j2');
+        appendFileSync(journalPlace.path, JSON.stringify({ next: { path: next.path, ino: next.ino } }) + '\n');
+        unlinkSync(journalPlace.path);
+        appendFileSync(next.path, '{"target":\n' + revokeLine('grt_j3', 4));
+        expect(await codeOf(v.verify(t3!.token))).toBe('WRIT_TOKEN_REVOKED');
+        expect((await v.verify(t4!.token)).grantId).toBe('grt_j4');
+        expect((await v.verify(t0!.token)).grantId).toBe('grt_j0');
+        expect(v.status()).toMatchObject({ journal: true, revocationsKnown: known + 3 });
+        // The journal is read, never acknowledged: acks are the push's.
+        expect(acks.length).toBe(acked);
+      } finally {
+        journalPlace = undefined;
+        await v.close();
+      }
+    });
+
+    it('a file that is not the one named (another inode), or one other users can write, is not read: the push alone', async () => {
+      const named = journalFile('j3');
+      for (const place of [{ ...named, ino: String(BigInt(named.ino) + 1n) }, journalFile('j4')]) {
+        if (place.path.endsWith('j4')) chmodSync(place.path, 0o622);
+        journalPlace = place;
+        const v = createVerifier({ broker: base, audience: AUD, reportUse: false });
+        try {
+          expect(await v.ready()).toBe(true);
+          expect(v.status()).toMatchObject({ connected: true, journal: false });
+          const { token } = await mint('grt_j5');
+          await v.verify(token);
+          appendFileSync(place.path, revokeLine('grt_j5', 5));
+          expect((await v.verify(token)).grantId).toBe('grt_j5');
+        } finally {
+          journalPlace = undefined;
+          await v.close();
+        }
+      }
+    });
   });
 });

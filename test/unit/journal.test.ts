@@ -1,0 +1,144 @@
+// The broker's revocation journal (broker/core/journal.ts) as its readers (broker/sdk/journal.ts) see it: each
+// event one line, in order, across the files it continues in; made private, removed when the broker stops, and
+// left behind by no broker that is gone; a journal that cannot be written is none, and the broker goes on.
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, chmodSync, existsSync, truncateSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RevocationJournal } from '../../broker/core/journal';
+import { JournalReader } from '../../broker/sdk/journal';
+import { REVOCATION_JOURNAL_MAX_BYTES } from '../../broker/protocol';
+import type { RevocationEvent } from '../../broker/protocol';
+
+const event = (jti: string, seq: number): RevocationEvent => ({ target: { kind: 'token', jti }, at: 1_700_000_000, jtis: [jti], agentIds: [], taskIds: [], grantIds: [], seq });
+
+describe('revocation journal', () => {
+  let dir = '';
+  const logged: string[] = [];
+  const log = (line: string) => logged.push(line);
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'writ-journal-'));
+    logged.length = 0;
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** What a reader applies from `place` on, read now. */
+  const readAll = (r: JournalReader) => {
+    const got: string[] = [];
+    r.read((e) => got.push(`${e.seq}:${e.jtis[0]}`));
+    return got;
+  };
+
+  it('one line per event, a private file of this process; a subscriber starts where its snapshot ends', () => {
+    const j = RevocationJournal.open(dir, log);
+    const first = j.place()!;
+    expect(first.offset).toBe(0);
+    expect(first.path).toBe(join(dir, `revocations-${process.pid}-1.journal`));
+    expect(first.ino).toBe(String(statSync(first.path, { bigint: true }).ino));
+    expect(statSync(first.path).mode & 0o777).toBe(0o600);
+    j.append(event('a', 1));
+    const later = j.place()!;
+    j.append(event('b', 2));
+    expect(readFileSync(first.path, 'utf8')).toBe(JSON.stringify(event('a', 1)) + '\n' + JSON.stringify(event('b', 2)) + '\n');
+    expect(later).toEqual({ ...first, offset: Buffer.byteLength(JSON.stringify(event('a', 1)) + '\n') });
+    expect(readAll(JournalReader.open(first, first.offset)!)).toEqual(['1:a', '2:b']);
+    expect(readAll(JournalReader.open(later, later.offset)!)).toEqual(['2:b']);
+    j.close();
+    expect(existsSync(first.path)).toBe(false);
+    expect(j.place()).toBeUndefined();
+    expect(logged).toEqual([]);
+  });
+
+  it('past its size it continues in a new file: a reader follows on through every file, in order, and the old ones go', () => {
+    const j = RevocationJournal.open(dir, log, { maxBytes: 300 });
+    const start = j.place()!;
+    const early = JournalReader.open(start, 0)!;
+    const seen: string[] = [];
+    for (let i = 1; i <= 12; i++) {
+      j.append(event(`t${i}`, i));
+      // A reader checking between appends, and one that reads only at the end, see the same.
+      seen.push(...readAll(early));
+    }
+    const want = Array.from({ length: 12 }, (_, i) => `${i + 1}:t${i + 1}`);
+    expect(seen).toEqual(want);
+    const now = j.place()!;
+    expect(now.path).not.toBe(start.path);
+    // Only the file being written is left: the ones before were removed as each was continued.
+    expect(readdirSync(dir)).toEqual([now.path.slice(dir.length + 1)]);
+    expect(readAll(early)).toEqual([]);
+    expect(early.reading).toBe(true);
+    // A subscriber from here on gets the next event, whether or not it comes in yet another file.
+    const late = JournalReader.open(now, now.offset)!;
+    j.append(event('t13', 13));
+    expect(readAll(early)).toEqual(['13:t13']);
+    expect(readAll(late)).toEqual(['13:t13']);
+    j.close();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('removes journals of brokers no longer running, and nothing else', () => {
+    for (const name of ['revocations-999999-1.journal', 'revocations-999999-2.journal', 'revocations-4242-1.journal', 'revocations.jsonl', 'broker.json']) writeFileSync(join(dir, name), '');
+    const j = RevocationJournal.open(dir, log, { isRunning: (pid) => pid === 4242 });
+    expect(readdirSync(dir).sort()).toEqual(['broker.json', 'revocations-4242-1.journal', `revocations-${process.pid}-1.journal`, 'revocations.jsonl'].sort());
+    j.close();
+  });
+
+  it('a journal that cannot be made is none: the broker goes on, says so once, and names none to subscribers', () => {
+    const gone = join(dir, 'gone');
+    const j = RevocationJournal.open(gone, log);
+    expect(j.place()).toBeUndefined();
+    j.append(event('a', 1));
+    expect(logged).toEqual([`writ: could not make the revocation journal ${join(gone, `revocations-${process.pid}-1.journal`)} (ENOENT); verifiers learn of revocations by the push alone`]);
+    j.close();
+  });
+
+  it('a new file that cannot be made when the journal is full ends it: readers go on by the push, nothing of it is left behind', () => {
+    const j = RevocationJournal.open(dir, log, { maxBytes: 100 });
+    const start = j.place()!;
+    const reader = JournalReader.open(start, 0)!;
+    j.append(event('a', 1));
+    // The name the next file would take is taken (it is made O_EXCL): it cannot be made.
+    const squatter = `revocations-${process.pid}-2.journal`;
+    writeFileSync(join(dir, squatter), '');
+    j.append(event('b', 2));
+    expect(j.place()).toBeUndefined();
+    expect(logged).toEqual([`writ: could not make the revocation journal ${join(dir, squatter)} (EEXIST); verifiers learn of revocations by the push alone`]);
+    expect(readAll(reader)).toEqual(['1:a']);
+    expect(readdirSync(dir)).toEqual([squatter]);
+    j.close();
+    expect(logged.length).toBe(1);
+  });
+
+  it('a reader refuses a file that is not the one named, or that others can write, and stops at a line longer than it reads at once', () => {
+    const j = RevocationJournal.open(dir, log);
+    const place = j.place()!;
+    expect(JournalReader.open({ ...place, ino: String(BigInt(place.ino) + 1n) }, 0)).toBeUndefined();
+    expect(JournalReader.open({ path: join(dir, 'missing.journal'), ino: place.ino }, 0)).toBeUndefined();
+    chmodSync(place.path, 0o620);
+    expect(JournalReader.open(place, 0)).toBeUndefined();
+    chmodSync(place.path, 0o600);
+    const reader = JournalReader.open(place, 0)!;
+    writeFileSync(place.path, 'x'.repeat(70 * 1024));
+    expect(readAll(reader)).toEqual([]);
+    expect(reader.reading).toBe(false);
+    j.close();
+  });
+
+  it('a reader does not hang on a FIFO put at the path, and lets go of a file past twice the size the broker lets one grow to', () => {
+    const fifo = join(dir, 'fifo.journal');
+    execFileSync('mkfifo', [fifo]);
+    // Opened without blocking (no writer will come), then refused: not a regular file.
+    expect(JournalReader.open({ path: fifo, ino: String(statSync(fifo, { bigint: true }).ino) }, 0)).toBeUndefined();
+    const big = join(dir, 'big.journal');
+    writeFileSync(big, '', { mode: 0o600 });
+    truncateSync(big, 2 * REVOCATION_JOURNAL_MAX_BYTES);
+    appendFileSync(big, JSON.stringify(event('late', 1)) + '\n');
+    const reader = JournalReader.open({ path: big, ino: String(statSync(big, { bigint: true }).ino) }, 2 * REVOCATION_JOURNAL_MAX_BYTES)!;
+    expect(reader.reading).toBe(true);
+    expect(readAll(reader)).toEqual([]);
+    expect(reader.reading).toBe(false);
+  });
+});
