@@ -1,10 +1,17 @@
 // Revocation: 16 verifiers in separate processes (bench/verifier-child.mjs on dist/verify.mjs), each subscribed to
 // the broker and holding a verified token; the broker is asked to revoke the token (token kind, over the WebSocket).
 // Measured per kill, on one clock shared by every process (CLOCK_MONOTONIC, bench/stats.ts sharedMs):
-// - all refuse: from the revoke call's start until the last of the 16 refuses. A verifier refuses when the library
-//   calls its onRevocation listener (after applying the event, before acknowledging it), which checks the token
-//   there and then, as a resource that is told would; the time is stamped in the verifier when the listener is
-//   called and collected after the return (no IPC while verifiers are still refusing).
+// - refused at every check: from the revoke call's start until the broker has written the revocation to its
+//   journal (broker/core/journal.ts). Every verifier reads the journal at each check, so from then on each of
+//   them refuses the token at its next check, whether or not its process has been woken by the push yet
+//   (test/integration/verify.test.ts, 'the revocation journal', holds a verifier's process busy to show it).
+//   The moment is bounded from above by the earlier of: a 17th verifier, in this process, checking the token as
+//   soon as the journal file changes (inotify wakes it); and the first of the 16 to apply the push, which the
+//   broker writes only after the line. Both are upper bounds: the line was there before either.
+// - all apply the push: from the revoke call's start until the last of the 16 has applied the pushed event. A
+//   verifier stamps it when the library calls its onRevocation listener (after applying the event, before
+//   acknowledging it), which checks the token there and then, as a resource that is told would; the stamps are
+//   collected after the return (no IPC while verifiers are still being told).
 // - accepted after the return (must be 0): verifiers that accepted the token, or would have, after the revoke call
 //   returned: each checks the token once more right after the return (a probe), and a verifier whose refusal is
 //   stamped after the return counts too, checked or not (it applied the revocation late).
@@ -30,10 +37,11 @@ import { execFileSync, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, watch } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import { percentiles, sharedMs } from './stats';
@@ -41,6 +49,7 @@ import { AUDIENCE, SCOPE } from './mint';
 import type { Bench } from './mint';
 import { BrokerProcess, ROOT, freshEnv, requireKeyring } from '../test/helpers/broker';
 import type { WritClient } from '../broker/sdk/client';
+import type { Verifier } from '../broker/sdk/verify';
 
 const CHILD = fileURLToPath(new URL('./verifier-child.mjs', import.meta.url));
 const FANOUT_CHILD = fileURLToPath(new URL('./fanout-child.mjs', import.meta.url));
@@ -51,7 +60,14 @@ type Msg = { type: 'ready' } | { type: 'held'; k: number } | { type: 'refused'; 
 export interface RevocationFigures {
   verifiers: number;
   kills: number;
-  /** ms from the revoke call's start until all verifiers refuse (their clocks). */
+  /**
+   * ms from the revoke call's start until a verifier refuses the token at every check: the first check that
+   * refuses, in a 17th verifier (in the benchmark's process) that checks it without pause while the call runs.
+   * From then on every verifier on this machine refuses it at its next check: each reads the broker's revocation
+   * journal at each check, before its push has woken it (test/integration/verify.test.ts, 'the revocation journal').
+   */
+  journal: { p50: number; p99: number; max: number };
+  /** ms from the revoke call's start until all verifiers have applied the push (their clocks). */
   allRefuse: { p50: number; p99: number; max: number };
   /** ms from the revoke call's start until the first verifier refuses. */
   firstRefuse: { p50: number; p99: number; max: number };
@@ -110,6 +126,8 @@ class Children {
 
 /** One kill's figures (ms from the revoke call's start) and, per verifier late, how late (ms after the return). */
 interface KillSample {
+  /** From the call's start until the first check that refuses, in a verifier checking without pause. */
+  journal: number;
   allRefuse: number;
   firstRefuse: number;
   call: number;
@@ -120,18 +138,44 @@ interface KillSample {
 class Rig {
   private readonly children: Children;
   private k = 0;
+  /** The 17th verifier, in this process: it checks the token each time the broker's journal changes. */
+  private checker: Verifier | undefined;
+  private watcher: FSWatcher | undefined;
+  /** The token the checker holds, and when it first refused it (shared clock). */
+  private checking: string | undefined;
+  private journalAt: number | undefined;
   constructor(
     private readonly client: WritClient,
     private readonly grantId: string,
-    httpUrl: string,
+    private readonly httpUrl: string,
+    private readonly runtimeDir: string,
     readonly verifiers: number,
-    verifyModule?: string,
+    private readonly verifyModule = join(ROOT, 'dist', 'verify.mjs'),
   ) {
-    this.children = new Children(verifiers, [httpUrl, AUDIENCE, SCOPE, ...(verifyModule ? [verifyModule] : [])]);
+    this.children = new Children(verifiers, [httpUrl, AUDIENCE, SCOPE, verifyModule]);
   }
 
-  ready(): Promise<void> {
-    return this.children.expect(this.verifiers, (m) => m.type === 'ready', 120_000);
+  async ready(): Promise<void> {
+    const { createVerifier } = (await import(pathToFileURL(this.verifyModule).href)) as typeof import('../broker/sdk/verify');
+    this.checker = createVerifier({ broker: this.httpUrl, audience: AUDIENCE, reportUse: false });
+    if (!(await this.checker.ready())) throw new Error('the checking verifier did not reach the broker');
+    // A broker before the journal has none: the figure is then not taken.
+    const name = readdirSync(this.runtimeDir).find((n) => /^revocations-[0-9]+-[0-9]+\.journal$/.test(n));
+    if (name !== undefined) {
+      const checker = this.checker;
+      this.watcher = watch(join(this.runtimeDir, name), () => {
+        const token = this.checking;
+        if (token === undefined || this.journalAt !== undefined) return;
+        const at = sharedMs();
+        checker.verify(token, { scope: SCOPE }).then(
+          () => undefined,
+          (e: { code?: string }) => {
+            if (e?.code === 'WRIT_TOKEN_REVOKED' && this.journalAt === undefined) this.journalAt = at;
+          },
+        );
+      });
+    }
+    await this.children.expect(this.verifiers, (m) => m.type === 'ready', 120_000);
   }
 
   async kill(): Promise<KillSample> {
@@ -141,6 +185,8 @@ class Rig {
     const held = children.expect(verifiers, (m) => m.type === 'held' && m.k === k);
     children.send({ type: 'token', k, token });
     await held;
+    await this.checker!.verify(token, { scope: SCOPE });
+    this.checking = token;
     await new Promise((r) => setTimeout(r, 5)); // every verifier is now idle, holding it
 
     const probes = new Map<number, Probe>();
@@ -154,8 +200,13 @@ class Rig {
     };
     const probed = children.expect(verifiers, (m) => m.type === 'probe' && m.k === k);
     const start = sharedMs();
-    await this.client.call('revoke', { target: { kind: 'token', jti }, reason: 'bench' });
+    const call = this.client.call('revoke', { target: { kind: 'token', jti }, reason: 'bench' });
+    await call;
     const returned = sharedMs();
+    // Its change was heard in this process no later than the push it comes before (a moment's wait at most).
+    for (const until = sharedMs() + 1000; this.watcher !== undefined && this.journalAt === undefined && sharedMs() < until; ) await new Promise((r) => setImmediate(r));
+    const heardAt = this.journalAt ?? Number.POSITIVE_INFINITY;
+    this.checking = this.journalAt = undefined;
     children.send({ type: 'probe', k });
     await probed;
     // A verifier whose probe accepted the token (counted below) still refuses once the event reaches it.
@@ -173,11 +224,17 @@ class Rig {
       const latest = Math.max(p.accepted ? p.at : -1, p.lastAcceptAt, refusedAt(i)!);
       return latest > returned ? [latest - returned] : [];
     });
-    return { allRefuse: Math.max(...refusals) - start, firstRefuse: Math.min(...refusals) - start, call: returned - start, late };
+    // The line is written before any frame of the push is (broker/root.ts): the first verifier to apply the push
+    // had it readable by then, so the earlier of the two bounds the moment every check began to refuse.
+    const firstPush = Math.min(...refusals);
+    const journal = this.watcher === undefined ? Number.NaN : Math.min(heardAt, firstPush);
+    return { journal: journal - start, allRefuse: Math.max(...refusals) - start, firstRefuse: Math.min(...refusals) - start, call: returned - start, late };
   }
 
-  stop(): Promise<void> {
-    return this.children.stop();
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    await this.checker?.close();
+    await this.children.stop();
   }
 }
 
@@ -239,6 +296,7 @@ function figures(verifiers: number, samples: readonly KillSample[], floor: reado
   return {
     verifiers,
     kills: samples.length,
+    journal: percentiles(samples.map((s) => s.journal)),
     allRefuse: percentiles(samples.map((s) => s.allRefuse)),
     firstRefuse: percentiles(samples.map((s) => s.firstRefuse)),
     call: percentiles(samples.map((s) => s.call)),
@@ -254,7 +312,7 @@ function floorFigures(rounds: readonly { all: number; first: number }[]): Revoca
 
 export async function revocationFigures(bench: Bench, verifiers = 16, kills = 20): Promise<RevocationFigures> {
   const { client, grantId } = bench.agents[0]!;
-  const rig = new Rig(client, grantId, bench.broker.discovery.httpUrl, verifiers);
+  const rig = new Rig(client, grantId, bench.broker.discovery.httpUrl, bench.broker.env.WRIT_RUNTIME_DIR, verifiers);
   let floorRig: FloorRig | undefined;
   const samples: KillSample[] = [];
   const floor: { all: number; first: number }[] = [];
@@ -291,7 +349,7 @@ async function startRig(label: string, dist: string, verifiers: number): Promise
   broker.decide = () => ({ decision: 'approve', mode: 'session' });
   const { client } = await broker.agent(`bench-${label}`);
   const r = await client.call('task.request', { task: 'bench', scopes: [SCOPE], audience: AUDIENCE });
-  const rig = new Rig(client, r.grant.id, broker.discovery.httpUrl, verifiers, join(dist, 'verify.mjs'));
+  const rig = new Rig(client, r.grant.id, broker.discovery.httpUrl, broker.env.WRIT_RUNTIME_DIR, verifiers, join(dist, 'verify.mjs'));
   await rig.ready();
   return { label, rig, broker, samples: [] };
 }
@@ -327,8 +385,9 @@ async function main(): Promise<void> {
     console.log(`${s.label}: ${f.verifiers} verifiers, ${f.kills} kills (interleaved)`);
     console.log(`  ${'ms'.padEnd(44)} ${'p50'.padStart(9)} ${'p99'.padStart(9)} ${'max'.padStart(9)}`);
     console.log(row('revoke call (durable)', f.call));
-    console.log(row('call start → first verifier refuses', f.firstRefuse));
-    console.log(row(`call start → all ${f.verifiers} refuse`, f.allRefuse));
+    console.log(row('call start → refused at every check (journal)', f.journal));
+    console.log(row('call start → first verifier applies the push', f.firstRefuse));
+    console.log(row(`call start → all ${f.verifiers} apply the push`, f.allRefuse));
     console.log(`  tokens accepted after the call returned: ${f.acceptedAfterReturn} (must be 0)`);
     console.log(`  all ${f.verifiers} refuse / floor (bare ws frame, all receive): p50 ${(f.allRefuse.p50 / f.floor.allReceive.p50).toFixed(2)}x, p99 ${(f.allRefuse.p99 / f.floor.allReceive.p99).toFixed(2)}x`);
   }
