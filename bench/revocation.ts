@@ -54,8 +54,8 @@ import type { Verifier } from '../broker/sdk/verify';
 const CHILD = fileURLToPath(new URL('./verifier-child.mjs', import.meta.url));
 const FANOUT_CHILD = fileURLToPath(new URL('./fanout-child.mjs', import.meta.url));
 
-type Probe = { type: 'probe'; k: number; accepted: boolean; at: number; refusedAt: number; lastAcceptAt: number };
-type Msg = { type: 'ready' } | { type: 'held'; k: number } | { type: 'refused'; k: number; at: number } | Probe | { type: 'stamps'; stamps: Record<number, number> };
+type Probe = { type: 'probe'; k: number; accepted: boolean; at: number; refusedAt: number; lastAcceptAt: number; journal?: boolean };
+type Msg = { type: 'ready'; journal?: boolean } | { type: 'held'; k: number } | { type: 'refused'; k: number; at: number } | Probe | { type: 'stamps'; stamps: Record<number, number> };
 
 export interface RevocationFigures {
   verifiers: number;
@@ -156,6 +156,13 @@ class Rig {
   }
 
   async ready(): Promise<void> {
+    // Listened for first (the children started with the rig), then the checker is made meanwhile.
+    const journal: (boolean | undefined)[] = [];
+    this.children.onMessage = (m) => {
+      if (m.type === 'ready') journal.push(m.journal);
+    };
+    const childrenReady = this.children.expect(this.verifiers, (m) => m.type === 'ready', 120_000);
+    childrenReady.catch(() => undefined); // awaited below; a checker that fails first is the error then
     const { createVerifier } = (await import(pathToFileURL(this.verifyModule).href)) as typeof import('../broker/sdk/verify');
     this.checker = createVerifier({ broker: this.httpUrl, audience: AUDIENCE, reportUse: false });
     if (!(await this.checker.ready())) throw new Error('the checking verifier did not reach the broker');
@@ -175,7 +182,15 @@ class Rig {
         );
       });
     }
-    await this.children.expect(this.verifiers, (m) => m.type === 'ready', 120_000);
+    await childrenReady;
+    this.children.onMessage = undefined;
+    // The figure says every verifier refuses at its next check: only if every one reads the journal.
+    if (this.watcher !== undefined) this.readingJournal([this.checker.status().journal, ...journal]);
+  }
+
+  private readingJournal(said: readonly (boolean | undefined)[]): void {
+    const not = said.filter((j) => j !== true).length;
+    if (not > 0) throw new Error(`${not} of ${said.length} verifiers do not read the broker's revocation journal`);
   }
 
   async kill(): Promise<KillSample> {
@@ -219,6 +234,7 @@ class Rig {
       });
     }
     children.onMessage = undefined;
+    if (this.watcher !== undefined) this.readingJournal([this.checker!.status().journal, ...[...probes.values()].map((p) => p.journal)]);
     const refusals = [...probes.keys()].map((i) => refusedAt(i)!);
     const late = [...probes.entries()].flatMap(([i, p]) => {
       const latest = Math.max(p.accepted ? p.at : -1, p.lastAcceptAt, refusedAt(i)!);
@@ -379,7 +395,9 @@ async function main(): Promise<void> {
     await floorRig?.stop();
     if (baseDir) rmSync(baseDir, { recursive: true, force: true });
   }
-  const row = (name: string, f: { p50: number; p99: number; max: number }) => `  ${name.padEnd(44)} ${f.p50.toFixed(2).padStart(9)} ${f.p99.toFixed(2).padStart(9)} ${f.max.toFixed(2).padStart(9)}`;
+  // NaN: not taken (a build before the journal has none).
+  const fmt = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(2)).padStart(9);
+  const row = (name: string, f: { p50: number; p99: number; max: number }) => `  ${name.padEnd(44)} ${fmt(f.p50)} ${fmt(f.p99)} ${fmt(f.max)}`;
   for (const s of sides) {
     const f = figures(verifiers, s.samples, floor);
     console.log(`${s.label}: ${f.verifiers} verifiers, ${f.kills} kills (interleaved)`);
@@ -389,7 +407,7 @@ async function main(): Promise<void> {
     console.log(row('call start → first verifier applies the push', f.firstRefuse));
     console.log(row(`call start → all ${f.verifiers} apply the push`, f.allRefuse));
     console.log(`  tokens accepted after the call returned: ${f.acceptedAfterReturn} (must be 0)`);
-    console.log(`  all ${f.verifiers} refuse / floor (bare ws frame, all receive): p50 ${(f.allRefuse.p50 / f.floor.allReceive.p50).toFixed(2)}x, p99 ${(f.allRefuse.p99 / f.floor.allReceive.p99).toFixed(2)}x`);
+    console.log(`  all ${f.verifiers} apply the push / floor (bare ws frame, all receive): p50 ${(f.allRefuse.p50 / f.floor.allReceive.p50).toFixed(2)}x, p99 ${(f.allRefuse.p99 / f.floor.allReceive.p99).toFixed(2)}x`);
   }
   const fl = floorFigures(floor);
   console.log(`floor: a bare WebSocket frame to ${verifiers} Node processes (bench/fanout-child.mjs), ${floor.length} rounds`);

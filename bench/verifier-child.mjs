@@ -3,7 +3,8 @@
 //   parent → {type:'token', k, token}  verify it (a first sight) and hold it
 //   parent → {type:'probe', k}         check it now (sent right after the revoke call returned)
 //   child  → {type:'held', k}
-//          | {type:'probe', k, accepted, at, refusedAt, lastAcceptAt}   refusedAt -1: not refused yet
+//          | {type:'probe', k, accepted, at, refusedAt, lastAcceptAt, journal}   refusedAt -1: not refused yet;
+//            journal: status().journal, reading the broker's revocation journal (undefined from a build before it)
 //          | {type:'refused', k, at}   only for a refusal that comes after a probe which accepted the token
 // The held token is checked the moment each revocation event has been applied: the library calls onRevocation
 // after applying an event and before acknowledging it. A refusal found there is stamped with the time the listener
@@ -54,7 +55,7 @@ process.on('message', async (m) => {
     const h = held;
     const accepted = await check(h);
     h.probedAccepted = accepted;
-    process.send({ type: 'probe', k: m.k, accepted, at: wall(), refusedAt: h.refusedAt, lastAcceptAt: h.lastAcceptAt });
+    process.send({ type: 'probe', k: m.k, accepted, at: wall(), refusedAt: h.refusedAt, lastAcceptAt: h.lastAcceptAt, journal: verifier.status().journal });
   } else if (m.type === 'exit') {
     await verifier.close();
     process.exit(0);
@@ -67,4 +68,4 @@ if (!(await verifier.ready())) {
     const off = verifier.onStatus((s) => s.connected && (off(), resolve()));
   });
 }
-process.send({ type: 'ready' });
+process.send({ type: 'ready', journal: verifier.status().journal });

@@ -18,6 +18,8 @@ import type { RevocationEvent, RevocationJournalFile, RevocationJournalPlace } f
 
 
 const NAME = /^revocations-([0-9]+)-([0-9]+)\.journal$/;
+/** Journal files this process has made (and not yet removed): never taken for another process's leftovers. */
+const MADE = new Set<string>();
 
 export class RevocationJournal {
   private fd: number | undefined;
@@ -26,6 +28,11 @@ export class RevocationJournal {
   private part = 0;
   /** Files of this journal that could not be removed when they were done with: tried again at close. */
   private readonly unremoved = new Set<string>();
+  /**
+   * The file before the current one, kept until the next is made: a subscriber told of it just before it was
+   * continued still opens it and follows its `next`, as does a reader that missed one change of file.
+   */
+  private previous: string | undefined;
 
   private constructor(
     private readonly dir: string,
@@ -44,9 +51,17 @@ export class RevocationJournal {
     return j;
   }
 
-  /** Where a subscriber taking its snapshot now starts reading, or undefined while there is no journal. */
+  /**
+   * Where a subscriber taking its snapshot now starts reading, or undefined while there is no journal. The
+   * file's own size: anything another process of this user appended is before it, not in the middle of a line.
+   */
   place(): RevocationJournalPlace | undefined {
-    return this.file === undefined ? undefined : { ...this.file, offset: this.size };
+    if (this.fd === undefined || this.file === undefined) return undefined;
+    try {
+      return { ...this.file, offset: fstatSync(this.fd).size };
+    } catch {
+      return undefined;
+    }
   }
 
   /** Appends one entry's event; never throws (a write that fails ends the journal, and the push still goes). */
@@ -62,6 +77,7 @@ export class RevocationJournal {
     const file = this.file;
     this.end();
     if (file !== undefined) this.remove(file.path);
+    if (this.previous !== undefined) this.remove(this.previous);
     for (const path of [...this.unremoved]) this.remove(path);
   }
 
@@ -73,8 +89,10 @@ export class RevocationJournal {
   private create(): { fd: number; file: RevocationJournalFile } | undefined {
     const path = join(this.dir, `revocations-${process.pid}-${++this.part}.journal`);
     try {
-      // Made here and now, by this process alone (O_EXCL, no link followed), readable by this user only.
-      const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      // Made here and now, by this process alone (O_EXCL, no link followed), readable by this user only. Each
+      // line goes at the end (O_APPEND), whatever else was written there: none is ever written over.
+      const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_APPEND, 0o600);
+      MADE.add(path);
       return { fd, file: { path, ino: String(fstatSync(fd, { bigint: true }).ino) } };
     } catch (e) {
       this.fail(`could not make the revocation journal ${path}`, e);
@@ -82,14 +100,19 @@ export class RevocationJournal {
     }
   }
 
-  /** The old file's last line names the new one; the old one is removed (its readers hold it open). */
+  /**
+   * The old file's last line names the new one; the old one is kept as `previous`, and the one before it
+   * removed (its readers hold it open and follow on).
+   */
   private continueInNewFile(): void {
     const old = this.file!.path;
     const next = this.create();
     const linked = next !== undefined && this.write(JSON.stringify({ next: next.file }) + '\n');
     this.end();
-    this.remove(old);
+    if (this.previous !== undefined) this.remove(this.previous);
+    this.previous = linked ? old : undefined;
     if (!linked) {
+      this.remove(old);
       // No new file, or the old one could not name it: readers go on by the push alone, new subscribers too.
       if (next !== undefined) {
         closeSync(next.fd);
@@ -104,7 +127,7 @@ export class RevocationJournal {
   private write(line: string): boolean {
     const bytes = Buffer.from(line);
     try {
-      const n = writeSync(this.fd!, bytes, 0, bytes.length, this.size);
+      const n = writeSync(this.fd!, bytes, 0, bytes.length);
       this.size += n;
       if (n !== bytes.length) throw new Error(`only ${n} of ${bytes.length} bytes were written`);
       return true;
@@ -117,7 +140,11 @@ export class RevocationJournal {
   }
 
   private fail(what: string, e: unknown): void {
-    this.log(`writ: ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); verifiers learn of revocations by the push alone`);
+    try {
+      this.log(`writ: ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); verifiers learn of revocations by the push alone`);
+    } catch {
+      // Nothing the log does may keep the push from going: append never throws.
+    }
     const file = this.file;
     this.end();
     if (file !== undefined) this.remove(file.path);
@@ -149,7 +176,12 @@ export class RevocationJournal {
     }
     for (const name of names) {
       const m = NAME.exec(name);
-      if (m && Number(m[1]) !== process.pid && !isRunning(Number(m[1]))) removeQuietly(join(this.dir, name));
+      if (!m) continue;
+      const path = join(this.dir, name);
+      // This pid's own: one left by a process that had this pid before (a broker restarted in a container is
+      // often the same pid), unless this process made it (another broker in it, as in tests).
+      const own = Number(m[1]) === process.pid;
+      if (own ? !MADE.has(path) : !isRunning(Number(m[1]))) removeQuietly(path);
     }
   }
 }
@@ -166,8 +198,9 @@ function running(pid: number): boolean {
 function removeQuietly(path: string): boolean {
   try {
     unlinkSync(path);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return false;
   }
+  MADE.delete(path);
+  return true;
 }

@@ -16,6 +16,11 @@ const CHUNK = 64 * 1024;
  * past it is no journal of the broker's, and is let go rather than read on (however large it is).
  */
 const MAX_FILE_BYTES = 2 * REVOCATION_JOURNAL_MAX_BYTES;
+/**
+ * Files followed in one read: the broker keeps the file before its current one, so a reader that still holds
+ * the one before that (read up to its `next` line) needs two.
+ */
+const MAX_FOLLOWS = 2;
 
 export class JournalReader {
   private readonly buf = Buffer.allocUnsafe(CHUNK);
@@ -26,7 +31,12 @@ export class JournalReader {
   /** Lines read that were not an event or a `next` (a newer broker's, or damaged): skipped. */
   skipped = 0;
 
-  private constructor(fd: number, offset: number) {
+  private constructor(
+    fd: number,
+    offset: number,
+    /** The inode of the file being read: a `next` naming it is skipped. */
+    private ino: string,
+  ) {
     this.fd = fd;
     this.offset = offset;
   }
@@ -39,11 +49,12 @@ export class JournalReader {
     let fd: number | undefined;
     try {
       // Non-blocking: a FIFO put there would otherwise hold this thread in open(2) until someone writes to it.
-      fd = openSync(file.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      // Nor may a terminal put there become this process's controlling terminal (O_NOCTTY).
+      fd = openSync(file.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
       const st = fstatSync(fd, { bigint: true });
       const own = fstatSync(fd);
       if (String(st.ino) !== file.ino || untrustedReason('file', own, currentUid()) !== undefined) throw new Error('not the journal named');
-      return new JournalReader(fd, offset);
+      return new JournalReader(fd, offset, file.ino);
     } catch {
       if (fd !== undefined) closeSync(fd);
       return undefined;
@@ -55,9 +66,16 @@ export class JournalReader {
     return this.fd !== undefined;
   }
 
-  /** Applies every whole line appended since the last read, in order, following a `next` to the file after. */
+  /**
+   * Applies every whole line appended since the last read, in order, following a `next` to the file after. One
+   * read reads at most MAX_FOLLOWS files after the first and MAX_FILE_BYTES in all, then leaves the rest for the
+   * next: a `next` naming a file already read (written there by another process of this user) costs a bounded
+   * re-read of it per check, never a loop.
+   */
   read(apply: (e: RevocationEvent) => void): void {
-    while (this.fd !== undefined) {
+    let follows = 0;
+    let budget = MAX_FILE_BYTES;
+    while (this.fd !== undefined && budget > 0) {
       let n: number;
       try {
         n = readSync(this.fd, this.buf, 0, CHUNK, this.offset);
@@ -67,6 +85,7 @@ export class JournalReader {
       }
       if (n === 0) return;
       this.offset += n;
+      budget -= n;
       if (this.offset > MAX_FILE_BYTES) {
         this.close();
         return;
@@ -82,6 +101,7 @@ export class JournalReader {
       if (next !== undefined) {
         // The broker continues in another file, from its start; nothing more is written to this one.
         this.follow(next);
+        if (++follows > MAX_FOLLOWS) return;
         continue;
       }
       if (start < data.length) {
@@ -123,7 +143,8 @@ export class JournalReader {
     }
     if (isRecord(value) && Object.keys(value).length === 1 && isRecord(value.next)) {
       const { path, ino } = value.next;
-      if (typeof path === 'string' && typeof ino === 'string' && Object.keys(value.next).length === 2) return { path, ino };
+      // One naming this same file (another process's line, never the broker's) would have it read again and again.
+      if (typeof path === 'string' && typeof ino === 'string' && Object.keys(value.next).length === 2 && ino !== this.ino) return { path, ino };
     }
     this.skipped++;
     return undefined;
@@ -135,5 +156,6 @@ export class JournalReader {
     if (reader === undefined) return;
     this.fd = reader.fd;
     this.offset = 0;
+    this.ino = reader.ino;
   }
 }

@@ -143,8 +143,8 @@ export interface VerifierStatus {
    */
   revocationsMalformed: number;
   /**
-   * Reading the broker's revocation journal at each check (a broker on this machine that keeps one): a token is
-   * refused from the moment its revocation is written there, before the push reaches this process.
+   * Connected, and reading the broker's revocation journal at each check (a broker on this machine that keeps
+   * one): a token is refused from the moment its revocation is written there, before the push reaches this process.
    */
   journal: boolean;
 }
@@ -920,7 +920,7 @@ class WritVerifier implements Verifier {
   // -------------------------------------------------------------------------------------------
 
   status(): VerifierStatus {
-    return { connected: this.live, revocationsKnown: this.revocations.size, blockedIdentities: this.revocations.blockedCount, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed, journal: this.journal?.reading === true };
+    return { connected: this.live, revocationsKnown: this.revocations.size, blockedIdentities: this.revocations.blockedCount, cachedTokens: this.cache.size, reportsDropped: this.dropped, revocationsMalformed: this.malformed, journal: this.live && this.journal?.reading === true };
   }
 
   ready(): Promise<boolean> {

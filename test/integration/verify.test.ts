@@ -3,6 +3,8 @@
 // sub-agents), fail-closed behaviour when the broker dies and recovery when it returns, and use in the audit log.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BrokerProcess, ROOT, approveAll, form, freshEnv, requireKeyring } from '../helpers/broker';
 import { createVerifier } from '../../broker/sdk/verify';
 import type { Verifier, VerifierStatus } from '../../broker/sdk/verify';
@@ -529,27 +531,36 @@ describe('verifier: revocation is in force when the revoke call returns', () => 
 
 describe('verifier: the revocation journal', { timeout: 60_000 }, () => {
   /**
-   * Sends a revoke and keeps this process's event loop busy until the verifier refuses `t` (checked as
-   * `revoked` does, with what the journal holds) or 5 s pass: no frame is read meanwhile, so a refusal can only
-   * have come from the journal. Returns whether it refused, and whether the push had been applied by then.
+   * Sends a revoke and keeps this process's event loop busy (awaiting only settled promises: microtasks, no I/O)
+   * checking the token with `verify` until it is refused or 5 s pass: no frame is read meanwhile, so a refusal
+   * can only have come from the journal. Says whether it was refused, and whether the push had been applied then.
    */
-  const revokeWhileBusy = (v: Verifier, client: WritClient, token: string, t: Awaited<ReturnType<Verifier['verify']>>) => {
-    const jti = t.jti;
+  const revokeWhileBusy = async (v: Verifier, client: WritClient, token: string, jti: string) => {
     let pushed = false;
     const off = v.onRevocation((e) => {
       if (e.jtis.includes(jti)) pushed = true;
     });
     const call = client.call('revoke', { target: { kind: 'token', jti } });
     const deadline = Date.now() + 5000;
-    let refused = false;
-    while (!refused && Date.now() < deadline) refused = v.revoked(t);
+    let code = await codeOf(v.verify(token));
+    while (code === 'resolved' && Date.now() < deadline) code = await codeOf(v.verify(token));
     const pushedThen = pushed;
-    // The cached check, made now, in the same busy turn.
-    const code = codeOf(v.verify(token));
-    return { refused, pushedThen, code, done: call.then(() => (off(), pushed)) };
+    await call;
+    off();
+    return { code, pushedThen, pushedLater: pushed };
   };
+  /** This process's open files that are a broker's revocation journal (the verifier's readers). */
+  const journalsOpen = () =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return /\/revocations-[0-9]+-[0-9]+\.journal( \(deleted\))?$/.test(readlinkSync(`/proc/self/fd/${fd}`));
+      } catch {
+        return false; // closed meanwhile (the listing's own fd)
+      }
+    }).length;
+  const journalFiles = (env: Record<string, string>) => readdirSync(env.WRIT_RUNTIME_DIR!).filter((n) => n.endsWith('.journal'));
 
-  it('a verifier refuses a revoked token at its next check while its process has not yet read the push; after a restart, from the new broker\'s journal', async () => {
+  it("a verifier refuses a revoked token at its next check while its process has not yet read the push; after a restart, from the new broker's journal", async () => {
     const env = freshEnv();
     let b = await BrokerProcess.start(env);
     b.decide = approveAll;
@@ -560,18 +571,23 @@ describe('verifier: the revocation journal', { timeout: 60_000 }, () => {
       for (const round of [1, 2]) {
         const { client } = await b.agent(`journal-${round}`);
         const r = await client.call('task.request', { task: 'journal', scopes: ['repo:read:acme/web'], audience: AUD });
-        const t = await v.verify(r.token.token);
-        const { refused, pushedThen, code, done } = revokeWhileBusy(v, client, r.token.token, t);
-        expect({ round, refused, pushedThen }).toEqual({ round, refused: true, pushedThen: false });
-        expect(await code).toBe('WRIT_TOKEN_REVOKED');
-        // The push still came, and was acknowledged: the call returned.
-        expect(await done).toBe(true);
+        await v.verify(r.token.token);
+        const outcome = await revokeWhileBusy(v, client, r.token.token, r.token.jti);
+        // Refused before the push was applied; the push still came, and was acknowledged (the call returned).
+        expect({ round, ...outcome }).toEqual({ round, code: 'WRIT_TOKEN_REVOKED', pushedThen: false, pushedLater: true });
+        expect(journalsOpen()).toBe(1);
         await client.close();
         if (round === 1) {
           await b.stop();
+          // The broker removed its journal as it stopped; the verifier no longer says it reads one.
+          expect(journalFiles(env)).toEqual([]);
           await connectedIs(v, false);
+          expect(v.status().journal).toBe(false);
+          // A journal a broker that is gone left behind (SIGKILL): the next one removes it.
+          writeFileSync(join(env.WRIT_RUNTIME_DIR!, 'revocations-999999-1.journal'), '', { mode: 0o600 });
           b = await BrokerProcess.start(env);
           b.decide = approveAll;
+          expect(journalFiles(env)).toEqual([`revocations-${b.discovery.pid}-1.journal`]);
           await connectedIs(v, true);
           expect(v.status().journal).toBe(true);
         }
@@ -580,6 +596,8 @@ describe('verifier: the revocation journal', { timeout: 60_000 }, () => {
       await v.close();
       await b.stop();
     }
+    // The reader of the last broker's journal was closed with the verifier, and that of the first one's on reconnecting.
+    expect(journalsOpen()).toBe(0);
   });
 });
 

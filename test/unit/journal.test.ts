@@ -52,25 +52,31 @@ describe('revocation journal', () => {
     expect(logged).toEqual([]);
   });
 
-  it('past its size it continues in a new file: a reader follows on through every file, in order, and the old ones go', () => {
+  it('past its size it continues in a new file: readers follow on, in order, also one told of a file just continued, or one that missed two changes of file', () => {
+    // Each event's line is about 115 bytes: three to a file of at most 300, then the next goes to a new file.
     const j = RevocationJournal.open(dir, log, { maxBytes: 300 });
     const start = j.place()!;
     const early = JournalReader.open(start, 0)!;
+    const idle = JournalReader.open(start, 0)!;
     const seen: string[] = [];
+    const journals = () => readdirSync(dir).filter((n) => n.endsWith('.journal')).length;
+    let told: ReturnType<RevocationJournal['place']>;
     for (let i = 1; i <= 12; i++) {
+      // Told of the place, as a subscriber is, just before the file is continued: it opens it after.
+      if (i === 4) told = j.place();
       j.append(event(`t${i}`, i));
-      // A reader checking between appends, and one that reads only at the end, see the same.
       seen.push(...readAll(early));
+      if (i === 4) {
+        expect(j.place()!.path).not.toBe(start.path);
+        expect(readAll(JournalReader.open(told!, told!.offset)!)).toEqual(['4:t4']);
+      }
+      // Seven events: a third file; the first is gone, but a reader holding it reads on through the second.
+      if (i === 7) expect(readAll(idle)).toEqual(['1:t1', '2:t2', '3:t3', '4:t4', '5:t5', '6:t6', '7:t7']);
+      // The file being written and the one before it: no more.
+      expect(journals()).toBe(i <= 3 ? 1 : 2);
     }
-    const want = Array.from({ length: 12 }, (_, i) => `${i + 1}:t${i + 1}`);
-    expect(seen).toEqual(want);
+    expect(seen).toEqual(Array.from({ length: 12 }, (_, k) => `${k + 1}:t${k + 1}`));
     const now = j.place()!;
-    expect(now.path).not.toBe(start.path);
-    // Only the file being written is left: the ones before were removed as each was continued.
-    expect(readdirSync(dir)).toEqual([now.path.slice(dir.length + 1)]);
-    expect(readAll(early)).toEqual([]);
-    expect(early.reading).toBe(true);
-    // A subscriber from here on gets the next event, whether or not it comes in yet another file.
     const late = JournalReader.open(now, now.offset)!;
     j.append(event('t13', 13));
     expect(readAll(early)).toEqual(['13:t13']);
@@ -79,10 +85,42 @@ describe('revocation journal', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  it('removes journals of brokers no longer running, and nothing else', () => {
-    for (const name of ['revocations-999999-1.journal', 'revocations-999999-2.journal', 'revocations-4242-1.journal', 'revocations.jsonl', 'broker.json']) writeFileSync(join(dir, name), '');
-    const j = RevocationJournal.open(dir, log, { isRunning: (pid) => pid === 4242 });
+  it("a `next` naming the file itself is skipped, and a cycle of two files costs a bounded re-read at each check, not a loop; another process's lines are never written over", () => {
+    const j = RevocationJournal.open(dir, log);
+    const place = j.place()!;
+    const reader = JournalReader.open(place, 0)!;
+    j.append(event('a', 1));
+    // Another process of this user appends a line of its own, and then a `next` naming the journal itself.
+    appendFileSync(place.path, 'not a line of the broker\n' + JSON.stringify({ next: { path: place.path, ino: place.ino } }) + '\n');
+    j.append(event('b', 2));
+    // The broker's line went after them (O_APPEND), and is read.
+    expect(readAll(reader)).toEqual(['1:a', '2:b']);
+    expect(readFileSync(place.path, 'utf8').endsWith(JSON.stringify(event('b', 2)) + '\n')).toBe(true);
+    // A subscriber now starts at the file's end, past those lines.
+    const after = JournalReader.open(j.place()!, j.place()!.offset)!;
+    j.append(event('c', 3));
+    expect(readAll(after)).toEqual(['3:c']);
+    // Two files naming each other: one read re-reads them at most twice over, then leaves the rest for the next.
+    const other = join(dir, 'other.journal');
+    writeFileSync(other, JSON.stringify(event('d', 4)) + '\n' + JSON.stringify({ next: { path: place.path, ino: place.ino } }) + '\n', { mode: 0o600 });
+    const otherIno = String(statSync(other, { bigint: true }).ino);
+    appendFileSync(place.path, JSON.stringify({ next: { path: other, ino: otherIno } }) + '\n');
+    expect(readAll(reader)).toEqual(['3:c', '4:d', '1:a', '2:b', '3:c']);
+    expect(reader.reading).toBe(true);
+    j.close();
+  });
+
+  it('removes journals of brokers no longer running, one an earlier process with this pid left, and nothing else', () => {
+    // `revocations-<this pid>-1.journal` left by a process that had this pid before: the new one takes its name.
+    for (const name of ['revocations-999999-1.journal', 'revocations-999999-2.journal', 'revocations-4242-1.journal', `revocations-${process.pid}-1.journal`, 'revocations.jsonl', 'broker.json']) writeFileSync(join(dir, name), 'left\n');
+    const j = RevocationJournal.open(dir, log, { isRunning: (pid) => pid === 4242 || pid === process.pid });
     expect(readdirSync(dir).sort()).toEqual(['broker.json', 'revocations-4242-1.journal', `revocations-${process.pid}-1.journal`, 'revocations.jsonl'].sort());
+    expect(j.place()).toMatchObject({ path: join(dir, `revocations-${process.pid}-1.journal`), offset: 0 });
+    expect(logged).toEqual([]);
+    // A second journal this process opens there leaves the first one's file alone.
+    const other = RevocationJournal.open(dir, log, { isRunning: () => true });
+    expect(existsSync(j.place()!.path)).toBe(true);
+    other.close();
     j.close();
   });
 
