@@ -366,7 +366,14 @@ async function startRig(label: string, dist: string, verifiers: number): Promise
   const { client } = await broker.agent(`bench-${label}`);
   const r = await client.call('task.request', { task: 'bench', scopes: [SCOPE], audience: AUDIENCE });
   const rig = new Rig(client, r.grant.id, broker.discovery.httpUrl, broker.env.WRIT_RUNTIME_DIR, verifiers, join(dist, 'verify.mjs'));
-  await rig.ready();
+  try {
+    await rig.ready();
+  } catch (e) {
+    // Not yet among the sides the caller stops: its verifiers and broker go here.
+    await rig.stop();
+    await broker.stop();
+    throw e;
+  }
   return { label, rig, broker, samples: [] };
 }
 

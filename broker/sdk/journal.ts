@@ -68,14 +68,13 @@ export class JournalReader {
 
   /**
    * Applies every whole line appended since the last read, in order, following a `next` to the file after. One
-   * read reads at most MAX_FOLLOWS files after the first and MAX_FILE_BYTES in all, then leaves the rest for the
-   * next: a `next` naming a file already read (written there by another process of this user) costs a bounded
-   * re-read of it per check, never a loop.
+   * read reads at most MAX_FOLLOWS files after the first (each at most MAX_FILE_BYTES), then leaves the rest for
+   * the next: a `next` naming a file already read (written there by another process of this user) costs a
+   * bounded re-read per check, never a loop.
    */
   read(apply: (e: RevocationEvent) => void): void {
     let follows = 0;
-    let budget = MAX_FILE_BYTES;
-    while (this.fd !== undefined && budget > 0) {
+    while (this.fd !== undefined) {
       let n: number;
       try {
         n = readSync(this.fd, this.buf, 0, CHUNK, this.offset);
@@ -85,7 +84,6 @@ export class JournalReader {
       }
       if (n === 0) return;
       this.offset += n;
-      budget -= n;
       if (this.offset > MAX_FILE_BYTES) {
         this.close();
         return;

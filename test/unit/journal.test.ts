@@ -2,7 +2,7 @@
 // event one line, in order, across the files it continues in; made private, removed when the broker stops, and
 // left behind by no broker that is gone; a journal that cannot be written is none, and the broker goes on.
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, chmodSync, existsSync, truncateSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, truncateSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -85,6 +85,28 @@ describe('revocation journal', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('a reader that missed two changes of full-size files applies every line at its next check', () => {
+    const j = RevocationJournal.open(dir, log);
+    const idle = JournalReader.open(j.place()!, 0)!;
+    const first = j.place()!.path;
+    let written = 0;
+    // Past two changes of file: more than 8 MiB of lines in three files, the first already removed.
+    for (let part = 0; part < 2; ) {
+      const at = j.place()!.path;
+      j.append(event(`t${++written}`, written));
+      if (j.place()!.path !== at) part++;
+    }
+    expect(existsSync(first)).toBe(false);
+    let applied = 0;
+    let last = 0;
+    idle.read((e) => {
+      applied++;
+      last = e.seq!;
+    });
+    expect({ applied, last }).toEqual({ applied: written, last: written });
+    j.close();
+  });
+
   it("a `next` naming the file itself is skipped, and a cycle of two files costs a bounded re-read at each check, not a loop; another process's lines are never written over", () => {
     const j = RevocationJournal.open(dir, log);
     const place = j.place()!;
@@ -95,8 +117,10 @@ describe('revocation journal', () => {
     j.append(event('b', 2));
     // The broker's line went after them (O_APPEND), and is read.
     expect(readAll(reader)).toEqual(['1:a', '2:b']);
-    expect(readFileSync(place.path, 'utf8').endsWith(JSON.stringify(event('b', 2)) + '\n')).toBe(true);
-    // A subscriber now starts at the file's end, past those lines.
+    const self = JSON.stringify({ next: { path: place.path, ino: place.ino } });
+    expect(readFileSync(place.path, 'utf8')).toBe([JSON.stringify(event('a', 1)), 'not a line of the broker', self, JSON.stringify(event('b', 2)), ''].join('\n'));
+    // A subscriber now starts at the file's end, past all of it, also what another process appended last.
+    appendFileSync(place.path, JSON.stringify(event('x', 99)) + '\n');
     const after = JournalReader.open(j.place()!, j.place()!.offset)!;
     j.append(event('c', 3));
     expect(readAll(after)).toEqual(['3:c']);
@@ -105,7 +129,7 @@ describe('revocation journal', () => {
     writeFileSync(other, JSON.stringify(event('d', 4)) + '\n' + JSON.stringify({ next: { path: place.path, ino: place.ino } }) + '\n', { mode: 0o600 });
     const otherIno = String(statSync(other, { bigint: true }).ino);
     appendFileSync(place.path, JSON.stringify({ next: { path: other, ino: otherIno } }) + '\n');
-    expect(readAll(reader)).toEqual(['3:c', '4:d', '1:a', '2:b', '3:c']);
+    expect(readAll(reader)).toEqual(['99:x', '3:c', '4:d', '1:a', '2:b', '99:x', '3:c']);
     expect(reader.reading).toBe(true);
     j.close();
   });
@@ -117,9 +141,11 @@ describe('revocation journal', () => {
     expect(readdirSync(dir).sort()).toEqual(['broker.json', 'revocations-4242-1.journal', `revocations-${process.pid}-1.journal`, 'revocations.jsonl'].sort());
     expect(j.place()).toMatchObject({ path: join(dir, `revocations-${process.pid}-1.journal`), offset: 0 });
     expect(logged).toEqual([]);
-    // A second journal this process opens there leaves the first one's file alone.
+    // A second journal this process opens there leaves the first one's file alone (and cannot take its name).
+    const ino = j.place()!.ino;
     const other = RevocationJournal.open(dir, log, { isRunning: () => true });
-    expect(existsSync(j.place()!.path)).toBe(true);
+    expect(other.place()).toBeUndefined();
+    expect(String(statSync(j.place()!.path, { bigint: true }).ino)).toBe(ino);
     other.close();
     j.close();
   });
@@ -131,6 +157,26 @@ describe('revocation journal', () => {
     j.append(event('a', 1));
     expect(logged).toEqual([`writ: could not make the revocation journal ${join(gone, `revocations-${process.pid}-1.journal`)} (ENOENT); verifiers learn of revocations by the push alone`]);
     j.close();
+  });
+
+  it('a write that fails ends the journal: said once, its file removed; a log that throws changes nothing', () => {
+    const j = RevocationJournal.open(dir, log);
+    const place = j.place()!;
+    j.append(event('a', 1));
+    // Its descriptor closed under it: the next write fails (EBADF) as one on a full disk would (ENOSPC).
+    closeSync((j as unknown as { fd: number }).fd);
+    j.append(event('b', 2));
+    expect(j.place()).toBeUndefined();
+    expect(existsSync(place.path)).toBe(false);
+    expect(logged).toEqual(['writ: could not append to the revocation journal (EBADF); verifiers learn of revocations by the push alone']);
+    j.append(event('c', 3));
+    expect(logged.length).toBe(1);
+    j.close();
+    const throwing = RevocationJournal.open(join(dir, 'gone'), () => {
+      throw new Error('the log is gone');
+    });
+    expect(throwing.place()).toBeUndefined();
+    expect(() => throwing.append(event('d', 4))).not.toThrow();
   });
 
   it('a new file that cannot be made when the journal is full ends it: readers go on by the push, nothing of it is left behind', () => {

@@ -567,9 +567,12 @@ describe('verifier: revocation frames', () => {
         expect(v.status().journal).toBe(true);
         const known = v.status().revocationsKnown; // the fake's durable grants, from tests before
         const [t0, t1, t2, t3, t4] = await Promise.all(['grt_j0', 'grt_j1', 'grt_j2', 'grt_j3', 'grt_j4'].map((g) => mint(g)));
-        for (const t of [t0, t1, t2, t3, t4]) await v.verify(t!.token);
+        const verified = [];
+        for (const t of [t0, t1, t2, t3, t4]) verified.push(await v.verify(t!.token));
         const acked = acks.length;
         appendFileSync(journalPlace.path, revokeLine('grt_j1', 2));
+        // `revoked` reads it too (a resource asking from a listener, with no check made since).
+        expect(v.revoked(verified[1]!)).toBe(true);
         expect(await codeOf(v.verify(t1!.token))).toBe('WRIT_TOKEN_REVOKED');
         // Half a line: not yet; the rest: refused.
         const line = revokeLine('grt_j2', 3);
