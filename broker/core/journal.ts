@@ -67,9 +67,14 @@ export class RevocationJournal {
   /** Appends one entry's event; never throws (a write that fails ends the journal, and the push still goes). */
   append(event: RevocationEvent): void {
     if (this.fd === undefined) return;
-    if (this.size >= this.maxBytes) this.continueInNewFile();
-    if (this.fd === undefined) return; // it could not be continued: ended
-    this.write(JSON.stringify(event) + '\n');
+    try {
+      if (this.size >= this.maxBytes) this.continueInNewFile();
+      if (this.fd === undefined) return; // it could not be continued: ended
+      this.write(JSON.stringify(event) + '\n');
+    } catch (e) {
+      // Nothing here is expected to throw (each step ends the journal itself); should one, the push must still go.
+      this.fail('the revocation journal failed', e);
+    }
   }
 
   /** Removes the journal (the broker is stopping): a reader holding it open reads nothing more from it. */
@@ -93,7 +98,13 @@ export class RevocationJournal {
       // line goes at the end (O_APPEND), whatever else was written there: none is ever written over.
       const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_APPEND, 0o600);
       MADE.add(path);
-      return { fd, file: { path, ino: String(fstatSync(fd, { bigint: true }).ino) } };
+      try {
+        return { fd, file: { path, ino: String(fstatSync(fd, { bigint: true }).ino) } };
+      } catch (e) {
+        closeQuietly(fd);
+        this.remove(path);
+        throw e;
+      }
     } catch (e) {
       this.fail(`could not make the revocation journal ${path}`, e);
       return undefined;
@@ -115,7 +126,7 @@ export class RevocationJournal {
       this.remove(old);
       // No new file, or the old one could not name it: readers go on by the push alone, new subscribers too.
       if (next !== undefined) {
-        closeSync(next.fd);
+        closeQuietly(next.fd);
         this.remove(next.file.path);
       }
       return;
@@ -151,13 +162,7 @@ export class RevocationJournal {
   }
 
   private end(): void {
-    if (this.fd !== undefined) {
-      try {
-        closeSync(this.fd);
-      } catch {
-        // already closed: nothing more to do
-      }
-    }
+    if (this.fd !== undefined) closeQuietly(this.fd);
     this.fd = undefined;
     this.file = undefined;
   }
@@ -192,6 +197,14 @@ function running(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // closed, or its last writes lost: the file is being let go either way
   }
 }
 

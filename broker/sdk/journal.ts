@@ -30,6 +30,8 @@ export class JournalReader {
   private offset: number;
   /** Lines read that were not an event or a `next` (a newer broker's, or damaged): skipped. */
   skipped = 0;
+  /** When the file's link count was last looked at (Date.now). */
+  private linksChecked = 0;
 
   private constructor(
     fd: number,
@@ -82,7 +84,10 @@ export class JournalReader {
         this.close();
         return;
       }
-      if (n === 0) return;
+      if (n === 0) {
+        this.endedWithoutNext();
+        return;
+      }
       this.offset += n;
       if (this.offset > MAX_FILE_BYTES) {
         this.close();
@@ -112,6 +117,23 @@ export class JournalReader {
       }
       if (n < CHUNK) return;
     }
+  }
+
+  /**
+   * At the end of what is written: a file the broker has removed without naming a next one (it stopped, or ended
+   * its journal when a write failed) gets nothing more, so it is let go and `reading` says so. Looked at once a
+   * second at most: one fstat, where a check is otherwise one pread.
+   */
+  private endedWithoutNext(): void {
+    const now = Date.now();
+    if (now - this.linksChecked < 1000) return;
+    this.linksChecked = now;
+    try {
+      if (fstatSync(this.fd!).nlink > 0) return;
+    } catch {
+      // unreadable: let go as well
+    }
+    this.close();
   }
 
   close(): void {

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, chmodSync, closeSync, existsSync, truncateSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RevocationJournal } from '../../broker/core/journal';
 import { JournalReader } from '../../broker/sdk/journal';
 import { REVOCATION_JOURNAL_MAX_BYTES } from '../../broker/protocol';
@@ -159,19 +159,42 @@ describe('revocation journal', () => {
     j.close();
   });
 
-  it('a write that fails ends the journal: said once, its file removed; a log that throws changes nothing', () => {
+  it('a write that fails ends the journal: said once, its file removed, its readers let go; nothing append does throws', () => {
     const j = RevocationJournal.open(dir, log);
     const place = j.place()!;
+    const reader = JournalReader.open(place, 0)!;
     j.append(event('a', 1));
+    expect(readAll(reader)).toEqual(['1:a']);
+    expect(reader.reading).toBe(true);
     // Its descriptor closed under it: the next write fails (EBADF) as one on a full disk would (ENOSPC).
     closeSync((j as unknown as { fd: number }).fd);
     j.append(event('b', 2));
     expect(j.place()).toBeUndefined();
     expect(existsSync(place.path)).toBe(false);
     expect(logged).toEqual(['writ: could not append to the revocation journal (EBADF); verifiers learn of revocations by the push alone']);
+    // Its reader lets go at its next check after that (the link count is looked at once a second at most).
+    vi.useFakeTimers({ now: Date.now() + 1001, toFake: ['Date'] });
+    try {
+      expect(readAll(reader)).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(reader.reading).toBe(false);
     j.append(event('c', 3));
     expect(logged.length).toBe(1);
     j.close();
+    // Should any step throw all the same, append does not: the journal ends and the push still goes.
+    const k = RevocationJournal.open(dir, log, { maxBytes: 1 });
+    const kFile = k.place()!.path;
+    k.append(event('e', 5));
+    vi.spyOn(k as unknown as { continueInNewFile: () => void }, 'continueInNewFile').mockImplementation(() => {
+      throw new Error('EIO from nowhere');
+    });
+    expect(() => k.append(event('f', 6))).not.toThrow();
+    expect(k.place()).toBeUndefined();
+    expect(existsSync(kFile)).toBe(false);
+    expect(logged.at(-1)).toBe('writ: the revocation journal failed (EIO from nowhere); verifiers learn of revocations by the push alone');
+    k.close();
     const throwing = RevocationJournal.open(join(dir, 'gone'), () => {
       throw new Error('the log is gone');
     });
@@ -190,7 +213,10 @@ describe('revocation journal', () => {
     j.append(event('b', 2));
     expect(j.place()).toBeUndefined();
     expect(logged).toEqual([`writ: could not make the revocation journal ${join(dir, squatter)} (EEXIST); verifiers learn of revocations by the push alone`]);
+    // The file it read was removed with no `next`: at its end, it lets go, and says it no longer reads a journal.
     expect(readAll(reader)).toEqual(['1:a']);
+    expect(readAll(reader)).toEqual([]);
+    expect(reader.reading).toBe(false);
     expect(readdirSync(dir)).toEqual([squatter]);
     j.close();
     expect(logged.length).toBe(1);
