@@ -100,8 +100,9 @@ async function main(): Promise<void> {
     log('verification');
     verified = await verifyFigures(bench);
     log('revocation');
-    // At least 100 kills: with fewer, the nearest-rank p99 is simply the slowest kill.
-    revoked = await revocationFigures(bench, 16, Math.max(100, Math.round(SECONDS * 40)));
+    // At least 400 kills: with 100 the nearest-rank p99 is simply the slowest kill, with 120 the second slowest,
+    // and two hiccups of a shared host then move it by milliseconds (seen: 1.29 ms in one run, 3.03 in the next).
+    revoked = await revocationFigures(bench, 16, Math.max(400, Math.round(SECONDS * 130)));
     template = mintTemplate(bench.broker.auditLines());
   } finally {
     if (peer.child.exitCode === null && peer.child.signalCode === null) await peer.stop();
