@@ -1,6 +1,6 @@
 // The revocation journal: a file in the broker's runtime folder to which the broker appends each entry of the
 // revocation list the moment it applies it, before it pushes the same event to subscribed verifiers. A verifier on
-// this machine reads what is new in it at each check (broker/sdk/verify.ts, JournalReader), so it refuses a revoked
+// this machine reads what is new in it at each check (JournalReader in broker/sdk/journal.ts), so it refuses a revoked
 // token from the moment the line is written, however long its process takes to be woken by the push: sixteen
 // verifier processes on two cores take milliseconds to wake one after another, a write takes microseconds.
 //
@@ -15,7 +15,6 @@ import { closeSync, fstatSync, openSync, readdirSync, unlinkSync, writeSync, con
 import { join } from 'node:path';
 import { REVOCATION_JOURNAL_MAX_BYTES } from '../protocol';
 import type { RevocationEvent, RevocationJournalFile, RevocationJournalPlace } from '../protocol';
-
 
 const NAME = /^revocations-([0-9]+)-([0-9]+)\.journal$/;
 /** Journal files this process has made (and not yet removed): never taken for another process's leftovers. */

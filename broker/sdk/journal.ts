@@ -28,8 +28,6 @@ export class JournalReader {
   private partial: Buffer | undefined;
   private fd: number | undefined;
   private offset: number;
-  /** Lines read that were not an event or a `next` (a newer broker's, or damaged): skipped. */
-  skipped = 0;
   /** When the file's link count was last looked at (Date.now). */
   private linksChecked = 0;
 
@@ -153,8 +151,7 @@ export class JournalReader {
     try {
       value = JSON.parse(text);
     } catch {
-      this.skipped++;
-      return undefined;
+      return undefined; // not JSON: damaged, or another process's
     }
     const event = parseRevocationEvent(value);
     if (event !== undefined) {
@@ -166,8 +163,7 @@ export class JournalReader {
       // One naming this same file (another process's line, never the broker's) would have it read again and again.
       if (typeof path === 'string' && typeof ino === 'string' && Object.keys(value.next).length === 2 && ino !== this.ino) return { path, ino };
     }
-    this.skipped++;
-    return undefined;
+    return undefined; // neither an event nor a `next`: a newer broker's line, or damaged, skipped
   }
 
   private follow(next: RevocationJournalFile): void {
